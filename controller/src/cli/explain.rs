@@ -1,0 +1,115 @@
+//! `bulkhead explain`: the verdict for one connection and the rules behind it.
+
+use std::io::Write;
+
+use clap::Args;
+
+use super::{CliError, ManifestArgs, Output};
+use crate::compile::compile;
+use crate::eval::explain::{Explanation, PeerArg, RuleRef, SideExplanation, explain};
+use crate::model::Protocol;
+
+/// Arguments of `bulkhead explain`.
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    /// Manifests.
+    #[command(flatten)]
+    pub manifests: ManifestArgs,
+    /// Source: `namespace/name` of a pod, or an IP address.
+    #[arg(long, value_name = "PEER")]
+    pub from: PeerArg,
+    /// Destination: `namespace/name` of a pod, or an IP address.
+    #[arg(long, value_name = "PEER")]
+    pub to: PeerArg,
+    /// TCP, UDP or SCTP.
+    #[arg(long, default_value = "TCP")]
+    pub protocol: Protocol,
+    /// Destination port.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub output: Output,
+}
+
+/// Runs the command.
+pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
+    let model = args.manifests.load()?;
+    let compiled = compile(&model);
+    let e = explain(&model, &compiled, &args.from, &args.to, args.protocol, args.port)?;
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer_pretty(&mut out, &e).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Output::Text => write_text(&mut out, &e)?,
+    }
+    Ok(())
+}
+
+fn name(pod: &Option<String>, addr: std::net::IpAddr) -> String {
+    match pod {
+        Some(p) => format!("{p} ({addr})"),
+        None => format!("{addr} (not a pod)"),
+    }
+}
+
+fn rule_line(r: &RuleRef, direction: &str) -> String {
+    let peers = if direction == "egress" { "to" } else { "from" };
+    let mut at = format!("{} {direction}[{}]", r.policy, r.rule);
+    if let Some(p) = r.peer {
+        at.push_str(&format!(".{peers}[{p}]"));
+    }
+    if let Some(p) = r.port {
+        at.push_str(&format!(".ports[{p}]"));
+    }
+    format!("{at}: {} · {}", r.peer_text, r.port_text)
+}
+
+fn write_side(out: &mut impl Write, s: &SideExplanation, what: &str) -> std::io::Result<()> {
+    let d = s.direction.as_str();
+    let who = s.pod.as_deref().unwrap_or("the address");
+    match s.verdict {
+        "not-a-pod" => return writeln!(out, "{d}: ✓ not a pod, no {d} policy applies"),
+        "not-isolated" => {
+            return writeln!(out, "{d} of {who}: ✓ allowed: no policy selects it for {d} (not isolated)");
+        }
+        _ => {}
+    }
+    writeln!(out, "{d} of {who}: isolated by {}", s.policies.join(", "))?;
+    if s.allowed_by.is_empty() {
+        writeln!(out, "  ✗ denied: no {d} rule allows {what}")?;
+    } else {
+        writeln!(out, "  ✓ allowed by:")?;
+        for r in &s.allowed_by {
+            writeln!(out, "      {}", rule_line(r, d))?;
+        }
+    }
+    if !s.peer_matches_port_does_not.is_empty() {
+        writeln!(out, "  rules that match the peer but not this protocol/port:")?;
+        for r in &s.peer_matches_port_does_not {
+            writeln!(out, "      {}", rule_line(r, d))?;
+        }
+    }
+    if !s.port_matches_peer_does_not.is_empty() {
+        writeln!(out, "  rules that match this protocol/port but not the peer:")?;
+        for r in &s.port_matches_peer_does_not {
+            writeln!(out, "      {}", rule_line(r, d))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_text(out: &mut impl Write, e: &Explanation) -> std::io::Result<()> {
+    let what = format!("{} {}", e.protocol, e.port);
+    writeln!(
+        out,
+        "{what}  {} → {}",
+        name(&e.src.pod, e.src.addr),
+        name(&e.dst.pod, e.dst.addr)
+    )?;
+    writeln!(out, "verdict: {}\n", if e.allowed { "ALLOWED" } else { "DENIED" })?;
+    write_side(out, &e.egress, &what)?;
+    write_side(out, &e.ingress, &what)
+}

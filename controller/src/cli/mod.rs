@@ -1,0 +1,103 @@
+//! The `bulkhead` command line.
+
+pub mod connectivity;
+pub mod explain;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnetwork::IpNetwork;
+
+use crate::model::Model;
+use crate::model::addressing::AddressPlan;
+use crate::source::manifest::{self, ManifestErrors};
+
+/// Bulkhead: network micro-segmentation for containers and Kubernetes.
+#[derive(Debug, Parser)]
+#[command(name = "bulkhead", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List every allowed connection under the manifests' NetworkPolicies.
+    Connectivity(connectivity::ConnectivityArgs),
+    /// Explain the verdict for one connection: which policies and rules decide it.
+    Explain(explain::ExplainArgs),
+}
+
+/// Output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For people.
+    #[default]
+    Text,
+    /// JSON (Lines where there are several records).
+    Json,
+}
+
+/// Where the model comes from.
+#[derive(Debug, Args)]
+pub struct ManifestArgs {
+    /// Directory (searched recursively) or file of Kubernetes manifests, YAML or JSON.
+    #[arg(long, value_name = "DIR")]
+    pub manifests: PathBuf,
+    /// CIDR to assign pod addresses from when a pod has none in its status;
+    /// give one per family (repeat or comma-separate). Default: 10.244.0.0/16 and fd00:10:244::/64.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub pod_cidr: Vec<IpNetwork>,
+    /// Ignore status.podIP(s) and assign every pod an address from --pod-cidr.
+    #[arg(long)]
+    pub assign_pod_ips: bool,
+}
+
+impl ManifestArgs {
+    /// Loads and validates the manifests.
+    pub fn load(&self) -> Result<Model, ManifestErrors> {
+        let mut plan = AddressPlan {
+            ignore_status: self.assign_pod_ips,
+            ..AddressPlan::default()
+        };
+        if !self.pod_cidr.is_empty() {
+            plan.cidrs = self
+                .pod_cidr
+                .iter()
+                .map(|c| IpNetwork::new(c.network(), c.prefix()).unwrap_or(*c))
+                .collect();
+        }
+        let model = manifest::load_dir(&self.manifests, &plan)?;
+        tracing::info!(
+            pods = model.pods.len(),
+            namespaces = model.namespaces.len(),
+            policies = model.policies.len(),
+            "loaded manifests"
+        );
+        Ok(model)
+    }
+}
+
+/// Errors of a command, reported at the binary's edge with exit status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The manifests are invalid.
+    #[error(transparent)]
+    Manifests(#[from] ManifestErrors),
+    /// The explain query cannot be answered.
+    #[error(transparent)]
+    Explain(#[from] crate::eval::explain::ExplainError),
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Connectivity(args) => connectivity::run(&args),
+        Command::Explain(args) => explain::run(&args),
+    }
+}

@@ -1,0 +1,379 @@
+//! The policy compiler (pure: no I/O). Turns a [`Model`] into [`Compiled`]:
+//! identities (classes of addresses no selector or ipBlock tells apart),
+//! per-endpoint rule tables keyed by peer identity, and the rule registry
+//! that says which policy rule each table entry came from.
+//!
+//! This is the one representation of policy semantics: the kernel maps
+//! (`maps`), the reference evaluator (`crate::eval`) and explain all read it.
+
+pub mod address;
+pub mod bitset;
+pub mod identity;
+pub mod maps;
+pub mod select;
+pub mod tables;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeSet, HashMap};
+
+use bulkhead_common::{IDENTITY_ANY, PROTO_ANY};
+
+pub use address::{RegionId, Regions};
+pub use identity::{Identities, Identity, IdentityKind, PodClasses};
+pub use tables::{RuleOrigin, RuleTable, Segment};
+
+use bitset::BitSet;
+use select::Selection;
+use tables::TableBuilder;
+
+use crate::model::{Direction, IpBlock, Model, NamespaceScope, Peer, PortMatch, Protocol, Selector};
+
+/// Number of an identity; `IDENTITY_ANY` (0) is never one.
+pub type IdentityId = u32;
+/// Index of a rule table.
+pub type TableId = u32;
+/// Index of a rule in [`Compiled::rules`].
+pub type RuleId = u32;
+
+/// Which tables apply to a pod; `None` means the direction is not isolated
+/// (no policy selects the pod for it) and everything is allowed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Table for traffic entering the pod.
+    pub ingress: Option<TableId>,
+    /// Table for traffic leaving the pod.
+    pub egress: Option<TableId>,
+}
+
+impl Endpoint {
+    /// The table of one direction.
+    pub fn table(&self, direction: Direction) -> Option<TableId> {
+        match direction {
+            Direction::Ingress => self.ingress,
+            Direction::Egress => self.egress,
+        }
+    }
+}
+
+/// The compiled policy.
+pub struct Compiled {
+    /// Distinct ipBlocks in force, indexed by region memberships.
+    pub blocks: Vec<IpBlock>,
+    /// The address space cut by those blocks.
+    pub regions: Regions,
+    /// Pod classes.
+    pub classes: PodClasses,
+    /// Identities.
+    pub identities: Identities,
+    /// One per pod of the model, same index.
+    pub endpoints: Vec<Endpoint>,
+    /// Rule tables, shared by all endpoints with the same policies.
+    pub tables: Vec<RuleTable>,
+    /// Where each rule id came from.
+    pub rules: Vec<RuleOrigin>,
+}
+
+/// Compiles a model.
+pub fn compile(model: &Model) -> Compiled {
+    let blocks: Vec<IpBlock> = model
+        .policies
+        .iter()
+        .flat_map(|p| Direction::ALL.into_iter().flat_map(|d| p.rules(d).unwrap_or_default()))
+        .flat_map(|r| r.peers.iter().flatten())
+        .filter_map(|peer| match peer {
+            Peer::IpBlock(b) => Some(b.clone()),
+            Peer::Pods { .. } => None,
+        })
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let regions = Regions::new(&blocks);
+    let mut selection = Selection::new(model);
+
+    // Every distinct pod peer, as a set of pods.
+    let mut peer_index: HashMap<(NamespaceScope, Selector), usize> = HashMap::new();
+    let mut set_index: HashMap<BitSet, usize> = HashMap::new();
+    let mut sets: Vec<BitSet> = Vec::new();
+    let mut egress_names: BTreeSet<(String, Protocol)> = BTreeSet::new();
+    for policy in &model.policies {
+        for d in Direction::ALL {
+            for rule in policy.rules(d).unwrap_or_default() {
+                for peer in rule.peers.iter().flatten() {
+                    if let Peer::Pods { namespaces, pods } = peer {
+                        let key = (namespaces.clone(), pods.clone());
+                        if peer_index.contains_key(&key) {
+                            continue;
+                        }
+                        let bits = selection.peer(namespaces, pods);
+                        let next = sets.len();
+                        let i = *set_index.entry(bits.clone()).or_insert_with(|| {
+                            sets.push(bits);
+                            next
+                        });
+                        peer_index.insert(key, i);
+                    }
+                }
+                if d == Direction::Egress {
+                    for spec in rule.ports.iter().flatten() {
+                        if let PortMatch::Named(n) = &spec.port {
+                            egress_names.insert((n.clone(), spec.protocol));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let egress_names: Vec<_> = egress_names.into_iter().collect();
+    let classes = PodClasses::new(model, &sets, &egress_names);
+    let identities = Identities::new(model, &classes, &regions);
+
+    let set_identities: Vec<Vec<IdentityId>> = sets
+        .iter()
+        .map(|set| {
+            let mut seen = vec![false; classes.len()];
+            let mut ids = Vec::new();
+            for p in set.iter() {
+                let c = classes.class_of[p] as usize;
+                if !seen[c] {
+                    seen[c] = true;
+                    ids.extend(&identities.of_class[c]);
+                }
+            }
+            ids.sort_unstable();
+            ids
+        })
+        .collect();
+    let block_identities: Vec<Vec<IdentityId>> = (0..blocks.len() as u32)
+        .map(|b| {
+            let mut ids: Vec<IdentityId> = regions
+                .regions
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.blocks.contains(&b))
+                .flat_map(|(ri, _)| identities.of_region[ri].iter().copied())
+                .collect();
+            ids.sort_unstable();
+            ids
+        })
+        .collect();
+    let all_pod_identities: Vec<IdentityId> = identities
+        .list
+        .iter()
+        .filter(|i| matches!(i.kind, IdentityKind::Pods { .. }))
+        .map(|i| i.id)
+        .collect();
+
+    // Which policies select each pod, per direction.
+    let n = model.pods.len();
+    let mut selecting: [Vec<Vec<usize>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
+    for (pi, policy) in model.policies.iter().enumerate() {
+        let subject = selection.peer(&NamespaceScope::Same(policy.namespace.clone()), &policy.pod_selector);
+        for (di, d) in Direction::ALL.into_iter().enumerate() {
+            if policy.rules(d).is_some() {
+                for p in subject.iter() {
+                    selecting[di][p].push(pi);
+                }
+            }
+        }
+    }
+
+    let ctx = TableContext {
+        model,
+        classes: &classes,
+        identities: &identities,
+        peer_index: &peer_index,
+        set_identities: &set_identities,
+        blocks: &blocks,
+        block_identities: &block_identities,
+        all_pod_identities: &all_pod_identities,
+    };
+    let mut registry = Registry::default();
+    let mut tables: Vec<RuleTable> = Vec::new();
+    let mut table_ids: HashMap<(Direction, Vec<usize>, Vec<Option<u16>>), TableId> = HashMap::new();
+    let mut endpoints = Vec::with_capacity(n);
+    for p in 0..n {
+        let mut ep = Endpoint {
+            ingress: None,
+            egress: None,
+        };
+        for (di, d) in Direction::ALL.into_iter().enumerate() {
+            let policies = &selecting[di][p];
+            if policies.is_empty() {
+                continue;
+            }
+            // Ingress named ports resolve on the pod itself, so pods that
+            // resolve them differently need different tables.
+            let resolved = if d == Direction::Ingress {
+                ingress_names(model, policies)
+                    .into_iter()
+                    .map(|(name, proto)| model.pods[p].named_port(&name, proto))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let key = (d, policies.clone(), resolved);
+            let id = match table_ids.get(&key) {
+                Some(id) => *id,
+                None => {
+                    let id = tables.len() as TableId;
+                    tables.push(ctx.build(&mut registry, d, policies, p));
+                    table_ids.insert(key, id);
+                    id
+                }
+            };
+            match d {
+                Direction::Ingress => ep.ingress = Some(id),
+                Direction::Egress => ep.egress = Some(id),
+            }
+        }
+        endpoints.push(ep);
+    }
+    Compiled {
+        blocks,
+        regions,
+        classes,
+        identities,
+        endpoints,
+        tables,
+        rules: registry.rules,
+    }
+}
+
+/// Named ports used by the ingress rules of `policies`.
+fn ingress_names(model: &Model, policies: &[usize]) -> Vec<(String, Protocol)> {
+    let mut names: BTreeSet<(String, Protocol)> = BTreeSet::new();
+    for &pi in policies {
+        for rule in model.policies[pi].ingress.iter().flatten() {
+            for spec in rule.ports.iter().flatten() {
+                if let PortMatch::Named(n) = &spec.port {
+                    names.insert((n.clone(), spec.protocol));
+                }
+            }
+        }
+    }
+    names.into_iter().collect()
+}
+
+/// Rule ids, one per (policy, direction, rule, peer, port).
+#[derive(Default)]
+struct Registry {
+    ids: HashMap<RuleOrigin, RuleId>,
+    rules: Vec<RuleOrigin>,
+}
+
+impl Registry {
+    fn id(&mut self, origin: RuleOrigin) -> RuleId {
+        let next = self.rules.len() as RuleId;
+        *self.ids.entry(origin.clone()).or_insert_with(|| {
+            self.rules.push(origin);
+            next
+        })
+    }
+}
+
+/// What building a table needs to know.
+struct TableContext<'a> {
+    model: &'a Model,
+    classes: &'a PodClasses,
+    identities: &'a Identities,
+    peer_index: &'a HashMap<(NamespaceScope, Selector), usize>,
+    set_identities: &'a [Vec<IdentityId>],
+    blocks: &'a [IpBlock],
+    block_identities: &'a [Vec<IdentityId>],
+    all_pod_identities: &'a [IdentityId],
+}
+
+impl TableContext<'_> {
+    /// The peer identities of a peer (`None` = any peer).
+    fn peer_identities(&self, peer: Option<&Peer>) -> Option<&[IdentityId]> {
+        match peer? {
+            Peer::Pods { namespaces, pods } => {
+                let i = self.peer_index[&(namespaces.clone(), pods.clone())];
+                Some(&self.set_identities[i])
+            }
+            Peer::IpBlock(b) => {
+                let i = self.blocks.binary_search(b).expect("block collected");
+                Some(&self.block_identities[i])
+            }
+        }
+    }
+
+    /// The port a named port resolves to on the pods of identity `id`.
+    fn resolve_on_identity(&self, id: IdentityId, name: &str, proto: Protocol) -> Option<u16> {
+        match &self.identities.get(id).kind {
+            IdentityKind::Pods { class, .. } => {
+                let rep = self.classes.representative[*class as usize];
+                self.model.pods[rep].named_port(name, proto)
+            }
+            IdentityKind::External => None,
+        }
+    }
+
+    /// The table for direction `d` of endpoints selected by `policies`;
+    /// `rep` is one such endpoint (ingress named ports resolve on it).
+    fn build(&self, registry: &mut Registry, d: Direction, policies: &[usize], rep: usize) -> RuleTable {
+        let mut t = TableBuilder::default();
+        for &pi in policies {
+            let rules = self.model.policies[pi].rules(d).unwrap_or_default();
+            for (ri, rule) in rules.iter().enumerate() {
+                let peers: Vec<(Option<usize>, Option<&Peer>)> = match &rule.peers {
+                    None => vec![(None, None)],
+                    Some(list) => list.iter().enumerate().map(|(i, p)| (Some(i), Some(p))).collect(),
+                };
+                let ports: Vec<_> = match &rule.ports {
+                    None => vec![(None, None)],
+                    Some(list) => list.iter().enumerate().map(|(i, p)| (Some(i), Some(p))).collect(),
+                };
+                for &(peer_i, peer) in &peers {
+                    let targets = self.peer_identities(peer);
+                    for &(port_i, spec) in &ports {
+                        let rule_id = registry.id(RuleOrigin {
+                            policy: pi,
+                            direction: d,
+                            rule: ri,
+                            peer: peer_i,
+                            port: port_i,
+                        });
+                        let mut grant = |id: IdentityId, proto: u8, lo: u16, hi: u16| {
+                            t.grant(id, proto, lo, hi, rule_id)
+                        };
+                        let Some(spec) = spec else {
+                            match targets {
+                                None => grant(IDENTITY_ANY, PROTO_ANY, 0, u16::MAX),
+                                Some(ids) => ids.iter().for_each(|&id| grant(id, PROTO_ANY, 0, u16::MAX)),
+                            }
+                            continue;
+                        };
+                        let proto = spec.protocol.number();
+                        let range = match &spec.port {
+                            PortMatch::Any => Some((0, u16::MAX)),
+                            PortMatch::Range(lo, hi) => Some((*lo, *hi)),
+                            PortMatch::Named(name) if d == Direction::Ingress => self.model.pods[rep]
+                                .named_port(name, spec.protocol)
+                                .map(|n| (n, n)),
+                            PortMatch::Named(name) => {
+                                // Egress: resolved on each destination.
+                                let ids = targets.unwrap_or(self.all_pod_identities);
+                                for &id in ids {
+                                    if let Some(n) = self.resolve_on_identity(id, name, spec.protocol) {
+                                        grant(id, proto, n, n);
+                                    }
+                                }
+                                None
+                            }
+                        };
+                        if let Some((lo, hi)) = range {
+                            match targets {
+                                None => grant(IDENTITY_ANY, proto, lo, hi),
+                                Some(ids) => ids.iter().for_each(|&id| grant(id, proto, lo, hi)),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        t.build(d, policies.to_vec())
+    }
+}

@@ -1,0 +1,191 @@
+//! Rule tables: for one direction of one class of endpoints, which peer
+//! identity may use which protocol and ports, and by which rule.
+//!
+//! A table is keyed by (peer identity or ANY, protocol or ANY) and holds
+//! disjoint, sorted port segments, each with the rules that allow it. The
+//! kernel's policy map is this table written as LPM entries (see `maps`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bulkhead_common::{IDENTITY_ANY, PROTO_ANY};
+
+use super::{IdentityId, RuleId};
+use crate::model::Direction;
+
+/// Port segment `lo..=hi` and the rules (ascending) that allow it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Segment {
+    /// First port.
+    pub lo: u16,
+    /// Last port.
+    pub hi: u16,
+    /// Allowing rules, ascending; never empty.
+    pub rules: Vec<RuleId>,
+}
+
+/// Where a rule came from, for explain and flow logs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleOrigin {
+    /// Index of the policy in the model.
+    pub policy: usize,
+    /// Ingress or egress.
+    pub direction: Direction,
+    /// Index of the rule in the policy's list for `direction`.
+    pub rule: usize,
+    /// Index of the peer in the rule, `None` when the rule has no peers (all).
+    pub peer: Option<usize>,
+    /// Index of the port entry, `None` when the rule has no ports (all).
+    pub port: Option<usize>,
+}
+
+/// Key of a table group: (peer identity or `IDENTITY_ANY`, protocol or
+/// `PROTO_ANY`).
+pub type GroupKey = (IdentityId, u8);
+
+/// One rule table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleTable {
+    /// Direction it filters.
+    pub direction: Direction,
+    /// Indices of the policies selecting the endpoints that use it.
+    pub policies: Vec<usize>,
+    /// Segments per group.
+    pub groups: HashMap<GroupKey, Vec<Segment>>,
+}
+
+impl RuleTable {
+    /// The segment allowing `port` in one group.
+    fn find(&self, key: GroupKey, port: u16) -> Option<&Segment> {
+        let segs = self.groups.get(&key)?;
+        let i = segs.partition_point(|s| s.hi < port);
+        segs.get(i).filter(|s| s.lo <= port)
+    }
+
+    /// The first segment allowing (peer, proto, port), most specific group
+    /// first: exact peer and protocol, exact peer any protocol, any peer
+    /// exact protocol, any peer any protocol.
+    pub fn lookup(&self, peer: IdentityId, proto: u8, port: u16) -> Option<&Segment> {
+        [(peer, proto), (peer, PROTO_ANY), (IDENTITY_ANY, proto), (IDENTITY_ANY, PROTO_ANY)]
+            .into_iter()
+            .find_map(|k| self.find(k, port))
+    }
+
+    /// Every rule allowing (peer, proto, port), ascending.
+    pub fn allowing_rules(&self, peer: IdentityId, proto: u8, port: u16) -> Vec<RuleId> {
+        let mut out: Vec<RuleId> = [
+            (peer, proto),
+            (peer, PROTO_ANY),
+            (IDENTITY_ANY, proto),
+            (IDENTITY_ANY, PROTO_ANY),
+        ]
+        .into_iter()
+        .filter_map(|k| self.find(k, port))
+        .flat_map(|s| s.rules.iter().copied())
+        .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Groups sorted by key, for deterministic output.
+    pub fn sorted_groups(&self) -> Vec<(&GroupKey, &Vec<Segment>)> {
+        let mut v: Vec<_> = self.groups.iter().collect();
+        v.sort_by_key(|(k, _)| **k);
+        v
+    }
+
+    /// Number of segments in the table.
+    pub fn segment_count(&self) -> usize {
+        self.groups.values().map(Vec::len).sum()
+    }
+}
+
+/// Collects raw (key, lo, hi, rule) grants and merges them into a table.
+#[derive(Default)]
+pub struct TableBuilder {
+    raw: HashMap<GroupKey, Vec<(u16, u16, RuleId)>>,
+}
+
+impl TableBuilder {
+    /// Grants `lo..=hi` of `proto` from/to `peer` by `rule`.
+    pub fn grant(&mut self, peer: IdentityId, proto: u8, lo: u16, hi: u16, rule: RuleId) {
+        self.raw.entry((peer, proto)).or_default().push((lo, hi, rule));
+    }
+
+    /// The table: each group's grants cut into disjoint segments (a sweep
+    /// over range ends), neighbours with equal rule sets merged.
+    pub fn build(self, direction: Direction, policies: Vec<usize>) -> RuleTable {
+        let groups = self
+            .raw
+            .into_iter()
+            .map(|(key, grants)| (key, sweep(grants)))
+            .collect();
+        RuleTable {
+            direction,
+            policies,
+            groups,
+        }
+    }
+}
+
+fn sweep(mut grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
+    grants.sort_unstable();
+    grants.dedup();
+    // Events at u32 positions so hi + 1 never overflows.
+    let mut events: Vec<(u32, bool, RuleId)> = Vec::with_capacity(grants.len() * 2);
+    for &(lo, hi, rule) in &grants {
+        events.push((lo as u32, true, rule));
+        events.push((hi as u32 + 1, false, rule));
+    }
+    events.sort_unstable();
+    let mut active: BTreeMap<RuleId, u32> = BTreeMap::new();
+    let mut out: Vec<Segment> = Vec::new();
+    let mut i = 0;
+    while i < events.len() {
+        let pos = events[i].0;
+        while i < events.len() && events[i].0 == pos {
+            let (_, start, rule) = events[i];
+            if start {
+                *active.entry(rule).or_default() += 1;
+            } else if let Some(c) = active.get_mut(&rule) {
+                *c -= 1;
+                if *c == 0 {
+                    active.remove(&rule);
+                }
+            }
+            i += 1;
+        }
+        let Some(&(next, _, _)) = events.get(i) else { break };
+        if active.is_empty() {
+            continue;
+        }
+        let rules: Vec<RuleId> = active.keys().copied().collect();
+        let (lo, hi) = (pos as u16, (next - 1) as u16);
+        match out.last_mut() {
+            Some(last) if last.hi as u32 + 1 == pos && last.rules == rules => last.hi = hi,
+            _ => out.push(Segment { lo, hi, rules }),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_splits_overlaps_and_merges_neighbours() {
+        let segs = sweep(vec![(80, 90, 1), (85, 100, 2), (101, 110, 2), (200, 200, 3)]);
+        assert_eq!(
+            segs,
+            vec![
+                Segment { lo: 80, hi: 84, rules: vec![1] },
+                Segment { lo: 85, hi: 90, rules: vec![1, 2] },
+                Segment { lo: 91, hi: 110, rules: vec![2] },
+                Segment { lo: 200, hi: 200, rules: vec![3] },
+            ]
+        );
+        let full = sweep(vec![(0, 65535, 7), (65535, 65535, 8)]);
+        assert_eq!(full.last().unwrap(), &Segment { lo: 65535, hi: 65535, rules: vec![7, 8] });
+    }
+}

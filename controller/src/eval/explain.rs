@@ -1,0 +1,249 @@
+//! Why a connection is allowed or denied: for the source's egress and the
+//! destination's ingress, whether the pod is isolated, which policies select
+//! it, which rules allow the traffic, and which rules came close (right peer,
+//! wrong port; right port, wrong peer).
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+
+use super::Side;
+use crate::compile::{Compiled, IdentityId, RuleId};
+use crate::model::{Direction, Model, Protocol};
+
+/// A peer given on the command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PeerArg {
+    /// `namespace/name`.
+    Pod(String),
+    /// An address.
+    Addr(IpAddr),
+}
+
+impl std::str::FromStr for PeerArg {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s.parse::<IpAddr>() {
+            Ok(a) => PeerArg::Addr(a),
+            Err(_) => PeerArg::Pod(s.to_string()),
+        })
+    }
+}
+
+/// Why an explain query could not be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// No such pod.
+    #[error("no pod {0} in the manifests (expected namespace/name or an IP address)")]
+    UnknownPod(String),
+    /// The two peers share no address family.
+    #[error("{from} and {to} have no address family in common")]
+    NoCommonFamily {
+        /// Source as given.
+        from: String,
+        /// Destination as given.
+        to: String,
+    },
+}
+
+/// One end of the connection.
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointInfo {
+    /// The address used.
+    pub addr: IpAddr,
+    /// `namespace/name` if it is a pod's.
+    pub pod: Option<String>,
+    /// Its identity number.
+    pub identity: IdentityId,
+}
+
+/// A rule, named the way a user finds it in the YAML.
+#[derive(Clone, Debug, Serialize)]
+pub struct RuleRef {
+    /// `namespace/name` of the policy.
+    pub policy: String,
+    /// Index in the policy's ingress or egress list.
+    pub rule: usize,
+    /// Index in the rule's from/to list (`None`: the rule has no peers, so
+    /// matches all).
+    pub peer: Option<usize>,
+    /// Index in the rule's ports (`None`: all ports).
+    pub port: Option<usize>,
+    /// The peer, in words.
+    pub peer_text: String,
+    /// The port, in words.
+    pub port_text: String,
+}
+
+/// One side's story.
+#[derive(Clone, Debug, Serialize)]
+pub struct SideExplanation {
+    /// "egress" or "ingress".
+    pub direction: Direction,
+    /// The pod whose policy this side is, if the address is a pod's.
+    pub pod: Option<String>,
+    /// `allowed`, `denied`, `not-isolated` or `not-a-pod`.
+    pub verdict: &'static str,
+    /// Whether some policy selects the pod for this direction.
+    pub isolated: bool,
+    /// The policies selecting it for this direction.
+    pub policies: Vec<String>,
+    /// Rules that allow the traffic.
+    pub allowed_by: Vec<RuleRef>,
+    /// Rules that match the peer but not this protocol/port.
+    pub peer_matches_port_does_not: Vec<RuleRef>,
+    /// Rules that match this protocol/port but not the peer.
+    pub port_matches_peer_does_not: Vec<RuleRef>,
+}
+
+/// The whole answer.
+#[derive(Clone, Debug, Serialize)]
+pub struct Explanation {
+    /// Source.
+    pub src: EndpointInfo,
+    /// Destination.
+    pub dst: EndpointInfo,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port.
+    pub port: u16,
+    /// The verdict: both sides allow.
+    pub allowed: bool,
+    /// Source egress.
+    pub egress: SideExplanation,
+    /// Destination ingress.
+    pub ingress: SideExplanation,
+}
+
+/// Explains (from, to, protocol, port).
+pub fn explain(
+    model: &Model,
+    compiled: &Compiled,
+    from: &PeerArg,
+    to: &PeerArg,
+    protocol: Protocol,
+    port: u16,
+) -> Result<Explanation, ExplainError> {
+    let candidates = |p: &PeerArg| -> Result<Vec<IpAddr>, ExplainError> {
+        match p {
+            PeerArg::Addr(a) => Ok(vec![*a]),
+            PeerArg::Pod(k) => model
+                .pod(k)
+                .map(|(_, pod)| pod.ips.clone())
+                .ok_or_else(|| ExplainError::UnknownPod(k.clone())),
+        }
+    };
+    let (froms, tos) = (candidates(from)?, candidates(to)?);
+    let (src, dst) = [true, false]
+        .into_iter()
+        .find_map(|v4| {
+            let s = froms.iter().find(|a| a.is_ipv4() == v4)?;
+            let d = tos.iter().find(|a| a.is_ipv4() == v4)?;
+            Some((*s, *d))
+        })
+        .ok_or_else(|| ExplainError::NoCommonFamily {
+            from: format!("{from:?}"),
+            to: format!("{to:?}"),
+        })?;
+    let verdict = compiled.evaluate(src, dst, protocol.number(), port);
+    let info = |a: IpAddr| EndpointInfo {
+        addr: a,
+        pod: compiled.pod_of(a).map(|p| model.pods[p].key()),
+        identity: compiled.identity_of(a),
+    };
+    let (src_info, dst_info) = (info(src), info(dst));
+    let side = |d: Direction, me: IpAddr, peer: IdentityId, verdict: &Side| {
+        side_explanation(model, compiled, d, compiled.pod_of(me), peer, protocol, port, verdict)
+    };
+    Ok(Explanation {
+        allowed: verdict.allowed(),
+        egress: side(Direction::Egress, src, dst_info.identity, &verdict.egress),
+        ingress: side(Direction::Ingress, dst, src_info.identity, &verdict.ingress),
+        src: src_info,
+        dst: dst_info,
+        protocol,
+        port,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn side_explanation(
+    model: &Model,
+    compiled: &Compiled,
+    direction: Direction,
+    pod: Option<usize>,
+    peer: IdentityId,
+    protocol: Protocol,
+    port: u16,
+    verdict: &Side,
+) -> SideExplanation {
+    let mut out = SideExplanation {
+        direction,
+        pod: pod.map(|p| model.pods[p].key()),
+        verdict: match verdict {
+            Side::NotAPod => "not-a-pod",
+            Side::NotIsolated => "not-isolated",
+            Side::Allowed(_) => "allowed",
+            Side::Denied => "denied",
+        },
+        isolated: false,
+        policies: Vec::new(),
+        allowed_by: Vec::new(),
+        peer_matches_port_does_not: Vec::new(),
+        port_matches_peer_does_not: Vec::new(),
+    };
+    let Some(table) = pod.and_then(|p| compiled.endpoints[p].table(direction)) else {
+        return out;
+    };
+    let table = &compiled.tables[table as usize];
+    out.isolated = true;
+    out.policies = table.policies.iter().map(|&p| model.policies[p].key()).collect();
+    let allowed: BTreeSet<RuleId> = match verdict {
+        Side::Allowed(r) => r.iter().copied().collect(),
+        _ => BTreeSet::new(),
+    };
+    let proto = protocol.number();
+    let mut peer_rules = BTreeSet::new();
+    let mut port_rules = BTreeSet::new();
+    for (&(p, pr), segs) in &table.groups {
+        let peer_ok = p == peer || p == bulkhead_common::IDENTITY_ANY;
+        let proto_ok = pr == proto || pr == bulkhead_common::PROTO_ANY;
+        for s in segs {
+            let port_ok = proto_ok && s.lo <= port && port <= s.hi;
+            let target = match (peer_ok, port_ok) {
+                (true, false) => &mut peer_rules,
+                (false, true) => &mut port_rules,
+                _ => continue,
+            };
+            target.extend(s.rules.iter().copied().filter(|r| !allowed.contains(r)));
+        }
+    }
+    let describe = |ids: &BTreeSet<RuleId>| ids.iter().map(|&r| rule_ref(model, compiled, r)).collect();
+    out.allowed_by = describe(&allowed);
+    out.peer_matches_port_does_not = describe(&peer_rules);
+    out.port_matches_peer_does_not = describe(&port_rules);
+    out
+}
+
+/// Names a rule id.
+pub fn rule_ref(model: &Model, compiled: &Compiled, id: RuleId) -> RuleRef {
+    let o = &compiled.rules[id as usize];
+    let policy = &model.policies[o.policy];
+    let rule = &policy.rules(o.direction).expect("rule of an isolating direction")[o.rule];
+    RuleRef {
+        policy: policy.key(),
+        rule: o.rule,
+        peer: o.peer,
+        port: o.port,
+        peer_text: match (o.peer, &rule.peers) {
+            (Some(i), Some(peers)) => peers[i].to_string(),
+            _ => "any peer".into(),
+        },
+        port_text: match (o.port, &rule.ports) {
+            (Some(i), Some(ports)) => ports[i].to_string(),
+            _ => "any protocol and port".into(),
+        },
+    }
+}

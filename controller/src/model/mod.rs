@@ -1,0 +1,214 @@
+//! What Bulkhead knows about a cluster: namespaces, pods and NetworkPolicies,
+//! validated. Sources (manifest directory, later the Kubernetes API) build it;
+//! the compiler reads it.
+
+pub mod addressing;
+pub mod policy;
+pub mod selector;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use bulkhead_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
+
+pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
+pub use selector::{Labels, Requirement, Selector};
+
+/// The label every namespace carries with its own name.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
+/// Where an object was read from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// The file.
+    pub file: PathBuf,
+    /// Index of the YAML document in the file (0 for JSON).
+    pub document: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (document {})", self.file.display(), self.document + 1)
+    }
+}
+
+/// A transport protocol that NetworkPolicy ports can name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// SCTP.
+    Sctp,
+}
+
+impl Protocol {
+    /// The three, in output order.
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+    /// Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "TCP",
+            Protocol::Udp => "UDP",
+            Protocol::Sctp => "SCTP",
+        }
+    }
+
+    /// IANA protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => PROTO_TCP,
+            Protocol::Udp => PROTO_UDP,
+            Protocol::Sctp => PROTO_SCTP,
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Error for a protocol name that is not TCP, UDP or SCTP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol {0:?} (expected TCP, UDP or SCTP)")]
+pub struct UnknownProtocol(pub String);
+
+impl FromStr for Protocol {
+    type Err = UnknownProtocol;
+    /// Case-insensitive, as users type it on the command line; manifests are
+    /// checked case-sensitively by the loader.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Ok(Protocol::Tcp),
+            "UDP" => Ok(Protocol::Udp),
+            "SCTP" => Ok(Protocol::Sctp),
+            _ => Err(UnknownProtocol(s.to_string())),
+        }
+    }
+}
+
+/// A namespace and its labels (always including [`NAMESPACE_NAME_LABEL`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Namespace {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Where it was declared; `None` if it exists only because something
+    /// lives in it.
+    pub origin: Option<Origin>,
+}
+
+/// A declared container port.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContainerPort {
+    /// Port name, if any.
+    pub name: Option<String>,
+    /// Port number.
+    pub port: u16,
+    /// Protocol (defaults to TCP).
+    pub protocol: Protocol,
+}
+
+/// The kind of object a pod stands for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Workload {
+    /// `Pod`, `Deployment`, `StatefulSet`, ...
+    pub kind: String,
+    /// The object's name.
+    pub name: String,
+}
+
+/// A pod: a Pod object, or the one pod a workload object stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pod {
+    /// Namespace.
+    pub namespace: String,
+    /// Name: the Pod's, or the workload's.
+    pub name: String,
+    /// The object it came from (kind `Pod` for a Pod object).
+    pub source: Workload,
+    /// The controlling owner of a Pod object (`ownerReferences` with
+    /// `controller: true`), if any.
+    pub owner: Option<Workload>,
+    /// Labels (of the pod template for workloads).
+    pub labels: Labels,
+    /// Container ports of all containers.
+    pub ports: Vec<ContainerPort>,
+    /// Addresses: from `status.podIP(s)`, or assigned (see [`addressing`]).
+    pub ips: Vec<IpAddr>,
+    /// Where it was read from.
+    pub origin: Origin,
+}
+
+impl Pod {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The port number a named port resolves to on this pod, for `protocol`.
+    pub fn named_port(&self, name: &str, protocol: Protocol) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|p| p.protocol == protocol && p.name.as_deref() == Some(name))
+            .map(|p| p.port)
+    }
+}
+
+/// Everything loaded: namespaces by name, pods and policies sorted by
+/// `namespace/name`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Model {
+    /// Namespaces, declared or implied.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Pods, sorted by (namespace, name).
+    pub pods: Vec<Pod>,
+    /// Policies, sorted by (namespace, name).
+    pub policies: Vec<Policy>,
+}
+
+impl Model {
+    /// Finds a pod by `namespace/name`.
+    pub fn pod(&self, key: &str) -> Option<(usize, &Pod)> {
+        let (ns, name) = key.split_once('/')?;
+        self.pods
+            .binary_search_by(|p| (p.namespace.as_str(), p.name.as_str()).cmp(&(ns, name)))
+            .ok()
+            .map(|i| (i, &self.pods[i]))
+    }
+
+    /// Sorts pods and policies and adds implied namespaces and the name
+    /// label; call after building a model by hand.
+    pub fn normalize(&mut self) {
+        self.pods
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.policies
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        let used = self
+            .pods
+            .iter()
+            .map(|p| p.namespace.clone())
+            .chain(self.policies.iter().map(|p| p.namespace.clone()))
+            .collect::<Vec<_>>();
+        for ns in used {
+            self.namespaces.entry(ns.clone()).or_insert_with(|| Namespace {
+                name: ns,
+                labels: Labels::new(),
+                origin: None,
+            });
+        }
+        for ns in self.namespaces.values_mut() {
+            ns.labels
+                .insert(NAMESPACE_NAME_LABEL.to_string(), ns.name.clone());
+        }
+    }
+}

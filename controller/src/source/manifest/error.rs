@@ -1,0 +1,202 @@
+//! Errors of the manifest loader: each names the file, the object and the
+//! field, so a user can go straight to the mistake.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use crate::model::Origin;
+use crate::model::addressing::AddressingError;
+
+/// The object an error is about: `Kind namespace/name`, as far as known.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectRef {
+    /// `kind`, if the document had one.
+    pub kind: Option<String>,
+    /// Namespace (defaulted), if the object has a name.
+    pub namespace: Option<String>,
+    /// `metadata.name`, if present.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.kind.as_deref().unwrap_or("object"))?;
+        match (&self.namespace, &self.name) {
+            (Some(ns), Some(n)) => write!(f, " {ns}/{n}"),
+            (None, Some(n)) => write!(f, " {n}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// What is wrong with a field.
+#[derive(Debug, thiserror::Error)]
+pub enum Problem {
+    /// A field the object's schema does not have.
+    #[error("unknown field")]
+    UnknownField,
+    /// A required field is absent.
+    #[error("required field is missing")]
+    Missing,
+    /// The value does not decode as the schema's type.
+    #[error("{0}")]
+    Decode(serde_json::Error),
+    /// A policy kind Bulkhead does not enforce yet: better to stop than to
+    /// compute connectivity that ignores it.
+    #[error("kind {kind} ({api_version}) is not supported; only networking.k8s.io/v1 NetworkPolicy is")]
+    UnsupportedPolicyKind {
+        /// The kind.
+        kind: String,
+        /// Its apiVersion.
+        api_version: String,
+    },
+    /// A NetworkPolicy with another apiVersion.
+    #[error("apiVersion {0:?} is not supported for NetworkPolicy (expected networking.k8s.io/v1)")]
+    UnsupportedApiVersion(String),
+    /// A `*List` without `items`, or items that are not objects.
+    #[error("list items must be objects")]
+    BadListItem,
+    /// Not a CIDR.
+    #[error("invalid CIDR {value:?}: {reason}")]
+    InvalidCidr {
+        /// The text.
+        value: String,
+        /// Parser's message.
+        reason: String,
+    },
+    /// An `except` not strictly inside its `cidr`.
+    #[error("except {except} is not strictly inside cidr {cidr}")]
+    ExceptOutsideCidr {
+        /// The except entry.
+        except: String,
+        /// The block.
+        cidr: String,
+    },
+    /// A selector operator other than In, NotIn, Exists, DoesNotExist.
+    #[error("unknown selector operator {0:?} (expected In, NotIn, Exists or DoesNotExist)")]
+    BadOperator(String),
+    /// In/NotIn without values, or Exists/DoesNotExist with values.
+    #[error("operator {operator} {expectation}")]
+    OperatorValues {
+        /// The operator.
+        operator: String,
+        /// "needs at least one value" / "takes no values".
+        expectation: &'static str,
+    },
+    /// A protocol other than TCP, UDP, SCTP.
+    #[error("unknown protocol {0:?} (expected TCP, UDP or SCTP)")]
+    BadProtocol(String),
+    /// A port number outside 1..=65535.
+    #[error("port {0} is outside 1-65535")]
+    PortOutOfRange(i64),
+    /// A named port that is not a valid IANA service name.
+    #[error("port name {0:?} is not valid (1-15 lower-case letters, digits and '-', with a letter)")]
+    BadPortName(String),
+    /// endPort with a named or missing port.
+    #[error("endPort needs a numeric port")]
+    EndPortWithoutNumericPort,
+    /// endPort below port.
+    #[error("endPort {end} is below port {port}")]
+    EndPortBelowPort {
+        /// port.
+        port: u16,
+        /// endPort.
+        end: i64,
+    },
+    /// A peer with nothing in it, or ipBlock together with selectors.
+    #[error("{0}")]
+    BadPeer(&'static str),
+    /// A policyTypes entry other than Ingress and Egress.
+    #[error("unknown policy type {0:?} (expected Ingress or Egress)")]
+    BadPolicyType(String),
+    /// A named port no pod declares.
+    #[error("named port {name:?} ({protocol}) is not a container port of any pod")]
+    NamedPortUnresolved {
+        /// The name.
+        name: String,
+        /// Protocol of the rule.
+        protocol: String,
+    },
+    /// Two objects produce the same namespace/name.
+    #[error("{what} {key} is also defined at {other}")]
+    Duplicate {
+        /// "pod", "policy", "namespace".
+        what: &'static str,
+        /// namespace/name.
+        key: String,
+        /// The other definition.
+        other: Origin,
+    },
+}
+
+/// One problem in one field of one object of one file.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {object}: {field}: {problem}")]
+pub struct ObjectError {
+    /// File and document.
+    pub origin: Origin,
+    /// The object.
+    pub object: ObjectRef,
+    /// Path of the field, e.g. `spec.ingress[0].from[1].ipBlock.cidr`
+    /// (`(object)` for the whole object).
+    pub field: String,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// Any error of loading a manifest directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The directory or a file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A YAML file that does not parse.
+    #[error("{}: invalid YAML: {source}", path.display())]
+    Yaml {
+        /// The file.
+        path: PathBuf,
+        /// The parser error (with line and column).
+        source: serde_yaml_ng::Error,
+    },
+    /// A JSON file that does not parse.
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser error (with line and column).
+        source: serde_json::Error,
+    },
+    /// A problem in an object.
+    #[error(transparent)]
+    Object(#[from] ObjectError),
+    /// Addresses could not be assigned.
+    #[error(transparent)]
+    Addressing(#[from] AddressingError),
+    /// No manifest file under the directory.
+    #[error("{}: no .yaml, .yml or .json file found", .0.display())]
+    Empty(PathBuf),
+}
+
+/// Every error found in a load; the load as a whole failed and nothing of it
+/// is used.
+#[derive(Debug)]
+pub struct ManifestErrors(pub Vec<ManifestError>);
+
+impl fmt::Display for ManifestErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ManifestErrors {}

@@ -1,0 +1,340 @@
+//! Loads a directory tree of Kubernetes manifests (YAML multi-document and
+//! JSON, `*List` objects included) into a validated [`Model`].
+//!
+//! All files are read and checked before anything is returned: one bad field
+//! anywhere fails the whole load with every problem listed, so a caller never
+//! sees half a directory.
+
+mod error;
+mod policy;
+mod workload;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_json::Value;
+
+pub use error::{ManifestError, ManifestErrors, ObjectError, ObjectRef, Problem};
+
+use crate::model::addressing::AddressPlan;
+use crate::model::{Direction, Labels, Model, Namespace, Origin, PortMatch};
+
+/// Workload kinds that stand for one pod each.
+pub const WORKLOAD_KINDS: [&str; 7] = [
+    "Deployment",
+    "ReplicaSet",
+    "StatefulSet",
+    "DaemonSet",
+    "Job",
+    "CronJob",
+    "ReplicationController",
+];
+
+/// Loads every manifest under `dir` and gives pods addresses by `plan`.
+pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors> {
+    let mut files = Vec::new();
+    collect_files(dir, &mut files).map_err(|e| ManifestErrors(vec![e]))?;
+    if files.is_empty() {
+        return Err(ManifestErrors(vec![ManifestError::Empty(dir.to_path_buf())]));
+    }
+    let mut docs = Vec::new();
+    let mut errors = Vec::new();
+    for file in &files {
+        match read_documents(file) {
+            Ok(d) => docs.extend(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut builder = Builder::default();
+    for (origin, value) in docs {
+        let is_object = value.get("kind").is_some() || value.get("apiVersion").is_some();
+        if !is_object {
+            // Not a Kubernetes object at all (e.g. a tool's output saved
+            // beside the manifests): say so, but it cannot change policy.
+            tracing::warn!(%origin, "skipping a document that is not a Kubernetes object (no apiVersion, no kind)");
+            continue;
+        }
+        builder.add(&origin, value, None);
+    }
+    errors.extend(builder.errors.into_iter().map(ManifestError::Object));
+    if !errors.is_empty() {
+        return Err(ManifestErrors(errors));
+    }
+    let mut model = builder.model;
+    model.normalize();
+    plan.assign(&mut model.pods)
+        .map_err(|e| ManifestErrors(vec![e.into()]))?;
+    let unresolved = unresolved_named_ports(&model);
+    if !unresolved.is_empty() {
+        return Err(ManifestErrors(unresolved.into_iter().map(Into::into).collect()));
+    }
+    Ok(model)
+}
+
+/// Files with a manifest extension under `dir`, recursively, sorted; hidden
+/// entries are skipped.
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
+    let io = |source| ManifestError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let meta = std::fs::metadata(dir).map_err(io)?;
+    if meta.is_file() {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    }
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io)?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if path.is_dir() {
+            collect_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The documents of one file, empty documents dropped.
+fn read_documents(path: &Path) -> Result<Vec<(Origin, Value)>, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let origin = |document| Origin {
+        file: path.to_path_buf(),
+        document,
+    };
+    if path.extension().and_then(|e| e.to_str()) == Some("json") {
+        let value: Value = serde_json::from_str(&text).map_err(|source| ManifestError::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        return Ok(vec![(origin(0), value)]);
+    }
+    let mut out = Vec::new();
+    for (i, doc) in serde_yaml_ng::Deserializer::from_str(&text).enumerate() {
+        let value = Value::deserialize(doc).map_err(|source| ManifestError::Yaml {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if !value.is_null() {
+            out.push((origin(i), value));
+        }
+    }
+    Ok(out)
+}
+
+/// The object an error is about, from whatever the value has.
+fn object_ref(value: &Value, kind: Option<&str>) -> ObjectRef {
+    let meta = value.get("metadata");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .map(String::from);
+    let namespace = name.as_ref().map(|_| {
+        meta.and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .unwrap_or("default")
+            .to_string()
+    });
+    ObjectRef {
+        kind: kind.map(String::from),
+        namespace,
+        name,
+    }
+}
+
+/// The object being converted, for error reports.
+pub(crate) struct Ctx<'a> {
+    origin: &'a Origin,
+    object: ObjectRef,
+}
+
+impl Ctx<'_> {
+    /// An error at `field`.
+    pub(crate) fn err(&self, field: impl Into<String>, problem: Problem) -> ObjectError {
+        ObjectError {
+            origin: self.origin.clone(),
+            object: self.object.clone(),
+            field: field.into(),
+            problem,
+        }
+    }
+}
+
+/// Accumulates objects and errors across all documents.
+#[derive(Default)]
+struct Builder {
+    model: Model,
+    errors: Vec<ObjectError>,
+    seen: BTreeMap<(&'static str, String), Origin>,
+}
+
+impl Builder {
+    /// Adds one document; `list_kind` is the item kind implied by an
+    /// enclosing `*List`.
+    fn add(&mut self, origin: &Origin, mut value: Value, list_kind: Option<&str>) {
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .or(list_kind)
+            .map(String::from);
+        let ctx = Ctx {
+            origin,
+            object: object_ref(&value, kind.as_deref()),
+        };
+        let Some(kind) = kind else {
+            self.errors.push(ctx.err("kind", Problem::Missing));
+            return;
+        };
+        if let Some(item_kind) = kind.strip_suffix("List") {
+            let Some(items) = value.get_mut("items").map(Value::take) else {
+                self.errors.push(ctx.err("items", Problem::Missing));
+                return;
+            };
+            let Value::Array(items) = items else {
+                self.errors.push(ctx.err("items", Problem::BadListItem));
+                return;
+            };
+            let implied = (!item_kind.is_empty()).then_some(item_kind);
+            for item in items {
+                if !item.is_object() {
+                    self.errors.push(ctx.err("items", Problem::BadListItem));
+                    continue;
+                }
+                self.add(origin, item, implied);
+            }
+            return;
+        }
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let result = match kind.as_str() {
+            "Namespace" => self.add_namespace(&ctx, value),
+            "NetworkPolicy" => policy::convert(&ctx, value, &api_version).map(|p| {
+                let key = p.key();
+                if self.check_unique(&ctx, "policy", key) {
+                    self.model.policies.push(p);
+                }
+            }),
+            k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => {
+                workload::convert(&ctx, k, value).map(|p| {
+                    if self.check_unique(&ctx, "pod", p.key()) {
+                        self.model.pods.push(p);
+                    }
+                })
+            }
+            k if k.contains("NetworkPolicy") => Err(ctx.err(
+                "kind",
+                Problem::UnsupportedPolicyKind {
+                    kind: k.to_string(),
+                    api_version,
+                },
+            )),
+            other => {
+                tracing::debug!(%origin, kind = other, "ignoring object of a kind that carries no pods or policy");
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.errors.push(e);
+        }
+    }
+
+    /// Records `key`; false (and an error) if it was seen before.
+    fn check_unique(&mut self, ctx: &Ctx<'_>, what: &'static str, key: String) -> bool {
+        match self.seen.get(&(what, key.clone())) {
+            Some(other) => {
+                let other = other.clone();
+                self.errors
+                    .push(ctx.err("metadata.name", Problem::Duplicate { what, key, other }));
+                false
+            }
+            None => {
+                self.seen.insert((what, key), ctx.origin.clone());
+                true
+            }
+        }
+    }
+
+    fn add_namespace(&mut self, ctx: &Ctx<'_>, value: Value) -> Result<(), ObjectError> {
+        let ns: k8s_openapi::api::core::v1::Namespace =
+            workload::decode(ctx, value)?;
+        let name = ns
+            .metadata
+            .name
+            .ok_or_else(|| ctx.err("metadata.name", Problem::Missing))?;
+        if self.check_unique(ctx, "namespace", name.clone()) {
+            let labels: Labels = ns.metadata.labels.unwrap_or_default();
+            self.model.namespaces.insert(
+                name.clone(),
+                Namespace {
+                    name,
+                    labels,
+                    origin: Some(ctx.origin.clone()),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Named ports that no pod of the model declares with the rule's protocol.
+fn unresolved_named_ports(model: &Model) -> Vec<ObjectError> {
+    let mut out = Vec::new();
+    for policy in &model.policies {
+        for direction in Direction::ALL {
+            let field = match direction {
+                Direction::Ingress => "ingress",
+                Direction::Egress => "egress",
+            };
+            for (ri, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
+                for (pi, spec) in rule.ports.iter().flatten().enumerate() {
+                    let PortMatch::Named(name) = &spec.port else {
+                        continue;
+                    };
+                    if model
+                        .pods
+                        .iter()
+                        .any(|p| p.named_port(name, spec.protocol).is_some())
+                    {
+                        continue;
+                    }
+                    let ctx = Ctx {
+                        origin: &policy.origin,
+                        object: ObjectRef {
+                            kind: Some("NetworkPolicy".into()),
+                            namespace: Some(policy.namespace.clone()),
+                            name: Some(policy.name.clone()),
+                        },
+                    };
+                    out.push(ctx.err(
+                        format!("spec.{field}[{ri}].ports[{pi}].port"),
+                        Problem::NamedPortUnresolved {
+                            name: name.clone(),
+                            protocol: spec.protocol.to_string(),
+                        },
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
