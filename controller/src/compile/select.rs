@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::bitset::BitSet;
-use crate::model::{Labels, Model, NamespaceScope, Requirement, Selector};
+use crate::model::{Model, NamespaceScope, Requirement, Selector};
 
 /// Posting lists of one label key.
 #[derive(Default)]
@@ -124,10 +124,6 @@ impl<'m> Selection<'m> {
         in_scope
     }
 
-    /// Namespace labels, for callers that describe matches.
-    pub fn namespace_labels(&self, ns: &str) -> Option<&'m Labels> {
-        self.model.namespaces.get(ns).map(|n| &n.labels)
-    }
 }
 
 #[cfg(test)]
