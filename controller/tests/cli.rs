@@ -21,7 +21,11 @@ fn demo() -> String {
 #[test]
 fn connectivity_json_lines_have_the_documented_shape() {
     let out = bulkhead(&["connectivity", "--manifests", &demo(), "--output", "json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
         text.lines()
@@ -36,7 +40,17 @@ fn connectivity_json_lines_have_the_documented_shape() {
 
 #[test]
 fn explain_json_and_text() {
-    let args = ["explain", "--manifests", &demo(), "--from", "sandbox/stray", "--to", "shop/db", "--port", "5432"];
+    let args = [
+        "explain",
+        "--manifests",
+        &demo(),
+        "--from",
+        "sandbox/stray",
+        "--to",
+        "shop/db",
+        "--port",
+        "5432",
+    ];
     let out = bulkhead(&[&args[..], &["--output", "json"]].concat());
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -45,7 +59,10 @@ fn explain_json_and_text() {
     assert_eq!(v["protocol"], "TCP");
     let out = bulkhead(&args);
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("verdict: DENIED") && text.contains("shop/db ingress[0].from[0].ports[0]"), "{text}");
+    assert!(
+        text.contains("verdict: DENIED") && text.contains("shop/db ingress[0].from[0].ports[0]"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -59,12 +76,28 @@ fn bad_input_exits_2_naming_file_object_and_field() {
     .unwrap();
     let out = bulkhead(&["connectivity", "--manifests", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(out.stdout.is_empty(), "nothing on stdout when the input is bad");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when the input is bad"
+    );
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains("NetworkPolicy x/p"), "{err}");
-    assert!(err.contains("spec.ingress[0].from[0].ipBlock.cidr"), "{err}");
-    let out = bulkhead(&["explain", "--manifests", &demo(), "--from", "shop/nope", "--to", "shop/db", "--port", "1"]);
+    assert!(
+        err.contains("spec.ingress[0].from[0].ipBlock.cidr"),
+        "{err}"
+    );
+    let out = bulkhead(&[
+        "explain",
+        "--manifests",
+        &demo(),
+        "--from",
+        "shop/nope",
+        "--to",
+        "shop/db",
+        "--port",
+        "1",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let out = bulkhead(&["connectivity"]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");

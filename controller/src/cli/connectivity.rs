@@ -79,11 +79,16 @@ pub fn port_sets_text(s: &PortSets) -> String {
             parts.push(format!("{p} all ports"));
             continue;
         }
-        let list: Vec<String> = r
-            .0
-            .iter()
-            .map(|(lo, hi)| if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") })
-            .collect();
+        let list: Vec<String> =
+            r.0.iter()
+                .map(|(lo, hi)| {
+                    if lo == hi {
+                        lo.to_string()
+                    } else {
+                        format!("{lo}-{hi}")
+                    }
+                })
+                .collect();
         parts.push(format!("{p} {}", list.join(",")));
     }
     parts.join(" · ")
@@ -115,5 +120,9 @@ fn write_text(out: &mut impl Write, connections: &[Connection]) -> std::io::Resu
         writeln!(out, "  → {dst:<width$}  {}", port_sets_text(&c.allowed))?;
     }
     let pairs = connections.len();
-    writeln!(out, "\n{pairs} allowed connection{}.", if pairs == 1 { "" } else { "s" })
+    writeln!(
+        out,
+        "\n{pairs} allowed connection{}.",
+        if pairs == 1 { "" } else { "s" }
+    )
 }

@@ -36,7 +36,14 @@ pub struct ExplainArgs {
 pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     let model = args.manifests.load()?;
     let compiled = compile(&model);
-    let e = explain(&model, &compiled, &args.from, &args.to, args.protocol, args.port)?;
+    let e = explain(
+        &model,
+        &compiled,
+        &args.from,
+        &args.to,
+        args.protocol,
+        args.port,
+    )?;
     let mut out = std::io::stdout().lock();
     match args.output {
         Output::Json => {
@@ -73,7 +80,10 @@ fn write_side(out: &mut impl Write, s: &SideExplanation, what: &str) -> std::io:
     match s.verdict {
         "not-a-pod" => return writeln!(out, "{d}: ✓ not a pod, no {d} policy applies"),
         "not-isolated" => {
-            return writeln!(out, "{d} of {who}: ✓ allowed: no policy selects it for {d} (not isolated)");
+            return writeln!(
+                out,
+                "{d} of {who}: ✓ allowed: no policy selects it for {d} (not isolated)"
+            );
         }
         _ => {}
     }
@@ -87,13 +97,19 @@ fn write_side(out: &mut impl Write, s: &SideExplanation, what: &str) -> std::io:
         }
     }
     if !s.peer_matches_port_does_not.is_empty() {
-        writeln!(out, "  rules that match the peer but not this protocol/port:")?;
+        writeln!(
+            out,
+            "  rules that match the peer but not this protocol/port:"
+        )?;
         for r in &s.peer_matches_port_does_not {
             writeln!(out, "      {}", rule_line(r, d))?;
         }
     }
     if !s.port_matches_peer_does_not.is_empty() {
-        writeln!(out, "  rules that match this protocol/port but not the peer:")?;
+        writeln!(
+            out,
+            "  rules that match this protocol/port but not the peer:"
+        )?;
         for r in &s.port_matches_peer_does_not {
             writeln!(out, "      {}", rule_line(r, d))?;
         }
@@ -109,7 +125,11 @@ fn write_text(out: &mut impl Write, e: &Explanation) -> std::io::Result<()> {
         name(&e.src.pod, e.src.addr),
         name(&e.dst.pod, e.dst.addr)
     )?;
-    writeln!(out, "verdict: {}\n", if e.allowed { "ALLOWED" } else { "DENIED" })?;
+    writeln!(
+        out,
+        "verdict: {}\n",
+        if e.allowed { "ALLOWED" } else { "DENIED" }
+    )?;
     write_side(out, &e.egress, &what)?;
     write_side(out, &e.ingress, &what)
 }

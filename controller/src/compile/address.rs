@@ -69,7 +69,11 @@ pub fn net_range(net: &IpNetwork) -> (u128, u128) {
     let bits = if net.is_ipv4() { 32 } else { 128 };
     let host = bits - net.prefix() as u32;
     let lo = addr_bits(net.network());
-    let span = if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+    let span = if host >= 128 {
+        u128::MAX
+    } else {
+        (1u128 << host) - 1
+    };
     (lo, lo | span)
 }
 
@@ -115,7 +119,11 @@ impl Regions {
         for (bi, b) in &of_family {
             let run = |net: &IpNetwork| {
                 let (lo, hi) = net_range(net);
-                let end = if hi == max { starts.len() } else { index_of(hi + 1) };
+                let end = if hi == max {
+                    starts.len()
+                } else {
+                    index_of(hi + 1)
+                };
                 index_of(lo)..end
             };
             let excepts: Vec<_> = b.except.iter().map(run).collect();
@@ -146,7 +154,9 @@ impl Regions {
         for (i, &start) in part.starts.iter().enumerate() {
             let end = part.starts.get(i + 1).map_or(max, |s| s - 1);
             let prefixes = range_to_prefixes(start, end, ipv4);
-            self.regions[part.region[i] as usize].prefixes.extend(prefixes);
+            self.regions[part.region[i] as usize]
+                .prefixes
+                .extend(prefixes);
         }
         part
     }
@@ -166,16 +176,28 @@ pub fn range_to_prefixes(mut lo: u128, hi: u128, ipv4: bool) -> Vec<IpNetwork> {
     let mut out = Vec::new();
     loop {
         // Largest aligned block starting at lo that does not pass hi.
-        let mut size_bits = if lo == 0 { bits } else { lo.trailing_zeros().min(bits) };
+        let mut size_bits = if lo == 0 {
+            bits
+        } else {
+            lo.trailing_zeros().min(bits)
+        };
         while size_bits > 0 {
-            let last = if size_bits >= 128 { u128::MAX } else { lo + ((1u128 << size_bits) - 1) };
+            let last = if size_bits >= 128 {
+                u128::MAX
+            } else {
+                lo + ((1u128 << size_bits) - 1)
+            };
             if last <= hi {
                 break;
             }
             size_bits -= 1;
         }
         out.push(make_net(lo, (bits - size_bits) as u8, ipv4));
-        let span_last = if size_bits >= 128 { u128::MAX } else { lo + ((1u128 << size_bits) - 1) };
+        let span_last = if size_bits >= 128 {
+            u128::MAX
+        } else {
+            lo + ((1u128 << size_bits) - 1)
+        };
         if span_last >= hi {
             return out;
         }

@@ -28,10 +28,10 @@ impl BitSet {
     }
 
     fn trim(&mut self) {
-        if self.len % 64 != 0 {
-            if let Some(last) = self.words.last_mut() {
-                *last &= (1u64 << (self.len % 64)) - 1;
-            }
+        if !self.len.is_multiple_of(64)
+            && let Some(last) = self.words.last_mut()
+        {
+            *last &= (1u64 << (self.len % 64)) - 1;
         }
     }
 

@@ -11,9 +11,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use super::IdentityId;
 use super::address::{RegionId, Regions};
 use super::bitset::BitSet;
-use super::IdentityId;
 use crate::model::{Model, Protocol};
 
 /// Pod classes: pods that every peer selector treats alike.

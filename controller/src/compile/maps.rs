@@ -6,8 +6,7 @@ use std::net::IpAddr;
 
 use bulkhead_common::{
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointPolicy, IdentityKey,
-    IdentityValue, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_PROTO, PROTO_ANY, PolicyKey,
-    PolicyValue,
+    IdentityValue, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_PROTO, PROTO_ANY, PolicyKey, PolicyValue,
 };
 use ipnetwork::IpNetwork;
 
@@ -36,7 +35,12 @@ pub fn identity_key(net: IpNetwork) -> (u32, IdentityKey) {
                 addr: n.network().to_ipv6_mapped().octets(),
             },
         ),
-        IpNetwork::V6(n) => (n.prefix() as u32, IdentityKey { addr: n.network().octets() }),
+        IpNetwork::V6(n) => (
+            n.prefix() as u32,
+            IdentityKey {
+                addr: n.network().octets(),
+            },
+        ),
     }
 }
 
@@ -84,7 +88,9 @@ impl Compiled {
                     }
                     for (port, bits) in port_blocks(seg.lo, seg.hi) {
                         let key = PolicyKey::new(table_id as u32, peer, proto, port);
-                        image.policy.push((POLICY_PREFIX_PROTO + 16 - bits, key, value));
+                        image
+                            .policy
+                            .push((POLICY_PREFIX_PROTO + 16 - bits, key, value));
                     }
                 }
             }
@@ -116,7 +122,11 @@ pub fn port_blocks(lo: u16, hi: u16) -> Vec<(u16, u32)> {
     let (mut lo, hi) = (lo as u32, hi as u32);
     let mut out = Vec::new();
     while lo <= hi {
-        let mut bits = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
+        let mut bits = if lo == 0 {
+            16
+        } else {
+            lo.trailing_zeros().min(16)
+        };
         while lo + (1 << bits) - 1 > hi {
             bits -= 1;
         }

@@ -28,7 +28,9 @@ use bitset::BitSet;
 use select::Selection;
 use tables::TableBuilder;
 
-use crate::model::{Direction, IpBlock, Model, NamespaceScope, Peer, PortMatch, Protocol, Selector};
+use crate::model::{
+    Direction, IpBlock, Model, NamespaceScope, Peer, PortMatch, Protocol, Selector,
+};
 
 /// Number of an identity; `IDENTITY_ANY` (0) is never one.
 pub type IdentityId = u32;
@@ -80,7 +82,11 @@ pub fn compile(model: &Model) -> Compiled {
     let blocks: Vec<IpBlock> = model
         .policies
         .iter()
-        .flat_map(|p| Direction::ALL.into_iter().flat_map(|d| p.rules(d).unwrap_or_default()))
+        .flat_map(|p| {
+            Direction::ALL
+                .into_iter()
+                .flat_map(|d| p.rules(d).unwrap_or_default())
+        })
         .flat_map(|r| r.peers.iter().flatten())
         .filter_map(|peer| match peer {
             Peer::IpBlock(b) => Some(b.clone()),
@@ -169,7 +175,10 @@ pub fn compile(model: &Model) -> Compiled {
     let n = model.pods.len();
     let mut selecting: [Vec<Vec<usize>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
     for (pi, policy) in model.policies.iter().enumerate() {
-        let subject = selection.peer(&NamespaceScope::Same(policy.namespace.clone()), &policy.pod_selector);
+        let subject = selection.peer(
+            &NamespaceScope::Same(policy.namespace.clone()),
+            &policy.pod_selector,
+        );
         for (di, d) in Direction::ALL.into_iter().enumerate() {
             if policy.rules(d).is_some() {
                 for p in subject.iter() {
@@ -191,9 +200,11 @@ pub fn compile(model: &Model) -> Compiled {
     };
     let mut registry = Registry::default();
     let mut tables: Vec<RuleTable> = Vec::new();
-    let mut table_ids: HashMap<(Direction, Vec<usize>, Vec<Option<u16>>), TableId> = HashMap::new();
+    // (direction, selecting policies, ingress named ports resolved) → table.
+    type TableKey = (Direction, Vec<usize>, Vec<Option<u16>>);
+    let mut table_ids: HashMap<TableKey, TableId> = HashMap::new();
     let mut endpoints = Vec::with_capacity(n);
-    for p in 0..n {
+    for (p, pod) in model.pods.iter().enumerate() {
         let mut ep = Endpoint {
             ingress: None,
             egress: None,
@@ -208,7 +219,7 @@ pub fn compile(model: &Model) -> Compiled {
             let resolved = if d == Direction::Ingress {
                 ingress_names(model, policies)
                     .into_iter()
-                    .map(|(name, proto)| model.pods[p].named_port(&name, proto))
+                    .map(|(name, proto)| pod.named_port(&name, proto))
                     .collect()
             } else {
                 Vec::new()
@@ -313,18 +324,32 @@ impl TableContext<'_> {
 
     /// The table for direction `d` of endpoints selected by `policies`;
     /// `rep` is one such endpoint (ingress named ports resolve on it).
-    fn build(&self, registry: &mut Registry, d: Direction, policies: &[usize], rep: usize) -> RuleTable {
+    fn build(
+        &self,
+        registry: &mut Registry,
+        d: Direction,
+        policies: &[usize],
+        rep: usize,
+    ) -> RuleTable {
         let mut t = TableBuilder::default();
         for &pi in policies {
             let rules = self.model.policies[pi].rules(d).unwrap_or_default();
             for (ri, rule) in rules.iter().enumerate() {
                 let peers: Vec<(Option<usize>, Option<&Peer>)> = match &rule.peers {
                     None => vec![(None, None)],
-                    Some(list) => list.iter().enumerate().map(|(i, p)| (Some(i), Some(p))).collect(),
+                    Some(list) => list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (Some(i), Some(p)))
+                        .collect(),
                 };
                 let ports: Vec<_> = match &rule.ports {
                     None => vec![(None, None)],
-                    Some(list) => list.iter().enumerate().map(|(i, p)| (Some(i), Some(p))).collect(),
+                    Some(list) => list
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| (Some(i), Some(p)))
+                        .collect(),
                 };
                 for &(peer_i, peer) in &peers {
                     let targets = self.peer_identities(peer);
@@ -342,7 +367,9 @@ impl TableContext<'_> {
                         let Some(spec) = spec else {
                             match targets {
                                 None => grant(IDENTITY_ANY, PROTO_ANY, 0, u16::MAX),
-                                Some(ids) => ids.iter().for_each(|&id| grant(id, PROTO_ANY, 0, u16::MAX)),
+                                Some(ids) => {
+                                    ids.iter().for_each(|&id| grant(id, PROTO_ANY, 0, u16::MAX))
+                                }
                             }
                             continue;
                         };
@@ -350,14 +377,17 @@ impl TableContext<'_> {
                         let range = match &spec.port {
                             PortMatch::Any => Some((0, u16::MAX)),
                             PortMatch::Range(lo, hi) => Some((*lo, *hi)),
-                            PortMatch::Named(name) if d == Direction::Ingress => self.model.pods[rep]
+                            PortMatch::Named(name) if d == Direction::Ingress => self.model.pods
+                                [rep]
                                 .named_port(name, spec.protocol)
                                 .map(|n| (n, n)),
                             PortMatch::Named(name) => {
                                 // Egress: resolved on each destination.
                                 let ids = targets.unwrap_or(self.all_pod_identities);
                                 for &id in ids {
-                                    if let Some(n) = self.resolve_on_identity(id, name, spec.protocol) {
+                                    if let Some(n) =
+                                        self.resolve_on_identity(id, name, spec.protocol)
+                                    {
                                         grant(id, proto, n, n);
                                     }
                                 }

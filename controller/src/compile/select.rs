@@ -123,7 +123,6 @@ impl<'m> Selection<'m> {
         self.peer_cache.insert(key, in_scope.clone());
         in_scope
     }
-
 }
 
 #[cfg(test)]

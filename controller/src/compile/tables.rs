@@ -65,9 +65,14 @@ impl RuleTable {
     /// first: exact peer and protocol, exact peer any protocol, any peer
     /// exact protocol, any peer any protocol.
     pub fn lookup(&self, peer: IdentityId, proto: u8, port: u16) -> Option<&Segment> {
-        [(peer, proto), (peer, PROTO_ANY), (IDENTITY_ANY, proto), (IDENTITY_ANY, PROTO_ANY)]
-            .into_iter()
-            .find_map(|k| self.find(k, port))
+        [
+            (peer, proto),
+            (peer, PROTO_ANY),
+            (IDENTITY_ANY, proto),
+            (IDENTITY_ANY, PROTO_ANY),
+        ]
+        .into_iter()
+        .find_map(|k| self.find(k, port))
     }
 
     /// Every rule allowing (peer, proto, port), ascending.
@@ -109,7 +114,10 @@ pub struct TableBuilder {
 impl TableBuilder {
     /// Grants `lo..=hi` of `proto` from/to `peer` by `rule`.
     pub fn grant(&mut self, peer: IdentityId, proto: u8, lo: u16, hi: u16, rule: RuleId) {
-        self.raw.entry((peer, proto)).or_default().push((lo, hi, rule));
+        self.raw
+            .entry((peer, proto))
+            .or_default()
+            .push((lo, hi, rule));
     }
 
     /// The table: each group's grants cut into disjoint segments (a sweep
@@ -155,7 +163,9 @@ fn sweep(mut grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
             }
             i += 1;
         }
-        let Some(&(next, _, _)) = events.get(i) else { break };
+        let Some(&(next, _, _)) = events.get(i) else {
+            break;
+        };
         if active.is_empty() {
             continue;
         }
@@ -175,17 +185,45 @@ mod tests {
 
     #[test]
     fn sweep_splits_overlaps_and_merges_neighbours() {
-        let segs = sweep(vec![(80, 90, 1), (85, 100, 2), (101, 110, 2), (200, 200, 3)]);
+        let segs = sweep(vec![
+            (80, 90, 1),
+            (85, 100, 2),
+            (101, 110, 2),
+            (200, 200, 3),
+        ]);
         assert_eq!(
             segs,
             vec![
-                Segment { lo: 80, hi: 84, rules: vec![1] },
-                Segment { lo: 85, hi: 90, rules: vec![1, 2] },
-                Segment { lo: 91, hi: 110, rules: vec![2] },
-                Segment { lo: 200, hi: 200, rules: vec![3] },
+                Segment {
+                    lo: 80,
+                    hi: 84,
+                    rules: vec![1]
+                },
+                Segment {
+                    lo: 85,
+                    hi: 90,
+                    rules: vec![1, 2]
+                },
+                Segment {
+                    lo: 91,
+                    hi: 110,
+                    rules: vec![2]
+                },
+                Segment {
+                    lo: 200,
+                    hi: 200,
+                    rules: vec![3]
+                },
             ]
         );
         let full = sweep(vec![(0, 65535, 7), (65535, 65535, 8)]);
-        assert_eq!(full.last().unwrap(), &Segment { lo: 65535, hi: 65535, rules: vec![7, 8] });
+        assert_eq!(
+            full.last().unwrap(),
+            &Segment {
+                lo: 65535,
+                hi: 65535,
+                rules: vec![7, 8]
+            }
+        );
     }
 }

@@ -61,7 +61,9 @@ fn random_selector(r: &mut Rng) -> Selector {
         (0..n)
             .map(|_| {
                 let k = r.pick(&KEYS).to_string();
-                let vs: Vec<String> = (0..1 + r.below(2)).map(|_| r.pick(&VALUES).to_string()).collect();
+                let vs: Vec<String> = (0..1 + r.below(2))
+                    .map(|_| r.pick(&VALUES).to_string())
+                    .collect();
                 match r.below(4) {
                     0 => Requirement::In(k, vs),
                     1 => Requirement::NotIn(k, vs),
@@ -139,7 +141,11 @@ fn random_rule(r: &mut Rng, namespaces: &[String], pods: &[Pod]) -> Rule {
 }
 
 fn random_model(r: &mut Rng) -> Model {
-    let namespaces: Vec<String> = ["x", "y", "z"].iter().take(1 + r.below(3)).map(|s| s.to_string()).collect();
+    let namespaces: Vec<String> = ["x", "y", "z"]
+        .iter()
+        .take(1 + r.below(3))
+        .map(|s| s.to_string())
+        .collect();
     let mut m = Model::default();
     for ns in &namespaces {
         m.namespaces.insert(
@@ -177,8 +183,12 @@ fn random_model(r: &mut Rng) -> Model {
     AddressPlan::default().assign(&mut m.pods).unwrap();
     for i in 0..r.below(5) {
         let ns = r.pick(&namespaces).clone();
-        let mut rules = |r: &mut Rng| {
-            (r.chance(70)).then(|| (0..r.below(3)).map(|_| random_rule(r, &namespaces, &m.pods)).collect())
+        let rules = |r: &mut Rng| {
+            (r.chance(70)).then(|| {
+                (0..r.below(3))
+                    .map(|_| random_rule(r, &namespaces, &m.pods))
+                    .collect()
+            })
         };
         let ingress = rules(r);
         let egress = rules(r);
@@ -199,48 +209,67 @@ fn random_model(r: &mut Rng) -> Model {
 fn oracle(m: &Model, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
     let pod_at = |a: IpAddr| m.pods.iter().find(|p| p.ips.contains(&a));
     let (sp, dp) = (pod_at(src), pod_at(dst));
-    let side_ok = |me: &Pod, d: Direction, peer_addr: IpAddr, peer_pod: Option<&Pod>, dest: Option<&Pod>| {
-        let selecting: Vec<&Policy> = m
-            .policies
-            .iter()
-            .filter(|p| p.namespace == me.namespace && p.pod_selector.matches(&me.labels) && p.rules(d).is_some())
-            .collect();
-        if selecting.is_empty() {
-            return true;
-        }
-        selecting.iter().flat_map(|p| p.rules(d).unwrap()).any(|rule| {
-            let peer_ok = rule.peers.as_ref().is_none_or(|peers| {
-                peers.iter().any(|peer| match peer {
-                    Peer::IpBlock(b) => b.cidr.contains(peer_addr) && !b.except.iter().any(|e| e.contains(peer_addr)),
-                    Peer::Pods { namespaces, pods } => peer_pod.is_some_and(|pp| {
-                        let ns_ok = match namespaces {
-                            NamespaceScope::Same(ns) => &pp.namespace == ns,
-                            NamespaceScope::Selected(s) => s.matches(&m.namespaces[&pp.namespace].labels),
-                        };
-                        ns_ok && pods.matches(&pp.labels)
-                    }),
+    let side_ok =
+        |me: &Pod, d: Direction, peer_addr: IpAddr, peer_pod: Option<&Pod>, dest: Option<&Pod>| {
+            let selecting: Vec<&Policy> = m
+                .policies
+                .iter()
+                .filter(|p| {
+                    p.namespace == me.namespace
+                        && p.pod_selector.matches(&me.labels)
+                        && p.rules(d).is_some()
                 })
-            });
-            let port_ok = rule.ports.as_ref().is_none_or(|ports| {
-                ports.iter().any(|s| {
-                    s.protocol.number() == proto
-                        && match &s.port {
-                            PortMatch::Any => true,
-                            PortMatch::Range(lo, hi) => (*lo..=*hi).contains(&port),
-                            PortMatch::Named(n) => dest.and_then(|d| d.named_port(n, s.protocol)) == Some(port),
-                        }
+                .collect();
+            if selecting.is_empty() {
+                return true;
+            }
+            selecting
+                .iter()
+                .flat_map(|p| p.rules(d).unwrap())
+                .any(|rule| {
+                    let peer_ok = rule.peers.as_ref().is_none_or(|peers| {
+                        peers.iter().any(|peer| match peer {
+                            Peer::IpBlock(b) => {
+                                b.cidr.contains(peer_addr)
+                                    && !b.except.iter().any(|e| e.contains(peer_addr))
+                            }
+                            Peer::Pods { namespaces, pods } => peer_pod.is_some_and(|pp| {
+                                let ns_ok = match namespaces {
+                                    NamespaceScope::Same(ns) => &pp.namespace == ns,
+                                    NamespaceScope::Selected(s) => {
+                                        s.matches(&m.namespaces[&pp.namespace].labels)
+                                    }
+                                };
+                                ns_ok && pods.matches(&pp.labels)
+                            }),
+                        })
+                    });
+                    let port_ok = rule.ports.as_ref().is_none_or(|ports| {
+                        ports.iter().any(|s| {
+                            s.protocol.number() == proto
+                                && match &s.port {
+                                    PortMatch::Any => true,
+                                    PortMatch::Range(lo, hi) => (*lo..=*hi).contains(&port),
+                                    PortMatch::Named(n) => {
+                                        dest.and_then(|d| d.named_port(n, s.protocol)) == Some(port)
+                                    }
+                                }
+                        })
+                    });
+                    peer_ok && port_ok
                 })
-            });
-            peer_ok && port_ok
-        })
-    };
+        };
     let egress = sp.is_none_or(|s| side_ok(s, Direction::Egress, dst, dp, dp));
     let ingress = dp.is_none_or(|d| side_ok(d, Direction::Ingress, src, sp, Some(d)));
     egress && ingress
 }
 
 /// The kernel's view: LPM lookups over the map image, by brute force.
-fn lpm<'a, K: Copy, V>(entries: &'a [(u32, K, V)], key: &[u8], bytes: impl Fn(&K) -> Vec<u8>) -> Option<&'a V> {
+fn lpm<'a, K: Copy, V>(
+    entries: &'a [(u32, K, V)],
+    key: &[u8],
+    bytes: impl Fn(&K) -> Vec<u8>,
+) -> Option<&'a V> {
     entries
         .iter()
         .filter(|(len, k, _)| {
@@ -261,7 +290,14 @@ fn policy_bytes(k: &PolicyKey) -> Vec<u8> {
     v
 }
 
-fn kernel_allowed(c: &Compiled, image: &MapImage, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
+fn kernel_allowed(
+    c: &Compiled,
+    image: &MapImage,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+) -> bool {
     let identity = |a: IpAddr| {
         lpm(&image.identities, &address_key(a).addr, |k| k.addr.to_vec())
             .expect("every address has an identity")
@@ -275,9 +311,12 @@ fn kernel_allowed(c: &Compiled, image: &MapImage, src: IpAddr, dst: IpAddr, prot
         })
     };
     let _ = POLICY_PREFIX_FULL;
-    let egress = endpoint(src).is_none_or(|e| e.flags & ENDPOINT_ISOLATED_EGRESS == 0 || check(e.egress_table, identity(dst)));
-    let ingress =
-        endpoint(dst).is_none_or(|e| e.flags & ENDPOINT_ISOLATED_INGRESS == 0 || check(e.ingress_table, identity(src)));
+    let egress = endpoint(src).is_none_or(|e| {
+        e.flags & ENDPOINT_ISOLATED_EGRESS == 0 || check(e.egress_table, identity(dst))
+    });
+    let ingress = endpoint(dst).is_none_or(|e| {
+        e.flags & ENDPOINT_ISOLATED_INGRESS == 0 || check(e.ingress_table, identity(src))
+    });
     egress && ingress
 }
 
@@ -287,7 +326,11 @@ fn probe_addresses(m: &Model, c: &Compiled) -> Vec<IpAddr> {
     for b in &c.blocks {
         for n in std::iter::once(&b.cidr).chain(&b.except) {
             let (lo, hi) = address::net_range(n);
-            let max = if n.is_ipv4() { u32::MAX as u128 } else { u128::MAX };
+            let max = if n.is_ipv4() {
+                u32::MAX as u128
+            } else {
+                u128::MAX
+            };
             for a in [lo.wrapping_sub(1), lo, hi, hi.wrapping_add(1)] {
                 if a <= max {
                     v.push(if n.is_ipv4() {
@@ -324,11 +367,21 @@ fn compiled_tables_and_map_image_agree_with_the_oracle() {
                 let proto = *r.pick(&[6u8, 17, 132, PROTO_ICMP]);
                 let want = oracle(&m, src, dst, proto, port);
                 let got = c.allowed(src, dst, proto, port);
-                assert_eq!(got, want, "seed {seed}: evaluator {src} -> {dst} proto {proto} port {port}\n{m:#?}");
-                assert_eq!(c.evaluate(src, dst, proto, port).allowed(), want, "seed {seed}: evaluate");
+                assert_eq!(
+                    got, want,
+                    "seed {seed}: evaluator {src} -> {dst} proto {proto} port {port}\n{m:#?}"
+                );
+                assert_eq!(
+                    c.evaluate(src, dst, proto, port).allowed(),
+                    want,
+                    "seed {seed}: evaluate"
+                );
                 if r.chance(10) {
                     let k = kernel_allowed(&c, &image, src, dst, proto, port);
-                    assert_eq!(k, want, "seed {seed}: map image {src} -> {dst} proto {proto} port {port}");
+                    assert_eq!(
+                        k, want,
+                        "seed {seed}: map image {src} -> {dst} proto {proto} port {port}"
+                    );
                 }
                 checked += 1;
                 allowed += want as usize;
@@ -337,7 +390,10 @@ fn compiled_tables_and_map_image_agree_with_the_oracle() {
     }
     // The generator must produce both answers in quantity, or the test proves nothing.
     assert!(checked > 20_000, "only {checked} queries");
-    assert!(allowed > checked / 10 && allowed < checked * 9 / 10, "{allowed} of {checked} allowed");
+    assert!(
+        allowed > checked / 10 && allowed < checked * 9 / 10,
+        "{allowed} of {checked} allowed"
+    );
 }
 
 #[test]
@@ -353,7 +409,11 @@ fn identities_group_pods_that_no_selector_distinguishes() {
                 name: format!("p{i}"),
             },
             owner: None,
-            labels: [("app".to_string(), app.to_string()), ("pod".to_string(), format!("p{i}"))].into(),
+            labels: [
+                ("app".to_string(), app.to_string()),
+                ("pod".to_string(), format!("p{i}")),
+            ]
+            .into(),
             ports: vec![],
             ips: vec![],
             origin: Origin::default(),
@@ -381,5 +441,9 @@ fn identities_group_pods_that_no_selector_distinguishes() {
     assert_eq!(c.identities.list.len(), 6);
     // All 25 db pods share one table; web pods have none.
     assert_eq!(c.tables.len(), 1);
-    assert_eq!(c.tables[0].segment_count(), 2, "one segment per web identity (v4, v6)");
+    assert_eq!(
+        c.tables[0].segment_count(),
+        2,
+        "one segment per web identity (v4, v6)"
+    );
 }

@@ -87,7 +87,9 @@ impl PortSets {
     /// Allowed by both.
     pub fn intersect(&self, other: &PortSets) -> PortSets {
         PortSets {
-            by_protocol: std::array::from_fn(|i| self.by_protocol[i].intersect(&other.by_protocol[i])),
+            by_protocol: std::array::from_fn(|i| {
+                self.by_protocol[i].intersect(&other.by_protocol[i])
+            }),
         }
     }
 
@@ -142,12 +144,20 @@ struct Grants<'c> {
 
 impl Grants<'_> {
     fn of(&self, table: Option<TableId>, peer: IdentityId) -> PortSets {
-        let Some(table) = table else { return PortSets::all() };
+        let Some(table) = table else {
+            return PortSets::all();
+        };
         if let Some(s) = self.cache.borrow().get(&(table, peer)) {
             return s.clone();
         }
         let t = &self.compiled.tables[table as usize];
-        let segs = |key| t.groups.get(&key).into_iter().flatten().map(|s| (s.lo, s.hi));
+        let segs = |key| {
+            t.groups
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .map(|s| (s.lo, s.hi))
+        };
         let sets = PortSets {
             by_protocol: Protocol::ALL.map(|p| {
                 let proto = p.number();
@@ -203,7 +213,11 @@ pub fn connectivity(model: &Model, compiled: &Compiled) -> Vec<Connection> {
         for d in Direction::ALL {
             for (net, allowed) in external(compiled, &grants, table(s, d), src.ips.as_slice()) {
                 let (a, b) = (Peer::Pod(src.key()), Peer::External(net));
-                let (from, to) = if d == Direction::Egress { (a, b) } else { (b, a) };
+                let (from, to) = if d == Direction::Egress {
+                    (a, b)
+                } else {
+                    (b, a)
+                };
                 out.push(Connection {
                     src: from,
                     dst: to,
@@ -219,7 +233,12 @@ pub fn connectivity(model: &Model, compiled: &Compiled) -> Vec<Connection> {
 
 /// External CIDRs (of the families the pod has) and what `table` grants
 /// them, neighbours with equal grants aggregated.
-fn external(compiled: &Compiled, grants: &Grants<'_>, table: Option<TableId>, ips: &[IpAddr]) -> Vec<(IpNetwork, PortSets)> {
+fn external(
+    compiled: &Compiled,
+    grants: &Grants<'_>,
+    table: Option<TableId>,
+    ips: &[IpAddr],
+) -> Vec<(IpNetwork, PortSets)> {
     let mut out = Vec::new();
     for v4 in [true, false] {
         if !ips.iter().any(|a| a.is_ipv4() == v4) {
@@ -240,7 +259,8 @@ fn external(compiled: &Compiled, grants: &Grants<'_>, table: Option<TableId>, ip
             }
             prefixes.extend(region.prefixes.iter().map(|n| (*n, sets.clone())));
         }
-        prefixes.sort_by_key(|(n, _)| (crate::compile::address::addr_bits(n.network()), n.prefix()));
+        prefixes
+            .sort_by_key(|(n, _)| (crate::compile::address::addr_bits(n.network()), n.prefix()));
         out.extend(aggregate(prefixes));
     }
     out
@@ -254,7 +274,9 @@ fn aggregate(sorted: Vec<(IpNetwork, PortSets)>) -> Vec<(IpNetwork, PortSets)> {
         while stack.len() >= 2 {
             let (b, bs) = &stack[stack.len() - 1];
             let (a, as_) = &stack[stack.len() - 2];
-            let Some(parent) = sibling_parent(a, b) else { break };
+            let Some(parent) = sibling_parent(a, b) else {
+                break;
+            };
             if as_ != bs {
                 break;
             }
@@ -273,5 +295,6 @@ fn sibling_parent(a: &IpNetwork, b: &IpNetwork) -> Option<IpNetwork> {
     }
     let parent = IpNetwork::new(a.network(), a.prefix() - 1).ok()?;
     let parent = IpNetwork::new(parent.network(), parent.prefix()).ok()?;
-    (parent.network() == a.network() && parent.contains(b.network()) && a.network() != b.network()).then_some(parent)
+    (parent.network() == a.network() && parent.contains(b.network()) && a.network() != b.network())
+        .then_some(parent)
 }

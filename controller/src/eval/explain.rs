@@ -8,7 +8,6 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-
 use super::Side;
 use crate::compile::{Compiled, IdentityId, RuleId};
 use crate::model::{Direction, Model, Protocol};
@@ -155,7 +154,16 @@ pub fn explain(
     };
     let (src_info, dst_info) = (info(src), info(dst));
     let side = |d: Direction, me: IpAddr, peer: IdentityId, verdict: &Side| {
-        side_explanation(model, compiled, d, compiled.pod_of(me), peer, protocol, port, verdict)
+        side_explanation(
+            model,
+            compiled,
+            d,
+            compiled.pod_of(me),
+            peer,
+            protocol,
+            port,
+            verdict,
+        )
     };
     Ok(Explanation {
         allowed: verdict.allowed(),
@@ -199,7 +207,11 @@ fn side_explanation(
     };
     let table = &compiled.tables[table as usize];
     out.isolated = true;
-    out.policies = table.policies.iter().map(|&p| model.policies[p].key()).collect();
+    out.policies = table
+        .policies
+        .iter()
+        .map(|&p| model.policies[p].key())
+        .collect();
     let allowed: BTreeSet<RuleId> = match verdict {
         Side::Allowed(r) => r.iter().copied().collect(),
         _ => BTreeSet::new(),
@@ -220,7 +232,8 @@ fn side_explanation(
             target.extend(s.rules.iter().copied().filter(|r| !allowed.contains(r)));
         }
     }
-    let describe = |ids: &BTreeSet<RuleId>| ids.iter().map(|&r| rule_ref(model, compiled, r)).collect();
+    let describe =
+        |ids: &BTreeSet<RuleId>| ids.iter().map(|&r| rule_ref(model, compiled, r)).collect();
     out.allowed_by = describe(&allowed);
     out.peer_matches_port_does_not = describe(&peer_rules);
     out.port_matches_peer_does_not = describe(&port_rules);
@@ -231,7 +244,9 @@ fn side_explanation(
 pub fn rule_ref(model: &Model, compiled: &Compiled, id: RuleId) -> RuleRef {
     let o = &compiled.rules[id as usize];
     let policy = &model.policies[o.policy];
-    let rule = &policy.rules(o.direction).expect("rule of an isolating direction")[o.rule];
+    let rule = &policy
+        .rules(o.direction)
+        .expect("rule of an isolating direction")[o.rule];
     RuleRef {
         policy: policy.key(),
         rule: o.rule,

@@ -67,23 +67,48 @@ impl Compiled {
     /// Whether `table` lets `peer` use (proto, port); the fast path, no
     /// allocation.
     pub fn table_allows(&self, table: TableId, peer: IdentityId, proto: u8, port: u16) -> bool {
-        self.tables[table as usize].lookup(peer, proto, port).is_some()
+        self.tables[table as usize]
+            .lookup(peer, proto, port)
+            .is_some()
     }
 
-    fn side(&self, pod: Option<usize>, direction: Direction, peer: IdentityId, proto: u8, port: u16) -> Side {
+    fn side(
+        &self,
+        pod: Option<usize>,
+        direction: Direction,
+        peer: IdentityId,
+        proto: u8,
+        port: u16,
+    ) -> Side {
         let Some(pod) = pod else { return Side::NotAPod };
         let Some(table) = self.endpoints[pod].table(direction) else {
             return Side::NotIsolated;
         };
         let rules = self.tables[table as usize].allowing_rules(peer, proto, port);
-        if rules.is_empty() { Side::Denied } else { Side::Allowed(rules) }
+        if rules.is_empty() {
+            Side::Denied
+        } else {
+            Side::Allowed(rules)
+        }
     }
 
     /// The full verdict with the allowing rules of each side.
     pub fn evaluate(&self, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> Verdict {
         Verdict {
-            egress: self.side(self.pod_of(src), Direction::Egress, self.identity_of(dst), proto, port),
-            ingress: self.side(self.pod_of(dst), Direction::Ingress, self.identity_of(src), proto, port),
+            egress: self.side(
+                self.pod_of(src),
+                Direction::Egress,
+                self.identity_of(dst),
+                proto,
+                port,
+            ),
+            ingress: self.side(
+                self.pod_of(dst),
+                Direction::Ingress,
+                self.identity_of(src),
+                proto,
+                port,
+            ),
         }
     }
 
@@ -93,6 +118,7 @@ impl Compiled {
             pod.and_then(|p| self.endpoints[p].table(d))
                 .is_none_or(|t| self.table_allows(t, self.identity_of(peer), proto, port))
         };
-        side(self.pod_of(src), Direction::Egress, dst) && side(self.pod_of(dst), Direction::Ingress, src)
+        side(self.pod_of(src), Direction::Egress, dst)
+            && side(self.pod_of(dst), Direction::Ingress, src)
     }
 }

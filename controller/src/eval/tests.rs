@@ -38,16 +38,29 @@ fn demo_connectivity_is_least_privilege() {
     let api = find("shop/frontend", "shop/api").expect("frontend → api");
     assert_eq!(api.get(Protocol::Tcp).0, vec![(8080, 8080)]);
     assert!(api.get(Protocol::Udp).is_empty());
-    assert_eq!(find("shop/api", "shop/db").unwrap().get(Protocol::Tcp).0, vec![(5432, 5432)]);
+    assert_eq!(
+        find("shop/api", "shop/db").unwrap().get(Protocol::Tcp).0,
+        vec![(5432, 5432)]
+    );
     assert!(find("shop/frontend", "shop/db").is_none());
     assert!(find("sandbox/stray", "shop/db").is_none());
-    assert!(find("sandbox/stray", "kube-system/coredns").unwrap().is_all());
+    assert!(
+        find("sandbox/stray", "kube-system/coredns")
+            .unwrap()
+            .is_all()
+    );
     // Isolated egress: no external line; unisolated: the whole space, both families.
     assert!(find("shop/api", "0.0.0.0/0").is_none());
     assert!(find("sandbox/stray", "0.0.0.0/0").unwrap().is_all());
     assert!(find("sandbox/stray", "::/0").unwrap().is_all());
     // External to the frontend: only its named http port.
-    assert_eq!(find("0.0.0.0/0", "shop/frontend").unwrap().get(Protocol::Tcp).0, vec![(8080, 8080)]);
+    assert_eq!(
+        find("0.0.0.0/0", "shop/frontend")
+            .unwrap()
+            .get(Protocol::Tcp)
+            .0,
+        vec![(8080, 8080)]
+    );
     // A pod to itself is never listed.
     assert!(conns.iter().all(|x| x.src != x.dst));
 }
@@ -57,23 +70,50 @@ fn explain_names_the_deciding_and_the_near_miss_rules() {
     let m = demo();
     let c = compile(&m);
     let pod = |s: &str| PeerArg::Pod(s.into());
-    let e = explain(&m, &c, &pod("shop/api"), &pod("shop/db"), Protocol::Tcp, 5432).unwrap();
+    let e = explain(
+        &m,
+        &c,
+        &pod("shop/api"),
+        &pod("shop/db"),
+        Protocol::Tcp,
+        5432,
+    )
+    .unwrap();
     assert!(e.allowed);
     assert_eq!(e.egress.verdict, "allowed");
     assert_eq!(e.egress.allowed_by.len(), 1);
     assert_eq!(e.egress.allowed_by[0].policy, "shop/api");
-    assert_eq!(e.egress.allowed_by[0].port_text, "TCP port named \"postgres\"");
+    assert_eq!(
+        e.egress.allowed_by[0].port_text,
+        "TCP port named \"postgres\""
+    );
     assert_eq!(e.ingress.allowed_by[0].policy, "shop/db");
     assert_eq!(e.ingress.policies, vec!["shop/db", "shop/default-deny"]);
 
-    let e = explain(&m, &c, &pod("sandbox/stray"), &pod("shop/db"), Protocol::Tcp, 5432).unwrap();
+    let e = explain(
+        &m,
+        &c,
+        &pod("sandbox/stray"),
+        &pod("shop/db"),
+        Protocol::Tcp,
+        5432,
+    )
+    .unwrap();
     assert!(!e.allowed);
     assert_eq!(e.egress.verdict, "not-isolated");
     assert_eq!(e.ingress.verdict, "denied");
     assert!(e.ingress.allowed_by.is_empty());
     assert_eq!(e.ingress.port_matches_peer_does_not[0].policy, "shop/db");
 
-    let e = explain(&m, &c, &pod("shop/api"), &pod("shop/db"), Protocol::Tcp, 5433).unwrap();
+    let e = explain(
+        &m,
+        &c,
+        &pod("shop/api"),
+        &pod("shop/db"),
+        Protocol::Tcp,
+        5433,
+    )
+    .unwrap();
     assert!(!e.allowed);
     assert_eq!(e.egress.peer_matches_port_does_not[0].policy, "shop/api");
 
@@ -93,10 +133,20 @@ fn evaluate_reports_every_allowing_rule() {
     let m = demo();
     let c = compile(&m);
     let ip = |k: &str| m.pod(k).unwrap().1.ips[0];
-    let v = c.evaluate(ip("shop/api"), ip("kube-system/coredns"), Protocol::Udp.number(), 53);
+    let v = c.evaluate(
+        ip("shop/api"),
+        ip("kube-system/coredns"),
+        Protocol::Udp.number(),
+        53,
+    );
     assert!(v.allowed());
     assert!(matches!(&v.egress, Side::Allowed(r) if r.len() == 1));
     assert_eq!(v.ingress, Side::NotIsolated);
-    let v = c.evaluate(ip("shop/api"), ip("kube-system/coredns"), Protocol::Udp.number(), 54);
+    let v = c.evaluate(
+        ip("shop/api"),
+        ip("kube-system/coredns"),
+        Protocol::Udp.number(),
+        54,
+    );
     assert_eq!(v.egress, Side::Denied);
 }

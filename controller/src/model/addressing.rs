@@ -100,10 +100,11 @@ impl AddressPlan {
         for pod in pods.iter_mut().filter(|p| p.ips.is_empty()) {
             for (cidr, next) in &mut cursors {
                 let ip = loop {
-                    let ip = nth_address(*cidr, *next).ok_or_else(|| AddressingError::Exhausted {
-                        cidr: *cidr,
-                        pod: pod.key(),
-                    })?;
+                    let ip =
+                        nth_address(*cidr, *next).ok_or_else(|| AddressingError::Exhausted {
+                            cidr: *cidr,
+                            pod: pod.key(),
+                        })?;
                     *next += 1;
                     if !owner.contains_key(&ip) {
                         break ip;
@@ -136,7 +137,11 @@ fn nth_address(cidr: IpNetwork, n: u128) -> Option<IpAddr> {
     match cidr {
         IpNetwork::V4(c) => {
             let size = 1u128 << (32 - c.prefix());
-            (n + 1 < size).then(|| IpAddr::from(std::net::Ipv4Addr::from((u32::from(c.network()) as u128 + n) as u32)))
+            (n + 1 < size).then(|| {
+                IpAddr::from(std::net::Ipv4Addr::from(
+                    (u32::from(c.network()) as u128 + n) as u32,
+                ))
+            })
         }
         IpNetwork::V6(c) => {
             let host_bits = 128 - c.prefix() as u32;

@@ -31,7 +31,12 @@ pub struct Origin {
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} (document {})", self.file.display(), self.document + 1)
+        write!(
+            f,
+            "{} (document {})",
+            self.file.display(),
+            self.document + 1
+        )
     }
 }
 
@@ -200,11 +205,13 @@ impl Model {
             .chain(self.policies.iter().map(|p| p.namespace.clone()))
             .collect::<Vec<_>>();
         for ns in used {
-            self.namespaces.entry(ns.clone()).or_insert_with(|| Namespace {
-                name: ns,
-                labels: Labels::new(),
-                origin: None,
-            });
+            self.namespaces
+                .entry(ns.clone())
+                .or_insert_with(|| Namespace {
+                    name: ns,
+                    labels: Labels::new(),
+                    origin: None,
+                });
         }
         for ns in self.namespaces.values_mut() {
             ns.labels

@@ -14,7 +14,10 @@ fn block(cidr: &str, except: &[&str]) -> IpBlock {
 
 #[test]
 fn range_to_prefixes_is_minimal_and_exact() {
-    assert_eq!(range_to_prefixes(0, u32::MAX as u128, true), vec![net("0.0.0.0/0")]);
+    assert_eq!(
+        range_to_prefixes(0, u32::MAX as u128, true),
+        vec![net("0.0.0.0/0")]
+    );
     assert_eq!(range_to_prefixes(0, u128::MAX, false), vec![net("::/0")]);
     let (lo, hi) = net_range(&net("10.0.0.0/8"));
     assert_eq!(range_to_prefixes(lo, hi, true), vec![net("10.0.0.0/8")]);
@@ -22,7 +25,12 @@ fn range_to_prefixes_is_minimal_and_exact() {
     let got = range_to_prefixes(lo + 1, lo + 6, true);
     assert_eq!(
         got,
-        vec![net("10.0.0.1/32"), net("10.0.0.2/31"), net("10.0.0.4/31"), net("10.0.0.6/32")]
+        vec![
+            net("10.0.0.1/32"),
+            net("10.0.0.2/31"),
+            net("10.0.0.4/31"),
+            net("10.0.0.6/32")
+        ]
     );
     // Upper end of the space.
     let got = range_to_prefixes(u32::MAX as u128 - 1, u32::MAX as u128, true);

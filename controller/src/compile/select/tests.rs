@@ -4,7 +4,10 @@ use crate::model::addressing::AddressPlan;
 use crate::model::{Namespace, Origin, Pod, Workload};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn model() -> Model {
@@ -58,12 +61,17 @@ fn bitset_selection_agrees_with_direct_matching() {
         Selector::new(vec![Requirement::NotIn("app".into(), vec!["web".into()])]),
         Selector::new(vec![Requirement::Exists("tier".into())]),
         Selector::new(vec![Requirement::DoesNotExist("app".into())]),
-        Selector::new(vec![req_in("app", &["web"]), Requirement::DoesNotExist("tier".into())]),
+        Selector::new(vec![
+            req_in("app", &["web"]),
+            Requirement::DoesNotExist("tier".into()),
+        ]),
         Selector::new(vec![req_in("missing", &["x"])]),
     ];
     for sel in &selectors {
         let got: Vec<usize> = s.pods(sel).iter().collect();
-        let want: Vec<usize> = (0..m.pods.len()).filter(|&i| sel.matches(&m.pods[i].labels)).collect();
+        let want: Vec<usize> = (0..m.pods.len())
+            .filter(|&i| sel.matches(&m.pods[i].labels))
+            .collect();
         assert_eq!(got, want, "{sel}");
     }
     // NotIn also selects pods without the key.
@@ -76,10 +84,16 @@ fn peers_scope_namespaces() {
     let m = model();
     let mut s = Selection::new(&m);
     let web = Selector::new(vec![req_in("app", &["web"])]);
-    let same: Vec<usize> = s.peer(&NamespaceScope::Same("x".into()), &web).iter().collect();
+    let same: Vec<usize> = s
+        .peer(&NamespaceScope::Same("x".into()), &web)
+        .iter()
+        .collect();
     assert_eq!(same, vec![m.pod("x/a").unwrap().0]);
     let blue = Selector::new(vec![req_in("team", &["blue"])]);
-    let sel: Vec<usize> = s.peer(&NamespaceScope::Selected(blue), &web).iter().collect();
+    let sel: Vec<usize> = s
+        .peer(&NamespaceScope::Selected(blue), &web)
+        .iter()
+        .collect();
     assert_eq!(sel, vec![m.pod("y/a").unwrap().0]);
     let by_name = Selector::new(vec![req_in("kubernetes.io/metadata.name", &["x"])]);
     let all_x: Vec<usize> = s

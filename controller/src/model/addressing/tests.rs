@@ -19,9 +19,19 @@ fn pod(ns: &str, name: &str, ips: &[&str]) -> Pod {
 
 #[test]
 fn assigns_in_order_skipping_taken_and_gateway() {
-    let mut pods = vec![pod("a", "p1", &[]), pod("a", "p2", &["10.244.0.3"]), pod("b", "p3", &[])];
+    let mut pods = vec![
+        pod("a", "p1", &[]),
+        pod("a", "p2", &["10.244.0.3"]),
+        pod("b", "p3", &[]),
+    ];
     AddressPlan::default().assign(&mut pods).unwrap();
-    assert_eq!(pods[0].ips, vec!["10.244.0.2".parse::<IpAddr>().unwrap(), "fd00:10:244::2".parse().unwrap()]);
+    assert_eq!(
+        pods[0].ips,
+        vec![
+            "10.244.0.2".parse::<IpAddr>().unwrap(),
+            "fd00:10:244::2".parse().unwrap()
+        ]
+    );
     assert_eq!(pods[1].ips, vec!["10.244.0.3".parse::<IpAddr>().unwrap()]);
     assert_eq!(pods[2].ips[0], "10.244.0.4".parse::<IpAddr>().unwrap());
     assert_eq!(pods[2].ips[1], "fd00:10:244::3".parse::<IpAddr>().unwrap());
@@ -45,7 +55,10 @@ fn exhaustion_and_duplicates_are_errors() {
         ignore_status: false,
     };
     let mut pods = vec![pod("a", "p1", &[]), pod("a", "p2", &[])];
-    assert!(matches!(plan.assign(&mut pods), Err(AddressingError::Exhausted { .. })));
+    assert!(matches!(
+        plan.assign(&mut pods),
+        Err(AddressingError::Exhausted { .. })
+    ));
     let mut dup = vec![pod("a", "p1", &["1.1.1.1"]), pod("a", "p2", &["1.1.1.1"])];
     assert!(matches!(
         AddressPlan::default().assign(&mut dup),

@@ -43,7 +43,9 @@ pub enum Problem {
     Decode(serde_json::Error),
     /// A policy kind Bulkhead does not enforce yet: better to stop than to
     /// compute connectivity that ignores it.
-    #[error("kind {kind} ({api_version}) is not supported; only networking.k8s.io/v1 NetworkPolicy is")]
+    #[error(
+        "kind {kind} ({api_version}) is not supported; only networking.k8s.io/v1 NetworkPolicy is"
+    )]
     UnsupportedPolicyKind {
         /// The kind.
         kind: String,
@@ -90,7 +92,9 @@ pub enum Problem {
     #[error("port {0} is outside 1-65535")]
     PortOutOfRange(i64),
     /// A named port that is not a valid IANA service name.
-    #[error("port name {0:?} is not valid (1-15 lower-case letters, digits and '-', with a letter)")]
+    #[error(
+        "port name {0:?} is not valid (1-15 lower-case letters, digits and '-', with a letter)"
+    )]
     BadPortName(String),
     /// endPort with a named or missing port.
     #[error("endPort needs a numeric port")]

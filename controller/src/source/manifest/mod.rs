@@ -5,6 +5,10 @@
 //! anywhere fails the whole load with every problem listed, so a caller never
 //! sees half a directory.
 
+// ObjectError carries file, object and field by design; it is built only on
+// the cold path of a failed load, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 mod error;
 mod policy;
 mod workload;
@@ -39,7 +43,9 @@ pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors>
     let mut files = Vec::new();
     collect_files(dir, &mut files).map_err(|e| ManifestErrors(vec![e]))?;
     if files.is_empty() {
-        return Err(ManifestErrors(vec![ManifestError::Empty(dir.to_path_buf())]));
+        return Err(ManifestErrors(vec![ManifestError::Empty(
+            dir.to_path_buf(),
+        )]));
     }
     let mut docs = Vec::new();
     let mut errors = Vec::new();
@@ -70,7 +76,9 @@ pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors>
         .map_err(|e| ManifestErrors(vec![e.into()]))?;
     let unresolved = unresolved_named_ports(&model);
     if !unresolved.is_empty() {
-        return Err(ManifestErrors(unresolved.into_iter().map(Into::into).collect()));
+        return Err(ManifestErrors(
+            unresolved.into_iter().map(Into::into).collect(),
+        ));
     }
     Ok(model)
 }
@@ -234,13 +242,12 @@ impl Builder {
                     self.model.policies.push(p);
                 }
             }),
-            k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => {
-                workload::convert(&ctx, k, value).map(|p| {
+            k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => workload::convert(&ctx, k, value)
+                .map(|p| {
                     if self.check_unique(&ctx, "pod", p.key()) {
                         self.model.pods.push(p);
                     }
-                })
-            }
+                }),
             k if k.contains("NetworkPolicy") => Err(ctx.err(
                 "kind",
                 Problem::UnsupportedPolicyKind {
@@ -275,8 +282,7 @@ impl Builder {
     }
 
     fn add_namespace(&mut self, ctx: &Ctx<'_>, value: Value) -> Result<(), ObjectError> {
-        let ns: k8s_openapi::api::core::v1::Namespace =
-            workload::decode(ctx, value)?;
+        let ns: k8s_openapi::api::core::v1::Namespace = workload::decode(ctx, value)?;
         let name = ns
             .metadata
             .name
@@ -305,7 +311,12 @@ fn unresolved_named_ports(model: &Model) -> Vec<ObjectError> {
                 Direction::Ingress => "ingress",
                 Direction::Egress => "egress",
             };
-            for (ri, rule) in policy.rules(direction).unwrap_or_default().iter().enumerate() {
+            for (ri, rule) in policy
+                .rules(direction)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
                 for (pi, spec) in rule.ports.iter().flatten().enumerate() {
                     let PortMatch::Named(name) = &spec.port else {
                         continue;

@@ -2,9 +2,7 @@
 //! bad CIDRs, operators, protocols and ports are errors naming the field.
 
 use ipnetwork::IpNetwork;
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
-};
+use k8s_openapi::api::networking::v1::{NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
@@ -18,7 +16,11 @@ use crate::model::{
 const API_VERSION: &str = "networking.k8s.io/v1";
 
 /// Decodes and validates one NetworkPolicy.
-pub(super) fn convert(ctx: &Ctx<'_>, mut value: Value, api_version: &str) -> Result<Policy, ObjectError> {
+pub(super) fn convert(
+    ctx: &Ctx<'_>,
+    mut value: Value,
+    api_version: &str,
+) -> Result<Policy, ObjectError> {
     if !api_version.is_empty() && api_version != API_VERSION {
         return Err(ctx.err(
             "apiVersion",
@@ -76,7 +78,14 @@ pub(super) fn convert(ctx: &Ctx<'_>, mut value: Value, api_version: &str) -> Res
         let mut rules = Vec::new();
         for (i, r) in spec.ingress.iter().flatten().enumerate() {
             let at = format!("spec.ingress[{i}]");
-            rules.push(rule(ctx, &namespace, &at, "from", r.from.as_deref(), r.ports.as_deref())?);
+            rules.push(rule(
+                ctx,
+                &namespace,
+                &at,
+                "from",
+                r.from.as_deref(),
+                r.ports.as_deref(),
+            )?);
         }
         Some(rules)
     } else {
@@ -86,7 +95,14 @@ pub(super) fn convert(ctx: &Ctx<'_>, mut value: Value, api_version: &str) -> Res
         let mut rules = Vec::new();
         for (i, r) in spec.egress.iter().flatten().enumerate() {
             let at = format!("spec.egress[{i}]");
-            rules.push(rule(ctx, &namespace, &at, "to", r.to.as_deref(), r.ports.as_deref())?);
+            rules.push(rule(
+                ctx,
+                &namespace,
+                &at,
+                "to",
+                r.to.as_deref(),
+                r.ports.as_deref(),
+            )?);
         }
         Some(rules)
     } else {
@@ -131,9 +147,16 @@ fn rule(
     Ok(Rule { peers, ports })
 }
 
-fn peer(ctx: &Ctx<'_>, namespace: &str, at: &str, p: &NetworkPolicyPeer) -> Result<Peer, ObjectError> {
+fn peer(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    at: &str,
+    p: &NetworkPolicyPeer,
+) -> Result<Peer, ObjectError> {
     match (&p.ip_block, &p.namespace_selector, &p.pod_selector) {
-        (Some(b), None, None) => ip_block(ctx, &format!("{at}.ipBlock"), &b.cidr, b.except.as_deref()),
+        (Some(b), None, None) => {
+            ip_block(ctx, &format!("{at}.ipBlock"), &b.cidr, b.except.as_deref())
+        }
         (Some(_), _, _) => Err(ctx.err(
             at,
             Problem::BadPeer("ipBlock cannot be combined with podSelector or namespaceSelector"),
@@ -144,7 +167,9 @@ fn peer(ctx: &Ctx<'_>, namespace: &str, at: &str, p: &NetworkPolicyPeer) -> Resu
         )),
         (None, ns, pods) => {
             let namespaces = match ns {
-                Some(s) => NamespaceScope::Selected(selector(ctx, s, &format!("{at}.namespaceSelector"))?),
+                Some(s) => {
+                    NamespaceScope::Selected(selector(ctx, s, &format!("{at}.namespaceSelector"))?)
+                }
                 None => NamespaceScope::Same(namespace.to_string()),
             };
             let pods = match pods {
@@ -156,7 +181,12 @@ fn peer(ctx: &Ctx<'_>, namespace: &str, at: &str, p: &NetworkPolicyPeer) -> Resu
     }
 }
 
-fn ip_block(ctx: &Ctx<'_>, at: &str, cidr: &str, except: Option<&[String]>) -> Result<Peer, ObjectError> {
+fn ip_block(
+    ctx: &Ctx<'_>,
+    at: &str,
+    cidr: &str,
+    except: Option<&[String]>,
+) -> Result<Peer, ObjectError> {
     let block = parse_cidr(ctx, &format!("{at}.cidr"), cidr)?;
     let mut excepts = Vec::new();
     for (i, e) in except.unwrap_or_default().iter().enumerate() {
@@ -198,7 +228,9 @@ fn parse_cidr(ctx: &Ctx<'_>, field: &str, text: &str) -> Result<IpNetwork, Objec
     if !text.contains('/') {
         return Err(bad("missing /prefix length".into()));
     }
-    let net: IpNetwork = text.parse().map_err(|e: ipnetwork::IpNetworkError| bad(e.to_string()))?;
+    let net: IpNetwork = text
+        .parse()
+        .map_err(|e: ipnetwork::IpNetworkError| bad(e.to_string()))?;
     IpNetwork::new(net.network(), net.prefix()).map_err(|e| bad(e.to_string()))
 }
 
@@ -209,7 +241,10 @@ fn port(ctx: &Ctx<'_>, at: &str, p: &NetworkPolicyPort) -> Result<PortSpec, Obje
         Some("UDP") => Protocol::Udp,
         Some("SCTP") => Protocol::Sctp,
         Some(other) => {
-            return Err(ctx.err(format!("{at}.protocol"), Problem::BadProtocol(other.to_string())));
+            return Err(ctx.err(
+                format!("{at}.protocol"),
+                Problem::BadProtocol(other.to_string()),
+            ));
         }
     };
     let number = |n: i64, field: &str| {
@@ -230,7 +265,10 @@ fn port(ctx: &Ctx<'_>, at: &str, p: &NetworkPolicyPort) -> Result<PortSpec, Obje
             if hi < lo {
                 return Err(ctx.err(
                     format!("{at}.endPort"),
-                    Problem::EndPortBelowPort { port: lo, end: end.into() },
+                    Problem::EndPortBelowPort {
+                        port: lo,
+                        end: end.into(),
+                    },
                 ));
             }
             PortMatch::Range(lo, hi)
@@ -246,7 +284,9 @@ fn port(ctx: &Ctx<'_>, at: &str, p: &NetworkPolicyPort) -> Result<PortSpec, Obje
                 return Err(ctx.err(format!("{at}.port"), Problem::BadPortName(s.clone())));
             }
         }
-        (_, Some(_)) => return Err(ctx.err(format!("{at}.endPort"), Problem::EndPortWithoutNumericPort)),
+        (_, Some(_)) => {
+            return Err(ctx.err(format!("{at}.endPort"), Problem::EndPortWithoutNumericPort));
+        }
     };
     Ok(PortSpec { protocol, port })
 }
@@ -256,7 +296,9 @@ fn valid_port_name(s: &str) -> bool {
     let bytes = s.as_bytes();
     !s.is_empty()
         && s.len() <= 15
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes.iter().any(|b| b.is_ascii_lowercase())
         && !s.starts_with('-')
         && !s.ends_with('-')
@@ -293,13 +335,18 @@ fn selector(ctx: &Ctx<'_>, s: &LabelSelector, at: &str) -> Result<Selector, Obje
         let key = e.key.clone();
         reqs.push(match e.operator.as_str() {
             "In" => needs_values("In", true).map(|_| Requirement::In(key, values.clone()))?,
-            "NotIn" => needs_values("NotIn", true).map(|_| Requirement::NotIn(key, values.clone()))?,
+            "NotIn" => {
+                needs_values("NotIn", true).map(|_| Requirement::NotIn(key, values.clone()))?
+            }
             "Exists" => needs_values("Exists", false).map(|_| Requirement::Exists(key))?,
             "DoesNotExist" => {
                 needs_values("DoesNotExist", false).map(|_| Requirement::DoesNotExist(key))?
             }
             other => {
-                return Err(ctx.err(format!("{field}.operator"), Problem::BadOperator(other.to_string())));
+                return Err(ctx.err(
+                    format!("{field}.operator"),
+                    Problem::BadOperator(other.to_string()),
+                ));
             }
         });
     }

@@ -63,18 +63,12 @@ pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod
             (o.metadata, o.spec.map(|s| s.template))
         }),
         "CronJob" => template(decode::<CronJob>(ctx, value)?, |o| {
-            let t = o
-                .spec
-                .job_template
-                .spec
-                .map(|s| s.template);
+            let t = o.spec.job_template.spec.map(|s| s.template);
             (o.metadata, t)
         }),
-        "ReplicationController" => {
-            template(decode::<ReplicationController>(ctx, value)?, |o| {
-                (o.metadata, o.spec.and_then(|s| s.template))
-            })
-        }
+        "ReplicationController" => template(decode::<ReplicationController>(ctx, value)?, |o| {
+            (o.metadata, o.spec.and_then(|s| s.template))
+        }),
         other => unreachable!("convert called for kind {other}"),
     };
     let name = meta
@@ -101,7 +95,12 @@ pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod
 /// template's spec and labels.
 fn template<T>(
     object: T,
-    parts: impl FnOnce(T) -> (ObjectMeta, Option<k8s_openapi::api::core::v1::PodTemplateSpec>),
+    parts: impl FnOnce(
+        T,
+    ) -> (
+        ObjectMeta,
+        Option<k8s_openapi::api::core::v1::PodTemplateSpec>,
+    ),
 ) -> (ObjectMeta, (Option<PodSpec>, Labels), Vec<IpAddr>) {
     let (meta, template) = parts(object);
     let (spec, labels) = match template {
@@ -147,17 +146,20 @@ fn status_ips(ctx: &Ctx<'_>, pod: &K8sPod) -> Result<Vec<IpAddr>, ObjectError> {
     for (i, ip) in status.pod_ips.iter().flatten().enumerate() {
         ips.push(parse(format!("status.podIPs[{i}].ip"), &ip.ip)?);
     }
-    if ips.is_empty() {
-        if let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty()) {
-            ips.push(parse("status.podIP".into(), ip)?);
-        }
+    if ips.is_empty()
+        && let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty())
+    {
+        ips.push(parse("status.podIP".into(), ip)?);
     }
     ips.dedup();
     Ok(ips)
 }
 
 /// Container ports of all (regular) containers.
-fn container_ports(ctx: &Ctx<'_>, spec: Option<&PodSpec>) -> Result<Vec<ContainerPort>, ObjectError> {
+fn container_ports(
+    ctx: &Ctx<'_>,
+    spec: Option<&PodSpec>,
+) -> Result<Vec<ContainerPort>, ObjectError> {
     let mut out = Vec::new();
     let Some(spec) = spec else { return Ok(out) };
     for (ci, c) in spec.containers.iter().enumerate() {
