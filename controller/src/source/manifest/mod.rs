@@ -154,17 +154,31 @@ fn object_ref(value: &Value, kind: Option<&str>) -> ObjectRef {
         .and_then(|m| m.get("name"))
         .and_then(Value::as_str)
         .map(String::from);
-    let namespace = name.as_ref().map(|_| {
-        meta.and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .unwrap_or("default")
-            .to_string()
-    });
+    let given = meta
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str);
+    let namespace = match (&name, given) {
+        (None, _) => None,
+        (Some(_), Some(ns)) => Some(ns.to_string()),
+        (Some(_), None) if kind.is_some_and(is_cluster_scoped) => None,
+        (Some(_), None) => Some("default".to_string()),
+    };
     ObjectRef {
         kind: kind.map(String::from),
         namespace,
         name,
     }
+}
+
+/// Kinds that live outside namespaces (for naming objects in errors).
+fn is_cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Namespace" | "Node" | "ClusterRole" | "ClusterRoleBinding"
+    ) || kind.starts_with("Cluster")
+        || kind.starts_with("Global")
+        || kind.contains("Clusterwide")
+        || kind.ends_with("AdminNetworkPolicy")
 }
 
 /// The object being converted, for error reports.

@@ -34,7 +34,7 @@ pub(super) fn convert(
         map.remove("status");
     }
     let mut unknown = Vec::new();
-    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let de = serde_ignored::Deserializer::new(value, &mut on_unknown);
     let np: NetworkPolicy = serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
@@ -116,6 +116,27 @@ pub(super) fn convert(
         egress,
         origin: ctx.origin.clone(),
     })
+}
+
+/// `spec.ingress[0].from`: the same form as every other field path we report
+/// (serde_ignored's own Display marks optional levels with `?`).
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => {
+            let p = field_path(parent);
+            if p.is_empty() {
+                key.clone()
+            } else {
+                format!("{p}.{key}")
+            }
+        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 fn rule(

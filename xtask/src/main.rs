@@ -1,0 +1,65 @@
+//! Bulkhead's developer entry points: `cargo xtask setup | build-ebpf | test | demo`.
+//!
+//! Every step prints what it does to stderr. `setup` is idempotent and takes a
+//! few seconds once the machine is set up.
+
+mod cmd;
+mod demo;
+mod ebpf;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+/// Bulkhead's setup, build, demo and test entry points.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install what building and testing need (Debian packages, nightly
+    /// rust-src, bpf-linker built against nightly's LLVM). Idempotent.
+    Setup,
+    /// Build the eBPF dataplane ELF and print its path on stdout.
+    BuildEbpf,
+    /// Run every check CI runs: fmt, clippy, unit tests and, as root, the
+    /// privileged netns tests.
+    Test,
+    /// Build the controller and run the demo.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The cause chain on one line; no backtrace (RUST_BACKTRACE is
+            // often set for the tests and would bury the message).
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Setup => {
+            setup::run()?;
+        }
+        Command::BuildEbpf => {
+            let elf = ebpf::build()?;
+            println!("{}", elf.display());
+        }
+        Command::Test => test::run()?,
+        Command::Demo => demo::run()?,
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! `cargo xtask setup`: installs what building and testing Bulkhead need.
+//!
+//! Idempotent, and fast (a few seconds) when everything is already there:
+//! each piece is checked first and installed only when missing.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::cmd;
+
+/// Debian packages the tests and the demo use (Debian 12 bookworm names):
+/// - `iproute2`: `ip netns`, `ip link` for the netns tests and the demo lab;
+/// - `iputils-ping`: `ping` as test traffic;
+/// - `bpftool`: inspecting loaded programs and maps when debugging.
+pub const APT_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "bpftool"];
+
+/// The rustup toolchain that builds the eBPF crate (it needs `-Z build-std`).
+/// Undated on purpose: the machine's `nightly` is the one known to exist.
+pub const NIGHTLY: &str = "nightly";
+
+/// bpf-linker releases accepted (a semver requirement for `cargo install`).
+/// 0.13 links against a shared LLVM 21, 22 or 23.
+pub const BPF_LINKER_VERSION: &str = "^0.13";
+
+/// What the eBPF build needs from setup.
+#[derive(Debug, Clone)]
+pub struct EbpfToolchain {
+    /// Directory holding the `bpf-linker` binary; put first on `PATH` of the
+    /// nightly cargo that builds the eBPF crate.
+    pub linker_bin_dir: PathBuf,
+}
+
+/// Runs the whole setup: Debian packages, then the eBPF toolchain.
+pub fn run() -> Result<EbpfToolchain> {
+    ensure_apt_packages(APT_PACKAGES)?;
+    ebpf_toolchain()
+}
+
+/// Makes sure nightly has `rust-src` and bpf-linker is built; no apt.
+pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
+    ensure_rust_src()?;
+    ensure_bpf_linker()
+}
+
+/// Bulkhead's cache directory for tools built by setup (`~/.cache/bulkhead`).
+fn cache_dir() -> PathBuf {
+    cmd::home().join(".cache").join("bulkhead")
+}
+
+fn is_installed(package: &str) -> bool {
+    // `db:Status-Abbrev` is "ii " for an installed package.
+    cmd::output(cmd::clean("dpkg-query").args(["-W", "-f=${db:Status-Abbrev}", package]))
+        .is_some_and(|s| s.starts_with("ii"))
+}
+
+/// Installs the Debian packages of `packages` that are not installed yet
+/// (running `apt-get update` first, and only then).
+pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !is_installed(p))
+        .collect();
+    if missing.is_empty() {
+        eprintln!("setup: Debian packages present: {}", packages.join(" "));
+        return Ok(());
+    }
+    eprintln!("setup: installing Debian packages: {}", missing.join(" "));
+    let sudo = !cmd::is_root();
+    let apt = |args: &[&str]| {
+        let mut c = if sudo {
+            let mut c = cmd::clean("sudo");
+            c.args(["-n", "--preserve-env=DEBIAN_FRONTEND", "apt-get"]);
+            c
+        } else {
+            cmd::clean("apt-get")
+        };
+        c.env("DEBIAN_FRONTEND", "noninteractive").args(args);
+        c
+    };
+    cmd::run(&mut apt(&["update", "-q"])).context("apt-get update")?;
+    let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    cmd::run(&mut install).context("apt-get install")?;
+    Ok(())
+}
+
+/// Adds `rust-src` to the nightly toolchain if it is missing
+/// (`-Z build-std=core` compiles `core` from it).
+fn ensure_rust_src() -> Result<()> {
+    let installed = cmd::output(cmd::clean("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))
+    .with_context(|| {
+        format!(
+            "cannot list the components of the `{NIGHTLY}` toolchain; \
+             is it installed (`rustup toolchain list`)?"
+        )
+    })?;
+    if installed.lines().any(|l| l.starts_with("rust-src")) {
+        eprintln!("setup: {NIGHTLY} has rust-src");
+        return Ok(());
+    }
+    eprintln!("setup: adding rust-src to {NIGHTLY}");
+    cmd::run(cmd::clean("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+}
+
+/// Reads nightly's LLVM major version from `rustc +nightly -vV`.
+fn nightly_llvm_major() -> Result<u32> {
+    let vv = cmd::output(cmd::clean("rustc").args([&format!("+{NIGHTLY}"), "-vV"]))
+        .context("`rustc +nightly -vV` failed")?;
+    let version = vv
+        .lines()
+        .find_map(|l| l.strip_prefix("LLVM version:"))
+        .context("no `LLVM version:` line in `rustc +nightly -vV`")?;
+    let major = version.trim().split('.').next().unwrap_or_default();
+    major
+        .parse()
+        .with_context(|| format!("unexpected LLVM version {version:?}"))
+}
+
+/// Finds the shared libLLVM that nightly ships in its sysroot.
+fn nightly_libllvm(major: u32) -> Result<PathBuf> {
+    let sysroot =
+        cmd::output(cmd::clean("rustc").args([&format!("+{NIGHTLY}"), "--print", "sysroot"]))
+            .context("`rustc +nightly --print sysroot` failed")?;
+    let lib = Path::new(sysroot.trim()).join("lib");
+    // Current naming is `libLLVM.so.22.1-rust-1.97.0-nightly`; older
+    // toolchains used `libLLVM-22-rust-1.97.0-nightly.so`.
+    let candidates = [format!("libLLVM.so.{major}."), format!("libLLVM-{major}-")];
+    let mut names: Vec<String> = fs::read_dir(&lib)
+        .with_context(|| format!("cannot read {}", lib.display()))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    for prefix in &candidates {
+        if let Some(name) = names.iter().find(|n| n.starts_with(prefix.as_str())) {
+            return Ok(lib.join(name));
+        }
+    }
+    bail!(
+        "no libLLVM {major} in {} (looked for {candidates:?})",
+        lib.display()
+    )
+}
+
+/// Builds bpf-linker against nightly's own LLVM unless a working one is in
+/// the cache. Debian 12 has no LLVM new enough, so the shared libLLVM that
+/// rustup ships with nightly is linked through a `libLLVM.so` symlink in
+/// `~/.cache/bulkhead/llvm/lib` (the binary keeps an rpath to it). When
+/// nightly is updated, the old library disappears, `bpf-linker --version`
+/// fails, and this rebuilds.
+fn ensure_bpf_linker() -> Result<EbpfToolchain> {
+    let root = cache_dir().join("bpf-linker");
+    let bin_dir = root.join("bin");
+    let linker = bin_dir.join("bpf-linker");
+    if linker.exists()
+        && let Some(version) = cmd::output(cmd::clean(&linker).arg("--version"))
+    {
+        eprintln!("setup: {} ({})", linker.display(), version.trim());
+        return Ok(EbpfToolchain {
+            linker_bin_dir: bin_dir,
+        });
+    }
+
+    let major = nightly_llvm_major()?;
+    let libllvm = nightly_libllvm(major)?;
+    let llvm_prefix = cache_dir().join("llvm");
+    link_libllvm(&libllvm, &llvm_prefix.join("lib"))?;
+    eprintln!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against nightly's LLVM {major} \
+         ({}); this takes a few minutes",
+        libllvm.display()
+    );
+    let mut install = cmd::clean_for_cross("cargo");
+    install
+        .env("LLVM_PREFIX", &llvm_prefix)
+        .args(["install", "bpf-linker", "--locked", "--force"])
+        .args(["--version", BPF_LINKER_VERSION])
+        .args(["--no-default-features", "--features"])
+        .arg(format!("llvm-{major}"))
+        .arg("--root")
+        .arg(&root);
+    cmd::run(&mut install).context("building bpf-linker")?;
+    let version = cmd::output(cmd::clean(&linker).arg("--version"))
+        .with_context(|| format!("{} was installed but does not run", linker.display()))?;
+    eprintln!("setup: {} ({})", linker.display(), version.trim());
+    Ok(EbpfToolchain {
+        linker_bin_dir: bin_dir,
+    })
+}
+
+/// Points `lib_dir` at nightly's libLLVM: `libLLVM.so` for the build
+/// (llvm-sys links `-lLLVM` from `$LLVM_PREFIX/lib`) and the library's own
+/// file name, which is its soname, for the built binary's rpath, so that
+/// bpf-linker also runs outside rustup's `LD_LIBRARY_PATH`. Links left by an
+/// older nightly are removed first.
+fn link_libllvm(libllvm: &Path, lib_dir: &Path) -> Result<()> {
+    fs::create_dir_all(lib_dir).with_context(|| format!("cannot create {}", lib_dir.display()))?;
+    for entry in
+        fs::read_dir(lib_dir).with_context(|| format!("cannot read {}", lib_dir.display()))?
+    {
+        let path = entry?.path();
+        let is_llvm = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("libLLVM"));
+        if is_llvm && path.is_symlink() {
+            fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    let soname = libllvm
+        .file_name()
+        .context("libLLVM path has no file name")?;
+    for name in [std::ffi::OsStr::new("libLLVM.so"), soname] {
+        let link = lib_dir.join(name);
+        std::os::unix::fs::symlink(libllvm, &link)
+            .with_context(|| format!("cannot link {} to {}", link.display(), libllvm.display()))?;
+    }
+    Ok(())
+}

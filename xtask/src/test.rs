@@ -1,0 +1,76 @@
+//! `cargo xtask test`: everything CI checks, in order, stopping at the first
+//! failure.
+
+use anyhow::{Result, bail};
+
+use crate::{cmd, cmd::step, ebpf, setup};
+
+// These two names must match `bulkhead-netns-tests`.
+
+/// Environment variable that turns a skipped privileged test into a failure.
+pub const REQUIRE_PRIVILEGED: &str = "BULKHEAD_REQUIRE_PRIVILEGED";
+/// Environment variable naming the eBPF ELF for the tests.
+pub const EBPF_ELF: &str = "BULKHEAD_EBPF_ELF";
+
+/// Package of the privileged tests, run in their own step.
+const NETNS_TESTS: &str = "bulkhead-netns-tests";
+
+/// Runs setup, the eBPF build, fmt, clippy, the workspace tests and, as
+/// root, the privileged netns tests.
+pub fn run() -> Result<()> {
+    let root = cmd::repo_root();
+    let toolchain = step("setup", setup::run)?;
+    let elf = step("build-ebpf", || ebpf::build_with(&toolchain))?;
+    step("fmt", || {
+        cmd::run(
+            cmd::clean("cargo")
+                .current_dir(root)
+                .args(["fmt", "--all", "--", "--check"]),
+        )?;
+        // The eBPF crate is outside the workspace, so `--all` misses it.
+        cmd::run(
+            cmd::clean("cargo")
+                .current_dir(ebpf::crate_dir())
+                .args(["fmt", "--", "--check"]),
+        )
+    })?;
+    step("clippy", || {
+        cmd::run(cmd::clean("cargo").current_dir(root).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+    })?;
+    step("clippy (eBPF)", || ebpf::clippy(&toolchain))?;
+    step("unit tests", || {
+        cmd::run(cmd::clean("cargo").current_dir(root).args([
+            "test",
+            "--workspace",
+            "--exclude",
+            NETNS_TESTS,
+        ]))
+    })?;
+    if cmd::is_root() {
+        step("netns tests (privileged)", || {
+            cmd::run(
+                cmd::clean("cargo")
+                    .current_dir(root)
+                    .env(EBPF_ELF, &elf)
+                    .env(REQUIRE_PRIVILEGED, "1")
+                    // `--tests`: integration tests only, so the closing
+                    // summary is theirs, not an empty doc-test run's.
+                    .args(["test", "-p", NETNS_TESTS, "--tests"])
+                    .args(["--", "--test-threads=1"]),
+            )
+        })?;
+    } else if std::env::var_os("CI").is_some() {
+        bail!("CI must run as root: the privileged netns tests cannot be skipped there");
+    } else {
+        eprintln!("test: not root, skipping the privileged netns tests");
+    }
+    eprintln!("test: all steps passed");
+    Ok(())
+}
