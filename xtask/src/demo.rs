@@ -15,8 +15,43 @@ pub fn run() -> Result<()> {
 
 /// The demo itself: each call of [`bulkhead`] is one scene.
 pub fn run_demo() -> Result<()> {
+    let workloads = format!("{DEMO_MANIFESTS}/workloads.yaml");
+    scene(
+        "The shop (frontend → api → db, DNS, a stray debug pod) with no NetworkPolicy: everything is open",
+    );
+    bulkhead(&["connectivity", "--manifests", &workloads])?;
+    scene("With policies/demo/netpol.yaml: least privilege, exactly the paths the app uses");
     bulkhead(&["connectivity", "--manifests", DEMO_MANIFESTS])?;
+    scene("Why can the stray pod not reach the database?");
+    bulkhead(&[
+        "explain",
+        "--manifests",
+        DEMO_MANIFESTS,
+        "--from",
+        "sandbox/stray",
+        "--to",
+        "shop/db",
+        "--port",
+        "5432",
+    ])?;
+    scene("And why can the api?");
+    bulkhead(&[
+        "explain",
+        "--manifests",
+        DEMO_MANIFESTS,
+        "--from",
+        "shop/api",
+        "--to",
+        "shop/db",
+        "--port",
+        "5432",
+    ])?;
     Ok(())
+}
+
+/// Prints a scene header.
+fn scene(title: &str) {
+    println!("\n━━ {title}\n");
 }
 
 /// Runs `bulkhead ARGS...` (a release build) from the repository root.
