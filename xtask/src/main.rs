@@ -3,6 +3,7 @@
 //! Every step prints what it does to stderr. `setup` is idempotent and takes a
 //! few seconds once the machine is set up.
 
+mod bench;
 mod cmd;
 mod demo;
 mod ebpf;
@@ -34,6 +35,12 @@ enum Command {
     Test,
     /// Build the controller and run the demo.
     Demo,
+    /// Run the benchmarks; results go to bench/results/.
+    Bench {
+        /// A short run (a few seconds) that leaves the recorded results alone.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,7 @@ fn run(command: Command) -> Result<()> {
         }
         Command::Test => test::run()?,
         Command::Demo => demo::run()?,
+        Command::Bench { quick } => bench::run(quick)?,
     }
     Ok(())
 }

@@ -96,21 +96,21 @@ fn write_side(out: &mut impl Write, s: &SideExplanation, what: &str) -> std::io:
             writeln!(out, "      {}", rule_line(r, d))?;
         }
     }
-    if !s.peer_matches_port_does_not.is_empty() {
-        writeln!(
-            out,
-            "  rules that match the peer but not this protocol/port:"
-        )?;
-        for r in &s.peer_matches_port_does_not {
-            writeln!(out, "      {}", rule_line(r, d))?;
+    let near_misses = [
+        (
+            "rules that match the peer but not this protocol/port",
+            &s.peer_matches_port_does_not,
+        ),
+        (
+            "rules that match this protocol/port but not the peer",
+            &s.port_matches_peer_does_not,
+        ),
+    ];
+    for (title, rules) in near_misses {
+        if !rules.is_empty() {
+            writeln!(out, "  {title}:")?;
         }
-    }
-    if !s.port_matches_peer_does_not.is_empty() {
-        writeln!(
-            out,
-            "  rules that match this protocol/port but not the peer:"
-        )?;
-        for r in &s.port_matches_peer_does_not {
+        for r in rules {
             writeln!(out, "      {}", rule_line(r, d))?;
         }
     }

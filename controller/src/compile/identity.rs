@@ -3,10 +3,11 @@
 //!
 //! Pods are first split into classes by every pod peer of every rule
 //! (partition refinement over bit sets) and by what each egress named port
-//! resolves to on them; a pod address's identity is then (its pod class, its
-//! address region). Non-pod addresses get one identity per region. So the
-//! number of identities grows with the distinctions policies make, not with
-//! pods or rules.
+//! resolves to on them; a pod address's identity is then (its pod class, the
+//! set of ipBlocks containing the address), so a pod's IPv4 and IPv6
+//! addresses share one identity unless an ipBlock tells them apart. Non-pod
+//! addresses get one identity per region. So the number of identities grows
+//! with the distinctions policies make, not with pods or rules.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -103,18 +104,23 @@ impl PodClasses {
 /// What an identity stands for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum IdentityKind {
-    /// Addresses of pods of one class in one region.
+    /// Addresses of pods of one class inside the same ipBlocks.
     Pods {
         /// The pod class.
         class: u32,
+        /// Indices of the ipBlocks containing these addresses.
+        blocks: Vec<u32>,
         /// The pods (indices into the model) with an address in it.
         pods: Vec<usize>,
-        /// Their addresses in this region.
+        /// Their addresses.
         addrs: Vec<IpAddr>,
     },
     /// Non-pod addresses of one region (its prefixes, minus pod addresses,
     /// which have identities of their own).
-    External,
+    External {
+        /// The region.
+        region: RegionId,
+    },
 }
 
 /// One identity.
@@ -122,8 +128,6 @@ pub enum IdentityKind {
 pub struct Identity {
     /// Its number (never `IDENTITY_ANY`).
     pub id: IdentityId,
-    /// The address region it lies in.
-    pub region: RegionId,
     /// Pods or external.
     pub kind: IdentityKind,
 }
@@ -138,47 +142,54 @@ pub struct Identities {
     pub external_of_region: Vec<IdentityId>,
     /// Identities of each pod class.
     pub of_class: Vec<Vec<IdentityId>>,
-    /// Identities (pod and external) of each region.
-    pub of_region: Vec<Vec<IdentityId>>,
+    /// Identities (pod and external) inside each ipBlock, ascending.
+    pub of_block: Vec<Vec<IdentityId>>,
 }
 
 impl Identities {
     /// Numbers identities: externals in region order, then pod identities
     /// in pod order.
-    pub fn new(model: &Model, classes: &PodClasses, regions: &Regions) -> Self {
+    pub fn new(model: &Model, classes: &PodClasses, regions: &Regions, block_count: usize) -> Self {
         let mut list = Vec::new();
-        let mut of_region = vec![Vec::new(); regions.regions.len()];
+        let mut of_block = vec![Vec::new(); block_count];
         let mut external_of_region = Vec::new();
-        for (r, region_ids) in of_region.iter_mut().enumerate() {
+        for (r, region) in regions.regions.iter().enumerate() {
             let id = list.len() as IdentityId + 1;
             list.push(Identity {
                 id,
-                region: r as RegionId,
-                kind: IdentityKind::External,
+                kind: IdentityKind::External {
+                    region: r as RegionId,
+                },
             });
             external_of_region.push(id);
-            region_ids.push(id);
+            for &b in &region.blocks {
+                of_block[b as usize].push(id);
+            }
         }
         let mut of_class = vec![Vec::new(); classes.len()];
-        let mut by_key: HashMap<(u32, RegionId), IdentityId> = HashMap::new();
+        let mut by_key: HashMap<(u32, &[u32]), IdentityId> = HashMap::new();
         let mut by_pod_addr = HashMap::new();
         for (p, pod) in model.pods.iter().enumerate() {
             let class = classes.class_of[p];
             for &addr in &pod.ips {
-                let region = regions.lookup(addr);
-                let id = *by_key.entry((class, region)).or_insert_with(|| {
+                let blocks = regions.regions[regions.lookup(addr) as usize]
+                    .blocks
+                    .as_slice();
+                let id = *by_key.entry((class, blocks)).or_insert_with(|| {
                     let id = list.len() as IdentityId + 1;
                     list.push(Identity {
                         id,
-                        region,
                         kind: IdentityKind::Pods {
                             class,
+                            blocks: blocks.to_vec(),
                             pods: Vec::new(),
                             addrs: Vec::new(),
                         },
                     });
                     of_class[class as usize].push(id);
-                    of_region[region as usize].push(id);
+                    for &b in blocks {
+                        of_block[b as usize].push(id);
+                    }
                     id
                 });
                 if let IdentityKind::Pods { pods, addrs, .. } = &mut list[id as usize - 1].kind {
@@ -195,7 +206,7 @@ impl Identities {
             by_pod_addr,
             external_of_region,
             of_class,
-            of_region,
+            of_block,
         }
     }
 

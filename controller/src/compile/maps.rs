@@ -65,8 +65,8 @@ impl Compiled {
                         image.identities.push((len, key, value));
                     }
                 }
-                IdentityKind::External => {
-                    for &net in &self.regions.regions[identity.region as usize].prefixes {
+                IdentityKind::External { region } => {
+                    for &net in &self.regions.regions[*region as usize].prefixes {
                         let (len, key) = identity_key(net);
                         image.identities.push((len, key, value));
                     }

@@ -133,7 +133,7 @@ pub fn compile(model: &Model) -> Compiled {
     }
     let egress_names: Vec<_> = egress_names.into_iter().collect();
     let classes = PodClasses::new(model, &sets, &egress_names);
-    let identities = Identities::new(model, &classes, &regions);
+    let identities = Identities::new(model, &classes, &regions, blocks.len());
 
     let set_identities: Vec<Vec<IdentityId>> = sets
         .iter()
@@ -147,19 +147,6 @@ pub fn compile(model: &Model) -> Compiled {
                     ids.extend(&identities.of_class[c]);
                 }
             }
-            ids.sort_unstable();
-            ids
-        })
-        .collect();
-    let block_identities: Vec<Vec<IdentityId>> = (0..blocks.len() as u32)
-        .map(|b| {
-            let mut ids: Vec<IdentityId> = regions
-                .regions
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.blocks.contains(&b))
-                .flat_map(|(ri, _)| identities.of_region[ri].iter().copied())
-                .collect();
             ids.sort_unstable();
             ids
         })
@@ -195,7 +182,6 @@ pub fn compile(model: &Model) -> Compiled {
         peer_index: &peer_index,
         set_identities: &set_identities,
         blocks: &blocks,
-        block_identities: &block_identities,
         all_pod_identities: &all_pod_identities,
     };
     let mut registry = Registry::default();
@@ -267,6 +253,19 @@ fn ingress_names(model: &Model, policies: &[usize]) -> Vec<(String, Protocol)> {
     names.into_iter().collect()
 }
 
+/// `(Some(i), Some(item))` for each item of a list, or one `(None, None)`
+/// for an absent list (which matches everything).
+fn indexed<T>(list: Option<&[T]>) -> Vec<(Option<usize>, Option<&T>)> {
+    match list {
+        None => vec![(None, None)],
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, x)| (Some(i), Some(x)))
+            .collect(),
+    }
+}
+
 /// Rule ids, one per (policy, direction, rule, peer, port).
 #[derive(Default)]
 struct Registry {
@@ -292,7 +291,6 @@ struct TableContext<'a> {
     peer_index: &'a HashMap<(NamespaceScope, Selector), usize>,
     set_identities: &'a [Vec<IdentityId>],
     blocks: &'a [IpBlock],
-    block_identities: &'a [Vec<IdentityId>],
     all_pod_identities: &'a [IdentityId],
 }
 
@@ -306,7 +304,7 @@ impl TableContext<'_> {
             }
             Peer::IpBlock(b) => {
                 let i = self.blocks.binary_search(b).expect("block collected");
-                Some(&self.block_identities[i])
+                Some(&self.identities.of_block[i])
             }
         }
     }
@@ -318,7 +316,7 @@ impl TableContext<'_> {
                 let rep = self.classes.representative[*class as usize];
                 self.model.pods[rep].named_port(name, proto)
             }
-            IdentityKind::External => None,
+            IdentityKind::External { .. } => None,
         }
     }
 
@@ -335,22 +333,8 @@ impl TableContext<'_> {
         for &pi in policies {
             let rules = self.model.policies[pi].rules(d).unwrap_or_default();
             for (ri, rule) in rules.iter().enumerate() {
-                let peers: Vec<(Option<usize>, Option<&Peer>)> = match &rule.peers {
-                    None => vec![(None, None)],
-                    Some(list) => list
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| (Some(i), Some(p)))
-                        .collect(),
-                };
-                let ports: Vec<_> = match &rule.ports {
-                    None => vec![(None, None)],
-                    Some(list) => list
-                        .iter()
-                        .enumerate()
-                        .map(|(i, p)| (Some(i), Some(p)))
-                        .collect(),
-                };
+                let peers = indexed(rule.peers.as_deref());
+                let ports = indexed(rule.ports.as_deref());
                 for &(peer_i, peer) in &peers {
                     let targets = self.peer_identities(peer);
                     for &(port_i, spec) in &ports {

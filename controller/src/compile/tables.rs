@@ -108,26 +108,26 @@ impl RuleTable {
 /// Collects raw (key, lo, hi, rule) grants and merges them into a table.
 #[derive(Default)]
 pub struct TableBuilder {
-    raw: HashMap<GroupKey, Vec<(u16, u16, RuleId)>>,
+    raw: Vec<(GroupKey, u16, u16, RuleId)>,
 }
 
 impl TableBuilder {
     /// Grants `lo..=hi` of `proto` from/to `peer` by `rule`.
     pub fn grant(&mut self, peer: IdentityId, proto: u8, lo: u16, hi: u16, rule: RuleId) {
-        self.raw
-            .entry((peer, proto))
-            .or_default()
-            .push((lo, hi, rule));
+        self.raw.push(((peer, proto), lo, hi, rule));
     }
 
     /// The table: each group's grants cut into disjoint segments (a sweep
     /// over range ends), neighbours with equal rule sets merged.
-    pub fn build(self, direction: Direction, policies: Vec<usize>) -> RuleTable {
-        let groups = self
-            .raw
-            .into_iter()
-            .map(|(key, grants)| (key, sweep(grants)))
-            .collect();
+    pub fn build(mut self, direction: Direction, policies: Vec<usize>) -> RuleTable {
+        self.raw.sort_unstable();
+        self.raw.dedup();
+        let mut groups = HashMap::new();
+        for chunk in self.raw.chunk_by(|a, b| a.0 == b.0) {
+            let grants: Vec<(u16, u16, RuleId)> =
+                chunk.iter().map(|&(_, lo, hi, r)| (lo, hi, r)).collect();
+            groups.insert(chunk[0].0, sweep(grants));
+        }
         RuleTable {
             direction,
             policies,
@@ -136,9 +136,29 @@ impl TableBuilder {
     }
 }
 
-fn sweep(mut grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
-    grants.sort_unstable();
-    grants.dedup();
+/// Disjoint segments of sorted, deduplicated grants.
+fn sweep(grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
+    // Fast path, the common case: no two grants overlap.
+    if grants.windows(2).all(|w| w[0].1 < w[1].0) {
+        let mut out: Vec<Segment> = Vec::with_capacity(grants.len());
+        for (lo, hi, rule) in grants {
+            match out.last_mut() {
+                Some(last) if last.hi as u32 + 1 == lo as u32 && last.rules == [rule] => {
+                    last.hi = hi
+                }
+                _ => out.push(Segment {
+                    lo,
+                    hi,
+                    rules: vec![rule],
+                }),
+            }
+        }
+        return out;
+    }
+    sweep_overlapping(grants)
+}
+
+fn sweep_overlapping(grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
     // Events at u32 positions so hi + 1 never overflows.
     let mut events: Vec<(u32, bool, RuleId)> = Vec::with_capacity(grants.len() * 2);
     for &(lo, hi, rule) in &grants {
@@ -213,6 +233,27 @@ mod tests {
                     lo: 200,
                     hi: 200,
                     rules: vec![3]
+                },
+            ]
+        );
+        let disjoint = sweep(vec![(1, 5, 1), (6, 9, 1), (10, 10, 2), (20, 30, 2)]);
+        assert_eq!(
+            disjoint,
+            vec![
+                Segment {
+                    lo: 1,
+                    hi: 9,
+                    rules: vec![1]
+                },
+                Segment {
+                    lo: 10,
+                    hi: 10,
+                    rules: vec![2]
+                },
+                Segment {
+                    lo: 20,
+                    hi: 30,
+                    rules: vec![2]
                 },
             ]
         );

@@ -436,14 +436,15 @@ fn identities_group_pods_that_no_selector_distinguishes() {
     m.normalize();
     AddressPlan::default().assign(&mut m.pods).unwrap();
     let c = compile(&m);
-    // Two pod classes (web, db) × two families, plus one external identity per family.
+    // Two pod classes (web, db), each one identity for both families (no
+    // ipBlock tells the families apart), plus one external identity per family.
     assert_eq!(c.classes.len(), 2);
-    assert_eq!(c.identities.list.len(), 6);
+    assert_eq!(c.identities.list.len(), 4);
     // All 25 db pods share one table; web pods have none.
     assert_eq!(c.tables.len(), 1);
     assert_eq!(
         c.tables[0].segment_count(),
-        2,
-        "one segment per web identity (v4, v6)"
+        1,
+        "one segment: the web identity"
     );
 }

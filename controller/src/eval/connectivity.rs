@@ -246,10 +246,10 @@ fn external(
         }
         let mut prefixes: Vec<(IpNetwork, PortSets)> = Vec::new();
         for identity in &compiled.identities.list {
-            if identity.kind != IdentityKind::External {
+            let IdentityKind::External { region } = identity.kind else {
                 continue;
-            }
-            let region = &compiled.regions.regions[identity.region as usize];
+            };
+            let region = &compiled.regions.regions[region as usize];
             if region.ipv4 != v4 {
                 continue;
             }

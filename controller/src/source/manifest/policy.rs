@@ -74,40 +74,20 @@ pub(super) fn convert(
         }
         _ => (isolates_ingress, isolates_egress) = (true, has_egress_rules),
     }
-    let ingress = if isolates_ingress {
-        let mut rules = Vec::new();
-        for (i, r) in spec.ingress.iter().flatten().enumerate() {
-            let at = format!("spec.ingress[{i}]");
-            rules.push(rule(
-                ctx,
-                &namespace,
-                &at,
-                "from",
-                r.from.as_deref(),
-                r.ports.as_deref(),
-            )?);
-        }
-        Some(rules)
-    } else {
-        None
-    };
-    let egress = if isolates_egress {
-        let mut rules = Vec::new();
-        for (i, r) in spec.egress.iter().flatten().enumerate() {
-            let at = format!("spec.egress[{i}]");
-            rules.push(rule(
-                ctx,
-                &namespace,
-                &at,
-                "to",
-                r.to.as_deref(),
-                r.ports.as_deref(),
-            )?);
-        }
-        Some(rules)
-    } else {
-        None
-    };
+    let ingress = isolates_ingress
+        .then(|| {
+            let rules = spec.ingress.iter().flatten();
+            let rules = rules.map(|r| (r.from.as_deref(), r.ports.as_deref()));
+            rule_list(ctx, &namespace, "spec.ingress", "from", rules)
+        })
+        .transpose()?;
+    let egress = isolates_egress
+        .then(|| {
+            let rules = spec.egress.iter().flatten();
+            let rules = rules.map(|r| (r.to.as_deref(), r.ports.as_deref()));
+            rule_list(ctx, &namespace, "spec.egress", "to", rules)
+        })
+        .transpose()?;
     Ok(Policy {
         namespace,
         name,
@@ -137,6 +117,34 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => field_path(parent),
     }
+}
+
+/// Rules given as (peers, ports) pairs, the `i`th at `{at}[i]`.
+fn rule_list<'a>(
+    ctx: &Ctx<'_>,
+    namespace: &str,
+    at: &str,
+    peers_field: &str,
+    rules: impl Iterator<
+        Item = (
+            Option<&'a [NetworkPolicyPeer]>,
+            Option<&'a [NetworkPolicyPort]>,
+        ),
+    >,
+) -> Result<Vec<Rule>, ObjectError> {
+    rules
+        .enumerate()
+        .map(|(i, (peers, ports))| {
+            rule(
+                ctx,
+                namespace,
+                &format!("{at}[{i}]"),
+                peers_field,
+                peers,
+                ports,
+            )
+        })
+        .collect()
 }
 
 fn rule(
