@@ -21,6 +21,15 @@ pub enum PeerArg {
     Addr(IpAddr),
 }
 
+impl std::fmt::Display for PeerArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerArg::Pod(k) => f.write_str(k),
+            PeerArg::Addr(a) => write!(f, "{a}"),
+        }
+    }
+}
+
 impl std::str::FromStr for PeerArg {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -143,8 +152,8 @@ pub fn explain(
             Some((*s, *d))
         })
         .ok_or_else(|| ExplainError::NoCommonFamily {
-            from: format!("{from:?}"),
-            to: format!("{to:?}"),
+            from: from.to_string(),
+            to: to.to_string(),
         })?;
     let verdict = compiled.evaluate(src, dst, protocol.number(), port);
     let info = |a: IpAddr| EndpointInfo {
