@@ -178,7 +178,7 @@ pub struct CaseResult {
     pub build_ms: f64,
     /// `compile(&model)`.
     pub compile: Timing,
-    /// `compiled.map_image()`.
+    /// `compiled.map_image(0)`.
     pub map_image: Timing,
     /// Counts.
     pub counts: Counts,
@@ -208,7 +208,7 @@ pub fn short(n: usize) -> String {
 }
 
 fn counts(c: &Compiled, spec_namespaces: usize, policies: usize) -> Counts {
-    let image = c.map_image();
+    let image = c.map_image(0);
     let pod_identities = c
         .identities
         .list
@@ -369,7 +369,7 @@ pub fn run(name: &str, spec: &ClusterSpec, plan: &Plan) -> CaseResult {
         let compiled = black_box(compile(black_box(model)));
         compile_runs.push(ms(start));
         let start = Instant::now();
-        let image = black_box(compiled.map_image());
+        let image = black_box(compiled.map_image(0));
         image_runs.push(ms(start));
         drop(image);
         eprintln!(

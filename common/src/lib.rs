@@ -1,14 +1,46 @@
-//! The ABI shared by Bulkhead's eBPF programs and its userspace controller.
+//! The ABI shared by Bulkhead's eBPF programs and its userspace controller
+//! (version 2).
 //!
 //! Rules of this crate (see ARCHITECTURE.md): `#[repr(C)]`, explicit padding,
 //! no `bool`, addresses as `[u8; 16]` with IPv4 mapped into IPv6, multi-byte
 //! fields of LPM keys in network byte order (the trie compares bits from the
 //! first byte on). Every type has its size and offsets asserted. The layout is
 //! append-only; an incompatible change renames the map with a version suffix.
+//! Numbers of drop reasons, verdicts and event kinds are never reused.
+//!
+//! # Atomic policy swap: slots and the revision
+//!
+//! Every policy map (IDENTITIES, POLICY, ENDPOINTS) is keyed by a `slot`
+//! (0 or 1) first. CONFIG holds one [`Config`] whose `revision` selects the
+//! active slot: `revision % 2` ([`active_slot`]). A program reads CONFIG once
+//! when it starts and does every lookup of that packet in that slot, so no
+//! packet sees half a policy. Userspace makes a new policy live by:
+//!
+//! 1. writing the whole new image into the inactive slot (`(revision + 1) % 2`),
+//!    deleting that slot's stale entries;
+//! 2. writing `revision + 1` to CONFIG (one map update: the switch);
+//! 3. waiting a grace period (programs that read the old revision may still
+//!    run) before the now-inactive slot may be rewritten by the next update.
+//!
+//! Conntrack entries remember the revision each side (egress of the source,
+//! ingress of the destination) was last checked under; a packet that finds an
+//! older one re-checks that side under the active slot, so a policy change
+//! applies to existing connections at once.
 #![no_std]
 #![cfg_attr(not(feature = "user"), forbid(unsafe_code))]
 
 use core::mem::{offset_of, size_of};
+
+/// Version of this ABI; map names gain a suffix when it changes incompatibly.
+pub const ABI_VERSION: u32 = 2;
+
+/// Number of policy slots (double buffering).
+pub const SLOTS: u8 = 2;
+
+/// The slot the programs read under `revision`.
+pub const fn active_slot(revision: u64) -> u8 {
+    (revision % SLOTS as u64) as u8
+}
 
 /// Identity number meaning "any peer" in a policy key. Never assigned to an
 /// address class.
@@ -28,15 +60,52 @@ pub const PROTO_ICMPV6: u8 = 58;
 /// IANA protocol number of SCTP.
 pub const PROTO_SCTP: u8 = 132;
 
+// ---------------------------------------------------------------------------
+// Capacities (max_entries of each map). Userspace checks that an image fits
+// one slot before writing it: the other slot holds the live policy.
+
+/// IDENTITIES: prefixes per slot (the map holds two slots).
+pub const IDENTITIES_SLOT_CAPACITY: u32 = 65_536;
+/// IDENTITIES: map capacity.
+pub const IDENTITIES_MAX: u32 = IDENTITIES_SLOT_CAPACITY * SLOTS as u32;
+/// POLICY: entries per slot. The 10k-pod × 1k-policy benchmark needs up to
+/// ~111k per node of 110 pods; this leaves more than 2× headroom.
+pub const POLICY_SLOT_CAPACITY: u32 = 262_144;
+/// POLICY: map capacity.
+pub const POLICY_MAX: u32 = POLICY_SLOT_CAPACITY * SLOTS as u32;
+/// ENDPOINTS: local pods per slot.
+pub const ENDPOINTS_SLOT_CAPACITY: u32 = 4_096;
+/// ENDPOINTS: map capacity.
+pub const ENDPOINTS_MAX: u32 = ENDPOINTS_SLOT_CAPACITY * SLOTS as u32;
+/// CT: connections (LRU: the least recently used entry is evicted when full).
+pub const CT_MAX: u32 = 262_144;
+/// FRAGS: fragmented datagrams in flight (LRU).
+pub const FRAGS_MAX: u32 = 8_192;
+/// DROPS: counter slots (indexed by [`DropReason`]; room to grow).
+pub const DROPS_MAX: u32 = 64;
+
+// ---------------------------------------------------------------------------
+// IDENTITIES: (slot, address) → identity.
+
 /// Key data of the address → identity LPM trie. IPv4 addresses are mapped
-/// into IPv6 (`::ffff:a.b.c.d`), so an IPv4 `/n` has prefix length `96 + n`.
+/// into IPv6 (`::ffff:a.b.c.d`); the slot byte comes first, so an IPv6 `/n`
+/// has prefix length `8 + n` and an IPv4 `/n` has `8 + 96 + n`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IdentityKey {
+    /// Policy slot (0 or 1).
+    pub slot: u8,
     /// The address, IPv4-mapped when IPv4.
     pub addr: [u8; 16],
 }
-const _: () = assert!(size_of::<IdentityKey>() == 16);
+const _: () = assert!(size_of::<IdentityKey>() == 17);
+const _: () = assert!(offset_of!(IdentityKey, slot) == 0);
+const _: () = assert!(offset_of!(IdentityKey, addr) == 1);
+
+/// Prefix length of an IDENTITIES lookup (slot + full address).
+pub const IDENTITY_PREFIX_FULL: u32 = 8 + 128;
+/// Prefix length bits taken by the slot in every slotted LPM key.
+pub const SLOT_PREFIX: u32 = 8;
 
 /// Value of the address → identity LPM trie.
 #[repr(C)]
@@ -50,6 +119,9 @@ pub struct IdentityValue {
 const _: () = assert!(size_of::<IdentityValue>() == 8);
 const _: () = assert!(offset_of!(IdentityValue, identity) == 0);
 
+// ---------------------------------------------------------------------------
+// POLICY: (slot, table, identity, proto, port) → rule.
+
 /// Key data of the policy LPM trie. Lookups use the full length
 /// ([`POLICY_PREFIX_FULL`]); entries use shorter prefixes as wildcards: any
 /// protocol ([`POLICY_PREFIX_ANY_PROTO`]), any port of one protocol
@@ -57,6 +129,8 @@ const _: () = assert!(offset_of!(IdentityValue, identity) == 0);
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyKey {
+    /// Policy slot (0 or 1).
+    pub slot: u8,
     /// Rule table number, big-endian.
     pub table: [u8; 4],
     /// Peer identity, big-endian; `IDENTITY_ANY` for rules that match every peer.
@@ -65,31 +139,30 @@ pub struct PolicyKey {
     pub proto: u8,
     /// Destination port, big-endian (0 for protocols without ports).
     pub port: [u8; 2],
-    /// Padding; zero.
-    pub _pad: u8,
 }
 const _: () = assert!(size_of::<PolicyKey>() == 12);
-const _: () = assert!(offset_of!(PolicyKey, table) == 0);
-const _: () = assert!(offset_of!(PolicyKey, identity) == 4);
-const _: () = assert!(offset_of!(PolicyKey, proto) == 8);
-const _: () = assert!(offset_of!(PolicyKey, port) == 9);
+const _: () = assert!(offset_of!(PolicyKey, slot) == 0);
+const _: () = assert!(offset_of!(PolicyKey, table) == 1);
+const _: () = assert!(offset_of!(PolicyKey, identity) == 5);
+const _: () = assert!(offset_of!(PolicyKey, proto) == 9);
+const _: () = assert!(offset_of!(PolicyKey, port) == 10);
 
 /// Prefix length of a policy entry that matches any protocol and port.
-pub const POLICY_PREFIX_ANY_PROTO: u32 = 64;
+pub const POLICY_PREFIX_ANY_PROTO: u32 = 72;
 /// Prefix length of a policy entry that matches every port of one protocol.
-pub const POLICY_PREFIX_PROTO: u32 = 72;
+pub const POLICY_PREFIX_PROTO: u32 = 80;
 /// Prefix length of a policy entry for one exact port (and of every lookup).
-pub const POLICY_PREFIX_FULL: u32 = 88;
+pub const POLICY_PREFIX_FULL: u32 = 96;
 
 impl PolicyKey {
     /// Builds a key from host-order fields.
-    pub const fn new(table: u32, identity: u32, proto: u8, port: u16) -> Self {
+    pub const fn new(slot: u8, table: u32, identity: u32, proto: u8, port: u16) -> Self {
         Self {
+            slot,
             table: table.to_be_bytes(),
             identity: identity.to_be_bytes(),
             proto,
             port: port.to_be_bytes(),
-            _pad: 0,
         }
     }
 }
@@ -106,29 +179,352 @@ pub struct PolicyValue {
 }
 const _: () = assert!(size_of::<PolicyValue>() == 8);
 
-/// Endpoint isolation flag: ingress is isolated (some policy selects the pod
-/// for ingress), so only what its ingress table allows may enter.
-pub const ENDPOINT_ISOLATED_INGRESS: u32 = 1 << 0;
-/// Endpoint isolation flag: egress is isolated.
-pub const ENDPOINT_ISOLATED_EGRESS: u32 = 1 << 1;
+/// Rule number recorded when a side allowed without a rule (the pod is not
+/// isolated in that direction, or the address is not a local pod).
+pub const RULE_NONE: u32 = u32::MAX;
 
-/// Per-endpoint policy binding: which rule tables apply to a pod.
+// ---------------------------------------------------------------------------
+// ENDPOINTS: (ifindex, slot) → endpoint.
+
+/// Endpoint flag: ingress is isolated (some policy selects the pod for
+/// ingress), so only what its ingress table allows may enter.
+pub const ENDPOINT_ISOLATED_INGRESS: u32 = 1 << 0;
+/// Endpoint flag: egress is isolated.
+pub const ENDPOINT_ISOLATED_EGRESS: u32 = 1 << 1;
+/// Endpoint flag: `ipv4` is set; IPv4 leaving the pod must come from it.
+/// Without it, IPv4 leaving the pod is spoofed.
+pub const ENDPOINT_HAS_IPV4: u32 = 1 << 2;
+/// Endpoint flag: `ipv6` is set; IPv6 leaving the pod must come from it.
+/// Without it, IPv6 leaving the pod is spoofed.
+pub const ENDPOINT_HAS_IPV6: u32 = 1 << 3;
+/// Endpoint flag: `mac` is set; frames leaving the pod must carry it as
+/// their source MAC.
+pub const ENDPOINT_HAS_MAC: u32 = 1 << 4;
+
+/// Key of ENDPOINTS.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointKey {
+    /// ifindex of the pod's host-side veth (where the programs attach).
+    pub ifindex: u32,
+    /// Policy slot (0 or 1).
+    pub slot: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<EndpointKey>() == 8);
+const _: () = assert!(offset_of!(EndpointKey, ifindex) == 0);
+const _: () = assert!(offset_of!(EndpointKey, slot) == 4);
+
+impl EndpointKey {
+    /// The key of `ifindex` in `slot`.
+    pub const fn new(ifindex: u32, slot: u8) -> Self {
+        Self {
+            ifindex,
+            slot,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Value of ENDPOINTS: a local pod's table bindings and addresses.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct EndpointPolicy {
-    /// Rule table for traffic entering the pod.
+pub struct EndpointInfo {
+    /// Rule table for traffic entering the pod (if `ENDPOINT_ISOLATED_INGRESS`).
     pub ingress_table: u32,
-    /// Rule table for traffic leaving the pod.
+    /// Rule table for traffic leaving the pod (if `ENDPOINT_ISOLATED_EGRESS`).
     pub egress_table: u32,
-    /// `ENDPOINT_ISOLATED_*` bits.
+    /// `ENDPOINT_*` bits.
     pub flags: u32,
-    /// Reserved; zero.
+    /// Reserved (endpoint id for flow events); zero.
     pub _reserved: u32,
+    /// The pod's MAC (source of every frame it sends).
+    pub mac: [u8; 6],
+    /// Padding; zero.
+    pub _pad: [u8; 2],
+    /// The pod's IPv4 address, mapped into IPv6 (if `ENDPOINT_HAS_IPV4`).
+    pub ipv4: [u8; 16],
+    /// The pod's IPv6 address (if `ENDPOINT_HAS_IPV6`).
+    pub ipv6: [u8; 16],
 }
-const _: () = assert!(size_of::<EndpointPolicy>() == 16);
-const _: () = assert!(offset_of!(EndpointPolicy, ingress_table) == 0);
-const _: () = assert!(offset_of!(EndpointPolicy, egress_table) == 4);
-const _: () = assert!(offset_of!(EndpointPolicy, flags) == 8);
+const _: () = assert!(size_of::<EndpointInfo>() == 56);
+const _: () = assert!(offset_of!(EndpointInfo, ingress_table) == 0);
+const _: () = assert!(offset_of!(EndpointInfo, egress_table) == 4);
+const _: () = assert!(offset_of!(EndpointInfo, flags) == 8);
+const _: () = assert!(offset_of!(EndpointInfo, mac) == 16);
+const _: () = assert!(offset_of!(EndpointInfo, ipv4) == 24);
+const _: () = assert!(offset_of!(EndpointInfo, ipv6) == 40);
+
+// ---------------------------------------------------------------------------
+// CONFIG: index 0 → the revision.
+
+/// Value of CONFIG (a one-entry array, index 0).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Config {
+    /// Policy revision; the active slot is `revision % 2`. Only ever grows.
+    pub revision: u64,
+    /// Reserved (global mode flags); zero.
+    pub _reserved: u64,
+}
+const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(offset_of!(Config, revision) == 0);
+
+// ---------------------------------------------------------------------------
+// CT: conntrack.
+
+/// Key of CT: the 5-tuple of a connection's original direction (the packet
+/// that created it), both families (IPv4 mapped into IPv6). Ports are host
+/// order. ICMP/ICMPv6 echo uses the identifier as a port: a request has
+/// `sport = id, dport = 0`, a reply `sport = 0, dport = id`, so a reply is
+/// the reverse tuple of its request. Protocols without ports use 0, 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CtKey {
+    /// Source address of the original direction.
+    pub src: [u8; 16],
+    /// Destination address of the original direction.
+    pub dst: [u8; 16],
+    /// Source port (echo: identifier of a request), host order.
+    pub sport: u16,
+    /// Destination port (echo: identifier of a reply), host order.
+    pub dport: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<CtKey>() == 40);
+const _: () = assert!(offset_of!(CtKey, src) == 0);
+const _: () = assert!(offset_of!(CtKey, dst) == 16);
+const _: () = assert!(offset_of!(CtKey, sport) == 32);
+const _: () = assert!(offset_of!(CtKey, dport) == 34);
+const _: () = assert!(offset_of!(CtKey, proto) == 36);
+
+impl CtKey {
+    /// The tuple of the opposite direction.
+    pub const fn reversed(&self) -> Self {
+        Self {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+/// Revision meaning "this side was never checked" in a [`CtEntry`] (e.g. the
+/// destination is not a local pod, or its hook has not seen the flow yet).
+pub const CT_UNCHECKED: u64 = u64::MAX;
+
+/// CT entry flag: a packet of the reply direction was seen.
+pub const CT_SEEN_REPLY: u8 = 1 << 0;
+
+/// Value of CT.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CtEntry {
+    /// Revision under which the egress policy of the original source was
+    /// last checked ([`CT_UNCHECKED`]: never, on this node).
+    pub egress_revision: u64,
+    /// Revision under which the ingress policy of the original destination
+    /// was last checked ([`CT_UNCHECKED`]: never).
+    pub ingress_revision: u64,
+    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    pub last_seen_ns: u64,
+    /// Rule that allowed the egress side ([`RULE_NONE`]: no rule needed).
+    pub egress_rule: u32,
+    /// Rule that allowed the ingress side ([`RULE_NONE`]: no rule needed).
+    pub ingress_rule: u32,
+    /// TCP flags seen in the original direction (OR of all packets).
+    pub tcp_flags_orig: u8,
+    /// TCP flags seen in the reply direction (OR of all packets).
+    pub tcp_flags_reply: u8,
+    /// `CT_*` flags.
+    pub flags: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 5],
+}
+const _: () = assert!(size_of::<CtEntry>() == 40);
+const _: () = assert!(offset_of!(CtEntry, egress_revision) == 0);
+const _: () = assert!(offset_of!(CtEntry, ingress_revision) == 8);
+const _: () = assert!(offset_of!(CtEntry, last_seen_ns) == 16);
+const _: () = assert!(offset_of!(CtEntry, egress_rule) == 24);
+const _: () = assert!(offset_of!(CtEntry, ingress_rule) == 28);
+const _: () = assert!(offset_of!(CtEntry, tcp_flags_orig) == 32);
+const _: () = assert!(offset_of!(CtEntry, flags) == 34);
+
+/// TCP flag bits as in the header's flags byte.
+pub mod tcp_flags {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+}
+
+// ---------------------------------------------------------------------------
+// FRAGS: fragment tracking.
+
+/// Hook number in a [`FragKey`]: `from_pod` (TC ingress of the host veth).
+pub const HOOK_FROM_POD: u8 = 1;
+/// Hook number in a [`FragKey`]: `to_pod` (TC egress of the host veth).
+pub const HOOK_TO_POD: u8 = 2;
+
+/// Key of FRAGS: one fragmented datagram as seen at one hook of one device.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// Source address (IPv4 mapped).
+    pub src: [u8; 16],
+    /// Destination address (IPv4 mapped).
+    pub dst: [u8; 16],
+    /// IP identification (IPv4: 16 bits; IPv6: the fragment header's 32).
+    pub id: u32,
+    /// ifindex of the device whose program allowed the first fragment.
+    pub ifindex: u32,
+    /// IP protocol of the fragmented payload.
+    pub proto: u8,
+    /// `HOOK_*` of the program that allowed the first fragment.
+    pub hook: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<FragKey>() == 44);
+const _: () = assert!(offset_of!(FragKey, id) == 32);
+const _: () = assert!(offset_of!(FragKey, ifindex) == 36);
+const _: () = assert!(offset_of!(FragKey, proto) == 40);
+const _: () = assert!(offset_of!(FragKey, hook) == 41);
+
+/// Value of FRAGS: the first fragment was allowed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragEntry {
+    /// `bpf_ktime_get_ns()` when the first fragment passed.
+    pub first_seen_ns: u64,
+    /// Reserved; zero.
+    pub _reserved: u64,
+}
+const _: () = assert!(size_of::<FragEntry>() == 16);
+
+// ---------------------------------------------------------------------------
+// Drop reasons, verdicts, events.
+
+/// Why a packet was dropped: the index of its DROPS counter. Numbers are
+/// stable and never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// A new connection that no rule allows (egress of the source at
+    /// `from_pod`/XDP, ingress of the destination at `to_pod`).
+    PolicyDenied = 1,
+    /// Headers cut short or inconsistent (IP total length, IPv6 extension
+    /// header lengths, ...).
+    Malformed = 2,
+    /// An existing connection that the current revision no longer allows.
+    PolicyRevoked = 3,
+    /// Source IP of a packet leaving a pod is not the pod's.
+    SpoofedIp = 4,
+    /// Source MAC of a frame leaving a pod is not the pod's.
+    SpoofedMac = 5,
+    /// VLAN-tagged frame (pods do not tag).
+    VlanTagged = 6,
+    /// IPv4 header length below 20 bytes or beyond the total length.
+    BadIpv4Ihl = 7,
+    /// TCP data offset below 5 words or beyond the packet.
+    BadTcpDataOffset = 8,
+    /// More than [`IPV6_EXT_HEADERS_MAX`] IPv6 extension headers.
+    Ipv6ExtHeaders = 9,
+    /// First fragment that does not hold the whole L4 header.
+    FragmentTooShort = 10,
+    /// Non-first fragment overlapping the L4 header.
+    FragmentOverlap = 11,
+    /// Non-first fragment without an allowed first fragment.
+    FragmentUntracked = 12,
+}
+
+/// Every drop reason, for iteration (exporters, tests).
+pub const DROP_REASONS: [DropReason; 12] = [
+    DropReason::PolicyDenied,
+    DropReason::Malformed,
+    DropReason::PolicyRevoked,
+    DropReason::SpoofedIp,
+    DropReason::SpoofedMac,
+    DropReason::VlanTagged,
+    DropReason::BadIpv4Ihl,
+    DropReason::BadTcpDataOffset,
+    DropReason::Ipv6ExtHeaders,
+    DropReason::FragmentTooShort,
+    DropReason::FragmentOverlap,
+    DropReason::FragmentUntracked,
+];
+const _: () = assert!((DropReason::FragmentUntracked as u32) < DROPS_MAX);
+
+impl DropReason {
+    /// A stable snake_case name (metrics labels, logs).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PolicyDenied => "policy_denied",
+            Self::Malformed => "malformed",
+            Self::PolicyRevoked => "policy_revoked",
+            Self::SpoofedIp => "spoofed_ip",
+            Self::SpoofedMac => "spoofed_mac",
+            Self::VlanTagged => "vlan_tagged",
+            Self::BadIpv4Ihl => "bad_ipv4_ihl",
+            Self::BadTcpDataOffset => "bad_tcp_data_offset",
+            Self::Ipv6ExtHeaders => "ipv6_ext_headers",
+            Self::FragmentTooShort => "fragment_too_short",
+            Self::FragmentOverlap => "fragment_overlap",
+            Self::FragmentUntracked => "fragment_untracked",
+        }
+    }
+}
+
+/// Most IPv6 extension headers walked before the L4 header; more is dropped
+/// ([`DropReason::Ipv6ExtHeaders`]).
+pub const IPV6_EXT_HEADERS_MAX: usize = 8;
+
+/// Why a packet passed (flow events; stable numbers).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// A new connection allowed by policy (or not enforced).
+    Allowed = 1,
+    /// A packet of an existing connection (either direction).
+    Established = 2,
+    /// An ICMP error about an existing connection.
+    Related = 3,
+    /// Dropped (see [`DropReason`]).
+    Dropped = 4,
+    /// Passed without policy: ARP, neighbour discovery, non-IP.
+    Bypass = 5,
+}
+
+/// Kinds of flow events (the ring buffer record comes with flow logs;
+/// stable numbers).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A packet was dropped.
+    Drop = 1,
+    /// A new connection was allowed and tracked.
+    NewFlow = 2,
+}
+
+/// TC verdict: pass (`TC_ACT_OK`; `TCX_PASS` under tcx).
+pub const TC_PASS: i32 = 0;
+/// TC verdict: drop (`TC_ACT_SHOT`; `TCX_DROP` under tcx).
+pub const TC_DROP: i32 = 2;
+/// XDP verdict: drop.
+pub const XDP_DROP: u32 = 1;
+/// XDP verdict: pass.
+pub const XDP_PASS: u32 = 2;
 
 #[cfg(feature = "user")]
 mod user {
@@ -138,5 +534,11 @@ mod user {
     unsafe impl aya::Pod for super::IdentityValue {}
     unsafe impl aya::Pod for super::PolicyKey {}
     unsafe impl aya::Pod for super::PolicyValue {}
-    unsafe impl aya::Pod for super::EndpointPolicy {}
+    unsafe impl aya::Pod for super::EndpointKey {}
+    unsafe impl aya::Pod for super::EndpointInfo {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::FragKey {}
+    unsafe impl aya::Pod for super::FragEntry {}
 }

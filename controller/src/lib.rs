@@ -4,8 +4,13 @@
 //!
 //! Data flows `source` → `model` → `compile` → (dataplane, `eval`).
 
+pub mod agent;
 pub mod cli;
 pub mod compile;
+pub mod dataplane;
 pub mod eval;
+pub mod lab;
 pub mod model;
 pub mod source;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;

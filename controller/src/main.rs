@@ -22,11 +22,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            let code = e.exit_code();
             let text = anyhow::Error::from(e);
             for line in format!("{text:#}").lines() {
                 eprintln!("error: {line}");
             }
-            ExitCode::from(2)
+            ExitCode::from(code)
         }
     }
 }

@@ -1,54 +1,102 @@
 //! Every map of the dataplane, in one place.
 //!
-//! The controller writes all of them (from a compiled map image); the
-//! programs only read them. Key and value types come from `bulkhead-common`,
-//! the ABI shared with userspace. Maps are not pinned yet: pinning (and the
-//! fail-static adoption it enables) arrives with the dataplane loader.
+//! Key and value types and capacities come from `bulkhead-common`, the ABI
+//! shared with userspace (which also documents the slot/revision protocol).
+//! Policy maps (IDENTITIES, POLICY, ENDPOINTS) are keyed by slot first and
+//! written only by the controller; the programs read them in the slot of the
+//! revision they read from CONFIG at start. CT, FRAGS and DROPS are written by
+//! the programs. Nothing is pinned here; the loader pins (fail-static).
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
-use bulkhead_common::{EndpointPolicy, IdentityKey, IdentityValue, PolicyKey, PolicyValue};
 
-/// Capacity of [`IDENTITIES`]: prefixes of all address classes in force.
-pub const IDENTITIES_MAX: u32 = 65_536;
-/// Capacity of [`POLICY`]: rule entries of all tables together.
-pub const POLICY_MAX: u32 = 65_536;
-/// Capacity of [`ENDPOINTS`]: pods on this node.
-pub const ENDPOINTS_MAX: u32 = 4_096;
+use crate::parse::Parsed;
+use bulkhead_common::{
+    CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EndpointInfo, EndpointKey, FRAGS_MAX,
+    FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, PolicyKey,
+    PolicyValue,
+};
 
-/// Address → identity (address class), both families in one trie.
+/// (slot, address) → identity (address class), both families in one trie.
 ///
-/// - Key: [`IdentityKey`] under an LPM prefix length. IPv4 is mapped into IPv6
-///   (`::ffff:a.b.c.d`), so an IPv4 `/n` is stored with prefix `96 + n`; the
-///   programs look up with prefix 128.
-/// - Value: [`IdentityValue`]; the identity is never `IDENTITY_ANY`.
-/// - Written by: the controller's dataplane sync, from the compiled partition
-///   of the address space (pod IPs, ipBlocks and their `except`s).
+/// - Key: [`IdentityKey`] under an LPM prefix length: slot (8 bits) then the
+///   address, IPv4 mapped into IPv6, so an IPv4 `/n` is stored with prefix
+///   `8 + 96 + n`; the programs look up at `IDENTITY_PREFIX_FULL` (136).
+/// - Value: [`IdentityValue`]; the identity is never `IDENTITY_ANY`. An
+///   address without an entry has no identity and only matches any-peer rules.
+/// - Written by: the controller (image of the compiled address partition).
+/// - Capacity: `IDENTITIES_MAX` (two slots of `IDENTITIES_SLOT_CAPACITY`).
 #[map]
 pub static IDENTITIES: LpmTrie<IdentityKey, IdentityValue> =
     LpmTrie::with_max_entries(IDENTITIES_MAX, 0);
 
-/// Rule tables: (table, peer identity, protocol, port) → the allowing rule.
+/// (slot, table, peer identity, protocol, port) → the allowing rule.
 ///
 /// - Key: [`PolicyKey`] under an LPM prefix length. Entries use shorter
-///   prefixes as wildcards (`POLICY_PREFIX_ANY_PROTO`, `POLICY_PREFIX_PROTO`,
-///   aligned port blocks); the programs look up at `POLICY_PREFIX_FULL`, once
-///   for the peer's identity and once for `IDENTITY_ANY` (see `policy.rs`).
+///   prefixes as wildcards (`POLICY_PREFIX_ANY_PROTO` 72, `POLICY_PREFIX_PROTO`
+///   80, aligned port blocks up to `POLICY_PREFIX_FULL` 96); the programs look
+///   up at 96, once for the peer's identity and once for `IDENTITY_ANY`
+///   (see `policy.rs`). An absent key means "not allowed".
 /// - Value: [`PolicyValue`], the index of the deciding rule.
-/// - Written by: the controller's dataplane sync, from the compiled
-///   per-endpoint rule tables. A key that is absent means "not allowed".
+/// - Written by: the controller (image of the compiled rule tables).
+/// - Capacity: `POLICY_MAX` (two slots of `POLICY_SLOT_CAPACITY`).
 #[map]
 pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(POLICY_MAX, 0);
 
-/// Endpoint (pod) bindings: which rule tables apply and whether the pod is
-/// isolated.
+/// (ifindex, slot) → local pod: table bindings, isolation, MAC and addresses.
 ///
-/// - Key: `u32` ifindex of the pod's host-side veth (the device the TC
-///   programs are attached to, `__sk_buff.ifindex` there).
-/// - Value: [`EndpointPolicy`].
-/// - Written by: the controller when it discovers a pod's veth and when the
-///   policies selecting the pod change. An unknown ifindex is not enforced.
+/// - Key: [`EndpointKey`]: ifindex of the pod's host-side veth (the device
+///   the programs run on) and the slot.
+/// - Value: [`EndpointInfo`].
+/// - Written by: the controller, for every local pod in both slots (tables
+///   are renumbered per image). An unknown ifindex is not enforced at all.
+/// - Capacity: `ENDPOINTS_MAX`.
 #[map]
-pub static ENDPOINTS: HashMap<u32, EndpointPolicy> = HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
+    HashMap::with_max_entries(ENDPOINTS_MAX, 0);
+
+/// Index 0 → [`Config`]: the policy revision (active slot = revision % 2).
+///
+/// - Written by: the controller, one update per policy switch, after the
+///   inactive slot holds the complete new image. Read once per packet.
+#[map]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Conntrack: original-direction 5-tuple → [`CtEntry`].
+///
+/// - Key: [`CtKey`] (both families, echo identifiers as ports).
+/// - Value: [`CtEntry`]: per side the revision it was checked under and the
+///   allowing rule, TCP flags seen per direction, last-seen time.
+/// - Written by: the TC programs (create on an allowed new connection,
+///   update on every packet, delete on revocation); XDP only reads it. The
+///   controller may read and delete (idle GC, `status`).
+/// - LRU: when full the least recently used connection is evicted (its next
+///   packet is checked as new).
+#[map]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::with_max_entries(CT_MAX, 0);
+
+/// Fragment tracking: (src, dst, id, proto, ifindex, hook) → [`FragEntry`].
+///
+/// - Written by: the TC programs when a first fragment passes; read for the
+///   later fragments of the same datagram at the same hook (see `parse.rs`).
+/// - LRU: old datagrams fall out; their late fragments are dropped.
+#[map]
+pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(FRAGS_MAX, 0);
+
+/// Per-CPU drop counters, indexed by `DropReason` (`u64` packets).
+///
+/// - Written by: every program, through the one notify path (`notify.rs`).
+/// - Read by: the controller (sum over CPUs) for metrics and `status`.
+#[map]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROPS_MAX, 0);
+
+/// Per-CPU scratch space for a packet's parse result (keeps it off the
+/// 512-byte stack). Index `SCRATCH_TC` for the TC programs, `SCRATCH_XDP`
+/// for XDP. Internal to the programs: not ABI, never read by userspace.
+///
+/// verifier: the parse result, CT keys and LPM keys together exceed the BPF
+/// stack limit when inlined into one program.
+#[map]
+pub static SCRATCH: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(2, 0);

@@ -1,12 +1,35 @@
-//! Policy lookup: does a rule table allow a peer, protocol and port?
+//! Policy lookup: does a side (egress of the source, ingress of the
+//! destination) allow a tuple? Two LPM lookups at most per side, whatever
+//! the rule count.
 //!
 //! Mirrors the userspace reference evaluator over the same tables; the two
-//! must agree (differential tests compare them).
+//! must agree (the BPF_PROG_TEST_RUN differential test compares them).
 
 use aya_ebpf::maps::lpm_trie::Key;
-use bulkhead_common::{IDENTITY_ANY, POLICY_PREFIX_FULL, PolicyKey, PolicyValue};
+use bulkhead_common::{
+    CtKey, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, IDENTITY_ANY,
+    IDENTITY_PREFIX_FULL, IdentityKey, POLICY_PREFIX_FULL, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
+    PolicyKey, RULE_NONE,
+};
 
-use crate::maps::POLICY;
+use crate::maps::{IDENTITIES, POLICY};
+
+/// Which side of a connection a program checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Egress policy of the original source.
+    Egress,
+    /// Ingress policy of the original destination.
+    Ingress,
+}
+
+/// The identity of `addr` in `slot` (`IDENTITY_ANY` when it has none, so
+/// only any-peer rules match).
+#[inline(always)]
+pub fn identity(slot: u8, addr: [u8; 16]) -> u32 {
+    let key = Key::new(IDENTITY_PREFIX_FULL, IdentityKey { slot, addr });
+    IDENTITIES.get(&key).map_or(IDENTITY_ANY, |v| v.identity)
+}
 
 /// Returns the rule of `table` that allows traffic with `peer_identity`,
 /// `proto` and (destination) `port`, or `None` if nothing allows it.
@@ -15,26 +38,65 @@ use crate::maps::POLICY;
 /// specific entry: exact port, then aligned port blocks, then any port of the
 /// protocol, then any protocol. Across identities the order is:
 #[inline(always)]
-pub fn allowed(table: u32, peer_identity: u32, proto: u8, port: u16) -> Option<PolicyValue> {
+pub fn allowed(slot: u8, table: u32, peer_identity: u32, proto: u8, port: u16) -> Option<u32> {
     // verifier: map keys live on the stack and the lookup helper reads all
     // their bytes, so every byte must be written: `Key` is packed and
-    // `PolicyKey::new` zeroes `_pad`, leaving no uninitialised padding.
+    // `PolicyKey` has no padding.
 
     // 1. A rule naming the peer's own identity (pod selectors, ipBlocks).
     if peer_identity != IDENTITY_ANY {
         let key = Key::new(
             POLICY_PREFIX_FULL,
-            PolicyKey::new(table, peer_identity, proto, port),
+            PolicyKey::new(slot, table, peer_identity, proto, port),
         );
         if let Some(value) = POLICY.get(&key) {
-            return Some(*value);
+            return Some(value.rule);
         }
     }
     // 2. A rule for any peer (`IDENTITY_ANY`: a rule without peers).
     let key = Key::new(
         POLICY_PREFIX_FULL,
-        PolicyKey::new(table, IDENTITY_ANY, proto, port),
+        PolicyKey::new(slot, table, IDENTITY_ANY, proto, port),
     );
-    POLICY.get(&key).copied()
+    POLICY.get(&key).map(|v| v.rule)
     // 3. Nothing matched: not allowed (the caller drops for isolated pods).
+}
+
+/// The policy port of an original-direction tuple: the destination port for
+/// protocols with ports, else 0 (echo identifiers are not ports).
+#[inline(always)]
+pub fn policy_port(tuple: &CtKey) -> u16 {
+    match tuple.proto {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => tuple.dport,
+        _ => 0,
+    }
+}
+
+/// Checks one side of the connection whose original direction is `orig`
+/// for the endpoint `ep` (the pod that side belongs to) in `slot`: `Ok(rule)`
+/// (`RULE_NONE` when the pod is not isolated that way) or `Err(())`.
+#[inline(always)]
+pub fn check_side(
+    slot: u8,
+    ep: &EndpointInfo,
+    side: Side,
+    orig: &CtKey,
+    port: u16,
+) -> Result<u32, ()> {
+    let (isolated, table, peer) = match side {
+        Side::Egress => (
+            ep.flags & ENDPOINT_ISOLATED_EGRESS != 0,
+            ep.egress_table,
+            orig.dst,
+        ),
+        Side::Ingress => (
+            ep.flags & ENDPOINT_ISOLATED_INGRESS != 0,
+            ep.ingress_table,
+            orig.src,
+        ),
+    };
+    if !isolated {
+        return Ok(RULE_NONE);
+    }
+    allowed(slot, table, identity(slot, peer), orig.proto, port).ok_or(())
 }

@@ -7,6 +7,9 @@
 //! `cargo xtask test` does when it runs as root), which turns the skip into a
 //! failure so CI cannot silently test nothing.
 
+pub mod dataplane;
+pub mod packet;
+
 use std::path::PathBuf;
 
 /// Environment variable that makes a privileged test fail instead of skip.

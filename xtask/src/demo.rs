@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use crate::{cmd, cmd::step, setup};
+use crate::{cmd, cmd::step, ebpf, setup};
 
 /// Directory of the demo manifests, relative to the repository root.
 const DEMO_MANIFESTS: &str = "policies/demo";
@@ -10,6 +10,8 @@ const DEMO_MANIFESTS: &str = "policies/demo";
 /// Runs setup, then the demo.
 pub fn run() -> Result<()> {
     step("setup", setup::run)?;
+    // Before the controller is built: it embeds the ELF (controller/build.rs).
+    step("build-ebpf", ebpf::build)?;
     step("demo", run_demo)
 }
 

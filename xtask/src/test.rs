@@ -35,23 +35,30 @@ pub fn run() -> Result<()> {
         )
     })?;
     step("clippy", || {
-        cmd::run(cmd::clean("cargo").current_dir(root).args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]))
+        // The same BULKHEAD_EBPF_ELF in every cargo step: the controller
+        // embeds the ELF (controller/build.rs) and is not rebuilt between steps.
+        cmd::run(
+            cmd::clean("cargo")
+                .current_dir(root)
+                .env(EBPF_ELF, &elf)
+                .args([
+                    "clippy",
+                    "--workspace",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+        )
     })?;
     step("clippy (eBPF)", || ebpf::clippy(&toolchain))?;
     step("unit tests", || {
-        cmd::run(cmd::clean("cargo").current_dir(root).args([
-            "test",
-            "--workspace",
-            "--exclude",
-            NETNS_TESTS,
-        ]))
+        cmd::run(
+            cmd::clean("cargo")
+                .current_dir(root)
+                .env(EBPF_ELF, &elf)
+                .args(["test", "--workspace", "--exclude", NETNS_TESTS]),
+        )
     })?;
     if cmd::is_root() {
         step("netns tests (privileged)", || {

@@ -1,7 +1,10 @@
 //! The `bulkhead` command line.
 
+pub mod agent;
 pub mod connectivity;
 pub mod explain;
+pub mod lab;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -28,6 +31,12 @@ pub enum Command {
     Connectivity(connectivity::ConnectivityArgs),
     /// Explain the verdict for one connection: which policies and rules decide it.
     Explain(explain::ExplainArgs),
+    /// Pods as network namespaces with real servers: up, probe, verify, down.
+    Lab(lab::LabArgs),
+    /// The per-node agent: enforce the manifests' policy on local pod veths, follow changes.
+    Agent(agent::AgentArgs),
+    /// What the pinned dataplane enforces: revision, endpoints, map fill, drops.
+    Status(status::StatusArgs),
 }
 
 /// Output format.
@@ -89,6 +98,23 @@ pub enum CliError {
     /// The explain query cannot be answered.
     #[error(transparent)]
     Explain(#[from] crate::eval::explain::ExplainError),
+    /// A lab operation failed.
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
+    /// `lab verify` found probes the policy does not predict (exit status 1).
+    #[error("{count} of {probes} probes disagree with the policy")]
+    Disagreements {
+        /// Disagreeing probes.
+        count: usize,
+        /// All probes.
+        probes: usize,
+    },
+    /// The agent failed.
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    /// The dataplane could not be read.
+    #[error(transparent)]
+    Dataplane(#[from] crate::dataplane::DataplaneError),
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -99,5 +125,18 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Connectivity(args) => connectivity::run(&args),
         Command::Explain(args) => explain::run(&args),
+        Command::Lab(args) => lab::run(&args),
+        Command::Agent(args) => agent::run(&args),
+        Command::Status(args) => status::run(&args),
+    }
+}
+
+impl CliError {
+    /// Exit status: 1 for a finding the user asked about, 2 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Disagreements { .. } => 1,
+            _ => 2,
+        }
     }
 }

@@ -1,3 +1,5 @@
-//! Where the model comes from. For now: a directory of Kubernetes manifests.
+//! Where the model comes from. For now: a directory of Kubernetes manifests;
+//! and which pods are local: veth discovery.
 
 pub mod manifest;
+pub mod veth;

@@ -1,0 +1,344 @@
+//! The per-node agent: manifests → compile → local endpoints → the pinned
+//! dataplane, kept in step with the manifest directory and the node's veths.
+//!
+//! Every `poll` it hashes the directory's content and rescans links and
+//! routes; a change of either (or a periodic hook check) triggers a sync
+//! (the slot protocol: a no-op when the active slot already holds the
+//! image) and a hook reconcile. Invalid manifests or an image that does not
+//! fit are logged and leave the policy in force. SIGTERM/SIGINT end the loop
+//! and leave everything pinned and attached (fail-static).
+
+pub mod state;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::compile::{Compiled, compile};
+use crate::dataplane::{
+    self, Dataplane, DataplaneError, Desired, Origin, PinDir, SyncOutcome, TcMode,
+};
+use crate::model::Model;
+use crate::source::manifest::ManifestErrors;
+use crate::source::veth::{LocalEndpoint, Snapshot, VethError};
+
+pub use state::{AgentState, EndpointState, state_path};
+
+/// How often hooks are re-checked when nothing else changed.
+const HOOK_CHECK: Duration = Duration::from_secs(2);
+
+/// Errors that stop the agent (everything else is logged and retried).
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The dataplane could not be opened or loaded.
+    #[error(transparent)]
+    Dataplane(#[from] DataplaneError),
+    /// Signal handlers could not be installed.
+    #[error("installing signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// Entering the network namespace failed.
+    #[error("entering network namespace {name}: {reason}")]
+    Netns {
+        /// Its name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another agent runs on these pins.
+    #[error("an agent (pid {pid}) is running on {pin_dir}; stop it first")]
+    Running {
+        /// Its PID.
+        pid: u32,
+        /// The pin directory.
+        pin_dir: PathBuf,
+    },
+    /// Writing the state file failed.
+    #[error("writing the state file {path}: {source}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How the agent runs.
+pub struct AgentConfig<'a> {
+    /// The manifest directory (watched).
+    pub manifests: PathBuf,
+    /// Loads and validates the manifests.
+    pub load: &'a dyn Fn() -> Result<Model, ManifestErrors>,
+    /// The pin directory.
+    pub pin_dir: PathBuf,
+    /// Attach XDP.
+    pub xdp: bool,
+    /// How TC attaches.
+    pub tc_mode: TcMode,
+    /// Poll interval (directory and links).
+    pub poll: Duration,
+    /// Grace period after a switch.
+    pub grace: Duration,
+}
+
+/// Enters the named network namespace (`/run/netns/NAME`) for this thread
+/// and the threads it starts; the mount namespace (and so bpffs) stays.
+pub fn enter_netns(name: &str) -> Result<(), AgentError> {
+    let err = |reason: String| AgentError::Netns {
+        name: name.to_owned(),
+        reason,
+    };
+    let file =
+        std::fs::File::open(Path::new("/run/netns").join(name)).map_err(|e| err(e.to_string()))?;
+    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| err(e.to_string()))
+}
+
+/// A stable hash (CRC-64) of the regular files under `path` (names and
+/// contents, in path order), hex. Tools compare it with the state file's
+/// `enforced_hash` to know a sync is done.
+pub fn content_hash(path: &Path) -> String {
+    const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
+    let mut files = Vec::new();
+    collect_files(path, &mut files, 0);
+    files.sort();
+    let mut digest = CRC.digest();
+    for f in files {
+        digest.update(f.to_string_lossy().as_bytes());
+        digest.update(&[0]);
+        if let Ok(bytes) = std::fs::read(&f) {
+            digest.update(&(bytes.len() as u64).to_le_bytes());
+            digest.update(&bytes);
+        }
+    }
+    format!("{:016x}", digest.finalize())
+}
+
+fn collect_files(path: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    if depth > 32 {
+        return;
+    }
+    if path.is_file() {
+        out.push(path.to_owned());
+    } else if let Ok(dir) = std::fs::read_dir(path) {
+        for e in dir.flatten() {
+            collect_files(&e.path(), out, depth + 1);
+        }
+    }
+}
+
+/// Whether `pid` is a live bulkhead process other than this one.
+fn agent_alive(pid: u32) -> bool {
+    pid != std::process::id()
+        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+            .is_ok_and(|c| c.trim() == "bulkhead")
+}
+
+struct Current {
+    model: Model,
+    compiled: Compiled,
+    hash: String,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
+    if let Some(s) = AgentState::read(&cfg.pin_dir).filter(|s| agent_alive(s.pid)) {
+        return Err(AgentError::Running {
+            pid: s.pid,
+            pin_dir: cfg.pin_dir.clone(),
+        });
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, Arc::clone(&stop)).map_err(AgentError::Signals)?;
+    }
+    let pins = PinDir::prepare(&cfg.pin_dir)?;
+    let (mut dp, origin) =
+        Dataplane::open(pins, dataplane::embedded_elf(), cfg.grace, cfg.tc_mode)?;
+    let revision = dp.revision()?;
+    match origin {
+        Origin::Adopted => {
+            tracing::info!(revision, dir = %cfg.pin_dir.display(), "adopted the pinned dataplane")
+        }
+        Origin::Loaded => {
+            tracing::info!(revision, dir = %cfg.pin_dir.display(), "loaded the dataplane")
+        }
+    }
+    let mut state = AgentState {
+        pid: std::process::id(),
+        manifests: cfg.manifests.clone(),
+        pin_dir: cfg.pin_dir.clone(),
+        revision,
+        xdp: cfg.xdp,
+        ..AgentState::default()
+    };
+    if let Some(old) = AgentState::read(&cfg.pin_dir) {
+        state.netlink_devices = old.netlink_devices;
+    }
+    let mut current: Option<Current> = None;
+    let mut seen_hash = String::new();
+    let mut last_eps: Option<Vec<LocalEndpoint>> = None;
+    let mut dirty = false;
+    let mut last_hook_check = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        let tick = Instant::now();
+        let hash = content_hash(&cfg.manifests);
+        if hash != seen_hash {
+            seen_hash = hash.clone();
+            state.content_hash = hash.clone();
+            match (cfg.load)() {
+                Ok(model) => {
+                    let compiled = compile(&model);
+                    current = Some(Current {
+                        model,
+                        compiled,
+                        hash,
+                    });
+                    dirty = true;
+                }
+                Err(e) => {
+                    let text = format!("{:#}", anyhow::Error::from(e));
+                    tracing::error!(error = %text, "invalid manifests; the policy in force stays");
+                    state.error = Some(format!("invalid manifests: {text}"));
+                    write_state(&mut state)?;
+                }
+            }
+        }
+        if let Some(cur) = &current {
+            match discover(&cur.model) {
+                Ok(eps) => {
+                    let hook_check = last_hook_check.elapsed() >= HOOK_CHECK;
+                    if dirty || hook_check || last_eps.as_ref() != Some(&eps) {
+                        step(
+                            &mut dp,
+                            cfg,
+                            cur,
+                            &eps,
+                            &mut state,
+                            dirty || last_eps.as_ref() != Some(&eps),
+                        );
+                        dirty = false;
+                        last_eps = Some(eps);
+                        last_hook_check = Instant::now();
+                        write_state(&mut state)?;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "reading links and routes"),
+            }
+        }
+        let spent = tick.elapsed();
+        if spent < cfg.poll {
+            std::thread::sleep(cfg.poll - spent);
+        }
+    }
+    tracing::info!(
+        revision = dp.revision().unwrap_or(0),
+        "stopping; enforcement stays in place (pinned)"
+    );
+    state.pid = 0;
+    write_state(&mut state)?;
+    Ok(())
+}
+
+fn discover(model: &Model) -> Result<Vec<LocalEndpoint>, VethError> {
+    let pods: Vec<(usize, Vec<std::net::IpAddr>)> = model
+        .pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i, p.ips.clone()))
+        .collect();
+    Ok(Snapshot::read()?.local_endpoints(&pods))
+}
+
+/// One sync and hook reconcile; errors are logged into `state`.
+fn step(
+    dp: &mut Dataplane,
+    cfg: &AgentConfig<'_>,
+    cur: &Current,
+    eps: &[LocalEndpoint],
+    state: &mut AgentState,
+    changed: bool,
+) {
+    let local: Vec<(usize, u32)> = eps.iter().map(|e| (e.pod, e.ifindex)).collect();
+    let desired = Desired {
+        compiled: &cur.compiled,
+        local: &local,
+    };
+    let started = Instant::now();
+    match dp.sync(&desired) {
+        Ok(SyncOutcome::Switched { from, to, writes }) => {
+            tracing::info!(from, to, writes, endpoints = eps.len(), took = ?started.elapsed(), "policy switched");
+            state.revision = to;
+            state.enforced_hash = Some(cur.hash.clone());
+        }
+        Ok(SyncOutcome::Unchanged { revision }) => {
+            if changed {
+                tracing::info!(revision, "policy in force already matches");
+            }
+            state.revision = revision;
+            state.enforced_hash = Some(cur.hash.clone());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sync failed; the policy in force stays");
+            state.error = Some(e.to_string());
+            return;
+        }
+    }
+    if state.content_hash == cur.hash {
+        state.error = None;
+    }
+    match dp.reconcile_hooks(eps, cfg.xdp) {
+        Ok(r) => {
+            for (dev, hook) in &r.attached {
+                tracing::info!(%dev, hook, "attached");
+            }
+            for d in r.netlink_devices {
+                if !state.netlink_devices.contains(&d) {
+                    state.netlink_devices.push(d);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "attaching hooks");
+            state.error = Some(e.to_string());
+        }
+    }
+    state.endpoints = eps
+        .iter()
+        .map(|e| EndpointState {
+            pod: cur.model.pods[e.pod].key(),
+            ifindex: e.ifindex,
+            ifname: e.ifname.clone(),
+        })
+        .collect();
+}
+
+fn write_state(state: &mut AgentState) -> Result<(), AgentError> {
+    state.updated_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    state.write().map_err(|source| AgentError::State {
+        path: state_path(&state.pin_dir),
+        source,
+    })
+}
+
+/// `--cleanup`: detaches everything, removes every pin and the state file.
+/// Idempotent; refuses while an agent runs on these pins.
+pub fn cleanup(pin_dir: &Path) -> Result<dataplane::CleanupReport, AgentError> {
+    let state = AgentState::read(pin_dir);
+    if let Some(s) = state.as_ref().filter(|s| agent_alive(s.pid)) {
+        return Err(AgentError::Running {
+            pid: s.pid,
+            pin_dir: pin_dir.to_owned(),
+        });
+    }
+    let devices = state.map(|s| s.netlink_devices).unwrap_or_default();
+    let report = dataplane::cleanup(pin_dir, &devices)?;
+    AgentState::remove(pin_dir).map_err(|source| AgentError::State {
+        path: state_path(pin_dir),
+        source,
+    })?;
+    Ok(report)
+}

@@ -1,0 +1,131 @@
+//! `bulkhead status`: what the pinned dataplane enforces (revision,
+//! endpoints, map fill, drops), read from bpffs, with the agent's names and
+//! last error from its state file.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use super::{CliError, Output};
+use crate::agent::AgentState;
+use crate::dataplane::status::{self, MapStatus};
+use crate::dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
+
+/// Arguments of `bulkhead status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Pin directory of the agent.
+    #[arg(long = "bpffs", value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
+    pub pin_dir: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    pin_dir: &'a std::path::Path,
+    agent_pid: Option<u32>,
+    agent_error: Option<&'a str>,
+    enforced_hash: Option<&'a str>,
+    #[serde(flatten)]
+    maps: &'a MapStatus,
+    pods: Vec<(u32, &'a str, &'a str)>,
+}
+
+/// Runs `bulkhead status`.
+pub fn run(args: &StatusArgs) -> Result<(), CliError> {
+    let pins = PinDir::existing(&args.pin_dir)?
+        .filter(|p| p.map("CONFIG").exists())
+        .ok_or_else(|| DataplaneError::Bpffs {
+            path: args.pin_dir.clone(),
+            reason: "nothing pinned here (is an agent running with this --bpffs?)".to_owned(),
+        })?;
+    let maps = status::read(&pins)?;
+    let state = AgentState::read(&args.pin_dir);
+    let alive = state
+        .as_ref()
+        .filter(|s| s.pid != 0 && std::path::Path::new(&format!("/proc/{}", s.pid)).exists());
+    let pod_of = |ifindex: u32| {
+        state
+            .as_ref()
+            .and_then(|s| s.endpoints.iter().find(|e| e.ifindex == ifindex))
+    };
+    let mut out = std::io::stdout().lock();
+    match args.output {
+        Output::Json => {
+            let report = Report {
+                pin_dir: &args.pin_dir,
+                agent_pid: alive.map(|s| s.pid),
+                agent_error: state.as_ref().and_then(|s| s.error.as_deref()),
+                enforced_hash: state.as_ref().and_then(|s| s.enforced_hash.as_deref()),
+                maps: &maps,
+                pods: maps
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| {
+                        pod_of(e.ifindex).map(|p| (e.ifindex, p.pod.as_str(), p.ifname.as_str()))
+                    })
+                    .collect(),
+            };
+            serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
+            writeln!(out)?;
+        }
+        Output::Text => {
+            writeln!(out, "pins:      {}", pins.root.display())?;
+            match alive {
+                Some(s) => writeln!(out, "agent:     running (pid {})", s.pid)?,
+                None => writeln!(out, "agent:     not running (enforcement stays as pinned)")?,
+            }
+            if let Some(e) = state.as_ref().and_then(|s| s.error.as_deref()) {
+                writeln!(out, "error:     {e}")?;
+            }
+            writeln!(
+                out,
+                "revision:  {} (slot {})",
+                maps.revision, maps.active_slot
+            )?;
+            writeln!(out, "maps:")?;
+            for m in &maps.maps {
+                writeln!(
+                    out,
+                    "  {:<11} {:>8} / {:<8} ({:.1}%)",
+                    m.map,
+                    m.entries,
+                    m.capacity,
+                    100.0 * m.entries as f64 / f64::from(m.capacity)
+                )?;
+            }
+            writeln!(out, "endpoints: {}", maps.endpoints.len())?;
+            for e in &maps.endpoints {
+                let (pod, dev) =
+                    pod_of(e.ifindex).map_or(("?", "?"), |p| (p.pod.as_str(), p.ifname.as_str()));
+                let addrs: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
+                writeln!(
+                    out,
+                    "  {pod:<24} {dev:<14} ifindex {:<5} in:{:<8} out:{:<8} hooks:{:<24} {}",
+                    e.ifindex,
+                    if e.isolated_ingress {
+                        "isolated"
+                    } else {
+                        "open"
+                    },
+                    if e.isolated_egress {
+                        "isolated"
+                    } else {
+                        "open"
+                    },
+                    e.hooks.join(","),
+                    addrs.join(" ")
+                )?;
+            }
+            writeln!(out, "drops:")?;
+            for (reason, n) in &maps.drops {
+                writeln!(out, "  {reason:<22} {n}")?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Attaching the programs to pod veths.
+//!
+//! - TC: tcx links (kernel 6.6+), pinned as `links/<ifindex>-from_pod|to_pod`;
+//!   with [`TcMode::Netlink`] (older kernels, or forced) a clsact qdisc and
+//!   direct-action filters at a fixed priority and handle. Netlink filters
+//!   are not links and cannot be pinned, but they stay attached after the
+//!   process exits all the same; the fixed handle makes a re-attach an
+//!   `EEXIST` instead of a duplicate.
+//! - XDP: a bpf_link pinned as `links/<ifindex>-xdp`, when enabled.
+//!
+//! A hook counts as present when its pin opens and the kernel reports our
+//! program on the device (tcx query) or behind the link (XDP); anything
+//! else is re-attached, so a restart re-attaches only missing hooks and
+//! never detaches a working one.
+
+use std::collections::BTreeSet;
+
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::tc::{
+    NlOptions, TcAttachOptions, TcHandle, qdisc_add_clsact, qdisc_detach_program,
+};
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, XdpMode};
+
+use super::pins::remove_pin;
+use super::{Dataplane, DataplaneError, FROM_POD, TO_POD};
+use crate::source::veth::LocalEndpoint;
+
+/// How TC programs are attached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TcMode {
+    /// tcx when the kernel has it (6.6+), else netlink.
+    #[default]
+    Auto,
+    /// tcx links only.
+    Tcx,
+    /// clsact qdisc and netlink filters.
+    Netlink,
+}
+
+/// Priority of Bulkhead's netlink filters.
+const NL_PRIORITY: u16 = 0xb0;
+/// Handle of Bulkhead's netlink filters.
+const NL_HANDLE: TcHandle = TcHandle::new(0, 0xb0);
+
+/// Name of the XDP hook in link pins.
+const XDP_HOOK: &str = "xdp";
+
+/// What a reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HookReport {
+    /// Hooks attached now (device, hook).
+    pub attached: Vec<(String, &'static str)>,
+    /// Hooks found in place.
+    pub present: usize,
+    /// Link pins removed (stale devices, XDP switched off).
+    pub removed: usize,
+    /// Devices with netlink filters (for cleanup).
+    pub netlink_devices: Vec<String>,
+}
+
+fn tcx_available(mode: TcMode) -> bool {
+    match mode {
+        TcMode::Tcx => true,
+        TcMode::Netlink => false,
+        TcMode::Auto => aya::util::KernelVersion::current()
+            .map(|v| v >= aya::util::KernelVersion::new(6, 6, 0))
+            .unwrap_or(false),
+    }
+}
+
+pub(super) fn reconcile(
+    dp: &mut Dataplane,
+    endpoints: &[LocalEndpoint],
+    xdp: bool,
+) -> Result<HookReport, DataplaneError> {
+    let mut report = HookReport::default();
+    let tcx = tcx_available(dp.tc_mode);
+    let mut wanted: BTreeSet<String> = BTreeSet::new();
+    for ep in endpoints {
+        for (hook, ty) in [
+            (FROM_POD, TcAttachType::Ingress),
+            (TO_POD, TcAttachType::Egress),
+        ] {
+            let prog = if hook == FROM_POD {
+                &mut dp.from_pod
+            } else {
+                &mut dp.to_pod
+            };
+            if tcx {
+                wanted.insert(format!("{}-{hook}", ep.ifindex));
+                let pin = dp.pins.link(ep.ifindex, hook);
+                if tcx_present(prog, &pin, ep, ty)? {
+                    report.present += 1;
+                    continue;
+                }
+                remove_pin(&pin)?;
+                let id = prog
+                    .attach_with_options(
+                        &ep.ifname,
+                        ty,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(DataplaneError::program(
+                        "attaching (tcx)",
+                        format!("{hook} to {}", ep.ifname),
+                    ))?;
+                let link = prog
+                    .take_link(id)
+                    .map_err(DataplaneError::program("taking link", hook))?;
+                let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pin {
+                    action: "converting tcx link",
+                    path: pin.clone(),
+                    reason: e.to_string(),
+                })?;
+                pin_link(fd, &pin)?;
+                report.attached.push((ep.ifname.clone(), hook));
+            } else {
+                if netlink_attach(prog, ep, hook, ty)? {
+                    report.attached.push((ep.ifname.clone(), hook));
+                } else {
+                    report.present += 1;
+                }
+                if !report.netlink_devices.contains(&ep.ifname) {
+                    report.netlink_devices.push(ep.ifname.clone());
+                }
+            }
+        }
+        if xdp {
+            wanted.insert(format!("{}-{XDP_HOOK}", ep.ifindex));
+            let pin = dp.pins.link(ep.ifindex, XDP_HOOK);
+            let ours = dp
+                .xdp
+                .info()
+                .map_err(DataplaneError::program("querying", "xdp_prefilter"))?
+                .id();
+            let present = PinnedLink::from_pin(&pin)
+                .ok()
+                .and_then(|l| FdLink::from(l).info().ok())
+                .is_some_and(|i| i.program_id() == ours);
+            if present {
+                report.present += 1;
+                continue;
+            }
+            remove_pin(&pin)?;
+            let id = dp
+                .xdp
+                .attach_to_if_index(ep.ifindex, XdpMode::default())
+                .map_err(DataplaneError::program(
+                    "attaching",
+                    format!("xdp_prefilter to {}", ep.ifname),
+                ))?;
+            let link = dp
+                .xdp
+                .take_link(id)
+                .map_err(DataplaneError::program("taking link", "xdp_prefilter"))?;
+            match FdLink::try_from(link) {
+                Ok(fd) => pin_link(fd, &pin)?,
+                Err(e) => {
+                    // Netlink-attached XDP (no bpf_link): stays attached
+                    // without a pin; keep it from detaching on drop.
+                    tracing::warn!(dev = %ep.ifname, error = %e, "XDP attached without a link; it cannot be pinned");
+                }
+            }
+            report.attached.push((ep.ifname.clone(), XDP_HOOK));
+        }
+    }
+    // Links of devices that are gone or no longer endpoints, and XDP links
+    // when XDP is off.
+    let entries = std::fs::read_dir(dp.pins.links())
+        .map_err(DataplaneError::io("reading", dp.pins.links()))?;
+    for entry in entries {
+        let entry = entry.map_err(DataplaneError::io("reading", dp.pins.links()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !wanted.contains(&name) && remove_pin(&entry.path())? {
+            tracing::info!(link = %name, "removed the link of a device that is no longer an endpoint");
+            report.removed += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Whether the pinned tcx link of `hook` exists and the kernel runs our
+/// program on the device.
+fn tcx_present(
+    prog: &SchedClassifier,
+    pin: &std::path::Path,
+    ep: &LocalEndpoint,
+    ty: TcAttachType,
+) -> Result<bool, DataplaneError> {
+    if PinnedLink::from_pin(pin).is_err() {
+        return Ok(false);
+    }
+    let ours = prog
+        .info()
+        .map_err(DataplaneError::program("querying", ep.ifname.clone()))?
+        .id();
+    let attached = match SchedClassifier::query_tcx(&ep.ifname, ty) {
+        Ok((_, progs)) => progs.iter().any(|p| p.id() == ours),
+        Err(_) => false,
+    };
+    Ok(attached)
+}
+
+fn pin_link(fd: FdLink, pin: &std::path::Path) -> Result<(), DataplaneError> {
+    fd.pin(pin).map(drop).map_err(|e| DataplaneError::Pin {
+        action: "pinning link",
+        path: pin.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// Attaches with netlink; `Ok(false)` when our filter is already there.
+fn netlink_attach(
+    prog: &mut SchedClassifier,
+    ep: &LocalEndpoint,
+    hook: &str,
+    ty: TcAttachType,
+) -> Result<bool, DataplaneError> {
+    // EEXIST: the clsact qdisc is there already.
+    let _ = qdisc_add_clsact(&ep.ifname);
+    let options = TcAttachOptions::Netlink(NlOptions {
+        priority: NL_PRIORITY,
+        handle: NL_HANDLE,
+        classid: None,
+    });
+    match prog.attach_with_options(&ep.ifname, ty, options) {
+        Ok(id) => {
+            let link = prog
+                .take_link(id)
+                .map_err(DataplaneError::program("taking link", hook))?;
+            // The filter outlives the process; dropping the link would
+            // detach it.
+            std::mem::forget(link);
+            Ok(true)
+        }
+        Err(aya::programs::ProgramError::TcError(aya::programs::tc::TcError::NetlinkError(e)))
+            if e.raw_os_error() == Some(nix::libc::EEXIST) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(DataplaneError::program(
+            "attaching (netlink)",
+            format!("{hook} to {}", ep.ifname),
+        )(e)),
+    }
+}
+
+/// Detaches Bulkhead's netlink filters from `dev`; the number removed.
+pub(super) fn detach_netlink(dev: &str) -> usize {
+    let mut n = 0;
+    for (name, ty) in [
+        (FROM_POD, TcAttachType::Ingress),
+        (TO_POD, TcAttachType::Egress),
+    ] {
+        if qdisc_detach_program(dev, ty, name).is_ok() {
+            n += 1;
+        }
+    }
+    n
+}

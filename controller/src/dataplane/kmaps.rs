@@ -1,0 +1,171 @@
+//! The pinned kernel maps, typed with the ABI of `bulkhead-common`, as
+//! [`SlotMaps`] for the sync and read-only for `status`.
+
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
+use bulkhead_common::{
+    Config, CtEntry, CtKey, DROP_REASONS, DropReason, EndpointInfo, EndpointKey, IdentityKey,
+    IdentityValue, PolicyKey, PolicyValue,
+};
+
+use super::DataplaneError;
+use super::pins::PinDir;
+use super::sync::{SlotImage, SlotMaps};
+
+/// The maps userspace reads and writes.
+pub struct KernelMaps {
+    identities: LpmTrie<MapData, IdentityKey, IdentityValue>,
+    policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
+    config: Array<MapData, Config>,
+    ct: HashMap<MapData, CtKey, CtEntry>,
+    drops: PerCpuArray<MapData, u64>,
+}
+
+fn open(pins: &PinDir, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = pins.map(name);
+    let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Pin {
+        action: "opening pinned map",
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    Map::from_map_data(data).map_err(|e| DataplaneError::Map {
+        name,
+        reason: e.to_string(),
+    })
+}
+
+fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
+    pins: &PinDir,
+    name: &'static str,
+) -> Result<T, DataplaneError> {
+    T::try_from(open(pins, name)?).map_err(|e| DataplaneError::Map {
+        name,
+        reason: format!("unexpected type or layout: {e}"),
+    })
+}
+
+impl KernelMaps {
+    /// Opens the maps pinned in `pins`.
+    pub fn open(pins: &PinDir) -> Result<Self, DataplaneError> {
+        Ok(Self {
+            identities: typed(pins, "IDENTITIES")?,
+            policy: typed(pins, "POLICY")?,
+            endpoints: typed(pins, "ENDPOINTS")?,
+            config: typed(pins, "CONFIG")?,
+            ct: typed(pins, "CT")?,
+            drops: typed(pins, "DROPS")?,
+        })
+    }
+
+    /// Drop counters (summed over CPUs) of every known reason.
+    pub fn drops(&self) -> Result<Vec<(DropReason, u64)>, DataplaneError> {
+        DROP_REASONS
+            .iter()
+            .map(|&r| {
+                let v = self
+                    .drops
+                    .get(&(r as u32), 0)
+                    .map_err(DataplaneError::map_op("reading", "DROPS"))?;
+                Ok((r, v.iter().sum()))
+            })
+            .collect()
+    }
+
+    /// Number of conntrack entries.
+    pub fn ct_len(&self) -> usize {
+        self.ct.keys().filter(Result::is_ok).count()
+    }
+}
+
+impl SlotMaps for KernelMaps {
+    fn revision(&self) -> Result<u64, DataplaneError> {
+        Ok(self
+            .config
+            .get(&0, 0)
+            .map_err(DataplaneError::map_op("reading", "CONFIG"))?
+            .revision)
+    }
+
+    fn set_revision(&mut self, revision: u64) -> Result<(), DataplaneError> {
+        let config = Config {
+            revision,
+            _reserved: 0,
+        };
+        self.config
+            .set(0, config, 0)
+            .map_err(DataplaneError::map_op("writing", "CONFIG"))
+    }
+
+    fn read_slot(&self, slot: u8) -> Result<SlotImage, DataplaneError> {
+        let mut image = SlotImage::default();
+        for entry in self.identities.iter() {
+            let (k, v) = entry.map_err(DataplaneError::map_op("reading", "IDENTITIES"))?;
+            if k.data().slot == slot {
+                image.identities.insert((k.prefix_len(), k.data()), v);
+            }
+        }
+        for entry in self.policy.iter() {
+            let (k, v) = entry.map_err(DataplaneError::map_op("reading", "POLICY"))?;
+            if k.data().slot == slot {
+                image.policy.insert((k.prefix_len(), k.data()), v);
+            }
+        }
+        for entry in self.endpoints.iter() {
+            let (k, v) = entry.map_err(DataplaneError::map_op("reading", "ENDPOINTS"))?;
+            if k.slot == slot {
+                image.endpoints.insert(k, v);
+            }
+        }
+        Ok(image)
+    }
+
+    fn put_identity(
+        &mut self,
+        len: u32,
+        key: IdentityKey,
+        value: IdentityValue,
+    ) -> Result<(), DataplaneError> {
+        self.identities
+            .insert(&Key::new(len, key), value, 0)
+            .map_err(DataplaneError::map_op("writing", "IDENTITIES"))
+    }
+
+    fn remove_identity(&mut self, len: u32, key: IdentityKey) -> Result<(), DataplaneError> {
+        self.identities
+            .remove(&Key::new(len, key))
+            .map_err(DataplaneError::map_op("deleting from", "IDENTITIES"))
+    }
+
+    fn put_policy(
+        &mut self,
+        len: u32,
+        key: PolicyKey,
+        value: PolicyValue,
+    ) -> Result<(), DataplaneError> {
+        self.policy
+            .insert(&Key::new(len, key), value, 0)
+            .map_err(DataplaneError::map_op("writing", "POLICY"))
+    }
+
+    fn remove_policy(&mut self, len: u32, key: PolicyKey) -> Result<(), DataplaneError> {
+        self.policy
+            .remove(&Key::new(len, key))
+            .map_err(DataplaneError::map_op("deleting from", "POLICY"))
+    }
+
+    fn put_endpoint(
+        &mut self,
+        key: EndpointKey,
+        value: EndpointInfo,
+    ) -> Result<(), DataplaneError> {
+        self.endpoints
+            .insert(key, value, 0)
+            .map_err(DataplaneError::map_op("writing", "ENDPOINTS"))
+    }
+
+    fn remove_endpoint(&mut self, key: EndpointKey) -> Result<(), DataplaneError> {
+        self.endpoints
+            .remove(&key)
+            .map_err(DataplaneError::map_op("deleting from", "ENDPOINTS"))
+    }
+}

@@ -1,0 +1,131 @@
+//! What the pinned maps say is enforced, read directly from bpffs (works
+//! while the agent is dead).
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use bulkhead_common::{
+    CT_MAX, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_ISOLATED_EGRESS,
+    ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY, IDENTITIES_SLOT_CAPACITY,
+    POLICY_SLOT_CAPACITY, active_slot,
+};
+use serde::Serialize;
+
+use super::DataplaneError;
+use super::kmaps::KernelMaps;
+use super::pins::PinDir;
+use super::sync::SlotMaps;
+
+/// Entries of one map (the active slot for policy maps) and its capacity.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MapFill {
+    /// Map name.
+    pub map: &'static str,
+    /// Entries.
+    pub entries: usize,
+    /// Capacity (per slot for policy maps).
+    pub capacity: u32,
+}
+
+/// An endpoint of the active slot.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct EndpointStatus {
+    /// ifindex of the host-side veth.
+    pub ifindex: u32,
+    /// The pod's addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Ingress isolated.
+    pub isolated_ingress: bool,
+    /// Egress isolated.
+    pub isolated_egress: bool,
+    /// Hooks with a pinned link (`from_pod`, `to_pod`, `xdp`).
+    pub hooks: Vec<String>,
+}
+
+/// The dataplane's state as pinned.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct MapStatus {
+    /// Policy revision.
+    pub revision: u64,
+    /// Active slot.
+    pub active_slot: u8,
+    /// Fill per map.
+    pub maps: Vec<MapFill>,
+    /// Endpoints.
+    pub endpoints: Vec<EndpointStatus>,
+    /// Drop counters by reason.
+    pub drops: Vec<(String, u64)>,
+}
+
+/// Reads the status from the pins.
+pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
+    let maps = KernelMaps::open(pins)?;
+    let revision = maps.revision()?;
+    let slot = active_slot(revision);
+    let image = maps.read_slot(slot)?;
+    let links: Vec<String> = std::fs::read_dir(pins.links())
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let endpoints = image
+        .endpoints
+        .iter()
+        .map(|(k, v)| {
+            let mut addresses = Vec::new();
+            if v.flags & ENDPOINT_HAS_IPV4 != 0 {
+                let a = Ipv6Addr::from(v.ipv4);
+                addresses.push(a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4));
+            }
+            if v.flags & ENDPOINT_HAS_IPV6 != 0 {
+                addresses.push(IpAddr::V6(Ipv6Addr::from(v.ipv6)));
+            }
+            let prefix = format!("{}-", k.ifindex);
+            let mut hooks: Vec<String> = links
+                .iter()
+                .filter_map(|l| l.strip_prefix(&prefix).map(str::to_owned))
+                .collect();
+            hooks.sort();
+            EndpointStatus {
+                ifindex: k.ifindex,
+                addresses,
+                isolated_ingress: v.flags & ENDPOINT_ISOLATED_INGRESS != 0,
+                isolated_egress: v.flags & ENDPOINT_ISOLATED_EGRESS != 0,
+                hooks,
+            }
+        })
+        .collect();
+    Ok(MapStatus {
+        revision,
+        active_slot: slot,
+        maps: vec![
+            MapFill {
+                map: "IDENTITIES",
+                entries: image.identities.len(),
+                capacity: IDENTITIES_SLOT_CAPACITY,
+            },
+            MapFill {
+                map: "POLICY",
+                entries: image.policy.len(),
+                capacity: POLICY_SLOT_CAPACITY,
+            },
+            MapFill {
+                map: "ENDPOINTS",
+                entries: image.endpoints.len(),
+                capacity: ENDPOINTS_SLOT_CAPACITY,
+            },
+            MapFill {
+                map: "CT",
+                entries: maps.ct_len(),
+                capacity: CT_MAX,
+            },
+        ],
+        endpoints,
+        drops: maps
+            .drops()?
+            .into_iter()
+            .map(|(r, n)| (r.name().to_owned(), n))
+            .collect(),
+    })
+}

@@ -1,0 +1,203 @@
+use std::path::Path;
+use std::time::Duration;
+
+use bulkhead_common::{EndpointKey, IdentityKey, IdentityValue, PolicyKey, PolicyValue};
+
+use super::DataplaneError;
+use super::sync::{Desired, FakeMaps, SyncOutcome, Syncer};
+use crate::compile::compile;
+use crate::model::Model;
+use crate::model::addressing::AddressPlan;
+use crate::source::manifest::load_dir;
+
+fn model(yaml: &str) -> Model {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.yaml"), yaml).unwrap();
+    load_dir(dir.path(), &AddressPlan::default()).unwrap()
+}
+
+fn pods(n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: p{i}, namespace: x, labels: {{app: p{i}}}}}\n\
+                 status: {{podIP: 10.1.{}.{}}}\n",
+                i / 250,
+                i % 250 + 1
+            )
+        })
+        .collect()
+}
+
+const DENY_P0: &str = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+metadata: {name: deny, namespace: x}\nspec: {podSelector: {matchLabels: {app: p0}}}\n";
+
+const ALLOW_P0: &str = "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+metadata: {name: allow, namespace: x}\nspec:\n  podSelector: {matchLabels: {app: p0}}\n  \
+ingress: [{from: [{podSelector: {matchLabels: {app: p1}}}], ports: [{port: 80}]}]\n";
+
+fn syncer() -> Syncer {
+    Syncer::new(Duration::ZERO)
+}
+
+#[test]
+fn first_sync_writes_slot_1_and_switches_to_revision_1() {
+    let m = model(&(pods(2) + DENY_P0));
+    let c = compile(&m);
+    let local = [(0, 10), (1, 11)];
+    let desired = Desired {
+        compiled: &c,
+        local: &local,
+    };
+    let mut fake = FakeMaps::default();
+    let out = syncer().sync(&mut fake, &desired).unwrap();
+    assert!(matches!(out, SyncOutcome::Switched { from: 0, to: 1, .. }));
+    assert_eq!(fake.revision, 1);
+    assert_eq!(fake.slots[1], desired.image(1).unwrap());
+    assert_eq!(fake.slots[0], Default::default(), "slot 0 untouched");
+    assert!(
+        fake.slots[1]
+            .endpoints
+            .contains_key(&EndpointKey::new(10, 1))
+    );
+}
+
+#[test]
+fn same_policy_again_changes_nothing() {
+    let m = model(&(pods(2) + DENY_P0));
+    let c = compile(&m);
+    let local = [(0, 10), (1, 11)];
+    let desired = Desired {
+        compiled: &c,
+        local: &local,
+    };
+    let mut fake = FakeMaps::default();
+    let mut s = syncer();
+    s.sync(&mut fake, &desired).unwrap();
+    let writes = fake.writes;
+    // A restarted agent (new syncer) compares by reading back.
+    let out = syncer().sync(&mut fake, &desired).unwrap();
+    assert_eq!(out, SyncOutcome::Unchanged { revision: 1 });
+    assert_eq!(fake.writes, writes);
+}
+
+#[test]
+fn a_change_goes_to_the_inactive_slot_and_removes_its_stale_entries() {
+    let mut fake = FakeMaps::default();
+    let m1 = model(&(pods(2) + DENY_P0));
+    let c1 = compile(&m1);
+    let local = [(0, 10), (1, 11)];
+    let mut s = syncer();
+    s.sync(
+        &mut fake,
+        &Desired {
+            compiled: &c1,
+            local: &local,
+        },
+    )
+    .unwrap();
+    // Junk in slot 0 (e.g. an older image): must be gone after the switch.
+    let junk_id = IdentityKey {
+        slot: 0,
+        addr: [9; 16],
+    };
+    fake.slots[0].identities.insert(
+        (136, junk_id),
+        IdentityValue {
+            identity: 99,
+            _reserved: 0,
+        },
+    );
+    fake.slots[0].policy.insert(
+        (96, PolicyKey::new(0, 77, 1, 6, 1)),
+        PolicyValue {
+            rule: 1,
+            _reserved: 0,
+        },
+    );
+    fake.slots[0].endpoints.insert(
+        EndpointKey::new(99, 0),
+        fake.slots[1].endpoints[&EndpointKey::new(10, 1)],
+    );
+    let active_before = fake.slots[1].clone();
+
+    let m2 = model(&(pods(2) + DENY_P0 + ALLOW_P0));
+    let c2 = compile(&m2);
+    let desired = Desired {
+        compiled: &c2,
+        local: &local,
+    };
+    let out = s.sync(&mut fake, &desired).unwrap();
+    assert!(matches!(out, SyncOutcome::Switched { from: 1, to: 2, .. }));
+    assert_eq!(fake.slots[0], desired.image(0).unwrap());
+    assert_eq!(
+        fake.slots[1], active_before,
+        "the slot that was active is untouched"
+    );
+}
+
+#[test]
+fn an_image_that_overflows_a_map_is_rejected_and_nothing_changes() {
+    let n = bulkhead_common::ENDPOINTS_SLOT_CAPACITY as usize + 1;
+    let m = model(&pods(n));
+    let c = compile(&m);
+    let local: Vec<(usize, u32)> = (0..n).map(|i| (i, 100 + i as u32)).collect();
+    let mut fake = FakeMaps {
+        revision: 5,
+        ..FakeMaps::default()
+    };
+    let err = syncer()
+        .sync(
+            &mut fake,
+            &Desired {
+                compiled: &c,
+                local: &local,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, DataplaneError::TooLarge(_)), "{err}");
+    assert!(err.to_string().contains("ENDPOINTS"), "{err}");
+    assert_eq!(fake.revision, 5);
+    assert_eq!(fake.writes, 0);
+}
+
+#[test]
+fn grace_period_separates_consecutive_switches() {
+    let m1 = model(&(pods(2) + DENY_P0));
+    let m2 = model(&(pods(2) + DENY_P0 + ALLOW_P0));
+    let (c1, c2) = (compile(&m1), compile(&m2));
+    let local = [(0, 10)];
+    let mut fake = FakeMaps::default();
+    let mut s = Syncer::new(Duration::from_millis(30));
+    let t = std::time::Instant::now();
+    s.sync(
+        &mut fake,
+        &Desired {
+            compiled: &c1,
+            local: &local,
+        },
+    )
+    .unwrap();
+    s.sync(
+        &mut fake,
+        &Desired {
+            compiled: &c2,
+            local: &local,
+        },
+    )
+    .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(60),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(fake.revision, 2);
+}
+
+#[test]
+fn embedded_elf_is_an_elf_when_present() {
+    if let Some(elf) = super::embedded_elf() {
+        assert_eq!(&elf[..4], b"\x7fELF");
+    }
+    let _ = Path::new("");
+}

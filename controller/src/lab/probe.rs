@@ -1,0 +1,513 @@
+//! `bulkhead lab probe`: real packets from inside each source namespace to
+//! every destination. The parent plans the probes ([`plan_probes`], pure)
+//! and starts one `bulkhead lab probe-from` per source namespace (through
+//! `ip netns exec`), which runs its probes on a bounded pool of threads
+//! ([`run_helper`]) and prints one JSON line per result.
+//!
+//! Outcomes: `connected` (TCP handshake and one exchange, a UDP echo, an
+//! SCTP INIT ACK), `refused` (TCP RST, ICMP unreachable, SCTP ABORT: a
+//! closed port or an unreachable host answered), `timeout` (nothing came
+//! back: what a dropping policy gives), and `error` (the probe itself could
+//! not run). Only `connected` counts as allowed.
+
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
+use std::io::{BufRead, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::state::LabState;
+use super::{LabError, net, sctp, serve};
+use crate::model::Protocol;
+
+/// Most helper processes running at once.
+const MAX_HELPERS: usize = 16;
+
+/// How a probe ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// The destination answered as a server does.
+    Connected,
+    /// Actively refused: RST, ICMP unreachable, SCTP ABORT.
+    Refused,
+    /// No answer in time.
+    Timeout,
+    /// The probe could not run.
+    Error,
+}
+
+impl Outcome {
+    /// `connected`, `refused`, `timeout`, `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Connected => "connected",
+            Outcome::Refused => "refused",
+            Outcome::Timeout => "timeout",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// "IPv4" or "IPv6", as `bulkhead connectivity` spells families.
+pub fn family_name(v4: bool) -> &'static str {
+    if v4 { "IPv4" } else { "IPv6" }
+}
+
+/// What to probe.
+#[derive(Clone, Debug)]
+pub struct ProbeOptions {
+    /// Ports for every destination; `None`: each destination's declared
+    /// ports of the protocol.
+    pub ports: Option<Vec<u16>>,
+    /// Protocols.
+    pub protocols: Vec<Protocol>,
+    /// Families: `true` for IPv4.
+    pub families: Vec<bool>,
+    /// How long to wait for an answer.
+    pub timeout: Duration,
+    /// Most probes in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// One planned probe.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeSpec {
+    /// Index of the source host in the state.
+    pub src: usize,
+    /// Index of the destination host.
+    pub dst: usize,
+    /// Destination address.
+    pub addr: IpAddr,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination port.
+    pub port: u16,
+}
+
+/// A probe and how it ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeResult {
+    /// Source: `namespace/name`, or an external host's address.
+    pub src: String,
+    /// Destination, named likewise.
+    pub dst: String,
+    /// "IPv4" or "IPv6".
+    pub family: &'static str,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port.
+    pub port: u16,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why, for `error`.
+    pub detail: Option<String>,
+}
+
+impl ProbeResult {
+    /// Whether the connection got through.
+    pub fn allowed(&self) -> bool {
+        self.outcome == Outcome::Connected
+    }
+
+    /// The JSON Lines object.
+    pub fn to_json(&self) -> Value {
+        let mut v = json!({
+            "src": self.src,
+            "dst": self.dst,
+            "protocol": self.protocol.as_str(),
+            "port": self.port,
+            "allowed": self.allowed(),
+            "outcome": self.outcome.as_str(),
+            "family": self.family,
+        });
+        if let Some(d) = &self.detail {
+            v["detail"] = d.clone().into();
+        }
+        v
+    }
+}
+
+/// Every probe, in order: each ordered pair of distinct hosts (pod to pod,
+/// pod to external, external to pod; not external to external) that both
+/// have an address of the family, for each family, protocol and port.
+pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
+    let mut out = Vec::new();
+    for (s, src) in state.hosts.iter().enumerate() {
+        for (d, dst) in state.hosts.iter().enumerate() {
+            if s == d || (src.external && dst.external) {
+                continue;
+            }
+            for &v4 in &opts.families {
+                let (Some(_), Some(addr)) = (src.ip(v4), dst.ip(v4)) else {
+                    continue;
+                };
+                for &protocol in &opts.protocols {
+                    let ports: Vec<u16> = match &opts.ports {
+                        Some(p) => p.clone(),
+                        None => dst.ports.get(protocol).iter().copied().collect(),
+                    };
+                    for port in ports {
+                        out.push(ProbeSpec {
+                            src: s,
+                            dst: d,
+                            addr,
+                            protocol,
+                            port,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// A probe as sent to a helper.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HelperTask {
+    /// Index in the caller's list.
+    pub id: usize,
+    /// Destination address.
+    pub addr: IpAddr,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// Port.
+    pub port: u16,
+}
+
+/// What a helper reads on stdin.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HelperRequest {
+    /// Answer timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// Threads to run probes on.
+    pub threads: usize,
+    /// The probes.
+    pub tasks: Vec<HelperTask>,
+}
+
+/// One line a helper prints.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HelperAnswer {
+    /// The task's id.
+    pub id: usize,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Why, for errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Runs every probe of `opts` on the lab, from inside the source namespaces.
+pub fn run_probes(
+    state: &LabState,
+    opts: &ProbeOptions,
+    exe: &Path,
+) -> Result<Vec<ProbeResult>, LabError> {
+    let specs = plan_probes(state, opts);
+    let mut by_src: BTreeMap<usize, Vec<HelperTask>> = BTreeMap::new();
+    for (id, s) in specs.iter().enumerate() {
+        by_src.entry(s.src).or_default().push(HelperTask {
+            id,
+            addr: s.addr,
+            protocol: s.protocol.as_str().to_owned(),
+            port: s.port,
+        });
+    }
+    let groups: Vec<(usize, Vec<HelperTask>)> = by_src.into_iter().collect();
+    let workers = groups.len().clamp(1, MAX_HELPERS);
+    let threads = (opts.max_in_flight.max(1) / workers).max(1);
+    let next = AtomicUsize::new(0);
+    let answers: Mutex<Vec<Option<HelperAnswer>>> = Mutex::new(vec![None; specs.len()]);
+    let first_error: Mutex<Option<LabError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((src, tasks)) = groups.get(i) else {
+                        break;
+                    };
+                    let request = HelperRequest {
+                        timeout_ms: opts.timeout.as_millis() as u64,
+                        threads,
+                        tasks: tasks.clone(),
+                    };
+                    match run_in(&state.hosts[*src].netns, exe, &request) {
+                        Ok(got) => {
+                            let mut a = answers.lock().expect("no panics while locked");
+                            for g in got {
+                                if let Some(slot) = a.get_mut(g.id) {
+                                    *slot = Some(g);
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .expect("no panics while locked")
+                                .get_or_insert(e);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("no panics while locked") {
+        return Err(e);
+    }
+    let answers = answers.into_inner().expect("no panics while locked");
+    Ok(specs
+        .iter()
+        .zip(answers)
+        .map(|(s, a)| {
+            let (outcome, detail) = match a {
+                Some(a) => (a.outcome, a.detail),
+                None => (
+                    Outcome::Error,
+                    Some("the probe helper gave no answer".into()),
+                ),
+            };
+            ProbeResult {
+                src: state.hosts[s.src].name.clone(),
+                dst: state.hosts[s.dst].name.clone(),
+                family: family_name(s.addr.is_ipv4()),
+                protocol: s.protocol,
+                port: s.port,
+                outcome,
+                detail,
+            }
+        })
+        .collect())
+}
+
+/// Runs one helper in `netns` and reads its answers.
+fn run_in(netns: &str, exe: &Path, request: &HelperRequest) -> Result<Vec<HelperAnswer>, LabError> {
+    let helper_err = |why: String| LabError::ProbeHelper {
+        netns: netns.to_owned(),
+        why,
+    };
+    let cmd = net::exec_in(netns, exe, &["lab".into(), "probe-from".into()]);
+    let mut child = net::spawn(cmd, Stdio::piped(), Stdio::piped())?;
+    let input = serde_json::to_vec(request).expect("serializable");
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(&input)
+            .map_err(|e| helper_err(format!("writing its input: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| helper_err(format!("waiting for it: {e}")))?;
+    if !out.status.success() {
+        return Err(helper_err(format!(
+            "exited with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    out.stdout
+        .lines()
+        .map(|l| {
+            let l = l.map_err(|e| helper_err(e.to_string()))?;
+            serde_json::from_str(&l).map_err(|e| helper_err(format!("line {l:?}: {e}")))
+        })
+        .collect()
+}
+
+/// The helper (`bulkhead lab probe-from`): reads a [`HelperRequest`] on
+/// stdin, runs it in this process's namespace, prints [`HelperAnswer`] lines.
+pub fn run_helper() -> Result<(), LabError> {
+    let io_err = |what: &str| {
+        let what = what.to_owned();
+        move |source| LabError::Socket { what, source }
+    };
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(io_err("reading the probe request"))?;
+    let request: HelperRequest =
+        serde_json::from_str(&input).map_err(|e| LabError::ProbeHelper {
+            netns: "(this one)".into(),
+            why: format!("bad request: {e}"),
+        })?;
+    let timeout = Duration::from_millis(request.timeout_ms.max(1));
+    let next = AtomicUsize::new(0);
+    let out = Mutex::new(std::io::stdout());
+    std::thread::scope(|scope| {
+        for _ in 0..request.threads.clamp(1, 256) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(task) = request.tasks.get(i) else {
+                        break;
+                    };
+                    let (outcome, detail) = match task.protocol.parse::<Protocol>() {
+                        Ok(p) => probe_one(task.addr, p, task.port, timeout),
+                        Err(e) => (Outcome::Error, Some(e.to_string())),
+                    };
+                    let line = serde_json::to_string(&HelperAnswer {
+                        id: task.id,
+                        outcome,
+                        detail,
+                    })
+                    .expect("serializable");
+                    let out = out.lock().expect("no panics while locked");
+                    let _ = writeln!(out.lock(), "{line}");
+                }
+            });
+        }
+    });
+    out.into_inner()
+        .expect("no panics while locked")
+        .flush()
+        .map_err(io_err("writing probe results"))
+}
+
+/// Runs one probe from this namespace.
+pub fn probe_one(
+    addr: IpAddr,
+    protocol: Protocol,
+    port: u16,
+    timeout: Duration,
+) -> (Outcome, Option<String>) {
+    let r = match protocol {
+        Protocol::Tcp => probe_tcp(SocketAddr::new(addr, port), timeout),
+        Protocol::Udp => probe_udp(SocketAddr::new(addr, port), timeout),
+        Protocol::Sctp => probe_sctp(addr, port, timeout),
+    };
+    match r {
+        Ok(o) => (o, None),
+        Err(e) => classify(e),
+    }
+}
+
+/// An I/O error as an outcome.
+pub fn classify(e: std::io::Error) -> (Outcome, Option<String>) {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::ConnectionRefused | K::ConnectionReset | K::HostUnreachable | K::NetworkUnreachable => {
+            (Outcome::Refused, None)
+        }
+        K::TimedOut | K::WouldBlock => (Outcome::Timeout, None),
+        _ => (Outcome::Error, Some(e.to_string())),
+    }
+}
+
+fn probe_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<Outcome> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    s.write_all(b"ping\n")?;
+    let mut buf = [0u8; 256];
+    Ok(match s.read(&mut buf)? {
+        0 => Outcome::Refused,
+        _ => Outcome::Connected,
+    })
+}
+
+fn probe_udp(addr: SocketAddr, timeout: Duration) -> std::io::Result<Outcome> {
+    let local: SocketAddr = if addr.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let s = UdpSocket::bind(local)?;
+    s.connect(addr)?;
+    s.set_read_timeout(Some(timeout))?;
+    let token = random_u32().to_be_bytes();
+    s.send(&token)?;
+    let mut buf = [0u8; 64];
+    let deadline = Instant::now() + timeout;
+    loop {
+        let n = s.recv(&mut buf)?;
+        if buf[..n] == token {
+            return Ok(Outcome::Connected);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Outcome::Timeout);
+        }
+        s.set_read_timeout(Some(left))?;
+    }
+}
+
+fn probe_sctp(addr: IpAddr, port: u16, timeout: Duration) -> std::io::Result<Outcome> {
+    let v4 = addr.is_ipv4();
+    let s = serve::raw_sctp(v4).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let r = random_u32();
+    let src_port = 32_768 + (r % 28_000) as u16;
+    let tag = random_u32() | 1;
+    s.send_to(&sctp::init(src_port, port, tag), SocketAddr::new(addr, 0))?;
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Outcome::Timeout);
+        }
+        s.set_read_timeout(Some(left))?;
+        let (n, from) = match s.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Ok(Outcome::Timeout);
+            }
+            Err(e) => return Err(e),
+        };
+        let (src, payload) = if v4 {
+            match sctp::strip_ipv4(&buf[..n]) {
+                Some((src, p)) => (IpAddr::V4(src), p),
+                None => continue,
+            }
+        } else {
+            (from.ip(), &buf[..n])
+        };
+        let Some(p) = sctp::parse(payload) else {
+            continue;
+        };
+        if src != addr || p.src_port != port || p.dst_port != src_port {
+            continue;
+        }
+        match p.chunk {
+            sctp::CHUNK_INIT_ACK if p.vtag == tag => return Ok(Outcome::Connected),
+            sctp::CHUNK_ABORT if p.vtag == tag || p.flags & 1 == 1 => return Ok(Outcome::Refused),
+            _ => {}
+        }
+    }
+}
+
+fn random_u32() -> u32 {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    std::collections::hash_map::RandomState::new().hash_one((n, std::process::id())) as u32
+}
+
+/// Text form of one result.
+pub fn text_line(r: &ProbeResult) -> String {
+    format!(
+        "{} → {} {} {}/{}: {}{}",
+        r.src,
+        r.dst,
+        r.family,
+        r.protocol,
+        r.port,
+        if r.allowed() { "allowed" } else { "denied" },
+        match (&r.outcome, &r.detail) {
+            (Outcome::Connected, _) => String::new(),
+            (o, None) => format!(" ({})", o.as_str()),
+            (o, Some(d)) => format!(" ({}: {d})", o.as_str()),
+        }
+    )
+}

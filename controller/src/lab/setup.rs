@@ -1,0 +1,227 @@
+//! `lab up` and `lab down`.
+//!
+//! `up` writes the state file before it creates anything, records each
+//! server's PID as soon as it starts, and on any failure tears down what it
+//! made. `down` works from the state file and also from the namespaces'
+//! common prefix, so it cleans up after a crash, a failed start or a lost
+//! state file, and does nothing (successfully) when there is nothing.
+
+use std::io::BufRead;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::naming::{check_lab_name, netns_prefix};
+use super::state::{LabState, lab_dir, remove_lab_dir};
+use super::{LabError, net, plan, serve};
+
+/// How long servers get to report ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Namespace sysctls of the node: it routes.
+const NODE_SYSCTLS: [&str; 3] = [
+    "net.ipv4.ip_forward=1",
+    "net.ipv6.conf.all.forwarding=1",
+    "net.ipv6.conf.default.accept_dad=0",
+];
+
+/// Creates the lab `state` describes (from [`plan::plan`]) and starts its
+/// servers; returns the state with their PIDs once every one is listening.
+pub fn up(mut state: LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
+    check_lab_name(&state.name)?;
+    if state.path().exists() {
+        return Err(LabError::Exists {
+            name: state.name.clone(),
+            what: format!("state file {}", state.path().display()),
+        });
+    }
+    let prefix = netns_prefix(&state.name);
+    if let Some(ns) = net::netns_list()?
+        .into_iter()
+        .find(|n| n.starts_with(&prefix))
+    {
+        return Err(LabError::Exists {
+            name: state.name.clone(),
+            what: format!("network namespace {ns}"),
+        });
+    }
+    state.save()?;
+    match build(&mut state, exe, progress) {
+        Ok(()) => Ok(state),
+        Err(e) => {
+            progress(&format!("failed ({e}); removing what was made"));
+            if let Err(down_err) = down(&state.name, &|_| {}) {
+                tracing::error!(error = %down_err, "cleaning up after a failed lab up");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<(), LabError> {
+    let start = Instant::now();
+    let namespaces = state.namespaces();
+    progress(&format!(
+        "creating {} namespaces ({} hosts behind node {})",
+        namespaces.len(),
+        state.hosts.len(),
+        state.node
+    ));
+    net::netns_add(&namespaces)?;
+    net::sysctl(&state.node, &NODE_SYSCTLS)?;
+    net::batch(Some(&state.node), &plan::node_link_batch(state))?;
+    for h in &state.hosts {
+        net::batch(Some(&h.netns), &plan::host_batch(state, h))?;
+    }
+    net::batch(Some(&state.node), &plan::node_route_batch(state))?;
+    progress(&format!("starting {} servers", state.hosts.len()));
+    let dir = lab_dir(&state.name);
+    let mut pending = Vec::new();
+    for i in 0..state.hosts.len() {
+        let h = &state.hosts[i];
+        let mut args = vec![
+            "lab".to_owned(),
+            "serve".to_owned(),
+            "--lab".to_owned(),
+            state.name.clone(),
+            "--host".to_owned(),
+            h.name.clone(),
+        ];
+        args.extend(state.served(h).serve_args());
+        let log = dir.join(format!("{}.log", h.netns));
+        let log_file = std::fs::File::create(&log).map_err(LabError::io(&log))?;
+        let mut cmd = net::exec_in(&h.netns, exe, &args);
+        // Its own process group: a terminal's ^C to `lab up` must not reach it later.
+        cmd.process_group(0);
+        let mut child = net::spawn(cmd, Stdio::null(), Stdio::from(log_file))?;
+        state.hosts[i].server_pid = Some(child.id());
+        state.save()?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = std::io::BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(r.map(|_| line));
+        });
+        pending.push((i, rx, log));
+    }
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for (i, rx, log) in pending {
+        let netns = state.hosts[i].netns.clone();
+        let left = deadline.saturating_duration_since(Instant::now());
+        let why = match rx.recv_timeout(left) {
+            Ok(Ok(line)) if line.trim() == serve::READY => continue,
+            Ok(Ok(_)) => {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                format!("it exited: {}", text.trim())
+            }
+            Ok(Err(e)) => format!("reading its output: {e}"),
+            Err(_) => format!("no answer within {READY_TIMEOUT:?}"),
+        };
+        return Err(LabError::ServerNotReady { netns, why });
+    }
+    progress(&format!(
+        "lab {} is up: {} pods, {} external hosts, in {:.1} s",
+        state.name,
+        state.hosts.iter().filter(|h| !h.external).count(),
+        state.hosts.iter().filter(|h| h.external).count(),
+        start.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// What `down` removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DownReport {
+    /// Processes killed.
+    pub processes: usize,
+    /// Namespaces deleted.
+    pub namespaces: usize,
+    /// Whether a state directory was removed.
+    pub state: bool,
+}
+
+/// Whether `pid` runs `bulkhead lab serve --lab <lab>` (guards against a
+/// recorded PID that has since been reused).
+fn is_lab_server(pid: u32, lab: &str) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    args.windows(2)
+        .any(|w| w == [b"lab".as_slice(), b"serve".as_slice()])
+        && args
+            .windows(2)
+            .any(|w| w == [b"--lab".as_slice(), lab.as_bytes()])
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no cmdline and is as good as gone.
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// Removes every process, namespace (and with them every veth) and the
+/// state of lab `name`.
+pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError> {
+    check_lab_name(name)?;
+    let mut report = DownReport::default();
+    let state = match LabState::load(name) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable lab state; cleaning up by namespace prefix");
+            None
+        }
+    };
+    let prefix = netns_prefix(name);
+    let mut namespaces: Vec<String> = state.as_ref().map(LabState::namespaces).unwrap_or_default();
+    for ns in net::netns_list()? {
+        if ns.starts_with(&prefix) && !namespaces.contains(&ns) {
+            namespaces.push(ns);
+        }
+    }
+    let mut pids: Vec<u32> = state
+        .iter()
+        .flat_map(|s| s.hosts.iter().filter_map(|h| h.server_pid))
+        .filter(|p| is_lab_server(*p, name))
+        .collect();
+    for ns in &namespaces {
+        // Everything inside the lab's namespaces is the lab's.
+        pids.extend(net::netns_pids(ns)?);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    if !pids.is_empty() || !namespaces.is_empty() {
+        progress(&format!(
+            "removing lab {name}: {} processes, {} namespaces",
+            pids.len(),
+            namespaces.len()
+        ));
+    }
+    for &pid in &pids {
+        let Ok(raw) = i32::try_from(pid) else {
+            continue;
+        };
+        if kill(Pid::from_raw(raw), Signal::SIGKILL).is_ok() {
+            report.processes += 1;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Hosts first (their veth ends go, taking the node ends with them), node last.
+    namespaces.sort_by_key(|n| *n == format!("{prefix}node"));
+    for ns in &namespaces {
+        if net::netns_exists(ns) {
+            net::netns_del(ns)?;
+            report.namespaces += 1;
+        }
+    }
+    report.state = lab_dir(name).exists();
+    remove_lab_dir(name)?;
+    Ok(report)
+}

@@ -1,0 +1,222 @@
+//! The lab's state file: what `lab up` made, so `probe`, `verify` and
+//! `down` can find it.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::LabError;
+use crate::model::Protocol;
+
+/// Environment variable overriding the directory labs keep state in.
+pub const LAB_DIR_ENV: &str = "BULKHEAD_LAB_DIR";
+
+/// Default directory labs keep state in.
+pub const DEFAULT_LAB_DIR: &str = "/run/bulkhead/lab";
+
+/// Version of the state file format.
+pub const STATE_VERSION: u32 = 1;
+
+/// The directory holding every lab's state directory.
+pub fn labs_dir() -> PathBuf {
+    std::env::var_os(LAB_DIR_ENV)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_LAB_DIR))
+}
+
+/// The state directory of lab `name`.
+pub fn lab_dir(name: &str) -> PathBuf {
+    labs_dir().join(name)
+}
+
+/// Ports per protocol.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    /// TCP ports.
+    #[serde(default)]
+    pub tcp: BTreeSet<u16>,
+    /// UDP ports.
+    #[serde(default)]
+    pub udp: BTreeSet<u16>,
+    /// SCTP ports.
+    #[serde(default)]
+    pub sctp: BTreeSet<u16>,
+}
+
+impl Ports {
+    /// The ports of one protocol.
+    pub fn get(&self, p: Protocol) -> &BTreeSet<u16> {
+        match p {
+            Protocol::Tcp => &self.tcp,
+            Protocol::Udp => &self.udp,
+            Protocol::Sctp => &self.sctp,
+        }
+    }
+
+    /// The ports of one protocol, mutably.
+    pub fn get_mut(&mut self, p: Protocol) -> &mut BTreeSet<u16> {
+        match p {
+            Protocol::Tcp => &mut self.tcp,
+            Protocol::Udp => &mut self.udp,
+            Protocol::Sctp => &mut self.sctp,
+        }
+    }
+
+    /// These and `extra` on every protocol.
+    pub fn with_extra(&self, extra: &[u16]) -> Ports {
+        let mut p = self.clone();
+        for proto in Protocol::ALL {
+            p.get_mut(proto).extend(extra.iter().copied());
+        }
+        p
+    }
+
+    /// `--tcp 80,81` style arguments for `lab serve`.
+    pub fn serve_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        for (flag, set) in [
+            ("--tcp", &self.tcp),
+            ("--udp", &self.udp),
+            ("--sctp", &self.sctp),
+        ] {
+            if !set.is_empty() {
+                args.push(flag.to_owned());
+                args.push(set.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+            }
+        }
+        args
+    }
+}
+
+/// A pod or external host of the lab.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    /// `namespace/name` of a pod; the address of an external host.
+    pub name: String,
+    /// Whether this is an external host rather than a pod.
+    pub external: bool,
+    /// Its network namespace.
+    pub netns: String,
+    /// The node-side end of its veth (its own end is `eth0`).
+    pub veth: String,
+    /// MAC address of its `eth0`.
+    pub mac: String,
+    /// Its addresses.
+    pub ips: Vec<IpAddr>,
+    /// Declared container ports (pods), or the ports served (external hosts).
+    pub ports: Ports,
+    /// PID of its `lab serve` process, once started.
+    #[serde(default)]
+    pub server_pid: Option<u32>,
+}
+
+impl Host {
+    /// The address of one family.
+    pub fn ip(&self, v4: bool) -> Option<IpAddr> {
+        self.ips.iter().copied().find(|a| a.is_ipv4() == v4)
+    }
+}
+
+/// Everything a lab is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabState {
+    /// [`STATE_VERSION`].
+    pub version: u32,
+    /// The lab's name.
+    pub name: String,
+    /// The manifests it was made from (absolute).
+    pub manifests: PathBuf,
+    /// The pod CIDRs addresses were assigned from.
+    pub pod_cidrs: Vec<String>,
+    /// Whether status addresses were ignored.
+    pub assign_pod_ips: bool,
+    /// Ports served on every host and protocol beyond the declared ones.
+    pub extra_ports: Vec<u16>,
+    /// The node namespace.
+    pub node: String,
+    /// Gateway addresses (one per family) on every node-side veth.
+    pub gateways: Vec<IpAddr>,
+    /// Pods (in namespace/name order), then external hosts.
+    pub hosts: Vec<Host>,
+}
+
+impl LabState {
+    /// The ports `host` serves.
+    pub fn served(&self, host: &Host) -> Ports {
+        host.ports.with_extra(&self.extra_ports)
+    }
+
+    /// Every namespace of the lab, node first.
+    pub fn namespaces(&self) -> Vec<String> {
+        std::iter::once(self.node.clone())
+            .chain(self.hosts.iter().map(|h| h.netns.clone()))
+            .collect()
+    }
+
+    /// The state file of this lab.
+    pub fn path(&self) -> PathBuf {
+        state_path(&self.name)
+    }
+
+    /// Writes the state file atomically (temporary file, then rename).
+    pub fn save(&self) -> Result<(), LabError> {
+        let path = self.path();
+        let dir = path.parent().expect("state file has a directory");
+        std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|source| LabError::State {
+            path: path.clone(),
+            source,
+        })?;
+        std::fs::write(&tmp, text + "\n").map_err(LabError::io(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(LabError::io(&path))
+    }
+
+    /// Reads the state of lab `name`; `Ok(None)` if there is none.
+    pub fn load(name: &str) -> Result<Option<LabState>, LabError> {
+        load_from(&state_path(name))
+    }
+}
+
+/// The state file of lab `name`.
+pub fn state_path(name: &str) -> PathBuf {
+    lab_dir(name).join("state.json")
+}
+
+/// Reads a state file; `Ok(None)` if it does not exist.
+pub fn load_from(path: &Path) -> Result<Option<LabState>, LabError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LabError::io(path)(e)),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|source| LabError::State {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Removes lab `name`'s state directory, then the labs directory and its
+/// parent if that left them empty (so a machine looks as before the lab).
+pub fn remove_lab_dir(name: &str) -> Result<(), LabError> {
+    let dir = lab_dir(name);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LabError::io(&dir)(e)),
+    }
+    let labs = labs_dir();
+    // Only empty directories go; failure means something else lives there.
+    if std::fs::remove_dir(&labs).is_ok()
+        && std::env::var_os(LAB_DIR_ENV).is_none()
+        && let Some(parent) = labs.parent()
+    {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
+}

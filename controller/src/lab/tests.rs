@@ -1,0 +1,438 @@
+//! Unit tests of the lab's pure parts: names, MACs, the plan, SCTP packets,
+//! probe planning, the state file and verify's comparison.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ipnetwork::IpNetwork;
+
+use super::naming::*;
+use super::plan::{LabSpec, gateway, host_batch, node_link_batch, node_route_batch, plan};
+use super::probe::{Outcome, ProbeOptions, ProbeResult, plan_probes};
+use super::sctp;
+use super::state::{LabState, load_from};
+use super::verify::{ConnectivityLine, disagreements, expected};
+use crate::model::addressing::AddressPlan;
+use crate::model::{ContainerPort, Labels, Model, Origin, Pod, Protocol, Workload};
+
+fn pod(ns: &str, name: &str, ports: &[(u16, Protocol)]) -> Pod {
+    Pod {
+        namespace: ns.into(),
+        name: name.into(),
+        source: Workload {
+            kind: "Pod".into(),
+            name: name.into(),
+        },
+        owner: None,
+        labels: Labels::new(),
+        ports: ports
+            .iter()
+            .map(|&(port, protocol)| ContainerPort {
+                name: None,
+                port,
+                protocol,
+            })
+            .collect(),
+        ips: Vec::new(),
+        origin: Origin::default(),
+    }
+}
+
+fn model() -> Model {
+    let ports = [
+        (80, Protocol::Tcp),
+        (81, Protocol::Tcp),
+        (80, Protocol::Udp),
+        (80, Protocol::Sctp),
+    ];
+    let mut m = Model {
+        pods: vec![
+            pod("x", "a", &ports),
+            pod("x", "b", &ports),
+            pod("y", "a", &[(53, Protocol::Udp)]),
+        ],
+        ..Model::default()
+    };
+    m.normalize();
+    AddressPlan::default().assign(&mut m.pods).unwrap();
+    m
+}
+
+fn spec(externals: &[&str]) -> LabSpec {
+    LabSpec {
+        name: "t1".into(),
+        manifests: PathBuf::from("/m"),
+        pod_cidrs: AddressPlan::default().cidrs,
+        assign_pod_ips: false,
+        externals: externals.iter().map(|a| a.parse().unwrap()).collect(),
+        extra_ports: vec![9000, 9000],
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn lab_names_are_checked() {
+    for ok in ["lab", "a", "abc123"] {
+        check_lab_name(ok).unwrap();
+    }
+    for bad in ["", "abcdefg", "Lab", "a-b", "a_b", "a/b"] {
+        assert!(check_lab_name(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn every_name_fits_ifnamsiz() {
+    let lab = "abcdef";
+    assert_eq!(node_netns(lab), "bh-abcdef-node");
+    for name in [
+        node_netns(lab),
+        pod_netns(lab, 9999),
+        external_netns(lab, 9999),
+    ] {
+        assert!(name.len() <= IFNAMSIZ_MAX, "{name}");
+    }
+    let veth = host_veth("some-long-namespace-name/and-a-very-long-pod-name");
+    assert_eq!(veth.len(), 14);
+    assert!(veth.starts_with("bh"));
+    assert_eq!(
+        veth,
+        host_veth("some-long-namespace-name/and-a-very-long-pod-name")
+    );
+    assert_ne!(host_veth("x/a"), host_veth("x/b"));
+    // Lab prefixes do not match each other.
+    assert!(!pod_netns("ab", 0).starts_with(&netns_prefix("a")));
+}
+
+#[test]
+fn host_macs_are_deterministic_locally_administered_unicast() {
+    for key in ["192.0.2.10", "2001:db8::10", ""] {
+        let m = mac_of(key);
+        assert_eq!(m, mac_of(key));
+        assert_eq!(m[0] & 0x01, 0, "unicast");
+        assert_eq!(m[0] & 0x02, 0x02, "locally administered");
+    }
+    assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+    // Similar keys differ everywhere, not just in one nibble.
+    let (a, b) = (mac_of("192.0.2.10"), mac_of("192.0.2.11"));
+    assert!(
+        a.iter().zip(b).filter(|(p, q)| *p != q).count() >= 4,
+        "{a:?} {b:?}"
+    );
+    assert_eq!(format_mac([0x02, 0, 0xab, 1, 2, 0xff]), "02:00:ab:01:02:ff");
+}
+
+#[test]
+fn gateways_are_the_first_address() {
+    let c: IpNetwork = "10.244.0.0/16".parse().unwrap();
+    assert_eq!(gateway(c), ip("10.244.0.1"));
+    let c: IpNetwork = "fd00:10:244::/64".parse().unwrap();
+    assert_eq!(gateway(c), ip("fd00:10:244::1"));
+}
+
+#[test]
+fn the_plan_names_addresses_and_routes_every_host() {
+    let s = plan(&model(), &spec(&["192.0.2.10", "2001:db8::10"])).unwrap();
+    assert_eq!(s.node, "bh-t1-node");
+    assert_eq!(s.gateways, [ip("10.244.0.1"), ip("fd00:10:244::1")]);
+    assert_eq!(s.extra_ports, [9000]);
+    let names: Vec<_> = s
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.netns.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("x/a", "bh-t1-p0"),
+            ("x/b", "bh-t1-p1"),
+            ("y/a", "bh-t1-p2"),
+            ("192.0.2.10", "bh-t1-x0"),
+            ("2001:db8::10", "bh-t1-x1"),
+        ]
+    );
+    assert_eq!(s.hosts[0].ips, [ip("10.244.0.2"), ip("fd00:10:244::2")]);
+    // Pods carry the MAC the dataplane's anti-spoofing expects.
+    assert_eq!(
+        s.hosts[0].mac,
+        format_mac(crate::compile::maps::pod_mac(
+            s.hosts[0].ips.iter().copied()
+        ))
+    );
+    // External hosts serve the union of declared ports; everyone serves the extras.
+    let ext = &s.hosts[3];
+    assert!(ext.external);
+    assert_eq!(ext.ports.udp.iter().copied().collect::<Vec<_>>(), [53, 80]);
+    assert_eq!(
+        s.served(&s.hosts[2])
+            .tcp
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        [9000]
+    );
+    assert_eq!(
+        s.served(&s.hosts[0]).serve_args(),
+        [
+            "--tcp",
+            "80,81,9000",
+            "--udp",
+            "80,9000",
+            "--sctp",
+            "80,9000"
+        ]
+    );
+
+    let links = node_link_batch(&s);
+    assert_eq!(
+        links[0],
+        format!(
+            "link add {} type veth peer name eth0 address {} netns bh-t1-p0",
+            s.hosts[0].veth, s.hosts[0].mac
+        )
+    );
+    let routes = node_route_batch(&s);
+    let v = &s.hosts[0].veth;
+    for want in [
+        format!("addr add 10.244.0.1/32 dev {v}"),
+        format!("addr add fd00:10:244::1/128 dev {v} nodad"),
+        format!("route add 10.244.0.2/32 dev {v}"),
+        format!("route add fd00:10:244::2/128 dev {v}"),
+    ] {
+        assert!(routes.contains(&want), "{want} in {routes:?}");
+    }
+    assert_eq!(
+        host_batch(&s, &s.hosts[0]),
+        [
+            "link set lo up",
+            "link set eth0 up",
+            "addr add 10.244.0.2/32 dev eth0",
+            "addr add fd00:10:244::2/128 dev eth0 nodad",
+            "route add 10.244.0.1/32 dev eth0",
+            "route add 0.0.0.0/0 via 10.244.0.1 dev eth0",
+            "route add fd00:10:244::1/128 dev eth0",
+            "route add ::/0 via fd00:10:244::1 dev eth0",
+        ]
+    );
+    // A single-family external host routes only its family.
+    let ext4 = host_batch(&s, &s.hosts[3]);
+    assert!(ext4.iter().all(|l| !l.contains("fd00")), "{ext4:?}");
+}
+
+#[test]
+fn bad_external_hosts_and_gateway_pods_are_rejected() {
+    for bad in [
+        "10.244.7.7",
+        "fd00:10:244::99",
+        "10.244.0.2",
+        "127.0.0.1",
+        "224.0.0.1",
+    ] {
+        let e = plan(&model(), &spec(&[bad])).unwrap_err();
+        assert!(e.to_string().contains(bad), "{e}");
+    }
+    assert!(plan(&model(), &spec(&["192.0.2.1", "192.0.2.1"])).is_err());
+    let mut m = model();
+    m.pods[0].ips = vec![ip("10.244.0.1")];
+    let e = plan(&m, &spec(&[])).unwrap_err().to_string();
+    assert!(e.contains("gateway"), "{e}");
+    let mut s = spec(&[]);
+    s.pod_cidrs.retain(|c| c.is_ipv4());
+    let e = plan(&model(), &s).unwrap_err().to_string();
+    assert!(e.contains("no pod CIDR"), "{e}");
+}
+
+#[test]
+fn the_state_file_round_trips() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = plan(&model(), &spec(&["192.0.2.10"])).unwrap();
+    s.hosts[1].server_pid = Some(4242);
+    let path = dir.path().join("state.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&s).unwrap()).unwrap();
+    let back: LabState = load_from(&path).unwrap().unwrap();
+    assert_eq!(back, s);
+    assert_eq!(load_from(&dir.path().join("missing.json")).unwrap(), None);
+    std::fs::write(&path, "{").unwrap();
+    assert!(load_from(&path).is_err());
+}
+
+#[test]
+fn sctp_packets_round_trip_with_valid_checksums() {
+    let init = sctp::init(40_000, 80, 0xdead_beef);
+    let p = sctp::parse(&init).unwrap();
+    assert_eq!((p.src_port, p.dst_port, p.vtag), (40_000, 80, 0));
+    assert_eq!(
+        (p.chunk, p.initiate_tag),
+        (sctp::CHUNK_INIT, Some(0xdead_beef))
+    );
+    let ack = sctp::parse(&sctp::init_ack(&p, 7)).unwrap();
+    assert_eq!(
+        (ack.src_port, ack.dst_port, ack.vtag),
+        (80, 40_000, 0xdead_beef)
+    );
+    assert_eq!(
+        (ack.chunk, ack.initiate_tag),
+        (sctp::CHUNK_INIT_ACK, Some(7))
+    );
+    let abort = sctp::parse(&sctp::abort(&p)).unwrap();
+    assert_eq!((abort.chunk, abort.vtag), (sctp::CHUNK_ABORT, 0xdead_beef));
+    // A flipped bit fails the checksum.
+    let mut bad = init.clone();
+    bad[20] ^= 1;
+    assert_eq!(sctp::parse(&bad), None);
+    assert_eq!(sctp::parse(&init[..10]), None);
+    // CRC32c check value ("123456789" → 0xe3069283), stored little-endian.
+    let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+    assert_eq!(crc.checksum(b"123456789"), 0xe306_9283);
+    let mut v4 = vec![
+        0x45, 0, 0, 0, 0, 0, 0, 0, 64, 132, 0, 0, 10, 244, 0, 2, 10, 244, 0, 3,
+    ];
+    v4.extend_from_slice(&init);
+    let (src, payload) = sctp::strip_ipv4(&v4).unwrap();
+    assert_eq!(src.to_string(), "10.244.0.2");
+    assert_eq!(payload, &init[..]);
+}
+
+fn opts(families: &[bool], protocols: &[Protocol], ports: Option<Vec<u16>>) -> ProbeOptions {
+    ProbeOptions {
+        ports,
+        protocols: protocols.to_vec(),
+        families: families.to_vec(),
+        timeout: std::time::Duration::from_millis(100),
+        max_in_flight: 8,
+    }
+}
+
+#[test]
+fn probes_cover_ordered_pairs_on_declared_ports() {
+    let s = plan(&model(), &spec(&["192.0.2.10", "192.0.2.11"])).unwrap();
+    let all = plan_probes(&s, &opts(&[true], &Protocol::ALL, None));
+    // x/a → x/b: TCP 80, 81, UDP 80, SCTP 80.
+    let ab: Vec<_> = all
+        .iter()
+        .filter(|p| p.src == 0 && p.dst == 1)
+        .map(|p| (p.protocol, p.port))
+        .collect();
+    assert_eq!(
+        ab,
+        [
+            (Protocol::Tcp, 80),
+            (Protocol::Tcp, 81),
+            (Protocol::Udp, 80),
+            (Protocol::Sctp, 80)
+        ]
+    );
+    assert!(all.iter().all(|p| p.src != p.dst));
+    assert!(
+        all.iter()
+            .all(|p| !(s.hosts[p.src].external && s.hosts[p.dst].external))
+    );
+    assert!(all.iter().any(|p| s.hosts[p.src].external && p.dst == 0));
+    assert!(all.iter().any(|p| p.src == 0 && s.hosts[p.dst].external));
+    // IPv6 only: no IPv4-only external host takes part.
+    let v6 = plan_probes(&s, &opts(&[false], &[Protocol::Tcp], Some(vec![81])));
+    assert_eq!(v6.len(), 6);
+    assert!(v6.iter().all(|p| p.addr.is_ipv6() && p.port == 81));
+}
+
+fn result(
+    src: &str,
+    dst: &str,
+    family: &'static str,
+    protocol: Protocol,
+    port: u16,
+    outcome: Outcome,
+) -> ProbeResult {
+    ProbeResult {
+        src: src.into(),
+        dst: dst.into(),
+        family,
+        protocol,
+        port,
+        outcome,
+        detail: None,
+    }
+}
+
+fn lines(text: &str) -> Vec<ConnectivityLine> {
+    text.lines()
+        .map(|l| ConnectivityLine::from_json(serde_json::from_str(l).unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn verify_finds_exactly_the_probes_policy_does_not_predict() {
+    let l = lines(concat!(
+        r#"{"src":"x/a","dst":"x/b","allowed":{"TCP":[[80,80]],"UDP":[],"SCTP":[[1,65535]]}}"#,
+        "\n",
+        r#"{"src":"x/a","dst":"y/a","family":"IPv4","allowed":{"TCP":[[80,81]],"UDP":[],"SCTP":[]}}"#,
+        "\n",
+        r#"{"src":"x/a","dst":"y/a","family":"IPv6","allowed":{"TCP":[[81,81]],"UDP":[],"SCTP":[]}}"#,
+        "\n",
+        r#"{"src":"192.0.2.0/24","dst":"x/a","allowed":{"TCP":[[80,80]],"UDP":[],"SCTP":[]}}"#,
+        "\n",
+        r#"{"src":"x/a","dst":"0.0.0.0/0","allowed":{"TCP":[],"UDP":[[53,53]],"SCTP":[]}}"#,
+    ));
+    use Outcome::*;
+    use Protocol::*;
+    let probes = vec![
+        result("x/a", "x/b", "IPv4", Tcp, 80, Connected), // agree
+        result("x/a", "x/b", "IPv4", Tcp, 81, Connected), // allowed, policy denies
+        result("x/a", "x/b", "IPv6", Udp, 80, Timeout),   // agree
+        result("x/a", "x/b", "IPv6", Sctp, 81, Refused),  // denied, policy allows
+        result("x/a", "y/a", "IPv4", Tcp, 80, Connected), // agree (IPv4 line)
+        result("x/a", "y/a", "IPv6", Tcp, 80, Connected), // IPv6 line denies 80
+        result("x/b", "x/a", "IPv4", Tcp, 80, Refused),   // no line: denied, agree
+        result("192.0.2.10", "x/a", "IPv4", Tcp, 80, Connected), // in the CIDR: agree
+        result("198.51.100.1", "x/a", "IPv4", Tcp, 80, Connected), // outside: policy denies
+        result("x/a", "192.0.2.10", "IPv4", Udp, 53, Connected), // 0.0.0.0/0: agree
+        result("x/a", "2001:db8::1", "IPv6", Udp, 53, Connected), // no IPv6 line: denies
+        result("x/b", "y/a", "IPv4", Udp, 53, Error),     // could not run
+    ];
+    assert!(expected(&probes[0], &l));
+    assert!(!expected(&probes[1], &l));
+    let found: Vec<(usize, bool)> = disagreements(&probes, &l)
+        .iter()
+        .map(|d| {
+            (
+                probes.iter().position(|p| *p == d.probe).unwrap(),
+                d.expected,
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, false),
+            (3, true),
+            (5, false),
+            (8, false),
+            (10, false),
+            (11, false)
+        ]
+    );
+    let d = &disagreements(&probes, &l)[0];
+    assert_eq!(d.to_json()["expected"], false);
+    assert_eq!(d.to_json()["allowed"], true);
+    assert!(
+        d.text().contains("policy denies, but the probe connected"),
+        "{}",
+        d.text()
+    );
+    assert!(disagreements(&probes[..1], &l).is_empty());
+}
+
+#[test]
+fn probe_json_has_the_documented_shape() {
+    let r = result("x/a", "y/b", "IPv4", Protocol::Tcp, 80, Outcome::Connected);
+    assert_eq!(
+        serde_json::to_string(&r.to_json()).unwrap(),
+        r#"{"src":"x/a","dst":"y/b","protocol":"TCP","port":80,"allowed":true,"outcome":"connected","family":"IPv4"}"#
+    );
+    let r = result("x/a", "y/b", "IPv6", Protocol::Udp, 81, Outcome::Timeout);
+    assert_eq!(r.to_json()["allowed"], false);
+    assert_eq!(r.to_json()["outcome"], "timeout");
+}

@@ -1,0 +1,114 @@
+//! `bulkhead lab verify`: live probes against `bulkhead connectivity`.
+//! [`disagreements`] is pure: probes and connectivity JSON lines in, every
+//! probe whose result the policy does not predict out.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::probe::{Outcome, ProbeResult};
+use crate::model::Protocol;
+
+/// One line of `bulkhead connectivity --output json`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+pub struct ConnectivityLine {
+    /// `namespace/name` or a CIDR.
+    pub src: String,
+    /// `namespace/name` or a CIDR.
+    pub dst: String,
+    /// "IPv4" or "IPv6" when the pair's families differ.
+    #[serde(default)]
+    pub family: Option<String>,
+    /// Allowed port ranges by protocol name.
+    pub allowed: BTreeMap<String, Vec<(u16, u16)>>,
+}
+
+impl ConnectivityLine {
+    /// Parses one JSON object.
+    pub fn from_json(v: Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(v)
+    }
+
+    fn allows(&self, protocol: Protocol, port: u16) -> bool {
+        self.allowed
+            .get(protocol.as_str())
+            .is_some_and(|r| r.iter().any(|&(lo, hi)| (lo..=hi).contains(&port)))
+    }
+}
+
+/// A probe whose result the policy does not predict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Disagreement {
+    /// The probe.
+    pub probe: ProbeResult,
+    /// Whether the policy allows it.
+    pub expected: bool,
+}
+
+impl Disagreement {
+    /// The JSON object: the probe's, with `expected`.
+    pub fn to_json(&self) -> Value {
+        let mut v = self.probe.to_json();
+        v["expected"] = self.expected.into();
+        v
+    }
+
+    /// For people.
+    pub fn text(&self) -> String {
+        let p = &self.probe;
+        let got = match (&p.outcome, &p.detail) {
+            (Outcome::Connected, _) => "the probe connected".to_owned(),
+            (o, None) => format!("the probe did not connect ({})", o.as_str()),
+            (o, Some(d)) => format!("the probe did not connect ({}: {d})", o.as_str()),
+        };
+        format!(
+            "{} → {} {} {}/{}: policy {}, but {got}",
+            p.src,
+            p.dst,
+            p.family,
+            p.protocol,
+            p.port,
+            if self.expected { "allows" } else { "denies" },
+        )
+    }
+}
+
+/// Whether peer `name` of a probe (a pod key or an external host's
+/// address) is what connectivity peer `line_peer` (a pod key or a CIDR)
+/// stands for.
+fn peer_matches(name: &str, line_peer: &str) -> bool {
+    match (name.parse::<IpAddr>(), line_peer.parse::<IpNetwork>()) {
+        (Ok(ip), Ok(net)) => net.contains(ip),
+        (Err(_), Err(_)) => name == line_peer,
+        _ => false,
+    }
+}
+
+/// Whether the connectivity lines allow `probe`'s connection.
+pub fn expected(probe: &ProbeResult, lines: &[ConnectivityLine]) -> bool {
+    lines.iter().any(|l| {
+        peer_matches(&probe.src, &l.src)
+            && peer_matches(&probe.dst, &l.dst)
+            && l.family.as_deref().is_none_or(|f| f == probe.family)
+            && l.allows(probe.protocol, probe.port)
+    })
+}
+
+/// Every probe whose outcome disagrees with the lines: allowed where the
+/// policy denies, not connected where it allows, and probes that could not
+/// run at all (`error`), which verify nothing.
+pub fn disagreements(probes: &[ProbeResult], lines: &[ConnectivityLine]) -> Vec<Disagreement> {
+    probes
+        .iter()
+        .filter_map(|p| {
+            let expected = expected(p, lines);
+            (p.allowed() != expected || p.outcome == Outcome::Error).then(|| Disagreement {
+                probe: p.clone(),
+                expected,
+            })
+        })
+        .collect()
+}

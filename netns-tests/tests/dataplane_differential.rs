@@ -1,0 +1,148 @@
+//! The differential test: for random policies (the compiler's own
+//! random model generator) and random packets (IPv4/IPv6 × TCP, UDP, SCTP,
+//! ICMP echo), the kernel's verdict through `from_pod` (the source pod's
+//! veth) and `to_pod` (the destination pod's veth) equals the reference
+//! evaluator's `Compiled::allowed`. Also checked on the way: `xdp_prefilter`
+//! drops exactly the new connections the source's egress denies, and the
+//! reply of every allowed connection passes both programs by conntrack.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use bulkhead::compile::compile;
+use bulkhead::testing::{Rng, probe_addresses, random_model};
+use bulkhead_common::DropReason;
+use bulkhead_netns_tests::{
+    dataplane::{Dataplane, PASS, XDP_DROP, XDP_PASS},
+    packet::{L4, SYN, frame},
+};
+
+/// MAC of a non-pod sender (only `to_pod` sees its frames).
+const EXTERNAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+
+#[test]
+fn kernel_verdicts_equal_the_reference_evaluator() {
+    let Some(mut dp) = Dataplane::load() else {
+        return;
+    };
+    dp.set_revision(0);
+    let start = Instant::now();
+    let mut cases = 0usize;
+    let mut allowed = 0usize;
+    let mut by_kind: BTreeMap<(bool, &str), (usize, usize)> = BTreeMap::new();
+    let mut next_port: u16 = 1024; // fresh CT tuples: every case its own source port / echo id
+    let denied_before = dp.drops(DropReason::PolicyDenied);
+    let mut kernel_denials = 0u64;
+    let mut xdp_drops = 0u64;
+    for seed in 0..800u64 {
+        let mut r = Rng(seed.wrapping_mul(7919) + 1);
+        let model = random_model(&mut r);
+        let c = compile(&model);
+        let image = c.map_image(0);
+        image.check_fits().expect("a small image fits");
+        dp.write_image(&image);
+        let addrs: Vec<IpAddr> = probe_addresses(&model, &c);
+        for _ in 0..30 {
+            let src = *r.pick(&addrs);
+            let dst = *r.pick(&addrs);
+            let (sp, dpod) = (c.pod_of(src), c.pod_of(dst));
+            if src == dst || src.is_ipv4() != dst.is_ipv4() || (sp.is_none() && dpod.is_none()) {
+                continue;
+            }
+            let v6 = src.is_ipv6();
+            let sport = next_port;
+            next_port = next_port.checked_add(1).expect("fewer than 64k cases");
+            let dport = 76 + r.below(12) as u16;
+            let (l4, name) = match r.below(4) {
+                0 => (
+                    L4::Tcp {
+                        sport,
+                        dport,
+                        flags: SYN,
+                    },
+                    "TCP",
+                ),
+                1 => (L4::Udp { sport, dport }, "UDP"),
+                2 => (L4::Sctp { sport, dport }, "SCTP"),
+                _ => (L4::EchoRequest { id: sport }, "ICMP"),
+            };
+            let proto = l4.proto(v6);
+            let port = l4.policy_port();
+            let want = c.allowed(src, dst, proto, port);
+            let verdict = c.evaluate(src, dst, proto, port);
+            let ctx = || format!("seed {seed}: {src} -> {dst} {name} {port}");
+
+            let src_mac = sp.map_or(EXTERNAL_MAC, |p| image.endpoints[p].1.mac);
+            let pkt = frame(src_mac, src, dst, l4);
+            let mut pass = true;
+            if let Some(p) = sp {
+                dp.set_endpoint(0, image.endpoints[p].1);
+                let x = dp.xdp(&pkt);
+                let want_x = if verdict.egress.allows() {
+                    XDP_PASS
+                } else {
+                    XDP_DROP
+                };
+                assert_eq!(x, want_x, "xdp_prefilter: {}", ctx());
+                xdp_drops += u64::from(x == XDP_DROP);
+                pass = dp.from_pod(&pkt) == PASS;
+                assert_eq!(pass, verdict.egress.allows(), "from_pod: {}", ctx());
+            }
+            if pass && let Some(d) = dpod {
+                dp.set_endpoint(0, image.endpoints[d].1);
+                pass = dp.to_pod(&pkt) == PASS;
+            }
+            assert_eq!(pass, want, "kernel vs evaluator: {}", ctx());
+            kernel_denials += u64::from(!pass);
+
+            if pass {
+                // The reply passes both veths by conntrack, whatever the
+                // policy says about the reverse direction.
+                let reply_mac = dpod.map_or(EXTERNAL_MAC, |p| image.endpoints[p].1.mac);
+                let reply = frame(reply_mac, dst, src, l4.reply());
+                if let Some(d) = dpod {
+                    dp.set_endpoint(0, image.endpoints[d].1);
+                    assert_eq!(dp.xdp(&reply), XDP_PASS, "reply xdp: {}", ctx());
+                    assert_eq!(dp.from_pod(&reply), PASS, "reply from_pod: {}", ctx());
+                }
+                if let Some(s) = sp {
+                    dp.set_endpoint(0, image.endpoints[s].1);
+                    assert_eq!(dp.to_pod(&reply), PASS, "reply to_pod: {}", ctx());
+                }
+            }
+            cases += 1;
+            allowed += usize::from(want);
+            let e = by_kind.entry((v6, name)).or_default();
+            e.0 += 1;
+            e.1 += usize::from(want);
+        }
+        dp.clear_image();
+    }
+    dp.remove_endpoint(0);
+    let elapsed = start.elapsed();
+    eprintln!(
+        "differential: {cases} cases ({allowed} allowed) in {:.2} s; by (v6, protocol): {by_kind:?}",
+        elapsed.as_secs_f64()
+    );
+    assert!(cases >= 5000, "only {cases} cases");
+    assert!(
+        allowed > cases / 10 && allowed < cases * 9 / 10,
+        "{allowed} of {cases} allowed: the generator must produce both answers"
+    );
+    for v6 in [false, true] {
+        for name in ["TCP", "UDP", "SCTP", "ICMP"] {
+            let (n, a) = by_kind.get(&(v6, name)).copied().unwrap_or_default();
+            assert!(
+                n >= 200 && a > 0 && a < n,
+                "{name} v6={v6}: {a} of {n} allowed"
+            );
+        }
+    }
+    // Every denial was counted once, by the one notify path.
+    assert_eq!(
+        dp.drops(DropReason::PolicyDenied) - denied_before,
+        kernel_denials + xdp_drops,
+        "PolicyDenied counter (TC and XDP drops)"
+    );
+}

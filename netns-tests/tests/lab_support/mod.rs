@@ -1,0 +1,247 @@
+//! Shared by the `lab_*` tests: the `bulkhead` binary, manifests, a guard
+//! that takes the lab down however the test ends, and a snapshot of what a
+//! lab could leave behind.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use bulkhead_netns_tests::{REQUIRE_PRIVILEGED, is_root};
+
+/// Environment variable naming a prebuilt `bulkhead` binary to test.
+pub const BULKHEAD_BIN: &str = "BULKHEAD_BIN";
+
+fn pod(ns: &str, name: &str) -> String {
+    let ports: String = ["TCP", "UDP", "SCTP"]
+        .iter()
+        .flat_map(|p| [80, 81].map(|n| format!("      - {{containerPort: {n}, protocol: {p}}}\n")))
+        .collect();
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{namespace: {ns}, name: {name}, labels: {{pod: {name}}}}}\n\
+         spec:\n  containers:\n  - name: c\n    ports:\n{ports}"
+    )
+}
+
+/// Manifests of the three pods.
+pub fn pods_yaml() -> String {
+    [("x", "a"), ("x", "b"), ("y", "a")]
+        .iter()
+        .map(|(ns, n)| pod(ns, n))
+        .collect()
+}
+
+/// Whether this test can run (root); otherwise says why and skips, or
+/// panics when [`REQUIRE_PRIVILEGED`] is set.
+pub fn privileged() -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v != "0" && !v.is_empty()) {
+        panic!("privileged test cannot run: not root; {REQUIRE_PRIVILEGED} is set");
+    }
+    eprintln!("skipping privileged test: not running as root");
+    false
+}
+
+/// Lab tests in one binary run one at a time: each compares the whole
+/// machine before and after.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The `bulkhead` binary: `$BULKHEAD_BIN`, or built now with cargo (a
+/// no-op when it is up to date), located from cargo's own report.
+pub fn bulkhead_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os(BULKHEAD_BIN) {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args([
+                "build",
+                "-p",
+                "bulkhead",
+                "--bin",
+                "bulkhead",
+                "--message-format=json",
+            ])
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build -p bulkhead failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "bulkhead")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the bulkhead executable")
+    })
+}
+
+/// Runs `bulkhead args...`.
+pub fn bulkhead(args: &[&str]) -> Output {
+    let out = Command::new(bulkhead_bin())
+        .args(args)
+        .output()
+        .expect("run bulkhead");
+    eprintln!(
+        "$ bulkhead {}\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    );
+    out
+}
+
+/// Runs `bulkhead args...` and insists on success; returns stdout.
+pub fn bulkhead_ok(args: &[&str]) -> String {
+    let out = bulkhead(args);
+    assert!(
+        out.status.success(),
+        "bulkhead {args:?} failed: {:?}",
+        out.status
+    );
+    String::from_utf8(out.stdout).expect("UTF-8 output")
+}
+
+/// JSON Lines.
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// What a lab could leave behind: named namespaces, links of this
+/// namespace, and the lab state directory tree.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    netns: Vec<String>,
+    links: Vec<String>,
+    run: Vec<PathBuf>,
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        out.push(e.path());
+        walk(&e.path(), out);
+    }
+}
+
+/// Takes a [`Snapshot`].
+pub fn snapshot() -> Snapshot {
+    let text = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().expect("run ip");
+        assert!(out.status.success(), "ip {args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut netns: Vec<String> = text(&["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    netns.sort();
+    let mut links: Vec<String> = text(&["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().to_owned()))
+        .collect();
+    links.sort();
+    let mut run = Vec::new();
+    let root = Path::new("/run/bulkhead");
+    if root.exists() {
+        run.push(root.to_owned());
+    }
+    walk(root, &mut run);
+    run.sort();
+    Snapshot { netns, links, run }
+}
+
+/// A lab that is taken down when dropped, also when the test panics.
+pub struct Lab {
+    /// Its name.
+    pub name: String,
+    /// Its manifests.
+    pub manifests: tempdir::Dir,
+}
+
+impl Lab {
+    /// A lab named `name` over manifests `yaml` (not yet up).
+    pub fn new(name: &str, yaml: &str) -> Lab {
+        let manifests = tempdir::Dir::new(name);
+        std::fs::write(manifests.path().join("manifests.yaml"), yaml).expect("write manifests");
+        Lab {
+            name: name.to_owned(),
+            manifests,
+        }
+    }
+
+    /// `bulkhead lab up` with `extra` arguments.
+    pub fn up(&self, extra: &[&str]) -> Output {
+        let dir = self.manifests.path().display().to_string();
+        let mut args = vec!["lab", "up", "--name", &self.name, "--manifests", &dir];
+        args.extend_from_slice(extra);
+        bulkhead(&args)
+    }
+
+    /// `bulkhead lab <cmd> --name <name> extra...`, insisting on success.
+    pub fn ok(&self, cmd: &str, extra: &[&str]) -> String {
+        let mut args = vec!["lab", cmd, "--name", &self.name];
+        args.extend_from_slice(extra);
+        bulkhead_ok(&args)
+    }
+
+    /// The state file.
+    pub fn state_path(&self) -> PathBuf {
+        PathBuf::from("/run/bulkhead/lab")
+            .join(&self.name)
+            .join("state.json")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = bulkhead(&["lab", "down", "--name", &self.name]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("lab down --name {} failed", self.name);
+        }
+    }
+}
+
+/// A temporary directory removed on drop (no extra crate for one use).
+pub mod tempdir {
+    use std::path::{Path, PathBuf};
+
+    /// The directory.
+    pub struct Dir(PathBuf);
+
+    impl Dir {
+        /// Creates `$TMPDIR/bulkhead-lab-test-<tag>-<pid>`.
+        pub fn new(tag: &str) -> Dir {
+            let p = std::env::temp_dir()
+                .join(format!("bulkhead-lab-test-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).expect("create temp dir");
+            Dir(p)
+        }
+
+        /// Its path.
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
