@@ -1,11 +1,14 @@
 //! Bulkhead benchmarks: a deterministic synthetic cluster generator
 //! ([`cluster`]), query sets for the evaluator ([`queries`]), the policy
-//! compile benchmark ([`measure`]) and its report ([`report`]).
+//! compile benchmark ([`measure`]) and its report ([`report`]), and the
+//! dataplane benchmarks ([`dataplane`]: program cost by
+//! `BPF_PROG_TEST_RUN`, veth packet rate; root only).
 //!
 //! Benchmarks measure and compare side by side in one run; they never assert
 //! on absolute times.
 
 pub mod cluster;
+pub mod dataplane;
 pub mod machine;
 pub mod measure;
 pub mod queries;

@@ -13,7 +13,7 @@ use std::time::Instant;
 use bulkhead::compile::maps::MapImage;
 use bulkhead::compile::{Compiled, IdentityKind, TableId, compile};
 use bulkhead::model::Direction;
-use bulkhead_common::IDENTITY_ANY;
+use bulkhead_common::{IDENTITY_ANY, POLICY_NODE_INNER};
 use serde::Serialize;
 
 use crate::cluster::{ClusterSpec, LabelMode};
@@ -109,23 +109,25 @@ pub struct Counts {
     pub isolated_egress: usize,
     /// Map image: address → identity LPM entries.
     pub map_identities: usize,
-    /// Map image: policy LPM entries.
+    /// Map image: POLICY_V3 entries (B-tree nodes).
     pub map_policy: usize,
     /// Map image: endpoint entries.
     pub map_endpoints: usize,
-    /// Policy LPM entries whose peer is `IDENTITY_ANY`.
+    /// POLICY_V3 nodes whose peer is `IDENTITY_ANY`.
     pub map_policy_any_peer: usize,
-    /// Policy LPM entries whose peer is a pod identity.
+    /// POLICY_V3 nodes whose peer is a pod identity.
     pub map_policy_pod_peers: usize,
-    /// Policy LPM entries whose peer is an external (ipBlock region) identity.
+    /// POLICY_V3 nodes whose peer is an external (ipBlock region) identity.
     pub map_policy_external_peers: usize,
-    /// Policy LPM entries of the largest table.
+    /// POLICY_V3 nodes of the largest table.
     pub map_policy_max_table: usize,
-    /// Policy LPM entries one node needs (the tables its endpoints use),
+    /// POLICY_V3 nodes one node needs (the tables its endpoints use),
     /// median over nodes of [`PODS_PER_NODE`] pods dealt round-robin.
     pub map_policy_per_node_median: usize,
     /// The same, largest node.
     pub map_policy_per_node_max: usize,
+    /// Deepest POLICY_V3 tree (nodes a lookup visits for one peer).
+    pub map_policy_max_depth: usize,
 }
 
 /// Pods per node for the per-node map estimate (the kubelet default limit).
@@ -224,6 +226,7 @@ fn counts(c: &Compiled, spec_namespaces: usize, policies: usize) -> Counts {
         map_policy_max_table: policy.per_table.iter().copied().max().unwrap_or(0),
         map_policy_per_node_median: policy.per_node_median,
         map_policy_per_node_max: policy.per_node_max,
+        map_policy_max_depth: policy.max_depth,
         pods: c.endpoints.len(),
         policies,
         namespaces: spec_namespaces,
@@ -252,7 +255,7 @@ fn counts(c: &Compiled, spec_namespaces: usize, policies: usize) -> Counts {
     }
 }
 
-/// Breakdown of the policy LPM entries.
+/// Breakdown of the POLICY_V3 nodes.
 struct PolicyEntries {
     any_peer: usize,
     pod_peers: usize,
@@ -260,6 +263,7 @@ struct PolicyEntries {
     per_table: Vec<usize>,
     per_node_median: usize,
     per_node_max: usize,
+    max_depth: usize,
 }
 
 fn policy_entries(c: &Compiled, image: &MapImage) -> PolicyEntries {
@@ -270,10 +274,22 @@ fn policy_entries(c: &Compiled, image: &MapImage) -> PolicyEntries {
         per_table: vec![0; c.tables.len()],
         per_node_median: 0,
         per_node_max: 0,
+        max_depth: 0,
     };
-    for (_, key, _) in &image.policy {
-        e.per_table[u32::from_be_bytes(key.table) as usize] += 1;
-        match u32::from_be_bytes(key.identity) {
+    let nodes: std::collections::HashMap<_, _> = image.policy.iter().copied().collect();
+    for (key, node) in &image.policy {
+        if key.node == 0 {
+            // Every leaf is equally deep: follow the first child.
+            let (mut depth, mut node, mut key) = (1, *node, *key);
+            while node.kind == POLICY_NODE_INNER {
+                key.node = node.ranges[0].target;
+                node = nodes[&key];
+                depth += 1;
+            }
+            e.max_depth = e.max_depth.max(depth);
+        }
+        e.per_table[key.table as usize] += 1;
+        match key.identity {
             IDENTITY_ANY => e.any_peer += 1,
             id => match c.identities.get(id).kind {
                 IdentityKind::Pods { .. } => e.pod_peers += 1,

@@ -269,27 +269,28 @@ impl Report {
         row(s, "map: identity LPM entries", &|c| {
             int(c.counts.map_identities)
         });
-        row(s, "map: policy LPM entries", &|c| int(c.counts.map_policy));
+        row(s, "map: POLICY_V3 nodes", &|c| int(c.counts.map_policy));
         row(s, "map: endpoint entries", &|c| int(c.counts.map_endpoints));
-        row(
-            s,
-            "policy LPM entries by peer: any / pod / external",
-            &|c| {
-                let k = &c.counts;
-                format!(
-                    "{} / {} / {}",
-                    int(k.map_policy_any_peer),
-                    int(k.map_policy_pod_peers),
-                    int(k.map_policy_external_peers)
-                )
-            },
-        );
-        row(s, "policy LPM entries, largest table", &|c| {
+        row(s, "POLICY_V3 nodes by peer: any / pod / external", &|c| {
+            let k = &c.counts;
+            format!(
+                "{} / {} / {}",
+                int(k.map_policy_any_peer),
+                int(k.map_policy_pod_peers),
+                int(k.map_policy_external_peers)
+            )
+        });
+        row(s, "POLICY_V3 nodes, largest table", &|c| {
             int(c.counts.map_policy_max_table)
         });
         row(
             s,
-            &format!("policy LPM entries per node of {PODS_PER_NODE} pods, median / max"),
+            "POLICY_V3 tree depth, deepest (nodes per lookup)",
+            &|c| int(c.counts.map_policy_max_depth),
+        );
+        row(
+            s,
+            &format!("POLICY_V3 nodes per node of {PODS_PER_NODE} pods, median / max"),
             &|c| {
                 format!(
                     "{} / {}",
@@ -324,7 +325,7 @@ impl Report {
 fn scaling(s: &mut String, rows: &[CaseResult], key: impl Fn(&CaseResult) -> String) {
     let _ = writeln!(
         s,
-        "| case | pods | label sets | pod classes | identities | tables | segments | rules | policy LPM | policy LPM per node (median) | identity LPM | compile median |"
+        "| case | pods | label sets | pod classes | identities | tables | segments | rules | POLICY_V3 nodes | POLICY_V3 nodes per node (median) | identity LPM | compile median |"
     );
     let _ = writeln!(s, "| --- |{}", " ---: |".repeat(11));
     for c in rows {
@@ -361,7 +362,7 @@ fn growth(s: &mut String, rows: &[CaseResult], what: &str, x: impl Fn(&CaseResul
     let _ = writeln!(
         s,
         "From the first row to the last, {what} grow {}; pod classes {}, identities {}, tables {}, \
-         segments {}, policy LPM entries {}, identity LPM entries {}, compile time {}.\n",
+         segments {}, POLICY_V3 nodes {}, identity LPM entries {}, compile time {}.\n",
         ratio(x(b), x(a)),
         f(|c| c.counts.pod_classes),
         f(|c| c.counts.identities),

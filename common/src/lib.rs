@@ -1,5 +1,6 @@
 //! The ABI shared by Bulkhead's eBPF programs and its userspace controller
-//! (version 2).
+//! (version 3: the policy map is the hash of B-tree nodes `POLICY_V3`; the
+//! LPM trie `POLICY` of version 2 is retired).
 //!
 //! Rules of this crate (see ARCHITECTURE.md): `#[repr(C)]`, explicit padding,
 //! no `bool`, addresses as `[u8; 16]` with IPv4 mapped into IPv6, multi-byte
@@ -10,7 +11,7 @@
 //!
 //! # Atomic policy swap: slots and the revision
 //!
-//! Every policy map (IDENTITIES, POLICY, ENDPOINTS) is keyed by a `slot`
+//! Every policy map (IDENTITIES, POLICY_V3, ENDPOINTS) is keyed by a `slot`
 //! (0 or 1) first. CONFIG holds one [`Config`] whose `revision` selects the
 //! active slot: `revision % 2` ([`active_slot`]). A program reads CONFIG once
 //! when it starts and does every lookup of that packet in that slot, so no
@@ -32,7 +33,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -68,10 +69,12 @@ pub const PROTO_SCTP: u8 = 132;
 pub const IDENTITIES_SLOT_CAPACITY: u32 = 65_536;
 /// IDENTITIES: map capacity.
 pub const IDENTITIES_MAX: u32 = IDENTITIES_SLOT_CAPACITY * SLOTS as u32;
-/// POLICY: entries per slot. The 10k-pod × 1k-policy benchmark needs up to
-/// ~111k per node of 110 pods; this leaves more than 2× headroom.
-pub const POLICY_SLOT_CAPACITY: u32 = 262_144;
-/// POLICY: map capacity.
+/// POLICY_V3: nodes per slot. The 10k-pod × 1k-policy benchmark needs up to
+/// 37,463 per node of 110 pods (ABI v2 needed 111,190 LPM entries there); this
+/// leaves 3.5× headroom. The map is not preallocated
+/// (`BPF_F_NO_PREALLOC`): memory follows the nodes in use, ~250 bytes each.
+pub const POLICY_SLOT_CAPACITY: u32 = 131_072;
+/// POLICY_V3: map capacity.
 pub const POLICY_MAX: u32 = POLICY_SLOT_CAPACITY * SLOTS as u32;
 /// ENDPOINTS: local pods per slot.
 pub const ENDPOINTS_SLOT_CAPACITY: u32 = 4_096;
@@ -120,9 +123,150 @@ const _: () = assert!(size_of::<IdentityValue>() == 8);
 const _: () = assert!(offset_of!(IdentityValue, identity) == 0);
 
 // ---------------------------------------------------------------------------
-// POLICY: (slot, table, identity, proto, port) → rule.
+// POLICY_V3: (slot, table, peer identity, node) → B-tree node of
+// (protocol, port) ranges.
+//
+// One rule table's grants to one peer (an identity, or `IDENTITY_ANY` for
+// rules without peers) are a sorted list of disjoint ranges over the
+// *policy point* `proto << 16 | port` ([`policy_point`]), each with the
+// deciding rule. The compiler folds the protocol precedence into it: the
+// peer's any-protocol rule fills every gap around its per-protocol ranges,
+// so one search answers "this protocol and port, else any protocol".
+//
+// The list is stored as a B-tree of fixed nodes of up to
+// [`POLICY_FANOUT`] ranges in an exact-match hash: node 0 is the root;
+// an inner node's ranges cover its children's ranges (first of the first
+// to last of the last) and `target` is the child's node number; a leaf's
+// `target` is the rule. A lookup per peer is: hash lookup of node 0,
+// search in the node (a fixed 4-step binary search), follow the child,
+// until a leaf. Depth is log16 of the *peer's* range count, never of the
+// rule count: 1 node for up to 16 ranges, 2 for up to 256, 3 for 4,096;
+// [`POLICY_DEPTH_MAX`] bounds it for any content.
 
-/// Key data of the policy LPM trie. Lookups use the full length
+/// Ranges per POLICY_V3 node.
+pub const POLICY_FANOUT: usize = 16;
+/// Most nodes on a root-to-leaf path of POLICY_V3: 16^6 = 2^24 ranges, as
+/// many as there are policy points, so every possible list fits.
+pub const POLICY_DEPTH_MAX: usize = 6;
+/// Largest policy point (protocol 255, port 65535).
+pub const POLICY_POINT_MAX: u32 = 0x00ff_ffff;
+/// [`PolicyNode::kind`]: a leaf (`target` is a rule).
+pub const POLICY_NODE_LEAF: u8 = 1;
+/// [`PolicyNode::kind`]: an inner node (`target` is a child node number).
+pub const POLICY_NODE_INNER: u8 = 2;
+
+/// The policy point of a protocol and (destination) port: ranges of
+/// POLICY_V3 are over these, ordered by protocol, then port.
+pub const fn policy_point(proto: u8, port: u16) -> u32 {
+    (proto as u32) << 16 | port as u32
+}
+
+/// Key of POLICY_V3 (a hash; fields in host byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PolicyNodeKey {
+    /// Policy slot (0 or 1).
+    pub slot: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 3],
+    /// Rule table number.
+    pub table: u32,
+    /// Peer identity; `IDENTITY_ANY` for rules that match every peer.
+    pub identity: u32,
+    /// Node number within the peer's tree; 0 is the root.
+    pub node: u32,
+}
+const _: () = assert!(size_of::<PolicyNodeKey>() == 16);
+const _: () = assert!(offset_of!(PolicyNodeKey, slot) == 0);
+const _: () = assert!(offset_of!(PolicyNodeKey, table) == 4);
+const _: () = assert!(offset_of!(PolicyNodeKey, identity) == 8);
+const _: () = assert!(offset_of!(PolicyNodeKey, node) == 12);
+
+impl PolicyNodeKey {
+    /// The key of node `node` of (`slot`, `table`, `identity`).
+    pub const fn new(slot: u8, table: u32, identity: u32, node: u32) -> Self {
+        Self {
+            slot,
+            _pad: [0; 3],
+            table,
+            identity,
+            node,
+        }
+    }
+}
+
+/// One range of a [`PolicyNode`]: policy points `first..=last`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PolicyRange {
+    /// First policy point.
+    pub first: u32,
+    /// Last policy point.
+    pub last: u32,
+    /// Leaf: the deciding rule. Inner node: the child's node number.
+    pub target: u32,
+}
+const _: () = assert!(size_of::<PolicyRange>() == 12);
+const _: () = assert!(offset_of!(PolicyRange, first) == 0);
+const _: () = assert!(offset_of!(PolicyRange, last) == 4);
+const _: () = assert!(offset_of!(PolicyRange, target) == 8);
+
+/// Value of POLICY_V3: one B-tree node.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PolicyNode {
+    /// Ranges in use (1..=`POLICY_FANOUT`), the first `count` of `ranges`.
+    pub count: u8,
+    /// `POLICY_NODE_LEAF` or `POLICY_NODE_INNER`.
+    pub kind: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 2],
+    /// Reserved (verdict flags: audit, deny tiers); zero.
+    pub _reserved: u32,
+    /// Disjoint ranges sorted by `first`; unused ones zero.
+    pub ranges: [PolicyRange; POLICY_FANOUT],
+}
+const _: () = assert!(size_of::<PolicyNode>() == 200);
+const _: () = assert!(offset_of!(PolicyNode, count) == 0);
+const _: () = assert!(offset_of!(PolicyNode, kind) == 1);
+const _: () = assert!(offset_of!(PolicyNode, ranges) == 8);
+// The kernel's binary search takes exactly 4 steps.
+const _: () = assert!(POLICY_FANOUT == 16);
+
+impl PolicyNode {
+    /// The range holding `point` (`None` if none does). A lower bound on
+    /// `last` in 4 fixed steps of 8, 4, 2, 1 (`POLICY_FANOUT` is 16).
+    #[inline(always)]
+    pub fn search(&self, point: u32) -> Option<&PolicyRange> {
+        let n = self.count as usize;
+        let mut i = 0usize;
+        let mut step = POLICY_FANOUT / 2;
+        while step > 0 {
+            let j = i + step;
+            // verifier: `& (POLICY_FANOUT - 1)` bounds the index for the
+            // verifier (and removes Rust's bounds check); j - 1 < 16 anyway.
+            if j <= n && self.ranges[(j - 1) & (POLICY_FANOUT - 1)].last < point {
+                i = j;
+            }
+            step /= 2;
+        }
+        let r = &self.ranges[i & (POLICY_FANOUT - 1)];
+        if i < n && r.first <= point && point <= r.last {
+            Some(r)
+        } else {
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// POLICY (ABI v2, retired): (slot, table, identity, proto, port) → rule.
+//
+// The LPM trie of ABI v2, kept so its layout stays documented (a pinned v2
+// map may still exist on a node being upgraded); no program uses it. Its
+// lookup cost grew with the entry count (about log2(entries) trie nodes).
+
+/// Key data of the retired (ABI v2) policy LPM trie `POLICY`. Lookups use the full length
 /// ([`POLICY_PREFIX_FULL`]); entries use shorter prefixes as wildcards: any
 /// protocol ([`POLICY_PREFIX_ANY_PROTO`]), any port of one protocol
 /// ([`POLICY_PREFIX_PROTO`]), and aligned port blocks in between.
@@ -167,7 +311,7 @@ impl PolicyKey {
     }
 }
 
-/// Value of the policy LPM trie: the rule that allows the match.
+/// Value of the retired (ABI v2) policy LPM trie: the rule that allows the match.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PolicyValue {
@@ -534,6 +678,8 @@ mod user {
     unsafe impl aya::Pod for super::IdentityValue {}
     unsafe impl aya::Pod for super::PolicyKey {}
     unsafe impl aya::Pod for super::PolicyValue {}
+    unsafe impl aya::Pod for super::PolicyNodeKey {}
+    unsafe impl aya::Pod for super::PolicyNode {}
     unsafe impl aya::Pod for super::EndpointKey {}
     unsafe impl aya::Pod for super::EndpointInfo {}
     unsafe impl aya::Pod for super::Config {}

@@ -1,5 +1,6 @@
-//! ABI stability: the numbers of drop reasons, verdicts and event kinds, and
-//! the prefix lengths of slotted LPM keys, never change.
+//! ABI stability: the numbers of drop reasons, verdicts and event kinds, the
+//! prefix lengths of slotted LPM keys and the POLICY_V3 node layout never
+//! change; the kernel's in-node binary search equals a linear scan.
 
 use bulkhead_common::*;
 
@@ -64,4 +65,65 @@ fn slotted_prefixes_and_slots() {
     };
     assert_eq!(k.reversed().reversed(), k);
     assert_eq!((k.reversed().src, k.reversed().sport), ([2; 16], 4));
+}
+
+#[test]
+fn policy_v3_layout_and_constants() {
+    assert_eq!(ABI_VERSION, 3);
+    assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
+    // Six levels of 16 hold every policy point as its own range.
+    assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));
+    assert_eq!((POLICY_NODE_LEAF, POLICY_NODE_INNER), (1, 2));
+    assert_eq!(policy_point(PROTO_TCP, 80), 0x06_0050);
+    assert_eq!(policy_point(255, u16::MAX), POLICY_POINT_MAX);
+    assert!(policy_point(PROTO_ANY, u16::MAX) < policy_point(PROTO_ICMP, 0));
+    assert_eq!(
+        (
+            core::mem::size_of::<PolicyNodeKey>(),
+            core::mem::size_of::<PolicyRange>(),
+            core::mem::size_of::<PolicyNode>()
+        ),
+        (16, 12, 200)
+    );
+    let k = PolicyNodeKey::new(1, 2, 3, 4);
+    assert_eq!(
+        (k.slot, k._pad, k.table, k.identity, k.node),
+        (1, [0; 3], 2, 3, 4)
+    );
+}
+
+/// Every node size 0..=16 and every point around its ranges: the fixed
+/// 4-step binary search finds exactly what a linear scan finds.
+#[test]
+fn node_search_equals_a_linear_scan() {
+    for count in 0..=POLICY_FANOUT {
+        for width in [1u32, 2, 5] {
+            let mut node = PolicyNode {
+                count: count as u8,
+                kind: POLICY_NODE_LEAF,
+                _pad: [0; 2],
+                _reserved: 0,
+                ranges: [PolicyRange::default(); POLICY_FANOUT],
+            };
+            // Ranges `width` wide with gaps of 2, from 10 on.
+            for (i, r) in node.ranges.iter_mut().take(count).enumerate() {
+                let first = 10 + i as u32 * (width + 2);
+                *r = PolicyRange {
+                    first,
+                    last: first + width - 1,
+                    target: i as u32,
+                };
+            }
+            for point in 0..(12 + 16 * 7) {
+                let linear = node.ranges[..count]
+                    .iter()
+                    .find(|r| r.first <= point && point <= r.last);
+                assert_eq!(
+                    node.search(point),
+                    linear,
+                    "count {count} width {width} point {point}"
+                );
+            }
+        }
+    }
 }

@@ -14,6 +14,8 @@
 //! `<repo>/../shared/conformance/netpol-analyzer`; when the default folder
 //! is absent the test is skipped (passes with a message).
 
+#[path = "conformance/cases.rs"]
+mod cases;
 #[path = "conformance/conns.rs"]
 mod conns;
 #[path = "conformance/expected.rs"]
@@ -25,34 +27,20 @@ mod probes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use bulkhead::model::Model;
 use bulkhead::model::addressing::AddressPlan;
 use bulkhead::source::manifest::load_dir;
 use ipnetwork::IpNetwork;
 
+use cases::{Case, FALLBACK_POD_SUBNET, IN_SCOPE_TIERS, OUT_OF_SCOPE_TIERS, data_dir, read_cases};
 use conns::{Conns, PROTOCOLS};
 use expected::Expected;
 use ours::Ours;
 
-/// Tiers in scope: NetworkPolicy only, or no policy at all.
-const IN_SCOPE_TIERS: [&str; 4] = ["netpol", "netpol+ingress", "no-policy", "no-policy+ingress"];
-/// Tiers knowingly out of scope (AdminNetworkPolicy).
-const OUT_OF_SCOPE_TIERS: [&str; 1] = ["anp"];
-/// Pod subnet used to run a case whose column says `NONE`.
-const FALLBACK_POD_SUBNET: &str = "10.244.0.0/16";
 /// The whole run must have compared at least this many probes.
 const MIN_TOTAL_PROBES: u64 = 10_000;
-
-/// One row of cases.tsv.
-#[derive(Debug)]
-struct Case {
-    name: String,
-    tier: String,
-    /// `None` when the column says `NONE`.
-    pod_subnet: Option<String>,
-}
 
 /// What one case produced.
 #[derive(Debug, Default)]
@@ -63,57 +51,6 @@ struct Outcome {
     errors: Vec<String>,
     notes: Vec<String>,
     summary: String,
-}
-
-fn data_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("BULKHEAD_CONFORMANCE_DIR") {
-        let dir = PathBuf::from(dir);
-        assert!(
-            dir.join("cases.tsv").is_file(),
-            "BULKHEAD_CONFORMANCE_DIR={} has no cases.tsv",
-            dir.display()
-        );
-        return Some(dir);
-    }
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/netpol-analyzer");
-    if dir.join("cases.tsv").is_file() {
-        Some(dir)
-    } else {
-        println!("skipped: conformance data not found at {}", dir.display());
-        eprintln!("skipped: conformance data not found at {}", dir.display());
-        None
-    }
-}
-
-fn read_cases(dir: &Path) -> Vec<Case> {
-    let text = std::fs::read_to_string(dir.join("cases.tsv")).expect("read cases.tsv");
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .expect("cases.tsv header")
-        .split('\t')
-        .collect();
-    let col = |name: &str| {
-        header
-            .iter()
-            .position(|h| *h == name)
-            .unwrap_or_else(|| panic!("cases.tsv has no column {name:?}"))
-    };
-    let (c_case, c_tier, c_subnet) = (col("case"), col("tier"), col("pod_subnet_free_of_cidrs"));
-    lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            let get = |i: usize| f.get(i).map(|s| s.trim()).unwrap_or_default().to_string();
-            let subnet = get(c_subnet);
-            Case {
-                name: get(c_case),
-                tier: get(c_tier),
-                pod_subnet: (subnet != "NONE" && !subnet.is_empty()).then_some(subnet),
-            }
-        })
-        .collect()
 }
 
 /// The analyzer's workload for a pod: its controlling owner, else itself

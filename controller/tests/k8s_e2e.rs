@@ -14,7 +14,13 @@
 //!
 //! Where upstream runs a sequence (create, update, delete a policy or a
 //! label), the test checks each state as its own load.
+//!
+//! The scenario files are harness-agnostic (`use crate::harness::*`):
+//! `netns-tests/tests/k8s_e2e_packets.rs` runs the same files, with the
+//! same truth tables, on real packets in a lab.
 
+#[path = "k8s_e2e/common.rs"]
+mod common;
 #[path = "k8s_e2e/harness.rs"]
 mod harness;
 #[path = "k8s_e2e/ipblock.rs"]

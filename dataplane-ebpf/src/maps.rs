@@ -2,12 +2,13 @@
 //!
 //! Key and value types and capacities come from `bulkhead-common`, the ABI
 //! shared with userspace (which also documents the slot/revision protocol).
-//! Policy maps (IDENTITIES, POLICY, ENDPOINTS) are keyed by slot first and
+//! Policy maps (IDENTITIES, POLICY_V3, ENDPOINTS) are keyed by slot first and
 //! written only by the controller; the programs read them in the slot of the
 //! revision they read from CONFIG at start. CT, FRAGS and DROPS are written by
 //! the programs. Nothing is pinned here; the loader pins (fail-static).
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
@@ -15,8 +16,8 @@ use aya_ebpf::{
 use crate::parse::Parsed;
 use bulkhead_common::{
     CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EndpointInfo, EndpointKey, FRAGS_MAX,
-    FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, PolicyKey,
-    PolicyValue,
+    FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, PolicyNode,
+    PolicyNodeKey,
 };
 
 /// (slot, address) → identity (address class), both families in one trie.
@@ -32,18 +33,23 @@ use bulkhead_common::{
 pub static IDENTITIES: LpmTrie<IdentityKey, IdentityValue> =
     LpmTrie::with_max_entries(IDENTITIES_MAX, 0);
 
-/// (slot, table, peer identity, protocol, port) → the allowing rule.
+/// (slot, table, peer identity, node) → a B-tree node of (protocol, port)
+/// ranges and their deciding rules (ABI v3; replaces the v2 LPM trie
+/// `POLICY`, whose lookups grew with the entry count).
 ///
-/// - Key: [`PolicyKey`] under an LPM prefix length. Entries use shorter
-///   prefixes as wildcards (`POLICY_PREFIX_ANY_PROTO` 72, `POLICY_PREFIX_PROTO`
-///   80, aligned port blocks up to `POLICY_PREFIX_FULL` 96); the programs look
-///   up at 96, once for the peer's identity and once for `IDENTITY_ANY`
-///   (see `policy.rs`). An absent key means "not allowed".
-/// - Value: [`PolicyValue`], the index of the deciding rule.
+/// - Key: [`PolicyNodeKey`] (exact match). Node 0 of a (table, peer) is the
+///   root of that peer's tree; the programs look up (peer identity, then
+///   `IDENTITY_ANY`) and descend at most `POLICY_DEPTH_MAX` nodes, each a
+///   hash lookup and a 4-step binary search (see `policy.rs`). An absent
+///   root means "nothing allowed for that peer".
+/// - Value: [`PolicyNode`] (up to `POLICY_FANOUT` ranges over
+///   `policy_point(proto, port)`).
 /// - Written by: the controller (image of the compiled rule tables).
-/// - Capacity: `POLICY_MAX` (two slots of `POLICY_SLOT_CAPACITY`).
+/// - Capacity: `POLICY_MAX` (two slots of `POLICY_SLOT_CAPACITY`), not
+///   preallocated: a node costs memory only while it exists.
 #[map]
-pub static POLICY: LpmTrie<PolicyKey, PolicyValue> = LpmTrie::with_max_entries(POLICY_MAX, 0);
+pub static POLICY_V3: HashMap<PolicyNodeKey, PolicyNode> =
+    HashMap::with_max_entries(POLICY_MAX, BPF_F_NO_PREALLOC);
 
 /// (ifindex, slot) → local pod: table bindings, isolation, MAC and addresses.
 ///

@@ -1,6 +1,9 @@
 //! Policy lookup: does a side (egress of the source, ingress of the
-//! destination) allow a tuple? Two LPM lookups at most per side, whatever
-//! the rule count.
+//! destination) allow a tuple? Per side at most two tree descents in
+//! POLICY_V3 (the peer's identity, then any peer), each as deep as that
+//! peer's range list needs (1 node up to 16 ranges, 2 up to 256, ...,
+//! bounded by `POLICY_DEPTH_MAX`): the cost never depends on the number of
+//! rules, peers or tables.
 //!
 //! Mirrors the userspace reference evaluator over the same tables; the two
 //! must agree (the BPF_PROG_TEST_RUN differential test compares them).
@@ -8,11 +11,11 @@
 use aya_ebpf::maps::lpm_trie::Key;
 use bulkhead_common::{
     CtKey, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, IDENTITY_ANY,
-    IDENTITY_PREFIX_FULL, IdentityKey, POLICY_PREFIX_FULL, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-    PolicyKey, RULE_NONE,
+    IDENTITY_PREFIX_FULL, IdentityKey, POLICY_DEPTH_MAX, POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP,
+    PROTO_UDP, PolicyNodeKey, RULE_NONE, policy_point,
 };
 
-use crate::maps::{IDENTITIES, POLICY};
+use crate::maps::{IDENTITIES, POLICY_V3};
 
 /// Which side of a connection a program checks.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,34 +34,46 @@ pub fn identity(slot: u8, addr: [u8; 16]) -> u32 {
     IDENTITIES.get(&key).map_or(IDENTITY_ANY, |v| v.identity)
 }
 
+/// The rule of `table` that allows `point` (`policy_point(proto, port)`)
+/// for exactly `peer` (one tree descent), or `None`.
+#[inline(always)]
+fn descend(slot: u8, table: u32, peer: u32, point: u32) -> Option<u32> {
+    // verifier: map keys live on the stack and the lookup helper reads all
+    // their bytes, so every byte must be written: `PolicyNodeKey` has
+    // explicit, zeroed padding.
+    let mut key = PolicyNodeKey::new(slot, table, peer, 0);
+    // verifier: a constant trip count, so the loop is bounded.
+    for _ in 0..POLICY_DEPTH_MAX {
+        // SAFETY: the value is only read, within this run (RCU); userspace
+        // writes only the inactive slot.
+        let node = unsafe { POLICY_V3.get(key) }?;
+        let range = node.search(point)?;
+        if node.kind == POLICY_NODE_LEAF {
+            return Some(range.target);
+        }
+        key.node = range.target;
+    }
+    None
+}
+
 /// Returns the rule of `table` that allows traffic with `peer_identity`,
 /// `proto` and (destination) `port`, or `None` if nothing allows it.
 ///
-/// Within one identity the trie's longest-prefix match picks the most
-/// specific entry: exact port, then aligned port blocks, then any port of the
-/// protocol, then any protocol. Across identities the order is:
+/// Within one peer, the tree holds the protocol's own ranges with the
+/// peer's any-protocol rule filled into every gap (the compiler resolves
+/// that precedence). Across peers the order is:
 #[inline(always)]
 pub fn allowed(slot: u8, table: u32, peer_identity: u32, proto: u8, port: u16) -> Option<u32> {
-    // verifier: map keys live on the stack and the lookup helper reads all
-    // their bytes, so every byte must be written: `Key` is packed and
-    // `PolicyKey` has no padding.
-
+    let point = policy_point(proto, port);
     // 1. A rule naming the peer's own identity (pod selectors, ipBlocks).
     if peer_identity != IDENTITY_ANY {
-        let key = Key::new(
-            POLICY_PREFIX_FULL,
-            PolicyKey::new(slot, table, peer_identity, proto, port),
-        );
-        if let Some(value) = POLICY.get(&key) {
-            return Some(value.rule);
+        let rule = descend(slot, table, peer_identity, point);
+        if rule.is_some() {
+            return rule;
         }
     }
     // 2. A rule for any peer (`IDENTITY_ANY`: a rule without peers).
-    let key = Key::new(
-        POLICY_PREFIX_FULL,
-        PolicyKey::new(slot, table, IDENTITY_ANY, proto, port),
-    );
-    POLICY.get(&key).map(|v| v.rule)
+    descend(slot, table, IDENTITY_ANY, point)
     // 3. Nothing matched: not allowed (the caller drops for isolated pods).
 }
 

@@ -9,19 +9,21 @@
 //! a run sees is the ENDPOINTS entry of ifindex 1: tests switch it to the
 //! pod whose veth they simulate before each run.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::path::Path;
 
 use aya::{
     Ebpf,
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
-use bulkhead::compile::maps::{MapImage, abi_addr, identity_key};
+use bulkhead::compile::maps::{MapImage, abi_addr, identity_key, peer_ranges, policy_tree};
+use bulkhead::compile::tables::Segment;
 use bulkhead_common::{
     Config, CtEntry, CtKey, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, EndpointKey, FragEntry,
-    FragKey, IdentityKey, IdentityValue, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_FULL,
-    POLICY_PREFIX_PROTO, PROTO_ANY, PolicyKey, PolicyValue,
+    FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey,
 };
 use ipnetwork::IpNetwork;
 
@@ -38,11 +40,19 @@ pub const XDP_DROP: u32 = 1;
 /// XDP verdict: pass.
 pub const XDP_PASS: u32 = 2;
 
+/// The policy map of the ELF.
+pub const POLICY_MAP: &str = "POLICY_V3";
+
+/// What [`Dataplane::allow`] granted one (slot, table, peer): per protocol
+/// (`PROTO_ANY` included) the allowed ports, each `lo → hi`.
+type Grants = BTreeMap<(u8, u32, u32), BTreeMap<u8, BTreeMap<u16, u16>>>;
+
 /// The loaded ELF.
 pub struct Dataplane {
     ebpf: Ebpf,
     written: Vec<(u32, IdentityKey)>,
-    written_policy: Vec<(u32, PolicyKey)>,
+    written_policy: Vec<PolicyNodeKey>,
+    grants: Grants,
 }
 
 impl Dataplane {
@@ -50,28 +60,35 @@ impl Dataplane {
     /// (see [`privileged_ebpf_elf`]).
     pub fn load() -> Option<Self> {
         let elf = privileged_ebpf_elf()?;
+        Some(Self::load_file(&elf).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Loads the ELF at `elf` and its three programs (needs root; used by
+    /// the benchmarks, which find the ELF themselves).
+    pub fn load_file(elf: &Path) -> Result<Self, String> {
         let mut ebpf =
-            Ebpf::load_file(&elf).unwrap_or_else(|e| panic!("loading {}: {e:?}", elf.display()));
+            Ebpf::load_file(elf).map_err(|e| format!("loading {}: {e:?}", elf.display()))?;
         for name in ["from_pod", "to_pod"] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
-                .unwrap_or_else(|| panic!("the ELF has no {name}"))
+                .ok_or_else(|| format!("the ELF has no {name}"))?
                 .try_into()
-                .expect("a classifier");
+                .map_err(|e| format!("{name} is not a classifier: {e:?}"))?;
             p.load()
-                .unwrap_or_else(|e| panic!("verifier rejected {name}: {e:?}"));
+                .map_err(|e| format!("verifier rejected {name}: {e:?}"))?;
         }
         let x: &mut Xdp = ebpf
             .program_mut("xdp_prefilter")
-            .expect("the ELF has xdp_prefilter")
+            .ok_or("the ELF has no xdp_prefilter")?
             .try_into()
-            .expect("an XDP program");
+            .map_err(|e| format!("xdp_prefilter is not an XDP program: {e:?}"))?;
         x.load()
-            .unwrap_or_else(|e| panic!("verifier rejected xdp_prefilter: {e:?}"));
-        Some(Self {
+            .map_err(|e| format!("verifier rejected xdp_prefilter: {e:?}"))?;
+        Ok(Self {
             ebpf,
             written: Vec::new(),
             written_policy: Vec::new(),
+            grants: Grants::new(),
         })
     }
 
@@ -84,8 +101,8 @@ impl Dataplane {
         LpmTrie::try_from(self.ebpf.map_mut("IDENTITIES").expect("IDENTITIES")).unwrap()
     }
 
-    fn policy(&mut self) -> LpmTrie<&mut MapData, PolicyKey, PolicyValue> {
-        LpmTrie::try_from(self.ebpf.map_mut("POLICY").expect("POLICY")).unwrap()
+    fn policy(&mut self) -> HashMap<&mut MapData, PolicyNodeKey, PolicyNode> {
+        HashMap::try_from(self.ebpf.map_mut(POLICY_MAP).expect(POLICY_MAP)).unwrap()
     }
 
     fn endpoints(&mut self) -> HashMap<&mut MapData, EndpointKey, EndpointInfo> {
@@ -121,11 +138,11 @@ impl Dataplane {
                 .expect("IDENTITIES insert");
             self.written.push((len, key));
         }
-        for &(len, key, value) in &image.policy {
+        for &(key, value) in &image.policy {
             self.policy()
-                .insert(&Key::new(len, key), value, 0)
-                .expect("POLICY insert");
-            self.written_policy.push((len, key));
+                .insert(key, value, 0)
+                .expect("POLICY_V3 insert");
+            self.written_policy.push(key);
         }
     }
 
@@ -140,9 +157,10 @@ impl Dataplane {
         let mut policy = std::mem::take(&mut self.written_policy);
         policy.sort_unstable();
         policy.dedup();
-        for (len, key) in policy {
-            self.policy().remove(&Key::new(len, key)).unwrap();
+        for key in policy {
+            self.policy().remove(&key).unwrap();
         }
+        self.grants.clear();
     }
 
     /// Removes what was written into `slot` (keeps the other slot).
@@ -153,13 +171,14 @@ impl Dataplane {
         self.written = keep;
         let (gone_policy, keep_policy): (Vec<_>, Vec<_>) = std::mem::take(&mut self.written_policy)
             .into_iter()
-            .partition(|(_, k)| k.slot == slot);
+            .partition(|k| k.slot == slot);
         self.written_policy = keep_policy;
+        self.grants.retain(|&(s, _, _), _| s != slot);
         for (len, key) in gone {
             let _ = self.identities().remove(&Key::new(len, key));
         }
-        for (len, key) in gone_policy {
-            let _ = self.policy().remove(&Key::new(len, key));
+        for key in gone_policy {
+            let _ = self.policy().remove(&key);
         }
     }
 
@@ -177,28 +196,57 @@ impl Dataplane {
     }
 
     /// Allows `peer` (or `IDENTITY_ANY`) in `table` of `slot`: any protocol
-    /// when `proto` is `PROTO_ANY`, else any port (`None`) or one port.
+    /// when `proto` is `PROTO_ANY`, else any port (`None`) or one port. The
+    /// deciding rule is `100 + table`. Rewrites that peer's POLICY_V3 tree
+    /// from everything allowed to it so far (as the compiler would).
     pub fn allow(&mut self, slot: u8, table: u32, peer: u32, proto: u8, port: Option<u16>) {
-        let (len, key) = match (proto, port) {
-            (PROTO_ANY, _) => (
-                POLICY_PREFIX_ANY_PROTO,
-                PolicyKey::new(slot, table, peer, PROTO_ANY, 0),
-            ),
-            (_, None) => (
-                POLICY_PREFIX_PROTO,
-                PolicyKey::new(slot, table, peer, proto, 0),
-            ),
-            (_, Some(p)) => (
-                POLICY_PREFIX_FULL,
-                PolicyKey::new(slot, table, peer, proto, p),
-            ),
+        let (lo, hi) = match (proto, port) {
+            (PROTO_ANY, _) | (_, None) => (0, u16::MAX),
+            (_, Some(p)) => (p, p),
         };
-        let value = PolicyValue {
-            rule: 100 + table,
-            _reserved: 0,
-        };
-        self.policy().insert(&Key::new(len, key), value, 0).unwrap();
-        self.written_policy.push((len, key));
+        let grants = self.grants.entry((slot, table, peer)).or_default();
+        let end = grants.entry(proto).or_default().entry(lo).or_insert(hi);
+        *end = (*end).max(hi);
+        // Overlapping grants merged into disjoint segments (one rule).
+        let rule = 100 + table;
+        let groups: Vec<(u8, Vec<Segment>)> = grants
+            .iter()
+            .map(|(&proto, ports)| {
+                let mut segs: Vec<Segment> = Vec::new();
+                for (&lo, &hi) in ports {
+                    match segs.last_mut() {
+                        Some(last) if u32::from(lo) <= u32::from(last.hi) + 1 => {
+                            last.hi = last.hi.max(hi)
+                        }
+                        _ => segs.push(Segment {
+                            lo,
+                            hi,
+                            rules: vec![rule],
+                        }),
+                    }
+                }
+                (proto, segs)
+            })
+            .collect();
+        let groups: Vec<(u8, &[Segment])> =
+            groups.iter().map(|(p, s)| (*p, s.as_slice())).collect();
+        let entries = policy_tree(slot, table, peer, &peer_ranges(&groups));
+        let old: Vec<PolicyNodeKey> = self
+            .written_policy
+            .iter()
+            .filter(|k| (k.slot, k.table, k.identity) == (slot, table, peer))
+            .copied()
+            .collect();
+        for key in &old {
+            if !entries.iter().any(|(k, _)| k == key) {
+                let _ = self.policy().remove(key);
+            }
+        }
+        self.written_policy.retain(|k| !old.contains(k));
+        for (key, value) in entries {
+            self.policy().insert(key, value, 0).unwrap();
+            self.written_policy.push(key);
+        }
     }
 
     /// Makes `info` the endpoint that test runs see in `slot`.
@@ -261,6 +309,11 @@ impl Dataplane {
     /// The CT entry of an original-direction tuple.
     pub fn ct_get(&mut self, key: &CtKey) -> Option<CtEntry> {
         self.ct().get(key, 0).ok()
+    }
+
+    /// Removes the CT entry of an original-direction tuple, if any.
+    pub fn ct_remove(&mut self, key: &CtKey) {
+        let _ = self.ct().remove(key);
     }
 
     /// Number of CT entries.

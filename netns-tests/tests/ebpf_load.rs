@@ -99,3 +99,107 @@ fn programs_load_and_to_pod_enforces_the_ingress_table_of_the_active_slot() {
     dp.set_endpoint(1, endpoint(&pod, POD_MAC, None, None));
     assert_eq!(dp.to_pod(&tcp(stranger, 5432, 1009)), PASS);
 }
+
+/// POLICY_V3 trees deeper than one node (a peer with 5,000 port ranges
+/// takes 4 levels, any peer with 300 takes 2): every allowed port passes
+/// with its own deciding rule recorded in CT, every port between them and
+/// every other protocol is dropped.
+#[test]
+fn deep_policy_trees_find_every_range_and_its_rule() {
+    use bulkhead::compile::maps::{MapImage, peer_ranges, policy_tree};
+    use bulkhead::compile::tables::Segment;
+    use bulkhead_netns_tests::dataplane::ct_key;
+
+    let Some(mut dp) = Dataplane::load() else {
+        return;
+    };
+    let pod = [ip("10.0.0.2"), ip("fd00::2")];
+    let client = ip("10.0.1.5");
+    let stranger = ip("10.0.2.5");
+    let slot = 0;
+    dp.set_revision(0);
+    dp.add_identity(slot, "10.0.1.0/24".parse().unwrap(), DB_CLIENTS);
+    let single = |first: u16, n: usize, rule0: u32| -> Vec<Segment> {
+        (0..n)
+            .map(|i| {
+                let p = first + 3 * i as u16;
+                Segment {
+                    lo: p,
+                    hi: p,
+                    rules: vec![rule0 + (i % 13) as u32],
+                }
+            })
+            .collect()
+    };
+    let client_tcp = single(1000, 5000, 1);
+    let any_udp = single(20_000, 300, 500);
+    let mut image = MapImage {
+        slot,
+        ..MapImage::default()
+    };
+    let deep = policy_tree(
+        slot,
+        TABLE,
+        DB_CLIENTS,
+        &peer_ranges(&[(PROTO_TCP, &client_tcp)]),
+    );
+    // 313 leaves of 16 ranges, then 20, 2 and 1 (the root) inner nodes.
+    assert_eq!(deep.len(), 313 + 20 + 2 + 1);
+    image.policy.extend(deep);
+    image.policy.extend(policy_tree(
+        slot,
+        TABLE,
+        IDENTITY_ANY,
+        &peer_ranges(&[(PROTO_UDP, &any_udp)]),
+    ));
+    dp.write_image(&image);
+    dp.set_endpoint(slot, endpoint(&pod, POD_MAC, Some(TABLE), None));
+
+    let mut sport = 2000u16;
+    let mut probe = |dp: &mut Dataplane, src: IpAddr, l4: &dyn Fn(u16) -> L4| {
+        sport += 1;
+        let v = dp.to_pod(&frame(POD_MAC, src, pod[0], l4(sport)));
+        (v, sport)
+    };
+    let tcp = |dport| {
+        move |sport| L4::Tcp {
+            sport,
+            dport,
+            flags: SYN,
+        }
+    };
+    let udp = |dport| move |sport| L4::Udp { sport, dport };
+    for (i, seg) in client_tcp.iter().enumerate() {
+        let (v, sp) = probe(&mut dp, client, &tcp(seg.lo));
+        assert_eq!(v, PASS, "range {i}: TCP {}", seg.lo);
+        let ct = dp
+            .ct_get(&ct_key(client, pod[0], sp, seg.lo, PROTO_TCP))
+            .expect("tracked");
+        assert_eq!(ct.ingress_rule, seg.rules[0], "rule of TCP {}", seg.lo);
+        for miss in [seg.lo + 1, seg.lo + 2] {
+            let (v, _) = probe(&mut dp, client, &tcp(miss));
+            assert_eq!(v, DROP, "TCP {miss} between ranges");
+        }
+        if i % 50 == 0 {
+            let (v, _) = probe(&mut dp, stranger, &tcp(seg.lo));
+            assert_eq!(v, DROP, "TCP {} from a stranger", seg.lo);
+            let (v, _) = probe(&mut dp, client, &udp(seg.lo));
+            assert_eq!(v, DROP, "UDP {} is another protocol", seg.lo);
+        }
+    }
+    for (i, seg) in any_udp.iter().enumerate() {
+        for src in [client, stranger] {
+            let (v, sp) = probe(&mut dp, src, &udp(seg.lo));
+            assert_eq!(v, PASS, "range {i}: UDP {} from {src}", seg.lo);
+            let ct = dp
+                .ct_get(&ct_key(src, pod[0], sp, seg.lo, PROTO_UDP))
+                .expect("tracked");
+            assert_eq!(ct.ingress_rule, seg.rules[0]);
+        }
+        let (v, _) = probe(&mut dp, client, &udp(seg.lo + 1));
+        assert_eq!(v, DROP, "UDP {} between ranges", seg.lo + 1);
+    }
+    dp.clear_image();
+    dp.ct_clear();
+    dp.remove_endpoint(slot);
+}

@@ -1,27 +1,53 @@
 //! `cargo xtask bench`: the benchmarks, results written under bench/results/.
+//!
+//! - the policy compile benchmark (`policy_bench`, any user);
+//! - the dataplane benchmark (`dataplane_bench`: program cost by
+//!   `BPF_PROG_TEST_RUN`, veth packet rate in private network namespaces).
+//!   It needs **root** (loading eBPF programs, creating namespaces); as
+//!   another user it is skipped with a message. The eBPF ELF is built
+//!   first.
 
 use anyhow::Result;
 
-use crate::{cmd, cmd::step};
+use crate::{cmd, cmd::step, ebpf, test::EBPF_ELF};
 
-/// Runs the policy compile benchmark (`--quick` for a short run that does
-/// not overwrite the recorded results).
+/// Runs the benchmarks (`--quick` for a short run that does not overwrite
+/// the recorded results).
 pub fn run(quick: bool) -> Result<()> {
     step("policy compile benchmark", || {
-        let mut c = cmd::clean("cargo");
-        c.current_dir(cmd::repo_root()).args([
-            "run",
-            "--quiet",
-            "--release",
-            "-p",
-            "bulkhead-bench",
-            "--bin",
-            "policy_bench",
-            "--",
-        ]);
-        if quick {
-            c.arg("--quick");
-        }
-        cmd::run(&mut c)
+        cmd::run(bench_bin("policy_bench", quick).current_dir(cmd::repo_root()))
+    })?;
+    if !cmd::is_root() {
+        eprintln!(
+            "bench: skipping the dataplane benchmark: it needs root (loading eBPF programs, creating network namespaces); run `cargo xtask bench` as root"
+        );
+        return Ok(());
+    }
+    let elf = step("build-ebpf", ebpf::build)?;
+    step("dataplane benchmark", || {
+        cmd::run(
+            bench_bin("dataplane_bench", quick)
+                .current_dir(cmd::repo_root())
+                .env(EBPF_ELF, &elf),
+        )
     })
+}
+
+/// `cargo run --release -p bulkhead-bench --bin NAME -- [--quick]`.
+fn bench_bin(name: &str, quick: bool) -> std::process::Command {
+    let mut c = cmd::clean("cargo");
+    c.args([
+        "run",
+        "--quiet",
+        "--release",
+        "-p",
+        "bulkhead-bench",
+        "--bin",
+        name,
+        "--",
+    ]);
+    if quick {
+        c.arg("--quick");
+    }
+    c
 }

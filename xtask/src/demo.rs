@@ -1,67 +1,165 @@
-//! `cargo xtask demo`: sets up, then runs the controller on the demo policies.
+//! `cargo xtask demo`: sets up, builds, then tells the story on real
+//! packets: the demo shop as a lab (pods as network namespaces, the agent
+//! enforcing in the node namespace), open; least privilege applied; the
+//! denied connections; why; what the dataplane counts; verify; down.
+//!
+//! Needs root (namespaces, veths, bpffs, eBPF). The lab is always taken
+//! down at the end, also when a scene fails, and a lab left by an
+//! interrupted run is taken down first; all traffic stays inside the lab's
+//! own namespaces.
 
-use anyhow::Result;
+use std::path::PathBuf;
+use std::process::Command;
 
-use crate::{cmd, cmd::step, ebpf, setup};
+use anyhow::{Context as _, Result, bail};
 
-/// Directory of the demo manifests, relative to the repository root.
-const DEMO_MANIFESTS: &str = "policies/demo";
+use crate::{cmd, cmd::step, ebpf, setup, test::EBPF_ELF};
 
-/// Runs setup, then the demo.
+/// The demo manifests, relative to the repository root.
+const WORKLOADS: &str = "policies/demo/workloads.yaml";
+const NETPOL: &str = "policies/demo/netpol.yaml";
+
+/// The demo lab's name.
+const LAB: &str = "demo";
+
+/// Checks for root, runs setup, builds, then the demo.
 pub fn run() -> Result<()> {
+    if !cmd::is_root() {
+        bail!(
+            "the demo needs root: it creates network namespaces and veth pairs and loads eBPF \
+             programs (everything stays inside its own namespaces). Run it as root, e.g. \
+             `sudo -E cargo xtask demo`"
+        );
+    }
     step("setup", setup::run)?;
     // Before the controller is built: it embeds the ELF (controller/build.rs).
-    step("build-ebpf", ebpf::build)?;
-    step("demo", run_demo)
+    let elf = step("build-ebpf", ebpf::build)?;
+    let bin = step("build", || build(&elf))?;
+    step("demo", || run_demo(&bin))
 }
 
-/// The demo itself: each call of [`bulkhead`] is one scene.
-pub fn run_demo() -> Result<()> {
-    let workloads = format!("{DEMO_MANIFESTS}/workloads.yaml");
-    scene(
-        "The shop (frontend → api → db, DNS, a stray debug pod) with no NetworkPolicy: everything is open",
-    );
-    bulkhead(&["connectivity", "--manifests", &workloads])?;
-    scene("With policies/demo/netpol.yaml: least privilege, exactly the paths the app uses");
-    bulkhead(&["connectivity", "--manifests", DEMO_MANIFESTS])?;
-    scene("Why can the stray pod not reach the database?");
-    bulkhead(&[
-        "explain",
-        "--manifests",
-        DEMO_MANIFESTS,
-        "--from",
-        "sandbox/stray",
-        "--to",
-        "shop/db",
-        "--port",
-        "5432",
-    ])?;
-    scene("And why can the api?");
-    bulkhead(&[
-        "explain",
-        "--manifests",
-        DEMO_MANIFESTS,
-        "--from",
-        "shop/api",
-        "--to",
-        "shop/db",
-        "--port",
-        "5432",
-    ])?;
-    Ok(())
+/// Builds the release `bulkhead` binary; returns its path.
+fn build(elf: &std::path::Path) -> Result<PathBuf> {
+    cmd::run(
+        cmd::clean("cargo")
+            .current_dir(cmd::repo_root())
+            .env(EBPF_ELF, elf)
+            .args(["build", "--quiet", "--release", "-p", "bulkhead"]),
+    )?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::repo_root().join("target"));
+    let bin = target.join("release").join("bulkhead");
+    if !bin.is_file() {
+        bail!("built, but {} is missing", bin.display());
+    }
+    Ok(bin)
+}
+
+/// The directory the lab's agent watches: `lab up` copies the manifests
+/// there (`$BULKHEAD_LAB_DIR/<lab>/manifests`, default under /run/bulkhead/lab).
+fn watched_dir() -> PathBuf {
+    std::env::var_os("BULKHEAD_LAB_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/bulkhead/lab"))
+        .join(LAB)
+        .join("manifests")
+}
+
+/// The scenes, then `lab down` whatever happened.
+pub fn run_demo(bin: &std::path::Path) -> Result<()> {
+    let demo = Demo { bin };
+    // A lab left by an interrupted run would make `lab up` refuse.
+    demo.quiet(&["lab", "down", "--name", LAB])?;
+    let scenes = demo.scenes();
+    scene("Lab down: every namespace, veth, pin, mount and process goes");
+    let down = demo.bulkhead(&["lab", "down", "--name", LAB]);
+    scenes.and(down)
+}
+
+struct Demo<'a> {
+    bin: &'a std::path::Path,
+}
+
+impl Demo<'_> {
+    fn scenes(&self) -> Result<()> {
+        let watched = watched_dir();
+        let w = watched.display().to_string();
+        scene(
+            "Lab up: the shop (frontend → api → db, DNS, a stray debug pod) as network namespaces, \
+             with no NetworkPolicy; the agent enforces in the node namespace",
+        );
+        self.bulkhead(&["lab", "up", "--name", LAB, "--manifests", WORKLOADS])?;
+        scene("Real packets between every pod pair: everything is open");
+        self.bulkhead(&["lab", "probe", "--name", LAB])?;
+        scene(&format!(
+            "Apply least privilege: copy {NETPOL} into the watched directory, then lab sync"
+        ));
+        println!("$ cp {NETPOL} {w}/");
+        std::fs::copy(cmd::repo_root().join(NETPOL), watched.join("netpol.yaml"))
+            .with_context(|| format!("copying {NETPOL} into {w}"))?;
+        self.bulkhead(&["lab", "sync", "--name", LAB])?;
+        scene("Real packets again: only the app's own paths connect; the rest is dropped (✗)");
+        self.bulkhead(&["lab", "probe", "--name", LAB])?;
+        scene("Why can the stray pod not reach the database?");
+        self.bulkhead(&[
+            "explain",
+            "--manifests",
+            &w,
+            "--from",
+            "sandbox/stray",
+            "--to",
+            "shop/db",
+            "--port",
+            "5432",
+        ])?;
+        scene("And why can the api?");
+        self.bulkhead(&[
+            "explain",
+            "--manifests",
+            &w,
+            "--from",
+            "shop/api",
+            "--to",
+            "shop/db",
+            "--port",
+            "5432",
+        ])?;
+        scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
+        self.bulkhead(&["status", "--lab", LAB])?;
+        scene("Verify: live probes (TCP, UDP, SCTP; IPv4 and IPv6) against the policy");
+        self.bulkhead(&["lab", "verify", "--name", LAB])
+    }
+
+    /// Runs `bulkhead ARGS...`, showing the command.
+    fn bulkhead(&self, args: &[&str]) -> Result<()> {
+        println!("$ bulkhead {}", args.join(" "));
+        self.status(Command::new(self.bin).args(args), args)
+    }
+
+    /// Runs `bulkhead ARGS...` with its output hidden.
+    fn quiet(&self, args: &[&str]) -> Result<()> {
+        let mut c = Command::new(self.bin);
+        c.args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        self.status(&mut c, args)
+    }
+
+    fn status(&self, c: &mut Command, args: &[&str]) -> Result<()> {
+        let status = c
+            .current_dir(cmd::repo_root())
+            .status()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        if !status.success() {
+            bail!("`bulkhead {}` failed ({status})", args.join(" "));
+        }
+        Ok(())
+    }
 }
 
 /// Prints a scene header.
 fn scene(title: &str) {
     println!("\n━━ {title}\n");
-}
-
-/// Runs `bulkhead ARGS...` (a release build) from the repository root.
-fn bulkhead(args: &[&str]) -> Result<()> {
-    cmd::run(
-        cmd::clean("cargo")
-            .current_dir(cmd::repo_root())
-            .args(["run", "--quiet", "--release", "-p", "bulkhead", "--"])
-            .args(args),
-    )
 }

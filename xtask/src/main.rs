@@ -35,9 +35,10 @@ enum Command {
     Test,
     /// Build the controller and run the demo.
     Demo,
-    /// Run the benchmarks; results go to bench/results/.
+    /// Run the benchmarks; results go to bench/results/. The dataplane
+    /// benchmark needs root and is skipped otherwise.
     Bench {
-        /// A short run (a few seconds) that leaves the recorded results alone.
+        /// A short run (under two minutes) that leaves the recorded results alone.
         #[arg(long)]
         quick: bool,
     },

@@ -9,16 +9,19 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use ipnetwork::IpNetwork;
 
+use super::agent::Switch;
 use super::connectivity::json_line;
 use super::{CliError, ManifestArgs, Output};
 use crate::compile::compile;
 use crate::eval::connectivity::connectivity;
 use crate::lab::naming::{DEFAULT_LAB, check_lab_name};
 use crate::lab::plan::{LabSpec, plan};
-use crate::lab::probe::{ProbeOptions, ProbeResult, run_helper, run_probes, text_line};
+use crate::lab::probe::{
+    ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
+};
 use crate::lab::state::{LabState, Ports, state_path};
 use crate::lab::verify::{ConnectivityLine, disagreements};
-use crate::lab::{LabError, serve, setup};
+use crate::lab::{LabError, agent, serve, setup};
 use crate::model::Protocol;
 use crate::model::addressing::AddressPlan;
 use crate::source::manifest;
@@ -35,16 +38,23 @@ pub struct LabArgs {
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
     /// Create the lab: a node namespace, one namespace per pod (and external
-    /// host) behind it, servers on every container port. Returns once every
-    /// server listens.
+    /// host) behind it, servers on every container port, and the agent
+    /// enforcing the manifests' policy. Returns once every server listens
+    /// and the agent enforces.
     Up(UpArgs),
+    /// Wait until the agent enforces the watched directory's current
+    /// content; fails with the agent's error if it rejects it (the policy
+    /// in force stays).
+    Sync(SyncArgs),
     /// Probe every ordered pair of hosts with real packets.
     Probe(ProbeArgs),
-    /// Compare live probes with `bulkhead connectivity` on the lab's
-    /// manifests; exit status 1 on any disagreement.
+    /// Compare live probes with `bulkhead connectivity` on the policy in
+    /// force (the watched directory once the agent enforces it); exit
+    /// status 1 on any disagreement.
     Verify(VerifyArgs),
-    /// Remove every namespace, veth and process of the lab (idempotent,
-    /// also after a crash or without the state file).
+    /// Stop the agent, remove its pins and the lab's bpffs, every
+    /// namespace, veth and process (idempotent, also after a crash or
+    /// without the state file).
     Down(NameArg),
     /// (internal) The servers of one lab host, run inside its namespace.
     #[command(hide = true)]
@@ -76,9 +86,30 @@ pub struct UpArgs {
     #[arg(long, value_name = "PORT", value_delimiter = ',',
           value_parser = clap::value_parser!(u16).range(1..))]
     pub ports: Vec<u16>,
+    /// The agent watches the --manifests directory itself (edits there take
+    /// effect) rather than a copy in the lab's directory.
+    #[arg(long)]
+    pub watch: bool,
+    /// Start no agent: nothing is enforced (probes show the bare network).
+    #[arg(long)]
+    pub no_agent: bool,
+    /// Attach the agent's XDP prefilter to the pods' veths.
+    #[arg(long, value_enum, default_value_t = Switch::Off)]
+    pub xdp: Switch,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
+}
+
+/// Arguments of `lab sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Lab name.
+    #[command(flatten)]
+    pub name: NameArg,
+    /// How long to wait for the agent.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub timeout_ms: u64,
 }
 
 /// IP families to probe.
@@ -120,6 +151,13 @@ pub struct ProbeSelection {
     /// Most probes in flight at once.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_in_flight: usize,
+    /// Only probes from these hosts: `NS/NAME`, `NS/*`, `*/NAME`, `*`, or
+    /// an address (of a pod or external host); repeat or comma-separate.
+    #[arg(long, value_name = "HOST", value_delimiter = ',')]
+    pub from: Vec<String>,
+    /// Only probes to these hosts (patterns as for --from).
+    #[arg(long, value_name = "HOST", value_delimiter = ',')]
+    pub to: Vec<String>,
 }
 
 impl ProbeSelection {
@@ -133,7 +171,23 @@ impl ProbeSelection {
             families: family.list(),
             timeout: Duration::from_millis(self.timeout_ms.max(1)),
             max_in_flight: self.max_in_flight.max(1),
+            from: self.from.clone(),
+            to: self.to.clone(),
         }
+    }
+
+    /// Fails when a `--from` or `--to` pattern matches no host of `state`.
+    fn check_hosts(&self, state: &LabState) -> Result<(), LabError> {
+        for (flag, patterns) in [("--from", &self.from), ("--to", &self.to)] {
+            if let Some(p) = unmatched_pattern(state, patterns) {
+                return Err(LabError::NoSuchHost {
+                    flag,
+                    pattern: p.to_owned(),
+                    lab: state.name.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -224,11 +278,16 @@ fn load_state(name: &str) -> Result<LabState, CliError> {
 pub fn run(args: &LabArgs) -> Result<(), CliError> {
     match &args.command {
         LabCommand::Up(a) => up(a),
+        LabCommand::Sync(a) => sync(a),
         LabCommand::Probe(a) => probe(a),
         LabCommand::Verify(a) => verify(a),
         LabCommand::Down(a) => {
             let r = setup::down(&a.name, &progress)?;
-            if r.namespaces == 0 && r.processes == 0 && !r.state {
+            if r.namespaces == 0
+                && r.processes == 0
+                && !r.state
+                && r.agent == agent::Teardown::default()
+            {
                 progress(&format!("lab {} is not up; nothing to remove", a.name));
             } else {
                 progress(&format!("lab {} is down", a.name));
@@ -259,14 +318,39 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         assign_pod_ips: args.manifests.assign_pod_ips,
         externals: args.external.clone(),
         extra_ports: args.ports.clone(),
+        watch_in_place: args.watch,
+        agent: !args.no_agent,
+        xdp: args.xdp == Switch::On,
     };
     let state = plan(&model, &spec)?;
-    setup::up(state, &exe()?, &progress)?;
+    let state = setup::up(state, &exe()?, &progress)?;
+    if state.agent.is_some() {
+        progress(&format!(
+            "policies: edit {}, then `bulkhead lab sync --name {n}`; \
+             status: `bulkhead status --lab {n}`",
+            state.watched().display(),
+            n = state.name
+        ));
+    }
+    Ok(())
+}
+
+fn sync(args: &SyncArgs) -> Result<(), CliError> {
+    let state = load_state(&args.name.name)?;
+    let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
+    agent::keep_enforced(&state, &enforced.content_hash)?;
+    progress(&format!(
+        "the agent enforces {} (revision {}, {} endpoints)",
+        state.watched().display(),
+        enforced.revision,
+        enforced.endpoints.len()
+    ));
     Ok(())
 }
 
 fn probe(args: &ProbeArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
+    args.selection.check_hosts(&state)?;
     let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
@@ -283,8 +367,8 @@ fn probe(args: &ProbeArgs) -> Result<(), CliError> {
 }
 
 fn write_probe_text(out: &mut impl Write, results: &[ProbeResult]) -> std::io::Result<()> {
-    for r in results {
-        writeln!(out, "{}", text_line(r))?;
+    for line in text_table(results) {
+        writeln!(out, "{line}")?;
     }
     let allowed = results.iter().filter(|r| r.allowed()).count();
     writeln!(
@@ -295,9 +379,43 @@ fn write_probe_text(out: &mut impl Write, results: &[ProbeResult]) -> std::io::R
     )
 }
 
-/// The connectivity lines of the lab's manifests, checking that they still
-/// give the pods and addresses the lab was made with.
-fn expected_lines(state: &LabState) -> Result<Vec<ConnectivityLine>, CliError> {
+/// The manifests whose policy is in force: without an agent, the watched
+/// directory; with one, the watched directory once the agent enforces it,
+/// or, when the agent rejected it (or has stopped: pins stay in force),
+/// the copy of what it last enforced.
+fn policy_in_force(state: &LabState) -> Result<PathBuf, CliError> {
+    let Some(a) = &state.agent else {
+        return Ok(state.watched().to_owned());
+    };
+    match agent::wait(state, Duration::from_secs(10)) {
+        Ok(enforced) => {
+            agent::keep_enforced(state, &enforced.content_hash)?;
+            Ok(state.watched().to_owned())
+        }
+        Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
+            let kept = crate::agent::AgentState::read(&a.pin_dir)
+                .and_then(|s| s.enforced_hash)
+                .and_then(|h| agent::enforced_copy(&state.name, &h));
+            match kept {
+                Some(dir) => {
+                    progress(&format!(
+                        "{e}\nlab: verifying against the policy in force (as last synced)"
+                    ));
+                    Ok(dir)
+                }
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The connectivity lines of the manifests in `dir`, checking that they
+/// still give the pods and addresses the lab was made with.
+fn expected_lines(
+    state: &LabState,
+    dir: &std::path::Path,
+) -> Result<Vec<ConnectivityLine>, CliError> {
     let plan = AddressPlan {
         cidrs: state
             .pod_cidrs
@@ -306,7 +424,7 @@ fn expected_lines(state: &LabState) -> Result<Vec<ConnectivityLine>, CliError> {
             .collect(),
         ignore_status: state.assign_pod_ips,
     };
-    let model = manifest::load_dir(&state.manifests, &plan)?;
+    let model = manifest::load_dir(dir, &plan)?;
     let now: Vec<(String, Vec<IpAddr>)> = model
         .pods
         .iter()
@@ -324,7 +442,7 @@ fn expected_lines(state: &LabState) -> Result<Vec<ConnectivityLine>, CliError> {
             None => format!("{} pods, was {}", now.len(), then.len()),
         };
         return Err(LabError::ManifestsChanged {
-            manifests: state.manifests.clone(),
+            manifests: dir.to_owned(),
             what,
         }
         .into());
@@ -338,7 +456,9 @@ fn expected_lines(state: &LabState) -> Result<Vec<ConnectivityLine>, CliError> {
 
 fn verify(args: &VerifyArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
-    let lines = expected_lines(&state)?;
+    args.selection.check_hosts(&state)?;
+    let dir = policy_in_force(&state)?;
+    let lines = expected_lines(&state, &dir)?;
     let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
     let found = disagreements(&results, &lines);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

@@ -12,6 +12,8 @@ use super::{CliError, Output};
 use crate::agent::AgentState;
 use crate::dataplane::status::{self, MapStatus};
 use crate::dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
+use crate::lab::LabError;
+use crate::lab::state::LabState;
 
 /// Arguments of `bulkhead status`.
 #[derive(Debug, Args)]
@@ -19,6 +21,9 @@ pub struct StatusArgs {
     /// Pin directory of the agent.
     #[arg(long = "bpffs", value_name = "DIR", default_value = DEFAULT_PIN_DIR)]
     pub pin_dir: PathBuf,
+    /// The agent of this lab (`bulkhead lab up --name LAB`) instead of --bpffs.
+    #[arg(long, value_name = "LAB", conflicts_with = "pin_dir")]
+    pub lab: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -35,8 +40,32 @@ struct Report<'a> {
     pods: Vec<(u32, &'a str, &'a str)>,
 }
 
+/// The pin directory of lab `name`'s agent.
+fn lab_pin_dir(name: &str) -> Result<PathBuf, CliError> {
+    crate::lab::naming::check_lab_name(name)?;
+    let state = LabState::load(name)?.ok_or_else(|| LabError::NotUp {
+        name: name.to_owned(),
+        path: crate::lab::state::state_path(name),
+    })?;
+    Ok(state
+        .agent
+        .ok_or_else(|| LabError::NoAgent {
+            name: name.to_owned(),
+        })?
+        .pin_dir)
+}
+
 /// Runs `bulkhead status`.
 pub fn run(args: &StatusArgs) -> Result<(), CliError> {
+    let pin_dir = match &args.lab {
+        Some(lab) => lab_pin_dir(lab)?,
+        None => args.pin_dir.clone(),
+    };
+    let args = &StatusArgs {
+        pin_dir,
+        lab: args.lab.clone(),
+        output: args.output,
+    };
     let pins = PinDir::existing(&args.pin_dir)?
         .filter(|p| p.map("CONFIG").exists())
         .ok_or_else(|| DataplaneError::Bpffs {

@@ -1,6 +1,16 @@
 //! The compiled policy written as eBPF map entries for one policy slot (the
-//! ABI v2 of `bulkhead-common`): the address → identity LPM trie, the policy
-//! LPM trie and the per-endpoint bindings, each key stamped with the slot.
+//! ABI v3 of `bulkhead-common`): the address → identity LPM trie, the policy
+//! B-tree nodes (POLICY_V3) and the per-endpoint bindings, each key stamped
+//! with the slot.
+//!
+//! Policy: per (table, peer) the groups of the rule table — (peer, proto)
+//! and (peer, any protocol) — become one sorted list of disjoint ranges over
+//! `policy_point(proto, port)`, the any-protocol rule filling every gap
+//! ([`peer_ranges`]); that list is cut into B-tree nodes of `POLICY_FANOUT`
+//! ranges ([`policy_tree`]). The kernel's lookup order (peer's protocol,
+//! peer's any protocol, any peer's protocol, any peer's any protocol) and
+//! deciding rule (`rules[0]` of the first matching segment) stay exactly
+//! those of `RuleTable::lookup`.
 //!
 //! The loader writes an image into the inactive slot and then bumps the
 //! revision in CONFIG (see `bulkhead_common`'s crate docs); it checks
@@ -13,12 +23,14 @@ use std::net::IpAddr;
 use bulkhead_common::{
     ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC, ENDPOINT_ISOLATED_EGRESS,
     ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY, EndpointInfo, IDENTITIES_SLOT_CAPACITY,
-    IdentityKey, IdentityValue, POLICY_PREFIX_ANY_PROTO, POLICY_PREFIX_PROTO, POLICY_SLOT_CAPACITY,
-    PROTO_ANY, PolicyKey, PolicyValue, SLOT_PREFIX,
+    IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER,
+    POLICY_NODE_LEAF, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode, PolicyNodeKey,
+    PolicyRange, SLOT_PREFIX, policy_point,
 };
 use ipnetwork::IpNetwork;
 
-use super::{Compiled, IdentityKind, TableId};
+use super::tables::Segment;
+use super::{Compiled, IdentityId, IdentityKind, RuleId, TableId};
 
 /// An LPM trie entry: (prefix length, key data, value).
 pub type LpmEntry<K, V> = (u32, K, V);
@@ -30,8 +42,8 @@ pub struct MapImage {
     pub slot: u8,
     /// Address → identity.
     pub identities: Vec<LpmEntry<IdentityKey, IdentityValue>>,
-    /// (table, peer identity, protocol, port) → rule.
-    pub policy: Vec<LpmEntry<PolicyKey, PolicyValue>>,
+    /// (table, peer identity, node) → B-tree node of (protocol, port) ranges.
+    pub policy: Vec<(PolicyNodeKey, PolicyNode)>,
     /// Per pod (index into the model): its bindings, addresses and MAC.
     pub endpoints: Vec<(usize, EndpointInfo)>,
 }
@@ -57,7 +69,7 @@ impl MapImage {
                 self.identities.len(),
                 IDENTITIES_SLOT_CAPACITY,
             ),
-            ("POLICY", self.policy.len(), POLICY_SLOT_CAPACITY),
+            ("POLICY_V3", self.policy.len(), POLICY_SLOT_CAPACITY),
             ("ENDPOINTS", self.endpoints.len(), ENDPOINTS_SLOT_CAPACITY),
         ];
         for (map, needed, capacity) in parts {
@@ -174,30 +186,35 @@ impl Compiled {
                 .flatten()
                 .collect()
         });
+        // At least one node per peer of every table: reserve that much.
+        image.policy.reserve(
+            self.tables
+                .iter()
+                .enumerate()
+                .filter(|(t, _)| used.as_ref().is_none_or(|u| u.contains(&(*t as TableId))))
+                .map(|(_, t)| t.groups.len())
+                .sum(),
+        );
         for (table_id, table) in self.tables.iter().enumerate() {
             let table_id = table_id as TableId;
             if used.as_ref().is_some_and(|u| !u.contains(&table_id)) {
                 continue;
             }
-            for (&(peer, proto), segments) in table.sorted_groups() {
-                for seg in segments {
-                    let value = PolicyValue {
-                        rule: seg.rules[0],
-                        _reserved: 0,
-                    };
-                    if proto == PROTO_ANY {
-                        debug_assert!(seg.lo == 0 && seg.hi == u16::MAX);
-                        let key = PolicyKey::new(slot, table_id, peer, PROTO_ANY, 0);
-                        image.policy.push((POLICY_PREFIX_ANY_PROTO, key, value));
-                        continue;
-                    }
-                    for (port, bits) in port_blocks(seg.lo, seg.hi) {
-                        let key = PolicyKey::new(slot, table_id, peer, proto, port);
-                        image
-                            .policy
-                            .push((POLICY_PREFIX_PROTO + 16 - bits, key, value));
-                    }
-                }
+            // Sorted by (peer, protocol): one tree per peer.
+            let groups: Vec<(IdentityId, u8, &[Segment])> = table
+                .sorted_groups()
+                .into_iter()
+                .map(|(&(peer, proto), segs)| (peer, proto, segs.as_slice()))
+                .collect();
+            for chunk in groups.chunk_by(|a, b| a.0 == b.0) {
+                let of_peer: Vec<(u8, &[Segment])> = chunk
+                    .iter()
+                    .map(|&(_, proto, segs)| (proto, segs))
+                    .collect();
+                let ranges = peer_ranges(&of_peer);
+                image
+                    .policy
+                    .extend(policy_tree(slot, table_id, chunk[0].0, &ranges));
             }
         }
         let mut addrs: Vec<Vec<IpAddr>> = vec![Vec::new(); self.endpoints.len()];
@@ -246,21 +263,137 @@ impl Compiled {
     }
 }
 
-/// `lo..=hi` as aligned blocks: (first port, number of wildcard low bits).
-pub fn port_blocks(lo: u16, hi: u16) -> Vec<(u16, u32)> {
-    let (mut lo, hi) = (lo as u32, hi as u32);
-    let mut out = Vec::new();
-    while lo <= hi {
-        let mut bits = if lo == 0 {
-            16
-        } else {
-            lo.trailing_zeros().min(16)
-        };
-        while lo + (1 << bits) - 1 > hi {
-            bits -= 1;
+/// One peer's groups of a rule table — (protocol, its sorted disjoint
+/// segments), protocols ascending, `PROTO_ANY` allowed — as the sorted,
+/// disjoint ranges over policy points that POLICY_V3 stores: each segment's
+/// deciding rule (`rules[0]`) on its own protocol's points, and the
+/// any-protocol segment's rule on every other point (it covers all ports,
+/// and a protocol's own segment takes precedence, as in
+/// `RuleTable::lookup`). Neighbours with the same rule are merged.
+pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
+    let any: Option<RuleId> = groups
+        .iter()
+        .find(|(proto, _)| *proto == PROTO_ANY)
+        .and_then(|(_, segs)| {
+            debug_assert!(segs.iter().all(|s| s.lo == 0 && s.hi == u16::MAX));
+            segs.first().map(|s| s.rules[0])
+        });
+    let mut own: Vec<(u32, u32, RuleId)> = groups
+        .iter()
+        .filter(|(proto, _)| *proto != PROTO_ANY)
+        .flat_map(|&(proto, segs)| {
+            segs.iter().map(move |s| {
+                (
+                    policy_point(proto, s.lo),
+                    policy_point(proto, s.hi),
+                    s.rules[0],
+                )
+            })
+        })
+        .collect();
+    own.sort_unstable();
+    let mut out: Vec<PolicyRange> = Vec::with_capacity(own.len() * 2 + 1);
+    let mut push = |first: u32, last: u32, target: RuleId| match out.last_mut() {
+        Some(prev) if prev.last + 1 == first && prev.target == target => prev.last = last,
+        _ => out.push(PolicyRange {
+            first,
+            last,
+            target,
+        }),
+    };
+    let mut next = 0u32; // first point not yet covered
+    for (first, last, rule) in own {
+        if let Some(any) = any
+            && next < first
+        {
+            push(next, first - 1, any);
         }
-        out.push((lo as u16, bits));
-        lo += 1 << bits;
+        push(first, last, rule);
+        next = last + 1;
+    }
+    if let Some(any) = any
+        && next <= POLICY_POINT_MAX
+    {
+        push(next, POLICY_POINT_MAX, any);
+    }
+    out
+}
+
+/// The POLICY_V3 entries of one peer's sorted, disjoint `ranges` in
+/// (`slot`, `table`, `peer`): a B-tree of nodes of up to `POLICY_FANOUT`
+/// ranges, the root numbered 0, then level by level. Leaves hold the ranges
+/// (target: the rule); an inner node's range spans its child's ranges
+/// (target: the child's node number). No entries for no ranges.
+pub fn policy_tree(
+    slot: u8,
+    table: u32,
+    peer: IdentityId,
+    ranges: &[PolicyRange],
+) -> Vec<(PolicyNodeKey, PolicyNode)> {
+    let node = |kind, ranges: &[PolicyRange]| {
+        let mut node = PolicyNode {
+            count: ranges.len() as u8,
+            kind,
+            _pad: [0; 2],
+            _reserved: 0,
+            ranges: [PolicyRange::default(); POLICY_FANOUT],
+        };
+        node.ranges[..ranges.len()].copy_from_slice(ranges);
+        node
+    };
+    if ranges.is_empty() {
+        return Vec::new();
+    }
+    if ranges.len() <= POLICY_FANOUT {
+        // The common case: the root is the only leaf.
+        let key = PolicyNodeKey::new(slot, table, peer, 0);
+        return vec![(key, node(POLICY_NODE_LEAF, ranges))];
+    }
+    // Levels bottom-up; each node as its ranges, inner targets being
+    // positions in the level below until numbered.
+    let mut levels: Vec<Vec<Vec<PolicyRange>>> =
+        vec![ranges.chunks(POLICY_FANOUT).map(<[_]>::to_vec).collect()];
+    while levels.last().is_some_and(|l| l.len() > 1) {
+        let below = levels.last().expect("a level");
+        let spans: Vec<PolicyRange> = below
+            .iter()
+            .enumerate()
+            .map(|(i, node)| PolicyRange {
+                first: node[0].first,
+                last: node[node.len() - 1].last,
+                target: i as u32,
+            })
+            .collect();
+        levels.push(spans.chunks(POLICY_FANOUT).map(<[_]>::to_vec).collect());
+    }
+    assert!(
+        levels.len() <= POLICY_DEPTH_MAX,
+        "policy points bound the depth"
+    );
+    // Number the nodes top-down: root 0, then each level in order.
+    let mut first_number = vec![0u32; levels.len()];
+    let mut n = 0u32;
+    for depth in (0..levels.len()).rev() {
+        first_number[depth] = n;
+        n += levels[depth].len() as u32;
+    }
+    let mut out = Vec::with_capacity(n as usize);
+    for depth in (0..levels.len()).rev() {
+        for (i, node_ranges) in levels[depth].iter().enumerate() {
+            let kind = if depth == 0 {
+                POLICY_NODE_LEAF
+            } else {
+                POLICY_NODE_INNER
+            };
+            let mut node = node(kind, node_ranges);
+            if depth > 0 {
+                for r in &mut node.ranges[..node_ranges.len()] {
+                    r.target += first_number[depth - 1];
+                }
+            }
+            let key = PolicyNodeKey::new(slot, table, peer, first_number[depth] + i as u32);
+            out.push((key, node));
+        }
     }
     out
 }

@@ -1,13 +1,16 @@
 //! Differential tests of the compiler: on random models, the compiled tables
-//! (through the evaluator) and the map image (through an LPM emulation of the
-//! kernel's two lookups) must both agree with a direct, deliberately naive
+//! (through the evaluator) and the map image (through a brute-force emulation
+//! of the kernel's identity LPM lookup and its two POLICY_V3 tree descents) must both agree with a direct, deliberately naive
 //! reading of NetworkPolicy semantics, written here only as a test oracle.
 
 use std::net::IpAddr;
 
+use std::collections::HashMap;
+
 use bulkhead_common::{
-    ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, IDENTITY_ANY, POLICY_PREFIX_FULL,
-    PROTO_ICMP, PolicyKey,
+    ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, IDENTITY_ANY, POLICY_DEPTH_MAX,
+    POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF, PROTO_ICMP, PolicyNode, PolicyNodeKey,
+    policy_point,
 };
 
 use super::maps::{MapImage, address_key};
@@ -92,13 +95,33 @@ fn lpm<'a, K: Copy, V>(
         .map(|(_, _, v)| v)
 }
 
-fn policy_bytes(k: &PolicyKey) -> Vec<u8> {
-    let mut v = vec![k.slot];
-    v.extend(k.table);
-    v.extend(k.identity);
-    v.push(k.proto);
-    v.extend(k.port);
-    v
+/// The kernel's view of POLICY_V3: exact-match lookups and a descent from
+/// node 0, each node scanned linearly (the kernel's binary search is
+/// checked against a linear scan in `bulkhead-common`'s tests).
+fn descend(
+    policy: &HashMap<PolicyNodeKey, PolicyNode>,
+    slot: u8,
+    table: u32,
+    peer: u32,
+    point: u32,
+) -> Option<u32> {
+    let mut key = PolicyNodeKey::new(slot, table, peer, 0);
+    for _ in 0..POLICY_DEPTH_MAX {
+        let node = policy.get(&key)?;
+        assert!((1..=POLICY_FANOUT).contains(&(node.count as usize)));
+        let used = &node.ranges[..node.count as usize];
+        assert!(
+            used.windows(2).all(|w| w[0].last < w[1].first),
+            "sorted, disjoint"
+        );
+        let range = used.iter().find(|r| r.first <= point && point <= r.last)?;
+        match node.kind {
+            POLICY_NODE_LEAF => return Some(range.target),
+            POLICY_NODE_INNER => key.node = range.target,
+            k => panic!("node kind {k}"),
+        }
+    }
+    panic!("deeper than POLICY_DEPTH_MAX");
 }
 
 fn identity_bytes(k: &IdentityKey) -> Vec<u8> {
@@ -122,13 +145,19 @@ fn kernel_allowed(
             .identity
     };
     let endpoint = |a: IpAddr| c.pod_of(a).map(|p| image.endpoints[p].1);
+    let policy: HashMap<PolicyNodeKey, PolicyNode> = image.policy.iter().copied().collect();
+    let point = policy_point(proto, port);
     let check = |table: u32, peer: u32| {
-        [peer, IDENTITY_ANY].iter().any(|&id| {
-            let key = PolicyKey::new(image.slot, table, id, proto, port);
-            lpm(&image.policy, &policy_bytes(&key), policy_bytes).is_some()
-        })
+        let kernel = [peer, IDENTITY_ANY]
+            .iter()
+            .find_map(|&id| descend(&policy, image.slot, table, id, point));
+        // The deciding rule (recorded in CT, flow logs) is the evaluator's.
+        let want = c.tables[table as usize]
+            .lookup(peer, proto, port)
+            .map(|s| s.rules[0]);
+        assert_eq!(kernel, want, "rule of table {table} for peer {peer}");
+        kernel.is_some()
     };
-    let _ = POLICY_PREFIX_FULL;
     let egress = endpoint(src).is_none_or(|e| {
         e.flags & ENDPOINT_ISOLATED_EGRESS == 0 || check(e.egress_table, identity(dst))
     });
@@ -239,8 +268,8 @@ fn identities_group_pods_that_no_selector_distinguishes() {
     );
 }
 
-/// The kernel keeps one value per LPM key: an image must not list a key
-/// twice (a pod address that is also a whole region once did).
+/// The kernel keeps one value per key: an image must not list a key twice
+/// (a pod address that is also a whole region once did).
 #[test]
 fn map_image_keys_are_unique() {
     for seed in 0..300 {
@@ -251,7 +280,7 @@ fn map_image_keys_are_unique() {
         let n = ids.len();
         ids.sort_unstable();
         ids.dedup();
-        let mut pol: Vec<_> = image.policy.iter().map(|(l, k, _)| (*l, *k)).collect();
+        let mut pol: Vec<_> = image.policy.iter().map(|(k, _)| *k).collect();
         let np = pol.len();
         pol.sort_unstable();
         pol.dedup();
@@ -260,5 +289,90 @@ fn map_image_keys_are_unique() {
             (n, np),
             "seed {seed}: duplicate keys"
         );
+    }
+}
+
+/// Trees of every depth up to 4: a descent finds exactly the range of the
+/// flat list that holds the point (or none), and peers' any-protocol rules
+/// fill exactly the gaps around their protocols' own segments.
+#[test]
+fn policy_trees_answer_like_their_flat_range_lists() {
+    use super::maps::{peer_ranges, policy_tree};
+    use super::tables::Segment;
+    use bulkhead_common::{PROTO_ANY, PROTO_TCP, PROTO_UDP};
+
+    let mut r = Rng(7);
+    for (n, any) in [
+        (1, false),
+        (16, true),
+        (17, false),
+        (256, true),
+        (257, false),
+        (5000, true),
+    ] {
+        let mut tcp: Vec<Segment> = Vec::new();
+        let mut port = 1u32;
+        for i in 0..n {
+            let lo = port + r.below(3) as u32;
+            let hi = lo + r.below(2) as u32;
+            tcp.push(Segment {
+                lo: lo as u16,
+                hi: hi as u16,
+                rules: vec![i as u32 % 7 + 1, 99],
+            });
+            port = hi + 2;
+        }
+        let udp = vec![Segment {
+            lo: 53,
+            hi: 53,
+            rules: vec![50],
+        }];
+        let all = vec![Segment {
+            lo: 0,
+            hi: u16::MAX,
+            rules: vec![60],
+        }];
+        let mut groups: Vec<(u8, &[Segment])> = vec![(PROTO_TCP, &tcp), (PROTO_UDP, &udp)];
+        if any {
+            groups.insert(0, (PROTO_ANY, &all));
+        }
+        let ranges = peer_ranges(&groups);
+        let entries = policy_tree(1, 4, 9, &ranges);
+        let leaves = entries
+            .iter()
+            .filter(|(_, v)| v.kind == POLICY_NODE_LEAF)
+            .count();
+        assert_eq!(leaves, ranges.len().div_ceil(POLICY_FANOUT), "{n}");
+        let policy: HashMap<PolicyNodeKey, PolicyNode> = entries.into_iter().collect();
+        let want = |proto: u8, port: u16| {
+            let own = |segs: &[Segment]| {
+                segs.iter()
+                    .find(|s| s.lo <= port && port <= s.hi)
+                    .map(|s| s.rules[0])
+            };
+            match proto {
+                PROTO_TCP => own(&tcp),
+                PROTO_UDP => own(&udp),
+                _ => None,
+            }
+            .or(any.then_some(60))
+        };
+        for proto in [PROTO_ANY, 1, PROTO_TCP, PROTO_UDP, 132, 255] {
+            for port in (0..=u16::MAX).step_by(if n > 256 { 7 } else { 1 }) {
+                let point = policy_point(proto, port);
+                let got = descend(&policy, 1, 4, 9, point);
+                assert_eq!(
+                    got,
+                    want(proto, port),
+                    "{n} ranges: proto {proto} port {port}"
+                );
+                let root = &policy[&PolicyNodeKey::new(1, 4, 9, 0)];
+                // The kernel's binary search agrees with the linear scan.
+                let linear = root.ranges[..root.count as usize]
+                    .iter()
+                    .find(|r| r.first <= point && point <= r.last);
+                assert_eq!(root.search(point), linear);
+            }
+        }
     }
 }

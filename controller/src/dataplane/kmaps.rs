@@ -4,17 +4,17 @@
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
 use bulkhead_common::{
     Config, CtEntry, CtKey, DROP_REASONS, DropReason, EndpointInfo, EndpointKey, IdentityKey,
-    IdentityValue, PolicyKey, PolicyValue,
+    IdentityValue, PolicyNode, PolicyNodeKey,
 };
 
 use super::DataplaneError;
-use super::pins::PinDir;
+use super::pins::{POLICY_MAP, PinDir};
 use super::sync::{SlotImage, SlotMaps};
 
 /// The maps userspace reads and writes.
 pub struct KernelMaps {
     identities: LpmTrie<MapData, IdentityKey, IdentityValue>,
-    policy: LpmTrie<MapData, PolicyKey, PolicyValue>,
+    policy: HashMap<MapData, PolicyNodeKey, PolicyNode>,
     endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
     config: Array<MapData, Config>,
     ct: HashMap<MapData, CtKey, CtEntry>,
@@ -49,7 +49,7 @@ impl KernelMaps {
     pub fn open(pins: &PinDir) -> Result<Self, DataplaneError> {
         Ok(Self {
             identities: typed(pins, "IDENTITIES")?,
-            policy: typed(pins, "POLICY")?,
+            policy: typed(pins, POLICY_MAP)?,
             endpoints: typed(pins, "ENDPOINTS")?,
             config: typed(pins, "CONFIG")?,
             ct: typed(pins, "CT")?,
@@ -105,9 +105,9 @@ impl SlotMaps for KernelMaps {
             }
         }
         for entry in self.policy.iter() {
-            let (k, v) = entry.map_err(DataplaneError::map_op("reading", "POLICY"))?;
-            if k.data().slot == slot {
-                image.policy.insert((k.prefix_len(), k.data()), v);
+            let (k, v) = entry.map_err(DataplaneError::map_op("reading", POLICY_MAP))?;
+            if k.slot == slot {
+                image.policy.insert(k, v);
             }
         }
         for entry in self.endpoints.iter() {
@@ -136,21 +136,16 @@ impl SlotMaps for KernelMaps {
             .map_err(DataplaneError::map_op("deleting from", "IDENTITIES"))
     }
 
-    fn put_policy(
-        &mut self,
-        len: u32,
-        key: PolicyKey,
-        value: PolicyValue,
-    ) -> Result<(), DataplaneError> {
+    fn put_policy(&mut self, key: PolicyNodeKey, value: PolicyNode) -> Result<(), DataplaneError> {
         self.policy
-            .insert(&Key::new(len, key), value, 0)
-            .map_err(DataplaneError::map_op("writing", "POLICY"))
+            .insert(key, value, 0)
+            .map_err(DataplaneError::map_op("writing", POLICY_MAP))
     }
 
-    fn remove_policy(&mut self, len: u32, key: PolicyKey) -> Result<(), DataplaneError> {
+    fn remove_policy(&mut self, key: PolicyNodeKey) -> Result<(), DataplaneError> {
         self.policy
-            .remove(&Key::new(len, key))
-            .map_err(DataplaneError::map_op("deleting from", "POLICY"))
+            .remove(&key)
+            .map_err(DataplaneError::map_op("deleting from", POLICY_MAP))
     }
 
     fn put_endpoint(

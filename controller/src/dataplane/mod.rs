@@ -189,6 +189,11 @@ fn load_and_pin(pins: &PinDir, elf: &[u8]) -> Result<(), DataplaneError> {
     prog.load()
         .map_err(DataplaneError::program("loading", XDP_PREFILTER))?;
     pin_program(pins, XDP_PREFILTER, |path| prog.pin(path))?;
+    for name in pins::RETIRED_MAPS {
+        if pins::remove_pin(&pins.map(name))? {
+            tracing::info!(map = name, "removed the pin of a map an earlier ABI used");
+        }
+    }
     tracing::info!(dir = %pins.root.display(), "loaded the eBPF ELF and pinned maps and programs");
     Ok(())
 }

@@ -4,7 +4,7 @@
 //! Layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
 //! ```text
-//! DIR/maps/{IDENTITIES,POLICY,ENDPOINTS,CONFIG,CT,FRAGS,DROPS}
+//! DIR/maps/{IDENTITIES,POLICY_V3,ENDPOINTS,CONFIG,CT,FRAGS,DROPS}
 //! DIR/progs/{from_pod,to_pod,xdp_prefilter}
 //! DIR/links/<ifindex>-{from_pod,to_pod,xdp}   (tcx and XDP bpf_links)
 //! ```
@@ -34,10 +34,18 @@ const SYS_FS_BPF: &str = "/sys/fs/bpf";
 /// `statfs` magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
+/// The policy map of the ABI in use (renamed on incompatible changes).
+pub const POLICY_MAP: &str = "POLICY_V3";
+
+/// Maps of earlier ABI versions that this one replaced: their pins are
+/// removed when the ELF is loaded (programs still attached keep their own
+/// reference until replaced).
+pub const RETIRED_MAPS: [&str; 1] = ["POLICY"];
+
 /// The pinned maps, in the ELF's names.
 pub const MAPS: [&str; 7] = [
     "IDENTITIES",
-    "POLICY",
+    POLICY_MAP,
     "ENDPOINTS",
     "CONFIG",
     "CT",
@@ -166,7 +174,8 @@ pub fn absolute(dir: &Path) -> PathBuf {
 /// a bpffs.
 // `f_type` is a C long: i64 here, i32 on 32-bit targets.
 #[allow(clippy::unnecessary_cast)]
-fn on_bpffs(path: &Path) -> bool {
+/// Whether `path` (or its closest existing ancestor) is on a bpffs.
+pub fn on_bpffs(path: &Path) -> bool {
     path.ancestors()
         .find(|a| a.exists())
         .and_then(|a| nix::sys::statfs::statfs(a).ok())

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use super::DataplaneError;
 use super::kmaps::KernelMaps;
-use super::pins::PinDir;
+use super::pins::{POLICY_MAP, PinDir};
 use super::sync::SlotMaps;
 
 /// Entries of one map (the active slot for policy maps) and its capacity.
@@ -106,7 +106,7 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
                 capacity: IDENTITIES_SLOT_CAPACITY,
             },
             MapFill {
-                map: "POLICY",
+                map: POLICY_MAP,
                 entries: image.policy.len(),
                 capacity: POLICY_SLOT_CAPACITY,
             },

@@ -1,4 +1,4 @@
-//! The slot protocol of ABI v2 (see `bulkhead_common`): a new policy is
+//! The slot protocol of the ABI (see `bulkhead_common`): a new policy is
 //! written into the inactive slot, stale entries of that slot deleted, and
 //! made live by one CONFIG write (the revision); the active slot is never
 //! written. Generic over [`SlotMaps`] so the sequence is unit-tested on a
@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bulkhead_common::{
-    EndpointInfo, EndpointKey, IdentityKey, IdentityValue, PolicyKey, PolicyValue, active_slot,
+    EndpointInfo, EndpointKey, IdentityKey, IdentityValue, PolicyNode, PolicyNodeKey, active_slot,
 };
 
 use super::DataplaneError;
@@ -16,8 +16,8 @@ use crate::compile::Compiled;
 
 /// Identities of one slot: (prefix length, key) → value.
 pub type IdentityEntries = BTreeMap<(u32, IdentityKey), IdentityValue>;
-/// Policy of one slot: (prefix length, key) → value.
-pub type PolicyEntries = BTreeMap<(u32, PolicyKey), PolicyValue>;
+/// Policy (POLICY_V3 nodes) of one slot.
+pub type PolicyEntries = BTreeMap<PolicyNodeKey, PolicyNode>;
 /// Endpoints of one slot.
 pub type EndpointEntries = BTreeMap<EndpointKey, EndpointInfo>;
 
@@ -26,7 +26,7 @@ pub type EndpointEntries = BTreeMap<EndpointKey, EndpointInfo>;
 pub struct SlotImage {
     /// IDENTITIES entries of the slot.
     pub identities: IdentityEntries,
-    /// POLICY entries of the slot.
+    /// POLICY_V3 entries (B-tree nodes) of the slot.
     pub policy: PolicyEntries,
     /// ENDPOINTS entries of the slot.
     pub endpoints: EndpointEntries,
@@ -49,15 +49,10 @@ pub trait SlotMaps {
     ) -> Result<(), DataplaneError>;
     /// Deletes an IDENTITIES entry.
     fn remove_identity(&mut self, len: u32, key: IdentityKey) -> Result<(), DataplaneError>;
-    /// Inserts or overwrites a POLICY entry.
-    fn put_policy(
-        &mut self,
-        len: u32,
-        key: PolicyKey,
-        value: PolicyValue,
-    ) -> Result<(), DataplaneError>;
-    /// Deletes a POLICY entry.
-    fn remove_policy(&mut self, len: u32, key: PolicyKey) -> Result<(), DataplaneError>;
+    /// Inserts or overwrites a POLICY_V3 node.
+    fn put_policy(&mut self, key: PolicyNodeKey, value: PolicyNode) -> Result<(), DataplaneError>;
+    /// Deletes a POLICY_V3 node.
+    fn remove_policy(&mut self, key: PolicyNodeKey) -> Result<(), DataplaneError>;
     /// Inserts or overwrites an ENDPOINTS entry.
     fn put_endpoint(&mut self, key: EndpointKey, value: EndpointInfo)
     -> Result<(), DataplaneError>;
@@ -86,11 +81,7 @@ impl Desired<'_> {
                 .into_iter()
                 .map(|(l, k, v)| ((l, k), v))
                 .collect(),
-            policy: image
-                .policy
-                .into_iter()
-                .map(|(l, k, v)| ((l, k), v))
-                .collect(),
+            policy: image.policy.into_iter().collect(),
             endpoints: image
                 .endpoints
                 .into_iter()
@@ -187,9 +178,9 @@ fn write_slot(
             writes += 1;
         }
     }
-    for &(len, key) in have.policy.keys() {
-        if !want.policy.contains_key(&(len, key)) {
-            maps.remove_policy(len, key)?;
+    for key in have.policy.keys() {
+        if !want.policy.contains_key(key) {
+            maps.remove_policy(*key)?;
             writes += 1;
         }
     }
@@ -205,9 +196,9 @@ fn write_slot(
             writes += 1;
         }
     }
-    for (&(len, key), value) in &want.policy {
-        if have.policy.get(&(len, key)) != Some(value) {
-            maps.put_policy(len, key, *value)?;
+    for (key, value) in &want.policy {
+        if have.policy.get(key) != Some(value) {
+            maps.put_policy(*key, *value)?;
             writes += 1;
         }
     }
@@ -271,19 +262,14 @@ impl SlotMaps for FakeMaps {
         self.slots[s].identities.remove(&(len, key));
         Ok(())
     }
-    fn put_policy(
-        &mut self,
-        len: u32,
-        key: PolicyKey,
-        value: PolicyValue,
-    ) -> Result<(), DataplaneError> {
+    fn put_policy(&mut self, key: PolicyNodeKey, value: PolicyNode) -> Result<(), DataplaneError> {
         let s = self.check(key.slot)?;
-        self.slots[s].policy.insert((len, key), value);
+        self.slots[s].policy.insert(key, value);
         Ok(())
     }
-    fn remove_policy(&mut self, len: u32, key: PolicyKey) -> Result<(), DataplaneError> {
+    fn remove_policy(&mut self, key: PolicyNodeKey) -> Result<(), DataplaneError> {
         let s = self.check(key.slot)?;
-        self.slots[s].policy.remove(&(len, key));
+        self.slots[s].policy.remove(&key);
         Ok(())
     }
     fn put_endpoint(

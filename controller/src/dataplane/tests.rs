@@ -1,7 +1,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bulkhead_common::{EndpointKey, IdentityKey, IdentityValue, PolicyKey, PolicyValue};
+use bulkhead_common::{
+    EndpointKey, IdentityKey, IdentityValue, POLICY_FANOUT, POLICY_NODE_LEAF, PolicyNode,
+    PolicyNodeKey, PolicyRange,
+};
 
 use super::DataplaneError;
 use super::sync::{Desired, FakeMaps, SyncOutcome, Syncer};
@@ -109,10 +112,17 @@ fn a_change_goes_to_the_inactive_slot_and_removes_its_stale_entries() {
         },
     );
     fake.slots[0].policy.insert(
-        (96, PolicyKey::new(0, 77, 1, 6, 1)),
-        PolicyValue {
-            rule: 1,
+        PolicyNodeKey::new(0, 77, 1, 0),
+        PolicyNode {
+            count: 1,
+            kind: POLICY_NODE_LEAF,
+            _pad: [0; 2],
             _reserved: 0,
+            ranges: [PolicyRange {
+                first: 1,
+                last: 1,
+                target: 1,
+            }; POLICY_FANOUT],
         },
     );
     fake.slots[0].endpoints.insert(

@@ -109,6 +109,16 @@ pub enum LabError {
         /// What differs.
         what: String,
     },
+    /// A `--from`/`--to` pattern names no host of the lab.
+    #[error("{flag} {pattern:?} matches no host of lab {lab:?}")]
+    NoSuchHost {
+        /// `--from` or `--to`.
+        flag: &'static str,
+        /// The pattern.
+        pattern: String,
+        /// The lab.
+        lab: String,
+    },
     /// A probe helper printed something unreadable.
     #[error("probe helper in {netns}: {why}")]
     ProbeHelper {
@@ -124,6 +134,53 @@ pub enum LabError {
         what: String,
         /// The error.
         source: std::io::Error,
+    },
+    /// The lab's agent did not start, exited, or cannot be reached.
+    #[error("the lab's agent {why} (log: {})", log.display())]
+    Agent {
+        /// What happened.
+        why: String,
+        /// Its log.
+        log: PathBuf,
+    },
+    /// The agent rejected the watched directory's content; the policy in
+    /// force stays.
+    #[error("the agent did not enforce {}: {error}; the policy in force stays", watched.display())]
+    Rejected {
+        /// The watched directory.
+        watched: PathBuf,
+        /// The agent's error.
+        error: String,
+    },
+    /// The agent did not enforce the watched content in time.
+    #[error(
+        "the agent did not enforce {} within {timeout:?}{}",
+        watched.display(),
+        last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    )]
+    SyncTimeout {
+        /// The watched directory.
+        watched: PathBuf,
+        /// How long was waited.
+        timeout: std::time::Duration,
+        /// The agent's last error, if any.
+        last_error: Option<String>,
+    },
+    /// The lab runs no agent (`lab up --no-agent`).
+    #[error("lab {name:?} runs no agent (it was made with --no-agent)")]
+    NoAgent {
+        /// The lab.
+        name: String,
+    },
+    /// Mounting or unmounting the lab's bpffs.
+    #[error("{what} {}: {source}", path.display())]
+    Mount {
+        /// `mounting bpffs at`, `unmounting`.
+        what: &'static str,
+        /// The mount point.
+        path: PathBuf,
+        /// The error.
+        source: nix::Error,
     },
 }
 

@@ -26,19 +26,29 @@
 //! veth), nothing relies on proxy ARP, and each pod's traffic crosses exactly
 //! its own veth: where the dataplane attaches.
 //!
+//! The agent finds each pod's host-side veth as on a real node: the pod's
+//! addresses route (/32, /128, main table) to that veth. The gateway
+//! addresses on every veth only add local-table routes (and, for IPv6,
+//! a /128 route to the gateway itself), which no pod address matches.
+//!
 //! # Processes
 //!
 //! Every namespace but the node's runs one `bulkhead lab serve` (started
 //! through `ip netns exec`), which serves TCP, UDP and SCTP on the host's
 //! ports (see [`serve`]); probes run in a `bulkhead lab probe-from` started
-//! the same way in the source namespace (see [`probe`]).
+//! the same way in the source namespace (see [`probe`]). The node runs
+//! `bulkhead agent --netns <node>` on a bpffs private to the lab, watching
+//! the lab's manifest directory (see [`agent`]).
 //!
 //! # State
 //!
 //! `/run/bulkhead/lab/<name>/state.json` (or under `$BULKHEAD_LAB_DIR`)
-//! records names, addresses, servers and the manifests; `lab down` works
-//! from it, and from the namespaces' common prefix when it is gone.
+//! records names, addresses, servers, the manifests, the watched directory
+//! and the agent; `lab down` works from it, and from the namespaces'
+//! common prefix, the agent's command line and the mount table when it is
+//! gone.
 
+pub mod agent;
 pub mod error;
 pub mod naming;
 pub mod net;

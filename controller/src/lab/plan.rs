@@ -9,7 +9,9 @@ use ipnetwork::IpNetwork;
 
 use super::LabError;
 use super::naming::{external_netns, format_mac, host_veth, mac_of, node_netns, pod_netns};
-use super::state::{Host, LabState, Ports, STATE_VERSION};
+use super::state::{
+    Host, LabAgent, LabState, Ports, STATE_VERSION, bpffs_dir, lab_dir, pin_dir, watch_copy_dir,
+};
 use crate::model::{Model, Protocol};
 
 /// What `lab up` was asked for, beyond the model.
@@ -27,6 +29,13 @@ pub struct LabSpec {
     pub externals: Vec<IpAddr>,
     /// Ports served beyond the declared ones, on every protocol.
     pub extra_ports: Vec<u16>,
+    /// The agent watches `manifests` itself rather than a copy in the
+    /// lab's directory.
+    pub watch_in_place: bool,
+    /// Run an agent in the node namespace.
+    pub agent: bool,
+    /// Its XDP prefilter.
+    pub xdp: bool,
 }
 
 /// The gateway of a pod CIDR: its first host address (the address plan
@@ -143,6 +152,18 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         version: STATE_VERSION,
         name: spec.name.clone(),
         manifests: spec.manifests.clone(),
+        watch: if spec.watch_in_place {
+            spec.manifests.clone()
+        } else {
+            watch_copy_dir(&spec.name)
+        },
+        agent: spec.agent.then(|| LabAgent {
+            bpffs: bpffs_dir(&spec.name),
+            pin_dir: pin_dir(&spec.name),
+            log: lab_dir(&spec.name).join("agent.log"),
+            xdp: spec.xdp,
+            pid: None,
+        }),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),
         assign_pod_ips: spec.assign_pod_ips,
         extra_ports,

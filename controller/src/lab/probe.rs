@@ -5,10 +5,24 @@
 //! ([`run_helper`]) and prints one JSON line per result.
 //!
 //! Outcomes: `connected` (TCP handshake and one exchange, a UDP echo, an
-//! SCTP INIT ACK), `refused` (TCP RST, ICMP unreachable, SCTP ABORT: a
-//! closed port or an unreachable host answered), `timeout` (nothing came
-//! back: what a dropping policy gives), and `error` (the probe itself could
-//! not run). Only `connected` counts as allowed.
+//! SCTP INIT ACK), `refused` (TCP RST, ICMP port unreachable, SCTP ABORT:
+//! the destination's own stack answered that nothing listens), `unreachable`
+//! (ICMP host or network unreachable: a router, not the destination,
+//! answered), `timeout` (nothing came back: what a dropping policy gives),
+//! and `error` (the probe itself could not run).
+//!
+//! # Allowed
+//!
+//! A probe is *allowed* when its packet reached the destination and the
+//! answer came back: it connected, or it was refused on a port the
+//! destination does not serve. A refusal can only come from the
+//! destination's stack, so the policy let the packet in (and the dataplane
+//! let the answer out as a reply); the dataplane never answers a denied
+//! packet, it drops it, so a denied probe times out. By default probes go
+//! only to ports with a server (each destination's container ports), where
+//! allowed means connected; `--ports` may name ports without one, and the
+//! rule above keeps their verdicts meaningful. A refusal on a port that
+//! has a server is an anomaly and never counts as allowed.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -23,7 +37,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::state::LabState;
+use super::state::{Host, LabState};
 use super::{LabError, net, sctp, serve};
 use crate::model::Protocol;
 
@@ -36,8 +50,10 @@ const MAX_HELPERS: usize = 16;
 pub enum Outcome {
     /// The destination answered as a server does.
     Connected,
-    /// Actively refused: RST, ICMP unreachable, SCTP ABORT.
+    /// Refused by the destination: RST, ICMP port unreachable, SCTP ABORT.
     Refused,
+    /// ICMP host or network unreachable (from a router), or no route.
+    Unreachable,
     /// No answer in time.
     Timeout,
     /// The probe could not run.
@@ -45,11 +61,12 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// `connected`, `refused`, `timeout`, `error`.
+    /// `connected`, `refused`, `unreachable`, `timeout`, `error`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Connected => "connected",
             Outcome::Refused => "refused",
+            Outcome::Unreachable => "unreachable",
             Outcome::Timeout => "timeout",
             Outcome::Error => "error",
         }
@@ -75,6 +92,43 @@ pub struct ProbeOptions {
     pub timeout: Duration,
     /// Most probes in flight at once.
     pub max_in_flight: usize,
+    /// Sources: host patterns (see [`host_matches`]); empty: every host.
+    pub from: Vec<String>,
+    /// Destinations, likewise.
+    pub to: Vec<String>,
+}
+
+/// Whether `host` matches one of `patterns` (empty: every host). A pattern
+/// is `*`, `NS/NAME`, `NS/*` or `*/NAME` (pods), or an address, which
+/// matches the pod or external host that has it.
+pub fn host_matches(patterns: &[String], host: &Host) -> bool {
+    patterns.is_empty() || patterns.iter().any(|p| host_matches_one(p, host))
+}
+
+fn host_matches_one(pattern: &str, host: &Host) -> bool {
+    if pattern == "*" {
+        return true;
+    }
+    if let Ok(addr) = pattern.parse::<IpAddr>() {
+        return host.ips.contains(&addr);
+    }
+    if host.external {
+        return false;
+    }
+    match (pattern.split_once('/'), host.name.split_once('/')) {
+        (Some((pns, pname)), Some((ns, name))) => {
+            (pns == "*" || pns == ns) && (pname == "*" || pname == name)
+        }
+        _ => false,
+    }
+}
+
+/// The first of `patterns` that matches no host of `state`, if any.
+pub fn unmatched_pattern<'a>(state: &LabState, patterns: &'a [String]) -> Option<&'a str> {
+    patterns
+        .iter()
+        .find(|p| !state.hosts.iter().any(|h| host_matches_one(p, h)))
+        .map(String::as_str)
 }
 
 /// One planned probe.
@@ -109,12 +163,20 @@ pub struct ProbeResult {
     pub outcome: Outcome,
     /// Why, for `error`.
     pub detail: Option<String>,
+    /// Whether the destination serves the port (has a server on it).
+    pub served: bool,
 }
 
 impl ProbeResult {
-    /// Whether the connection got through.
+    /// Whether the packet reached the destination and its answer came
+    /// back: connected, or refused on a port the destination does not
+    /// serve (see the module docs).
     pub fn allowed(&self) -> bool {
-        self.outcome == Outcome::Connected
+        match self.outcome {
+            Outcome::Connected => true,
+            Outcome::Refused => !self.served,
+            Outcome::Unreachable | Outcome::Timeout | Outcome::Error => false,
+        }
     }
 
     /// The JSON Lines object.
@@ -137,12 +199,16 @@ impl ProbeResult {
 
 /// Every probe, in order: each ordered pair of distinct hosts (pod to pod,
 /// pod to external, external to pod; not external to external) that both
-/// have an address of the family, for each family, protocol and port.
+/// have an address of the family and match `from` and `to`, for each
+/// family, protocol and port.
 pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
     let mut out = Vec::new();
     for (s, src) in state.hosts.iter().enumerate() {
+        if !host_matches(&opts.from, src) {
+            continue;
+        }
         for (d, dst) in state.hosts.iter().enumerate() {
-            if s == d || (src.external && dst.external) {
+            if s == d || (src.external && dst.external) || !host_matches(&opts.to, dst) {
                 continue;
             }
             for &v4 in &opts.families {
@@ -269,6 +335,8 @@ pub fn run_probes(
         .iter()
         .zip(answers)
         .map(|(s, a)| {
+            let dst = &state.hosts[s.dst];
+            let served = state.served(dst).get(s.protocol).contains(&s.port);
             let (outcome, detail) = match a {
                 Some(a) => (a.outcome, a.detail),
                 None => (
@@ -278,12 +346,13 @@ pub fn run_probes(
             };
             ProbeResult {
                 src: state.hosts[s.src].name.clone(),
-                dst: state.hosts[s.dst].name.clone(),
+                dst: dst.name.clone(),
                 family: family_name(s.addr.is_ipv4()),
                 protocol: s.protocol,
                 port: s.port,
                 outcome,
                 detail,
+                served,
             }
         })
         .collect())
@@ -393,9 +462,8 @@ pub fn probe_one(
 pub fn classify(e: std::io::Error) -> (Outcome, Option<String>) {
     use std::io::ErrorKind as K;
     match e.kind() {
-        K::ConnectionRefused | K::ConnectionReset | K::HostUnreachable | K::NetworkUnreachable => {
-            (Outcome::Refused, None)
-        }
+        K::ConnectionRefused | K::ConnectionReset => (Outcome::Refused, None),
+        K::HostUnreachable | K::NetworkUnreachable => (Outcome::Unreachable, None),
         K::TimedOut | K::WouldBlock => (Outcome::Timeout, None),
         _ => (Outcome::Error, Some(e.to_string())),
     }
@@ -445,6 +513,10 @@ fn probe_sctp(addr: IpAddr, port: u16, timeout: Duration) -> std::io::Result<Out
     let r = random_u32();
     let src_port = 32_768 + (r % 28_000) as u16;
     let tag = random_u32() | 1;
+    // Only this probe's answers: every raw SCTP socket of the namespace gets
+    // every SCTP packet, which would crowd the answer out of the queue when
+    // many probes run at once.
+    socket2::SockRef::from(&s).attach_filter(&sctp::reply_filter(addr, port, src_port))?;
     s.send_to(&sctp::init(src_port, port, tag), SocketAddr::new(addr, 0))?;
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 2048];
@@ -504,10 +576,61 @@ pub fn text_line(r: &ProbeResult) -> String {
         r.protocol,
         r.port,
         if r.allowed() { "allowed" } else { "denied" },
-        match (&r.outcome, &r.detail) {
-            (Outcome::Connected, _) => String::new(),
-            (o, None) => format!(" ({})", o.as_str()),
-            (o, Some(d)) => format!(" ({}: {d})", o.as_str()),
-        }
+        outcome_note(r)
     )
+}
+
+/// ` (timeout)`, ` (refused: nothing listens)`, ... ; empty for `connected`.
+fn outcome_note(r: &ProbeResult) -> String {
+    match (&r.outcome, &r.detail) {
+        (Outcome::Connected, _) => String::new(),
+        (Outcome::Refused, _) if !r.served => " (refused: nothing listens)".to_owned(),
+        (o, None) => format!(" ({})", o.as_str()),
+        (o, Some(d)) => format!(" ({}: {d})", o.as_str()),
+    }
+}
+
+/// Text form of many results: one line per source, destination and
+/// family, each probe as `TCP/80 ✓` (allowed) or `✗` (denied), with the
+/// outcome when it is not the usual one (connected, timeout).
+pub fn text_table(results: &[ProbeResult]) -> Vec<String> {
+    type Pair<'a> = (&'a str, &'a str, &'a str);
+    let mut groups: Vec<(Pair<'_>, Vec<&ProbeResult>)> = Vec::new();
+    for r in results {
+        let key = (r.src.as_str(), r.dst.as_str(), r.family);
+        match groups.last_mut() {
+            Some((k, v)) if *k == key => v.push(r),
+            _ => groups.push((key, vec![r])),
+        }
+    }
+    let w_src = groups
+        .iter()
+        .map(|((s, _, _), _)| s.chars().count())
+        .max()
+        .unwrap_or(0);
+    let w_dst = groups
+        .iter()
+        .map(|((_, d, _), _)| d.chars().count())
+        .max()
+        .unwrap_or(0);
+    groups
+        .iter()
+        .map(|((src, dst, family), probes)| {
+            let cells: Vec<String> = probes
+                .iter()
+                .map(|r| {
+                    let mark = if r.allowed() { "✓" } else { "✗" };
+                    let note = match r.outcome {
+                        Outcome::Connected | Outcome::Timeout => String::new(),
+                        _ => outcome_note(r),
+                    };
+                    format!("{}/{} {mark}{note}", r.protocol, r.port)
+                })
+                .collect();
+            format!(
+                "{src:<w_src$} → {dst:<w_dst$}  {family}  {}",
+                cells.join("  ")
+            )
+        })
+        .collect()
 }

@@ -139,3 +139,72 @@ pub fn strip_ipv4(p: &[u8]) -> Option<(std::net::Ipv4Addr, &[u8])> {
     let src = std::net::Ipv4Addr::new(p[12], p[13], p[14], p[15]);
     Some((src, &p[ihl..]))
 }
+
+// Classic BPF (`SO_ATTACH_FILTER`) for the lab's raw SCTP sockets. Every raw
+// SCTP socket of a namespace gets a copy of every SCTP packet that arrives
+// there; without a filter, many probes in flight at once fill one another's
+// receive queues with packets meant for others, and replies are lost.
+// An IPv4 raw socket sees the IP header first, an IPv6 one the SCTP header.
+
+const LD_W_ABS: u16 = 0x20;
+const LD_H_ABS: u16 = 0x28;
+const LD_H_IND: u16 = 0x48;
+const LD_B_IND: u16 = 0x50;
+const LD_B_ABS: u16 = 0x30;
+const LDX_B_MSH: u16 = 0xb1;
+const JEQ_K: u16 = 0x15;
+const RET_K: u16 = 0x06;
+/// Bytes of a packet a filter keeps: all of it.
+const KEEP: u32 = 0x0004_0000;
+
+/// Loads the 16-bit word at `offset` of the SCTP header (IPv4: past the IP
+/// header, whose length the program has put in X).
+fn load_sctp_half(v4: bool, offset: u32) -> socket2::SockFilter {
+    socket2::SockFilter::new(if v4 { LD_H_IND } else { LD_H_ABS }, 0, 0, offset)
+}
+
+/// A filter keeping only the answers to one probe: SCTP from `from` (IPv4
+/// only; IPv6 raw sockets do not see the header) port `from_port` to our
+/// port `to_port`.
+pub fn reply_filter(
+    from: std::net::IpAddr,
+    from_port: u16,
+    to_port: u16,
+) -> Vec<socket2::SockFilter> {
+    use socket2::SockFilter as F;
+    let v4 = from.is_ipv4();
+    let mut prog = Vec::new();
+    if v4 {
+        prog.push(F::new(LDX_B_MSH, 0, 0, 0));
+    }
+    // Each test jumps to the final "drop" when it fails.
+    let checks: u8 = if v4 { 3 } else { 2 };
+    prog.push(load_sctp_half(v4, 0));
+    prog.push(F::new(JEQ_K, 0, 2 * checks - 1, from_port.into()));
+    prog.push(load_sctp_half(v4, 2));
+    prog.push(F::new(JEQ_K, 0, 2 * checks - 3, to_port.into()));
+    if let std::net::IpAddr::V4(a) = from {
+        prog.push(F::new(LD_W_ABS, 0, 0, 12));
+        prog.push(F::new(JEQ_K, 0, 1, u32::from(a)));
+    }
+    prog.push(F::new(RET_K, 0, 0, KEEP));
+    prog.push(F::new(RET_K, 0, 0, 0));
+    prog
+}
+
+/// A filter keeping only packets whose first chunk is an INIT (what a lab
+/// server answers).
+pub fn init_filter(v4: bool) -> Vec<socket2::SockFilter> {
+    use socket2::SockFilter as F;
+    let mut prog = Vec::new();
+    if v4 {
+        prog.push(F::new(LDX_B_MSH, 0, 0, 0));
+        prog.push(F::new(LD_B_IND, 0, 0, COMMON_HEADER as u32));
+    } else {
+        prog.push(F::new(LD_B_ABS, 0, 0, COMMON_HEADER as u32));
+    }
+    prog.push(F::new(JEQ_K, 0, 1, CHUNK_INIT.into()));
+    prog.push(F::new(RET_K, 0, 0, KEEP));
+    prog.push(F::new(RET_K, 0, 0, 0));
+    prog
+}

@@ -66,12 +66,16 @@ pub fn serve(host: &str, ports: &Ports) -> Result<(), LabError> {
         let s = UdpSocket::from(dual_stack(Type::DGRAM, port)?);
         threads.push(std::thread::spawn(move || udp_loop(s)));
     }
-    if !ports.sctp.is_empty() {
-        for v4 in [true, false] {
-            let s = raw_sctp(v4)?;
-            let served = ports.sctp.clone();
-            threads.push(std::thread::spawn(move || sctp_loop(s, v4, served)));
-        }
+    // Always: a host without SCTP ports still answers ABORT, as a kernel
+    // with SCTP would, so a probe to it is refused rather than lost.
+    for v4 in [true, false] {
+        let s = raw_sctp(v4)?;
+        // INITs only, not the answers to this host's own probes.
+        socket2::SockRef::from(&s)
+            .attach_filter(&sctp::init_filter(v4))
+            .map_err(socket_err("filtering the raw SCTP socket".into()))?;
+        let served = ports.sctp.clone();
+        threads.push(std::thread::spawn(move || sctp_loop(s, v4, served)));
     }
     let mut out = std::io::stdout().lock();
     writeln!(out, "{READY}").map_err(socket_err("reporting ready".into()))?;

@@ -17,10 +17,14 @@ use nix::unistd::Pid;
 
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{LabState, lab_dir, remove_lab_dir};
-use super::{LabError, net, plan, serve};
+use super::{LabError, agent, net, plan, serve};
 
 /// How long servers get to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the agent gets to enforce the manifests after it starts
+/// (loading and verifying the programs takes most of it).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Namespace sysctls of the node: it routes.
 const NODE_SYSCTLS: [&str; 3] = [
@@ -28,6 +32,12 @@ const NODE_SYSCTLS: [&str; 3] = [
     "net.ipv6.conf.all.forwarding=1",
     "net.ipv6.conf.default.accept_dad=0",
 ];
+
+/// Namespace sysctls of every pod and external host: ICMP errors are not
+/// rate-limited (the defaults allow a burst of about six port-unreachables
+/// per peer, then one a second), so a UDP probe to a port where nothing
+/// listens is reliably refused rather than seemingly dropped.
+const HOST_SYSCTLS: [&str; 2] = ["net.ipv4.icmp_ratemask=0", "net.ipv6.icmp.ratemask="];
 
 /// Creates the lab `state` describes (from [`plan::plan`]) and starts its
 /// servers; returns the state with their PIDs once every one is listening.
@@ -75,6 +85,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     net::sysctl(&state.node, &NODE_SYSCTLS)?;
     net::batch(Some(&state.node), &plan::node_link_batch(state))?;
     for h in &state.hosts {
+        net::sysctl(&h.netns, &HOST_SYSCTLS)?;
         net::batch(Some(&h.netns), &plan::host_batch(state, h))?;
     }
     net::batch(Some(&state.node), &plan::node_route_batch(state))?;
@@ -124,6 +135,30 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         };
         return Err(LabError::ServerNotReady { netns, why });
     }
+    if state.watch != state.manifests {
+        agent::copy_manifests(&state.manifests, &state.watch)?;
+    }
+    if let Some(a) = state.agent.clone() {
+        progress(&format!(
+            "starting the agent in {} (pins {}, watching {})",
+            state.node,
+            a.pin_dir.display(),
+            state.watch.display()
+        ));
+        agent::mount_bpffs(&a)?;
+        let pid = agent::start(state, &a, exe)?;
+        if let Some(a) = state.agent.as_mut() {
+            a.pid = Some(pid);
+        }
+        state.save()?;
+        let enforced = agent::wait(state, AGENT_TIMEOUT)?;
+        agent::keep_enforced(state, &enforced.content_hash)?;
+        progress(&format!(
+            "the agent (pid {pid}) enforces revision {} on {} endpoints",
+            enforced.revision,
+            enforced.endpoints.len()
+        ));
+    }
     progress(&format!(
         "lab {} is up: {} pods, {} external hosts, in {:.1} s",
         state.name,
@@ -137,6 +172,8 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
 /// What `down` removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DownReport {
+    /// The agent's teardown.
+    pub agent: agent::Teardown,
     /// Processes killed.
     pub processes: usize,
     /// Namespaces deleted.
@@ -165,7 +202,8 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Removes every process, namespace (and with them every veth) and the
-/// state of lab `name`.
+/// state of lab `name`: first the agent (stopped, its pins cleaned up, the
+/// lab's bpffs unmounted), then the servers and namespaces.
 pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError> {
     check_lab_name(name)?;
     let mut report = DownReport::default();
@@ -176,6 +214,7 @@ pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError>
             None
         }
     };
+    report.agent = agent::teardown(name, state.as_ref(), progress)?;
     let prefix = netns_prefix(name);
     let mut namespaces: Vec<String> = state.as_ref().map(LabState::namespaces).unwrap_or_default();
     for ns in net::netns_list()? {

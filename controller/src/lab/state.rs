@@ -129,6 +129,15 @@ pub struct LabState {
     pub name: String,
     /// The manifests it was made from (absolute).
     pub manifests: PathBuf,
+    /// The directory (or file) the agent watches and `verify` compares
+    /// with: a copy of the manifests in the lab's directory, or the
+    /// manifests themselves (`lab up --watch`). Empty in labs made before
+    /// the agent was wired in: then the manifests.
+    #[serde(default)]
+    pub watch: PathBuf,
+    /// The lab's agent, unless started with `--no-agent`.
+    #[serde(default)]
+    pub agent: Option<LabAgent>,
     /// The pod CIDRs addresses were assigned from.
     pub pod_cidrs: Vec<String>,
     /// Whether status addresses were ignored.
@@ -143,7 +152,32 @@ pub struct LabState {
     pub hosts: Vec<Host>,
 }
 
+/// How the lab runs its agent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabAgent {
+    /// Mount point of the lab's private bpffs.
+    pub bpffs: PathBuf,
+    /// The agent's pin directory (inside `bpffs`).
+    pub pin_dir: PathBuf,
+    /// The agent's log.
+    pub log: PathBuf,
+    /// Whether it attaches the XDP prefilter.
+    pub xdp: bool,
+    /// Its PID, once started.
+    #[serde(default)]
+    pub pid: Option<u32>,
+}
+
 impl LabState {
+    /// The directory (or file) the agent watches.
+    pub fn watched(&self) -> &Path {
+        if self.watch.as_os_str().is_empty() {
+            &self.manifests
+        } else {
+            &self.watch
+        }
+    }
+
     /// The ports `host` serves.
     pub fn served(&self, host: &Host) -> Ports {
         host.ports.with_extra(&self.extra_ports)
@@ -179,6 +213,22 @@ impl LabState {
     pub fn load(name: &str) -> Result<Option<LabState>, LabError> {
         load_from(&state_path(name))
     }
+}
+
+/// Mount point of lab `name`'s private bpffs.
+pub fn bpffs_dir(name: &str) -> PathBuf {
+    lab_dir(name).join("bpf")
+}
+
+/// The pin directory of lab `name`'s agent: a directory on its bpffs (not
+/// the mount point itself, so `agent --cleanup` can remove it).
+pub fn pin_dir(name: &str) -> PathBuf {
+    bpffs_dir(name).join("bulkhead")
+}
+
+/// Where `lab up` copies the manifests for the agent to watch.
+pub fn watch_copy_dir(name: &str) -> PathBuf {
+    lab_dir(name).join("manifests")
 }
 
 /// The state file of lab `name`.

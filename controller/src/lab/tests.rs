@@ -8,7 +8,9 @@ use ipnetwork::IpNetwork;
 
 use super::naming::*;
 use super::plan::{LabSpec, gateway, host_batch, node_link_batch, node_route_batch, plan};
-use super::probe::{Outcome, ProbeOptions, ProbeResult, plan_probes};
+use super::probe::{
+    Outcome, ProbeOptions, ProbeResult, plan_probes, text_table, unmatched_pattern,
+};
 use super::sctp;
 use super::state::{LabState, load_from};
 use super::verify::{ConnectivityLine, disagreements, expected};
@@ -66,6 +68,9 @@ fn spec(externals: &[&str]) -> LabSpec {
         assign_pod_ips: false,
         externals: externals.iter().map(|a| a.parse().unwrap()).collect(),
         extra_ports: vec![9000, 9000],
+        watch_in_place: false,
+        agent: true,
+        xdp: false,
     }
 }
 
@@ -303,6 +308,8 @@ fn opts(families: &[bool], protocols: &[Protocol], ports: Option<Vec<u16>>) -> P
         families: families.to_vec(),
         timeout: std::time::Duration::from_millis(100),
         max_in_flight: 8,
+        from: Vec::new(),
+        to: Vec::new(),
     }
 }
 
@@ -338,6 +345,51 @@ fn probes_cover_ordered_pairs_on_declared_ports() {
     assert!(v6.iter().all(|p| p.addr.is_ipv6() && p.port == 81));
 }
 
+#[test]
+fn probes_can_be_limited_to_some_sources_and_destinations() {
+    let s = plan(&model(), &spec(&["192.0.2.10", "2001:db8::7"])).unwrap();
+    let pairs = |from: &[&str], to: &[&str]| -> Vec<(String, String)> {
+        let mut o = opts(&[true, false], &[Protocol::Tcp], Some(vec![80]));
+        o.from = from.iter().map(|p| (*p).to_owned()).collect();
+        o.to = to.iter().map(|p| (*p).to_owned()).collect();
+        let mut v: Vec<_> = plan_probes(&s, &o)
+            .iter()
+            .map(|p| (s.hosts[p.src].name.clone(), s.hosts[p.dst].name.clone()))
+            .collect();
+        v.dedup();
+        v
+    };
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(pairs(&["x/a"], &["y/*"]), [pair("x/a", "y/a")]);
+    assert_eq!(
+        pairs(&["*/a"], &["x/b"]),
+        [pair("x/a", "x/b"), pair("y/a", "x/b")]
+    );
+    // An address names its host, pod or external; `ns/*` never matches an
+    // external host, `*` matches every host.
+    let xb = s.hosts[1].ips[0].to_string();
+    assert_eq!(pairs(&["192.0.2.10"], &[&xb]), [pair("192.0.2.10", "x/b")]);
+    assert_eq!(
+        pairs(&["x/b"], &["2001:db8::7"]),
+        [pair("x/b", "2001:db8::7")]
+    );
+    assert_eq!(pairs(&["*"], &["*"]), pairs(&[], &[]));
+    assert!(
+        pairs(&["x/*"], &[])
+            .iter()
+            .all(|(src, _)| src.starts_with("x/"))
+    );
+    assert_eq!(
+        unmatched_pattern(&s, &["x/*".into(), "z/*".into()]),
+        Some("z/*")
+    );
+    assert_eq!(unmatched_pattern(&s, &["2001:db8::7".into()]), None);
+    assert_eq!(
+        unmatched_pattern(&s, &["2001:db8::8".into()]),
+        Some("2001:db8::8")
+    );
+}
+
 fn result(
     src: &str,
     dst: &str,
@@ -354,6 +406,7 @@ fn result(
         port,
         outcome,
         detail: None,
+        served: port != 82,
     }
 }
 
@@ -385,12 +438,18 @@ fn verify_finds_exactly_the_probes_policy_does_not_predict() {
         result("x/a", "x/b", "IPv6", Sctp, 81, Refused),  // denied, policy allows
         result("x/a", "y/a", "IPv4", Tcp, 80, Connected), // agree (IPv4 line)
         result("x/a", "y/a", "IPv6", Tcp, 80, Connected), // IPv6 line denies 80
-        result("x/b", "x/a", "IPv4", Tcp, 80, Refused),   // no line: denied, agree
+        result("x/b", "x/a", "IPv4", Tcp, 80, Timeout),   // no line: denied, agree
         result("192.0.2.10", "x/a", "IPv4", Tcp, 80, Connected), // in the CIDR: agree
         result("198.51.100.1", "x/a", "IPv4", Tcp, 80, Connected), // outside: policy denies
         result("x/a", "192.0.2.10", "IPv4", Udp, 53, Connected), // 0.0.0.0/0: agree
         result("x/a", "2001:db8::1", "IPv6", Udp, 53, Connected), // no IPv6 line: denies
         result("x/b", "y/a", "IPv4", Udp, 53, Error),     // could not run
+        result("x/a", "x/b", "IPv4", Sctp, 82, Refused),  // nothing listens: reached, agree
+        result("x/b", "x/a", "IPv4", Tcp, 82, Refused),   // reached, policy denies
+        result("x/b", "x/a", "IPv4", Tcp, 81, Refused),   // an answer to a denied probe
+        result("x/a", "y/a", "IPv4", Tcp, 81, Refused),   // served yet refused: not allowed
+        result("x/a", "y/a", "IPv4", Tcp, 80, Unreachable), // a router answered
+        result("x/b", "x/a", "IPv4", Udp, 80, Unreachable), // an answer to a denied probe
     ];
     assert!(expected(&probes[0], &l));
     assert!(!expected(&probes[1], &l));
@@ -411,7 +470,12 @@ fn verify_finds_exactly_the_probes_policy_does_not_predict() {
             (5, false),
             (8, false),
             (10, false),
-            (11, false)
+            (11, false),
+            (13, false),
+            (14, false),
+            (15, true),
+            (16, true),
+            (17, false),
         ]
     );
     let d = &disagreements(&probes, &l)[0];
@@ -423,6 +487,31 @@ fn verify_finds_exactly_the_probes_policy_does_not_predict() {
         d.text()
     );
     assert!(disagreements(&probes[..1], &l).is_empty());
+    assert!(probes[12].allowed() && !probes[15].allowed() && !probes[16].allowed());
+    let d = disagreements(&probes, &l);
+    let text = |i: usize| d.iter().find(|d| d.probe == probes[i]).unwrap().text();
+    assert!(text(13).contains("nothing listens"), "{}", text(13));
+    assert!(text(15).contains("though a server listens"), "{}", text(15));
+}
+
+#[test]
+fn probe_text_groups_by_pair_and_family() {
+    use Outcome::*;
+    use Protocol::*;
+    let rs = vec![
+        result("x/a", "y/b", "IPv4", Tcp, 80, Connected),
+        result("x/a", "y/b", "IPv4", Tcp, 82, Refused),
+        result("x/a", "y/b", "IPv6", Udp, 80, Timeout),
+        result("y/b", "x/a", "IPv4", Tcp, 81, Unreachable),
+    ];
+    assert_eq!(
+        text_table(&rs),
+        [
+            "x/a → y/b  IPv4  TCP/80 ✓  TCP/82 ✓ (refused: nothing listens)",
+            "x/a → y/b  IPv6  UDP/80 ✗",
+            "y/b → x/a  IPv4  TCP/81 ✗ (unreachable)",
+        ]
+    );
 }
 
 #[test]
@@ -435,4 +524,53 @@ fn probe_json_has_the_documented_shape() {
     let r = result("x/a", "y/b", "IPv6", Protocol::Udp, 81, Outcome::Timeout);
     assert_eq!(r.to_json()["allowed"], false);
     assert_eq!(r.to_json()["outcome"], "timeout");
+}
+
+#[test]
+fn mountinfo_escapes_are_undone() {
+    use super::agent::unescape_mountinfo;
+    assert_eq!(unescape_mountinfo(r"/run/a\040b"), "/run/a b");
+    assert_eq!(unescape_mountinfo(r"/x\134y\011z"), "/x\\y\tz");
+    assert_eq!(unescape_mountinfo(r"/plain\04"), r"/plain\04");
+}
+
+#[test]
+fn manifests_are_copied_file_or_tree() {
+    use super::agent::copy_manifests;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("sub")).unwrap();
+    std::fs::write(src.path().join("a.yaml"), "a").unwrap();
+    std::fs::write(src.path().join("sub/b.yml"), "b").unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let tree = dst.path().join("tree");
+    copy_manifests(src.path(), &tree).unwrap();
+    assert_eq!(std::fs::read_to_string(tree.join("a.yaml")).unwrap(), "a");
+    assert_eq!(
+        std::fs::read_to_string(tree.join("sub/b.yml")).unwrap(),
+        "b"
+    );
+    let one = dst.path().join("one");
+    copy_manifests(&src.path().join("a.yaml"), &one).unwrap();
+    assert_eq!(std::fs::read_to_string(one.join("a.yaml")).unwrap(), "a");
+}
+
+#[test]
+fn the_plan_places_the_watched_copy_and_the_agent_in_the_lab_directory() {
+    let s = plan(&model(), &spec(&[])).unwrap();
+    let dir = super::state::lab_dir("t1");
+    assert_eq!(s.watched(), dir.join("manifests"));
+    let a = s.agent.as_ref().expect("an agent");
+    assert_eq!(a.bpffs, dir.join("bpf"));
+    assert!(a.pin_dir.starts_with(&a.bpffs) && a.pin_dir != a.bpffs);
+    let in_place = plan(
+        &model(),
+        &LabSpec {
+            watch_in_place: true,
+            agent: false,
+            ..spec(&[])
+        },
+    )
+    .unwrap();
+    assert_eq!(in_place.watched(), PathBuf::from("/m"));
+    assert!(in_place.agent.is_none());
 }

@@ -1,6 +1,13 @@
 //! `bulkhead lab verify`: live probes against `bulkhead connectivity`.
 //! [`disagreements`] is pure: probes and connectivity JSON lines in, every
 //! probe whose result the policy does not predict out.
+//!
+//! A probe agrees with the policy when the policy allows it and it was
+//! allowed ([`ProbeResult::allowed`]: connected, or refused by the
+//! destination on a port nothing listens on), or when the policy denies it
+//! and it timed out: the dataplane drops denied packets, so any answer to a
+//! denied probe (a connection, a refusal, an ICMP unreachable) is a
+//! disagreement, as is a probe that could not run.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -61,6 +68,12 @@ impl Disagreement {
         let p = &self.probe;
         let got = match (&p.outcome, &p.detail) {
             (Outcome::Connected, _) => "the probe connected".to_owned(),
+            (Outcome::Refused, _) if !p.served => {
+                "the destination answered (refused: nothing listens there)".to_owned()
+            }
+            (Outcome::Refused, _) => {
+                "the probe was refused though a server listens there".to_owned()
+            }
             (o, None) => format!("the probe did not connect ({})", o.as_str()),
             (o, Some(d)) => format!("the probe did not connect ({}: {d})", o.as_str()),
         };
@@ -97,15 +110,24 @@ pub fn expected(probe: &ProbeResult, lines: &[ConnectivityLine]) -> bool {
     })
 }
 
-/// Every probe whose outcome disagrees with the lines: allowed where the
-/// policy denies, not connected where it allows, and probes that could not
+/// Whether a probe's outcome is what the policy predicts (see the module docs).
+pub fn agrees(probe: &ProbeResult, allowed_by_policy: bool) -> bool {
+    if allowed_by_policy {
+        probe.allowed()
+    } else {
+        probe.outcome == Outcome::Timeout
+    }
+}
+
+/// Every probe whose outcome disagrees with the lines: an answer where the
+/// policy denies, no connection where it allows, and probes that could not
 /// run at all (`error`), which verify nothing.
 pub fn disagreements(probes: &[ProbeResult], lines: &[ConnectivityLine]) -> Vec<Disagreement> {
     probes
         .iter()
         .filter_map(|p| {
             let expected = expected(p, lines);
-            (p.allowed() != expected || p.outcome == Outcome::Error).then(|| Disagreement {
+            (!agrees(p, expected)).then(|| Disagreement {
                 probe: p.clone(),
                 expected,
             })

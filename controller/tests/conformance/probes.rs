@@ -6,7 +6,7 @@ use bulkhead::model::{Model, Peer, PortMatch};
 use ipnetwork::IpNetwork;
 
 /// Ports every case probes besides its own.
-const FIXED_PORTS: [u32; 4] = [1, 53, 80, 65535];
+pub const FIXED_PORTS: [u32; 4] = [1, 53, 80, 65535];
 
 /// External IPv4 addresses every case probes besides its own.
 const FIXED_ADDRS: [u32; 3] = [0, 0x0808_0808, u32::MAX];
@@ -16,11 +16,10 @@ fn around(p: u32) -> [u32; 3] {
     [p.saturating_sub(1), p, p + 1]
 }
 
-/// Probe ports for a case: every port and range end (±1) of every policy,
-/// named ports resolved through every pod's container ports, every
-/// container port (±1), `extra` range ends (±1, from both outputs), and
-/// [`FIXED_PORTS`]; all within 1..=65535.
-pub fn ports(model: &Model, extra: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
+/// Ports of a case's policies: every port and range end (±1) of every
+/// policy, and named ports resolved through every pod's container ports
+/// (±1); all within 1..=65535.
+pub fn policy_ports(model: &Model) -> BTreeSet<u32> {
     let mut out = BTreeSet::new();
     let named = |name: &str| -> Vec<u32> {
         model
@@ -43,6 +42,15 @@ pub fn ports(model: &Model, extra: impl IntoIterator<Item = u32>) -> BTreeSet<u3
             }
         }
     }
+    out.retain(|p| (1..=65535).contains(p));
+    out
+}
+
+/// Probe ports for a case: [`policy_ports`], every container port (±1),
+/// `extra` range ends (±1, from both outputs), and [`FIXED_PORTS`]; all
+/// within 1..=65535.
+pub fn ports(model: &Model, extra: impl IntoIterator<Item = u32>) -> BTreeSet<u32> {
+    let mut out = policy_ports(model);
     out.extend(
         model
             .pods

@@ -120,12 +120,49 @@ pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
 }
 
 /// What a lab could leave behind: named namespaces, links of this
-/// namespace, and the lab state directory tree.
+/// namespace, mount points, the lab and agent state directory tree, and
+/// `bulkhead` processes (not zombies).
 #[derive(Debug, PartialEq, Eq)]
 pub struct Snapshot {
     netns: Vec<String>,
     links: Vec<String>,
+    mounts: Vec<String>,
     run: Vec<PathBuf>,
+    processes: Vec<String>,
+}
+
+/// Command lines of live processes that mention `needle`.
+pub fn processes_with(needle: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if cmd.contains(needle) {
+            out.push(cmd);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Mount points of this mount namespace.
+pub fn mount_points() -> Vec<String> {
+    let mut m: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(str::to_owned))
+        .collect();
+    m.sort();
+    m
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -162,7 +199,13 @@ pub fn snapshot() -> Snapshot {
     }
     walk(root, &mut run);
     run.sort();
-    Snapshot { netns, links, run }
+    Snapshot {
+        netns,
+        links,
+        mounts: mount_points(),
+        run,
+        processes: processes_with("/run/bulkhead/lab/"),
+    }
 }
 
 /// A lab that is taken down when dropped, also when the test panics.
@@ -199,11 +242,38 @@ impl Lab {
         bulkhead_ok(&args)
     }
 
+    /// The lab's directory.
+    pub fn dir(&self) -> PathBuf {
+        PathBuf::from("/run/bulkhead/lab").join(&self.name)
+    }
+
     /// The state file.
     pub fn state_path(&self) -> PathBuf {
-        PathBuf::from("/run/bulkhead/lab")
-            .join(&self.name)
-            .join("state.json")
+        self.dir().join("state.json")
+    }
+
+    /// The state file's content.
+    pub fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.state_path()).expect("state file"))
+            .expect("state JSON")
+    }
+
+    /// The directory the agent watches.
+    pub fn watched(&self) -> PathBuf {
+        PathBuf::from(self.state()["watch"].as_str().expect("watch"))
+    }
+
+    /// Writes a file into the watched directory atomically (temporary
+    /// name outside it, then rename), as an editor would.
+    pub fn write_policy(&self, name: &str, content: &str) {
+        let tmp = self.dir().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, self.watched().join(name)).expect("rename");
+    }
+
+    /// Removes a file from the watched directory.
+    pub fn remove_policy(&self, name: &str) {
+        std::fs::remove_file(self.watched().join(name)).expect("remove");
     }
 }
 

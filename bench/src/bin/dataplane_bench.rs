@@ -1,0 +1,178 @@
+//! `dataplane_bench`: per-packet cost of the eBPF programs by
+//! `BPF_PROG_TEST_RUN` at 10 to 100k policy entries, and veth packet rate
+//! with the programs attached relative to bare veths.
+//!
+//! Needs root (loading programs, namespaces) and the ELF of `cargo xtask
+//! build-ebpf`; without root it says so and exits 0 having measured
+//! nothing. Writes `dataplane.md` and `dataplane.json` (with `--quick`,
+//! `dataplane-quick.*`) to `bench/results/`, prints the Markdown to stdout
+//! and progress to stderr.
+//!
+//! ```text
+//! cargo xtask build-ebpf
+//! cargo run --release -p bulkhead-bench --bin dataplane_bench -- [--quick]
+//! ```
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bulkhead_bench::dataplane::flood::FloodSpec;
+use bulkhead_bench::dataplane::prog_cost::{self, CostPlan};
+use bulkhead_bench::dataplane::report::Report;
+use bulkhead_bench::dataplane::rules::SHAPES;
+use bulkhead_bench::dataplane::veth::{self, VethPlan};
+use bulkhead_bench::machine::Machine;
+use bulkhead_netns_tests::{DEFAULT_EBPF_ELF, EBPF_ELF, is_root};
+use clap::Parser;
+
+/// Dataplane benchmark (root only).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Short run (well under a minute); writes `dataplane-quick.*`.
+    #[arg(long)]
+    quick: bool,
+    /// The eBPF ELF (default: `$BULKHEAD_EBPF_ELF`, else where `cargo xtask
+    /// build-ebpf` leaves it).
+    #[arg(long)]
+    elf: Option<PathBuf>,
+    /// Skip the BPF_PROG_TEST_RUN program-cost benchmark.
+    #[arg(long)]
+    no_prog_cost: bool,
+    /// Skip the veth packet-rate benchmark.
+    #[arg(long)]
+    no_veth: bool,
+    /// `repeat` of one program-cost sample (default 1,000,000; 100,000
+    /// with --quick).
+    #[arg(long)]
+    repeat: Option<u32>,
+    /// Program-cost rounds (default 7; 3 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Pairs of single runs per round for new flows (default 2,000; 500
+    /// with --quick).
+    #[arg(long)]
+    pairs: Option<usize>,
+    /// Repetitions of each veth configuration (default 5; 3 with --quick).
+    #[arg(long)]
+    reps: Option<usize>,
+    /// Seconds of one veth flood (default 3; 1 with --quick; at most 10).
+    #[arg(long)]
+    seconds: Option<f64>,
+    /// UDP payload bytes of the flood.
+    #[arg(long, default_value_t = 18)]
+    payload: usize,
+    /// Where to write the report.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    out_dir: PathBuf,
+    /// Print the report only; write no files.
+    #[arg(long)]
+    no_write: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let started_at = Instant::now();
+    let args = Args::parse();
+    if !is_root() {
+        eprintln!(
+            "dataplane_bench: skipped: it needs root (loading eBPF programs, creating network namespaces); run it as root"
+        );
+        return Ok(());
+    }
+    let elf = args
+        .elf
+        .clone()
+        .or_else(|| std::env::var_os(EBPF_ELF).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_EBPF_ELF));
+    if !elf.is_file() {
+        bail!(
+            "no eBPF ELF at {} (run `cargo xtask build-ebpf`, or pass --elf)",
+            elf.display()
+        );
+    }
+    let elf = elf.canonicalize().unwrap_or(elf);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut command = "cargo run --release -p bulkhead-bench --bin dataplane_bench --".to_string();
+    for a in &argv {
+        command.push(' ');
+        command.push_str(a);
+    }
+    let machine = Machine::detect();
+    if !machine.release_build {
+        eprintln!("warning: debug build; run with --release for meaningful numbers");
+    }
+    let started = Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let loadavg_start = std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+
+    let q = args.quick;
+    let cost_plan = CostPlan {
+        repeat: args.repeat.unwrap_or(if q { 100_000 } else { 1_000_000 }),
+        rounds: args.rounds.unwrap_or(if q { 3 } else { 7 }).max(1),
+        pairs: args.pairs.unwrap_or(if q { 500 } else { 2_000 }).max(1),
+    };
+    let seconds = args.seconds.unwrap_or(if q { 1.0 } else { 3.0 });
+    if !(0.1..=10.0).contains(&seconds) {
+        bail!("--seconds must be between 0.1 and 10");
+    }
+    let veth_plan = VethPlan {
+        reps: args.reps.unwrap_or(if q { 3 } else { 5 }).max(1),
+        warmup: Duration::from_millis(if q { 200 } else { 500 }),
+        flood: FloodSpec {
+            duration: Duration::from_secs_f64(seconds),
+            // A count bound as well as the time bound: 20 Mpps is beyond
+            // what one core pushes through two veths.
+            max_packets: (seconds * 20e6) as u64,
+            payload: args.payload.clamp(1, 1400),
+        },
+    };
+
+    let prog_cost = if args.no_prog_cost {
+        Vec::new()
+    } else {
+        prog_cost::measure(&elf, &SHAPES, &cost_plan).context("program-cost benchmark")?
+    };
+    let veth = if args.no_veth {
+        None
+    } else {
+        Some(veth::measure(&elf, &veth_plan).context("veth benchmark")?)
+    };
+
+    let report = Report {
+        benchmark: "dataplane".into(),
+        command,
+        argv,
+        started,
+        total_seconds: started_at.elapsed().as_secs_f64(),
+        quick: q,
+        machine,
+        loadavg_start,
+        elf: elf.display().to_string(),
+        cost_plan: (!args.no_prog_cost).then_some(cost_plan),
+        prog_cost,
+        veth,
+    };
+    let markdown = report.markdown();
+    if !args.no_write {
+        let stem = if q { "dataplane-quick" } else { "dataplane" };
+        std::fs::create_dir_all(&args.out_dir)
+            .with_context(|| format!("creating {}", args.out_dir.display()))?;
+        let md = args.out_dir.join(format!("{stem}.md"));
+        let json = args.out_dir.join(format!("{stem}.json"));
+        std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
+        let mut raw = serde_json::to_string_pretty(&report)?;
+        raw.push('\n');
+        std::fs::write(&json, raw).with_context(|| format!("writing {}", json.display()))?;
+        eprintln!("wrote {} and {}", md.display(), json.display());
+    }
+    print!("{markdown}");
+    Ok(())
+}

@@ -1,0 +1,423 @@
+//! Per-packet program cost by `BPF_PROG_TEST_RUN`, through aya's
+//! `test_run` (aya 0.14 passes `repeat` to the kernel and returns the
+//! kernel's `duration`: the mean time of one program run over the repeats,
+//! in whole nanoseconds, measured in the kernel around the run loop).
+//!
+//! Each rule case has its own loaded ELF (own maps), so the cases are
+//! measured side by side, interleaved round by round. The endpoint under
+//! test is the subject pod of [`super::rules`], bound to ifindex 1 (test
+//! runs happen on loopback).
+//!
+//! Paths (the packet is UDP between the subject and its peer pod, the
+//! destination port allowed or not by the subject's big tables):
+//! - **established**: CT holds the flow (created by one run first), so the
+//!   run is a CT hit with the side already checked under this revision:
+//!   `repeat` runs, the kernel's mean.
+//! - **denied**: a port the table does not allow; never creates CT, so
+//!   `repeat` runs measure it directly (two CT misses, the identity
+//!   lookup, the peer's POLICY_V3 tree and the any-peer miss, the drop
+//!   counter).
+//! - **new, allowed**, TC programs: an allowed new flow creates its CT
+//!   entry, so with `repeat` only the first run would be new. Measured in
+//!   pairs of single runs instead: delete the CT entry, run once (new: CT
+//!   misses, identity and POLICY_V3 lookup, CT insert), run once more
+//!   (established). A single run also carries the fixed overhead of the
+//!   kernel's timer and loop; the pairs cancel it: `new = established
+//!   (repeat) + median over pairs of (new single − established single)`.
+//!   Single runs find colder caches than `repeat` runs (the syscalls in
+//!   between touch other memory), so this reads somewhat high; the XDP
+//!   check below shows by how much.
+//! - **new, allowed**, `xdp_prefilter`: XDP never writes CT, so `repeat`
+//!   runs measure it directly; the pair method is applied too, as a check
+//!   of the method (the two should agree within a few ns).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail, ensure};
+use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
+use bulkhead_common::{CtKey, DropReason, PROTO_UDP, active_slot};
+use bulkhead_netns_tests::dataplane::{DROP, Dataplane, PASS, XDP_DROP, XDP_PASS, ct_key};
+use bulkhead_netns_tests::packet::{HOST_MAC, L4, frame};
+use serde::Serialize;
+
+use super::rules::{RuleCase, RuleFacts, RuleShape};
+use super::stats::Summary;
+
+/// Policy revision the cases run under.
+const REVISION: u64 = 1;
+/// Source port of the test flows.
+const SPORT: u16 = 40_000;
+
+/// A program under test.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prog {
+    /// TC ingress of the host veth (leaving the pod; egress policy).
+    FromPod,
+    /// TC egress of the host veth (entering the pod; ingress policy).
+    ToPod,
+    /// XDP on the host veth (leaving the pod; stateless egress check).
+    XdpPrefilter,
+}
+
+impl Prog {
+    /// All programs, in report order.
+    pub const ALL: [Prog; 3] = [Prog::FromPod, Prog::ToPod, Prog::XdpPrefilter];
+
+    /// The program's name in the ELF.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prog::FromPod => "from_pod",
+            Prog::ToPod => "to_pod",
+            Prog::XdpPrefilter => "xdp_prefilter",
+        }
+    }
+}
+
+/// A packet path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// CT hit.
+    Established,
+    /// New flow, allowed by the big table.
+    NewAllowed,
+    /// New flow, denied (port not in the table).
+    Denied,
+}
+
+impl PathKind {
+    /// All paths, in report order.
+    pub const ALL: [PathKind; 3] = [
+        PathKind::Established,
+        PathKind::NewAllowed,
+        PathKind::Denied,
+    ];
+
+    /// Name in the report.
+    pub fn label(self) -> &'static str {
+        match self {
+            PathKind::Established => "established (CT hit)",
+            PathKind::NewAllowed => "new flow, allowed",
+            PathKind::Denied => "new flow, denied",
+        }
+    }
+}
+
+/// How much to measure.
+#[derive(Clone, Debug, Serialize)]
+pub struct CostPlan {
+    /// Kernel repeat count of one sample.
+    pub repeat: u32,
+    /// Rounds (samples per measurement; the median is reported).
+    pub rounds: usize,
+    /// Pairs of single runs per round for the new-flow method.
+    pub pairs: usize,
+}
+
+/// Samples of one (case, program, path).
+#[derive(Clone, Debug, Serialize)]
+pub struct Measurement {
+    /// Program.
+    pub prog: Prog,
+    /// Path.
+    pub path: PathKind,
+    /// ns per run, one per round (for new-allowed TC: derived, see module docs).
+    pub ns: Summary,
+    /// New-allowed only: mean single-run time of the new run, per round.
+    pub single_new_ns: Option<Summary>,
+    /// New-allowed only: mean single-run time of the established run, per round.
+    pub single_established_ns: Option<Summary>,
+    /// `xdp_prefilter` new-allowed only: the pair method's result, per round
+    /// (the check of the method against the direct measurement).
+    pub derived_ns: Option<Summary>,
+}
+
+/// One rule case's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct CaseCost {
+    /// What the image holds.
+    pub facts: RuleFacts,
+    /// Every measurement.
+    pub measurements: Vec<Measurement>,
+}
+
+/// A loaded case: its own ELF instance with the image written.
+struct Loaded {
+    dp: Dataplane,
+    case: RuleCase,
+    samples: Vec<Samples>,
+}
+
+#[derive(Default)]
+struct Samples {
+    ns: Vec<f64>,
+    single_new: Vec<f64>,
+    single_est: Vec<f64>,
+    derived: Vec<f64>,
+}
+
+/// One flow's frame and CT key for a program.
+struct Flow {
+    frame: Vec<u8>,
+    ct: CtKey,
+}
+
+fn flow(case: &RuleCase, prog: Prog, dport: u16) -> Flow {
+    let (src, dst, mac) = match prog {
+        // Leaving the subject: its MAC and address (anti-spoofing passes).
+        Prog::FromPod | Prog::XdpPrefilter => (case.subject_ip, case.peer_ip, case.subject.mac),
+        // Entering the subject from its peer.
+        Prog::ToPod => (case.peer_ip, case.subject_ip, HOST_MAC),
+    };
+    let (src, dst) = (IpAddr::V4(src), IpAddr::V4(dst));
+    Flow {
+        frame: frame(
+            mac,
+            src,
+            dst,
+            L4::Udp {
+                sport: SPORT,
+                dport,
+            },
+        ),
+        ct: ct_key(src, dst, SPORT, dport, PROTO_UDP),
+    }
+}
+
+/// Runs `prog` on `frame` `repeat` times: (return value, kernel ns per run).
+fn run(dp: &mut Dataplane, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32, u32)> {
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        repeat,
+        ..TestRunOptions::default()
+    };
+    let ebpf = dp.ebpf();
+    let program = ebpf
+        .program_mut(prog.name())
+        .with_context(|| format!("no program {}", prog.name()))?;
+    let result = match prog {
+        Prog::FromPod | Prog::ToPod => {
+            let p: &mut SchedClassifier = program.try_into()?;
+            p.test_run(opts)
+        }
+        Prog::XdpPrefilter => {
+            let p: &mut Xdp = program.try_into()?;
+            p.test_run(opts)
+        }
+    }
+    .with_context(|| format!("BPF_PROG_TEST_RUN {}", prog.name()))?;
+    Ok((result.return_value, result.duration.as_nanos() as u32))
+}
+
+fn pass(prog: Prog) -> u32 {
+    if prog == Prog::XdpPrefilter {
+        XDP_PASS
+    } else {
+        PASS
+    }
+}
+
+fn drop_verdict(prog: Prog) -> u32 {
+    if prog == Prog::XdpPrefilter {
+        XDP_DROP
+    } else {
+        DROP
+    }
+}
+
+fn expect(prog: Prog, path: PathKind, got: u32, want: u32) -> Result<()> {
+    ensure!(
+        got == want,
+        "{} on the {} path returned {got}, expected {want}: the benchmark's maps are not what it thinks",
+        prog.name(),
+        path.label()
+    );
+    Ok(())
+}
+
+impl Loaded {
+    fn new(elf: &Path, shape: RuleShape) -> Result<Self> {
+        let slot = active_slot(REVISION);
+        let case = RuleCase::new(shape, slot);
+        let mut dp = Dataplane::load_file(elf).map_err(anyhow::Error::msg)?;
+        dp.write_image(&case.image);
+        dp.set_endpoint(slot, case.subject);
+        dp.set_revision(REVISION);
+        Ok(Self {
+            dp,
+            case,
+            samples: (0..Prog::ALL.len() * PathKind::ALL.len())
+                .map(|_| Samples::default())
+                .collect(),
+        })
+    }
+
+    /// One round: every program and path once.
+    fn round(&mut self, plan: &CostPlan) -> Result<()> {
+        for (pi, prog) in Prog::ALL.into_iter().enumerate() {
+            for (ki, path) in PathKind::ALL.into_iter().enumerate() {
+                let s = self.measure(prog, path, plan)?;
+                let slot = &mut self.samples[pi * PathKind::ALL.len() + ki];
+                slot.ns.push(s.0);
+                if let Some((new, est, derived)) = s.1 {
+                    slot.single_new.push(new);
+                    slot.single_est.push(est);
+                    slot.derived.push(derived);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// ns per run, and for new-allowed the pair method's (new single,
+    /// established single, derived).
+    #[allow(clippy::type_complexity)]
+    fn measure(
+        &mut self,
+        prog: Prog,
+        path: PathKind,
+        plan: &CostPlan,
+    ) -> Result<(f64, Option<(f64, f64, f64)>)> {
+        let dp = &mut self.dp;
+        let allowed = flow(&self.case, prog, self.case.allowed_port);
+        match path {
+            PathKind::Denied => {
+                let denied = flow(&self.case, prog, self.case.denied_port);
+                let before = dp.drops(DropReason::PolicyDenied);
+                let (ret, ns) = run(dp, prog, &denied.frame, plan.repeat)?;
+                expect(prog, path, ret, drop_verdict(prog))?;
+                let counted = dp.drops(DropReason::PolicyDenied) - before;
+                ensure!(
+                    counted == u64::from(plan.repeat),
+                    "{}: {counted} policy denials counted for {} runs",
+                    prog.name(),
+                    plan.repeat
+                );
+                Ok((f64::from(ns), None))
+            }
+            PathKind::Established => {
+                // The TC programs create the entry themselves; XDP reads
+                // the one from_pod creates for the same packet.
+                let creator = if prog == Prog::XdpPrefilter {
+                    Prog::FromPod
+                } else {
+                    prog
+                };
+                let (ret, _) = run(dp, creator, &allowed.frame, 1)?;
+                expect(creator, path, ret, PASS)?;
+                ensure!(
+                    dp.ct_get(&allowed.ct).is_some(),
+                    "{}: no CT entry",
+                    prog.name()
+                );
+                let (ret, ns) = run(dp, prog, &allowed.frame, plan.repeat)?;
+                expect(prog, path, ret, pass(prog))?;
+                dp.ct_remove(&allowed.ct);
+                Ok((f64::from(ns), None))
+            }
+            PathKind::NewAllowed => {
+                let est_repeat = {
+                    // Established by repeat, as the base of the pair method.
+                    let creator = if prog == Prog::XdpPrefilter {
+                        Prog::FromPod
+                    } else {
+                        prog
+                    };
+                    run(dp, creator, &allowed.frame, 1)?;
+                    let (ret, ns) = run(dp, prog, &allowed.frame, plan.repeat)?;
+                    expect(prog, PathKind::Established, ret, pass(prog))?;
+                    dp.ct_remove(&allowed.ct);
+                    f64::from(ns)
+                };
+                let (mut new_sum, mut est_sum) = (0u64, 0u64);
+                let mut diffs = Vec::with_capacity(plan.pairs);
+                for i in 0..plan.pairs {
+                    dp.ct_remove(&allowed.ct);
+                    let (ret, ns) = run(dp, prog, &allowed.frame, 1)?;
+                    expect(prog, path, ret, pass(prog))?;
+                    if prog == Prog::XdpPrefilter {
+                        // XDP does not create CT: make the entry the
+                        // established run needs, as from_pod would.
+                        run(dp, Prog::FromPod, &allowed.frame, 1)?;
+                    } else if i == 0 && dp.ct_get(&allowed.ct).is_none() {
+                        bail!("{}: the new flow created no CT entry", prog.name());
+                    }
+                    let (ret, ns2) = run(dp, prog, &allowed.frame, 1)?;
+                    expect(prog, PathKind::Established, ret, pass(prog))?;
+                    new_sum += u64::from(ns);
+                    est_sum += u64::from(ns2);
+                    diffs.push(f64::from(ns) - f64::from(ns2));
+                }
+                dp.ct_remove(&allowed.ct);
+                let pairs = plan.pairs.max(1) as f64;
+                let (new1, est1) = (new_sum as f64 / pairs, est_sum as f64 / pairs);
+                // The median of the paired differences: robust to the
+                // odd interrupted run, and each pair shares its conditions.
+                let derived = est_repeat + Summary::new(diffs).median;
+                let ns = if prog == Prog::XdpPrefilter {
+                    let (ret, ns) = run(dp, prog, &allowed.frame, plan.repeat)?;
+                    expect(prog, path, ret, XDP_PASS)?;
+                    f64::from(ns)
+                } else {
+                    derived
+                };
+                Ok((ns, Some((new1, est1, derived))))
+            }
+        }
+    }
+
+    fn result(&self) -> CaseCost {
+        let mut measurements = Vec::new();
+        for (pi, prog) in Prog::ALL.into_iter().enumerate() {
+            for (ki, path) in PathKind::ALL.into_iter().enumerate() {
+                let s = &self.samples[pi * PathKind::ALL.len() + ki];
+                let opt = |v: &Vec<f64>| (!v.is_empty()).then(|| Summary::new(v.clone()));
+                measurements.push(Measurement {
+                    prog,
+                    path,
+                    ns: Summary::new(s.ns.clone()),
+                    single_new_ns: opt(&s.single_new),
+                    single_established_ns: opt(&s.single_est),
+                    derived_ns: if prog == Prog::XdpPrefilter {
+                        opt(&s.derived)
+                    } else {
+                        None
+                    },
+                });
+            }
+        }
+        CaseCost {
+            facts: self.case.facts.clone(),
+            measurements,
+        }
+    }
+}
+
+/// Loads one ELF instance per shape, then measures every case once per
+/// round, interleaved. Progress goes to stderr.
+pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<CaseCost>> {
+    let mut loaded = Vec::new();
+    for shape in shapes {
+        let l = Loaded::new(elf, *shape)
+            .with_context(|| format!("setting up the {}-rule case", shape.nominal))?;
+        eprintln!(
+            "[prog cost] {} rules: {} segments in {} POLICY_V3 nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",
+            shape.nominal,
+            l.case.facts.segments,
+            l.case.facts.policy_entries,
+            l.case.facts.tree_depth,
+            l.case.facts.identity_entries,
+            l.case.facts.compile_ms
+        );
+        loaded.push(l);
+    }
+    for round in 0..plan.rounds {
+        for l in &mut loaded {
+            l.round(plan)?;
+        }
+        eprintln!("[prog cost] round {}/{} done", round + 1, plan.rounds);
+    }
+    Ok(loaded.iter().map(Loaded::result).collect())
+}

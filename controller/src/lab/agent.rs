@@ -1,0 +1,434 @@
+//! The lab's agent: `bulkhead agent` in the node namespace, on a private
+//! bpffs in the lab's directory, watching the lab's manifest directory.
+//!
+//! ```text
+//! /run/bulkhead/lab/<name>/
+//!   state.json         the lab (records the agent's PID, pins, watched directory)
+//!   manifests/         a copy of `lab up --manifests` the agent watches (unless --watch)
+//!   enforced/          the watched content last confirmed enforced (for verify)
+//!   enforced.hash      its content hash, as the agent saw it
+//!   bpf/               a bpffs mounted by `lab up`, private to this lab
+//!   bpf/bulkhead/      the agent's pin directory
+//!   agent.log          the agent's log
+//! ```
+//!
+//! The agent runs with `--netns bh-<lab>-node` (so it stays in this mount
+//! namespace and sees the bpffs) and finds the pods' host-side veths there
+//! by route, as on a real node. "Enforced" means the agent's state file
+//! says `enforced_hash == content_hash(watched)` ([`wait`]).
+//!
+//! Teardown ([`teardown`]) works without the lab's state file: the agent
+//! is found by its command line (`agent ... --bpffs <the lab's pin dir>`),
+//! the bpffs by `/proc/self/mountinfo`.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use super::LabError;
+use super::naming::node_netns;
+use super::net;
+use super::state::{LabAgent, LabState, lab_dir, pin_dir};
+use crate::agent::{AgentState, content_hash};
+
+/// How long the agent gets to stop on SIGTERM before SIGKILL.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Copies the manifests (a file or a directory tree) to `to`, which must
+/// not exist; only regular files are copied, relative paths kept.
+pub fn copy_manifests(from: &Path, to: &Path) -> Result<(), LabError> {
+    std::fs::create_dir_all(to).map_err(LabError::io(to))?;
+    if from.is_file() {
+        let name = from.file_name().unwrap_or(from.as_os_str());
+        return std::fs::copy(from, to.join(name))
+            .map(drop)
+            .map_err(LabError::io(from));
+    }
+    copy_tree(from, to, 0)
+}
+
+fn copy_tree(from: &Path, to: &Path, depth: usize) -> Result<(), LabError> {
+    if depth > 32 {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(from).map_err(LabError::io(from))? {
+        let entry = entry.map_err(LabError::io(from))?;
+        let src = entry.path();
+        let dst = to.join(entry.file_name());
+        if src.is_dir() {
+            std::fs::create_dir_all(&dst).map_err(LabError::io(&dst))?;
+            copy_tree(&src, &dst, depth + 1)?;
+        } else if src.is_file() {
+            std::fs::copy(&src, &dst).map_err(LabError::io(&src))?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether `path` is the mount point of a bpffs.
+fn is_bpffs(path: &Path) -> bool {
+    mount_points().iter().any(|m| m == path) && crate::dataplane::pins::on_bpffs(path)
+}
+
+/// Mounts the lab's private bpffs (if it is not mounted yet).
+pub fn mount_bpffs(agent: &LabAgent) -> Result<(), LabError> {
+    let at = &agent.bpffs;
+    std::fs::create_dir_all(at).map_err(LabError::io(at))?;
+    if is_bpffs(at) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        at,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .map_err(|source| LabError::Mount {
+        what: "mounting bpffs at",
+        path: at.clone(),
+        source,
+    })
+}
+
+/// Starts the agent for `state` (its bpffs mounted) and returns its PID.
+pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabError> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&agent.log)
+        .map_err(LabError::io(&agent.log))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("agent")
+        .arg("--manifests")
+        .arg(state.watched())
+        .arg("--bpffs")
+        .arg(&agent.pin_dir)
+        .args(["--netns", &state.node])
+        .args(["--xdp", if agent.xdp { "on" } else { "off" }]);
+    if !state.pod_cidrs.is_empty() {
+        cmd.arg("--pod-cidr").arg(state.pod_cidrs.join(","));
+    }
+    if state.assign_pod_ips {
+        cmd.arg("--assign-pod-ips");
+    }
+    if std::env::var_os("BULKHEAD_LOG").is_none() {
+        cmd.env("BULKHEAD_LOG", "info");
+    }
+    // Its own process group: a terminal's ^C to `lab up` must not reach it.
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    let child = cmd.spawn().map_err(|source| LabError::Spawn {
+        program: exe.display().to_string(),
+        source,
+    })?;
+    // Not waited for: it outlives `lab up`; `lab down` stops it.
+    Ok(child.id())
+}
+
+/// The last lines of the agent's log, for error messages.
+fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines[lines.len().saturating_sub(5)..].join("\n  ");
+    if tail.is_empty() {
+        String::new()
+    } else {
+        format!(":\n  {tail}")
+    }
+}
+
+/// Whether `pid` is a live (not zombie) agent on the pins of `pin_dir`.
+fn is_agent(pid: u32, pin_dir: &Path) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    let pins = pin_dir.as_os_str().as_encoded_bytes();
+    args.contains(&b"agent".as_slice())
+        && args
+            .windows(2)
+            .any(|w| w[0] == b"--bpffs".as_slice() && w[1] == pins)
+}
+
+/// Every live agent process on `pin_dir`, found by command line.
+fn find_agents(pin_dir: &Path) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id() && is_agent(pid, pin_dir))
+        .collect()
+}
+
+/// What the agent reports about the watched content right now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sync {
+    /// It enforces exactly the watched content.
+    Enforced(AgentState),
+    /// It saw the content and rejected it (the policy in force stays).
+    Rejected {
+        /// Its error.
+        error: String,
+        /// What it enforces instead (`None`: nothing yet).
+        enforced_hash: Option<String>,
+    },
+    /// It has not caught up yet.
+    Pending {
+        /// Its last error, if any.
+        error: Option<String>,
+    },
+}
+
+/// Reads the agent's state against the watched content's hash `want`.
+pub fn check(agent: &LabAgent, want: &str) -> Sync {
+    let Some(s) = AgentState::read(&agent.pin_dir) else {
+        return Sync::Pending { error: None };
+    };
+    let enforced = s.enforced_hash.as_deref() == Some(want);
+    if s.content_hash == want {
+        match (&s.error, enforced) {
+            (None, true) => return Sync::Enforced(s),
+            (Some(e), false) => {
+                return Sync::Rejected {
+                    error: e.clone(),
+                    enforced_hash: s.enforced_hash.clone(),
+                };
+            }
+            _ => {}
+        }
+    }
+    Sync::Pending {
+        error: s.error.clone(),
+    }
+}
+
+/// Waits until the agent enforces the watched content; the agent's state
+/// on success. Fails at once when the agent rejects the content or is not
+/// running, else after `timeout`.
+pub fn wait(state: &LabState, timeout: Duration) -> Result<AgentState, LabError> {
+    let agent = state.agent.as_ref().ok_or_else(|| LabError::NoAgent {
+        name: state.name.clone(),
+    })?;
+    let watched = state.watched().to_owned();
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Hashed each round: content that changes while we wait is waited for.
+        let want = content_hash(&watched);
+        match check(agent, &want) {
+            Sync::Enforced(s) => return Ok(s),
+            Sync::Rejected { error, .. } => return Err(LabError::Rejected { watched, error }),
+            Sync::Pending { error } => {
+                let running = agent.pid.is_some_and(|p| is_agent(p, &agent.pin_dir));
+                if !running {
+                    return Err(LabError::Agent {
+                        why: format!(
+                            "is not running{}",
+                            agent
+                                .pid
+                                .map(|p| format!(" (pid {p} exited)"))
+                                .unwrap_or_default()
+                        ) + &log_tail(&agent.log),
+                        log: agent.log.clone(),
+                    });
+                }
+                if Instant::now() >= deadline {
+                    return Err(LabError::SyncTimeout {
+                        watched,
+                        timeout,
+                        last_error: error,
+                    });
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn enforced_dir(name: &str) -> PathBuf {
+    lab_dir(name).join("enforced")
+}
+
+fn enforced_hash_file(name: &str) -> PathBuf {
+    lab_dir(name).join("enforced.hash")
+}
+
+/// Keeps a copy of the watched content, which the agent enforces under
+/// content hash `hash`, so `verify` can compare with the policy in force
+/// after the watched directory turns invalid. Nothing is kept (and the
+/// old copy stays) when the content changed meanwhile.
+pub fn keep_enforced(state: &LabState, hash: &str) -> Result<(), LabError> {
+    let dir = enforced_dir(&state.name);
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy_manifests(state.watched(), &tmp)?;
+    if content_hash(state.watched()) != hash {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(LabError::io(&dir))?;
+    let file = enforced_hash_file(&state.name);
+    std::fs::write(&file, hash).map_err(LabError::io(&file))
+}
+
+/// The kept copy of the content the agent enforces under `hash`, if any.
+pub fn enforced_copy(name: &str, hash: &str) -> Option<PathBuf> {
+    let kept = std::fs::read_to_string(enforced_hash_file(name)).ok()?;
+    (kept.trim() == hash).then(|| enforced_dir(name))
+}
+
+/// What [`teardown`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Teardown {
+    /// Agent processes stopped.
+    pub stopped: usize,
+    /// Pins removed by the cleanup.
+    pub pins: usize,
+    /// Mounts removed.
+    pub unmounted: usize,
+}
+
+/// Stops lab `name`'s agent (SIGTERM, then SIGKILL after a while), runs
+/// the agent's cleanup on the lab's pins (inside the node namespace, where
+/// its devices are), and unmounts every mount under the lab's directory.
+/// Works from `state` if there is one, else from the fixed paths; errors of
+/// the cleanup are logged, not returned, so teardown goes on.
+pub fn teardown(
+    name: &str,
+    state: Option<&LabState>,
+    progress: &dyn Fn(&str),
+) -> Result<Teardown, LabError> {
+    let mut report = Teardown::default();
+    let pins = state
+        .and_then(|s| s.agent.as_ref())
+        .map_or_else(|| pin_dir(name), |a| a.pin_dir.clone());
+    let mut pids = find_agents(&pins);
+    if let Some(p) = state.and_then(|s| s.agent.as_ref()).and_then(|a| a.pid)
+        && is_agent(p, &pins)
+        && !pids.contains(&p)
+    {
+        pids.push(p);
+    }
+    if !pids.is_empty() {
+        progress(&format!("stopping the agent (pid {pids:?})"));
+    }
+    for &pid in &pids {
+        if let Ok(raw) = i32::try_from(pid)
+            && kill(Pid::from_raw(raw), Signal::SIGTERM).is_ok()
+        {
+            report.stopped += 1;
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while pids.iter().any(|p| is_agent(*p, &pins)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pid in pids.iter().filter(|p| is_agent(**p, &pins)) {
+        tracing::warn!(pid, "the agent ignored SIGTERM; killing it");
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+    }
+    while pids.iter().any(|p| is_agent(*p, &pins)) && Instant::now() < deadline + STOP_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    report.pins = cleanup_pins(name, &pins);
+    let lab = lab_dir(name);
+    let mut mounts: Vec<PathBuf> = mount_points()
+        .into_iter()
+        .filter(|m| m.starts_with(&lab))
+        .collect();
+    // Deepest first.
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.components().count()));
+    mounts.dedup();
+    for m in &mounts {
+        nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH).map_err(|source| {
+            LabError::Mount {
+                what: "unmounting",
+                path: m.clone(),
+                source,
+            }
+        })?;
+        report.unmounted += 1;
+    }
+    Ok(report)
+}
+
+/// The agent's cleanup (no agent runs any more): netlink filters it
+/// recorded are detached inside the node namespace, pins removed, the
+/// agent's state file removed. Returns the pins removed.
+fn cleanup_pins(name: &str, pins: &Path) -> usize {
+    let node = node_netns(name);
+    let devices = AgentState::read(pins)
+        .map(|s| s.netlink_devices)
+        .unwrap_or_default();
+    let in_node = net::netns_exists(&node);
+    let pins_owned = pins.to_owned();
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            // Devices are named in the node namespace: never look them up
+            // in this one. Without the node there are none left anyway.
+            let devices: &[String] = if in_node { &devices } else { &[] };
+            if in_node && let Err(e) = crate::agent::enter_netns(&node) {
+                tracing::warn!(error = %e, "cleanup outside the node namespace");
+                return crate::dataplane::cleanup(&pins_owned, &[]);
+            }
+            crate::dataplane::cleanup(&pins_owned, devices)
+        })
+        .join()
+    });
+    if let Err(e) = AgentState::remove(pins) {
+        tracing::warn!(error = %e, "removing the agent's state file");
+    }
+    match result {
+        Ok(Ok(r)) => r.objects + r.links,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "agent cleanup; unmounting the bpffs removes the pins");
+            0
+        }
+        Err(_) => {
+            tracing::warn!("agent cleanup panicked");
+            0
+        }
+    }
+}
+
+/// Mount points of this mount namespace (`/proc/self/mountinfo`, with
+/// its octal escapes undone).
+pub fn mount_points() -> Vec<PathBuf> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .collect()
+}
+
+/// `\040` and friends back to bytes.
+pub fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -1,0 +1,27 @@
+//! The upstream Kubernetes e2e NetworkPolicy scenarios
+//! (kubernetes/kubernetes `test/e2e/network/netpol/network_policy.go`) on
+//! real packets: the very scenario files and truth tables that
+//! `controller/tests/k8s_e2e.rs` checks against the reference evaluator,
+//! run here by a second harness that answers every check with real TCP,
+//! UDP and SCTP probes (IPv4 and IPv6) between the nine pods of a lab
+//! (namespaces x, y, z × pods a, b, c), its agent enforcing each
+//! scenario's policies, labels and ports in the kernel. Sequences (policy
+//! update, delete, pod and namespace relabel) are live changes of the
+//! running lab. See `k8s_e2e_packets/harness.rs`.
+
+#![allow(dead_code)]
+
+mod lab_support;
+
+#[path = "../../controller/tests/k8s_e2e/common.rs"]
+mod common;
+#[path = "k8s_e2e_packets/harness.rs"]
+mod harness;
+#[path = "../../controller/tests/k8s_e2e/ipblock.rs"]
+mod ipblock;
+#[path = "../../controller/tests/k8s_e2e/isolation.rs"]
+mod isolation;
+#[path = "../../controller/tests/k8s_e2e/ports.rs"]
+mod ports;
+#[path = "../../controller/tests/k8s_e2e/selectors.rs"]
+mod selectors;
