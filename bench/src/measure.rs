@@ -109,24 +109,24 @@ pub struct Counts {
     pub isolated_egress: usize,
     /// Map image: address → identity LPM entries.
     pub map_identities: usize,
-    /// Map image: POLICY_V3 entries (B-tree nodes).
+    /// Map image: policy tree nodes (B-tree nodes).
     pub map_policy: usize,
     /// Map image: endpoint entries.
     pub map_endpoints: usize,
-    /// POLICY_V3 nodes whose peer is `IDENTITY_ANY`.
+    /// policy tree nodes whose peer is `IDENTITY_ANY`.
     pub map_policy_any_peer: usize,
-    /// POLICY_V3 nodes whose peer is a pod identity.
+    /// policy tree nodes whose peer is a pod identity.
     pub map_policy_pod_peers: usize,
-    /// POLICY_V3 nodes whose peer is an external (ipBlock region) identity.
+    /// policy tree nodes whose peer is an external (ipBlock region) identity.
     pub map_policy_external_peers: usize,
-    /// POLICY_V3 nodes of the largest table.
+    /// policy tree nodes of the largest table.
     pub map_policy_max_table: usize,
-    /// POLICY_V3 nodes one node needs (the tables its endpoints use),
+    /// policy tree nodes one node needs (the tables its endpoints use),
     /// median over nodes of [`PODS_PER_NODE`] pods dealt round-robin.
     pub map_policy_per_node_median: usize,
     /// The same, largest node.
     pub map_policy_per_node_max: usize,
-    /// Deepest POLICY_V3 tree (nodes a lookup visits for one peer).
+    /// Deepest policy tree (nodes a lookup visits for one peer).
     pub map_policy_max_depth: usize,
 }
 
@@ -255,7 +255,7 @@ fn counts(c: &Compiled, spec_namespaces: usize, policies: usize) -> Counts {
     }
 }
 
-/// Breakdown of the POLICY_V3 nodes.
+/// Breakdown of the policy tree nodes.
 struct PolicyEntries {
     any_peer: usize,
     pod_peers: usize,

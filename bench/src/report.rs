@@ -269,9 +269,9 @@ impl Report {
         row(s, "map: identity LPM entries", &|c| {
             int(c.counts.map_identities)
         });
-        row(s, "map: POLICY_V3 nodes", &|c| int(c.counts.map_policy));
+        row(s, "map: policy tree nodes", &|c| int(c.counts.map_policy));
         row(s, "map: endpoint entries", &|c| int(c.counts.map_endpoints));
-        row(s, "POLICY_V3 nodes by peer: any / pod / external", &|c| {
+        row(s, "policy tree nodes by peer: any / pod / external", &|c| {
             let k = &c.counts;
             format!(
                 "{} / {} / {}",
@@ -280,17 +280,15 @@ impl Report {
                 int(k.map_policy_external_peers)
             )
         });
-        row(s, "POLICY_V3 nodes, largest table", &|c| {
+        row(s, "policy tree nodes, largest table", &|c| {
             int(c.counts.map_policy_max_table)
+        });
+        row(s, "policy tree depth, deepest (nodes per lookup)", &|c| {
+            int(c.counts.map_policy_max_depth)
         });
         row(
             s,
-            "POLICY_V3 tree depth, deepest (nodes per lookup)",
-            &|c| int(c.counts.map_policy_max_depth),
-        );
-        row(
-            s,
-            &format!("POLICY_V3 nodes per node of {PODS_PER_NODE} pods, median / max"),
+            &format!("policy tree nodes per node of {PODS_PER_NODE} pods, median / max"),
             &|c| {
                 format!(
                     "{} / {}",
@@ -325,7 +323,7 @@ impl Report {
 fn scaling(s: &mut String, rows: &[CaseResult], key: impl Fn(&CaseResult) -> String) {
     let _ = writeln!(
         s,
-        "| case | pods | label sets | pod classes | identities | tables | segments | rules | POLICY_V3 nodes | POLICY_V3 nodes per node (median) | identity LPM | compile median |"
+        "| case | pods | label sets | pod classes | identities | tables | segments | rules | policy tree nodes | policy tree nodes per node (median) | identity LPM | compile median |"
     );
     let _ = writeln!(s, "| --- |{}", " ---: |".repeat(11));
     for c in rows {
@@ -362,7 +360,7 @@ fn growth(s: &mut String, rows: &[CaseResult], what: &str, x: impl Fn(&CaseResul
     let _ = writeln!(
         s,
         "From the first row to the last, {what} grow {}; pod classes {}, identities {}, tables {}, \
-         segments {}, POLICY_V3 nodes {}, identity LPM entries {}, compile time {}.\n",
+         segments {}, policy tree nodes {}, identity LPM entries {}, compile time {}.\n",
         ratio(x(b), x(a)),
         f(|c| c.counts.pod_classes),
         f(|c| c.counts.identities),

@@ -1,6 +1,8 @@
 //! The ABI shared by Bulkhead's eBPF programs and its userspace controller
-//! (version 3: the policy map is the hash of B-tree nodes `POLICY_V3`; the
-//! LPM trie `POLICY` of version 2 is retired).
+//! (version 4: the policy maps are the hash of B-tree roots `POLICY_V4` and
+//! the array of their other nodes `POLICY_NODES`; `POLICY_V3`, which kept
+//! every node in the hash, and the LPM trie `POLICY` of version 2 are
+//! retired).
 //!
 //! Rules of this crate (see ARCHITECTURE.md): `#[repr(C)]`, explicit padding,
 //! no `bool`, addresses as `[u8; 16]` with IPv4 mapped into IPv6, multi-byte
@@ -11,8 +13,9 @@
 //!
 //! # Atomic policy swap: slots and the revision
 //!
-//! Every policy map (IDENTITIES, POLICY_V3, ENDPOINTS) is keyed by a `slot`
-//! (0 or 1) first. CONFIG holds one [`Config`] whose `revision` selects the
+//! Every policy map (IDENTITIES, POLICY_V4, ENDPOINTS) is keyed by a `slot`
+//! (0 or 1) first; the array POLICY_NODES is split into one index range per
+//! slot ([`policy_node_index`]). CONFIG holds one [`Config`] whose `revision` selects the
 //! active slot: `revision % 2` ([`active_slot`]). A program reads CONFIG once
 //! when it starts and does every lookup of that packet in that slot, so no
 //! packet sees half a policy. Userspace makes a new policy live by:
@@ -33,7 +36,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -69,13 +72,23 @@ pub const PROTO_SCTP: u8 = 132;
 pub const IDENTITIES_SLOT_CAPACITY: u32 = 65_536;
 /// IDENTITIES: map capacity.
 pub const IDENTITIES_MAX: u32 = IDENTITIES_SLOT_CAPACITY * SLOTS as u32;
-/// POLICY_V3: nodes per slot. The 10k-pod × 1k-policy benchmark needs up to
-/// 37,463 per node of 110 pods (ABI v2 needed 111,190 LPM entries there); this
-/// leaves 3.5× headroom. The map is not preallocated
-/// (`BPF_F_NO_PREALLOC`): memory follows the nodes in use, ~250 bytes each.
+/// POLICY_V4: tree roots (one per (table, peer)) per slot. The 10k-pod ×
+/// 1k-policy benchmark needs up to 37,463 POLICY_V3 nodes (roots and others)
+/// per node of 110 pods (ABI v2 needed 111,190 LPM entries there); this
+/// leaves 3.5× headroom. The map is not preallocated (`BPF_F_NO_PREALLOC`):
+/// memory follows the roots in use, ~250 bytes each.
 pub const POLICY_SLOT_CAPACITY: u32 = 131_072;
-/// POLICY_V3: map capacity.
+/// POLICY_V4: map capacity.
 pub const POLICY_MAX: u32 = POLICY_SLOT_CAPACITY * SLOTS as u32;
+/// POLICY_NODES: non-root nodes per slot (a power of two: the programs mask
+/// a node number with `POLICY_NODES_SLOT_CAPACITY - 1`, so a lookup never
+/// leaves its slot's range). Only peers with more than `POLICY_FANOUT`
+/// ranges have them (the 100k-rule dataplane benchmark: ~6,500). An array is
+/// preallocated: 2 × 32,768 × 200 bytes = 13 MB.
+pub const POLICY_NODES_SLOT_CAPACITY: u32 = 32_768;
+/// POLICY_NODES: map capacity.
+pub const POLICY_NODES_MAX: u32 = POLICY_NODES_SLOT_CAPACITY * SLOTS as u32;
+const _: () = assert!(POLICY_NODES_SLOT_CAPACITY.is_power_of_two());
 /// ENDPOINTS: local pods per slot.
 pub const ENDPOINTS_SLOT_CAPACITY: u32 = 4_096;
 /// ENDPOINTS: map capacity.
@@ -123,8 +136,9 @@ const _: () = assert!(size_of::<IdentityValue>() == 8);
 const _: () = assert!(offset_of!(IdentityValue, identity) == 0);
 
 // ---------------------------------------------------------------------------
-// POLICY_V3: (slot, table, peer identity, node) → B-tree node of
-// (protocol, port) ranges.
+// POLICY_V4: (slot, table, peer identity) → B-tree root, and POLICY_NODES:
+// index → the trees' other nodes; both hold nodes of (protocol, port)
+// ranges.
 //
 // One rule table's grants to one peer (an identity, or `IDENTITY_ANY` for
 // rules without peers) are a sorted list of disjoint ranges over the
@@ -134,34 +148,49 @@ const _: () = assert!(offset_of!(IdentityValue, identity) == 0);
 // so one search answers "this protocol and port, else any protocol".
 //
 // The list is stored as a B-tree of fixed nodes of up to
-// [`POLICY_FANOUT`] ranges in an exact-match hash: node 0 is the root;
-// an inner node's ranges cover its children's ranges (first of the first
-// to last of the last) and `target` is the child's node number; a leaf's
-// `target` is the rule. A lookup per peer is: hash lookup of node 0,
-// search in the node (a fixed 4-step binary search), follow the child,
-// until a leaf. Depth is log16 of the *peer's* range count, never of the
-// rule count: 1 node for up to 16 ranges, 2 for up to 256, 3 for 4,096;
-// [`POLICY_DEPTH_MAX`] bounds it for any content.
+// [`POLICY_FANOUT`] ranges: the root in the exact-match hash POLICY_V4
+// (key node number 0), every other node in the array POLICY_NODES, in the
+// slot's index range. An inner node's ranges cover its children's ranges
+// (first of the first to last of the last) and `target` is the child's
+// node number: its index in POLICY_NODES relative to the slot's range
+// ([`policy_node_index`]); a leaf's `target` is the rule. A lookup per peer
+// is: hash lookup of the root, search in the node (a fixed 4-step binary
+// search), follow the child (an array access the verifier inlines: no
+// helper call, no hashing), until a leaf. Depth is log16 of the *peer's*
+// range count, never of the rule count: 1 node for up to 16 ranges, 2 for
+// up to 256, 3 for 4,096; [`POLICY_DEPTH_MAX`] bounds it for any content.
+// ABI v3 (`POLICY_V3`) kept every node in the hash, each level a hash
+// lookup.
 
-/// Ranges per POLICY_V3 node.
+/// Ranges per policy tree node.
 pub const POLICY_FANOUT: usize = 16;
-/// Most nodes on a root-to-leaf path of POLICY_V3: 16^6 = 2^24 ranges, as
+/// Most nodes on a root-to-leaf path of a policy tree: 16^6 = 2^24 ranges, as
 /// many as there are policy points, so every possible list fits.
 pub const POLICY_DEPTH_MAX: usize = 6;
 /// Largest policy point (protocol 255, port 65535).
 pub const POLICY_POINT_MAX: u32 = 0x00ff_ffff;
 /// [`PolicyNode::kind`]: a leaf (`target` is a rule).
 pub const POLICY_NODE_LEAF: u8 = 1;
-/// [`PolicyNode::kind`]: an inner node (`target` is a child node number).
+/// [`PolicyNode::kind`]: an inner node (`target` is a child node number,
+/// see [`policy_node_index`]).
 pub const POLICY_NODE_INNER: u8 = 2;
 
+/// The POLICY_NODES index of node number `node` (an inner range's `target`)
+/// in `slot`: the slot's range starts at `slot * POLICY_NODES_SLOT_CAPACITY`,
+/// and the number is masked into the range (userspace never writes a larger
+/// one; the mask keeps every lookup within its slot).
+pub const fn policy_node_index(slot: u8, node: u32) -> u32 {
+    slot as u32 * POLICY_NODES_SLOT_CAPACITY + (node & (POLICY_NODES_SLOT_CAPACITY - 1))
+}
+
 /// The policy point of a protocol and (destination) port: ranges of
-/// POLICY_V3 are over these, ordered by protocol, then port.
+/// the policy trees are over these, ordered by protocol, then port.
 pub const fn policy_point(proto: u8, port: u16) -> u32 {
     (proto as u32) << 16 | port as u32
 }
 
-/// Key of POLICY_V3 (a hash; fields in host byte order).
+/// Key of POLICY_V4 (a hash; fields in host byte order). Its layout is
+/// that of ABI v3's POLICY_V3 key; only roots are stored, so `node` is 0.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PolicyNodeKey {
@@ -173,7 +202,8 @@ pub struct PolicyNodeKey {
     pub table: u32,
     /// Peer identity; `IDENTITY_ANY` for rules that match every peer.
     pub identity: u32,
-    /// Node number within the peer's tree; 0 is the root.
+    /// 0 (the root). In the compiler's trees (before placement into
+    /// POLICY_V4 and POLICY_NODES) the node number within the peer's tree.
     pub node: u32,
 }
 const _: () = assert!(size_of::<PolicyNodeKey>() == 16);
@@ -203,7 +233,8 @@ pub struct PolicyRange {
     pub first: u32,
     /// Last policy point.
     pub last: u32,
-    /// Leaf: the deciding rule. Inner node: the child's node number.
+    /// Leaf: the deciding rule. Inner node: the child's node number (its
+    /// POLICY_NODES index within the slot's range).
     pub target: u32,
 }
 const _: () = assert!(size_of::<PolicyRange>() == 12);
@@ -211,7 +242,9 @@ const _: () = assert!(offset_of!(PolicyRange, first) == 0);
 const _: () = assert!(offset_of!(PolicyRange, last) == 4);
 const _: () = assert!(offset_of!(PolicyRange, target) == 8);
 
-/// Value of POLICY_V3: one B-tree node.
+/// Value of POLICY_V4 (a root) and of POLICY_NODES (any other node): one
+/// B-tree node. A POLICY_NODES entry that no tree reaches is unused (zeroed
+/// when userspace frees it).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PolicyNode {

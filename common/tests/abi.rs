@@ -1,6 +1,7 @@
 //! ABI stability: the numbers of drop reasons, verdicts and event kinds, the
-//! prefix lengths of slotted LPM keys and the POLICY_V3 node layout never
-//! change; the kernel's in-node binary search equals a linear scan.
+//! prefix lengths of slotted LPM keys and the policy node layout (POLICY_V4,
+//! POLICY_NODES) never change; the kernel's in-node binary search equals a
+//! linear scan.
 
 use bulkhead_common::*;
 
@@ -68,8 +69,8 @@ fn slotted_prefixes_and_slots() {
 }
 
 #[test]
-fn policy_v3_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 3);
+fn policy_v4_layout_and_constants() {
+    assert_eq!(ABI_VERSION, 4);
     assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
     // Six levels of 16 hold every policy point as its own range.
     assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));
@@ -84,6 +85,21 @@ fn policy_v3_layout_and_constants() {
             core::mem::size_of::<PolicyNode>()
         ),
         (16, 12, 200)
+    );
+    // POLICY_NODES: one index range per slot, node numbers masked into it.
+    assert_eq!(POLICY_NODES_SLOT_CAPACITY, 32_768);
+    assert_eq!(POLICY_NODES_MAX, 2 * POLICY_NODES_SLOT_CAPACITY);
+    assert_eq!(policy_node_index(0, 5), 5);
+    assert_eq!(policy_node_index(1, 5), POLICY_NODES_SLOT_CAPACITY + 5);
+    assert_eq!(
+        policy_node_index(0, POLICY_NODES_SLOT_CAPACITY + 5),
+        5,
+        "never leaves the slot's range"
+    );
+    assert_eq!(
+        policy_node_index(1, u32::MAX),
+        POLICY_NODES_MAX - 1,
+        "never leaves the map"
     );
     let k = PolicyNodeKey::new(1, 2, 3, 4);
     assert_eq!(

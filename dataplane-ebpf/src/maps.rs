@@ -2,7 +2,8 @@
 //!
 //! Key and value types and capacities come from `bulkhead-common`, the ABI
 //! shared with userspace (which also documents the slot/revision protocol).
-//! Policy maps (IDENTITIES, POLICY_V3, ENDPOINTS) are keyed by slot first and
+//! Policy maps (IDENTITIES, POLICY_V4, POLICY_NODES, ENDPOINTS) are keyed by
+//! slot first (POLICY_NODES: one index range per slot) and
 //! written only by the controller; the programs read them in the slot of the
 //! revision they read from CONFIG at start. CT, FRAGS and DROPS are written by
 //! the programs. Nothing is pinned here; the loader pins (fail-static).
@@ -16,8 +17,8 @@ use aya_ebpf::{
 use crate::parse::Parsed;
 use bulkhead_common::{
     CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EndpointInfo, EndpointKey, FRAGS_MAX,
-    FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, PolicyNode,
-    PolicyNodeKey,
+    FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, POLICY_NODES_MAX,
+    PolicyNode, PolicyNodeKey,
 };
 
 /// (slot, address) → identity (address class), both families in one trie.
@@ -33,23 +34,39 @@ use bulkhead_common::{
 pub static IDENTITIES: LpmTrie<IdentityKey, IdentityValue> =
     LpmTrie::with_max_entries(IDENTITIES_MAX, 0);
 
-/// (slot, table, peer identity, node) → a B-tree node of (protocol, port)
-/// ranges and their deciding rules (ABI v3; replaces the v2 LPM trie
-/// `POLICY`, whose lookups grew with the entry count).
+/// (slot, table, peer identity) → the root of that peer's B-tree of
+/// (protocol, port) ranges and their deciding rules (ABI v4; replaces
+/// `POLICY_V3`, which also held the other nodes, each level a hash lookup,
+/// and the v2 LPM trie `POLICY`, whose lookups grew with the entry count).
 ///
-/// - Key: [`PolicyNodeKey`] (exact match). Node 0 of a (table, peer) is the
-///   root of that peer's tree; the programs look up (peer identity, then
-///   `IDENTITY_ANY`) and descend at most `POLICY_DEPTH_MAX` nodes, each a
-///   hash lookup and a 4-step binary search (see `policy.rs`). An absent
-///   root means "nothing allowed for that peer".
+/// - Key: [`PolicyNodeKey`] (exact match), `node` 0. The programs look up
+///   (peer identity, then `IDENTITY_ANY`), search the root (a 4-step binary
+///   search) and descend through [`POLICY_NODES`] (see `policy.rs`). An
+///   absent root means "nothing allowed for that peer".
 /// - Value: [`PolicyNode`] (up to `POLICY_FANOUT` ranges over
-///   `policy_point(proto, port)`).
+///   `policy_point(proto, port)`); an inner root's targets are node numbers
+///   of POLICY_NODES.
 /// - Written by: the controller (image of the compiled rule tables).
 /// - Capacity: `POLICY_MAX` (two slots of `POLICY_SLOT_CAPACITY`), not
-///   preallocated: a node costs memory only while it exists.
+///   preallocated: a root costs memory only while it exists.
 #[map]
-pub static POLICY_V3: HashMap<PolicyNodeKey, PolicyNode> =
+pub static POLICY_V4: HashMap<PolicyNodeKey, PolicyNode> =
     HashMap::with_max_entries(POLICY_MAX, BPF_F_NO_PREALLOC);
+
+/// Node index → a non-root node of the POLICY_V4 trees (ABI v4).
+///
+/// - Index: `policy_node_index(slot, node)`: slot `s` owns indexes
+///   `s * POLICY_NODES_SLOT_CAPACITY ..` `(s + 1) * POLICY_NODES_SLOT_CAPACITY`;
+///   `node` is an inner range's `target`, relative to the slot's range.
+///   Descending a level is an array access the verifier inlines (no helper
+///   call, no hashing), then a 4-step binary search.
+/// - Value: [`PolicyNode`] (inner nodes' targets: node numbers again; a
+///   leaf's: rules). Entries no tree reaches are unused (zeroed when freed).
+/// - Written by: the controller, together with the roots of the slot.
+/// - Capacity: `POLICY_NODES_MAX` (two slots of
+///   `POLICY_NODES_SLOT_CAPACITY`), preallocated (an array).
+#[map]
+pub static POLICY_NODES: Array<PolicyNode> = Array::with_max_entries(POLICY_NODES_MAX, 0);
 
 /// (ifindex, slot) → local pod: table bindings, isolation, MAC and addresses.
 ///

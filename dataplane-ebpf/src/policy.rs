@@ -1,8 +1,9 @@
 //! Policy lookup: does a side (egress of the source, ingress of the
-//! destination) allow a tuple? Per side at most two tree descents in
-//! POLICY_V3 (the peer's identity, then any peer), each as deep as that
-//! peer's range list needs (1 node up to 16 ranges, 2 up to 256, ...,
-//! bounded by `POLICY_DEPTH_MAX`): the cost never depends on the number of
+//! destination) allow a tuple? Per side at most two tree descents (the
+//! peer's identity, then any peer), each one POLICY_V4 hash lookup of the
+//! root and, as deep as that peer's range list needs (1 node up to 16
+//! ranges, 2 up to 256, ..., bounded by `POLICY_DEPTH_MAX`), inlined
+//! POLICY_NODES array accesses: the cost never depends on the number of
 //! rules, peers or tables.
 //!
 //! Mirrors the userspace reference evaluator over the same tables; the two
@@ -12,10 +13,10 @@ use aya_ebpf::maps::lpm_trie::Key;
 use bulkhead_common::{
     CtKey, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, IDENTITY_ANY,
     IDENTITY_PREFIX_FULL, IdentityKey, POLICY_DEPTH_MAX, POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, PolicyNodeKey, RULE_NONE, policy_point,
+    PROTO_UDP, PolicyNodeKey, RULE_NONE, policy_node_index, policy_point,
 };
 
-use crate::maps::{IDENTITIES, POLICY_V3};
+use crate::maps::{IDENTITIES, POLICY_NODES, POLICY_V4};
 
 /// Which side of a connection a program checks.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,17 +42,20 @@ fn descend(slot: u8, table: u32, peer: u32, point: u32) -> Option<u32> {
     // verifier: map keys live on the stack and the lookup helper reads all
     // their bytes, so every byte must be written: `PolicyNodeKey` has
     // explicit, zeroed padding.
-    let mut key = PolicyNodeKey::new(slot, table, peer, 0);
+    let key = PolicyNodeKey::new(slot, table, peer, 0);
+    // SAFETY: the value is only read, within this run (RCU); userspace
+    // writes only the inactive slot.
+    let mut node = unsafe { POLICY_V4.get(key) }?;
     // verifier: a constant trip count, so the loop is bounded.
     for _ in 0..POLICY_DEPTH_MAX {
-        // SAFETY: the value is only read, within this run (RCU); userspace
-        // writes only the inactive slot.
-        let node = unsafe { POLICY_V3.get(key) }?;
         let range = node.search(point)?;
         if node.kind == POLICY_NODE_LEAF {
             return Some(range.target);
         }
-        key.node = range.target;
+        // An array lookup: inlined by the verifier (bounds check and an
+        // address computation), no helper call. The index stays in the
+        // slot's range (`policy_node_index` masks the node number).
+        node = POLICY_NODES.get(policy_node_index(slot, range.target))?;
     }
     None
 }

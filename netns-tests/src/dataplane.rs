@@ -18,12 +18,14 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
-use bulkhead::compile::maps::{MapImage, abi_addr, identity_key, peer_ranges, policy_tree};
+use bulkhead::compile::maps::{
+    MapImage, PolicyLayout, abi_addr, identity_key, peer_ranges, place_policy, policy_tree,
+};
 use bulkhead::compile::tables::Segment;
 use bulkhead_common::{
     Config, CtEntry, CtKey, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, EndpointKey, FragEntry,
-    FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey,
+    FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey, policy_node_index,
 };
 use ipnetwork::IpNetwork;
 
@@ -40,8 +42,10 @@ pub const XDP_DROP: u32 = 1;
 /// XDP verdict: pass.
 pub const XDP_PASS: u32 = 2;
 
-/// The policy map of the ELF.
-pub const POLICY_MAP: &str = "POLICY_V3";
+/// The policy map (tree roots) of the ELF.
+pub const POLICY_MAP: &str = "POLICY_V4";
+/// The array of non-root policy tree nodes of the ELF.
+pub const POLICY_NODES_MAP: &str = "POLICY_NODES";
 
 /// What [`Dataplane::allow`] granted one (slot, table, peer): per protocol
 /// (`PROTO_ANY` included) the allowed ports, each `lo → hi`.
@@ -51,7 +55,10 @@ type Grants = BTreeMap<(u8, u32, u32), BTreeMap<u8, BTreeMap<u16, u16>>>;
 pub struct Dataplane {
     ebpf: Ebpf,
     written: Vec<(u32, IdentityKey)>,
-    written_policy: Vec<PolicyNodeKey>,
+    /// Policy trees written, as the compiler numbers them (all slots).
+    trees: BTreeMap<PolicyNodeKey, PolicyNode>,
+    /// Per slot: what the maps hold of `trees` (placed).
+    placed: [PolicyLayout; 2],
     grants: Grants,
 }
 
@@ -87,7 +94,8 @@ impl Dataplane {
         Ok(Self {
             ebpf,
             written: Vec::new(),
-            written_policy: Vec::new(),
+            trees: BTreeMap::new(),
+            placed: Default::default(),
             grants: Grants::new(),
         })
     }
@@ -103,6 +111,55 @@ impl Dataplane {
 
     fn policy(&mut self) -> HashMap<&mut MapData, PolicyNodeKey, PolicyNode> {
         HashMap::try_from(self.ebpf.map_mut(POLICY_MAP).expect(POLICY_MAP)).unwrap()
+    }
+
+    fn policy_nodes(&mut self) -> Array<&mut MapData, PolicyNode> {
+        Array::try_from(self.ebpf.map_mut(POLICY_NODES_MAP).expect(POLICY_NODES_MAP)).unwrap()
+    }
+
+    /// Writes `slot`'s trees (from `trees`) into the maps as the agent
+    /// would place them: roots in POLICY_V4, other nodes in POLICY_NODES;
+    /// only what changed since the last placement, stale roots deleted and
+    /// stale nodes zeroed.
+    fn place(&mut self, slot: u8) {
+        let mine: Vec<(PolicyNodeKey, PolicyNode)> = self
+            .trees
+            .iter()
+            .filter(|(k, _)| k.slot == slot)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let want = place_policy(&mine);
+        let have = std::mem::take(&mut self.placed[slot as usize]);
+        let have_roots: BTreeMap<PolicyNodeKey, PolicyNode> = have.roots.iter().copied().collect();
+        let want_roots: BTreeMap<PolicyNodeKey, PolicyNode> = want.roots.iter().copied().collect();
+        for key in have_roots.keys() {
+            if !want_roots.contains_key(key) {
+                self.policy().remove(key).expect("POLICY_V4 delete");
+            }
+        }
+        for (key, value) in &want_roots {
+            if have_roots.get(key) != Some(value) {
+                self.policy()
+                    .insert(key, value, 0)
+                    .expect("POLICY_V4 insert");
+            }
+        }
+        let zero = PolicyNode {
+            count: 0,
+            kind: 0,
+            _pad: [0; 2],
+            _reserved: 0,
+            ranges: [Default::default(); bulkhead_common::POLICY_FANOUT],
+        };
+        for i in 0..want.nodes.len().max(have.nodes.len()) {
+            let value = want.nodes.get(i).copied().unwrap_or(zero);
+            if have.nodes.get(i).copied().unwrap_or(zero) != value {
+                self.policy_nodes()
+                    .set(policy_node_index(slot, i as u32), value, 0)
+                    .expect("POLICY_NODES write");
+            }
+        }
+        self.placed[slot as usize] = want;
     }
 
     fn endpoints(&mut self) -> HashMap<&mut MapData, EndpointKey, EndpointInfo> {
@@ -138,12 +195,8 @@ impl Dataplane {
                 .expect("IDENTITIES insert");
             self.written.push((len, key));
         }
-        for &(key, value) in &image.policy {
-            self.policy()
-                .insert(key, value, 0)
-                .expect("POLICY_V3 insert");
-            self.written_policy.push(key);
-        }
+        self.trees.extend(image.policy.iter().copied());
+        self.place(image.slot);
     }
 
     /// Removes everything [`Self::write_image`] and the `add_*` helpers wrote.
@@ -154,12 +207,9 @@ impl Dataplane {
         for (len, key) in identities {
             self.identities().remove(&Key::new(len, key)).unwrap();
         }
-        let mut policy = std::mem::take(&mut self.written_policy);
-        policy.sort_unstable();
-        policy.dedup();
-        for key in policy {
-            self.policy().remove(&key).unwrap();
-        }
+        self.trees.clear();
+        self.place(0);
+        self.place(1);
         self.grants.clear();
     }
 
@@ -169,16 +219,11 @@ impl Dataplane {
             .into_iter()
             .partition(|(_, k)| k.slot == slot);
         self.written = keep;
-        let (gone_policy, keep_policy): (Vec<_>, Vec<_>) = std::mem::take(&mut self.written_policy)
-            .into_iter()
-            .partition(|k| k.slot == slot);
-        self.written_policy = keep_policy;
+        self.trees.retain(|k, _| k.slot != slot);
+        self.place(slot);
         self.grants.retain(|&(s, _, _), _| s != slot);
         for (len, key) in gone {
             let _ = self.identities().remove(&Key::new(len, key));
-        }
-        for key in gone_policy {
-            let _ = self.policy().remove(&key);
         }
     }
 
@@ -197,7 +242,7 @@ impl Dataplane {
 
     /// Allows `peer` (or `IDENTITY_ANY`) in `table` of `slot`: any protocol
     /// when `proto` is `PROTO_ANY`, else any port (`None`) or one port. The
-    /// deciding rule is `100 + table`. Rewrites that peer's POLICY_V3 tree
+    /// deciding rule is `100 + table`. Rewrites that peer's policy tree
     /// from everything allowed to it so far (as the compiler would).
     pub fn allow(&mut self, slot: u8, table: u32, peer: u32, proto: u8, port: Option<u16>) {
         let (lo, hi) = match (proto, port) {
@@ -231,22 +276,10 @@ impl Dataplane {
         let groups: Vec<(u8, &[Segment])> =
             groups.iter().map(|(p, s)| (*p, s.as_slice())).collect();
         let entries = policy_tree(slot, table, peer, &peer_ranges(&groups));
-        let old: Vec<PolicyNodeKey> = self
-            .written_policy
-            .iter()
-            .filter(|k| (k.slot, k.table, k.identity) == (slot, table, peer))
-            .copied()
-            .collect();
-        for key in &old {
-            if !entries.iter().any(|(k, _)| k == key) {
-                let _ = self.policy().remove(key);
-            }
-        }
-        self.written_policy.retain(|k| !old.contains(k));
-        for (key, value) in entries {
-            self.policy().insert(key, value, 0).unwrap();
-            self.written_policy.push(key);
-        }
+        self.trees
+            .retain(|k, _| (k.slot, k.table, k.identity) != (slot, table, peer));
+        self.trees.extend(entries);
+        self.place(slot);
     }
 
     /// Makes `info` the endpoint that test runs see in `slot`.

@@ -100,8 +100,9 @@ fn programs_load_and_to_pod_enforces_the_ingress_table_of_the_active_slot() {
     assert_eq!(dp.to_pod(&tcp(stranger, 5432, 1009)), PASS);
 }
 
-/// POLICY_V3 trees deeper than one node (a peer with 5,000 port ranges
-/// takes 4 levels, any peer with 300 takes 2): every allowed port passes
+/// Policy trees deeper than one node (roots in POLICY_V4, the other nodes
+/// in POLICY_NODES; a peer with 5,000 port ranges takes 4 levels, any peer
+/// with 300 takes 2): every allowed port passes
 /// with its own deciding rule recorded in CT, every port between them and
 /// every other protocol is dropped.
 #[test]

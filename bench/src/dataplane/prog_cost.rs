@@ -15,12 +15,12 @@
 //!   `repeat` runs, the kernel's mean.
 //! - **denied**: a port the table does not allow; never creates CT, so
 //!   `repeat` runs measure it directly (two CT misses, the identity
-//!   lookup, the peer's POLICY_V3 tree and the any-peer miss, the drop
+//!   lookup, the peer's policy tree and the any-peer miss, the drop
 //!   counter).
 //! - **new, allowed**, TC programs: an allowed new flow creates its CT
 //!   entry, so with `repeat` only the first run would be new. Measured in
 //!   pairs of single runs instead: delete the CT entry, run once (new: CT
-//!   misses, identity and POLICY_V3 lookup, CT insert), run once more
+//!   misses, identity and policy tree lookup, CT insert), run once more
 //!   (established). A single run also carries the fixed overhead of the
 //!   kernel's timer and loop; the pairs cancel it: `new = established
 //!   (repeat) + median over pairs of (new single − established single)`.
@@ -403,7 +403,7 @@ pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<
         let l = Loaded::new(elf, *shape)
             .with_context(|| format!("setting up the {}-rule case", shape.nominal))?;
         eprintln!(
-            "[prog cost] {} rules: {} segments in {} POLICY_V3 nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",
+            "[prog cost] {} rules: {} segments in {} policy tree nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",
             shape.nominal,
             l.case.facts.segments,
             l.case.facts.policy_entries,

@@ -146,9 +146,9 @@ impl Report {
         if !self.prog_cost.is_empty() {
             let _ = writeln!(
                 s,
-                "- Policies (`bench/src/dataplane/rules.rs`): one policy selects the pod under test for ingress and egress; each direction has one rule whose peers are one pod plus N ipBlocks (each its own identity) and whose ports are M single UDP ports (3 apart, so none merge). Both tables of the pod are the big ones; 1,000 unselected background pods keep IDENTITIES at ~2,000 entries in every case. \"Rules\" are compiled rule segments (one allowed peer × protocol × port range, what ABI v2 stored as one POLICY LPM entry each); POLICY_V3 stores each (table, peer)'s ranges as a B-tree of nodes of up to 16 ranges, so a lookup visits 1 node for a peer with up to 16 ranges and 2 for up to 256, whatever the number of peers and tables. Counts above are those of the compiled tables and image (`Compiled::map_image_for`).\n\
+                "- Policies (`bench/src/dataplane/rules.rs`): one policy selects the pod under test for ingress and egress; each direction has one rule whose peers are one pod plus N ipBlocks (each its own identity) and whose ports are M single UDP ports (3 apart, so none merge). Both tables of the pod are the big ones; 1,000 unselected background pods keep IDENTITIES at ~2,000 entries in every case. \"Rules\" are compiled rule segments (one allowed peer × protocol × port range, what ABI v2 stored as one POLICY LPM entry each); ABI v4 stores each (table, peer)'s ranges as a B-tree of nodes of up to 16 ranges, the root in the hash POLICY_V4 and the other nodes in the array POLICY_NODES, so a lookup visits 1 node for a peer with up to 16 ranges and 2 for up to 256, whatever the number of peers and tables. Counts above are those of the compiled tables and image (`Compiled::map_image_for`).\n\
                  - Packets: UDP between the pod under test and its peer pod, to a port in the middle of the list (allowed) or between two listed ports (denied). `from_pod` and `xdp_prefilter` see the pod's own MAC and address (anti-spoofing passes) and check its egress table; `to_pod` checks its ingress table. Each verdict and each drop counter is checked, so a measurement that took a different path would fail the run.\n\
-                 - Lookups per path: established = ENDPOINTS hash + CT hash hit (the verdict is cached in CT with the revision it was checked under; no policy lookup); new allowed = ENDPOINTS + 2 CT misses + IDENTITIES LPM + the peer's POLICY_V3 tree (depth hash lookups, each with a 4-step binary search in the node) (+ CT insert for TC); denied = the same, the peer's tree finding no range, then 1 POLICY_V3 miss for any-peer (no root) + drop counter.\n\
+                 - Lookups per path: established = ENDPOINTS hash + CT hash hit (the verdict is cached in CT with the revision it was checked under; no policy lookup); new allowed = ENDPOINTS + 2 CT misses + IDENTITIES LPM + the peer's policy tree (1 POLICY_V4 hash lookup of the root, then depth − 1 inlined POLICY_NODES array accesses; each node a 4-step binary search) (+ CT insert for TC); denied = the same, the peer's tree finding no range, then 1 POLICY_V4 miss for any-peer (no root) + drop counter.\n\
                  - New allowed flows cannot be repeated (the first run creates the CT entry): see the pair method above. Denied flows never create CT and XDP never writes it, so those are measured with `repeat` directly."
             );
             if let (Some(est), Some(new), Some(deny)) = (
@@ -158,7 +158,7 @@ impl Report {
             ) {
                 let _ = writeln!(
                     s,
-                    "- Where the growth is: from the smallest to the largest case, `from_pod` established changes by {est:+.0} ns (no policy lookup), `xdp_prefilter` new allowed by {new:+.0} ns, denied by {deny:+.0} ns. Hash lookups do not depend on the entry count (ABI v2's LPM trie did: about log2(entries) dependent loads, ×1.41–1.45 at 100k vs 10 entries on this machine); what differs between the cases is the depth of the peer's tree: the smallest case's peers have 5 ranges (1 node), the others 50–200 (2 nodes: one more hash lookup and binary search). A peer with up to 4,096 ranges needs 3 nodes; `POLICY_DEPTH_MAX` (6) bounds any content. Connections pay the lookup once, on their first packet; every later packet takes the flat established path."
+                    "- Where the growth is: from the smallest to the largest case, `from_pod` established changes by {est:+.0} ns (no policy lookup), `xdp_prefilter` new allowed by {new:+.0} ns, denied by {deny:+.0} ns. Hash lookups do not depend on the entry count (ABI v2's LPM trie did: about log2(entries) dependent loads, ×1.41–1.45 at 100k vs 10 entries on this machine); what differs between the cases is the depth of the peer's tree: the smallest case's peers have 5 ranges (1 node), the others 50–200 (2 nodes: one more binary search in a POLICY_NODES entry, an array access the verifier inlines; ABI v3 kept that node in the hash too, ~32 ns more per level). A peer with up to 4,096 ranges needs 3 nodes; `POLICY_DEPTH_MAX` (6) bounds any content. Connections pay the lookup once, on their first packet; every later packet takes the flat established path."
                 );
             }
         }
@@ -186,7 +186,7 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "- Program cost at {} rules ({} POLICY_V3 nodes) within {:.0}% of {} rules ({} nodes): {verdict}{}.",
+                "- Program cost at {} rules ({} policy tree nodes) within {:.0}% of {} rules ({} nodes): {verdict}{}.",
                 int(large.facts.nominal),
                 int(large.facts.policy_entries),
                 (COST_LIMIT - 1.0) * 100.0,
@@ -294,7 +294,7 @@ impl Report {
         let _ = writeln!(s, "\n### What each case holds\n");
         let _ = writeln!(
             s,
-            "| case | ipBlocks × UDP ports per rule | rule segments (ingress + egress) | POLICY_V3 nodes | subject ingress table: segments / nodes | subject egress table: segments / nodes | tree depth | IDENTITIES entries | identities | compile |"
+            "| case | ipBlocks × UDP ports per rule | rule segments (ingress + egress) | policy tree nodes (POLICY_V4 + POLICY_NODES) | subject ingress table: segments / nodes | subject egress table: segments / nodes | tree depth | IDENTITIES entries | identities | compile |"
         );
         let _ = writeln!(
             s,

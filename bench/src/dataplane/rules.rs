@@ -6,7 +6,7 @@
 //! protocol, port range) of a table (`RuleTable::segment_count`), the unit
 //! policy size grows in. (ABI v2 stored one LPM entry per segment here, so
 //! the counts equal the v2 POLICY entries.) The report gives both the
-//! segments and the POLICY_V3 nodes (B-tree nodes of up to 16 ranges) that
+//! segments and the policy tree nodes (B-tree nodes of up to 16 ranges) that
 //! hold them, and the depth of the subject's trees.
 //!
 //! The model: namespace `bench` with the pod under test (`app=subject`) and
@@ -117,11 +117,11 @@ pub struct RuleFacts {
     pub ingress_table_segments: usize,
     /// Segments of the subject's egress table.
     pub egress_table_segments: usize,
-    /// POLICY_V3 entries (B-tree nodes) of the image.
+    /// policy tree nodes (B-tree nodes) of the image.
     pub policy_entries: usize,
-    /// POLICY_V3 nodes of the subject's ingress table.
+    /// policy tree nodes of the subject's ingress table.
     pub ingress_table_entries: usize,
-    /// POLICY_V3 nodes of the subject's egress table.
+    /// policy tree nodes of the subject's egress table.
     pub egress_table_entries: usize,
     /// Nodes a lookup visits in the deepest tree of the subject's tables
     /// (its peer pod's).

@@ -1,7 +1,8 @@
 //! The compiled policy written as eBPF map entries for one policy slot (the
-//! ABI v3 of `bulkhead-common`): the address → identity LPM trie, the policy
-//! B-tree nodes (POLICY_V3) and the per-endpoint bindings, each key stamped
-//! with the slot.
+//! ABI v4 of `bulkhead-common`): the address → identity LPM trie, the policy
+//! B-trees (roots in POLICY_V4, other nodes in POLICY_NODES, see
+//! [`PolicyLayout`]) and the per-endpoint bindings, each key stamped with
+//! the slot.
 //!
 //! Policy: per (table, peer) the groups of the rule table — (peer, proto)
 //! and (peer, any protocol) — become one sorted list of disjoint ranges over
@@ -17,15 +18,15 @@
 //! [`MapImage::check_fits`] first. Endpoints are listed by pod index; the
 //! loader keys them by the ifindex of each local pod's host-side veth.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use bulkhead_common::{
     ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC, ENDPOINT_ISOLATED_EGRESS,
     ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY, EndpointInfo, IDENTITIES_SLOT_CAPACITY,
     IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER,
-    POLICY_NODE_LEAF, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode, PolicyNodeKey,
-    PolicyRange, SLOT_PREFIX, policy_point,
+    POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY,
+    PROTO_ANY, PolicyNode, PolicyNodeKey, PolicyRange, SLOT_PREFIX, policy_point,
 };
 use ipnetwork::IpNetwork;
 
@@ -42,7 +43,9 @@ pub struct MapImage {
     pub slot: u8,
     /// Address → identity.
     pub identities: Vec<LpmEntry<IdentityKey, IdentityValue>>,
-    /// (table, peer identity, node) → B-tree node of (protocol, port) ranges.
+    /// (table, peer identity, node) → B-tree node of (protocol, port) ranges,
+    /// node numbers per tree as [`policy_tree`] makes them; the maps store
+    /// them as [`Self::policy_layout`] places them.
     pub policy: Vec<(PolicyNodeKey, PolicyNode)>,
     /// Per pod (index into the model): its bindings, addresses and MAC.
     pub endpoints: Vec<(usize, EndpointInfo)>,
@@ -69,7 +72,16 @@ impl MapImage {
                 self.identities.len(),
                 IDENTITIES_SLOT_CAPACITY,
             ),
-            ("POLICY_V3", self.policy.len(), POLICY_SLOT_CAPACITY),
+            (
+                "POLICY_V4",
+                self.policy.iter().filter(|(k, _)| k.node == 0).count(),
+                POLICY_SLOT_CAPACITY,
+            ),
+            (
+                "POLICY_NODES",
+                self.policy.iter().filter(|(k, _)| k.node != 0).count(),
+                POLICY_NODES_SLOT_CAPACITY,
+            ),
             ("ENDPOINTS", self.endpoints.len(), ENDPOINTS_SLOT_CAPACITY),
         ];
         for (map, needed, capacity) in parts {
@@ -83,6 +95,65 @@ impl MapImage {
         }
         Ok(())
     }
+}
+
+/// The policy trees of one slot as the maps store them: roots in POLICY_V4,
+/// every other node in the slot's range of POLICY_NODES, inner ranges'
+/// targets renumbered to those POLICY_NODES node numbers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyLayout {
+    /// POLICY_V4 entries (every key's `node` is 0).
+    pub roots: Vec<(PolicyNodeKey, PolicyNode)>,
+    /// POLICY_NODES entries of the slot: node number `i` (index
+    /// `policy_node_index(slot, i)`) is `nodes[i]`.
+    pub nodes: Vec<PolicyNode>,
+}
+
+impl MapImage {
+    /// The policy as the maps store it (see [`place_policy`]).
+    pub fn policy_layout(&self) -> PolicyLayout {
+        place_policy(&self.policy)
+    }
+}
+
+/// Places trees (each a root numbered 0 and nodes numbered within the tree,
+/// as [`policy_tree`] makes them; one slot) for the maps: trees in key
+/// order, each tree's non-root nodes in its own order, numbered from 0 on
+/// in POLICY_NODES; inner targets renumbered accordingly. Deterministic, so
+/// equal images place equally (the sync compares placed images).
+///
+/// Panics if an inner target names no node of its tree.
+pub fn place_policy(entries: &[(PolicyNodeKey, PolicyNode)]) -> PolicyLayout {
+    let mut trees: BTreeMap<(u8, u32, u32), BTreeMap<u32, PolicyNode>> = BTreeMap::new();
+    for (k, v) in entries {
+        trees
+            .entry((k.slot, k.table, k.identity))
+            .or_default()
+            .insert(k.node, *v);
+    }
+    let mut out = PolicyLayout::default();
+    for ((slot, table, peer), nodes) in trees {
+        let number: BTreeMap<u32, u32> = nodes
+            .keys()
+            .filter(|&&n| n != 0)
+            .enumerate()
+            .map(|(i, &n)| (n, (out.nodes.len() + i) as u32))
+            .collect();
+        for (n, mut node) in nodes {
+            if node.kind == POLICY_NODE_INNER {
+                for r in &mut node.ranges[..node.count as usize] {
+                    r.target = number[&r.target];
+                }
+            }
+            if n == 0 {
+                out.roots
+                    .push((PolicyNodeKey::new(slot, table, peer, 0), node));
+            } else {
+                out.nodes.push(node);
+            }
+        }
+    }
+    out
 }
 
 /// Key data and prefix length of an address prefix in `slot` (IPv4 mapped
@@ -265,7 +336,7 @@ impl Compiled {
 
 /// One peer's groups of a rule table — (protocol, its sorted disjoint
 /// segments), protocols ascending, `PROTO_ANY` allowed — as the sorted,
-/// disjoint ranges over policy points that POLICY_V3 stores: each segment's
+/// disjoint ranges over policy points that the policy trees store: each segment's
 /// deciding rule (`rules[0]`) on its own protocol's points, and the
 /// any-protocol segment's rule on every other point (it covers all ports,
 /// and a protocol's own segment takes precedence, as in
@@ -319,11 +390,12 @@ pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
     out
 }
 
-/// The POLICY_V3 entries of one peer's sorted, disjoint `ranges` in
-/// (`slot`, `table`, `peer`): a B-tree of nodes of up to `POLICY_FANOUT`
-/// ranges, the root numbered 0, then level by level. Leaves hold the ranges
-/// (target: the rule); an inner node's range spans its child's ranges
-/// (target: the child's node number). No entries for no ranges.
+/// The policy tree of one peer's sorted, disjoint `ranges` in (`slot`,
+/// `table`, `peer`): a B-tree of nodes of up to `POLICY_FANOUT` ranges, the
+/// root numbered 0, then level by level. Leaves hold the ranges (target:
+/// the rule); an inner node's range spans its child's ranges (target: the
+/// child's node number within this tree; [`place_policy`] renumbers them
+/// for POLICY_NODES). No entries for no ranges.
 pub fn policy_tree(
     slot: u8,
     table: u32,

@@ -1,6 +1,6 @@
 //! Differential tests of the compiler: on random models, the compiled tables
 //! (through the evaluator) and the map image (through a brute-force emulation
-//! of the kernel's identity LPM lookup and its two POLICY_V3 tree descents) must both agree with a direct, deliberately naive
+//! of the kernel's identity LPM lookup and its two policy tree descents, root in POLICY_V4, other nodes in POLICY_NODES) must both agree with a direct, deliberately naive
 //! reading of NetworkPolicy semantics, written here only as a test oracle.
 
 use std::net::IpAddr;
@@ -9,11 +9,11 @@ use std::collections::HashMap;
 
 use bulkhead_common::{
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, IDENTITY_ANY, POLICY_DEPTH_MAX,
-    POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF, PROTO_ICMP, PolicyNode, PolicyNodeKey,
-    policy_point,
+    POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, PROTO_ICMP,
+    PolicyNode, PolicyNodeKey, policy_point,
 };
 
-use super::maps::{MapImage, address_key};
+use super::maps::{MapImage, PolicyLayout, address_key};
 use super::*;
 use crate::model::addressing::AddressPlan;
 use crate::model::{Origin, Pod, Policy, Requirement, Rule, Workload};
@@ -95,19 +95,29 @@ fn lpm<'a, K: Copy, V>(
         .map(|(_, _, v)| v)
 }
 
-/// The kernel's view of POLICY_V3: exact-match lookups and a descent from
-/// node 0, each node scanned linearly (the kernel's binary search is
-/// checked against a linear scan in `bulkhead-common`'s tests).
-fn descend(
-    policy: &HashMap<PolicyNodeKey, PolicyNode>,
-    slot: u8,
-    table: u32,
-    peer: u32,
-    point: u32,
-) -> Option<u32> {
-    let mut key = PolicyNodeKey::new(slot, table, peer, 0);
+/// POLICY_V4 (roots by key) and one slot's POLICY_NODES (by node number).
+struct Placed {
+    roots: HashMap<PolicyNodeKey, PolicyNode>,
+    nodes: Vec<PolicyNode>,
+}
+
+impl Placed {
+    fn new(layout: PolicyLayout) -> Self {
+        Self {
+            roots: layout.roots.into_iter().collect(),
+            nodes: layout.nodes,
+        }
+    }
+}
+
+/// The kernel's view of the policy maps as [`place_policy`] lays them out:
+/// an exact-match lookup of the root in POLICY_V4, then POLICY_NODES
+/// entries by node number, each node scanned linearly (the kernel's binary
+/// search is checked against a linear scan in `bulkhead-common`'s tests).
+fn descend(policy: &Placed, slot: u8, table: u32, peer: u32, point: u32) -> Option<u32> {
+    let key = PolicyNodeKey::new(slot, table, peer, 0);
+    let mut node = policy.roots.get(&key)?;
     for _ in 0..POLICY_DEPTH_MAX {
-        let node = policy.get(&key)?;
         assert!((1..=POLICY_FANOUT).contains(&(node.count as usize)));
         let used = &node.ranges[..node.count as usize];
         assert!(
@@ -117,7 +127,10 @@ fn descend(
         let range = used.iter().find(|r| r.first <= point && point <= r.last)?;
         match node.kind {
             POLICY_NODE_LEAF => return Some(range.target),
-            POLICY_NODE_INNER => key.node = range.target,
+            POLICY_NODE_INNER => {
+                assert!(range.target < POLICY_NODES_SLOT_CAPACITY);
+                node = policy.nodes.get(range.target as usize)?;
+            }
             k => panic!("node kind {k}"),
         }
     }
@@ -145,7 +158,7 @@ fn kernel_allowed(
             .identity
     };
     let endpoint = |a: IpAddr| c.pod_of(a).map(|p| image.endpoints[p].1);
-    let policy: HashMap<PolicyNodeKey, PolicyNode> = image.policy.iter().copied().collect();
+    let policy = Placed::new(image.policy_layout());
     let point = policy_point(proto, port);
     let check = |table: u32, peer: u32| {
         let kernel = [peer, IDENTITY_ANY]
@@ -297,7 +310,7 @@ fn map_image_keys_are_unique() {
 /// fill exactly the gaps around their protocols' own segments.
 #[test]
 fn policy_trees_answer_like_their_flat_range_lists() {
-    use super::maps::{peer_ranges, policy_tree};
+    use super::maps::{peer_ranges, place_policy, policy_tree};
     use super::tables::Segment;
     use bulkhead_common::{PROTO_ANY, PROTO_TCP, PROTO_UDP};
 
@@ -343,7 +356,7 @@ fn policy_trees_answer_like_their_flat_range_lists() {
             .filter(|(_, v)| v.kind == POLICY_NODE_LEAF)
             .count();
         assert_eq!(leaves, ranges.len().div_ceil(POLICY_FANOUT), "{n}");
-        let policy: HashMap<PolicyNodeKey, PolicyNode> = entries.into_iter().collect();
+        let policy = Placed::new(place_policy(&entries));
         let want = |proto: u8, port: u16| {
             let own = |segs: &[Segment]| {
                 segs.iter()
@@ -366,7 +379,7 @@ fn policy_trees_answer_like_their_flat_range_lists() {
                     want(proto, port),
                     "{n} ranges: proto {proto} port {port}"
                 );
-                let root = &policy[&PolicyNodeKey::new(1, 4, 9, 0)];
+                let root = &policy.roots[&PolicyNodeKey::new(1, 4, 9, 0)];
                 // The kernel's binary search agrees with the linear scan.
                 let linear = root.ranges[..root.count as usize]
                     .iter()

@@ -4,17 +4,19 @@
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
 use bulkhead_common::{
     Config, CtEntry, CtKey, DROP_REASONS, DropReason, EndpointInfo, EndpointKey, IdentityKey,
-    IdentityValue, PolicyNode, PolicyNodeKey,
+    IdentityValue, POLICY_DEPTH_MAX, POLICY_NODE_INNER, POLICY_NODES_SLOT_CAPACITY, PolicyNode,
+    PolicyNodeKey, policy_node_index,
 };
 
 use super::DataplaneError;
-use super::pins::{POLICY_MAP, PinDir};
+use super::pins::{POLICY_MAP, POLICY_NODES_MAP, PinDir};
 use super::sync::{SlotImage, SlotMaps};
 
 /// The maps userspace reads and writes.
 pub struct KernelMaps {
     identities: LpmTrie<MapData, IdentityKey, IdentityValue>,
     policy: HashMap<MapData, PolicyNodeKey, PolicyNode>,
+    policy_nodes: Array<MapData, PolicyNode>,
     endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
     config: Array<MapData, Config>,
     ct: HashMap<MapData, CtKey, CtEntry>,
@@ -50,6 +52,7 @@ impl KernelMaps {
         Ok(Self {
             identities: typed(pins, "IDENTITIES")?,
             policy: typed(pins, POLICY_MAP)?,
+            policy_nodes: typed(pins, POLICY_NODES_MAP)?,
             endpoints: typed(pins, "ENDPOINTS")?,
             config: typed(pins, "CONFIG")?,
             ct: typed(pins, "CT")?,
@@ -110,6 +113,34 @@ impl SlotMaps for KernelMaps {
                 image.policy.insert(k, v);
             }
         }
+        // The slot's POLICY_NODES entries its trees reach, level by level
+        // (as deep as a lookup goes; numbers outside the slot's range are
+        // never followed, their root then differs from any image anyway).
+        let mut level: Vec<u32> = Vec::new();
+        let inner = |node: &PolicyNode, next: &mut Vec<u32>| {
+            if node.kind == POLICY_NODE_INNER {
+                let used = usize::from(node.count).min(node.ranges.len());
+                next.extend(node.ranges[..used].iter().map(|r| r.target));
+            }
+        };
+        for root in image.policy.values() {
+            inner(root, &mut level);
+        }
+        for _ in 1..POLICY_DEPTH_MAX {
+            let mut next = Vec::new();
+            for n in level {
+                if n >= POLICY_NODES_SLOT_CAPACITY || image.policy_nodes.contains_key(&n) {
+                    continue;
+                }
+                let v = self
+                    .policy_nodes
+                    .get(&policy_node_index(slot, n), 0)
+                    .map_err(DataplaneError::map_op("reading", POLICY_NODES_MAP))?;
+                inner(&v, &mut next);
+                image.policy_nodes.insert(n, v);
+            }
+            level = next;
+        }
         for entry in self.endpoints.iter() {
             let (k, v) = entry.map_err(DataplaneError::map_op("reading", "ENDPOINTS"))?;
             if k.slot == slot {
@@ -146,6 +177,28 @@ impl SlotMaps for KernelMaps {
         self.policy
             .remove(&key)
             .map_err(DataplaneError::map_op("deleting from", POLICY_MAP))
+    }
+
+    fn put_policy_node(
+        &mut self,
+        slot: u8,
+        node: u32,
+        value: PolicyNode,
+    ) -> Result<(), DataplaneError> {
+        self.policy_nodes
+            .set(policy_node_index(slot, node), value, 0)
+            .map_err(DataplaneError::map_op("writing", POLICY_NODES_MAP))
+    }
+
+    fn clear_policy_node(&mut self, slot: u8, node: u32) -> Result<(), DataplaneError> {
+        let zero = PolicyNode {
+            count: 0,
+            kind: 0,
+            _pad: [0; 2],
+            _reserved: 0,
+            ranges: [Default::default(); bulkhead_common::POLICY_FANOUT],
+        };
+        self.put_policy_node(slot, node, zero)
     }
 
     fn put_endpoint(

@@ -4,7 +4,7 @@
 //! Layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
 //! ```text
-//! DIR/maps/{IDENTITIES,POLICY_V3,ENDPOINTS,CONFIG,CT,FRAGS,DROPS}
+//! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS,CONFIG,CT,FRAGS,DROPS}
 //! DIR/progs/{from_pod,to_pod,xdp_prefilter}
 //! DIR/links/<ifindex>-{from_pod,to_pod,xdp}   (tcx and XDP bpf_links)
 //! ```
@@ -35,17 +35,21 @@ const SYS_FS_BPF: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// The policy map of the ABI in use (renamed on incompatible changes).
-pub const POLICY_MAP: &str = "POLICY_V3";
+pub const POLICY_MAP: &str = "POLICY_V4";
+
+/// The array of non-root policy tree nodes (ABI v4).
+pub const POLICY_NODES_MAP: &str = "POLICY_NODES";
 
 /// Maps of earlier ABI versions that this one replaced: their pins are
 /// removed when the ELF is loaded (programs still attached keep their own
 /// reference until replaced).
-pub const RETIRED_MAPS: [&str; 1] = ["POLICY"];
+pub const RETIRED_MAPS: [&str; 2] = ["POLICY", "POLICY_V3"];
 
 /// The pinned maps, in the ELF's names.
-pub const MAPS: [&str; 7] = [
+pub const MAPS: [&str; 8] = [
     "IDENTITIES",
     POLICY_MAP,
+    POLICY_NODES_MAP,
     "ENDPOINTS",
     "CONFIG",
     "CT",

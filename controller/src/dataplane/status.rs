@@ -6,13 +6,13 @@ use std::net::{IpAddr, Ipv6Addr};
 use bulkhead_common::{
     CT_MAX, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_ISOLATED_EGRESS,
     ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY, IDENTITIES_SLOT_CAPACITY,
-    POLICY_SLOT_CAPACITY, active_slot,
+    POLICY_NODES_SLOT_CAPACITY, POLICY_SLOT_CAPACITY, active_slot,
 };
 use serde::Serialize;
 
 use super::DataplaneError;
 use super::kmaps::KernelMaps;
-use super::pins::{POLICY_MAP, PinDir};
+use super::pins::{POLICY_MAP, POLICY_NODES_MAP, PinDir};
 use super::sync::SlotMaps;
 
 /// Entries of one map (the active slot for policy maps) and its capacity.
@@ -109,6 +109,11 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
                 map: POLICY_MAP,
                 entries: image.policy.len(),
                 capacity: POLICY_SLOT_CAPACITY,
+            },
+            MapFill {
+                map: POLICY_NODES_MAP,
+                entries: image.policy_nodes.len(),
+                capacity: POLICY_NODES_SLOT_CAPACITY,
             },
             MapFill {
                 map: "ENDPOINTS",

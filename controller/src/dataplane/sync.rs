@@ -16,8 +16,11 @@ use crate::compile::Compiled;
 
 /// Identities of one slot: (prefix length, key) → value.
 pub type IdentityEntries = BTreeMap<(u32, IdentityKey), IdentityValue>;
-/// Policy (POLICY_V3 nodes) of one slot.
+/// Policy tree roots (POLICY_V4) of one slot.
 pub type PolicyEntries = BTreeMap<PolicyNodeKey, PolicyNode>;
+/// Other policy tree nodes (POLICY_NODES) of one slot, by node number
+/// (relative to the slot's range).
+pub type PolicyNodeEntries = BTreeMap<u32, PolicyNode>;
 /// Endpoints of one slot.
 pub type EndpointEntries = BTreeMap<EndpointKey, EndpointInfo>;
 
@@ -26,8 +29,11 @@ pub type EndpointEntries = BTreeMap<EndpointKey, EndpointInfo>;
 pub struct SlotImage {
     /// IDENTITIES entries of the slot.
     pub identities: IdentityEntries,
-    /// POLICY_V3 entries (B-tree nodes) of the slot.
+    /// POLICY_V4 entries (B-tree roots) of the slot.
     pub policy: PolicyEntries,
+    /// POLICY_NODES entries of the slot that its roots reach (read back by
+    /// walking the trees, so unreachable leftovers never count).
+    pub policy_nodes: PolicyNodeEntries,
     /// ENDPOINTS entries of the slot.
     pub endpoints: EndpointEntries,
 }
@@ -49,10 +55,20 @@ pub trait SlotMaps {
     ) -> Result<(), DataplaneError>;
     /// Deletes an IDENTITIES entry.
     fn remove_identity(&mut self, len: u32, key: IdentityKey) -> Result<(), DataplaneError>;
-    /// Inserts or overwrites a POLICY_V3 node.
+    /// Inserts or overwrites a POLICY_V4 root.
     fn put_policy(&mut self, key: PolicyNodeKey, value: PolicyNode) -> Result<(), DataplaneError>;
-    /// Deletes a POLICY_V3 node.
+    /// Deletes a POLICY_V4 root.
     fn remove_policy(&mut self, key: PolicyNodeKey) -> Result<(), DataplaneError>;
+    /// Writes POLICY_NODES node `node` of `slot`.
+    fn put_policy_node(
+        &mut self,
+        slot: u8,
+        node: u32,
+        value: PolicyNode,
+    ) -> Result<(), DataplaneError>;
+    /// Frees POLICY_NODES node `node` of `slot` (an array entry cannot be
+    /// deleted: it is zeroed).
+    fn clear_policy_node(&mut self, slot: u8, node: u32) -> Result<(), DataplaneError>;
     /// Inserts or overwrites an ENDPOINTS entry.
     fn put_endpoint(&mut self, key: EndpointKey, value: EndpointInfo)
     -> Result<(), DataplaneError>;
@@ -74,6 +90,7 @@ impl Desired<'_> {
         let pods: Vec<usize> = self.local.iter().map(|&(p, _)| p).collect();
         let image = self.compiled.map_image_for(slot, &pods);
         image.check_fits()?;
+        let layout = image.policy_layout();
         let ifindex: HashMap<usize, u32> = self.local.iter().copied().collect();
         Ok(SlotImage {
             identities: image
@@ -81,7 +98,8 @@ impl Desired<'_> {
                 .into_iter()
                 .map(|(l, k, v)| ((l, k), v))
                 .collect(),
-            policy: image.policy.into_iter().collect(),
+            policy: layout.roots.into_iter().collect(),
+            policy_nodes: (0u32..).zip(layout.nodes).collect(),
             endpoints: image
                 .endpoints
                 .into_iter()
@@ -153,7 +171,7 @@ impl Syncer {
             std::thread::sleep(self.grace - since);
         }
         let have = maps.read_slot(target)?;
-        let writes = write_slot(maps, &have, &want)?;
+        let writes = write_slot(maps, target, &have, &want)?;
         maps.set_revision(revision + 1)?;
         self.last_switch = Instant::now();
         Ok(SyncOutcome::Switched {
@@ -168,6 +186,7 @@ impl Syncer {
 /// never holds more than one image), then new or changed ones.
 fn write_slot(
     maps: &mut dyn SlotMaps,
+    slot: u8,
     have: &SlotImage,
     want: &SlotImage,
 ) -> Result<usize, DataplaneError> {
@@ -181,6 +200,12 @@ fn write_slot(
     for key in have.policy.keys() {
         if !want.policy.contains_key(key) {
             maps.remove_policy(*key)?;
+            writes += 1;
+        }
+    }
+    for &node in have.policy_nodes.keys() {
+        if !want.policy_nodes.contains_key(&node) {
+            maps.clear_policy_node(slot, node)?;
             writes += 1;
         }
     }
@@ -199,6 +224,12 @@ fn write_slot(
     for (key, value) in &want.policy {
         if have.policy.get(key) != Some(value) {
             maps.put_policy(*key, *value)?;
+            writes += 1;
+        }
+    }
+    for (&node, value) in &want.policy_nodes {
+        if have.policy_nodes.get(&node) != Some(value) {
+            maps.put_policy_node(slot, node, *value)?;
             writes += 1;
         }
     }
@@ -270,6 +301,21 @@ impl SlotMaps for FakeMaps {
     fn remove_policy(&mut self, key: PolicyNodeKey) -> Result<(), DataplaneError> {
         let s = self.check(key.slot)?;
         self.slots[s].policy.remove(&key);
+        Ok(())
+    }
+    fn put_policy_node(
+        &mut self,
+        slot: u8,
+        node: u32,
+        value: PolicyNode,
+    ) -> Result<(), DataplaneError> {
+        let s = self.check(slot)?;
+        self.slots[s].policy_nodes.insert(node, value);
+        Ok(())
+    }
+    fn clear_policy_node(&mut self, slot: u8, node: u32) -> Result<(), DataplaneError> {
+        let s = self.check(slot)?;
+        self.slots[s].policy_nodes.remove(&node);
         Ok(())
     }
     fn put_endpoint(

@@ -127,13 +127,54 @@ pub struct Node {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
+/// Removes what a test run killed before its Drop guards ran left behind:
+/// namespaces `bha-<pid>-*` and scratch dirs of processes that are gone.
+fn reap_stale() {
+    let dead = |name: &str| {
+        let pid = name.strip_prefix("bha-").and_then(|r| r.split('-').next());
+        pid.and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    let list = Command::new("ip").args(["netns", "list"]).output();
+    let list = list
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if dead(ns) {
+            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
+            for pid in pids
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+                .split_whitespace()
+            {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+    let tmp = std::env::temp_dir();
+    for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(id) = name.strip_prefix("bulkhead-agent-test-")
+            && dead(id)
+        {
+            let _ = nix::mount::umount2(
+                &entry.path().join("bpffs"),
+                nix::mount::MntFlags::MNT_DETACH,
+            );
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Node {
     /// Makes a node with pods `names` (10.77.0.2, .3, ...), servers on TCP
     /// and UDP port 80 in every pod, and manifests for them (no policy).
     pub fn new(names: &[&str]) -> Self {
+        reap_stale();
         let id = format!(
-            "bha{}{}",
-            std::process::id() % 100_000,
+            "bha-{}-{}",
+            std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         );
         let dir = std::env::temp_dir().join(format!("bulkhead-agent-test-{id}"));
