@@ -10,7 +10,9 @@
 pub mod dataplane;
 pub mod packet;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
 
 /// Environment variable that makes a privileged test fail instead of skip.
 pub const REQUIRE_PRIVILEGED: &str = "BULKHEAD_REQUIRE_PRIVILEGED";
@@ -54,9 +56,64 @@ pub fn privileged_ebpf_elf() -> Option<PathBuf> {
     } else {
         return Some(elf);
     };
+    skip(&why);
+    None
+}
+
+/// Says why a privileged test is skipped, or panics when
+/// [`REQUIRE_PRIVILEGED`] is set.
+fn skip(why: &str) {
     if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v != "0" && !v.is_empty()) {
         panic!("privileged test cannot run: {why}; {REQUIRE_PRIVILEGED} is set");
     }
     eprintln!("skipping privileged test: {why}");
-    None
+}
+
+/// Whether a test that needs only root (not the ELF) can run; otherwise
+/// says why and skips, or panics when [`REQUIRE_PRIVILEGED`] is set.
+pub fn privileged() -> bool {
+    if is_root() {
+        return true;
+    }
+    skip("not running as root");
+    false
+}
+
+/// Environment variable naming the `bulkhead` binary to test.
+pub const BULKHEAD_BIN: &str = "BULKHEAD_BIN";
+
+/// The `bulkhead` binary: `$BULKHEAD_BIN`, or built now with cargo (a no-op
+/// when up to date; `cargo xtask test` builds it before the netns tests),
+/// located from cargo's own report.
+pub fn bulkhead_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os(BULKHEAD_BIN) {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .args([
+                "build",
+                "-p",
+                "bulkhead",
+                "--bin",
+                "bulkhead",
+                "--message-format=json",
+            ])
+            .output()
+            .expect("run cargo build");
+        assert!(
+            out.status.success(),
+            "cargo build -p bulkhead failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "bulkhead")
+            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+            .expect("cargo reported the bulkhead executable")
+    })
 }

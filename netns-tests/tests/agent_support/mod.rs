@@ -9,72 +9,21 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bulkhead::agent::{AgentState, content_hash};
 use bulkhead::compile::maps::pod_mac;
-use bulkhead_netns_tests::{REQUIRE_PRIVILEGED, is_root};
-
-/// Environment variable naming the `bulkhead` binary to test.
-pub const BULKHEAD_BIN: &str = "BULKHEAD_BIN";
-
-/// Whether the test can run (root); panics when it must.
-pub fn privileged() -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v != "0" && !v.is_empty()) {
-        panic!("privileged test cannot run: not root; {REQUIRE_PRIVILEGED} is set");
-    }
-    eprintln!("skipping privileged test: not running as root");
-    false
-}
+pub use bulkhead_netns_tests::{bulkhead_bin, privileged};
 
 /// Agent tests run one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The `bulkhead` binary: `$BULKHEAD_BIN`, or built now with cargo (a no-op
-/// when up to date; `cargo xtask test` builds it before the netns tests),
-/// located from cargo's own report.
-pub fn bulkhead_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os(BULKHEAD_BIN) {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args([
-                "build",
-                "-p",
-                "bulkhead",
-                "--bin",
-                "bulkhead",
-                "--message-format=json",
-            ])
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p bulkhead failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "bulkhead")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the bulkhead executable")
-    })
 }
 
 fn run(cmd: &mut Command) -> String {

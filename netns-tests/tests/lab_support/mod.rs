@@ -6,12 +6,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
-use bulkhead_netns_tests::{REQUIRE_PRIVILEGED, is_root};
-
-/// Environment variable naming a prebuilt `bulkhead` binary to test.
-pub const BULKHEAD_BIN: &str = "BULKHEAD_BIN";
+pub use bulkhead_netns_tests::{bulkhead_bin, privileged};
 
 fn pod(ns: &str, name: &str) -> String {
     let ports: String = ["TCP", "UDP", "SCTP"]
@@ -32,59 +29,11 @@ pub fn pods_yaml() -> String {
         .collect()
 }
 
-/// Whether this test can run (root); otherwise says why and skips, or
-/// panics when [`REQUIRE_PRIVILEGED`] is set.
-pub fn privileged() -> bool {
-    if is_root() {
-        return true;
-    }
-    if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v != "0" && !v.is_empty()) {
-        panic!("privileged test cannot run: not root; {REQUIRE_PRIVILEGED} is set");
-    }
-    eprintln!("skipping privileged test: not running as root");
-    false
-}
-
 /// Lab tests in one binary run one at a time: each compares the whole
 /// machine before and after.
 pub fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The `bulkhead` binary: `$BULKHEAD_BIN`, or built now with cargo (a
-/// no-op when it is up to date), located from cargo's own report.
-pub fn bulkhead_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os(BULKHEAD_BIN) {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args([
-                "build",
-                "-p",
-                "bulkhead",
-                "--bin",
-                "bulkhead",
-                "--message-format=json",
-            ])
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p bulkhead failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "bulkhead")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the bulkhead executable")
-    })
 }
 
 /// Runs `bulkhead args...`.
