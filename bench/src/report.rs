@@ -55,6 +55,26 @@ pub struct Report {
     pub policy_scaling: Vec<CaseResult>,
 }
 
+/// Writes `<stem>.md` and `<stem>.json` (pretty, newline-terminated) into
+/// `out_dir`, creating it, and says where on stderr.
+pub fn write_results(
+    out_dir: &std::path::Path,
+    stem: &str,
+    markdown: &str,
+    report: &impl Serialize,
+) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    let md = out_dir.join(format!("{stem}.md"));
+    let json = out_dir.join(format!("{stem}.json"));
+    std::fs::write(&md, markdown).with_context(|| format!("writing {}", md.display()))?;
+    let mut raw = serde_json::to_string_pretty(report)?;
+    raw.push('\n');
+    std::fs::write(&json, raw).with_context(|| format!("writing {}", json.display()))?;
+    eprintln!("wrote {} and {}", md.display(), json.display());
+    Ok(())
+}
+
 /// `1234567` → `1,234,567`.
 pub fn int(n: usize) -> String {
     let s = n.to_string();

@@ -24,6 +24,7 @@ use bulkhead_bench::dataplane::report::Report;
 use bulkhead_bench::dataplane::rules::SHAPES;
 use bulkhead_bench::dataplane::veth::{self, VethPlan};
 use bulkhead_bench::machine::Machine;
+use bulkhead_bench::report::write_results;
 use bulkhead_netns_tests::{DEFAULT_EBPF_ELF, EBPF_ELF, is_root};
 use clap::Parser;
 
@@ -163,15 +164,7 @@ fn main() -> anyhow::Result<()> {
     let markdown = report.markdown();
     if !args.no_write {
         let stem = if q { "dataplane-quick" } else { "dataplane" };
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("creating {}", args.out_dir.display()))?;
-        let md = args.out_dir.join(format!("{stem}.md"));
-        let json = args.out_dir.join(format!("{stem}.json"));
-        std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
-        let mut raw = serde_json::to_string_pretty(&report)?;
-        raw.push('\n');
-        std::fs::write(&json, raw).with_context(|| format!("writing {}", json.display()))?;
-        eprintln!("wrote {} and {}", md.display(), json.display());
+        write_results(&args.out_dir, stem, &markdown, &report)?;
     }
     print!("{markdown}");
     Ok(())

@@ -14,11 +14,10 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use anyhow::Context as _;
 use bulkhead_bench::cluster::{ClusterSpec, LabelMode};
 use bulkhead_bench::machine::Machine;
 use bulkhead_bench::measure::{self, CaseResult, Plan};
-use bulkhead_bench::report::{Report, TARGET_MS, Target};
+use bulkhead_bench::report::{Report, TARGET_MS, Target, write_results};
 use clap::Parser;
 
 /// Policy compile benchmark.
@@ -232,15 +231,7 @@ fn main() -> anyhow::Result<()> {
         } else {
             "policy-compile"
         };
-        std::fs::create_dir_all(&args.out_dir)
-            .with_context(|| format!("creating {}", args.out_dir.display()))?;
-        let md = args.out_dir.join(format!("{stem}.md"));
-        let json = args.out_dir.join(format!("{stem}.json"));
-        std::fs::write(&md, &markdown).with_context(|| format!("writing {}", md.display()))?;
-        let mut raw = serde_json::to_string_pretty(&report)?;
-        raw.push('\n');
-        std::fs::write(&json, raw).with_context(|| format!("writing {}", json.display()))?;
-        eprintln!("wrote {} and {}", md.display(), json.display());
+        write_results(&args.out_dir, stem, &markdown, &report)?;
     }
     print!("{markdown}");
     Ok(())
