@@ -56,10 +56,10 @@ struct Args {
     /// with --quick).
     #[arg(long)]
     pairs: Option<usize>,
-    /// Repetitions of each veth configuration (default 5; 3 with --quick).
+    /// Repetitions of each veth configuration (default 11; 3 with --quick).
     #[arg(long)]
     reps: Option<usize>,
-    /// Seconds of one veth flood (default 3; 1 with --quick; at most 10).
+    /// Seconds of one veth flood (default 2; 1 with --quick; at most 10).
     #[arg(long)]
     seconds: Option<f64>,
     /// UDP payload bytes of the flood.
@@ -120,12 +120,12 @@ fn main() -> anyhow::Result<()> {
         rounds: args.rounds.unwrap_or(if q { 3 } else { 7 }).max(1),
         pairs: args.pairs.unwrap_or(if q { 500 } else { 2_000 }).max(1),
     };
-    let seconds = args.seconds.unwrap_or(if q { 1.0 } else { 3.0 });
+    let seconds = args.seconds.unwrap_or(if q { 1.0 } else { 2.0 });
     if !(0.1..=10.0).contains(&seconds) {
         bail!("--seconds must be between 0.1 and 10");
     }
     let veth_plan = VethPlan {
-        reps: args.reps.unwrap_or(if q { 3 } else { 5 }).max(1),
+        reps: args.reps.unwrap_or(if q { 3 } else { 11 }).max(1),
         warmup: Duration::from_millis(if q { 200 } else { 500 }),
         flood: FloodSpec {
             duration: Duration::from_secs_f64(seconds),

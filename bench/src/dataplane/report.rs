@@ -380,7 +380,7 @@ impl Report {
         let f = &v.plan.flood;
         let _ = writeln!(
             s,
-            "client → veth → node (routing) → veth → server; one UDP flow of {}-byte payloads (sendmmsg, 64 per call), {} runs of {:.1} s per configuration (at most {} packets each), interleaved; medians.\n",
+            "client → veth → node (routing) → veth → server; one UDP flow of {}-byte payloads (sendmmsg, 64 per call), {} rounds of {:.1} s per configuration (at most {} packets each); each round floods every configuration once, back to back, in a rotating order. \"vs bare\" is the median over rounds of the configuration's rate over bare's in the same round (min–max of those ratios in brackets): the machine's throughput drifts between rounds by more than the programs cost, and pairing within a round cancels that drift.\n",
             f.payload,
             v.plan.reps,
             f.duration.as_secs_f64(),
@@ -388,18 +388,20 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| configuration | received, median (min–max) | vs bare | sent (sendmmsg accepted) | bench process CPU per packet | machine CPU per packet | receive-buffer drops |"
+            "| configuration | received, median (min–max) | vs bare, paired per round | sent (sendmmsg accepted) | bench process CPU per packet | machine CPU per packet | receive-buffer drops |"
         );
         let _ = writeln!(s, "| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
         for x in &v.summaries {
             let _ = writeln!(
                 s,
-                "| {} | {:.3} Mpps ({:.3}–{:.3}) | {:.1}% | {:.3} Mpps | {:.0} ns | {:.0} ns | {} |",
+                "| {} | {:.3} Mpps ({:.3}–{:.3}) | {:.1}% ({:.1}–{:.1}) | {:.3} Mpps | {:.0} ns | {:.0} ns | {} |",
                 x.config.name(),
                 x.rx_pps.median / 1e6,
                 x.rx_pps.min / 1e6,
                 x.rx_pps.max / 1e6,
                 x.ratio_to_bare * 100.0,
+                x.round_ratios_to_bare.min * 100.0,
+                x.round_ratios_to_bare.max * 100.0,
                 x.tx_pps.median / 1e6,
                 x.process_cpu_ns_per_packet.median,
                 x.cpu_ns_per_packet.median,

@@ -110,7 +110,12 @@ pub struct VethSummary {
     pub cpu_ns_per_packet: Summary,
     /// This process's CPU ns per received packet.
     pub process_cpu_ns_per_packet: Summary,
-    /// Median received rate over bare's median.
+    /// Received rate over bare's in the same round (each round floods every
+    /// configuration once, back to back), one per round: pairing cancels the
+    /// machine's drift between rounds, which is larger than the programs'
+    /// cost on this VM.
+    pub round_ratios_to_bare: Summary,
+    /// Median of `round_ratios_to_bare`.
     pub ratio_to_bare: f64,
     /// Server receive-buffer drops, all runs.
     pub rcvbuf_errors: u64,
@@ -314,14 +319,15 @@ fn summarize(runs: &[VethRun]) -> Vec<VethSummary> {
                 .collect(),
         )
     };
-    let bare = of(Config::Bare, &FloodResult::rx_pps).median;
     Config::ALL
         .into_iter()
         .map(|c| {
             let rx = of(c, &FloodResult::rx_pps);
+            let ratios = round_ratios(runs, c);
             VethSummary {
                 config: c,
-                ratio_to_bare: if bare > 0.0 { rx.median / bare } else { 0.0 },
+                ratio_to_bare: ratios.median,
+                round_ratios_to_bare: ratios,
                 rx_pps: rx,
                 tx_pps: of(c, &FloodResult::tx_pps),
                 cpu_ns_per_packet: of(c, &FloodResult::cpu_ns_per_packet),
@@ -334,6 +340,24 @@ fn summarize(runs: &[VethRun]) -> Vec<VethSummary> {
             }
         })
         .collect()
+}
+
+/// `config`'s received rate over bare's, per round that has both.
+fn round_ratios(runs: &[VethRun], config: Config) -> Summary {
+    let rate = |rep: usize, c: Config| {
+        runs.iter()
+            .find(|r| r.rep == rep && r.config == c)
+            .map(|r| r.result.rx_pps())
+    };
+    let reps = runs.iter().map(|r| r.rep + 1).max().unwrap_or(0);
+    Summary::new(
+        (0..reps)
+            .filter_map(|rep| match (rate(rep, config), rate(rep, Config::Bare)) {
+                (Some(x), Some(bare)) if bare > 0.0 => Some(x / bare),
+                _ => None,
+            })
+            .collect(),
+    )
 }
 
 /// Runs the veth benchmark: builds the topology, loads `elf`, and floods
