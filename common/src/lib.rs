@@ -1,8 +1,9 @@
 //! The ABI shared by Bulkhead's eBPF programs and its userspace controller
-//! (version 4: the policy maps are the hash of B-tree roots `POLICY_V4` and
-//! the array of their other nodes `POLICY_NODES`; `POLICY_V3`, which kept
-//! every node in the hash, and the LPM trie `POLICY` of version 2 are
-//! retired).
+//! (version 5 adds flow accounting: FLOWS_0/FLOWS_1, FLOW_CONFIG, FLOW_STATS
+//! and the EVENTS ring buffer; since version 4 the policy maps are the hash
+//! of B-tree roots `POLICY_V4` and the array of their other nodes
+//! `POLICY_NODES`; `POLICY_V3`, which kept every node in the hash, and the
+//! LPM trie `POLICY` of version 2 are retired).
 //!
 //! Rules of this crate (see ARCHITECTURE.md): `#[repr(C)]`, explicit padding,
 //! no `bool`, addresses as `[u8; 16]` with IPv4 mapped into IPv6, multi-byte
@@ -36,7 +37,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -510,7 +511,9 @@ pub struct CtEntry {
     /// Revision under which the ingress policy of the original destination
     /// was last checked ([`CT_UNCHECKED`]: never).
     pub ingress_revision: u64,
-    /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) of the last packet.
+    /// CLOCK_MONOTONIC ns of the last packet, at tick resolution
+    /// (`bpf_ktime_get_coarse_ns()`; since ABI v5, `bpf_ktime_get_ns()`
+    /// before).
     pub last_seen_ns: u64,
     /// Rule that allowed the egress side ([`RULE_NONE`]: no rule needed).
     pub egress_rule: u32,
@@ -692,6 +695,222 @@ pub enum EventKind {
     Drop = 1,
     /// A new connection was allowed and tracked.
     NewFlow = 2,
+    /// A flow table delta the table could not take (table full): a record,
+    /// not a notification.
+    FlowRecord = 3,
+}
+
+// ---------------------------------------------------------------------------
+// Flow accounting (ABI v5): FLOWS_0/FLOWS_1, FLOW_CONFIG, FLOW_STATS, EVENTS.
+//
+// Every packet a TC program judges (and every packet XDP drops) is counted in
+// a flow table entry: one connection as seen at one endpoint. There are two
+// tables; FLOW_CONFIG's `slot` says which one the programs write. Userspace
+// drains losslessly: it flips `slot`, waits until no program still runs with
+// the old value (an RCU grace period, forced by updating a map-in-map), then
+// reads and deletes every entry of the now idle table. Each drained entry is
+// the flow's delta over one interval; userspace aggregates deltas into flow
+// records. When an insert fails (table full), the entry travels as an
+// `EventKind::FlowRecord` event in the EVENTS ring buffer instead; if that
+// fails too, the record is lost and counted (packets and bytes included).
+// Accounting identity, exact once both tables are drained and the ring read:
+//   FlowStat::EntriesCreated + FallbackSent + FallbackLost
+//     == entries drained + fallback events read + FallbackLost
+//   FlowStat::PacketsAccounted
+//     == packets in drained entries and fallback events + LostPackets
+
+/// Side of a flow, relative to the endpoint of the entry: the endpoint's pod
+/// opened the connection (egress) or its peer did (ingress).
+pub const FLOW_SIDE_EGRESS: u8 = 1;
+/// See [`FLOW_SIDE_EGRESS`].
+pub const FLOW_SIDE_INGRESS: u8 = 2;
+
+/// Key of FLOWS_0/FLOWS_1: one connection at one endpoint.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The connection's original-direction tuple (as CT keys it; for a
+    /// packet that never became a connection, the tuple as sent).
+    pub tuple: CtKey,
+    /// ifindex of the endpoint's host-side veth.
+    pub ifindex: u32,
+    /// `FLOW_SIDE_*`.
+    pub side: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(size_of::<FlowKey>() == 48);
+const _: () = assert!(offset_of!(FlowKey, ifindex) == 40);
+const _: () = assert!(offset_of!(FlowKey, side) == 44);
+
+/// [`FlowValue::flags`]: the entry's first packet opened the connection at
+/// this endpoint (a new flow, not a continuation from an earlier interval).
+pub const FLOW_F_NEW: u8 = 1 << 0;
+/// [`FlowValue::flags`]: a packet was dropped by `xdp_prefilter`.
+pub const FLOW_F_XDP: u8 = 1 << 1;
+/// [`FlowValue::flags`]: the packets passed without enforcement (learn mode
+/// or an endpoint isolated in neither direction).
+pub const FLOW_F_UNENFORCED: u8 = 1 << 2;
+
+/// Value of FLOWS_0/FLOWS_1: what one interval saw of the flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowValue {
+    /// CLOCK_MONOTONIC ns of the first packet, at tick resolution
+    /// (`bpf_ktime_get_coarse_ns()`: the fine clock costs a fifth of the
+    /// established path; a flow's times need no better than a tick).
+    pub first_seen_ns: u64,
+    /// CLOCK_MONOTONIC ns of the last packet, at tick resolution.
+    pub last_seen_ns: u64,
+    /// Passed packets in the original direction.
+    pub packets_orig: u64,
+    /// Passed bytes (the packet length as the program sees it, Ethernet
+    /// header included) in the original direction.
+    pub bytes_orig: u64,
+    /// Passed packets in the reply direction.
+    pub packets_reply: u64,
+    /// Passed bytes in the reply direction.
+    pub bytes_reply: u64,
+    /// Dropped packets (either direction).
+    pub dropped_packets: u64,
+    /// Dropped bytes.
+    pub dropped_bytes: u64,
+    /// Policy revision of the last verdict (rule numbers belong to it).
+    pub revision: u64,
+    /// Rule that allowed this side ([`RULE_NONE`]: none needed, or dropped).
+    pub rule: u32,
+    /// Last drop's `DropReason` number; 0: nothing dropped.
+    pub drop_reason: u8,
+    /// TCP flags seen in the original direction (OR).
+    pub tcp_flags_orig: u8,
+    /// TCP flags seen in the reply direction (OR).
+    pub tcp_flags_reply: u8,
+    /// `FLOW_F_*`.
+    pub flags: u8,
+}
+const _: () = assert!(size_of::<FlowValue>() == 80);
+const _: () = assert!(offset_of!(FlowValue, packets_orig) == 16);
+const _: () = assert!(offset_of!(FlowValue, dropped_packets) == 48);
+const _: () = assert!(offset_of!(FlowValue, revision) == 64);
+const _: () = assert!(offset_of!(FlowValue, rule) == 72);
+const _: () = assert!(offset_of!(FlowValue, drop_reason) == 76);
+const _: () = assert!(offset_of!(FlowValue, flags) == 79);
+
+/// A record of the EVENTS ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowEvent {
+    /// The flow.
+    pub key: FlowKey,
+    /// For `NewFlow`/`Drop`: the packet's contribution; for `FlowRecord`:
+    /// the whole delta that the flow table could not take.
+    pub value: FlowValue,
+    /// [`EventKind`] number.
+    pub kind: u8,
+    /// `HOOK_*` of the program (3: `xdp_prefilter`).
+    pub hook: u8,
+    /// Padding; zero.
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(size_of::<FlowEvent>() == 136);
+const _: () = assert!(offset_of!(FlowEvent, value) == 48);
+const _: () = assert!(offset_of!(FlowEvent, kind) == 128);
+
+/// Hook number of `xdp_prefilter` in a [`FlowEvent`].
+pub const HOOK_XDP: u8 = 3;
+
+/// [`FlowConfig::flags`]: count packets in the flow tables.
+pub const FLOW_CONFIG_ACCOUNTING: u32 = 1 << 0;
+/// [`FlowConfig::flags`]: send an `EventKind::NewFlow` event per new flow.
+pub const FLOW_CONFIG_EVENTS_NEW: u32 = 1 << 1;
+/// [`FlowConfig::flags`]: send an `EventKind::Drop` event per dropped packet.
+pub const FLOW_CONFIG_EVENTS_DROP: u32 = 1 << 2;
+
+/// Value of FLOW_CONFIG (a one-entry array). All zero (as loaded): nothing
+/// is accounted; the agent sets it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowConfig {
+    /// The flow table the programs write: 0 → FLOWS_0, 1 → FLOWS_1.
+    pub slot: u32,
+    /// `FLOW_CONFIG_*`.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<FlowConfig>() == 8);
+
+/// Entries of each flow table (FLOWS_0, FLOWS_1), preallocated (~200 bytes
+/// an entry with the hash table's own overhead: ~13 MiB each).
+pub const FLOWS_CAPACITY: u32 = 65_536;
+/// Size of the EVENTS ring buffer in bytes (a power of two pages).
+pub const EVENTS_RING_BYTES: u32 = 4 << 20;
+/// Slots of FLOW_STATS.
+pub const FLOW_STATS_MAX: u32 = 16;
+
+/// Index of a FLOW_STATS counter (per-CPU `u64`). Stable numbers, never
+/// reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FlowStat {
+    /// Packets counted into a flow (table or fallback or lost).
+    PacketsAccounted = 0,
+    /// Bytes counted into a flow.
+    BytesAccounted = 1,
+    /// Flow table entries created.
+    EntriesCreated = 2,
+    /// Inserts refused because the table was full (the record went to the
+    /// ring instead, or was lost).
+    TableFull = 3,
+    /// Inserts that failed for another reason than a full table or a
+    /// concurrent insert of the same key.
+    InsertFailed = 4,
+    /// `FlowRecord` events sent (records the table could not take).
+    FallbackSent = 5,
+    /// Records lost: neither the table nor the ring took them.
+    FallbackLost = 6,
+    /// Packets in lost records.
+    LostPackets = 7,
+    /// Bytes in lost records.
+    LostBytes = 8,
+    /// `NewFlow`/`Drop` notification events sent.
+    EventsSent = 9,
+    /// Notification events lost (ring full); their packets are still in the
+    /// flow table, only the live notification is missing.
+    EventsLost = 10,
+}
+
+/// Every flow counter, for iteration.
+pub const FLOW_STATS: [FlowStat; 11] = [
+    FlowStat::PacketsAccounted,
+    FlowStat::BytesAccounted,
+    FlowStat::EntriesCreated,
+    FlowStat::TableFull,
+    FlowStat::InsertFailed,
+    FlowStat::FallbackSent,
+    FlowStat::FallbackLost,
+    FlowStat::LostPackets,
+    FlowStat::LostBytes,
+    FlowStat::EventsSent,
+    FlowStat::EventsLost,
+];
+const _: () = assert!((FlowStat::EventsLost as u32) < FLOW_STATS_MAX);
+
+impl FlowStat {
+    /// A stable snake_case name (metrics labels).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::PacketsAccounted => "packets_accounted",
+            Self::BytesAccounted => "bytes_accounted",
+            Self::EntriesCreated => "entries_created",
+            Self::TableFull => "table_full",
+            Self::InsertFailed => "insert_failed",
+            Self::FallbackSent => "fallback_sent",
+            Self::FallbackLost => "fallback_lost",
+            Self::LostPackets => "lost_packets",
+            Self::LostBytes => "lost_bytes",
+            Self::EventsSent => "events_sent",
+            Self::EventsLost => "events_lost",
+        }
+    }
 }
 
 /// TC verdict: pass (`TC_ACT_OK`; `TCX_PASS` under tcx).
@@ -720,4 +939,8 @@ mod user {
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragEntry {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowValue {}
+    unsafe impl aya::Pod for super::FlowEvent {}
+    unsafe impl aya::Pod for super::FlowConfig {}
 }

@@ -5,10 +5,12 @@
 //! Data flows `source` → `model` → `compile` → (dataplane, `eval`).
 
 pub mod agent;
+pub mod api;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;
 pub mod eval;
+pub mod flows;
 pub mod lab;
 pub mod model;
 pub mod source;

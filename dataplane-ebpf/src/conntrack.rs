@@ -11,18 +11,20 @@
 //! updated; denied → the entry is deleted and the packet dropped, so a
 //! revoked connection stops on its next packet, in either direction.
 
-// verifier: keys are passed by reference on purpose: `&p.tuple` points into
+// verifier: keys are passed by reference on purpose: `&p.key.tuple` points into
 // the scratch map, so no 40-byte copy lands on the 512-byte stack.
 #![allow(clippy::needless_borrows_for_generic_args)]
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_ktime_get_ns};
+use aya_ebpf::bindings::BPF_NOEXIST;
 use bulkhead_common::{
-    CT_SEEN_REPLY, CT_UNCHECKED, CtEntry, CtKey, DropReason, EndpointInfo, Verdict,
+    CT_SEEN_REPLY, CT_UNCHECKED, CtEntry, CtKey, DropReason, EndpointInfo, HOOK_FROM_POD,
+    HOOK_TO_POD, Verdict,
 };
 
 use crate::{
+    flowlog::Meta,
     maps::CT,
-    parse::Parsed,
+    parse::{Parsed, reverse_into},
     policy::{Side, check_side, policy_port},
 };
 
@@ -51,45 +53,64 @@ impl Hook {
             Hook::ToPod => Side::Ingress,
         }
     }
+
+    /// `HOOK_*` (frag keys, flow events).
+    #[inline(always)]
+    pub fn number(self) -> u8 {
+        match self {
+            Hook::FromPod => HOOK_FROM_POD,
+            Hook::ToPod => HOOK_TO_POD,
+        }
+    }
 }
 
-/// Whether CT holds the connection of `key` in either direction (read-only).
+/// Whether CT holds the connection of `key` in either direction (read-only;
+/// `rev` is scratch for the reversed key). Both are `Parsed` tuples.
 #[inline(always)]
-pub fn known(key: &CtKey) -> bool {
-    CT.get_ptr(key).is_some() || CT.get_ptr(&key.reversed()).is_some()
+pub fn known(key: &CtKey, rev: &mut CtKey) -> bool {
+    if CT.get_ptr(key).is_some() {
+        return true;
+    }
+    reverse_into(key, rev);
+    CT.get_ptr(&*rev).is_some()
 }
 
 /// Tracks a packet of a `Kind::Flow`: established (either direction, side
-/// re-checked if stale) or new (checked, then recorded).
+/// re-checked if stale) or new (checked, then recorded). Leaves direction,
+/// side, rule and newness in `p.flow` for flow accounting.
 #[inline(always)]
 pub fn track(
     revision: u64,
     slot: u8,
     ep: &EndpointInfo,
     hook: Hook,
-    p: &Parsed,
+    p: &mut Parsed,
 ) -> Result<Verdict, DropReason> {
-    // SAFETY: the helper takes no arguments.
-    let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(entry) = CT.get_ptr_mut(&p.tuple) {
-        return established(
-            entry,
-            &p.tuple,
-            Dir::Original,
+    let now = p.flow.now();
+    let flags = p.tcp_flags;
+    if let Some(entry) = CT.get_ptr_mut(&p.key.tuple) {
+        let at = Established {
             revision,
             slot,
-            ep,
             hook,
-            p,
+            tcp_flags: flags,
             now,
-        );
+        };
+        return at.update(entry, &p.key.tuple, Dir::Original, ep, &mut p.flow);
     }
-    let reply = p.tuple.reversed();
-    if let Some(entry) = CT.get_ptr_mut(&reply) {
-        return established(entry, &reply, Dir::Reply, revision, slot, ep, hook, p, now);
+    reverse_into(&p.key.tuple, &mut p.rev);
+    if let Some(entry) = CT.get_ptr_mut(&p.rev) {
+        let at = Established {
+            revision,
+            slot,
+            hook,
+            tcp_flags: flags,
+            now,
+        };
+        return at.update(entry, &p.rev, Dir::Reply, ep, &mut p.flow);
     }
     let side = hook.new_side();
-    let rule = check_side(slot, ep, side, &p.tuple, p.policy_port)
+    let rule = check_side(slot, ep, side, &p.key.tuple, p.policy_port)
         .map_err(|()| DropReason::PolicyDenied)?;
     let (egress_revision, ingress_revision, egress_rule, ingress_rule) = match side {
         Side::Egress => (revision, CT_UNCHECKED, rule, 0),
@@ -108,71 +129,101 @@ pub fn track(
     };
     // A concurrent packet may have created it first; then the next packet
     // finds that entry and checks this side on it.
-    let _ = CT.insert(&p.tuple, &entry, u64::from(BPF_NOEXIST));
+    let _ = CT.insert(&p.key.tuple, &entry, u64::from(BPF_NOEXIST));
+    p.flow.rule = rule;
+    p.flow.new = true;
     Ok(Verdict::Allowed)
 }
 
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn established(
-    entry: *mut CtEntry,
-    orig: &CtKey,
-    dir: Dir,
+/// A packet of a tracked connection, and what it needs to update the entry.
+struct Established {
     revision: u64,
     slot: u8,
-    ep: &EndpointInfo,
     hook: Hook,
-    p: &Parsed,
+    tcp_flags: u8,
     now: u64,
-) -> Result<Verdict, DropReason> {
-    let side = match (hook, dir) {
-        (Hook::FromPod, Dir::Original) | (Hook::ToPod, Dir::Reply) => Side::Egress,
-        _ => Side::Ingress,
-    };
-    // SAFETY: a CT value stays valid for the rest of this program run (RCU);
-    // concurrent writers only store whole fields.
-    let e = unsafe { &mut *entry };
-    let checked = match side {
-        Side::Egress => e.egress_revision,
-        Side::Ingress => e.ingress_revision,
-    };
-    if checked != revision {
-        match check_side(slot, ep, side, orig, policy_port(orig)) {
-            Ok(rule) => match side {
-                Side::Egress => {
-                    e.egress_rule = rule;
-                    e.egress_revision = revision;
-                }
-                Side::Ingress => {
-                    e.ingress_rule = rule;
-                    e.ingress_revision = revision;
-                }
-            },
-            Err(()) => {
-                let _ = CT.remove(orig);
-                return Err(if checked == CT_UNCHECKED {
-                    DropReason::PolicyDenied
-                } else {
-                    DropReason::PolicyRevoked
-                });
-            }
-        }
-    }
-    e.last_seen_ns = now;
-    match dir {
-        Dir::Original => e.tcp_flags_orig |= p.tcp_flags,
-        Dir::Reply => {
-            e.tcp_flags_reply |= p.tcp_flags;
-            e.flags |= CT_SEEN_REPLY;
-        }
-    }
-    Ok(Verdict::Established)
 }
 
-/// Whether an ICMP error (`outer`) is about a tracked connection: its
-/// embedded packet (`inner`) was sent by the error's destination and CT
+impl Established {
+    #[inline(always)]
+    fn update(
+        &self,
+        entry: *mut CtEntry,
+        orig: &CtKey,
+        dir: Dir,
+        ep: &EndpointInfo,
+        flow: &mut Meta,
+    ) -> Result<Verdict, DropReason> {
+        let side = match (self.hook, dir) {
+            (Hook::FromPod, Dir::Original) | (Hook::ToPod, Dir::Reply) => Side::Egress,
+            _ => Side::Ingress,
+        };
+        flow.reply = dir == Dir::Reply;
+        flow.side = side.flow_side();
+        // SAFETY: a CT value stays valid for the rest of this program run
+        // (RCU); concurrent writers only store whole fields.
+        let e = unsafe { &mut *entry };
+        let checked = match side {
+            Side::Egress => e.egress_revision,
+            Side::Ingress => e.ingress_revision,
+        };
+        if checked != self.revision {
+            match check_side(self.slot, ep, side, orig, policy_port(orig)) {
+                Ok(rule) => match side {
+                    Side::Egress => {
+                        e.egress_rule = rule;
+                        e.egress_revision = self.revision;
+                    }
+                    Side::Ingress => {
+                        e.ingress_rule = rule;
+                        e.ingress_revision = self.revision;
+                    }
+                },
+                Err(()) => {
+                    let _ = CT.remove(orig);
+                    return Err(if checked == CT_UNCHECKED {
+                        DropReason::PolicyDenied
+                    } else {
+                        DropReason::PolicyRevoked
+                    });
+                }
+            }
+            // The first packet this side sees opens the connection here.
+            flow.new = checked == CT_UNCHECKED;
+        }
+        flow.rule = match side {
+            Side::Egress => e.egress_rule,
+            Side::Ingress => e.ingress_rule,
+        };
+        // Stores only what changes (the coarse clock moves once a tick, TCP
+        // flags rarely): fewer dirtied cache lines when the two ends of a
+        // connection run on different CPUs.
+        if e.last_seen_ns != self.now {
+            e.last_seen_ns = self.now;
+        }
+        match dir {
+            Dir::Original => {
+                if e.tcp_flags_orig & self.tcp_flags != self.tcp_flags {
+                    e.tcp_flags_orig |= self.tcp_flags;
+                }
+            }
+            Dir::Reply => {
+                if e.tcp_flags_reply & self.tcp_flags != self.tcp_flags
+                    || e.flags & CT_SEEN_REPLY == 0
+                {
+                    e.tcp_flags_reply |= self.tcp_flags;
+                    e.flags |= CT_SEEN_REPLY;
+                }
+            }
+        }
+        Ok(Verdict::Established)
+    }
+}
+
+/// Whether the ICMP error in `p` is about a tracked connection: its
+/// embedded packet (`p.inner`) was sent by the error's destination and CT
 /// knows the connection in either direction.
 #[inline(always)]
-pub fn related(inner: &CtKey, outer: &CtKey) -> bool {
-    inner.src == outer.dst && known(inner)
+pub fn related(p: &mut Parsed) -> bool {
+    p.has_inner && p.inner.src == p.key.tuple.dst && known(&p.inner, &mut p.rev)
 }

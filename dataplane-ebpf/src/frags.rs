@@ -4,7 +4,7 @@
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use bulkhead_common::{
     DropReason, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, FragEntry,
-    FragKey, HOOK_FROM_POD, HOOK_TO_POD, Verdict,
+    FragKey, Verdict,
 };
 
 use crate::{conntrack::Hook, maps::FRAGS, parse::Parsed};
@@ -12,15 +12,12 @@ use crate::{conntrack::Hook, maps::FRAGS, parse::Parsed};
 #[inline(always)]
 fn key(p: &Parsed, ifindex: u32, hook: Hook) -> FragKey {
     FragKey {
-        src: p.tuple.src,
-        dst: p.tuple.dst,
+        src: p.key.tuple.src,
+        dst: p.key.tuple.dst,
         id: p.frag_id,
         ifindex,
-        proto: p.tuple.proto,
-        hook: match hook {
-            Hook::FromPod => HOOK_FROM_POD,
-            Hook::ToPod => HOOK_TO_POD,
-        },
+        proto: p.key.tuple.proto,
+        hook: hook.number(),
         _pad: [0; 2],
     }
 }

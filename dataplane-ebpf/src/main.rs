@@ -10,11 +10,19 @@
 //!
 //! Stateful (`conntrack`), evasion-proof parsing (`parse`), policy by slot
 //! and revision (`policy`, ABI in `bulkhead-common`); every drop goes
-//! through `notify`.
+//! through `notify`, and every judged packet is counted into a flow
+//! (`flowlog`).
 #![no_std]
 #![no_main]
+// `core::sync::atomic`'s read-modify-write methods need compare-and-swap,
+// which the BPF target lacks; the intrinsics compile to BPF's atomic add
+// and or (see `atomic`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod atomic;
 mod conntrack;
+mod flowlog;
 mod frags;
 mod maps;
 mod notify;

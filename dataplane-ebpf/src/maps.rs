@@ -6,17 +6,20 @@
 //! slot first (POLICY_NODES: one index range per slot) and
 //! written only by the controller; the programs read them in the slot of the
 //! revision they read from CONFIG at start. CT, FRAGS and DROPS are written by
-//! the programs. Nothing is pinned here; the loader pins (fail-static).
+//! the programs, and so are the flow accounting maps (FLOWS_0/FLOWS_1,
+//! FLOW_STATS, EVENTS; see `flowlog.rs`), which the controller drains.
+//! Nothing is pinned here; the loader pins (fail-static).
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 use crate::parse::Parsed;
 use bulkhead_common::{
-    CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EndpointInfo, EndpointKey, FRAGS_MAX,
+    CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EVENTS_RING_BYTES, EndpointInfo,
+    EndpointKey, FLOW_STATS_MAX, FLOWS_CAPACITY, FRAGS_MAX, FlowConfig, FlowKey, FlowValue,
     FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, POLICY_NODES_MAX,
     PolicyNode, PolicyNodeKey,
 };
@@ -114,6 +117,63 @@ pub static FRAGS: LruHashMap<FragKey, FragEntry> = LruHashMap::with_max_entries(
 /// - Read by: the controller (sum over CPUs) for metrics and `status`.
 #[map]
 pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROPS_MAX, 0);
+
+/// Flow table 0: (connection, endpoint, side) → what the current interval
+/// saw of it (written while FLOW_CONFIG's `slot` is 0).
+///
+/// - Key: [`FlowKey`]: the connection's original-direction tuple (CT's
+///   key; for packets that never became a connection, the tuple as sent),
+///   the ifindex of the endpoint's host-side veth, and the side
+///   (`FLOW_SIDE_EGRESS`: the endpoint's pod opened the connection).
+/// - Value: [`FlowValue`]: passed packets and bytes per direction, dropped
+///   packets and bytes with the last reason, first/last seen, TCP flags per
+///   direction, the rule of this side and its revision, `FLOW_F_*` flags.
+///   Counters are updated with atomic adds (several CPUs share an entry).
+/// - Written by: every program through `flowlog::account` (insert with
+///   `BPF_NOEXIST`, then atomic updates), only while FLOW_CONFIG enables
+///   accounting and selects this table. Drained (lookup and delete of every
+///   entry) by the controller after it switched `slot` to the other table
+///   and waited a grace period, so no program writes it while drained.
+/// - Capacity: `FLOWS_CAPACITY`, preallocated (an insert never allocates;
+///   a full table sends the record to EVENTS instead).
+#[map]
+pub static FLOWS_0: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(FLOWS_CAPACITY, 0);
+
+/// Flow table 1: as [`FLOWS_0`], written while FLOW_CONFIG's `slot` is 1.
+#[map]
+pub static FLOWS_1: HashMap<FlowKey, FlowValue> = HashMap::with_max_entries(FLOWS_CAPACITY, 0);
+
+/// Index 0 → [`FlowConfig`]: which flow table the programs write (`slot`)
+/// and what they do (`flags`: `FLOW_CONFIG_ACCOUNTING`, `_EVENTS_NEW`,
+/// `_EVENTS_DROP`).
+///
+/// - Written by: the controller (the agent sets the flags at start; every
+///   drain flips `slot`). All zero as loaded: nothing is accounted.
+/// - Read by: every program, once per packet it accounts.
+#[map]
+pub static FLOW_CONFIG: Array<FlowConfig> = Array::with_max_entries(1, 0);
+
+/// Per-CPU flow accounting counters, indexed by `FlowStat` (`u64`).
+///
+/// - Written by: `flowlog::account` (packets and bytes accounted, entries
+///   created, full table, failed inserts, fallback records sent or lost,
+///   notification events sent or lost).
+/// - Read by: the controller (sum over CPUs): metrics and the accounting
+///   identity (see `bulkhead-common`).
+/// - Capacity: `FLOW_STATS_MAX` slots (room to grow).
+#[map]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_STATS_MAX, 0);
+
+/// Ring buffer of [`FlowEvent`](bulkhead_common::FlowEvent) records:
+/// `NewFlow` and `Drop` notifications (when FLOW_CONFIG asks for them) and
+/// `FlowRecord`s, the deltas a full flow table could not take.
+///
+/// - Written by: `flowlog::account` (reserve, fill, submit); a full ring is
+///   counted (`EventsLost`, or `FallbackLost` with its packets and bytes).
+/// - Read by: the controller (memory-mapped consumer, woken by poll(2)).
+/// - Size: `EVENTS_RING_BYTES`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 
 /// Per-CPU scratch space for a packet's parse result (keeps it off the
 /// 512-byte stack). Index `SCRATCH_TC` for the TC programs, `SCRATCH_XDP`

@@ -1,9 +1,11 @@
 //! Evasion-proof packet parsing, shared by the TC and XDP programs.
 //!
-//! Reads go through `bpf_skb_load_bytes` / `bpf_xdp_load_bytes` (the
-//! [`Packet`] trait): the kernel checks every read against the packet length,
-//! both work on non-linear packets, and variable offsets (IP options,
-//! extension headers) need no pointer arithmetic the verifier must follow.
+//! Reads go through the [`Packet`] trait: directly from the linear packet
+//! data when it holds the bytes (bounds-checked against `data_end`, which
+//! the verifier checks too), else through `bpf_skb_load_bytes` /
+//! `bpf_xdp_load_bytes`, which also read non-linear packets (the same bytes
+//! either way, so the verdict never depends on the path). A helper call per
+//! header cost about as much as the rest of the parse.
 //!
 //! Deliberate choices (each drop is counted under its `DropReason`):
 //! - **VLAN tags**: pods do not tag. A tagged frame (802.1Q/802.1ad in the
@@ -35,9 +37,13 @@
 //! - Non-IP (ARP, LLDP, ...) passes.
 
 use bulkhead_common::{
-    CtKey, DropReason, IPV6_EXT_HEADERS_MAX, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP,
+    CtKey, DropReason, FlowKey, FlowValue, IPV6_EXT_HEADERS_MAX, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_SCTP, PROTO_TCP, PROTO_UDP,
 };
+
+use core::mem::{align_of, offset_of};
+
+use crate::flowlog::Meta;
 
 /// EtherType of IPv4.
 const ETH_P_IP: u16 = 0x0800;
@@ -105,12 +111,23 @@ pub enum Frag {
 
 /// What the programs need from an IP packet. It lives in a per-CPU scratch
 /// map (`maps::SCRATCH`), not on the stack, and is filled in place.
-#[repr(C)]
+///
+/// Aligned to 8 with the tuples at 8-aligned offsets, so addresses, ports
+/// and padding are written as whole words ([`Tuple`]) rather than byte by
+/// byte (which the compiler turns into `memset` loops).
+#[repr(C, align(8))]
 pub struct Parsed {
-    /// IPv6 (else IPv4).
-    pub v6: bool,
-    /// CT tuple of this packet as sent (ports per `CtKey`'s rules).
-    pub tuple: CtKey,
+    /// The packet's flow key. `key.tuple` is the CT tuple of this packet as
+    /// sent (ports per `CtKey`'s rules) until `flowlog::account`, which
+    /// makes it the flow's key (original direction, endpoint, side).
+    pub key: FlowKey,
+    /// The tuple of the packet embedded in an ICMP error, as it was sent
+    /// (its source is the error's destination).
+    pub inner: CtKey,
+    /// `key.tuple` reversed (conntrack's reply lookup), when computed.
+    pub rev: CtKey,
+    /// IP identification of a fragment's datagram.
+    pub frag_id: u32,
     /// Destination port for policy (0 for protocols without ports and ICMP).
     pub policy_port: u16,
     /// TCP flags (0 for other protocols).
@@ -119,21 +136,111 @@ pub struct Parsed {
     pub kind: Kind,
     /// Fragment state.
     pub frag: Frag,
-    /// IP identification of a fragment's datagram.
-    pub frag_id: u32,
+    /// IPv6 (else IPv4).
+    pub v6: bool,
     /// `inner` holds the embedded packet of a `Kind::IcmpError`.
     pub has_inner: bool,
-    /// The tuple of the packet embedded in an ICMP error, as it was sent
-    /// (its source is the error's destination).
-    pub inner: CtKey,
+    /// What the verdict path learnt for flow accounting.
+    pub flow: Meta,
+    /// The packet's own flow delta (a new entry's value, an event's).
+    pub fval: FlowValue,
+}
+const _: () = assert!(align_of::<Parsed>() == 8);
+const _: () = assert!(offset_of!(Parsed, key) % 8 == 0);
+const _: () = assert!(offset_of!(Parsed, inner) % 8 == 0);
+const _: () = assert!(offset_of!(Parsed, rev) % 8 == 0);
+
+/// Whole-word writes into a `CtKey` that sits at an 8-aligned address (the
+/// tuples of [`Parsed`]; see the asserts above).
+pub struct Tuple(*mut CtKey);
+
+impl Tuple {
+    /// `key.tuple` of `p`.
+    #[inline(always)]
+    pub fn key(p: &mut Parsed) -> Self {
+        Self(&raw mut p.key.tuple)
+    }
+
+    /// `inner` of `p`.
+    #[inline(always)]
+    pub fn inner(p: &mut Parsed) -> Self {
+        Self(&raw mut p.inner)
+    }
+
+    #[inline(always)]
+    fn word(&self, off: usize) -> *mut u32 {
+        // SAFETY: `off` < 40 is within the key, and the key is 8-aligned
+        // (only `Parsed`'s tuples are wrapped), so the word is aligned.
+        unsafe { self.0.cast::<u8>().add(off).cast::<u32>() }
+    }
+
+    /// Source (`dst` false) or destination address: IPv4 `a` mapped into
+    /// IPv6 (`::ffff:a`).
+    #[inline(always)]
+    pub fn set_v4(&self, dst: bool, a: [u8; 4]) {
+        let base = if dst { 16 } else { 0 };
+        // SAFETY: aligned words within the key (see `word`).
+        unsafe {
+            self.word(base).write(0);
+            self.word(base + 4).write(0);
+            self.word(base + 8)
+                .write(u32::from_le_bytes([0, 0, 0xff, 0xff]));
+            self.word(base + 12).write(u32::from_le_bytes(a));
+        }
+    }
+
+    /// Source and destination port.
+    #[inline(always)]
+    pub fn set_ports(&self, sport: u16, dport: u16) {
+        // SAFETY: an aligned word within the key (see `word`); `sport`
+        // then `dport` in memory order.
+        unsafe {
+            self.word(32)
+                .write(u32::from(sport) | u32::from(dport) << 16)
+        };
+    }
+
+    /// Protocol, and the padding zeroed.
+    #[inline(always)]
+    pub fn set_proto(&self, proto: u8) {
+        // SAFETY: an aligned word within the key (see `word`): `proto`
+        // then three bytes of padding.
+        unsafe { self.word(36).write(u32::from(proto)) };
+    }
 }
 
-/// IPv4 address mapped into IPv6.
+/// Copies `from` into `to` (both `Parsed` tuples: 8-aligned) word by word.
 #[inline(always)]
-fn mapped(a: [u8; 4]) -> [u8; 16] {
-    [
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3],
-    ]
+pub fn copy_into(from: &CtKey, to: &mut CtKey) {
+    let f = core::ptr::from_ref(from).cast::<u64>();
+    let t = core::ptr::from_mut(to).cast::<u64>();
+    // SAFETY: both keys are 8-aligned (`Parsed` fields), 40 bytes: five
+    // words.
+    unsafe {
+        for i in 0..5 {
+            t.add(i).write(f.add(i).read());
+        }
+    }
+}
+
+/// Copies the reverse of `from` into `to` (both `Parsed` tuples: 8-aligned)
+/// word by word.
+#[inline(always)]
+pub fn reverse_into(from: &CtKey, to: &mut CtKey) {
+    let f = core::ptr::from_ref(from).cast::<u64>();
+    let t = core::ptr::from_mut(to).cast::<u64>();
+    // SAFETY: both keys are 8-aligned (`Parsed` fields), 40 bytes: five
+    // words; words 0-1 are `src`, 2-3 `dst`, 4 ports, protocol and padding.
+    unsafe {
+        t.write(f.add(2).read());
+        t.add(1).write(f.add(3).read());
+        t.add(2).write(f.read());
+        t.add(3).write(f.add(1).read());
+        let w = f.add(4).read();
+        // Little-endian: sport is bits 0-15, dport 16-31.
+        let swapped = (w & !0xffff_ffff) | (w & 0xffff) << 16 | (w >> 16) & 0xffff;
+        t.add(4).write(swapped);
+    }
 }
 
 #[inline(always)]
@@ -150,9 +257,7 @@ pub fn ip<P: Packet>(pkt: &P, ether_type: u16, p: &mut Parsed) -> Result<bool, D
     p.kind = Kind::Flow;
     p.frag = Frag::No;
     p.has_inner = false;
-    p.tuple.sport = 0;
-    p.tuple.dport = 0;
-    p.tuple._pad = [0; 3];
+    Tuple::key(p).set_ports(0, 0);
     match ether_type {
         ETH_P_IP => ipv4(pkt, ETH_HLEN, p).map(|()| true),
         ETH_P_IPV6 => ipv6(pkt, ETH_HLEN, p).map(|()| true),
@@ -188,9 +293,10 @@ fn ipv4<P: Packet>(pkt: &P, off: usize, p: &mut Parsed) -> Result<(), DropReason
     };
     let a: [u8; 8] = pkt.load(off + 12)?;
     p.v6 = false;
-    p.tuple.src = mapped([a[0], a[1], a[2], a[3]]);
-    p.tuple.dst = mapped([a[4], a[5], a[6], a[7]]);
-    p.tuple.proto = h[9];
+    let t = Tuple::key(p);
+    t.set_v4(false, [a[0], a[1], a[2], a[3]]);
+    t.set_v4(true, [a[4], a[5], a[6], a[7]]);
+    t.set_proto(h[9]);
     l4(pkt, off + ihl, end, frag_off, p)
 }
 
@@ -205,8 +311,8 @@ fn ipv6<P: Packet>(pkt: &P, off: usize, p: &mut Parsed) -> Result<(), DropReason
         return Err(DropReason::Malformed);
     }
     p.v6 = true;
-    p.tuple.src = pkt.load(off + 8)?;
-    p.tuple.dst = pkt.load(off + 24)?;
+    p.key.tuple.src = pkt.load(off + 8)?;
+    p.key.tuple.dst = pkt.load(off + 24)?;
     let mut next = h[6];
     let mut cur = off + 40;
     let mut frag_off = 0;
@@ -257,7 +363,7 @@ fn ipv6<P: Packet>(pkt: &P, off: usize, p: &mut Parsed) -> Result<(), DropReason
     if cur > end {
         return Err(DropReason::Malformed);
     }
-    p.tuple.proto = next;
+    Tuple::key(p).set_proto(next);
     l4(pkt, cur, end, frag_off, p)
 }
 
@@ -280,7 +386,7 @@ fn l4<P: Packet>(
     frag_off: usize,
     p: &mut Parsed,
 ) -> Result<(), DropReason> {
-    let proto = p.tuple.proto;
+    let proto = p.key.tuple.proto;
     if p.frag == Frag::Later {
         if frag_off < l4_min_len(proto) {
             return Err(DropReason::FragmentOverlap);
@@ -311,23 +417,23 @@ fn l4<P: Packet>(
                     DropReason::BadTcpDataOffset
                 });
             }
-            p.tuple.sport = be16(t[0], t[1]);
-            p.tuple.dport = be16(t[2], t[3]);
-            p.policy_port = p.tuple.dport;
+            let dport = be16(t[2], t[3]);
+            Tuple::key(p).set_ports(be16(t[0], t[1]), dport);
+            p.policy_port = dport;
             p.tcp_flags = t[13];
         }
         PROTO_UDP | PROTO_SCTP => {
             let ports: [u8; 4] = pkt.load(off)?;
-            p.tuple.sport = be16(ports[0], ports[1]);
-            p.tuple.dport = be16(ports[2], ports[3]);
-            p.policy_port = p.tuple.dport;
+            let dport = be16(ports[2], ports[3]);
+            Tuple::key(p).set_ports(be16(ports[0], ports[1]), dport);
+            p.policy_port = dport;
         }
         x if x == icmp => {
             let i: [u8; 8] = pkt.load(off)?;
             let id = be16(i[4], i[5]);
             match (p.v6, i[0]) {
-                (false, 8) | (true, 128) => p.tuple.sport = id,
-                (false, 0) | (true, 129) => p.tuple.dport = id,
+                (false, 8) | (true, 128) => Tuple::key(p).set_ports(id, 0),
+                (false, 0) | (true, 129) => Tuple::key(p).set_ports(0, id),
                 (false, 3 | 11 | 12) | (true, 1..=4) => {
                     p.kind = Kind::IcmpError;
                     p.has_inner = inner(pkt, off + 8, p).is_ok();
@@ -349,30 +455,28 @@ fn l4<P: Packet>(
 fn inner<P: Packet>(pkt: &P, off: usize, p: &mut Parsed) -> Result<(), DropReason> {
     let l4_off = if p.v6 {
         let h: [u8; 8] = pkt.load(off)?;
-        p.inner.proto = h[6];
         p.inner.src = pkt.load(off + 8)?;
         p.inner.dst = pkt.load(off + 24)?;
+        Tuple::inner(p).set_proto(h[6]);
         off + 40
     } else {
         let h: [u8; 20] = pkt.load(off)?;
-        p.inner.src = mapped([h[12], h[13], h[14], h[15]]);
-        p.inner.dst = mapped([h[16], h[17], h[18], h[19]]);
-        p.inner.proto = h[9];
+        let t = Tuple::inner(p);
+        t.set_v4(false, [h[12], h[13], h[14], h[15]]);
+        t.set_v4(true, [h[16], h[17], h[18], h[19]]);
+        t.set_proto(h[9]);
         off + usize::from(h[0] & 0x0f) * 4
     };
-    p.inner.sport = 0;
-    p.inner.dport = 0;
-    p.inner._pad = [0; 3];
+    Tuple::inner(p).set_ports(0, 0);
     let l4: [u8; 8] = pkt.load(l4_off)?;
     let icmp = if p.v6 { PROTO_ICMPV6 } else { PROTO_ICMP };
     match p.inner.proto {
         PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
-            p.inner.sport = be16(l4[0], l4[1]);
-            p.inner.dport = be16(l4[2], l4[3]);
+            Tuple::inner(p).set_ports(be16(l4[0], l4[1]), be16(l4[2], l4[3]));
         }
         x if x == icmp => match (p.v6, l4[0]) {
-            (false, 8) | (true, 128) => p.inner.sport = be16(l4[4], l4[5]),
-            (false, 0) | (true, 129) => p.inner.dport = be16(l4[4], l4[5]),
+            (false, 8) | (true, 128) => Tuple::inner(p).set_ports(be16(l4[4], l4[5]), 0),
+            (false, 0) | (true, 129) => Tuple::inner(p).set_ports(0, be16(l4[4], l4[5])),
             _ => return Err(DropReason::Malformed),
         },
         _ => return Err(DropReason::Malformed),

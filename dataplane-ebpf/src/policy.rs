@@ -11,9 +11,10 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use bulkhead_common::{
-    CtKey, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, IDENTITY_ANY,
-    IDENTITY_PREFIX_FULL, IdentityKey, POLICY_DEPTH_MAX, POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP,
-    PROTO_UDP, PolicyNodeKey, RULE_NONE, policy_node_index, policy_point,
+    CtKey, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, FLOW_SIDE_EGRESS,
+    FLOW_SIDE_INGRESS, IDENTITY_ANY, IDENTITY_PREFIX_FULL, IdentityKey, POLICY_DEPTH_MAX,
+    POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PolicyNodeKey, RULE_NONE,
+    policy_node_index, policy_point,
 };
 
 use crate::maps::{IDENTITIES, POLICY_NODES, POLICY_V4};
@@ -25,6 +26,17 @@ pub enum Side {
     Egress,
     /// Ingress policy of the original destination.
     Ingress,
+}
+
+impl Side {
+    /// The `FLOW_SIDE_*` of a flow key at the endpoint this side belongs to.
+    #[inline(always)]
+    pub fn flow_side(self) -> u8 {
+        match self {
+            Side::Egress => FLOW_SIDE_EGRESS,
+            Side::Ingress => FLOW_SIDE_INGRESS,
+        }
+    }
 }
 
 /// The identity of `addr` in `slot` (`IDENTITY_ANY` when it has none, so

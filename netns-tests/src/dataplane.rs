@@ -22,6 +22,7 @@ use bulkhead::compile::maps::{
     MapImage, PolicyLayout, abi_addr, identity_key, peer_ranges, place_policy, policy_tree,
 };
 use bulkhead::compile::tables::Segment;
+use bulkhead::dataplane::{FlowMaps, FlowTap};
 use bulkhead_common::{
     Config, CtEntry, CtKey, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, EndpointKey, FragEntry,
@@ -303,6 +304,44 @@ impl Dataplane {
         p.test_run(opts)
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {name}: {e:?}"))
             .return_value
+    }
+
+    /// Runs `name` (`from_pod` or `to_pod`) `repeat` times on `frame` in
+    /// one `BPF_PROG_TEST_RUN`: the verdict of the last run.
+    pub fn run_tc_repeat(&mut self, name: &str, frame: &[u8], repeat: u32) -> u32 {
+        let p: &mut SchedClassifier = self.ebpf.program_mut(name).unwrap().try_into().unwrap();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..TestRunOptions::default()
+        };
+        p.test_run(opts)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN {name}: {e:?}"))
+            .return_value
+    }
+
+    /// Takes the flow maps out of the ELF (once) as a [`FlowTap`].
+    pub fn flow_tap(&mut self) -> FlowTap {
+        self.try_flow_tap()
+            .expect("the ELF has no flow maps (ABI v5), or they were taken")
+    }
+
+    /// Takes the flow maps out of the ELF (once) as a [`FlowTap`]; `None`
+    /// when the ELF has none (built before ABI v5) or they were taken.
+    pub fn try_flow_tap(&mut self) -> Option<FlowTap> {
+        let names = ["FLOWS_0", "FLOWS_1", "FLOW_CONFIG", "FLOW_STATS", "EVENTS"];
+        if !names.iter().all(|n| self.ebpf.map(n).is_some()) {
+            return None;
+        }
+        let mut take = |name: &str| self.ebpf.take_map(name).expect("checked above");
+        let maps = FlowMaps {
+            flows_0: take(names[0]),
+            flows_1: take(names[1]),
+            config: take(names[2]),
+            stats: take(names[3]),
+            events: take(names[4]),
+        };
+        Some(FlowTap::from_maps(maps).unwrap_or_else(|e| panic!("{e}")))
     }
 
     /// Runs `from_pod` on `frame`: [`PASS`] or [`DROP`].

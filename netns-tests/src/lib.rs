@@ -7,6 +7,7 @@
 //! `cargo xtask test` does when it runs as root), which turns the skip into a
 //! failure so CI cannot silently test nothing.
 
+pub mod collectors;
 pub mod dataplane;
 pub mod packet;
 

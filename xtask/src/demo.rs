@@ -90,7 +90,16 @@ impl Demo<'_> {
             "Lab up: the shop (frontend → api → db, DNS, a stray debug pod) as network namespaces, \
              with no NetworkPolicy; the agent enforces in the node namespace",
         );
-        self.bulkhead(&["lab", "up", "--name", LAB, "--manifests", WORKLOADS])?;
+        self.bulkhead(&[
+            "lab",
+            "up",
+            "--name",
+            LAB,
+            "--manifests",
+            WORKLOADS,
+            "--flow-idle-timeout",
+            "2",
+        ])?;
         scene("Real packets between every pod pair: everything is open");
         self.bulkhead(&["lab", "probe", "--name", LAB])?;
         scene(&format!(
@@ -102,6 +111,22 @@ impl Demo<'_> {
         self.bulkhead(&["lab", "sync", "--name", LAB])?;
         scene("Real packets again: only the app's own paths connect; the rest is dropped (✗)");
         self.bulkhead(&["lab", "probe", "--name", LAB])?;
+        scene("Flows: what the probes did, each with its verdict and the deciding policy");
+        // Probes' UDP flows end by idle timeout (2 s in this lab).
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        self.bulkhead(&["flows", "--lab", LAB, "--pod", "shop/db", "--last", "12"])?;
+        scene("Only the drops, from the stray pod");
+        self.bulkhead(&[
+            "flows",
+            "--lab",
+            LAB,
+            "--pod",
+            "sandbox/stray",
+            "--verdict",
+            "denied",
+            "--last",
+            "8",
+        ])?;
         scene("Why can the stray pod not reach the database?");
         self.bulkhead(&[
             "explain",

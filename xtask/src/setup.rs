@@ -15,8 +15,43 @@ use crate::cmd;
 /// Debian packages the tests and the demo use (Debian 12 bookworm names):
 /// - `iproute2`: `ip netns`, `ip link` for the netns tests and the demo lab;
 /// - `iputils-ping`: `ping` as test traffic;
-/// - `bpftool`: inspecting loaded programs and maps when debugging.
-pub const APT_PACKAGES: &[&str] = &["iproute2", "iputils-ping", "bpftool"];
+/// - `bpftool`: inspecting loaded programs and maps when debugging;
+/// - `nfdump`: `nfcapd` collects the IPFIX the flow exporter sends, and
+///   `nfdump -r` decodes it, in the flow-export tests;
+/// - `prometheus`: a real server scrapes the agent's `/metrics` in the
+///   metrics tests.
+///
+/// The tests start `nfcapd` and `prometheus` themselves, inside network
+/// namespaces; the packages' own services must not run (see
+/// [`NO_SERVICE_START`]).
+pub const APT_PACKAGES: &[&str] = &[
+    "iproute2",
+    "iputils-ping",
+    "bpftool",
+    "nfdump",
+    "prometheus",
+];
+
+/// Denies every `invoke-rc.d` action (exit status 101, see
+/// `/usr/share/doc/init-system-helpers/README.policy-rc.d.gz`).
+///
+/// The `nfdump` and `prometheus` postinst scripts run
+/// `invoke-rc.d NAME start`, which on a machine without systemd would start
+/// `/etc/init.d/prometheus` (listening on `:9090` of the host's namespace)
+/// and `/etc/init.d/nfdump` as daemons nobody reaps. While setup installs
+/// packages, and only if the machine has no `/usr/sbin/policy-rc.d` of its
+/// own, this script is put there and removed afterwards.
+pub const NO_SERVICE_START: &str = "#!/bin/sh\n\
+# Written by `cargo xtask setup` while it installs packages; removed after.\n\
+exit 101\n";
+
+/// Where `invoke-rc.d` looks for the local service policy.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
+/// Services of [`APT_PACKAGES`] that their packages enable (for systemd and
+/// for sysvinit) and that setup disables: nothing but the tests should run
+/// these, and `prometheus` would listen on `:9090` of the host.
+pub const DISABLED_SERVICES: &[&str] = &["nfdump", "prometheus"];
 
 /// The rustup toolchain that builds the eBPF crate (it needs `-Z build-std`).
 /// Undated on purpose: the machine's `nightly` is the one known to exist.
@@ -37,6 +72,7 @@ pub struct EbpfToolchain {
 /// Runs the whole setup: Debian packages, then the eBPF toolchain.
 pub fn run() -> Result<EbpfToolchain> {
     ensure_apt_packages(APT_PACKAGES)?;
+    disable_services(DISABLED_SERVICES)?;
     ebpf_toolchain()
 }
 
@@ -83,10 +119,99 @@ pub fn ensure_apt_packages(packages: &[&str]) -> Result<()> {
         c
     };
     cmd::run(&mut apt(&["update", "-q"])).context("apt-get update")?;
+    let _policy = NoServiceStart::install(sudo)?;
     let mut install = apt(&["install", "-y", "-q", "--no-install-recommends"]);
     install.args(&missing);
     cmd::run(&mut install).context("apt-get install")?;
     Ok(())
+}
+
+/// The systemd unit link that enables `service` at boot.
+fn systemd_wants(service: &str) -> PathBuf {
+    Path::new("/etc/systemd/system/multi-user.target.wants").join(format!("{service}.service"))
+}
+
+/// Whether `service` is enabled to start at boot by sysvinit (an `S` link in
+/// `/etc/rc[2-5].d`).
+fn sysv_enabled(service: &str) -> bool {
+    (2..=5).any(|level| {
+        fs::read_dir(format!("/etc/rc{level}.d")).is_ok_and(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .any(|n| n.starts_with('S') && n.get(3..) == Some(service))
+        })
+    })
+}
+
+/// Disables the boot-time start of each of `services` that is enabled:
+/// `update-rc.d NAME disable` (which also disables the systemd unit when
+/// `systemctl` is installed), then `systemctl disable` if the unit is still
+/// enabled. Package upgrades keep them disabled.
+pub fn disable_services(services: &[&str]) -> Result<()> {
+    let sudo = !cmd::is_root();
+    for service in services {
+        if sysv_enabled(service) {
+            eprintln!("setup: disabling the {service} init script (the tests run their own)");
+            cmd::run(as_root(sudo, "update-rc.d").args([service, "disable"]))?;
+        }
+        if systemd_wants(service).exists() {
+            eprintln!("setup: disabling {service}.service (the tests run their own)");
+            cmd::run(as_root(sudo, "systemctl").args(["disable", &format!("{service}.service")]))?;
+        }
+        if sysv_enabled(service) || systemd_wants(service).exists() {
+            bail!("the {service} service is still enabled");
+        }
+    }
+    Ok(())
+}
+
+/// A `command` run as root: directly, or through `sudo -n`.
+fn as_root(sudo: bool, program: &str) -> std::process::Command {
+    if sudo {
+        let mut c = cmd::clean("sudo");
+        c.args(["-n", program]);
+        c
+    } else {
+        cmd::clean(program)
+    }
+}
+
+/// [`NO_SERVICE_START`] installed as `/usr/sbin/policy-rc.d` for as long as
+/// this lives; a machine's own policy (a container's usually denies all
+/// already) is left alone.
+struct NoServiceStart {
+    /// Whether this put the policy there (and so must remove it); `None`
+    /// when the machine had one.
+    sudo: Option<bool>,
+}
+
+impl NoServiceStart {
+    fn install(sudo: bool) -> Result<Self> {
+        if Path::new(POLICY_RC_D).exists() {
+            return Ok(Self { sudo: None });
+        }
+        let tmp = std::env::temp_dir().join(format!("bulkhead-policy-rc.d.{}", std::process::id()));
+        fs::write(&tmp, NO_SERVICE_START)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let installed = cmd::run(
+            as_root(sudo, "install")
+                .args(["-m", "0755"])
+                .arg(&tmp)
+                .arg(POLICY_RC_D),
+        );
+        let _ = fs::remove_file(&tmp);
+        installed.context("cannot keep package services from starting")?;
+        Ok(Self { sudo: Some(sudo) })
+    }
+}
+
+impl Drop for NoServiceStart {
+    fn drop(&mut self) {
+        if let Some(sudo) = self.sudo
+            && let Err(e) = cmd::run(as_root(sudo, "rm").args(["-f", POLICY_RC_D]))
+        {
+            eprintln!("setup: warning: cannot remove {POLICY_RC_D}: {e:#}");
+        }
+    }
 }
 
 /// Adds `rust-src` to the nightly toolchain if it is missing

@@ -25,6 +25,7 @@ use bulkhead_bench::dataplane::rules::SHAPES;
 use bulkhead_bench::dataplane::veth::{self, VethPlan};
 use bulkhead_bench::machine::Machine;
 use bulkhead_bench::report::write_results;
+use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
 use bulkhead_netns_tests::{DEFAULT_EBPF_ELF, EBPF_ELF, is_root};
 use clap::Parser;
 
@@ -71,7 +72,16 @@ struct Args {
     /// Print the report only; write no files.
     #[arg(long)]
     no_write: bool,
+    /// FLOW_CONFIG flags the programs run with: 1 accounting, 2 new-flow
+    /// events, 4 drop events (default 7, as the agent runs them; 0: no
+    /// flow accounting).
+    #[arg(long, default_value_t = DEFAULT_FLOW_FLAGS)]
+    flow_flags: u32,
 }
+
+/// What the agent turns on by default.
+const DEFAULT_FLOW_FLAGS: u32 =
+    FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP;
 
 fn main() -> anyhow::Result<()> {
     let started_at = Instant::now();
@@ -119,6 +129,7 @@ fn main() -> anyhow::Result<()> {
         repeat: args.repeat.unwrap_or(if q { 100_000 } else { 1_000_000 }),
         rounds: args.rounds.unwrap_or(if q { 3 } else { 7 }).max(1),
         pairs: args.pairs.unwrap_or(if q { 500 } else { 2_000 }).max(1),
+        flow_flags: args.flow_flags,
     };
     let seconds = args.seconds.unwrap_or(if q { 1.0 } else { 2.0 });
     if !(0.1..=10.0).contains(&seconds) {
@@ -134,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             max_packets: (seconds * 20e6) as u64,
             payload: args.payload.clamp(1, 1400),
         },
+        flow_flags: args.flow_flags,
     };
 
     let prog_cost = if args.no_prog_cost {

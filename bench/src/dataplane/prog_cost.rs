@@ -30,12 +30,20 @@
 //! - **new, allowed**, `xdp_prefilter`: XDP never writes CT, so `repeat`
 //!   runs measure it directly; the pair method is applied too, as a check
 //!   of the method (the two should agree within a few ns).
+//!
+//! Flow accounting runs as configured ([`CostPlan::flow_flags`]; by default
+//! as the agent runs it: accounting, new-flow and drop events). After each
+//! measurement (untimed) the flow tables are drained and the ring read, as
+//! the agent's collector would.
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
+use bulkhead::dataplane::FlowTap;
+use bulkhead::flows::source::FlowSource as _;
 use bulkhead_common::{CtKey, DropReason, PROTO_UDP, active_slot};
 use bulkhead_netns_tests::dataplane::{DROP, Dataplane, PASS, XDP_DROP, XDP_PASS, ct_key};
 use bulkhead_netns_tests::packet::{HOST_MAC, L4, frame};
@@ -114,6 +122,10 @@ pub struct CostPlan {
     pub rounds: usize,
     /// Pairs of single runs per round for the new-flow method.
     pub pairs: usize,
+    /// FLOW_CONFIG flags the programs run with (`FLOW_CONFIG_*`; the
+    /// agent's default is accounting and both event kinds; 0 measures the
+    /// dataplane without flow accounting).
+    pub flow_flags: u32,
 }
 
 /// Samples of one (case, program, path).
@@ -146,6 +158,9 @@ pub struct CaseCost {
 /// A loaded case: its own ELF instance with the image written.
 struct Loaded {
     dp: Dataplane,
+    /// The case's flow maps, drained (and the ring read) after every
+    /// measurement, outside the timed runs, as the agent's collector does.
+    tap: Option<FlowTap>,
     case: RuleCase,
     samples: Vec<Samples>,
 }
@@ -211,6 +226,20 @@ fn run(dp: &mut Dataplane, prog: Prog, frame: &[u8], repeat: u32) -> Result<(u32
     Ok((result.return_value, result.duration.as_nanos() as u32))
 }
 
+/// The ELF's flow maps with FLOW_CONFIG set to `flags`; `None` for an ELF
+/// from before flow accounting (ABI v5) measured with `flags` 0.
+pub fn flow_tap(dp: &mut Dataplane, flags: u32) -> Result<Option<FlowTap>> {
+    let Some(mut tap) = dp.try_flow_tap() else {
+        ensure!(
+            flags == 0,
+            "the ELF has no flow maps (built before ABI v5): pass --flow-flags 0"
+        );
+        return Ok(None);
+    };
+    tap.set_config(flags).context("writing FLOW_CONFIG")?;
+    Ok(Some(tap))
+}
+
 fn pass(prog: Prog) -> u32 {
     if prog == Prog::XdpPrefilter {
         XDP_PASS
@@ -238,15 +267,17 @@ fn expect(prog: Prog, path: PathKind, got: u32, want: u32) -> Result<()> {
 }
 
 impl Loaded {
-    fn new(elf: &Path, shape: RuleShape) -> Result<Self> {
+    fn new(elf: &Path, shape: RuleShape, flow_flags: u32) -> Result<Self> {
         let slot = active_slot(REVISION);
         let case = RuleCase::new(shape, slot);
         let mut dp = Dataplane::load_file(elf).map_err(anyhow::Error::msg)?;
         dp.write_image(&case.image);
         dp.set_endpoint(slot, case.subject);
         dp.set_revision(REVISION);
+        let tap = flow_tap(&mut dp, flow_flags)?;
         Ok(Self {
             dp,
+            tap,
             case,
             samples: (0..Prog::ALL.len() * PathKind::ALL.len())
                 .map(|_| Samples::default())
@@ -259,6 +290,7 @@ impl Loaded {
         for (pi, prog) in Prog::ALL.into_iter().enumerate() {
             for (ki, path) in PathKind::ALL.into_iter().enumerate() {
                 let s = self.measure(prog, path, plan)?;
+                self.collect_flows()?;
                 let slot = &mut self.samples[pi * PathKind::ALL.len() + ki];
                 slot.ns.push(s.0);
                 if let Some((new, est, derived)) = s.1 {
@@ -268,6 +300,21 @@ impl Loaded {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Drains the flow tables and reads the ring (untimed), so every
+    /// measurement starts as under a running agent: tables nearly empty,
+    /// ring with room.
+    fn collect_flows(&mut self) -> Result<()> {
+        let Some(tap) = &mut self.tap else {
+            return Ok(());
+        };
+        let mut flows = Vec::new();
+        let mut events = Vec::new();
+        tap.drain(&mut flows).context("draining the flow tables")?;
+        tap.events(Duration::ZERO, &mut events)
+            .context("reading the flow events")?;
         Ok(())
     }
 
@@ -400,7 +447,7 @@ impl Loaded {
 pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<CaseCost>> {
     let mut loaded = Vec::new();
     for shape in shapes {
-        let l = Loaded::new(elf, *shape)
+        let l = Loaded::new(elf, *shape, plan.flow_flags)
             .with_context(|| format!("setting up the {}-rule case", shape.nominal))?;
         eprintln!(
             "[prog cost] {} rules: {} segments in {} policy tree nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",

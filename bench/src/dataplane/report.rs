@@ -64,6 +64,24 @@ impl CostRatio {
     }
 }
 
+/// FLOW_CONFIG flags in words.
+fn flow_flags(flags: u32) -> String {
+    use bulkhead_common::{
+        FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW,
+    };
+    if flags & FLOW_CONFIG_ACCOUNTING == 0 {
+        return "off (FLOW_CONFIG flags 0)".to_owned();
+    }
+    let mut parts = vec!["on"];
+    if flags & FLOW_CONFIG_EVENTS_NEW != 0 {
+        parts.push("new-flow events");
+    }
+    if flags & FLOW_CONFIG_EVENTS_DROP != 0 {
+        parts.push("drop events");
+    }
+    format!("{} (FLOW_CONFIG flags {flags})", parts.join(", "))
+}
+
 fn find(case: &CaseCost, prog: Prog, path: PathKind) -> Option<&Measurement> {
     case.measurements
         .iter()
@@ -248,9 +266,10 @@ impl Report {
         if let Some(p) = &self.cost_plan {
             let _ = writeln!(
                 s,
-                "Median over {} rounds of the kernel's mean ns per run (`repeat` = {}); cases interleaved round by round, each with its own loaded ELF and maps.\n",
+                "Median over {} rounds of the kernel's mean ns per run (`repeat` = {}); cases interleaved round by round, each with its own loaded ELF and maps. Flow accounting: {}.\n",
                 p.rounds,
-                int(p.repeat as usize)
+                int(p.repeat as usize),
+                flow_flags(p.flow_flags)
             );
         }
         let _ = write!(s, "| program | path |");
@@ -380,11 +399,12 @@ impl Report {
         let f = &v.plan.flood;
         let _ = writeln!(
             s,
-            "client → veth → node (routing) → veth → server; one UDP flow of {}-byte payloads (sendmmsg, 64 per call), {} rounds of {:.1} s per configuration (at most {} packets each); each round floods every configuration once, back to back, in a rotating order. \"vs bare\" is the median over rounds of the configuration's rate over bare's in the same round (min–max of those ratios in brackets): the machine's throughput drifts between rounds by more than the programs cost, and pairing within a round cancels that drift.\n",
+            "client → veth → node (routing) → veth → server; one UDP flow of {}-byte payloads (sendmmsg, 64 per call), {} rounds of {:.1} s per configuration (at most {} packets each); each round floods every configuration once, back to back, in a rotating order. \"vs bare\" is the median over rounds of the configuration's rate over bare's in the same round (min–max of those ratios in brackets): the machine's throughput drifts between rounds by more than the programs cost, and pairing within a round cancels that drift. Flow accounting: {}.\n",
             f.payload,
             v.plan.reps,
             f.duration.as_secs_f64(),
-            int(f.max_packets as usize)
+            int(f.max_packets as usize),
+            flow_flags(v.plan.flow_flags)
         );
         let _ = writeln!(
             s,

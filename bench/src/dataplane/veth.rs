@@ -84,6 +84,9 @@ pub struct VethPlan {
     pub warmup: Duration,
     /// One flood.
     pub flood: FloodSpec,
+    /// FLOW_CONFIG flags the programs run with (see
+    /// [`super::prog_cost::CostPlan::flow_flags`]).
+    pub flow_flags: u32,
 }
 
 /// One timed flood.
@@ -372,6 +375,9 @@ pub fn measure(elf: &Path, plan: &VethPlan) -> Result<VethResult> {
     ];
     let mut dp = Dataplane::load_file(elf).map_err(anyhow::Error::msg)?;
     program_maps(&mut dp, &ifindex)?;
+    // The flood is one flow: established-path updates of one flow entry,
+    // nothing for the ring after its first packet; no collector needed.
+    let _tap = super::prog_cost::flow_tap(&mut dp, plan.flow_flags)?;
     let server = flood::server_addr(PORT);
     let node = topo.node.clone();
     // Attaching names interfaces of the node namespace: do it all from a

@@ -8,6 +8,7 @@
 //! fit are logged and leave the policy in force. SIGTERM/SIGINT end the loop
 //! and leave everything pinned and attached (fail-static).
 
+pub mod flows;
 pub mod state;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::model::Model;
 use crate::source::manifest::ManifestErrors;
 use crate::source::veth::{LocalEndpoint, Snapshot, VethError};
 
+pub use flows::{AgentFlows, FlowsConfig};
 pub use state::{AgentState, EndpointState, state_path};
 
 /// How often hooks are re-checked when nothing else changed.
@@ -80,6 +82,8 @@ pub struct AgentConfig<'a> {
     pub poll: Duration,
     /// Grace period after a switch.
     pub grace: Duration,
+    /// Flow visibility: accounting, pipeline, exporters, local API.
+    pub flows: FlowsConfig,
 }
 
 /// Enters the named network namespace (`/run/netns/NAME`) for this thread
@@ -175,6 +179,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     if let Some(old) = AgentState::read(&cfg.pin_dir) {
         state.netlink_devices = old.netlink_devices;
     }
+    let mut flows = AgentFlows::start(&dp, &cfg.flows);
     let mut current: Option<Current> = None;
     let mut seen_hash = String::new();
     let mut last_eps: Option<Vec<LocalEndpoint>> = None;
@@ -216,6 +221,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
                             &eps,
                             &mut state,
                             dirty || last_eps.as_ref() != Some(&eps),
+                            &flows,
                         );
                         dirty = false;
                         last_eps = Some(eps);
@@ -226,6 +232,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
                 Err(e) => tracing::warn!(error = %e, "reading links and routes"),
             }
         }
+        flows.observe(&dp, &state);
         let spent = tick.elapsed();
         if spent < cfg.poll {
             std::thread::sleep(cfg.poll - spent);
@@ -235,6 +242,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
         revision = dp.revision().unwrap_or(0),
         "stopping; enforcement stays in place (pinned)"
     );
+    flows.stop();
     state.pid = 0;
     write_state(&mut state)?;
     Ok(())
@@ -251,6 +259,7 @@ fn discover(model: &Model) -> Result<Vec<LocalEndpoint>, VethError> {
 }
 
 /// One sync and hook reconcile; errors are logged into `state`.
+#[allow(clippy::too_many_arguments)]
 fn step(
     dp: &mut Dataplane,
     cfg: &AgentConfig<'_>,
@@ -258,6 +267,7 @@ fn step(
     eps: &[LocalEndpoint],
     state: &mut AgentState,
     changed: bool,
+    flows: &AgentFlows,
 ) {
     let local: Vec<(usize, u32)> = eps.iter().map(|e| (e.pod, e.ifindex)).collect();
     let desired = Desired {
@@ -270,6 +280,7 @@ fn step(
             tracing::info!(from, to, writes, endpoints = eps.len(), took = ?started.elapsed(), "policy switched");
             state.revision = to;
             state.enforced_hash = Some(cur.hash.clone());
+            flows.update_policy(&cur.model, &cur.compiled, &local, to);
         }
         Ok(SyncOutcome::Unchanged { revision }) => {
             if changed {
@@ -277,6 +288,9 @@ fn step(
             }
             state.revision = revision;
             state.enforced_hash = Some(cur.hash.clone());
+            if changed {
+                flows.update_policy(&cur.model, &cur.compiled, &local, revision);
+            }
         }
         Err(e) => {
             tracing::error!(error = %e, "sync failed; the policy in force stays");

@@ -1,5 +1,6 @@
 //! `bulkhead agent`: the per-node daemon (see [`crate::agent`]).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,8 +8,12 @@ use clap::{Args, ValueEnum};
 use ipnetwork::IpNetwork;
 
 use super::{CliError, ManifestArgs};
-use crate::agent::{self, AgentConfig};
+use crate::agent::{self, AgentConfig, FlowsConfig};
+use crate::api::{self, ApiConfig};
 use crate::dataplane::{DEFAULT_PIN_DIR, TcMode};
+use crate::flows::PipelineConfig;
+use crate::flows::export::ipfix::IpfixConfig;
+use crate::flows::export::jsonl::{JsonlConfig, JsonlTarget};
 
 /// On or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -53,6 +58,42 @@ pub struct AgentArgs {
     /// (idempotent; stop the agent first).
     #[arg(long)]
     pub cleanup: bool,
+    /// Flow visibility: per-flow accounting in the kernel, the flow history
+    /// behind `bulkhead flows`, and the exporters below.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub flows: Switch,
+    /// Local API socket (`bulkhead flows`, /metrics, /healthz).
+    #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// Also serve /metrics and /healthz over TCP at this address, for
+    /// Prometheus (e.g. 127.0.0.1:9617).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Write flow records as JSON Lines to this file (`-`: stdout), rotated
+    /// by size (see docs/flows.md for the schema).
+    #[arg(long, value_name = "PATH")]
+    pub flow_log: Option<PathBuf>,
+    /// Rotate the flow log when it would exceed this many MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 100)]
+    pub flow_log_max_mib: u64,
+    /// Rotated flow log files kept (FILE.1 .. FILE.N).
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub flow_log_files: usize,
+    /// Export flow records as IPFIX (RFC 7011) over UDP to this collector.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<SocketAddr>,
+    /// A flow without packets for this long is finished, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 15)]
+    pub flow_idle_timeout: u64,
+    /// A long flow gets an interim record this often, in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub flow_active_timeout: u64,
+    /// How often the kernel flow tables are drained, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 250, hide = true)]
+    pub flow_drain_ms: u64,
+    /// Node name written into flow records (default: the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
     /// Poll interval of the manifest directory and links, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200, hide = true)]
     pub poll_ms: u64,
@@ -95,7 +136,43 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         tc_mode: args.tc_attach,
         poll: Duration::from_millis(args.poll_ms.max(1)),
         grace: Duration::from_millis(args.grace_ms),
+        flows: flows_config(args),
     };
     agent::run(&cfg)?;
     Ok(())
+}
+
+/// The flow side's configuration from the flags.
+fn flows_config(args: &AgentArgs) -> FlowsConfig {
+    let node = args.node_name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "node".to_owned())
+    });
+    let mut pipeline = PipelineConfig::new(node);
+    pipeline.drain_interval = Duration::from_millis(args.flow_drain_ms.max(10));
+    pipeline.aggregate.idle_timeout = Duration::from_secs(args.flow_idle_timeout.max(1));
+    pipeline.aggregate.active_timeout = Duration::from_secs(args.flow_active_timeout.max(1));
+    pipeline.jsonl = args.flow_log.as_ref().map(|p| {
+        if p.as_os_str() == "-" {
+            JsonlConfig::new(JsonlTarget::Stdout)
+        } else {
+            JsonlConfig::new(JsonlTarget::File {
+                path: p.clone(),
+                max_bytes: args.flow_log_max_mib.max(1) << 20,
+                keep: args.flow_log_files,
+            })
+        }
+    });
+    pipeline.ipfix = args.ipfix.map(IpfixConfig::new);
+    FlowsConfig {
+        enabled: args.flows == Switch::On,
+        pipeline,
+        api: ApiConfig {
+            socket: Some(args.api_socket.clone()),
+            tcp: args.metrics_addr,
+            ..ApiConfig::default()
+        },
+    }
 }

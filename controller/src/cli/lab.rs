@@ -96,6 +96,17 @@ pub struct UpArgs {
     /// Attach the agent's XDP prefilter to the pods' veths.
     #[arg(long, value_enum, default_value_t = Switch::Off)]
     pub xdp: Switch,
+    /// The agent exports flow records as IPFIX to this collector (an
+    /// address in the node namespace, e.g. 127.0.0.1:4739).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub ipfix: Option<std::net::SocketAddr>,
+    /// The agent serves /metrics over TCP at this address in the node
+    /// namespace (e.g. 127.0.0.1:9617).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The agent finishes flows idle this long, in seconds (default 15).
+    #[arg(long, value_name = "SECS")]
+    pub flow_idle_timeout: Option<u64>,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
@@ -321,6 +332,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         watch_in_place: args.watch,
         agent: !args.no_agent,
         xdp: args.xdp == Switch::On,
+        flow_args: flow_args(args),
     };
     let state = plan(&model, &spec)?;
     let state = setup::up(state, &exe()?, &progress)?;
@@ -491,4 +503,19 @@ fn verify(args: &VerifyArgs) -> Result<(), CliError> {
             probes: results.len(),
         })
     }
+}
+
+/// The agent flags for `lab up`'s flow options.
+fn flow_args(args: &UpArgs) -> Vec<String> {
+    let mut v = Vec::new();
+    if let Some(a) = args.ipfix {
+        v.extend(["--ipfix".to_owned(), a.to_string()]);
+    }
+    if let Some(a) = args.metrics_addr {
+        v.extend(["--metrics-addr".to_owned(), a.to_string()]);
+    }
+    if let Some(s) = args.flow_idle_timeout {
+        v.extend(["--flow-idle-timeout".to_owned(), s.to_string()]);
+    }
+    v
 }

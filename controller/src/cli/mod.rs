@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod connectivity;
 pub mod explain;
+pub mod flows;
 pub mod lab;
 pub mod status;
 
@@ -37,6 +38,8 @@ pub enum Command {
     Agent(agent::AgentArgs),
     /// What the pinned dataplane enforces: revision, endpoints, map fill, drops.
     Status(status::StatusArgs),
+    /// Recent and live flows from the agent, filtered: one line each, or JSON Lines.
+    Flows(flows::FlowsArgs),
 }
 
 /// Output format.
@@ -115,6 +118,9 @@ pub enum CliError {
     /// The dataplane could not be read.
     #[error(transparent)]
     Dataplane(#[from] crate::dataplane::DataplaneError),
+    /// `bulkhead flows` could not read the agent's flows.
+    #[error(transparent)]
+    Flows(#[from] flows::FlowsError),
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -128,6 +134,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Lab(args) => lab::run(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Status(args) => status::run(&args),
+        Command::Flows(args) => flows::run(&args),
     }
 }
 

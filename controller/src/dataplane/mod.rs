@@ -1,14 +1,16 @@
 //! The eBPF dataplane in the kernel: load the embedded ELF, pin maps and
 //! programs under a bpffs directory ([`pins`]), attach the programs to each
 //! local pod's host-side veth ([`hooks`]), and make compiled policy live by
-//! the slot protocol ([`sync`]).
+//! the slot protocol ([`sync`]); read flow accounting ([`flowtap`]).
 //!
 //! Fail-static: maps, programs and links are pinned, so enforcement stays
 //! exactly as last programmed when the agent exits or dies. [`Dataplane::open`]
 //! adopts what is pinned (no reload, no switch when the active slot already
 //! holds the desired image) and [`cleanup`] removes all of it.
 
+pub mod bpfsys;
 pub mod error;
+pub mod flowtap;
 pub mod hooks;
 pub mod kmaps;
 pub mod pins;
@@ -25,6 +27,7 @@ use aya::programs::{SchedClassifier, Xdp};
 use aya_obj::programs::XdpAttachType;
 
 pub use error::DataplaneError;
+pub use flowtap::{FlowMaps, FlowTap};
 pub use hooks::{HookReport, TcMode};
 pub use kmaps::KernelMaps;
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
@@ -131,6 +134,13 @@ impl Dataplane {
     /// The maps.
     pub fn maps(&self) -> &KernelMaps {
         &self.maps
+    }
+
+    /// A reader of the pinned flow maps (flow tables, FLOW_CONFIG,
+    /// FLOW_STATS, EVENTS): the kernel side of flow visibility. Each call
+    /// opens the pins anew; give the tap to the one thread that drains.
+    pub fn flow_tap(&self) -> Result<FlowTap, DataplaneError> {
+        FlowTap::open(&self.pins)
     }
 
     /// The revision in force.

@@ -4,7 +4,8 @@
 //! Layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
 //! ```text
-//! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS,CONFIG,CT,FRAGS,DROPS}
+//! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS,CONFIG,CT,FRAGS,DROPS,
+//!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS}
 //! DIR/progs/{from_pod,to_pod,xdp_prefilter}
 //! DIR/links/<ifindex>-{from_pod,to_pod,xdp}   (tcx and XDP bpf_links)
 //! ```
@@ -45,8 +46,10 @@ pub const POLICY_NODES_MAP: &str = "POLICY_NODES";
 /// reference until replaced).
 pub const RETIRED_MAPS: [&str; 2] = ["POLICY", "POLICY_V3"];
 
-/// The pinned maps, in the ELF's names.
-pub const MAPS: [&str; 8] = [
+/// The pinned maps, in the ELF's names. A pin set that lacks one (an
+/// earlier ABI: v4 had no flow maps) makes the agent load the ELF, reusing
+/// the maps that are pinned and pinning the new ones.
+pub const MAPS: [&str; 13] = [
     "IDENTITIES",
     POLICY_MAP,
     POLICY_NODES_MAP,
@@ -55,6 +58,11 @@ pub const MAPS: [&str; 8] = [
     "CT",
     "FRAGS",
     "DROPS",
+    "FLOWS_0",
+    "FLOWS_1",
+    "FLOW_CONFIG",
+    "FLOW_STATS",
+    "EVENTS",
 ];
 
 /// A pin directory on a bpffs.

@@ -211,3 +211,57 @@ fn embedded_elf_is_an_elf_when_present() {
     }
     let _ = Path::new("");
 }
+
+#[test]
+fn flow_events_parse_at_their_size_only() {
+    use bulkhead_common::{EventKind, FlowEvent, FlowKey, FlowValue};
+    let event = FlowEvent {
+        key: FlowKey {
+            tuple: bulkhead_common::CtKey {
+                src: [1; 16],
+                dst: [2; 16],
+                sport: 3,
+                dport: 4,
+                proto: 6,
+                _pad: [0; 3],
+            },
+            ifindex: 7,
+            side: bulkhead_common::FLOW_SIDE_INGRESS,
+            _pad: [0; 3],
+        },
+        value: FlowValue {
+            packets_orig: 9,
+            ..FlowValue::default()
+        },
+        kind: EventKind::FlowRecord as u8,
+        hook: bulkhead_common::HOOK_TO_POD,
+        _pad: [0; 6],
+    };
+    // SAFETY: `FlowEvent` is plain bytes.
+    let bytes = unsafe {
+        std::slice::from_raw_parts(
+            std::ptr::from_ref(&event).cast::<u8>(),
+            size_of::<FlowEvent>(),
+        )
+    }
+    .to_vec();
+    // Ring records are 8-aligned, but a `Vec<u8>` slice at offset 1 is not:
+    // the parse copies unaligned.
+    let mut shifted = vec![0u8];
+    shifted.extend(&bytes);
+    assert_eq!(super::flowtap::parse_event(&bytes), Some(event));
+    assert_eq!(super::flowtap::parse_event(&shifted[1..]), Some(event));
+    assert_eq!(super::flowtap::parse_event(&bytes[1..]), None);
+    assert_eq!(super::flowtap::parse_event(&shifted), None);
+}
+
+#[test]
+fn flow_maps_are_pinned() {
+    use super::flowtap::{EVENTS_MAP, FLOW_CONFIG_MAP, FLOW_STATS_MAP, FLOWS_MAPS};
+    for name in FLOWS_MAPS
+        .into_iter()
+        .chain([FLOW_CONFIG_MAP, FLOW_STATS_MAP, EVENTS_MAP])
+    {
+        assert!(super::pins::MAPS.contains(&name), "{name} is not pinned");
+    }
+}

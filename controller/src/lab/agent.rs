@@ -109,7 +109,12 @@ pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabE
         .arg("--bpffs")
         .arg(&agent.pin_dir)
         .args(["--netns", &state.node])
-        .args(["--xdp", if agent.xdp { "on" } else { "off" }]);
+        .args(["--xdp", if agent.xdp { "on" } else { "off" }])
+        .arg("--api-socket")
+        .arg(super::state::api_socket(&state.name))
+        .arg("--flow-log")
+        .arg(super::state::flow_log(&state.name))
+        .args(&agent.flow_args);
     if !state.pod_cidrs.is_empty() {
         cmd.arg("--pod-cidr").arg(state.pod_cidrs.join(","));
     }

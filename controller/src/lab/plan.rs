@@ -36,6 +36,8 @@ pub struct LabSpec {
     pub agent: bool,
     /// Its XDP prefilter.
     pub xdp: bool,
+    /// Flow export flags passed on to the agent.
+    pub flow_args: Vec<String>,
 }
 
 /// The gateway of a pod CIDR: its first host address (the address plan
@@ -162,6 +164,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             pin_dir: pin_dir(&spec.name),
             log: lab_dir(&spec.name).join("agent.log"),
             xdp: spec.xdp,
+            flow_args: spec.flow_args.clone(),
             pid: None,
         }),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),

@@ -163,6 +163,10 @@ pub struct LabAgent {
     pub log: PathBuf,
     /// Whether it attaches the XDP prefilter.
     pub xdp: bool,
+    /// Flow export flags passed on to the agent (`--ipfix`,
+    /// `--metrics-addr`, `--flow-idle-timeout`, ...).
+    #[serde(default)]
+    pub flow_args: Vec<String>,
     /// Its PID, once started.
     #[serde(default)]
     pub pid: Option<u32>,
@@ -218,6 +222,16 @@ impl LabState {
 /// Mount point of lab `name`'s private bpffs.
 pub fn bpffs_dir(name: &str) -> PathBuf {
     lab_dir(name).join("bpf")
+}
+
+/// The local API socket of lab `name`'s agent (`bulkhead flows --lab`).
+pub fn api_socket(name: &str) -> PathBuf {
+    lab_dir(name).join(crate::api::SOCKET_NAME)
+}
+
+/// The JSON Lines flow log of the lab's agent.
+pub fn flow_log(name: &str) -> PathBuf {
+    lab_dir(name).join("flows.jsonl")
 }
 
 /// The pin directory of lab `name`'s agent: a directory on its bpffs (not

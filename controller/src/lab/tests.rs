@@ -71,6 +71,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         watch_in_place: false,
         agent: true,
         xdp: false,
+        flow_args: Vec::new(),
     }
 }
 

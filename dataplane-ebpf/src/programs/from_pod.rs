@@ -3,23 +3,11 @@
 //! pod's egress policy with conntrack.
 
 use aya_ebpf::{macros::classifier, programs::TcContext};
-use bulkhead_common::{DropReason, TC_DROP, TC_PASS, Verdict};
 
-use crate::{conntrack::Hook, notify};
+use crate::conntrack::Hook;
 
 /// Entry point.
 #[classifier]
 pub fn from_pod(ctx: TcContext) -> i32 {
-    match try_from_pod(&ctx) {
-        Ok(_) => TC_PASS,
-        Err(reason) => {
-            notify::count_drop(reason);
-            TC_DROP
-        }
-    }
-}
-
-#[inline(always)]
-fn try_from_pod(ctx: &TcContext) -> Result<Verdict, DropReason> {
-    super::enforce(ctx, Hook::FromPod)
+    super::run_tc(&ctx, Hook::FromPod)
 }

@@ -15,20 +15,51 @@ use aya_ebpf::{
 };
 use bulkhead_common::{
     DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC, EndpointInfo, EndpointKey,
-    Verdict, active_slot,
+    TC_DROP, TC_PASS, Verdict, active_slot,
 };
 
 use crate::{
     conntrack::{self, Hook},
-    frags,
+    flowlog, frags,
     maps::{CONFIG, ENDPOINTS, SCRATCH},
+    notify,
     parse::{self, Frag, Kind, Packet, Parsed},
     policy::check_side,
 };
 
+/// Largest offset read directly from the linear packet data; beyond it (and
+/// beyond the linear part) reads go through the load helper.
+///
+/// verifier: a packet pointer plus a variable offset needs the offset's
+/// bounds; this check gives them.
+const DIRECT_MAX: usize = 0x1000;
+
+/// Reads a `T` at `off` directly from the linear bytes `data..end`, if they
+/// hold it.
+#[inline(always)]
+fn load_direct<T: Copy>(data: usize, end: usize, off: usize) -> Option<T> {
+    if off > DIRECT_MAX {
+        return None;
+    }
+    let at = data + off;
+    if at + size_of::<T>() > end {
+        return None;
+    }
+    // SAFETY: `at..at + size_of::<T>()` lies within the packet's linear
+    // data (checked above, which the verifier also checks); `T` is plain
+    // bytes, read unaligned.
+    Some(unsafe { (at as *const T).read_unaligned() })
+}
+
 impl Packet for TcContext {
+    /// Direct access for the linear part (every packet of a TC test run,
+    /// and the headers of nearly every real one); `bpf_skb_load_bytes` for
+    /// what lies in the skb's fragments.
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Result<T, DropReason> {
+        if let Some(v) = load_direct(self.data(), self.data_end(), off) {
+            return Ok(v);
+        }
         TcContext::load(self, off).map_err(|_| DropReason::Malformed)
     }
     #[inline(always)]
@@ -38,8 +69,13 @@ impl Packet for TcContext {
 }
 
 impl Packet for XdpContext {
+    /// Direct access for the first buffer; `bpf_xdp_load_bytes` for the
+    /// fragments of a multi-buffer frame.
     #[inline(always)]
     fn load<T: Copy>(&self, off: usize) -> Result<T, DropReason> {
+        if let Some(v) = load_direct(self.data(), self.data_end(), off) {
+            return Ok(v);
+        }
         let mut out = MaybeUninit::<T>::uninit();
         // SAFETY: the helper writes exactly `size_of::<T>()` bytes into
         // `out` or fails; `T` is plain bytes.
@@ -107,9 +143,9 @@ pub fn check_mac(ep: &EndpointInfo, src_mac: &[u8; 6]) -> Result<(), DropReason>
 #[inline(always)]
 pub fn check_ip(ep: &EndpointInfo, p: &Parsed) -> Result<(), DropReason> {
     let ok = if p.v6 {
-        ep.flags & ENDPOINT_HAS_IPV6 != 0 && p.tuple.src == ep.ipv6
+        ep.flags & ENDPOINT_HAS_IPV6 != 0 && p.key.tuple.src == ep.ipv6
     } else {
-        ep.flags & ENDPOINT_HAS_IPV4 != 0 && p.tuple.src == ep.ipv4
+        ep.flags & ENDPOINT_HAS_IPV4 != 0 && p.key.tuple.src == ep.ipv4
     };
     if ok {
         Ok(())
@@ -118,9 +154,34 @@ pub fn check_ip(ep: &EndpointInfo, p: &Parsed) -> Result<(), DropReason> {
     }
 }
 
-/// The TC path of both `from_pod` and `to_pod`.
+/// The one exit of both TC programs: runs [`enforce`], accounts the packet
+/// (`flowlog`) and counts a drop (`notify`), and returns the TC verdict.
 #[inline(always)]
-fn enforce(ctx: &TcContext, hook: Hook) -> Result<Verdict, DropReason> {
+pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
+    let Ok(p) = scratch(SCRATCH_TC) else {
+        notify::count_drop(DropReason::Malformed);
+        return TC_DROP;
+    };
+    p.flow.reset();
+    let result = enforce(ctx, hook, p);
+    let len = u64::from(ctx.len());
+    match result {
+        Ok(_) => {
+            flowlog::account(p, len, None);
+            TC_PASS
+        }
+        Err(reason) => {
+            flowlog::account(p, len, Some(reason));
+            notify::count_drop(reason);
+            TC_DROP
+        }
+    }
+}
+
+/// The TC path of both `from_pod` and `to_pod`. Leaves in `p.flow` what
+/// flow accounting needs (`ready` once the tuple is parsed).
+#[inline(always)]
+fn enforce(ctx: &TcContext, hook: Hook, p: &mut Parsed) -> Result<Verdict, DropReason> {
     // SAFETY: a TC program's context is a valid `__sk_buff`.
     let skb = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() };
     let ifindex = skb.ifindex;
@@ -136,29 +197,29 @@ fn enforce(ctx: &TcContext, hook: Hook) -> Result<Verdict, DropReason> {
     if hook == Hook::FromPod {
         check_mac(&ep, &eth.src_mac)?;
     }
-    let p = scratch(SCRATCH_TC)?;
     if !parse::ip(ctx, eth.ether_type, p)? {
         return Ok(Verdict::Bypass); // ARP and other non-IP
     }
     if p.kind == Kind::LinkControl {
         return Ok(Verdict::Bypass);
     }
+    p.flow.start(ifindex, hook.number(), revision, &ep);
+    p.flow.parsed(hook.new_side().flow_side());
     if hook == Hook::FromPod {
         check_ip(&ep, p)?;
     }
     if p.frag == Frag::Later {
         return frags::later(&ep, p, ifindex, hook);
     }
-    let verdict = match p.kind {
-        Kind::Flow => conntrack::track(revision, slot, &ep, hook, p)?,
-        Kind::IcmpError if p.has_inner && conntrack::related(&p.inner, &p.tuple) => {
-            Verdict::Related
-        }
-        _ => {
-            check_side(slot, &ep, hook.new_side(), &p.tuple, p.policy_port)
-                .map_err(|()| DropReason::PolicyDenied)?;
-            Verdict::Allowed
-        }
+    let kind = p.kind;
+    let verdict = if kind == Kind::Flow {
+        conntrack::track(revision, slot, &ep, hook, p)?
+    } else if kind == Kind::IcmpError && conntrack::related(p) {
+        Verdict::Related
+    } else {
+        p.flow.rule = check_side(slot, &ep, hook.new_side(), &p.key.tuple, p.policy_port)
+            .map_err(|()| DropReason::PolicyDenied)?;
+        Verdict::Allowed
     };
     if p.frag == Frag::First {
         frags::record(p, ifindex, hook);

@@ -6,20 +6,28 @@
 //! (malformed, tagged): it never drops what `from_pod` would pass.
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use bulkhead_common::{DropReason, ENDPOINT_ISOLATED_EGRESS, Verdict, XDP_DROP, XDP_PASS};
+use bulkhead_common::{
+    DropReason, ENDPOINT_ISOLATED_EGRESS, FLOW_SIDE_EGRESS, HOOK_XDP, Verdict, XDP_DROP, XDP_PASS,
+};
 
 use crate::{
-    conntrack, notify,
-    parse::{self, Frag, Kind},
+    conntrack, flowlog, notify,
+    parse::{self, Frag, Kind, Parsed},
     policy::{Side, check_side},
 };
 
 /// Entry point.
 #[xdp]
 pub fn xdp_prefilter(ctx: XdpContext) -> u32 {
-    match try_xdp_prefilter(&ctx) {
+    let Ok(p) = super::scratch(super::SCRATCH_XDP) else {
+        return XDP_PASS; // from_pod judges it
+    };
+    p.flow.reset();
+    match try_xdp_prefilter(&ctx, p) {
         Ok(_) => XDP_PASS,
         Err(reason) => {
+            let len = (ctx.data_end() - ctx.data()) as u64;
+            flowlog::account_xdp_drop(p, len, reason);
             notify::count_drop(reason);
             XDP_DROP
         }
@@ -27,9 +35,9 @@ pub fn xdp_prefilter(ctx: XdpContext) -> u32 {
 }
 
 #[inline(always)]
-fn try_xdp_prefilter(ctx: &XdpContext) -> Result<Verdict, DropReason> {
+fn try_xdp_prefilter(ctx: &XdpContext, p: &mut Parsed) -> Result<Verdict, DropReason> {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let (_, slot) = super::revision();
+    let (revision, slot) = super::revision();
     let Some(ep) = super::endpoint(ifindex, slot) else {
         return Ok(Verdict::Bypass);
     };
@@ -37,22 +45,23 @@ fn try_xdp_prefilter(ctx: &XdpContext) -> Result<Verdict, DropReason> {
         return Ok(Verdict::Bypass); // from_pod counts it
     };
     super::check_mac(&ep, &eth.src_mac)?;
-    let p = super::scratch(super::SCRATCH_XDP)?;
     if !matches!(parse::ip(ctx, eth.ether_type, p), Ok(true)) {
         return Ok(Verdict::Bypass); // non-IP, or for from_pod to count
     }
     if p.kind == Kind::LinkControl {
         return Ok(Verdict::Bypass);
     }
+    p.flow.start(ifindex, HOOK_XDP, revision, &ep);
+    p.flow.parsed(FLOW_SIDE_EGRESS);
     super::check_ip(&ep, p)?;
     if ep.flags & ENDPOINT_ISOLATED_EGRESS == 0
         || p.frag == Frag::Later
         || p.kind == Kind::IcmpError
-        || (p.kind == Kind::Flow && conntrack::known(&p.tuple))
+        || (p.kind == Kind::Flow && conntrack::known(&p.key.tuple, &mut p.rev))
     {
         return Ok(Verdict::Bypass);
     }
-    check_side(slot, &ep, Side::Egress, &p.tuple, p.policy_port)
+    check_side(slot, &ep, Side::Egress, &p.key.tuple, p.policy_port)
         .map_err(|()| DropReason::PolicyDenied)?;
     Ok(Verdict::Allowed)
 }

@@ -1,0 +1,212 @@
+//! A minimal HTTP/1.1 client for the API (one GET per connection, over a
+//! Unix or TCP stream): `bulkhead flows` and the tests use it.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+/// Errors of a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Sending the request or reading the answer failed.
+    #[error("talking to the agent's API: {0}")]
+    Io(#[from] io::Error),
+    /// The answer is not HTTP/1.x as the API sends it.
+    #[error("malformed answer from the agent's API: {0}")]
+    Malformed(&'static str),
+    /// The API answered with an error status.
+    #[error("the agent's API answered {status}: {message}")]
+    Status {
+        /// The status code.
+        status: u16,
+        /// The `error` of its JSON body (or the body).
+        message: String,
+    },
+}
+
+/// An answer whose status was 2xx; read the body from it (chunked transfer
+/// decoded).
+pub struct Response<S> {
+    /// The status code.
+    pub status: u16,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    body: Body<S>,
+}
+
+enum Body<S> {
+    Chunked(ChunkedReader<BufReader<S>>),
+    Length(io::Take<BufReader<S>>),
+    ToEof(BufReader<S>),
+}
+
+impl<S> Response<S> {
+    /// The first value of header `name` (lowercase).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<S: Read> Read for Response<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match &mut self.body {
+            Body::Chunked(r) => r.read(buf),
+            Body::Length(r) => r.read(buf),
+            Body::ToEof(r) => r.read(buf),
+        }
+    }
+}
+
+/// Sends `GET target` on `stream` (which must not be shut down for
+/// writing: the server takes that as the client going away) and reads the
+/// answer's head. A non-2xx status is [`ClientError::Status`].
+pub fn get<S: Read + Write>(mut stream: S, target: &str) -> Result<Response<S>, ClientError> {
+    let request = format!(
+        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bulkhead/{}\r\n\
+         Accept: application/x-ndjson, application/json, text/plain\r\nConnection: close\r\n\r\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    // A server that answers without reading (503 when busy) may close
+    // before the request is written: its answer is still readable.
+    let sent = stream
+        .write_all(request.as_bytes())
+        .and_then(|()| stream.flush());
+    let mut r = BufReader::new(stream);
+    let mut line = String::new();
+    match (r.read_line(&mut line), sent) {
+        (Ok(0), Err(e)) | (Err(_), Err(e)) => return Err(e.into()),
+        (Ok(0), Ok(())) => {
+            return Err(ClientError::Malformed("connection closed before an answer"));
+        }
+        (Err(e), Ok(())) => return Err(e.into()),
+        (Ok(_), _) => {}
+    }
+    let mut parts = line.trim_end().splitn(3, ' ');
+    let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+        return Err(ClientError::Malformed("bad status line"));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Err(ClientError::Malformed("not HTTP/1.x"));
+    }
+    let status: u16 = code
+        .parse()
+        .map_err(|_| ClientError::Malformed("bad status code"))?;
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(ClientError::Malformed("connection closed inside the head"));
+        }
+        let l = line.trim_end_matches(['\r', '\n']);
+        if l.is_empty() {
+            break;
+        }
+        let (name, value) = l
+            .split_once(':')
+            .ok_or(ClientError::Malformed("header without a colon"))?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let find = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let body =
+        if find("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            Body::Chunked(ChunkedReader::new(r))
+        } else if let Some(len) = find("content-length") {
+            let len: u64 = len
+                .parse()
+                .map_err(|_| ClientError::Malformed("bad Content-Length"))?;
+            Body::Length(r.take(len))
+        } else {
+            Body::ToEof(r)
+        };
+    let mut resp = Response {
+        status,
+        headers,
+        body,
+    };
+    if !(200..300).contains(&status) {
+        let mut text = String::new();
+        let _ = resp.by_ref().take(64 * 1024).read_to_string(&mut text);
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| text.trim().to_owned());
+        return Err(ClientError::Status { status, message });
+    }
+    Ok(resp)
+}
+
+/// Decodes a chunked body (RFC 9112 §7.1; extensions and trailers ignored).
+pub struct ChunkedReader<R> {
+    inner: R,
+    /// Bytes left in the current chunk.
+    left: u64,
+    done: bool,
+}
+
+impl<R: BufRead> ChunkedReader<R> {
+    /// Decodes the chunked body read from `inner`.
+    pub fn new(inner: R) -> Self {
+        ChunkedReader {
+            inner,
+            left: 0,
+            done: false,
+        }
+    }
+
+    fn read_line(&mut self) -> io::Result<String> {
+        let mut line = String::new();
+        if self.inner.read_line(&mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunked body",
+            ));
+        }
+        Ok(line)
+    }
+}
+
+fn bad(msg: &'static str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl<R: BufRead> Read for ChunkedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.left == 0 {
+            if self.done {
+                return Ok(0);
+            }
+            let line = self.read_line()?;
+            let size = line.trim_end().split(';').next().unwrap_or_default().trim();
+            self.left = u64::from_str_radix(size, 16).map_err(|_| bad("bad chunk size"))?;
+            if self.left == 0 {
+                // Trailers, up to the blank line.
+                while !self.read_line()?.trim_end().is_empty() {}
+                self.done = true;
+                return Ok(0);
+            }
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a chunk",
+            ));
+        }
+        self.left -= n as u64;
+        if self.left == 0 {
+            let mut crlf = [0u8; 2];
+            self.inner.read_exact(&mut crlf)?;
+            if &crlf != b"\r\n" {
+                return Err(bad("chunk not followed by CRLF"));
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,223 @@
+//! The agent's local HTTP API: health, Prometheus metrics, recent and live
+//! flows, and the accounting identity.
+//!
+//! | method and path                   | answer                                                      |
+//! |-----------------------------------|-------------------------------------------------------------|
+//! | `GET /healthz`                    | 200 (or 503 when failing) + JSON [`Health`]                 |
+//! | `GET /metrics`                    | OpenMetrics if accepted (Prometheus does), else text 0.0.4  |
+//! | `GET /v1/flows?<filter>&limit=N`  | JSON Lines, the newest `N` matching records, newest last    |
+//! | `GET /v1/flows?<filter>&follow=1` | chunked JSON Lines: the last `limit` (default 0), then live; |
+//! |                                   | an empty line (heartbeat) after each idle `heartbeat`       |
+//! | `GET /v1/accounting`              | JSON                                                        |
+//!
+//! Errors are JSON `{"error": "...", "status": N}` (400 bad query or filter,
+//! 404, 405, 503 when [`ApiConfig::max_connections`] are busy).
+//!
+//! The server knows nothing of the flow pipeline: the agent implements
+//! [`ApiBackend`] (strings and JSON values only). A follower is fed from a
+//! bounded, lossy subscription ([`FlowStream`]); a slow or dead client loses
+//! records (reported in the stream as a [`LOST_TYPE`] line) and never slows
+//! the pipeline. Exporter or reader failures never reach the agent: every
+//! connection runs on its own thread, at most `max_connections` at a time.
+//!
+//! Listeners: a Unix socket (the full API; mode 0600 by default, so root
+//! only) and optionally TCP for Prometheus (only `/metrics` and `/healthz`
+//! unless [`ApiConfig::tcp_all_endpoints`]).
+//!
+//! The HTTP/1.1 server is written by hand (about 300 lines, GET only, one
+//! request per connection): tiny_http 0.12 does listen on Unix sockets, but
+//! its chunked responses go through an 8 KiB buffering encoder that is never
+//! flushed per record (a live follower would see nothing until 8 KiB
+//! accumulate), and its connection threads are unbounded (no 503 cap).
+
+pub mod client;
+pub mod http;
+mod listen;
+pub mod metrics;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use server::{Api, ApiHandle};
+
+/// Default path of the agent's API socket.
+pub const DEFAULT_SOCKET: &str = "/run/bulkhead/agent.sock";
+
+/// File name of the API socket in a lab's state directory.
+pub const SOCKET_NAME: &str = "agent.sock";
+
+/// Conventional TCP address for Prometheus scrapes (`--metrics-addr`).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9617";
+
+/// Content type of the JSON Lines answers of `/v1/flows`.
+pub const JSON_LINES: &str = "application/x-ndjson";
+
+/// Content type of `/metrics` for clients that do not accept OpenMetrics
+/// (Prometheus text exposition format 0.0.4).
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Content type of `/metrics` for clients that accept OpenMetrics.
+pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `type` of the line a follow stream carries when the backend dropped
+/// records for this subscriber: `{"type":"lost","lost":N}`.
+pub const LOST_TYPE: &str = "lost";
+
+/// What the API serves, provided by the agent. Every method must return
+/// promptly (it runs on a connection thread, but holds it); none may block
+/// the pipeline.
+pub trait ApiBackend: Send + Sync {
+    /// The agent's metrics as OpenMetrics text (what `prometheus-client`
+    /// encodes; the final `# EOF` is optional). The API adds its own
+    /// metrics, and converts to Prometheus text 0.0.4 for clients that do
+    /// not accept OpenMetrics.
+    fn metrics(&self) -> String;
+    /// The agent's health.
+    fn health(&self) -> Health;
+    /// The newest `limit` records (JSON, one per string, no newline) that
+    /// match `query`, oldest first. `query` is the URL query string, still
+    /// form-urlencoded, without `limit` and `follow` (e.g.
+    /// `pod=x%2Fa&verdict=denied`); `Err` is a message for the user when it
+    /// is not a valid filter.
+    fn recent_flows(&self, query: &str, limit: usize) -> Result<Vec<String>, String>;
+    /// A live subscription to the records matching `query` (as in
+    /// [`ApiBackend::recent_flows`]) that first yields the newest `last`
+    /// matching records, then each new one, with no gap or duplicate
+    /// between the two. It must be bounded and lossy (dropping, and
+    /// counting for [`Next::Lost`], what the reader does not take in time).
+    fn follow(&self, query: &str, last: usize) -> Result<Box<dyn FlowStream>, String>;
+    /// The accounting identity and counters, as JSON.
+    fn accounting(&self) -> serde_json::Value;
+}
+
+/// A live subscription to flow records, owned by one connection thread.
+/// Dropping it unsubscribes.
+pub trait FlowStream: Send {
+    /// The next record, waiting at most `timeout` for one (`Duration::ZERO`:
+    /// only what is queued; the server gathers a batch that way).
+    fn next(&mut self, timeout: Duration) -> Next;
+}
+
+/// What [`FlowStream::next`] yields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// A record: one JSON object, no newline.
+    Record(String),
+    /// This many records were dropped for this subscriber since the last
+    /// report (it did not keep up).
+    Lost(u64),
+    /// Nothing arrived within the timeout.
+    Idle,
+    /// The subscription ended (the agent is stopping).
+    Closed,
+}
+
+/// The agent's health, served by `/healthz`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Health {
+    /// Overall status; `Failing` answers 503, the others 200.
+    pub status: HealthStatus,
+    /// Details (checks, revision, last error), any JSON.
+    pub detail: serde_json::Value,
+}
+
+/// Overall health.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Everything works.
+    Ok,
+    /// Enforcement works; something else (an exporter, the flow reader) does not.
+    Degraded,
+    /// Enforcement is not in the state the agent wants.
+    Failing,
+}
+
+/// How the API listens.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    /// Unix socket path (the full API); `None` for no Unix listener. Its
+    /// parent directory is created; a stale socket file is replaced.
+    pub socket: Option<PathBuf>,
+    /// Permission bits of the socket file (0o600: root only).
+    pub socket_mode: u32,
+    /// TCP address (e.g. [`DEFAULT_METRICS_ADDR`]); `None` for no TCP listener.
+    pub tcp: Option<SocketAddr>,
+    /// Serve the flow and accounting endpoints over TCP too, not only
+    /// `/metrics` and `/healthz`.
+    pub tcp_all_endpoints: bool,
+    /// Connections served at once; more get 503.
+    pub max_connections: usize,
+    /// A follow stream writes a heartbeat (an empty line) after this long
+    /// without a record, so a dead client is noticed.
+    pub heartbeat: Duration,
+    /// Timeout reading a request and writing any answer (a client that
+    /// stops reading is dropped after it).
+    pub io_timeout: Duration,
+    /// `limit` of `/v1/flows` when the query has none (not following).
+    pub default_limit: usize,
+    /// Largest `limit` honoured (larger ones are clamped).
+    pub max_limit: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: Some(PathBuf::from(DEFAULT_SOCKET)),
+            socket_mode: 0o600,
+            tcp: None,
+            tcp_all_endpoints: false,
+            max_connections: 32,
+            heartbeat: Duration::from_secs(2),
+            io_timeout: Duration::from_secs(10),
+            default_limit: 100,
+            max_limit: 100_000,
+        }
+    }
+}
+
+/// Errors starting the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Another process serves on the socket.
+    #[error("{} is in use (is another agent running?)", path.display())]
+    SocketInUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket path exists and is not a socket.
+    #[error("{} exists and is not a socket; not replacing it", path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Preparing or binding the Unix socket failed.
+    #[error("{what} {}: {source}", path.display())]
+    Unix {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Binding the TCP listener failed.
+    #[error("listening on {addr}: {source}")]
+    Tcp {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener thread could not be started.
+    #[error("starting the API's accept thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
