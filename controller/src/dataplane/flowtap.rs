@@ -48,18 +48,7 @@ pub struct FlowMaps {
 impl FlowMaps {
     /// Opens the flow maps pinned in `pins`.
     pub fn open(pins: &PinDir) -> Result<Self, DataplaneError> {
-        let open = |name: &'static str| -> Result<Map, DataplaneError> {
-            let path = pins.map(name);
-            let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Pin {
-                action: "opening pinned map",
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            Map::from_map_data(data).map_err(|e| DataplaneError::Map {
-                name,
-                reason: e.to_string(),
-            })
-        };
+        let open = |name| super::kmaps::open(pins, name);
         Ok(Self {
             flows_0: open(FLOWS_MAPS[0])?,
             flows_1: open(FLOWS_MAPS[1])?,

@@ -23,7 +23,8 @@ pub struct KernelMaps {
     drops: PerCpuArray<MapData, u64>,
 }
 
-fn open(pins: &PinDir, name: &'static str) -> Result<Map, DataplaneError> {
+/// Opens the map pinned as `name` in `pins`.
+pub(super) fn open(pins: &PinDir, name: &'static str) -> Result<Map, DataplaneError> {
     let path = pins.map(name);
     let data = MapData::from_pin(&path).map_err(|e| DataplaneError::Pin {
         action: "opening pinned map",

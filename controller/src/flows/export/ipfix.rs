@@ -26,9 +26,11 @@
 //! `namespace/name`), 4 endpointNamespace, 5 endpointPod, 6
 //! endpointWorkload (strings).
 //!
-//! Sending is non-blocking (`send_to` on a non-blocking socket): a full
-//! socket buffer or an unreachable collector loses the message, counted by
-//! flow record and logged at most once per interval.
+//! Sending is non-blocking (`send` on a non-blocking socket connected to
+//! the collector, so ICMP unreachables come back as errors): a full socket
+//! buffer or an unreachable collector loses the message, counted by flow
+//! record and logged at most once per interval; templates go with the next
+//! message again.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -503,6 +505,9 @@ impl IpfixExporter {
             "[::]:0".parse().expect("valid")
         };
         let socket = UdpSocket::bind(bind).map_err(err)?;
+        // Connected: an ICMP unreachable from a collector that is down is
+        // reported by a later send (an unconnected socket never hears it).
+        socket.connect(config.collector).map_err(err)?;
         socket.set_nonblocking(true).map_err(err)?;
         Ok(Self {
             encoder: Encoder::new(config.observation_domain),
@@ -531,7 +536,7 @@ impl IpfixExporter {
         let msg = self.encoder.finish(now);
         let had_templates =
             u16::from_be_bytes([msg[HEADER_LEN], msg[HEADER_LEN + 1]]) == TEMPLATE_SET_ID;
-        match self.socket.send_to(msg, self.config.collector) {
+        match self.socket.send(msg) {
             Ok(_) => {
                 self.counters.exported(n);
                 if had_templates {
@@ -540,6 +545,8 @@ impl IpfixExporter {
             }
             Err(e) => {
                 self.counters.lost(LossReason::SendError, n);
+                // The collector may have restarted without our templates.
+                self.last_templates = None;
                 if let Some(more) = self.limiter.check() {
                     tracing::warn!(collector = %self.config.collector, error = %e, records = n, suppressed_failures = more, "sending IPFIX: records lost");
                 }

@@ -1,0 +1,359 @@
+//! The flow benchmark's report: one serializable value written as JSON,
+//! and the same numbers as Markdown, with the target judged.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::run::RunResult;
+use crate::machine::Machine;
+use crate::report::int;
+
+/// The target: zero loss at this many new flows per second.
+pub const TARGET_RATE: f64 = 100_000.0;
+/// ... sustained for this long (the full run's duration).
+pub const TARGET_SECONDS: f64 = 60.0;
+
+/// The settings every run shared.
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    /// FLOW_CONFIG flags.
+    pub flow_flags: u32,
+    /// Pipeline drain interval, ms.
+    pub drain_ms: u64,
+    /// Idle timeout, s.
+    pub idle_timeout_s: u64,
+    /// Active timeout, s.
+    pub active_timeout_s: u64,
+    /// Flow cache capacity.
+    pub cache_capacity: usize,
+    /// JSON Lines queue (records).
+    pub jsonl_queue: usize,
+    /// Entries of each kernel flow table.
+    pub flow_table_capacity: u32,
+    /// Bytes of the EVENTS ring.
+    pub events_ring_bytes: u32,
+    /// Seconds per run.
+    pub seconds: f64,
+    /// Rate steps planned (new flows/s).
+    pub rates: Vec<f64>,
+    /// Wall-time budget of the whole benchmark, s.
+    pub budget_seconds: f64,
+    /// IDENTITIES entries of the policy image.
+    pub identity_entries: usize,
+    /// Pods in the model.
+    pub pods: usize,
+}
+
+/// The target's verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Target {
+    /// New flows per second.
+    pub rate: f64,
+    /// Seconds it must be sustained.
+    pub seconds: f64,
+    /// A run at the rate or above, for the target's seconds (or the quick
+    /// run's), with zero loss and the driver keeping up.
+    pub met: bool,
+    /// Judged on a run shorter than [`TARGET_SECONDS`] (`--quick`).
+    pub short: bool,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// A whole benchmark.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Benchmark name.
+    pub benchmark: String,
+    /// The command that reproduces it.
+    pub command: String,
+    /// The binary's own arguments.
+    pub argv: Vec<String>,
+    /// Start (UTC, RFC 3339).
+    pub started: String,
+    /// Wall time of the whole benchmark, s.
+    pub total_seconds: f64,
+    /// Short run.
+    pub quick: bool,
+    /// The machine.
+    pub machine: Machine,
+    /// `/proc/loadavg` at the start.
+    pub loadavg_start: String,
+    /// The ELF measured.
+    pub elf: String,
+    /// Shared settings.
+    pub settings: Settings,
+    /// Every run, in order.
+    pub runs: Vec<RunResult>,
+    /// Highest target rate with zero loss and the driver keeping up.
+    pub zero_loss_capacity: Option<f64>,
+    /// Highest rate the driver reached in any run.
+    pub driver_max_rate: f64,
+    /// The target.
+    pub target: Target,
+    /// Notes on the plan (why stepping stopped).
+    pub notes: Vec<String>,
+}
+
+/// `123456.7` → `123k/s`; `None` → `max`.
+pub fn rate(r: Option<f64>) -> String {
+    match r {
+        None => "max".into(),
+        Some(r) if r >= 1e6 => format!("{:.2}M/s", r / 1e6),
+        Some(r) => format!("{:.0}k/s", r / 1e3),
+    }
+}
+
+fn opt(v: Option<f64>, digits: usize, unit: &str) -> String {
+    v.map_or_else(|| "–".into(), |v| format!("{v:.digits$}{unit}"))
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "**no**" }
+}
+
+impl Report {
+    /// Judges the target on `runs`.
+    pub fn judge(runs: &[RunResult], quick: bool) -> Target {
+        let good = runs.iter().find(|r| {
+            r.plan.drive.rate.is_some_and(|x| x >= TARGET_RATE)
+                && r.driven.kept_up
+                && r.zero_loss()
+        });
+        let tried = runs
+            .iter()
+            .find(|r| r.plan.drive.rate.is_some_and(|x| x >= TARGET_RATE));
+        let detail = match (good, tried) {
+            (Some(r), _) => format!(
+                "{} new flows/s for {:.0} s: {} flows driven at {:.0}/s, all {} records exported to JSON Lines, 0 lost, identity exact",
+                rate(r.plan.drive.rate),
+                r.plan.drive.duration.as_secs_f64(),
+                int(r.driven.flows as usize),
+                r.driven.achieved_rate,
+                int(r.exported as usize)
+            ),
+            (None, Some(r)) if !r.driven.kept_up => format!(
+                "the driver reached only {:.0} flows/s of {}",
+                r.driven.achieved_rate,
+                rate(r.plan.drive.rate)
+            ),
+            (None, Some(r)) => format!(
+                "{} records lost at {} ({} kernel, {} JSON Lines), log complete: {}",
+                int(r.lost.total() as usize),
+                rate(r.plan.drive.rate),
+                int(r.lost.kernel as usize),
+                int(r.lost.jsonl.values().sum::<u64>() as usize),
+                r.log.complete(r.driven.flows)
+            ),
+            (None, None) => "no run at the target rate".into(),
+        };
+        Target {
+            rate: TARGET_RATE,
+            seconds: TARGET_SECONDS,
+            met: good.is_some(),
+            short: quick || good.is_some_and(|r| r.plan.drive.duration.as_secs_f64() < TARGET_SECONDS),
+            detail,
+        }
+    }
+
+    /// The report as Markdown.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "# Flow-record capacity benchmark\n");
+        let _ = writeln!(s, "Command: `{}`\n", self.command);
+        let _ = writeln!(s, "| machine | |\n| --- | --- |");
+        let _ = writeln!(s, "| started | {} |", self.started);
+        let _ = writeln!(s, "| nproc | {} |", m.nproc);
+        let _ = writeln!(s, "| CPU | {} |", m.cpu_model);
+        let _ = writeln!(s, "| kernel | {} |", m.kernel);
+        let _ = writeln!(s, "| rustc | {} |", m.rustc);
+        let _ = writeln!(
+            s,
+            "| build | {} |",
+            if m.release_build {
+                "release"
+            } else {
+                "DEBUG (numbers meaningless)"
+            }
+        );
+        let _ = writeln!(s, "| git | {} |", m.git);
+        let _ = writeln!(s, "| load average at start | {} |", self.loadavg_start);
+        let _ = writeln!(s, "| eBPF ELF | `{}` |", self.elf);
+        let _ = writeln!(
+            s,
+            "| run time | {:.1} s{} |\n",
+            self.total_seconds,
+            if self.quick { " (--quick)" } else { "" }
+        );
+        self.targets(&mut s);
+        self.tables(&mut s);
+        self.method(&mut s);
+        s
+    }
+
+    fn targets(&self, s: &mut String) {
+        let _ = writeln!(s, "## Targets\n");
+        let t = &self.target;
+        let verdict = if t.met { "met" } else { "missed" };
+        let short = if t.short {
+            format!(
+                " (judged on {:.0} s runs of `--quick`; the issue's {:.0} s are the full run's)",
+                self.settings.seconds, t.seconds
+            )
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "- Zero loss at 100k new flows/s: **{verdict}**{short}. {}.",
+            t.detail
+        );
+        let _ = writeln!(
+            s,
+            "- Highest zero-loss rate measured: {}; the driver's highest rate: {:.0} flows/s.",
+            self.zero_loss_capacity
+                .map_or_else(|| "none".into(), |r| format!("**{}**", rate(Some(r)))),
+            self.driver_max_rate
+        );
+        let all_hold = self.runs.iter().all(RunResult::identity_holds);
+        let _ = writeln!(
+            s,
+            "- Accounting identity exact in every run: {}{}.",
+            yes(all_hold),
+            if self.runs.iter().any(|r| r.lost.total() > 0) {
+                ", losses included (counted by stage and reason)"
+            } else {
+                " (no run lost a record)"
+            }
+        );
+        for n in &self.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        if let Some(r) = self.runs.iter().max_by(|a, b| {
+            a.driven
+                .achieved_rate
+                .total_cmp(&b.driven.achieved_rate)
+        }) {
+            let _ = writeln!(s, "- Where the time goes at the highest rate reached ({:.0} flows/s): {}.", r.driven.achieved_rate, where_time_goes(r));
+        }
+        s.push('\n');
+    }
+
+    fn tables(&self, s: &mut String) {
+        let _ = writeln!(s, "## Runs\n");
+        let _ = writeln!(
+            s,
+            "| target rate | achieved rate | driver kept up | flows driven | records exported | lost: kernel | lost: JSON Lines | evicted | identity holds | every flow in the log | JSON Lines MB/s | pipeline CPU µs/record | peak RSS |"
+        );
+        let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(12));
+        for r in &self.runs {
+            let jl: Vec<String> = r.lost.jsonl.iter().map(|(k, v)| format!("{} {k}", int(*v as usize))).collect();
+            let _ = writeln!(
+                s,
+                "| {} | {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                rate(r.plan.drive.rate),
+                r.driven.achieved_rate,
+                yes(r.driven.kept_up),
+                int(r.driven.flows as usize),
+                int(r.exported as usize),
+                int(r.lost.kernel as usize),
+                if jl.is_empty() { "0".into() } else { jl.join(", ") },
+                int(r.evicted as usize),
+                yes(r.identity_holds()),
+                yes(r.log.complete(r.driven.flows)),
+                r.jsonl_bytes_per_second() / 1e6,
+                opt(r.pipeline_us_per_record(), 2, ""),
+                r.peak_rss_kib.map_or_else(|| "–".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
+            );
+        }
+        s.push('\n');
+        let _ = writeln!(s, "### Detail\n");
+        let _ = writeln!(
+            s,
+            "| target rate | seconds driven | end reasons | new-flow notifications lost (outside the identity) | kernel: table entries / ring fallbacks | driver CPU µs/flow | driver CPU | collector CPU | JSON Lines writer CPU | stop (drain, finish, flush) | log size |"
+        );
+        let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(10));
+        for r in &self.runs {
+            let reasons: Vec<String> = r
+                .log
+                .end_reasons
+                .iter()
+                .map(|(k, v)| format!("{k} {}", int(*v as usize)))
+                .collect();
+            let busy = |c: Option<f64>| {
+                opt(c.map(|c| 100.0 * c / r.driven.seconds), 0, "%")
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {:.1} | {} | {} | {} / {} | {} | {} | {} | {} | {:.2} s | {:.0} MB |",
+                rate(r.plan.drive.rate),
+                r.driven.seconds,
+                reasons.join(", "),
+                int(r.events_lost as usize),
+                int(r.accounting.kernel.entries_created as usize),
+                int(r.accounting.kernel.fallback_sent as usize),
+                opt(r.driver_us_per_flow(), 2, ""),
+                busy(r.cpu.driver_seconds),
+                busy(r.cpu.collector_seconds),
+                busy(r.cpu.writer_seconds),
+                r.stop_seconds,
+                r.log.bytes as f64 / 1e6,
+            );
+        }
+        s.push('\n');
+    }
+
+    fn method(&self, s: &mut String) {
+        let st = &self.settings;
+        let _ = writeln!(s, "## Method and reading\n");
+        let _ = writeln!(
+            s,
+            "- Each run loads its own instance of the ELF (own maps; nothing pinned or attached) and writes a compiled policy (`bench/src/flows/policy.rs`: {} pods, {} IDENTITIES entries) in which the pod under test, bound to ifindex 1 as `BPF_PROG_TEST_RUN` runs TC programs on loopback, is isolated in both directions and its egress allows UDP ports 1024–65535 to `198.18.0.0/15`. FLOW_CONFIG flags {} (the agent's default: accounting, new-flow and drop notifications).",
+            st.pods, int(st.identity_entries), st.flow_flags
+        );
+        let _ = writeln!(
+            s,
+            "- The pipeline is the agent's (`Pipeline::start` over a `FlowTap` of the instance's maps, `PipelineConfig::new`: drain every {} ms, idle timeout {} s, active timeout {} s, flow cache {} flows) with an enricher for the compiled model and a JSON Lines file exporter (queue {} records) into a temporary directory on disk, rotation size set so it never rotates. The kernel tables hold {} entries each; the EVENTS ring is {} MiB.",
+            st.drain_ms, st.idle_timeout_s, st.active_timeout_s, int(st.cache_capacity), int(st.jsonl_queue), int(st.flow_table_capacity as usize), st.events_ring_bytes >> 20
+        );
+        let _ = writeln!(
+            s,
+            "- The driver (one thread, pinned to its own CPU; the pipeline's threads get the others) runs `from_pod` once per new flow: one UDP datagram whose tuple never repeats within the run (destination port, then destination address, then source port). It is paced to the target rate in batches of a millisecond's flows, catching up when behind, bounded by the count rate × {:.0} s and by the time; it kept up if it reached 99% of the count in time. `max` runs unpaced: the driver's own limit.",
+            st.seconds
+        );
+        let _ = writeln!(
+            s,
+            "- After driving, the pipeline is stopped (both tables drained, the ring read, every cached flow finished as `agent_stop`, the writer flushed). Checked exactly: the kernel's side (`entries_created + fallback_sent + fallback_lost = drained + fallback events read + fallback_lost`, packets and bytes likewise), kernel records = flows driven, the cache (packets in = packets out, none left), the exporter (finished = exported + lost, none pending), and the log: every line parsed, each a `bulkhead.flow/v1` flow record of `bench/subject` (enriched) with one packet and a driven tuple, every driven flow exactly once. Loss is kernel `fallback_lost` + the exporter's losses (no subscribers). `evicted` flows were exported early because the flow cache was full; they are in the log, not lost."
+        );
+        let _ = writeln!(
+            s,
+            "- CPU: the driver is its thread's run time while driving (the `BPF_PROG_TEST_RUN` syscalls, program runs included); the pipeline is the process's CPU time from the pipeline's start to the end of its stop minus the driving thread's (so it includes the final drain and flush); collector and writer columns are those threads' run time while the driver ran, as a share of the driving time. JSON Lines MB/s is the log's size over the pipeline's life. Peak RSS is `VmHWM`, reset at each run's start; it includes the flow cache and the log check's bitmap is not in it (the check runs after)."
+        );
+        s.push('\n');
+    }
+}
+
+/// Where a run's time went, in words: which thread was busy.
+pub fn where_time_goes(r: &RunResult) -> String {
+    let secs = r.driven.seconds.max(1e-9);
+    let share = |c: Option<f64>| c.map(|c| 100.0 * c / secs);
+    let mut parts = Vec::new();
+    if let Some(d) = share(r.cpu.driver_seconds) {
+        parts.push(format!(
+            "driver thread {d:.0}% of its CPU ({} µs per flow in `BPF_PROG_TEST_RUN`)",
+            opt(r.driver_us_per_flow(), 2, "")
+        ));
+    }
+    if let Some(c) = share(r.cpu.collector_seconds) {
+        parts.push(format!("collector {c:.0}%"));
+    }
+    if let Some(w) = share(r.cpu.writer_seconds) {
+        parts.push(format!("JSON Lines writer {w:.0}%"));
+    }
+    if let Some(p) = r.pipeline_us_per_record() {
+        parts.push(format!("pipeline {p:.2} µs CPU per record in all"));
+    }
+    parts.join("; ")
+}

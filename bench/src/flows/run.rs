@@ -1,0 +1,283 @@
+//! One run: a fresh ELF instance (own maps, nothing pinned) programmed
+//! with the [`FlowPolicy`], the agent's pipeline over its flow maps with a
+//! JSON Lines file exporter in a temporary directory, the driver at one
+//! rate for one duration, then the pipeline stopped (both tables drained,
+//! the ring read, every cached flow finished, the exporter flushed) and the
+//! accounting and the flow log checked.
+//!
+//! CPU placement: with two or more CPUs the driver thread is pinned to the
+//! last allowed CPU and the pipeline's threads (the collector and the JSON
+//! Lines writer, which inherit the affinity of the thread that starts
+//! them) to the others, so the driver's syscalls and the pipeline do not
+//! compete for a CPU.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result};
+use aya::programs::SchedClassifier;
+use bulkhead::flows::accounting::Accounting;
+use bulkhead::flows::export::{JsonlConfig, JsonlTarget};
+use bulkhead::flows::{Pipeline, PipelineConfig};
+use bulkhead_netns_tests::dataplane::Dataplane;
+use serde::Serialize;
+
+use super::cpu;
+use super::driver::{self, DrivePlan, Driven};
+use super::policy::FlowPolicy;
+use super::verify::{self, LogCheck};
+use crate::machine::{peak_rss_kib, reset_peak_rss};
+
+/// Policy revision the runs use.
+pub const REVISION: u64 = 1;
+/// Node name in the records.
+pub const NODE: &str = "flow-bench";
+
+/// How a run is set up.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunPlan {
+    /// What to drive.
+    pub drive: DrivePlan,
+    /// FLOW_CONFIG flags.
+    pub flow_flags: u32,
+}
+
+/// Where the driver and the pipeline run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Placement {
+    /// The driver's CPUs.
+    pub driver: Vec<usize>,
+    /// The pipeline's CPUs.
+    pub pipeline: Vec<usize>,
+    /// Every CPU the process may use.
+    pub all: Vec<usize>,
+}
+
+impl Placement {
+    /// The last allowed CPU for the driver, the others for the pipeline
+    /// (with one CPU, both share it).
+    pub fn detect() -> Self {
+        let all = cpu::allowed_cpus();
+        match all.split_last() {
+            Some((&last, rest)) if !rest.is_empty() => Self {
+                driver: vec![last],
+                pipeline: rest.to_vec(),
+                all,
+            },
+            _ => Self {
+                driver: all.clone(),
+                pipeline: all.clone(),
+                all,
+            },
+        }
+    }
+}
+
+/// Records lost, by stage and reason (what the identity counts as loss).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Lost {
+    /// Kernel: records neither the flow table nor the ring took
+    /// (`fallback_lost`).
+    pub kernel: u64,
+    /// JSON Lines exporter, by reason (`queue_full`, `write_error`, ...).
+    pub jsonl: BTreeMap<String, u64>,
+}
+
+impl Lost {
+    /// All records lost.
+    pub fn total(&self) -> u64 {
+        self.kernel + self.jsonl.values().sum::<u64>()
+    }
+}
+
+/// CPU time of a run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CpuUse {
+    /// The driver thread, while driving (its `BPF_PROG_TEST_RUN` syscalls,
+    /// program runs included).
+    pub driver_seconds: Option<f64>,
+    /// The pipeline, from its start to the end of its stop: the process's
+    /// CPU time minus the driving thread's.
+    pub pipeline_seconds: Option<f64>,
+    /// The collector thread, while the driver ran.
+    pub collector_seconds: Option<f64>,
+    /// The JSON Lines writer thread, while the driver ran.
+    pub writer_seconds: Option<f64>,
+}
+
+/// One run's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// What it was.
+    pub plan: RunPlan,
+    /// What the driver did.
+    pub driven: Driven,
+    /// The pipeline's final accounting.
+    pub accounting: Accounting,
+    /// Kernel side: records = received + lost (and packets, bytes).
+    pub kernel_holds: bool,
+    /// Exporters: finished = exported + lost (pending 0).
+    pub exporters_hold: bool,
+    /// Every stage (`Accounting::holds`).
+    pub holds: bool,
+    /// Kernel records created = flows driven (one record per flow).
+    pub kernel_records_match: bool,
+    /// Records the JSON Lines exporter delivered.
+    pub exported: u64,
+    /// Losses counted.
+    pub lost: Lost,
+    /// Notifications (new-flow events) lost in a full ring: outside the
+    /// identity (their flows are in the table).
+    pub events_lost: u64,
+    /// Flows exported early because the flow cache was full.
+    pub evicted: u64,
+    /// The flow log.
+    pub log: LogCheck,
+    /// Lines in the log = `exported`.
+    pub log_matches_exported: bool,
+    /// Seconds `PipelineHandle::stop` took.
+    pub stop_seconds: f64,
+    /// Seconds from the pipeline's start to the end of its stop.
+    pub pipeline_seconds: f64,
+    /// CPU time.
+    pub cpu: CpuUse,
+    /// Peak RSS of the process during the run (`VmHWM`), KiB.
+    pub peak_rss_kib: Option<u64>,
+    /// Where the threads ran.
+    pub placement: Placement,
+}
+
+impl RunResult {
+    /// The whole identity held and the log matched it.
+    pub fn identity_holds(&self) -> bool {
+        self.holds && self.kernel_records_match && self.log_matches_exported
+    }
+
+    /// No loss, every driven flow in the log, the identity exact.
+    pub fn zero_loss(&self) -> bool {
+        self.lost.total() == 0 && self.log.complete(self.driven.flows) && self.identity_holds()
+    }
+
+    /// JSON Lines bytes per second over the pipeline's life.
+    pub fn jsonl_bytes_per_second(&self) -> f64 {
+        self.log.bytes as f64 / self.pipeline_seconds.max(1e-9)
+    }
+
+    /// Pipeline CPU µs per exported record.
+    pub fn pipeline_us_per_record(&self) -> Option<f64> {
+        let s = self.cpu.pipeline_seconds?;
+        (self.exported > 0).then(|| s * 1e6 / self.exported as f64)
+    }
+
+    /// Driver CPU µs per flow.
+    pub fn driver_us_per_flow(&self) -> Option<f64> {
+        let s = self.cpu.driver_seconds?;
+        (self.driven.flows > 0).then(|| s * 1e6 / self.driven.flows as f64)
+    }
+}
+
+fn sub(a: Option<Duration>, b: Option<Duration>) -> Option<f64> {
+    Some(a?.saturating_sub(b?).as_secs_f64())
+}
+
+/// Runs `plan` with a fresh load of `elf`, compiled `policy` and threads
+/// placed by `placement`. Progress goes to stderr.
+pub fn run(
+    elf: &Path,
+    policy: &FlowPolicy,
+    placement: &Placement,
+    plan: &RunPlan,
+) -> Result<RunResult> {
+    let slot = bulkhead_common::active_slot(REVISION);
+    let mut dp = Dataplane::load_file(elf).map_err(anyhow::Error::msg)?;
+    dp.write_image(&policy.image);
+    dp.set_endpoint(slot, policy.subject);
+    dp.set_revision(REVISION);
+    let mut tap = dp
+        .try_flow_tap()
+        .context("the ELF has no flow maps (built before ABI v5)")?;
+    tap.set_config(plan.flow_flags)
+        .context("writing FLOW_CONFIG")?;
+
+    let dir = tempfile::Builder::new()
+        .prefix("bulkhead-flow-bench-")
+        .tempdir()
+        .context("creating a temporary directory for the flow log")?;
+    let log = dir.path().join("flows.jsonl");
+    let mut config = PipelineConfig::new(NODE);
+    // Large enough never to rotate (the check reads rotated files anyway).
+    config.jsonl = Some(JsonlConfig::new(JsonlTarget::File {
+        path: log.clone(),
+        max_bytes: u64::MAX,
+        keep: 1,
+    }));
+    let enricher = Arc::new(RwLock::new(policy.enricher(REVISION)));
+
+    // The pipeline's threads inherit this thread's affinity.
+    cpu::pin(&placement.pipeline);
+    reset_peak_rss();
+    let process0 = cpu::process_cpu();
+    let main0 = cpu::this_thread_cpu();
+    let started = Instant::now();
+    let handle = Pipeline::start(Box::new(tap), enricher, config).context("starting the pipeline")?;
+    cpu::pin(&placement.driver);
+
+    let prog: &SchedClassifier = dp
+        .ebpf()
+        .program("from_pod")
+        .context("no from_pod")?
+        .try_into()?;
+    let template = driver::template(policy.subject_mac, policy.subject_ip);
+    let driven = driver::drive(prog, template, &plan.drive);
+    let collector = cpu::threads_cpu("flows-collector");
+    let writer = cpu::threads_cpu("flows-jsonl");
+    let stop0 = Instant::now();
+    let accounting = handle.stop();
+    let stop_seconds = stop0.elapsed().as_secs_f64();
+    let pipeline_seconds = started.elapsed().as_secs_f64();
+    let process1 = cpu::process_cpu();
+    let main1 = cpu::this_thread_cpu();
+    cpu::pin(&placement.all);
+    let peak_rss_kib = peak_rss_kib();
+    let driven = driven?;
+
+    let log_check = verify::check(&log, driven.flows).context("checking the flow log")?;
+    dir.close().context("removing the flow log's directory")?;
+    drop(dp);
+
+    let jsonl = accounting.exporters.first().cloned().unwrap_or_default();
+    let k = &accounting.kernel;
+    let lost = Lost {
+        kernel: k.fallback_lost,
+        jsonl: jsonl.lost.iter().filter(|(_, n)| **n > 0).map(|(r, n)| (r.clone(), *n)).collect(),
+    };
+    let process = sub(process1, process0);
+    let main = sub(main1, main0);
+    Ok(RunResult {
+        plan: plan.clone(),
+        kernel_holds: accounting.kernel_holds(),
+        exporters_hold: accounting.exporters_hold(),
+        holds: accounting.holds(),
+        kernel_records_match: accounting.kernel_records() == driven.flows,
+        exported: jsonl.exported,
+        events_lost: k.events_lost,
+        evicted: accounting.cache.evicted,
+        log_matches_exported: log_check.lines == jsonl.exported,
+        lost,
+        log: log_check,
+        stop_seconds,
+        pipeline_seconds,
+        cpu: CpuUse {
+            driver_seconds: driven.cpu_seconds,
+            pipeline_seconds: process.zip(main).map(|(p, m)| (p - m).max(0.0)),
+            collector_seconds: collector.map(|d| d.as_secs_f64()),
+            writer_seconds: writer.map(|d| d.as_secs_f64()),
+        },
+        peak_rss_kib,
+        placement: placement.clone(),
+        accounting,
+        driven,
+    })
+}
