@@ -2,13 +2,16 @@
 //! ([`cluster`]), query sets for the evaluator ([`queries`]), the policy
 //! compile benchmark ([`measure`]) and its report ([`report`]), and the
 //! dataplane benchmarks ([`dataplane`]: program cost by
-//! `BPF_PROG_TEST_RUN`, veth packet rate; root only).
+//! `BPF_PROG_TEST_RUN`, veth packet rate; root only) and the flow-record
+//! capacity benchmark ([`flows`]: new flows/s exported to JSON Lines with
+//! zero loss; root only).
 //!
 //! Benchmarks measure and compare side by side in one run; they never assert
 //! on absolute times.
 
 pub mod cluster;
 pub mod dataplane;
+pub mod flows;
 pub mod machine;
 pub mod measure;
 pub mod queries;

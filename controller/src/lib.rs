@@ -12,6 +12,7 @@ pub mod dataplane;
 pub mod eval;
 pub mod flows;
 pub mod lab;
+pub mod learn;
 pub mod model;
 pub mod source;
 #[cfg(any(test, feature = "testing"))]

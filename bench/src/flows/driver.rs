@@ -97,7 +97,9 @@ pub fn drive(prog: &SchedClassifier, mut frame: Vec<u8>, plan: &DrivePlan) -> Re
     let start = Instant::now();
     let mut sent = 0u64;
     let mut max_behind = 0u64;
-    let batch = plan.rate.map_or(CHUNK, |r| ((r / 1000.0).ceil() as u64).max(1));
+    let batch = plan
+        .rate
+        .map_or(CHUNK, |r| ((r / 1000.0).ceil() as u64).max(1));
     let mut end;
     loop {
         let elapsed = start.elapsed();
@@ -127,9 +129,7 @@ pub fn drive(prog: &SchedClassifier, mut frame: Vec<u8>, plan: &DrivePlan) -> Re
                 data_in: Some(&frame),
                 ..TestRunOptions::default()
             };
-            let r = prog
-                .test_run(opts)
-                .context("BPF_PROG_TEST_RUN from_pod")?;
+            let r = prog.test_run(opts).context("BPF_PROG_TEST_RUN from_pod")?;
             ensure!(
                 r.return_value == PASS,
                 "from_pod returned {} for flow {sent} (expected {PASS}, pass): the maps are not what the benchmark thinks",

@@ -10,6 +10,8 @@
 //! - [`run`]: one run (fresh ELF instance, the real pipeline and JSON Lines
 //!   exporter, drive, stop, check);
 //! - [`verify`]: the flow log against the driven flows;
+//! - [`cache`]: the flow cache's merge cost below and at its capacity (no
+//!   kernel; where a run's collector time goes once the cache is full);
 //! - [`cpu`]: CPU time per thread and CPU pinning;
 //! - [`report`]: the report.
 //!
@@ -17,6 +19,7 @@
 //! nothing about absolute times: the rate steps are measured side by side,
 //! and a run's verdict is loss or no loss, counted exactly.
 
+pub mod cache;
 pub mod cpu;
 pub mod driver;
 pub mod policy;

@@ -59,7 +59,7 @@ pub struct FlowPolicy {
     pub subject: EndpointInfo,
     /// The subject's model index.
     pub subject_index: usize,
-    /// The subject's IPv4 address and MAC.
+    /// The subject's IPv4 address.
     pub subject_ip: Ipv4Addr,
     /// The subject's MAC.
     pub subject_mac: [u8; 6],
@@ -216,13 +216,28 @@ mod tests {
 
     #[test]
     fn tuples_round_trip_and_stay_in_the_allowed_range() {
-        for n in [0, 1, PORTS - 1, PORTS, PORTS * ADDRS - 1, PORTS * ADDRS + 7, 12_345_678_901] {
+        for n in [
+            0,
+            1,
+            PORTS - 1,
+            PORTS,
+            PORTS * ADDRS - 1,
+            PORTS * ADDRS + 7,
+            12_345_678_901,
+        ] {
             let (sport, dst, dport) = Tuples::tuple(n);
             assert!(sport >= PORT_LO && dport >= PORT_LO);
-            assert!(Ipv4Network::new(DST_BASE, DST_PREFIX).unwrap().contains(dst));
+            assert!(
+                Ipv4Network::new(DST_BASE, DST_PREFIX)
+                    .unwrap()
+                    .contains(dst)
+            );
             assert_eq!(Tuples::index(sport, dst, dport), Some(n), "{n}");
         }
-        assert_eq!(Tuples::index(PORT_LO, Ipv4Addr::new(10, 0, 0, 1), PORT_LO), None);
+        assert_eq!(
+            Tuples::index(PORT_LO, Ipv4Addr::new(10, 0, 0, 1), PORT_LO),
+            None
+        );
     }
 
     #[test]

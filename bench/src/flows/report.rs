@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::cache::CacheProbe;
 use super::run::RunResult;
 use crate::machine::Machine;
 use crate::report::int;
@@ -94,6 +95,8 @@ pub struct Report {
     pub target: Target,
     /// Notes on the plan (why stepping stopped).
     pub notes: Vec<String>,
+    /// The flow cache's merge cost below and at capacity.
+    pub cache_probe: Option<CacheProbe>,
 }
 
 /// `123456.7` → `123k/s`; `None` → `max`.
@@ -116,14 +119,12 @@ fn yes(b: bool) -> &'static str {
 impl Report {
     /// Judges the target on `runs`.
     pub fn judge(runs: &[RunResult], quick: bool) -> Target {
-        let good = runs.iter().find(|r| {
-            r.plan.drive.rate.is_some_and(|x| x >= TARGET_RATE)
-                && r.driven.kept_up
-                && r.zero_loss()
-        });
-        let tried = runs
-            .iter()
-            .find(|r| r.plan.drive.rate.is_some_and(|x| x >= TARGET_RATE));
+        let steps = || {
+            runs.iter()
+                .filter(|r| r.plan.settle && r.plan.drive.rate.is_some_and(|x| x >= TARGET_RATE))
+        };
+        let good = steps().find(|r| r.driven.kept_up && r.zero_loss());
+        let tried = steps().next();
         let detail = match (good, tried) {
             (Some(r), _) => format!(
                 "{} new flows/s for {:.0} s: {} flows driven at {:.0}/s, all {} records exported to JSON Lines, 0 lost, identity exact",
@@ -139,12 +140,12 @@ impl Report {
                 rate(r.plan.drive.rate)
             ),
             (None, Some(r)) => format!(
-                "{} records lost at {} ({} kernel, {} JSON Lines), log complete: {}",
+                "{} records lost at {} ({} in the kernel, {} by the JSON Lines exporter; {} of them at the stop)",
                 int(r.lost.total() as usize),
                 rate(r.plan.drive.rate),
                 int(r.lost.kernel as usize),
                 int(r.lost.jsonl.values().sum::<u64>() as usize),
-                r.log.complete(r.driven.flows)
+                int(r.lost_at_stop() as usize),
             ),
             (None, None) => "no run at the target rate".into(),
         };
@@ -152,7 +153,8 @@ impl Report {
             rate: TARGET_RATE,
             seconds: TARGET_SECONDS,
             met: good.is_some(),
-            short: quick || good.is_some_and(|r| r.plan.drive.duration.as_secs_f64() < TARGET_SECONDS),
+            short: quick
+                || good.is_some_and(|r| r.plan.drive.duration.as_secs_f64() < TARGET_SECONDS),
             detail,
         }
     }
@@ -189,6 +191,7 @@ impl Report {
         );
         self.targets(&mut s);
         self.tables(&mut s);
+        self.cache(&mut s);
         self.method(&mut s);
         s
     }
@@ -228,15 +231,43 @@ impl Report {
                 " (no run lost a record)"
             }
         );
+        for r in self.runs.iter().filter(|r| !r.plan.settle) {
+            let verdict = if r.lost.total() == 0 {
+                "no loss"
+            } else {
+                "**loss**"
+            };
+            let _ = writeln!(
+                s,
+                "- Stopping the pipeline under load (driven at {} for {:.0} s, stopped at once with {} flows cached): {verdict}: {} of {} records lost, {} of them by the stop ({}); the identity {}.",
+                rate(r.plan.drive.rate),
+                r.driven.seconds,
+                int(r.exported as usize + r.lost.total() as usize - r.evicted as usize),
+                int(r.lost.total() as usize),
+                int(r.driven.flows as usize),
+                int(r.lost_at_stop() as usize),
+                reasons(&r.lost),
+                if r.identity_holds() {
+                    "holds exactly, the losses counted"
+                } else {
+                    "**does not hold**"
+                },
+            );
+        }
         for n in &self.notes {
             let _ = writeln!(s, "- {n}");
         }
-        if let Some(r) = self.runs.iter().max_by(|a, b| {
-            a.driven
-                .achieved_rate
-                .total_cmp(&b.driven.achieved_rate)
-        }) {
-            let _ = writeln!(s, "- Where the time goes at the highest rate reached ({:.0} flows/s): {}.", r.driven.achieved_rate, where_time_goes(r));
+        if let Some(r) = self
+            .runs
+            .iter()
+            .max_by(|a, b| a.driven.achieved_rate.total_cmp(&b.driven.achieved_rate))
+        {
+            let _ = writeln!(
+                s,
+                "- Where the time goes at the highest rate reached ({:.0} flows/s): {}.",
+                r.driven.achieved_rate,
+                where_time_goes(r)
+            );
         }
         s.push('\n');
     }
@@ -245,11 +276,19 @@ impl Report {
         let _ = writeln!(s, "## Runs\n");
         let _ = writeln!(
             s,
-            "| target rate | achieved rate | driver kept up | flows driven | records exported | lost: kernel | lost: JSON Lines | evicted | identity holds | every flow in the log | JSON Lines MB/s | pipeline CPU µs/record | peak RSS |"
+            "Every run but the last settles: after driving, the pipeline runs on until it has exported every flow, then stops. The last run stops at once.\n"
+        );
+        let _ = writeln!(
+            s,
+            "| target rate | achieved rate | driver kept up | flows driven | records exported | lost while running | lost at stop | evicted | identity holds | every flow in the log | JSON Lines MB/s | pipeline CPU µs/record | peak RSS |"
         );
         let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(12));
         for r in &self.runs {
-            let jl: Vec<String> = r.lost.jsonl.iter().map(|(k, v)| format!("{} {k}", int(*v as usize))).collect();
+            let stop = if r.plan.settle {
+                int(r.lost_at_stop() as usize)
+            } else {
+                format!("{} (no settling)", int(r.lost_at_stop() as usize))
+            };
             let _ = writeln!(
                 s,
                 "| {} | {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
@@ -258,39 +297,45 @@ impl Report {
                 yes(r.driven.kept_up),
                 int(r.driven.flows as usize),
                 int(r.exported as usize),
-                int(r.lost.kernel as usize),
-                if jl.is_empty() { "0".into() } else { jl.join(", ") },
+                reasons(&r.lost_running),
+                stop,
                 int(r.evicted as usize),
                 yes(r.identity_holds()),
                 yes(r.log.complete(r.driven.flows)),
                 r.jsonl_bytes_per_second() / 1e6,
                 opt(r.pipeline_us_per_record(), 2, ""),
-                r.peak_rss_kib.map_or_else(|| "–".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
+                r.peak_rss_kib
+                    .map_or_else(|| "–".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0)),
             );
         }
         s.push('\n');
         let _ = writeln!(s, "### Detail\n");
         let _ = writeln!(
             s,
-            "| target rate | seconds driven | end reasons | new-flow notifications lost (outside the identity) | kernel: table entries / ring fallbacks | driver CPU µs/flow | driver CPU | collector CPU | JSON Lines writer CPU | stop (drain, finish, flush) | log size |"
+            "| target rate | seconds driven | settling | end reasons | losses by reason | new-flow notifications lost (outside the identity) | kernel: table entries / ring fallbacks | driver CPU µs/flow | driver CPU | collector CPU | JSON Lines writer CPU | stop | log size |"
         );
-        let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(10));
+        let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(12));
         for r in &self.runs {
-            let reasons: Vec<String> = r
+            let ends: Vec<String> = r
                 .log
                 .end_reasons
                 .iter()
                 .map(|(k, v)| format!("{k} {}", int(*v as usize)))
                 .collect();
-            let busy = |c: Option<f64>| {
-                opt(c.map(|c| 100.0 * c / r.driven.seconds), 0, "%")
+            let busy = |c: Option<f64>| opt(c.map(|c| 100.0 * c / r.driven.seconds), 0, "%");
+            let settling = match r.settle_seconds {
+                None => "none".into(),
+                Some(t) if r.settled => format!("{t:.1} s"),
+                Some(t) => format!("**ran out** after {t:.1} s"),
             };
             let _ = writeln!(
                 s,
-                "| {} | {:.1} | {} | {} | {} / {} | {} | {} | {} | {} | {:.2} s | {:.0} MB |",
+                "| {} | {:.1} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {:.2} s | {:.0} MB |",
                 rate(r.plan.drive.rate),
                 r.driven.seconds,
-                reasons.join(", "),
+                settling,
+                ends.join(", "),
+                reasons(&r.lost),
                 int(r.events_lost as usize),
                 int(r.accounting.kernel.entries_created as usize),
                 int(r.accounting.kernel.fallback_sent as usize),
@@ -305,18 +350,60 @@ impl Report {
         s.push('\n');
     }
 
+    fn cache(&self, s: &mut String) {
+        let Some(p) = &self.cache_probe else {
+            return;
+        };
+        let _ = writeln!(s, "## Flow cache: merge cost below and at capacity\n");
+        let _ = writeln!(
+            s,
+            "The agent's `FlowCache` alone (default configuration, {} flows at most), one new flow per merge, timed in windows of {} merges: one with room, then windows after it is full (each merge evicts one flow).\n",
+            int(p.capacity),
+            int(p.below.merges as usize)
+        );
+        let _ = writeln!(
+            s,
+            "| window | evictions before it | ns per merge | × below capacity |"
+        );
+        let _ = writeln!(s, "| --- | ---: | ---: | ---: |");
+        let _ = writeln!(
+            s,
+            "| below capacity | 0 | {:.0} | ×1.00 |",
+            p.below.ns_per_merge
+        );
+        for (i, w) in p.at_capacity.iter().enumerate() {
+            let _ = writeln!(
+                s,
+                "| at capacity, window {} | {} | {:.0} | ×{:.2} |",
+                i + 1,
+                int(w.evicted_before as usize),
+                w.ns_per_merge,
+                w.ns_per_merge / p.below.ns_per_merge.max(1e-9)
+            );
+        }
+        s.push('\n');
+    }
+
     fn method(&self, s: &mut String) {
         let st = &self.settings;
         let _ = writeln!(s, "## Method and reading\n");
         let _ = writeln!(
             s,
             "- Each run loads its own instance of the ELF (own maps; nothing pinned or attached) and writes a compiled policy (`bench/src/flows/policy.rs`: {} pods, {} IDENTITIES entries) in which the pod under test, bound to ifindex 1 as `BPF_PROG_TEST_RUN` runs TC programs on loopback, is isolated in both directions and its egress allows UDP ports 1024–65535 to `198.18.0.0/15`. FLOW_CONFIG flags {} (the agent's default: accounting, new-flow and drop notifications).",
-            st.pods, int(st.identity_entries), st.flow_flags
+            st.pods,
+            int(st.identity_entries),
+            st.flow_flags
         );
         let _ = writeln!(
             s,
             "- The pipeline is the agent's (`Pipeline::start` over a `FlowTap` of the instance's maps, `PipelineConfig::new`: drain every {} ms, idle timeout {} s, active timeout {} s, flow cache {} flows) with an enricher for the compiled model and a JSON Lines file exporter (queue {} records) into a temporary directory on disk, rotation size set so it never rotates. The kernel tables hold {} entries each; the EVENTS ring is {} MiB.",
-            st.drain_ms, st.idle_timeout_s, st.active_timeout_s, int(st.cache_capacity), int(st.jsonl_queue), int(st.flow_table_capacity as usize), st.events_ring_bytes >> 20
+            st.drain_ms,
+            st.idle_timeout_s,
+            st.active_timeout_s,
+            int(st.cache_capacity),
+            int(st.jsonl_queue),
+            int(st.flow_table_capacity as usize),
+            st.events_ring_bytes >> 20
         );
         let _ = writeln!(
             s,
@@ -325,13 +412,33 @@ impl Report {
         );
         let _ = writeln!(
             s,
+            "- Settling: after driving, the pipeline runs on with no traffic until its accounting (published at every drain) shows every kernel record received, no flow cached and nothing pending in the exporter, i.e. until the idle timeout has exported the last flows, as a running agent would; then it is stopped. The stop run instead stops the pipeline at once with the flow cache full. Losses are split into those the pipeline had counted before the stop (its accounting as of its last drain) and those of the stop."
+        );
+        let _ = writeln!(
+            s,
             "- After driving, the pipeline is stopped (both tables drained, the ring read, every cached flow finished as `agent_stop`, the writer flushed). Checked exactly: the kernel's side (`entries_created + fallback_sent + fallback_lost = drained + fallback events read + fallback_lost`, packets and bytes likewise), kernel records = flows driven, the cache (packets in = packets out, none left), the exporter (finished = exported + lost, none pending), and the log: every line parsed, each a `bulkhead.flow/v1` flow record of `bench/subject` (enriched) with one packet and a driven tuple, every driven flow exactly once. Loss is kernel `fallback_lost` + the exporter's losses (no subscribers). `evicted` flows were exported early because the flow cache was full; they are in the log, not lost."
         );
         let _ = writeln!(
             s,
-            "- CPU: the driver is its thread's run time while driving (the `BPF_PROG_TEST_RUN` syscalls, program runs included); the pipeline is the process's CPU time from the pipeline's start to the end of its stop minus the driving thread's (so it includes the final drain and flush); collector and writer columns are those threads' run time while the driver ran, as a share of the driving time. JSON Lines MB/s is the log's size over the pipeline's life. Peak RSS is `VmHWM`, reset at each run's start; it includes the flow cache and the log check's bitmap is not in it (the check runs after)."
+            "- CPU: the driver is its thread's run time while driving (the `BPF_PROG_TEST_RUN` syscalls, program runs included); the pipeline is the process's CPU time from the pipeline's start to the end of its stop minus the driving thread's (so it includes the final drain and flush); collector and writer columns are those threads' run time while the driver ran, as a share of the driving time. JSON Lines MB/s is the log's size over the seconds driven (the write rate the driven rate demands; the last records are written while settling). Peak RSS is `VmHWM`, reset at each run's start: the loaded maps' user side, the flow cache, the history and the JSON Lines queue (the log check runs after it is read)."
         );
         s.push('\n');
+    }
+}
+
+/// Losses by stage and reason, in words (`0` for none).
+fn reasons(l: &super::run::Lost) -> String {
+    let mut parts = Vec::new();
+    if l.kernel > 0 {
+        parts.push(format!("{} kernel fallback_lost", int(l.kernel as usize)));
+    }
+    for (k, v) in &l.jsonl {
+        parts.push(format!("{} jsonl {k}", int(*v as usize)));
+    }
+    if parts.is_empty() {
+        "0".into()
+    } else {
+        parts.join(", ")
     }
 }
 

@@ -5,6 +5,13 @@
 //! the ring read, every cached flow finished, the exporter flushed) and the
 //! accounting and the flow log checked.
 //!
+//! A settling run keeps the pipeline running after the driver stops, with
+//! no traffic, until it has exported every flow through its own timeouts
+//! (the idle timeout: 15 s), as a running agent would, and stops it then;
+//! a run without settling stops it at once, with the flow cache full. The
+//! losses are split into those counted while running (the pipeline's
+//! accounting just before the stop) and those of the stop.
+//!
 //! CPU placement: with two or more CPUs the driver thread is pinned to the
 //! last allowed CPU and the pipeline's threads (the collector and the JSON
 //! Lines writer, which inherit the affinity of the thread that starts
@@ -20,7 +27,7 @@ use anyhow::{Context as _, Result};
 use aya::programs::SchedClassifier;
 use bulkhead::flows::accounting::Accounting;
 use bulkhead::flows::export::{JsonlConfig, JsonlTarget};
-use bulkhead::flows::{Pipeline, PipelineConfig};
+use bulkhead::flows::{Pipeline, PipelineConfig, PipelineHandle};
 use bulkhead_netns_tests::dataplane::Dataplane;
 use serde::Serialize;
 
@@ -42,6 +49,11 @@ pub struct RunPlan {
     pub drive: DrivePlan,
     /// FLOW_CONFIG flags.
     pub flow_flags: u32,
+    /// After driving, keep the pipeline running (no traffic) until it has
+    /// exported every flow through its own timeouts, as a running agent
+    /// does, before stopping it. Without: stop at once, with the flow cache
+    /// full (what stopping an agent under load does).
+    pub settle: bool,
 }
 
 /// Where the driver and the pipeline run.
@@ -86,6 +98,23 @@ pub struct Lost {
 }
 
 impl Lost {
+    /// The losses an accounting counts.
+    pub fn of(a: &Accounting) -> Self {
+        let jsonl = a
+            .exporters
+            .iter()
+            .flat_map(|e| e.lost.iter())
+            .filter(|(_, n)| **n > 0)
+            .fold(BTreeMap::new(), |mut m, (r, n)| {
+                *m.entry(r.clone()).or_default() += *n;
+                m
+            });
+        Self {
+            kernel: a.kernel.fallback_lost,
+            jsonl,
+        }
+    }
+
     /// All records lost.
     pub fn total(&self) -> u64 {
         self.kernel + self.jsonl.values().sum::<u64>()
@@ -126,8 +155,17 @@ pub struct RunResult {
     pub kernel_records_match: bool,
     /// Records the JSON Lines exporter delivered.
     pub exported: u64,
-    /// Losses counted.
+    /// Losses counted, in all.
     pub lost: Lost,
+    /// Losses counted before the pipeline was stopped (its accounting as
+    /// of its last drain); the rest were lost by the stop.
+    pub lost_running: Lost,
+    /// Seconds the pipeline ran on after driving until it had exported
+    /// every flow (settling runs).
+    pub settle_seconds: Option<f64>,
+    /// Settling runs: the pipeline had exported every flow before the stop
+    /// (else the settling time ran out).
+    pub settled: bool,
     /// Notifications (new-flow events) lost in a full ring: outside the
     /// identity (their flows are in the table).
     pub events_lost: u64,
@@ -150,6 +188,11 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// Records lost by the stop.
+    pub fn lost_at_stop(&self) -> u64 {
+        self.lost.total().saturating_sub(self.lost_running.total())
+    }
+
     /// The whole identity held and the log matched it.
     pub fn identity_holds(&self) -> bool {
         self.holds && self.kernel_records_match && self.log_matches_exported
@@ -160,9 +203,11 @@ impl RunResult {
         self.lost.total() == 0 && self.log.complete(self.driven.flows) && self.identity_holds()
     }
 
-    /// JSON Lines bytes per second over the pipeline's life.
+    /// JSON Lines bytes per second at the driven rate: the log's size
+    /// over the seconds driven (the write rate the run sustained; records
+    /// of the last seconds are written while settling).
     pub fn jsonl_bytes_per_second(&self) -> f64 {
-        self.log.bytes as f64 / self.pipeline_seconds.max(1e-9)
+        self.log.bytes as f64 / self.driven.seconds.max(1e-9)
     }
 
     /// Pipeline CPU µs per exported record.
@@ -175,6 +220,35 @@ impl RunResult {
     pub fn driver_us_per_flow(&self) -> Option<f64> {
         let s = self.cpu.driver_seconds?;
         (self.driven.flows > 0).then(|| s * 1e6 / self.driven.flows as f64)
+    }
+}
+
+/// How long a settling run waits at most: the idle timeout, a few drains
+/// and a margin.
+fn settle_limit() -> Duration {
+    let c = PipelineConfig::new(NODE);
+    c.aggregate.idle_timeout + 4 * c.drain_interval + Duration::from_secs(5)
+}
+
+/// Waits (at most `limit`) until the pipeline has received all `flows`
+/// kernel records, holds no flow and has nothing pending in an exporter,
+/// as of its last drain. Whether it got there.
+fn settle(handle: &PipelineHandle, flows: u64, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        let a = handle.accounting();
+        if a.accounted_records() >= flows
+            && a.cache.flows == 0
+            && a.exporters
+                .iter()
+                .all(|e| e.pending == 0 && e.submitted == a.cache.records)
+        {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -221,7 +295,8 @@ pub fn run(
     let process0 = cpu::process_cpu();
     let main0 = cpu::this_thread_cpu();
     let started = Instant::now();
-    let handle = Pipeline::start(Box::new(tap), enricher, config).context("starting the pipeline")?;
+    let handle =
+        Pipeline::start(Box::new(tap), enricher, config).context("starting the pipeline")?;
     cpu::pin(&placement.driver);
 
     let prog: &SchedClassifier = dp
@@ -233,6 +308,15 @@ pub fn run(
     let driven = driver::drive(prog, template, &plan.drive);
     let collector = cpu::threads_cpu("flows-collector");
     let writer = cpu::threads_cpu("flows-jsonl");
+    let (settle_seconds, settled) = match (&driven, plan.settle) {
+        (Ok(d), true) => {
+            let t = Instant::now();
+            let done = settle(&handle, d.flows, settle_limit());
+            (Some(t.elapsed().as_secs_f64()), done)
+        }
+        _ => (None, false),
+    };
+    let lost_running = Lost::of(&handle.accounting());
     let stop0 = Instant::now();
     let accounting = handle.stop();
     let stop_seconds = stop0.elapsed().as_secs_f64();
@@ -249,10 +333,7 @@ pub fn run(
 
     let jsonl = accounting.exporters.first().cloned().unwrap_or_default();
     let k = &accounting.kernel;
-    let lost = Lost {
-        kernel: k.fallback_lost,
-        jsonl: jsonl.lost.iter().filter(|(_, n)| **n > 0).map(|(r, n)| (r.clone(), *n)).collect(),
-    };
+    let lost = Lost::of(&accounting);
     let process = sub(process1, process0);
     let main = sub(main1, main0);
     Ok(RunResult {
@@ -266,6 +347,9 @@ pub fn run(
         evicted: accounting.cache.evicted,
         log_matches_exported: log_check.lines == jsonl.exported,
         lost,
+        lost_running,
+        settle_seconds,
+        settled,
         log: log_check,
         stop_seconds,
         pipeline_seconds,

@@ -88,7 +88,8 @@ fn parse(line: &[u8], driven: u64) -> Option<(u64, String)> {
         && l.verdict == "allowed"
         && l.packets.orig == 1
         && l.packets.reply == 0
-        && l.endpoint.is_some_and(|e| e.namespace == "bench" && e.pod == "subject");
+        && l.endpoint
+            .is_some_and(|e| e.namespace == "bench" && e.pod == "subject");
     if !ok {
         return None;
     }

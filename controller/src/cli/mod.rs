@@ -5,6 +5,7 @@ pub mod connectivity;
 pub mod explain;
 pub mod flows;
 pub mod lab;
+pub mod propose;
 pub mod status;
 
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub enum Command {
     Status(status::StatusArgs),
     /// Recent and live flows from the agent, filtered: one line each, or JSON Lines.
     Flows(flows::FlowsArgs),
+    /// Propose NetworkPolicies that allow exactly the observed flows, with a coverage proof.
+    Propose(propose::ProposeArgs),
 }
 
 /// Output format.
@@ -121,6 +124,17 @@ pub enum CliError {
     /// `bulkhead flows` could not read the agent's flows.
     #[error(transparent)]
     Flows(#[from] flows::FlowsError),
+    /// `bulkhead propose` could not read its input or write its files.
+    #[error(transparent)]
+    Propose(#[from] propose::ProposeError),
+    /// The proposal does not allow every observed edge (exit status 1).
+    #[error("{denied} of {replayed} observed edges are not allowed by the proposal")]
+    Uncovered {
+        /// Edges denied.
+        denied: usize,
+        /// Edges replayed.
+        replayed: usize,
+    },
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -135,6 +149,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Agent(args) => agent::run(&args),
         Command::Status(args) => status::run(&args),
         Command::Flows(args) => flows::run(&args),
+        Command::Propose(args) => propose::run(&args),
     }
 }
 
@@ -142,7 +157,7 @@ impl CliError {
     /// Exit status: 1 for a finding the user asked about, 2 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Disagreements { .. } => 1,
+            CliError::Disagreements { .. } | CliError::Uncovered { .. } => 1,
             _ => 2,
         }
     }

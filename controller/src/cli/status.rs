@@ -154,6 +154,12 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
             for (reason, n) in &maps.drops {
                 writeln!(out, "  {reason:<22} {n}")?;
             }
+            if !maps.flows.is_empty() {
+                writeln!(out, "flow accounting:")?;
+                for (counter, n) in &maps.flows {
+                    writeln!(out, "  {counter:<22} {n}")?;
+                }
+            }
         }
     }
     Ok(())

@@ -54,6 +54,30 @@ pub struct MapStatus {
     pub endpoints: Vec<EndpointStatus>,
     /// Drop counters by reason.
     pub drops: Vec<(String, u64)>,
+    /// Flow accounting counters (`FlowStat` names; empty when the pins
+    /// predate flow accounting).
+    #[serde(default)]
+    pub flows: Vec<(String, u64)>,
+}
+
+/// FLOW_STATS summed over CPUs, by counter name.
+fn flow_stats(pins: &PinDir) -> Result<Vec<(String, u64)>, DataplaneError> {
+    let map = super::kmaps::open(pins, super::flowtap::FLOW_STATS_MAP)?;
+    let stats: aya::maps::PerCpuArray<_, u64> =
+        aya::maps::PerCpuArray::try_from(map).map_err(|e| DataplaneError::Map {
+            name: super::flowtap::FLOW_STATS_MAP,
+            reason: e.to_string(),
+        })?;
+    bulkhead_common::FLOW_STATS
+        .iter()
+        .map(|&s| {
+            let v = stats.get(&(s as u32), 0).map_err(DataplaneError::map_op(
+                "reading",
+                super::flowtap::FLOW_STATS_MAP,
+            ))?;
+            Ok((s.name().to_owned(), v.iter().sum()))
+        })
+        .collect()
 }
 
 /// Reads the status from the pins.
@@ -132,5 +156,6 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
             .into_iter()
             .map(|(r, n)| (r.name().to_owned(), n))
             .collect(),
+        flows: flow_stats(pins).unwrap_or_default(),
     })
 }

@@ -1,0 +1,219 @@
+//! [`HistoryExporter`]: the flow pipeline's exporter into the durable
+//! history. Records cross a bounded queue to a writer thread that merges
+//! them into an in-memory batch and writes the batch in one transaction
+//! when it is large enough or old enough. A full queue or a failed write
+//! counts the records as lost (as the other exporters do); the pipeline
+//! never waits.
+
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::edge::History;
+use super::store::HistoryStore;
+use crate::flows::export::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
+use crate::flows::record::FlowRecord;
+
+/// Configuration of the history exporter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryExporterConfig {
+    /// Records queued for the writer before new ones are lost.
+    pub queue: usize,
+    /// A batch is written when it holds this many records...
+    pub batch_records: u64,
+    /// ...or when its oldest record waited this long.
+    pub batch_interval: Duration,
+    /// Failures are logged at most once per interval.
+    pub log_interval: Duration,
+    /// How long [`Exporter::finish`] waits for the last batch.
+    pub finish_timeout: Duration,
+}
+
+impl Default for HistoryExporterConfig {
+    fn default() -> Self {
+        Self {
+            queue: 65_536,
+            batch_records: 10_000,
+            batch_interval: Duration::from_secs(1),
+            log_interval: Duration::from_secs(10),
+            finish_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the history exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryExporterError {
+    /// The writer thread could not be started.
+    #[error("starting the flow history writer")]
+    Spawn {
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Feeds finished flow records into a [`HistoryStore`].
+pub struct HistoryExporter {
+    tx: Option<SyncSender<Arc<FlowRecord>>>,
+    counters: Arc<ExportCounters>,
+    thread: Option<JoinHandle<()>>,
+    done: Receiver<()>,
+    limiter: LogLimiter,
+    finish_timeout: Duration,
+}
+
+impl HistoryExporter {
+    /// Starts the writer thread, which owns the store.
+    pub fn start(
+        store: HistoryStore,
+        config: HistoryExporterConfig,
+    ) -> Result<Self, HistoryExporterError> {
+        let counters = Arc::new(ExportCounters::default());
+        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        let writer = Writer {
+            store,
+            counters: counters.clone(),
+            limiter: LogLimiter::new(config.log_interval),
+            batch_records: config.batch_records.max(1),
+            batch_interval: config.batch_interval,
+        };
+        let thread = std::thread::Builder::new()
+            .name("flows-history".into())
+            .spawn(move || {
+                writer.run(rx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|source| HistoryExporterError::Spawn { source })?;
+        Ok(Self {
+            tx: Some(tx),
+            counters,
+            thread: Some(thread),
+            done,
+            limiter: LogLimiter::new(config.log_interval),
+            finish_timeout: config.finish_timeout,
+        })
+    }
+}
+
+impl Exporter for HistoryExporter {
+    fn name(&self) -> &'static str {
+        "history"
+    }
+
+    fn export(&mut self, record: &Arc<FlowRecord>) {
+        self.counters.submitted(1);
+        let Some(tx) = &self.tx else {
+            self.counters.lost(LossReason::WriteError, 1);
+            return;
+        };
+        match tx.try_send(record.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.counters.lost(LossReason::QueueFull, 1);
+                if let Some(more) = self.limiter.check() {
+                    tracing::warn!(
+                        lost_since_last_report = more + 1,
+                        "flow history writer falls behind: records lost (queue full)"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.counters.lost(LossReason::WriteError, 1);
+                if let Some(more) = self.limiter.check() {
+                    tracing::error!(
+                        lost_since_last_report = more + 1,
+                        "flow history writer stopped"
+                    );
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        // The writer batches by size and age on its own.
+    }
+
+    fn stats(&self) -> ExportStats {
+        self.counters.stats(self.name())
+    }
+
+    fn finish(mut self: Box<Self>) -> ExportStats {
+        drop(self.tx.take());
+        match self.done.recv_timeout(self.finish_timeout) {
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                if let Some(t) = self.thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => tracing::warn!(
+                timeout = ?self.finish_timeout,
+                "flow history writer did not finish; queued records are reported pending"
+            ),
+        }
+        self.counters.stats("history")
+    }
+}
+
+struct Writer {
+    store: HistoryStore,
+    counters: Arc<ExportCounters>,
+    limiter: LogLimiter,
+    batch_records: u64,
+    batch_interval: Duration,
+}
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Arc<FlowRecord>>) {
+        let mut batch = History::default();
+        let mut taken = 0u64;
+        let mut oldest: Option<Instant> = None;
+        loop {
+            let wait = oldest.map_or(Duration::from_secs(3600), |t| {
+                self.batch_interval.saturating_sub(t.elapsed())
+            });
+            let closed = match rx.recv_timeout(wait) {
+                Ok(r) => {
+                    batch.add_record(&r);
+                    taken += 1;
+                    oldest.get_or_insert_with(Instant::now);
+                    false
+                }
+                Err(RecvTimeoutError::Timeout) => false,
+                Err(RecvTimeoutError::Disconnected) => true,
+            };
+            let due = taken >= self.batch_records
+                || oldest.is_some_and(|t| t.elapsed() >= self.batch_interval);
+            if taken > 0 && (due || closed) {
+                self.write(std::mem::take(&mut batch), taken);
+                taken = 0;
+                oldest = None;
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    fn write(&mut self, batch: History, records: u64) {
+        match self.store.merge(&batch) {
+            Ok(outcome) => {
+                self.counters.exported(records);
+                if outcome.evicted > 0 {
+                    tracing::debug!(
+                        evicted = outcome.evicted,
+                        "flow history full: least recently seen edges evicted"
+                    );
+                }
+            }
+            Err(e) => {
+                self.counters.lost(LossReason::WriteError, records);
+                if let Some(more) = self.limiter.check() {
+                    tracing::error!(error = %e, lost_batches_since_last_report = more, "writing the flow history failed; records lost");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! A proposal as YAML: one document per policy, with comments saying what
+//! was observed, and when, behind every peer.
+
+use super::propose::{Proposal, ProposedPolicy, ProposedRule};
+use super::yaml::{self, Place};
+use crate::flows::record::Timestamp;
+
+fn when(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
+    match (first, last) {
+        (Some(f), Some(l)) => format!("first {f}, last {l}"),
+        _ => "nothing".into(),
+    }
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+fn ports_text(ports: &[(crate::model::Protocol, u16)]) -> String {
+    ports
+        .iter()
+        .map(|(p, n)| format!("{p}/{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
+    match place {
+        Place::Header => vec![
+            format!(
+                "Proposed by `bulkhead propose` for {} in namespace {}.",
+                p.subject.workload, p.namespace
+            ),
+            format!(
+                "observed: {}, {}, {}",
+                plural(p.edges, "edge", "edges"),
+                plural(p.flows, "flow", "flows"),
+                when(p.first, p.last)
+            ),
+        ],
+        Place::NoRules(d) => vec![format!(
+            "no {} observed: all {} denied",
+            d.as_str(),
+            d.as_str()
+        )],
+        Place::Rule(d, i) => {
+            let r: &ProposedRule = &p.rules(d)[i];
+            if r.added.is_empty() {
+                vec![]
+            } else {
+                vec![format!(
+                    "DNS: {} added (UDP and TCP 53 go together; TCP carries truncated answers)",
+                    ports_text(&r.added)
+                )]
+            }
+        }
+        Place::Peer(d, i, j) => p.rules(d)[i].peers[j]
+            .observed
+            .iter()
+            .map(|o| {
+                format!(
+                    "observed: {} {}/{}: {}, first {}, last {}",
+                    o.peer,
+                    o.protocol,
+                    o.port,
+                    plural(o.flows, "flow", "flows"),
+                    o.first,
+                    o.last
+                )
+            })
+            .collect(),
+    }
+}
+
+/// One proposed policy as a YAML document.
+pub fn policy_yaml(p: &ProposedPolicy) -> String {
+    yaml::policy(&p.policy(), &|place| note(p, place))
+}
+
+/// Every proposed policy, as one multi-document YAML stream.
+pub fn proposal_yaml(proposal: &Proposal) -> String {
+    let mut out = String::new();
+    for (i, p) in proposal.policies.iter().enumerate() {
+        if i > 0 {
+            out.push_str("---\n");
+        }
+        out.push_str(&policy_yaml(p));
+    }
+    out
+}
+
+/// The file name a policy is written to in `--output-dir`.
+pub fn file_name(p: &ProposedPolicy) -> String {
+    format!("{}.{}.yaml", p.namespace, p.name)
+}

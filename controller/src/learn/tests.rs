@@ -1,0 +1,501 @@
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::edge::{End, History, WorkloadId};
+use super::*;
+use crate::flows::export::Exporter;
+use crate::flows::record::tests_support::sample;
+use crate::flows::record::{
+    Address, FlowDirection, FlowRecord, IpProtocol, PodInfo, RecordKind, Timestamp,
+};
+use crate::model::Model;
+use crate::model::addressing::AddressPlan;
+use crate::testing::{Rng, random_model};
+
+const T0: u64 = 1_795_887_601_000;
+
+/// One end of a synthetic connection.
+#[derive(Clone)]
+enum Peer {
+    Pod(Arc<PodInfo>, IpAddr),
+    Ext(IpAddr),
+}
+
+fn pod(ns: &str, name: &str, workload: &str, labels: &[(&str, &str)], ip: &str) -> Peer {
+    Peer::Pod(
+        Arc::new(PodInfo {
+            namespace: ns.into(),
+            pod: name.into(),
+            workload: Some(workload.into()),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }),
+        ip.parse().unwrap(),
+    )
+}
+
+fn addr(p: &Peer, port: u16) -> Address {
+    match p {
+        Peer::Pod(i, ip) => Address {
+            ip: *ip,
+            port,
+            pod: Some(i.clone()),
+            external: false,
+        },
+        Peer::Ext(ip) => Address {
+            ip: *ip,
+            port,
+            pod: None,
+            external: true,
+        },
+    }
+}
+
+/// The records of one connection: one per pod end (as one node sees it).
+fn conn(t: u64, src: &Peer, dst: &Peer, proto: u8, port: u16) -> Vec<FlowRecord> {
+    let mut out = Vec::new();
+    for (dir, local) in [(FlowDirection::Egress, src), (FlowDirection::Ingress, dst)] {
+        let Peer::Pod(info, _) = local else { continue };
+        let mut r = sample();
+        r.start = Timestamp(t);
+        r.end = Timestamp(t + 500);
+        r.direction = dir;
+        r.endpoint = Some(info.clone());
+        r.src = addr(src, 40000);
+        r.dst = addr(dst, port);
+        r.protocol = IpProtocol(proto);
+        r.tcp_flags = None;
+        out.push(r);
+    }
+    out
+}
+
+struct Demo {
+    frontend: Peer,
+    api: Peer,
+    db: Peer,
+    dns: Peer,
+}
+
+fn demo() -> Demo {
+    Demo {
+        frontend: pod(
+            "shop",
+            "frontend-7d9c-abcde",
+            "Deployment/frontend",
+            &[
+                ("app", "frontend"),
+                ("tier", "web"),
+                ("pod-template-hash", "7d9c"),
+            ],
+            "10.244.0.3",
+        ),
+        api: pod(
+            "shop",
+            "api-5f6b-xyz12",
+            "Deployment/api",
+            &[
+                ("app", "api"),
+                ("tier", "backend"),
+                ("pod-template-hash", "5f6b"),
+            ],
+            "10.244.0.2",
+        ),
+        db: pod(
+            "shop",
+            "db-0",
+            "StatefulSet/db",
+            &[
+                ("app", "db"),
+                ("tier", "data"),
+                ("statefulset.kubernetes.io/pod-name", "db-0"),
+            ],
+            "10.244.0.4",
+        ),
+        dns: pod(
+            "kube-system",
+            "coredns-1",
+            "Deployment/coredns",
+            &[("k8s-app", "kube-dns"), ("pod-template-hash", "abc")],
+            "10.244.0.1",
+        ),
+    }
+}
+
+fn demo_records() -> Vec<FlowRecord> {
+    let d = demo();
+    let ext_in = Peer::Ext("203.0.113.10".parse().unwrap());
+    let ext_out = Peer::Ext("2001:db8::7".parse().unwrap());
+    let mut v = Vec::new();
+    for i in 0..3 {
+        v.extend(conn(T0 + i * 60_000, &d.frontend, &d.api, 6, 8080));
+    }
+    v.extend(conn(T0 + 10_000, &d.api, &d.db, 6, 5432));
+    for w in [&d.frontend, &d.api, &d.db] {
+        v.extend(conn(T0 + 5_000, w, &d.dns, 17, 53));
+    }
+    v.extend(conn(T0 + 20_000, &ext_in, &d.frontend, 6, 8080));
+    v.extend(conn(T0 + 30_000, &d.api, &ext_out, 6, 443));
+    v.extend(conn(T0 + 40_000, &d.frontend, &ext_out, 1, 0));
+    v
+}
+
+fn demo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/demo")
+}
+
+fn demo_model() -> Model {
+    crate::source::manifest::load_dir(&demo_dir(), &AddressPlan::default()).unwrap()
+}
+
+fn history(records: &[FlowRecord]) -> History {
+    let mut h = History::default();
+    for r in records {
+        h.add_record(r);
+    }
+    h
+}
+
+fn wl(ns: &str, w: &str) -> End {
+    End::Workload(WorkloadId {
+        namespace: ns.into(),
+        workload: w.into(),
+    })
+}
+
+#[test]
+fn edges_count_each_connection_once() {
+    let d = demo();
+    let both = conn(T0, &d.frontend, &d.api, 6, 8080);
+    assert_eq!(both.len(), 2);
+    let h = history(&both);
+    assert_eq!(h.edges.len(), 1);
+    let (k, s) = h.edges.iter().next().unwrap();
+    assert_eq!(k.src, wl("shop", "Deployment/frontend"));
+    assert_eq!(k.dst, wl("shop", "Deployment/api"));
+    assert_eq!((k.protocol, k.port), (6, 8080));
+    assert_eq!(s.flows(), 1);
+    assert_eq!(s.packets(), 5);
+    // Two nodes, one record each: merged, still one connection.
+    let mut a = history(&both[..1]);
+    let b = history(&both[1..]);
+    a.merge(&b);
+    assert_eq!(a.edges.values().next().unwrap().flows(), 1);
+    // External source: only the ingress record exists.
+    let ext = Peer::Ext("203.0.113.10".parse().unwrap());
+    let h = history(&conn(T0, &ext, &d.frontend, 6, 80));
+    assert_eq!(h.edges.values().next().unwrap().flows(), 1);
+    assert!(h.workloads.values().all(|w| w.local));
+    // Events do not count.
+    let mut e = both[0].clone();
+    e.kind = RecordKind::Event;
+    let h = history(&[e]);
+    assert!(h.edges.is_empty());
+    assert_eq!(h.skipped.events, 1);
+}
+
+#[test]
+fn stable_labels_drop_generated_ones() {
+    let l: crate::model::Labels = [
+        ("app", "x"),
+        ("pod-template-hash", "1"),
+        ("controller-revision-hash", "2"),
+        ("statefulset.kubernetes.io/pod-name", "x-0"),
+        ("job-name", "j"),
+        ("batch.kubernetes.io/controller-uid", "u"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(
+        labels::stable(&l).into_iter().collect::<Vec<_>>(),
+        [("app".to_string(), "x".to_string())]
+    );
+}
+
+#[test]
+fn demo_proposal_selects_peers_merges_and_adds_dns() {
+    let model = demo_model();
+    let h = history(&demo_records());
+    let p = propose(&h, &model);
+    let names: Vec<String> = p.policies.iter().map(|p| p.key()).collect();
+    assert_eq!(
+        names,
+        [
+            "kube-system/bulkhead-coredns",
+            "shop/bulkhead-api",
+            "shop/bulkhead-db",
+            "shop/bulkhead-frontend"
+        ]
+    );
+    let yaml = render::proposal_yaml(&p);
+    assert!(!yaml.contains("pod-template-hash"));
+    assert!(!yaml.contains("statefulset.kubernetes.io"));
+    assert!(yaml.contains("cidr: 203.0.113.10/32"));
+    assert!(yaml.contains("cidr: 2001:db8::7/128"));
+    assert!(yaml.contains("# DNS: TCP/53 added"));
+    // coredns: three client workloads on the same ports share one rule.
+    let dns = &p.policies[0];
+    assert_eq!(dns.ingress.len(), 1);
+    assert_eq!(dns.ingress[0].peers.len(), 3);
+    assert!(dns.egress.is_empty());
+    assert!(yaml.contains("# no egress observed: all egress denied"));
+    assert_eq!(p.unexpressible.len(), 1);
+    let proof = prove(&h, &model, &p);
+    assert!(proof.complete(), "{:?}", proof.denied);
+    assert_eq!(proof.coverage_percent, 100.0);
+    assert_eq!(proof.replayed, 7);
+    assert!(proof.beyond_observed.iter().all(|b| b.ports == ["TCP/53"]));
+    assert_eq!(proof.diff.added.len(), 4);
+}
+
+#[test]
+fn same_history_in_any_order_gives_identical_yaml() {
+    let model = demo_model();
+    let records = demo_records();
+    let first = render::proposal_yaml(&propose(&history(&records), &model));
+    let mut rng = Rng(7);
+    for _ in 0..5 {
+        let mut shuffled = records.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i + 1));
+        }
+        assert_eq!(
+            render::proposal_yaml(&propose(&history(&shuffled), &model)),
+            first
+        );
+    }
+}
+
+#[test]
+fn applying_the_proposal_and_reproposing_changes_nothing() {
+    let model = demo_model();
+    let h = history(&demo_records());
+    let p = propose(&h, &model);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["workloads.yaml", "netpol.yaml"] {
+        std::fs::copy(demo_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    for pp in &p.policies {
+        std::fs::write(
+            dir.path().join(render::file_name(pp)),
+            render::policy_yaml(pp),
+        )
+        .unwrap();
+    }
+    let applied = crate::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
+    // The loader reads back exactly the policies proposed.
+    for pp in &p.policies {
+        let (_, loaded) = applied
+            .policies
+            .iter()
+            .enumerate()
+            .find(|(_, x)| x.key() == pp.key())
+            .unwrap();
+        let loaded = crate::model::Policy {
+            origin: Default::default(),
+            ..loaded.clone()
+        };
+        assert_eq!(loaded, pp.policy());
+    }
+    let again = propose(&h, &applied);
+    assert_eq!(render::proposal_yaml(&again), render::proposal_yaml(&p));
+    let proof = prove(&h, &applied, &again);
+    assert!(proof.diff.no_change(), "{:?}", proof.diff);
+    assert_eq!(proof.diff.unchanged.len(), 4);
+    assert!(proof.complete());
+}
+
+#[test]
+fn changed_policy_shows_a_diff() {
+    let model = demo_model();
+    let h = history(&demo_records());
+    let p = propose(&h, &model);
+    let mut applied = coverage::apply(&model, &p);
+    // Drop one egress rule of bulkhead-api: the proposal puts it back.
+    let i = applied
+        .policies
+        .iter()
+        .position(|x| x.key() == "shop/bulkhead-api")
+        .unwrap();
+    applied.policies[i].egress.as_mut().unwrap().pop();
+    let d = coverage::diff_against(&applied, &p);
+    assert_eq!(d.changed, ["shop/bulkhead-api"]);
+    assert!(d.text["shop/bulkhead-api"].contains("+ "));
+}
+
+#[test]
+fn random_histories_are_fully_covered() {
+    for seed in 0..200 {
+        let mut rng = Rng(seed);
+        let mut model = random_model(&mut rng);
+        let keep_policies = rng.chance(50);
+        if !keep_policies {
+            model.policies.clear();
+        }
+        let peers: Vec<Peer> = model
+            .pods
+            .iter()
+            .map(|p| {
+                Peer::Pod(
+                    Arc::new(PodInfo {
+                        namespace: p.namespace.as_str().into(),
+                        pod: p.name.as_str().into(),
+                        workload: Some(format!("Pod/{}", p.name).into()),
+                        labels: p.labels.clone(),
+                    }),
+                    p.ips[0],
+                )
+            })
+            .chain(["198.51.100.9", "192.0.2.77"].map(|a| Peer::Ext(a.parse().unwrap())))
+            .collect();
+        let mut records = Vec::new();
+        for i in 0..rng.below(30) {
+            let s = rng.pick(&peers).clone();
+            let d = rng.pick(&peers).clone();
+            if matches!((&s, &d), (Peer::Ext(_), Peer::Ext(_))) {
+                continue;
+            }
+            let proto = *rng.pick(&[6u8, 17, 132, 1]);
+            let port = if proto == 1 {
+                0
+            } else {
+                50 + rng.below(40) as u16
+            };
+            records.extend(conn(T0 + i as u64 * 1000, &s, &d, proto, port));
+        }
+        let h = history(&records);
+        let p = propose(&h, &model);
+        let proof = prove(&h, &model, &p);
+        for denied in &proof.denied {
+            // Existing policies may deny traffic of workloads that got no
+            // policy of their own (no stable labels); nothing else.
+            assert!(
+                keep_policies
+                    && p.unselectable
+                        .iter()
+                        .any(|u| denied.edge.contains(u.as_str())),
+                "seed {seed}: {denied:?}"
+            );
+        }
+        if !keep_policies {
+            assert_eq!(proof.coverage_percent, 100.0, "seed {seed}");
+        }
+        assert!(
+            proof.unverifiable.is_empty(),
+            "seed {seed}: {:?}",
+            proof.unverifiable
+        );
+    }
+}
+
+#[test]
+fn store_survives_reopen_and_stays_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.redb");
+    let h = history(&demo_records());
+    {
+        let store = HistoryStore::open(&path, StoreConfig::default()).unwrap();
+        let out = store.merge(&h).unwrap();
+        assert_eq!(out.new_edges, h.edges.len() as u64);
+        // A second handle (as a second process would) is refused.
+        let err = HistoryStore::open(&path, StoreConfig::default()).unwrap_err();
+        assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+        // Merging the same again doubles counts, adds no edge.
+        assert_eq!(store.merge(&h).unwrap().new_edges, 0);
+    }
+    let stored = store::read(&path).unwrap();
+    assert_eq!(stored.history.edges.len(), h.edges.len());
+    for (k, s) in &h.edges {
+        assert_eq!(stored.history.edges[k].flows(), 2 * s.flows());
+        assert_eq!(stored.history.edges[k].first_seen, s.first_seen);
+    }
+    assert_eq!(stored.history.records, 2 * h.records);
+    // Same proposal from the store as from memory (flows differ only in
+    // the comments' counts, so compare policies).
+    let model = demo_model();
+    let a: Vec<_> = propose(&h, &model)
+        .policies
+        .iter()
+        .map(|p| p.policy())
+        .collect();
+    let b: Vec<_> = propose(&stored.history, &model)
+        .policies
+        .iter()
+        .map(|p| p.policy())
+        .collect();
+    assert_eq!(a, b);
+    // Bounded: 3 edges kept, the least recently seen evicted and counted.
+    let store = HistoryStore::open(&path, StoreConfig { max_edges: 3 }).unwrap();
+    let out = store.merge(&History::default()).unwrap();
+    assert_eq!(out.evicted, h.edges.len() as u64 - 3);
+    let kept = store.load().unwrap();
+    assert_eq!(kept.history.edges.len(), 3);
+    assert_eq!(kept.evicted, out.evicted);
+    let newest: Vec<u64> = {
+        let mut v: Vec<u64> = h.edges.values().map(|s| s.last_seen.0).collect();
+        v.sort_unstable();
+        v[v.len() - 3..].to_vec()
+    };
+    assert!(
+        kept.history
+            .edges
+            .values()
+            .all(|s| s.last_seen.0 >= newest[0])
+    );
+    assert_eq!(
+        store.since_last_new_edge(Timestamp(T0 + 100_000)).unwrap(),
+        kept.history
+            .last_new_edge()
+            .map(|t| std::time::Duration::from_millis(T0 + 100_000 - t.0))
+    );
+}
+
+#[test]
+fn exporter_feeds_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.redb");
+    let store = HistoryStore::open(&path, StoreConfig::default()).unwrap();
+    let mut exp = Box::new(
+        HistoryExporter::start(
+            store,
+            HistoryExporterConfig {
+                batch_records: 4,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    let records = demo_records();
+    for r in &records {
+        exp.export(&Arc::new(r.clone()));
+    }
+    let stats = exp.finish();
+    assert!(stats.holds());
+    assert_eq!(stats.exported, records.len() as u64);
+    let stored = store::read(&path).unwrap();
+    assert_eq!(stored.history.edges, history(&records).edges);
+}
+
+#[test]
+fn malformed_jsonl_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.jsonl");
+    let good = serde_json::to_string(&demo_records()[0]).unwrap();
+    std::fs::write(&path, format!("{good}\n\n{{\"schema\":1}}\n")).unwrap();
+    let err = read_jsonl(&path).unwrap_err();
+    assert!(matches!(err, ReadError::Malformed { line: 3, .. }), "{err}");
+    assert!(err.to_string().contains("f.jsonl:3"));
+}
+
+#[test]
+fn yaml_scalars_quote_what_yaml_would_misread() {
+    assert_eq!(yaml::scalar("web"), "web");
+    assert_eq!(yaml::scalar("true"), "\"true\"");
+    assert_eq!(yaml::scalar("8080"), "\"8080\"");
+    assert_eq!(yaml::scalar(""), "\"\"");
+    assert_eq!(yaml::scalar("a b"), "\"a b\"");
+}
