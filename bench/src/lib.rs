@@ -1,6 +1,6 @@
 //! Bulkhead benchmarks: a deterministic synthetic cluster generator
 //! ([`cluster`]), query sets for the evaluator ([`queries`]), the policy
-//! compile benchmark ([`measure`]) and its report ([`report`]), and the
+//! compile benchmark ([`measure`]) and its report ([`report`]), the
 //! dataplane benchmarks ([`dataplane`]: program cost by
 //! `BPF_PROG_TEST_RUN`, veth packet rate; root only) and the flow-record
 //! capacity benchmark ([`flows`]: new flows/s exported to JSON Lines with

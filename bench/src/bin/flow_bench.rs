@@ -210,6 +210,7 @@ fn main() -> anyhow::Result<()> {
         events_ring_bytes: EVENTS_RING_BYTES,
         seconds,
         rates: rates.clone(),
+        down_rates: down_rates.clone(),
         budget_seconds: budget,
         identity_entries: policy.identity_entries,
         pods: 2 + BACKGROUND_PODS,
@@ -307,7 +308,7 @@ fn main() -> anyhow::Result<()> {
             .filter(|&d| d < rates[0])
             .collect();
         notes.push(format!(
-            "The first step lost records, so the steps went down ({}) until one did not.",
+            "The first step lost records, so the steps went down (planned: {}) until one did not.",
             below
                 .iter()
                 .map(|&d| rate(Some(d)))

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::cache::CacheProbe;
-use super::run::RunResult;
+use super::run::{Lost, RunResult};
 use crate::machine::Machine;
 use crate::report::int;
 
@@ -36,8 +36,10 @@ pub struct Settings {
     pub events_ring_bytes: u32,
     /// Seconds per run.
     pub seconds: f64,
-    /// Rate steps planned (new flows/s).
+    /// Rate steps planned (new flows/s), up from the target.
     pub rates: Vec<f64>,
+    /// Rate steps down, if the target lost records.
+    pub down_rates: Vec<f64>,
     /// Wall-time budget of the whole benchmark, s.
     pub budget_seconds: f64,
     /// IDENTITIES entries of the policy image.
@@ -127,7 +129,7 @@ impl Report {
         let tried = steps().next();
         let detail = match (good, tried) {
             (Some(r), _) => format!(
-                "{} new flows/s for {:.0} s: {} flows driven at {:.0}/s, all {} records exported to JSON Lines, 0 lost, identity exact",
+                "{} for {:.0} s: {} flows driven at {:.0}/s, all {} records exported to JSON Lines, 0 lost, identity exact",
                 rate(r.plan.drive.rate),
                 r.plan.drive.duration.as_secs_f64(),
                 int(r.driven.flows as usize),
@@ -232,25 +234,34 @@ impl Report {
             }
         );
         for r in self.runs.iter().filter(|r| !r.plan.settle) {
-            let verdict = if r.lost.total() == 0 {
-                "no loss"
+            let cached = r.exported + r.lost.total() - r.evicted;
+            let outcome = if r.lost.total() == 0 {
+                format!(
+                    "no loss: all {} records exported, {} of them finished by the stop",
+                    int(r.exported as usize),
+                    int(cached as usize)
+                )
             } else {
-                "**loss**"
+                format!(
+                    "**loss**: {} of {} records lost, {} of them by the stop ({})",
+                    int(r.lost.total() as usize),
+                    int(r.driven.flows as usize),
+                    int(r.lost_at_stop() as usize),
+                    reasons(&r.lost)
+                )
             };
             let _ = writeln!(
                 s,
-                "- Stopping the pipeline under load (driven at {} for {:.0} s, stopped at once with {} flows cached): {verdict}: {} of {} records lost, {} of them by the stop ({}); the identity {}.",
+                "- Stopping the pipeline under load (driven at {} for {:.0} s, stopped at once with {} flows cached): {outcome}; the identity {}.",
                 rate(r.plan.drive.rate),
                 r.driven.seconds,
-                int(r.exported as usize + r.lost.total() as usize - r.evicted as usize),
-                int(r.lost.total() as usize),
-                int(r.driven.flows as usize),
-                int(r.lost_at_stop() as usize),
-                reasons(&r.lost),
-                if r.identity_holds() {
+                int(cached as usize),
+                if !r.identity_holds() {
+                    "**does not hold**"
+                } else if r.lost.total() > 0 {
                     "holds exactly, the losses counted"
                 } else {
-                    "**does not hold**"
+                    "holds exactly"
                 },
             );
         }
@@ -260,16 +271,97 @@ impl Report {
         if let Some(r) = self
             .runs
             .iter()
+            .filter(|r| r.plan.settle)
             .max_by(|a, b| a.driven.achieved_rate.total_cmp(&b.driven.achieved_rate))
         {
             let _ = writeln!(
                 s,
-                "- Where the time goes at the highest rate reached ({:.0} flows/s): {}.",
+                "- Where the time goes at the highest rate driven ({:.0} flows/s): {}.",
                 r.driven.achieved_rate,
                 where_time_goes(r)
             );
         }
+        if let Some(r) = self
+            .runs
+            .iter()
+            .find(|r| r.plan.settle && r.lost_running.total() > 0)
+        {
+            let _ = writeln!(
+                s,
+                "- Why records were lost at {}: {}",
+                rate(r.plan.drive.rate),
+                self.why_lost(r)
+            );
+        }
         s.push('\n');
+    }
+
+    /// The mechanism of a settling run's losses, from its counters.
+    fn why_lost(&self, r: &RunResult) -> String {
+        let st = &self.settings;
+        let mut parts = Vec::new();
+        if r.lost.kernel > 0 {
+            let gap = r
+                .plan
+                .drive
+                .rate
+                .map(|x| f64::from(st.flow_table_capacity) / x);
+            parts.push(format!(
+                "the kernel lost {} records: a flow table ({} entries) filled between two drains{}, so {} records went to the EVENTS ring instead, which also carries the new-flow notifications ({} of them lost in it); the ring took {} and had no room for the rest. The collector drained late (collector thread busy {} of the driving time)",
+                int(r.lost.kernel as usize),
+                int(st.flow_table_capacity as usize),
+                gap.map_or_else(String::new, |g| format!(
+                    " (at this rate: more than {g:.2} s between drains; the schedule is every {} ms)",
+                    st.drain_ms
+                )),
+                int(r.accounting.kernel.fallback_sent as usize + r.lost.kernel as usize),
+                int(r.events_lost as usize),
+                int(r.accounting.kernel.fallback_sent as usize),
+                opt(
+                    r.cpu
+                        .collector_seconds
+                        .map(|c| 100.0 * c / r.driven.seconds.max(1e-9)),
+                    0,
+                    "%"
+                ),
+            ));
+        }
+        if r.lost.kernel == 0 && r.accounting.kernel.fallback_sent > 0 {
+            parts.push(format!(
+                "a flow table ({} entries) filled between two drains and {} records went through the EVENTS ring instead (none lost there)",
+                int(st.flow_table_capacity as usize),
+                int(r.accounting.kernel.fallback_sent as usize)
+            ));
+        }
+        let jsonl: u64 = r.lost_running.jsonl.values().sum();
+        if jsonl > 0 {
+            parts.push(format!(
+                "the JSON Lines exporter lost {} records while running ({})",
+                int(jsonl as usize),
+                reasons(&Lost {
+                    kernel: 0,
+                    jsonl: r.lost_running.jsonl.clone(),
+                })
+            ));
+        }
+        if r.evicted > 0
+            && let Some(p) = &self.cache_probe
+            && let Some(x) = p.ratio()
+        {
+            let growth = match (p.at_capacity.first(), p.at_capacity.last()) {
+                (Some(a), Some(b)) if b.ns_per_merge > 1.5 * a.ns_per_merge => {
+                    "growing with the evictions done"
+                }
+                _ => "flat as evictions accumulate",
+            };
+            parts.push(format!(
+                "{} of the flows were evicted from the full flow cache, and a merge that evicts costs ×{x:.1} one with room, {growth} (see \"Flow cache\" below)",
+                int(r.evicted as usize)
+            ));
+        }
+        let mut out = parts.join("; ");
+        out.push('.');
+        out
     }
 
     fn tables(&self, s: &mut String) {
@@ -280,18 +372,15 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "| target rate | achieved rate | driver kept up | flows driven | records exported | lost while running | lost at stop | evicted | identity holds | every flow in the log | JSON Lines MB/s | pipeline CPU µs/record | peak RSS |"
+            "| run | target rate | achieved rate | driver kept up | flows driven | records exported | lost while running | lost at stop | evicted | identity holds | every flow in the log | JSON Lines MB/s | pipeline CPU µs/record | peak RSS |"
         );
-        let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(12));
+        let _ = writeln!(s, "| --- |{}", " ---: |".repeat(13));
         for r in &self.runs {
-            let stop = if r.plan.settle {
-                int(r.lost_at_stop() as usize)
-            } else {
-                format!("{} (no settling)", int(r.lost_at_stop() as usize))
-            };
+            let stop = int(r.lost_at_stop() as usize);
             let _ = writeln!(
                 s,
-                "| {} | {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                "| {} | {} | {:.0}/s | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} | {} |",
+                kind(r),
                 rate(r.plan.drive.rate),
                 r.driven.achieved_rate,
                 yes(r.driven.kept_up),
@@ -312,9 +401,9 @@ impl Report {
         let _ = writeln!(s, "### Detail\n");
         let _ = writeln!(
             s,
-            "| target rate | seconds driven | settling | end reasons | losses by reason | new-flow notifications lost (outside the identity) | kernel: table entries / ring fallbacks | driver CPU µs/flow | driver CPU | collector CPU | JSON Lines writer CPU | stop | log size |"
+            "| run | target rate | seconds driven | settling | end reasons | losses by reason | new-flow notifications lost (outside the identity) | kernel: table entries / ring fallbacks | driver CPU µs/flow | driver CPU | collector CPU | JSON Lines writer CPU | stop | log size |"
         );
-        let _ = writeln!(s, "| ---: |{}", " ---: |".repeat(12));
+        let _ = writeln!(s, "| --- |{}", " ---: |".repeat(13));
         for r in &self.runs {
             let ends: Vec<String> = r
                 .log
@@ -330,7 +419,8 @@ impl Report {
             };
             let _ = writeln!(
                 s,
-                "| {} | {:.1} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {:.2} s | {:.0} MB |",
+                "| {} | {} | {:.1} | {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {:.2} s | {:.0} MB |",
+                kind(r),
                 rate(r.plan.drive.rate),
                 r.driven.seconds,
                 settling,
@@ -426,8 +516,17 @@ impl Report {
     }
 }
 
+/// What a run was: a rate step, the driver's maximum, or the stop run.
+fn kind(r: &RunResult) -> &'static str {
+    match (r.plan.settle, r.plan.drive.rate) {
+        (false, _) => "stop at once",
+        (true, None) => "driver max",
+        (true, Some(_)) => "step",
+    }
+}
+
 /// Losses by stage and reason, in words (`0` for none).
-fn reasons(l: &super::run::Lost) -> String {
+fn reasons(l: &Lost) -> String {
     let mut parts = Vec::new();
     if l.kernel > 0 {
         parts.push(format!("{} kernel fallback_lost", int(l.kernel as usize)));

@@ -14,10 +14,12 @@ use crate::api::{Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, Heal
 use crate::compile::Compiled;
 use crate::dataplane::flowtap::FlowTap;
 use crate::dataplane::{Dataplane, status};
+use crate::flows::export::{Exporter, IpfixExporter, JsonlExporter};
 use crate::flows::{
     Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
     Subscription,
 };
+use crate::learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
 use crate::model::Model;
 
 use super::AgentState;
@@ -38,6 +40,8 @@ pub struct FlowsConfig {
     pub pipeline: PipelineConfig,
     /// The local API.
     pub api: ApiConfig,
+    /// Durable edge history for `bulkhead propose` (an exporter), if any.
+    pub history_db: Option<std::path::PathBuf>,
 }
 
 /// What the API threads share with the agent loop.
@@ -73,7 +77,7 @@ impl AgentFlows {
         let mut health = HealthState::default();
         let mut pipeline = None;
         if cfg.enabled {
-            match start_pipeline(dp, enricher.clone(), cfg.pipeline.clone()) {
+            match start_pipeline(dp, enricher.clone(), cfg) {
                 Ok(p) => pipeline = Some(p),
                 Err(e) => {
                     tracing::error!(error = %e, "flow visibility is off: the flow pipeline did not start");
@@ -204,12 +208,31 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn start_pipeline(
     dp: &Dataplane,
     enricher: SharedEnricher,
-    config: PipelineConfig,
+    cfg: &FlowsConfig,
 ) -> Result<PipelineHandle, String> {
+    let config: PipelineConfig = cfg.pipeline.clone();
+    let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
+    if let Some(c) = &config.jsonl {
+        exporters.push(Box::new(
+            JsonlExporter::start(c.clone()).map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(c) = &config.ipfix {
+        exporters.push(Box::new(
+            IpfixExporter::start(c.clone()).map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(path) = &cfg.history_db {
+        let store = HistoryStore::open(path, StoreConfig::default()).map_err(|e| e.to_string())?;
+        exporters.push(Box::new(
+            HistoryExporter::start(store, HistoryExporterConfig::default())
+                .map_err(|e| e.to_string())?,
+        ));
+    }
     let mut tap = FlowTap::open(dp.pins()).map_err(|e| e.to_string())?;
     tap.set_config(FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP)
         .map_err(|e| e.to_string())?;
-    Pipeline::start(Box::new(tap), enricher, config).map_err(|e| e.to_string())
+    Pipeline::start_with(Box::new(tap), enricher, config, exporters).map_err(|e| e.to_string())
 }
 
 /// [`ApiBackend`] over the pipeline.

@@ -79,6 +79,10 @@ pub struct AgentArgs {
     /// Rotated flow log files kept (FILE.1 .. FILE.N).
     #[arg(long, value_name = "N", default_value_t = 5)]
     pub flow_log_files: usize,
+    /// Keep observed connections (edges between workloads) in this
+    /// embedded database, for `bulkhead propose` (see docs/learn.md).
+    #[arg(long, value_name = "PATH")]
+    pub history_db: Option<PathBuf>,
     /// Export flow records as IPFIX (RFC 7011) over UDP to this collector.
     #[arg(long, value_name = "HOST:PORT")]
     pub ipfix: Option<SocketAddr>,
@@ -174,5 +178,6 @@ fn flows_config(args: &AgentArgs) -> FlowsConfig {
             tcp: args.metrics_addr,
             ..ApiConfig::default()
         },
+        history_db: args.history_db.clone(),
     }
 }

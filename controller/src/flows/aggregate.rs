@@ -7,7 +7,7 @@
 //! shutdown. Pure: time is passed in (`CLOCK_MONOTONIC` ns, the kernel's
 //! clock).
 
-use std::collections::HashMap;
+use indexmap::IndexMap;
 use std::time::Duration;
 
 use bulkhead_common::{FLOW_F_NEW, FlowKey, FlowValue, PROTO_TCP, RULE_NONE, tcp_flags};
@@ -96,8 +96,13 @@ fn totals(v: &FlowValue) -> (u64, u64) {
 #[derive(Debug)]
 pub struct FlowCache {
     config: AggregateConfig,
-    entries: HashMap<FlowKey, Entry, foldhash::fast::RandomState>,
+    // An IndexMap, not a HashMap: eviction samples random positions in
+    // O(1). (Sampling a HashMap by iterating from its start degrades as
+    // removals leave empty buckets there: ×18 per merge at capacity.)
+    entries: IndexMap<FlowKey, Entry, foldhash::fast::RandomState>,
     stats: CacheStats,
+    /// xorshift64 state for eviction sampling.
+    rng: u64,
 }
 
 /// Flows sampled to pick one to evict.
@@ -107,12 +112,13 @@ impl FlowCache {
     /// An empty cache.
     pub fn new(config: AggregateConfig) -> Self {
         Self {
-            entries: HashMap::with_capacity_and_hasher(
+            entries: IndexMap::with_capacity_and_hasher(
                 config.capacity.min(65_536),
                 foldhash::fast::RandomState::default(),
             ),
             config,
             stats: CacheStats::default(),
+            rng: 0x9E37_79B9_7F4A_7C15,
         }
     }
 
@@ -149,7 +155,7 @@ impl FlowCache {
                 return;
             }
             // The tuple was reused by a new connection.
-            let old = self.entries.remove(&key).expect("present");
+            let old = self.entries.swap_remove(&key).expect("present");
             emit(&mut self.stats, key, &old, EndReason::Closed, out);
         } else if self.entries.len() >= self.config.capacity.max(1) {
             self.evict(out);
@@ -170,16 +176,22 @@ impl FlowCache {
 
     /// Exports the least recently seen of a few sampled flows.
     fn evict(&mut self, out: &mut Vec<Finished>) {
-        let Some(key) = self
-            .entries
-            .iter()
-            .take(EVICT_SAMPLE)
-            .min_by_key(|(_, e)| e.last_seen_ns)
-            .map(|(k, _)| *k)
-        else {
+        let n = self.entries.len();
+        let mut oldest: Option<(usize, u64)> = None;
+        for _ in 0..EVICT_SAMPLE.min(n) {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let i = (self.rng % n as u64) as usize;
+            let seen = self.entries[i].last_seen_ns;
+            if oldest.is_none_or(|(_, s)| seen < s) {
+                oldest = Some((i, seen));
+            }
+        }
+        let Some((i, _)) = oldest else {
             return;
         };
-        let e = self.entries.remove(&key).expect("sampled");
+        let (key, e) = self.entries.swap_remove_index(i).expect("sampled");
         self.stats.evicted += 1;
         emit(&mut self.stats, key, &e, EndReason::Evicted, out);
     }
@@ -214,7 +226,7 @@ impl FlowCache {
 
     /// Finishes every flow (shutdown).
     pub fn finish_all(&mut self, reason: EndReason, out: &mut Vec<Finished>) {
-        for (k, e) in self.entries.drain() {
+        for (k, e) in self.entries.drain(..) {
             emit(&mut self.stats, k, &e, reason, out);
         }
     }

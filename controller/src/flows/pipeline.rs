@@ -407,10 +407,15 @@ impl Collector {
                 )));
             }
         }
+        let stopping = self.shared.stop.load(Ordering::Relaxed);
         for r in &self.records {
             self.metrics.observe(r);
             for e in &mut self.exporters {
-                e.export(r);
+                if stopping {
+                    e.export_waiting(r);
+                } else {
+                    e.export(r);
+                }
             }
         }
         self.history.push_all(&self.records);

@@ -103,6 +103,15 @@ impl Exporter for HistoryExporter {
         "history"
     }
 
+    fn export_waiting(&mut self, record: &Arc<FlowRecord>) {
+        self.counters.submitted(1);
+        let sent = self.tx.as_ref().map(|tx| tx.send(record.clone()));
+        if !matches!(sent, Some(Ok(()))) {
+            // The writer is gone (it failed to start or died).
+            self.counters.lost(LossReason::WriteError, 1);
+        }
+    }
+
     fn export(&mut self, record: &Arc<FlowRecord>) {
         self.counters.submitted(1);
         let Some(tx) = &self.tx else {

@@ -25,6 +25,12 @@ pub trait Exporter: Send {
     /// Hands over a record. Never blocks; a record it cannot take is
     /// counted as lost.
     fn export(&mut self, record: &Arc<FlowRecord>);
+    /// Hands over a record while the agent stops, waiting for room in the
+    /// queue rather than losing it (nothing waits on the pipeline then; a
+    /// stop flushes the whole flow cache at once). Default: [`Exporter::export`].
+    fn export_waiting(&mut self, record: &Arc<FlowRecord>) {
+        self.export(record);
+    }
     /// End of a batch: send what is buffered (never blocks).
     fn flush(&mut self);
     /// The counters now.
