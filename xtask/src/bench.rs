@@ -1,6 +1,8 @@
 //! `cargo xtask bench`: the benchmarks, results written under bench/results/.
 //!
 //! - the policy compile benchmark (`policy_bench`, any user);
+//! - the proposal benchmark (`propose_bench`, any user: 1M flow records to
+//!   policies and their coverage proof);
 //! - the dataplane benchmark (`dataplane_bench`: program cost by
 //!   `BPF_PROG_TEST_RUN`, veth packet rate in private network namespaces);
 //! - the flow-record capacity benchmark (`flow_bench`: new flows/s driven
@@ -20,6 +22,9 @@ use crate::{cmd, cmd::step, ebpf, test::EBPF_ELF};
 pub fn run(quick: bool) -> Result<()> {
     step("policy compile benchmark", || {
         cmd::run(bench_bin("policy_bench", quick).current_dir(cmd::repo_root()))
+    })?;
+    step("proposal benchmark", || {
+        cmd::run(bench_bin("propose_bench", quick).current_dir(cmd::repo_root()))
     })?;
     if !cmd::is_root() {
         eprintln!(

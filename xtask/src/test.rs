@@ -27,12 +27,16 @@ pub fn run() -> Result<()> {
                 .current_dir(root)
                 .args(["fmt", "--all", "--", "--check"]),
         )?;
-        // The eBPF crate is outside the workspace, so `--all` misses it.
-        cmd::run(
-            cmd::clean("cargo")
-                .current_dir(ebpf::crate_dir())
-                .args(["fmt", "--", "--check"]),
-        )
+        // The eBPF crate is outside the workspace, so `--all` misses it;
+        // its manifest uses a nightly cargo feature (profile rustflags),
+        // which stable `cargo fmt` refuses to read: rustfmt itself formats
+        // the crate from its root, following the `mod` declarations.
+        cmd::run(cmd::clean("rustfmt").current_dir(ebpf::crate_dir()).args([
+            "--edition",
+            "2024",
+            "--check",
+            "src/main.rs",
+        ]))
     })?;
     step("clippy", || {
         // The same BULKHEAD_EBPF_ELF in every cargo step: the controller

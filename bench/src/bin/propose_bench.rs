@@ -54,6 +54,10 @@ struct Args {
     /// Print the report only; write no files.
     #[arg(long)]
     no_write: bool,
+    /// `cargo xtask bench --quick`: the same measurement (about 2 s), but
+    /// the recorded results are not overwritten.
+    #[arg(long)]
+    quick: bool,
 }
 
 /// SplitMix64.
@@ -346,7 +350,7 @@ fn main() -> anyhow::Result<()> {
     };
     let md = markdown(&report);
     print!("{md}");
-    if !args.no_write {
+    if !args.no_write && !args.quick {
         write_results(&args.out_dir, "propose", &md, &report)?;
     }
     Ok(())
