@@ -70,7 +70,7 @@ fn slotted_prefixes_and_slots() {
 
 #[test]
 fn policy_v4_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 4);
+    assert_eq!(ABI_VERSION, 5);
     assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
     // Six levels of 16 hold every policy point as its own range.
     assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));
@@ -142,4 +142,35 @@ fn node_search_equals_a_linear_scan() {
             }
         }
     }
+}
+
+#[test]
+fn flow_accounting_numbers_are_stable() {
+    use bulkhead_common::{
+        EventKind, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW,
+        FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, FLOW_STATS, FLOW_STATS_MAX, FlowStat, HOOK_XDP,
+    };
+    assert_eq!((FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, HOOK_XDP), (1, 2, 3));
+    assert_eq!(
+        (
+            FLOW_CONFIG_ACCOUNTING,
+            FLOW_CONFIG_EVENTS_NEW,
+            FLOW_CONFIG_EVENTS_DROP
+        ),
+        (1, 2, 4)
+    );
+    assert_eq!(
+        (
+            EventKind::Drop as u8,
+            EventKind::NewFlow as u8,
+            EventKind::FlowRecord as u8
+        ),
+        (1, 2, 3)
+    );
+    // Counter numbers never change; names are what metrics export.
+    for (i, s) in FLOW_STATS.iter().enumerate() {
+        assert_eq!(*s as usize, i, "{}", s.name());
+        assert!((*s as u32) < FLOW_STATS_MAX);
+    }
+    assert_eq!(FlowStat::EventsLost as u32, 10);
 }
