@@ -11,8 +11,11 @@
 
 pub mod cluster;
 pub mod dataplane;
+pub mod elf;
 pub mod flows;
 pub mod machine;
 pub mod measure;
 pub mod queries;
 pub mod report;
+pub mod run_info;
+pub mod synthetic;

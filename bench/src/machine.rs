@@ -98,3 +98,10 @@ pub fn rss_kib() -> Option<u64> {
 pub fn reset_peak_rss() -> bool {
     fs::write("/proc/self/clear_refs", "5").is_ok()
 }
+
+/// `/proc/loadavg`'s three load averages (empty if unreadable).
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}

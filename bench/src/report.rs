@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::machine::Machine;
 use crate::measure::{CaseResult, PODS_PER_NODE, Plan};
+use crate::run_info::RunInfo;
 
 /// The compile time the issue asks for, for the target case.
 pub const TARGET_MS: f64 = 1000.0;
@@ -27,20 +27,9 @@ pub struct Target {
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Benchmark name.
-    pub benchmark: String,
-    /// The command that reproduces the run.
-    pub command: String,
-    /// The binary's own arguments, as given.
-    pub argv: Vec<String>,
-    /// When the run started (UTC, RFC 3339), if `date` could tell.
-    pub started: String,
-    /// Wall time of the whole run, seconds.
-    pub total_seconds: f64,
-    /// Short run (`--quick`).
-    pub quick: bool,
-    /// The machine.
-    pub machine: Machine,
+    /// The run: command, machine, time (top-level fields in JSON).
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// What each headline case measured.
     pub plan: Plan,
     /// The target verdict, if the target case ran.
@@ -75,6 +64,43 @@ pub fn write_results(
     Ok(())
 }
 
+/// Where a benchmark binary writes its report (its `--out-dir` and
+/// `--no-write` flags).
+#[derive(clap::Args, Clone, Debug)]
+pub struct Output {
+    /// Where to write the report.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
+    pub out_dir: std::path::PathBuf,
+    /// Print the report only; write no files.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+impl Output {
+    /// The end of every benchmark: writes `<name>.md` and `<name>.json`
+    /// (`<name>-quick.*` if `quick`) into the output directory (see
+    /// [`write_results`]) unless `--no-write`, then prints the Markdown to
+    /// stdout.
+    pub fn publish(
+        &self,
+        name: &str,
+        quick: bool,
+        markdown: &str,
+        report: &impl Serialize,
+    ) -> anyhow::Result<()> {
+        if !self.no_write {
+            let stem = if quick {
+                format!("{name}-quick")
+            } else {
+                name.to_string()
+            };
+            write_results(&self.out_dir, &stem, markdown, report)?;
+        }
+        print!("{markdown}");
+        Ok(())
+    }
+}
+
 /// `1234567` → `1,234,567`.
 pub fn int(n: usize) -> String {
     let s = n.to_string();
@@ -92,7 +118,8 @@ fn opt_int(n: Option<usize>) -> String {
     n.map_or_else(|| "–".into(), int)
 }
 
-fn mib(kib: Option<u64>) -> String {
+/// KiB as whole MiB (`–` when unknown).
+pub fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "–".into(), |k| format!("{:.0} MiB", k as f64 / 1024.0))
 }
 
@@ -116,32 +143,8 @@ impl Report {
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let m = &self.machine;
-        let _ = writeln!(s, "# Policy compile benchmark\n");
-        let _ = writeln!(s, "Command: `{}`\n", self.command);
-        let _ = writeln!(s, "| machine | |\n| --- | --- |");
-        let _ = writeln!(s, "| started | {} |", self.started);
-        let _ = writeln!(s, "| nproc | {} |", m.nproc);
-        let _ = writeln!(s, "| CPU | {} |", m.cpu_model);
-        let _ = writeln!(s, "| memory | {} |", mib(m.mem_total_kib));
-        let _ = writeln!(s, "| kernel | {} |", m.kernel);
-        let _ = writeln!(s, "| rustc | {} |", m.rustc);
-        let _ = writeln!(
-            s,
-            "| build | {} |",
-            if m.release_build {
-                "release"
-            } else {
-                "DEBUG (numbers meaningless)"
-            }
-        );
-        let _ = writeln!(s, "| git | {} |", m.git);
-        let _ = writeln!(
-            s,
-            "| run time | {:.1} s{} |\n",
-            self.total_seconds,
-            if self.quick { " (--quick)" } else { "" }
-        );
+        self.run
+            .markdown_header(&mut s, "Policy compile benchmark", true);
 
         if let Some(t) = &self.target {
             let verdict = if t.met { "**met**" } else { "**missed**" };

@@ -14,7 +14,6 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -23,10 +22,9 @@ use bulkhead_bench::dataplane::prog_cost::{self, CostPlan};
 use bulkhead_bench::dataplane::report::Report;
 use bulkhead_bench::dataplane::rules::SHAPES;
 use bulkhead_bench::dataplane::veth::{self, VethPlan};
-use bulkhead_bench::machine::Machine;
-use bulkhead_bench::report::write_results;
-use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
-use bulkhead_netns_tests::{DEFAULT_EBPF_ELF, EBPF_ELF, is_root};
+use bulkhead_bench::elf::{self, DEFAULT_FLOW_FLAGS};
+use bulkhead_bench::report::Output;
+use bulkhead_bench::run_info::RunInfo;
 use clap::Parser;
 
 /// Dataplane benchmark (root only).
@@ -67,11 +65,8 @@ struct Args {
     #[arg(long, default_value_t = 18)]
     payload: usize,
     /// Where to write the report.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
-    out_dir: PathBuf,
-    /// Print the report only; write no files.
-    #[arg(long)]
-    no_write: bool,
+    #[command(flatten)]
+    output: Output,
     /// FLOW_CONFIG flags the programs run with: 1 accounting, 2 new-flow
     /// events, 4 drop events (default 7, as the agent runs them; 0: no
     /// flow accounting).
@@ -79,50 +74,18 @@ struct Args {
     flow_flags: u32,
 }
 
-/// What the agent turns on by default.
-const DEFAULT_FLOW_FLAGS: u32 =
-    FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP;
-
 fn main() -> anyhow::Result<()> {
     let started_at = Instant::now();
     let args = Args::parse();
-    if !is_root() {
-        eprintln!(
-            "dataplane_bench: skipped: it needs root (loading eBPF programs, creating network namespaces); run it as root"
-        );
+    if !elf::root_or_skip(
+        "dataplane_bench",
+        "loading eBPF programs, creating network namespaces",
+    ) {
         return Ok(());
     }
-    let elf = args
-        .elf
-        .clone()
-        .or_else(|| std::env::var_os(EBPF_ELF).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_EBPF_ELF));
-    if !elf.is_file() {
-        bail!(
-            "no eBPF ELF at {} (run `cargo xtask build-ebpf`, or pass --elf)",
-            elf.display()
-        );
-    }
-    let elf = elf.canonicalize().unwrap_or(elf);
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut command = "cargo run --release -p bulkhead-bench --bin dataplane_bench --".to_string();
-    for a in &argv {
-        command.push(' ');
-        command.push_str(a);
-    }
-    let machine = Machine::detect();
-    if !machine.release_build {
-        eprintln!("warning: debug build; run with --release for meaningful numbers");
-    }
-    let started = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let loadavg_start = std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default();
+    let elf = elf::resolve(args.elf.clone())?;
+    let mut run =
+        RunInfo::start("dataplane", "dataplane_bench", args.quick, started_at).with_ebpf(&elf);
 
     let q = args.quick;
     let cost_plan = CostPlan {
@@ -159,25 +122,13 @@ fn main() -> anyhow::Result<()> {
         Some(veth::measure(&elf, &veth_plan).context("veth benchmark")?)
     };
 
+    run.finish();
     let report = Report {
-        benchmark: "dataplane".into(),
-        command,
-        argv,
-        started,
-        total_seconds: started_at.elapsed().as_secs_f64(),
-        quick: q,
-        machine,
-        loadavg_start,
-        elf: elf.display().to_string(),
+        run,
         cost_plan: (!args.no_prog_cost).then_some(cost_plan),
         prog_cost,
         veth,
     };
-    let markdown = report.markdown();
-    if !args.no_write {
-        let stem = if q { "dataplane-quick" } else { "dataplane" };
-        write_results(&args.out_dir, stem, &markdown, &report)?;
-    }
-    print!("{markdown}");
-    Ok(())
+    args.output
+        .publish("dataplane", q, &report.markdown(), &report)
 }

@@ -28,25 +28,21 @@
 //! ```
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bulkhead::flows::AggregateConfig;
 use bulkhead::flows::PipelineConfig;
 use bulkhead::flows::export::{JsonlConfig, JsonlTarget};
+use bulkhead_bench::elf::{self, DEFAULT_FLOW_FLAGS};
+use bulkhead_bench::flows::cache;
 use bulkhead_bench::flows::driver::DrivePlan;
 use bulkhead_bench::flows::policy::{BACKGROUND_PODS, FlowPolicy};
 use bulkhead_bench::flows::report::{Report, Settings, TARGET_RATE, rate};
 use bulkhead_bench::flows::run::{self, Placement, REVISION, RunPlan, RunResult};
-use bulkhead_bench::flows::{cache, cpu};
-use bulkhead_bench::machine::Machine;
-use bulkhead_bench::report::write_results;
-use bulkhead_common::{
-    EVENTS_RING_BYTES, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW,
-    FLOWS_CAPACITY,
-};
-use bulkhead_netns_tests::{DEFAULT_EBPF_ELF, EBPF_ELF, is_root};
+use bulkhead_bench::report::Output;
+use bulkhead_bench::run_info::RunInfo;
+use bulkhead_common::{EVENTS_RING_BYTES, FLOWS_CAPACITY};
 use clap::Parser;
 
 /// Flow-record capacity benchmark (root only).
@@ -77,21 +73,14 @@ struct Args {
     #[arg(long)]
     budget: Option<f64>,
     /// Where to write the report.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
-    out_dir: PathBuf,
-    /// Print the report only; write no files.
-    #[arg(long)]
-    no_write: bool,
+    #[command(flatten)]
+    output: Output,
     /// FLOW_CONFIG flags the programs run with: 1 accounting, 2 new-flow
     /// events, 4 drop events (default 7, as the agent runs them). Other
     /// values are for diagnosis: the report is then not the agent's.
     #[arg(long, default_value_t = DEFAULT_FLOW_FLAGS)]
     flow_flags: u32,
 }
-
-/// What the agent turns on by default.
-const DEFAULT_FLOW_FLAGS: u32 =
-    FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP;
 
 fn progress(r: &RunResult) {
     eprintln!(
@@ -120,41 +109,11 @@ fn progress(r: &RunResult) {
 fn main() -> anyhow::Result<()> {
     let started_at = Instant::now();
     let args = Args::parse();
-    if !is_root() {
-        eprintln!(
-            "flow_bench: skipped: it needs root (loading eBPF programs, BPF_PROG_TEST_RUN); run it as root"
-        );
+    if !elf::root_or_skip("flow_bench", "loading eBPF programs, BPF_PROG_TEST_RUN") {
         return Ok(());
     }
-    let elf = args
-        .elf
-        .clone()
-        .or_else(|| std::env::var_os(EBPF_ELF).map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_EBPF_ELF));
-    if !elf.is_file() {
-        bail!(
-            "no eBPF ELF at {} (run `cargo xtask build-ebpf`, or pass --elf)",
-            elf.display()
-        );
-    }
-    let elf = elf.canonicalize().unwrap_or(elf);
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut command = "cargo run --release -p bulkhead-bench --bin flow_bench --".to_string();
-    for a in &argv {
-        command.push(' ');
-        command.push_str(a);
-    }
-    let machine = Machine::detect();
-    if !machine.release_build {
-        eprintln!("warning: debug build; run with --release for meaningful numbers");
-    }
-    let started = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
-    let loadavg_start = cpu::loadavg();
+    let elf = elf::resolve(args.elf.clone())?;
+    let mut info = RunInfo::start("flows", "flow_bench", args.quick, started_at).with_ebpf(&elf);
 
     let q = args.quick;
     let seconds = args.seconds.unwrap_or(if q { 10.0 } else { 60.0 });
@@ -356,16 +315,9 @@ fn main() -> anyhow::Result<()> {
         .map(|r| r.driven.achieved_rate)
         .fold(0.0, f64::max);
     let target = Report::judge(&runs, q);
+    info.finish();
     let report = Report {
-        benchmark: "flows".into(),
-        command,
-        argv,
-        started,
-        total_seconds: started_at.elapsed().as_secs_f64(),
-        quick: q,
-        machine,
-        loadavg_start,
-        elf: elf.display().to_string(),
+        run: info,
         settings,
         runs,
         zero_loss_capacity,
@@ -374,11 +326,5 @@ fn main() -> anyhow::Result<()> {
         notes,
         cache_probe: Some(cache_probe),
     };
-    let markdown = report.markdown();
-    if !args.no_write {
-        let stem = if q { "flows-quick" } else { "flows" };
-        write_results(&args.out_dir, stem, &markdown, &report)?;
-    }
-    print!("{markdown}");
-    Ok(())
+    args.output.publish("flows", q, &report.markdown(), &report)
 }

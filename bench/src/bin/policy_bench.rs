@@ -10,14 +10,12 @@
 //! cargo run --release -p bulkhead-bench --bin policy_bench -- [--quick]
 //! ```
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Instant;
 
 use bulkhead_bench::cluster::{ClusterSpec, LabelMode};
-use bulkhead_bench::machine::Machine;
 use bulkhead_bench::measure::{self, CaseResult, Plan};
-use bulkhead_bench::report::{Report, TARGET_MS, Target, write_results};
+use bulkhead_bench::report::{Output, Report, TARGET_MS, Target};
+use bulkhead_bench::run_info::RunInfo;
 use clap::Parser;
 
 /// Policy compile benchmark.
@@ -47,11 +45,8 @@ struct Args {
     #[arg(long)]
     queries: Option<usize>,
     /// Where to write the report.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/results"))]
-    out_dir: PathBuf,
-    /// Print the report only; write no files.
-    #[arg(long)]
-    no_write: bool,
+    #[command(flatten)]
+    output: Output,
     /// Profiling aid: build one cluster of PODSxPOLICIES (e.g. 10000x1000),
     /// compile it --compile-runs times (default 20) and print the times;
     /// no report. Run under `perf record` to see where compile time goes.
@@ -95,12 +90,6 @@ fn run_or_reuse(done: &mut Vec<CaseResult>, spec: &ClusterSpec, plan: &Plan) -> 
 fn main() -> anyhow::Result<()> {
     let started_at = Instant::now();
     let args = Args::parse();
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    let mut command = "cargo run --release -p bulkhead-bench --bin policy_bench --".to_string();
-    for a in &argv {
-        command.push(' ');
-        command.push_str(a);
-    }
     if let Some((pods, policies)) = args.profile {
         let spec = ClusterSpec {
             seed: args.seed,
@@ -113,16 +102,7 @@ fn main() -> anyhow::Result<()> {
         profile(&spec, args.compile_runs.unwrap_or(20));
         return Ok(());
     }
-    let machine = Machine::detect();
-    if !machine.release_build {
-        eprintln!("warning: debug build; run with --release for meaningful numbers");
-    }
-    let started = Command::new("date")
-        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default();
+    let mut run = RunInfo::start("policy-compile", "policy_bench", args.quick, started_at);
 
     let queries = args
         .queries
@@ -209,14 +189,9 @@ fn main() -> anyhow::Result<()> {
             limit_ms: TARGET_MS,
             met: c.compile.median_ms < TARGET_MS,
         });
+    run.finish();
     let report = Report {
-        benchmark: "policy-compile".into(),
-        command,
-        argv,
-        started,
-        total_seconds: started_at.elapsed().as_secs_f64(),
-        quick: args.quick,
-        machine,
+        run,
         plan: headline_plan,
         target,
         cases,
@@ -224,15 +199,6 @@ fn main() -> anyhow::Result<()> {
         label_modes,
         policy_scaling,
     };
-    let markdown = report.markdown();
-    if !args.no_write {
-        let stem = if args.quick {
-            "policy-compile-quick"
-        } else {
-            "policy-compile"
-        };
-        write_results(&args.out_dir, stem, &markdown, &report)?;
-    }
-    print!("{markdown}");
-    Ok(())
+    args.output
+        .publish("policy-compile", args.quick, &report.markdown(), &report)
 }

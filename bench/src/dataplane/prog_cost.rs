@@ -51,6 +51,7 @@ use serde::Serialize;
 
 use super::rules::{RuleCase, RuleFacts, RuleShape};
 use super::stats::Summary;
+use crate::elf::load_programmed;
 
 /// Policy revision the cases run under.
 const REVISION: u64 = 1;
@@ -270,10 +271,7 @@ impl Loaded {
     fn new(elf: &Path, shape: RuleShape, flow_flags: u32) -> Result<Self> {
         let slot = active_slot(REVISION);
         let case = RuleCase::new(shape, slot);
-        let mut dp = Dataplane::load_file(elf).map_err(anyhow::Error::msg)?;
-        dp.write_image(&case.image);
-        dp.set_endpoint(slot, case.subject);
-        dp.set_revision(REVISION);
+        let mut dp = load_programmed(elf, &case.image, slot, case.subject, REVISION)?;
         let tap = flow_tap(&mut dp, flow_flags)?;
         Ok(Self {
             dp,

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::prog_cost::{CaseCost, CostPlan, Measurement, PathKind, Prog};
 use super::veth::{Config, VethResult};
-use crate::machine::Machine;
 use crate::report::int;
+use crate::run_info::RunInfo;
 
 /// The 100k-rule cost may exceed the 10-rule cost by this factor.
 pub const COST_LIMIT: f64 = 1.10;
@@ -18,24 +18,10 @@ pub const RATE_LIMIT: f64 = 0.95;
 /// A whole run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Benchmark name.
-    pub benchmark: String,
-    /// The command that reproduces the run.
-    pub command: String,
-    /// The binary's own arguments.
-    pub argv: Vec<String>,
-    /// Start (UTC, RFC 3339).
-    pub started: String,
-    /// Wall time of the whole run, seconds.
-    pub total_seconds: f64,
-    /// Short run.
-    pub quick: bool,
-    /// The machine.
-    pub machine: Machine,
-    /// `/proc/loadavg` at the start (other work on the machine skews rates).
-    pub loadavg_start: String,
-    /// The ELF measured.
-    pub elf: String,
+    /// The run: command, machine, time, load, ELF (top-level fields in
+    /// JSON).
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Program-cost plan, if it ran.
     pub cost_plan: Option<CostPlan>,
     /// Program cost per rule case.
@@ -113,33 +99,8 @@ impl Report {
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let m = &self.machine;
-        let _ = writeln!(s, "# Dataplane benchmark\n");
-        let _ = writeln!(s, "Command: `{}`\n", self.command);
-        let _ = writeln!(s, "| machine | |\n| --- | --- |");
-        let _ = writeln!(s, "| started | {} |", self.started);
-        let _ = writeln!(s, "| nproc | {} |", m.nproc);
-        let _ = writeln!(s, "| CPU | {} |", m.cpu_model);
-        let _ = writeln!(s, "| kernel | {} |", m.kernel);
-        let _ = writeln!(s, "| rustc | {} |", m.rustc);
-        let _ = writeln!(
-            s,
-            "| build | {} |",
-            if m.release_build {
-                "release"
-            } else {
-                "DEBUG (numbers meaningless)"
-            }
-        );
-        let _ = writeln!(s, "| git | {} |", m.git);
-        let _ = writeln!(s, "| load average at start | {} |", self.loadavg_start);
-        let _ = writeln!(s, "| eBPF ELF | `{}` |", self.elf);
-        let _ = writeln!(
-            s,
-            "| run time | {:.1} s{} |\n",
-            self.total_seconds,
-            if self.quick { " (--quick)" } else { "" }
-        );
+        self.run
+            .markdown_header(&mut s, "Dataplane benchmark", false);
         self.targets(&mut s);
         self.cost_tables(&mut s);
         self.veth_tables(&mut s);

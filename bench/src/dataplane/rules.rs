@@ -24,23 +24,20 @@
 //! (`Compiled::map_image_for` with the two `bench` pods as the node's pods),
 //! not of this arithmetic.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 
 use bulkhead::compile::maps::MapImage;
 use bulkhead::compile::{Compiled, compile};
-use bulkhead::model::addressing::AddressPlan;
 use bulkhead::model::{
-    IpBlock, Labels, Model, NamespaceScope, Origin, Peer, Pod, Policy, PortMatch, PortSpec,
-    Protocol, Requirement, Rule, Selector, Workload,
+    IpBlock, Model, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Protocol, Rule,
 };
 use bulkhead_common::{EndpointInfo, POLICY_NODE_INNER, PolicyNode, PolicyNodeKey};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::Serialize;
 
-/// Unselected pods that only fill the IDENTITIES trie (two entries each:
-/// IPv4 and IPv6 address).
-pub const BACKGROUND_PODS: usize = 1000;
+use crate::synthetic::{self, BenchImage, app_selector, bench_pods, origin};
+
+pub use crate::synthetic::BACKGROUND_PODS;
 
 /// First allowed port; the rest follow every [`PORT_STEP`].
 pub const FIRST_PORT: u16 = 20_000;
@@ -134,31 +131,6 @@ pub struct RuleFacts {
     pub compile_ms: f64,
 }
 
-fn selector(app: &str) -> Selector {
-    Selector::new(vec![Requirement::In("app".into(), vec![app.into()])])
-}
-
-fn pod(namespace: &str, name: &str, app: &str, document: usize) -> Pod {
-    let mut labels = Labels::new();
-    labels.insert("app".into(), app.into());
-    Pod {
-        namespace: namespace.into(),
-        name: name.into(),
-        source: Workload {
-            kind: "Pod".into(),
-            name: name.into(),
-        },
-        owner: None,
-        labels,
-        ports: Vec::new(),
-        ips: Vec::new(),
-        origin: Origin {
-            file: PathBuf::from("synthetic/dataplane-bench"),
-            document,
-        },
-    }
-}
-
 /// The allowed ports of `shape`.
 pub fn ports(shape: &RuleShape) -> Vec<u16> {
     (0..shape.ports)
@@ -168,16 +140,9 @@ pub fn ports(shape: &RuleShape) -> Vec<u16> {
 
 /// The model of `shape` (normalized, addresses assigned).
 pub fn model(shape: &RuleShape) -> Model {
-    let mut pods = vec![
-        pod("bench", "subject", "subject", 0),
-        pod("bench", "peer", "peer", 1),
-    ];
-    for i in 0..BACKGROUND_PODS {
-        pods.push(pod("background", &format!("bg-{i:04}"), "bg", 2 + i));
-    }
     let mut peers = vec![Peer::Pods {
         namespaces: NamespaceScope::Same("bench".into()),
-        pods: selector("peer"),
+        pods: app_selector("peer"),
     }];
     for b in 0..shape.blocks {
         // 198.18.0.0/15 (benchmarking addresses): room for 512 blocks.
@@ -203,34 +168,12 @@ pub fn model(shape: &RuleShape) -> Model {
     let policy = Policy {
         namespace: "bench".into(),
         name: "subject".into(),
-        pod_selector: selector("subject"),
+        pod_selector: app_selector("subject"),
         ingress: Some(vec![rule.clone()]),
         egress: Some(vec![rule]),
-        origin: Origin {
-            file: PathBuf::from("synthetic/dataplane-bench"),
-            document: 0,
-        },
+        origin: origin("dataplane-bench", 0),
     };
-    let mut model = Model {
-        namespaces: Default::default(),
-        pods,
-        policies: vec![policy],
-    };
-    model.normalize();
-    AddressPlan::default()
-        .assign(&mut model.pods)
-        .expect("the default pod CIDRs hold the bench pods");
-    model
-}
-
-fn v4(pod: &Pod) -> Ipv4Addr {
-    pod.ips
-        .iter()
-        .find_map(|a| match a {
-            IpAddr::V4(a) => Some(*a),
-            IpAddr::V6(_) => None,
-        })
-        .expect("an IPv4 address")
+    synthetic::model(bench_pods("dataplane-bench"), vec![policy])
 }
 
 fn table_entries(image: &MapImage, table: u32) -> usize {
@@ -269,15 +212,13 @@ impl RuleCase {
         let start = std::time::Instant::now();
         let compiled: Compiled = compile(&model);
         let compile_ms = start.elapsed().as_secs_f64() * 1e3;
-        let (si, subject) = model.pod("bench/subject").expect("subject pod");
-        let (pi, peer) = model.pod("bench/peer").expect("peer pod");
-        let image = compiled.map_image_for(slot, &[si, pi]);
-        let info = image
-            .endpoints
-            .iter()
-            .find(|(p, _)| *p == si)
-            .map(|(_, i)| *i)
-            .expect("the subject is local");
+        let BenchImage {
+            image,
+            subject: info,
+            subject_ip,
+            peer_ip,
+            ..
+        } = BenchImage::new(&model, &compiled, slot);
         let ports = ports(&shape);
         let allowed_port = ports[ports.len() / 2];
         let facts = RuleFacts {
@@ -304,8 +245,8 @@ impl RuleCase {
         Self {
             shape,
             subject: info,
-            subject_ip: v4(subject),
-            peer_ip: v4(peer),
+            subject_ip,
+            peer_ip,
             allowed_port,
             denied_port: allowed_port + 1,
             image,

@@ -16,7 +16,7 @@
 //! machine's load hits every configuration alike; medians are reported.
 
 use std::net::{IpAddr, UdpSocket};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, ensure};
@@ -25,10 +25,8 @@ use aya::programs::links::LinkOrder;
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
 use bulkhead::compile::compile;
-use bulkhead::model::addressing::AddressPlan;
 use bulkhead::model::{
-    Labels, Model, NamespaceScope, Origin, Peer, Pod, Policy, PortMatch, PortSpec, Protocol,
-    Requirement, Rule, Selector, Workload,
+    Model, NamespaceScope, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
 };
 use bulkhead_common::{DropReason, EndpointInfo, EndpointKey, active_slot};
 use bulkhead_netns_tests::dataplane::Dataplane;
@@ -37,6 +35,7 @@ use serde::Serialize;
 use super::flood::{self, FloodResult, FloodSpec};
 use super::netns::{self, CLIENT_IP, CLIENT_VETH, SERVER_IP, SERVER_VETH, Topology};
 use super::stats::Summary;
+use crate::synthetic::{self, app_selector, origin};
 
 /// The allowed UDP port of the server.
 pub const PORT: u16 = 9000;
@@ -139,28 +138,7 @@ pub struct VethResult {
 }
 
 fn pod(name: &str, addr: IpAddr, document: usize) -> Pod {
-    let mut labels = Labels::new();
-    labels.insert("app".into(), name.into());
-    Pod {
-        namespace: "vbench".into(),
-        name: name.into(),
-        source: Workload {
-            kind: "Pod".into(),
-            name: name.into(),
-        },
-        owner: None,
-        labels,
-        ports: Vec::new(),
-        ips: vec![addr],
-        origin: Origin {
-            file: PathBuf::from("synthetic/veth-bench"),
-            document,
-        },
-    }
-}
-
-fn app(name: &str) -> Selector {
-    Selector::new(vec![Requirement::In("app".into(), vec![name.into()])])
+    synthetic::pod("vbench", name, name, vec![addr], "veth-bench", document)
 }
 
 /// Client may send UDP [`PORT`] to server; server accepts it from client.
@@ -168,7 +146,7 @@ fn model() -> Model {
     let rule = |peer: &str| Rule {
         peers: Some(vec![Peer::Pods {
             namespaces: NamespaceScope::Same("vbench".into()),
-            pods: app(peer),
+            pods: app_selector(peer),
         }]),
         ports: Some(vec![PortSpec {
             protocol: Protocol::Udp,
@@ -178,30 +156,21 @@ fn model() -> Model {
     let policy = |name: &str, ingress, egress| Policy {
         namespace: "vbench".into(),
         name: name.into(),
-        pod_selector: app(name),
+        pod_selector: app_selector(name),
         ingress,
         egress,
-        origin: Origin {
-            file: PathBuf::from("synthetic/veth-bench"),
-            document: 0,
-        },
+        origin: origin("veth-bench", 0),
     };
-    let mut model = Model {
-        namespaces: Default::default(),
-        pods: vec![
+    synthetic::model(
+        vec![
             pod("client", CLIENT_IP.into(), 0),
             pod("server", SERVER_IP.into(), 1),
         ],
-        policies: vec![
+        vec![
             policy("client", None, Some(vec![rule("server")])),
             policy("server", Some(vec![rule("client")]), None),
         ],
-    };
-    model.normalize();
-    AddressPlan::default()
-        .assign(&mut model.pods)
-        .expect("explicit addresses");
-    model
+    )
 }
 
 /// Writes the compiled policy and both endpoints (keyed by their veths).

@@ -93,10 +93,3 @@ pub fn allowed_cpus() -> Vec<usize> {
         .filter(|&c| set.is_set(c).unwrap_or(false))
         .collect()
 }
-
-/// `/proc/loadavg`'s three load averages.
-pub fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}

@@ -15,23 +15,19 @@
 //! maps a tuple back to `n`, which is how the JSON Lines check proves that
 //! every driven flow was exported exactly once.
 
-use std::net::{IpAddr, Ipv4Addr};
-use std::path::PathBuf;
+use std::net::Ipv4Addr;
 
 use bulkhead::compile::maps::MapImage;
 use bulkhead::compile::{Compiled, compile};
 use bulkhead::flows::Enricher;
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::model::{
-    IpBlock, Labels, Model, Origin, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Requirement,
-    Rule, Selector, Workload,
-};
+use bulkhead::model::{IpBlock, Model, Peer, Policy, PortMatch, PortSpec, Protocol, Rule};
 use bulkhead_common::EndpointInfo;
 use bulkhead_netns_tests::dataplane::LO_IFINDEX;
 use ipnetwork::{IpNetwork, Ipv4Network};
 
-/// Unselected pods that fill IDENTITIES and the enricher's tables.
-pub const BACKGROUND_PODS: usize = 1000;
+use crate::synthetic::{self, BenchImage, app_selector, bench_pods, origin};
+
+pub use crate::synthetic::BACKGROUND_PODS;
 /// Lowest destination (and source) port of the flows.
 pub const PORT_LO: u16 = 1024;
 /// Highest destination (and source) port of the flows.
@@ -67,40 +63,8 @@ pub struct FlowPolicy {
     pub identity_entries: usize,
 }
 
-fn selector(app: &str) -> Selector {
-    Selector::new(vec![Requirement::In("app".into(), vec![app.into()])])
-}
-
-fn pod(namespace: &str, name: &str, app: &str, document: usize) -> Pod {
-    let mut labels = Labels::new();
-    labels.insert("app".into(), app.into());
-    Pod {
-        namespace: namespace.into(),
-        name: name.into(),
-        source: Workload {
-            kind: "Pod".into(),
-            name: name.into(),
-        },
-        owner: None,
-        labels,
-        ports: Vec::new(),
-        ips: Vec::new(),
-        origin: Origin {
-            file: PathBuf::from("synthetic/flow-bench"),
-            document,
-        },
-    }
-}
-
 /// The model (normalized, addresses assigned).
 pub fn model() -> Model {
-    let mut pods = vec![
-        pod("bench", "subject", "subject", 0),
-        pod("bench", "peer", "peer", 1),
-    ];
-    for i in 0..BACKGROUND_PODS {
-        pods.push(pod("background", &format!("bg-{i:04}"), "bg", 2 + i));
-    }
     let net = Ipv4Network::new(DST_BASE, DST_PREFIX).expect("valid prefix");
     let egress = Rule {
         peers: Some(vec![Peer::IpBlock(IpBlock {
@@ -115,24 +79,12 @@ pub fn model() -> Model {
     let policy = Policy {
         namespace: "bench".into(),
         name: "subject-egress-udp".into(),
-        pod_selector: selector("subject"),
+        pod_selector: app_selector("subject"),
         ingress: Some(Vec::new()),
         egress: Some(vec![egress]),
-        origin: Origin {
-            file: PathBuf::from("synthetic/flow-bench"),
-            document: 0,
-        },
+        origin: origin("flow-bench", 0),
     };
-    let mut model = Model {
-        namespaces: Default::default(),
-        pods,
-        policies: vec![policy],
-    };
-    model.normalize();
-    AddressPlan::default()
-        .assign(&mut model.pods)
-        .expect("the default pod CIDRs hold the bench pods");
-    model
+    synthetic::model(bench_pods("flow-bench"), vec![policy])
 }
 
 impl FlowPolicy {
@@ -140,30 +92,14 @@ impl FlowPolicy {
     pub fn new(slot: u8) -> Self {
         let model = model();
         let compiled = compile(&model);
-        let (si, subject) = model.pod("bench/subject").expect("subject pod");
-        let (pi, _) = model.pod("bench/peer").expect("peer pod");
-        let subject_ip = subject
-            .ips
-            .iter()
-            .find_map(|a| match a {
-                IpAddr::V4(a) => Some(*a),
-                IpAddr::V6(_) => None,
-            })
-            .expect("an IPv4 address");
-        let image = compiled.map_image_for(slot, &[si, pi]);
-        let info = image
-            .endpoints
-            .iter()
-            .find(|(p, _)| *p == si)
-            .map(|(_, i)| *i)
-            .expect("the subject is local");
+        let b = BenchImage::new(&model, &compiled, slot);
         Self {
-            identity_entries: image.identities.len(),
-            subject_mac: info.mac,
-            subject: info,
-            subject_index: si,
-            subject_ip,
-            image,
+            identity_entries: b.image.identities.len(),
+            subject_mac: b.subject.mac,
+            subject: b.subject,
+            subject_index: b.subject_index,
+            subject_ip: b.subject_ip,
+            image: b.image,
             compiled,
             model,
         }

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::cache::CacheProbe;
 use super::run::{Lost, RunResult};
-use crate::machine::Machine;
 use crate::report::int;
+use crate::run_info::RunInfo;
 
 /// The target: zero loss at this many new flows per second.
 pub const TARGET_RATE: f64 = 100_000.0;
@@ -67,24 +67,10 @@ pub struct Target {
 /// A whole benchmark.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
-    /// Benchmark name.
-    pub benchmark: String,
-    /// The command that reproduces it.
-    pub command: String,
-    /// The binary's own arguments.
-    pub argv: Vec<String>,
-    /// Start (UTC, RFC 3339).
-    pub started: String,
-    /// Wall time of the whole benchmark, s.
-    pub total_seconds: f64,
-    /// Short run.
-    pub quick: bool,
-    /// The machine.
-    pub machine: Machine,
-    /// `/proc/loadavg` at the start.
-    pub loadavg_start: String,
-    /// The ELF measured.
-    pub elf: String,
+    /// The run: command, machine, time, load, ELF (top-level fields in
+    /// JSON).
+    #[serde(flatten)]
+    pub run: RunInfo,
     /// Shared settings.
     pub settings: Settings,
     /// Every run, in order.
@@ -164,33 +150,8 @@ impl Report {
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let m = &self.machine;
-        let _ = writeln!(s, "# Flow-record capacity benchmark\n");
-        let _ = writeln!(s, "Command: `{}`\n", self.command);
-        let _ = writeln!(s, "| machine | |\n| --- | --- |");
-        let _ = writeln!(s, "| started | {} |", self.started);
-        let _ = writeln!(s, "| nproc | {} |", m.nproc);
-        let _ = writeln!(s, "| CPU | {} |", m.cpu_model);
-        let _ = writeln!(s, "| kernel | {} |", m.kernel);
-        let _ = writeln!(s, "| rustc | {} |", m.rustc);
-        let _ = writeln!(
-            s,
-            "| build | {} |",
-            if m.release_build {
-                "release"
-            } else {
-                "DEBUG (numbers meaningless)"
-            }
-        );
-        let _ = writeln!(s, "| git | {} |", m.git);
-        let _ = writeln!(s, "| load average at start | {} |", self.loadavg_start);
-        let _ = writeln!(s, "| eBPF ELF | `{}` |", self.elf);
-        let _ = writeln!(
-            s,
-            "| run time | {:.1} s{} |\n",
-            self.total_seconds,
-            if self.quick { " (--quick)" } else { "" }
-        );
+        self.run
+            .markdown_header(&mut s, "Flow-record capacity benchmark", false);
         self.targets(&mut s);
         self.tables(&mut s);
         self.cache(&mut s);

@@ -28,13 +28,13 @@ use aya::programs::SchedClassifier;
 use bulkhead::flows::accounting::Accounting;
 use bulkhead::flows::export::{JsonlConfig, JsonlTarget};
 use bulkhead::flows::{Pipeline, PipelineConfig, PipelineHandle};
-use bulkhead_netns_tests::dataplane::Dataplane;
 use serde::Serialize;
 
 use super::cpu;
 use super::driver::{self, DrivePlan, Driven};
 use super::policy::FlowPolicy;
 use super::verify::{self, LogCheck};
+use crate::elf::load_programmed;
 use crate::machine::{peak_rss_kib, reset_peak_rss};
 
 /// Policy revision the runs use.
@@ -265,10 +265,7 @@ pub fn run(
     plan: &RunPlan,
 ) -> Result<RunResult> {
     let slot = bulkhead_common::active_slot(REVISION);
-    let mut dp = Dataplane::load_file(elf).map_err(anyhow::Error::msg)?;
-    dp.write_image(&policy.image);
-    dp.set_endpoint(slot, policy.subject);
-    dp.set_revision(REVISION);
+    let mut dp = load_programmed(elf, &policy.image, slot, policy.subject, REVISION)?;
     let mut tap = dp
         .try_flow_tap()
         .context("the ELF has no flow maps (built before ABI v5)")?;

@@ -1,0 +1,178 @@
+//! What every benchmark report starts with: how the run was started, on
+//! which machine, and how long it took. Reports embed a [`RunInfo`] with
+//! `#[serde(flatten)]`, so its fields stand at the top level of their JSON,
+//! and render it with [`RunInfo::markdown_header`].
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::machine::{self, Machine};
+use crate::report::mib;
+
+/// The facts of one benchmark run shared by every report.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunInfo {
+    /// Benchmark name.
+    pub benchmark: String,
+    /// The command that reproduces the run.
+    pub command: String,
+    /// The binary's own arguments, as given.
+    pub argv: Vec<String>,
+    /// When the run started (UTC, RFC 3339), if `date` could tell.
+    pub started: String,
+    /// Wall time of the whole run, seconds (set by [`RunInfo::finish`]).
+    pub total_seconds: f64,
+    /// Short run (`--quick`).
+    pub quick: bool,
+    /// The machine.
+    pub machine: Machine,
+    /// For the eBPF benchmarks: the load and the ELF measured.
+    #[serde(flatten)]
+    pub ebpf: Option<EbpfRun>,
+    /// When the run started, for [`RunInfo::finish`].
+    #[serde(skip)]
+    started_at: Instant,
+}
+
+/// The facts an eBPF benchmark adds to [`RunInfo`].
+#[derive(Clone, Debug, Serialize)]
+pub struct EbpfRun {
+    /// `/proc/loadavg` at the start (other work on the machine skews rates).
+    pub loadavg_start: String,
+    /// The ELF measured.
+    pub elf: String,
+}
+
+/// `date -u` as RFC 3339, or empty if `date` could not tell.
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+impl RunInfo {
+    /// Starts the record of a run of benchmark `benchmark` by binary `bin`
+    /// that began at `started_at`: reads the arguments, the machine (warning
+    /// on stderr about a debug build) and the time.
+    pub fn start(benchmark: &str, bin: &str, quick: bool, started_at: Instant) -> Self {
+        let argv: Vec<String> = std::env::args().skip(1).collect();
+        let mut command = format!("cargo run --release -p bulkhead-bench --bin {bin} --");
+        for a in &argv {
+            command.push(' ');
+            command.push_str(a);
+        }
+        let machine = Machine::detect();
+        if !machine.release_build {
+            eprintln!("warning: debug build; run with --release for meaningful numbers");
+        }
+        Self {
+            benchmark: benchmark.into(),
+            command,
+            argv,
+            started: utc_now(),
+            total_seconds: 0.0,
+            quick,
+            machine,
+            ebpf: None,
+            started_at,
+        }
+    }
+
+    /// Adds the load average now and the ELF measured.
+    pub fn with_ebpf(mut self, elf: &Path) -> Self {
+        self.ebpf = Some(EbpfRun {
+            loadavg_start: machine::loadavg(),
+            elf: elf.display().to_string(),
+        });
+        self
+    }
+
+    /// Sets the run's wall time, up to now.
+    pub fn finish(&mut self) {
+        self.total_seconds = self.started_at.elapsed().as_secs_f64();
+    }
+
+    /// Writes `# {title}`, the command and the machine table (with the
+    /// memory row if `memory`, the load and ELF rows for an eBPF run).
+    pub fn markdown_header(&self, s: &mut String, title: &str, memory: bool) {
+        let m = &self.machine;
+        let _ = writeln!(s, "# {title}\n");
+        let _ = writeln!(s, "Command: `{}`\n", self.command);
+        let _ = writeln!(s, "| machine | |\n| --- | --- |");
+        let _ = writeln!(s, "| started | {} |", self.started);
+        let _ = writeln!(s, "| nproc | {} |", m.nproc);
+        let _ = writeln!(s, "| CPU | {} |", m.cpu_model);
+        if memory {
+            let _ = writeln!(s, "| memory | {} |", mib(m.mem_total_kib));
+        }
+        let _ = writeln!(s, "| kernel | {} |", m.kernel);
+        let _ = writeln!(s, "| rustc | {} |", m.rustc);
+        let build = if m.release_build {
+            "release"
+        } else {
+            "DEBUG (numbers meaningless)"
+        };
+        let _ = writeln!(s, "| build | {build} |");
+        let _ = writeln!(s, "| git | {} |", m.git);
+        if let Some(e) = &self.ebpf {
+            let _ = writeln!(s, "| load average at start | {} |", e.loadavg_start);
+            let _ = writeln!(s, "| eBPF ELF | `{}` |", e.elf);
+        }
+        let _ = writeln!(
+            s,
+            "| run time | {:.1} s{} |\n",
+            self.total_seconds,
+            if self.quick { " (--quick)" } else { "" }
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(v: &impl Serialize) -> Vec<String> {
+        let text = serde_json::to_string(v).unwrap();
+        let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
+        // `preserve_order` may be off: check the order in the text instead.
+        let mut keys: Vec<String> = map.keys().cloned().collect();
+        keys.sort_by_key(|k| text.find(&format!("\"{k}\":")).unwrap());
+        keys
+    }
+
+    #[test]
+    fn flattens_to_the_reports_top_level_fields() {
+        let run = RunInfo::start("b", "b_bench", true, Instant::now());
+        assert_eq!(
+            keys(&run),
+            [
+                "benchmark",
+                "command",
+                "argv",
+                "started",
+                "total_seconds",
+                "quick",
+                "machine"
+            ]
+        );
+        let run = run.with_ebpf(Path::new("/x.o"));
+        assert_eq!(
+            keys(&run)[7..],
+            ["loadavg_start".to_string(), "elf".to_string()]
+        );
+        let mut s = String::new();
+        run.markdown_header(&mut s, "T", false);
+        assert!(s.starts_with(
+            "# T\n\nCommand: `cargo run --release -p bulkhead-bench --bin b_bench --"
+        ));
+        assert!(s.contains("| eBPF ELF | `/x.o` |\n| run time | 0.0 s (--quick) |\n\n"));
+        assert!(!s.contains("| memory |"));
+    }
+}
