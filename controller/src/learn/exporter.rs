@@ -6,12 +6,12 @@
 //! never waits.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use super::edge::History;
 use super::store::HistoryStore;
+use crate::flows::export::queued::Queued;
 use crate::flows::export::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
 use crate::flows::record::FlowRecord;
 
@@ -56,12 +56,7 @@ pub enum HistoryExporterError {
 
 /// Feeds finished flow records into a [`HistoryStore`].
 pub struct HistoryExporter {
-    tx: Option<SyncSender<Arc<FlowRecord>>>,
-    counters: Arc<ExportCounters>,
-    thread: Option<JoinHandle<()>>,
-    done: Receiver<()>,
-    limiter: LogLimiter,
-    finish_timeout: Duration,
+    queued: Queued,
 }
 
 impl HistoryExporter {
@@ -71,8 +66,6 @@ impl HistoryExporter {
         config: HistoryExporterConfig,
     ) -> Result<Self, HistoryExporterError> {
         let counters = Arc::new(ExportCounters::default());
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
-        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let writer = Writer {
             store,
             counters: counters.clone(),
@@ -80,21 +73,17 @@ impl HistoryExporter {
             batch_records: config.batch_records.max(1),
             batch_interval: config.batch_interval,
         };
-        let thread = std::thread::Builder::new()
-            .name("flows-history".into())
-            .spawn(move || {
-                writer.run(rx);
-                let _ = done_tx.send(());
-            })
-            .map_err(|source| HistoryExporterError::Spawn { source })?;
-        Ok(Self {
-            tx: Some(tx),
+        let queued = Queued::spawn(
+            "history",
+            "flows-history",
+            config.queue,
             counters,
-            thread: Some(thread),
-            done,
-            limiter: LogLimiter::new(config.log_interval),
-            finish_timeout: config.finish_timeout,
-        })
+            config.log_interval,
+            config.finish_timeout,
+            move |rx| writer.run(rx),
+        )
+        .map_err(|source| HistoryExporterError::Spawn { source })?;
+        Ok(Self { queued })
     }
 }
 
@@ -104,41 +93,11 @@ impl Exporter for HistoryExporter {
     }
 
     fn export_waiting(&mut self, record: &Arc<FlowRecord>) {
-        self.counters.submitted(1);
-        let sent = self.tx.as_ref().map(|tx| tx.send(record.clone()));
-        if !matches!(sent, Some(Ok(()))) {
-            // The writer is gone (it failed to start or died).
-            self.counters.lost(LossReason::WriteError, 1);
-        }
+        self.queued.export_waiting(record);
     }
 
     fn export(&mut self, record: &Arc<FlowRecord>) {
-        self.counters.submitted(1);
-        let Some(tx) = &self.tx else {
-            self.counters.lost(LossReason::WriteError, 1);
-            return;
-        };
-        match tx.try_send(record.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.counters.lost(LossReason::QueueFull, 1);
-                if let Some(more) = self.limiter.check() {
-                    tracing::warn!(
-                        lost_since_last_report = more + 1,
-                        "flow history writer falls behind: records lost (queue full)"
-                    );
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.counters.lost(LossReason::WriteError, 1);
-                if let Some(more) = self.limiter.check() {
-                    tracing::error!(
-                        lost_since_last_report = more + 1,
-                        "flow history writer stopped"
-                    );
-                }
-            }
-        }
+        self.queued.export(record);
     }
 
     fn flush(&mut self) {
@@ -146,23 +105,11 @@ impl Exporter for HistoryExporter {
     }
 
     fn stats(&self) -> ExportStats {
-        self.counters.stats(self.name())
+        self.queued.stats()
     }
 
-    fn finish(mut self: Box<Self>) -> ExportStats {
-        drop(self.tx.take());
-        match self.done.recv_timeout(self.finish_timeout) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => tracing::warn!(
-                timeout = ?self.finish_timeout,
-                "flow history writer did not finish; queued records are reported pending"
-            ),
-        }
-        self.counters.stats("history")
+    fn finish(self: Box<Self>) -> ExportStats {
+        self.queued.finish()
     }
 }
 

@@ -12,10 +12,10 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::Duration;
 
+use super::queued::Queued;
 use super::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
 use crate::flows::record::FlowRecord;
 
@@ -97,12 +97,7 @@ pub enum JsonlError {
 
 /// The JSON Lines exporter.
 pub struct JsonlExporter {
-    tx: Option<SyncSender<Arc<FlowRecord>>>,
-    counters: Arc<ExportCounters>,
-    thread: Option<JoinHandle<()>>,
-    done: Receiver<()>,
-    limiter: LogLimiter,
-    finish_timeout: Duration,
+    queued: Queued,
 }
 
 /// Batches are written when they reach this size (or the queue is empty).
@@ -132,8 +127,6 @@ impl JsonlExporter {
             }
         };
         let counters = Arc::new(ExportCounters::default());
-        let (tx, rx) = std::sync::mpsc::sync_channel(config.queue.max(1));
-        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
         let mut writer = Writer {
             out,
             buf: Vec::with_capacity(BATCH_BYTES + 4096),
@@ -143,21 +136,17 @@ impl JsonlExporter {
             counters: counters.clone(),
             limiter: LogLimiter::new(config.log_interval),
         };
-        let thread = std::thread::Builder::new()
-            .name("flows-jsonl".into())
-            .spawn(move || {
-                writer.run(rx);
-                let _ = done_tx.send(());
-            })
-            .map_err(|source| JsonlError::Spawn { source })?;
-        Ok(Self {
-            tx: Some(tx),
+        let queued = Queued::spawn(
+            "jsonl",
+            "flows-jsonl",
+            config.queue,
             counters,
-            thread: Some(thread),
-            done,
-            limiter: LogLimiter::new(config.log_interval),
-            finish_timeout: config.finish_timeout,
-        })
+            config.log_interval,
+            config.finish_timeout,
+            move |rx| writer.run(rx),
+        )
+        .map_err(|source| JsonlError::Spawn { source })?;
+        Ok(Self { queued })
     }
 }
 
@@ -167,38 +156,11 @@ impl Exporter for JsonlExporter {
     }
 
     fn export_waiting(&mut self, record: &Arc<FlowRecord>) {
-        self.counters.submitted(1);
-        let sent = self.tx.as_ref().map(|tx| tx.send(record.clone()));
-        if !matches!(sent, Some(Ok(()))) {
-            // The writer is gone (it failed to start or died).
-            self.counters.lost(LossReason::WriteError, 1);
-        }
+        self.queued.export_waiting(record);
     }
 
     fn export(&mut self, record: &Arc<FlowRecord>) {
-        self.counters.submitted(1);
-        let Some(tx) = &self.tx else {
-            self.counters.lost(LossReason::WriteError, 1);
-            return;
-        };
-        match tx.try_send(record.clone()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                self.counters.lost(LossReason::QueueFull, 1);
-                if let Some(more) = self.limiter.check() {
-                    tracing::warn!(
-                        lost_since_last_report = more + 1,
-                        "flow log writer falls behind: records lost (queue full)"
-                    );
-                }
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.counters.lost(LossReason::WriteError, 1);
-                if let Some(more) = self.limiter.check() {
-                    tracing::error!(lost_since_last_report = more + 1, "flow log writer stopped");
-                }
-            }
-        }
+        self.queued.export(record);
     }
 
     fn flush(&mut self) {
@@ -206,25 +168,11 @@ impl Exporter for JsonlExporter {
     }
 
     fn stats(&self) -> ExportStats {
-        self.counters.stats(self.name())
+        self.queued.stats()
     }
 
-    fn finish(mut self: Box<Self>) -> ExportStats {
-        drop(self.tx.take());
-        match self.done.recv_timeout(self.finish_timeout) {
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                if let Some(t) = self.thread.take() {
-                    let _ = t.join();
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                tracing::warn!(
-                    timeout = ?self.finish_timeout,
-                    "flow log writer did not finish; records still queued are reported pending"
-                );
-            }
-        }
-        self.counters.stats("jsonl")
+    fn finish(self: Box<Self>) -> ExportStats {
+        self.queued.finish()
     }
 }
 

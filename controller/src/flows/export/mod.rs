@@ -5,6 +5,7 @@
 
 pub mod ipfix;
 pub mod jsonl;
+pub mod queued;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
