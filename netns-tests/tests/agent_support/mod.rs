@@ -299,6 +299,10 @@ impl Node {
             .arg(&self.manifests)
             .arg("--bpffs")
             .arg(&self.pins)
+            // Not the default /run/bulkhead/agent.sock: a killed agent
+            // leaves its socket, and it belongs in this test's directory.
+            .arg("--api-socket")
+            .arg(self.dir.join("agent.sock"))
             .args(extra)
             .env("BULKHEAD_LOG", "info")
             .stdin(Stdio::null())
