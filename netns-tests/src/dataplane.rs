@@ -456,3 +456,33 @@ pub fn ct_key(src: IpAddr, dst: IpAddr, sport: u16, dport: u16, proto: u8) -> Ct
         _pad: [0; 3],
     }
 }
+
+/// The two-pod fixture the program tests share: pod A and pod B with their
+/// MACs, identities, an external identity, and rule table numbers.
+pub mod fixture {
+    use std::net::IpAddr;
+
+    /// Parses an address literal.
+    pub fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Pod A's MAC.
+    pub const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
+    /// Pod B's MAC.
+    pub const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
+    /// Pod A's identity.
+    pub const ID_A: u32 = 1;
+    /// Pod B's identity.
+    pub const ID_B: u32 = 2;
+    /// The external addresses' identity.
+    pub const ID_EXT: u32 = 3;
+    /// Pod A's ingress table.
+    pub const A_IN: u32 = 1;
+    /// Pod A's egress table.
+    pub const A_EG: u32 = 2;
+    /// Pod B's ingress table.
+    pub const B_IN: u32 = 3;
+    /// Pod B's egress table.
+    pub const B_EG: u32 = 4;
+}

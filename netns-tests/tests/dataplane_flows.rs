@@ -27,19 +27,9 @@ use bulkhead_netns_tests::{
     packet::{ACK, L4, SYN, frame},
 };
 
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
-const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
-const ID_A: u32 = 1;
-const ID_B: u32 = 2;
-const ID_EXT: u32 = 3;
-const A_IN: u32 = 1;
-const A_EG: u32 = 2;
-const B_IN: u32 = 3;
-const B_EG: u32 = 4;
+use bulkhead_netns_tests::dataplane::fixture::{
+    A_EG, A_IN, B_EG, B_IN, ID_A, ID_B, ID_EXT, MAC_A, MAC_B, ip,
+};
 /// What the agent turns on by default.
 const ALL: u32 = FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP;
 

@@ -56,8 +56,8 @@ use serde_json::Value;
 
 use lab_support::{Lab, bulkhead_bin, privileged, serial, snapshot};
 use traffic::{
-    Attempt, ETH, Pod, TCP_SYN, TCP_TS, TcpExchange, TcpServer, UdpEcho, ip_header, syn_frame,
-    tcp_attempt, tcp_exchange, udp_blackhole, udp_exchange, udp_frame,
+    Attempt, ETH, Pod, Served, TCP_SYN, TCP_TS, TcpExchange, TcpServer, UdpEcho, ip_header,
+    syn_frame, tcp_attempt, tcp_exchange, udp_blackhole, udp_exchange, udp_frame,
 };
 
 /// UDP port of nfcapd in the node namespace (fresh: every port is free).
@@ -1025,7 +1025,7 @@ fn flows_of_real_traffic_in_every_output() {
             ya: pod("y/a"),
             yb: pod("y/b"),
         };
-        let mut servers: Vec<(bool, TcpServer, UdpEcho)> = [true, false]
+        let mut servers: Vec<(bool, Served, Served)> = [true, false]
             .into_iter()
             .map(|v4| {
                 let ip = pods.yb.ip(v4);

@@ -126,18 +126,47 @@ pub struct TcpExchange {
     pub segs_in: u64,
 }
 
-/// A TCP server in a pod: for each connection, reads to end of stream,
-/// answers with as many bytes, closes. Stopped by [`TcpServer::stop`]
-/// (also on drop).
-pub struct TcpServer {
+/// A server thread in a pod, stopped by [`Served::stop`] (also on drop),
+/// which returns each peer and the bytes it sent (one entry per TCP
+/// connection or UDP datagram).
+pub struct Served {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Vec<(SocketAddr, usize)>>>,
 }
 
+impl Served {
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops it; returns each peer and the bytes it sent.
+    pub fn stop(&mut self) -> Vec<(SocketAddr, usize)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("server thread"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP server in a pod: for each connection, reads to end of stream,
+/// answers with as many bytes, closes.
+pub struct TcpServer;
+
 impl TcpServer {
     /// Listens on `addr` inside `netns`.
-    pub fn start(netns: &str, addr: SocketAddr) -> TcpServer {
+    pub fn start(netns: &str, addr: SocketAddr) -> Served {
         let listener = in_netns(netns, move || TcpListener::bind(addr))
             .expect("enter the pod's namespace")
             .unwrap_or_else(|e| panic!("bind TCP {addr} in {netns}: {e}"));
@@ -158,33 +187,10 @@ impl TcpServer {
             }
             served
         });
-        TcpServer {
+        Served {
             addr,
             stop,
             thread: Some(thread),
-        }
-    }
-
-    /// Its address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops it; returns each client and the bytes it sent.
-    pub fn stop(&mut self) -> Vec<(SocketAddr, usize)> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("TCP server thread"))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for TcpServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -264,16 +270,12 @@ pub fn tcp_attempt(from: &Pod, to: SocketAddr, wait: Duration) -> Attempt {
 }
 
 /// A UDP echo server in a pod: answers every datagram with itself until
-/// stopped (also on drop); records who sent what.
-pub struct UdpEcho {
-    addr: SocketAddr,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Vec<(SocketAddr, usize)>>>,
-}
+/// stopped; records who sent what.
+pub struct UdpEcho;
 
 impl UdpEcho {
     /// Binds `addr` inside `netns`.
-    pub fn start(netns: &str, addr: SocketAddr) -> UdpEcho {
+    pub fn start(netns: &str, addr: SocketAddr) -> Served {
         let socket = in_netns(netns, move || UdpSocket::bind(addr))
             .expect("enter the pod's namespace")
             .unwrap_or_else(|e| panic!("bind UDP {addr} in {netns}: {e}"));
@@ -297,33 +299,10 @@ impl UdpEcho {
             }
             got
         });
-        UdpEcho {
+        Served {
             addr,
             stop,
             thread: Some(thread),
-        }
-    }
-
-    /// Its address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Stops it; returns each datagram's sender and size.
-    pub fn stop(&mut self) -> Vec<(SocketAddr, usize)> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.thread
-            .take()
-            .map(|t| t.join().expect("UDP echo thread"))
-            .unwrap_or_default()
-    }
-}
-
-impl Drop for UdpEcho {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
