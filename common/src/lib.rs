@@ -37,7 +37,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -378,6 +378,17 @@ pub const ENDPOINT_HAS_IPV6: u32 = 1 << 3;
 /// Endpoint flag: `mac` is set; frames leaving the pod must carry it as
 /// their source MAC.
 pub const ENDPOINT_HAS_MAC: u32 = 1 << 4;
+/// Endpoint flag (ABI v6): policies in audit mode select the pod for
+/// ingress; `audit_ingress_table` is its ingress table as if they were
+/// enforced, checked beside the enforced verdict (never deciding it).
+pub const ENDPOINT_AUDIT_INGRESS: u32 = 1 << 5;
+/// Endpoint flag (ABI v6): policies in audit mode select the pod for
+/// egress; `audit_egress_table` is checked beside the enforced verdict.
+pub const ENDPOINT_AUDIT_EGRESS: u32 = 1 << 6;
+
+/// Name of the ENDPOINTS map in this ABI (v6 grew the value by the audit
+/// tables; a map pinned under the old name is retired, not reused).
+pub const ENDPOINTS_MAP: &str = "ENDPOINTS_V6";
 
 /// Key of ENDPOINTS.
 #[repr(C)]
@@ -425,14 +436,21 @@ pub struct EndpointInfo {
     pub ipv4: [u8; 16],
     /// The pod's IPv6 address (if `ENDPOINT_HAS_IPV6`).
     pub ipv6: [u8; 16],
+    /// Audit view of ingress (if `ENDPOINT_AUDIT_INGRESS`): the table of
+    /// the enforced and the audit-mode policies selecting the pod together.
+    pub audit_ingress_table: u32,
+    /// Audit view of egress (if `ENDPOINT_AUDIT_EGRESS`).
+    pub audit_egress_table: u32,
 }
-const _: () = assert!(size_of::<EndpointInfo>() == 56);
+const _: () = assert!(size_of::<EndpointInfo>() == 64);
 const _: () = assert!(offset_of!(EndpointInfo, ingress_table) == 0);
 const _: () = assert!(offset_of!(EndpointInfo, egress_table) == 4);
 const _: () = assert!(offset_of!(EndpointInfo, flags) == 8);
 const _: () = assert!(offset_of!(EndpointInfo, mac) == 16);
 const _: () = assert!(offset_of!(EndpointInfo, ipv4) == 24);
 const _: () = assert!(offset_of!(EndpointInfo, ipv6) == 40);
+const _: () = assert!(offset_of!(EndpointInfo, audit_ingress_table) == 56);
+const _: () = assert!(offset_of!(EndpointInfo, audit_egress_table) == 60);
 
 // ---------------------------------------------------------------------------
 // CONFIG: index 0 → the revision.
@@ -525,8 +543,14 @@ pub struct CtEntry {
     pub tcp_flags_reply: u8,
     /// `CT_*` flags.
     pub flags: u8,
+    /// The egress side's audit verdict as of `egress_revision`
+    /// (`FLOW_F_AUDITED`, `FLOW_F_AUDIT_DENY`; ABI v6). Its own byte, so
+    /// the two sides' checks (possibly on two CPUs) never share a store.
+    pub audit_egress: u8,
+    /// The ingress side's audit verdict as of `ingress_revision`.
+    pub audit_ingress: u8,
     /// Padding; zero.
-    pub _pad: [u8; 5],
+    pub _pad: [u8; 3],
 }
 const _: () = assert!(size_of::<CtEntry>() == 40);
 const _: () = assert!(offset_of!(CtEntry, egress_revision) == 0);
@@ -536,6 +560,8 @@ const _: () = assert!(offset_of!(CtEntry, egress_rule) == 24);
 const _: () = assert!(offset_of!(CtEntry, ingress_rule) == 28);
 const _: () = assert!(offset_of!(CtEntry, tcp_flags_orig) == 32);
 const _: () = assert!(offset_of!(CtEntry, flags) == 34);
+const _: () = assert!(offset_of!(CtEntry, audit_egress) == 35);
+const _: () = assert!(offset_of!(CtEntry, audit_ingress) == 36);
 
 /// TCP flag bits as in the header's flags byte.
 pub mod tcp_flags {
@@ -751,6 +777,12 @@ pub const FLOW_F_XDP: u8 = 1 << 1;
 /// [`FlowValue::flags`]: the packets passed without enforcement (learn mode
 /// or an endpoint isolated in neither direction).
 pub const FLOW_F_UNENFORCED: u8 = 1 << 2;
+/// [`FlowValue::flags`] (ABI v6): policies in audit mode cover this side;
+/// its packets were also judged by the audit view.
+pub const FLOW_F_AUDITED: u8 = 1 << 3;
+/// [`FlowValue::flags`] (ABI v6): the audit view would deny this side
+/// (the packets passed: audit never drops).
+pub const FLOW_F_AUDIT_DENY: u8 = 1 << 4;
 
 /// Value of FLOWS_0/FLOWS_1: what one interval saw of the flow.
 #[repr(C)]

@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod audit;
 pub mod cli;
 pub mod compile;
 pub mod dataplane;
@@ -14,6 +15,7 @@ pub mod flows;
 pub mod lab;
 pub mod learn;
 pub mod model;
+pub mod promote;
 pub mod source;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -10,8 +10,8 @@ use ipnetwork::IpNetwork;
 use crate::compile::Compiled;
 use crate::model::addressing::AddressPlan;
 use crate::model::{
-    ContainerPort, IpBlock, Labels, Model, Namespace, NamespaceScope, Origin, Peer, Pod, Policy,
-    PortMatch, PortSpec, Protocol, Requirement, Rule, Selector, Workload,
+    ContainerPort, IpBlock, Labels, Mode, Model, Namespace, NamespaceScope, Origin, Peer, Pod,
+    Policy, PortMatch, PortSpec, Protocol, Requirement, Rule, Selector, Workload,
 };
 
 /// SplitMix64: small, seeded, good enough to shake out cases.
@@ -140,6 +140,20 @@ fn random_rule(r: &mut Rng, namespaces: &[String], pods: &[Pod]) -> Rule {
     Rule { peers, ports }
 }
 
+/// Gives `m`'s policies and namespaces random modes (each unset half the
+/// time) and a random default: every mix of enforced, audited and learnt
+/// policies.
+pub fn random_modes(r: &mut Rng, m: &mut Model) {
+    let mode = |r: &mut Rng| r.chance(50).then(|| *r.pick(&Mode::ALL));
+    for ns in m.namespaces.values_mut() {
+        ns.mode = mode(r);
+    }
+    for p in &mut m.policies {
+        p.mode = mode(r);
+    }
+    m.default_mode = *r.pick(&Mode::ALL);
+}
+
 /// A random model: 1-3 namespaces, 2-7 pods with labels and named ports,
 /// up to 4 policies mixing every peer and port form; addresses assigned.
 pub fn random_model(r: &mut Rng) -> Model {
@@ -156,6 +170,7 @@ pub fn random_model(r: &mut Rng) -> Model {
                 name: ns.clone(),
                 labels: random_labels(r),
                 origin: None,
+                mode: None,
             },
         );
     }
@@ -201,6 +216,7 @@ pub fn random_model(r: &mut Rng) -> Model {
             ingress,
             egress,
             origin: Origin::default(),
+            mode: None,
         });
     }
     m.normalize();

@@ -110,11 +110,16 @@ pub fn track(
         return at.update(entry, &p.rev, Dir::Reply, ep, &mut p.flow);
     }
     let side = hook.new_side();
-    let rule = check_side(slot, ep, side, &p.key.tuple, p.policy_port)
+    let judged = check_side(slot, ep, side, &p.key.tuple, p.policy_port, true)
         .map_err(|()| DropReason::PolicyDenied)?;
+    let rule = judged.rule;
     let (egress_revision, ingress_revision, egress_rule, ingress_rule) = match side {
         Side::Egress => (revision, CT_UNCHECKED, rule, 0),
         Side::Ingress => (CT_UNCHECKED, revision, 0, rule),
+    };
+    let (audit_egress, audit_ingress) = match side {
+        Side::Egress => (judged.audit, 0),
+        Side::Ingress => (0, judged.audit),
     };
     let entry = CtEntry {
         egress_revision,
@@ -125,11 +130,14 @@ pub fn track(
         tcp_flags_orig: p.tcp_flags,
         tcp_flags_reply: 0,
         flags: 0,
-        _pad: [0; 5],
+        audit_egress,
+        audit_ingress,
+        _pad: [0; 3],
     };
     // A concurrent packet may have created it first; then the next packet
     // finds that entry and checks this side on it.
     let _ = CT.insert(&p.key.tuple, &entry, u64::from(BPF_NOEXIST));
+    p.flow.audit = judged.audit;
     p.flow.rule = rule;
     p.flow.new = true;
     Ok(Verdict::Allowed)
@@ -168,14 +176,16 @@ impl Established {
             Side::Ingress => e.ingress_revision,
         };
         if checked != self.revision {
-            match check_side(self.slot, ep, side, orig, policy_port(orig)) {
-                Ok(rule) => match side {
+            match check_side(self.slot, ep, side, orig, policy_port(orig), true) {
+                Ok(judged) => match side {
                     Side::Egress => {
-                        e.egress_rule = rule;
+                        e.egress_rule = judged.rule;
+                        e.audit_egress = judged.audit;
                         e.egress_revision = self.revision;
                     }
                     Side::Ingress => {
-                        e.ingress_rule = rule;
+                        e.ingress_rule = judged.rule;
+                        e.audit_ingress = judged.audit;
                         e.ingress_revision = self.revision;
                     }
                 },
@@ -191,9 +201,9 @@ impl Established {
             // The first packet this side sees opens the connection here.
             flow.new = checked == CT_UNCHECKED;
         }
-        flow.rule = match side {
-            Side::Egress => e.egress_rule,
-            Side::Ingress => e.ingress_rule,
+        (flow.rule, flow.audit) = match side {
+            Side::Egress => (e.egress_rule, e.audit_egress),
+            Side::Ingress => (e.ingress_rule, e.audit_ingress),
         };
         // Stores only what changes (the coarse clock moves once a tick, TCP
         // flags rarely): fewer dirtied cache lines when the two ends of a

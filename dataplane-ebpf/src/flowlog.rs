@@ -70,6 +70,9 @@ pub struct Meta {
     pub hook: u8,
     /// `FLOW_F_XDP` for `xdp_prefilter`, else 0.
     pub xdp: u8,
+    /// The audit view's verdict on this side: `FLOW_F_AUDITED` and
+    /// `FLOW_F_AUDIT_DENY` bits (0: no audit-mode policy covers it).
+    pub audit: u8,
 }
 
 impl Meta {
@@ -99,6 +102,7 @@ impl Meta {
         self.new = false;
         self.side = side;
         self.rule = RULE_NONE;
+        self.audit = 0;
     }
 
     /// CLOCK_MONOTONIC at tick resolution, read at most once per packet.
@@ -269,7 +273,7 @@ fn update(v: *mut FlowValue, p: &Parsed, len: u64, dropped: Option<DropReason>, 
 fn flag_bits(p: &Parsed) -> u32 {
     let tcp = u32::from(p.tcp_flags);
     let tcp = if p.flow.reply { tcp << 16 } else { tcp << 8 };
-    let mut f = u32::from(p.flow.xdp);
+    let mut f = u32::from(p.flow.xdp | p.flow.audit);
     if p.flow.unenforced {
         f |= u32::from(FLOW_F_UNENFORCED);
     }
@@ -317,7 +321,7 @@ fn delta(p: &mut Parsed, len: u64, dropped: Option<DropReason>, now: u64) {
     } else {
         v.tcp_flags_orig = p.tcp_flags;
     }
-    let mut flags = m.xdp;
+    let mut flags = m.xdp | m.audit;
     if m.unenforced {
         flags |= FLOW_F_UNENFORCED;
     }

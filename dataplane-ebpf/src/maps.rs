@@ -2,7 +2,7 @@
 //!
 //! Key and value types and capacities come from `bulkhead-common`, the ABI
 //! shared with userspace (which also documents the slot/revision protocol).
-//! Policy maps (IDENTITIES, POLICY_V4, POLICY_NODES, ENDPOINTS) are keyed by
+//! Policy maps (IDENTITIES, POLICY_V4, POLICY_NODES, ENDPOINTS_V6) are keyed by
 //! slot first (POLICY_NODES: one index range per slot) and
 //! written only by the controller; the programs read them in the slot of the
 //! revision they read from CONFIG at start. CT, FRAGS and DROPS are written by
@@ -71,7 +71,9 @@ pub static POLICY_V4: HashMap<PolicyNodeKey, PolicyNode> =
 #[map]
 pub static POLICY_NODES: Array<PolicyNode> = Array::with_max_entries(POLICY_NODES_MAX, 0);
 
-/// (ifindex, slot) → local pod: table bindings, isolation, MAC and addresses.
+/// (ifindex, slot) → local pod: table bindings (enforced and audit views),
+/// isolation, MAC and addresses. ABI v6 (`ENDPOINTS` before: its value
+/// lacked the audit tables).
 ///
 /// - Key: [`EndpointKey`]: ifindex of the pod's host-side veth (the device
 ///   the programs run on) and the slot.
@@ -80,7 +82,7 @@ pub static POLICY_NODES: Array<PolicyNode> = Array::with_max_entries(POLICY_NODE
 ///   are renumbered per image). An unknown ifindex is not enforced at all.
 /// - Capacity: `ENDPOINTS_MAX`.
 #[map]
-pub static ENDPOINTS: HashMap<EndpointKey, EndpointInfo> =
+pub static ENDPOINTS_V6: HashMap<EndpointKey, EndpointInfo> =
     HashMap::with_max_entries(ENDPOINTS_MAX, 0);
 
 /// Index 0 → [`Config`]: the policy revision (active slot = revision % 2).

@@ -11,7 +11,8 @@
 
 use aya_ebpf::maps::lpm_trie::Key;
 use bulkhead_common::{
-    CtKey, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, FLOW_SIDE_EGRESS,
+    CtKey, ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_ISOLATED_EGRESS,
+    ENDPOINT_ISOLATED_INGRESS, EndpointInfo, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS,
     FLOW_SIDE_INGRESS, IDENTITY_ANY, IDENTITY_PREFIX_FULL, IdentityKey, POLICY_DEPTH_MAX,
     POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PolicyNodeKey, RULE_NONE,
     policy_node_index, policy_point,
@@ -103,9 +104,27 @@ pub fn policy_port(tuple: &CtKey) -> u16 {
     }
 }
 
+/// What checking one side found.
+#[derive(Clone, Copy)]
+pub struct Judged {
+    /// The enforced rule that allowed the side (`RULE_NONE` when the pod
+    /// is not isolated that way).
+    pub rule: u32,
+    /// The audit view's verdict as `FLOW_F_*` bits: 0 (no audit-mode
+    /// policy covers the side), `FLOW_F_AUDITED` (it would allow), or
+    /// `FLOW_F_AUDITED | FLOW_F_AUDIT_DENY` (it would deny).
+    pub audit: u8,
+}
+
 /// Checks one side of the connection whose original direction is `orig`
-/// for the endpoint `ep` (the pod that side belongs to) in `slot`: `Ok(rule)`
-/// (`RULE_NONE` when the pod is not isolated that way) or `Err(())`.
+/// for the endpoint `ep` (the pod that side belongs to) in `slot`:
+/// `Ok(Judged)` or `Err(())` when the enforced policy denies it.
+///
+/// The audit view (enforced plus audit-mode policies, compiled into their
+/// own table) is checked beside the enforced one and never decides: it
+/// only says whether the side would be denied if the audit-mode policies
+/// were enforced. One identity lookup serves both. `audit` false skips the
+/// audit view (XDP, which only drops).
 #[inline(always)]
 pub fn check_side(
     slot: u8,
@@ -113,21 +132,42 @@ pub fn check_side(
     side: Side,
     orig: &CtKey,
     port: u16,
-) -> Result<u32, ()> {
-    let (isolated, table, peer) = match side {
+    audit: bool,
+) -> Result<Judged, ()> {
+    let (isolated, table, audited, audit_table, peer) = match side {
         Side::Egress => (
             ep.flags & ENDPOINT_ISOLATED_EGRESS != 0,
             ep.egress_table,
+            audit && ep.flags & ENDPOINT_AUDIT_EGRESS != 0,
+            ep.audit_egress_table,
             orig.dst,
         ),
         Side::Ingress => (
             ep.flags & ENDPOINT_ISOLATED_INGRESS != 0,
             ep.ingress_table,
+            audit && ep.flags & ENDPOINT_AUDIT_INGRESS != 0,
+            ep.audit_ingress_table,
             orig.src,
         ),
     };
-    if !isolated {
-        return Ok(RULE_NONE);
+    if !isolated && !audited {
+        return Ok(Judged {
+            rule: RULE_NONE,
+            audit: 0,
+        });
     }
-    allowed(slot, table, identity(slot, peer), orig.proto, port).ok_or(())
+    let id = identity(slot, peer);
+    let rule = if isolated {
+        allowed(slot, table, id, orig.proto, port).ok_or(())?
+    } else {
+        RULE_NONE
+    };
+    let audit = if !audited {
+        0
+    } else if allowed(slot, audit_table, id, orig.proto, port).is_some() {
+        FLOW_F_AUDITED
+    } else {
+        FLOW_F_AUDITED | FLOW_F_AUDIT_DENY
+    };
+    Ok(Judged { rule, audit })
 }

@@ -25,8 +25,9 @@ use bulkhead::compile::tables::Segment;
 use bulkhead::dataplane::{FlowMaps, FlowTap};
 use bulkhead_common::{
     Config, CtEntry, CtKey, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
-    ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, EndpointKey, FragEntry,
-    FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey, policy_node_index,
+    ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_MAP, EndpointInfo, EndpointKey,
+    FragEntry, FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey,
+    policy_node_index,
 };
 use ipnetwork::IpNetwork;
 
@@ -164,7 +165,7 @@ impl Dataplane {
     }
 
     fn endpoints(&mut self) -> HashMap<&mut MapData, EndpointKey, EndpointInfo> {
-        HashMap::try_from(self.ebpf.map_mut("ENDPOINTS").expect("ENDPOINTS")).unwrap()
+        HashMap::try_from(self.ebpf.map_mut(ENDPOINTS_MAP).expect(ENDPOINTS_MAP)).unwrap()
     }
 
     fn ct(&mut self) -> HashMap<&mut MapData, CtKey, CtEntry> {
@@ -426,6 +427,8 @@ pub fn endpoint(
         _pad: [0; 2],
         ipv4: [0; 16],
         ipv6: [0; 16],
+        audit_ingress_table: 0,
+        audit_egress_table: 0,
     };
     if ingress.is_some() {
         info.flags |= ENDPOINT_ISOLATED_INGRESS;

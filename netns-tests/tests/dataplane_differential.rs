@@ -5,16 +5,20 @@
 //! evaluator's `Compiled::allowed`. Also checked on the way: `xdp_prefilter`
 //! drops exactly the new connections the source's egress denies, and the
 //! reply of every allowed connection passes both programs by conntrack.
+//! Half the models give their policies random modes (enforce, audit,
+//! learn): the enforced verdict must then follow the enforce-mode policies
+//! only, and the audit verdict each program leaves in the connection's CT
+//! entry must equal the evaluator's `Compiled::audit`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
 use bulkhead::compile::compile;
-use bulkhead::testing::{Rng, probe_addresses, random_model};
-use bulkhead_common::DropReason;
+use bulkhead::testing::{Rng, probe_addresses, random_model, random_modes};
+use bulkhead_common::{DropReason, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED};
 use bulkhead_netns_tests::{
-    dataplane::{Dataplane, PASS, XDP_DROP, XDP_PASS},
+    dataplane::{Dataplane, PASS, XDP_DROP, XDP_PASS, ct_key},
     packet::{L4, SYN, frame},
 };
 
@@ -34,10 +38,15 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
     let mut next_port: u16 = 1024; // fresh CT tuples: every case its own source port / echo id
     let denied_before = dp.drops(DropReason::PolicyDenied);
     let mut kernel_denials = 0u64;
+    // Passed cases the audit view allows (and some side has one) / denies.
+    let (mut audited, mut would_deny) = (0usize, 0usize);
     let mut xdp_drops = 0u64;
     for seed in 0..800u64 {
         let mut r = Rng(seed.wrapping_mul(7919) + 1);
-        let model = random_model(&mut r);
+        let mut model = random_model(&mut r);
+        if seed % 2 == 1 {
+            random_modes(&mut r, &mut model);
+        }
         let c = compile(&model);
         let image = c.map_image(0);
         image.check_fits().expect("a small image fits");
@@ -71,6 +80,17 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
             let port = l4.policy_port();
             let want = c.allowed(src, dst, proto, port);
             let verdict = c.evaluate(src, dst, proto, port);
+            let audit = c.audit(src, dst, proto, port);
+            let audit_bits = |side: Option<bool>| match side {
+                None => 0,
+                Some(true) => FLOW_F_AUDITED,
+                Some(false) => FLOW_F_AUDITED | FLOW_F_AUDIT_DENY,
+            };
+            let (ct_sport, ct_dport) = match l4 {
+                L4::EchoRequest { id } => (id, 0),
+                _ => (sport, dport),
+            };
+            let tuple = ct_key(src, dst, ct_sport, ct_dport, proto);
             let ctx = || format!("seed {seed}: {src} -> {dst} {name} {port}");
 
             let src_mac = sp.map_or(EXTERNAL_MAC, |p| image.endpoints[p].1.mac);
@@ -88,10 +108,28 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
                 xdp_drops += u64::from(x == XDP_DROP);
                 pass = dp.from_pod(&pkt) == PASS;
                 assert_eq!(pass, verdict.egress.allows(), "from_pod: {}", ctx());
+                if pass {
+                    let e = dp.ct_get(&tuple).expect("CT entry of a passed packet");
+                    assert_eq!(
+                        e.audit_egress,
+                        audit_bits(audit.egress),
+                        "from_pod audit: {}",
+                        ctx()
+                    );
+                }
             }
             if pass && let Some(d) = dpod {
                 dp.set_endpoint(0, image.endpoints[d].1);
                 pass = dp.to_pod(&pkt) == PASS;
+                if pass {
+                    let e = dp.ct_get(&tuple).expect("CT entry of a passed packet");
+                    assert_eq!(
+                        e.audit_ingress,
+                        audit_bits(audit.ingress),
+                        "to_pod audit: {}",
+                        ctx()
+                    );
+                }
             }
             assert_eq!(pass, want, "kernel vs evaluator: {}", ctx());
             kernel_denials += u64::from(!pass);
@@ -113,6 +151,9 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
             }
             cases += 1;
             allowed += usize::from(want);
+            let has_audit = audit.egress.is_some() || audit.ingress.is_some();
+            audited += usize::from(want && has_audit && !audit.would_deny());
+            would_deny += usize::from(want && audit.would_deny());
             let e = by_kind.entry((v6, name)).or_default();
             e.0 += 1;
             e.1 += usize::from(want);
@@ -126,6 +167,13 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
         elapsed.as_secs_f64()
     );
     assert!(cases >= 5000, "only {cases} cases");
+    eprintln!(
+        "differential: of the passed cases, {audited} audited and allowed, {would_deny} would be denied"
+    );
+    assert!(
+        would_deny >= 100 && audited >= 50,
+        "the modes must give passed cases that the audit view allows and denies"
+    );
     assert!(
         allowed > cases / 10 && allowed < cases * 9 / 10,
         "{allowed} of {cases} allowed: the generator must produce both answers"

@@ -17,10 +17,10 @@ use std::time::Duration;
 use bulkhead::dataplane::FlowTap;
 use bulkhead::flows::source::FlowSource;
 use bulkhead_common::{
-    DropReason, EventKind, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW,
-    FLOW_F_NEW, FLOW_F_UNENFORCED, FLOW_F_XDP, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, FLOWS_CAPACITY,
-    FlowEvent, FlowKey, FlowStat, FlowValue, HOOK_FROM_POD, HOOK_XDP, PROTO_ANY, PROTO_TCP,
-    PROTO_UDP, RULE_NONE,
+    DropReason, ENDPOINT_AUDIT_EGRESS, EventKind, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP,
+    FLOW_CONFIG_EVENTS_NEW, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_F_NEW, FLOW_F_UNENFORCED,
+    FLOW_F_XDP, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, FLOWS_CAPACITY, FlowEvent, FlowKey, FlowStat,
+    FlowValue, HOOK_FROM_POD, HOOK_XDP, PROTO_ANY, PROTO_TCP, PROTO_UDP, RULE_NONE,
 };
 use bulkhead_netns_tests::{
     dataplane::{DROP, Dataplane, LO_IFINDEX, PASS, XDP_DROP, ct_key, endpoint},
@@ -518,4 +518,86 @@ fn pins_without_flow_maps_load_fresh_and_flow_maps_are_adopted() {
     let report = cleanup(&dir, &[]).unwrap();
     assert!(report.objects >= 13 + 3, "maps and programs: {report:?}");
     assert!(!dir.exists());
+}
+
+/// Audit mode in the kernel: A's egress is not enforced, but staged
+/// policies (audit table `A_AUDIT`, allowing B on TCP 80 only) are checked
+/// beside it. Every packet of A's egress side is marked with the audit
+/// verdict — also replies and later intervals, from the CT entry — and a
+/// new revision re-checks it. Nothing is ever dropped for audit.
+#[test]
+fn audit_verdicts_mark_every_packet_of_a_side_and_follow_revisions() {
+    const A_AUDIT: u32 = 5;
+    let Some(mut lab) = Lab::new(ALL) else { return };
+    let (a4, b4) = (lab.a4, lab.b4);
+    let audited_a = |slot_table: u32| {
+        let mut e = endpoint(&[a4], MAC_A, Some(A_IN), None);
+        e.flags |= ENDPOINT_AUDIT_EGRESS;
+        e.audit_egress_table = slot_table;
+        e
+    };
+    lab.dp.allow(0, A_AUDIT, ID_B, PROTO_TCP, Some(80));
+    let web = frame(MAC_A, a4, b4, tcp(40001, 80, SYN));
+    let dns = frame(
+        MAC_A,
+        a4,
+        b4,
+        L4::Udp {
+            sport: 40002,
+            dport: 53,
+        },
+    );
+    let dns_back = frame(
+        MAC_B,
+        b4,
+        a4,
+        L4::Udp {
+            sport: 53,
+            dport: 40002,
+        },
+    );
+    lab.dp.set_endpoint(0, audited_a(A_AUDIT));
+    assert_eq!(lab.dp.from_pod(&web), PASS);
+    assert_eq!(lab.dp.from_pod(&dns), PASS, "audit never drops");
+    assert_eq!(lab.dp.to_pod(&dns_back), PASS);
+    assert_eq!(lab.as_b().to_pod(&dns), PASS);
+    let flows = lab.drain();
+    let (tweb, tdns) = (
+        ct_key(a4, b4, 40001, 80, PROTO_TCP),
+        ct_key(a4, b4, 40002, 53, PROTO_UDP),
+    );
+    let audit = |v: &FlowValue| v.flags & (FLOW_F_AUDITED | FLOW_F_AUDIT_DENY);
+    assert_eq!(audit(&flows[&key(tweb, FLOW_SIDE_EGRESS)]), FLOW_F_AUDITED);
+    let d = flows[&key(tdns, FLOW_SIDE_EGRESS)];
+    assert_eq!(audit(&d), FLOW_F_AUDITED | FLOW_F_AUDIT_DENY);
+    assert_eq!((d.packets_orig, d.packets_reply), (1, 1), "the reply too");
+    assert_eq!(d.flags & FLOW_F_UNENFORCED, 0, "A's ingress is enforced");
+    // B's ingress has no audit view.
+    assert_eq!(audit(&flows[&key(tdns, FLOW_SIDE_INGRESS)]), 0);
+    // The next interval: the verdict comes from the CT entry.
+    lab.dp.set_endpoint(0, audited_a(A_AUDIT));
+    assert_eq!(lab.dp.from_pod(&dns), PASS);
+    let d = lab.drain()[&key(tdns, FLOW_SIDE_EGRESS)];
+    assert_eq!(audit(&d), FLOW_F_AUDITED | FLOW_F_AUDIT_DENY);
+    // Revision 1 (slot 1): the staged policy now allows UDP 53 too; the
+    // established flow is re-checked on its next packet.
+    for (net, id) in [("10.0.0.1/32", ID_A), ("10.0.0.2/32", ID_B)] {
+        lab.dp.add_identity(1, net.parse().unwrap(), id);
+    }
+    lab.dp.allow(1, A_IN, ID_B, PROTO_ANY, None);
+    lab.dp.allow(1, A_AUDIT, ID_B, PROTO_UDP, Some(53));
+    lab.dp.set_endpoint(1, audited_a(A_AUDIT));
+    lab.dp.set_revision(1);
+    assert_eq!(lab.dp.from_pod(&dns), PASS);
+    let d = lab.drain()[&key(tdns, FLOW_SIDE_EGRESS)];
+    assert_eq!(audit(&d), FLOW_F_AUDITED, "re-checked under revision 1");
+    assert_eq!(d.revision, 1);
+    // Without an audit view the side carries no audit bits.
+    lab.dp
+        .set_endpoint(1, endpoint(&[a4], MAC_A, Some(A_IN), None));
+    lab.dp.set_revision(3);
+    assert_eq!(lab.dp.from_pod(&dns), PASS);
+    let d = lab.drain()[&key(tdns, FLOW_SIDE_EGRESS)];
+    assert_eq!(audit(&d), 0);
+    lab.dp.remove_endpoint(1);
 }

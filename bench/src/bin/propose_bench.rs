@@ -234,6 +234,7 @@ fn record(
         drop_reason: None,
         policies: Arc::from(Vec::new()),
         revision: 1,
+        audit: None,
     }
 }
 

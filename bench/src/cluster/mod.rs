@@ -386,12 +386,14 @@ impl ClusterSpec {
                             file: PathBuf::from("synthetic/namespaces"),
                             document: 0,
                         }),
+                        mode: None,
                     };
                     (n.name.clone(), ns)
                 })
                 .collect::<BTreeMap<_, _>>(),
             pods: universe.pods(self),
             policies: policies::generate(self, &universe),
+            default_mode: Default::default(),
         };
         model.normalize();
         AddressPlan::default()

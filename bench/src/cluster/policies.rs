@@ -124,6 +124,7 @@ impl Drawer<'_> {
                 file: PathBuf::from("synthetic/policies"),
                 document,
             },
+            mode: None,
         });
     }
 

@@ -172,6 +172,7 @@ pub fn model(shape: &RuleShape) -> Model {
         ingress: Some(vec![rule.clone()]),
         egress: Some(vec![rule]),
         origin: origin("dataplane-bench", 0),
+        mode: None,
     };
     synthetic::model(bench_pods("dataplane-bench"), vec![policy])
 }

@@ -28,7 +28,7 @@ use bulkhead::compile::compile;
 use bulkhead::model::{
     Model, NamespaceScope, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
 };
-use bulkhead_common::{DropReason, EndpointInfo, EndpointKey, active_slot};
+use bulkhead_common::{DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey, active_slot};
 use bulkhead_netns_tests::dataplane::Dataplane;
 use serde::Serialize;
 
@@ -160,6 +160,7 @@ fn model() -> Model {
         ingress,
         egress,
         origin: origin("veth-bench", 0),
+        mode: None,
     };
     synthetic::model(
         vec![
@@ -180,7 +181,7 @@ fn program_maps(dp: &mut Dataplane, ifindex: &[(&str, u32)]) -> Result<()> {
     let image = compile(&model).map_image_for(slot, &[0, 1]);
     dp.write_image(&image);
     let mut endpoints: HashMap<&mut MapData, EndpointKey, EndpointInfo> =
-        HashMap::try_from(dp.ebpf().map_mut("ENDPOINTS").context("ENDPOINTS")?)?;
+        HashMap::try_from(dp.ebpf().map_mut(ENDPOINTS_MAP).context(ENDPOINTS_MAP)?)?;
     for (pod, info) in &image.endpoints {
         let name = &model.pods[*pod].name;
         let veth = if name == "client" {

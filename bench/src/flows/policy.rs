@@ -83,6 +83,7 @@ pub fn model() -> Model {
         ingress: Some(Vec::new()),
         egress: Some(vec![egress]),
         origin: origin("flow-bench", 0),
+        mode: None,
     };
     synthetic::model(bench_pods("flow-bench"), vec![policy])
 }

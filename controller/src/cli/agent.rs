@@ -14,6 +14,7 @@ use crate::dataplane::{DEFAULT_PIN_DIR, TcMode};
 use crate::flows::PipelineConfig;
 use crate::flows::export::ipfix::IpfixConfig;
 use crate::flows::export::jsonl::{JsonlConfig, JsonlTarget};
+use crate::model::Mode;
 
 /// On or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -98,6 +99,12 @@ pub struct AgentArgs {
     /// Node name written into flow records (default: the host name).
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+    /// Mode of every NetworkPolicy that neither it nor its namespace sets
+    /// with the `bulkhead.io/mode` annotation: enforce, audit (the kernel
+    /// records what would be denied, passes everything) or learn (nothing
+    /// enforced, flows recorded for `bulkhead propose`). See docs/learn.md.
+    #[arg(long, value_name = "MODE", default_value = "enforce")]
+    pub mode: Mode,
     /// Poll interval of the manifest directory and links, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200, hide = true)]
     pub poll_ms: u64,
@@ -131,7 +138,12 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         pod_cidr: args.pod_cidr.clone(),
         assign_pod_ips: args.assign_pod_ips,
     };
-    let load = || source.load();
+    let load = || {
+        source.load().map(|mut model| {
+            model.default_mode = args.mode;
+            model
+        })
+    };
     let cfg = AgentConfig {
         manifests,
         load: &load,

@@ -20,11 +20,17 @@ pub struct ConnectivityArgs {
     /// Lines, one object per ordered pair with anything allowed).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    /// Mode of policies that neither they nor their namespace annotate
+    /// (`bulkhead.io/mode`), as the agent's `--mode`: only enforce-mode
+    /// policies decide what is allowed.
+    #[arg(long, value_name = "MODE", default_value = "enforce")]
+    pub mode: crate::model::Mode,
 }
 
 /// Runs the command.
 pub fn run(args: &ConnectivityArgs) -> Result<(), CliError> {
-    let model = args.manifests.load()?;
+    let mut model = args.manifests.load()?;
+    model.default_mode = args.mode;
     let compiled = compile(&model);
     let connections = connectivity(&model, &compiled);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());

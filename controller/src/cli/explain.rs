@@ -30,11 +30,17 @@ pub struct ExplainArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    /// Mode of policies that neither they nor their namespace annotate
+    /// (`bulkhead.io/mode`), as the agent's `--mode`: only enforce-mode
+    /// policies decide what is allowed.
+    #[arg(long, value_name = "MODE", default_value = "enforce")]
+    pub mode: crate::model::Mode,
 }
 
 /// Runs the command.
 pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
-    let model = args.manifests.load()?;
+    let mut model = args.manifests.load()?;
+    model.default_mode = args.mode;
     let compiled = compile(&model);
     let e = explain(
         &model,
@@ -75,6 +81,31 @@ fn rule_line(r: &RuleRef, direction: &str) -> String {
 }
 
 fn write_side(out: &mut impl Write, s: &SideExplanation, what: &str) -> std::io::Result<()> {
+    write_enforced(out, s, what)?;
+    let d = s.direction.as_str();
+    if let Some(a) = &s.audit {
+        let verdict = if a.verdict == "allowed" {
+            format!("✓ would allow {what}")
+        } else {
+            format!("✗ would deny {what}")
+        };
+        writeln!(
+            out,
+            "  audit (staged: {}): {verdict} if promoted",
+            a.policies.join(", ")
+        )?;
+    }
+    if !s.learning.is_empty() {
+        writeln!(
+            out,
+            "  learning (not enforced): {} select it for {d}",
+            s.learning.join(", ")
+        )?;
+    }
+    Ok(())
+}
+
+fn write_enforced(out: &mut impl Write, s: &SideExplanation, what: &str) -> std::io::Result<()> {
     let d = s.direction.as_str();
     let who = s.pod.as_deref().unwrap_or("the address");
     match s.verdict {

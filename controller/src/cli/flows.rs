@@ -15,7 +15,9 @@ use super::{CliError, Output};
 use crate::api::client::{self, ClientError};
 use crate::api::{DEFAULT_SOCKET, LOST_TYPE, SOCKET_NAME};
 use crate::flows::filter::{Filter, FilterError};
-use crate::flows::record::{FlowDirection, FlowRecord, FlowVerdict, IpProtocol, RecordKind};
+use crate::flows::record::{
+    AuditVerdict, FlowDirection, FlowRecord, FlowVerdict, IpProtocol, RecordKind,
+};
 
 /// A verdict to filter on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -403,10 +405,25 @@ pub fn render(r: &FlowRecord, color: bool) -> String {
         (RecordKind::Flow, _) => r.end_reason.map(|e| e.as_str()),
     };
     let flags = flags(r);
-    for part in [Some(counts), dropped, Some(flags), tail.map(str::to_owned)]
-        .into_iter()
-        .flatten()
-        .filter(|p| !p.is_empty())
+    // What the staged (audit-mode) policies say, after what passed.
+    let audit = r.audit.as_ref().map(|a| {
+        let names: Vec<&str> = a.policies.iter().map(|p| &*p.name).collect();
+        let verdict = match a.verdict {
+            AuditVerdict::Allowed => "audit: allowed",
+            AuditVerdict::WouldDeny => "AUDIT: WOULD DENY",
+        };
+        format!("[{verdict} by {}]", names.join(", "))
+    });
+    for part in [
+        Some(counts),
+        dropped,
+        Some(flags),
+        tail.map(str::to_owned),
+        audit,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| !p.is_empty())
     {
         line.push_str("  ");
         line.push_str(&part);
@@ -450,6 +467,22 @@ mod tests {
         );
         let colored = render(&record(serde_json::json!({})), true);
         assert!(colored.contains("\x1b[32mALLOWED\x1b[0m"), "{colored}");
+    }
+
+    #[test]
+    fn renders_the_audit_verdict() {
+        let r = record(serde_json::json!({
+            "audit": {"verdict": "would_deny", "policies": [{"name": "y/staged"}]}
+        }));
+        assert!(
+            render(&r, false).ends_with("closed  [AUDIT: WOULD DENY by y/staged]"),
+            "{}",
+            render(&r, false)
+        );
+        let r = record(serde_json::json!({
+            "audit": {"verdict": "allowed", "policies": [{"name": "y/staged"}]}
+        }));
+        assert!(render(&r, false).ends_with("[audit: allowed by y/staged]"));
     }
 
     #[test]

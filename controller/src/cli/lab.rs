@@ -22,8 +22,8 @@ use crate::lab::probe::{
 use crate::lab::state::{LabState, Ports, state_path};
 use crate::lab::verify::{ConnectivityLine, disagreements};
 use crate::lab::{LabError, agent, serve, setup};
-use crate::model::Protocol;
 use crate::model::addressing::AddressPlan;
+use crate::model::{Mode, Protocol};
 use crate::source::manifest;
 
 /// Arguments of `bulkhead lab`.
@@ -107,6 +107,11 @@ pub struct UpArgs {
     /// The agent finishes flows idle this long, in seconds (default 15).
     #[arg(long, value_name = "SECS")]
     pub flow_idle_timeout: Option<u64>,
+    /// The agent's default policy mode: enforce, audit or learn (policies
+    /// and namespaces may set their own with the `bulkhead.io/mode`
+    /// annotation; see docs/learn.md).
+    #[arg(long, value_name = "MODE", default_value = "enforce")]
+    pub mode: Mode,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
@@ -333,6 +338,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         agent: !args.no_agent,
         xdp: args.xdp == Switch::On,
         flow_args: flow_args(args),
+        mode: args.mode,
     };
     let state = plan(&model, &spec)?;
     let state = setup::up(state, &exe()?, &progress)?;
@@ -436,7 +442,9 @@ fn expected_lines(
             .collect(),
         ignore_status: state.assign_pod_ips,
     };
-    let model = manifest::load_dir(dir, &plan)?;
+    let mut model = manifest::load_dir(dir, &plan)?;
+    // What the agent enforces: policies in audit or learn mode allow all.
+    model.default_mode = state.agent.as_ref().map_or(Mode::Enforce, |a| a.mode);
     let now: Vec<(String, Vec<IpAddr>)> = model
         .pods
         .iter()

@@ -1,10 +1,12 @@
 //! The `bulkhead` command line.
 
 pub mod agent;
+pub mod audit;
 pub mod connectivity;
 pub mod explain;
 pub mod flows;
 pub mod lab;
+pub mod promote;
 pub mod propose;
 pub mod status;
 
@@ -43,6 +45,10 @@ pub enum Command {
     Flows(flows::FlowsArgs),
     /// Propose NetworkPolicies that allow exactly the observed flows, with a coverage proof.
     Propose(propose::ProposeArgs),
+    /// Change the mode of NetworkPolicies in their manifests (audit → enforce), safely.
+    Promote(promote::PromoteArgs),
+    /// Policies in audit mode: every flow they would deny, grouped by policy and peer.
+    Audit(audit::AuditArgs),
 }
 
 /// Output format.
@@ -127,6 +133,13 @@ pub enum CliError {
     /// `bulkhead propose` could not read its input or write its files.
     #[error(transparent)]
     Propose(#[from] propose::ProposeError),
+    /// `bulkhead promote` changed nothing (or not everything, if writing failed).
+    #[error(transparent)]
+    Promote(#[from] crate::promote::PromoteError),
+    /// `bulkhead audit` could not read its input, or found would-deny
+    /// flows under `--fail-on-would-deny` (exit status 1).
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
     /// The proposal does not allow every observed edge (exit status 1).
     #[error("{denied} of {replayed} observed edges are not allowed by the proposal")]
     Uncovered {
@@ -150,6 +163,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => status::run(&args),
         Command::Flows(args) => flows::run(&args),
         Command::Propose(args) => propose::run(&args),
+        Command::Promote(args) => promote::run(&args),
+        Command::Audit(args) => audit::run(&args),
     }
 }
 
@@ -158,6 +173,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Disagreements { .. } | CliError::Uncovered { .. } => 1,
+            CliError::Audit(e) => e.exit_code(),
             _ => 2,
         }
     }

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{CliError, ManifestArgs};
 use crate::learn::{self, History, ReadError, StoreError, render};
+use crate::model::Mode;
 
 /// Output format of `propose`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -45,6 +46,12 @@ pub struct ProposeArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub output: ProposeOutput,
+    /// Set every proposed policy's own mode (annotation `bulkhead.io/mode`):
+    /// enforce, audit or learn. Apply a proposal in audit first, then
+    /// `bulkhead promote` it. Default: no annotation (the namespace's or
+    /// the agent's mode applies).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<Mode>,
 }
 
 /// Why `propose` could not read its input.
@@ -69,6 +76,9 @@ pub enum ProposeError {
 
 /// Runs the command.
 pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
+    if let Some(lab) = &args.lab {
+        crate::lab::naming::check_lab_name(lab)?;
+    }
     let model = args.manifests.load()?;
     let history = read_history(args)?;
     tracing::info!(
@@ -84,7 +94,8 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
         std::fs::create_dir_all(dir).map_err(io(dir.clone()))?;
         for p in &proposal.policies {
             let path = dir.join(render::file_name(p));
-            std::fs::write(&path, render::policy_yaml(p)).map_err(io(path.clone()))?;
+            std::fs::write(&path, render::policy_yaml_in(p, args.mode))
+                .map_err(io(path.clone()))?;
         }
         eprintln!(
             "wrote {} policies to {}",
@@ -96,7 +107,7 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
     match args.output {
         ProposeOutput::Yaml => {
             if args.output_dir.is_none() {
-                out.write_all(render::proposal_yaml(&proposal).as_bytes())?;
+                out.write_all(render::proposal_yaml_in(&proposal, args.mode).as_bytes())?;
             }
             eprint!("{}", learn::coverage::text(&proof, &proposal));
         }
@@ -105,12 +116,17 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
                 .policies
                 .iter()
                 .map(|p| {
-                    json!({
+                    let mut v = json!({
                         "namespace": p.namespace,
                         "name": p.name,
                         "workload": p.subject.workload,
-                        "yaml": render::policy_yaml(p),
-                    })
+                        "yaml": render::policy_yaml_in(p, args.mode),
+                    });
+                    // Only with --mode, so output without it is unchanged.
+                    if let Some(mode) = args.mode {
+                        v["mode"] = json!(mode.as_str());
+                    }
+                    v
                 })
                 .collect();
             let v = json!({ "policies": policies, "proof": proof });
@@ -136,8 +152,5 @@ fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
         return Ok(learn::store::read(path)?.history);
     }
     let name = args.lab.as_deref().unwrap_or_default();
-    let path = PathBuf::from("/run/bulkhead/lab")
-        .join(name)
-        .join("flows.jsonl");
-    Ok(learn::read_jsonl(&path)?)
+    Ok(learn::read_jsonl(&crate::lab::state::flow_log(name))?)
 }

@@ -132,20 +132,22 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                 let (pod, dev) =
                     pod_of(e.ifindex).map_or(("?", "?"), |p| (p.pod.as_str(), p.ifname.as_str()));
                 let addrs: Vec<String> = e.addresses.iter().map(ToString::to_string).collect();
+                // "isolated", "open", and "+audit" where staged policies
+                // are checked beside the enforced ones.
+                let side = |isolated: bool, audit: bool| {
+                    let s = if isolated { "isolated" } else { "open" };
+                    if audit {
+                        format!("{s}+audit")
+                    } else {
+                        s.to_owned()
+                    }
+                };
                 writeln!(
                     out,
-                    "  {pod:<24} {dev:<14} ifindex {:<5} in:{:<8} out:{:<8} hooks:{:<24} {}",
+                    "  {pod:<24} {dev:<14} ifindex {:<5} in:{:<14} out:{:<14} hooks:{:<24} {}",
                     e.ifindex,
-                    if e.isolated_ingress {
-                        "isolated"
-                    } else {
-                        "open"
-                    },
-                    if e.isolated_egress {
-                        "isolated"
-                    } else {
-                        "open"
-                    },
+                    side(e.isolated_ingress, e.audit_ingress),
+                    side(e.isolated_egress, e.audit_egress),
                     e.hooks.join(","),
                     addrs.join(" ")
                 )?;

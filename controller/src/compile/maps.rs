@@ -22,11 +22,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
 
 use bulkhead_common::{
-    ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC, ENDPOINT_ISOLATED_EGRESS,
-    ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY, EndpointInfo, IDENTITIES_SLOT_CAPACITY,
-    IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER,
-    POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY,
-    PROTO_ANY, PolicyNode, PolicyNodeKey, PolicyRange, SLOT_PREFIX, policy_point,
+    ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6,
+    ENDPOINT_HAS_MAC, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY,
+    EndpointInfo, IDENTITIES_SLOT_CAPACITY, IdentityKey, IdentityValue, POLICY_DEPTH_MAX,
+    POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY,
+    POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode, PolicyNodeKey, PolicyRange,
+    SLOT_PREFIX, policy_point,
 };
 use ipnetwork::IpNetwork;
 
@@ -253,7 +254,10 @@ impl Compiled {
         let used: Option<BTreeSet<TableId>> = pods.map(|_| {
             local
                 .iter()
-                .flat_map(|&p| [self.endpoints[p].ingress, self.endpoints[p].egress])
+                .flat_map(|&p| {
+                    let (ep, audit) = (self.endpoints[p], self.audit_endpoints[p]);
+                    [ep.ingress, ep.egress, audit.ingress, audit.egress]
+                })
                 .flatten()
                 .collect()
         });
@@ -302,7 +306,7 @@ impl Compiled {
 
     /// The ENDPOINTS value of pod `pod` with addresses `addrs`.
     fn endpoint_info(&self, pod: usize, addrs: &[IpAddr]) -> EndpointInfo {
-        let ep = self.endpoints[pod];
+        let (ep, audit) = (self.endpoints[pod], self.audit_endpoints[pod]);
         let mut info = EndpointInfo {
             ingress_table: ep.ingress.unwrap_or(0),
             egress_table: ep.egress.unwrap_or(0),
@@ -312,12 +316,18 @@ impl Compiled {
             _pad: [0; 2],
             ipv4: [0; 16],
             ipv6: [0; 16],
+            audit_ingress_table: audit.ingress.unwrap_or(0),
+            audit_egress_table: audit.egress.unwrap_or(0),
         };
-        if ep.ingress.is_some() {
-            info.flags |= ENDPOINT_ISOLATED_INGRESS;
-        }
-        if ep.egress.is_some() {
-            info.flags |= ENDPOINT_ISOLATED_EGRESS;
+        for (table, flag) in [
+            (ep.ingress, ENDPOINT_ISOLATED_INGRESS),
+            (ep.egress, ENDPOINT_ISOLATED_EGRESS),
+            (audit.ingress, ENDPOINT_AUDIT_INGRESS),
+            (audit.egress, ENDPOINT_AUDIT_EGRESS),
+        ] {
+            if table.is_some() {
+                info.flags |= flag;
+            }
         }
         // One address per family (Kubernetes podIPs); the lowest if more.
         let mut sorted = addrs.to_vec();

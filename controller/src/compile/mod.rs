@@ -29,7 +29,7 @@ use select::Selection;
 use tables::TableBuilder;
 
 use crate::model::{
-    Direction, IpBlock, Model, NamespaceScope, Peer, PortMatch, Protocol, Selector,
+    Direction, IpBlock, Mode, Model, NamespaceScope, Peer, PortMatch, Protocol, Selector,
 };
 
 /// Number of an identity; `IDENTITY_ANY` (0) is never one.
@@ -40,8 +40,10 @@ pub type TableId = u32;
 pub type RuleId = u32;
 
 /// Which tables apply to a pod; `None` means the direction is not isolated
-/// (no policy selects the pod for it) and everything is allowed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// (no policy selects the pod for it) and everything is allowed. In an
+/// audit view, `None` means no audit-mode policy selects the pod that way
+/// (the enforced table is the whole story).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
     /// Table for traffic entering the pod.
     pub ingress: Option<TableId>,
@@ -69,8 +71,14 @@ pub struct Compiled {
     pub classes: PodClasses,
     /// Identities.
     pub identities: Identities,
-    /// One per pod of the model, same index.
+    /// One per pod of the model, same index: the enforced view (policies
+    /// in enforce mode).
     pub endpoints: Vec<Endpoint>,
+    /// One per pod, same index: the audit view (policies in enforce and in
+    /// audit mode together), where it differs from the enforced one.
+    pub audit_endpoints: Vec<Endpoint>,
+    /// Each policy's effective mode, same index as the model's policies.
+    pub modes: Vec<Mode>,
     /// Rule tables, shared by all endpoints with the same policies.
     pub tables: Vec<RuleTable>,
     /// Where each rule id came from.
@@ -158,10 +166,17 @@ pub fn compile(model: &Model) -> Compiled {
         .map(|i| i.id)
         .collect();
 
-    // Which policies select each pod, per direction.
+    // Which policies select each pod, per direction, in each view: the
+    // enforced view holds enforce-mode policies, the audit view those and
+    // the audit-mode ones; learn-mode policies are in neither.
+    let modes: Vec<Mode> = model.policies.iter().map(|p| model.mode_of(p)).collect();
     let n = model.pods.len();
     let mut selecting: [Vec<Vec<usize>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
+    let mut audit_selecting: [Vec<Vec<usize>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
     for (pi, policy) in model.policies.iter().enumerate() {
+        if !modes[pi].audited() {
+            continue;
+        }
         let subject = selection.peer(
             &NamespaceScope::Same(policy.namespace.clone()),
             &policy.pod_selector,
@@ -169,7 +184,10 @@ pub fn compile(model: &Model) -> Compiled {
         for (di, d) in Direction::ALL.into_iter().enumerate() {
             if policy.rules(d).is_some() {
                 for p in subject.iter() {
-                    selecting[di][p].push(pi);
+                    if modes[pi].enforced() {
+                        selecting[di][p].push(pi);
+                    }
+                    audit_selecting[di][p].push(pi);
                 }
             }
         }
@@ -184,57 +202,86 @@ pub fn compile(model: &Model) -> Compiled {
         blocks: &blocks,
         all_pod_identities: &all_pod_identities,
     };
-    let mut registry = Registry::default();
-    let mut tables: Vec<RuleTable> = Vec::new();
-    // (direction, selecting policies, ingress named ports resolved) → table.
-    type TableKey = (Direction, Vec<usize>, Vec<Option<u16>>);
-    let mut table_ids: HashMap<TableKey, TableId> = HashMap::new();
+    let mut tables = Tables::default();
     let mut endpoints = Vec::with_capacity(n);
-    for (p, pod) in model.pods.iter().enumerate() {
-        let mut ep = Endpoint {
-            ingress: None,
-            egress: None,
-        };
+    let mut audit_endpoints = Vec::with_capacity(n);
+    for p in 0..n {
+        let mut ep = Endpoint::default();
+        let mut audit = Endpoint::default();
         for (di, d) in Direction::ALL.into_iter().enumerate() {
-            let policies = &selecting[di][p];
-            if policies.is_empty() {
-                continue;
-            }
-            // Ingress named ports resolve on the pod itself, so pods that
-            // resolve them differently need different tables.
-            let resolved = if d == Direction::Ingress {
-                ingress_names(model, policies)
-                    .into_iter()
-                    .map(|(name, proto)| pod.named_port(&name, proto))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let key = (d, policies.clone(), resolved);
-            let id = match table_ids.get(&key) {
-                Some(id) => *id,
-                None => {
-                    let id = tables.len() as TableId;
-                    tables.push(ctx.build(&mut registry, d, policies, p));
-                    table_ids.insert(key, id);
-                    id
-                }
-            };
+            let enforced = &selecting[di][p];
+            let audited = &audit_selecting[di][p];
+            let table = (!enforced.is_empty()).then(|| tables.get(&ctx, d, enforced, p));
+            // A view of its own only where audit-mode policies select the
+            // pod: the kernel checks it beside the enforced table.
+            let audit_table =
+                (audited.len() > enforced.len()).then(|| tables.get(&ctx, d, audited, p));
             match d {
-                Direction::Ingress => ep.ingress = Some(id),
-                Direction::Egress => ep.egress = Some(id),
+                Direction::Ingress => (ep.ingress, audit.ingress) = (table, audit_table),
+                Direction::Egress => (ep.egress, audit.egress) = (table, audit_table),
             }
         }
         endpoints.push(ep);
+        audit_endpoints.push(audit);
     }
+    let Tables {
+        registry, tables, ..
+    } = tables;
     Compiled {
         blocks,
         regions,
         classes,
         identities,
         endpoints,
+        audit_endpoints,
+        modes,
         tables,
         rules: registry.rules,
+    }
+}
+
+/// Rule tables built so far, one per (direction, selecting policies,
+/// ingress named ports resolved): endpoints and views with the same
+/// policies share a table.
+#[derive(Default)]
+struct Tables {
+    registry: Registry,
+    tables: Vec<RuleTable>,
+    ids: HashMap<TableKey, TableId>,
+}
+
+/// What makes a table: (direction, selecting policies, ingress named ports
+/// resolved).
+type TableKey = (Direction, Vec<usize>, Vec<Option<u16>>);
+
+impl Tables {
+    /// The table for direction `d` of pod `pod`, selected by `policies`.
+    fn get(
+        &mut self,
+        ctx: &TableContext<'_>,
+        d: Direction,
+        policies: &[usize],
+        pod: usize,
+    ) -> TableId {
+        // Ingress named ports resolve on the pod itself, so pods that
+        // resolve them differently need different tables.
+        let resolved = if d == Direction::Ingress {
+            ingress_names(ctx.model, policies)
+                .into_iter()
+                .map(|(name, proto)| ctx.model.pods[pod].named_port(&name, proto))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let key = (d, policies.to_vec(), resolved);
+        if let Some(&id) = self.ids.get(&key) {
+            return id;
+        }
+        let id = self.tables.len() as TableId;
+        self.tables
+            .push(ctx.build(&mut self.registry, d, policies, pod));
+        self.ids.insert(key, id);
+        id
     }
 }
 

@@ -8,16 +8,17 @@ use std::net::IpAddr;
 use std::collections::HashMap;
 
 use bulkhead_common::{
-    ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, IDENTITY_ANY, POLICY_DEPTH_MAX,
-    POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, PROTO_ICMP,
-    PolicyNode, PolicyNodeKey, policy_point,
+    ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_ISOLATED_EGRESS,
+    ENDPOINT_ISOLATED_INGRESS, IDENTITY_ANY, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER,
+    POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, PROTO_ICMP, PolicyNode, PolicyNodeKey,
+    policy_point,
 };
 
 use super::maps::{MapImage, PolicyLayout, address_key};
 use super::*;
 use crate::model::addressing::AddressPlan;
 use crate::model::{Origin, Pod, Policy, Requirement, Rule, Workload};
-use crate::testing::{Rng, probe_addresses, random_model};
+use crate::testing::{Rng, probe_addresses, random_model, random_modes};
 use bulkhead_common::IdentityKey;
 
 /// The oracle: NetworkPolicy semantics read straight off the model.
@@ -228,6 +229,74 @@ fn compiled_tables_and_map_image_agree_with_the_oracle() {
     );
 }
 
+/// Modes split one model into two views: the enforced one (enforce-mode
+/// policies only) and the audit one (enforce- and audit-mode policies);
+/// learn-mode policies are in neither. Each view must agree with the
+/// oracle on the model holding just its policies, and the map image must
+/// flag exactly the audited directions.
+#[test]
+fn modes_split_the_enforced_and_the_audit_view() {
+    let (mut checked, mut would_deny, mut audited) = (0usize, 0usize, 0usize);
+    for seed in 0..300 {
+        let mut r = Rng(seed);
+        let mut m = random_model(&mut r);
+        random_modes(&mut r, &mut m);
+        let c = compile(&m);
+        let only = |keep: fn(Mode) -> bool| {
+            let mut v = m.clone();
+            v.policies.retain(|p| keep(m.mode_of(p)));
+            v
+        };
+        let (enforced, promoted) = (only(Mode::enforced), only(Mode::audited));
+        let image = c.map_image(0);
+        for (pod, info) in &image.endpoints {
+            let a = c.audit_endpoints[*pod];
+            assert_eq!(
+                info.flags & ENDPOINT_AUDIT_INGRESS != 0,
+                a.ingress.is_some()
+            );
+            assert_eq!(info.flags & ENDPOINT_AUDIT_EGRESS != 0, a.egress.is_some());
+            assert_eq!(info.audit_ingress_table, a.ingress.unwrap_or(0));
+        }
+        let addrs = probe_addresses(&m, &c);
+        for &src in &addrs {
+            for &dst in &addrs {
+                if src == dst || src.is_ipv4() != dst.is_ipv4() {
+                    continue;
+                }
+                let port = 76 + r.below(12) as u16;
+                let proto = *r.pick(&[6u8, 17, 132, PROTO_ICMP]);
+                let want = oracle(&enforced, src, dst, proto, port);
+                let want_promoted = oracle(&promoted, src, dst, proto, port);
+                let ctx = || format!("seed {seed}: {src} -> {dst} proto {proto} port {port}");
+                assert_eq!(c.allowed(src, dst, proto, port), want, "{}", ctx());
+                assert_eq!(
+                    c.allowed_if_promoted(src, dst, proto, port),
+                    want_promoted,
+                    "{}",
+                    ctx()
+                );
+                let audit = c.audit(src, dst, proto, port);
+                if want {
+                    // What the kernel records: passed, but the audit view
+                    // of a side denies it.
+                    assert_eq!(audit.would_deny(), !want_promoted, "{}", ctx());
+                    would_deny += usize::from(audit.would_deny());
+                }
+                audited += usize::from(audit.egress.is_some() || audit.ingress.is_some());
+                checked += 1;
+            }
+        }
+    }
+    // The generator must produce every case in quantity.
+    assert!(checked > 20_000, "only {checked} queries");
+    assert!(
+        would_deny > checked / 50,
+        "{would_deny} would-deny of {checked}"
+    );
+    assert!(audited > checked / 10, "{audited} audited of {checked}");
+}
+
 #[test]
 fn identities_group_pods_that_no_selector_distinguishes() {
     let mut m = Model::default();
@@ -264,6 +333,7 @@ fn identities_group_pods_that_no_selector_distinguishes() {
         }]),
         egress: None,
         origin: Origin::default(),
+        mode: None,
     });
     m.normalize();
     AddressPlan::default().assign(&mut m.pods).unwrap();

@@ -3,9 +3,9 @@
 
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
 use bulkhead_common::{
-    Config, CtEntry, CtKey, DROP_REASONS, DropReason, EndpointInfo, EndpointKey, IdentityKey,
-    IdentityValue, POLICY_DEPTH_MAX, POLICY_NODE_INNER, POLICY_NODES_SLOT_CAPACITY, PolicyNode,
-    PolicyNodeKey, policy_node_index,
+    Config, CtEntry, CtKey, DROP_REASONS, DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey,
+    IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_NODE_INNER, POLICY_NODES_SLOT_CAPACITY,
+    PolicyNode, PolicyNodeKey, policy_node_index,
 };
 
 use super::DataplaneError;
@@ -54,7 +54,7 @@ impl KernelMaps {
             identities: typed(pins, "IDENTITIES")?,
             policy: typed(pins, POLICY_MAP)?,
             policy_nodes: typed(pins, POLICY_NODES_MAP)?,
-            endpoints: typed(pins, "ENDPOINTS")?,
+            endpoints: typed(pins, ENDPOINTS_MAP)?,
             config: typed(pins, "CONFIG")?,
             ct: typed(pins, "CT")?,
             drops: typed(pins, "DROPS")?,
@@ -143,7 +143,7 @@ impl SlotMaps for KernelMaps {
             level = next;
         }
         for entry in self.endpoints.iter() {
-            let (k, v) = entry.map_err(DataplaneError::map_op("reading", "ENDPOINTS"))?;
+            let (k, v) = entry.map_err(DataplaneError::map_op("reading", ENDPOINTS_MAP))?;
             if k.slot == slot {
                 image.endpoints.insert(k, v);
             }
@@ -209,12 +209,12 @@ impl SlotMaps for KernelMaps {
     ) -> Result<(), DataplaneError> {
         self.endpoints
             .insert(key, value, 0)
-            .map_err(DataplaneError::map_op("writing", "ENDPOINTS"))
+            .map_err(DataplaneError::map_op("writing", ENDPOINTS_MAP))
     }
 
     fn remove_endpoint(&mut self, key: EndpointKey) -> Result<(), DataplaneError> {
         self.endpoints
             .remove(&key)
-            .map_err(DataplaneError::map_op("deleting from", "ENDPOINTS"))
+            .map_err(DataplaneError::map_op("deleting from", ENDPOINTS_MAP))
     }
 }

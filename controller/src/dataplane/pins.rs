@@ -4,7 +4,7 @@
 //! Layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
 //! ```text
-//! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS,CONFIG,CT,FRAGS,DROPS,
+//! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS_V6,CONFIG,CT,FRAGS,DROPS,
 //!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS}
 //! DIR/progs/{from_pod,to_pod,xdp_prefilter}
 //! DIR/links/<ifindex>-{from_pod,to_pod,xdp}   (tcx and XDP bpf_links)
@@ -44,7 +44,7 @@ pub const POLICY_NODES_MAP: &str = "POLICY_NODES";
 /// Maps of earlier ABI versions that this one replaced: their pins are
 /// removed when the ELF is loaded (programs still attached keep their own
 /// reference until replaced).
-pub const RETIRED_MAPS: [&str; 2] = ["POLICY", "POLICY_V3"];
+pub const RETIRED_MAPS: [&str; 3] = ["POLICY", "POLICY_V3", "ENDPOINTS"];
 
 /// The pinned maps, in the ELF's names. A pin set that lacks one (an
 /// earlier ABI: v4 had no flow maps) makes the agent load the ELF, reusing
@@ -53,7 +53,7 @@ pub const MAPS: [&str; 13] = [
     "IDENTITIES",
     POLICY_MAP,
     POLICY_NODES_MAP,
-    "ENDPOINTS",
+    bulkhead_common::ENDPOINTS_MAP,
     "CONFIG",
     "CT",
     "FRAGS",

@@ -4,9 +4,9 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use bulkhead_common::{
-    CT_MAX, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_ISOLATED_EGRESS,
-    ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY, IDENTITIES_SLOT_CAPACITY,
-    POLICY_NODES_SLOT_CAPACITY, POLICY_SLOT_CAPACITY, active_slot,
+    CT_MAX, ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6,
+    ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY,
+    IDENTITIES_SLOT_CAPACITY, POLICY_NODES_SLOT_CAPACITY, POLICY_SLOT_CAPACITY, active_slot,
 };
 use serde::Serialize;
 
@@ -37,6 +37,10 @@ pub struct EndpointStatus {
     pub isolated_ingress: bool,
     /// Egress isolated.
     pub isolated_egress: bool,
+    /// Ingress has an audit view (audit-mode policies select the pod).
+    pub audit_ingress: bool,
+    /// Egress has an audit view.
+    pub audit_egress: bool,
     /// Hooks with a pinned link (`from_pod`, `to_pod`, `xdp`).
     pub hooks: Vec<String>,
 }
@@ -116,6 +120,8 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
                 addresses,
                 isolated_ingress: v.flags & ENDPOINT_ISOLATED_INGRESS != 0,
                 isolated_egress: v.flags & ENDPOINT_ISOLATED_EGRESS != 0,
+                audit_ingress: v.flags & ENDPOINT_AUDIT_INGRESS != 0,
+                audit_egress: v.flags & ENDPOINT_AUDIT_EGRESS != 0,
                 hooks,
             }
         })
@@ -140,7 +146,7 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
                 capacity: POLICY_NODES_SLOT_CAPACITY,
             },
             MapFill {
-                map: "ENDPOINTS",
+                map: bulkhead_common::ENDPOINTS_MAP,
                 entries: image.endpoints.len(),
                 capacity: ENDPOINTS_SLOT_CAPACITY,
             },

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::Side;
 use crate::compile::{Compiled, IdentityId, RuleId};
-use crate::model::{Direction, Model, Protocol};
+use crate::model::{Direction, Mode, Model, Protocol};
 
 /// A peer given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,6 +104,23 @@ pub struct SideExplanation {
     pub peer_matches_port_does_not: Vec<RuleRef>,
     /// Rules that match this protocol/port but not the peer.
     pub port_matches_peer_does_not: Vec<RuleRef>,
+    /// What the audit view says, when audit-mode policies select the pod
+    /// for this direction (they never decide `verdict`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit: Option<SideAudit>,
+    /// Learn-mode policies selecting the pod for this direction: neither
+    /// enforced nor audited.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub learning: Vec<String>,
+}
+
+/// The audit view of one side.
+#[derive(Clone, Debug, Serialize)]
+pub struct SideAudit {
+    /// `allowed` or `would-deny`.
+    pub verdict: &'static str,
+    /// The audit-mode policies selecting the pod for this direction.
+    pub policies: Vec<String>,
 }
 
 /// The whole answer.
@@ -210,7 +227,13 @@ fn side_explanation(
         allowed_by: Vec::new(),
         peer_matches_port_does_not: Vec::new(),
         port_matches_peer_does_not: Vec::new(),
+        audit: None,
+        learning: Vec::new(),
     };
+    if let Some(p) = pod {
+        out.audit = side_audit(model, compiled, direction, p, peer, protocol, port);
+        out.learning = learning(model, compiled, direction, p);
+    }
     let Some(table) = pod.and_then(|p| compiled.endpoints[p].table(direction)) else {
         return out;
     };
@@ -247,6 +270,46 @@ fn side_explanation(
     out.peer_matches_port_does_not = describe(&peer_rules);
     out.port_matches_peer_does_not = describe(&port_rules);
     out
+}
+
+/// The audit view of pod `pod`'s `direction` for `peer`, if it has one.
+fn side_audit(
+    model: &Model,
+    compiled: &Compiled,
+    direction: Direction,
+    pod: usize,
+    peer: IdentityId,
+    protocol: Protocol,
+    port: u16,
+) -> Option<SideAudit> {
+    let table = &compiled.tables[compiled.audit_endpoints[pod].table(direction)? as usize];
+    let allows = table.lookup(peer, protocol.number(), port).is_some();
+    Some(SideAudit {
+        verdict: if allows { "allowed" } else { "would-deny" },
+        policies: table
+            .policies
+            .iter()
+            .filter(|&&p| compiled.modes[p] == Mode::Audit)
+            .map(|&p| model.policies[p].key())
+            .collect(),
+    })
+}
+
+/// Learn-mode policies selecting pod `pod` for `direction`.
+fn learning(model: &Model, compiled: &Compiled, direction: Direction, pod: usize) -> Vec<String> {
+    let me = &model.pods[pod];
+    model
+        .policies
+        .iter()
+        .enumerate()
+        .filter(|&(i, p)| {
+            compiled.modes[i] == Mode::Learn
+                && p.namespace == me.namespace
+                && p.rules(direction).is_some()
+                && p.pod_selector.matches(&me.labels)
+        })
+        .map(|(_, p)| p.key())
+        .collect()
 }
 
 /// Names a rule id.

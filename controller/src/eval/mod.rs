@@ -49,6 +49,26 @@ impl Verdict {
     }
 }
 
+/// The audit view's verdicts for one connection attempt: per side, `None`
+/// when no audit-mode policy selects that side's pod (the enforced verdict
+/// is the whole story), else whether the audit view (enforced and
+/// audit-mode policies together) allows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuditVerdict {
+    /// Egress of the source.
+    pub egress: Option<bool>,
+    /// Ingress of the destination.
+    pub ingress: Option<bool>,
+}
+
+impl AuditVerdict {
+    /// Whether the audit view would deny a side (what the kernel records
+    /// as "would deny" for a connection the enforced view allows).
+    pub fn would_deny(&self) -> bool {
+        self.egress == Some(false) || self.ingress == Some(false)
+    }
+}
+
 impl Compiled {
     /// The identity of an address (pods by exact address, everything else by
     /// region).
@@ -110,6 +130,35 @@ impl Compiled {
                 port,
             ),
         }
+    }
+
+    /// The audit view's verdicts, as the kernel computes them beside the
+    /// enforced ones.
+    pub fn audit(&self, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> AuditVerdict {
+        let side = |pod: Option<usize>, d: Direction, peer: IpAddr| {
+            let table = self.audit_endpoints[pod?].table(d)?;
+            Some(self.table_allows(table, self.identity_of(peer), proto, port))
+        };
+        AuditVerdict {
+            egress: side(self.pod_of(src), Direction::Egress, dst),
+            ingress: side(self.pod_of(dst), Direction::Ingress, src),
+        }
+    }
+
+    /// Whether the connection would be allowed if every audit-mode policy
+    /// were enforced (each side: its audit view where it has one, else its
+    /// enforced table).
+    pub fn allowed_if_promoted(&self, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
+        let side = |pod: Option<usize>, d: Direction, peer: IpAddr| {
+            pod.and_then(|p| {
+                self.audit_endpoints[p]
+                    .table(d)
+                    .or(self.endpoints[p].table(d))
+            })
+            .is_none_or(|t| self.table_allows(t, self.identity_of(peer), proto, port))
+        };
+        side(self.pod_of(src), Direction::Egress, dst)
+            && side(self.pod_of(dst), Direction::Ingress, src)
     }
 
     /// Whether the connection is allowed; the fast path of [`Self::evaluate`].

@@ -5,8 +5,8 @@ use super::connectivity::{PortSets, Ranges, connectivity};
 use super::explain::{PeerArg, explain};
 use super::*;
 use crate::compile::compile;
-use crate::model::Protocol;
 use crate::model::addressing::AddressPlan;
+use crate::model::{Mode, Protocol};
 use crate::source::manifest::load_dir;
 
 fn demo() -> crate::model::Model {
@@ -149,4 +149,50 @@ fn evaluate_reports_every_allowing_rule() {
         54,
     );
     assert_eq!(v.egress, Side::Denied);
+}
+
+/// Modes in explain: with shop/db's policy staged in audit and the
+/// default-deny learning, stray → db passes (nothing enforced on db's
+/// ingress) and the audit view says it would be denied by shop/db.
+#[test]
+fn explain_shows_the_audit_view_and_learning_policies() {
+    let mut m = demo();
+    for p in &mut m.policies {
+        p.mode = match p.key().as_str() {
+            "shop/db" => Some(Mode::Audit),
+            "shop/default-deny" => Some(Mode::Learn),
+            _ => None,
+        };
+    }
+    let c = compile(&m);
+    let pod = |s: &str| PeerArg::Pod(s.into());
+    let e = explain(
+        &m,
+        &c,
+        &pod("sandbox/stray"),
+        &pod("shop/db"),
+        Protocol::Tcp,
+        5432,
+    )
+    .unwrap();
+    assert!(e.allowed, "audit and learn never deny");
+    assert_eq!(e.ingress.verdict, "not-isolated");
+    let audit = e.ingress.audit.as_ref().expect("db's ingress is audited");
+    assert_eq!(audit.verdict, "would-deny");
+    assert_eq!(audit.policies, vec!["shop/db"]);
+    assert_eq!(e.ingress.learning, vec!["shop/default-deny"]);
+    let e = explain(
+        &m,
+        &c,
+        &pod("shop/api"),
+        &pod("shop/db"),
+        Protocol::Tcp,
+        5432,
+    )
+    .unwrap();
+    assert_eq!(e.ingress.audit.as_ref().unwrap().verdict, "allowed");
+    assert!(
+        e.egress.audit.is_none(),
+        "api's egress has no audit-mode policy"
+    );
 }

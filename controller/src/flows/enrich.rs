@@ -10,15 +10,18 @@ use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use bulkhead_common::{DropReason, FLOW_SIDE_EGRESS, FlowKey, FlowValue, PROTO_TCP, RULE_NONE};
+use bulkhead_common::{
+    DropReason, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS, FlowKey, FlowValue, PROTO_TCP,
+    RULE_NONE,
+};
 
 use super::record::{
-    Address, Counts, Dropped, EndReason, EventType, FlowDirection, FlowRecord, FlowVerdict,
-    IpProtocol, PodInfo, PolicyRef, Reason, RecordKind, Schema, TcpFlags, TcpFlagsPair, Timestamp,
-    ip_of,
+    Address, Audit, AuditVerdict, Counts, Dropped, EndReason, EventType, FlowDirection, FlowRecord,
+    FlowVerdict, IpProtocol, PodInfo, PolicyRef, Reason, RecordKind, Schema, TcpFlags,
+    TcpFlagsPair, Timestamp, ip_of,
 };
 use crate::compile::Compiled;
-use crate::model::{Direction, Model, Pod};
+use crate::model::{Direction, Mode, Model, Pod};
 
 /// An enricher shared between the agent (which replaces it on each policy
 /// change through [`Enricher::update`]) and the pipeline (which reads it).
@@ -39,6 +42,8 @@ struct Snapshot {
     rules: Vec<Arc<[PolicyRef]>>,
     /// By pod index: policies isolating it, [ingress, egress].
     isolating: Vec<[Arc<[PolicyRef]>; 2]>,
+    /// By pod index: audit-mode policies selecting it, [ingress, egress].
+    auditing: Vec<[Arc<[PolicyRef]>; 2]>,
 }
 
 /// Names for flow data: ifindex → endpoint pod, IP → pod, rule → policy.
@@ -164,6 +169,22 @@ impl Enricher {
     /// The policies isolating the endpoint on `ifindex` in `direction` under
     /// `revision` (falling back to the newest revision that knows it).
     pub fn isolating(&self, revision: u64, ifindex: u32, direction: Direction) -> Arc<[PolicyRef]> {
+        self.per_endpoint(revision, ifindex, direction, |s| &s.isolating)
+    }
+
+    /// The audit-mode policies selecting the endpoint on `ifindex` in
+    /// `direction` under `revision` (as [`Self::isolating`]).
+    pub fn auditing(&self, revision: u64, ifindex: u32, direction: Direction) -> Arc<[PolicyRef]> {
+        self.per_endpoint(revision, ifindex, direction, |s| &s.auditing)
+    }
+
+    fn per_endpoint(
+        &self,
+        revision: u64,
+        ifindex: u32,
+        direction: Direction,
+        field: impl Fn(&Snapshot) -> &Vec<[Arc<[PolicyRef]>; 2]>,
+    ) -> Arc<[PolicyRef]> {
         let d = match direction {
             Direction::Ingress => 0,
             Direction::Egress => 1,
@@ -171,7 +192,7 @@ impl Enricher {
         let lookup = |s: &Snapshot| {
             s.by_ifindex
                 .get(&ifindex)
-                .map(|&p| s.isolating[p as usize][d].clone())
+                .map(|&p| field(s)[p as usize][d].clone())
         };
         self.snapshot(revision)
             .and_then(lookup)
@@ -245,6 +266,14 @@ impl Enricher {
             drop_reason: (v.drop_reason != 0).then_some(Reason(v.drop_reason)),
             policies,
             revision: v.revision,
+            audit: (v.flags & FLOW_F_AUDITED != 0).then(|| Audit {
+                verdict: if v.flags & FLOW_F_AUDIT_DENY != 0 {
+                    AuditVerdict::WouldDeny
+                } else {
+                    AuditVerdict::Allowed
+                },
+                policies: self.auditing(v.revision, key.ifindex, direction.policy_direction()),
+            }),
         }
     }
 }
@@ -311,6 +340,29 @@ impl Snapshot {
             .iter()
             .map(|ep| [table(ep.ingress), table(ep.egress)])
             .collect();
+        // The audit-mode policies of each audit table.
+        let staged: Vec<Arc<[PolicyRef]>> = compiled
+            .tables
+            .iter()
+            .map(|t| {
+                t.policies
+                    .iter()
+                    .filter(|&&pi| compiled.modes[pi] == Mode::Audit)
+                    .map(|&pi| PolicyRef {
+                        name: names[pi].clone(),
+                        rule: None,
+                    })
+                    .collect::<Vec<_>>()
+                    .into()
+            })
+            .collect();
+        let staged =
+            |t: Option<u32>| t.map_or_else(|| none.clone(), |t| staged[t as usize].clone());
+        let auditing = compiled
+            .audit_endpoints
+            .iter()
+            .map(|ep| [staged(ep.ingress), staged(ep.egress)])
+            .collect();
         Snapshot {
             revision,
             pods,
@@ -318,6 +370,7 @@ impl Snapshot {
             by_ifindex,
             rules,
             isolating,
+            auditing,
         }
     }
 }

@@ -39,6 +39,12 @@ struct FlowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    verdict: &'static str,
+    policy: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     reason: &'static str,
     namespace: Arc<str>,
@@ -96,6 +102,7 @@ pub struct Metrics {
     flow_packets: Family<FlowLabels, Counter>,
     flow_bytes: Family<FlowLabels, Counter>,
     drops: Family<DropLabels, Counter>,
+    audit_flows: Family<AuditLabels, Counter>,
     drop_bytes: Family<DropLabels, Counter>,
     events: Family<EventLabel, Counter>,
     kernel_flow: Family<StatLabel, Counter>,
@@ -153,6 +160,11 @@ impl Metrics {
             flow_bytes: reg!(
                 "bulkhead_flow_bytes",
                 "Passed bytes of flow records (both directions)",
+                Family::default()
+            ),
+            audit_flows: reg!(
+                "bulkhead_audit_flows",
+                "Flows ended that policies in audit mode judged, by audit verdict (allowed, would_deny) and policy",
                 Family::default()
             ),
             drops: reg!(
@@ -277,6 +289,15 @@ impl Metrics {
         };
         if r.end_reason != Some(EndReason::Active) {
             self.flows.get_or_create(&labels).inc();
+            if let Some(audit) = &r.audit {
+                for p in audit.policies.iter() {
+                    let labels = AuditLabels {
+                        verdict: audit.verdict.as_str(),
+                        policy: p.name.clone(),
+                    };
+                    self.audit_flows.get_or_create(&labels).inc();
+                }
+            }
         }
         let packets = r.packets.total();
         if packets > 0 {
@@ -428,8 +449,37 @@ impl Metrics {
 mod tests {
     use super::*;
     use crate::flows::record::tests_support::sample;
-    use crate::flows::record::{Dropped, FlowVerdict, Reason};
+    use crate::flows::record::{Audit, AuditVerdict, Dropped, FlowVerdict, PolicyRef, Reason};
     use bulkhead_common::{FLOW_STATS_MAX, FlowStat};
+
+    /// Audited flows count once per staged policy; interim records and
+    /// unaudited flows do not count.
+    #[test]
+    fn audited_flows_count_per_policy_and_verdict() {
+        let m = Metrics::new();
+        let mut r = sample();
+        m.observe(&r);
+        r.audit = Some(Audit {
+            verdict: AuditVerdict::WouldDeny,
+            policies: vec![PolicyRef {
+                name: "prod/staged".into(),
+                rule: None,
+            }]
+            .into(),
+        });
+        m.observe(&r);
+        m.observe(&r);
+        r.end_reason = Some(EndReason::Active);
+        m.observe(&r);
+        let text = m.render();
+        let line = r#"bulkhead_audit_flows_total{verdict="would_deny",policy="prod/staged"} 2"#;
+        assert!(text.contains(line), "missing {line} in\n{text}");
+        assert_eq!(
+            text.matches("bulkhead_audit_flows_total{").count(),
+            1,
+            "{text}"
+        );
+    }
 
     #[test]
     fn renders_every_family_with_bounded_labels() {

@@ -76,6 +76,44 @@ pub struct FlowRecord {
     pub policies: Arc<[PolicyRef]>,
     /// Policy revision of the last verdict.
     pub revision: u64,
+    /// The audit view's verdict, when policies in audit mode cover the
+    /// endpoint in the record's direction (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
+}
+
+/// What the policies in audit mode say about a record's side: the kernel
+/// checks the audit view (enforced and audit-mode policies together) beside
+/// the enforced one, and never drops for it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// Whether the audit view would allow the flow.
+    pub verdict: AuditVerdict,
+    /// The audit-mode policies selecting the endpoint in the record's
+    /// direction: for `would_deny`, the policies whose enforcement would
+    /// deny it (NetworkPolicies only add allows, so a would-deny needs a
+    /// direction that only audit-mode policies isolate).
+    pub policies: Arc<[PolicyRef]>,
+}
+
+/// The audit view's verdict.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditVerdict {
+    /// The audit view allows the flow too.
+    Allowed,
+    /// The audit view would deny the flow (it passed: audit never drops).
+    WouldDeny,
+}
+
+impl AuditVerdict {
+    /// As in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditVerdict::Allowed => "allowed",
+            AuditVerdict::WouldDeny => "would_deny",
+        }
+    }
 }
 
 impl FlowRecord {
@@ -584,6 +622,7 @@ pub(crate) mod tests_support {
             }]
             .into(),
             revision: 4,
+            audit: None,
         }
     }
 }

@@ -114,6 +114,7 @@ pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabE
         .arg(super::state::api_socket(&state.name))
         .arg("--flow-log")
         .arg(super::state::flow_log(&state.name))
+        .args(["--mode", agent.mode.as_str()])
         .args(&agent.flow_args);
     if !state.pod_cidrs.is_empty() {
         cmd.arg("--pod-cidr").arg(state.pod_cidrs.join(","));

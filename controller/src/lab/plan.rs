@@ -12,7 +12,7 @@ use super::naming::{external_netns, format_mac, host_veth, mac_of, node_netns, p
 use super::state::{
     Host, LabAgent, LabState, Ports, STATE_VERSION, bpffs_dir, lab_dir, pin_dir, watch_copy_dir,
 };
-use crate::model::{Model, Protocol};
+use crate::model::{Mode, Model, Protocol};
 
 /// What `lab up` was asked for, beyond the model.
 #[derive(Clone, Debug, Default)]
@@ -38,6 +38,8 @@ pub struct LabSpec {
     pub xdp: bool,
     /// Flow export flags passed on to the agent.
     pub flow_args: Vec<String>,
+    /// The agent's default policy mode (`--mode`).
+    pub mode: Mode,
 }
 
 /// The gateway of a pod CIDR: its first host address (the address plan
@@ -165,6 +167,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             log: lab_dir(&spec.name).join("agent.log"),
             xdp: spec.xdp,
             flow_args: spec.flow_args.clone(),
+            mode: spec.mode,
             pid: None,
         }),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),

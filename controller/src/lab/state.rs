@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::LabError;
-use crate::model::Protocol;
+use crate::model::{Mode, Protocol};
 
 /// Environment variable overriding the directory labs keep state in.
 pub const LAB_DIR_ENV: &str = "BULKHEAD_LAB_DIR";
@@ -167,6 +167,10 @@ pub struct LabAgent {
     /// `--metrics-addr`, `--flow-idle-timeout`, ...).
     #[serde(default)]
     pub flow_args: Vec<String>,
+    /// Its default policy mode (`--mode`): the mode of policies that
+    /// neither they nor their namespace annotate.
+    #[serde(default)]
+    pub mode: Mode,
     /// Its PID, once started.
     #[serde(default)]
     pub pid: Option<u32>,

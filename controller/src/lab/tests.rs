@@ -72,6 +72,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         agent: true,
         xdp: false,
         flow_args: Vec::new(),
+        mode: crate::model::Mode::Enforce,
     }
 }
 

@@ -24,7 +24,7 @@ use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
 use super::yaml;
 use crate::compile::{IdentityId, IdentityKind, compile};
 use crate::flows::record::Timestamp;
-use crate::model::{Direction, Model, Origin, Policy, Protocol};
+use crate::model::{Direction, Mode, Model, Origin, Policy, Protocol};
 
 /// An observed edge the proposal does not allow (a bug if ever non-empty).
 #[derive(Clone, Debug, Serialize)]
@@ -146,6 +146,9 @@ pub fn apply(model: &Model, proposal: &Proposal) -> Model {
                 file: "<proposal>".into(),
                 document: i,
             },
+            // The proof is about the proposal enforced, whatever mode its
+            // namespace or the agent would give it.
+            mode: Some(Mode::Enforce),
             ..p.policy()
         }));
     m.normalize();
@@ -415,8 +418,11 @@ pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
         match existing.get(&key) {
             None => d.added.push(key.clone()),
             Some(old) => {
+                // Rules, not modes: a proposal applied in audit and
+                // re-proposed is unchanged (promoting is `bulkhead promote`).
                 let old = Policy {
                     origin: Origin::default(),
+                    mode: None,
                     ..(*old).clone()
                 };
                 if old == new {

@@ -162,6 +162,7 @@ impl ProposedPolicy {
             ingress: Some(rules(&self.ingress)),
             egress: Some(rules(&self.egress)),
             origin: Origin::default(),
+            mode: None,
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::propose::{Proposal, ProposedPolicy, ProposedRule};
 use super::yaml::{self, Place};
 use crate::flows::record::Timestamp;
+use crate::model::{Mode, Policy};
 
 fn when(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
     match (first, last) {
@@ -74,17 +75,33 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
 
 /// One proposed policy as a YAML document.
 pub fn policy_yaml(p: &ProposedPolicy) -> String {
-    yaml::policy(&p.policy(), &|place| note(p, place))
+    policy_yaml_in(p, None)
+}
+
+/// One proposed policy as a YAML document that sets its own `mode` (the
+/// `bulkhead.io/mode` annotation), if given: `None` writes no annotation,
+/// so the policy takes its namespace's or the agent's mode.
+pub fn policy_yaml_in(p: &ProposedPolicy, mode: Option<Mode>) -> String {
+    // The mode is a choice about how to apply the proposal, not part of
+    // what was learned, so it is set here rather than in the proposal.
+    let policy = Policy { mode, ..p.policy() };
+    yaml::policy(&policy, &|place| note(p, place))
 }
 
 /// Every proposed policy, as one multi-document YAML stream.
 pub fn proposal_yaml(proposal: &Proposal) -> String {
+    proposal_yaml_in(proposal, None)
+}
+
+/// Every proposed policy in `mode` (see [`policy_yaml_in`]), as one
+/// multi-document YAML stream.
+pub fn proposal_yaml_in(proposal: &Proposal, mode: Option<Mode>) -> String {
     let mut out = String::new();
     for (i, p) in proposal.policies.iter().enumerate() {
         if i > 0 {
             out.push_str("---\n");
         }
-        out.push_str(&policy_yaml(p));
+        out.push_str(&policy_yaml_in(p, mode));
     }
     out
 }

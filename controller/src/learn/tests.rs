@@ -499,3 +499,132 @@ fn yaml_scalars_quote_what_yaml_would_misread() {
     assert_eq!(yaml::scalar(""), "\"\"");
     assert_eq!(yaml::scalar("a b"), "\"a b\"");
 }
+
+#[test]
+fn mode_annotation_is_written_only_when_asked() {
+    let p = propose(&history(&demo_records()), &demo_model());
+    // No mode: byte for byte what `proposal_yaml` always wrote.
+    assert_eq!(
+        render::proposal_yaml_in(&p, None),
+        render::proposal_yaml(&p)
+    );
+    assert!(!render::proposal_yaml(&p).contains("annotations"));
+    for mode in crate::model::Mode::ALL {
+        let yaml = render::proposal_yaml_in(&p, Some(mode));
+        let want = format!("  annotations:\n    bulkhead.io/mode: {mode}\nspec:\n");
+        assert_eq!(yaml.matches(&want).count(), p.policies.len(), "{yaml}");
+        // The annotation sits under metadata, after name and namespace.
+        let one = render::policy_yaml_in(&p.policies[0], Some(mode));
+        let meta = one.find("metadata:\n  name: ").unwrap();
+        assert!(meta < one.find("  annotations:\n").unwrap());
+    }
+}
+
+#[test]
+fn proposal_in_a_mode_loads_back_in_that_mode() {
+    let model = demo_model();
+    let p = propose(&history(&demo_records()), &model);
+    for mode in crate::model::Mode::ALL {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["workloads.yaml", "netpol.yaml"] {
+            std::fs::copy(demo_dir().join(f), dir.path().join(f)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("proposal.yaml"),
+            render::proposal_yaml_in(&p, Some(mode)),
+        )
+        .unwrap();
+        let applied =
+            crate::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
+        for pp in &p.policies {
+            let loaded = applied
+                .policies
+                .iter()
+                .find(|x| x.key() == pp.key())
+                .unwrap();
+            assert_eq!(loaded.mode, Some(mode), "{}", pp.key());
+            assert_eq!(applied.mode_of(loaded), mode);
+            // Nothing but the mode differs from the proposal.
+            let bare = crate::model::Policy {
+                origin: Default::default(),
+                mode: None,
+                ..loaded.clone()
+            };
+            assert_eq!(bare, pp.policy());
+        }
+        // The manifests' own policies keep theirs.
+        for old in &model.policies {
+            let now = applied
+                .policies
+                .iter()
+                .find(|x| x.key() == old.key())
+                .unwrap();
+            assert_eq!(applied.mode_of(now), model.mode_of(old));
+        }
+    }
+}
+
+#[test]
+fn proposal_in_a_mode_is_deterministic() {
+    let model = demo_model();
+    let records = demo_records();
+    let mode = Some(crate::model::Mode::Audit);
+    let first = render::proposal_yaml_in(&propose(&history(&records), &model), mode);
+    let mut rng = Rng(11);
+    for _ in 0..5 {
+        let mut shuffled = records.clone();
+        for i in (1..shuffled.len()).rev() {
+            shuffled.swap(i, rng.below(i + 1));
+        }
+        let again = render::proposal_yaml_in(&propose(&history(&shuffled), &model), mode);
+        assert_eq!(again, first);
+    }
+    // One file per policy says the same as the stream.
+    let p = propose(&history(&records), &model);
+    let joined: Vec<String> = p
+        .policies
+        .iter()
+        .map(|pp| render::policy_yaml_in(pp, mode))
+        .collect();
+    assert_eq!(joined.join("---\n"), first);
+}
+
+/// The proof is about the proposal enforced, whatever mode the agent or
+/// the namespaces would give it: a proposal missing a rule fails it in
+/// every mode (the proof is never vacuous), and an applied audit-mode
+/// proposal re-proposes as "no change" (modes are not rules).
+#[test]
+fn the_proof_enforces_the_proposal_in_every_mode() {
+    let h = history(&demo_records());
+    for mode in crate::model::Mode::ALL {
+        // The workloads alone: no policy of their own covers anything.
+        let mut model = demo_model();
+        model.policies.clear();
+        model.default_mode = mode;
+        let p = propose(&h, &model);
+        let proof = prove(&h, &model, &p);
+        assert!(proof.complete(), "{mode}: {:?}", proof.denied);
+        let mut broken = p.clone();
+        let db = broken
+            .policies
+            .iter_mut()
+            .find(|pp| pp.name.contains("db"))
+            .expect("a proposal for db");
+        db.ingress.clear();
+        let proof = prove(&h, &model, &broken);
+        assert!(!proof.complete(), "{mode}: db's ingress allows nothing");
+    }
+    let model = demo_model();
+    let p = propose(&h, &model);
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["workloads.yaml", "netpol.yaml"] {
+        std::fs::copy(demo_dir().join(f), dir.path().join(f)).unwrap();
+    }
+    let audit = render::proposal_yaml_in(&p, Some(crate::model::Mode::Audit));
+    std::fs::write(dir.path().join("proposal.yaml"), audit).unwrap();
+    let applied = crate::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
+    let again = propose(&h, &applied);
+    let proof = prove(&h, &applied, &again);
+    assert!(proof.diff.no_change(), "{:?}", proof.diff);
+    assert!(proof.complete());
+}

@@ -7,7 +7,9 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Direction, NamespaceScope, Peer, Policy, PortMatch, Requirement, Selector};
+use crate::model::{
+    Direction, MODE_ANNOTATION, NamespaceScope, Peer, Policy, PortMatch, Requirement, Selector,
+};
 
 /// Where a comment goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,13 +87,20 @@ fn selector(out: &mut String, indent: usize, field: &str, s: &Selector) {
     }
 }
 
-/// One policy as a YAML document (no `---`), with comments from `note`.
+/// One policy as a YAML document (no `---`), with comments from `note`;
+/// its own mode, if any, as the `bulkhead.io/mode` annotation.
 pub fn policy(p: &Policy, note: &dyn Fn(Place) -> Vec<String>) -> String {
     let mut out = String::new();
     comments(&mut out, 0, note(Place::Header));
     out.push_str("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n");
     let _ = writeln!(out, "  name: {}", scalar(&p.name));
     let _ = writeln!(out, "  namespace: {}", scalar(&p.namespace));
+    // Only a policy's own mode is written: one inherited from its
+    // namespace or the agent is not part of the policy.
+    if let Some(mode) = p.mode {
+        out.push_str("  annotations:\n");
+        let _ = writeln!(out, "    {}: {}", scalar(MODE_ANNOTATION), mode.as_str());
+    }
     out.push_str("spec:\n");
     selector(&mut out, 2, "podSelector", &p.pod_selector);
     out.push_str("  policyTypes:\n");

@@ -3,6 +3,7 @@
 //! the compiler reads it.
 
 pub mod addressing;
+pub mod mode;
 pub mod policy;
 pub mod selector;
 
@@ -14,6 +15,7 @@ use std::str::FromStr;
 
 use bulkhead_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
+pub use mode::{MODE_ANNOTATION, Mode, UnknownMode};
 pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
 pub use selector::{Labels, Requirement, Selector};
 
@@ -110,6 +112,9 @@ pub struct Namespace {
     /// Where it was declared; `None` if it exists only because something
     /// lives in it.
     pub origin: Option<Origin>,
+    /// Mode of its policies that set none themselves (annotation
+    /// [`MODE_ANNOTATION`]); `None`: the model's default.
+    pub mode: Option<Mode>,
 }
 
 /// A declared container port.
@@ -179,6 +184,9 @@ pub struct Model {
     pub pods: Vec<Pod>,
     /// Policies, sorted by (namespace, name).
     pub policies: Vec<Policy>,
+    /// Mode of policies for which neither they nor their namespace set
+    /// one (the agent's `--mode`).
+    pub default_mode: Mode,
 }
 
 impl Model {
@@ -189,6 +197,15 @@ impl Model {
             .binary_search_by(|p| (p.namespace.as_str(), p.name.as_str()).cmp(&(ns, name)))
             .ok()
             .map(|i| (i, &self.pods[i]))
+    }
+
+    /// The mode `policy` takes effect in: its own, else its namespace's,
+    /// else [`Self::default_mode`].
+    pub fn mode_of(&self, policy: &Policy) -> Mode {
+        policy
+            .mode
+            .or_else(|| self.namespaces.get(&policy.namespace)?.mode)
+            .unwrap_or(self.default_mode)
     }
 
     /// Sorts pods and policies and adds implied namespaces and the name
@@ -211,6 +228,7 @@ impl Model {
                     name: ns,
                     labels: Labels::new(),
                     origin: None,
+                    mode: None,
                 });
         }
         for ns in self.namespaces.values_mut() {

@@ -6,7 +6,7 @@ use std::fmt;
 use ipnetwork::IpNetwork;
 
 use super::selector::Selector;
-use super::{Origin, Protocol};
+use super::{Mode, Origin, Protocol};
 
 /// A validated NetworkPolicy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,9 @@ pub struct Policy {
     pub egress: Option<Vec<Rule>>,
     /// Where the policy was read from.
     pub origin: Origin,
+    /// Its own mode (annotation `bulkhead.io/mode`); `None`: its
+    /// namespace's, else the model's default (see `Model::mode_of`).
+    pub mode: Option<Mode>,
 }
 
 impl Policy {

@@ -21,7 +21,7 @@ use bulkhead_common::{
 use crate::{
     conntrack::{self, Hook},
     flowlog, frags,
-    maps::{CONFIG, ENDPOINTS, SCRATCH},
+    maps::{CONFIG, ENDPOINTS_V6, SCRATCH},
     notify,
     parse::{self, Frag, Kind, Packet, Parsed},
     policy::check_side,
@@ -127,7 +127,7 @@ pub fn revision() -> (u64, u8) {
 #[inline(always)]
 pub fn endpoint(ifindex: u32, slot: u8) -> Option<EndpointInfo> {
     // SAFETY: copied at once; userspace replaces whole values.
-    unsafe { ENDPOINTS.get(EndpointKey::new(ifindex, slot)) }.copied()
+    unsafe { ENDPOINTS_V6.get(EndpointKey::new(ifindex, slot)) }.copied()
 }
 
 /// A frame leaving the pod must carry the pod's MAC.
@@ -217,8 +217,17 @@ fn enforce(ctx: &TcContext, hook: Hook, p: &mut Parsed) -> Result<Verdict, DropR
     } else if kind == Kind::IcmpError && conntrack::related(p) {
         Verdict::Related
     } else {
-        p.flow.rule = check_side(slot, &ep, hook.new_side(), &p.key.tuple, p.policy_port)
-            .map_err(|()| DropReason::PolicyDenied)?;
+        let judged = check_side(
+            slot,
+            &ep,
+            hook.new_side(),
+            &p.key.tuple,
+            p.policy_port,
+            true,
+        )
+        .map_err(|()| DropReason::PolicyDenied)?;
+        p.flow.rule = judged.rule;
+        p.flow.audit = judged.audit;
         Verdict::Allowed
     };
     if p.frag == Frag::First {

@@ -61,7 +61,7 @@ fn try_xdp_prefilter(ctx: &XdpContext, p: &mut Parsed) -> Result<Verdict, DropRe
     {
         return Ok(Verdict::Bypass);
     }
-    check_side(slot, &ep, Side::Egress, &p.key.tuple, p.policy_port)
+    check_side(slot, &ep, Side::Egress, &p.key.tuple, p.policy_port, false)
         .map_err(|()| DropReason::PolicyDenied)?;
     Ok(Verdict::Allowed)
 }

@@ -39,6 +39,7 @@ fn model() -> Model {
             name: "y".into(),
             labels: labels(&[("team", "blue")]),
             origin: None,
+            mode: None,
         },
     );
     m.normalize();

@@ -3,7 +3,7 @@
 use super::*;
 use crate::compile::compile;
 use crate::model::{
-    Labels, Namespace, NamespaceScope, Origin, Peer, Policy, PortMatch, PortSpec, Protocol,
+    Labels, Mode, Namespace, NamespaceScope, Origin, Peer, Policy, PortMatch, PortSpec, Protocol,
     Requirement, Rule, Selector, Workload,
 };
 use bulkhead_common::{CtKey, DropReason, FLOW_SIDE_INGRESS};
@@ -42,6 +42,7 @@ pub(crate) fn model() -> Model {
                 name: "prod".into(),
                 labels: Labels::new(),
                 origin: None,
+                mode: None,
             },
         )]
         .into(),
@@ -74,7 +75,9 @@ pub(crate) fn model() -> Model {
             }]),
             egress: None,
             origin: Origin::default(),
+            mode: None,
         }],
+        default_mode: Mode::Enforce,
     };
     m.normalize();
     m
@@ -242,4 +245,64 @@ fn workload_names() {
     p.source.kind = "Deployment".into();
     p.source.name = "api".into();
     assert_eq!(workload(&p).as_deref(), Some("Deployment/api"));
+}
+
+/// A record whose kernel flags say the audit view judged it carries the
+/// verdict and the audit-mode policies of its endpoint and direction.
+#[test]
+fn audited_records_name_the_staged_policies() {
+    let mut m = model();
+    // web's egress staged: only DNS allowed, so the db connection would be
+    // denied; db's ingress stays enforced.
+    let mut staged = m.policies[0].clone();
+    staged.name = "web-egress".into();
+    staged.pod_selector = selector("web");
+    staged.ingress = None;
+    staged.egress = Some(vec![Rule {
+        peers: None,
+        ports: Some(vec![PortSpec {
+            protocol: Protocol::Udp,
+            port: PortMatch::Range(53, 53),
+        }]),
+    }]);
+    staged.mode = Some(Mode::Audit);
+    m.policies.push(staged);
+    m.normalize();
+    let c = compile(&m);
+    let e = Enricher::new(&m, &c, &local(&m), 3);
+    let record = |side, ifindex, flags| {
+        let v = FlowValue {
+            packets_orig: 1,
+            revision: 3,
+            rule: RULE_NONE,
+            flags,
+            ..Default::default()
+        };
+        e.record(
+            &ctx(),
+            &RecordInput {
+                key: &key(side, ifindex),
+                value: &v,
+                rule_revision: 3,
+                kind: RecordKind::Flow,
+                event: None,
+                end_reason: None,
+            },
+        )
+    };
+    let r = record(FLOW_SIDE_EGRESS, 11, FLOW_F_AUDITED | FLOW_F_AUDIT_DENY);
+    let audit = r.audit.expect("audited");
+    assert_eq!(audit.verdict, AuditVerdict::WouldDeny);
+    assert_eq!(audit.policies.len(), 1);
+    assert_eq!(&*audit.policies[0].name, "prod/web-egress");
+    let json = serde_json::to_value(record(FLOW_SIDE_EGRESS, 11, FLOW_F_AUDITED)).unwrap();
+    assert_eq!(
+        json["audit"],
+        serde_json::json!({"verdict": "allowed", "policies": [{"name": "prod/web-egress"}]})
+    );
+    // Without the kernel's flag there is no audit field at all.
+    let plain = serde_json::to_value(record(FLOW_SIDE_INGRESS, 12, 0)).unwrap();
+    assert!(plain.get("audit").is_none(), "{plain}");
+    // db's ingress has no audit-mode policy.
+    assert!(e.auditing(3, 12, Direction::Ingress).is_empty());
 }

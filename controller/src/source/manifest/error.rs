@@ -121,6 +121,9 @@ pub enum Problem {
         /// Protocol of the rule.
         protocol: String,
     },
+    /// A `bulkhead.io/mode` annotation that is not a mode.
+    #[error("{0}")]
+    BadMode(crate::model::UnknownMode),
     /// Two objects produce the same namespace/name.
     #[error("{what} {key} is also defined at {other}")]
     Duplicate {

@@ -25,7 +25,7 @@ use serde_json::Value;
 pub use error::{ManifestError, ManifestErrors, ObjectError, ObjectRef, Problem};
 
 use crate::model::addressing::AddressPlan;
-use crate::model::{Direction, Labels, Model, Namespace, Origin, PortMatch};
+use crate::model::{Direction, Labels, MODE_ANNOTATION, Mode, Model, Namespace, Origin, PortMatch};
 
 /// Workload kinds that stand for one pod each.
 pub const WORKLOAD_KINDS: [&str; 7] = [
@@ -301,6 +301,7 @@ impl Builder {
             .metadata
             .name
             .ok_or_else(|| ctx.err("metadata.name", Problem::Missing))?;
+        let mode = mode_annotation(ctx, ns.metadata.annotations.as_ref())?;
         if self.check_unique(ctx, "namespace", name.clone()) {
             let labels: Labels = ns.metadata.labels.unwrap_or_default();
             self.model.namespaces.insert(
@@ -309,11 +310,28 @@ impl Builder {
                     name,
                     labels,
                     origin: Some(ctx.origin.clone()),
+                    mode,
                 },
             );
         }
         Ok(())
     }
+}
+
+/// The mode an object's `bulkhead.io/mode` annotation sets, if any.
+fn mode_annotation(
+    ctx: &Ctx<'_>,
+    annotations: Option<&std::collections::BTreeMap<String, String>>,
+) -> Result<Option<Mode>, ObjectError> {
+    let Some(value) = annotations.and_then(|a| a.get(MODE_ANNOTATION)) else {
+        return Ok(None);
+    };
+    value.parse().map(Some).map_err(|e| {
+        ctx.err(
+            format!("metadata.annotations[{MODE_ANNOTATION:?}]"),
+            Problem::BadMode(e),
+        )
+    })
 }
 
 /// Named ports that no pod of the model declares with the rule's protocol.

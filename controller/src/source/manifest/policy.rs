@@ -48,6 +48,7 @@ pub(super) fn convert(
         .name
         .ok_or_else(|| ctx.err("metadata.name", Problem::Missing))?;
     let namespace = np.metadata.namespace.unwrap_or_else(|| "default".into());
+    let mode = super::mode_annotation(ctx, np.metadata.annotations.as_ref())?;
     let spec = np.spec.ok_or_else(|| ctx.err("spec", Problem::Missing))?;
     let pod_selector = match &spec.pod_selector {
         Some(s) => selector(ctx, s, "spec.podSelector")?,
@@ -95,6 +96,7 @@ pub(super) fn convert(
         ingress,
         egress,
         origin: ctx.origin.clone(),
+        mode,
     })
 }
 

@@ -1219,3 +1219,72 @@ fn policy_status_is_tolerated() {
     let p = policy_ok("  podSelector: {}\nstatus:\n  conditions: []\n");
     assert_eq!(p.ingress, Some(vec![]));
 }
+
+/// `bulkhead.io/mode` on a NetworkPolicy and on a Namespace: the policy's
+/// own word wins, then its namespace's, then the model's default.
+#[test]
+fn mode_annotations_on_policies_and_namespaces() {
+    let ns = |name: &str, mode: Option<&str>| {
+        let annotations = mode.map_or(String::new(), |m| {
+            format!("\n  annotations:\n    bulkhead.io/mode: {m}")
+        });
+        format!("---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}{annotations}\n")
+    };
+    let np = |ns: &str, name: &str, mode: Option<&str>| {
+        let annotations = mode.map_or(String::new(), |m| {
+            format!("\n  annotations: {{bulkhead.io/mode: \"{m}\", other: x}}")
+        });
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: {name}\n  namespace: {ns}{annotations}\nspec:\n  podSelector: {{}}\n"
+        )
+    };
+    let text = [
+        ns("a", Some("audit")),
+        ns("b", None),
+        np("a", "inherits", None),
+        np("a", "own", Some("enforce")),
+        np("b", "default", None),
+        np("b", "learns", Some("learn")),
+    ]
+    .concat();
+    let mut m = load_ok(&[("all.yaml", &text)]);
+    let modes = |m: &Model| -> Vec<(String, Mode)> {
+        m.policies.iter().map(|p| (p.key(), m.mode_of(p))).collect()
+    };
+    let want = |default: Mode| {
+        vec![
+            ("a/inherits".to_string(), Mode::Audit),
+            ("a/own".to_string(), Mode::Enforce),
+            ("b/default".to_string(), default),
+            ("b/learns".to_string(), Mode::Learn),
+        ]
+    };
+    assert_eq!(modes(&m), want(Mode::Enforce));
+    m.default_mode = Mode::Audit;
+    assert_eq!(modes(&m), want(Mode::Audit));
+}
+
+#[test]
+fn a_bad_mode_names_the_annotation() {
+    let text = format!(
+        "{NS_X}---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: p\n  namespace: x\n  annotations: {{bulkhead.io/mode: Audit}}\nspec: {{podSelector: {{}}}}\n"
+    );
+    let e = object_error(
+        &[("p.yaml", &text)],
+        "p.yaml",
+        "NetworkPolicy x/p",
+        "metadata.annotations[\"bulkhead.io/mode\"]",
+    );
+    assert!(
+        e.to_string()
+            .contains("unknown mode \"Audit\" (expected enforce, audit or learn)"),
+        "{e}"
+    );
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: y\n  annotations: {bulkhead.io/mode: off}\n";
+    object_error(
+        &[("ns.yaml", ns)],
+        "ns.yaml",
+        "Namespace y",
+        "metadata.annotations[\"bulkhead.io/mode\"]",
+    );
+}
