@@ -1,16 +1,21 @@
 //! The agent's flow side: the kernel flow tap feeding the flow pipeline
-//! (history, exporters, metrics) and the local API serving it.
+//! (history, exporters, metrics) and the local API serving it, including
+//! the durable history store, which the history exporter writes and the
+//! API reads (one `Arc<HistoryStore>`: redb reads run beside its writer).
 //!
 //! Nothing here may stop enforcement: a pipeline or API that cannot start
 //! is logged and reported by `/healthz` (degraded), and the agent goes on.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
 use serde_json::json;
 
-use crate::api::{Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, Next};
+use crate::api::{
+    Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
+};
 use crate::compile::Compiled;
 use crate::dataplane::flowtap::FlowTap;
 use crate::dataplane::{Dataplane, status};
@@ -41,13 +46,52 @@ pub struct FlowsConfig {
     /// The local API.
     pub api: ApiConfig,
     /// Durable edge history for `bulkhead propose` (an exporter), if any.
-    pub history_db: Option<std::path::PathBuf>,
+    pub history_db: Option<PathBuf>,
+}
+
+/// The durable history as `GET /v1/history` serves it.
+#[derive(Clone, Debug)]
+pub enum HistorySource {
+    /// The agent runs without `--history-db`.
+    None,
+    /// `--history-db` was given but the store is not open.
+    NotOpen {
+        /// The configured file.
+        path: PathBuf,
+        /// Why not (flows off, or the store's or pipeline's error).
+        reason: String,
+    },
+    /// The open store, shared with the history exporter that writes it
+    /// (still served if the rest of the pipeline failed to start).
+    Open(Arc<HistoryStore>),
+}
+
+impl HistorySource {
+    /// The store's committed content as JSON (`learn::store::Stored`'s
+    /// form), read in one read transaction beside the exporter's writes.
+    pub fn json(&self) -> Result<String, HistoryError> {
+        match self {
+            HistorySource::None => Err(HistoryError::NotKept),
+            HistorySource::NotOpen { path, reason } => Err(HistoryError::NotOpen {
+                path: path.clone(),
+                reason: reason.clone(),
+            }),
+            HistorySource::Open(store) => {
+                let stored = store.load().map_err(|e| HistoryError::Read(Box::new(e)))?;
+                Ok(serde_json::to_string(&stored).expect("history types serialize"))
+            }
+        }
+    }
 }
 
 /// What the API threads share with the agent loop.
 struct Shared {
     pipeline: Mutex<Option<PipelineHandle>>,
     history: Option<Arc<History>>,
+    store: HistorySource,
+    /// One `/v1/history` answer built at a time: each holds the whole
+    /// history and its JSON in memory (a million edges: hundreds of MiB).
+    history_answer: Mutex<()>,
     metrics: Arc<Metrics>,
     health: Mutex<HealthState>,
 }
@@ -76,11 +120,27 @@ impl AgentFlows {
         let enricher: SharedEnricher = Arc::new(RwLock::new(Enricher::empty()));
         let mut health = HealthState::default();
         let mut pipeline = None;
+        let mut store = match &cfg.history_db {
+            Some(path) => HistorySource::NotOpen {
+                path: path.clone(),
+                reason: "flow visibility is off (--flows off): nothing records it".to_owned(),
+            },
+            None => HistorySource::None,
+        };
         if cfg.enabled {
-            match start_pipeline(dp, enricher.clone(), cfg) {
+            let started = open_store(cfg).and_then(|opened| {
+                if let Some(s) = &opened {
+                    store = HistorySource::Open(Arc::clone(s));
+                }
+                start_pipeline(dp, enricher.clone(), cfg, opened)
+            });
+            match started {
                 Ok(p) => pipeline = Some(p),
                 Err(e) => {
                     tracing::error!(error = %e, "flow visibility is off: the flow pipeline did not start");
+                    if let HistorySource::NotOpen { reason, .. } = &mut store {
+                        reason.clone_from(&e);
+                    }
                     health.flow_error = Some(e);
                 }
             }
@@ -101,6 +161,8 @@ impl AgentFlows {
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             history,
+            store,
+            history_answer: Mutex::new(()),
             metrics,
             health: Mutex::new(health),
         });
@@ -205,10 +267,21 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The history store, if configured (its open failing stops the pipeline,
+/// as any exporter's start failing does).
+fn open_store(cfg: &FlowsConfig) -> Result<Option<Arc<HistoryStore>>, String> {
+    cfg.history_db
+        .as_deref()
+        .map(|path| HistoryStore::open(path, StoreConfig::default()).map(Arc::new))
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
 fn start_pipeline(
     dp: &Dataplane,
     enricher: SharedEnricher,
     cfg: &FlowsConfig,
+    store: Option<Arc<HistoryStore>>,
 ) -> Result<PipelineHandle, String> {
     let config: PipelineConfig = cfg.pipeline.clone();
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
@@ -222,8 +295,7 @@ fn start_pipeline(
             IpfixExporter::start(c.clone()).map_err(|e| e.to_string())?,
         ));
     }
-    if let Some(path) = &cfg.history_db {
-        let store = HistoryStore::open(path, StoreConfig::default()).map_err(|e| e.to_string())?;
+    if let Some(store) = store {
         exporters.push(Box::new(
             HistoryExporter::start(store, HistoryExporterConfig::default())
                 .map_err(|e| e.to_string())?,
@@ -307,6 +379,11 @@ impl ApiBackend for Backend {
             }
             None => json!({"error": "flow visibility is off on this agent"}),
         }
+    }
+
+    fn history(&self) -> Result<String, HistoryError> {
+        let _one = lock(&self.0.history_answer);
+        self.0.store.json()
     }
 }
 

@@ -1,5 +1,5 @@
 //! The agent's local HTTP API: health, Prometheus metrics, recent and live
-//! flows, and the accounting identity.
+//! flows, the accounting identity, and the durable flow history.
 //!
 //! | method and path                   | answer                                                      |
 //! |-----------------------------------|-------------------------------------------------------------|
@@ -9,9 +9,17 @@
 //! | `GET /v1/flows?<filter>&follow=1` | chunked JSON Lines: the last `limit` (default 0), then live; |
 //! |                                   | an empty line (heartbeat) after each idle `heartbeat`       |
 //! | `GET /v1/accounting`              | JSON                                                        |
+//! | `GET /v1/history`                 | JSON `bulkhead.history/v1`: the committed durable history   |
+//! |                                   | (404 when the agent runs without `--history-db`)            |
 //!
 //! Errors are JSON `{"error": "...", "status": N}` (400 bad query or filter,
-//! 404, 405, 503 when [`ApiConfig::max_connections`] are busy).
+//! 404, 405, 500 when the history cannot be read, 503 when
+//! [`ApiConfig::max_connections`] are busy or the history is not open).
+//!
+//! `/v1/history` is what `bulkhead propose --socket` reads: the history
+//! store's content as of its last commit, read in a read transaction while
+//! the exporter goes on writing. Records still queued to the exporter are
+//! not in it yet (it commits every second or every 10,000 records).
 //!
 //! The server knows nothing of the flow pipeline: the agent implements
 //! [`ApiBackend`] (strings and JSON values only). A follower is fed from a
@@ -94,6 +102,41 @@ pub trait ApiBackend: Send + Sync {
     fn follow(&self, query: &str, last: usize) -> Result<Box<dyn FlowStream>, String>;
     /// The accounting identity and counters, as JSON.
     fn accounting(&self) -> serde_json::Value;
+    /// The durable flow history as committed, as JSON text (schema
+    /// `bulkhead.history/v1`), or why there is none. It reads the whole
+    /// store (seconds for a million edges): slow, but it holds only its
+    /// connection thread, and the store's writer does not wait for it.
+    fn history(&self) -> Result<String, HistoryError>;
+}
+
+/// Why `GET /v1/history` has no history to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// The agent keeps no durable history (404).
+    #[error("this agent keeps no durable flow history: start it with --history-db PATH")]
+    NotKept,
+    /// A history is configured but not open (503).
+    #[error("the flow history {} is not open: {reason}", path.display())]
+    NotOpen {
+        /// The configured file.
+        path: PathBuf,
+        /// Why (the pipeline's or the store's error).
+        reason: String,
+    },
+    /// Reading the store failed (500).
+    #[error("reading the flow history")]
+    Read(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl HistoryError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            HistoryError::NotKept => 404,
+            HistoryError::NotOpen { .. } => 503,
+            HistoryError::Read(_) => 500,
+        }
+    }
 }
 
 /// A live subscription to flow records, owned by one connection thread.

@@ -310,7 +310,13 @@ fn serve(shared: &Shared, mut conn: Conn, full_api: bool) {
         }
     };
     tracing::debug!(method = %req.method, path = %req.path, query = %req.query, "API request");
-    let known = ["/healthz", "/metrics", "/v1/flows", "/v1/accounting"];
+    let known = [
+        "/healthz",
+        "/metrics",
+        "/v1/flows",
+        "/v1/accounting",
+        "/v1/history",
+    ];
     if !known.contains(&req.path.as_str()) {
         let msg = format!(
             "no endpoint {}; the API serves {}",
@@ -365,8 +371,28 @@ fn serve(shared: &Shared, mut conn: Conn, full_api: bool) {
             body.push(b'\n');
             respond(shared, &mut conn, 200, "application/json", &body);
         }
+        "/v1/history" => match backend.history() {
+            Ok(mut body) => {
+                body.push('\n');
+                respond(shared, &mut conn, 200, "application/json", body.as_bytes());
+            }
+            Err(e) => respond_error(shared, &mut conn, e.status(), &error_chain(&e)),
+        },
         _ => flows(shared, conn, &req),
     }
+}
+
+/// An error and its causes, `: `-separated (a store error names the file,
+/// its source says what failed).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 fn respond(shared: &Shared, conn: &mut Conn, status: u16, content_type: &str, body: &[u8]) {

@@ -20,6 +20,8 @@ struct Fake {
     live: Arc<AtomicUsize>,
     failing: bool,
     queries: Mutex<Vec<String>>,
+    /// What `/v1/history` answers: `None` is an agent without a history.
+    history: Option<Result<String, String>>,
 }
 
 fn record(n: u32) -> String {
@@ -101,6 +103,14 @@ impl ApiBackend for Fake {
 
     fn accounting(&self) -> serde_json::Value {
         serde_json::json!({ "balanced": true })
+    }
+
+    fn history(&self) -> Result<String, HistoryError> {
+        match &self.history {
+            None => Err(HistoryError::NotKept),
+            Some(Ok(json)) => Ok(json.clone()),
+            Some(Err(why)) => Err(HistoryError::Read(why.clone().into())),
+        }
     }
 }
 
@@ -298,6 +308,44 @@ fn tcp_serves_metrics_and_health_and_the_rest_only_when_asked() {
     assert_eq!(body, format!("{}\n", record(2)));
     let (_, body) = get_tcp(addr, "/v1/accounting").unwrap();
     assert!(body.contains("balanced"));
+}
+
+#[test]
+fn history_is_served_on_the_unix_socket_or_says_how_to_keep_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = Arc::new(Fake {
+        history: Some(Ok(r#"{"schema":"bulkhead.history/v1"}"#.to_owned())),
+        ..Fake::default()
+    });
+    let api = Api::start(unix_config(dir.path()), kept.clone()).unwrap();
+    let sock = api.socket_path().unwrap().to_owned();
+    let (ct, body) = get_unix(&sock, "/v1/history").unwrap();
+    assert_eq!(ct, "application/json");
+    assert_eq!(body, "{\"schema\":\"bulkhead.history/v1\"}\n");
+    api.stop();
+
+    let api = Api::start(unix_config(dir.path()), fake(0)).unwrap();
+    let (status, msg) = status_of(get_unix(api.socket_path().unwrap(), "/v1/history"));
+    assert_eq!(status, 404);
+    assert!(msg.contains("start it with --history-db PATH"), "{msg}");
+    api.stop();
+
+    let broken = Arc::new(Fake {
+        history: Some(Err("disk on fire".to_owned())),
+        ..Fake::default()
+    });
+    let api = Api::start(unix_config(dir.path()), broken).unwrap();
+    let (status, msg) = status_of(get_unix(api.socket_path().unwrap(), "/v1/history"));
+    assert_eq!(
+        (status, msg.as_str()),
+        (500, "reading the flow history: disk on fire")
+    );
+    api.stop();
+
+    // Over TCP only with every endpoint.
+    let api = Api::start(tcp_config(false), kept).unwrap();
+    let (status, _) = status_of(get_tcp(api.tcp_addr().unwrap(), "/v1/history"));
+    assert_eq!(status, 404);
 }
 
 #[test]

@@ -1,15 +1,24 @@
 //! `bulkhead propose`: NetworkPolicies that allow exactly the observed
 //! edges, with the coverage proof. See `docs/learn.md`.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::json;
 
 use super::{CliError, ManifestArgs};
-use crate::learn::{self, History, ReadError, StoreError, render};
+use crate::api::DEFAULT_SOCKET;
+use crate::api::client::{self, ClientError};
+use crate::learn::store::Stored;
+use crate::learn::{self, History, Proof, Proposal, ReadError, StoreError, render};
 use crate::model::Mode;
+
+/// How long the agent may take to answer `/v1/history` (it reads and
+/// encodes the whole store first: seconds for a million edges).
+const AGENT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Output format of `propose`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -23,7 +32,11 @@ pub enum ProposeOutput {
 
 /// Arguments of `bulkhead propose`.
 #[derive(Debug, Args)]
-#[command(group(ArgGroup::new("history").required(true).args(["flows", "history_db", "lab"])))]
+#[command(group(
+    ArgGroup::new("history")
+        .required(true)
+        .args(["flows", "history_db", "socket", "lab"])
+))]
 pub struct ProposeArgs {
     /// The current manifests (workloads, namespaces, existing policies).
     #[command(flatten)]
@@ -33,9 +46,20 @@ pub struct ProposeArgs {
     #[arg(long, value_name = "FILE.jsonl")]
     pub flows: Option<PathBuf>,
     /// The agent's durable flow history (read-only; not while the agent
-    /// holds it open).
+    /// holds it open: use --socket then).
     #[arg(long, value_name = "PATH")]
     pub history_db: Option<PathBuf>,
+    /// The running agent's durable flow history (`agent --history-db`),
+    /// read over its API socket: what it has committed (it commits every
+    /// second). Without PATH, the agent's default socket
+    /// (/run/bulkhead/agent.sock).
+    #[arg(
+        long,
+        value_name = "PATH",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_SOCKET
+    )]
+    pub socket: Option<PathBuf>,
     /// A lab's flow log: /run/bulkhead/lab/NAME/flows.jsonl.
     #[arg(long, value_name = "NAME")]
     pub lab: Option<String>,
@@ -63,6 +87,54 @@ pub enum ProposeError {
     /// The history database.
     #[error(transparent)]
     History(#[from] StoreError),
+    /// No socket at the path.
+    #[error(
+        "no agent API socket at {}: start the agent with --history-db PATH, \
+         or name its socket with --socket PATH",
+        path.display()
+    )]
+    SocketMissing {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Nobody listens on the socket.
+    #[error("nothing listens on {} (connection refused): is the agent running?", path.display())]
+    Refused {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// Connecting failed otherwise.
+    #[error("connecting to {}{}", path.display(),
+        if source.kind() == std::io::ErrorKind::PermissionDenied { " (the agent's API is root-only: run as root)" } else { "" })]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent did not serve its history (none kept, or failed).
+    #[error("reading the flow history from the agent at {}", path.display())]
+    Agent {
+        /// The socket path.
+        path: PathBuf,
+        /// The error (the agent's message for an error status).
+        #[source]
+        source: ClientError,
+    },
+    /// The agent's answer is not a history this version reads.
+    #[error(
+        "the agent at {} answered /v1/history with no bulkhead.history/v1 document \
+         (agent and CLI of different versions?)",
+        path.display()
+    )]
+    AgentAnswer {
+        /// The socket path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// Writing a policy file.
     #[error("writing {path}")]
     Write {
@@ -103,13 +175,37 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
             dir.display()
         );
     }
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let rendered = rendered(args, &proposal, &proof);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&rendered.stdout)?;
+    out.flush()?;
+    eprint!("{}", rendered.stderr);
+    if !proof.complete() {
+        return Err(CliError::Uncovered {
+            denied: proof.denied.len(),
+            replayed: proof.replayed as usize,
+        });
+    }
+    Ok(())
+}
+
+/// What `propose` prints.
+struct Rendered {
+    stdout: Vec<u8>,
+    stderr: String,
+}
+
+fn rendered(args: &ProposeArgs, proposal: &Proposal, proof: &Proof) -> Rendered {
+    let mut out = Rendered {
+        stdout: Vec::new(),
+        stderr: String::new(),
+    };
     match args.output {
         ProposeOutput::Yaml => {
             if args.output_dir.is_none() {
-                out.write_all(render::proposal_yaml_in(&proposal, args.mode).as_bytes())?;
+                out.stdout = render::proposal_yaml_in(proposal, args.mode).into_bytes();
             }
-            eprint!("{}", learn::coverage::text(&proof, &proposal));
+            out.stderr = learn::coverage::text(proof, proposal);
         }
         ProposeOutput::Json => {
             let policies: Vec<_> = proposal
@@ -130,18 +226,11 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
                 })
                 .collect();
             let v = json!({ "policies": policies, "proof": proof });
-            serde_json::to_writer(&mut out, &v).map_err(std::io::Error::from)?;
-            writeln!(out)?;
+            out.stdout = serde_json::to_vec(&v).expect("a proposal serializes");
+            out.stdout.push(b'\n');
         }
     }
-    out.flush()?;
-    if !proof.complete() {
-        return Err(CliError::Uncovered {
-            denied: proof.denied.len(),
-            replayed: proof.replayed as usize,
-        });
-    }
-    Ok(())
+    out
 }
 
 fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
@@ -151,6 +240,225 @@ fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
     if let Some(path) = &args.history_db {
         return Ok(learn::store::read(path)?.history);
     }
+    if let Some(path) = &args.socket {
+        return Ok(from_agent(path)?.history);
+    }
     let name = args.lab.as_deref().unwrap_or_default();
     Ok(learn::read_jsonl(&crate::lab::state::flow_log(name))?)
+}
+
+/// The running agent's committed history, from `GET /v1/history`.
+fn from_agent(path: &Path) -> Result<Stored, ProposeError> {
+    let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ProposeError::SocketMissing {
+            path: path.to_owned(),
+        },
+        std::io::ErrorKind::ConnectionRefused => ProposeError::Refused {
+            path: path.to_owned(),
+        },
+        _ => ProposeError::Connect {
+            path: path.to_owned(),
+            source,
+        },
+    })?;
+    let agent = |source| ProposeError::Agent {
+        path: path.to_owned(),
+        source,
+    };
+    stream
+        .set_read_timeout(Some(AGENT_TIMEOUT))
+        .map_err(|e| agent(e.into()))?;
+    let mut resp = client::get(stream, "/v1/history").map_err(agent)?;
+    let mut body = Vec::new();
+    resp.read_to_end(&mut body).map_err(|e| agent(e.into()))?;
+    serde_json::from_slice(&body).map_err(|source| ProposeError::AgentAnswer {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::agent::flows::HistorySource;
+    use crate::api::{
+        Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError,
+    };
+    use crate::learn::store::test_support;
+    use crate::learn::{HistoryStore, StoreConfig};
+
+    /// An agent's API backend with only a history, served as the agent does.
+    struct Agent(HistorySource);
+
+    impl ApiBackend for Agent {
+        fn metrics(&self) -> String {
+            String::new()
+        }
+        fn health(&self) -> Health {
+            Health {
+                status: HealthStatus::Ok,
+                detail: serde_json::Value::Null,
+            }
+        }
+        fn recent_flows(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
+            Ok(Vec::new())
+        }
+        fn follow(&self, _: &str, _: usize) -> Result<Box<dyn FlowStream>, String> {
+            Err("no flows here".to_owned())
+        }
+        fn accounting(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn history(&self) -> Result<String, HistoryError> {
+            self.0.json()
+        }
+    }
+
+    fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
+        let config = ApiConfig {
+            socket: Some(dir.join("run/agent.sock")),
+            tcp: None,
+            ..ApiConfig::default()
+        };
+        Api::start(config, Arc::new(Agent(source))).unwrap()
+    }
+
+    fn args(
+        history_db: Option<&Path>,
+        socket: Option<&Path>,
+        output: ProposeOutput,
+        mode: Option<Mode>,
+    ) -> ProposeArgs {
+        ProposeArgs {
+            manifests: ManifestArgs {
+                manifests: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/demo"),
+                pod_cidr: Vec::new(),
+                assign_pod_ips: false,
+            },
+            flows: None,
+            history_db: history_db.map(Path::to_owned),
+            socket: socket.map(Path::to_owned),
+            lab: None,
+            output_dir: None,
+            output,
+            mode,
+        }
+    }
+
+    /// What `propose` prints for `args`, in every output form.
+    fn outputs(db: Option<&Path>, socket: Option<&Path>) -> Vec<(Vec<u8>, String)> {
+        let history = read_history(&args(db, socket, ProposeOutput::Yaml, None)).unwrap();
+        [
+            (ProposeOutput::Yaml, None),
+            (ProposeOutput::Json, None),
+            (ProposeOutput::Yaml, Some(Mode::Audit)),
+        ]
+        .into_iter()
+        .map(|(output, mode)| {
+            let args = args(db, socket, output, mode);
+            let model = args.manifests.load().unwrap();
+            let proposal = learn::propose(&history, &model);
+            let proof = learn::prove(&history, &model, &proposal);
+            assert!(proof.complete());
+            let r = rendered(&args, &proposal, &proof);
+            (r.stdout, r.stderr)
+        })
+        .collect()
+    }
+
+    #[test]
+    fn socket_and_history_db_propose_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("history.redb");
+        {
+            let store = HistoryStore::open(&db, StoreConfig::default()).unwrap();
+            for b in test_support::batches() {
+                store.merge(&b).unwrap();
+            }
+        }
+        // The file while no agent holds it, then the agent's API over it.
+        let from_file = outputs(Some(&db), None);
+        let store = HistoryStore::open(&db, StoreConfig::default()).unwrap();
+        let api = serve(dir.path(), HistorySource::Open(Arc::new(store)));
+        let from_agent = outputs(None, api.socket_path());
+        assert!(from_file[0].0.starts_with(b"# Proposed by"), "policies");
+        for (file, agent) in from_file.iter().zip(&from_agent) {
+            assert_eq!(
+                String::from_utf8_lossy(&file.0),
+                String::from_utf8_lossy(&agent.0)
+            );
+            assert_eq!(file.1, agent.1);
+        }
+        // The file is held now: --history-db says so, --socket works.
+        let held = read_history(&args(Some(&db), None, ProposeOutput::Yaml, None));
+        assert!(matches!(
+            held,
+            Err(ProposeError::History(StoreError::Locked { .. }))
+        ));
+    }
+
+    #[test]
+    fn socket_errors_say_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.sock");
+        let err = from_agent(&missing).unwrap_err();
+        assert!(matches!(err, ProposeError::SocketMissing { .. }), "{err}");
+
+        let api = serve(dir.path(), HistorySource::None);
+        let err = from_agent(api.socket_path().unwrap()).unwrap_err();
+        let ProposeError::Agent {
+            source: ClientError::Status { status, message },
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!(*status, 404);
+        assert!(
+            message.contains("start it with --history-db PATH"),
+            "{message}"
+        );
+        api.stop();
+
+        let source = HistorySource::NotOpen {
+            path: dir.path().join("h.redb"),
+            reason: "flow visibility is off".to_owned(),
+        };
+        let api = serve(dir.path(), source);
+        let err = from_agent(api.socket_path().unwrap()).unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ProposeError::Agent { source: ClientError::Status { status: 503, message }, .. }
+                    if message.ends_with("h.redb is not open: flow visibility is off")
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn socket_defaults_to_the_agents_and_is_one_history_source() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["bulkhead", "propose", "--manifests", "m"];
+            argv.extend_from_slice(extra);
+            crate::cli::Cli::try_parse_from(argv).map(|cli| match cli.command {
+                crate::cli::Command::Propose(a) => a.socket,
+                _ => unreachable!(),
+            })
+        };
+        assert_eq!(
+            parse(&["--socket"]).unwrap(),
+            Some(PathBuf::from(DEFAULT_SOCKET))
+        );
+        assert_eq!(
+            parse(&["--socket", "/tmp/a.sock"]).unwrap(),
+            Some(PathBuf::from("/tmp/a.sock"))
+        );
+        assert!(parse(&["--socket", "--flows", "f.jsonl"]).is_err());
+        assert!(parse(&[]).is_err(), "a history source is required");
+    }
 }

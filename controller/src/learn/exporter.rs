@@ -4,6 +4,10 @@
 //! when it is large enough or old enough. A full queue or a failed write
 //! counts the records as lost (as the other exporters do); the pipeline
 //! never waits.
+//!
+//! Readers of the store (the agent's `GET /v1/history`) see what is
+//! committed: records still queued or in the current batch (at most
+//! `batch_records`, or `batch_interval` old) are not in it yet.
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -60,14 +64,16 @@ pub struct HistoryExporter {
 }
 
 impl HistoryExporter {
-    /// Starts the writer thread, which owns the store.
+    /// Starts the writer thread, which writes the store. Pass an
+    /// `Arc<HistoryStore>` to keep reading it meanwhile (redb reads run
+    /// beside the one writer).
     pub fn start(
-        store: HistoryStore,
+        store: impl Into<Arc<HistoryStore>>,
         config: HistoryExporterConfig,
     ) -> Result<Self, HistoryExporterError> {
         let counters = Arc::new(ExportCounters::default());
         let writer = Writer {
-            store,
+            store: store.into(),
             counters: counters.clone(),
             limiter: LogLimiter::new(config.log_interval),
             batch_records: config.batch_records.max(1),
@@ -114,7 +120,7 @@ impl Exporter for HistoryExporter {
 }
 
 struct Writer {
-    store: HistoryStore,
+    store: Arc<HistoryStore>,
     counters: Arc<ExportCounters>,
     limiter: LogLimiter,
     batch_records: u64,
@@ -171,5 +177,44 @@ impl Writer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::store::StoreConfig;
+    use super::*;
+    use crate::flows::record::Timestamp;
+    use crate::flows::record::tests_support::sample;
+
+    #[test]
+    fn a_shared_store_reads_while_the_exporter_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(
+            HistoryStore::open(&dir.path().join("h.redb"), StoreConfig::default()).unwrap(),
+        );
+        let config = HistoryExporterConfig {
+            batch_records: 1,
+            ..Default::default()
+        };
+        let mut exp = Box::new(HistoryExporter::start(Arc::clone(&store), config).unwrap());
+        let mut expected = History::default();
+        let mut seen = 0;
+        for i in 0..200u64 {
+            let mut r = sample();
+            r.dst.port = 1 + (i % 50) as u16;
+            r.end = Timestamp(r.end.0 + i);
+            expected.add_record(&r);
+            exp.export(&Arc::new(r));
+            // Every load is one committed state: never fewer records.
+            let now = store.load().unwrap().history.records;
+            assert!(now >= seen && now <= i + 1, "{now} after {seen}");
+            seen = now;
+        }
+        assert!(exp.finish().holds());
+        let stored = store.load().unwrap().history;
+        assert_eq!(stored.edges, expected.edges);
+        assert_eq!(stored.workloads, expected.workloads);
+        assert_eq!(stored.records, 200);
     }
 }

@@ -11,8 +11,13 @@
 //! - `counters`: name → u64 (`records`, `events`, `unknown_endpoint`, `evicted`).
 //!
 //! One process at a time: redb locks the file, and a second open fails with
-//! [`StoreError::Locked`].
+//! [`StoreError::Locked`]. Within the process, share one [`HistoryStore`]
+//! (an `Arc`): redb runs any number of read transactions beside the one
+//! write transaction (MVCC), each reading the last commit. The agent's
+//! history exporter writes while its API reads (`GET /v1/history`, whose
+//! JSON form is [`Stored`]'s, schema [`SCHEMA`]).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use redb::{
@@ -20,8 +25,13 @@ use redb::{
     TableDefinition,
 };
 
-use super::edge::{EdgeKey, EdgeStats, History, WorkloadId, WorkloadInfo};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::edge::{Edge, EdgeKey, EdgeStats, History, Skipped, WorkloadId, WorkloadInfo};
 use crate::flows::record::Timestamp;
+
+/// The schema name and version of [`Stored`]'s JSON form.
+pub const SCHEMA: &str = "bulkhead.history/v1";
 
 const EDGES: TableDefinition<&str, &str> = TableDefinition::new("edges");
 const BY_LAST_SEEN: TableDefinition<(u64, &str), ()> = TableDefinition::new("edges_by_last_seen");
@@ -92,7 +102,9 @@ pub struct MergeOutcome {
     pub evicted: u64,
 }
 
-/// The store, open for writing.
+/// The store, open for writing. `Sync`: [`HistoryStore::merge`] and
+/// [`HistoryStore::load`] take `&self`, and a load beside a merge reads the
+/// last committed state.
 pub struct HistoryStore {
     db: Database,
     path: PathBuf,
@@ -265,12 +277,137 @@ impl HistoryStore {
 }
 
 /// The stored history and what was evicted from it.
+///
+/// Its JSON form (schema [`SCHEMA`], what `GET /v1/history` serves)
+/// round-trips exactly; edges and workloads are sorted, so one content
+/// gives one text:
+///
+/// ```json
+/// {"schema": "bulkhead.history/v1", "records": 12, "evicted": 0,
+///  "skipped": {"events": 0, "unknown_endpoint": 1},
+///  "edges": [{"key": {"src": {"workload": {"namespace": "shop", "workload": "Deployment/api"}},
+///                     "dst": {"external": "203.0.113.7"}, "protocol": 6, "port": 443},
+///             "stats": {"first_seen": "…Z", "last_seen": "…Z",
+///                       "at_src": {"flows": 2, "packets": 9, "bytes": 900},
+///                       "at_dst": {"flows": 0, "packets": 0, "bytes": 0}}}],
+///  "workloads": [{"id": {"namespace": "shop", "workload": "Deployment/api"},
+///                 "info": {"labels": {"app": "api"}, "local": true, "last_seen": "…Z"}}]}
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct Stored {
     /// Edges, workloads and record counts.
     pub history: History,
     /// Edges evicted over the store's life.
     pub evicted: u64,
+}
+
+/// [`Stored`]'s JSON form, borrowed for writing.
+#[derive(Serialize)]
+struct WireOut<'a> {
+    schema: &'static str,
+    records: u64,
+    evicted: u64,
+    skipped: Skipped,
+    edges: Vec<EdgeOut<'a>>,
+    workloads: Vec<WorkloadOut<'a>>,
+}
+
+#[derive(Serialize)]
+struct EdgeOut<'a> {
+    key: &'a EdgeKey,
+    stats: &'a EdgeStats,
+}
+
+#[derive(Serialize)]
+struct WorkloadOut<'a> {
+    id: &'a WorkloadId,
+    info: &'a WorkloadInfo,
+}
+
+/// [`Stored`]'s JSON form, owned for reading. Unknown fields are ignored
+/// (a compatible addition); an incompatible change renames [`SCHEMA`].
+#[derive(Deserialize)]
+struct WireIn {
+    #[serde(rename = "schema")]
+    _schema: SchemaIn,
+    records: u64,
+    evicted: u64,
+    skipped: Skipped,
+    edges: Vec<Edge>,
+    workloads: Vec<WorkloadIn>,
+}
+
+/// Accepts [`SCHEMA`] only, failing at the field (the server writes it
+/// first), so another version is named as such rather than as a missing
+/// field.
+struct SchemaIn;
+
+impl<'de> Deserialize<'de> for SchemaIn {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        if s == SCHEMA {
+            Ok(SchemaIn)
+        } else {
+            Err(serde::de::Error::custom(format_args!(
+                "unsupported schema {s:?} (expected {SCHEMA:?})"
+            )))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct WorkloadIn {
+    id: WorkloadId,
+    info: WorkloadInfo,
+}
+
+impl Serialize for Stored {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let h = &self.history;
+        // Sorted through borrowed maps: no copy of the history.
+        let edges: BTreeMap<_, _> = h.edges.iter().collect();
+        let workloads: BTreeMap<_, _> = h.workloads.iter().collect();
+        WireOut {
+            schema: SCHEMA,
+            records: h.records,
+            evicted: self.evicted,
+            skipped: h.skipped,
+            edges: edges
+                .into_iter()
+                .map(|(key, stats)| EdgeOut { key, stats })
+                .collect(),
+            workloads: workloads
+                .into_iter()
+                .map(|(id, info)| WorkloadOut { id, info })
+                .collect(),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Stored {
+    /// Fails on another schema. A key listed twice is merged (as the store
+    /// would merge it), though a store never lists one twice.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let w = WireIn::deserialize(d)?;
+        let mut history = History {
+            records: w.records,
+            skipped: w.skipped,
+            ..History::default()
+        };
+        history.edges.reserve(w.edges.len());
+        for e in w.edges {
+            history.add_edge(e.key, &e.stats);
+        }
+        history.workloads.reserve(w.workloads.len());
+        for wl in w.workloads {
+            history.add_workload(wl.id, &wl.info);
+        }
+        Ok(Stored {
+            history,
+            evicted: w.evicted,
+        })
+    }
 }
 
 /// Reads a store without writing to it (fails with
@@ -318,3 +455,10 @@ fn read_all(path: &Path, txn: &redb::ReadTransaction) -> Result<Stored, StoreErr
     out.evicted = get("evicted")?;
     Ok(out)
 }
+
+/// Histories for tests here and in `cli::propose`.
+#[cfg(test)]
+pub(crate) mod test_support;
+
+#[cfg(test)]
+mod tests;
