@@ -10,6 +10,7 @@
 //! on absolute times.
 
 pub mod cluster;
+pub mod compare;
 pub mod dataplane;
 pub mod elf;
 pub mod flows;

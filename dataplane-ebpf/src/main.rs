@@ -7,6 +7,8 @@
 //!   the pod's ingress policy.
 //! - `xdp_prefilter` (XDP on the host-side veth): stateless early drop of
 //!   spoofed sources and denied new connections leaving the pod.
+//! - `noop` (never attached by the agent): passes everything; the
+//!   comparison benchmark's hook floor.
 //!
 //! Stateful (`conntrack`), evasion-proof parsing (`parse`), policy by slot
 //! and revision (`policy`, ABI in `bulkhead-common`); every drop goes

@@ -49,6 +49,25 @@ pub fn run(quick: bool) -> Result<()> {
     })
 }
 
+/// Runs the comparison benchmark (root only): the Debian tools it drives
+/// (`cargo xtask setup`'s packages), the ELF, then `compare_bench`.
+pub fn compare(quick: bool) -> Result<()> {
+    if !cmd::is_root() {
+        anyhow::bail!(
+            "the comparison benchmark needs root (network namespaces, eBPF, netfilter in its namespaces): run `cargo xtask compare` as root"
+        );
+    }
+    step("setup", || crate::setup::run().map(drop))?;
+    let elf = step("build-ebpf", ebpf::build)?;
+    step("comparison benchmark", || {
+        cmd::run(
+            bench_bin("compare_bench", quick)
+                .current_dir(cmd::repo_root())
+                .env(EBPF_ELF, &elf),
+        )
+    })
+}
+
 /// `cargo run --release -p bulkhead-bench --bin NAME -- [--quick]`.
 fn bench_bin(name: &str, quick: bool) -> std::process::Command {
     let mut c = cmd::clean("cargo");

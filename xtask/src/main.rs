@@ -42,6 +42,14 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Side-by-side benchmark against iptables, ipset and nftables (root):
+    /// installs its tools, builds the ELF, writes bench/results/compare*.
+    Compare {
+        /// One round of 1 s measurements (under 10 minutes); writes
+        /// compare-quick.* and leaves the recorded results alone.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +77,7 @@ fn run(command: Command) -> Result<()> {
         Command::Test => test::run()?,
         Command::Demo => demo::run()?,
         Command::Bench { quick } => bench::run(quick)?,
+        Command::Compare { quick } => bench::compare(quick)?,
     }
     Ok(())
 }

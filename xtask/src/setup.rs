@@ -19,7 +19,11 @@ use crate::cmd;
 /// - `nfdump`: `nfcapd` collects the IPFIX the flow exporter sends, and
 ///   `nfdump -r` decodes it, in the flow-export tests;
 /// - `prometheus`: a real server scrapes the agent's `/metrics` in the
-///   metrics tests.
+///   metrics tests;
+/// - `iptables`, `ipset`, `nftables`: the contenders of the comparison
+///   benchmark (`cargo xtask compare`), run inside its namespaces only;
+/// - `sockperf`, `iperf3`: its latency and bulk-throughput measurements;
+/// - `fonts-dejavu-core`: the font its PNG plots are drawn with.
 ///
 /// The tests start `nfcapd` and `prometheus` themselves, inside network
 /// namespaces; the packages' own services must not run (see
@@ -30,6 +34,12 @@ pub const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "nfdump",
     "prometheus",
+    "iptables",
+    "ipset",
+    "nftables",
+    "sockperf",
+    "iperf3",
+    "fonts-dejavu-core",
 ];
 
 /// Denies every `invoke-rc.d` action (exit status 101, see

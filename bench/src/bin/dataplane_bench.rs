@@ -107,6 +107,8 @@ fn main() -> anyhow::Result<()> {
             // what one core pushes through two veths.
             max_packets: (seconds * 20e6) as u64,
             payload: args.payload.clamp(1, 1400),
+            // No netfilter in this path: a reply would change nothing.
+            reply_first: false,
         },
         flow_flags: args.flow_flags,
     };

@@ -6,7 +6,10 @@
 //! *or* its packet budget is spent, whichever comes first. The receiver (in
 //! the server namespace) drains its socket with `recvmmsg` and counts; it
 //! stops a short while after the sender has. Each thread can be pinned to
-//! one CPU. Nothing else is sent: one flow, client → server.
+//! one CPU. Nothing else is sent: one flow, client → server, except, when
+//! the spec asks for it, one reply to the first datagram, which makes the
+//! flow established for conntrack (netfilter marks a UDP flow
+//! `ESTABLISHED` only once it has seen a reply).
 
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd as _;
@@ -36,6 +39,8 @@ pub struct FloodSpec {
     pub max_packets: u64,
     /// UDP payload bytes (18 makes a 60-byte Ethernet frame).
     pub payload: usize,
+    /// The receiver answers the first datagram once (see the module doc).
+    pub reply_first: bool,
 }
 
 /// What a flood did.
@@ -185,7 +190,13 @@ fn sender(client_ns: &str, to: SocketAddrV4, spec: &FloodSpec, go: &Barrier) -> 
     Ok((sent, start.elapsed().as_secs_f64()))
 }
 
-fn receiver(server_ns: &str, port: u16, ready: &Barrier, done: &AtomicBool) -> Result<(u64, u64)> {
+fn receiver(
+    server_ns: &str,
+    port: u16,
+    reply_first: bool,
+    ready: &Barrier,
+    done: &AtomicBool,
+) -> Result<(u64, u64)> {
     let setup = || -> Result<(UdpSocket, u64)> {
         netns::enter(server_ns)?;
         pin(cpus().1);
@@ -202,6 +213,7 @@ fn receiver(server_ns: &str, port: u16, ready: &Barrier, done: &AtomicBool) -> R
     let mut buffers = vec![[0u8; 256]; BATCH];
     let mut headers = MultiHeaders::<SockaddrIn>::preallocate(BATCH, None);
     let mut received = 0u64;
+    let mut replied = !reply_first;
     let mut stopped_at: Option<Instant> = None;
     loop {
         let mut slices: Vec<[std::io::IoSliceMut<'_>; 1]> = buffers
@@ -215,7 +227,18 @@ fn receiver(server_ns: &str, port: u16, ready: &Barrier, done: &AtomicBool) -> R
             MsgFlags::MSG_WAITFORONE,
             None,
         ) {
-            Ok(r) => received += r.count() as u64,
+            Ok(r) => {
+                let mut from = None;
+                for m in r {
+                    received += 1;
+                    from = from.or(m.address);
+                }
+                if !replied && let Some(from) = from {
+                    let to = SocketAddrV4::new(from.ip(), from.port());
+                    sock.send_to(b"reply", to).context("replying")?;
+                    replied = true;
+                }
+            }
             Err(nix::errno::Errno::EAGAIN | nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e).context("recvmmsg"),
         }
@@ -239,7 +262,7 @@ pub fn flood(
     let ready = Arc::new(Barrier::new(3));
     let done = Arc::new(AtomicBool::new(false));
     std::thread::scope(|s| {
-        let rx = s.spawn(|| receiver(server_ns, server.port(), &ready, &done));
+        let rx = s.spawn(|| receiver(server_ns, server.port(), spec.reply_first, &ready, &done));
         let tx = s.spawn(|| {
             let r = sender(client_ns, server, spec, &ready);
             done.store(true, Ordering::Release);

@@ -2,6 +2,7 @@
 //! lookup, anti-spoofing and the TC enforcement path.
 
 pub mod from_pod;
+pub mod noop;
 pub mod to_pod;
 pub mod xdp_prefilter;
 
