@@ -717,7 +717,8 @@ pub enum Verdict {
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// A packet was dropped.
+    /// A flow's first packet dropped since the last drain (one per flow,
+    /// endpoint side and interval: denied floods do not flood the ring).
     Drop = 1,
     /// A new connection was allowed and tracked.
     NewFlow = 2,
@@ -855,7 +856,9 @@ pub const HOOK_XDP: u8 = 3;
 pub const FLOW_CONFIG_ACCOUNTING: u32 = 1 << 0;
 /// [`FlowConfig::flags`]: send an `EventKind::NewFlow` event per new flow.
 pub const FLOW_CONFIG_EVENTS_NEW: u32 = 1 << 1;
-/// [`FlowConfig::flags`]: send an `EventKind::Drop` event per dropped packet.
+/// [`FlowConfig::flags`]: send an `EventKind::Drop` event for the first
+/// dropped packet of each flow entry (per flow, endpoint side and interval
+/// between drains; the flow record counts every drop).
 pub const FLOW_CONFIG_EVENTS_DROP: u32 = 1 << 2;
 
 /// Value of FLOW_CONFIG (a one-entry array). All zero (as loaded): nothing

@@ -73,6 +73,14 @@ pub struct Meta {
     /// The audit view's verdict on this side: `FLOW_F_AUDITED` and
     /// `FLOW_F_AUDIT_DENY` bits (0: no audit-mode policy covers it).
     pub audit: u8,
+    /// Set by accounting: the packet is the flow entry's first drop this
+    /// interval (it gets the Drop notification).
+    ///
+    /// verifier: kept in the scratch map, not a register: a map value's
+    /// content is not tracked, so the paths with and without a first drop
+    /// stay one state for the rest of the program (a returned flag doubled
+    /// the states and hit the complexity limit).
+    pub first_drop: bool,
 }
 
 impl Meta {
@@ -164,6 +172,7 @@ pub fn account(p: &mut Parsed, len: u64, dropped: Option<DropReason>) {
     // verifier: one call site per map, so the map pointer is a constant at
     // each and the verifier inlines the hash lookup (a pointer chosen at
     // run time would make it call the generic helper).
+    p.flow.first_drop = false;
     if config.slot == 0 {
         into_table(&FLOWS_0, p, len, dropped, now);
     } else {
@@ -171,8 +180,11 @@ pub fn account(p: &mut Parsed, len: u64, dropped: Option<DropReason>) {
     }
     stat(FlowStat::PacketsAccounted, 1);
     stat(FlowStat::BytesAccounted, len);
+    // A drop notification per flow and interval, not per packet: a flood
+    // of denied packets must not become a flood of events (the counts are
+    // in the flow record either way).
     let kind = match dropped {
-        Some(_) if flags & FLOW_CONFIG_EVENTS_DROP != 0 => EventKind::Drop,
+        Some(_) if p.flow.first_drop && flags & FLOW_CONFIG_EVENTS_DROP != 0 => EventKind::Drop,
         None if p.flow.new && flags & FLOW_CONFIG_EVENTS_NEW != 0 => EventKind::NewFlow,
         _ => return,
     };
@@ -185,7 +197,9 @@ pub fn account(p: &mut Parsed, len: u64, dropped: Option<DropReason>) {
 }
 
 /// Counts the packet into `table`: updates its entry, or inserts one, or
-/// sends the delta to the ring when the table cannot take it.
+/// sends the delta to the ring when the table cannot take it. Sets
+/// `p.flow.first_drop` when the packet is a drop and the entry had none
+/// before (the first drop of the flow this interval).
 #[inline(always)]
 fn into_table(
     table: &HashMap<FlowKey, FlowValue>,
@@ -202,6 +216,7 @@ fn into_table(
     match table.insert(&p.key, &p.fval, u64::from(BPF_NOEXIST)) {
         Ok(()) => {
             stat(FlowStat::EntriesCreated, 1);
+            p.flow.first_drop = dropped.is_some();
             return;
         }
         Err(e) if e == -EEXIST => {
@@ -223,11 +238,20 @@ fn into_table(
         stat(FlowStat::LostPackets, 1);
         stat(FlowStat::LostBytes, len);
     }
+    // The fallback record is the notification: `first_drop` stays false.
 }
 
-/// Adds the packet to an existing entry.
+/// Adds the packet to an existing entry; for a drop, notes in
+/// `p.flow.first_drop` whether the entry had none before (read before the
+/// add: two CPUs dropping the flow's first packets at once may both see
+/// none, and both notify).
 #[inline(always)]
-fn update(v: *mut FlowValue, p: &Parsed, len: u64, dropped: Option<DropReason>, now: u64) {
+fn update(v: *mut FlowValue, p: &mut Parsed, len: u64, dropped: Option<DropReason>, now: u64) {
+    if dropped.is_some() {
+        // SAFETY: as below; a plain read of a counter other CPUs add to.
+        p.flow.first_drop =
+            unsafe { core::ptr::read_volatile(&raw const (*v).dropped_packets) } == 0;
+    }
     let m = &p.flow;
     // SAFETY: a flow table value stays valid for this program run (RCU;
     // userspace deletes only from the idle table). Counters change only by

@@ -565,8 +565,10 @@ fn describe(m: Metric) -> &'static str {
         Metric::DenyRate => {
             "packets per second the client pushes at a port the allow-list denies, all dropped by the contender, millions (does not apply to the baselines: nothing denies)."
         }
-        Metric::LatencyP50 => "UDP ping-pong round trip, median, microseconds.",
-        Metric::LatencyP99 => "UDP ping-pong round trip, 99th percentile, microseconds.",
+        Metric::LatencyP50 => {
+            "UDP ping-pong round trip (sockperf, 64-byte messages, both ends busy-polling so that vCPU wake-ups do not dominate), median, microseconds."
+        }
+        Metric::LatencyP99 => "the same round trips, 99th percentile, microseconds.",
         Metric::Throughput => "bulk TCP throughput measured by iperf3, Gbit/s.",
         Metric::UpdateOne => {
             "time from adding one allow-list entry to the first packet it lets through, milliseconds."
