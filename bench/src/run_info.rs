@@ -8,13 +8,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::machine::{self, Machine};
 use crate::report::mib;
 
 /// The facts of one benchmark run shared by every report.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunInfo {
     /// Benchmark name.
     pub benchmark: String,
@@ -34,12 +34,12 @@ pub struct RunInfo {
     #[serde(flatten)]
     pub ebpf: Option<EbpfRun>,
     /// When the run started, for [`RunInfo::finish`].
-    #[serde(skip)]
+    #[serde(skip, default = "Instant::now")]
     started_at: Instant,
 }
 
 /// The facts an eBPF benchmark adds to [`RunInfo`].
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EbpfRun {
     /// `/proc/loadavg` at the start (other work on the machine skews rates).
     pub loadavg_start: String,

@@ -11,6 +11,7 @@
 //! ```text
 //! cargo xtask compare [--quick]
 //! cargo run --release -p bulkhead-bench --bin compare_bench -- [--quick]
+//! cargo run --release -p bulkhead-bench --bin compare_bench -- --render bench/results/compare.json
 //! ```
 
 use std::path::PathBuf;
@@ -57,6 +58,10 @@ struct Args {
     /// Skip the `perf record` profile of Bulkhead's flood.
     #[arg(long)]
     no_profile: bool,
+    /// Measure nothing: render the report and plots again from a run's
+    /// raw JSON (`bench/results/compare.json`); no root needed.
+    #[arg(long, value_name = "FILE.json")]
+    render: Option<PathBuf>,
     /// Where to write the report.
     #[command(flatten)]
     output: Output,
@@ -65,6 +70,13 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let started_at = Instant::now();
     let args = Args::parse();
+    if let Some(json) = &args.render {
+        let text =
+            std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+        let result: CompareResult = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a compare_bench result", json.display()))?;
+        return publish(&args, result);
+    }
     if !elf::root_or_skip(
         "compare_bench",
         "creating network namespaces, loading eBPF programs, netfilter rules",
@@ -130,7 +142,7 @@ fn main() -> anyhow::Result<()> {
     .iter()
     .map(|(t, a)| (t.to_string(), tool_version(t, a)))
     .collect();
-    let mut result = CompareResult {
+    let result = CompareResult {
         run: info,
         plan,
         tools,
@@ -139,6 +151,12 @@ fn main() -> anyhow::Result<()> {
         breakdown,
         notes: measured.notes,
     };
+    publish(&args, result)
+}
+
+/// Writes the plots, the Markdown and the JSON (unless `--no-write`) and
+/// prints the Markdown.
+fn publish(args: &Args, mut result: CompareResult) -> anyhow::Result<()> {
     if !args.output.no_write {
         // A plot that cannot be drawn is a note, not a lost run.
         let prefix = report::file_stem(&result.run);
@@ -147,6 +165,10 @@ fn main() -> anyhow::Result<()> {
             Err(e) => result.notes.push(format!("plots: {e}")),
         }
     }
-    args.output
-        .publish("compare", q, &report::markdown(&result), &result)
+    args.output.publish(
+        "compare",
+        result.run.quick,
+        &report::markdown(&result),
+        &result,
+    )
 }

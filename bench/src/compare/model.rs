@@ -2,13 +2,13 @@
 //! metrics, samples, and the per-cell summaries the report and the plots
 //! read. Pure data, no I/O.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::run_info::RunInfo;
 
 /// Something that enforces (or does not enforce) the allow-list on the
 /// node side of the topology.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Contender {
     /// B0: the same veths and routing, nothing attached, no rules.
@@ -84,7 +84,7 @@ impl Contender {
 }
 
 /// A measured quantity.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Received packets per second of one established UDP flow (60-byte
@@ -205,7 +205,7 @@ impl Metric {
 /// One measurement of one metric, for one contender at one rule count,
 /// in one round (rounds interleave every contender, so that the machine's
 /// drift hits all alike).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Sample {
     /// Who.
     pub contender: Contender,
@@ -220,7 +220,7 @@ pub struct Sample {
 }
 
 /// The median of one (contender, N, metric) cell and its ratios.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Cell {
     /// Who.
     pub contender: Contender,
@@ -245,7 +245,7 @@ pub struct Cell {
 }
 
 /// How much the run measures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Plan {
     /// Allow-list sizes (N), ascending.
     pub rules: Vec<usize>,
@@ -265,7 +265,7 @@ pub struct Plan {
 /// explanation when a target is missed: CPU per packet of the baselines
 /// and of Bulkhead on the veth, and the programs' own cost measured by
 /// `BPF_PROG_TEST_RUN` in the same run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Breakdown {
     /// N.
     pub rules: usize,
@@ -285,7 +285,7 @@ pub struct Breakdown {
 }
 
 /// One symbol's share of a profile.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ProfileShare {
     /// Kernel symbol (`bpf_prog_…_from_pod` for our programs).
     pub symbol: String,
@@ -294,7 +294,7 @@ pub struct ProfileShare {
 }
 
 /// The whole run.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompareResult {
     /// Command, machine, time.
     #[serde(flatten)]

@@ -266,6 +266,58 @@ fn target_line(s: &mut String, v: &View, t: &Target) {
     {
         let _ = writeln!(s, "  {}", explain_miss(v, t));
     }
+    if t.goal == Goal::AheadOfIptables
+        && t.verdict == Verdict::Missed
+        && t.contender == Contender::BulkheadTc
+    {
+        let _ = writeln!(s, "  {}", explain_iptables(v, t.contender));
+    }
+}
+
+/// Why iptables' linear chain does not show in the established flow's
+/// rate, and where it does, with this run's numbers at the largest N.
+fn explain_iptables(v: &View, c: Contender) -> String {
+    let mut out = "iptables (linear) accepts an established flow by its first rule \
+        (conntrack `ESTABLISHED`), so an established packet never walks the N \
+        rules: it costs a conntrack lookup and the netfilter hooks, the same order \
+        as Bulkhead's two programs."
+        .to_owned();
+    let Some(&n) = v.r.plan.rules.iter().max() else {
+        return out;
+    };
+    let pair = |m: Metric| {
+        Some((
+            v.median(c, n, m)?,
+            v.median(Contender::IptablesLinear, n, m)?,
+        ))
+    };
+    let mut shows = Vec::new();
+    if let Some((b, i)) = pair(Metric::ConnectionRate) {
+        shows.push(format!(
+            "new connections, {} vs {} k/s (×{})",
+            number(b),
+            number(i),
+            number(b / i)
+        ));
+    }
+    if let Some((b, i)) = pair(Metric::DenyRate) {
+        shows.push(format!(
+            "the deny path, {} vs {} Mpps (×{})",
+            number(b),
+            number(i),
+            number(b / i)
+        ));
+    }
+    if !shows.is_empty() {
+        let _ = write!(
+            out,
+            " The chain's length shows where packets walk it; at {} rules, {} against iptables (linear): {}.",
+            rules_label(n),
+            c.name(),
+            shows.join("; ")
+        );
+    }
+    out
 }
 
 /// Where the time goes at the N where (a) is worst, in one paragraph.
