@@ -3,7 +3,6 @@
 //! history) and groups every flow they would deny; see [`crate::audit`].
 
 use std::io::{BufReader, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -167,25 +166,10 @@ fn report(args: &ReportArgs) -> Result<(), CliError> {
 /// Reads the agent's recent history (`GET /v1/flows`, everything it keeps:
 /// the server clamps `limit` to its own maximum).
 fn read_agent(path: &Path, report: &mut Report) -> Result<(), AuditError> {
-    let stream = UnixStream::connect(path).map_err(|source| {
-        let hint = "start the agent (`bulkhead agent --manifests DIR`), or name another \
-                    with --socket PATH (a lab's: /run/bulkhead/lab/NAME/agent.sock)"
-            .to_owned();
-        match source.kind() {
-            std::io::ErrorKind::NotFound => FlowsError::SocketMissing {
-                path: path.to_owned(),
-                hint,
-            },
-            std::io::ErrorKind::ConnectionRefused => FlowsError::Refused {
-                path: path.to_owned(),
-                hint,
-            },
-            _ => FlowsError::Connect {
-                path: path.to_owned(),
-                source,
-            },
-        }
-    })?;
+    let hint = "start the agent (`bulkhead agent --manifests DIR`), or name another \
+                with --socket PATH (a lab's: /run/bulkhead/lab/NAME/agent.sock)"
+        .to_owned();
+    let stream = super::flows::connect(path, hint)?;
     let resp = client::get(stream, &format!("/v1/flows?limit={}", usize::MAX))
         .map_err(|e: ClientError| FlowsError::Api(e))?;
     let origin = format!("the agent's API at {}", path.display());

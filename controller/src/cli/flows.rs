@@ -167,7 +167,9 @@ fn socket_of(args: &FlowsArgs) -> Result<(PathBuf, String), CliError> {
     })
 }
 
-fn connect(path: &Path, hint: String) -> Result<UnixStream, FlowsError> {
+/// Connects to an agent's API socket; a missing or refusing socket is
+/// named with `hint` (what to do about it).
+pub(crate) fn connect(path: &Path, hint: String) -> Result<UnixStream, FlowsError> {
     UnixStream::connect(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => FlowsError::SocketMissing {
             path: path.to_owned(),
