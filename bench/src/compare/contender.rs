@@ -7,14 +7,15 @@
 //!   table, ipset fills a new set and swaps it in, nft deletes and
 //!   recreates its table in one transaction.
 //! - Bulkhead runs as the agent runs it: the real `Dataplane` (programs and
-//!   maps pinned in a private directory on bpffs), hooks by
+//!   maps pinned on a private bpffs mounted for the cell), hooks by
 //!   `reconcile_hooks`, policy by `sync` (compile, write the idle slot,
 //!   switch), flow accounting on with a drain every 250 ms.
 //! - The hook floor attaches the `noop` program to the same two tcx hooks.
 //!
 //! Everything lives in the topology's namespaces, which die with it; the
-//! pins are removed by [`Installed::remove`] (and stale ones of dead runs
-//! by [`remove_stale_pins`]).
+//! pins and their private bpffs are removed by [`Installed::remove`] (and
+//! those of dead runs by [`remove_stale_pins`]). The host's `/sys/fs/bpf`
+//! is never touched.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -39,11 +40,11 @@ use super::allowlist::{self, Entry, IPSET};
 use super::model::Contender;
 use crate::dataplane::netns::{self, CLIENT_VETH, SERVER_VETH, Topology};
 
-/// Where the Bulkhead contender pins (one directory per process, on the
-/// host's bpffs).
-pub const PIN_ROOT: &str = "/sys/fs/bpf";
-/// Prefix of those directories: `bhcmp-<pid>`.
-pub const PIN_PREFIX: &str = "bhcmp-";
+/// Where the Bulkhead contender mounts its private bpffs: `<PIN_ROOT>/
+/// <PIN_PREFIX><pid>` (one per process, mounted per cell).
+pub const PIN_ROOT: &str = "/run";
+/// Prefix of those mount points: `bulkhead-compare-<pid>`.
+pub const PIN_PREFIX: &str = "bulkhead-compare-";
 
 /// Flow accounting as the agent runs it.
 const FLOW_FLAGS: u32 = FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP;
@@ -228,8 +229,23 @@ fn floor(topo: &Topology, elf: &Path) -> Result<Floor> {
 fn bulkhead(topo: &Topology, elf: &Path, entries: &[Entry], xdp: bool) -> Result<BulkheadRun> {
     let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
     let pin_dir = Path::new(PIN_ROOT).join(format!("{PIN_PREFIX}{}", std::process::id()));
-    let pins = PinDir::prepare(&pin_dir)?;
-    let (dp, _) = Dataplane::open(pins, Some(&bytes), Duration::from_millis(10), TcMode::Auto)?;
+    mount_bpffs(&pin_dir)?;
+    bulkhead_on(topo, &bytes, entries, xdp, pin_dir.clone()).inspect_err(|_| {
+        // Whatever was pinned goes with the private mount.
+        let _ = remove_pins(&pin_dir);
+    })
+}
+
+/// [`bulkhead`] on the private bpffs mounted at `pin_dir`.
+fn bulkhead_on(
+    topo: &Topology,
+    bytes: &[u8],
+    entries: &[Entry],
+    xdp: bool,
+    pin_dir: PathBuf,
+) -> Result<BulkheadRun> {
+    let pins = PinDir::prepare(&pin_dir.join("bulkhead"))?;
+    let (dp, _) = Dataplane::open(pins, Some(bytes), Duration::from_millis(10), TcMode::Auto)?;
     let model = allowlist::model(entries);
     let pod = |name: &str| {
         model
@@ -372,12 +388,32 @@ impl Installed {
     }
 }
 
-/// Detaches pinned links and removes every pin under `dir`, then `dir`.
+/// Mounts a private bpffs at `dir` (created).
+fn mount_bpffs(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    nix::mount::mount(
+        Some("bpf"),
+        dir,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .with_context(|| format!("mounting bpffs at {}", dir.display()))
+}
+
+/// Detaches the pinned links under `dir` (a private bpffs), unmounts it
+/// (which takes every pin along) and removes the mount point. Also for a
+/// directory whose mount never happened.
 fn remove_pins(dir: &Path) -> Result<()> {
-    bulkhead::dataplane::cleanup(dir, &[])
-        .with_context(|| format!("removing the pins in {}", dir.display()))?;
-    let _ = std::fs::remove_dir_all(dir);
-    Ok(())
+    let cleaned = bulkhead::dataplane::cleanup(&dir.join("bulkhead"), &[])
+        .with_context(|| format!("removing the pins in {}", dir.display()));
+    match nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH) {
+        // EINVAL: not a mount point (the mount failed).
+        Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+        Err(e) => return Err(e).with_context(|| format!("unmounting {}", dir.display())),
+    }
+    std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+    cleaned.map(drop)
 }
 
 /// Removes pin directories of runs whose process is gone.
