@@ -294,20 +294,10 @@ pub fn parse_sockperf(out: &str) -> Result<(f64, f64)> {
 pub fn throughput(topo: &Topology, seconds: f64) -> Result<f64> {
     let addr = SERVER_IP.to_string();
     let port = IPERF_PORT.to_string();
-    let _server = spawn_in(
-        &topo.server,
-        "iperf3",
-        &["-s", "-1", "-B", &addr, "-p", &port],
-    )?;
+    // A server that goes on after a client (no `-1`): the readiness probe
+    // is one too. Killed on drop.
+    let _server = spawn_in(&topo.server, "iperf3", &["-s", "-B", &addr, "-p", &port])?;
     wait_tcp(topo, IPERF_PORT)?;
-    // wait_tcp's probe was iperf3's one client; start it again.
-    drop(_server);
-    let _server = spawn_in(
-        &topo.server,
-        "iperf3",
-        &["-s", "-1", "-B", &addr, "-p", &port],
-    )?;
-    std::thread::sleep(Duration::from_millis(200));
     let secs = format!("{}", seconds.ceil().max(1.0) as u64);
     let out = output_in(
         &topo.client,

@@ -171,6 +171,41 @@ fn list(ns: &[usize]) -> String {
         .join(", ")
 }
 
+/// What a per-N target's points add up to.
+struct Tally<'p> {
+    /// The points that miss the target.
+    failed: Vec<&'p Point>,
+    /// The N that could not be judged.
+    missing: Vec<usize>,
+    /// The lowest ratio, with its N.
+    worst: Option<(usize, f64)>,
+    /// Missed if any N failed, else not judged if any is missing (or there
+    /// are none), else met.
+    verdict: Verdict,
+}
+
+fn tally(points: &[Point]) -> Tally<'_> {
+    let failed: Vec<&Point> = points.iter().filter(|p| p.ok == Some(false)).collect();
+    let missing: Vec<usize> = points
+        .iter()
+        .filter(|p| p.ok.is_none())
+        .map(|p| p.rules)
+        .collect();
+    // Only judged points have a ratio that counts.
+    let worst = points
+        .iter()
+        .filter(|p| p.ok.is_some())
+        .filter_map(|p| Some((p.rules, p.ratio?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    let verdict = Verdict::of(!failed.is_empty(), !missing.is_empty() || points.is_empty());
+    Tally {
+        failed,
+        missing,
+        worst,
+        verdict,
+    }
+}
+
 fn near_bare<'a>(who: Contender, ns: &[usize], cell: impl Fn(usize) -> Option<&'a Cell>) -> Target {
     let points: Vec<Point> = ns
         .iter()
@@ -186,22 +221,12 @@ fn near_bare<'a>(who: Contender, ns: &[usize], cell: impl Fn(usize) -> Option<&'
             }
         })
         .collect();
-    let judged: Vec<&Point> = points.iter().filter(|p| p.ok.is_some()).collect();
-    let failed: Vec<usize> = judged
-        .iter()
-        .filter(|p| p.ok == Some(false))
-        .map(|p| p.rules)
-        .collect();
-    let missing: Vec<usize> = points
-        .iter()
-        .filter(|p| p.ok.is_none())
-        .map(|p| p.rules)
-        .collect();
-    let worst = judged
-        .iter()
-        .filter_map(|p| Some((p.rules, p.ratio?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    let verdict = Verdict::of(!failed.is_empty(), !missing.is_empty() || ns.is_empty());
+    let Tally {
+        failed,
+        missing,
+        worst,
+        verdict,
+    } = tally(&points);
     let name = who.name();
     let limit = RATE_LIMIT * 100.0;
     let lowest =
@@ -325,17 +350,12 @@ fn ahead<'a>(
             }
         })
         .collect();
-    let failed: Vec<&Point> = points.iter().filter(|p| p.ok == Some(false)).collect();
-    let missing: Vec<usize> = points
-        .iter()
-        .filter(|p| p.ok.is_none())
-        .map(|p| p.rules)
-        .collect();
-    let worst = points
-        .iter()
-        .filter_map(|p| Some((p.rules, p.ratio?)))
-        .min_by(|a, b| a.1.total_cmp(&b.1));
-    let verdict = Verdict::of(!failed.is_empty(), !missing.is_empty() || points.is_empty());
+    let Tally {
+        failed,
+        missing,
+        worst,
+        verdict,
+    } = tally(&points);
     let name = who.name();
     let from = rules_label(AHEAD_FROM);
     let vs = |p: &Point| {
@@ -362,7 +382,7 @@ fn ahead<'a>(
             "{name} is not ahead of iptables (linear) at {} of {} N ≥ {from} ({}).",
             failed.len(),
             points.len(),
-            failed.iter().map(|p| vs(p)).collect::<Vec<_>>().join("; ")
+            failed.iter().map(|&p| vs(p)).collect::<Vec<_>>().join("; ")
         ),
         Verdict::NotJudged => format!(
             "{name} or iptables (linear) was not measured at {} rules, so this target cannot be judged.",
