@@ -1,5 +1,8 @@
 //! The ABI shared by Bulkhead's eBPF programs and its userspace controller
-//! (version 5 adds flow accounting: FLOWS_0/FLOWS_1, FLOW_CONFIG, FLOW_STATS
+//! (version 7 adds host routing: `Config::flags` with
+//! [`CONFIG_F_HOST_ROUTING`] and the DELIVER program array `from_pod`
+//! tail-calls through; version 6 the audit views of `ENDPOINTS_V6`;
+//! version 5 adds flow accounting: FLOWS_0/FLOWS_1, FLOW_CONFIG, FLOW_STATS
 //! and the EVENTS ring buffer; since version 4 the policy maps are the hash
 //! of B-tree roots `POLICY_V4` and the array of their other nodes
 //! `POLICY_NODES`; `POLICY_V3`, which kept every node in the hash, and the
@@ -19,7 +22,8 @@
 //! slot ([`policy_node_index`]). CONFIG holds one [`Config`] whose `revision` selects the
 //! active slot: `revision % 2` ([`active_slot`]). A program reads CONFIG once
 //! when it starts and does every lookup of that packet in that slot, so no
-//! packet sees half a policy. Userspace makes a new policy live by:
+//! packet sees half a policy (host routing's `deliver`, tail-called by
+//! `from_pod`, keeps `from_pod`'s revision). Userspace makes a new policy live by:
 //!
 //! 1. writing the whole new image into the inactive slot (`(revision + 1) % 2`),
 //!    deleting that slot's stale entries;
@@ -37,7 +41,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -461,11 +465,23 @@ const _: () = assert!(offset_of!(EndpointInfo, audit_egress_table) == 60);
 pub struct Config {
     /// Policy revision; the active slot is `revision % 2`. Only ever grows.
     pub revision: u64,
-    /// Reserved (global mode flags); zero.
-    pub _reserved: u64,
+    /// Mode flags (`CONFIG_F_*`); unknown bits are ignored.
+    pub flags: u64,
 }
 const _: () = assert!(size_of::<Config>() == 16);
 const _: () = assert!(offset_of!(Config, revision) == 0);
+const _: () = assert!(offset_of!(Config, flags) == 8);
+
+/// CONFIG flag: host routing. `from_pod` delivers a packet whose route
+/// (the node's FIB, resolved neighbour) leads to another pod's host veth
+/// straight into that pod (`bpf_redirect_peer`), judging the destination
+/// pod's ingress side itself, as `to_pod` would; the node's IP stack
+/// (forwarding, netfilter, the host veth's egress) is skipped. Anything
+/// else (another route, an unresolved neighbour, TTL expiring, a
+/// fragment, an ICMP error, an oversized packet, the reply of a
+/// connection whose original packets took the stack: see
+/// [`CT_HOST_ROUTED`]) takes the stack as without the flag.
+pub const CONFIG_F_HOST_ROUTING: u64 = 1;
 
 // ---------------------------------------------------------------------------
 // CT: conntrack.
@@ -518,6 +534,12 @@ pub const CT_UNCHECKED: u64 = u64::MAX;
 
 /// CT entry flag: a packet of the reply direction was seen.
 pub const CT_SEEN_REPLY: u8 = 1 << 0;
+/// CT flag: host routing delivered a packet of the original direction
+/// (`deliver`). Only then are replies host-routed too: a connection the
+/// node's stack carried (one a kube-proxy DNAT rewrote on its way, say)
+/// keeps its replies on the stack, where netfilter's conntrack undoes the
+/// NAT.
+pub const CT_HOST_ROUTED: u8 = 1 << 1;
 
 /// Value of CT.
 #[repr(C)]

@@ -70,7 +70,8 @@ fn slotted_prefixes_and_slots() {
 
 #[test]
 fn policy_v4_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 6);
+    assert_eq!(ABI_VERSION, 7);
+    assert_eq!(CONFIG_F_HOST_ROUTING, 1);
     assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
     // Six levels of 16 hold every policy point as its own range.
     assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));

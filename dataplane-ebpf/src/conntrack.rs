@@ -17,8 +17,8 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use bulkhead_common::{
-    CT_SEEN_REPLY, CT_UNCHECKED, CtEntry, CtKey, DropReason, EndpointInfo, HOOK_FROM_POD,
-    HOOK_TO_POD, Verdict,
+    CT_HOST_ROUTED, CT_SEEN_REPLY, CT_UNCHECKED, CtEntry, CtKey, DropReason, EndpointInfo,
+    HOOK_FROM_POD, HOOK_TO_POD, Verdict,
 };
 
 use crate::{
@@ -77,13 +77,17 @@ pub fn known(key: &CtKey, rev: &mut CtKey) -> bool {
 
 /// Tracks a packet of a `Kind::Flow`: established (either direction, side
 /// re-checked if stale) or new (checked, then recorded). Leaves direction,
-/// side, rule and newness in `p.flow` for flow accounting.
+/// side, rule and newness in `p.flow` for flow accounting, and whether the
+/// connection's original packets were host-routed. `routed`: host routing
+/// delivers this packet (`deliver`), so an original-direction packet
+/// marks the entry `CT_HOST_ROUTED`.
 #[inline(always)]
 pub fn track(
     revision: u64,
     slot: u8,
     ep: &EndpointInfo,
     hook: Hook,
+    routed: bool,
     p: &mut Parsed,
 ) -> Result<Verdict, DropReason> {
     let now = p.flow.now();
@@ -95,6 +99,7 @@ pub fn track(
             hook,
             tcp_flags: flags,
             now,
+            routed,
         };
         return at.update(entry, &p.key.tuple, Dir::Original, ep, &mut p.flow);
     }
@@ -106,6 +111,7 @@ pub fn track(
             hook,
             tcp_flags: flags,
             now,
+            routed,
         };
         return at.update(entry, &p.rev, Dir::Reply, ep, &mut p.flow);
     }
@@ -129,7 +135,7 @@ pub fn track(
         ingress_rule,
         tcp_flags_orig: p.tcp_flags,
         tcp_flags_reply: 0,
-        flags: 0,
+        flags: if routed { CT_HOST_ROUTED } else { 0 },
         audit_egress,
         audit_ingress,
         _pad: [0; 3],
@@ -140,6 +146,7 @@ pub fn track(
     p.flow.audit = judged.audit;
     p.flow.rule = rule;
     p.flow.new = true;
+    p.flow.host_routed = routed;
     Ok(Verdict::Allowed)
 }
 
@@ -150,6 +157,8 @@ struct Established {
     hook: Hook,
     tcp_flags: u8,
     now: u64,
+    /// Host routing delivers the packet (see [`track`]).
+    routed: bool,
 }
 
 impl Established {
@@ -216,6 +225,9 @@ impl Established {
                 if e.tcp_flags_orig & self.tcp_flags != self.tcp_flags {
                     e.tcp_flags_orig |= self.tcp_flags;
                 }
+                if self.routed && e.flags & CT_HOST_ROUTED == 0 {
+                    e.flags |= CT_HOST_ROUTED;
+                }
             }
             Dir::Reply => {
                 if e.tcp_flags_reply & self.tcp_flags != self.tcp_flags
@@ -226,6 +238,7 @@ impl Established {
                 }
             }
         }
+        flow.host_routed = e.flags & CT_HOST_ROUTED != 0;
         Ok(Verdict::Established)
     }
 }

@@ -64,6 +64,9 @@ pub struct Meta {
     pub new: bool,
     /// The endpoint is isolated in neither direction.
     pub unenforced: bool,
+    /// The connection's original packets were host-routed
+    /// (`CT_HOST_ROUTED`): its replies may be too.
+    pub host_routed: bool,
     /// `FLOW_SIDE_*`.
     pub side: u8,
     /// `HOOK_*` of the program.
@@ -111,6 +114,7 @@ impl Meta {
         self.side = side;
         self.rule = RULE_NONE;
         self.audit = 0;
+        self.host_routed = false;
     }
 
     /// CLOCK_MONOTONIC at tick resolution, read at most once per packet.

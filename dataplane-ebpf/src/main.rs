@@ -5,6 +5,11 @@
 //!   pod): anti-spoofing, then the pod's egress policy.
 //! - `to_pod` (TC egress of the host-side veth: traffic entering the pod):
 //!   the pod's ingress policy.
+//! - `deliver` (never attached; `from_pod`'s tail call with host routing,
+//!   `CONFIG_F_HOST_ROUTING`): for a packet the node routes to another
+//!   pod's host veth, that pod's ingress policy as `to_pod` would judge
+//!   it, then the frame rewritten as forwarding would and redirected into
+//!   the pod (`hostroute`), skipping the node's stack.
 //! - `xdp_prefilter` (XDP on the host-side veth): stateless early drop of
 //!   spoofed sources and denied new connections leaving the pod.
 //! - `noop` (never attached by the agent): passes everything; the
@@ -26,6 +31,7 @@ mod atomic;
 mod conntrack;
 mod flowlog;
 mod frags;
+mod hostroute;
 mod maps;
 mod notify;
 mod parse;

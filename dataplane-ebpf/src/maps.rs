@@ -13,7 +13,7 @@
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 use crate::parse::Parsed;
@@ -185,3 +185,15 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
 /// stack limit when inlined into one program.
 #[map]
 pub static SCRATCH: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(2, 0);
+
+/// Index 0 → the `deliver` program: `from_pod`'s tail call for host
+/// routing (`CONFIG_F_HOST_ROUTING`).
+///
+/// - Written by: the loader, once per load (the pin keeps the entry).
+/// - A tail call rather than a function: the destination's judgement and
+///   accounting inlined after the source's exceed the verifier's
+///   complexity limit, and a tail-called program is verified on its own.
+///   An empty slot makes the tail call fail, and `from_pod` passes the
+///   packet to the stack as without host routing.
+#[map]
+pub static DELIVER: ProgramArray = ProgramArray::with_max_entries(1, 0);

@@ -36,6 +36,7 @@
 //!   always pass; other types are judged by policy without tracking.
 //! - Non-IP (ARP, LLDP, ...) passes.
 
+use aya_ebpf::bindings::bpf_fib_lookup;
 use bulkhead_common::{
     CtKey, DropReason, FlowKey, FlowValue, IPV6_EXT_HEADERS_MAX, PROTO_ICMP, PROTO_ICMPV6,
     PROTO_SCTP, PROTO_TCP, PROTO_UDP,
@@ -144,6 +145,8 @@ pub struct Parsed {
     pub flow: Meta,
     /// The packet's own flow delta (a new entry's value, an event's).
     pub fval: FlowValue,
+    /// Host routing's FIB query and answer (`hostroute`).
+    pub fib: bpf_fib_lookup,
 }
 const _: () = assert!(align_of::<Parsed>() == 8);
 const _: () = assert!(offset_of!(Parsed, key) % 8 == 0);

@@ -37,6 +37,8 @@ use crate::privileged_ebpf_elf;
 pub const LO_IFINDEX: u32 = 1;
 /// TC verdict: pass.
 pub const PASS: u32 = 0;
+/// TC verdict: redirect (host routing's delivery into the destination pod).
+pub const REDIRECT: u32 = 7;
 /// TC verdict: drop.
 pub const DROP: u32 = 2;
 /// XDP verdict: drop.
@@ -62,22 +64,24 @@ pub struct Dataplane {
     /// Per slot: what the maps hold of `trees` (placed).
     placed: [PolicyLayout; 2],
     grants: Grants,
+    /// CONFIG's mode flags (`CONFIG_F_*`), written with every revision.
+    flags: u64,
 }
 
 impl Dataplane {
-    /// Loads the ELF and its three programs; `None` when the test must skip
+    /// Loads the ELF and its programs (`deliver` in DELIVER); `None` when the test must skip
     /// (see [`privileged_ebpf_elf`]).
     pub fn load() -> Option<Self> {
         let elf = privileged_ebpf_elf()?;
         Some(Self::load_file(&elf).unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// Loads the ELF at `elf` and its three programs (needs root; used by
+    /// Loads the ELF at `elf` and its programs (needs root; used by
     /// the benchmarks, which find the ELF themselves).
     pub fn load_file(elf: &Path) -> Result<Self, String> {
         let mut ebpf =
             Ebpf::load_file(elf).map_err(|e| format!("loading {}: {e:?}", elf.display()))?;
-        for name in ["from_pod", "to_pod"] {
+        for name in ["from_pod", "to_pod", "deliver"] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("the ELF has no {name}"))?
@@ -93,12 +97,27 @@ impl Dataplane {
             .map_err(|e| format!("xdp_prefilter is not an XDP program: {e:?}"))?;
         x.load()
             .map_err(|e| format!("verifier rejected xdp_prefilter: {e:?}"))?;
+        // Host routing's tail call (used only with CONFIG_F_HOST_ROUTING).
+        let fd = ebpf
+            .program("deliver")
+            .ok_or("the ELF has no deliver")?
+            .fd()
+            .map_err(|e| format!("deliver: {e:?}"))?
+            .try_clone()
+            .map_err(|e| format!("deliver: {e}"))?;
+        let mut array: aya::maps::ProgramArray<&mut MapData> =
+            aya::maps::ProgramArray::try_from(ebpf.map_mut("DELIVER").ok_or("no DELIVER map")?)
+                .map_err(|e| format!("DELIVER: {e:?}"))?;
+        array
+            .set(0, &fd, 0)
+            .map_err(|e| format!("DELIVER: {e:?}"))?;
         Ok(Self {
             ebpf,
             written: Vec::new(),
             trees: BTreeMap::new(),
             placed: Default::default(),
             grants: Grants::new(),
+            flags: 0,
         })
     }
 
@@ -172,20 +191,21 @@ impl Dataplane {
         HashMap::try_from(self.ebpf.map_mut("CT").expect("CT")).unwrap()
     }
 
+    /// Sets CONFIG's mode flags (`CONFIG_F_*`), keeping the revision.
+    pub fn set_flags(&mut self, flags: u64) {
+        self.flags = flags;
+        let config: Array<&mut MapData, Config> =
+            Array::try_from(self.ebpf.map_mut("CONFIG").expect("CONFIG")).unwrap();
+        let revision = config.get(&0, 0).unwrap().revision;
+        self.set_revision(revision);
+    }
+
     /// Sets the policy revision (the switch between slots).
     pub fn set_revision(&mut self, revision: u64) {
+        let flags = self.flags;
         let mut config: Array<&mut MapData, Config> =
             Array::try_from(self.ebpf.map_mut("CONFIG").expect("CONFIG")).unwrap();
-        config
-            .set(
-                0,
-                Config {
-                    revision,
-                    _reserved: 0,
-                },
-                0,
-            )
-            .unwrap();
+        config.set(0, Config { revision, flags }, 0).unwrap();
     }
 
     /// Writes the identities and policy of `image` (into its slot) and
@@ -289,6 +309,48 @@ impl Dataplane {
         self.endpoints()
             .insert(EndpointKey::new(LO_IFINDEX, slot), info, 0)
             .unwrap();
+    }
+
+    /// Makes `info` the endpoint of device `ifindex` in `slot` (host
+    /// routing: the source's and the destination's host veths).
+    pub fn set_endpoint_on(&mut self, ifindex: u32, slot: u8, info: EndpointInfo) {
+        self.endpoints()
+            .insert(EndpointKey::new(ifindex, slot), info, 0)
+            .unwrap();
+    }
+
+    /// Removes the endpoint of device `ifindex` in `slot`.
+    pub fn remove_endpoint_on(&mut self, ifindex: u32, slot: u8) {
+        let _ = self.endpoints().remove(&EndpointKey::new(ifindex, slot));
+    }
+
+    /// Runs `from_pod` on `frame` as received on device `ifindex` of the
+    /// calling thread's network namespace (the test run's `__sk_buff`
+    /// names it); returns the verdict and the frame as the program left
+    /// it (host routing rewrites it before a redirect).
+    pub fn from_pod_on(&mut self, ifindex: u32, frame: &[u8]) -> (u32, Vec<u8>) {
+        // `struct __sk_buff` up to `ifindex` (offset 40) and the padding
+        // after it; the kernel zero-fills the rest.
+        let mut ctx = [0u8; 48];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
+        let mut out = vec![0u8; frame.len() + 64];
+        let p: &mut SchedClassifier = self
+            .ebpf
+            .program_mut("from_pod")
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut out),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        };
+        let r = p
+            .test_run(opts)
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN from_pod on {ifindex}: {e:?}"));
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     /// Removes the test-run endpoint of `slot` (the device is then unknown).

@@ -161,32 +161,37 @@ pub fn install(
     entries: &[Entry],
 ) -> Result<Installed> {
     let node = topo.node.clone();
-    let inner =
-        match contender {
-            Contender::Bare => Inner::Nothing,
-            Contender::HookFloor => Inner::Floor(floor(topo, elf)?),
-            Contender::IptablesLinear => {
-                iptables_restore(&node, &allowlist::iptables_linear(entries))?;
-                Inner::Tables
-            }
-            Contender::IptablesIpset => {
-                in_netns(
-                    &node,
-                    "ipset",
-                    &["restore".into()],
-                    Some(&allowlist::ipset_restore(IPSET, entries)),
-                )?;
-                iptables_restore(&node, &allowlist::iptables_ipset(IPSET))?;
-                Inner::Tables
-            }
-            Contender::Nftables => {
-                nft(&node, &allowlist::nft_script(entries))?;
-                Inner::Tables
-            }
-            Contender::BulkheadTc | Contender::BulkheadTcXdp => Inner::Bulkhead(Box::new(
-                bulkhead(topo, elf, entries, contender == Contender::BulkheadTcXdp)?,
-            )),
-        };
+    let inner = match contender {
+        Contender::Bare => Inner::Nothing,
+        Contender::HookFloor => Inner::Floor(floor(topo, elf)?),
+        Contender::IptablesLinear => {
+            iptables_restore(&node, &allowlist::iptables_linear(entries))?;
+            Inner::Tables
+        }
+        Contender::IptablesIpset => {
+            in_netns(
+                &node,
+                "ipset",
+                &["restore".into()],
+                Some(&allowlist::ipset_restore(IPSET, entries)),
+            )?;
+            iptables_restore(&node, &allowlist::iptables_ipset(IPSET))?;
+            Inner::Tables
+        }
+        Contender::Nftables => {
+            nft(&node, &allowlist::nft_script(entries))?;
+            Inner::Tables
+        }
+        Contender::BulkheadTc | Contender::BulkheadTcXdp | Contender::BulkheadTcStack => {
+            Inner::Bulkhead(Box::new(bulkhead(
+                topo,
+                elf,
+                entries,
+                contender == Contender::BulkheadTcXdp,
+                contender != Contender::BulkheadTcStack,
+            )?))
+        }
+    };
     Ok(Installed {
         contender,
         node,
@@ -226,11 +231,17 @@ fn floor(topo: &Topology, elf: &Path) -> Result<Floor> {
     Ok(Floor { ebpf, links })
 }
 
-fn bulkhead(topo: &Topology, elf: &Path, entries: &[Entry], xdp: bool) -> Result<BulkheadRun> {
+fn bulkhead(
+    topo: &Topology,
+    elf: &Path,
+    entries: &[Entry],
+    xdp: bool,
+    host_routing: bool,
+) -> Result<BulkheadRun> {
     let bytes = std::fs::read(elf).with_context(|| format!("reading {}", elf.display()))?;
     let pin_dir = Path::new(PIN_ROOT).join(format!("{PIN_PREFIX}{}", std::process::id()));
     mount_bpffs(&pin_dir)?;
-    bulkhead_on(topo, &bytes, entries, xdp, pin_dir.clone()).inspect_err(|_| {
+    bulkhead_on(topo, &bytes, entries, xdp, host_routing, pin_dir.clone()).inspect_err(|_| {
         // Whatever was pinned goes with the private mount.
         let _ = remove_pins(&pin_dir);
     })
@@ -242,10 +253,12 @@ fn bulkhead_on(
     bytes: &[u8],
     entries: &[Entry],
     xdp: bool,
+    host_routing: bool,
     pin_dir: PathBuf,
 ) -> Result<BulkheadRun> {
     let pins = PinDir::prepare(&pin_dir.join("bulkhead"))?;
-    let (dp, _) = Dataplane::open(pins, Some(bytes), Duration::from_millis(10), TcMode::Auto)?;
+    let (mut dp, _) = Dataplane::open(pins, Some(bytes), Duration::from_millis(10), TcMode::Auto)?;
+    dp.set_host_routing(host_routing)?;
     let model = allowlist::model(entries);
     let pod = |name: &str| {
         model

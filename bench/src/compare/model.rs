@@ -27,15 +27,18 @@ pub enum Contender {
     /// protocol and port, with conntrack.
     Nftables,
     /// Bulkhead's TC programs (`from_pod`, `to_pod`), as the agent runs
-    /// them (flow accounting on).
+    /// them (flow accounting on, host routing on).
     BulkheadTc,
     /// Bulkhead's TC programs and the XDP prefilter.
     BulkheadTcXdp,
+    /// Bulkhead's TC programs with host routing off: every packet
+    /// crosses the node's stack, as with the netfilter contenders.
+    BulkheadTcStack,
 }
 
 impl Contender {
     /// Every contender, in report order.
-    pub const ALL: [Contender; 7] = [
+    pub const ALL: [Contender; 8] = [
         Contender::Bare,
         Contender::HookFloor,
         Contender::IptablesLinear,
@@ -43,6 +46,7 @@ impl Contender {
         Contender::Nftables,
         Contender::BulkheadTc,
         Contender::BulkheadTcXdp,
+        Contender::BulkheadTcStack,
     ];
 
     /// Short name (JSON, plot legends, file names).
@@ -55,6 +59,7 @@ impl Contender {
             Contender::Nftables => "nftables",
             Contender::BulkheadTc => "bulkhead-tc",
             Contender::BulkheadTcXdp => "bulkhead-tc-xdp",
+            Contender::BulkheadTcStack => "bulkhead-tc-stack",
         }
     }
 
@@ -68,6 +73,7 @@ impl Contender {
             Contender::Nftables => "nftables",
             Contender::BulkheadTc => "Bulkhead TC",
             Contender::BulkheadTcXdp => "Bulkhead TC + XDP",
+            Contender::BulkheadTcStack => "Bulkhead TC, node's stack",
         }
     }
 
@@ -79,7 +85,10 @@ impl Contender {
 
     /// Whether it is Bulkhead.
     pub fn is_bulkhead(self) -> bool {
-        matches!(self, Contender::BulkheadTc | Contender::BulkheadTcXdp)
+        matches!(
+            self,
+            Contender::BulkheadTc | Contender::BulkheadTcXdp | Contender::BulkheadTcStack
+        )
     }
 }
 
@@ -273,7 +282,8 @@ pub struct Breakdown {
     pub bare_ns: f64,
     /// Machine CPU ns per packet: the hook floor (TC hooks, empty program).
     pub hook_floor_ns: f64,
-    /// Machine CPU ns per packet: Bulkhead TC.
+    /// Machine CPU ns per packet: Bulkhead TC through the node's stack
+    /// (host routing off), the path `from_pod` + `to_pod` describe.
     pub bulkhead_tc_ns: f64,
     /// `from_pod`, established flow, ns per run (`BPF_PROG_TEST_RUN`).
     pub from_pod_ns: f64,

@@ -163,6 +163,7 @@ fn color(c: Contender) -> RGBColor {
         Contender::Nftables => RGBColor(148, 103, 189),
         Contender::BulkheadTc => RGBColor(31, 119, 180),
         Contender::BulkheadTcXdp => RGBColor(23, 190, 207),
+        Contender::BulkheadTcStack => RGBColor(148, 103, 189),
     }
 }
 

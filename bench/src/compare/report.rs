@@ -225,22 +225,22 @@ fn targets_section(s: &mut String, v: &View) {
     let all = targets::evaluate(&v.r.cells, &v.rules);
     let _ = writeln!(
         s,
-        "Judged on Bulkhead TC's packet rate of the established UDP flow, the configuration the agent runs.\n"
+        "Judged on Bulkhead TC's packet rate of the established UDP flow, the configuration the agent runs (host routing on).\n"
     );
     for t in all.iter().filter(|t| t.contender == Contender::BulkheadTc) {
         target_line(s, v, t);
     }
-    let xdp: Vec<&Target> = all
-        .iter()
-        .filter(|t| t.contender == Contender::BulkheadTcXdp)
-        .collect();
-    if xdp.iter().any(|t| t.measured()) {
-        let _ = writeln!(
-            s,
-            "\nBulkhead TC + XDP, judged the same way for information:\n"
-        );
-        for t in xdp {
-            target_line(s, v, t);
+    for other in [Contender::BulkheadTcXdp, Contender::BulkheadTcStack] {
+        let these: Vec<&Target> = all.iter().filter(|t| t.contender == other).collect();
+        if these.iter().any(|t| t.measured()) {
+            let _ = writeln!(
+                s,
+                "\n{}, judged the same way for information:\n",
+                other.name()
+            );
+            for t in these {
+                target_line(s, v, t);
+            }
         }
     }
     s.push('\n');
@@ -259,16 +259,20 @@ fn target_line(s: &mut String, v: &View, t: &Target) {
         t.verdict.word(),
         t.sentence
     );
-    // The breakdown measures Bulkhead TC only: it explains TC's miss.
+    // The breakdown measures the stack path (`from_pod` + `to_pod`): it
+    // explains that path's miss.
     if t.goal == Goal::NearBare
         && t.verdict == Verdict::Missed
-        && t.contender == Contender::BulkheadTc
+        && t.contender == Contender::BulkheadTcStack
     {
         let _ = writeln!(s, "  {}", explain_miss(v, t));
     }
     if t.goal == Goal::AheadOfIptables
         && t.verdict == Verdict::Missed
-        && t.contender == Contender::BulkheadTc
+        && matches!(
+            t.contender,
+            Contender::BulkheadTc | Contender::BulkheadTcStack
+        )
     {
         let _ = writeln!(s, "  {}", explain_iptables(v, t.contender));
     }
@@ -494,12 +498,12 @@ fn where_the_time_goes(s: &mut String, v: &View) {
     }
     let _ = writeln!(
         s,
-        "Machine CPU ns per received packet of the established UDP flood, and the programs' own cost. Extra: Bulkhead TC − B0. Hook: hook floor − B0, what attaching any TC program to both veths costs (its share of the extra in brackets). Programs: `from_pod` + `to_pod` on an established packet by `BPF_PROG_TEST_RUN` in the same run (every packet of the flow passes both). Rest: extra − hook − programs, what the veth path costs beyond them: the programs' cache and TLB misses on the real path (the test run repeats one packet with warm caches), map-update contention, dispatch the hook floor does not pay, and noise (it can be negative). Budget: the extra per packet that {:.0}% of B0's rate allows when CPU time per packet is what limits the rate (B0 / {RATE_LIMIT} − B0).\n",
+        "Machine CPU ns per received packet of the established UDP flood, and the programs' own cost, on the path through the node's stack (host routing off: the path netfilter takes too; with host routing, `deliver` and a redirect replace `to_pod` and the node's forwarding, see the packet-rate table). Extra: Bulkhead TC through the node's stack − B0. Hook: hook floor − B0, what attaching any TC program to both veths costs (its share of the extra in brackets). Programs: `from_pod` + `to_pod` on an established packet by `BPF_PROG_TEST_RUN` in the same run (every packet of the flow passes both). Rest: extra − hook − programs, what the veth path costs beyond them: the programs' cache and TLB misses on the real path (the test run repeats one packet with warm caches), map-update contention, dispatch the hook floor does not pay, and noise (it can be negative). Budget: the extra per packet that {:.0}% of B0's rate allows when CPU time per packet is what limits the rate (B0 / {RATE_LIMIT} − B0).\n",
         RATE_LIMIT * 100.0
     );
     let _ = writeln!(
         s,
-        "| N | B0 | hook floor | Bulkhead TC | extra | hook (share) | programs (from_pod + to_pod) | rest | budget at {:.0}% |",
+        "| N | B0 | hook floor | Bulkhead TC, node's stack | extra | hook (share) | programs (from_pod + to_pod) | rest | budget at {:.0}% |",
         RATE_LIMIT * 100.0
     );
     let _ = writeln!(
@@ -586,7 +590,7 @@ fn method(s: &mut String, v: &View) {
     let _ = writeln!(s, "## Method\n");
     let _ = writeln!(
         s,
-        "One topology for every contender: client → veth → node (routing) → veth → server, each in its own network namespace; the contenders differ only in what enforces the N-entry allow-list on the node's side. B0 is the same veths and routing with nothing attached; the hook floor attaches a TC program that passes everything to both host-side veths, the cost of the hook itself. iptables (linear) is `iptables-legacy` with chains as kube-router and Calico's iptables mode build them: conntrack accepts established flows first, then one ACCEPT rule per entry, then DROP. iptables + ipset holds the allow-list in one `hash:net,port` set; nftables in one interval set keyed by source prefix, protocol and port, with conntrack. Bulkhead TC is `from_pod` and `to_pod` as the agent runs them (flow accounting on); Bulkhead TC + XDP adds the XDP prefilter.\n"
+        "One topology for every contender: client → veth → node (routing) → veth → server, each in its own network namespace; the contenders differ only in what enforces the N-entry allow-list on the node's side. B0 is the same veths and routing with nothing attached; the hook floor attaches a TC program that passes everything to both host-side veths, the cost of the hook itself. iptables (linear) is `iptables-legacy` with chains as kube-router and Calico's iptables mode build them: conntrack accepts established flows first, then one ACCEPT rule per entry, then DROP. iptables + ipset holds the allow-list in one `hash:net,port` set; nftables in one interval set keyed by source prefix, protocol and port, with conntrack. Bulkhead TC is `from_pod` and `to_pod` as the agent runs them (flow accounting on, host routing on: a packet between the two pods is judged for both by `from_pod` and its tail call `deliver` and redirected into the receiving pod, skipping the node's stack); Bulkhead TC + XDP adds the XDP prefilter; Bulkhead TC, node's stack is the same with host routing off, so every packet crosses the node's routing as with the netfilter contenders.\n"
     );
     let _ = writeln!(
         s,

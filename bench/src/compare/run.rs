@@ -254,7 +254,8 @@ pub fn parse_perf_report(text: &str, top: usize) -> Vec<ProfileShare> {
 }
 
 /// Per N: the CPU per packet medians of bare, hook floor and Bulkhead TC
-/// (from `cells`' medians) beside the program cost.
+/// through the node's stack (from `cells`' medians) beside the program
+/// cost of `from_pod` + `to_pod`, the two programs that path runs.
 pub fn breakdown(cells: &[super::model::Cell], measured: &Measured) -> Vec<Breakdown> {
     let median = |c: Contender, n: usize| {
         cells
@@ -270,7 +271,7 @@ pub fn breakdown(cells: &[super::model::Cell], measured: &Measured) -> Vec<Break
             rules: n,
             bare_ns: median(Contender::Bare, n),
             hook_floor_ns: median(Contender::HookFloor, n),
-            bulkhead_tc_ns: median(Contender::BulkheadTc, n),
+            bulkhead_tc_ns: median(Contender::BulkheadTcStack, n),
             from_pod_ns: from,
             to_pod_ns: to,
             profile: if Some(n) == largest {

@@ -127,13 +127,18 @@ impl Target {
     }
 }
 
-/// Judges all three targets for Bulkhead TC, then for Bulkhead TC + XDP.
+/// Judges all three targets for Bulkhead TC, then for Bulkhead TC + XDP
+/// and TC through the node's stack.
 /// `rules` is the plan's N list; when empty, the N that have cells.
 pub fn evaluate(cells: &[Cell], rules: &[usize]) -> Vec<Target> {
-    [Contender::BulkheadTc, Contender::BulkheadTcXdp]
-        .into_iter()
-        .flat_map(|c| evaluate_for(cells, rules, c))
-        .collect()
+    [
+        Contender::BulkheadTc,
+        Contender::BulkheadTcXdp,
+        Contender::BulkheadTcStack,
+    ]
+    .into_iter()
+    .flat_map(|c| evaluate_for(cells, rules, c))
+    .collect()
 }
 
 /// Judges the three targets for `contender`'s packet rate.
@@ -501,8 +506,8 @@ mod tests {
 
         // Nothing at all, or no N from 1k on.
         let t = evaluate(&[], &[]);
-        assert_eq!(t.len(), 6);
-        assert_eq!(verdicts(&t), [Verdict::NotJudged; 6]);
+        assert_eq!(t.len(), 9);
+        assert_eq!(verdicts(&t), [Verdict::NotJudged; 9]);
         let t = evaluate_for(
             &cells([1.0; 4], [1.0; 4], [0.5; 4]),
             &[10],

@@ -6,8 +6,14 @@
 //! Configurations, attached to both host-side veths as the agent attaches
 //! them (tcx links owned by this process):
 //! - `bare`: nothing attached;
-//! - `tc`: `from_pod` on tcx ingress and `to_pod` on tcx egress;
-//! - `tc+xdp`: the same plus `xdp_prefilter` (native veth XDP).
+//! - `tc-stack`: `from_pod` on tcx ingress and `to_pod` on tcx egress,
+//!   host routing off: every packet crosses the node's stack;
+//! - `tc`: the same with host routing on (the agent's default): `from_pod`
+//!   judges both pods and delivers into the server (`bpf_redirect_peer`);
+//! - `tc+xdp`: `tc` plus `xdp_prefilter` (native veth XDP).
+//!
+//! Every run also counts the packets the node's stack forwarded (the
+//! server veth's TX counter in the node), which shows the path taken.
 //!
 //! The maps hold a compiled policy (client egress and server ingress
 //! isolated, both allowing UDP [`PORT`] between them), so the flood's flow
@@ -28,7 +34,9 @@ use bulkhead::compile::compile;
 use bulkhead::model::{
     Model, NamespaceScope, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
 };
-use bulkhead_common::{DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey, active_slot};
+use bulkhead_common::{
+    CONFIG_F_HOST_ROUTING, DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey, active_slot,
+};
 use bulkhead_netns_tests::dataplane::Dataplane;
 use serde::Serialize;
 
@@ -52,26 +60,57 @@ pub enum Config {
     /// Nothing.
     #[serde(rename = "bare")]
     Bare,
-    /// TC programs (tcx).
+    /// TC programs (tcx), host routing off.
+    #[serde(rename = "tc-stack")]
+    TcStack,
+    /// TC programs (tcx), host routing on (the agent's default).
     #[serde(rename = "tc")]
     Tc,
-    /// TC programs and the XDP prefilter.
+    /// TC programs and the XDP prefilter, host routing on.
     #[serde(rename = "tc+xdp")]
     TcXdp,
 }
 
 impl Config {
     /// All, in report order.
-    pub const ALL: [Config; 3] = [Config::Bare, Config::Tc, Config::TcXdp];
+    pub const ALL: [Config; 4] = [Config::Bare, Config::TcStack, Config::Tc, Config::TcXdp];
+    /// The enforcing ones.
+    pub const ENFORCING: [Config; 3] = [Config::TcStack, Config::Tc, Config::TcXdp];
 
     /// Name in the report.
     pub fn name(self) -> &'static str {
         match self {
             Config::Bare => "bare veth",
-            Config::Tc => "tc (from_pod + to_pod)",
-            Config::TcXdp => "tc + xdp_prefilter",
+            Config::TcStack => "tc, node's stack (host routing off)",
+            Config::Tc => "tc, host routing (agent default)",
+            Config::TcXdp => "tc + xdp_prefilter, host routing",
         }
     }
+
+    /// CONFIG flags the programs run with.
+    pub fn config_flags(self) -> u64 {
+        match self {
+            Config::Bare | Config::TcStack => 0,
+            Config::Tc | Config::TcXdp => CONFIG_F_HOST_ROUTING,
+        }
+    }
+}
+
+/// TX packets of `dev` in namespace `ns` (what the node's stack sent
+/// through it).
+fn tx_packets(ns: &str, dev: &str) -> Result<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["-n", ns, "-j", "-s", "link", "show", "dev", dev])
+        .output()
+        .context("running ip -s link")?;
+    ensure!(
+        out.status.success(),
+        "ip -n {ns} -s link show dev {dev} failed"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip -j output")?;
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .with_context(|| format!("no tx packets counter for {dev} in ip's output"))
 }
 
 /// How much to measure.
@@ -97,6 +136,10 @@ pub struct VethRun {
     pub rep: usize,
     /// What the flood did.
     pub result: FloodResult,
+    /// Packets the node's stack forwarded to the server during the timed
+    /// flood (its host veth's TX counter): about all with `bare` and
+    /// `tc-stack`, none with host routing.
+    pub stack_forwarded: u64,
 }
 
 /// Per-configuration medians.
@@ -121,6 +164,9 @@ pub struct VethSummary {
     pub ratio_to_bare: f64,
     /// Server receive-buffer drops, all runs.
     pub rcvbuf_errors: u64,
+    /// Packets the node's stack forwarded to the server over packets the
+    /// server received, all runs (the path the flood took).
+    pub stack_forwarded_share: f64,
 }
 
 /// The whole veth benchmark.
@@ -213,6 +259,7 @@ fn attach(dp: &mut Dataplane, config: Config, ifindex: &[(&str, u32)]) -> Result
         tc: Vec::new(),
         xdp: Vec::new(),
     };
+    dp.set_flags(config.config_flags());
     if config == Config::Bare {
         return Ok(a);
     }
@@ -310,6 +357,15 @@ fn summarize(runs: &[VethRun]) -> Vec<VethSummary> {
                     .filter(|r| r.config == c)
                     .map(|r| r.result.rcvbuf_errors)
                     .sum(),
+                stack_forwarded_share: {
+                    let (fwd, rx) = runs
+                        .iter()
+                        .filter(|r| r.config == c)
+                        .fold((0, 0), |(f, x), r| {
+                            (f + r.stack_forwarded, x + r.result.received)
+                        });
+                    fwd as f64 / rx.max(1) as f64
+                },
             }
         })
         .collect()
@@ -361,7 +417,7 @@ pub fn measure(elf: &Path, plan: &VethPlan) -> Result<VethResult> {
             };
             flood::flood(&topo.client, &topo.server, server, &warmup)?;
             let mut checks = Vec::new();
-            for config in [Config::Tc, Config::TcXdp] {
+            for config in Config::ENFORCING {
                 let a = attach(&mut dp, config, &ifindex)?;
                 let counted = enforcement_check(&mut dp, &topo);
                 a.detach(&mut dp)?;
@@ -382,8 +438,14 @@ pub fn measure(elf: &Path, plan: &VethPlan) -> Result<VethResult> {
                         duration: plan.warmup,
                         ..plan.flood.clone()
                     };
-                    let r = flood::flood(&topo.client, &topo.server, server, &warm)
-                        .and_then(|_| flood::flood(&topo.client, &topo.server, server, &plan.flood));
+                    let forwarded = || tx_packets(&topo.node, SERVER_VETH);
+                    let mut stack_forwarded = 0;
+                    let r = flood::flood(&topo.client, &topo.server, server, &warm).and_then(|_| {
+                        let before = forwarded()?;
+                        let r = flood::flood(&topo.client, &topo.server, server, &plan.flood)?;
+                        stack_forwarded = forwarded()?.saturating_sub(before);
+                        Ok(r)
+                    });
                     let flow_tracked = config == Config::Bare || {
                         // The flood's flow is in CT: the programs saw it.
                         dp.ct_len() > 0
@@ -392,7 +454,7 @@ pub fn measure(elf: &Path, plan: &VethPlan) -> Result<VethResult> {
                     let r = r?;
                     ensure!(flow_tracked, "{}: CT is empty after the flood", config.name());
                     eprintln!(
-                        "[veth] rep {}/{} {:<24} rx {:>6.3} Mpps  tx {:>6.3} Mpps  cpu {:>5.0} ns/pkt (process {:>5.0})  rcvbuf drops {}",
+                        "[veth] rep {}/{} {:<36} rx {:>6.3} Mpps  tx {:>6.3} Mpps  cpu {:>5.0} ns/pkt (process {:>5.0})  rcvbuf drops {}  stack-forwarded {}",
                         rep + 1,
                         plan.reps,
                         config.name(),
@@ -400,13 +462,15 @@ pub fn measure(elf: &Path, plan: &VethPlan) -> Result<VethResult> {
                         r.tx_pps() / 1e6,
                         r.cpu_ns_per_packet(),
                         r.process_cpu_ns_per_packet(),
-                        r.rcvbuf_errors
+                        r.rcvbuf_errors,
+                        stack_forwarded
                     );
                     dp.ct_clear();
                     runs.push(VethRun {
                         config,
                         rep,
                         result: r,
+                        stack_forwarded,
                     });
                 }
             }

@@ -76,6 +76,8 @@ pub struct AgentConfig<'a> {
     pub pin_dir: PathBuf,
     /// Attach XDP.
     pub xdp: bool,
+    /// Host routing (`CONFIG_F_HOST_ROUTING`).
+    pub host_routing: bool,
     /// How TC attaches.
     pub tc_mode: TcMode,
     /// Poll interval (directory and links).
@@ -160,6 +162,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     let (mut dp, origin) =
         Dataplane::open(pins, dataplane::embedded_elf(), cfg.grace, cfg.tc_mode)?;
     let revision = dp.revision()?;
+    dp.set_host_routing(cfg.host_routing)?;
     match origin {
         Origin::Adopted => {
             tracing::info!(revision, dir = %cfg.pin_dir.display(), "adopted the pinned dataplane")
@@ -174,6 +177,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
         pin_dir: cfg.pin_dir.clone(),
         revision,
         xdp: cfg.xdp,
+        host_routing: cfg.host_routing,
         ..AgentState::default()
     };
     if let Some(old) = AgentState::read(&cfg.pin_dir) {

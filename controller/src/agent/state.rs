@@ -47,6 +47,9 @@ pub struct AgentState {
     pub endpoints: Vec<EndpointState>,
     /// Whether XDP is attached.
     pub xdp: bool,
+    /// Whether host routing is on.
+    #[serde(default)]
+    pub host_routing: bool,
     /// Devices with netlink TC filters (fallback mode).
     pub netlink_devices: Vec<String>,
     /// Milliseconds since the epoch of this write.

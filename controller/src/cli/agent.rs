@@ -52,6 +52,13 @@ pub struct AgentArgs {
     /// Attach the XDP prefilter to pod veths.
     #[arg(long, value_enum, default_value_t = Switch::Off)]
     pub xdp: Switch,
+    /// Host routing: a packet from one pod to another on this node is
+    /// judged for both pods by the sender's `from_pod` and delivered
+    /// straight into the receiver (bpf_redirect_peer), skipping the node's
+    /// IP stack, netfilter and the receiver's host-veth egress. Off: every
+    /// packet takes the node's stack.
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub host_routing: Switch,
     /// How to attach TC programs: tcx links (kernel 6.6+) or netlink clsact filters.
     #[arg(long, value_enum, default_value_t = TcMode::Auto)]
     pub tc_attach: TcMode,
@@ -149,6 +156,7 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         load: &load,
         pin_dir: args.pin_dir.clone(),
         xdp: args.xdp == Switch::On,
+        host_routing: args.host_routing == Switch::On,
         tc_mode: args.tc_attach,
         poll: Duration::from_millis(args.poll_ms.max(1)),
         grace: Duration::from_millis(args.grace_ms),

@@ -96,6 +96,9 @@ pub struct UpArgs {
     /// Attach the agent's XDP prefilter to the pods' veths.
     #[arg(long, value_enum, default_value_t = Switch::Off)]
     pub xdp: Switch,
+    /// The agent's host routing (see `bulkhead agent --help`).
+    #[arg(long, value_enum, default_value_t = Switch::On)]
+    pub host_routing: Switch,
     /// The agent exports flow records as IPFIX to this collector (an
     /// address in the node namespace, e.g. 127.0.0.1:4739).
     #[arg(long, value_name = "HOST:PORT")]
@@ -337,6 +340,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         watch_in_place: args.watch,
         agent: !args.no_agent,
         xdp: args.xdp == Switch::On,
+        host_routing: args.host_routing == Switch::On,
         flow_args: flow_args(args),
         mode: args.mode,
     };

@@ -116,6 +116,15 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                 "revision:  {} (slot {})",
                 maps.revision, maps.active_slot
             )?;
+            writeln!(
+                out,
+                "routing:   {}",
+                if maps.host_routing {
+                    "host routing (pod to pod on this node: delivered by from_pod)"
+                } else {
+                    "the node's stack"
+                }
+            )?;
             writeln!(out, "maps:")?;
             for m in &maps.maps {
                 writeln!(

@@ -21,6 +21,8 @@ pub struct KernelMaps {
     config: Array<MapData, Config>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     drops: PerCpuArray<MapData, u64>,
+    /// CONFIG's mode flags (`CONFIG_F_*`), written with every revision.
+    flags: u64,
 }
 
 /// Opens the map pinned as `name` in `pins`.
@@ -50,15 +52,44 @@ fn typed<T: TryFrom<Map, Error = aya::maps::MapError>>(
 impl KernelMaps {
     /// Opens the maps pinned in `pins`.
     pub fn open(pins: &PinDir) -> Result<Self, DataplaneError> {
+        let config: Array<MapData, Config> = typed(pins, "CONFIG")?;
+        let flags = config
+            .get(&0, 0)
+            .map_err(DataplaneError::map_op("reading", "CONFIG"))?
+            .flags;
         Ok(Self {
             identities: typed(pins, "IDENTITIES")?,
             policy: typed(pins, POLICY_MAP)?,
             policy_nodes: typed(pins, POLICY_NODES_MAP)?,
             endpoints: typed(pins, ENDPOINTS_MAP)?,
-            config: typed(pins, "CONFIG")?,
+            config,
             ct: typed(pins, "CT")?,
             drops: typed(pins, "DROPS")?,
+            flags,
         })
+    }
+
+    /// CONFIG's mode flags (`CONFIG_F_*`).
+    pub fn mode_flags(&self) -> u64 {
+        self.flags
+    }
+
+    /// Sets CONFIG's mode flags, keeping the revision (one 16-byte write,
+    /// so a program reads the old or the new value whole).
+    pub fn set_mode_flags(&mut self, flags: u64) -> Result<(), DataplaneError> {
+        let revision = self.revision()?;
+        self.flags = flags;
+        self.write_config(revision)
+    }
+
+    fn write_config(&mut self, revision: u64) -> Result<(), DataplaneError> {
+        let config = Config {
+            revision,
+            flags: self.flags,
+        };
+        self.config
+            .set(0, config, 0)
+            .map_err(DataplaneError::map_op("writing", "CONFIG"))
     }
 
     /// Drop counters (summed over CPUs) of every known reason.
@@ -91,13 +122,7 @@ impl SlotMaps for KernelMaps {
     }
 
     fn set_revision(&mut self, revision: u64) -> Result<(), DataplaneError> {
-        let config = Config {
-            revision,
-            _reserved: 0,
-        };
-        self.config
-            .set(0, config, 0)
-            .map_err(DataplaneError::map_op("writing", "CONFIG"))
+        self.write_config(revision)
     }
 
     fn read_slot(&self, slot: u8) -> Result<SlotImage, DataplaneError> {

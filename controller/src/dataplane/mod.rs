@@ -23,9 +23,11 @@ mod tests;
 use std::time::Duration;
 
 use aya::EbpfLoader;
+use aya::maps::{MapData, ProgramArray};
 use aya::programs::{SchedClassifier, Xdp};
 use aya_obj::programs::XdpAttachType;
 
+use bulkhead_common::CONFIG_F_HOST_ROUTING;
 pub use error::DataplaneError;
 pub use flowtap::{FlowMaps, FlowTap};
 pub use hooks::{HookReport, TcMode};
@@ -41,6 +43,11 @@ pub const FROM_POD: &str = "from_pod";
 pub const TO_POD: &str = "to_pod";
 /// See [`FROM_POD`].
 pub const XDP_PREFILTER: &str = "xdp_prefilter";
+/// See [`FROM_POD`]: host routing's second half, `from_pod`'s tail call
+/// through the DELIVER program array (never attached).
+pub const DELIVER: &str = "deliver";
+/// The program array `from_pod` tail-calls `deliver` through.
+const DELIVER_MAP: &str = "DELIVER";
 
 /// The dataplane ELF embedded at build time (see `controller/build.rs`).
 pub fn embedded_elf() -> Option<&'static [u8]> {
@@ -87,7 +94,7 @@ impl Dataplane {
         grace: Duration,
         tc_mode: TcMode,
     ) -> Result<(Self, Origin), DataplaneError> {
-        let all_pinned = [FROM_POD, TO_POD, XDP_PREFILTER]
+        let all_pinned = [FROM_POD, TO_POD, XDP_PREFILTER, DELIVER]
             .iter()
             .all(|p| pins.prog(p).exists())
             && pins::MAPS.iter().all(|m| pins.map(m).exists());
@@ -148,6 +155,26 @@ impl Dataplane {
         self.maps.revision()
     }
 
+    /// Whether host routing is on (`CONFIG_F_HOST_ROUTING`).
+    pub fn host_routing(&self) -> bool {
+        self.maps.mode_flags() & CONFIG_F_HOST_ROUTING != 0
+    }
+
+    /// Turns host routing on or off (see `CONFIG_F_HOST_ROUTING`): one
+    /// CONFIG write, at once for every packet after it; the revision stays.
+    pub fn set_host_routing(&mut self, on: bool) -> Result<(), DataplaneError> {
+        let flags = self.maps.mode_flags();
+        let flags = if on {
+            flags | CONFIG_F_HOST_ROUTING
+        } else {
+            flags & !CONFIG_F_HOST_ROUTING
+        };
+        if flags == self.maps.mode_flags() {
+            return Ok(());
+        }
+        self.maps.set_mode_flags(flags)
+    }
+
     /// Makes `desired` the policy in force (see [`sync`]).
     pub fn sync(&mut self, desired: &Desired<'_>) -> Result<SyncOutcome, DataplaneError> {
         self.syncer.sync(&mut self.maps, desired)
@@ -177,7 +204,7 @@ fn load_and_pin(pins: &PinDir, elf: &[u8]) -> Result<(), DataplaneError> {
     let mut ebpf = loader
         .load(elf)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    for name in [FROM_POD, TO_POD] {
+    for name in [FROM_POD, TO_POD, DELIVER] {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
@@ -199,6 +226,35 @@ fn load_and_pin(pins: &PinDir, elf: &[u8]) -> Result<(), DataplaneError> {
     prog.load()
         .map_err(DataplaneError::program("loading", XDP_PREFILTER))?;
     pin_program(pins, XDP_PREFILTER, |path| prog.pin(path))?;
+    // The tail call's target: the pinned array keeps the entry (and so the
+    // program) after this process exits.
+    let fd = ebpf
+        .program(DELIVER)
+        .ok_or(DataplaneError::MissingProgram {
+            name: DELIVER,
+            kind: "TC classifier",
+        })?
+        .fd()
+        .map_err(DataplaneError::program("reading the fd of", DELIVER))?
+        .try_clone()
+        .map_err(|e| DataplaneError::Map {
+            name: DELIVER_MAP,
+            reason: e.to_string(),
+        })?;
+    let mut array: ProgramArray<&mut MapData> = ebpf
+        .map_mut(DELIVER_MAP)
+        .ok_or(DataplaneError::Map {
+            name: DELIVER_MAP,
+            reason: "missing from the ELF".to_owned(),
+        })?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+            name: DELIVER_MAP,
+            reason: e.to_string(),
+        })?;
+    array
+        .set(0, &fd, 0)
+        .map_err(DataplaneError::map_op("writing", DELIVER_MAP))?;
     for name in pins::RETIRED_MAPS {
         if pins::remove_pin(&pins.map(name))? {
             tracing::info!(map = name, "removed the pin of a map an earlier ABI used");

@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS_V6,CONFIG,CT,FRAGS,DROPS,
-//!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS}
-//! DIR/progs/{from_pod,to_pod,xdp_prefilter}
+//!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS,DELIVER}
+//! DIR/progs/{from_pod,to_pod,xdp_prefilter,deliver}
 //! DIR/links/<ifindex>-{from_pod,to_pod,xdp}   (tcx and XDP bpf_links)
 //! ```
 //!
@@ -49,7 +49,7 @@ pub const RETIRED_MAPS: [&str; 3] = ["POLICY", "POLICY_V3", "ENDPOINTS"];
 /// The pinned maps, in the ELF's names. A pin set that lacks one (an
 /// earlier ABI: v4 had no flow maps) makes the agent load the ELF, reusing
 /// the maps that are pinned and pinning the new ones.
-pub const MAPS: [&str; 13] = [
+pub const MAPS: [&str; 14] = [
     "IDENTITIES",
     POLICY_MAP,
     POLICY_NODES_MAP,
@@ -63,6 +63,7 @@ pub const MAPS: [&str; 13] = [
     "FLOW_CONFIG",
     "FLOW_STATS",
     "EVENTS",
+    "DELIVER",
 ];
 
 /// A pin directory on a bpffs.

@@ -52,6 +52,9 @@ pub struct MapStatus {
     pub revision: u64,
     /// Active slot.
     pub active_slot: u8,
+    /// Host routing is on (`CONFIG_F_HOST_ROUTING`).
+    #[serde(default)]
+    pub host_routing: bool,
     /// Fill per map.
     pub maps: Vec<MapFill>,
     /// Endpoints.
@@ -129,6 +132,7 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
     Ok(MapStatus {
         revision,
         active_slot: slot,
+        host_routing: maps.mode_flags() & bulkhead_common::CONFIG_F_HOST_ROUTING != 0,
         maps: vec![
             MapFill {
                 map: "IDENTITIES",

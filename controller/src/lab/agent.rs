@@ -110,6 +110,10 @@ pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabE
         .arg(&agent.pin_dir)
         .args(["--netns", &state.node])
         .args(["--xdp", if agent.xdp { "on" } else { "off" }])
+        .args([
+            "--host-routing",
+            if agent.host_routing { "on" } else { "off" },
+        ])
         .arg("--api-socket")
         .arg(super::state::api_socket(&state.name))
         .arg("--flow-log")

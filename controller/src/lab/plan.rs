@@ -36,6 +36,8 @@ pub struct LabSpec {
     pub agent: bool,
     /// Its XDP prefilter.
     pub xdp: bool,
+    /// Its host routing.
+    pub host_routing: bool,
     /// Flow export flags passed on to the agent.
     pub flow_args: Vec<String>,
     /// The agent's default policy mode (`--mode`).
@@ -166,6 +168,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             pin_dir: pin_dir(&spec.name),
             log: lab_dir(&spec.name).join("agent.log"),
             xdp: spec.xdp,
+            host_routing: spec.host_routing,
             flow_args: spec.flow_args.clone(),
             mode: spec.mode,
             pid: None,

@@ -152,6 +152,11 @@ pub struct LabState {
     pub hosts: Vec<Host>,
 }
 
+/// Labs recorded before `--host-routing` existed ran without it.
+fn host_routing_default() -> bool {
+    false
+}
+
 /// How the lab runs its agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabAgent {
@@ -163,6 +168,9 @@ pub struct LabAgent {
     pub log: PathBuf,
     /// Whether it attaches the XDP prefilter.
     pub xdp: bool,
+    /// Whether it routes pod-to-pod packets itself (`--host-routing`).
+    #[serde(default = "host_routing_default")]
+    pub host_routing: bool,
     /// Flow export flags passed on to the agent (`--ipfix`,
     /// `--metrics-addr`, `--flow-idle-timeout`, ...).
     #[serde(default)]

@@ -71,6 +71,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         watch_in_place: false,
         agent: true,
         xdp: false,
+        host_routing: true,
         flow_args: Vec::new(),
         mode: crate::model::Mode::Enforce,
     }

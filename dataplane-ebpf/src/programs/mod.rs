@@ -1,6 +1,7 @@
 //! The programs and what they share: the revision/slot read, endpoint
 //! lookup, anti-spoofing and the TC enforcement path.
 
+pub mod deliver;
 pub mod from_pod;
 pub mod noop;
 pub mod to_pod;
@@ -15,16 +16,16 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use bulkhead_common::{
-    DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC, EndpointInfo, EndpointKey,
-    TC_DROP, TC_PASS, Verdict, active_slot,
+    CONFIG_F_HOST_ROUTING, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
+    EndpointInfo, EndpointKey, HOOK_TO_POD, TC_DROP, TC_PASS, Verdict, active_slot,
 };
 
 use crate::{
     conntrack::{self, Hook},
-    flowlog, frags,
-    maps::{CONFIG, ENDPOINTS_V6, SCRATCH},
+    flowlog, frags, hostroute,
+    maps::{CONFIG, DELIVER, ENDPOINTS_V6, SCRATCH},
     notify,
-    parse::{self, Frag, Kind, Packet, Parsed},
+    parse::{self, Frag, Kind, Packet, Parsed, reverse_into},
     policy::check_side,
 };
 
@@ -117,11 +118,27 @@ pub fn scratch(index: u32) -> Result<&'static mut Parsed, DropReason> {
     Ok(unsafe { &mut *ptr })
 }
 
-/// The revision in force (read once per packet) and its slot.
+/// CONFIG as the programs read it, once per packet.
+#[derive(Clone, Copy)]
+pub struct Active {
+    /// The revision in force.
+    pub revision: u64,
+    /// Its slot.
+    pub slot: u8,
+    /// `CONFIG_F_*`.
+    pub flags: u64,
+}
+
+/// The revision in force (read once per packet), its slot and the mode
+/// flags.
 #[inline(always)]
-pub fn revision() -> (u64, u8) {
-    let revision = CONFIG.get(0).map_or(0, |c| c.revision);
-    (revision, active_slot(revision))
+pub fn active() -> Active {
+    let (revision, flags) = CONFIG.get(0).map_or((0, 0), |c| (c.revision, c.flags));
+    Active {
+        revision,
+        slot: active_slot(revision),
+        flags,
+    }
 }
 
 /// The endpoint on `ifindex` in `slot`, copied out.
@@ -156,7 +173,9 @@ pub fn check_ip(ep: &EndpointInfo, p: &Parsed) -> Result<(), DropReason> {
 }
 
 /// The one exit of both TC programs: runs [`enforce`], accounts the packet
-/// (`flowlog`) and counts a drop (`notify`), and returns the TC verdict.
+/// (`flowlog`) and counts a drop (`notify`), and returns the TC verdict;
+/// with host routing, `from_pod` may deliver the packet itself
+/// ([`deliver`]).
 #[inline(always)]
 pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
     let Ok(p) = scratch(SCRATCH_TC) else {
@@ -164,12 +183,84 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
         return TC_DROP;
     };
     p.flow.reset();
-    let result = enforce(ctx, hook, p);
+    let at = active();
+    let result = enforce(ctx, hook, at, p);
     let len = u64::from(ctx.len());
     match result {
+        Ok(verdict) => {
+            flowlog::account(p, len, None);
+            if hook == Hook::FromPod
+                && at.flags & CONFIG_F_HOST_ROUTING != 0
+                && matches!(verdict, Verdict::Allowed | Verdict::Established)
+                && p.kind == Kind::Flow
+                && p.frag == Frag::No
+                // A reply follows its original packets' path (see
+                // `CT_HOST_ROUTED`).
+                && (!p.flow.reply || p.flow.host_routed)
+            {
+                // SAFETY: a TC context and the one-entry program array;
+                // on success the call does not return.
+                unsafe { DELIVER.tail_call(ctx, 0) };
+            }
+            TC_PASS
+        }
+        Err(reason) => {
+            flowlog::account(p, len, Some(reason));
+            notify::count_drop(reason);
+            TC_DROP
+        }
+    }
+}
+
+/// `deliver`: host routing for a packet `from_pod` passed (a tracked flow,
+/// not a fragment, already accounted at its source; its parse and `Meta`
+/// in the TC scratch, which the tail call leaves as it was): when the node
+/// routes it to
+/// another endpoint's host veth, judges and accounts it at that endpoint as
+/// `to_pod` would (same CT entry, same flow key, `HOOK_TO_POD`), then
+/// redirects it into that pod or drops it. Anything else goes to the stack
+/// untouched.
+#[inline(always)]
+pub fn run_deliver(ctx: &TcContext) -> i32 {
+    let Ok(p) = scratch(SCRATCH_TC) else {
+        return TC_PASS;
+    };
+    // The revision `from_pod` judged the source under (its Meta): one
+    // packet, one revision. Safe: the tail call runs in `from_pod`'s RCU
+    // read section, which the controller's grace period after a switch
+    // waits for.
+    let revision = p.flow.revision;
+    let at = Active {
+        revision,
+        slot: active_slot(revision),
+        flags: 0,
+    };
+    let len = u64::from(ctx.len());
+    // SAFETY: a TC program's context is a valid `__sk_buff`.
+    let ifindex = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() }.ifindex;
+    // Accounting made the tuple the flow's key (original direction); the
+    // route and conntrack need the packet's own again.
+    if p.flow.reply {
+        reverse_into(&p.rev, &mut p.key.tuple);
+    }
+    let Some(to) = hostroute::route(ctx, ifindex, p) else {
+        return TC_PASS;
+    };
+    if to == ifindex {
+        return TC_PASS; // back where it came from: the stack's hairpin
+    }
+    let Some(ep) = endpoint(to, at.slot) else {
+        return TC_PASS; // not a pod: the stack forwards it
+    };
+    if !hostroute::rewrite(ctx, p) {
+        return TC_PASS;
+    }
+    p.flow.start(to, HOOK_TO_POD, at.revision, &ep);
+    p.flow.parsed(Hook::ToPod.new_side().flow_side());
+    match conntrack::track(at.revision, at.slot, &ep, Hook::ToPod, true, p) {
         Ok(_) => {
             flowlog::account(p, len, None);
-            TC_PASS
+            hostroute::redirect(p)
         }
         Err(reason) => {
             flowlog::account(p, len, Some(reason));
@@ -182,11 +273,11 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
 /// The TC path of both `from_pod` and `to_pod`. Leaves in `p.flow` what
 /// flow accounting needs (`ready` once the tuple is parsed).
 #[inline(always)]
-fn enforce(ctx: &TcContext, hook: Hook, p: &mut Parsed) -> Result<Verdict, DropReason> {
+fn enforce(ctx: &TcContext, hook: Hook, at: Active, p: &mut Parsed) -> Result<Verdict, DropReason> {
     // SAFETY: a TC program's context is a valid `__sk_buff`.
     let skb = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() };
     let ifindex = skb.ifindex;
-    let (revision, slot) = revision();
+    let (revision, slot) = (at.revision, at.slot);
     let Some(ep) = endpoint(ifindex, slot) else {
         return Ok(Verdict::Bypass); // not a pod Bulkhead knows
     };
@@ -214,7 +305,7 @@ fn enforce(ctx: &TcContext, hook: Hook, p: &mut Parsed) -> Result<Verdict, DropR
     }
     let kind = p.kind;
     let verdict = if kind == Kind::Flow {
-        conntrack::track(revision, slot, &ep, hook, p)?
+        conntrack::track(revision, slot, &ep, hook, false, p)?
     } else if kind == Kind::IcmpError && conntrack::related(p) {
         Verdict::Related
     } else {

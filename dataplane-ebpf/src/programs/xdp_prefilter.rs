@@ -37,7 +37,7 @@ pub fn xdp_prefilter(ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn try_xdp_prefilter(ctx: &XdpContext, p: &mut Parsed) -> Result<Verdict, DropReason> {
     let ifindex = ctx.ingress_ifindex() as u32;
-    let (revision, slot) = super::revision();
+    let super::Active { revision, slot, .. } = super::active();
     let Some(ep) = super::endpoint(ifindex, slot) else {
         return Ok(Verdict::Bypass);
     };

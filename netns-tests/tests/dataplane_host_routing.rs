@@ -1,0 +1,389 @@
+//! Host routing against the reference evaluator, through
+//! `BPF_PROG_TEST_RUN` with the node's real FIB: in a node namespace of
+//! this test's own, `from_pod` runs as received on one host veth (S) while
+//! the FIB routes every address to the other (D) through a gateway with a
+//! permanent neighbour entry. With `CONFIG_F_HOST_ROUTING`, for random
+//! policies (the compiler's generator, half with random modes) and random
+//! packets (IPv4/IPv6 × TCP, UDP, SCTP, ICMP echo) from a pod:
+//!
+//! - the source's egress denies → dropped, as without host routing;
+//! - it allows and the destination is no endpoint (an external address)
+//!   → passed to the stack untouched;
+//! - it allows and the destination is a pod → `from_pod` and its tail
+//!   call `deliver` judge the destination's ingress too: redirected iff
+//!   the evaluator allows the packet, dropped otherwise; the frame is
+//!   rewritten as forwarding would (the route's MACs, TTL or hop limit one
+//!   less, the IPv4 checksum still right), and the CT entry carries both
+//!   sides' audit verdicts as the evaluator's `Compiled::audit`;
+//! - the reply of every redirected connection, sent by the destination,
+//!   is redirected back by conntrack;
+//! - the reply of a connection whose original packet took the node's
+//!   stack (host routing was off for it here; in a cluster, a Service
+//!   address that kube-proxy DNATs) is passed to the stack untouched, so
+//!   netfilter's conntrack can undo its NAT.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::process::Command;
+use std::time::Instant;
+
+use bulkhead::compile::compile;
+use bulkhead::testing::{Rng, probe_addresses, random_model, random_modes};
+use bulkhead_common::{CONFIG_F_HOST_ROUTING, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED};
+use bulkhead_netns_tests::{
+    dataplane::{DROP, Dataplane, PASS, REDIRECT, ct_key},
+    packet::{L4, SYN, frame},
+};
+
+/// The FIB's next hop behind D, for both families: its MAC.
+const GATEWAY_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 1];
+
+fn ip(args: &[&str]) -> String {
+    let out = Command::new("ip").args(args).output().expect("ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test's namespaces, deleted on drop (also when the test fails).
+struct Namespaces(Vec<String>);
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for n in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", n]).status();
+        }
+    }
+}
+
+/// A node namespace with host veths S and D (peers in namespaces of their
+/// own), forwarding on, and every address of both families routed to D
+/// through a gateway whose neighbour entry is permanent. Returns the
+/// namespaces and (S's ifindex, D's ifindex, D's MAC).
+fn node(id: &str) -> (Namespaces, u32, u32, [u8; 6]) {
+    let node = format!("bhr-{id}");
+    let names = vec![node.clone(), format!("{node}-s"), format!("{node}-d")];
+    for n in &names {
+        // A namespace a killed run left behind.
+        let _ = Command::new("ip")
+            .args(["netns", "del", n])
+            .stderr(std::process::Stdio::null())
+            .status();
+        ip(&["netns", "add", n]);
+    }
+    let ns = Namespaces(names);
+    let n = node.as_str();
+    ip(&["-n", n, "link", "set", "lo", "up"]);
+    for (dev, peer) in [("vs", &ns.0[1]), ("vd", &ns.0[2])] {
+        ip(&[
+            "-n", n, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", peer,
+        ]);
+        ip(&["-n", peer, "link", "set", "eth0", "up"]);
+        ip(&["-n", n, "link", "set", dev, "up"]);
+    }
+    for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+        let ok = Command::new("ip")
+            .args(["netns", "exec", n, "sysctl", "-qw", s])
+            .status()
+            .expect("sysctl");
+        assert!(ok.success(), "sysctl {s}");
+    }
+    let gw = GATEWAY_MAC
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":");
+    ip(&[
+        "-n",
+        n,
+        "route",
+        "add",
+        "default",
+        "via",
+        "169.254.1.1",
+        "dev",
+        "vd",
+        "onlink",
+    ]);
+    ip(&[
+        "-n",
+        n,
+        "neigh",
+        "add",
+        "169.254.1.1",
+        "lladdr",
+        &gw,
+        "dev",
+        "vd",
+        "nud",
+        "permanent",
+    ]);
+    ip(&[
+        "-n", n, "-6", "route", "add", "default", "via", "fe80::1", "dev", "vd",
+    ]);
+    ip(&[
+        "-n",
+        n,
+        "-6",
+        "neigh",
+        "add",
+        "fe80::1",
+        "lladdr",
+        &gw,
+        "dev",
+        "vd",
+        "nud",
+        "permanent",
+    ]);
+    let link = |dev: &str| -> serde_json::Value {
+        serde_json::from_str(&ip(&["-n", n, "-j", "link", "show", "dev", dev])).expect("ip -j")
+    };
+    let ifindex = |dev: &str| link(dev)[0]["ifindex"].as_u64().expect("ifindex") as u32;
+    let mac: Vec<u8> = link("vd")[0]["address"]
+        .as_str()
+        .expect("address")
+        .split(':')
+        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
+        .collect();
+    let (s, d) = (ifindex("vs"), ifindex("vd"));
+    (ns, s, d, mac.try_into().expect("6 bytes"))
+}
+
+/// Moves this thread into namespace `name`.
+fn enter(name: &str) {
+    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("netns file");
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+}
+
+/// The one's complement sum of the IPv4 header `h` (20 bytes).
+fn ipv4_sum(h: &[u8]) -> u16 {
+    let mut sum: u32 = h
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
+/// The IPv4 header checksum of `h` (20 bytes without options) is right.
+fn ipv4_checksum_ok(h: &[u8]) -> bool {
+    ipv4_sum(h) == 0xffff
+}
+
+/// Writes the right header checksum into `h`.
+fn set_ipv4_checksum(h: &mut [u8]) {
+    h[10..12].copy_from_slice(&[0, 0]);
+    let check = !ipv4_sum(h);
+    h[10..12].copy_from_slice(&check.to_be_bytes());
+}
+
+#[test]
+fn host_routing_verdicts_equal_the_reference_evaluator() {
+    let Some(mut dp) = Dataplane::load() else {
+        return;
+    };
+    let id = format!("{}", std::process::id());
+    let (ns, s_if, d_if, d_mac) = node(&id);
+    let node_ns = ns.0[0].clone();
+    // The test runs see the calling thread's namespace: run there.
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                enter(&node_ns);
+                run(&mut dp, s_if, d_if, d_mac);
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e));
+    });
+    drop(ns);
+}
+
+fn run(dp: &mut Dataplane, s_if: u32, d_if: u32, d_mac: [u8; 6]) {
+    dp.set_flags(CONFIG_F_HOST_ROUTING);
+    dp.set_revision(0);
+    let start = Instant::now();
+    // (redirected, dropped at the source, dropped at the destination,
+    // passed to the stack, replies of stack-carried connections passed)
+    let mut outcomes = [0usize; 5];
+    let mut stack_carried = 0usize;
+    let mut by_kind: BTreeMap<(bool, &str), usize> = BTreeMap::new();
+    let mut audited = 0usize;
+    let mut next_port: u16 = 1024;
+    for seed in 0..500u64 {
+        let mut r = Rng(seed.wrapping_mul(6151) + 3);
+        let mut model = random_model(&mut r);
+        if seed % 2 == 1 {
+            random_modes(&mut r, &mut model);
+        }
+        let c = compile(&model);
+        let image = c.map_image(0);
+        image.check_fits().expect("a small image fits");
+        dp.write_image(&image);
+        let addrs: Vec<IpAddr> = probe_addresses(&model, &c);
+        for _ in 0..30 {
+            let src = *r.pick(&addrs);
+            let dst = *r.pick(&addrs);
+            let (Some(sp), dpod) = (c.pod_of(src), c.pod_of(dst)) else {
+                continue; // only packets leaving a pod meet from_pod
+            };
+            if src == dst || src.is_ipv4() != dst.is_ipv4() {
+                continue;
+            }
+            let v6 = src.is_ipv6();
+            let sport = next_port;
+            next_port = next_port.checked_add(1).expect("fewer than 64k cases");
+            let dport = 76 + r.below(12) as u16;
+            let (l4, name) = match r.below(4) {
+                0 => (
+                    L4::Tcp {
+                        sport,
+                        dport,
+                        flags: SYN,
+                    },
+                    "TCP",
+                ),
+                1 => (L4::Udp { sport, dport }, "UDP"),
+                2 => (L4::Sctp { sport, dport }, "SCTP"),
+                _ => (L4::EchoRequest { id: sport }, "ICMP"),
+            };
+            let proto = l4.proto(v6);
+            let port = l4.policy_port();
+            let verdict = c.evaluate(src, dst, proto, port);
+            let want = c.allowed(src, dst, proto, port);
+            let audit = c.audit(src, dst, proto, port);
+            let bits = |side: Option<bool>| match side {
+                None => 0,
+                Some(true) => FLOW_F_AUDITED,
+                Some(false) => FLOW_F_AUDITED | FLOW_F_AUDIT_DENY,
+            };
+            let (ct_sport, ct_dport) = match l4 {
+                L4::EchoRequest { id } => (id, 0),
+                _ => (sport, dport),
+            };
+            let tuple = ct_key(src, dst, ct_sport, ct_dport, proto);
+            let ctx = || format!("seed {seed}: {src} -> {dst} {name} {port}");
+
+            let src_ep = image.endpoints[sp].1;
+            let mut pkt = frame(src_ep.mac, src, dst, l4);
+            if !v6 {
+                // The builder leaves the header checksum 0 (the programs
+                // never check it); the rewrite must keep a valid one valid.
+                set_ipv4_checksum(&mut pkt[14..34]);
+            }
+            dp.set_endpoint_on(s_if, 0, src_ep);
+            match dpod {
+                Some(d) => dp.set_endpoint_on(d_if, 0, image.endpoints[d].1),
+                None => dp.remove_endpoint_on(d_if, 0),
+            }
+            let (ret, out) = dp.from_pod_on(s_if, &pkt);
+            *by_kind.entry((v6, name)).or_default() += 1;
+            if !verdict.egress.allows() {
+                assert_eq!(ret, DROP, "source egress denies: {}", ctx());
+                outcomes[1] += 1;
+                continue;
+            }
+            let Some(d) = dpod else {
+                assert_eq!(ret, PASS, "not a pod: the stack's: {}", ctx());
+                assert_eq!(out, pkt, "passed to the stack untouched: {}", ctx());
+                outcomes[3] += 1;
+                continue;
+            };
+            if !want {
+                assert_eq!(ret, DROP, "destination ingress denies: {}", ctx());
+                outcomes[2] += 1;
+                continue;
+            }
+            assert_eq!(ret, REDIRECT, "both sides allow: {}", ctx());
+            let dst_ep = image.endpoints[d].1;
+            let reply = frame(dst_ep.mac, dst, src, l4.reply());
+            if stack_carried.is_multiple_of(5) {
+                // Once in five: the same connection anew with its original
+                // packet through the stack (host routing off for it).
+                stack_carried += 1;
+                dp.ct_remove(&tuple);
+                dp.set_flags(0);
+                let (ret, _) = dp.from_pod_on(s_if, &pkt);
+                dp.set_flags(CONFIG_F_HOST_ROUTING);
+                assert_eq!(ret, PASS, "host routing off: {}", ctx());
+                dp.set_endpoint_on(s_if, 0, dst_ep);
+                dp.set_endpoint_on(d_if, 0, src_ep);
+                let (ret, out) = dp.from_pod_on(s_if, &reply);
+                assert_eq!(ret, PASS, "reply of a stack-carried connection: {}", ctx());
+                assert_eq!(out, reply, "passed untouched: {}", ctx());
+                outcomes[4] += 1;
+                continue;
+            }
+            stack_carried += 1;
+            outcomes[0] += 1;
+            // Rewritten as forwarding would.
+            assert_eq!(out.len(), pkt.len(), "{}", ctx());
+            assert_eq!(out[0..6], GATEWAY_MAC, "destination MAC: {}", ctx());
+            assert_eq!(out[6..12], d_mac, "source MAC: {}", ctx());
+            if v6 {
+                assert_eq!(out[14 + 7], pkt[14 + 7] - 1, "hop limit: {}", ctx());
+                assert_eq!(out[14..14 + 7], pkt[14..14 + 7], "{}", ctx());
+                assert_eq!(out[14 + 8..], pkt[14 + 8..], "{}", ctx());
+            } else {
+                assert_eq!(out[14 + 8], pkt[14 + 8] - 1, "TTL: {}", ctx());
+                assert!(ipv4_checksum_ok(&pkt[14..34]), "test frame: {}", ctx());
+                assert!(ipv4_checksum_ok(&out[14..34]), "checksum: {}", ctx());
+                assert_eq!(out[34..], pkt[34..], "{}", ctx());
+            }
+            let e = dp.ct_get(&tuple).expect("CT entry of a redirected packet");
+            assert_eq!(
+                e.audit_egress,
+                bits(audit.egress),
+                "audit egress: {}",
+                ctx()
+            );
+            assert_eq!(
+                e.audit_ingress,
+                bits(audit.ingress),
+                "audit ingress: {}",
+                ctx()
+            );
+            audited += usize::from(audit.egress.is_some() || audit.ingress.is_some());
+
+            // The reply, sent by the destination, goes back by conntrack
+            // (its veth is now S, the original source's D).
+            dp.set_endpoint_on(s_if, 0, dst_ep);
+            dp.set_endpoint_on(d_if, 0, src_ep);
+            let (ret, _) = dp.from_pod_on(s_if, &reply);
+            assert_eq!(ret, REDIRECT, "reply: {}", ctx());
+        }
+        dp.clear_image();
+    }
+    dp.remove_endpoint_on(s_if, 0);
+    dp.remove_endpoint_on(d_if, 0);
+    let cases: usize = outcomes.iter().sum();
+    eprintln!(
+        "host routing: {cases} cases in {:.2} s: {} redirected ({audited} with an audit view), {} dropped at the source, {} at the destination, {} to the stack, {} replies of stack-carried connections left to the stack; by (v6, protocol): {by_kind:?}",
+        start.elapsed().as_secs_f64(),
+        outcomes[0],
+        outcomes[1],
+        outcomes[2],
+        outcomes[3],
+        outcomes[4]
+    );
+    assert!(cases >= 3000, "only {cases} cases");
+    assert!(
+        outcomes.iter().all(|&n| n >= 100),
+        "every outcome must occur often: {outcomes:?}"
+    );
+    assert!(
+        audited >= 50,
+        "only {audited} redirected cases had an audit view"
+    );
+    for v6 in [false, true] {
+        for name in ["TCP", "UDP", "SCTP", "ICMP"] {
+            let n = by_kind.get(&(v6, name)).copied().unwrap_or_default();
+            assert!(n >= 100, "{name} v6={v6}: {n} cases");
+        }
+    }
+}
