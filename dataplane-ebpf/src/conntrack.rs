@@ -239,6 +239,12 @@ impl Established {
             }
         }
         flow.host_routed = e.flags & CT_HOST_ROUTED != 0;
+        // The other side, for host routing's `deliver` (it then needs no
+        // lookup of its own when that side is current).
+        (flow.peer_revision, flow.peer_rule, flow.peer_audit) = match side {
+            Side::Egress => (e.ingress_revision, e.ingress_rule, e.audit_ingress),
+            Side::Ingress => (e.egress_revision, e.egress_rule, e.audit_egress),
+        };
         Ok(Verdict::Established)
     }
 }

@@ -26,8 +26,8 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::generated::bpf_ktime_get_coarse_ns, maps::HashMap};
 use bulkhead_common::{
-    DropReason, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo, EventKind,
-    FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW, FLOW_F_NEW,
+    CT_UNCHECKED, DropReason, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, EndpointInfo,
+    EventKind, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW, FLOW_F_NEW,
     FLOW_F_UNENFORCED, FLOW_F_XDP, FlowEvent, FlowKey, FlowStat, FlowValue, RULE_NONE,
 };
 
@@ -67,6 +67,14 @@ pub struct Meta {
     /// The connection's original packets were host-routed
     /// (`CT_HOST_ROUTED`): its replies may be too.
     pub host_routed: bool,
+    /// Conntrack's record of the connection's other side (the revision it
+    /// was checked under, `CT_UNCHECKED` if never or unknown; its rule and
+    /// audit bits), as the packet found the entry.
+    pub peer_revision: u64,
+    /// See `peer_revision`.
+    pub peer_rule: u32,
+    /// See `peer_revision`.
+    pub peer_audit: u8,
     /// `FLOW_SIDE_*`.
     pub side: u8,
     /// `HOOK_*` of the program.
@@ -115,6 +123,7 @@ impl Meta {
         self.rule = RULE_NONE;
         self.audit = 0;
         self.host_routed = false;
+        self.peer_revision = CT_UNCHECKED;
     }
 
     /// CLOCK_MONOTONIC at tick resolution, read at most once per packet.

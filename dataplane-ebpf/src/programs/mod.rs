@@ -17,7 +17,8 @@ use aya_ebpf::{
 };
 use bulkhead_common::{
     CONFIG_F_HOST_ROUTING, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
-    EndpointInfo, EndpointKey, HOOK_TO_POD, TC_DROP, TC_PASS, Verdict, active_slot,
+    EndpointInfo, EndpointKey, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, HOOK_TO_POD, TC_DROP, TC_PASS,
+    Verdict, active_slot,
 };
 
 use crate::{
@@ -255,8 +256,27 @@ pub fn run_deliver(ctx: &TcContext) -> i32 {
     if !hostroute::rewrite(ctx, p) {
         return TC_PASS;
     }
+    let reply = p.flow.reply;
+    // The destination's side is current in conntrack (`from_pod` found
+    // it checked under this revision) and, for an original packet, the
+    // entry is marked host-routed already: nothing to look up or write.
+    let current = p.flow.peer_revision == at.revision && (reply || p.flow.host_routed);
+    let (rule, audit) = (p.flow.peer_rule, p.flow.peer_audit);
     p.flow.start(to, HOOK_TO_POD, at.revision, &ep);
     p.flow.parsed(Hook::ToPod.new_side().flow_side());
+    if current {
+        p.flow.reply = reply;
+        p.flow.side = if reply {
+            FLOW_SIDE_EGRESS
+        } else {
+            FLOW_SIDE_INGRESS
+        };
+        p.flow.rule = rule;
+        p.flow.audit = audit;
+        p.flow.host_routed = true;
+        flowlog::account(p, len, None);
+        return hostroute::redirect(p);
+    }
     match conntrack::track(at.revision, at.slot, &ep, Hook::ToPod, true, p) {
         Ok(_) => {
             flowlog::account(p, len, None);
