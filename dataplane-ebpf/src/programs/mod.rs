@@ -215,12 +215,11 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
 
 /// `deliver`: host routing for a packet `from_pod` passed (a tracked flow,
 /// not a fragment, already accounted at its source; its parse and `Meta`
-/// in the TC scratch, which the tail call leaves as it was): when the node
-/// routes it to
-/// another endpoint's host veth, judges and accounts it at that endpoint as
-/// `to_pod` would (same CT entry, same flow key, `HOOK_TO_POD`), then
-/// redirects it into that pod or drops it. Anything else goes to the stack
-/// untouched.
+/// in the TC scratch, which the tail call leaves as it was). When the node
+/// routes it to another endpoint's host veth, judges and accounts it at
+/// that endpoint as `to_pod` would (same CT entry, same flow key,
+/// `HOOK_TO_POD`), then redirects it into that pod or drops it. Anything
+/// else goes to the stack untouched.
 #[inline(always)]
 pub fn run_deliver(ctx: &TcContext) -> i32 {
     let Ok(p) = scratch(SCRATCH_TC) else {
