@@ -4,7 +4,12 @@
 //! in whole nanoseconds, measured in the kernel around the run loop).
 //!
 //! Each rule case has its own loaded ELF (own maps), so the cases are
-//! measured side by side, interleaved round by round. The endpoint under
+//! measured side by side, interleaved round by round. The measuring
+//! thread is pinned to one CPU: per-CPU state (the CT LRU's local free
+//! lists, the scratch map, the caches) then stays the same from run to
+//! run. Unpinned, the thread migrated between rounds and the new-flow
+//! rounds of one case split into two modes (360–590 ns), more than the
+//! differences between cases. The endpoint under
 //! test is the subject pod of [`super::rules`], bound to ifindex 1 (test
 //! runs happen on loopback).
 //!
@@ -440,9 +445,35 @@ impl Loaded {
     }
 }
 
+/// The calling thread pinned to the CPU it runs on, until dropped (the
+/// affinity it had is restored).
+struct PinnedCpu {
+    before: nix::sched::CpuSet,
+}
+
+impl PinnedCpu {
+    fn here() -> Result<Self> {
+        use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
+        use nix::unistd::Pid;
+        let before = sched_getaffinity(Pid::from_raw(0)).context("reading the CPU affinity")?;
+        let mut one = CpuSet::new();
+        one.set(sched_getcpu().context("reading the current CPU")?)
+            .context("CPU number")?;
+        sched_setaffinity(Pid::from_raw(0), &one).context("pinning to one CPU")?;
+        Ok(Self { before })
+    }
+}
+
+impl Drop for PinnedCpu {
+    fn drop(&mut self) {
+        let _ = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &self.before);
+    }
+}
+
 /// Loads one ELF instance per shape, then measures every case once per
-/// round, interleaved. Progress goes to stderr.
+/// round, interleaved, on one CPU. Progress goes to stderr.
 pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<CaseCost>> {
+    let _pinned = PinnedCpu::here()?;
     let mut loaded = Vec::new();
     for shape in shapes {
         let l = Loaded::new(elf, *shape, plan.flow_flags)
