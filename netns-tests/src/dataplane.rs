@@ -551,3 +551,14 @@ pub mod fixture {
     /// Pod B's egress table.
     pub const B_EG: u32 = 4;
 }
+
+/// The `FLOW_F_AUDITED` / `FLOW_F_AUDIT_DENY` bits a CT entry holds for a
+/// side whose audit verdict the evaluator gives as `side` (`None`: no
+/// audit view; `Some(allowed)`).
+pub fn audit_bits(side: Option<bool>) -> u8 {
+    match side {
+        None => 0,
+        Some(true) => bulkhead_common::FLOW_F_AUDITED,
+        Some(false) => bulkhead_common::FLOW_F_AUDITED | bulkhead_common::FLOW_F_AUDIT_DENY,
+    }
+}

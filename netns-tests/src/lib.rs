@@ -10,6 +10,7 @@
 pub mod collectors;
 pub mod dataplane;
 pub mod packet;
+pub mod probe;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

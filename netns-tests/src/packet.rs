@@ -270,3 +270,33 @@ pub fn icmp_error(src_mac: [u8; 6], src: IpAddr, dst: IpAddr, ty: u8, inner: &[u
 pub fn ip_of(frame: &[u8]) -> Vec<u8> {
     frame[14..].to_vec()
 }
+
+/// The differential tests' packet kinds, by `kind % 4`: a TCP SYN, UDP,
+/// SCTP or an ICMP echo request (identifier `sport`), with the kind's
+/// name.
+pub fn probe_l4(kind: usize, sport: u16, dport: u16) -> (L4, &'static str) {
+    match kind % 4 {
+        0 => (
+            L4::Tcp {
+                sport,
+                dport,
+                flags: SYN,
+            },
+            "TCP",
+        ),
+        1 => (L4::Udp { sport, dport }, "UDP"),
+        2 => (L4::Sctp { sport, dport }, "SCTP"),
+        _ => (L4::EchoRequest { id: sport }, "ICMP"),
+    }
+}
+
+/// The ports of `l4`'s CT tuple (an echo request: its identifier, 0).
+pub fn ct_ports(l4: L4) -> (u16, u16) {
+    match l4 {
+        L4::Tcp { sport, dport, .. } | L4::Udp { sport, dport } | L4::Sctp { sport, dport } => {
+            (sport, dport)
+        }
+        L4::EchoRequest { id } => (id, 0),
+        L4::EchoReply { id } => (0, id),
+    }
+}

@@ -11,15 +11,13 @@
 //! entry must equal the evaluator's `Compiled::audit`.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::time::Instant;
 
-use bulkhead::compile::compile;
-use bulkhead::testing::{Rng, probe_addresses, random_model, random_modes};
-use bulkhead_common::{DropReason, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED};
+use bulkhead_common::DropReason;
 use bulkhead_netns_tests::{
-    dataplane::{Dataplane, PASS, XDP_DROP, XDP_PASS, ct_key},
-    packet::{L4, SYN, frame},
+    dataplane::{Dataplane, PASS, XDP_DROP, XDP_PASS, audit_bits},
+    packet::frame,
+    probe::{Case, Probe},
 };
 
 /// MAC of a non-pod sender (only `to_pod` sees its frames).
@@ -42,16 +40,13 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
     let (mut audited, mut would_deny) = (0usize, 0usize);
     let mut xdp_drops = 0u64;
     for seed in 0..800u64 {
-        let mut r = Rng(seed.wrapping_mul(7919) + 1);
-        let mut model = random_model(&mut r);
-        if seed % 2 == 1 {
-            random_modes(&mut r, &mut model);
-        }
-        let c = compile(&model);
-        let image = c.map_image(0);
-        image.check_fits().expect("a small image fits");
+        let Case {
+            rng: mut r,
+            compiled: c,
+            image,
+            addrs,
+        } = Case::new(seed, 7919, 1);
         dp.write_image(&image);
-        let addrs: Vec<IpAddr> = probe_addresses(&model, &c);
         for _ in 0..30 {
             let src = *r.pick(&addrs);
             let dst = *r.pick(&addrs);
@@ -59,39 +54,22 @@ fn kernel_verdicts_equal_the_reference_evaluator() {
             if src == dst || src.is_ipv4() != dst.is_ipv4() || (sp.is_none() && dpod.is_none()) {
                 continue;
             }
-            let v6 = src.is_ipv6();
             let sport = next_port;
             next_port = next_port.checked_add(1).expect("fewer than 64k cases");
             let dport = 76 + r.below(12) as u16;
-            let (l4, name) = match r.below(4) {
-                0 => (
-                    L4::Tcp {
-                        sport,
-                        dport,
-                        flags: SYN,
-                    },
-                    "TCP",
-                ),
-                1 => (L4::Udp { sport, dport }, "UDP"),
-                2 => (L4::Sctp { sport, dport }, "SCTP"),
-                _ => (L4::EchoRequest { id: sport }, "ICMP"),
-            };
-            let proto = l4.proto(v6);
-            let port = l4.policy_port();
-            let want = c.allowed(src, dst, proto, port);
-            let verdict = c.evaluate(src, dst, proto, port);
-            let audit = c.audit(src, dst, proto, port);
-            let audit_bits = |side: Option<bool>| match side {
-                None => 0,
-                Some(true) => FLOW_F_AUDITED,
-                Some(false) => FLOW_F_AUDITED | FLOW_F_AUDIT_DENY,
-            };
-            let (ct_sport, ct_dport) = match l4 {
-                L4::EchoRequest { id } => (id, 0),
-                _ => (sport, dport),
-            };
-            let tuple = ct_key(src, dst, ct_sport, ct_dport, proto);
-            let ctx = || format!("seed {seed}: {src} -> {dst} {name} {port}");
+            let probe = Probe::new(&c, src, dst, r.below(4), sport, dport);
+            let described = probe.describe(seed);
+            let ctx = || described.as_str();
+            let Probe {
+                v6,
+                l4,
+                name,
+                want,
+                verdict,
+                audit,
+                tuple,
+                ..
+            } = probe;
 
             let src_mac = sp.map_or(EXTERNAL_MAC, |p| image.endpoints[p].1.mac);
             let pkt = frame(src_mac, src, dst, l4);

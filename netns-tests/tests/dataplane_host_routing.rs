@@ -23,16 +23,14 @@
 //!   netfilter's conntrack can undo its NAT.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::process::Command;
 use std::time::Instant;
 
-use bulkhead::compile::compile;
-use bulkhead::testing::{Rng, probe_addresses, random_model, random_modes};
-use bulkhead_common::{CONFIG_F_HOST_ROUTING, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED};
+use bulkhead_common::CONFIG_F_HOST_ROUTING;
 use bulkhead_netns_tests::{
-    dataplane::{DROP, Dataplane, PASS, REDIRECT, ct_key},
-    packet::{L4, SYN, frame},
+    dataplane::{DROP, Dataplane, PASS, REDIRECT, audit_bits},
+    packet::frame,
+    probe::{Case, Probe},
 };
 
 /// The FIB's next hop behind D, for both families: its MAC.
@@ -97,48 +95,27 @@ fn node(id: &str) -> (Namespaces, u32, u32, [u8; 6]) {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":");
-    ip(&[
-        "-n",
-        n,
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "vd",
-        "onlink",
-    ]);
-    ip(&[
-        "-n",
-        n,
-        "neigh",
-        "add",
-        "169.254.1.1",
-        "lladdr",
-        &gw,
-        "dev",
-        "vd",
-        "nud",
-        "permanent",
-    ]);
-    ip(&[
-        "-n", n, "-6", "route", "add", "default", "via", "fe80::1", "dev", "vd",
-    ]);
-    ip(&[
-        "-n",
-        n,
-        "-6",
-        "neigh",
-        "add",
-        "fe80::1",
-        "lladdr",
-        &gw,
-        "dev",
-        "vd",
-        "nud",
-        "permanent",
-    ]);
+    // One gateway per family behind D, its neighbour entry permanent.
+    for (family, gateway, onlink) in [("-4", "169.254.1.1", true), ("-6", "fe80::1", false)] {
+        let mut route = vec!["-n", n, family, "route", "add", "default", "via", gateway];
+        route.extend(["dev", "vd"]);
+        if onlink {
+            route.push("onlink");
+        }
+        ip(&route);
+        let neigh = [
+            "neigh",
+            "add",
+            gateway,
+            "lladdr",
+            &gw,
+            "dev",
+            "vd",
+            "nud",
+            "permanent",
+        ];
+        ip(&[&["-n", n, family][..], &neigh[..]].concat());
+    }
     let link = |dev: &str| -> serde_json::Value {
         serde_json::from_str(&ip(&["-n", n, "-j", "link", "show", "dev", dev])).expect("ip -j")
     };
@@ -216,16 +193,13 @@ fn run(dp: &mut Dataplane, s_if: u32, d_if: u32, d_mac: [u8; 6]) {
     let mut audited = 0usize;
     let mut next_port: u16 = 1024;
     for seed in 0..500u64 {
-        let mut r = Rng(seed.wrapping_mul(6151) + 3);
-        let mut model = random_model(&mut r);
-        if seed % 2 == 1 {
-            random_modes(&mut r, &mut model);
-        }
-        let c = compile(&model);
-        let image = c.map_image(0);
-        image.check_fits().expect("a small image fits");
+        let Case {
+            rng: mut r,
+            compiled: c,
+            image,
+            addrs,
+        } = Case::new(seed, 6151, 3);
         dp.write_image(&image);
-        let addrs: Vec<IpAddr> = probe_addresses(&model, &c);
         for _ in 0..30 {
             let src = *r.pick(&addrs);
             let dst = *r.pick(&addrs);
@@ -235,39 +209,22 @@ fn run(dp: &mut Dataplane, s_if: u32, d_if: u32, d_mac: [u8; 6]) {
             if src == dst || src.is_ipv4() != dst.is_ipv4() {
                 continue;
             }
-            let v6 = src.is_ipv6();
             let sport = next_port;
             next_port = next_port.checked_add(1).expect("fewer than 64k cases");
             let dport = 76 + r.below(12) as u16;
-            let (l4, name) = match r.below(4) {
-                0 => (
-                    L4::Tcp {
-                        sport,
-                        dport,
-                        flags: SYN,
-                    },
-                    "TCP",
-                ),
-                1 => (L4::Udp { sport, dport }, "UDP"),
-                2 => (L4::Sctp { sport, dport }, "SCTP"),
-                _ => (L4::EchoRequest { id: sport }, "ICMP"),
-            };
-            let proto = l4.proto(v6);
-            let port = l4.policy_port();
-            let verdict = c.evaluate(src, dst, proto, port);
-            let want = c.allowed(src, dst, proto, port);
-            let audit = c.audit(src, dst, proto, port);
-            let bits = |side: Option<bool>| match side {
-                None => 0,
-                Some(true) => FLOW_F_AUDITED,
-                Some(false) => FLOW_F_AUDITED | FLOW_F_AUDIT_DENY,
-            };
-            let (ct_sport, ct_dport) = match l4 {
-                L4::EchoRequest { id } => (id, 0),
-                _ => (sport, dport),
-            };
-            let tuple = ct_key(src, dst, ct_sport, ct_dport, proto);
-            let ctx = || format!("seed {seed}: {src} -> {dst} {name} {port}");
+            let probe = Probe::new(&c, src, dst, r.below(4), sport, dport);
+            let described = probe.describe(seed);
+            let ctx = || described.as_str();
+            let Probe {
+                v6,
+                l4,
+                name,
+                want,
+                verdict,
+                audit,
+                tuple,
+                ..
+            } = probe;
 
             let src_ep = image.endpoints[sp].1;
             let mut pkt = frame(src_ep.mac, src, dst, l4);
@@ -338,13 +295,13 @@ fn run(dp: &mut Dataplane, s_if: u32, d_if: u32, d_mac: [u8; 6]) {
             let e = dp.ct_get(&tuple).expect("CT entry of a redirected packet");
             assert_eq!(
                 e.audit_egress,
-                bits(audit.egress),
+                audit_bits(audit.egress),
                 "audit egress: {}",
                 ctx()
             );
             assert_eq!(
                 e.audit_ingress,
-                bits(audit.ingress),
+                audit_bits(audit.ingress),
                 "audit ingress: {}",
                 ctx()
             );

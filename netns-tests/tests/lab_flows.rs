@@ -93,34 +93,7 @@ const ISOLATING: [&str; 2] = ["y/allow-xa", "y/default-deny"];
 /// The lab: three pods without container ports (so the lab's own servers
 /// hold none; the test's servers answer) and the two policies of y.
 fn manifests() -> String {
-    let pods: String = [("x", "a"), ("y", "a"), ("y", "b")]
-        .iter()
-        .map(|(ns, n)| {
-            format!(
-                "---\napiVersion: v1\nkind: Pod\n\
-                 metadata: {{namespace: {ns}, name: {n}, labels: {{pod: {n}}}}}\n\
-                 spec: {{containers: [{{name: c}}]}}\n"
-            )
-        })
-        .collect();
-    pods + "\
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: y, name: default-deny}
-spec: {podSelector: {}, policyTypes: [Ingress]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: y, name: allow-xa}
-spec:
-  podSelector: {matchLabels: {pod: b}}
-  ingress:
-  - from:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}
-      podSelector: {matchLabels: {pod: a}}
-    ports: [{protocol: TCP, port: 80}, {protocol: UDP, port: 81}]
-"
+    lab_support::xa_into_yb()
 }
 
 /// Whether `lo` is up in namespace `netns`.

@@ -55,34 +55,7 @@ const SERVICE_PORT: u16 = 8080;
 /// ingress; nobody is isolated for egress (so y/a's packets pass its
 /// `from_pod` and are judged at y/b).
 fn manifests() -> String {
-    let pods: String = [("x", "a"), ("y", "a"), ("y", "b")]
-        .iter()
-        .map(|(ns, n)| {
-            format!(
-                "---\napiVersion: v1\nkind: Pod\n\
-                 metadata: {{namespace: {ns}, name: {n}, labels: {{pod: {n}}}}}\n\
-                 spec: {{containers: [{{name: c}}]}}\n"
-            )
-        })
-        .collect();
-    pods + "\
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: y, name: default-deny}
-spec: {podSelector: {}, policyTypes: [Ingress]}
----
-apiVersion: networking.k8s.io/v1
-kind: NetworkPolicy
-metadata: {namespace: y, name: allow-xa}
-spec:
-  podSelector: {matchLabels: {pod: b}}
-  ingress:
-  - from:
-    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}
-      podSelector: {matchLabels: {pod: a}}
-    ports: [{protocol: TCP, port: 80}, {protocol: UDP, port: 81}]
-"
+    lab_support::xa_into_yb()
 }
 
 /// TX packets of `dev` in namespace `ns`: what the node's stack sent on it.

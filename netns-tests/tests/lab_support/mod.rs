@@ -21,6 +21,41 @@ fn pod(ns: &str, name: &str) -> String {
     )
 }
 
+/// Pods x/a, y/a and y/b without container ports (the lab's own servers
+/// hold none, so a test's servers can answer), y isolated for ingress,
+/// and y/b open to x/a on TCP 80 and UDP 81 (policies `y/default-deny`,
+/// `y/allow-xa`).
+pub fn xa_into_yb() -> String {
+    let pods: String = [("x", "a"), ("y", "a"), ("y", "b")]
+        .iter()
+        .map(|(ns, n)| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\n\
+                 metadata: {{namespace: {ns}, name: {n}, labels: {{pod: {n}}}}}\n\
+                 spec: {{containers: [{{name: c}}]}}\n"
+            )
+        })
+        .collect();
+    pods + "\
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: y, name: default-deny}
+spec: {podSelector: {}, policyTypes: [Ingress]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: y, name: allow-xa}
+spec:
+  podSelector: {matchLabels: {pod: b}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: x}}
+      podSelector: {matchLabels: {pod: a}}
+    ports: [{protocol: TCP, port: 80}, {protocol: UDP, port: 81}]
+"
+}
+
 /// Manifests of the three pods.
 pub fn pods_yaml() -> String {
     [("x", "a"), ("x", "b"), ("y", "a")]
