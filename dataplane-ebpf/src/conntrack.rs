@@ -77,8 +77,9 @@ pub fn known(key: &CtKey, rev: &mut CtKey) -> bool {
 
 /// Tracks a packet of a `Kind::Flow`: established (either direction, side
 /// re-checked if stale) or new (checked, then recorded). Leaves direction,
-/// side, rule and newness in `p.flow` for flow accounting, and whether the
-/// connection's original packets were host-routed. `routed`: host routing
+/// side, rule and newness in `p.flow` for flow accounting, and for
+/// `from_pod` what host routing needs (see `Meta::host_routed`,
+/// `Meta::peer_revision`). `routed`: host routing
 /// delivers this packet (`deliver`), so an original-direction packet
 /// marks the entry `CT_HOST_ROUTED`.
 #[inline(always)]
@@ -146,7 +147,6 @@ pub fn track(
     p.flow.audit = judged.audit;
     p.flow.rule = rule;
     p.flow.new = true;
-    p.flow.host_routed = routed;
     Ok(Verdict::Allowed)
 }
 
@@ -238,13 +238,17 @@ impl Established {
                 }
             }
         }
-        flow.host_routed = e.flags & CT_HOST_ROUTED != 0;
-        // The other side, for host routing's `deliver` (it then needs no
-        // lookup of its own when that side is current).
-        (flow.peer_revision, flow.peer_rule, flow.peer_audit) = match side {
-            Side::Egress => (e.ingress_revision, e.ingress_rule, e.audit_ingress),
-            Side::Ingress => (e.egress_revision, e.egress_rule, e.audit_egress),
-        };
+        // What host routing needs after `from_pod` (whether a reply may be
+        // delivered; the other side, so `deliver` needs no lookup of its
+        // own when that side is current). `hook` is a constant once
+        // inlined: `to_pod` and `deliver` store none of it.
+        if self.hook == Hook::FromPod {
+            flow.host_routed = e.flags & CT_HOST_ROUTED != 0;
+            (flow.peer_revision, flow.peer_rule, flow.peer_audit) = match side {
+                Side::Egress => (e.ingress_revision, e.ingress_rule, e.audit_ingress),
+                Side::Ingress => (e.egress_revision, e.egress_rule, e.audit_egress),
+            };
+        }
         Ok(Verdict::Established)
     }
 }

@@ -40,12 +40,10 @@ const V4_CHECK: usize = 10;
 const V6_HOP_LIMIT: usize = 7;
 
 /// Looks up the node's route for the packet in `p` (parsed: a tracked flow,
-/// not a fragment) that arrived on `ifindex`, and rewrites its frame for
-/// delivery. `Some(egress ifindex)` when the node forwards it there with a
-/// resolved neighbour, within that device's MTU, and its TTL allows
-/// forwarding; the frame is then rewritten (MACs, TTL) and must be
-/// redirected or dropped, never passed to the stack. `None` leaves the
-/// packet untouched.
+/// not a fragment) that arrived on `ifindex`, into `p.fib`: `Some(egress
+/// ifindex)` when the node forwards it there with a resolved neighbour,
+/// within that device's MTU, and its TTL allows forwarding. Reads only;
+/// [`rewrite`] then changes the frame.
 #[inline(always)]
 pub fn route(ctx: &TcContext, ifindex: u32, p: &mut Parsed) -> Option<u32> {
     let hdr = if p.v6 { 40 } else { 20 };

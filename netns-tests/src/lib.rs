@@ -119,3 +119,20 @@ pub fn bulkhead_bin() -> &'static Path {
             .expect("cargo reported the bulkhead executable")
     })
 }
+
+/// TX packets of device `dev` in network namespace `ns` (what that
+/// namespace's stack sent through it; `ip -s link`).
+pub fn tx_packets(ns: &str, dev: &str) -> Result<u64, String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-j", "-s", "link", "show", "dev", dev])
+        .output()
+        .map_err(|e| format!("running ip -s link: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ip -n {ns} -s link show dev {dev} failed"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -j output: {e}"))?;
+    v[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .ok_or_else(|| format!("no TX packet counter for {dev} in ip's output"))
+}

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use bulkhead_netns_tests::tx_packets;
 use lab_support::{Lab, bulkhead_ok, json_lines, privileged, serial, snapshot};
 use traffic::{Pod, TcpServer, UdpEcho, tcp_exchange, udp_blackhole, udp_exchange};
 
@@ -56,19 +57,6 @@ const SERVICE_PORT: u16 = 8080;
 /// `from_pod` and are judged at y/b).
 fn manifests() -> String {
     lab_support::xa_into_yb()
-}
-
-/// TX packets of `dev` in namespace `ns`: what the node's stack sent on it.
-fn tx_packets(ns: &str, dev: &str) -> u64 {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j", "-s", "link", "show", "dev", dev])
-        .output()
-        .expect("ip");
-    assert!(out.status.success(), "ip -n {ns} -s link show dev {dev}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("ip -j");
-    v[0]["stats64"]["tx"]["packets"]
-        .as_u64()
-        .expect("tx packets")
 }
 
 /// `iptables -t nat <op> <rule>` in namespace `ns`.
@@ -157,10 +145,10 @@ fn run(on: bool) {
         // the stack until it is).
         udp_exchange(&xa, udp, 3, 64);
 
-        let before = tx_packets(&node, &yb_veth);
+        let before = tx_packets(&node, &yb_veth).unwrap();
         udp_exchange(&xa, udp, UDP_COUNT, 64);
         let tcp = tcp_exchange(&xa, SocketAddr::new(ip, TCP_PORT), 1000);
-        let sent = tx_packets(&node, &yb_veth) - before;
+        let sent = tx_packets(&node, &yb_veth).unwrap() - before;
         let carried = UDP_COUNT as u64 + tcp.segs_in;
         eprintln!(
             "host routing {}, IPv{}: {carried} packets into y/b, {sent} sent by the node's stack",

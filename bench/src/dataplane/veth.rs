@@ -38,6 +38,7 @@ use bulkhead_common::{
     CONFIG_F_HOST_ROUTING, DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey, active_slot,
 };
 use bulkhead_netns_tests::dataplane::Dataplane;
+use bulkhead_netns_tests::tx_packets;
 use serde::Serialize;
 
 use super::flood::{self, FloodResult, FloodSpec};
@@ -94,23 +95,6 @@ impl Config {
             Config::Tc | Config::TcXdp => CONFIG_F_HOST_ROUTING,
         }
     }
-}
-
-/// TX packets of `dev` in namespace `ns` (what the node's stack sent
-/// through it).
-fn tx_packets(ns: &str, dev: &str) -> Result<u64> {
-    let out = std::process::Command::new("ip")
-        .args(["-n", ns, "-j", "-s", "link", "show", "dev", dev])
-        .output()
-        .context("running ip -s link")?;
-    ensure!(
-        out.status.success(),
-        "ip -n {ns} -s link show dev {dev} failed"
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("ip -j output")?;
-    v[0]["stats64"]["tx"]["packets"]
-        .as_u64()
-        .with_context(|| format!("no tx packets counter for {dev} in ip's output"))
 }
 
 /// How much to measure.
@@ -438,7 +422,8 @@ pub fn measure(elf: &Path, plan: &VethPlan) -> Result<VethResult> {
                         duration: plan.warmup,
                         ..plan.flood.clone()
                     };
-                    let forwarded = || tx_packets(&topo.node, SERVER_VETH);
+                    let forwarded =
+                        || tx_packets(&topo.node, SERVER_VETH).map_err(anyhow::Error::msg);
                     let mut stack_forwarded = 0;
                     let r = flood::flood(&topo.client, &topo.server, server, &warm).and_then(|_| {
                         let before = forwarded()?;

@@ -74,6 +74,11 @@ impl KernelMaps {
         self.flags
     }
 
+    /// Whether host routing is on (`CONFIG_F_HOST_ROUTING`).
+    pub fn host_routing(&self) -> bool {
+        self.flags & bulkhead_common::CONFIG_F_HOST_ROUTING != 0
+    }
+
     /// Sets CONFIG's mode flags, keeping the revision (one 16-byte write,
     /// so a program reads the old or the new value whole).
     pub fn set_mode_flags(&mut self, flags: u64) -> Result<(), DataplaneError> {

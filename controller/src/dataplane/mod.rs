@@ -155,24 +155,14 @@ impl Dataplane {
         self.maps.revision()
     }
 
-    /// Whether host routing is on (`CONFIG_F_HOST_ROUTING`).
-    pub fn host_routing(&self) -> bool {
-        self.maps.mode_flags() & CONFIG_F_HOST_ROUTING != 0
-    }
-
     /// Turns host routing on or off (see `CONFIG_F_HOST_ROUTING`): one
     /// CONFIG write, at once for every packet after it; the revision stays.
     pub fn set_host_routing(&mut self, on: bool) -> Result<(), DataplaneError> {
-        let flags = self.maps.mode_flags();
-        let flags = if on {
-            flags | CONFIG_F_HOST_ROUTING
-        } else {
-            flags & !CONFIG_F_HOST_ROUTING
-        };
-        if flags == self.maps.mode_flags() {
+        if self.maps.host_routing() == on {
             return Ok(());
         }
-        self.maps.set_mode_flags(flags)
+        self.maps
+            .set_mode_flags(self.maps.mode_flags() ^ CONFIG_F_HOST_ROUTING)
     }
 
     /// Makes `desired` the policy in force (see [`sync`]).

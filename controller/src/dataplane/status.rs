@@ -132,7 +132,7 @@ pub fn read(pins: &PinDir) -> Result<MapStatus, DataplaneError> {
     Ok(MapStatus {
         revision,
         active_slot: slot,
-        host_routing: maps.mode_flags() & bulkhead_common::CONFIG_F_HOST_ROUTING != 0,
+        host_routing: maps.host_routing(),
         maps: vec![
             MapFill {
                 map: "IDENTITIES",

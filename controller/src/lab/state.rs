@@ -152,11 +152,6 @@ pub struct LabState {
     pub hosts: Vec<Host>,
 }
 
-/// Labs recorded before `--host-routing` existed ran without it.
-fn host_routing_default() -> bool {
-    false
-}
-
 /// How the lab runs its agent.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabAgent {
@@ -169,7 +164,8 @@ pub struct LabAgent {
     /// Whether it attaches the XDP prefilter.
     pub xdp: bool,
     /// Whether it routes pod-to-pod packets itself (`--host-routing`).
-    #[serde(default = "host_routing_default")]
+    /// (Labs recorded before `--host-routing` ran without it: false.)
+    #[serde(default)]
     pub host_routing: bool,
     /// Flow export flags passed on to the agent (`--ipfix`,
     /// `--metrics-addr`, `--flow-idle-timeout`, ...).

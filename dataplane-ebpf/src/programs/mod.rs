@@ -272,7 +272,6 @@ pub fn run_deliver(ctx: &TcContext) -> i32 {
         };
         p.flow.rule = rule;
         p.flow.audit = audit;
-        p.flow.host_routed = true;
         flowlog::account(p, len, None);
         return hostroute::redirect(p);
     }
