@@ -293,7 +293,7 @@ fn policy_entries(c: &Compiled, image: &MapImage) -> PolicyEntries {
             IDENTITY_ANY => e.any_peer += 1,
             id => match c.identities.get(id).kind {
                 IdentityKind::Pods { .. } => e.pod_peers += 1,
-                IdentityKind::External { .. } => e.external_peers += 1,
+                IdentityKind::External { .. } | IdentityKind::Node { .. } => e.external_peers += 1,
             },
         }
     }

@@ -78,7 +78,7 @@ pub fn model(pods: Vec<Pod>, policies: Vec<Policy>) -> Model {
         namespaces: Default::default(),
         pods,
         policies,
-        default_mode: Default::default(),
+        ..Default::default()
     };
     model.normalize();
     AddressPlan::default()

@@ -1,5 +1,8 @@
 //! The ABI shared by Bulkhead's eBPF programs and its userspace controller
-//! (version 7 adds host routing: `Config::flags` with
+//! (version 8 flags identities that are the local node's or pods'
+//! addresses ([`IdentityValue::flags`]: ingress from the node is always
+//! allowed, ICMP errors are checked against their sender) and adds
+//! [`DropReason::IcmpErrorSender`]; version 7 adds host routing: `Config::flags` with
 //! [`CONFIG_F_HOST_ROUTING`] and the DELIVER program array `from_pod`
 //! tail-calls through; version 6 the audit views of `ENDPOINTS_V6`;
 //! version 5 adds flow accounting: FLOWS_0/FLOWS_1, FLOW_CONFIG, FLOW_STATS
@@ -41,7 +44,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -134,11 +137,21 @@ pub const SLOT_PREFIX: u32 = 8;
 pub struct IdentityValue {
     /// The identity (address class) the prefix belongs to; never `IDENTITY_ANY`.
     pub identity: u32,
-    /// Reserved for flags; zero.
-    pub _reserved: u32,
+    /// `IDENTITY_F_*` bits (zero before ABI v8, where this was reserved).
+    pub flags: u32,
 }
 const _: () = assert!(size_of::<IdentityValue>() == 8);
 const _: () = assert!(offset_of!(IdentityValue, identity) == 0);
+const _: () = assert!(offset_of!(IdentityValue, flags) == 4);
+
+/// Identity flag: the prefix is an address of the local node (the node's
+/// own network namespace). Kubernetes always allows a pod's ingress from
+/// its node (kubelet's probes come from there): the ingress side of such a
+/// connection is allowed with [`RULE_NODE`], in every view.
+pub const IDENTITY_F_NODE: u32 = 1;
+/// Identity flag: the prefix is a pod's address. No pod but a connection's
+/// own peer may send an ICMP error about it ([`DropReason::IcmpErrorSender`]).
+pub const IDENTITY_F_POD: u32 = 2;
 
 // ---------------------------------------------------------------------------
 // POLICY_V4: (slot, table, peer identity) → B-tree root, and POLICY_NODES:
@@ -364,6 +377,10 @@ const _: () = assert!(size_of::<PolicyValue>() == 8);
 /// Rule number recorded when a side allowed without a rule (the pod is not
 /// isolated in that direction, or the address is not a local pod).
 pub const RULE_NONE: u32 = u32::MAX;
+
+/// Rule number recorded when the ingress side was allowed because the peer
+/// is the pod's own node ([`IDENTITY_F_NODE`]), which no policy can deny.
+pub const RULE_NODE: u32 = u32::MAX - 1;
 
 // ---------------------------------------------------------------------------
 // ENDPOINTS: (ifindex, slot) → endpoint.
@@ -675,10 +692,14 @@ pub enum DropReason {
     FragmentOverlap = 11,
     /// Non-first fragment without an allowed first fragment.
     FragmentUntracked = 12,
+    /// An ICMP error about a tracked connection sent by a pod that is not
+    /// the connection's peer (only the peer, the node and routers outside
+    /// the pods may send one).
+    IcmpErrorSender = 13,
 }
 
 /// Every drop reason, for iteration (exporters, tests).
-pub const DROP_REASONS: [DropReason; 12] = [
+pub const DROP_REASONS: [DropReason; 13] = [
     DropReason::PolicyDenied,
     DropReason::Malformed,
     DropReason::PolicyRevoked,
@@ -691,8 +712,9 @@ pub const DROP_REASONS: [DropReason; 12] = [
     DropReason::FragmentTooShort,
     DropReason::FragmentOverlap,
     DropReason::FragmentUntracked,
+    DropReason::IcmpErrorSender,
 ];
-const _: () = assert!((DropReason::FragmentUntracked as u32) < DROPS_MAX);
+const _: () = assert!((DropReason::IcmpErrorSender as u32) < DROPS_MAX);
 
 impl DropReason {
     /// A stable snake_case name (metrics labels, logs).
@@ -710,6 +732,7 @@ impl DropReason {
             Self::FragmentTooShort => "fragment_too_short",
             Self::FragmentOverlap => "fragment_overlap",
             Self::FragmentUntracked => "fragment_untracked",
+            Self::IcmpErrorSender => "icmp_error_sender",
         }
     }
 }

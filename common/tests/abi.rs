@@ -23,6 +23,7 @@ fn drop_reason_numbers_are_stable() {
             (10, "fragment_too_short"),
             (11, "fragment_overlap"),
             (12, "fragment_untracked"),
+            (13, "icmp_error_sender"),
         ]
     );
     assert!(DROP_REASONS.iter().all(|r| (*r as u32) < DROPS_MAX));
@@ -70,8 +71,10 @@ fn slotted_prefixes_and_slots() {
 
 #[test]
 fn policy_v4_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 7);
+    assert_eq!(ABI_VERSION, 8);
     assert_eq!(CONFIG_F_HOST_ROUTING, 1);
+    assert_eq!((IDENTITY_F_NODE, IDENTITY_F_POD), (1, 2));
+    assert_eq!((RULE_NONE, RULE_NODE), (u32::MAX, u32::MAX - 1));
     assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
     // Six levels of 16 hold every policy point as its own range.
     assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));

@@ -219,13 +219,26 @@ pub fn random_model(r: &mut Rng) -> Model {
             mode: None,
         });
     }
+    // Often a node, with addresses among the pods' (so ipBlocks cut
+    // through it), sometimes one that is also a pod's (hostNetwork).
+    if r.chance(50) {
+        m.node_ips = ["10.244.0.200", "fd00:10:244::c8"]
+            .map(|a| a.parse().unwrap())
+            .to_vec();
+        if r.chance(20) {
+            let ips = r.pick(&m.pods).ips.clone();
+            m.node_ips.push(*r.pick(&ips));
+        }
+    }
     m.normalize();
     m
 }
 
-/// Addresses worth probing: pods', and around every ipBlock edge.
+/// Addresses worth probing: pods', the node's, and around every ipBlock
+/// edge.
 pub fn probe_addresses(m: &Model, c: &Compiled) -> Vec<IpAddr> {
     let mut v: Vec<IpAddr> = m.pods.iter().flat_map(|p| p.ips.clone()).collect();
+    v.extend(&m.node_ips);
     for b in &c.blocks {
         for n in std::iter::once(&b.cidr).chain(&b.except) {
             let (lo, hi) = crate::compile::address::net_range(n);

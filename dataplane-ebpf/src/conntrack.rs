@@ -25,7 +25,7 @@ use crate::{
     flowlog::Meta,
     maps::CT,
     parse::{Parsed, reverse_into},
-    policy::{Side, check_side, policy_port},
+    policy::{Side, check_side, identity, policy_port},
 };
 
 /// Whether a packet goes the connection's original way or back.
@@ -255,8 +255,20 @@ impl Established {
 
 /// Whether the ICMP error in `p` is about a tracked connection: its
 /// embedded packet (`p.inner`) was sent by the error's destination and CT
-/// knows the connection in either direction.
+/// knows the connection in either direction. Such an error must come from
+/// the connection's peer (the embedded packet's destination) or from an
+/// address that is no pod's (the node, a router on the path): no other pod
+/// is ever on a connection's path, so its error is an injection
+/// (`IcmpErrorSender`). Errors about unknown connections are not related
+/// (`Ok(false)`): policy judges them.
 #[inline(always)]
-pub fn related(p: &mut Parsed) -> bool {
-    p.has_inner && p.inner.src == p.key.tuple.dst && known(&p.inner, &mut p.rev)
+pub fn related(slot: u8, p: &mut Parsed) -> Result<bool, DropReason> {
+    if !(p.has_inner && p.inner.src == p.key.tuple.dst && known(&p.inner, &mut p.rev)) {
+        return Ok(false);
+    }
+    if p.key.tuple.src == p.inner.dst || !identity(slot, p.key.tuple.src).is_pod() {
+        Ok(true)
+    } else {
+        Err(DropReason::IcmpErrorSender)
+    }
 }

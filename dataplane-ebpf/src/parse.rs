@@ -20,11 +20,14 @@
 //! - **Fragments are tracked** (IPv4 and IPv6): a first fragment must hold
 //!   the whole L4 header (TCP: its data offset; UDP 8, SCTP 12, ICMP 8 bytes),
 //!   else `FragmentTooShort`; it is then judged like any packet and, if it
-//!   passes, recorded in FRAGS (src, dst, id, proto, device, hook). A later
+//!   passes, recorded in FRAGS (src, dst, id, proto, device, hook); if it
+//!   is dropped, any older record under that key is removed, so a reused
+//!   ID never lets a denied datagram's fragments through. A later
 //!   fragment whose offset is below the minimal L4 header end overlaps it
 //!   (`FragmentOverlap`); otherwise it passes only with a FRAGS entry from
-//!   its first fragment at the same hook (`FragmentUntracked`), unless the
-//!   endpoint is isolated in neither direction. Fragments arriving before
+//!   its first fragment at the same hook, no older than the kernel's
+//!   reassembly timeout (`FragmentUntracked`), unless the endpoint is
+//!   isolated in neither direction. The last fragment ends the record. Fragments arriving before
 //!   their first fragment are therefore dropped for isolated pods (Linux
 //!   sends them in order, and veth keeps it).
 //! - **TCP** data offset below 5 or beyond the packet: `BadTcpDataOffset`.
@@ -137,6 +140,8 @@ pub struct Parsed {
     pub kind: Kind,
     /// Fragment state.
     pub frag: Frag,
+    /// More fragments follow (the fragment's MF flag): false on the last.
+    pub frag_more: bool,
     /// IPv6 (else IPv4).
     pub v6: bool,
     /// `inner` holds the embedded packet of a `Kind::IcmpError`.
@@ -289,6 +294,7 @@ fn ipv4<P: Packet>(pkt: &P, off: usize, p: &mut Parsed) -> Result<(), DropReason
     let more = frag_field & 0x2000 != 0;
     let frag_off = usize::from(frag_field & 0x1fff) * 8;
     p.frag_id = id;
+    p.frag_more = more;
     p.frag = match (frag_off, more) {
         (0, false) => Frag::No,
         (0, true) => Frag::First,
@@ -346,6 +352,7 @@ fn ipv6<P: Packet>(pkt: &P, off: usize, p: &mut Parsed) -> Result<(), DropReason
                 let more = field & 1 != 0;
                 let id = u32::from_be_bytes([f[4], f[5], f[6], f[7]]);
                 p.frag_id = id;
+                p.frag_more = more;
                 p.frag = match (frag_off, more) {
                     (0, false) => Frag::No,
                     (0, true) => Frag::First,

@@ -251,11 +251,13 @@ impl Dataplane {
 
     /// Maps the prefix `net` to `identity` in `slot`.
     pub fn add_identity(&mut self, slot: u8, net: IpNetwork, identity: u32) {
+        self.add_identity_flagged(slot, net, identity, 0);
+    }
+
+    /// Maps the prefix `net` to `identity` with `IDENTITY_F_*` `flags`.
+    pub fn add_identity_flagged(&mut self, slot: u8, net: IpNetwork, identity: u32, flags: u32) {
         let (len, key) = identity_key(slot, net);
-        let value = IdentityValue {
-            identity,
-            _reserved: 0,
-        };
+        let value = IdentityValue { identity, flags };
         self.identities()
             .insert(&Key::new(len, key), value, 0)
             .unwrap();

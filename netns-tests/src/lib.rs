@@ -11,6 +11,7 @@ pub mod collectors;
 pub mod dataplane;
 pub mod packet;
 pub mod probe;
+pub mod raw;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

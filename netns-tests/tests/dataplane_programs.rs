@@ -10,7 +10,8 @@
 use std::net::IpAddr;
 
 use bulkhead_common::{
-    CT_SEEN_REPLY, DropReason, EndpointInfo, PROTO_ANY, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    CT_SEEN_REPLY, DropReason, EndpointInfo, IDENTITY_F_NODE, IDENTITY_F_POD, PROTO_ANY,
+    PROTO_ICMP, PROTO_TCP, PROTO_UDP, RULE_NODE,
 };
 use bulkhead_netns_tests::{
     dataplane::{DROP, Dataplane, PASS, XDP_DROP, XDP_PASS, ct_key, endpoint},
@@ -210,6 +211,146 @@ fn conntrack_replies_related_icmp_and_policy_changes() {
     lab.dp.ct_clear();
 }
 
+/// Identity of the node's addresses in [`senders_lab`].
+const ID_NODE: u32 = 9;
+
+/// [`Lab::new`] with A and B flagged as pods and a node at 10.0.0.254 and
+/// fd00::fe (slot 0).
+fn senders_lab() -> Option<(Lab, IpAddr, IpAddr)> {
+    let mut lab = Lab::new()?;
+    let (node4, node6) = (ip("10.0.0.254"), ip("fd00::fe"));
+    for (net, id) in [
+        ("10.0.0.1/32", ID_A),
+        ("fd00::1/128", ID_A),
+        ("10.0.0.2/32", ID_B),
+        ("fd00::2/128", ID_B),
+    ] {
+        lab.dp
+            .add_identity_flagged(0, net.parse().unwrap(), id, IDENTITY_F_POD);
+    }
+    for net in ["10.0.0.254/32", "fd00::fe/128"] {
+        lab.dp
+            .add_identity_flagged(0, net.parse().unwrap(), ID_NODE, IDENTITY_F_NODE);
+    }
+    Some((lab, node4, node6))
+}
+
+#[test]
+fn icmp_errors_only_from_the_peer_or_a_non_pod() {
+    let Some((mut lab, node4, _)) = senders_lab() else {
+        return;
+    };
+    let (a4, b4, ext4) = (lab.a4, lab.b4, lab.ext4);
+    // A → external on TCP 80: tracked.
+    let syn = frame(MAC_A, a4, ext4, tcp_l4(40300, 80, SYN));
+    assert_eq!(lab.as_a().from_pod(&syn), PASS);
+    let sender0 = lab.dp.drops(DropReason::IcmpErrorSender);
+    // Into A: from the peer, the node or another non-pod address (a router
+    // on the path) it passes; from pod B, which is not the peer, never.
+    for (from, want) in [(ext4, PASS), (node4, PASS), (ip("198.51.100.9"), PASS)] {
+        let e = icmp_error(MAC_B, from, a4, 3, &ip_of(&syn));
+        assert_eq!(lab.as_a().to_pod(&e), want, "error from {from}");
+    }
+    let injected = icmp_error(MAC_B, b4, a4, 3, &ip_of(&syn));
+    assert_eq!(lab.as_a().to_pod(&injected), DROP, "error from pod B");
+    // Leaving B (whose egress policy has nothing to do with it), too.
+    assert_eq!(lab.as_b().from_pod(&injected), DROP, "error sent by pod B");
+    assert_eq!(lab.dp.drops(DropReason::IcmpErrorSender), sender0 + 2);
+    // B's own error about a connection it is the peer of passes.
+    let syn_ab = frame(MAC_A, a4, b4, tcp_l4(40301, 80, SYN));
+    assert_eq!(lab.as_a().from_pod(&syn_ab), PASS);
+    let own = icmp_error(MAC_B, b4, a4, 3, &ip_of(&syn_ab));
+    assert_eq!(lab.as_b().from_pod(&own), PASS, "the peer's error");
+    assert_eq!(lab.as_a().to_pod(&own), PASS, "the peer's error in");
+    lab.dp.ct_clear();
+}
+
+#[test]
+fn the_node_is_always_let_in() {
+    let Some((mut lab, node4, node6)) = senders_lab() else {
+        return;
+    };
+    let a4 = lab.a4;
+    // A's ingress denies everything, but not its node.
+    for (from, port) in [(node4, 8080), (node6, 8081)] {
+        let to = if from.is_ipv4() { a4 } else { lab.a6 };
+        let syn = frame(MAC_B, from, to, tcp_l4(40400, port, SYN));
+        assert_eq!(lab.as_a().to_pod(&syn), PASS, "from the node {from}");
+        let e = lab
+            .dp
+            .ct_get(&ct_key(from, to, 40400, port, PROTO_TCP))
+            .expect("tracked");
+        assert_eq!(e.ingress_rule, RULE_NODE);
+    }
+    let denied = lab.dp.drops(DropReason::PolicyDenied);
+    let other = frame(MAC_B, lab.ext4, a4, tcp_l4(40401, 8080, SYN));
+    assert_eq!(lab.as_a().to_pod(&other), DROP, "anyone else");
+    assert_eq!(lab.dp.drops(DropReason::PolicyDenied), denied + 1);
+    // Egress to the node still needs a rule: B's egress allows nothing.
+    let out = frame(MAC_B, lab.b4, node4, tcp_l4(40402, 10250, SYN));
+    assert_eq!(lab.as_b().from_pod(&out), DROP, "B to its node");
+    lab.dp.ct_clear();
+}
+
+#[test]
+fn neighbour_discovery_passes_only_on_the_link() {
+    let Some((mut lab, _, node6)) = senders_lab() else {
+        return;
+    };
+    let (a6, b6) = (lab.a6, lab.b6);
+    let nd = |src: &str, dst: IpAddr, ty: u8| {
+        ip_frame(MAC_A, ip(src), dst, 58, &[ty, 0, 0, 0, 0, 0, 0, 0])
+    };
+    let (spoofed0, denied0) = (
+        lab.dp.drops(DropReason::SpoofedIp),
+        lab.dp.drops(DropReason::PolicyDenied),
+    );
+    let dp = lab.as_a();
+    // Leaving A: link-local or own source to the link or the node passes.
+    assert_eq!(
+        dp.from_pod(&nd("fe80::1", b6, 135)),
+        PASS,
+        "link-local source"
+    );
+    assert_eq!(
+        dp.from_pod(&nd("::", ip("ff02::1:ff00:1"), 135)),
+        PASS,
+        "DAD"
+    );
+    assert_eq!(
+        dp.from_pod(&nd("fd00::1", ip("ff02::1:ff00:fe"), 135)),
+        PASS
+    );
+    assert_eq!(
+        dp.from_pod(&nd("fd00::1", node6, 135)),
+        PASS,
+        "NUD to the node"
+    );
+    assert_eq!(
+        dp.from_pod(&nd("fd00::1", ip("ff02::16"), 143)),
+        PASS,
+        "MLDv2"
+    );
+    // Across the node to B: judged by A's egress, which allows no ICMPv6.
+    for ty in [130, 133, 134, 135, 136, 137, 143] {
+        assert_eq!(dp.from_pod(&nd("fd00::1", b6, ty)), DROP, "type {ty} to B");
+    }
+    // A foreign source never passes.
+    assert_eq!(dp.from_pod(&nd("fd00::2", b6, 135)), DROP, "B's address");
+    assert_eq!(dp.from_pod(&nd("::", b6, 135)), DROP, "unspecified to B");
+    assert_eq!(dp.drops(DropReason::SpoofedIp), spoofed0 + 2);
+    assert_eq!(dp.drops(DropReason::PolicyDenied), denied0 + 7);
+    // Entering A: from a link-local, the unspecified address or the node;
+    // not from B's address (forwarded by the node), which A's ingress
+    // denies.
+    let into_a = |src: IpAddr| ip_frame(MAC_B, src, a6, 58, &[136, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(dp.to_pod(&into_a(ip("fe80::2"))), PASS);
+    assert_eq!(dp.to_pod(&into_a(ip("::"))), PASS);
+    assert_eq!(dp.to_pod(&into_a(node6)), PASS);
+    assert_eq!(dp.to_pod(&into_a(b6)), DROP, "from B across the node");
+    assert_eq!(dp.drops(DropReason::PolicyDenied), denied0 + 8);
+}
+
 #[test]
 fn anti_spoofing_drops_foreign_source_ip_and_mac() {
     let Some(mut lab) = Lab::new() else { return };
@@ -254,6 +395,16 @@ fn anti_spoofing_drops_foreign_source_ip_and_mac() {
     assert_eq!(lab.dp.from_pod(&frame(MAC_A, a6, ext6, l4)), DROP);
     assert_eq!(lab.dp.drops(DropReason::SpoofedIp), ip0 + 4);
     lab.dp.ct_clear();
+}
+
+/// A first fragment (ID `id`) of a TCP SYN to B's denied port 22.
+fn first22_id(lab: &Lab, id: u16) -> Vec<u8> {
+    let o = V4 {
+        id,
+        more: true,
+        ..V4::default()
+    };
+    v4_frame(lab, PROTO_TCP, &tcp(40403, 22, SYN, 5), &o)
 }
 
 /// Frame helpers for B's ingress (A → B).
@@ -322,12 +473,27 @@ fn evasion_extension_headers_fragments_vlan_and_bad_headers() {
         count(&mut lab, DropReason::FragmentUntracked),
         untracked0 + 1
     );
-    // Allowed port: the first fragment is recorded and the rest follows.
+    // Allowed port: the first fragment is recorded and the rest follows;
+    // the last fragment ends the record, so a replay of it is dropped.
     let first80 = v4_frame(&lab, PROTO_TCP, &tcp(40401, 80, SYN, 5), &frag(2, 0, true));
-    let rest2 = v4_frame(&lab, PROTO_TCP, &[0u8; 16], &frag(2, 4, false));
+    let middle2 = v4_frame(&lab, PROTO_TCP, &[0u8; 16], &frag(2, 4, true));
+    let last2 = v4_frame(&lab, PROTO_TCP, &[0u8; 16], &frag(2, 6, false));
     assert_eq!(lab.dp.to_pod(&first80), PASS);
-    assert_eq!(lab.dp.to_pod(&rest2), PASS);
-    assert!(lab.dp.frags_len() >= 1);
+    assert_eq!(lab.dp.to_pod(&middle2), PASS);
+    let frags = lab.dp.frags_len();
+    assert!(frags >= 1);
+    assert_eq!(lab.dp.to_pod(&last2), PASS);
+    assert_eq!(lab.dp.frags_len(), frags - 1, "the last fragment ends it");
+    assert_eq!(lab.dp.to_pod(&last2), DROP, "after the datagram ended");
+    // The same ID reused for a denied datagram: its first fragment is
+    // dropped and removes any record, so its rest never passes.
+    assert_eq!(lab.dp.to_pod(&first80), PASS, "ID 2 again, allowed");
+    assert_eq!(
+        lab.dp.to_pod(&first22_id(&lab, 2)),
+        DROP,
+        "ID 2 reused, denied"
+    );
+    assert_eq!(lab.dp.to_pod(&middle2), DROP, "rest of the denied datagram");
     // A fragment overlapping the TCP header (offset 8 bytes) could rewrite
     // the port: dropped even for an allowed datagram.
     let overlap0 = count(&mut lab, DropReason::FragmentOverlap);
@@ -373,7 +539,7 @@ fn evasion_extension_headers_fragments_vlan_and_bad_headers() {
     }
     assert_eq!(
         count(&mut lab, DropReason::FragmentUntracked),
-        untracked0 + 2
+        untracked0 + 4
     );
 
     // VLAN tags (pods do not tag): dropped leaving A and entering B.

@@ -151,10 +151,55 @@ impl Demo<'_> {
             "--port",
             "5432",
         ])?;
+        self.node_scene(&w)?;
         scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
         self.bulkhead(&["status", "--lab", LAB])?;
         scene("Verify: live probes (TCP, UDP, SCTP; IPv4 and IPv6) against the policy");
         self.bulkhead(&["lab", "verify", "--name", LAB])
+    }
+
+    /// The node (where kubelet's probes come from) reaches the isolated
+    /// database on real packets, and `explain` says why.
+    fn node_scene(&self, watched: &str) -> Result<()> {
+        scene(
+            "The node always reaches its pods (kubelet's probes come from there): a TCP probe \
+             from the node namespace into the isolated shop/db, then explain",
+        );
+        let state = watched_dir().with_file_name("state.json");
+        let text = std::fs::read_to_string(&state)
+            .with_context(|| format!("reading {}", state.display()))?;
+        let state: serde_json::Value = serde_json::from_str(&text).context("lab state")?;
+        let db = state["hosts"]
+            .as_array()
+            .and_then(|h| h.iter().find(|h| h["name"] == "shop/db"))
+            .and_then(|h| h["ips"][0].as_str())
+            .context("shop/db's address in the lab state")?;
+        let node = state["node"].as_str().context("the node namespace")?;
+        let gateways: Vec<&str> = state["gateways"]
+            .as_array()
+            .context("the node's addresses")?
+            .iter()
+            .filter_map(|g| g.as_str())
+            .collect();
+        let probe = format!("exec 3<>/dev/tcp/{db}/5432 && echo connected from the node");
+        println!("$ ip netns exec {node} timeout 3 bash -c '{probe}'");
+        self.status(
+            Command::new("ip").args(["netns", "exec", node, "timeout", "3", "bash", "-c", &probe]),
+            &["(probe from the node)"],
+        )?;
+        self.bulkhead(&[
+            "explain",
+            "--manifests",
+            watched,
+            "--node-ip",
+            &gateways.join(","),
+            "--from",
+            "node",
+            "--to",
+            "shop/db",
+            "--port",
+            "5432",
+        ])
     }
 
     /// Runs `bulkhead ARGS...`, showing the command.
@@ -176,7 +221,7 @@ impl Demo<'_> {
         let status = c
             .current_dir(cmd::repo_root())
             .status()
-            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+            .with_context(|| format!("cannot start {:?}", c.get_program()))?;
         if !status.success() {
             bail!("`bulkhead {}` failed ({status})", args.join(" "));
         }

@@ -394,6 +394,7 @@ impl ClusterSpec {
             pods: universe.pods(self),
             policies: policies::generate(self, &universe),
             default_mode: Default::default(),
+            node_ips: Vec::new(),
         };
         model.normalize();
         AddressPlan::default()

@@ -9,7 +9,12 @@
 //! and leave everything pinned and attached (fail-static).
 
 pub mod flows;
+pub mod memory;
+pub mod process;
 pub mod state;
+
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -22,6 +27,7 @@ use crate::dataplane::{
 };
 use crate::model::Model;
 use crate::source::manifest::ManifestErrors;
+use crate::source::manifest::walk::{self, Limits, WalkError};
 use crate::source::veth::{LocalEndpoint, Snapshot, VethError};
 
 pub use flows::{AgentFlows, FlowsConfig};
@@ -100,44 +106,48 @@ pub fn enter_netns(name: &str) -> Result<(), AgentError> {
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| err(e.to_string()))
 }
 
-/// A stable hash (CRC-64) of the regular files under `path` (names and
-/// contents, in path order), hex. Tools compare it with the state file's
-/// `enforced_hash` to know a sync is done.
+/// A stable hash (CRC-64) of the manifest files under `path` (names and
+/// contents, in path order), hex: the files the loader reads, found and
+/// read by the same bounded walk ([`walk`]), contents streamed (never
+/// held whole). Tools compare it with the state file's `enforced_hash` to
+/// know a sync is done. When the walk or a read fails (a limit, an
+/// unreadable file), the hash is that of the error's text: it still
+/// changes, so the agent loads, fails with the same error and reports it.
 pub fn content_hash(path: &Path) -> String {
+    content_hash_within(path, &Limits::DEFAULT)
+}
+
+/// [`content_hash`] within `limits`.
+pub fn content_hash_within(path: &Path, limits: &Limits) -> String {
     const CRC: crc::Crc<u64> = crc::Crc::<u64>::new(&crc::CRC_64_ECMA_182);
-    let mut files = Vec::new();
-    collect_files(path, &mut files, 0);
-    files.sort();
     let mut digest = CRC.digest();
-    for f in files {
-        digest.update(f.to_string_lossy().as_bytes());
-        digest.update(&[0]);
-        if let Ok(bytes) = std::fs::read(&f) {
-            digest.update(&(bytes.len() as u64).to_le_bytes());
-            digest.update(&bytes);
-        }
+    if let Err(e) = hash_files(path, limits, &mut digest) {
+        digest = CRC.digest();
+        digest.update(b"error\0");
+        digest.update(e.to_string().as_bytes());
     }
     format!("{:016x}", digest.finalize())
 }
 
-fn collect_files(path: &Path, out: &mut Vec<PathBuf>, depth: usize) {
-    if depth > 32 {
-        return;
+/// Feeds each file's name, content and length to `digest`.
+fn hash_files(
+    path: &Path,
+    limits: &Limits,
+    digest: &mut crc::Digest<'_, u64>,
+) -> Result<(), WalkError> {
+    let mut reader = walk::Reader::new(*limits);
+    for file in walk::walk(path, limits)? {
+        digest.update(file.as_os_str().as_encoded_bytes());
+        digest.update(&[0]);
+        let len = reader.stream(&file, |chunk| digest.update(chunk))?;
+        digest.update(&len.to_le_bytes());
     }
-    if path.is_file() {
-        out.push(path.to_owned());
-    } else if let Ok(dir) = std::fs::read_dir(path) {
-        for e in dir.flatten() {
-            collect_files(&e.path(), out, depth + 1);
-        }
-    }
+    Ok(())
 }
 
 /// Whether `pid` is a live bulkhead process other than this one.
 fn agent_alive(pid: u32) -> bool {
-    pid != std::process::id()
-        && std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim() == "bulkhead")
+    pid != std::process::id() && process::is_bulkhead(pid)
 }
 
 struct Current {
@@ -192,11 +202,13 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     while !stop.load(Ordering::Relaxed) {
         let tick = Instant::now();
         let hash = content_hash(&cfg.manifests);
+        let node_ips = node_ips(current.as_ref());
         if hash != seen_hash {
             seen_hash = hash.clone();
             state.content_hash = hash.clone();
             match (cfg.load)() {
-                Ok(model) => {
+                Ok(mut model) => {
+                    model.node_ips = node_ips;
                     let compiled = compile(&model);
                     current = Some(Current {
                         model,
@@ -212,6 +224,11 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
                     write_state(&mut state)?;
                 }
             }
+        } else if let Some(cur) = current.as_mut().filter(|c| c.model.node_ips != node_ips) {
+            tracing::info!(addresses = ?node_ips, "the node's addresses changed");
+            cur.model.node_ips = node_ips;
+            cur.compiled = compile(&cur.model);
+            dirty = true;
         }
         if let Some(cur) = &current {
             match discover(&cur.model) {
@@ -250,6 +267,16 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     state.pid = 0;
     write_state(&mut state)?;
     Ok(())
+}
+
+/// The node's addresses now; on a read error (logged), the ones in force.
+fn node_ips(current: Option<&Current>) -> Vec<std::net::IpAddr> {
+    crate::source::node::addresses().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "keeping the node addresses in force");
+        current
+            .map(|c| c.model.node_ips.clone())
+            .unwrap_or_default()
+    })
 }
 
 fn discover(model: &Model) -> Result<Vec<LocalEndpoint>, VethError> {

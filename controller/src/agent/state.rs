@@ -4,7 +4,8 @@
 //! and the agent's view (content hash enforced, last error).
 //!
 //! Path: `/run/bulkhead/agent/<pin dir, '/' as '_'>.json`, written
-//! atomically (temporary file and rename).
+//! atomically (temporary file and rename), owner-only (0600, in a 0700
+//! directory; see [`crate::private`]).
 
 use std::path::{Path, PathBuf};
 
@@ -77,16 +78,18 @@ impl AgentState {
 
     /// Writes the state file atomically.
     pub fn write(&self) -> std::io::Result<()> {
-        let path = state_path(&self.pin_dir);
+        self.write_at(&state_path(&self.pin_dir))
+    }
+
+    /// Writes the state to `path` atomically, owner-only; its directory
+    /// (Bulkhead's own) is made or tightened to 0700.
+    pub(crate) fn write_at(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::private::own_dir(dir)?;
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
-        std::fs::rename(&tmp, &path)
+        let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::private::write_atomic(path, &tmp, &bytes)
     }
 
     /// Removes the state file of `pin_dir` (absent is fine), and the state
@@ -104,3 +107,6 @@ impl AgentState {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -34,7 +34,9 @@ pub(super) fn unix_err(what: &'static str, path: &Path, source: io::Error) -> Ap
 /// temporary name so it never exists with looser permissions.
 pub(super) fn bind_unix(path: &Path, mode: u32) -> Result<(UnixListener, BoundSocket), ApiError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
+        // New directories 0700, like the socket (an existing one, e.g.
+        // /run, is not ours to change).
+        crate::private::create_dir_all(dir)
             .map_err(|source| unix_err("creating the directory of", path, source))?;
     }
     match std::fs::symlink_metadata(path) {

@@ -146,10 +146,15 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         assign_pod_ips: args.assign_pod_ips,
     };
     let load = || {
-        source.load().map(|mut model| {
+        let loaded = source.load().map(|mut model| {
             model.default_mode = args.mode;
             model
-        })
+        });
+        if loaded.is_err() {
+            // Nothing of a failed load stays in use: give its memory back.
+            agent::memory::release_freed();
+        }
+        loaded
     };
     let cfg = AgentConfig {
         manifests,

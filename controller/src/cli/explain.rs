@@ -15,12 +15,18 @@ pub struct ExplainArgs {
     /// Manifests.
     #[command(flatten)]
     pub manifests: ManifestArgs,
-    /// Source: `namespace/name` of a pod, or an IP address.
+    /// Source: `namespace/name` of a pod, an IP address, or `node` (the
+    /// node's address of the family, from --node-ip).
     #[arg(long, value_name = "PEER")]
     pub from: PeerArg,
-    /// Destination: `namespace/name` of a pod, or an IP address.
+    /// Destination: `namespace/name` of a pod, an IP address, or `node`.
     #[arg(long, value_name = "PEER")]
     pub to: PeerArg,
+    /// The node's addresses (repeat or comma-separate), as the agent reads
+    /// them from its network namespace: ingress from them is always
+    /// allowed, as Kubernetes requires.
+    #[arg(long, value_name = "IP", value_delimiter = ',')]
+    pub node_ip: Vec<std::net::IpAddr>,
     /// TCP, UDP or SCTP.
     #[arg(long, default_value = "TCP")]
     pub protocol: Protocol,
@@ -41,6 +47,7 @@ pub struct ExplainArgs {
 pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     let mut model = args.manifests.load()?;
     model.default_mode = args.mode;
+    model.node_ips = args.node_ip.clone();
     let compiled = compile(&model);
     let e = explain(
         &model,
@@ -61,9 +68,11 @@ pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn name(pod: &Option<String>, addr: std::net::IpAddr) -> String {
-    match pod {
+fn name(end: &crate::eval::explain::EndpointInfo) -> String {
+    let addr = end.addr;
+    match &end.pod {
         Some(p) => format!("{p} ({addr})"),
+        None if end.node => format!("{addr} (the node)"),
         None => format!("{addr} (not a pod)"),
     }
 }
@@ -119,6 +128,12 @@ fn write_enforced(out: &mut impl Write, s: &SideExplanation, what: &str) -> std:
         _ => {}
     }
     writeln!(out, "{d} of {who}: isolated by {}", s.policies.join(", "))?;
+    if s.verdict == "from-node" {
+        return writeln!(
+            out,
+            "  ✓ allowed: the peer is the pod's own node, which Kubernetes always lets in"
+        );
+    }
     if s.allowed_by.is_empty() {
         writeln!(out, "  ✗ denied: no {d} rule allows {what}")?;
     } else {
@@ -150,12 +165,7 @@ fn write_enforced(out: &mut impl Write, s: &SideExplanation, what: &str) -> std:
 
 fn write_text(out: &mut impl Write, e: &Explanation) -> std::io::Result<()> {
     let what = format!("{} {}", e.protocol, e.port);
-    writeln!(
-        out,
-        "{what}  {} → {}",
-        name(&e.src.pod, e.src.addr),
-        name(&e.dst.pod, e.dst.addr)
-    )?;
+    writeln!(out, "{what}  {} → {}", name(&e.src), name(&e.dst))?;
     writeln!(
         out,
         "verdict: {}\n",

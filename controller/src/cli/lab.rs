@@ -52,6 +52,10 @@ pub enum LabCommand {
     /// force (the watched directory once the agent enforces it); exit
     /// status 1 on any disagreement.
     Verify(VerifyArgs),
+    /// Start the lab's agent again after it died (refused while it runs):
+    /// on the same pins, it adopts the pinned dataplane, which kept
+    /// enforcing meanwhile. Returns once it enforces the watched directory.
+    RestartAgent(NameArg),
     /// Stop the agent, remove its pins and the lab's bpffs, every
     /// namespace, veth and process (idempotent, also after a crash or
     /// without the state file).
@@ -300,6 +304,7 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
         LabCommand::Sync(a) => sync(a),
         LabCommand::Probe(a) => probe(a),
         LabCommand::Verify(a) => verify(a),
+        LabCommand::RestartAgent(a) => restart_agent(a),
         LabCommand::Down(a) => {
             let r = setup::down(&a.name, &progress)?;
             if r.namespaces == 0
@@ -361,6 +366,18 @@ fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
     let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
     agent::keep_enforced(&state, &enforced.content_hash)?;
+    progress(&format!(
+        "the agent enforces {} (revision {}, {} endpoints)",
+        state.watched().display(),
+        enforced.revision,
+        enforced.endpoints.len()
+    ));
+    Ok(())
+}
+
+fn restart_agent(args: &NameArg) -> Result<(), CliError> {
+    let mut state = load_state(&args.name)?;
+    let enforced = setup::restart_agent(&mut state, &exe()?, &progress)?;
     progress(&format!(
         "the agent enforces {} (revision {}, {} endpoints)",
         state.watched().display(),

@@ -32,6 +32,9 @@ pub struct StatusArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     pin_dir: &'a std::path::Path,
+    /// Whether the agent runs ([`crate::agent::process::is_bulkhead`]).
+    agent_running: bool,
+    /// Its PID while it runs.
     agent_pid: Option<u32>,
     agent_error: Option<&'a str>,
     enforced_hash: Option<&'a str>,
@@ -74,9 +77,10 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
         })?;
     let maps = status::read(&pins)?;
     let state = AgentState::read(&args.pin_dir);
+    // Not merely a PID that exists: a killed agent may linger as a zombie.
     let alive = state
         .as_ref()
-        .filter(|s| s.pid != 0 && std::path::Path::new(&format!("/proc/{}", s.pid)).exists());
+        .filter(|s| crate::agent::process::is_bulkhead(s.pid));
     let pod_of = |ifindex: u32| {
         state
             .as_ref()
@@ -87,6 +91,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
         Output::Json => {
             let report = Report {
                 pin_dir: &args.pin_dir,
+                agent_running: alive.is_some(),
                 agent_pid: alive.map(|s| s.pid),
                 agent_error: state.as_ref().and_then(|s| s.error.as_deref()),
                 enforced_hash: state.as_ref().and_then(|s| s.enforced_hash.as_deref()),
@@ -106,7 +111,14 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
             writeln!(out, "pins:      {}", pins.root.display())?;
             match alive {
                 Some(s) => writeln!(out, "agent:     running (pid {})", s.pid)?,
-                None => writeln!(out, "agent:     not running (enforcement stays as pinned)")?,
+                None => match &args.lab {
+                    Some(lab) => writeln!(
+                        out,
+                        "agent:     not running (enforcement stays as pinned; \
+                         `bulkhead lab restart-agent --name {lab}` starts it again)"
+                    )?,
+                    None => writeln!(out, "agent:     not running (enforcement stays as pinned)")?,
+                },
             }
             if let Some(e) = state.as_ref().and_then(|s| s.error.as_deref()) {
                 writeln!(out, "error:     {e}")?;

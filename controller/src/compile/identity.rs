@@ -12,6 +12,8 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
+use bulkhead_common::IDENTITY_ANY;
+
 use super::IdentityId;
 use super::address::{RegionId, Regions};
 use super::bitset::BitSet;
@@ -115,11 +117,20 @@ pub enum IdentityKind {
         /// Their addresses.
         addrs: Vec<IpAddr>,
     },
-    /// Non-pod addresses of one region (its prefixes, minus pod addresses,
-    /// which have identities of their own).
+    /// Non-pod addresses of one region (its prefixes, minus pod and node
+    /// addresses, which have identities of their own).
     External {
         /// The region.
         region: RegionId,
+    },
+    /// Addresses of the local node (`Model::node_ips`) inside the same
+    /// ipBlocks: ipBlocks match them as any address, pod selectors never,
+    /// and ingress from them is always allowed.
+    Node {
+        /// Indices of the ipBlocks containing these addresses.
+        blocks: Vec<u32>,
+        /// The addresses.
+        addrs: Vec<IpAddr>,
     },
 }
 
@@ -138,6 +149,8 @@ pub struct Identities {
     pub list: Vec<Identity>,
     /// Identity of each pod address.
     pub by_pod_addr: HashMap<IpAddr, (IdentityId, usize)>,
+    /// Identity of each node address (that is no pod's).
+    pub by_node_addr: HashMap<IpAddr, IdentityId>,
     /// External identity of each region.
     pub external_of_region: Vec<IdentityId>,
     /// Identities of each pod class.
@@ -148,7 +161,7 @@ pub struct Identities {
 
 impl Identities {
     /// Numbers identities: externals in region order, then pod identities
-    /// in pod order.
+    /// in pod order, then the node's.
     pub fn new(model: &Model, classes: &PodClasses, regions: &Regions, block_count: usize) -> Self {
         let mut list = Vec::new();
         let mut of_block = vec![Vec::new(); block_count];
@@ -201,9 +214,11 @@ impl Identities {
                 by_pod_addr.insert(addr, (id, p));
             }
         }
+        let by_node_addr = node_identities(model, regions, &by_pod_addr, &mut list, &mut of_block);
         Self {
             list,
             by_pod_addr,
+            by_node_addr,
             external_of_region,
             of_class,
             of_block,
@@ -214,4 +229,50 @@ impl Identities {
     pub fn get(&self, id: IdentityId) -> &Identity {
         &self.list[id as usize - 1]
     }
+
+    /// Whether `id` stands for addresses of the local node.
+    pub fn is_node(&self, id: IdentityId) -> bool {
+        id != IDENTITY_ANY && matches!(self.get(id).kind, IdentityKind::Node { .. })
+    }
+}
+
+/// Adds the node's identities (one per set of ipBlocks containing node
+/// addresses) to `list` and `of_block`; returns the identity of each node
+/// address. Addresses that are pods' stay theirs.
+fn node_identities(
+    model: &Model,
+    regions: &Regions,
+    by_pod_addr: &HashMap<IpAddr, (IdentityId, usize)>,
+    list: &mut Vec<Identity>,
+    of_block: &mut [Vec<IdentityId>],
+) -> HashMap<IpAddr, IdentityId> {
+    let mut by_blocks: HashMap<Vec<u32>, IdentityId> = HashMap::new();
+    let mut by_node_addr = HashMap::new();
+    for &addr in &model.node_ips {
+        if by_pod_addr.contains_key(&addr) || by_node_addr.contains_key(&addr) {
+            continue;
+        }
+        let blocks = regions.regions[regions.lookup(addr) as usize]
+            .blocks
+            .clone();
+        let id = *by_blocks.entry(blocks.clone()).or_insert_with(|| {
+            let id = list.len() as IdentityId + 1;
+            for &b in &blocks {
+                of_block[b as usize].push(id);
+            }
+            list.push(Identity {
+                id,
+                kind: IdentityKind::Node {
+                    blocks,
+                    addrs: Vec::new(),
+                },
+            });
+            id
+        });
+        if let IdentityKind::Node { addrs, .. } = &mut list[id as usize - 1].kind {
+            addrs.push(addr);
+        }
+        by_node_addr.insert(addr, id);
+    }
+    by_node_addr
 }

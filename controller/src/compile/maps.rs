@@ -24,10 +24,10 @@ use std::net::IpAddr;
 use bulkhead_common::{
     ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6,
     ENDPOINT_HAS_MAC, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY,
-    EndpointInfo, IDENTITIES_SLOT_CAPACITY, IdentityKey, IdentityValue, POLICY_DEPTH_MAX,
-    POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY,
-    POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode, PolicyNodeKey, PolicyRange,
-    SLOT_PREFIX, policy_point,
+    EndpointInfo, IDENTITIES_SLOT_CAPACITY, IDENTITY_F_NODE, IDENTITY_F_POD, IdentityKey,
+    IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF,
+    POLICY_NODES_SLOT_CAPACITY, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode,
+    PolicyNodeKey, PolicyRange, SLOT_PREFIX, policy_point,
 };
 use ipnetwork::IpNetwork;
 
@@ -220,21 +220,25 @@ impl Compiled {
             slot,
             ..MapImage::default()
         };
-        // Pod addresses first; a region prefix that is exactly one pod
-        // address (an ipBlock cut down to it) has no non-pod address, so
-        // its external identity never applies and its entry would clash.
-        let value = |id| IdentityValue {
+        // Pod and node addresses first; a region prefix that is exactly
+        // one such address (an ipBlock cut down to it) has no other
+        // address, so its external identity never applies and its entry
+        // would clash.
+        let value = |id, flags| IdentityValue {
             identity: id,
-            _reserved: 0,
+            flags,
         };
         let mut pod_keys = HashSet::new();
         for identity in &self.identities.list {
-            if let IdentityKind::Pods { addrs, .. } = &identity.kind {
-                for &a in addrs {
-                    let (len, key) = identity_key(slot, IpNetwork::from(a));
-                    pod_keys.insert((len, key));
-                    image.identities.push((len, key, value(identity.id)));
-                }
+            let (addrs, flags) = match &identity.kind {
+                IdentityKind::Pods { addrs, .. } => (addrs, IDENTITY_F_POD),
+                IdentityKind::Node { addrs, .. } => (addrs, IDENTITY_F_NODE),
+                IdentityKind::External { .. } => continue,
+            };
+            for &a in addrs {
+                let (len, key) = identity_key(slot, IpNetwork::from(a));
+                pod_keys.insert((len, key));
+                image.identities.push((len, key, value(identity.id, flags)));
             }
         }
         for identity in &self.identities.list {
@@ -242,7 +246,7 @@ impl Compiled {
                 for &net in &self.regions.regions[*region as usize].prefixes {
                     let (len, key) = identity_key(slot, net);
                     if !pod_keys.contains(&(len, key)) {
-                        image.identities.push((len, key, value(identity.id)));
+                        image.identities.push((len, key, value(identity.id, 0)));
                     }
                 }
             }

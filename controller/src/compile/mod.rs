@@ -363,7 +363,7 @@ impl TableContext<'_> {
                 let rep = self.classes.representative[*class as usize];
                 self.model.pods[rep].named_port(name, proto)
             }
-            IdentityKind::External { .. } => None,
+            IdentityKind::External { .. } | IdentityKind::Node { .. } => None,
         }
     }
 

@@ -76,7 +76,10 @@ fn oracle(m: &Model, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
                 })
         };
     let egress = sp.is_none_or(|s| side_ok(s, Direction::Egress, dst, dp, dp));
-    let ingress = dp.is_none_or(|d| side_ok(d, Direction::Ingress, src, sp, Some(d)));
+    // Kubernetes always lets a pod's own node in (an address that is a
+    // pod's is the pod's).
+    let from_node = sp.is_none() && m.node_ips.contains(&src);
+    let ingress = from_node || dp.is_none_or(|d| side_ok(d, Direction::Ingress, src, sp, Some(d)));
     egress && ingress
 }
 
@@ -152,12 +155,13 @@ fn kernel_allowed(
     proto: u8,
     port: u16,
 ) -> bool {
-    let identity = |a: IpAddr| {
+    let value = |a: IpAddr| {
         let key = identity_bytes(&address_key(image.slot, a));
-        lpm(&image.identities, &key, identity_bytes)
-            .expect("every address has an identity")
-            .identity
+        lpm(&image.identities, &key, identity_bytes).expect("every address has an identity")
     };
+    let identity = |a: IpAddr| value(a).identity;
+    // As `check_side`: the node's ingress needs no rule.
+    let from_node = value(src).flags & bulkhead_common::IDENTITY_F_NODE != 0;
     let endpoint = |a: IpAddr| c.pod_of(a).map(|p| image.endpoints[p].1);
     let policy = Placed::new(image.policy_layout());
     let point = policy_point(proto, port);
@@ -176,7 +180,9 @@ fn kernel_allowed(
         e.flags & ENDPOINT_ISOLATED_EGRESS == 0 || check(e.egress_table, identity(dst))
     });
     let ingress = endpoint(dst).is_none_or(|e| {
-        e.flags & ENDPOINT_ISOLATED_INGRESS == 0 || check(e.ingress_table, identity(src))
+        e.flags & ENDPOINT_ISOLATED_INGRESS == 0
+            || from_node
+            || check(e.ingress_table, identity(src))
     });
     egress && ingress
 }

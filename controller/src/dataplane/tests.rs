@@ -108,7 +108,7 @@ fn a_change_goes_to_the_inactive_slot_and_removes_its_stale_entries() {
         (136, junk_id),
         IdentityValue {
             identity: 99,
-            _reserved: 0,
+            flags: 0,
         },
     );
     fake.slots[0].policy.insert(

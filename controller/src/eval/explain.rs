@@ -19,6 +19,8 @@ pub enum PeerArg {
     Pod(String),
     /// An address.
     Addr(IpAddr),
+    /// `node`: the node's address (`Model::node_ips`) of the family.
+    Node,
 }
 
 impl std::fmt::Display for PeerArg {
@@ -26,6 +28,7 @@ impl std::fmt::Display for PeerArg {
         match self {
             PeerArg::Pod(k) => f.write_str(k),
             PeerArg::Addr(a) => write!(f, "{a}"),
+            PeerArg::Node => f.write_str("node"),
         }
     }
 }
@@ -35,6 +38,7 @@ impl std::str::FromStr for PeerArg {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Ok(match s.parse::<IpAddr>() {
             Ok(a) => PeerArg::Addr(a),
+            Err(_) if s == "node" => PeerArg::Node,
             Err(_) => PeerArg::Pod(s.to_string()),
         })
     }
@@ -44,8 +48,11 @@ impl std::str::FromStr for PeerArg {
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     /// No such pod.
-    #[error("no pod {0} in the manifests (expected namespace/name or an IP address)")]
+    #[error("no pod {0} in the manifests (expected namespace/name, an IP address or node)")]
     UnknownPod(String),
+    /// `node` without the node's addresses.
+    #[error("`node` needs the node's addresses (--node-ip)")]
+    NoNode,
     /// The two peers share no address family.
     #[error("{from} and {to} have no address family in common")]
     NoCommonFamily {
@@ -63,6 +70,8 @@ pub struct EndpointInfo {
     pub addr: IpAddr,
     /// `namespace/name` if it is a pod's.
     pub pod: Option<String>,
+    /// Whether it is one of the node's addresses.
+    pub node: bool,
     /// Its identity number.
     pub identity: IdentityId,
 }
@@ -92,7 +101,8 @@ pub struct SideExplanation {
     pub direction: Direction,
     /// The pod whose policy this side is, if the address is a pod's.
     pub pod: Option<String>,
-    /// `allowed`, `denied`, `not-isolated` or `not-a-pod`.
+    /// `allowed`, `denied`, `not-isolated`, `from-node` (ingress from the
+    /// pod's own node, always allowed) or `not-a-pod`.
     pub verdict: &'static str,
     /// Whether some policy selects the pod for this direction.
     pub isolated: bool,
@@ -158,6 +168,8 @@ pub fn explain(
                 .pod(k)
                 .map(|(_, pod)| pod.ips.clone())
                 .ok_or_else(|| ExplainError::UnknownPod(k.clone())),
+            PeerArg::Node if model.node_ips.is_empty() => Err(ExplainError::NoNode),
+            PeerArg::Node => Ok(model.node_ips.clone()),
         }
     };
     let (froms, tos) = (candidates(from)?, candidates(to)?);
@@ -176,6 +188,7 @@ pub fn explain(
     let info = |a: IpAddr| EndpointInfo {
         addr: a,
         pod: compiled.pod_of(a).map(|p| model.pods[p].key()),
+        node: compiled.identities.is_node(compiled.identity_of(a)),
         identity: compiled.identity_of(a),
     };
     let (src_info, dst_info) = (info(src), info(dst));
@@ -219,6 +232,7 @@ fn side_explanation(
         verdict: match verdict {
             Side::NotAPod => "not-a-pod",
             Side::NotIsolated => "not-isolated",
+            Side::FromNode => "from-node",
             Side::Allowed(_) => "allowed",
             Side::Denied => "denied",
         },
@@ -283,7 +297,8 @@ fn side_audit(
     port: u16,
 ) -> Option<SideAudit> {
     let table = &compiled.tables[compiled.audit_endpoints[pod].table(direction)? as usize];
-    let allows = table.lookup(peer, protocol.number(), port).is_some();
+    let allows = compiled.always_allowed(direction, peer)
+        || table.lookup(peer, protocol.number(), port).is_some();
     Some(SideAudit {
         verdict: if allows { "allowed" } else { "would-deny" },
         policies: table

@@ -20,6 +20,9 @@ pub enum Side {
     NotAPod,
     /// The pod is not isolated in this direction: everything is allowed.
     NotIsolated,
+    /// Ingress from the pod's own node: always allowed (Kubernetes), in
+    /// every view.
+    FromNode,
     /// Allowed by these rules (ascending; at least one).
     Allowed(Vec<RuleId>),
     /// Isolated and no rule allows it.
@@ -70,13 +73,22 @@ impl AuditVerdict {
 }
 
 impl Compiled {
-    /// The identity of an address (pods by exact address, everything else by
-    /// region).
+    /// The identity of an address (pods and the node by exact address,
+    /// everything else by region).
     pub fn identity_of(&self, addr: IpAddr) -> IdentityId {
-        match self.identities.by_pod_addr.get(&addr) {
-            Some((id, _)) => *id,
+        if let Some((id, _)) = self.identities.by_pod_addr.get(&addr) {
+            return *id;
+        }
+        match self.identities.by_node_addr.get(&addr) {
+            Some(id) => *id,
             None => self.identities.external_of_region[self.regions.lookup(addr) as usize],
         }
+    }
+
+    /// Whether the side of `direction` of a pod is open to `peer` whatever
+    /// its policies say: ingress from the pod's own node.
+    pub fn always_allowed(&self, direction: Direction, peer: IdentityId) -> bool {
+        direction == Direction::Ingress && self.identities.is_node(peer)
     }
 
     /// The pod (index into the model) owning an address.
@@ -104,6 +116,9 @@ impl Compiled {
         let Some(table) = self.endpoints[pod].table(direction) else {
             return Side::NotIsolated;
         };
+        if self.always_allowed(direction, peer) {
+            return Side::FromNode;
+        }
         let rules = self.tables[table as usize].allowing_rules(peer, proto, port);
         if rules.is_empty() {
             Side::Denied
@@ -137,7 +152,7 @@ impl Compiled {
     pub fn audit(&self, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> AuditVerdict {
         let side = |pod: Option<usize>, d: Direction, peer: IpAddr| {
             let table = self.audit_endpoints[pod?].table(d)?;
-            Some(self.table_allows(table, self.identity_of(peer), proto, port))
+            Some(self.view_allows(table, d, self.identity_of(peer), proto, port))
         };
         AuditVerdict {
             egress: side(self.pod_of(src), Direction::Egress, dst),
@@ -155,17 +170,30 @@ impl Compiled {
                     .table(d)
                     .or(self.endpoints[p].table(d))
             })
-            .is_none_or(|t| self.table_allows(t, self.identity_of(peer), proto, port))
+            .is_none_or(|t| self.view_allows(t, d, self.identity_of(peer), proto, port))
         };
         side(self.pod_of(src), Direction::Egress, dst)
             && side(self.pod_of(dst), Direction::Ingress, src)
+    }
+
+    /// Whether a side bound to `table` in `direction` lets `peer` use
+    /// (proto, port): the node's ingress, else the table.
+    fn view_allows(
+        &self,
+        table: TableId,
+        direction: Direction,
+        peer: IdentityId,
+        proto: u8,
+        port: u16,
+    ) -> bool {
+        self.always_allowed(direction, peer) || self.table_allows(table, peer, proto, port)
     }
 
     /// Whether the connection is allowed; the fast path of [`Self::evaluate`].
     pub fn allowed(&self, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
         let side = |pod: Option<usize>, d: Direction, peer: IpAddr| {
             pod.and_then(|p| self.endpoints[p].table(d))
-                .is_none_or(|t| self.table_allows(t, self.identity_of(peer), proto, port))
+                .is_none_or(|t| self.view_allows(t, d, self.identity_of(peer), proto, port))
         };
         side(self.pod_of(src), Direction::Egress, dst)
             && side(self.pod_of(dst), Direction::Ingress, src)

@@ -196,3 +196,34 @@ fn explain_shows_the_audit_view_and_learning_policies() {
         "api's egress has no audit-mode policy"
     );
 }
+
+#[test]
+fn the_node_is_always_let_in_and_needs_a_rule_to_be_reached() {
+    let mut m = demo();
+    let node: IpAddr = "10.244.255.254".parse().unwrap();
+    m.node_ips = vec![node, "fd00:10:244::fffe".parse().unwrap()];
+    let c = compile(&m);
+    let db = m.pod("shop/db").unwrap().1.ips[0];
+    let api = m.pod("shop/api").unwrap().1.ips[0];
+    // db's ingress allows only api on 5432; its node gets in on any port.
+    let v = c.evaluate(node, db, 6, 10250);
+    assert_eq!(v.ingress, Side::FromNode);
+    assert!(v.allowed() && c.allowed(node, db, 6, 10250));
+    assert!(!c.allowed(api, db, 6, 10250), "a pod still may not");
+    // Egress to the node is policy as usual: api's egress does not allow it.
+    assert!(!c.allowed(api, node, 6, 10250));
+    let e = explain(
+        &m,
+        &c,
+        &PeerArg::Addr(node),
+        &PeerArg::Pod("shop/db".into()),
+        Protocol::Tcp,
+        10250,
+    )
+    .unwrap();
+    assert!(e.allowed);
+    assert_eq!(e.ingress.verdict, "from-node");
+    // Without a node, the same address is an external one and denied.
+    m.node_ips.clear();
+    assert!(!compile(&m).allowed(node, db, 6, 10250));
+}

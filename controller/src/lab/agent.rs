@@ -12,6 +12,9 @@
 //!   agent.log          the agent's log
 //! ```
 //!
+//! Everything in it is the owner's only (files 0600, directories 0700; see
+//! [`crate::private`]): it holds flows, logs and state.
+//!
 //! The agent runs with `--netns bh-<lab>-node` (so it stays in this mount
 //! namespace and sees the bpffs) and finds the pods' host-side veths there
 //! by route, as on a real node. "Enforced" means the agent's state file
@@ -34,37 +37,32 @@ use super::naming::node_netns;
 use super::net;
 use super::state::{LabAgent, LabState, lab_dir, pin_dir};
 use crate::agent::{AgentState, content_hash};
+use crate::private;
+use crate::source::manifest::walk::{self, Limits};
 
 /// How long the agent gets to stop on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Copies the manifests (a file or a directory tree) to `to`, which must
-/// not exist; only regular files are copied, relative paths kept.
+/// not exist: the files the loader reads, found and read by its bounded
+/// walk ([`walk`]), relative paths kept, owner-only (0600 files in 0700
+/// directories).
 pub fn copy_manifests(from: &Path, to: &Path) -> Result<(), LabError> {
-    std::fs::create_dir_all(to).map_err(LabError::io(to))?;
-    if from.is_file() {
-        let name = from.file_name().unwrap_or(from.as_os_str());
-        return std::fs::copy(from, to.join(name))
-            .map(drop)
-            .map_err(LabError::io(from));
-    }
-    copy_tree(from, to, 0)
-}
-
-fn copy_tree(from: &Path, to: &Path, depth: usize) -> Result<(), LabError> {
-    if depth > 32 {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(from).map_err(LabError::io(from))? {
-        let entry = entry.map_err(LabError::io(from))?;
-        let src = entry.path();
-        let dst = to.join(entry.file_name());
-        if src.is_dir() {
-            std::fs::create_dir_all(&dst).map_err(LabError::io(&dst))?;
-            copy_tree(&src, &dst, depth + 1)?;
-        } else if src.is_file() {
-            std::fs::copy(&src, &dst).map_err(LabError::io(&src))?;
+    private::create_dir_all(to).map_err(LabError::io(to))?;
+    let limits = Limits::DEFAULT;
+    let mut reader = walk::Reader::new(limits);
+    for file in walk::walk(from, &limits)? {
+        let rel = match file.strip_prefix(from) {
+            Ok(rel) if !rel.as_os_str().is_empty() => rel,
+            // `from` is the file itself.
+            _ => Path::new(from.file_name().unwrap_or(from.as_os_str())),
+        };
+        let dst = to.join(rel);
+        if let Some(dir) = dst.parent() {
+            private::create_dir_all(dir).map_err(LabError::io(dir))?;
         }
+        let bytes = reader.read(&file)?;
+        private::write(&dst, &bytes).map_err(LabError::io(&dst))?;
     }
     Ok(())
 }
@@ -77,7 +75,7 @@ fn is_bpffs(path: &Path) -> bool {
 /// Mounts the lab's private bpffs (if it is not mounted yet).
 pub fn mount_bpffs(agent: &LabAgent) -> Result<(), LabError> {
     let at = &agent.bpffs;
-    std::fs::create_dir_all(at).map_err(LabError::io(at))?;
+    private::create_dir_all(at).map_err(LabError::io(at))?;
     if is_bpffs(at) {
         return Ok(());
     }
@@ -97,11 +95,7 @@ pub fn mount_bpffs(agent: &LabAgent) -> Result<(), LabError> {
 
 /// Starts the agent for `state` (its bpffs mounted) and returns its PID.
 pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabError> {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&agent.log)
-        .map_err(LabError::io(&agent.log))?;
+    let log = private::open_append(&agent.log).map_err(LabError::io(&agent.log))?;
     let mut cmd = Command::new(exe);
     cmd.arg("agent")
         .arg("--manifests")
@@ -178,6 +172,15 @@ fn find_agents(pin_dir: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// The PID of an agent running on `agent`'s pins (the recorded one, or
+/// any found by its command line), if there is one.
+pub fn running(agent: &LabAgent) -> Option<u32> {
+    agent
+        .pid
+        .filter(|&p| is_agent(p, &agent.pin_dir))
+        .or_else(|| find_agents(&agent.pin_dir).first().copied())
+}
+
 /// What the agent reports about the watched content right now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sync {
@@ -202,6 +205,11 @@ pub fn check(agent: &LabAgent, want: &str) -> Sync {
     let Some(s) = AgentState::read(&agent.pin_dir) else {
         return Sync::Pending { error: None };
     };
+    if s.pid != 0 && agent.pid.is_some_and(|p| p != s.pid) {
+        // Written by an agent before the one the lab started last (it
+        // was restarted): not its word yet.
+        return Sync::Pending { error: None };
+    }
     let enforced = s.enforced_hash.as_deref() == Some(want);
     if s.content_hash == want {
         match (&s.error, enforced) {
@@ -286,7 +294,7 @@ pub fn keep_enforced(state: &LabState, hash: &str) -> Result<(), LabError> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(LabError::io(&dir))?;
     let file = enforced_hash_file(&state.name);
-    std::fs::write(&file, hash).map_err(LabError::io(&file))
+    private::write(&file, hash.as_bytes()).map_err(LabError::io(&file))
 }
 
 /// The kept copy of the content the agent enforces under `hash`, if any.

@@ -172,6 +172,17 @@ pub enum LabError {
         /// The lab.
         name: String,
     },
+    /// The lab's agent runs, so there is nothing to restart.
+    #[error("the agent of lab {name:?} is running (pid {pid}); nothing to restart")]
+    AgentRunning {
+        /// The lab.
+        name: String,
+        /// Its PID.
+        pid: u32,
+    },
+    /// Walking or reading the manifests went over a limit or failed.
+    #[error(transparent)]
+    Manifests(#[from] crate::source::manifest::WalkError),
     /// Mounting or unmounting the lab's bpffs.
     #[error("{what} {}: {source}", path.display())]
     Mount {

@@ -1,4 +1,4 @@
-//! `lab up` and `lab down`.
+//! `lab up`, `lab down` and `lab restart-agent`.
 //!
 //! `up` writes the state file before it creates anything, records each
 //! server's PID as soon as it starts, and on any failure tears down what it
@@ -18,6 +18,7 @@ use nix::unistd::Pid;
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{LabState, lab_dir, remove_lab_dir};
 use super::{LabError, agent, net, plan, serve};
+use crate::agent::AgentState;
 
 /// How long servers get to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -104,7 +105,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         ];
         args.extend(state.served(h).serve_args());
         let log = dir.join(format!("{}.log", h.netns));
-        let log_file = std::fs::File::create(&log).map_err(LabError::io(&log))?;
+        let log_file = crate::private::create(&log).map_err(LabError::io(&log))?;
         let mut cmd = net::exec_in(&h.netns, exe, &args);
         // Its own process group: a terminal's ^C to `lab up` must not reach it later.
         cmd.process_group(0);
@@ -167,6 +168,41 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         start.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// Starts lab `state`'s agent again after it died: on the same pins,
+/// bpffs and flags, so it adopts the pinned dataplane (which enforced the
+/// last policy all along: fail-static). Refuses while an agent runs on the
+/// lab's pins. Records the new PID and returns the agent's state once it
+/// enforces the watched content (or fails as `lab sync` does).
+pub fn restart_agent(
+    state: &mut LabState,
+    exe: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<AgentState, LabError> {
+    let a = state.agent.clone().ok_or_else(|| LabError::NoAgent {
+        name: state.name.clone(),
+    })?;
+    if let Some(pid) = agent::running(&a) {
+        return Err(LabError::AgentRunning {
+            name: state.name.clone(),
+            pid,
+        });
+    }
+    agent::mount_bpffs(&a)?;
+    let pid = agent::start(state, &a, exe)?;
+    if let Some(a) = state.agent.as_mut() {
+        a.pid = Some(pid);
+    }
+    state.save()?;
+    progress(&format!(
+        "started the agent again (pid {pid}) in {} on pins {}",
+        state.node,
+        a.pin_dir.display()
+    ));
+    let enforced = agent::wait(state, AGENT_TIMEOUT)?;
+    agent::keep_enforced(state, &enforced.content_hash)?;
+    Ok(enforced)
 }
 
 /// What `down` removed.

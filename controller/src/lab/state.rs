@@ -1,5 +1,6 @@
 //! The lab's state file: what `lab up` made, so `probe`, `verify` and
-//! `down` can find it.
+//! `down` can find it. The lab's directory and everything in it are the
+//! owner's only (see [`crate::private`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -207,18 +208,23 @@ impl LabState {
         state_path(&self.name)
     }
 
-    /// Writes the state file atomically (temporary file, then rename).
+    /// Writes the state file atomically (temporary file, then rename),
+    /// owner-only; the lab's directory is made (or tightened to) 0700.
     pub fn save(&self) -> Result<(), LabError> {
-        let path = self.path();
+        self.save_at(&self.path())
+    }
+
+    /// [`LabState::save`] to `path`.
+    pub(crate) fn save_at(&self, path: &Path) -> Result<(), LabError> {
         let dir = path.parent().expect("state file has a directory");
-        std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+        crate::private::own_dir(dir).map_err(LabError::io(dir))?;
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self).map_err(|source| LabError::State {
-            path: path.clone(),
+            path: path.to_owned(),
             source,
         })?;
-        std::fs::write(&tmp, text + "\n").map_err(LabError::io(&tmp))?;
-        std::fs::rename(&tmp, &path).map_err(LabError::io(&path))
+        crate::private::write_atomic(path, &tmp, (text + "\n").as_bytes())
+            .map_err(LabError::io(path))
     }
 
     /// Reads the state of lab `name`; `Ok(None)` if there is none.

@@ -577,3 +577,69 @@ fn the_plan_places_the_watched_copy_and_the_agent_in_the_lab_directory() {
     assert_eq!(in_place.watched(), PathBuf::from("/m"));
     assert!(in_place.agent.is_none());
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[test]
+fn the_state_file_and_the_lab_directory_are_owner_only() {
+    let t = tempfile::tempdir().unwrap();
+    let lab = t.path().join("labs/t1");
+    let path = lab.join("state.json");
+    let s = plan(&model(), &spec(&[])).unwrap();
+    s.save_at(&path).unwrap();
+    assert_eq!((mode(&lab), mode(&t.path().join("labs"))), (0o700, 0o700));
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(load_from(&path).unwrap().unwrap(), s);
+    // A lab directory made by an older version is tightened.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&lab, std::fs::Permissions::from_mode(0o755)).unwrap();
+    s.save_at(&path).unwrap();
+    assert_eq!(mode(&lab), 0o700);
+    assert_eq!(
+        std::fs::read_dir(&lab).unwrap().count(),
+        1,
+        "no temporary file left"
+    );
+}
+
+#[test]
+fn copied_manifests_are_owner_only_and_the_copy_is_bounded() {
+    use super::agent::copy_manifests;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(src.path().join("sub")).unwrap();
+    std::fs::write(src.path().join("a.yaml"), "a").unwrap();
+    std::fs::write(src.path().join("sub/b.yml"), "b").unwrap();
+    std::fs::write(src.path().join("notes.txt"), "not a manifest").unwrap();
+    std::os::unix::fs::symlink(".", src.path().join("self1")).unwrap();
+    std::os::unix::fs::symlink(".", src.path().join("self2")).unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    let tree = dst.path().join("tree");
+    copy_manifests(src.path(), &tree).unwrap();
+    let mut got: Vec<(String, u32)> = Vec::new();
+    for rel in ["", "a.yaml", "sub", "sub/b.yml"] {
+        got.push((rel.to_owned(), mode(&tree.join(rel))));
+    }
+    assert_eq!(
+        got,
+        [
+            ("", 0o700),
+            ("a.yaml", 0o600),
+            ("sub", 0o700),
+            ("sub/b.yml", 0o600)
+        ]
+        .map(|(r, m)| (r.to_owned(), m))
+    );
+    assert!(!tree.join("notes.txt").exists() && !tree.join("self1").exists());
+    // Over a limit: an error naming the file, not a copy that never ends.
+    let big = std::fs::File::create(src.path().join("big.yaml")).unwrap();
+    big.set_len(1 << 30).unwrap();
+    let err = copy_manifests(src.path(), &dst.path().join("again")).unwrap_err();
+    assert!(err.to_string().contains("big.yaml"), "{err}");
+}

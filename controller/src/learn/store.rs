@@ -148,10 +148,16 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 }
 
 impl HistoryStore {
-    /// Opens the database at `path`, creating it if needed.
+    /// Opens the database at `path`, creating it if needed: owner-only
+    /// (0600; an existing file is tightened, see [`crate::private`]), as
+    /// it records who talks to whom.
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let err = db_err(path);
-        let db = Database::create(path).map_err(|e| err(e.into()))?;
+        let file = crate::private::open_rw(path).map_err(|e| err(e.into()))?;
+        let backend = redb::backends::FileBackend::new(file).map_err(|e| err(e.into()))?;
+        let db = Database::builder()
+            .create_with_backend(backend)
+            .map_err(|e| err(e.into()))?;
         // Create the tables so that read-only opens find them.
         let txn = db.begin_write().map_err(|e| err(e.into()))?;
         {

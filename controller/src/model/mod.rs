@@ -187,6 +187,11 @@ pub struct Model {
     /// Mode of policies for which neither they nor their namespace set
     /// one (the agent's `--mode`).
     pub default_mode: Mode,
+    /// Addresses of the node the policy is enforced on (the agent's
+    /// network namespace; none offline unless given). Kubernetes always
+    /// allows a pod's ingress from its own node: kubelet's probes come
+    /// from there. An address that is also a pod's stays the pod's.
+    pub node_ips: Vec<IpAddr>,
 }
 
 impl Model {

@@ -2,4 +2,5 @@
 //! and which pods are local: veth discovery.
 
 pub mod manifest;
+pub mod node;
 pub mod veth;

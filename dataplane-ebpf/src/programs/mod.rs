@@ -27,7 +27,7 @@ use crate::{
     maps::{CONFIG, DELIVER, ENDPOINTS_V6, SCRATCH},
     notify,
     parse::{self, Frag, Kind, Packet, Parsed, reverse_into},
-    policy::check_side,
+    policy::{self, check_side},
 };
 
 /// Largest offset read directly from the linear packet data; beyond it (and
@@ -311,7 +311,11 @@ fn enforce(ctx: &TcContext, hook: Hook, at: Active, p: &mut Parsed) -> Result<Ve
         return Ok(Verdict::Bypass); // ARP and other non-IP
     }
     if p.kind == Kind::LinkControl {
-        return Ok(Verdict::Bypass);
+        if on_link(hook, &ep, slot, p)? {
+            return Ok(Verdict::Bypass);
+        }
+        // Addressed beyond the pod's link: an ordinary ICMPv6 message.
+        p.kind = Kind::Untracked;
     }
     p.flow.start(ifindex, hook.number(), revision, &ep);
     p.flow.parsed(hook.new_side().flow_side());
@@ -321,27 +325,79 @@ fn enforce(ctx: &TcContext, hook: Hook, at: Active, p: &mut Parsed) -> Result<Ve
     if p.frag == Frag::Later {
         return frags::later(&ep, p, ifindex, hook);
     }
-    let kind = p.kind;
-    let verdict = if kind == Kind::Flow {
-        conntrack::track(revision, slot, &ep, hook, false, p)?
-    } else if kind == Kind::IcmpError && conntrack::related(p) {
-        Verdict::Related
-    } else {
-        let judged = check_side(
-            slot,
-            &ep,
-            hook.new_side(),
-            &p.key.tuple,
-            p.policy_port,
-            true,
-        )
-        .map_err(|()| DropReason::PolicyDenied)?;
-        p.flow.rule = judged.rule;
-        p.flow.audit = judged.audit;
-        Verdict::Allowed
-    };
+    let verdict = judge(hook, at, &ep, p);
     if p.frag == Frag::First {
-        frags::record(p, ifindex, hook);
+        // A denied datagram leaves no record behind, not even an older
+        // one under the same ID: its later fragments never pass.
+        frags::first(p, ifindex, hook, verdict.is_ok());
     }
-    Ok(verdict)
+    verdict
+}
+
+/// The verdict on a parsed, unfragmented packet or first fragment.
+#[inline(always)]
+fn judge(hook: Hook, at: Active, ep: &EndpointInfo, p: &mut Parsed) -> Result<Verdict, DropReason> {
+    let kind = p.kind;
+    if kind == Kind::Flow {
+        return conntrack::track(at.revision, at.slot, ep, hook, false, p);
+    }
+    if kind == Kind::IcmpError && conntrack::related(at.slot, p)? {
+        return Ok(Verdict::Related);
+    }
+    let judged = check_side(
+        at.slot,
+        ep,
+        hook.new_side(),
+        &p.key.tuple,
+        p.policy_port,
+        true,
+    )
+    .map_err(|()| DropReason::PolicyDenied)?;
+    p.flow.rule = judged.rule;
+    p.flow.audit = judged.audit;
+    Ok(Verdict::Allowed)
+}
+
+/// Whether a neighbour discovery or MLD message stays on the pod's link,
+/// where it passes without policy or accounting (like ARP). Leaving the
+/// pod it must come from the pod's own address, a link-local one (the node
+/// never forwards those) or the unspecified one (duplicate address
+/// detection, to a link-scope address only), and go to a link-local or
+/// link-scope multicast address or to the node. Entering the pod it must
+/// come from a link-local or unspecified address (only the node shares the
+/// link) or from the node. Anything else is addressed across the node and
+/// is judged as any ICMPv6 message; a foreign source is `SpoofedIp`.
+#[inline(always)]
+fn on_link(hook: Hook, ep: &EndpointInfo, slot: u8, p: &Parsed) -> Result<bool, DropReason> {
+    let (src, dst) = (p.key.tuple.src, p.key.tuple.dst);
+    if is_link_local(&src) {
+        return Ok(true);
+    }
+    match hook {
+        Hook::FromPod if src == [0; 16] => {
+            if is_link_scoped(&dst) {
+                Ok(true)
+            } else {
+                Err(DropReason::SpoofedIp)
+            }
+        }
+        Hook::FromPod => {
+            check_ip(ep, p)?;
+            Ok(is_link_scoped(&dst) || policy::identity(slot, dst).is_node())
+        }
+        Hook::ToPod => Ok(src == [0; 16] || policy::identity(slot, src).is_node()),
+    }
+}
+
+/// An IPv6 link-local unicast address (`fe80::/10`).
+#[inline(always)]
+fn is_link_local(a: &[u8; 16]) -> bool {
+    a[0] == 0xfe && a[1] & 0xc0 == 0x80
+}
+
+/// A link-local unicast address, or a multicast address of interface- or
+/// link-local scope (`ff01::/16`, `ff02::/16` and their flagged forms).
+#[inline(always)]
+fn is_link_scoped(a: &[u8; 16]) -> bool {
+    is_link_local(a) || (a[0] == 0xff && a[1] & 0x0f <= 2)
 }

@@ -78,6 +78,7 @@ pub(crate) fn model() -> Model {
             mode: None,
         }],
         default_mode: Mode::Enforce,
+        node_ips: Vec::new(),
     };
     m.normalize();
     m

@@ -7,8 +7,11 @@
 //! slow reader on stdout) or a failed write (disk full) counts the records
 //! as lost and is logged at most once per interval; the pipeline never
 //! waits.
+//!
+//! The files are the owner's only (0600, also a file made by an older
+//! version when it is opened again): flows say who talks to whom.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -176,8 +179,9 @@ impl Exporter for JsonlExporter {
     }
 }
 
+/// Opens the log for appending, owner-only (see [`crate::private`]).
 fn open(path: &Path) -> std::io::Result<(File, u64)> {
-    let file = OpenOptions::new().create(true).append(true).open(path)?;
+    let file = crate::private::open_append(path)?;
     let size = file.metadata()?.len();
     Ok((file, size))
 }
@@ -452,5 +456,28 @@ mod tests {
         assert_eq!(s.exported, 0);
         assert_eq!(s.lost["write_error"], 10);
         assert!(s.holds());
+    }
+
+    #[test]
+    fn files_are_owner_only_also_when_made_looser_before() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("flows.jsonl");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let r = Arc::new(sample());
+        let line = serde_json::to_vec(&*r).unwrap().len() as u64 + 1;
+        // Rotates after 2 lines: the new file is owner-only too.
+        let mut e = Box::new(JsonlExporter::start(config(dir.path(), 2 * line + 1, 1)).unwrap());
+        for _ in 0..3 {
+            e.export(&r);
+        }
+        e.finish();
+        assert_eq!(mode(&base), 0o600);
+        assert_eq!(mode(&dir.path().join("flows.jsonl.1")), 0o600);
+        // A log an older version made world-readable is fixed on reopen.
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = Box::new(JsonlExporter::start(config(dir.path(), 1 << 30, 1)).unwrap());
+        e.finish();
+        assert_eq!(mode(&base), 0o600);
     }
 }

@@ -27,3 +27,22 @@ fn json_round_trips_the_store_exactly() {
     let err = serde_json::from_str::<Stored>(&other).unwrap_err();
     assert!(err.to_string().contains("unsupported schema"), "{err}");
 }
+
+#[test]
+fn the_database_file_is_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.redb");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let store = HistoryStore::open(&path, StoreConfig::default()).unwrap();
+    for b in test_support::batches() {
+        store.merge(&b).unwrap();
+    }
+    drop(store);
+    assert_eq!(mode(&path), 0o600);
+    // Made world-readable by an older version: tightened on open, data kept.
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = HistoryStore::open(&path, StoreConfig::default()).unwrap();
+    assert_eq!(mode(&path), 0o600);
+    assert!(!store.load().unwrap().history.edges.is_empty());
+}

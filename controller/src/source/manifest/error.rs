@@ -184,9 +184,22 @@ pub enum ManifestError {
     /// Addresses could not be assigned.
     #[error(transparent)]
     Addressing(#[from] AddressingError),
+    /// The walk or a read went over a limit or met something it cannot
+    /// read (see [`super::walk`]; its I/O errors become [`ManifestError::Io`]).
+    #[error(transparent)]
+    Walk(super::walk::WalkError),
     /// No manifest file under the directory.
     #[error("{}: no .yaml, .yml or .json file found", .0.display())]
     Empty(PathBuf),
+}
+
+impl From<super::walk::WalkError> for ManifestError {
+    fn from(e: super::walk::WalkError) -> Self {
+        match e {
+            super::walk::WalkError::Io { path, source } => ManifestError::Io { path, source },
+            e => ManifestError::Walk(e),
+        }
+    }
 }
 
 /// Every error found in a load; the load as a whole failed and nothing of it

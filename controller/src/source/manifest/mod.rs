@@ -3,7 +3,8 @@
 //!
 //! All files are read and checked before anything is returned: one bad field
 //! anywhere fails the whole load with every problem listed, so a caller never
-//! sees half a directory.
+//! sees half a directory. Files are found and read by [`walk`], within its
+//! bounds (no link loops, sizes and counts limited).
 
 // ObjectError carries file, object and field by design; it is built only on
 // the cold path of a failed load, so its size does not matter.
@@ -11,18 +12,20 @@
 
 mod error;
 mod policy;
+pub mod walk;
 mod workload;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 pub use error::{ManifestError, ManifestErrors, ObjectError, ObjectRef, Problem};
+pub use walk::{Limits, WalkError};
 
 use crate::model::addressing::AddressPlan;
 use crate::model::{Direction, Labels, MODE_ANNOTATION, Mode, Model, Namespace, Origin, PortMatch};
@@ -40,31 +43,32 @@ pub const WORKLOAD_KINDS: [&str; 7] = [
 
 /// Loads every manifest under `dir` and gives pods addresses by `plan`.
 pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors> {
-    let mut files = Vec::new();
-    collect_files(dir, &mut files).map_err(|e| ManifestErrors(vec![e]))?;
+    load_dir_within(dir, plan, &Limits::DEFAULT)
+}
+
+/// [`load_dir`] with the walk and reads bounded by `limits`.
+pub fn load_dir_within(
+    dir: &Path,
+    plan: &AddressPlan,
+    limits: &Limits,
+) -> Result<Model, ManifestErrors> {
+    let files = walk::walk(dir, limits).map_err(|e| ManifestErrors(vec![e.into()]))?;
     if files.is_empty() {
         return Err(ManifestErrors(vec![ManifestError::Empty(
             dir.to_path_buf(),
         )]));
     }
-    let mut docs = Vec::new();
+    let mut reader = walk::Reader::new(*limits);
     let mut errors = Vec::new();
+    let mut builder = Builder::default();
+    // File by file: only one file's text and documents are held at a time.
     for file in &files {
-        match read_documents(file) {
-            Ok(d) => docs.extend(d),
+        match read_documents(&mut reader, file) {
+            Ok(docs) => builder.add_documents(docs),
+            // A limit reached: stop reading (nothing more is used anyway).
+            Err(e @ ManifestError::Walk(_)) => return Err(ManifestErrors(vec![e])),
             Err(e) => errors.push(e),
         }
-    }
-    let mut builder = Builder::default();
-    for (origin, value) in docs {
-        let is_object = value.get("kind").is_some() || value.get("apiVersion").is_some();
-        if !is_object {
-            // Not a Kubernetes object at all (e.g. a tool's output saved
-            // beside the manifests): say so, but it cannot change policy.
-            tracing::warn!(%origin, "skipping a document that is not a Kubernetes object (no apiVersion, no kind)");
-            continue;
-        }
-        builder.add(&origin, value, None);
     }
     errors.extend(builder.errors.into_iter().map(ManifestError::Object));
     if !errors.is_empty() {
@@ -83,45 +87,15 @@ pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors>
     Ok(model)
 }
 
-/// Files with a manifest extension under `dir`, recursively, sorted; hidden
-/// entries are skipped.
-fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), ManifestError> {
-    let io = |source| ManifestError::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
-    let meta = std::fs::metadata(dir).map_err(io)?;
-    if meta.is_file() {
-        out.push(dir.to_path_buf());
-        return Ok(());
-    }
-    let mut entries = std::fs::read_dir(dir)
-        .map_err(io)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io)?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with('.') {
-            continue;
-        }
-        if path.is_dir() {
-            collect_files(&path, out)?;
-        } else if matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml" | "json")
-        ) {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// The documents of one file, empty documents dropped.
-fn read_documents(path: &Path) -> Result<Vec<(Origin, Value)>, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Io {
+/// The documents of one file (read through `reader`, within its limits),
+/// empty documents dropped.
+fn read_documents(
+    reader: &mut walk::Reader,
+    path: &Path,
+) -> Result<Vec<(Origin, Value)>, ManifestError> {
+    let text = String::from_utf8(reader.read(path)?).map_err(|e| ManifestError::Io {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
     let origin = |document| Origin {
         file: path.to_path_buf(),
@@ -208,6 +182,20 @@ struct Builder {
 }
 
 impl Builder {
+    /// Adds the documents of one file.
+    fn add_documents(&mut self, docs: Vec<(Origin, Value)>) {
+        for (origin, value) in docs {
+            let is_object = value.get("kind").is_some() || value.get("apiVersion").is_some();
+            if !is_object {
+                // Not a Kubernetes object at all (e.g. a tool's output saved
+                // beside the manifests): say so, but it cannot change policy.
+                tracing::warn!(%origin, "skipping a document that is not a Kubernetes object (no apiVersion, no kind)");
+                continue;
+            }
+            self.add(&origin, value, None);
+        }
+    }
+
     /// Adds one document; `list_kind` is the item kind implied by an
     /// enclosing `*List`.
     fn add(&mut self, origin: &Origin, mut value: Value, list_kind: Option<&str>) {

@@ -1288,3 +1288,45 @@ fn a_bad_mode_names_the_annotation() {
         "metadata.annotations[\"bulkhead.io/mode\"]",
     );
 }
+
+#[test]
+fn links_back_into_the_tree_neither_hang_nor_duplicate() {
+    let dir = dir_with(&[("pod.yaml", POD_X_A), ("ns/x.yaml", NS_X)]);
+    std::os::unix::fs::symlink(".", dir.path().join("l1")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("l2")).unwrap();
+    std::os::unix::fs::symlink("..", dir.path().join("ns/up")).unwrap();
+    let model = load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(model.pods.len(), 1);
+    assert_eq!(model.namespaces.len(), 1);
+}
+
+#[test]
+fn a_manifest_over_a_limit_fails_the_whole_load_naming_it() {
+    let big = format!("# {}\n{POD_X_A}", "x".repeat(5000));
+    let dir = dir_with(&[("a.yaml", NS_X), ("big.yaml", &big)]);
+    let limits = Limits {
+        max_file_bytes: 1000,
+        ..Limits::DEFAULT
+    };
+    let err = load_dir_within(dir.path(), &AddressPlan::default(), &limits).unwrap_err();
+    assert_eq!(err.0.len(), 1, "{err}");
+    assert!(
+        matches!(&err.0[0], ManifestError::Walk(WalkError::FileTooLarge { path, .. }) if path.ends_with("big.yaml")),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("big.yaml") && text.contains("1000 bytes"),
+        "{text}"
+    );
+    // The same tree within the default limits loads.
+    assert_eq!(load(dir.path()).unwrap().pods.len(), 1);
+}
+
+#[test]
+fn manifests_that_are_not_utf8_name_the_file() {
+    let dir = dir_with(&[("a.yaml", NS_X)]);
+    std::fs::write(dir.path().join("bad.yaml"), b"kind: \xff\n").unwrap();
+    let err = load(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("bad.yaml"), "{err}");
+}
