@@ -25,7 +25,8 @@ pub struct Machine {
     pub git: String,
 }
 
-fn command_line(program: &str, args: &[&str]) -> Option<String> {
+/// The trimmed stdout of `program args`, if it ran and succeeded.
+pub(crate) fn command_line(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
     out.status
         .success()

@@ -263,3 +263,15 @@ pub fn probe_addresses(m: &Model, c: &Compiled) -> Vec<IpAddr> {
     v.dedup();
     v
 }
+
+/// A temporary directory holding `files` (relative paths; parents made).
+#[cfg(test)]
+pub fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}

@@ -39,17 +39,8 @@ const MARKER: &[u8; 16] = b"BULKHEAD-ATTACK!";
 /// x/a may only send UDP 81 to y/v; y is isolated for ingress: y/c lets
 /// y/b in on UDP 81-82, y/v lets x/a in on UDP 81, y/b lets nobody in.
 fn manifests() -> String {
-    let pods: String = [("x", "a"), ("y", "b"), ("y", "c"), ("y", "v")]
-        .iter()
-        .map(|(ns, n)| {
-            format!(
-                "---\napiVersion: v1\nkind: Pod\n\
-                 metadata: {{namespace: {ns}, name: {n}, labels: {{pod: {n}}}}}\n\
-                 spec: {{containers: [{{name: c}}]}}\n"
-            )
-        })
-        .collect();
-    pods + "\
+    lab_support::bare_pods(&[("x", "a"), ("y", "b"), ("y", "c"), ("y", "v")])
+        + "\
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy

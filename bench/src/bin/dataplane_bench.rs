@@ -8,17 +8,25 @@
 //! `dataplane-quick.*`) to `bench/results/`, prints the Markdown to stdout
 //! and progress to stderr.
 //!
+//! With `--baseline-elf PATH` the program-cost cases are also loaded from
+//! that ELF and measured against it, interleaved on the same CPU; the
+//! report adds "Against the baseline ELF" (per program, path and rule
+//! case: both ELFs' ns and the ratio) and is written as
+//! `dataplane-baseline.*` instead, so the recorded full run stays.
+//!
 //! ```text
 //! cargo xtask build-ebpf
 //! cargo run --release -p bulkhead-bench --bin dataplane_bench -- [--quick]
+//! cargo run --release -p bulkhead-bench --bin dataplane_bench -- --no-veth --baseline-elf OLD.elf
 //! ```
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use bulkhead_bench::dataplane::baseline::BaselineCost;
 use bulkhead_bench::dataplane::flood::FloodSpec;
-use bulkhead_bench::dataplane::prog_cost::{self, CostPlan};
+use bulkhead_bench::dataplane::prog_cost::{self, CaseCost, CostPlan};
 use bulkhead_bench::dataplane::report::Report;
 use bulkhead_bench::dataplane::rules::SHAPES;
 use bulkhead_bench::dataplane::veth::{self, VethPlan};
@@ -38,6 +46,11 @@ struct Args {
     /// build-ebpf` leaves it).
     #[arg(long)]
     elf: Option<PathBuf>,
+    /// Also load every program-cost case from this ELF and measure this
+    /// ELF against it (interleaved, same CPU); writes
+    /// `dataplane-baseline.*` instead of `dataplane.*`.
+    #[arg(long, value_name = "PATH", conflicts_with = "no_prog_cost")]
+    baseline_elf: Option<PathBuf>,
     /// Skip the BPF_PROG_TEST_RUN program-cost benchmark.
     #[arg(long)]
     no_prog_cost: bool,
@@ -84,8 +97,12 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let elf = elf::resolve(args.elf.clone())?;
+    let baseline = args.baseline_elf.as_deref().map(baseline_elf).transpose()?;
     let mut run =
         RunInfo::start("dataplane", "dataplane_bench", args.quick, started_at).with_ebpf(&elf);
+    if let Some(b) = &baseline {
+        run = run.with_baseline(b);
+    }
 
     let q = args.quick;
     let cost_plan = CostPlan {
@@ -113,10 +130,10 @@ fn main() -> anyhow::Result<()> {
         flow_flags: args.flow_flags,
     };
 
-    let prog_cost = if args.no_prog_cost {
-        Vec::new()
+    let (prog_cost, baseline_cost) = if args.no_prog_cost {
+        (Vec::new(), None)
     } else {
-        prog_cost::measure(&elf, &SHAPES, &cost_plan).context("program-cost benchmark")?
+        program_cost(&elf, baseline.as_deref(), &cost_plan).context("program-cost benchmark")?
     };
     let veth = if args.no_veth {
         None
@@ -124,13 +141,50 @@ fn main() -> anyhow::Result<()> {
         Some(veth::measure(&elf, &veth_plan).context("veth benchmark")?)
     };
 
+    if let Some(changed) = run.ebpf.as_ref().map(|e| e.changed_elfs())
+        && !changed.is_empty()
+    {
+        bail!(
+            "{} changed during the run (rebuilt?): the report would not describe what was measured; run again",
+            changed.join(" and ")
+        );
+    }
     run.finish();
     let report = Report {
         run,
         cost_plan: (!args.no_prog_cost).then_some(cost_plan),
         prog_cost,
         veth,
+        baseline: baseline_cost,
     };
-    args.output
-        .publish("dataplane", q, &report.markdown(), &report)
+    let name = if baseline.is_some() {
+        "dataplane-baseline"
+    } else {
+        "dataplane"
+    };
+    args.output.publish(name, q, &report.markdown(), &report)
+}
+
+/// `--baseline-elf`'s ELF, canonical when it can be; an error if it is
+/// not a file.
+fn baseline_elf(path: &Path) -> anyhow::Result<PathBuf> {
+    if !path.is_file() {
+        bail!("no baseline eBPF ELF at {}", path.display());
+    }
+    Ok(path.canonicalize().unwrap_or_else(|_| path.to_owned()))
+}
+
+/// The program cost of every case of [`SHAPES`], and with a `baseline`
+/// ELF the same measured against it.
+fn program_cost(
+    elf: &Path,
+    baseline: Option<&Path>,
+    plan: &CostPlan,
+) -> anyhow::Result<(Vec<CaseCost>, Option<BaselineCost>)> {
+    let Some(baseline) = baseline else {
+        return Ok((prog_cost::measure(elf, &SHAPES, plan)?, None));
+    };
+    let paired = prog_cost::measure_paired(elf, baseline, &SHAPES, plan)?;
+    let compared = BaselineCost::new(&paired.cases, paired.baseline);
+    Ok((paired.cases, Some(compared)))
 }

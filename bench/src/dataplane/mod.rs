@@ -8,9 +8,11 @@
 //!   programs attached (TC, TC + XDP) relative to the same veths bare, in
 //!   private namespaces ([`netns`]) with a bounded UDP flood ([`flood`]).
 //!
-//! [`report`] renders both side by side. Like every benchmark here they
+//! [`baseline`] compares the program cost with a baseline ELF's measured in
+//! the same run (`--baseline-elf`). [`report`] renders both side by side. Like every benchmark here they
 //! compare within one run and assert nothing about absolute times.
 
+pub mod baseline;
 pub mod flood;
 pub mod netns;
 pub mod prog_cost;

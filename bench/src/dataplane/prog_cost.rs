@@ -36,6 +36,11 @@
 //!   runs measure it directly; the pair method is applied too, as a check
 //!   of the method (the two should agree within a few ns).
 //!
+//! With a baseline ELF ([`measure_paired`]), every case is loaded once from
+//! each ELF and the two are measured alternately, measurement by
+//! measurement, so that each round yields one ratio per (case, program,
+//! path) taken under the same conditions.
+//!
 //! Flow accounting runs as configured ([`CostPlan::flow_flags`]; by default
 //! as the agent runs it: accounting, new-flow and drop events). After each
 //! measurement (untimed) the flow tables are drained and the ring read, as
@@ -62,6 +67,8 @@ use crate::elf::load_programmed;
 const REVISION: u64 = 1;
 /// Source port of the test flows.
 const SPORT: u16 = 40_000;
+/// Measurements in one round of one case: every (program, path).
+const STEPS: usize = Prog::ALL.len() * PathKind::ALL.len();
 
 /// A program under test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -282,26 +289,31 @@ impl Loaded {
             dp,
             tap,
             case,
-            samples: (0..Prog::ALL.len() * PathKind::ALL.len())
-                .map(|_| Samples::default())
-                .collect(),
+            samples: (0..STEPS).map(|_| Samples::default()).collect(),
         })
     }
 
     /// One round: every program and path once.
     fn round(&mut self, plan: &CostPlan) -> Result<()> {
-        for (pi, prog) in Prog::ALL.into_iter().enumerate() {
-            for (ki, path) in PathKind::ALL.into_iter().enumerate() {
-                let s = self.measure(prog, path, plan)?;
-                self.collect_flows()?;
-                let slot = &mut self.samples[pi * PathKind::ALL.len() + ki];
-                slot.ns.push(s.0);
-                if let Some((new, est, derived)) = s.1 {
-                    slot.single_new.push(new);
-                    slot.single_est.push(est);
-                    slot.derived.push(derived);
-                }
-            }
+        for step in 0..STEPS {
+            self.step(step, plan)?;
+        }
+        Ok(())
+    }
+
+    /// Measurement `step` of a round (program `step / paths`, path
+    /// `step % paths`, in report order), its samples kept.
+    fn step(&mut self, step: usize, plan: &CostPlan) -> Result<()> {
+        let prog = Prog::ALL[step / PathKind::ALL.len()];
+        let path = PathKind::ALL[step % PathKind::ALL.len()];
+        let s = self.measure(prog, path, plan)?;
+        self.collect_flows()?;
+        let slot = &mut self.samples[step];
+        slot.ns.push(s.0);
+        if let Some((new, est, derived)) = s.1 {
+            slot.single_new.push(new);
+            slot.single_est.push(est);
+            slot.derived.push(derived);
         }
         Ok(())
     }
@@ -470,16 +482,30 @@ impl Drop for PinnedCpu {
     }
 }
 
-/// Loads one ELF instance per shape, then measures every case once per
-/// round, interleaved, on one CPU. Progress goes to stderr.
-pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<CaseCost>> {
-    let _pinned = PinnedCpu::here()?;
+/// Program cost of two ELFs measured side by side in one run
+/// ([`measure_paired`]).
+#[derive(Clone, Debug)]
+pub struct PairedCost {
+    /// The ELF under test, per rule case.
+    pub cases: Vec<CaseCost>,
+    /// The baseline ELF, per rule case (the same cases, the same rounds).
+    pub baseline: Vec<CaseCost>,
+}
+
+/// Loads one instance of `elf` per shape, its image written; progress
+/// lines on stderr start with `tag`.
+fn load_all(elf: &Path, shapes: &[RuleShape], plan: &CostPlan, tag: &str) -> Result<Vec<Loaded>> {
     let mut loaded = Vec::new();
     for shape in shapes {
-        let l = Loaded::new(elf, *shape, plan.flow_flags)
-            .with_context(|| format!("setting up the {}-rule case", shape.nominal))?;
+        let l = Loaded::new(elf, *shape, plan.flow_flags).with_context(|| {
+            format!(
+                "setting up the {}-rule case with {}",
+                shape.nominal,
+                elf.display()
+            )
+        })?;
         eprintln!(
-            "[prog cost] {} rules: {} segments in {} policy tree nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",
+            "{tag} {} rules: {} segments in {} policy tree nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",
             shape.nominal,
             l.case.facts.segments,
             l.case.facts.policy_entries,
@@ -489,6 +515,14 @@ pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<
         );
         loaded.push(l);
     }
+    Ok(loaded)
+}
+
+/// Loads one ELF instance per shape, then measures every case once per
+/// round, interleaved, on one CPU. Progress goes to stderr.
+pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<CaseCost>> {
+    let _pinned = PinnedCpu::here()?;
+    let mut loaded = load_all(elf, shapes, plan, "[prog cost]")?;
     for round in 0..plan.rounds {
         for l in &mut loaded {
             l.round(plan)?;
@@ -496,4 +530,57 @@ pub fn measure(elf: &Path, shapes: &[RuleShape], plan: &CostPlan) -> Result<Vec<
         eprintln!("[prog cost] round {}/{} done", round + 1, plan.rounds);
     }
     Ok(loaded.iter().map(Loaded::result).collect())
+}
+
+/// [`measure`] for two ELFs at once: every case is loaded from `elf` and
+/// from `baseline` (each instance with its own maps), and both are
+/// measured on the same pinned CPU, interleaved more finely than the
+/// cases: in each round, for each case, every (program, path) measurement
+/// is taken with one ELF and right after with the other, the one going
+/// first alternating from round to round. The two samples of a round are
+/// then seconds apart at most, so their ratio cancels the machine's drift.
+pub fn measure_paired(
+    elf: &Path,
+    baseline: &Path,
+    shapes: &[RuleShape],
+    plan: &CostPlan,
+) -> Result<PairedCost> {
+    let _pinned = PinnedCpu::here()?;
+    let mut main = load_all(elf, shapes, plan, "[prog cost]")?;
+    let mut base = load_all(baseline, shapes, plan, "[prog cost, baseline ELF]")?;
+    for round in 0..plan.rounds {
+        for (m, b) in main.iter_mut().zip(&mut base) {
+            paired_round(m, b, round % 2 == 0, plan)?;
+        }
+        eprintln!(
+            "[prog cost] round {}/{} done (both ELFs)",
+            round + 1,
+            plan.rounds
+        );
+    }
+    Ok(PairedCost {
+        cases: main.iter().map(Loaded::result).collect(),
+        baseline: base.iter().map(Loaded::result).collect(),
+    })
+}
+
+/// One round of one case with both ELFs, measurement by measurement;
+/// `main_first`: the ELF under test takes each measurement first.
+fn paired_round(
+    main: &mut Loaded,
+    base: &mut Loaded,
+    main_first: bool,
+    plan: &CostPlan,
+) -> Result<()> {
+    for step in 0..STEPS {
+        for main_now in [main_first, !main_first] {
+            if main_now {
+                main.step(step, plan)?;
+            } else {
+                base.step(step, plan)
+                    .context("measuring the baseline ELF")?;
+            }
+        }
+    }
+    Ok(())
 }

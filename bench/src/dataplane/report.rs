@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::baseline::BaselineCost;
 use super::prog_cost::{CaseCost, CostPlan, Measurement, PathKind, Prog};
 use super::veth::{Config, VethResult};
 use crate::report::int;
@@ -28,6 +29,10 @@ pub struct Report {
     pub prog_cost: Vec<CaseCost>,
     /// veth rates, if they ran.
     pub veth: Option<VethResult>,
+    /// The baseline ELF's program cost and the comparison, with
+    /// `--baseline-elf` (the ELF itself is in the run header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineCost>,
 }
 
 /// The cost ratio of one (program, path): largest case over smallest.
@@ -103,6 +108,9 @@ impl Report {
             .markdown_header(&mut s, "Dataplane benchmark", false);
         self.targets(&mut s);
         self.cost_tables(&mut s);
+        if let Some(b) = &self.baseline {
+            b.markdown(&mut s);
+        }
         self.veth_tables(&mut s);
         self.method(&mut s);
         s
@@ -188,6 +196,9 @@ impl Report {
         } else {
             let _ = writeln!(s, "- Program cost: not measured in this run.");
         }
+        if let Some(b) = &self.baseline {
+            b.target_line(s);
+        }
         if let Some(v) = &self.veth {
             let ratio = |c: Config| {
                 v.summaries
@@ -237,9 +248,14 @@ impl Report {
         if let Some(p) = &self.cost_plan {
             let _ = writeln!(
                 s,
-                "Median over {} rounds of the kernel's mean ns per run (`repeat` = {}); cases interleaved round by round, each with its own loaded ELF and maps. Flow accounting: {}.\n",
+                "Median over {} rounds of the kernel's mean ns per run (`repeat` = {}); cases interleaved round by round, each with its own loaded ELF and maps{}. Flow accounting: {}.\n",
                 p.rounds,
                 int(p.repeat as usize),
+                if self.baseline.is_some() {
+                    ", every measurement alternating with the baseline ELF's (see \"Against the baseline ELF\")"
+                } else {
+                    ""
+                },
                 flow_flags(p.flow_flags)
             );
         }

@@ -4,16 +4,7 @@ use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
 use super::*;
-
-fn tree(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    dir
-}
+use crate::testing::dir_with as tree;
 
 #[test]
 fn the_hash_covers_the_manifests_the_loader_reads() {

@@ -366,24 +366,24 @@ fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
     let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
     agent::keep_enforced(&state, &enforced.content_hash)?;
+    report_enforced(&state, &enforced);
+    Ok(())
+}
+
+/// Says what the agent enforces.
+fn report_enforced(state: &LabState, enforced: &crate::agent::AgentState) {
     progress(&format!(
         "the agent enforces {} (revision {}, {} endpoints)",
         state.watched().display(),
         enforced.revision,
         enforced.endpoints.len()
     ));
-    Ok(())
 }
 
 fn restart_agent(args: &NameArg) -> Result<(), CliError> {
     let mut state = load_state(&args.name)?;
     let enforced = setup::restart_agent(&mut state, &exe()?, &progress)?;
-    progress(&format!(
-        "the agent enforces {} (revision {}, {} endpoints)",
-        state.watched().display(),
-        enforced.revision,
-        enforced.endpoints.len()
-    ));
+    report_enforced(&state, &enforced);
     Ok(())
 }
 

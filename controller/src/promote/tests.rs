@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use tempfile::TempDir;
-
 use super::*;
 use crate::model::addressing::AddressPlan;
+use crate::testing::dir_with;
 
 const NS_AUDIT: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    bulkhead.io/mode: audit\n";
 
@@ -17,16 +16,6 @@ fn np(meta: &str) -> String {
     format!(
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n{meta}spec:\n  podSelector: {{}}\n"
     )
-}
-
-fn dir_with(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    dir
 }
 
 fn load(dir: &Path) -> Model {

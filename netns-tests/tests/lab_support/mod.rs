@@ -26,17 +26,8 @@ fn pod(ns: &str, name: &str) -> String {
 /// and y/b open to x/a on TCP 80 and UDP 81 (policies `y/default-deny`,
 /// `y/allow-xa`).
 pub fn xa_into_yb() -> String {
-    let pods: String = [("x", "a"), ("y", "a"), ("y", "b")]
-        .iter()
-        .map(|(ns, n)| {
-            format!(
-                "---\napiVersion: v1\nkind: Pod\n\
-                 metadata: {{namespace: {ns}, name: {n}, labels: {{pod: {n}}}}}\n\
-                 spec: {{containers: [{{name: c}}]}}\n"
-            )
-        })
-        .collect();
-    pods + "\
+    bare_pods(&[("x", "a"), ("y", "a"), ("y", "b")])
+        + "\
 ---
 apiVersion: networking.k8s.io/v1
 kind: NetworkPolicy
@@ -54,6 +45,19 @@ spec:
       podSelector: {matchLabels: {pod: a}}
     ports: [{protocol: TCP, port: 80}, {protocol: UDP, port: 81}]
 "
+}
+
+/// Pods `(namespace, name)` labelled `pod: NAME`, without container ports.
+pub fn bare_pods(pods: &[(&str, &str)]) -> String {
+    pods.iter()
+        .map(|(ns, n)| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\n\
+                 metadata: {{namespace: {ns}, name: {n}, labels: {{pod: {n}}}}}\n\
+                 spec: {{containers: [{{name: c}}]}}\n"
+            )
+        })
+        .collect()
 }
 
 /// Manifests of the three pods.

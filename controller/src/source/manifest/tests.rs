@@ -13,19 +13,9 @@ use crate::model::{
     ContainerPort, IpBlock, NAMESPACE_NAME_LABEL, NamespaceScope, Peer, Policy, PortSpec, Protocol,
     Requirement, Selector,
 };
+use crate::testing::dir_with;
 
 // ---------------------------------------------------------------- helpers
-
-/// A temporary directory holding `files` (relative paths, parents created).
-fn dir_with(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-        std::fs::write(path, text).expect("write");
-    }
-    dir
-}
 
 fn load(dir: &Path) -> Result<Model, ManifestErrors> {
     load_dir(dir, &AddressPlan::default())

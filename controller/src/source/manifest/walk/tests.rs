@@ -1,20 +1,8 @@
 use std::os::unix::fs::symlink;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-
 use super::*;
-
-/// A temporary directory holding `files` (relative paths, parents made).
-fn tree(files: &[(&str, &str)]) -> TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for (name, text) in files {
-        let path = dir.path().join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
-    }
-    dir
-}
+use crate::testing::dir_with as tree;
 
 /// The walk's files relative to `root`.
 fn rel(root: &Path, files: &[PathBuf]) -> Vec<String> {
