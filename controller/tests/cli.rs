@@ -102,3 +102,46 @@ fn bad_input_exits_2_naming_file_object_and_field() {
     let out = bulkhead(&["connectivity"]);
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
 }
+
+#[test]
+fn a_named_port_no_pod_declares_is_a_warning_and_allows_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("all.yaml"),
+        "apiVersion: v1\nkind: Pod\nmetadata: {namespace: x, name: a, labels: {pod: a}}\n\
+         spec: {containers: [{name: c, ports: [{name: http, containerPort: 80}]}]}\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata: {namespace: x, name: b, labels: {pod: b}}\n\
+         spec: {containers: [{name: c}]}\n\
+         ---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n\
+         metadata: {namespace: x, name: np}\n\
+         spec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress:\n  - ports: [{port: metrics}]\n",
+    )
+    .unwrap();
+    let d = dir.path().display().to_string();
+    let out = bulkhead(&["connectivity", "--manifests", &d, "--output", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("NetworkPolicy x/np: spec.ingress[0].ports[0].port")
+            && stderr.contains("allows nothing"),
+        "{stderr}"
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.lines().any(|l| l.contains(r#""dst":"x/a""#)),
+        "nothing may reach x/a: {text}"
+    );
+    let out = bulkhead(&[
+        "explain",
+        "--manifests",
+        &d,
+        "--from",
+        "x/b",
+        "--to",
+        "x/a",
+        "--port",
+        "80",
+    ]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DENIED"));
+}

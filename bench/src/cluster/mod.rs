@@ -395,6 +395,7 @@ impl ClusterSpec {
             policies: policies::generate(self, &universe),
             default_mode: Default::default(),
             node_ips: Vec::new(),
+            warnings: Vec::new(),
         };
         model.normalize();
         AddressPlan::default()

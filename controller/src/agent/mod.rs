@@ -209,6 +209,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
             match (cfg.load)() {
                 Ok(mut model) => {
                     model.node_ips = node_ips;
+                    state.warnings = model.warnings.clone();
                     let compiled = compile(&model);
                     current = Some(Current {
                         model,

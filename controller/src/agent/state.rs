@@ -44,6 +44,10 @@ pub struct AgentState {
     /// The last error (invalid manifests, rejected image), if the content on
     /// disk is not what is enforced.
     pub error: Option<String>,
+    /// Warnings about the manifests in force (`Model::warnings`: accepted,
+    /// but part of an object is ineffective).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     /// Local endpoints.
     pub endpoints: Vec<EndpointState>,
     /// Whether XDP is attached.

@@ -37,6 +37,8 @@ struct Report<'a> {
     /// Its PID while it runs.
     agent_pid: Option<u32>,
     agent_error: Option<&'a str>,
+    /// Warnings about the manifests in force.
+    agent_warnings: &'a [String],
     enforced_hash: Option<&'a str>,
     #[serde(flatten)]
     maps: &'a MapStatus,
@@ -94,6 +96,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                 agent_running: alive.is_some(),
                 agent_pid: alive.map(|s| s.pid),
                 agent_error: state.as_ref().and_then(|s| s.error.as_deref()),
+                agent_warnings: state.as_ref().map_or(&[], |s| s.warnings.as_slice()),
                 enforced_hash: state.as_ref().and_then(|s| s.enforced_hash.as_deref()),
                 maps: &maps,
                 pods: maps
@@ -122,6 +125,9 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
             }
             if let Some(e) = state.as_ref().and_then(|s| s.error.as_deref()) {
                 writeln!(out, "error:     {e}")?;
+            }
+            for w in state.iter().flat_map(|s| &s.warnings) {
+                writeln!(out, "warning:   {w}")?;
             }
             writeln!(
                 out,

@@ -192,6 +192,10 @@ pub struct Model {
     /// allows a pod's ingress from its own node: kubelet's probes come
     /// from there. An address that is also a pod's stays the pod's.
     pub node_ips: Vec<IpAddr>,
+    /// What the source accepted but that makes part of an object
+    /// ineffective (as the Kubernetes API server accepts it too), each
+    /// naming its object and field: logged and counted, never fatal.
+    pub warnings: Vec<String>,
 }
 
 impl Model {

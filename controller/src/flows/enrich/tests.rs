@@ -79,6 +79,7 @@ pub(crate) fn model() -> Model {
         }],
         default_mode: Mode::Enforce,
         node_ips: Vec::new(),
+        warnings: Vec::new(),
     };
     m.normalize();
     m

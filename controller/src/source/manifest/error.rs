@@ -113,7 +113,7 @@ pub enum Problem {
     /// A policyTypes entry other than Ingress and Egress.
     #[error("unknown policy type {0:?} (expected Ingress or Egress)")]
     BadPolicyType(String),
-    /// A named port no pod declares.
+    /// A named port no pod declares (a warning: the entry allows nothing).
     #[error("named port {name:?} ({protocol}) is not a container port of any pod")]
     NamedPortUnresolved {
         /// The name.

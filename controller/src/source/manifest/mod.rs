@@ -78,11 +78,12 @@ pub fn load_dir_within(
     model.normalize();
     plan.assign(&mut model.pods)
         .map_err(|e| ManifestErrors(vec![e.into()]))?;
-    let unresolved = unresolved_named_ports(&model);
-    if !unresolved.is_empty() {
-        return Err(ManifestErrors(
-            unresolved.into_iter().map(Into::into).collect(),
-        ));
+    // The API server accepts a named port no pod declares: the entry
+    // allows nothing until such a pod exists.
+    for unresolved in unresolved_named_ports(&model) {
+        let text = ManifestError::from(unresolved).to_string();
+        tracing::warn!("{text} (allows nothing)");
+        model.warnings.push(text);
     }
     Ok(model)
 }
@@ -322,7 +323,8 @@ fn mode_annotation(
     })
 }
 
-/// Named ports that no pod of the model declares with the rule's protocol.
+/// Named ports that no pod of the model declares with the rule's
+/// protocol (warnings: such an entry allows nothing).
 fn unresolved_named_ports(model: &Model) -> Vec<ObjectError> {
     let mut out = Vec::new();
     for policy in &model.policies {

@@ -442,24 +442,27 @@ fn bad_policy_type() {
 }
 
 #[test]
-fn named_port_that_resolves_nowhere() {
-    let problem = policy_error(
-        "  podSelector: {}\n  ingress:\n  - ports:\n    - port: http\n    - port: metrics\n",
-        "spec.ingress[0].ports[1].port",
-    );
-    assert!(
-        matches!(&problem, Problem::NamedPortUnresolved { name, protocol } if name == "metrics" && protocol == "TCP"),
-        "{problem}"
-    );
+fn named_port_that_resolves_nowhere_allows_nothing_with_a_warning() {
+    // The API server accepts both; neither entry allows anything.
+    let text = policy(
+        "  podSelector: {}\n  ingress:\n  - ports:\n    - port: http\n    - port: metrics\n  egress:\n  - ports:\n    - {port: http, protocol: UDP}\n",
+    )
+    .replace("name: bad", "name: np");
+    let model = load_ok(&[("pods.yaml", POD_X_A), ("policy.yaml", &text)]);
+    assert_eq!(model.warnings.len(), 2, "{:#?}", model.warnings);
+    assert!(model.warnings[0].contains("NetworkPolicy x/np: spec.ingress[0].ports[1].port"));
+    assert!(model.warnings[0].contains("\"metrics\" (TCP)"));
     // A name declared with another protocol does not resolve either.
-    let problem = policy_error(
-        "  podSelector: {}\n  egress:\n  - ports:\n    - {port: http, protocol: UDP}\n",
-        "spec.egress[0].ports[0].port",
-    );
-    assert!(
-        matches!(problem, Problem::NamedPortUnresolved { .. }),
-        "{problem}"
-    );
+    assert!(model.warnings[1].contains("spec.egress[0].ports[0].port"));
+    let c = crate::compile::compile(&model);
+    let a = model.pods[0].ips[0];
+    let peer: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    let http = model.pods[0].named_port("http", crate::model::Protocol::Tcp);
+    assert!(c.allowed(peer, a, 6, http.expect("x/a declares http")));
+    for port in [1, 9090, 65535] {
+        assert!(!c.allowed(peer, a, 6, port), "TCP {port}");
+        assert!(!c.allowed(a, peer, 17, port), "egress UDP {port}");
+    }
 }
 
 #[test]
