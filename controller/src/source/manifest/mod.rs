@@ -246,9 +246,14 @@ impl Builder {
                 }
             }),
             k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => workload::convert(&ctx, k, value)
-                .map(|p| {
-                    if self.check_unique(&ctx, "pod", p.key()) {
-                        self.model.pods.push(p);
+                .map(|p| match p {
+                    Ok(p) => {
+                        if self.check_unique(&ctx, "pod", p.key()) {
+                            self.model.pods.push(p);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::debug!(%origin, kind = k, ?why, "not a pod of the model");
                     }
                 }),
             k if k.contains("NetworkPolicy") => Err(ctx.err(

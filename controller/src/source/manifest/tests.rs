@@ -1323,3 +1323,58 @@ fn manifests_that_are_not_utf8_name_the_file() {
     let err = load(dir.path()).unwrap_err();
     assert!(err.to_string().contains("bad.yaml"), "{err}");
 }
+
+#[test]
+fn host_network_and_ended_pods_are_no_pods_of_the_model() {
+    let pods = "\
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: a, labels: {pod: a}}
+spec: {containers: [{name: c}]}
+status: {podIP: 10.244.0.7}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: h, labels: {pod: h}}
+spec: {hostNetwork: true, containers: [{name: c}]}
+status: {podIP: 192.0.2.10}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {namespace: x, name: agent}
+spec:
+  selector: {matchLabels: {pod: h}}
+  template:
+    metadata: {labels: {pod: h}}
+    spec: {hostNetwork: true, containers: [{name: c}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: done, labels: {pod: h}}
+spec: {containers: [{name: c}]}
+status: {phase: Succeeded, podIP: 10.244.0.7}
+";
+    // x/a admits pods labelled h, and 192.0.2.0/24.
+    let policy = "\
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {namespace: x, name: np}
+spec:
+  podSelector: {matchLabels: {pod: a}}
+  ingress:
+  - from: [{podSelector: {matchLabels: {pod: h}}}]
+    ports: [{port: 80}]
+  - from: [{ipBlock: {cidr: 192.0.2.0/24}}]
+    ports: [{port: 81}]
+";
+    // The ended pod's address is reused by x/a: no duplicate.
+    let model = load_ok(&[("pods.yaml", pods), ("np.yaml", policy)]);
+    let names: Vec<String> = model.pods.iter().map(|p| p.key()).collect();
+    assert_eq!(names, ["x/a"]);
+    let c = crate::compile::compile(&model);
+    let (host, a) = ("192.0.2.10".parse().unwrap(), "10.244.0.7".parse().unwrap());
+    // The host-network pod's address matches the ipBlock, never the pod
+    // selector.
+    assert!(c.allowed(host, a, 6, 81));
+    assert!(!c.allowed(host, a, 6, 80));
+}
