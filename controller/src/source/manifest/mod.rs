@@ -246,14 +246,9 @@ impl Builder {
                 }
             }),
             k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => workload::convert(&ctx, k, value)
-                .map(|p| match p {
-                    Ok(p) => {
-                        if self.check_unique(&ctx, "pod", p.key()) {
-                            self.model.pods.push(p);
-                        }
-                    }
-                    Err(why) => {
-                        tracing::debug!(%origin, kind = k, ?why, "not a pod of the model");
+                .map(|p| {
+                    if self.check_unique(&ctx, "pod", p.key()) {
+                        self.model.pods.push(p);
                     }
                 }),
             k if k.contains("NetworkPolicy") => Err(ctx.err(

@@ -31,55 +31,8 @@ pub(super) fn decode<T: DeserializeOwned + k8s_openapi::Resource>(
     })
 }
 
-/// Why a Pod or workload object stands for no pod of the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum NotAPod {
-    /// `spec.hostNetwork`: it carries the node's address, so it is never an
-    /// endpoint, and as a peer its address matches only ipBlocks (or is the
-    /// node's).
-    HostNetwork,
-    /// A Pod in phase Succeeded or Failed: it has ended, and its address
-    /// may already belong to another pod.
-    Ended,
-}
-
-/// Converts a Pod or workload object of kind `kind`; `Ok(Err(why))` when
-/// it stands for no pod of the model.
-pub(super) fn convert(
-    ctx: &Ctx<'_>,
-    kind: &str,
-    value: Value,
-) -> Result<Result<Pod, NotAPod>, ObjectError> {
-    let host_network = value
-        .pointer(if kind == "Pod" {
-            "/spec/hostNetwork"
-        } else {
-            host_network_pointer(kind)
-        })
-        .and_then(Value::as_bool)
-        == Some(true);
-    let phase = value.pointer("/status/phase").and_then(Value::as_str);
-    let ended = kind == "Pod" && matches!(phase, Some("Succeeded" | "Failed"));
-    let pod = convert_pod(ctx, kind, value)?;
-    Ok(if host_network {
-        Err(NotAPod::HostNetwork)
-    } else if ended {
-        Err(NotAPod::Ended)
-    } else {
-        Ok(pod)
-    })
-}
-
-/// Where a workload kind keeps its pod template's `hostNetwork`.
-fn host_network_pointer(kind: &str) -> &'static str {
-    match kind {
-        "CronJob" => "/spec/jobTemplate/spec/template/spec/hostNetwork",
-        _ => "/spec/template/spec/hostNetwork",
-    }
-}
-
 /// Converts a Pod or workload object of kind `kind`.
-fn convert_pod(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod, ObjectError> {
+pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod, ObjectError> {
     // ownerReferences are read by hand: analyzer-style dumps omit the fields
     // (uid, apiVersion) that the typed struct requires.
     let owner = value
