@@ -54,6 +54,7 @@ pub fn pod(
         labels,
         ports: Vec::new(),
         ips,
+        claim: Default::default(),
         origin: origin(source, document),
     }
 }

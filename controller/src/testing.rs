@@ -193,6 +193,7 @@ pub fn random_model(r: &mut Rng) -> Model {
             labels: random_labels(r),
             ports,
             ips: vec![],
+            claim: Default::default(),
             origin: Origin::default(),
         });
     }

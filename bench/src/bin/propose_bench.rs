@@ -100,6 +100,7 @@ fn cluster(args: &Args) -> (Model, Vec<(Arc<PodInfo>, IpAddr)>) {
                 protocol: proto,
             }],
             ips: vec![],
+            claim: Default::default(),
             origin: Origin::default(),
         });
     };

@@ -352,6 +352,7 @@ impl Universe {
                 labels,
                 ports: app.ports.clone(),
                 ips: Vec::new(),
+                claim: Default::default(),
                 origin: Origin {
                     file: PathBuf::from("synthetic/pods"),
                     document: i,

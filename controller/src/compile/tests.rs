@@ -323,6 +323,7 @@ fn identities_group_pods_that_no_selector_distinguishes() {
             .into(),
             ports: vec![],
             ips: vec![],
+            claim: Default::default(),
             origin: Origin::default(),
         });
     }

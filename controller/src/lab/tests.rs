@@ -36,6 +36,7 @@ fn pod(ns: &str, name: &str, ports: &[(u16, Protocol)]) -> Pod {
             })
             .collect(),
         ips: Vec::new(),
+        claim: Default::default(),
         origin: Origin::default(),
     }
 }

@@ -1,6 +1,15 @@
 //! Pod addresses: kept from `status.podIP(s)`, or assigned deterministically
 //! from the pod CIDRs (one per address family).
 //!
+//! Two pods may claim one address in their status while a cluster churns
+//! (an ended pod not yet gone, a stale object): the API server accepts it,
+//! so it is no error. The greater [`super::AddressClaim`] keeps the address
+//! (running first, then the most recently started; on a tie the first in
+//! (namespace, name) order), the other loses it, and the conflict is
+//! returned to be logged and counted. A pod left with no address has none
+//! (it is not given one from the CIDRs: it is a pod whose address is not
+//! known, not one that never had one).
+//!
 //! Assignment walks pods in (namespace, name) order and hands out the next free
 //! host address of each family, starting at the CIDR's second address (the
 //! first is left for a gateway, as the lab uses it). The same manifests always
@@ -37,19 +46,28 @@ pub enum AddressingError {
         /// The pod that got none.
         pod: String,
     },
-    /// Two pods claim one address in their status.
-    #[error(
-        "pods {first} and {second} both have address {addr} in their status \
-         (use --assign-pod-ips to ignore status addresses)"
-    )]
-    DuplicateAddress {
-        /// The address.
-        addr: IpAddr,
-        /// One pod.
-        first: String,
-        /// The other.
-        second: String,
-    },
+}
+
+/// Two pods claimed one address; the winner kept it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressConflict {
+    /// The address.
+    pub addr: IpAddr,
+    /// `namespace/name` of the pod that keeps it.
+    pub kept_by: String,
+    /// `namespace/name` of the pod that lost it.
+    pub lost_by: String,
+}
+
+impl std::fmt::Display for AddressConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "pods {} and {} both claim address {} in their status; {} keeps it (running, \
+             or started later)",
+            self.kept_by, self.lost_by, self.addr, self.kept_by
+        )
+    }
 }
 
 /// How pods get addresses.
@@ -75,29 +93,24 @@ impl Default for AddressPlan {
 
 impl AddressPlan {
     /// Gives every pod without addresses (or every pod, with
-    /// `ignore_status`) one address per configured family. Pods must be
-    /// sorted.
-    pub fn assign(&self, pods: &mut [Pod]) -> Result<(), AddressingError> {
+    /// `ignore_status`) one address per configured family, after settling
+    /// addresses two pods claim (returned). Pods must be sorted.
+    pub fn assign(&self, pods: &mut [Pod]) -> Result<Vec<AddressConflict>, AddressingError> {
         let v4 = self.family_cidr(true)?;
         let v6 = self.family_cidr(false)?;
-        let mut owner: HashMap<IpAddr, String> = HashMap::new();
-        for pod in pods.iter_mut() {
-            if self.ignore_status {
-                pod.ips.clear();
-            }
-            for ip in &pod.ips {
-                if let Some(first) = owner.insert(*ip, pod.key()) {
-                    return Err(AddressingError::DuplicateAddress {
-                        addr: *ip,
-                        first,
-                        second: pod.key(),
-                    });
-                }
-            }
+        if self.ignore_status {
+            pods.iter_mut().for_each(|p| p.ips.clear());
         }
+        let had_status: Vec<bool> = pods.iter().map(|p| !p.ips.is_empty()).collect();
+        let (mut owner, conflicts) = settle_claims(pods);
         let mut cursors: Vec<(IpNetwork, u128)> =
             [v4, v6].into_iter().flatten().map(|c| (c, 2)).collect();
-        for pod in pods.iter_mut().filter(|p| p.ips.is_empty()) {
+        let unaddressed = pods
+            .iter_mut()
+            .zip(had_status)
+            .filter(|(p, had)| !had && p.ips.is_empty())
+            .map(|(p, _)| p);
+        for pod in unaddressed {
             for (cidr, next) in &mut cursors {
                 let ip = loop {
                     let ip =
@@ -114,7 +127,7 @@ impl AddressPlan {
                 pod.ips.push(ip);
             }
         }
-        Ok(())
+        Ok(conflicts)
     }
 
     fn family_cidr(&self, v4: bool) -> Result<Option<IpNetwork>, AddressingError> {
@@ -129,6 +142,43 @@ impl AddressPlan {
         }
         Ok(first)
     }
+}
+
+/// Gives every status address to the pod with the greatest claim on it
+/// (the first in order on a tie) and takes it from the others; returns who
+/// owns each address and the conflicts.
+fn settle_claims(pods: &mut [Pod]) -> (HashMap<IpAddr, String>, Vec<AddressConflict>) {
+    let mut winner: HashMap<IpAddr, usize> = HashMap::new();
+    for (i, pod) in pods.iter().enumerate() {
+        for ip in &pod.ips {
+            let w = winner.entry(*ip).or_insert(i);
+            if pod.claim > pods[*w].claim {
+                *w = i;
+            }
+        }
+    }
+    let mut conflicts = Vec::new();
+    for i in 0..pods.len() {
+        let lost: Vec<IpAddr> = pods[i]
+            .ips
+            .iter()
+            .copied()
+            .filter(|ip| winner[ip] != i)
+            .collect();
+        for addr in lost {
+            conflicts.push(AddressConflict {
+                addr,
+                kept_by: pods[winner[&addr]].key(),
+                lost_by: pods[i].key(),
+            });
+            pods[i].ips.retain(|ip| *ip != addr);
+        }
+    }
+    let owner = winner
+        .into_iter()
+        .map(|(ip, i)| (ip, pods[i].key()))
+        .collect();
+    (owner, conflicts)
 }
 
 /// The `n`th address of `cidr` (0 = network address), if it is inside it and

@@ -155,8 +155,22 @@ pub struct Pod {
     pub ports: Vec<ContainerPort>,
     /// Addresses: from `status.podIP(s)`, or assigned (see [`addressing`]).
     pub ips: Vec<IpAddr>,
+    /// How strongly it holds its status addresses when another pod claims
+    /// one too (churn): see [`addressing`].
+    pub claim: AddressClaim,
     /// Where it was read from.
     pub origin: Origin,
+}
+
+/// What decides between two pods claiming one address: a running pod
+/// before one that is not, then the most recently started (`Ord`: the
+/// greater claim wins).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AddressClaim {
+    /// `status.phase` is `Running`.
+    pub running: bool,
+    /// `status.startTime`, Unix seconds.
+    pub started_unix: Option<i64>,
 }
 
 impl Pod {

@@ -22,6 +22,7 @@ fn model() -> Model {
         labels: labels(l),
         ports: vec![],
         ips: vec![],
+        claim: Default::default(),
         origin: Origin::default(),
     };
     let mut m = Model {

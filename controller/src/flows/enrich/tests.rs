@@ -24,6 +24,7 @@ fn pod(ns: &str, name: &str, app: &str, ip: &str, owner: Option<Workload>) -> Po
         .into(),
         ports: vec![],
         ips: vec![ip.parse().unwrap()],
+        claim: Default::default(),
         origin: Origin::default(),
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{Origin, Workload};
+use crate::model::{AddressClaim, Origin, Workload};
 
 fn pod(ns: &str, name: &str, ips: &[&str]) -> Pod {
     Pod {
@@ -13,6 +13,7 @@ fn pod(ns: &str, name: &str, ips: &[&str]) -> Pod {
         labels: Default::default(),
         ports: vec![],
         ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        claim: Default::default(),
         origin: Origin::default(),
     }
 }
@@ -49,7 +50,7 @@ fn ignore_status_reassigns_everything() {
 }
 
 #[test]
-fn exhaustion_and_duplicates_are_errors() {
+fn exhaustion_and_two_cidrs_of_a_family_are_errors() {
     let plan = AddressPlan {
         cidrs: vec!["192.168.0.0/30".parse().unwrap()],
         ignore_status: false,
@@ -59,11 +60,6 @@ fn exhaustion_and_duplicates_are_errors() {
         plan.assign(&mut pods),
         Err(AddressingError::Exhausted { .. })
     ));
-    let mut dup = vec![pod("a", "p1", &["1.1.1.1"]), pod("a", "p2", &["1.1.1.1"])];
-    assert!(matches!(
-        AddressPlan::default().assign(&mut dup),
-        Err(AddressingError::DuplicateAddress { .. })
-    ));
     let two_v4 = AddressPlan {
         cidrs: vec!["10.0.0.0/8".parse().unwrap(), "11.0.0.0/8".parse().unwrap()],
         ignore_status: false,
@@ -72,4 +68,39 @@ fn exhaustion_and_duplicates_are_errors() {
         two_v4.assign(&mut []),
         Err(AddressingError::TwoCidrsOfOneFamily { .. })
     ));
+}
+
+#[test]
+fn a_contested_address_goes_to_the_running_most_recently_started_pod() {
+    let claim = |running, started| AddressClaim {
+        running,
+        started_unix: started,
+    };
+    let contested: IpAddr = "10.244.9.9".parse().unwrap();
+    // (pods with their claims, who keeps the address)
+    let cases = [
+        ([claim(false, Some(5)), claim(true, Some(1))], "a/p2"),
+        ([claim(true, Some(1)), claim(true, Some(5))], "a/p2"),
+        ([claim(true, Some(5)), claim(true, None)], "a/p1"),
+        ([claim(true, Some(5)), claim(true, Some(5))], "a/p1"),
+    ];
+    for (claims, keeper) in cases {
+        let mut pods = vec![
+            pod("a", "p1", &["10.244.9.9", "fd00::9"]),
+            pod("a", "p2", &["10.244.9.9"]),
+        ];
+        pods[0].claim = claims[0];
+        pods[1].claim = claims[1];
+        let conflicts = AddressPlan::default().assign(&mut pods).unwrap();
+        assert_eq!(conflicts.len(), 1, "{claims:?}");
+        assert_eq!(conflicts[0].kept_by, keeper, "{claims:?}");
+        assert_eq!(conflicts[0].addr, contested);
+        let (winner, loser) = if keeper == "a/p1" { (0, 1) } else { (1, 0) };
+        assert!(pods[winner].ips.contains(&contested));
+        assert!(!pods[loser].ips.contains(&contested));
+        // The loser is not given a new address from the CIDRs.
+        assert!(pods[loser].ips.iter().all(|ip| {
+            !"10.244.0.0/16".parse::<IpNetwork>().unwrap().contains(*ip) || *ip == contested
+        }));
+    }
 }

@@ -76,8 +76,13 @@ pub fn load_dir_within(
     }
     let mut model = builder.model;
     model.normalize();
-    plan.assign(&mut model.pods)
+    let conflicts = plan
+        .assign(&mut model.pods)
         .map_err(|e| ManifestErrors(vec![e.into()]))?;
+    for conflict in conflicts {
+        tracing::warn!("{conflict}");
+        model.warnings.push(conflict.to_string());
+    }
     // The API server accepts a named port no pod declares: the entry
     // allows nothing until such a pod exists.
     for unresolved in unresolved_named_ports(&model) {

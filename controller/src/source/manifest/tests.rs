@@ -8,7 +8,6 @@ use std::path::Path;
 use tempfile::TempDir;
 
 use super::*;
-use crate::model::addressing::AddressingError;
 use crate::model::{
     ContainerPort, IpBlock, NAMESPACE_NAME_LABEL, NamespaceScope, Peer, Policy, PortSpec, Protocol,
     Requirement, Selector,
@@ -519,24 +518,28 @@ spec:
 }
 
 #[test]
-fn duplicate_address_in_status() {
-    let pod = |name: &str| {
+fn an_address_two_pods_claim_is_kept_by_the_running_one_with_a_warning() {
+    let pod = |name: &str, phase: &str, started: &str| {
         format!(
-            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\nspec: {{containers: [{{name: c, image: i}}]}}\nstatus: {{podIP: 10.244.7.7}}\n"
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x}}\n\
+             spec: {{containers: [{{name: c, image: i}}]}}\n\
+             status: {{phase: {phase}, startTime: \"{started}\", podIP: 10.244.7.7}}\n"
         )
     };
-    let text = format!("{}{}", pod("a"), pod("b"));
-    let (_dir, errors) = load_err(&[("pods.yaml", &text)]);
-    assert_eq!(errors.0.len(), 1, "{errors}");
-    assert!(
-        matches!(&errors.0[0], ManifestError::Addressing(AddressingError::DuplicateAddress { addr, first, second })
-            if *addr == "10.244.7.7".parse::<IpAddr>().unwrap() && first == "x/a" && second == "x/b"),
-        "{errors}"
+    let text = format!(
+        "{}{}",
+        pod("a", "Running", "2026-12-01T10:00:00Z"),
+        pod("b", "Pending", "2026-12-01T11:00:00Z")
     );
-    let message = errors.to_string();
+    let model = load_ok(&[("pods.yaml", &text)]);
+    let ip: IpAddr = "10.244.7.7".parse().unwrap();
+    assert_eq!(model.pods[0].ips, vec![ip], "the running pod keeps it");
+    assert!(model.pods[1].ips.is_empty(), "the other has no address");
+    assert_eq!(model.warnings.len(), 1);
     assert!(
-        message.contains("x/a") && message.contains("x/b"),
-        "{message}"
+        model.warnings[0].contains("x/a keeps it"),
+        "{:?}",
+        model.warnings
     );
 }
 

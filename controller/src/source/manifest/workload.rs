@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Ctx, ObjectError, Problem};
-use crate::model::{ContainerPort, Labels, Pod, Protocol, Workload};
+use crate::model::{AddressClaim, ContainerPort, Labels, Pod, Protocol, Workload};
 
 /// Decodes `value` as the k8s-openapi type `T`. `apiVersion` and `kind` are
 /// set to `T`'s (list items lack them; older workload apiVersions carry the
@@ -40,10 +40,12 @@ pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod
         .and_then(|m| m.as_object_mut())
         .and_then(|m| m.remove("ownerReferences"))
         .and_then(|refs| controlling_owner(&refs));
+    let mut claim = AddressClaim::default();
     let (meta, spec, ips) = match kind {
         "Pod" => {
             let pod: K8sPod = decode(ctx, value)?;
             let ips = status_ips(ctx, &pod)?;
+            claim = address_claim(&pod);
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             (pod.metadata, (pod.spec, labels), ips)
         }
@@ -87,8 +89,20 @@ pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod
         ports: container_ports(ctx, spec.0.as_ref())?,
         labels: spec.1,
         ips,
+        claim,
         origin: ctx.origin.clone(),
     })
+}
+
+/// A Pod's claim on its status addresses: its phase and start time.
+fn address_claim(pod: &K8sPod) -> AddressClaim {
+    let status = pod.status.as_ref();
+    AddressClaim {
+        running: status.and_then(|s| s.phase.as_deref()) == Some("Running"),
+        started_unix: status
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0.as_second()),
+    }
 }
 
 /// (metadata, (pod spec, pod labels), status IPs) of a workload: the pod
