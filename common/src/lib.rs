@@ -153,6 +153,27 @@ pub const IDENTITY_F_NODE: u32 = 1;
 /// own peer may send an ICMP error about it ([`DropReason::IcmpErrorSender`]).
 pub const IDENTITY_F_POD: u32 = 2;
 
+impl IdentityValue {
+    /// What an address without an entry is: `IDENTITY_ANY`, no flags (only
+    /// any-peer rules match it).
+    pub const NONE: IdentityValue = IdentityValue {
+        identity: IDENTITY_ANY,
+        flags: 0,
+    };
+
+    /// An address of the local node ([`IDENTITY_F_NODE`]).
+    #[inline(always)]
+    pub const fn is_node(&self) -> bool {
+        self.flags & IDENTITY_F_NODE != 0
+    }
+
+    /// A pod's address ([`IDENTITY_F_POD`]).
+    #[inline(always)]
+    pub const fn is_pod(&self) -> bool {
+        self.flags & IDENTITY_F_POD != 0
+    }
+}
+
 // ---------------------------------------------------------------------------
 // POLICY_V4: (slot, table, peer identity) → B-tree root, and POLICY_NODES:
 // index → the trees' other nodes; both hold nodes of (protocol, port)

@@ -276,3 +276,20 @@ pub fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     }
     dir
 }
+
+/// Runs `f` on a thread of its own and returns its result; panics if it
+/// has not returned within `limit`. For tests that something ends (a walk
+/// through link loops): the bound is generous enough for a loaded machine,
+/// a hang instead of a speed target.
+#[cfg(test)]
+pub fn ends_within<T: Send + 'static>(
+    limit: std::time::Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("still running after {limit:?}"))
+}

@@ -27,9 +27,9 @@
 //!   (`FragmentOverlap`); otherwise it passes only with a FRAGS entry from
 //!   its first fragment at the same hook, no older than the kernel's
 //!   reassembly timeout (`FragmentUntracked`), unless the endpoint is
-//!   isolated in neither direction. The last fragment ends the record. Fragments arriving before
-//!   their first fragment are therefore dropped for isolated pods (Linux
-//!   sends them in order, and veth keeps it).
+//!   isolated in neither direction. The last fragment ends the record.
+//!   Fragments arriving before their first fragment are therefore dropped
+//!   for isolated pods (Linux sends them in order, and veth keeps it).
 //! - **TCP** data offset below 5 or beyond the packet: `BadTcpDataOffset`.
 //! - **ICMP/ICMPv6**: echo request/reply are tracked with the identifier as
 //!   a port; errors (v4: unreachable, time exceeded, parameter problem; v6:

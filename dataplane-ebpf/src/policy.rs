@@ -13,9 +13,9 @@ use aya_ebpf::maps::lpm_trie::Key;
 use bulkhead_common::{
     CtKey, ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_ISOLATED_EGRESS,
     ENDPOINT_ISOLATED_INGRESS, EndpointInfo, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS,
-    FLOW_SIDE_INGRESS, IDENTITY_ANY, IDENTITY_F_NODE, IDENTITY_F_POD, IDENTITY_PREFIX_FULL,
-    IdentityKey, POLICY_DEPTH_MAX, POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP, PROTO_UDP,
-    PolicyNodeKey, RULE_NODE, RULE_NONE, policy_node_index, policy_point,
+    FLOW_SIDE_INGRESS, IDENTITY_ANY, IDENTITY_PREFIX_FULL, IdentityKey, IdentityValue,
+    POLICY_DEPTH_MAX, POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PolicyNodeKey, RULE_NODE,
+    RULE_NONE, policy_node_index, policy_point,
 };
 
 use crate::maps::{IDENTITIES, POLICY_NODES, POLICY_V4};
@@ -40,44 +40,12 @@ impl Side {
     }
 }
 
-/// An address's identity and its `IDENTITY_F_*` flags.
-#[derive(Clone, Copy)]
-pub struct Peer {
-    /// The identity (`IDENTITY_ANY` when the address has none, so only
-    /// any-peer rules match).
-    pub id: u32,
-    /// `IDENTITY_F_*`.
-    pub flags: u32,
-}
-
-impl Peer {
-    /// An address of the local node.
-    #[inline(always)]
-    pub fn is_node(self) -> bool {
-        self.flags & IDENTITY_F_NODE != 0
-    }
-
-    /// A pod's address.
-    #[inline(always)]
-    pub fn is_pod(self) -> bool {
-        self.flags & IDENTITY_F_POD != 0
-    }
-}
-
-/// The identity of `addr` in `slot`.
+/// The identity of `addr` in `slot` and its `IDENTITY_F_*` flags
+/// ([`IdentityValue::NONE`] when it has none).
 #[inline(always)]
-pub fn identity(slot: u8, addr: [u8; 16]) -> Peer {
+pub fn identity(slot: u8, addr: [u8; 16]) -> IdentityValue {
     let key = Key::new(IDENTITY_PREFIX_FULL, IdentityKey { slot, addr });
-    IDENTITIES.get(&key).map_or(
-        Peer {
-            id: IDENTITY_ANY,
-            flags: 0,
-        },
-        |v| Peer {
-            id: v.identity,
-            flags: v.flags,
-        },
-    )
+    IDENTITIES.get(&key).copied().unwrap_or(IdentityValue::NONE)
 }
 
 /// The rule of `table` that allows `point` (`policy_point(proto, port)`)
@@ -191,7 +159,7 @@ pub fn check_side(
     let peer = identity(slot, peer);
     // Ingress from the pod's own node is always allowed, in every view.
     let from_node = side == Side::Ingress && peer.is_node();
-    let id = peer.id;
+    let id = peer.identity;
     let rule = if !isolated {
         RULE_NONE
     } else if from_node {

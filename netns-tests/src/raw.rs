@@ -121,6 +121,11 @@ fn sockaddr(ifindex: i32) -> libc::sockaddr_ll {
     a
 }
 
+/// The Internet checksum (RFC 1071) of `data`: an IPv4 header's, say.
+pub fn internet_checksum(data: &[u8]) -> u16 {
+    checksum(0, data)
+}
+
 /// The Internet checksum of `data` starting from `sum`.
 fn checksum(mut sum: u32, data: &[u8]) -> u16 {
     for c in data.chunks(2) {

@@ -24,17 +24,19 @@ mod traffic;
 use std::io::{ErrorKind, Read as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bulkhead_netns_tests::collectors::in_netns;
 use bulkhead_netns_tests::packet::{V4, ether, ipv4, ipv6};
-use bulkhead_netns_tests::raw::{RawLink, fill_checksums};
+use bulkhead_netns_tests::raw::{RawLink, fill_checksums, internet_checksum};
 use lab_support::{Lab, privileged, serial};
-use traffic::{Pod, UdpEcho, udp_exchange};
+use traffic::{IO_TIMEOUT, Pod, UdpEcho, udp_client, udp_exchange};
 
 /// The marker every attack payload carries, so the observer counts only
 /// the attacker's frames.
 const MARKER: &[u8; 16] = b"BULKHEAD-ATTACK!";
+/// The marker of traffic that must arrive.
+const ALLOWED_MARKER: &[u8; 16] = b"BULKHEAD-ALLOWED";
 
 /// x/a may only send UDP 81 to y/v; y is isolated for ingress: y/c lets
 /// y/b in on UDP 81-82, y/v lets x/a in on UDP 81, y/b lets nobody in.
@@ -179,11 +181,57 @@ fn v4(p: &Pod) -> Ipv4Addr {
     }
 }
 
-fn marked(frames: &[Vec<u8>]) -> usize {
+/// How long any wait for the lab to act may last: generous, so a loaded
+/// machine passes; reached only when something is wrong.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The frames carrying `marker` that `observer` captures until `done()`
+/// holds (checked between short reads) or [`PATIENCE`] runs out, and for a
+/// moment after.
+fn captured_until(observer: &RawLink, marker: &[u8], done: impl Fn() -> bool) -> usize {
+    let deadline = Instant::now() + PATIENCE;
+    let mut seen = 0;
+    loop {
+        let finished = done() || Instant::now() > deadline;
+        let wait = if finished { 200 } else { 50 };
+        seen += with_marker(
+            &observer.capture(Duration::from_millis(wait), 10_000),
+            marker,
+        );
+        if finished {
+            return seen;
+        }
+    }
+}
+
+/// Waits until `done()` holds, at most [`PATIENCE`]; whether it did.
+fn eventually(done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+fn with_marker(frames: &[Vec<u8>], marker: &[u8]) -> usize {
     frames
         .iter()
-        .filter(|f| f.windows(MARKER.len()).any(|w| w == MARKER))
+        .filter(|f| f.windows(marker.len()).any(|w| w == marker))
         .count()
+}
+
+/// Whether a frame carrying `marker` reaches `observer` within [`PATIENCE`].
+fn arrives(observer: &RawLink, marker: &[u8]) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if with_marker(&observer.capture(Duration::from_millis(50), 10_000), marker) > 0 {
+            return true;
+        }
+    }
+    false
 }
 
 /// An ICMPv6 message of `ty` with a 1 KB payload that starts with the
@@ -207,6 +255,7 @@ fn neighbour_discovery_and_mld_stay_on_the_link() {
     let attacker = RawLink::open(&a.netns, "eth0").expect("raw socket in x/a");
     // 40 of each type 130-137 and 143, from another pod's address
     // (spoofed) and from the attacker's own, to the victim's address.
+    let (spoofed0, denied0) = (s.drops("spoofed_ip"), s.drops("policy_denied"));
     let mut sent = 0;
     for src in [v6(b), v6(a)] {
         for ty in [130u8, 131, 132, 133, 134, 135, 136, 137, 143] {
@@ -220,9 +269,16 @@ fn neighbour_discovery_and_mld_stay_on_the_link() {
             }
         }
     }
-    let seen = marked(&observer.capture(Duration::from_millis(800), 10_000));
+    // Until both halves are dropped where they leave x/a: then none is
+    // on its way any more.
+    let seen = captured_until(&observer, MARKER, || {
+        s.drops("spoofed_ip") >= spoofed0 + 180 && s.drops("policy_denied") >= denied0 + 180
+    });
     assert_eq!(seen, 0, "{seen} of {sent} ND/MLD frames reached y/v");
-    assert!(s.drops("spoofed_ip") >= 180, "the spoofed ones are counted");
+    assert!(
+        s.drops("spoofed_ip") >= spoofed0 + 180,
+        "the spoofed ones are counted"
+    );
     // IPv6 between allowed pods still works: it needs neighbour discovery
     // between each pod and the node.
     let mut echo = UdpEcho::start(&v.netns, SocketAddr::new(v.ip(false), 81));
@@ -248,7 +304,7 @@ fn port_unreachable(
     let (ether_type, packet) = match (sender, victim_addr.ip(), peer_addr.ip()) {
         (IpAddr::V4(s4), IpAddr::V4(v), IpAddr::V4(p)) => {
             let mut inner = ipv4(v, p, 17, &udp, &V4::default());
-            let c = checksum16(&inner[..20]);
+            let c = internet_checksum(&inner[..20]);
             inner[10..12].copy_from_slice(&c.to_be_bytes());
             let mut icmp = vec![3, 3, 0, 0, 0, 0, 0, 0];
             icmp.extend(inner);
@@ -267,29 +323,11 @@ fn port_unreachable(
     f
 }
 
-fn checksum16(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 /// A UDP socket of `from` connected to `to` that has exchanged one
 /// datagram with it (so conntrack knows the flow).
 fn connected(from: &Pod, to: SocketAddr) -> UdpSocket {
-    let local = SocketAddr::new(from.ip(to.is_ipv4()), 0);
-    let sock = in_netns(&from.netns, move || -> std::io::Result<UdpSocket> {
-        let u = UdpSocket::bind(local)?;
-        u.connect(to)?;
-        Ok(u)
-    })
-    .expect("enter the pod")
-    .expect("UDP socket");
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let sock = udp_client(from, to);
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     sock.send(b"hello").expect("send");
     let mut buf = [0u8; 64];
     sock.recv(&mut buf).expect("echo");
@@ -314,7 +352,11 @@ fn icmp_errors_come_only_from_the_peer_or_the_path() {
         for _ in 0..5 {
             attacker.send(&f).expect("send");
         }
-        thread::sleep(Duration::from_millis(300));
+        // Dropped where they leave x/a: then none is on its way any more.
+        assert!(
+            eventually(|| s.drops("icmp_error_sender") >= before + 5),
+            "the injected errors are dropped and counted"
+        );
         assert_eq!(
             sock.take_error().expect("SO_ERROR").map(|e| e.kind()),
             None,
@@ -325,13 +367,12 @@ fn icmp_errors_come_only_from_the_peer_or_the_path() {
         sock.send(b"again").expect("send");
         let mut buf = [0u8; 64];
         sock.recv(&mut buf).expect("echo after the attack");
-        assert!(s.drops("icmp_error_sender") >= before + 5);
         echo.stop();
         // The peer's own error still arrives: nothing listens on UDP 82.
         let refused = in_netns(&b.netns, move || -> std::io::Result<Option<ErrorKind>> {
             let u = UdpSocket::bind(SocketAddr::new(victim.ip(), 0))?;
             u.connect(SocketAddr::new(c.ip(v4), 82))?;
-            u.set_read_timeout(Some(Duration::from_secs(2)))?;
+            u.set_read_timeout(Some(IO_TIMEOUT))?;
             u.send(b"anyone?")?;
             let mut buf = [0u8; 16];
             Ok(u.recv(&mut buf).err().map(|e| e.kind()))
@@ -374,12 +415,12 @@ fn http_server(netns: &str, addr: SocketAddr) -> thread::JoinHandle<usize> {
     })
 }
 
-/// From `netns`: GET / on `addr`; the status line, or the error.
-fn http_get(netns: &str, addr: SocketAddr) -> Result<String, String> {
+/// From `netns`: GET / on `addr`, connecting within `connect`; the
+/// status line, or the error.
+fn http_get(netns: &str, addr: SocketAddr, connect: Duration) -> Result<String, String> {
     in_netns(netns, move || {
-        let mut c = TcpStream::connect_timeout(&addr, Duration::from_millis(700))
-            .map_err(|e| e.to_string())?;
-        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut c = TcpStream::connect_timeout(&addr, connect).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         write!(
             c,
             "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
@@ -405,18 +446,16 @@ fn the_node_reaches_isolated_pods_and_denied_pods_still_do_not() {
         let addr = SocketAddr::new(v.ip(v4), 8080);
         let server = http_server(&v.netns, addr);
         // A TCP probe (connect and close), then an HTTP GET, from the node.
-        in_netns(&node, move || {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        })
-        .unwrap()
-        .unwrap_or_else(|e| panic!("TCP probe from the node to {addr}: {e}"));
+        in_netns(&node, move || TcpStream::connect_timeout(&addr, IO_TIMEOUT))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("TCP probe from the node to {addr}: {e}"));
         assert_eq!(
-            http_get(&node, addr).expect("GET from the node"),
+            http_get(&node, addr, IO_TIMEOUT).expect("GET from the node"),
             "HTTP/1.1 200 OK"
         );
-        // Pods the policy does not allow still cannot.
+        // Pods the policy does not allow still cannot (one SYN, dropped).
         for denied in [a, b] {
-            let got = http_get(&denied.netns, addr);
+            let got = http_get(&denied.netns, addr, Duration::from_millis(700));
             assert!(got.is_err(), "{} reached {addr}: {got:?}", denied.name);
         }
         // Wake the server so it ends on time.
@@ -424,6 +463,57 @@ fn the_node_reaches_isolated_pods_and_denied_pods_still_do_not() {
         drop(in_netns(&node, move || TcpStream::connect(addr)));
         server.join().unwrap();
     }
+    a_new_node_address_is_let_in(&s, v);
+}
+
+/// An address added to the node (here the preferred source of its route
+/// to `v`) is let in once the agent has read it: the agent follows the
+/// node's addresses as they change.
+fn a_new_node_address_is_let_in(s: &Scene, v: &Pod) {
+    let (node, veth) = (
+        s.node(),
+        s.host(&v.name)["veth"].as_str().unwrap().to_owned(),
+    );
+    let added: IpAddr = "10.244.255.250".parse().unwrap();
+    let ip = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &node])
+            .args(args)
+            .output()
+            .expect("ip");
+        assert!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["addr", "add", "10.244.255.250/32", "dev", &veth]);
+    let to = format!("{}/32", v.ip(true));
+    ip(&[
+        "route",
+        "replace",
+        &to,
+        "dev",
+        &veth,
+        "src",
+        "10.244.255.250",
+    ]);
+    let addr = SocketAddr::new(v.ip(true), 8081);
+    let listener = in_netns(&v.netns, move || TcpListener::bind(addr))
+        .unwrap()
+        .expect("bind");
+    // Each attempt waits out one SYN retransmission (1 s), so the agent's
+    // update lands within an attempt.
+    let connected = eventually(|| {
+        in_netns(&node, move || {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+        })
+        .unwrap()
+        .is_ok()
+    });
+    assert!(connected, "the node reaches {addr} from its new address");
+    let (_, peer) = listener.accept().expect("accept");
+    assert_eq!(peer.ip(), added, "the connection came from the new address");
 }
 
 #[test]
@@ -447,9 +537,7 @@ fn a_reused_fragment_id_does_not_open_a_denied_datagram() {
         first.extend([0, 0]);
         first.extend(b"firstpt!");
         let mut rest = vec![b'r'; 24];
-        if marker {
-            rest[..16].copy_from_slice(MARKER);
-        }
+        rest[..16].copy_from_slice(if marker { MARKER } else { ALLOWED_MARKER });
         let frag = |payload: &[u8], offset: u16, more: bool| {
             let o = V4 {
                 id,
@@ -463,17 +551,23 @@ fn a_reused_fragment_id_does_not_open_a_denied_datagram() {
         };
         (frag(&first, 0, true), frag(&rest, 2, false))
     };
-    // The allowed datagram (UDP 81), whole.
+    // The allowed datagram (UDP 81), whole: it reaches y/v.
     let (first, last) = fragments(81, false);
     attacker.send(&first).unwrap();
     attacker.send(&last).unwrap();
-    thread::sleep(Duration::from_millis(100));
+    assert!(
+        arrives(&observer, ALLOWED_MARKER),
+        "the allowed datagram's last fragment reached y/v"
+    );
     // The denied one (UDP 82) under the same ID: its first fragment is
     // dropped; its later fragment must not pass on the old record.
+    let untracked0 = s.drops("fragment_untracked");
     let (first, last) = fragments(82, true);
     attacker.send(&first).unwrap();
     attacker.send(&last).unwrap();
-    let seen = marked(&observer.capture(Duration::from_millis(500), 1000));
+    let seen = captured_until(&observer, MARKER, || {
+        s.drops("fragment_untracked") > untracked0
+    });
     assert_eq!(seen, 0, "the denied datagram's later fragment reached y/v");
-    assert!(s.drops("fragment_untracked") >= 1);
+    assert!(s.drops("fragment_untracked") > untracked0);
 }

@@ -213,7 +213,7 @@ fn the_watched_directory_cannot_stall_updates_and_a_dead_agent_restarts() {
             nix::sys::signal::Signal::SIGKILL,
         )
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + Duration::from_secs(20);
         let mut s = status(&lab);
         while s["agent_running"] != false && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));

@@ -154,6 +154,7 @@ impl Demo<'_> {
         self.node_scene(&w)?;
         scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
         self.bulkhead(&["status", "--lab", LAB])?;
+        self.agent_death_scene()?;
         scene("Verify: live probes (TCP, UDP, SCTP; IPv4 and IPv6) against the policy");
         self.bulkhead(&["lab", "verify", "--name", LAB])
     }
@@ -165,10 +166,7 @@ impl Demo<'_> {
             "The node always reaches its pods (kubelet's probes come from there): a TCP probe \
              from the node namespace into the isolated shop/db, then explain",
         );
-        let state = watched_dir().with_file_name("state.json");
-        let text = std::fs::read_to_string(&state)
-            .with_context(|| format!("reading {}", state.display()))?;
-        let state: serde_json::Value = serde_json::from_str(&text).context("lab state")?;
+        let state = lab_state()?;
         let db = state["hosts"]
             .as_array()
             .and_then(|h| h.iter().find(|h| h["name"] == "shop/db"))
@@ -202,6 +200,27 @@ impl Demo<'_> {
         ])
     }
 
+    /// The agent is killed: enforcement stays pinned, `status` says it is
+    /// not running, `lab restart-agent` brings it back (verify follows).
+    fn agent_death_scene(&self) -> Result<()> {
+        scene(
+            "Fail-static: the agent is killed, enforcement stays as pinned; \
+             lab restart-agent adopts it again",
+        );
+        let state = lab_state()?;
+        let pid = state["agent"]["pid"]
+            .as_u64()
+            .context("the agent's PID in the lab state")?
+            .to_string();
+        println!("$ kill -KILL {pid}");
+        self.status(
+            Command::new("kill").args(["-KILL", &pid]),
+            &["(kill the agent)"],
+        )?;
+        self.bulkhead(&["status", "--lab", LAB])?;
+        self.bulkhead(&["lab", "restart-agent", "--name", LAB])
+    }
+
     /// Runs `bulkhead ARGS...`, showing the command.
     fn bulkhead(&self, args: &[&str]) -> Result<()> {
         println!("$ bulkhead {}", args.join(" "));
@@ -227,6 +246,14 @@ impl Demo<'_> {
         }
         Ok(())
     }
+}
+
+/// The demo lab's state file, parsed.
+fn lab_state() -> Result<serde_json::Value> {
+    let path = watched_dir().with_file_name("state.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).context("lab state")
 }
 
 /// Prints a scene header.

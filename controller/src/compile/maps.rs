@@ -228,7 +228,7 @@ impl Compiled {
             identity: id,
             flags,
         };
-        let mut pod_keys = HashSet::new();
+        let mut exact_keys = HashSet::new();
         for identity in &self.identities.list {
             let (addrs, flags) = match &identity.kind {
                 IdentityKind::Pods { addrs, .. } => (addrs, IDENTITY_F_POD),
@@ -237,7 +237,7 @@ impl Compiled {
             };
             for &a in addrs {
                 let (len, key) = identity_key(slot, IpNetwork::from(a));
-                pod_keys.insert((len, key));
+                exact_keys.insert((len, key));
                 image.identities.push((len, key, value(identity.id, flags)));
             }
         }
@@ -245,7 +245,7 @@ impl Compiled {
             if let IdentityKind::External { region } = &identity.kind {
                 for &net in &self.regions.regions[*region as usize].prefixes {
                     let (len, key) = identity_key(slot, net);
-                    if !pod_keys.contains(&(len, key)) {
+                    if !exact_keys.contains(&(len, key)) {
                         image.identities.push((len, key, value(identity.id, 0)));
                     }
                 }

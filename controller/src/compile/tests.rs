@@ -161,7 +161,7 @@ fn kernel_allowed(
     };
     let identity = |a: IpAddr| value(a).identity;
     // As `check_side`: the node's ingress needs no rule.
-    let from_node = value(src).flags & bulkhead_common::IDENTITY_F_NODE != 0;
+    let from_node = value(src).is_node();
     let endpoint = |a: IpAddr| c.pod_of(a).map(|p| image.endpoints[p].1);
     let policy = Placed::new(image.policy_layout());
     let point = policy_point(proto, port);

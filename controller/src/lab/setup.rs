@@ -146,14 +146,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
             a.pin_dir.display(),
             state.watch.display()
         ));
-        agent::mount_bpffs(&a)?;
-        let pid = agent::start(state, &a, exe)?;
-        if let Some(a) = state.agent.as_mut() {
-            a.pid = Some(pid);
-        }
-        state.save()?;
-        let enforced = agent::wait(state, AGENT_TIMEOUT)?;
-        agent::keep_enforced(state, &enforced.content_hash)?;
+        let (pid, enforced) = launch_agent(state, &a, exe)?;
         progress(&format!(
             "the agent (pid {pid}) enforces revision {} on {} endpoints",
             enforced.revision,
@@ -189,20 +182,30 @@ pub fn restart_agent(
             pid,
         });
     }
-    agent::mount_bpffs(&a)?;
-    let pid = agent::start(state, &a, exe)?;
+    progress(&format!(
+        "starting the agent again in {} on pins {}",
+        state.node,
+        a.pin_dir.display()
+    ));
+    launch_agent(state, &a, exe).map(|(_, enforced)| enforced)
+}
+
+/// Starts the agent `a` of `state` (bpffs mounted first), records its PID
+/// and waits until it enforces the watched content; its PID and state.
+fn launch_agent(
+    state: &mut LabState,
+    a: &super::state::LabAgent,
+    exe: &Path,
+) -> Result<(u32, AgentState), LabError> {
+    agent::mount_bpffs(a)?;
+    let pid = agent::start(state, a, exe)?;
     if let Some(a) = state.agent.as_mut() {
         a.pid = Some(pid);
     }
     state.save()?;
-    progress(&format!(
-        "started the agent again (pid {pid}) in {} on pins {}",
-        state.node,
-        a.pin_dir.display()
-    ));
     let enforced = agent::wait(state, AGENT_TIMEOUT)?;
     agent::keep_enforced(state, &enforced.content_hash)?;
-    Ok(enforced)
+    Ok((pid, enforced))
 }
 
 /// What `down` removed.

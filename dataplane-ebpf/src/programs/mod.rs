@@ -381,10 +381,11 @@ fn on_link(hook: Hook, ep: &EndpointInfo, slot: u8, p: &Parsed) -> Result<bool, 
                 Err(DropReason::SpoofedIp)
             }
         }
-        Hook::FromPod => {
-            check_ip(ep, p)?;
-            Ok(is_link_scoped(&dst) || policy::identity(slot, dst).is_node())
+        // Off the link, `enforce` checks the source like any packet's.
+        Hook::FromPod if !(is_link_scoped(&dst) || policy::identity(slot, dst).is_node()) => {
+            Ok(false)
         }
+        Hook::FromPod => check_ip(ep, p).map(|()| true),
         Hook::ToPod => Ok(src == [0; 16] || policy::identity(slot, src).is_node()),
     }
 }

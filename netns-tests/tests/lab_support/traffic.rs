@@ -309,7 +309,7 @@ impl UdpEcho {
 
 /// A UDP socket of `from` (its address of `to`'s family, a free port),
 /// connected to `to`.
-fn udp_client(from: &Pod, to: SocketAddr) -> UdpSocket {
+pub fn udp_client(from: &Pod, to: SocketAddr) -> UdpSocket {
     let local = SocketAddr::new(from.ip(to.is_ipv4()), 0);
     let s = in_netns(&from.netns, move || -> std::io::Result<UdpSocket> {
         let s = UdpSocket::bind(local)?;
