@@ -24,7 +24,7 @@ pub fn app_selector(app: &str) -> Selector {
 
 /// Document `document` of the synthetic file `synthetic/<source>`.
 pub fn origin(source: &str, document: usize) -> Origin {
-    Origin {
+    Origin::File {
         file: PathBuf::from(format!("synthetic/{source}")),
         document,
     }
@@ -55,6 +55,8 @@ pub fn pod(
         ports: Vec::new(),
         ips,
         claim: Default::default(),
+        node: None,
+        off_network: None,
         origin: origin(source, document),
     }
 }

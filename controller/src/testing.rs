@@ -194,6 +194,8 @@ pub fn random_model(r: &mut Rng) -> Model {
             ports,
             ips: vec![],
             claim: Default::default(),
+            node: None,
+            off_network: None,
             origin: Origin::default(),
         });
     }

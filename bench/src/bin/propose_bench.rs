@@ -101,6 +101,8 @@ fn cluster(args: &Args) -> (Model, Vec<(Arc<PodInfo>, IpAddr)>) {
             }],
             ips: vec![],
             claim: Default::default(),
+            node: None,
+            off_network: None,
             origin: Origin::default(),
         });
     };

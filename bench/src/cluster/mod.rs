@@ -353,7 +353,9 @@ impl Universe {
                 ports: app.ports.clone(),
                 ips: Vec::new(),
                 claim: Default::default(),
-                origin: Origin {
+                node: None,
+                off_network: None,
+                origin: Origin::File {
                     file: PathBuf::from("synthetic/pods"),
                     document: i,
                 },
@@ -383,7 +385,7 @@ impl ClusterSpec {
                     let ns = Namespace {
                         name: n.name.clone(),
                         labels: n.labels.clone(),
-                        origin: Some(Origin {
+                        origin: Some(Origin::File {
                             file: PathBuf::from("synthetic/namespaces"),
                             document: 0,
                         }),

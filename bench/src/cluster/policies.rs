@@ -120,7 +120,7 @@ impl Drawer<'_> {
             pod_selector: subject,
             ingress,
             egress,
-            origin: Origin {
+            origin: Origin::File {
                 file: PathBuf::from("synthetic/policies"),
                 document,
             },

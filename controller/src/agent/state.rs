@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::source::SourceStatus;
+
 /// Directory of the state files.
 pub const STATE_DIR: &str = "/run/bulkhead/agent";
 
@@ -30,15 +32,24 @@ pub struct EndpointState {
 pub struct AgentState {
     /// PID of the agent.
     pub pid: u32,
-    /// The manifest directory.
+    /// The manifest directory (empty in Kubernetes mode).
+    #[serde(default)]
     pub manifests: PathBuf,
     /// The pin directory (as given).
     pub pin_dir: PathBuf,
-    /// [`super::content_hash`] of the manifests now on disk, as last seen.
-    pub content_hash: String,
-    /// Content hash of the manifests whose policy is in force (`None`
-    /// before the first successful sync).
-    pub enforced_hash: Option<String>,
+    /// The source's revision as last read: for a manifest directory its
+    /// content hash ([`crate::source::manifest::content_hash`]), for the
+    /// Kubernetes API the resourceVersion up to which every watched kind
+    /// is seen. The "done" token tools wait for.
+    #[serde(alias = "content_hash")]
+    pub source_revision: String,
+    /// Source revision whose policy is in force (`None` before the first
+    /// successful sync).
+    #[serde(alias = "enforced_hash")]
+    pub enforced_revision: Option<String>,
+    /// Where the model comes from and how that source is doing.
+    #[serde(default)]
+    pub source: SourceStatus,
     /// Revision in force.
     pub revision: u64,
     /// The last error (invalid manifests, rejected image), if the content on

@@ -2,19 +2,23 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use ipnetwork::IpNetwork;
 
 use super::{CliError, ManifestArgs};
-use crate::agent::{self, AgentConfig, FlowsConfig};
+use crate::agent::{self, AgentConfig, FlowsConfig, SourceConfig};
 use crate::api::{self, ApiConfig};
 use crate::dataplane::{DEFAULT_PIN_DIR, TcMode};
 use crate::flows::PipelineConfig;
 use crate::flows::export::ipfix::IpfixConfig;
 use crate::flows::export::jsonl::{JsonlConfig, JsonlTarget};
 use crate::model::Mode;
+use crate::source::kubernetes::KubeConfig;
+use crate::source::manifest::Purpose;
+use crate::source::manifest::watch::Loader;
 
 /// On or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -31,8 +35,22 @@ pub enum Switch {
 pub struct AgentArgs {
     /// Directory (searched recursively) or file of Kubernetes manifests: the
     /// identity and policy source, watched for changes.
-    #[arg(long, value_name = "DIR", required_unless_present = "cleanup")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present_any = ["cleanup", "kubernetes"],
+        conflicts_with = "kubernetes"
+    )]
     pub manifests: Option<PathBuf>,
+    /// Read identities and policy from the Kubernetes API (watches of
+    /// Namespaces, Pods and NetworkPolicies) instead of manifests. The API
+    /// is found as kube does it: --kubeconfig, else the in-cluster service
+    /// account, else $KUBECONFIG or ~/.kube/config.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Kubeconfig file for --kubernetes.
+    #[arg(long, value_name = "PATH", requires = "kubernetes")]
+    pub kubeconfig: Option<PathBuf>,
     /// CIDR to assign pod addresses from when a pod has none in its status
     /// (one per family; repeat or comma-separate).
     #[arg(long, value_name = "CIDR", value_delimiter = ',')]
@@ -103,8 +121,11 @@ pub struct AgentArgs {
     /// How often the kernel flow tables are drained, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 250, hide = true)]
     pub flow_drain_ms: u64,
-    /// Node name written into flow records (default: the host name).
-    #[arg(long, value_name = "NAME")]
+    /// This node's name: only pods scheduled on it (`spec.nodeName`) are
+    /// enforced here, the others are identities; also written into flow
+    /// records. Default: $NODE_NAME (set it from the downward API), else
+    /// the host name.
+    #[arg(long, value_name = "NAME", env = "NODE_NAME")]
     pub node_name: Option<String>,
     /// Mode of every NetworkPolicy that neither it nor its namespace sets
     /// with the `bulkhead.io/mode` annotation: enforce, audit (the kernel
@@ -112,7 +133,7 @@ pub struct AgentArgs {
     /// enforced, flows recorded for `bulkhead propose`). See docs/learn.md.
     #[arg(long, value_name = "MODE", default_value = "enforce")]
     pub mode: Mode,
-    /// Poll interval of the manifest directory and links, in milliseconds.
+    /// Interval at which the node's links are re-read, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 200, hide = true)]
     pub poll_ms: u64,
     /// Grace period after a policy switch before the old slot is rewritten, in milliseconds.
@@ -136,29 +157,18 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         );
         return Ok(());
     }
-    let manifests = args
-        .manifests
-        .clone()
-        .expect("clap requires --manifests without --cleanup");
-    let source = ManifestArgs {
-        manifests: manifests.clone(),
-        pod_cidr: args.pod_cidr.clone(),
-        assign_pod_ips: args.assign_pod_ips,
-    };
-    let load = || {
-        let loaded = source.load().map(|mut model| {
-            model.default_mode = args.mode;
-            model
-        });
-        if loaded.is_err() {
-            // Nothing of a failed load stays in use: give its memory back.
-            agent::memory::release_freed();
-        }
-        loaded
+    let source = match &args.manifests {
+        Some(path) => manifest_source(args, path),
+        None => SourceConfig::Kubernetes(KubeConfig {
+            kubeconfig: args.kubeconfig.clone(),
+            default_mode: args.mode,
+        }),
     };
     let cfg = AgentConfig {
-        manifests,
-        load: &load,
+        source,
+        // In a cluster, pods of other nodes are identities only; with
+        // manifests, --node-name narrows the same way when given.
+        node_name: args.node_name.clone(),
         pin_dir: args.pin_dir.clone(),
         xdp: args.xdp == Switch::On,
         host_routing: args.host_routing == Switch::On,
@@ -167,8 +177,34 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         grace: Duration::from_millis(args.grace_ms),
         flows: flows_config(args),
     };
-    agent::run(&cfg)?;
+    agent::run(cfg)?;
     Ok(())
+}
+
+/// The manifest source: the CLI's loader (address options, default
+/// mode), for enforcement.
+fn manifest_source(args: &AgentArgs, path: &std::path::Path) -> SourceConfig {
+    let manifests = ManifestArgs {
+        manifests: path.to_owned(),
+        pod_cidr: args.pod_cidr.clone(),
+        assign_pod_ips: args.assign_pod_ips,
+    };
+    let mode = args.mode;
+    let load: Loader = Arc::new(move || {
+        let loaded = manifests.load_for(Purpose::Enforcement).map(|mut model| {
+            model.default_mode = mode;
+            model
+        });
+        if loaded.is_err() {
+            // Nothing of a failed load stays in use: give its memory back.
+            agent::memory::release_freed();
+        }
+        loaded
+    });
+    SourceConfig::Manifests {
+        path: path.to_owned(),
+        load,
+    }
 }
 
 /// The flow side's configuration from the flags.

@@ -365,7 +365,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
 fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
     let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
-    agent::keep_enforced(&state, &enforced.content_hash)?;
+    agent::keep_enforced(&state, &enforced.source_revision)?;
     report_enforced(&state, &enforced);
     Ok(())
 }
@@ -428,12 +428,12 @@ fn policy_in_force(state: &LabState) -> Result<PathBuf, CliError> {
     };
     match agent::wait(state, Duration::from_secs(10)) {
         Ok(enforced) => {
-            agent::keep_enforced(state, &enforced.content_hash)?;
+            agent::keep_enforced(state, &enforced.source_revision)?;
             Ok(state.watched().to_owned())
         }
         Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
             let kept = crate::agent::AgentState::read(&a.pin_dir)
-                .and_then(|s| s.enforced_hash)
+                .and_then(|s| s.enforced_revision)
                 .and_then(|h| agent::enforced_copy(&state.name, &h));
             match kept {
                 Some(dir) => {

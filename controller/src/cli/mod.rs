@@ -79,6 +79,11 @@ pub struct ManifestArgs {
 impl ManifestArgs {
     /// Loads and validates the manifests.
     pub fn load(&self) -> Result<Model, ManifestErrors> {
+        self.load_for(manifest::Purpose::Analysis)
+    }
+
+    /// [`Self::load`] for `purpose`.
+    pub fn load_for(&self, purpose: manifest::Purpose) -> Result<Model, ManifestErrors> {
         let mut plan = AddressPlan {
             ignore_status: self.assign_pod_ips,
             ..AddressPlan::default()
@@ -90,7 +95,7 @@ impl ManifestArgs {
                 .map(|c| IpNetwork::new(c.network(), c.prefix()).unwrap_or(*c))
                 .collect();
         }
-        let model = manifest::load_dir(&self.manifests, &plan)?;
+        let model = manifest::load_dir_for(&self.manifests, &plan, purpose)?;
         tracing::info!(
             pods = model.pods.len(),
             namespaces = model.namespaces.len(),

@@ -14,6 +14,7 @@ use crate::dataplane::status::{self, MapStatus};
 use crate::dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use crate::lab::LabError;
 use crate::lab::state::LabState;
+use crate::source::SourceStatus;
 
 /// Arguments of `bulkhead status`.
 #[derive(Debug, Args)]
@@ -39,7 +40,11 @@ struct Report<'a> {
     agent_error: Option<&'a str>,
     /// Warnings about the manifests in force.
     agent_warnings: &'a [String],
-    enforced_hash: Option<&'a str>,
+    enforced_revision: Option<&'a str>,
+    /// The policy source (manifests or the Kubernetes API) and its state.
+    agent_source: Option<&'a SourceStatus>,
+    /// Age of the view in force while the source cannot be read, seconds.
+    agent_view_stale_seconds: Option<u64>,
     #[serde(flatten)]
     maps: &'a MapStatus,
     pods: Vec<(u32, &'a str, &'a str)>,
@@ -97,7 +102,9 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                 agent_pid: alive.map(|s| s.pid),
                 agent_error: state.as_ref().and_then(|s| s.error.as_deref()),
                 agent_warnings: state.as_ref().map_or(&[], |s| s.warnings.as_slice()),
-                enforced_hash: state.as_ref().and_then(|s| s.enforced_hash.as_deref()),
+                enforced_revision: state.as_ref().and_then(|s| s.enforced_revision.as_deref()),
+                agent_source: state.as_ref().map(|s| &s.source),
+                agent_view_stale_seconds: state.as_ref().and_then(stale_seconds),
                 maps: &maps,
                 pods: maps
                     .endpoints
@@ -122,6 +129,9 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                     )?,
                     None => writeln!(out, "agent:     not running (enforcement stays as pinned)")?,
                 },
+            }
+            if let Some(s) = &state {
+                write_source(&mut out, s)?;
             }
             if let Some(e) = state.as_ref().and_then(|s| s.error.as_deref()) {
                 writeln!(out, "error:     {e}")?;
@@ -192,4 +202,41 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// Seconds since the source stopped answering, while it does not.
+fn stale_seconds(state: &AgentState) -> Option<u64> {
+    let since = state.source.stale_since_unix_ms?;
+    Some(crate::source::now_unix_ms().saturating_sub(since) / 1000)
+}
+
+/// The source line(s) of the text report.
+fn write_source(out: &mut impl Write, state: &AgentState) -> std::io::Result<()> {
+    let source = &state.source;
+    if source.kind.is_empty() {
+        return Ok(());
+    }
+    let health = match (source.connected, stale_seconds(state)) {
+        (true, _) => "current".to_owned(),
+        (false, Some(age)) => format!("NOT REACHABLE: enforcing the view of {age} s ago"),
+        (false, None) => "not reachable".to_owned(),
+    };
+    writeln!(
+        out,
+        "source:    {} {} ({health})",
+        source.kind, source.location
+    )?;
+    if let Some(e) = &source.last_error {
+        writeln!(out, "           last error: {e}")?;
+    }
+    writeln!(
+        out,
+        "           revision {} read, {} enforced",
+        if state.source_revision.is_empty() {
+            "-"
+        } else {
+            &state.source_revision
+        },
+        state.enforced_revision.as_deref().unwrap_or("-")
+    )
 }

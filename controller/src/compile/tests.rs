@@ -324,6 +324,8 @@ fn identities_group_pods_that_no_selector_distinguishes() {
             ports: vec![],
             ips: vec![],
             claim: Default::default(),
+            node: None,
+            off_network: None,
             origin: Origin::default(),
         });
     }

@@ -18,7 +18,7 @@
 //! The agent runs with `--netns bh-<lab>-node` (so it stays in this mount
 //! namespace and sees the bpffs) and finds the pods' host-side veths there
 //! by route, as on a real node. "Enforced" means the agent's state file
-//! says `enforced_hash == content_hash(watched)` ([`wait`]).
+//! says `enforced_revision == content_hash(watched)` ([`wait`]).
 //!
 //! Teardown ([`teardown`]) works without the lab's state file: the agent
 //! is found by its command line (`agent ... --bpffs <the lab's pin dir>`),
@@ -36,8 +36,9 @@ use super::LabError;
 use super::naming::node_netns;
 use super::net;
 use super::state::{LabAgent, LabState, lab_dir, pin_dir};
-use crate::agent::{AgentState, content_hash};
+use crate::agent::AgentState;
 use crate::private;
+use crate::source::manifest::content_hash;
 use crate::source::manifest::walk::{self, Limits};
 
 /// How long the agent gets to stop on SIGTERM before SIGKILL.
@@ -185,13 +186,13 @@ pub fn running(agent: &LabAgent) -> Option<u32> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Sync {
     /// It enforces exactly the watched content.
-    Enforced(AgentState),
+    Enforced(Box<AgentState>),
     /// It saw the content and rejected it (the policy in force stays).
     Rejected {
         /// Its error.
         error: String,
         /// What it enforces instead (`None`: nothing yet).
-        enforced_hash: Option<String>,
+        enforced_revision: Option<String>,
     },
     /// It has not caught up yet.
     Pending {
@@ -210,14 +211,14 @@ pub fn check(agent: &LabAgent, want: &str) -> Sync {
         // was restarted): not its word yet.
         return Sync::Pending { error: None };
     }
-    let enforced = s.enforced_hash.as_deref() == Some(want);
-    if s.content_hash == want {
+    let enforced = s.enforced_revision.as_deref() == Some(want);
+    if s.source_revision == want {
         match (&s.error, enforced) {
-            (None, true) => return Sync::Enforced(s),
+            (None, true) => return Sync::Enforced(Box::new(s)),
             (Some(e), false) => {
                 return Sync::Rejected {
                     error: e.clone(),
-                    enforced_hash: s.enforced_hash.clone(),
+                    enforced_revision: s.enforced_revision.clone(),
                 };
             }
             _ => {}
@@ -241,7 +242,7 @@ pub fn wait(state: &LabState, timeout: Duration) -> Result<AgentState, LabError>
         // Hashed each round: content that changes while we wait is waited for.
         let want = content_hash(&watched);
         match check(agent, &want) {
-            Sync::Enforced(s) => return Ok(s),
+            Sync::Enforced(s) => return Ok(*s),
             Sync::Rejected { error, .. } => return Err(LabError::Rejected { watched, error }),
             Sync::Pending { error } => {
                 let running = agent.pid.is_some_and(|p| is_agent(p, &agent.pin_dir));
@@ -274,7 +275,7 @@ fn enforced_dir(name: &str) -> PathBuf {
     lab_dir(name).join("enforced")
 }
 
-fn enforced_hash_file(name: &str) -> PathBuf {
+fn enforced_revision_file(name: &str) -> PathBuf {
     lab_dir(name).join("enforced.hash")
 }
 
@@ -293,13 +294,13 @@ pub fn keep_enforced(state: &LabState, hash: &str) -> Result<(), LabError> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&tmp, &dir).map_err(LabError::io(&dir))?;
-    let file = enforced_hash_file(&state.name);
+    let file = enforced_revision_file(&state.name);
     private::write(&file, hash.as_bytes()).map_err(LabError::io(&file))
 }
 
 /// The kept copy of the content the agent enforces under `hash`, if any.
 pub fn enforced_copy(name: &str, hash: &str) -> Option<PathBuf> {
-    let kept = std::fs::read_to_string(enforced_hash_file(name)).ok()?;
+    let kept = std::fs::read_to_string(enforced_revision_file(name)).ok()?;
     (kept.trim() == hash).then(|| enforced_dir(name))
 }
 

@@ -204,7 +204,7 @@ fn launch_agent(
     }
     state.save()?;
     let enforced = agent::wait(state, AGENT_TIMEOUT)?;
-    agent::keep_enforced(state, &enforced.content_hash)?;
+    agent::keep_enforced(state, &enforced.source_revision)?;
     Ok((pid, enforced))
 }
 

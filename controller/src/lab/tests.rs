@@ -37,6 +37,8 @@ fn pod(ns: &str, name: &str, ports: &[(u16, Protocol)]) -> Pod {
             .collect(),
         ips: Vec::new(),
         claim: Default::default(),
+        node: None,
+        off_network: None,
         origin: Origin::default(),
     }
 }

@@ -142,10 +142,7 @@ pub fn apply(model: &Model, proposal: &Proposal) -> Model {
     m.policies.retain(|p| !names.contains(&p.key()));
     m.policies
         .extend(proposal.policies.iter().enumerate().map(|(i, p)| Policy {
-            origin: Origin {
-                file: "<proposal>".into(),
-                document: i,
-            },
+            origin: Origin::file("<proposal>", i),
             // The proof is about the proposal enforced, whatever mode its
             // namespace or the agent would give it.
             mode: Some(Mode::Enforce),

@@ -23,22 +23,62 @@ pub use selector::{Labels, Requirement, Selector};
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Where an object was read from.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Origin {
-    /// The file.
-    pub file: PathBuf,
-    /// Index of the YAML document in the file (0 for JSON).
-    pub document: usize,
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// A document of a manifest file.
+    File {
+        /// The file.
+        file: PathBuf,
+        /// Index of the YAML document in the file (0 for JSON).
+        document: usize,
+    },
+    /// The Kubernetes API (the object's kind, namespace and name say which).
+    KubernetesApi,
+}
+
+impl Default for Origin {
+    fn default() -> Self {
+        Self::File {
+            file: PathBuf::new(),
+            document: 0,
+        }
+    }
+}
+
+impl Origin {
+    /// A document of a manifest file.
+    pub fn file(file: impl Into<PathBuf>, document: usize) -> Self {
+        Self::File {
+            file: file.into(),
+            document,
+        }
+    }
+
+    /// The manifest file, if read from one.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            Self::File { file, .. } => Some(file),
+            Self::KubernetesApi => None,
+        }
+    }
+
+    /// The document's index in its file, if read from one.
+    pub fn document(&self) -> Option<usize> {
+        match self {
+            Self::File { document, .. } => Some(*document),
+            Self::KubernetesApi => None,
+        }
+    }
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} (document {})",
-            self.file.display(),
-            self.document + 1
-        )
+        match self {
+            Self::File { file, document } => {
+                write!(f, "{} (document {})", file.display(), document + 1)
+            }
+            Self::KubernetesApi => f.write_str("the Kubernetes API"),
+        }
     }
 }
 
@@ -158,8 +198,34 @@ pub struct Pod {
     /// How strongly it holds its status addresses when another pod claims
     /// one too (churn): see [`addressing`].
     pub claim: AddressClaim,
+    /// The node it is scheduled on (`spec.nodeName` of a Pod object), if
+    /// known: an agent enforces only its own node's pods; the others are
+    /// identities.
+    pub node: Option<String>,
+    /// Why the pod has no address of its own on the pod network, if so
+    /// (the agent leaves such pods out: [`Model::drop_off_network_pods`]).
+    pub off_network: Option<OffNetwork>,
     /// Where it was read from.
     pub origin: Origin,
+}
+
+/// Why a pod has no address of its own on the pod network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OffNetwork {
+    /// `spec.hostNetwork`: it carries its node's addresses.
+    HostNetwork,
+    /// `status.phase` Succeeded or Failed: it ended, and its address may
+    /// already be another pod's.
+    Ended,
+}
+
+impl fmt::Display for OffNetwork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::HostNetwork => "it uses the host network (hostNetwork)",
+            Self::Ended => "it ended (phase Succeeded or Failed)",
+        })
+    }
 }
 
 /// What decides between two pods claiming one address: a running pod
@@ -229,6 +295,17 @@ impl Model {
             .mode
             .or_else(|| self.namespaces.get(&policy.namespace)?.mode)
             .unwrap_or(self.default_mode)
+    }
+
+    /// Leaves out the pods that have no address of their own on the pod
+    /// network ([`OffNetwork`]): never endpoints, and as peers their
+    /// addresses (their node's, or reused) match only ipBlocks. What an
+    /// enforcing agent does; the offline analysis keeps them as pods, as
+    /// other NetworkPolicy analyzers do. Returns how many were left out.
+    pub fn drop_off_network_pods(&mut self) -> usize {
+        let before = self.pods.len();
+        self.pods.retain(|p| p.off_network.is_none());
+        before - self.pods.len()
     }
 
     /// Sorts pods and policies and adds implied namespaces and the name

@@ -199,7 +199,7 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
     let mut already = Vec::new();
     let mut refused = Vec::new();
     for p in &selected {
-        let file = &p.origin.file;
+        let file = &origin_file(p);
         if !texts.contains_key(file) {
             let text = std::fs::read_to_string(file).map_err(|source| PromoteError::Read {
                 path: file.clone(),
@@ -216,7 +216,7 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
             Ok(e) => edits
                 .entry(file.clone())
                 .or_default()
-                .push((p.origin.document, p, e)),
+                .push((origin_document(p), p, e)),
             Err(reason) => refused.push(UnsafeEdit {
                 policy: p.key(),
                 origin: p.origin.clone(),
@@ -276,7 +276,7 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
         policy: p.key(),
         from: to,
         to,
-        file: p.origin.file.clone(),
+        file: origin_file(p),
         line,
         changed: false,
     }));
@@ -349,10 +349,22 @@ fn select<'m>(model: &'m Model, selection: &Selection) -> Result<Vec<&'m Policy>
     }
 }
 
+/// The manifest file policy `p` was read from (promote reads manifest
+/// directories only; an origin without a file names none, and reading it
+/// fails with a clear error).
+fn origin_file(p: &Policy) -> PathBuf {
+    p.origin.path().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// The index of `p`'s document in its file.
+fn origin_document(p: &Policy) -> usize {
+    p.origin.document().unwrap_or(0)
+}
+
 /// The edit that sets policy `p`'s own mode in `text`, its file.
 fn edit_policy(text: &str, p: &Policy, to: Mode) -> Result<edit::Edit, Refusal> {
     let (lines, docs) = document_of(text, p)?;
-    let doc = &docs[p.origin.document];
+    let doc = &docs[origin_document(p)];
     if let Some(m) = doc.marker
         && documents::is_content(lines[m].text[3..].trim_start())
     {
@@ -367,12 +379,12 @@ fn document_of<'t>(
     text: &'t str,
     p: &Policy,
 ) -> Result<(Vec<documents::Line<'t>>, Vec<documents::Document>), Refusal> {
-    let is_json = p.origin.file.extension().and_then(|e| e.to_str()) == Some("json");
+    let is_json = origin_file(p).extension().and_then(|e| e.to_str()) == Some("json");
     if is_json {
         return Err(Refusal::Json);
     }
     let parsed = documents::parse(text).map_err(|_| Refusal::Unlocated)?;
-    let value = parsed.get(p.origin.document).ok_or(Refusal::Unlocated)?;
+    let value = parsed.get(origin_document(p)).ok_or(Refusal::Unlocated)?;
     let kind = value
         .get("kind")
         .and_then(Value::as_str)
@@ -394,7 +406,7 @@ fn document_of<'t>(
         return Err(Refusal::Unlocated);
     }
     // The text found for the document must read as the parser's document.
-    let body = documents::join(&lines[docs[p.origin.document].body.clone()]);
+    let body = documents::join(&lines[docs[origin_document(p)].body.clone()]);
     let alone = documents::parse(&body).map_err(|_| Refusal::Unlocated)?;
     if alone.as_slice() != std::slice::from_ref(value) {
         return Err(Refusal::Unlocated);
@@ -408,7 +420,7 @@ fn locate_line(text: &str, p: &Policy) -> usize {
     let Ok((lines, docs)) = document_of(text, p) else {
         return 1;
     };
-    let body = docs[p.origin.document].body.clone();
+    let body = docs[origin_document(p)].body.clone();
     edit::mode_line(&lines, body.clone())
         .or_else(|| body.clone().find(|&i| documents::is_content(lines[i].text)))
         .map_or(1, |i| i + 1)

@@ -204,8 +204,11 @@ pub fn reload(
     };
     let mut model = manifest::load_dir(&staged, plan).map_err(VerifyError::Load)?;
     let back = |o: &mut Origin| {
-        if let Ok(rel) = o.file.strip_prefix(&staged) {
-            o.file = if rel.as_os_str().is_empty() {
+        let Origin::File { file, .. } = o else {
+            return;
+        };
+        if let Ok(rel) = file.strip_prefix(&staged) {
+            *file = if rel.as_os_str().is_empty() {
                 dir.to_path_buf()
             } else {
                 dir.join(rel)

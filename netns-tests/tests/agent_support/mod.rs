@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bulkhead::agent::{AgentState, content_hash};
+use bulkhead::agent::AgentState;
 use bulkhead::compile::maps::pod_mac;
+use bulkhead::source::manifest::content_hash;
 pub use bulkhead_netns_tests::{bulkhead_bin, privileged};
 
 /// Agent tests run one at a time.
@@ -286,6 +287,51 @@ impl Node {
     /// does) with `extra` arguments; returns once it has synced the current
     /// manifests.
     pub fn start_agent(&mut self, extra: &[&str]) {
+        let manifests = self.manifests.display().to_string();
+        self.spawn_agent(&["--manifests", &manifests], extra);
+        self.wait_synced(Duration::from_secs(10));
+    }
+
+    /// Starts the agent in the node namespace reading the Kubernetes API
+    /// through `kubeconfig`; returns once it enforces every change up to
+    /// resourceVersion `rv`.
+    pub fn start_kubernetes_agent(
+        &mut self,
+        kubeconfig: &std::path::Path,
+        rv: u64,
+        extra: &[&str],
+    ) {
+        let kubeconfig = kubeconfig.display().to_string();
+        self.spawn_agent(&["--kubernetes", "--kubeconfig", &kubeconfig], extra);
+        self.wait_revision(rv, Duration::from_secs(30));
+    }
+
+    /// Waits until the agent enforces the Kubernetes view up to
+    /// resourceVersion `rv`.
+    pub fn wait_revision(&mut self, rv: u64, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.state()
+                && s.pid != 0
+                && s.error.is_none()
+                && s.enforced_revision
+                    .as_deref()
+                    .and_then(|r| r.parse::<u64>().ok())
+                    .is_some_and(|r| r >= rv)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not enforce resourceVersion {rv} within {timeout:?}: state {:?}\n{}",
+                self.state(),
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn spawn_agent(&mut self, source: &[&str], extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -295,8 +341,7 @@ impl Node {
             .args(["netns", "exec", &self.node])
             .arg(bulkhead_bin())
             .arg("agent")
-            .arg("--manifests")
-            .arg(&self.manifests)
+            .args(source)
             .arg("--bpffs")
             .arg(&self.pins)
             // Not the default /run/bulkhead/agent.sock: a killed agent
@@ -311,7 +356,6 @@ impl Node {
             .spawn()
             .expect("start the agent");
         self.agents.push(child);
-        self.wait_synced(Duration::from_secs(10));
     }
 
     /// The agent's state file.
@@ -326,7 +370,7 @@ impl Node {
         loop {
             if let Some(s) = self.state()
                 && s.pid != 0
-                && s.enforced_hash.as_deref() == Some(want.as_str())
+                && s.enforced_revision.as_deref() == Some(want.as_str())
             {
                 return;
             }

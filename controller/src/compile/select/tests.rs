@@ -23,6 +23,8 @@ fn model() -> Model {
         ports: vec![],
         ips: vec![],
         claim: Default::default(),
+        node: None,
+        off_network: None,
         origin: Origin::default(),
     };
     let mut m = Model {

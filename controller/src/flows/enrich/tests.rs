@@ -25,6 +25,8 @@ fn pod(ns: &str, name: &str, app: &str, ip: &str, owner: Option<Workload>) -> Po
         ports: vec![],
         ips: vec![ip.parse().unwrap()],
         claim: Default::default(),
+        node: None,
+        off_network: None,
         origin: Origin::default(),
     }
 }

@@ -14,6 +14,8 @@ fn pod(ns: &str, name: &str, ips: &[&str]) -> Pod {
         ports: vec![],
         ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
         claim: Default::default(),
+        node: None,
+        off_network: None,
         origin: Origin::default(),
     }
 }

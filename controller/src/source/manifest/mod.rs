@@ -12,7 +12,9 @@
 
 mod error;
 mod policy;
+mod revision;
 pub mod walk;
+pub mod watch;
 mod workload;
 
 #[cfg(test)]
@@ -25,10 +27,13 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub use error::{ManifestError, ManifestErrors, ObjectError, ObjectRef, Problem};
+pub use revision::{content_hash, content_hash_within};
 pub use walk::{Limits, WalkError};
 
-use crate::model::addressing::AddressPlan;
-use crate::model::{Direction, Labels, MODE_ANNOTATION, Mode, Model, Namespace, Origin, PortMatch};
+use crate::model::addressing::{AddressPlan, AddressingError};
+use crate::model::{
+    Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch,
+};
 
 /// Workload kinds that stand for one pod each.
 pub const WORKLOAD_KINDS: [&str; 7] = [
@@ -41,16 +46,39 @@ pub const WORKLOAD_KINDS: [&str; 7] = [
     "ReplicationController",
 ];
 
-/// Loads every manifest under `dir` and gives pods addresses by `plan`.
-pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors> {
-    load_dir_within(dir, plan, &Limits::DEFAULT)
+/// What a model is for, which decides what happens to pods without an
+/// address of their own on the pod network ([`crate::model::OffNetwork`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Purpose {
+    /// Offline analysis (`connectivity`, `explain`, ...): such pods stay,
+    /// as other NetworkPolicy analyzers keep them.
+    #[default]
+    Analysis,
+    /// An enforcing agent: such pods are left out before addresses are
+    /// settled (never endpoints; their addresses match only ipBlocks).
+    Enforcement,
 }
 
-/// [`load_dir`] with the walk and reads bounded by `limits`.
+/// Loads every manifest under `dir` and gives pods addresses by `plan`.
+pub fn load_dir(dir: &Path, plan: &AddressPlan) -> Result<Model, ManifestErrors> {
+    load_dir_for(dir, plan, Purpose::Analysis)
+}
+
+/// [`load_dir`] for `purpose`.
+pub fn load_dir_for(
+    dir: &Path,
+    plan: &AddressPlan,
+    purpose: Purpose,
+) -> Result<Model, ManifestErrors> {
+    load_dir_within(dir, plan, &Limits::DEFAULT, purpose)
+}
+
+/// [`load_dir_for`] with the walk and reads bounded by `limits`.
 pub fn load_dir_within(
     dir: &Path,
     plan: &AddressPlan,
     limits: &Limits,
+    purpose: Purpose,
 ) -> Result<Model, ManifestErrors> {
     let files = walk::walk(dir, limits).map_err(|e| ManifestErrors(vec![e.into()]))?;
     if files.is_empty() {
@@ -74,11 +102,27 @@ pub fn load_dir_within(
     if !errors.is_empty() {
         return Err(ManifestErrors(errors));
     }
-    let mut model = builder.model;
+    assemble(builder.model, plan, purpose).map_err(|e| ManifestErrors(vec![e.into()]))
+}
+
+/// Finishes a model of converted objects, the same way whatever the source
+/// (one model: the manifest directory and the Kubernetes API give the same
+/// model for the same objects): sorted, every used namespace present,
+/// addresses settled by `plan`, and the states an API server accepts that
+/// leave part of an object ineffective recorded as warnings.
+pub fn assemble(
+    mut model: Model,
+    plan: &AddressPlan,
+    purpose: Purpose,
+) -> Result<Model, AddressingError> {
+    if purpose == Purpose::Enforcement {
+        for pod in model.pods.iter().filter(|p| p.off_network.is_some()) {
+            tracing::debug!(pod = %pod.key(), "not on the pod network: only ipBlocks match its addresses");
+        }
+        model.drop_off_network_pods();
+    }
     model.normalize();
-    let conflicts = plan
-        .assign(&mut model.pods)
-        .map_err(|e| ManifestErrors(vec![e.into()]))?;
+    let conflicts = plan.assign(&mut model.pods)?;
     for conflict in conflicts {
         tracing::warn!("{conflict}");
         model.warnings.push(conflict.to_string());
@@ -93,6 +137,59 @@ pub fn load_dir_within(
     Ok(model)
 }
 
+/// An object of the Kubernetes API, converted.
+#[derive(Clone, Debug)]
+pub enum ApiObject {
+    /// A Namespace.
+    Namespace(Namespace),
+    /// A Pod.
+    Pod(Pod),
+    /// A NetworkPolicy.
+    Policy(Policy),
+}
+
+/// Converts an object an API server served, of `kind` (its list's item
+/// kind): by the same conversion as manifests, except that fields this
+/// version does not know (a newer API) are ignored rather than errors. An
+/// error here means the object cannot be used at all; the caller skips it
+/// and warns.
+pub fn api_object(kind: &str, value: Value) -> Result<ApiObject, ObjectError> {
+    let origin = Origin::KubernetesApi;
+    let ctx = Ctx {
+        origin: &origin,
+        object: object_ref(&value, Some(kind)),
+        strict: false,
+    };
+    match kind {
+        "Namespace" => namespace(&ctx, value).map(ApiObject::Namespace),
+        "Pod" => workload::convert(&ctx, kind, value).map(ApiObject::Pod),
+        "NetworkPolicy" => policy::convert(&ctx, value, "").map(ApiObject::Policy),
+        other => Err(ctx.err(
+            "kind",
+            Problem::UnsupportedPolicyKind {
+                kind: other.to_owned(),
+                api_version: String::new(),
+            },
+        )),
+    }
+}
+
+/// Converts a Namespace.
+fn namespace(ctx: &Ctx<'_>, value: Value) -> Result<Namespace, ObjectError> {
+    let ns: k8s_openapi::api::core::v1::Namespace = workload::decode(ctx, value)?;
+    let name = ns
+        .metadata
+        .name
+        .ok_or_else(|| ctx.err("metadata.name", Problem::Missing))?;
+    let mode = mode_annotation(ctx, ns.metadata.annotations.as_ref())?;
+    Ok(Namespace {
+        name,
+        labels: ns.metadata.labels.unwrap_or_default(),
+        origin: Some(ctx.origin.clone()),
+        mode,
+    })
+}
+
 /// The documents of one file (read through `reader`, within its limits),
 /// empty documents dropped.
 fn read_documents(
@@ -103,10 +200,7 @@ fn read_documents(
         path: path.to_path_buf(),
         source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
     })?;
-    let origin = |document| Origin {
-        file: path.to_path_buf(),
-        document,
-    };
+    let origin = |document| Origin::file(path, document);
     if path.extension().and_then(|e| e.to_str()) == Some("json") {
         let value: Value = serde_json::from_str(&text).map_err(|source| ManifestError::Json {
             path: path.to_path_buf(),
@@ -165,6 +259,9 @@ fn is_cluster_scoped(kind: &str) -> bool {
 pub(crate) struct Ctx<'a> {
     origin: &'a Origin,
     object: ObjectRef,
+    /// Unknown fields are errors (manifests a user is about to apply), not
+    /// ignored (objects an API server of a newer version already accepted).
+    strict: bool,
 }
 
 impl Ctx<'_> {
@@ -213,6 +310,7 @@ impl Builder {
         let ctx = Ctx {
             origin,
             object: object_ref(&value, kind.as_deref()),
+            strict: true,
         };
         let Some(kind) = kind else {
             self.errors.push(ctx.err("kind", Problem::Missing));
@@ -290,23 +388,9 @@ impl Builder {
     }
 
     fn add_namespace(&mut self, ctx: &Ctx<'_>, value: Value) -> Result<(), ObjectError> {
-        let ns: k8s_openapi::api::core::v1::Namespace = workload::decode(ctx, value)?;
-        let name = ns
-            .metadata
-            .name
-            .ok_or_else(|| ctx.err("metadata.name", Problem::Missing))?;
-        let mode = mode_annotation(ctx, ns.metadata.annotations.as_ref())?;
-        if self.check_unique(ctx, "namespace", name.clone()) {
-            let labels: Labels = ns.metadata.labels.unwrap_or_default();
-            self.model.namespaces.insert(
-                name.clone(),
-                Namespace {
-                    name,
-                    labels,
-                    origin: Some(ctx.origin.clone()),
-                    mode,
-                },
-            );
+        let ns = namespace(ctx, value)?;
+        if self.check_unique(ctx, "namespace", ns.name.clone()) {
+            self.model.namespaces.insert(ns.name.clone(), ns);
         }
         Ok(())
     }
@@ -362,6 +446,7 @@ fn unresolved_named_ports(model: &Model) -> Vec<ObjectError> {
                             namespace: Some(policy.namespace.clone()),
                             name: Some(policy.name.clone()),
                         },
+                        strict: false,
                     };
                     out.push(ctx.err(
                         format!("spec.{field}[{ri}].ports[{pi}].port"),

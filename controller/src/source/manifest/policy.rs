@@ -40,7 +40,7 @@ pub(super) fn convert(
         let field = e.path().to_string();
         ctx.err(field, Problem::Decode(e.into_inner()))
     })?;
-    if let Some(field) = unknown.into_iter().next() {
+    if let Some(field) = unknown.into_iter().next().filter(|_| ctx.strict) {
         return Err(ctx.err(field, Problem::UnknownField));
     }
     let name = np

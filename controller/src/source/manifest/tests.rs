@@ -9,8 +9,8 @@ use tempfile::TempDir;
 
 use super::*;
 use crate::model::{
-    ContainerPort, IpBlock, NAMESPACE_NAME_LABEL, NamespaceScope, Peer, Policy, PortSpec, Protocol,
-    Requirement, Selector,
+    ContainerPort, IpBlock, Labels, NAMESPACE_NAME_LABEL, NamespaceScope, Peer, Policy, PortSpec,
+    Protocol, Requirement, Selector,
 };
 use crate::testing::dir_with;
 
@@ -43,7 +43,7 @@ fn object_error(files: &[(&str, &str)], file: &str, object: &str, field: &str) -
     let ManifestError::Object(e) = errors.0.into_iter().next().expect("one") else {
         panic!("not an object error: {message}");
     };
-    assert_eq!(e.origin.file, dir.path().join(file), "{message}");
+    assert_eq!(e.origin.path().unwrap(), dir.path().join(file), "{message}");
     assert_eq!(e.object.to_string(), object, "{message}");
     assert_eq!(e.field, field, "{message}");
     let path = dir.path().join(file);
@@ -484,11 +484,11 @@ fn duplicate_pod_names() {
         panic!("{message}")
     };
     assert_eq!(e.field, "metadata.name");
-    assert_eq!(e.origin.file, dir.path().join("two.yaml"));
+    assert_eq!(e.origin.path().unwrap(), dir.path().join("two.yaml"));
     assert_eq!(e.object.to_string(), "Pod x/a");
     assert!(
         matches!(&e.problem, Problem::Duplicate { what: "pod", key, other }
-            if key == "x/a" && other.file == dir.path().join("one.yaml")),
+            if key == "x/a" && other.path() == Some(dir.path().join("one.yaml").as_path())),
         "{message}"
     );
     assert!(
@@ -690,10 +690,13 @@ fn multi_document_yaml() {
     assert_eq!(pod.key(), "x/a");
     // Documents count from 0, empty ones included (a leading `---` opens
     // the first).
-    assert_eq!(pod.origin.document, 2);
+    assert_eq!(pod.origin.document().unwrap(), 2);
     assert_eq!(model.namespaces["x"].labels["ns"], "x");
     assert_eq!(
-        model.namespaces["x"].origin.as_ref().map(|o| o.document),
+        model.namespaces["x"]
+            .origin
+            .as_ref()
+            .and_then(|o| o.document()),
         Some(0)
     );
 }
@@ -711,7 +714,7 @@ fn json_manifest() {
     assert_eq!(p.key(), "x/deny");
     assert_eq!(p.ingress, Some(vec![]));
     assert_eq!(p.egress, Some(vec![]));
-    assert_eq!(p.origin.document, 0);
+    assert_eq!(p.origin.document().unwrap(), 0);
 }
 
 #[test]
@@ -1304,7 +1307,13 @@ fn a_manifest_over_a_limit_fails_the_whole_load_naming_it() {
         max_file_bytes: 1000,
         ..Limits::DEFAULT
     };
-    let err = load_dir_within(dir.path(), &AddressPlan::default(), &limits).unwrap_err();
+    let err = load_dir_within(
+        dir.path(),
+        &AddressPlan::default(),
+        &limits,
+        Purpose::Analysis,
+    )
+    .unwrap_err();
     assert_eq!(err.0.len(), 1, "{err}");
     assert!(
         matches!(&err.0[0], ManifestError::Walk(WalkError::FileTooLarge { path, .. }) if path.ends_with("big.yaml")),

@@ -1,6 +1,6 @@
 //! The one bounded walk of a manifest tree, and bounded reads of the files
 //! it finds. The loader ([`super::load_dir`]), the agent's content hash
-//! ([`crate::agent::content_hash`]) and the lab's copy of the manifests all
+//! ([`crate::source::manifest::content_hash`]) and the lab's copy of the manifests all
 //! go through it, so they see the same files and share its guarantees:
 //!
 //! - **It ends.** Symbolic links are followed (a file linked into the tree

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Ctx, ObjectError, Problem};
-use crate::model::{AddressClaim, ContainerPort, Labels, Pod, Protocol, Workload};
+use crate::model::{AddressClaim, ContainerPort, Labels, OffNetwork, Pod, Protocol, Workload};
 
 /// Decodes `value` as the k8s-openapi type `T`. `apiVersion` and `kind` are
 /// set to `T`'s (list items lack them; older workload apiVersions carry the
@@ -41,11 +41,15 @@ pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod
         .and_then(|m| m.remove("ownerReferences"))
         .and_then(|refs| controlling_owner(&refs));
     let mut claim = AddressClaim::default();
+    let mut node = None;
+    let mut off_network = None;
     let (meta, spec, ips) = match kind {
         "Pod" => {
             let pod: K8sPod = decode(ctx, value)?;
             let ips = status_ips(ctx, &pod)?;
             claim = address_claim(&pod);
+            node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+            off_network = off_network_of(&pod);
             let labels = pod.metadata.labels.clone().unwrap_or_default();
             (pod.metadata, (pod.spec, labels), ips)
         }
@@ -90,8 +94,20 @@ pub(super) fn convert(ctx: &Ctx<'_>, kind: &str, mut value: Value) -> Result<Pod
         labels: spec.1,
         ips,
         claim,
+        node,
+        off_network,
         origin: ctx.origin.clone(),
     })
+}
+
+/// Why a Pod object has no address of its own, if so.
+fn off_network_of(pod: &K8sPod) -> Option<OffNetwork> {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return Some(OffNetwork::Ended);
+    }
+    let host = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+    host.then_some(OffNetwork::HostNetwork)
 }
 
 /// A Pod's claim on its status addresses: its phase and start time.

@@ -1,0 +1,321 @@
+//! The reconcile loop: wakes on a source's feed, a node view change, a
+//! signal, or the slow hook and metrics timers; compiles what changed and
+//! syncs the dataplane.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+
+use super::nodeview::{self, NodeEvents, NodeSnapshot};
+use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
+use crate::compile::{Compiled, compile};
+use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
+use crate::model::Model;
+use crate::source::veth::LocalEndpoint;
+use crate::source::{Feed, kubernetes, manifest};
+
+/// How often the hooks are checked to still be attached when nothing else
+/// happened (drift repair: someone deleted a filter; no event says so).
+const HOOK_CHECK: Duration = Duration::from_secs(10);
+
+/// How often map fill and kernel drop counters are read for metrics.
+const METRICS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The model in force, compiled.
+struct Current {
+    model: Model,
+    compiled: Compiled,
+    /// The source revision it came from.
+    revision: String,
+    /// The source's model it was made from (to see a new one).
+    source_model: Arc<Model>,
+}
+
+struct Reconciler {
+    cfg: AgentConfig,
+    dp: Dataplane,
+    flows: AgentFlows,
+    state: AgentState,
+    current: Option<Current>,
+    node: NodeSnapshot,
+    endpoints: Option<Vec<LocalEndpoint>>,
+    /// A new model from the source, not compiled yet.
+    pending: Option<(Arc<Model>, String)>,
+    node_dirty: bool,
+    hooks_due: bool,
+}
+
+/// Opens the dataplane and the sources, then reconciles until a signal.
+pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
+    let mut sigterm = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    let mut r = Reconciler::open(cfg)?;
+    // The node watch before the first read, so no change falls between.
+    let mut node_events =
+        NodeEvents::open(r.cfg.poll).map_err(|e| AgentError::Node(e.to_string()))?;
+    let mut feed = open_source(&r.cfg.source).await?;
+    let mut hook_check = tokio::time::interval(HOOK_CHECK);
+    let mut metrics = tokio::time::interval(METRICS_REFRESH);
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    tracing::error!("the policy source stopped; the policy in force stays");
+                    break;
+                }
+                let f = feed.borrow_and_update().clone();
+                r.on_feed(f);
+            }
+            changed = node_events.changed() => match changed {
+                Ok(()) => r.node_dirty = true,
+                Err(e) => tracing::warn!(error = %e, "watching the node's links"),
+            },
+            _ = hook_check.tick() => r.hooks_due = true,
+            _ = metrics.tick() => {
+                r.flows.observe(&r.dp, &r.state);
+                continue;
+            }
+        }
+        r.reconcile().await?;
+    }
+    r.stop()
+}
+
+async fn open_source(source: &SourceConfig) -> Result<watch::Receiver<Feed>, AgentError> {
+    Ok(match source {
+        SourceConfig::Manifests { path, load } => {
+            manifest::watch::spawn(path.clone(), Arc::clone(load))?
+        }
+        SourceConfig::Kubernetes(k) => kubernetes::spawn(k.clone()).await?,
+    })
+}
+
+impl Reconciler {
+    fn open(cfg: AgentConfig) -> Result<Self, AgentError> {
+        let pins = PinDir::prepare(&cfg.pin_dir)?;
+        let (mut dp, origin) = Dataplane::open(
+            pins,
+            crate::dataplane::embedded_elf(),
+            cfg.grace,
+            cfg.tc_mode,
+        )?;
+        let revision = dp.revision()?;
+        dp.set_host_routing(cfg.host_routing)?;
+        let what = match origin {
+            Origin::Adopted => "adopted the pinned dataplane",
+            Origin::Loaded => "loaded the dataplane",
+        };
+        tracing::info!(revision, dir = %cfg.pin_dir.display(), "{what}");
+        let mut state = AgentState {
+            pid: std::process::id(),
+            pin_dir: cfg.pin_dir.clone(),
+            revision,
+            xdp: cfg.xdp,
+            host_routing: cfg.host_routing,
+            ..AgentState::default()
+        };
+        if let SourceConfig::Manifests { path, .. } = &cfg.source {
+            state.manifests.clone_from(path);
+        }
+        if let Some(old) = AgentState::read(&cfg.pin_dir) {
+            state.netlink_devices = old.netlink_devices;
+        }
+        let flows = AgentFlows::start(&dp, &cfg.flows);
+        Ok(Self {
+            cfg,
+            dp,
+            flows,
+            state,
+            current: None,
+            node: NodeSnapshot::default(),
+            endpoints: None,
+            pending: None,
+            node_dirty: true,
+            hooks_due: true,
+        })
+    }
+
+    /// Takes in what the source says now.
+    fn on_feed(&mut self, feed: Feed) {
+        self.state.source_revision = feed.revision.clone();
+        self.state.source = feed.status;
+        if let Some(error) = feed.error {
+            self.state.error = Some(error);
+            return;
+        }
+        let Some(model) = feed.model else { return };
+        let known = self
+            .current
+            .as_ref()
+            .is_some_and(|c| Arc::ptr_eq(&c.source_model, &model));
+        if !known {
+            self.pending = Some((model, feed.revision));
+        }
+    }
+
+    /// Brings the dataplane in line with the source and the node.
+    async fn reconcile(&mut self) -> Result<(), AgentError> {
+        let mut recompile = false;
+        if std::mem::take(&mut self.node_dirty) {
+            match nodeview::read().await {
+                Ok(node) => {
+                    recompile = node.addresses != self.node.addresses;
+                    if recompile && self.current.is_some() {
+                        tracing::info!(addresses = ?node.addresses, "the node's addresses changed");
+                    }
+                    self.node = node;
+                }
+                Err(e) => tracing::warn!(error = %e, "reading links and routes"),
+            }
+        }
+        let changed = self.compile_pending(recompile);
+        if let Some(cur) = &self.current {
+            let eps = local_endpoints(cur, &self.node, self.cfg.node_name.as_deref());
+            let eps_changed = self.endpoints.as_ref() != Some(&eps);
+            if changed || eps_changed || std::mem::take(&mut self.hooks_due) {
+                step(
+                    &mut self.dp,
+                    &self.cfg,
+                    cur,
+                    &eps,
+                    &mut self.state,
+                    changed || eps_changed,
+                    &self.flows,
+                );
+                self.endpoints = Some(eps);
+            }
+        }
+        self.flows.observe(&self.dp, &self.state);
+        super::write_state(&mut self.state)
+    }
+
+    /// Compiles a new model from the source, or the current one again when
+    /// the node's addresses changed; whether anything was compiled.
+    fn compile_pending(&mut self, addresses_changed: bool) -> bool {
+        let (source_model, revision) = match self.pending.take() {
+            Some(p) => p,
+            None => match (&self.current, addresses_changed) {
+                (Some(c), true) => (Arc::clone(&c.source_model), c.revision.clone()),
+                _ => return false,
+            },
+        };
+        let mut model = Model::clone(&source_model);
+        model.node_ips.clone_from(&self.node.addresses);
+        self.state.warnings.clone_from(&model.warnings);
+        let started = Instant::now();
+        let compiled = compile(&model);
+        tracing::debug!(took = ?started.elapsed(), pods = model.pods.len(), "compiled");
+        self.current = Some(Current {
+            model,
+            compiled,
+            revision,
+            source_model,
+        });
+        true
+    }
+
+    fn stop(mut self) -> Result<(), AgentError> {
+        tracing::info!(
+            revision = self.dp.revision().unwrap_or(0),
+            "stopping; enforcement stays in place (pinned)"
+        );
+        self.flows.stop();
+        self.state.pid = 0;
+        super::write_state(&mut self.state)
+    }
+}
+
+/// The model's pods that have a veth on this node (and, with a node name,
+/// are scheduled here or nowhere).
+fn local_endpoints(
+    cur: &Current,
+    node: &NodeSnapshot,
+    node_name: Option<&str>,
+) -> Vec<LocalEndpoint> {
+    let pods: Vec<(usize, Vec<std::net::IpAddr>)> = cur
+        .model
+        .pods
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| match (node_name, p.node.as_deref()) {
+            (Some(me), Some(theirs)) => me == theirs,
+            _ => true,
+        })
+        .map(|(i, p)| (i, p.ips.clone()))
+        .collect();
+    node.links.local_endpoints(&pods)
+}
+
+/// One sync and hook reconcile; errors are logged into `state`.
+fn step(
+    dp: &mut Dataplane,
+    cfg: &AgentConfig,
+    cur: &Current,
+    eps: &[LocalEndpoint],
+    state: &mut AgentState,
+    changed: bool,
+    flows: &AgentFlows,
+) {
+    let local: Vec<(usize, u32)> = eps.iter().map(|e| (e.pod, e.ifindex)).collect();
+    let desired = Desired {
+        compiled: &cur.compiled,
+        local: &local,
+    };
+    let started = Instant::now();
+    match dp.sync(&desired) {
+        Ok(SyncOutcome::Switched { from, to, writes }) => {
+            tracing::info!(from, to, writes, endpoints = eps.len(), took = ?started.elapsed(), "policy switched");
+            state.revision = to;
+            flows.update_policy(&cur.model, &cur.compiled, &local, to);
+        }
+        Ok(SyncOutcome::Unchanged { revision }) => {
+            if changed {
+                tracing::info!(revision, "policy in force already matches");
+                flows.update_policy(&cur.model, &cur.compiled, &local, revision);
+            }
+            state.revision = revision;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "sync failed; the policy in force stays");
+            state.error = Some(e.to_string());
+            return;
+        }
+    }
+    state.enforced_revision = Some(cur.revision.clone());
+    if state.source_revision == cur.revision {
+        state.error = None;
+    }
+    attach(dp, cfg, eps, state);
+    state.endpoints = eps
+        .iter()
+        .map(|e| EndpointState {
+            pod: cur.model.pods[e.pod].key(),
+            ifindex: e.ifindex,
+            ifname: e.ifname.clone(),
+        })
+        .collect();
+}
+
+/// Attaches the hooks to the endpoints' veths (and detaches the rest).
+fn attach(dp: &mut Dataplane, cfg: &AgentConfig, eps: &[LocalEndpoint], state: &mut AgentState) {
+    match dp.reconcile_hooks(eps, cfg.xdp) {
+        Ok(r) => {
+            for (dev, hook) in &r.attached {
+                tracing::info!(%dev, hook, "attached");
+            }
+            for d in r.netlink_devices {
+                if !state.netlink_devices.contains(&d) {
+                    state.netlink_devices.push(d);
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "attaching hooks");
+            state.error = Some(e.to_string());
+        }
+    }
+}
