@@ -268,6 +268,26 @@ async fn reflector_sees_creates_updates_and_deletes() {
 }
 
 #[tokio::test]
+async fn streaming_list_reflector_gets_initial_events_then_changes() {
+    let server = server();
+    server.apply(pod("before", json!({}))).expect("applied");
+    let cfg = watcher::Config::default().streaming_lists();
+    let r = Reflected::start(client(&server), cfg);
+    // Ready only after the bookmark that ends the initial events.
+    within("the initial events", r.reader.wait_until_ready())
+        .await
+        .expect("ready");
+    assert!(r.has("before"));
+    assert_eq!(
+        server.stats().lists,
+        0,
+        "no list call: the watch sent the state"
+    );
+    server.apply(pod("web", json!({}))).expect("applied");
+    wait_until("the new pod is seen", || r.has("web")).await;
+}
+
+#[tokio::test]
 async fn selector_watch_sees_objects_move_in_and_out() {
     let server = server();
     let r = Reflected::start(

@@ -22,7 +22,10 @@
 //!   object; deletion is immediate (no graceful `deletionTimestamp` phase),
 //!   and deleting a namespace deletes its contents at once;
 //! - no admission: objects may be created in namespaces that do not exist;
-//! - JSON only (no protobuf, no `Table` output: clients fall back to JSON).
+//! - JSON only (no protobuf, no `Table` output: clients fall back to JSON);
+//! - no OpenAPI documents, so `kubectl create`/`apply` need
+//!   `--validate=false`; no `dryRun` (refused with 400), no
+//!   `deletecollection`, no subresources.
 //!
 //! Served resources are rows of [`RESOURCES`].
 

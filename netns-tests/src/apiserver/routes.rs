@@ -192,6 +192,12 @@ fn resource(
         resource: String::new(),
         name: format!("{group}/{version}/{rest}"),
     })?;
+    if req.method != Method::GET && req.params.get("dryRun").is_some_and(|d| !d.is_empty()) {
+        // Better refused than silently persisted.
+        return Err(ApiServerError::bad_request(
+            "dryRun is not supported by this test server",
+        ));
+    }
     match (target, req.method.clone()) {
         (Target::Collection { res, ns }, Method::GET) => {
             let selector = Selector::parse(

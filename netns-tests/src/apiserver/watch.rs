@@ -171,10 +171,29 @@ struct Watch<'a> {
 }
 
 impl Watch<'_> {
+    /// Sends one event as its own chunk (flushed as it comes).
     async fn send(&self, kind: &str, object: &Value) -> Result<(), Closed> {
-        let mut line = serde_json::to_vec(&Line { kind, object }).expect("serializable");
-        line.push(b'\n');
+        let mut line = Vec::new();
+        push_line(&mut line, kind, object);
         self.tx.send(Bytes::from(line)).await.map_err(|_| Closed)
+    }
+
+    /// Sends the synthetic `ADDED` events of the current state, many to a
+    /// chunk (they are all there at once; the client parses lines anyway).
+    async fn send_initial(&self, objects: &[Arc<Value>]) -> Result<(), Closed> {
+        const CHUNK: usize = 64 * 1024;
+        let mut buf = Vec::new();
+        for obj in objects.iter().filter(|o| self.req.selector.matches(o)) {
+            push_line(&mut buf, "ADDED", obj);
+            if buf.len() >= CHUNK {
+                let chunk = Bytes::from(std::mem::take(&mut buf));
+                self.tx.send(chunk).await.map_err(|_| Closed)?;
+            }
+        }
+        if !buf.is_empty() {
+            self.tx.send(Bytes::from(buf)).await.map_err(|_| Closed)?;
+        }
+        Ok(())
     }
 
     async fn bookmark(&self, rv: u64, initial_end: bool) -> Result<(), Closed> {
@@ -217,9 +236,7 @@ impl Watch<'_> {
                         store.current(self.req.res, self.req.ns.as_deref()),
                     )
                 };
-                for obj in objects.iter().filter(|o| self.req.selector.matches(o)) {
-                    self.send("ADDED", obj).await?;
-                }
+                self.send_initial(&objects).await?;
                 if end_bookmark {
                     self.bookmark(rv, true).await?;
                 }
@@ -299,6 +316,12 @@ impl Watch<'_> {
             _ => None,
         }
     }
+}
+
+/// Appends one event line (`{"type":..,"object":..}` and a newline).
+fn push_line(buf: &mut Vec<u8>, kind: &str, object: &Value) {
+    serde_json::to_writer(&mut *buf, &Line { kind, object }).expect("serializable");
+    buf.push(b'\n');
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
