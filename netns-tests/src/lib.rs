@@ -6,7 +6,12 @@
 //! why and passes as skipped, unless [`REQUIRE_PRIVILEGED`] is set (as
 //! `cargo xtask test` does when it runs as root), which turns the skip into a
 //! failure so CI cannot silently test nothing.
+//!
+//! The crate is also the test kit that tests and benchmarks share:
+//! [`apiserver`] is a fake Kubernetes API server (no root needed; its tests
+//! are `tests/apiserver*.rs`), also runnable as the `fake-apiserver` binary.
 
+pub mod apiserver;
 pub mod collectors;
 pub mod dataplane;
 pub mod packet;

@@ -42,6 +42,18 @@ pub const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
 ];
 
+/// Debian's package of `kubectl`, which the fake API server's test drives
+/// (`netns-tests/tests/apiserver_wire.rs`). Installed only when no `kubectl`
+/// is on `PATH`: another package of it (Google Cloud's `kubectl`, in some
+/// machine images) owns `/usr/bin/kubectl` too, so the two conflict.
+pub const KUBECTL_PACKAGE: &str = "kubernetes-client";
+
+/// [`KUBECTL_PACKAGE`] if no `kubectl` runs yet, else nothing.
+fn kubectl_package() -> Option<&'static str> {
+    let present = cmd::output(cmd::clean("kubectl").args(["version", "--client"])).is_some();
+    (!present).then_some(KUBECTL_PACKAGE)
+}
+
 /// Denies every `invoke-rc.d` action (exit status 101, see
 /// `/usr/share/doc/init-system-helpers/README.policy-rc.d.gz`).
 ///
@@ -81,7 +93,12 @@ pub struct EbpfToolchain {
 
 /// Runs the whole setup: Debian packages, then the eBPF toolchain.
 pub fn run() -> Result<EbpfToolchain> {
-    ensure_apt_packages(APT_PACKAGES)?;
+    let packages: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .chain(kubectl_package())
+        .collect();
+    ensure_apt_packages(&packages)?;
     disable_services(DISABLED_SERVICES)?;
     ebpf_toolchain()
 }
