@@ -1,0 +1,258 @@
+//! The agent in cluster mode, through the real binary and real packets:
+//! `bulkhead agent --kubernetes --kubeconfig` against a local API server
+//! that speaks the Kubernetes list/watch protocol (the test kit's
+//! [`FakeApiServer`]: no real kube-apiserver can be had here), listening
+//! inside the node's namespace. Pods and policies are created, relabeled
+//! and deleted in the server, and every change is verified with probes;
+//! an outage, a dropped watch and a compacted history (410 Gone) keep the
+//! policy in force and converge; a restarted agent adopts.
+//!
+//! Root only (skipped otherwise); one test at a time.
+
+mod agent_support;
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use agent_support::{Node, allow, deny_ingress, in_netns, privileged, serial, until_tcp};
+use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
+
+/// Generous bound for a change to show (not a speed target).
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A node with pods and an API server in its namespace, holding namespace
+/// `x` and the pods (with their addresses in status).
+fn cluster(names: &[&str]) -> (Node, FakeApiServer, std::path::PathBuf) {
+    let node = Node::new(names);
+    let listener = in_netns(&node.node, || TcpListener::bind("127.0.0.1:0").unwrap());
+    let server = FakeApiServer::serve(listener, Options::default()).unwrap();
+    let kubeconfig = node.dir.join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    server
+        .apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: x}\n")
+        .unwrap();
+    server.apply_yaml(&node.pods_yaml()).unwrap();
+    (node, server, kubeconfig)
+}
+
+fn connects(node: &Node, from: &str, to: &str, want: bool) -> bool {
+    until_tcp(node.pod(from), node.pod(to).ip, want, PATIENCE).is_some()
+}
+
+/// Applies `yaml` and waits until the agent enforces it.
+fn change(node: &mut Node, server: &FakeApiServer, yaml: &str) {
+    server.apply_yaml(yaml).unwrap();
+    node.wait_revision(server.resource_version(), PATIENCE);
+}
+
+fn pod_yaml(name: &str, app: &str, ip: &str, extra_spec: &str, status: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: x, labels: {{app: {app}}}}}\n\
+         spec: {{containers: [{{name: c, image: i}}]{extra_spec}}}\n\
+         status: {{podIP: {ip}{status}}}\n"
+    )
+}
+
+#[test]
+fn pods_and_policies_from_the_api_are_enforced_and_follow_every_change() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
+    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    assert!(connects(&node, "a", "c", true), "no policy: open");
+    change(
+        &mut node,
+        &server,
+        &(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])),
+    );
+    assert!(connects(&node, "a", "c", true));
+    assert!(connects(&node, "b", "c", false), "b is not allowed into c");
+    // Relabeling moves identities: b becomes an `a`, a stops being one.
+    let b_ip = node.pod("b").ip.to_string();
+    let a_ip = node.pod("a").ip.to_string();
+    change(&mut node, &server, &pod_yaml("b", "a", &b_ip, "", ""));
+    assert!(connects(&node, "b", "c", true), "relabeled b is let in");
+    let established = agent_support::Conn::open(node.pod("a"), node.pod("c").ip);
+    assert!(established.ping());
+    change(&mut node, &server, &pod_yaml("a", "z", &a_ip, "", ""));
+    assert!(
+        !established.ping(),
+        "the established connection is re-judged at once"
+    );
+    assert!(connects(&node, "a", "c", false));
+    // Deleting the allow closes c to everyone.
+    server.delete("NetworkPolicy", Some("x"), "a-to-c").unwrap();
+    node.wait_revision(server.resource_version(), PATIENCE);
+    assert!(connects(&node, "b", "c", false));
+    let status = node.status();
+    assert_eq!(status["agent_source"]["kind"], "kubernetes", "{status}");
+}
+
+#[test]
+fn an_outage_keeps_the_policy_and_the_agent_catches_up_after_410_and_dropped_watches() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
+    server
+        .apply_yaml(&(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])))
+        .unwrap();
+    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    assert!(connects(&node, "b", "c", false));
+    server.set_available(false);
+    wait(PATIENCE, "the agent to see the outage", || {
+        node.state()
+            .is_some_and(|s| !s.source.connected && s.source.stale_since_unix_ms.is_some())
+    });
+    assert!(
+        connects(&node, "a", "c", true),
+        "fail-static: the allow stays"
+    );
+    assert!(
+        connects(&node, "b", "c", false),
+        "fail-static: the deny stays"
+    );
+    // A change made while the agent cannot see it, then the API is back.
+    server
+        .apply_yaml(&allow("b-to-c", "b", "c", &[80]))
+        .unwrap();
+    server.set_available(true);
+    node.wait_revision(server.resource_version(), PATIENCE);
+    assert!(connects(&node, "b", "c", true));
+    assert!(node.state().unwrap().source.connected);
+    // History compacted and watches dropped: the agent relists (410 Gone).
+    server.compact();
+    server.drop_watches();
+    server.delete("NetworkPolicy", Some("x"), "b-to-c").unwrap();
+    node.wait_revision(server.resource_version(), PATIENCE);
+    assert!(connects(&node, "b", "c", false));
+    assert!(
+        server.stats().gone_sent > 0 || server.stats().lists > 3,
+        "{:?}",
+        server.stats()
+    );
+}
+
+#[test]
+fn a_restarted_agent_adopts_the_pinned_policy_and_resumes_from_the_api() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
+    server.apply_yaml(&deny_ingress("c")).unwrap();
+    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    let revision = node.state().unwrap().revision;
+    node.stop_agent(nix::sys::signal::Signal::SIGKILL);
+    assert!(
+        connects(&node, "a", "c", false),
+        "enforced while no agent runs"
+    );
+    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    assert_eq!(
+        node.state().unwrap().revision,
+        revision,
+        "adopted, not rewritten"
+    );
+    change(&mut node, &server, &allow("a-to-c", "a", "c", &[80]));
+    assert!(connects(&node, "a", "c", true));
+}
+
+/// The states of a real cluster the API accepts, through the API source:
+/// none stops the agent.
+#[test]
+fn real_cluster_states_through_the_api() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
+    let b_ip = node.pod("b").ip.to_string();
+    server.delete("Pod", Some("x"), "b").unwrap();
+    server
+        .apply_yaml(&(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])))
+        .unwrap();
+    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    // b's address belongs to no pod: external, denied.
+    assert!(connects(&node, "b", "c", false));
+    // An ended pod and a hostNetwork pod, both labeled app=a, claim b's
+    // address: neither is a pod of the model, so b stays denied.
+    change(
+        &mut node,
+        &server,
+        &pod_yaml("ended", "a", &b_ip, "", ", phase: Succeeded"),
+    );
+    change(
+        &mut node,
+        &server,
+        &pod_yaml(
+            "host",
+            "a",
+            &b_ip,
+            ", hostNetwork: true",
+            ", phase: Running",
+        ),
+    );
+    assert!(
+        connects(&node, "b", "c", false),
+        "ended and hostNetwork pods are no endpoints or peers"
+    );
+    // Two running pods claim one address: the later started keeps it.
+    change(
+        &mut node,
+        &server,
+        &(pod_yaml(
+            "b",
+            "b",
+            &b_ip,
+            "",
+            ", phase: Running, startTime: '2026-01-01T00:00:00Z'",
+        ) + &pod_yaml(
+            "dup",
+            "a",
+            &b_ip,
+            "",
+            ", phase: Running, startTime: '2026-02-01T00:00:00Z'",
+        )),
+    );
+    assert!(
+        connects(&node, "b", "c", true),
+        "dup (app=a, started later) holds the address"
+    );
+    let warnings = node.state().unwrap().warnings;
+    assert!(
+        warnings.iter().any(|w| w.contains("both claim")),
+        "{warnings:?}"
+    );
+    // A pod without an address yet, and a named port no pod declares.
+    change(
+        &mut node,
+        &server,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: new, namespace: x, labels: {app: a}}\nspec: {containers: [{name: c, image: i}]}\nstatus: {phase: Pending}\n",
+    );
+    change(
+        &mut node,
+        &server,
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: named, namespace: x}\n\
+         spec: {podSelector: {matchLabels: {app: c}}, ingress: [{ports: [{port: nope}]}]}\n",
+    );
+    let state = node.state().unwrap();
+    assert!(
+        state.warnings.iter().any(|w| w.contains("nope")),
+        "{:?}",
+        state.warnings
+    );
+    assert!(state.error.is_none());
+    assert!(connects(&node, "a", "c", true), "still enforcing the rest");
+}
+
+fn wait(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

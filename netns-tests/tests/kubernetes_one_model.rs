@@ -1,0 +1,281 @@
+//! One model: the same objects read from YAML (the manifest source) and
+//! from the Kubernetes API (the kube-rs source, against the test kit's
+//! list/watch server) compile to identical map images, entry by entry
+//! (the ABI types are `repr(C)` with explicit padding, so equal entries
+//! are equal bytes).
+//!
+//! Objects: a fixture with every NetworkPolicy feature Bulkhead compiles,
+//! and every case of the independent analyzer's data set when it is
+//! present (`../shared/conformance`), reduced to the kinds the API source
+//! watches (Namespaces, Pods, NetworkPolicies). No root needed.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bulkhead::compile::compile;
+use bulkhead::model::addressing::AddressPlan;
+use bulkhead::model::{Mode, Model};
+use bulkhead::source::kubernetes::{self, KubeConfig};
+use bulkhead::source::manifest::{Purpose, load_dir_for};
+use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
+use serde::Deserialize;
+use serde_json::Value;
+
+const FIXTURE: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {team: web}, annotations: {bulkhead.io/mode: audit}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: data, labels: {team: db}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: shop, labels: {app: web, tier: front}}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: i, ports: [{name: http, containerPort: 8080}, {name: dns, containerPort: 53, protocol: UDP}]}]
+status: {phase: Running, podIP: 10.1.0.2, podIPs: [{ip: 10.1.0.2}, {ip: "fd00::2"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, namespace: shop, labels: {app: web}}
+spec:
+  nodeName: n2
+  containers: [{name: c, image: i, ports: [{name: http, containerPort: 9090}]}]
+status: {phase: Running, podIP: 10.1.0.3}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, namespace: data, labels: {app: db}}
+spec: {containers: [{name: c, image: i, ports: [{name: pg, containerPort: 5432}]}]}
+status: {phase: Running, podIP: 10.1.1.2}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending, namespace: data, labels: {app: db}}
+spec: {containers: [{name: c, image: i}]}
+status: {phase: Pending}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: job-done, namespace: data, labels: {app: batch}}
+spec: {containers: [{name: c, image: i}]}
+status: {phase: Succeeded, podIP: 10.1.1.9}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db-from-web, namespace: data}
+spec:
+  podSelector: {matchLabels: {app: db}}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {team: web}}
+      podSelector: {matchExpressions: [{key: app, operator: In, values: [web]}]}
+    ports: [{port: pg}, {port: 6000, endPort: 6010, protocol: TCP}]
+  egress:
+  - to: [{ipBlock: {cidr: 10.0.0.0/8, except: [10.1.0.0/24]}}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: shop}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - ports: [{port: http}, {port: dns, protocol: UDP}, {port: 443, protocol: SCTP}]
+  - from: [{ipBlock: {cidr: "fd00::/64"}}]
+"#;
+
+/// Where a case's files are, when the data set is present.
+fn conformance_cases() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/conformance/netpol-analyzer/tests");
+    let Ok(entries) = std::fs::read_dir(&root) else {
+        println!(
+            "conformance data not found at {}: fixture only",
+            root.display()
+        );
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// The Namespace, Pod and NetworkPolicy objects of the files under `dir`.
+fn objects(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = walk(dir);
+    files.sort();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        let docs: Vec<Value> = if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text).into_iter().collect()
+        } else {
+            serde_yaml_ng::Deserializer::from_str(&text)
+                .filter_map(|d| Value::deserialize(d).ok())
+                .collect()
+        };
+        for doc in docs {
+            flatten(doc, None, &mut out);
+        }
+    }
+    out
+}
+
+fn flatten(doc: Value, implied: Option<&str>, out: &mut Vec<Value>) {
+    let kind = doc
+        .get("kind")
+        .and_then(Value::as_str)
+        .or(implied)
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(item) = kind.strip_suffix("List") {
+        let items = doc
+            .get("items")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for i in items {
+            flatten(i, (!item.is_empty()).then_some(item), out);
+        }
+        return;
+    }
+    let api_version = match kind.as_str() {
+        "Namespace" | "Pod" => "v1",
+        "NetworkPolicy" => "networking.k8s.io/v1",
+        _ => return,
+    };
+    let mut doc = doc;
+    doc["kind"] = kind.into();
+    doc["apiVersion"] = api_version.into();
+    out.push(doc);
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else if p
+            .extension()
+            .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The model the manifest source makes of `objects` (as the agent loads
+/// it); `None` when the strict manifest checks refuse them.
+fn from_yaml(objects: &[Value]) -> Option<Model> {
+    let dir = tempfile::tempdir().unwrap();
+    let text: String = objects
+        .iter()
+        .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))
+        .collect();
+    std::fs::write(dir.path().join("all.yaml"), text).unwrap();
+    let plan = AddressPlan {
+        cidrs: Vec::new(),
+        ignore_status: false,
+    };
+    let mut model = load_dir_for(dir.path(), &plan, Purpose::Enforcement).ok()?;
+    model.default_mode = Mode::Enforce;
+    Some(model)
+}
+
+/// The model the Kubernetes source makes of `objects`, served by a fresh
+/// API server.
+async fn from_api(objects: &[Value]) -> Model {
+    let server = FakeApiServer::start(Options::default()).unwrap();
+    for o in objects {
+        server.apply(o.clone()).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let cfg = KubeConfig {
+        kubeconfig: Some(kubeconfig),
+        default_mode: Mode::Enforce,
+    };
+    let mut feed = kubernetes::spawn(cfg).await.unwrap();
+    let rv = server.resource_version().to_string();
+    let feed = tokio::time::timeout(
+        Duration::from_secs(60),
+        feed.wait_for(|f| {
+            f.model.is_some() && f.revision.parse::<u64>().unwrap_or(0) >= rv.parse().unwrap()
+        }),
+    )
+    .await
+    .expect("the source publishes the complete view")
+    .unwrap();
+    Model::clone(feed.model.as_ref().unwrap())
+}
+
+/// Whether the manifest source takes `objects`; if so, asserts both
+/// sources give identical images.
+async fn same_image(name: &str, objects: &[Value]) -> bool {
+    let Some(yaml) = from_yaml(objects) else {
+        return false;
+    };
+    let api = from_api(objects).await;
+    let keys = |m: &Model| {
+        m.pods
+            .iter()
+            .map(|p| (p.key(), p.ips.clone(), p.labels.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(&api), keys(&yaml), "{name}: pods");
+    assert_eq!(api.warnings, yaml.warnings, "{name}: warnings");
+    let (a, y) = (compile(&api), compile(&yaml));
+    assert_eq!(a.map_image(0), y.map_image(0), "{name}: map images differ");
+    assert_eq!(a.map_image(1), y.map_image(1), "{name}: map images differ");
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yaml_and_the_api_compile_to_identical_map_images() {
+    let fixture = objects_of(FIXTURE);
+    assert_eq!(fixture.len(), 9);
+    assert!(same_image("fixture", &fixture).await);
+    let model = from_yaml(&fixture).unwrap();
+    assert!(
+        model.pods.iter().all(|p| p.name != "job-done"),
+        "an ended pod is no pod"
+    );
+    let (mut cases, mut refused) = (0, 0);
+    for dir in conformance_cases() {
+        let objects = objects(&dir);
+        let pods = objects.iter().filter(|o| o["kind"] == "Pod").count();
+        if pods == 0 || objects.len() > 2000 {
+            continue;
+        }
+        if same_image(&dir.display().to_string(), &objects).await {
+            cases += 1;
+        } else {
+            refused += 1;
+        }
+    }
+    println!(
+        "fixture and {cases} conformance cases: identical map images \
+         ({refused} cases the strict manifest checks refuse, not compared)"
+    );
+}
+
+fn objects_of(yaml: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for d in serde_yaml_ng::Deserializer::from_str(yaml) {
+        flatten(Value::deserialize(d).unwrap(), None, &mut out);
+    }
+    out
+}
