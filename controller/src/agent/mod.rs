@@ -61,6 +61,9 @@ pub enum AgentError {
         /// The pin directory.
         pin_dir: PathBuf,
     },
+    /// The tokio runtime could not be built.
+    #[error("starting the async runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Writing the state file failed.
     #[error("writing the state file {path}: {source}")]
     State {
@@ -193,7 +196,14 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     if let Some(old) = AgentState::read(&cfg.pin_dir) {
         state.netlink_devices = old.netlink_devices;
     }
-    let mut flows = AgentFlows::start(&dp, &cfg.flows);
+    // For the API until the agent itself runs on tokio.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("bulkhead-rt")
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    let mut flows = AgentFlows::start(&dp, &cfg.flows, runtime.handle());
     let mut current: Option<Current> = None;
     let mut seen_hash = String::new();
     let mut last_eps: Option<Vec<LocalEndpoint>> = None;
@@ -264,7 +274,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
         revision = dp.revision().unwrap_or(0),
         "stopping; enforcement stays in place (pinned)"
     );
-    flows.stop();
+    runtime.block_on(flows.stop());
     state.pid = 0;
     write_state(&mut state)?;
     Ok(())
