@@ -82,7 +82,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         r.reconcile().await?;
     }
-    r.stop()
+    r.stop().await
 }
 
 async fn open_source(source: &SourceConfig) -> Result<watch::Receiver<Feed>, AgentError> {
@@ -124,7 +124,7 @@ impl Reconciler {
         if let Some(old) = AgentState::read(&cfg.pin_dir) {
             state.netlink_devices = old.netlink_devices;
         }
-        let flows = AgentFlows::start(&dp, &cfg.flows);
+        let flows = AgentFlows::start(&dp, &cfg.flows, &tokio::runtime::Handle::current());
         Ok(Self {
             cfg,
             dp,
@@ -218,12 +218,12 @@ impl Reconciler {
         true
     }
 
-    fn stop(mut self) -> Result<(), AgentError> {
+    async fn stop(mut self) -> Result<(), AgentError> {
         tracing::info!(
             revision = self.dp.revision().unwrap_or(0),
             "stopping; enforcement stays in place (pinned)"
         );
-        self.flows.stop();
+        self.flows.stop().await;
         self.state.pid = 0;
         super::write_state(&mut self.state)
     }

@@ -88,11 +88,11 @@ pub struct AgentArgs {
     /// behind `bulkhead flows`, and the exporters below.
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub flows: Switch,
-    /// Local API socket (`bulkhead flows`, /metrics, /healthz).
+    /// Local API socket (`bulkhead flows`, /metrics, /healthz, /readyz).
     #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
-    /// Also serve /metrics and /healthz over TCP at this address, for
-    /// Prometheus (e.g. 127.0.0.1:9617).
+    /// Also serve /metrics, /healthz and /readyz over TCP at this address,
+    /// for Prometheus and probes (e.g. 127.0.0.1:9617).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Write flow records as JSON Lines to this file (`-`: stdout), rotated
