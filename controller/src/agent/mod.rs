@@ -26,9 +26,9 @@ use crate::dataplane::{
     self, Dataplane, DataplaneError, Desired, Origin, PinDir, SyncOutcome, TcMode,
 };
 use crate::model::Model;
+use crate::node::{self, LocalEndpoint, NodeError, Snapshot};
 use crate::source::manifest::ManifestErrors;
 use crate::source::manifest::walk::{self, Limits, WalkError};
-use crate::source::veth::{LocalEndpoint, Snapshot, VethError};
 
 pub use flows::{AgentFlows, FlowsConfig};
 pub use state::{AgentState, EndpointState, state_path};
@@ -61,6 +61,9 @@ pub enum AgentError {
         /// The pin directory.
         pin_dir: PathBuf,
     },
+    /// The runtime that drives the netlink reads could not be built.
+    #[error("building the netlink runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Writing the state file failed.
     #[error("writing the state file {path}: {source}")]
     State {
@@ -193,6 +196,12 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     if let Some(old) = AgentState::read(&cfg.pin_dir) {
         state.netlink_devices = old.netlink_devices;
     }
+    // Reads the node view (netlink) on this thread, which is in the
+    // agent's network namespace already.
+    let netlink = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(AgentError::Runtime)?;
     let mut flows = AgentFlows::start(&dp, &cfg.flows);
     let mut current: Option<Current> = None;
     let mut seen_hash = String::new();
@@ -202,7 +211,8 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
     while !stop.load(Ordering::Relaxed) {
         let tick = Instant::now();
         let hash = content_hash(&cfg.manifests);
-        let node_ips = node_ips(current.as_ref());
+        let view = netlink.block_on(node::read());
+        let node_ips = node_ips(&view, current.as_ref());
         if hash != seen_hash {
             seen_hash = hash.clone();
             state.content_hash = hash.clone();
@@ -232,7 +242,7 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
             dirty = true;
         }
         if let Some(cur) = &current {
-            match discover(&cur.model) {
+            match discover(&view, &cur.model) {
                 Ok(eps) => {
                     let hook_check = last_hook_check.elapsed() >= HOOK_CHECK;
                     if dirty || hook_check || last_eps.as_ref() != Some(&eps) {
@@ -271,23 +281,32 @@ pub fn run(cfg: &AgentConfig<'_>) -> Result<(), AgentError> {
 }
 
 /// The node's addresses now; on a read error (logged), the ones in force.
-fn node_ips(current: Option<&Current>) -> Vec<std::net::IpAddr> {
-    crate::source::node::addresses().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "keeping the node addresses in force");
-        current
-            .map(|c| c.model.node_ips.clone())
-            .unwrap_or_default()
-    })
+fn node_ips(
+    view: &Result<Snapshot, NodeError>,
+    current: Option<&Current>,
+) -> Vec<std::net::IpAddr> {
+    match view {
+        Ok(view) => view.node_addresses(),
+        Err(e) => {
+            tracing::warn!(error = %e, "keeping the node addresses in force");
+            current
+                .map(|c| c.model.node_ips.clone())
+                .unwrap_or_default()
+        }
+    }
 }
 
-fn discover(model: &Model) -> Result<Vec<LocalEndpoint>, VethError> {
+fn discover<'a>(
+    view: &'a Result<Snapshot, NodeError>,
+    model: &Model,
+) -> Result<Vec<LocalEndpoint>, &'a NodeError> {
     let pods: Vec<(usize, Vec<std::net::IpAddr>)> = model
         .pods
         .iter()
         .enumerate()
         .map(|(i, p)| (i, p.ips.clone()))
         .collect();
-    Ok(Snapshot::read()?.local_endpoints(&pods))
+    Ok(view.as_ref()?.local_endpoints(&pods))
 }
 
 /// One sync and hook reconcile; errors are logged into `state`.

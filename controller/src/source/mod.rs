@@ -1,6 +1,4 @@
-//! Where the model comes from. For now: a directory of Kubernetes manifests;
-//! and which pods are local: veth discovery.
+//! Where the model comes from. For now: a directory of Kubernetes
+//! manifests. Which pods are local is the node view's ([`crate::node`]).
 
 pub mod manifest;
-pub mod node;
-pub mod veth;
