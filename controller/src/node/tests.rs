@@ -303,3 +303,12 @@ fn this_namespace_reads_like_getifaddrs() {
     }
     panic!("netlink and getifaddrs disagree: {last:?}");
 }
+
+/// The agent's reconciler runs these on a multi-threaded runtime.
+#[test]
+fn the_watch_and_the_read_can_move_between_threads() {
+    fn send<T: Send>(_: &T) {}
+    fn send_type<T: Send>() {}
+    send_type::<NodeWatch>();
+    send(&read());
+}
