@@ -207,32 +207,84 @@ impl Cluster for Manifests {
 fn real_cluster_states(node: &mut Node, cluster: &mut impl Cluster) {
     let b_ip = node.pod("b").ip.to_string();
     cluster.remove_pod(node, "b");
-    cluster.apply(node, "policy", &(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])));
+    cluster.apply(
+        node,
+        "policy",
+        &(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])),
+    );
     // b's address belongs to no pod: external, denied.
     assert!(connects(node, "b", "c", false));
     // An ended pod and a hostNetwork pod, both labeled app=a, claim b's
     // address: neither is a pod of the model, so b stays denied.
-    cluster.apply(node, "ended", &pod_yaml("ended", "a", &b_ip, "", ", phase: Succeeded"));
-    cluster.apply(node, "host", &pod_yaml("host", "a", &b_ip, ", hostNetwork: true", ", phase: Running"));
-    assert!(connects(node, "b", "c", false), "ended and hostNetwork pods are no endpoints or peers");
+    cluster.apply(
+        node,
+        "ended",
+        &pod_yaml("ended", "a", &b_ip, "", ", phase: Succeeded"),
+    );
+    cluster.apply(
+        node,
+        "host",
+        &pod_yaml(
+            "host",
+            "a",
+            &b_ip,
+            ", hostNetwork: true",
+            ", phase: Running",
+        ),
+    );
+    assert!(
+        connects(node, "b", "c", false),
+        "ended and hostNetwork pods are no endpoints or peers"
+    );
     // Two running pods claim one address: the later started keeps it.
     cluster.apply(
         node,
         "claims",
-        &(pod_yaml("b", "b", &b_ip, "", ", phase: Running, startTime: '2026-01-01T00:00:00Z'")
-            + &pod_yaml("dup", "a", &b_ip, "", ", phase: Running, startTime: '2026-02-01T00:00:00Z'")),
+        &(pod_yaml(
+            "b",
+            "b",
+            &b_ip,
+            "",
+            ", phase: Running, startTime: '2026-01-01T00:00:00Z'",
+        ) + &pod_yaml(
+            "dup",
+            "a",
+            &b_ip,
+            "",
+            ", phase: Running, startTime: '2026-02-01T00:00:00Z'",
+        )),
     );
-    assert!(connects(node, "b", "c", true), "dup (app=a, started later) holds the address");
+    assert!(
+        connects(node, "b", "c", true),
+        "dup (app=a, started later) holds the address"
+    );
     let warnings = node.state().unwrap().warnings;
-    assert!(warnings.iter().any(|w| w.contains("both claim")), "{warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.contains("both claim")),
+        "{warnings:?}"
+    );
     // Relabeling moves the identity at once.
     cluster.apply(
         node,
         "claims",
-        &(pod_yaml("b", "b", &b_ip, "", ", phase: Running, startTime: '2026-01-01T00:00:00Z'")
-            + &pod_yaml("dup", "z", &b_ip, "", ", phase: Running, startTime: '2026-02-01T00:00:00Z'")),
+        &(pod_yaml(
+            "b",
+            "b",
+            &b_ip,
+            "",
+            ", phase: Running, startTime: '2026-01-01T00:00:00Z'",
+        ) + &pod_yaml(
+            "dup",
+            "z",
+            &b_ip,
+            "",
+            ", phase: Running, startTime: '2026-02-01T00:00:00Z'",
+        )),
     );
-    assert!(connects(node, "b", "c", false), "relabeled: no longer an `a`");
+    assert!(
+        connects(node, "b", "c", false),
+        "relabeled: no longer an `a`"
+    );
     // A pod without an address yet, and a named port no pod declares.
     cluster.apply(
         node,
@@ -247,7 +299,11 @@ fn real_cluster_states(node: &mut Node, cluster: &mut impl Cluster) {
          spec: {podSelector: {matchLabels: {app: c}}, ingress: [{ports: [{port: nope}]}]}\n",
     );
     let state = node.state().unwrap();
-    assert!(state.warnings.iter().any(|w| w.contains("nope")), "{:?}", state.warnings);
+    assert!(
+        state.warnings.iter().any(|w| w.contains("nope")),
+        "{:?}",
+        state.warnings
+    );
     assert!(state.error.is_none());
     assert!(connects(node, "a", "c", true), "still enforcing the rest");
     assert!(connects(node, "b", "c", false));

@@ -13,7 +13,7 @@ use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, Sour
 use crate::compile::{Compiled, compile};
 use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use crate::model::Model;
-use crate::source::veth::LocalEndpoint;
+use crate::node::LocalEndpoint;
 use crate::source::{Feed, kubernetes, manifest};
 
 /// How often the hooks are checked to still be attached when nothing else
@@ -53,8 +53,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut r = Reconciler::open(cfg)?;
     // The node watch before the first read, so no change falls between.
-    let mut node_events =
-        NodeEvents::open(r.cfg.poll).map_err(|e| AgentError::Node(e.to_string()))?;
+    let mut node_events = NodeEvents::open().map_err(|e| AgentError::Node(e.to_string()))?;
     let mut feed = open_source(&r.cfg.source).await?;
     let mut hook_check = tokio::time::interval(HOOK_CHECK);
     let mut metrics = tokio::time::interval(METRICS_REFRESH);
@@ -70,10 +69,12 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 let f = feed.borrow_and_update().clone();
                 r.on_feed(f);
             }
-            changed = node_events.changed() => match changed {
-                Ok(()) => r.node_dirty = true,
-                Err(e) => tracing::warn!(error = %e, "watching the node's links"),
-            },
+            changed = node_events.changed() => {
+                if let Err(e) = changed {
+                    tracing::warn!(error = %e, "watching the node's links; reading them again");
+                }
+                r.node_dirty = true;
+            }
             _ = hook_check.tick() => r.hooks_due = true,
             _ = metrics.tick() => {
                 r.flows.observe(&r.dp, &r.state);
@@ -247,7 +248,7 @@ fn local_endpoints(
         })
         .map(|(i, p)| (i, p.ips.clone()))
         .collect();
-    node.links.local_endpoints(&pods)
+    node.local_endpoints(&pods)
 }
 
 /// One sync and hook reconcile; errors are logged into `state`.

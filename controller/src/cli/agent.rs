@@ -133,9 +133,6 @@ pub struct AgentArgs {
     /// enforced, flows recorded for `bulkhead propose`). See docs/learn.md.
     #[arg(long, value_name = "MODE", default_value = "enforce")]
     pub mode: Mode,
-    /// Interval at which the node's links are re-read, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 200, hide = true)]
-    pub poll_ms: u64,
     /// Grace period after a policy switch before the old slot is rewritten, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10, hide = true)]
     pub grace_ms: u64,
@@ -173,7 +170,6 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         xdp: args.xdp == Switch::On,
         host_routing: args.host_routing == Switch::On,
         tc_mode: args.tc_attach,
-        poll: Duration::from_millis(args.poll_ms.max(1)),
         grace: Duration::from_millis(args.grace_ms),
         flows: flows_config(args),
     };
