@@ -9,6 +9,7 @@ mod demo;
 mod ebpf;
 mod setup;
 mod test;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -25,8 +26,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what building and testing need (Debian packages, nightly
-    /// rust-src, bpf-linker built against nightly's LLVM). Idempotent.
+    /// Install what building and testing need (Debian packages, Helm and
+    /// kubernetes-validate for deploy/, nightly rust-src, bpf-linker built
+    /// against nightly's LLVM). Idempotent.
     Setup,
     /// Build the eBPF dataplane ELF and print its path on stdout.
     BuildEbpf,
