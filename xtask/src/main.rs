@@ -7,6 +7,10 @@ mod bench;
 mod cmd;
 mod demo;
 mod ebpf;
+// Shared with the controller's build script, which refuses a stale ELF.
+#[path = "../../controller/build/ebpf_sources.rs"]
+#[allow(dead_code)]
+mod ebpf_sources;
 mod setup;
 mod test;
 mod tools;
