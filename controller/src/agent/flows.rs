@@ -105,6 +105,8 @@ struct HealthState {
     error: Option<String>,
     flow_error: Option<String>,
     api_error: Option<String>,
+    /// The policy source's state.
+    source: crate::source::SourceStatus,
 }
 
 /// The running flow side of the agent.
@@ -209,9 +211,16 @@ impl AgentFlows {
             h.revision = state.revision;
             h.endpoints = state.endpoints.len();
             h.error = state.error.clone();
+            h.source.clone_from(&state.source);
         }
         let m = &self.shared.metrics;
         m.set_revision(state.revision);
+        let source = &state.source;
+        m.set_source(
+            source.connected,
+            source.stale_since_unix_ms,
+            state.warnings.len() as u64,
+        );
         if state.error.is_none() {
             m.sync_succeeded();
         }
@@ -328,6 +337,7 @@ impl ApiBackend for Backend {
                 "endpoints": h.endpoints,
                 "error": h.error,
                 "flows": h.flow_error.as_deref().unwrap_or("ok"),
+                "source": h.source,
             }),
         }
     }
