@@ -161,6 +161,53 @@ fn a_restarted_agent_adopts_the_pinned_policy_and_resumes_from_the_api() {
     assert!(connects(&node, "a", "c", true));
 }
 
+#[test]
+fn pods_of_other_nodes_are_identities_not_endpoints() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
+    let ip = |n: &str| node.pod(n).ip.to_string();
+    let (a, b, c) = (ip("a"), ip("b"), ip("c"));
+    server
+        .apply_yaml(
+            &(pod_yaml("a", "a", &a, ", nodeName: here", "")
+                + &pod_yaml("b", "b", &b, ", nodeName: here", "")
+                + &pod_yaml("c", "c", &c, ", nodeName: elsewhere", "")
+                + &deny_ingress("c")
+                + &deny_ingress("b")
+                + &allow("c-to-b", "c", "b", &[80])),
+        )
+        .unwrap();
+    node.start_kubernetes_agent(
+        &kubeconfig,
+        server.resource_version(),
+        &["--node-name", "here"],
+    );
+    let endpoints: Vec<String> = node
+        .state()
+        .unwrap()
+        .endpoints
+        .into_iter()
+        .map(|e| e.pod)
+        .collect();
+    assert_eq!(
+        endpoints,
+        ["x/a", "x/b"],
+        "c runs elsewhere: its node enforces it"
+    );
+    assert!(
+        connects(&node, "a", "c", true),
+        "c's deny is its own node's to enforce"
+    );
+    assert!(
+        connects(&node, "c", "b", true),
+        "c is an identity here: the allow from c holds"
+    );
+    assert!(connects(&node, "a", "b", false));
+}
+
 /// How a scenario changes the cluster: through the API server, or by
 /// writing manifest files (named by `file`) for the manifest source.
 trait Cluster {
@@ -237,23 +284,7 @@ fn real_cluster_states(node: &mut Node, cluster: &mut impl Cluster) {
         "ended and hostNetwork pods are no endpoints or peers"
     );
     // Two running pods claim one address: the later started keeps it.
-    cluster.apply(
-        node,
-        "claims",
-        &(pod_yaml(
-            "b",
-            "b",
-            &b_ip,
-            "",
-            ", phase: Running, startTime: '2026-01-01T00:00:00Z'",
-        ) + &pod_yaml(
-            "dup",
-            "a",
-            &b_ip,
-            "",
-            ", phase: Running, startTime: '2026-02-01T00:00:00Z'",
-        )),
-    );
+    claims(node, cluster, &b_ip, "a");
     assert!(
         connects(node, "b", "c", true),
         "dup (app=a, started later) holds the address"
@@ -264,23 +295,7 @@ fn real_cluster_states(node: &mut Node, cluster: &mut impl Cluster) {
         "{warnings:?}"
     );
     // Relabeling moves the identity at once.
-    cluster.apply(
-        node,
-        "claims",
-        &(pod_yaml(
-            "b",
-            "b",
-            &b_ip,
-            "",
-            ", phase: Running, startTime: '2026-01-01T00:00:00Z'",
-        ) + &pod_yaml(
-            "dup",
-            "z",
-            &b_ip,
-            "",
-            ", phase: Running, startTime: '2026-02-01T00:00:00Z'",
-        )),
-    );
+    claims(node, cluster, &b_ip, "z");
     assert!(
         connects(node, "b", "c", false),
         "relabeled: no longer an `a`"
@@ -307,6 +322,15 @@ fn real_cluster_states(node: &mut Node, cluster: &mut impl Cluster) {
     assert!(state.error.is_none());
     assert!(connects(node, "a", "c", true), "still enforcing the rest");
     assert!(connects(node, "b", "c", false));
+}
+
+/// Pods `b` (app=b, started first) and `dup` (app=`dup_app`, started
+/// later) both claim address `ip`.
+fn claims(node: &mut Node, cluster: &mut impl Cluster, ip: &str, dup_app: &str) {
+    let started = |at: &str| format!(", phase: Running, startTime: '{at}'");
+    let b = pod_yaml("b", "b", ip, "", &started("2026-01-01T00:00:00Z"));
+    let dup = pod_yaml("dup", dup_app, ip, "", &started("2026-02-01T00:00:00Z"));
+    cluster.apply(node, "claims", &(b + &dup));
 }
 
 #[test]
