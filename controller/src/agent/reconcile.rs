@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
-use crate::compile::{Compiled, compile};
+use crate::compile::{Compiled, compile_on_node};
 use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use crate::model::Model;
 use crate::node::LocalEndpoint;
@@ -25,12 +25,12 @@ const METRICS_REFRESH: Duration = Duration::from_secs(5);
 
 /// The model in force, compiled.
 struct Current {
-    model: Model,
+    /// The source's model, shared with it (not copied: the node's
+    /// addresses are compiled in beside it).
+    model: Arc<Model>,
     compiled: Compiled,
     /// The source revision it came from.
     revision: String,
-    /// The source's model it was made from (to see a new one).
-    source_model: Arc<Model>,
 }
 
 struct Reconciler {
@@ -152,7 +152,7 @@ impl Reconciler {
         let known = self
             .current
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.source_model, &model));
+            .is_some_and(|c| Arc::ptr_eq(&c.model, &model));
         if !known {
             self.pending = Some((model, feed.revision));
         }
@@ -197,24 +197,21 @@ impl Reconciler {
     /// Compiles a new model from the source, or the current one again when
     /// the node's addresses changed; whether anything was compiled.
     fn compile_pending(&mut self, addresses_changed: bool) -> bool {
-        let (source_model, revision) = match self.pending.take() {
+        let (model, revision) = match self.pending.take() {
             Some(p) => p,
             None => match (&self.current, addresses_changed) {
-                (Some(c), true) => (Arc::clone(&c.source_model), c.revision.clone()),
+                (Some(c), true) => (Arc::clone(&c.model), c.revision.clone()),
                 _ => return false,
             },
         };
-        let mut model = Model::clone(&source_model);
-        model.node_ips.clone_from(&self.node.addresses);
         self.state.warnings.clone_from(&model.warnings);
         let started = Instant::now();
-        let compiled = compile(&model);
+        let compiled = compile_on_node(&model, &self.node.addresses);
         tracing::debug!(took = ?started.elapsed(), pods = model.pods.len(), "compiled");
         self.current = Some(Current {
             model,
             compiled,
             revision,
-            source_model,
         });
         true
     }
