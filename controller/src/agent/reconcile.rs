@@ -45,6 +45,8 @@ struct Reconciler {
     pending: Option<(Arc<Model>, String)>,
     node_dirty: bool,
     hooks_due: bool,
+    /// The last sync failed: the hook check retries it.
+    sync_failed: bool,
 }
 
 /// Opens the dataplane and the sources, then reconciles until a signal.
@@ -137,6 +139,7 @@ impl Reconciler {
             pending: None,
             node_dirty: true,
             hooks_due: true,
+            sync_failed: false,
         })
     }
 
@@ -177,18 +180,27 @@ impl Reconciler {
         if let Some(cur) = &self.current {
             let eps = local_endpoints(cur, &self.node, self.cfg.node_name.as_deref());
             let eps_changed = self.endpoints.as_ref() != Some(&eps);
-            if changed || eps_changed || std::mem::take(&mut self.hooks_due) {
-                step(
+            let hooks_due = std::mem::take(&mut self.hooks_due);
+            if changed || eps_changed || (hooks_due && self.sync_failed) {
+                self.sync_failed = !step(
                     &mut self.dp,
                     &self.cfg,
                     cur,
                     &eps,
                     &mut self.state,
-                    changed || eps_changed,
                     &self.flows,
                 );
                 self.endpoints = Some(eps);
+            } else if hooks_due {
+                // Only the hooks: the maps change only by our syncs, and
+                // a sync builds and compares whole images (not idle work).
+                attach(&mut self.dp, &self.cfg, &eps, &mut self.state);
             }
+        }
+        if changed {
+            // A compile frees a whole model's worth of memory; give it back
+            // rather than let the heap keep its high-water mark.
+            super::memory::release_freed();
         }
         self.flows.observe(&self.dp, &self.state);
         super::write_state(&mut self.state)
@@ -248,16 +260,16 @@ fn local_endpoints(
     node.local_endpoints(&pods)
 }
 
-/// One sync and hook reconcile; errors are logged into `state`.
+/// One sync and hook reconcile; errors are logged into `state`. Whether
+/// the sync succeeded.
 fn step(
     dp: &mut Dataplane,
     cfg: &AgentConfig,
     cur: &Current,
     eps: &[LocalEndpoint],
     state: &mut AgentState,
-    changed: bool,
     flows: &AgentFlows,
-) {
+) -> bool {
     let local: Vec<(usize, u32)> = eps.iter().map(|e| (e.pod, e.ifindex)).collect();
     let desired = Desired {
         compiled: &cur.compiled,
@@ -271,16 +283,14 @@ fn step(
             flows.update_policy(&cur.model, &cur.compiled, &local, to);
         }
         Ok(SyncOutcome::Unchanged { revision }) => {
-            if changed {
-                tracing::info!(revision, "policy in force already matches");
-                flows.update_policy(&cur.model, &cur.compiled, &local, revision);
-            }
+            tracing::info!(revision, "policy in force already matches");
+            flows.update_policy(&cur.model, &cur.compiled, &local, revision);
             state.revision = revision;
         }
         Err(e) => {
             tracing::error!(error = %e, "sync failed; the policy in force stays");
             state.error = Some(e.to_string());
-            return;
+            return false;
         }
     }
     state.enforced_revision = Some(cur.revision.clone());
@@ -296,6 +306,7 @@ fn step(
             ifname: e.ifname.clone(),
         })
         .collect();
+    true
 }
 
 /// Attaches the hooks to the endpoints' veths (and detaches the rest).
