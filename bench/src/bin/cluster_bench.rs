@@ -103,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     let binary = agent::resolve_binary(args.agent.clone())?;
     let mut run = RunInfo::start("cluster", "cluster_bench", args.quick, started_at);
     let plan = plan(&args)?;
+    let loadavg_start = bulkhead_bench::machine::loadavg();
     let mut scales = Vec::new();
     for pods in scale_list(&plan) {
         eprintln!("[cluster] {pods} remote pods");
@@ -121,6 +122,7 @@ fn main() -> anyhow::Result<()> {
         plan,
         scales,
         per_pod,
+        loadavg: (loadavg_start, bulkhead_bench::machine::loadavg()),
     };
     args.output
         .publish("cluster", args.quick, &report.markdown(), &report)

@@ -130,6 +130,9 @@ pub struct Report {
     pub scales: Vec<ScaleResult>,
     /// Memory per remote pod.
     pub per_pod: Option<PerPod>,
+    /// `/proc/loadavg` at the start and at the end (other work on the
+    /// machine stretches the latencies).
+    pub loadavg: (String, String),
 }
 
 impl PerPod {
@@ -187,6 +190,11 @@ impl Report {
             "Agent binary: `{}` ({}).\n",
             self.agent.path,
             self.agent.describe()
+        );
+        let _ = writeln!(
+            s,
+            "Load average (1, 5, 15 min) at the start: {}; at the end: {}.\n",
+            self.loadavg.0, self.loadavg.1
         );
         self.summary(&mut s);
         self.latency(&mut s);
