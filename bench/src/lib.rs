@@ -2,14 +2,16 @@
 //! ([`cluster`]), query sets for the evaluator ([`queries`]), the policy
 //! compile benchmark ([`measure`]) and its report ([`report`]), the
 //! dataplane benchmarks ([`dataplane`]: program cost by
-//! `BPF_PROG_TEST_RUN`, veth packet rate; root only) and the flow-record
+//! `BPF_PROG_TEST_RUN`, veth packet rate; root only), the flow-record
 //! capacity benchmark ([`flows`]: new flows/s exported to JSON Lines with
-//! zero loss; root only).
+//! zero loss; root only) and the cluster-mode benchmark ([`cluster_mode`]:
+//! the agent against a Kubernetes list/watch API server; root only).
 //!
 //! Benchmarks measure and compare side by side in one run; they never assert
 //! on absolute times.
 
 pub mod cluster;
+pub mod cluster_mode;
 pub mod compare;
 pub mod dataplane;
 pub mod elf;

@@ -372,6 +372,13 @@ impl ClusterSpec {
     /// Builds the model: namespaces, pods and policies, normalized, with
     /// addresses assigned from the default pod CIDRs.
     pub fn build(&self) -> Cluster {
+        self.build_with(Some(&AddressPlan::default()))
+    }
+
+    /// Builds the model with pod addresses from `plan`, or with none (the
+    /// caller gives them out, e.g. as `status.podIP`s of API objects for
+    /// more pods than the default pod CIDRs hold).
+    pub fn build_with(&self, plan: Option<&AddressPlan>) -> Cluster {
         assert!(
             self.namespaces >= 3,
             "need kube-system, monitoring and one app namespace"
@@ -401,9 +408,10 @@ impl ClusterSpec {
             warnings: Vec::new(),
         };
         model.normalize();
-        AddressPlan::default()
-            .assign(&mut model.pods)
-            .expect("the default pod CIDRs hold every synthetic pod");
+        if let Some(plan) = plan {
+            plan.assign(&mut model.pods)
+                .expect("the pod CIDRs hold every synthetic pod");
+        }
         let mut sets: Vec<(&str, &Labels)> = model
             .pods
             .iter()
