@@ -15,6 +15,7 @@ pub mod flows;
 pub mod lab;
 pub mod learn;
 pub mod model;
+pub mod node;
 pub mod private;
 pub mod promote;
 pub mod source;

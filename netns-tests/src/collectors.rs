@@ -658,7 +658,7 @@ fn url_encode(s: &str) -> String {
 }
 
 /// A plain HTTP/1.0 `GET` to `addr` inside `netns`: status and body.
-fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+pub fn http_get(netns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String)> {
     let timeout = Duration::from_secs(10);
     let mut stream = in_netns(netns, || {
         TcpStream::connect_timeout(&addr, Duration::from_secs(2))

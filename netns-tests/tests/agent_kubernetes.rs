@@ -161,33 +161,116 @@ fn a_restarted_agent_adopts_the_pinned_policy_and_resumes_from_the_api() {
     assert!(connects(&node, "a", "c", true));
 }
 
-/// The states of a real cluster the API accepts, through the API source:
-/// none stops the agent.
 #[test]
-fn real_cluster_states_through_the_api() {
+fn pods_of_other_nodes_are_identities_not_endpoints() {
     if !privileged() {
         return;
     }
     let _serial = serial();
     let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
-    let b_ip = node.pod("b").ip.to_string();
-    server.delete("Pod", Some("x"), "b").unwrap();
+    let ip = |n: &str| node.pod(n).ip.to_string();
+    let (a, b, c) = (ip("a"), ip("b"), ip("c"));
     server
-        .apply_yaml(&(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])))
+        .apply_yaml(
+            &(pod_yaml("a", "a", &a, ", nodeName: here", "")
+                + &pod_yaml("b", "b", &b, ", nodeName: here", "")
+                + &pod_yaml("c", "c", &c, ", nodeName: elsewhere", "")
+                + &deny_ingress("c")
+                + &deny_ingress("b")
+                + &allow("c-to-b", "c", "b", &[80])),
+        )
         .unwrap();
-    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    node.start_kubernetes_agent(
+        &kubeconfig,
+        server.resource_version(),
+        &["--node-name", "here"],
+    );
+    let endpoints: Vec<String> = node
+        .state()
+        .unwrap()
+        .endpoints
+        .into_iter()
+        .map(|e| e.pod)
+        .collect();
+    assert_eq!(
+        endpoints,
+        ["x/a", "x/b"],
+        "c runs elsewhere: its node enforces it"
+    );
+    assert!(
+        connects(&node, "a", "c", true),
+        "c's deny is its own node's to enforce"
+    );
+    assert!(
+        connects(&node, "c", "b", true),
+        "c is an identity here: the allow from c holds"
+    );
+    assert!(connects(&node, "a", "b", false));
+}
+
+/// How a scenario changes the cluster: through the API server, or by
+/// writing manifest files (named by `file`) for the manifest source.
+trait Cluster {
+    /// Creates or replaces the objects of `yaml`, then waits until the
+    /// agent enforces them.
+    fn apply(&mut self, node: &mut Node, file: &str, yaml: &str);
+    /// Removes pod `name` of the node's pods.
+    fn remove_pod(&mut self, node: &mut Node, name: &str);
+}
+
+struct Api(FakeApiServer);
+
+impl Cluster for Api {
+    fn apply(&mut self, node: &mut Node, _file: &str, yaml: &str) {
+        change(node, &self.0, yaml);
+    }
+    fn remove_pod(&mut self, node: &mut Node, name: &str) {
+        self.0.delete("Pod", Some("x"), name).unwrap();
+        node.wait_revision(self.0.resource_version(), PATIENCE);
+    }
+}
+
+struct Manifests;
+
+impl Cluster for Manifests {
+    fn apply(&mut self, node: &mut Node, file: &str, yaml: &str) {
+        node.write(&format!("{file}.yaml"), yaml);
+        node.wait_synced(PATIENCE);
+    }
+    fn remove_pod(&mut self, node: &mut Node, name: &str) {
+        let keep: String = node
+            .pods_yaml()
+            .split("---\n")
+            .filter(|doc| !doc.is_empty() && !doc.contains(&format!("name: {name},")))
+            .map(|doc| format!("---\n{doc}"))
+            .collect();
+        node.write("pods.yaml", &keep);
+        node.wait_synced(PATIENCE);
+    }
+}
+
+/// The states of a real cluster the API accepts: none stops the agent or
+/// is rejected, each is enforced as Kubernetes means it.
+fn real_cluster_states(node: &mut Node, cluster: &mut impl Cluster) {
+    let b_ip = node.pod("b").ip.to_string();
+    cluster.remove_pod(node, "b");
+    cluster.apply(
+        node,
+        "policy",
+        &(deny_ingress("c") + &allow("a-to-c", "a", "c", &[80])),
+    );
     // b's address belongs to no pod: external, denied.
-    assert!(connects(&node, "b", "c", false));
+    assert!(connects(node, "b", "c", false));
     // An ended pod and a hostNetwork pod, both labeled app=a, claim b's
     // address: neither is a pod of the model, so b stays denied.
-    change(
-        &mut node,
-        &server,
+    cluster.apply(
+        node,
+        "ended",
         &pod_yaml("ended", "a", &b_ip, "", ", phase: Succeeded"),
     );
-    change(
-        &mut node,
-        &server,
+    cluster.apply(
+        node,
+        "host",
         &pod_yaml(
             "host",
             "a",
@@ -197,29 +280,13 @@ fn real_cluster_states_through_the_api() {
         ),
     );
     assert!(
-        connects(&node, "b", "c", false),
+        connects(node, "b", "c", false),
         "ended and hostNetwork pods are no endpoints or peers"
     );
     // Two running pods claim one address: the later started keeps it.
-    change(
-        &mut node,
-        &server,
-        &(pod_yaml(
-            "b",
-            "b",
-            &b_ip,
-            "",
-            ", phase: Running, startTime: '2026-01-01T00:00:00Z'",
-        ) + &pod_yaml(
-            "dup",
-            "a",
-            &b_ip,
-            "",
-            ", phase: Running, startTime: '2026-02-01T00:00:00Z'",
-        )),
-    );
+    claims(node, cluster, &b_ip, "a");
     assert!(
-        connects(&node, "b", "c", true),
+        connects(node, "b", "c", true),
         "dup (app=a, started later) holds the address"
     );
     let warnings = node.state().unwrap().warnings;
@@ -227,15 +294,22 @@ fn real_cluster_states_through_the_api() {
         warnings.iter().any(|w| w.contains("both claim")),
         "{warnings:?}"
     );
-    // A pod without an address yet, and a named port no pod declares.
-    change(
-        &mut node,
-        &server,
-        "apiVersion: v1\nkind: Pod\nmetadata: {name: new, namespace: x, labels: {app: a}}\nspec: {containers: [{name: c, image: i}]}\nstatus: {phase: Pending}\n",
+    // Relabeling moves the identity at once.
+    claims(node, cluster, &b_ip, "z");
+    assert!(
+        connects(node, "b", "c", false),
+        "relabeled: no longer an `a`"
     );
-    change(
-        &mut node,
-        &server,
+    // A pod without an address yet, and a named port no pod declares.
+    cluster.apply(
+        node,
+        "new",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: new, namespace: x, labels: {app: a}}\n\
+         spec: {containers: [{name: c, image: i}]}\nstatus: {phase: Pending}\n",
+    );
+    cluster.apply(
+        node,
+        "named",
         "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: named, namespace: x}\n\
          spec: {podSelector: {matchLabels: {app: c}}, ingress: [{ports: [{port: nope}]}]}\n",
     );
@@ -246,7 +320,39 @@ fn real_cluster_states_through_the_api() {
         state.warnings
     );
     assert!(state.error.is_none());
-    assert!(connects(&node, "a", "c", true), "still enforcing the rest");
+    assert!(connects(node, "a", "c", true), "still enforcing the rest");
+    assert!(connects(node, "b", "c", false));
+}
+
+/// Pods `b` (app=b, started first) and `dup` (app=`dup_app`, started
+/// later) both claim address `ip`.
+fn claims(node: &mut Node, cluster: &mut impl Cluster, ip: &str, dup_app: &str) {
+    let started = |at: &str| format!(", phase: Running, startTime: '{at}'");
+    let b = pod_yaml("b", "b", ip, "", &started("2026-01-01T00:00:00Z"));
+    let dup = pod_yaml("dup", dup_app, ip, "", &started("2026-02-01T00:00:00Z"));
+    cluster.apply(node, "claims", &(b + &dup));
+}
+
+#[test]
+fn real_cluster_states_through_the_api() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let (mut node, server, kubeconfig) = cluster(&["a", "b", "c"]);
+    node.start_kubernetes_agent(&kubeconfig, server.resource_version(), &[]);
+    real_cluster_states(&mut node, &mut Api(server));
+}
+
+#[test]
+fn real_cluster_states_through_the_manifest_source() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let mut node = Node::new(&["a", "b", "c"]);
+    node.start_agent(&[]);
+    real_cluster_states(&mut node, &mut Manifests);
 }
 
 fn wait(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {

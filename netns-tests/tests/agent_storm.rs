@@ -1,5 +1,5 @@
 //! Update storm: 100 policy changes per second for 10 s while an allowed
-//! UDP flow runs; the agent polls fast enough to switch for most of them,
+//! UDP flow runs; the agent, woken by inotify, switches for most of them,
 //! and the flow loses nothing.
 
 mod agent_support;
@@ -22,7 +22,7 @@ fn a_hundred_changes_a_second_drop_nothing_of_an_allowed_flow() {
     );
     node.write("deny.yaml", &deny_ingress("b"));
     node.write("allow.yaml", &allow("a-to-b", "a", "b", &[80]));
-    node.start_agent(&["--poll-ms", "5"]);
+    node.start_agent(&[]);
     let start_rev = node.status()["revision"].as_u64().unwrap();
 
     let flow = Flow::start(&a, b.ip, Duration::from_millis(1), Duration::from_secs(12));

@@ -4,7 +4,7 @@ use std::{ffi::OsString, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::{cmd, setup};
+use crate::{cmd, ebpf_sources, setup};
 
 /// The BPF target the dataplane is built for (little-endian hosts).
 pub const TARGET: &str = "bpfel-unknown-none";
@@ -39,7 +39,13 @@ pub fn build_with(toolchain: &setup::EbpfToolchain) -> Result<PathBuf> {
     if !elf.is_file() {
         bail!("the build succeeded but {} is missing", elf.display());
     }
-    eprintln!("build-ebpf: {}", elf.display());
+    // What the controller's build script compares with the sources before
+    // it embeds the ELF (a stale ELF is a build error there).
+    let stamp = ebpf_sources::stamp(cmd::repo_root()).context("hashing the eBPF sources")?;
+    let stamp_path = ebpf_sources::stamp_path(&elf);
+    std::fs::write(&stamp_path, format!("{stamp}\n"))
+        .with_context(|| format!("cannot write {}", stamp_path.display()))?;
+    eprintln!("build-ebpf: {} ({stamp})", elf.display());
     Ok(elf)
 }
 

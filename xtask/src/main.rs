@@ -7,8 +7,13 @@ mod bench;
 mod cmd;
 mod demo;
 mod ebpf;
+// Shared with the controller's build script, which refuses a stale ELF.
+#[path = "../../controller/build/ebpf_sources.rs"]
+#[allow(dead_code)]
+mod ebpf_sources;
 mod setup;
 mod test;
+mod tools;
 
 use std::process::ExitCode;
 
@@ -25,8 +30,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Install what building and testing need (Debian packages, nightly
-    /// rust-src, bpf-linker built against nightly's LLVM). Idempotent.
+    /// Install what building and testing need (Debian packages, Helm and
+    /// kubernetes-validate for deploy/, nightly rust-src, bpf-linker built
+    /// against nightly's LLVM). Idempotent.
     Setup,
     /// Build the eBPF dataplane ELF and print its path on stdout.
     BuildEbpf,

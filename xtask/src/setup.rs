@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::cmd;
+use crate::{cmd, tools};
 
 /// Debian packages the tests and the demo use (Debian 12 bookworm names):
 /// - `iproute2`: `ip netns`, `ip link` for the netns tests and the demo lab;
@@ -23,7 +23,9 @@ use crate::cmd;
 /// - `iptables`, `ipset`, `nftables`: the contenders of the comparison
 ///   benchmark (`cargo xtask compare`), run inside its namespaces only;
 /// - `sockperf`, `iperf3`: its latency and bulk-throughput measurements;
-/// - `fonts-dejavu-core`: the font its PNG plots are drawn with.
+/// - `fonts-dejavu-core`: the font its PNG plots are drawn with;
+/// - `unzip`, `python3-venv`: installing the validators of `deploy/`
+///   (see [`crate::tools`]).
 ///
 /// The tests start `nfcapd` and `prometheus` themselves, inside network
 /// namespaces; the packages' own services must not run (see
@@ -40,6 +42,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "sockperf",
     "iperf3",
     "fonts-dejavu-core",
+    "unzip",
+    "python3-venv",
 ];
 
 /// Debian's package of `kubectl`, which the fake API server's test drives
@@ -91,7 +95,8 @@ pub struct EbpfToolchain {
     pub linker_bin_dir: PathBuf,
 }
 
-/// Runs the whole setup: Debian packages, then the eBPF toolchain.
+/// Runs the whole setup: Debian packages, the validators of `deploy/`,
+/// then the eBPF toolchain.
 pub fn run() -> Result<EbpfToolchain> {
     let packages: Vec<&str> = APT_PACKAGES
         .iter()
@@ -100,6 +105,7 @@ pub fn run() -> Result<EbpfToolchain> {
         .collect();
     ensure_apt_packages(&packages)?;
     disable_services(DISABLED_SERVICES)?;
+    tools::ensure()?;
     ebpf_toolchain()
 }
 
@@ -110,7 +116,7 @@ pub fn ebpf_toolchain() -> Result<EbpfToolchain> {
 }
 
 /// Bulkhead's cache directory for tools built by setup (`~/.cache/bulkhead`).
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     cmd::home().join(".cache").join("bulkhead")
 }
 

@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::{cmd, cmd::step, ebpf, setup};
+use crate::{cmd, cmd::step, ebpf, setup, tools};
 
 // These two names must match `bulkhead-netns-tests`.
 
@@ -61,6 +61,10 @@ pub fn run() -> Result<()> {
             cmd::clean("cargo")
                 .current_dir(root)
                 .env(EBPF_ELF, &elf)
+                // controller/tests/deploy.rs validates deploy/ with them,
+                // and fails rather than skips when they are given.
+                .env(tools::HELM_ENV, tools::helm())
+                .env(tools::VALIDATE_ENV, tools::kubernetes_validate())
                 .args(["test", "--workspace", "--exclude", NETNS_TESTS]),
         )
     })?;

@@ -33,7 +33,7 @@ use bulkhead::compile::compile;
 use bulkhead::dataplane::sync::Desired;
 use bulkhead::dataplane::{Dataplane, PinDir, TcMode};
 use bulkhead::flows::source::FlowSource as _;
-use bulkhead::source::veth::LocalEndpoint;
+use bulkhead::node::LocalEndpoint;
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
 
 use super::allowlist::{self, Entry, IPSET};

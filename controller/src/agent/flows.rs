@@ -98,11 +98,15 @@ struct Shared {
 
 #[derive(Clone, Debug, Default)]
 struct HealthState {
+    /// A complete view has been enforced (the state's `enforced_revision`).
+    enforced: bool,
     revision: u64,
     endpoints: usize,
     error: Option<String>,
     flow_error: Option<String>,
     api_error: Option<String>,
+    /// The policy source's state.
+    source: crate::source::SourceStatus,
 }
 
 /// The running flow side of the agent.
@@ -114,9 +118,9 @@ pub struct AgentFlows {
 }
 
 impl AgentFlows {
-    /// Starts flow accounting, the pipeline and the API. Failures are
-    /// logged and leave the rest running.
-    pub fn start(dp: &Dataplane, cfg: &FlowsConfig) -> Self {
+    /// Starts flow accounting, the pipeline and the API (served from
+    /// `runtime`). Failures are logged and leave the rest running.
+    pub fn start(dp: &Dataplane, cfg: &FlowsConfig, runtime: &tokio::runtime::Handle) -> Self {
         let enricher: SharedEnricher = Arc::new(RwLock::new(Enricher::empty()));
         let mut health = HealthState::default();
         let mut pipeline = None;
@@ -167,16 +171,8 @@ impl AgentFlows {
             health: Mutex::new(health),
         });
         let backend: Arc<dyn ApiBackend> = Arc::new(Backend(shared.clone()));
-        let api = match Api::start(cfg.api.clone(), backend) {
-            Ok(h) => {
-                if let Some(p) = h.socket_path() {
-                    tracing::info!(socket = %p.display(), "API listening");
-                }
-                if let Some(a) = h.tcp_addr() {
-                    tracing::info!(addr = %a, "metrics listening");
-                }
-                Some(h)
-            }
+        let api = match Api::start(cfg.api.clone(), backend, runtime) {
+            Ok(h) => Some(h),
             Err(e) => {
                 tracing::error!(error = %e, "the local API did not start");
                 lock(&shared.health).api_error = Some(e.to_string());
@@ -211,12 +207,20 @@ impl AgentFlows {
     pub fn observe(&mut self, dp: &Dataplane, state: &AgentState) {
         {
             let mut h = lock(&self.shared.health);
+            h.enforced = state.enforced_revision.is_some();
             h.revision = state.revision;
             h.endpoints = state.endpoints.len();
             h.error = state.error.clone();
+            h.source.clone_from(&state.source);
         }
         let m = &self.shared.metrics;
         m.set_revision(state.revision);
+        let source = &state.source;
+        m.set_source(
+            source.connected,
+            source.stale_since_unix_ms,
+            state.warnings.len() as u64,
+        );
         if state.error.is_none() {
             m.sync_succeeded();
         }
@@ -245,20 +249,22 @@ impl AgentFlows {
     }
 
     /// Stops the API, then the pipeline (draining the kernel and flushing
-    /// the exporters).
-    pub fn stop(mut self) {
+    /// the exporters, on the blocking pool: it joins the pipeline's thread).
+    pub async fn stop(mut self) {
         if let Some(api) = self.api.take() {
-            api.stop();
+            api.stop().await;
         }
         let pipeline = lock(&self.shared.pipeline).take();
         if let Some(p) = pipeline {
-            let a = p.stop();
-            tracing::info!(
-                holds = a.holds(),
-                kernel_records = a.kernel_records(),
-                accounted = a.accounted_records(),
-                "flow pipeline stopped"
-            );
+            match tokio::task::spawn_blocking(move || p.stop()).await {
+                Ok(a) => tracing::info!(
+                    holds = a.holds(),
+                    kernel_records = a.kernel_records(),
+                    accounted = a.accounted_records(),
+                    "flow pipeline stopped"
+                ),
+                Err(e) => tracing::error!(error = %e, "stopping the flow pipeline"),
+            }
         }
     }
 }
@@ -331,7 +337,18 @@ impl ApiBackend for Backend {
                 "endpoints": h.endpoints,
                 "error": h.error,
                 "flows": h.flow_error.as_deref().unwrap_or("ok"),
+                "source": h.source,
             }),
+        }
+    }
+
+    /// Ready once a complete view is enforced (and enforcement stays
+    /// ready through later errors: the last complete view stays in force).
+    fn ready(&self) -> Result<(), String> {
+        if lock(&self.0.health).enforced {
+            Ok(())
+        } else {
+            Err("no policy enforced yet: the agent has not synced its first complete view".into())
         }
     }
 

@@ -108,8 +108,6 @@ pub struct AgentConfig {
     pub host_routing: bool,
     /// How TC attaches.
     pub tc_mode: TcMode,
-    /// How often the node's links are re-read (until the netlink view).
-    pub poll: Duration,
     /// Grace period after a switch.
     pub grace: Duration,
     /// Flow visibility: accounting, pipeline, exporters, local API.

@@ -1,47 +1,57 @@
-//! The node view the reconciler reads: the node's veths and routes (which
-//! pods are local) and its own addresses, and a signal when they change.
+//! The node view the reconciler reads: the node's links and routes (which
+//! pods are local) and its own addresses, from one netlink dump
+//! ([`crate::node`]), and a signal when they change.
 
-use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::source::veth::{Snapshot, VethError};
+use crate::node::{self, LocalEndpoint, NodeError, NodeWatch, Snapshot};
+
+/// Pause before a failed netlink watch is opened again.
+const REOPEN_PAUSE: Duration = Duration::from_secs(1);
 
 /// What the node looks like now.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSnapshot {
-    /// Links and routes.
+    /// Links, routes and addresses.
     pub links: Snapshot,
-    /// The node's own addresses.
-    pub addresses: Vec<IpAddr>,
+    /// The node's own addresses (from the same dump).
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
-/// Reads the node view of the current network namespace.
-pub async fn read() -> Result<NodeSnapshot, VethError> {
-    tokio::task::spawn_blocking(|| {
-        let links = Snapshot::read()?;
-        let addresses = crate::source::node::addresses().unwrap_or_default();
-        Ok(NodeSnapshot { links, addresses })
-    })
-    .await
-    .expect("reading links does not panic")
+impl NodeSnapshot {
+    /// The pods (index, addresses) that have a veth here.
+    pub fn local_endpoints(&self, pods: &[(usize, Vec<std::net::IpAddr>)]) -> Vec<LocalEndpoint> {
+        self.links.local_endpoints(pods)
+    }
 }
 
-/// Says when the node view may have changed.
-pub struct NodeEvents {
-    tick: tokio::time::Interval,
+/// Reads the node view of the agent's network namespace.
+pub async fn read() -> Result<NodeSnapshot, NodeError> {
+    let links = node::read().await?;
+    let addresses = links.node_addresses();
+    Ok(NodeSnapshot { links, addresses })
 }
+
+/// Says when the node view may have changed (netlink notifications).
+pub struct NodeEvents(NodeWatch);
 
 impl NodeEvents {
-    /// Starts listening (before the first [`read`], so nothing is missed).
-    pub fn open(every: Duration) -> Result<Self, VethError> {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        Ok(Self { tick })
+    /// Subscribes; open it before the first [`read`], so nothing is missed.
+    pub fn open() -> Result<Self, NodeError> {
+        NodeWatch::open().map(Self)
     }
 
-    /// Resolves when the view may have changed.
-    pub async fn changed(&mut self) -> Result<(), VethError> {
-        self.tick.tick().await;
-        Ok(())
+    /// Resolves when the view may have changed. A watch that fails is
+    /// opened again after a pause (the view is then read again, so nothing
+    /// missed meanwhile stays missed); the error is returned for the log.
+    pub async fn changed(&mut self) -> Result<(), NodeError> {
+        let Err(e) = self.0.changed().await else {
+            return Ok(());
+        };
+        tokio::time::sleep(REOPEN_PAUSE).await;
+        if let Ok(watch) = NodeWatch::open() {
+            self.0 = watch;
+        }
+        Err(e)
     }
 }

@@ -10,10 +10,10 @@ use tokio::sync::watch;
 
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
-use crate::compile::{Compiled, compile};
+use crate::compile::{Compiled, compile_on_node};
 use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use crate::model::Model;
-use crate::source::veth::LocalEndpoint;
+use crate::node::LocalEndpoint;
 use crate::source::{Feed, kubernetes, manifest};
 
 /// How often the hooks are checked to still be attached when nothing else
@@ -25,12 +25,12 @@ const METRICS_REFRESH: Duration = Duration::from_secs(5);
 
 /// The model in force, compiled.
 struct Current {
-    model: Model,
+    /// The source's model, shared with it (not copied: the node's
+    /// addresses are compiled in beside it).
+    model: Arc<Model>,
     compiled: Compiled,
     /// The source revision it came from.
     revision: String,
-    /// The source's model it was made from (to see a new one).
-    source_model: Arc<Model>,
 }
 
 struct Reconciler {
@@ -45,6 +45,8 @@ struct Reconciler {
     pending: Option<(Arc<Model>, String)>,
     node_dirty: bool,
     hooks_due: bool,
+    /// The last sync failed: the hook check retries it.
+    sync_failed: bool,
 }
 
 /// Opens the dataplane and the sources, then reconciles until a signal.
@@ -53,8 +55,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut r = Reconciler::open(cfg)?;
     // The node watch before the first read, so no change falls between.
-    let mut node_events =
-        NodeEvents::open(r.cfg.poll).map_err(|e| AgentError::Node(e.to_string()))?;
+    let mut node_events = NodeEvents::open().map_err(|e| AgentError::Node(e.to_string()))?;
     let mut feed = open_source(&r.cfg.source).await?;
     let mut hook_check = tokio::time::interval(HOOK_CHECK);
     let mut metrics = tokio::time::interval(METRICS_REFRESH);
@@ -70,10 +71,12 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 let f = feed.borrow_and_update().clone();
                 r.on_feed(f);
             }
-            changed = node_events.changed() => match changed {
-                Ok(()) => r.node_dirty = true,
-                Err(e) => tracing::warn!(error = %e, "watching the node's links"),
-            },
+            changed = node_events.changed() => {
+                if let Err(e) = changed {
+                    tracing::warn!(error = %e, "watching the node's links; reading them again");
+                }
+                r.node_dirty = true;
+            }
             _ = hook_check.tick() => r.hooks_due = true,
             _ = metrics.tick() => {
                 r.flows.observe(&r.dp, &r.state);
@@ -82,7 +85,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
         }
         r.reconcile().await?;
     }
-    r.stop()
+    r.stop().await
 }
 
 async fn open_source(source: &SourceConfig) -> Result<watch::Receiver<Feed>, AgentError> {
@@ -124,7 +127,7 @@ impl Reconciler {
         if let Some(old) = AgentState::read(&cfg.pin_dir) {
             state.netlink_devices = old.netlink_devices;
         }
-        let flows = AgentFlows::start(&dp, &cfg.flows);
+        let flows = AgentFlows::start(&dp, &cfg.flows, &tokio::runtime::Handle::current());
         Ok(Self {
             cfg,
             dp,
@@ -136,6 +139,7 @@ impl Reconciler {
             pending: None,
             node_dirty: true,
             hooks_due: true,
+            sync_failed: false,
         })
     }
 
@@ -151,7 +155,7 @@ impl Reconciler {
         let known = self
             .current
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.source_model, &model));
+            .is_some_and(|c| Arc::ptr_eq(&c.model, &model));
         if !known {
             self.pending = Some((model, feed.revision));
         }
@@ -176,18 +180,27 @@ impl Reconciler {
         if let Some(cur) = &self.current {
             let eps = local_endpoints(cur, &self.node, self.cfg.node_name.as_deref());
             let eps_changed = self.endpoints.as_ref() != Some(&eps);
-            if changed || eps_changed || std::mem::take(&mut self.hooks_due) {
-                step(
+            let hooks_due = std::mem::take(&mut self.hooks_due);
+            if changed || eps_changed || (hooks_due && self.sync_failed) {
+                self.sync_failed = !step(
                     &mut self.dp,
                     &self.cfg,
                     cur,
                     &eps,
                     &mut self.state,
-                    changed || eps_changed,
                     &self.flows,
                 );
                 self.endpoints = Some(eps);
+            } else if hooks_due {
+                // Only the hooks: the maps change only by our syncs, and
+                // a sync builds and compares whole images (not idle work).
+                attach(&mut self.dp, &self.cfg, &eps, &mut self.state);
             }
+        }
+        if changed {
+            // A compile frees a whole model's worth of memory; give it back
+            // rather than let the heap keep its high-water mark.
+            super::memory::release_freed();
         }
         self.flows.observe(&self.dp, &self.state);
         super::write_state(&mut self.state)
@@ -196,34 +209,31 @@ impl Reconciler {
     /// Compiles a new model from the source, or the current one again when
     /// the node's addresses changed; whether anything was compiled.
     fn compile_pending(&mut self, addresses_changed: bool) -> bool {
-        let (source_model, revision) = match self.pending.take() {
+        let (model, revision) = match self.pending.take() {
             Some(p) => p,
             None => match (&self.current, addresses_changed) {
-                (Some(c), true) => (Arc::clone(&c.source_model), c.revision.clone()),
+                (Some(c), true) => (Arc::clone(&c.model), c.revision.clone()),
                 _ => return false,
             },
         };
-        let mut model = Model::clone(&source_model);
-        model.node_ips.clone_from(&self.node.addresses);
         self.state.warnings.clone_from(&model.warnings);
         let started = Instant::now();
-        let compiled = compile(&model);
+        let compiled = compile_on_node(&model, &self.node.addresses);
         tracing::debug!(took = ?started.elapsed(), pods = model.pods.len(), "compiled");
         self.current = Some(Current {
             model,
             compiled,
             revision,
-            source_model,
         });
         true
     }
 
-    fn stop(mut self) -> Result<(), AgentError> {
+    async fn stop(mut self) -> Result<(), AgentError> {
         tracing::info!(
             revision = self.dp.revision().unwrap_or(0),
             "stopping; enforcement stays in place (pinned)"
         );
-        self.flows.stop();
+        self.flows.stop().await;
         self.state.pid = 0;
         super::write_state(&mut self.state)
     }
@@ -247,19 +257,19 @@ fn local_endpoints(
         })
         .map(|(i, p)| (i, p.ips.clone()))
         .collect();
-    node.links.local_endpoints(&pods)
+    node.local_endpoints(&pods)
 }
 
-/// One sync and hook reconcile; errors are logged into `state`.
+/// One sync and hook reconcile; errors are logged into `state`. Whether
+/// the sync succeeded.
 fn step(
     dp: &mut Dataplane,
     cfg: &AgentConfig,
     cur: &Current,
     eps: &[LocalEndpoint],
     state: &mut AgentState,
-    changed: bool,
     flows: &AgentFlows,
-) {
+) -> bool {
     let local: Vec<(usize, u32)> = eps.iter().map(|e| (e.pod, e.ifindex)).collect();
     let desired = Desired {
         compiled: &cur.compiled,
@@ -273,16 +283,14 @@ fn step(
             flows.update_policy(&cur.model, &cur.compiled, &local, to);
         }
         Ok(SyncOutcome::Unchanged { revision }) => {
-            if changed {
-                tracing::info!(revision, "policy in force already matches");
-                flows.update_policy(&cur.model, &cur.compiled, &local, revision);
-            }
+            tracing::info!(revision, "policy in force already matches");
+            flows.update_policy(&cur.model, &cur.compiled, &local, revision);
             state.revision = revision;
         }
         Err(e) => {
             tracing::error!(error = %e, "sync failed; the policy in force stays");
             state.error = Some(e.to_string());
-            return;
+            return false;
         }
     }
     state.enforced_revision = Some(cur.revision.clone());
@@ -298,6 +306,7 @@ fn step(
             ifname: e.ifname.clone(),
         })
         .collect();
+    true
 }
 
 /// Attaches the hooks to the endpoints' veths (and detaches the rest).

@@ -1,12 +1,13 @@
-//! Listeners and connections: binding the Unix socket safely, waking
-//! accept threads at stop, and one type over Unix and TCP streams.
+//! Listeners: binding the Unix socket safely (never stealing a live one,
+//! never exposing it with looser permissions), and one accept interface
+//! over the tokio Unix and TCP listeners.
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::ApiError;
 
@@ -93,104 +94,27 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-/// A listener kept to wake its accept thread at stop.
-pub(super) enum Waker {
-    Unix(UnixListener, PathBuf),
-    Tcp(TcpListener, SocketAddr),
+/// A listener the accept loop takes connections from.
+pub(super) trait Listener: Send + Sync + 'static {
+    /// A connection.
+    type Io: AsyncRead + AsyncWrite + Send + Unpin + 'static;
+
+    /// The next connection.
+    fn next_conn(&self) -> impl Future<Output = io::Result<Self::Io>> + Send;
 }
 
-impl Waker {
-    /// Makes the blocked `accept` return: shuts the listening socket down
-    /// (Linux wakes `accept` with an error) and, in case, connects to it.
-    pub(super) fn wake(&self) {
-        match self {
-            Waker::Unix(l, path) => {
-                let _ = socket2::SockRef::from(l).shutdown(Shutdown::Both);
-                let _ = UnixStream::connect(path);
-            }
-            Waker::Tcp(l, addr) => {
-                let _ = socket2::SockRef::from(l).shutdown(Shutdown::Both);
-                let ip = match addr.ip() {
-                    IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                    ip => ip,
-                };
-                let _ = TcpStream::connect_timeout(
-                    &SocketAddr::new(ip, addr.port()),
-                    Duration::from_millis(200),
-                );
-            }
-        }
+impl Listener for tokio::net::UnixListener {
+    type Io = tokio::net::UnixStream;
+
+    async fn next_conn(&self) -> io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
     }
 }
 
-/// A client connection.
-pub(super) enum Conn {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
+impl Listener for tokio::net::TcpListener {
+    type Io = tokio::net::TcpStream;
 
-impl Conn {
-    pub(super) fn set_timeouts(&self, t: Duration) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
-            Conn::Tcp(s) => {
-                s.set_read_timeout(Some(t))?;
-                s.set_write_timeout(Some(t))
-            }
-        }
-    }
-
-    pub(super) fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.set_nonblocking(on),
-            Conn::Tcp(s) => s.set_nonblocking(on),
-        }
-    }
-
-    /// Whether the client closed its side (or the connection failed).
-    /// Bytes it sent after its request are discarded.
-    pub(super) fn client_gone(&mut self) -> bool {
-        if self.set_nonblocking(true).is_err() {
-            return true;
-        }
-        let mut buf = [0u8; 512];
-        let gone = match self.read(&mut buf) {
-            Ok(0) => true,
-            Ok(_) => false,
-            Err(e) => !matches!(
-                e.kind(),
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-            ),
-        };
-        self.set_nonblocking(false).is_err() || gone
-    }
-}
-
-impl Read for Conn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.read(buf),
-            Conn::Tcp(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Conn {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Conn::Unix(s) => s.write(buf),
-            Conn::Tcp(s) => s.write(buf),
-        }
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Conn::Unix(s) => s.flush(),
-            Conn::Tcp(s) => s.flush(),
-        }
+    async fn next_conn(&self) -> io::Result<Self::Io> {
+        self.accept().await.map(|(s, _)| s)
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! | method and path                   | answer                                                      |
 //! |-----------------------------------|-------------------------------------------------------------|
-//! | `GET /healthz`                    | 200 (or 503 when failing) + JSON [`Health`]                 |
+//! | `GET /healthz`                    | 200 (or 503 when failing) + JSON [`Health`] (liveness)      |
+//! | `GET /readyz`                     | 200 `{"ready":true}` once [`ApiBackend::ready`], else 503   |
 //! | `GET /metrics`                    | OpenMetrics if accepted (Prometheus does), else text 0.0.4  |
 //! | `GET /v1/flows?<filter>&limit=N`  | JSON Lines, the newest `N` matching records, newest last    |
 //! | `GET /v1/flows?<filter>&follow=1` | chunked JSON Lines: the last `limit` (default 0), then live; |
@@ -14,7 +15,10 @@
 //!
 //! Errors are JSON `{"error": "...", "status": N}` (400 bad query or filter,
 //! 404, 405, 500 when the history cannot be read, 503 when
-//! [`ApiConfig::max_connections`] are busy or the history is not open).
+//! [`ApiConfig::max_connections`] are busy, the history is not open or the
+//! agent is not ready). A request head hyper cannot parse is answered by
+//! hyper itself (400, or 431 beyond [`MAX_HEAD`]) with an empty body.
+//! `HEAD` is answered like `GET` (without the body); other methods get 405.
 //!
 //! `/v1/history` is what `bulkhead propose --socket` reads: the history
 //! store's content as of its last commit, read in a read transaction while
@@ -25,23 +29,39 @@
 //! [`ApiBackend`] (strings and JSON values only). A follower is fed from a
 //! bounded, lossy subscription ([`FlowStream`]); a slow or dead client loses
 //! records (reported in the stream as a [`LOST_TYPE`] line) and never slows
-//! the pipeline. Exporter or reader failures never reach the agent: every
-//! connection runs on its own thread, at most `max_connections` at a time.
+//! the pipeline.
 //!
 //! Listeners: a Unix socket (the full API; mode 0600 by default, so root
-//! only) and optionally TCP for Prometheus (only `/metrics` and `/healthz`
-//! unless [`ApiConfig::tcp_all_endpoints`]).
+//! only) and optionally TCP for Prometheus and probes (only `/metrics`,
+//! `/healthz` and `/readyz` unless [`ApiConfig::tcp_all_endpoints`]).
 //!
-//! The HTTP/1.1 server is written by hand (about 300 lines, GET only, one
-//! request per connection): tiny_http 0.12 does listen on Unix sockets, but
-//! its chunked responses go through an 8 KiB buffering encoder that is never
-//! flushed per record (a live follower would see nothing until 8 KiB
-//! accumulate), and its connection threads are unbounded (no 503 cap).
+//! The server is axum routes on hyper HTTP/1 connections, run on the
+//! caller's tokio runtime ([`Api::start`]). The accept loop is ours (axum's
+//! `serve` has no connection cap): it answers 503 beyond
+//! `max_connections`, and wraps each connection in a write timeout
+//! (`tokio-io-timeout`) so a client that stops reading is dropped. Each
+//! connection answers one request (no keep-alive), so the cap counts
+//! requests in flight. A follow stream is an axum `Body` over a channel of
+//! chunks; hyper writes and flushes each chunk as it comes, so a follower
+//! sees each record (or batch of what was queued together) at once.
+//!
+//! [`ApiBackend`] stays synchronous and every call to it runs on tokio's
+//! blocking pool (`spawn_blocking`), never on a worker thread: the backend
+//! takes locks the agent loop holds, `history` reads the whole store
+//! (seconds), and the flow subscription is a `std::sync::mpsc` queue fed by
+//! the pipeline's thread (a blocking `recv_timeout`). Making the
+//! subscription async would put tokio into the flow pipeline for no gain: a
+//! follower holds one blocking-pool thread for its life (it waits on its
+//! subscription and hands chunks to the connection over a bounded channel),
+//! and followers are bounded by `max_connections`, far below the pool's
+//! limit (512 by default).
 
 pub mod client;
-pub mod http;
+mod follow;
 mod listen;
 pub mod metrics;
+pub mod query;
+mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
@@ -53,6 +73,20 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use server::{Api, ApiHandle};
+
+/// The runtime tests serve APIs from (one per test binary; the tests'
+/// blocking clients run on their own threads).
+#[cfg(test)]
+pub(crate) fn test_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for tests")
+    })
+}
 
 /// Default path of the agent's API socket.
 pub const DEFAULT_SOCKET: &str = "/run/bulkhead/agent.sock";
@@ -73,21 +107,34 @@ pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Content type of `/metrics` for clients that accept OpenMetrics.
 pub const OPENMETRICS_TEXT: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// Largest request head accepted (request line and headers); larger
+/// ones are answered 431.
+pub const MAX_HEAD: usize = 16 * 1024;
+
 /// `type` of the line a follow stream carries when the backend dropped
 /// records for this subscriber: `{"type":"lost","lost":N}`.
 pub const LOST_TYPE: &str = "lost";
 
-/// What the API serves, provided by the agent. Every method must return
-/// promptly (it runs on a connection thread, but holds it); none may block
-/// the pipeline.
+/// What the API serves, provided by the agent. Every method runs on the
+/// runtime's blocking pool (never on a worker thread) and holds its
+/// connection until it returns; none may block the pipeline.
 pub trait ApiBackend: Send + Sync {
     /// The agent's metrics as OpenMetrics text (what `prometheus-client`
     /// encodes; the final `# EOF` is optional). The API adds its own
     /// metrics, and converts to Prometheus text 0.0.4 for clients that do
     /// not accept OpenMetrics.
     fn metrics(&self) -> String;
-    /// The agent's health.
+    /// The agent's health (liveness: `/healthz`).
     fn health(&self) -> Health;
+    /// Whether the agent is ready (`/readyz`), or why not. By default it
+    /// follows [`ApiBackend::health`]: ready unless failing.
+    fn ready(&self) -> Result<(), String> {
+        let health = self.health();
+        match health.status {
+            HealthStatus::Failing => Err(format!("the agent is failing: {}", health.detail)),
+            HealthStatus::Ok | HealthStatus::Degraded => Ok(()),
+        }
+    }
     /// The newest `limit` records (JSON, one per string, no newline) that
     /// match `query`, oldest first. `query` is the URL query string, still
     /// form-urlencoded, without `limit` and `follow` (e.g.
@@ -105,7 +152,7 @@ pub trait ApiBackend: Send + Sync {
     /// The durable flow history as committed, as JSON text (schema
     /// `bulkhead.history/v1`), or why there is none. It reads the whole
     /// store (seconds for a million edges): slow, but it holds only its
-    /// connection thread, and the store's writer does not wait for it.
+    /// blocking-pool thread, and the store's writer does not wait for it.
     fn history(&self) -> Result<String, HistoryError>;
 }
 
@@ -139,8 +186,8 @@ impl HistoryError {
     }
 }
 
-/// A live subscription to flow records, owned by one connection thread.
-/// Dropping it unsubscribes.
+/// A live subscription to flow records, owned by one follower (on a
+/// blocking-pool thread). Dropping it unsubscribes.
 pub trait FlowStream: Send {
     /// The next record, waiting at most `timeout` for one (`Duration::ZERO`:
     /// only what is queued; the server gathers a batch that way).
@@ -192,16 +239,16 @@ pub struct ApiConfig {
     pub socket_mode: u32,
     /// TCP address (e.g. [`DEFAULT_METRICS_ADDR`]); `None` for no TCP listener.
     pub tcp: Option<SocketAddr>,
-    /// Serve the flow and accounting endpoints over TCP too, not only
-    /// `/metrics` and `/healthz`.
+    /// Serve the flow, accounting and history endpoints over TCP too, not
+    /// only `/metrics`, `/healthz` and `/readyz`.
     pub tcp_all_endpoints: bool,
     /// Connections served at once; more get 503.
     pub max_connections: usize,
     /// A follow stream writes a heartbeat (an empty line) after this long
     /// without a record, so a dead client is noticed.
     pub heartbeat: Duration,
-    /// Timeout reading a request and writing any answer (a client that
-    /// stops reading is dropped after it).
+    /// Timeout reading a request head, and for each write of an answer to
+    /// make progress (a client that stops reading is dropped after it).
     pub io_timeout: Duration,
     /// `limit` of `/v1/flows` when the query has none (not following).
     pub default_limit: usize,
@@ -260,7 +307,4 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-    /// A listener thread could not be started.
-    #[error("starting the API's accept thread: {0}")]
-    Thread(#[source] std::io::Error),
 }

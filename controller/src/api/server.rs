@@ -1,119 +1,109 @@
-//! Listeners, connection threads, routing and the follow stream.
+//! Starting and stopping the API: listeners, the accept loop with its
+//! connection cap, and one hyper HTTP/1 connection per client.
 
-use std::io;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use super::http::{self, Request, RequestError};
-use super::listen::{BoundSocket, Conn, Waker, bind_unix, unix_err};
-use super::{
-    ApiBackend, ApiConfig, ApiError, FlowStream, HealthStatus, JSON_LINES, LOST_TYPE, Next,
-    OPENMETRICS_TEXT, PROMETHEUS_TEXT, metrics,
-};
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::runtime::Handle;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::listen::{BoundSocket, Listener, bind_unix, unix_err};
+use super::{ApiBackend, ApiConfig, ApiError, MAX_HEAD, routes};
 
 /// Status codes counted in `bulkhead_api_requests_total`.
 const CODES: [u16; 7] = [200, 400, 404, 405, 431, 500, 503];
 
-/// Longest a follow stream waits on its subscription before checking the
-/// client and the stop flag.
-const TICK: Duration = Duration::from_millis(250);
-
-/// Bytes of records gathered into one chunk at most.
-const BATCH: usize = 64 * 1024;
-
-/// How long [`ApiHandle::stop`] waits for open connections to end.
+/// How long [`ApiHandle::stop`] waits for open connections to end before
+/// closing them.
 const DRAIN: Duration = Duration::from_secs(3);
+
+/// Longest a client answered 503 (busy) may take to send its request head.
+const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// The API server.
 pub struct Api;
 
 impl Api {
-    /// Binds the configured listeners and serves `backend` on them until
-    /// [`ApiHandle::stop`] (or the handle is dropped).
-    pub fn start(config: ApiConfig, backend: Arc<dyn ApiBackend>) -> Result<ApiHandle, ApiError> {
-        let unix = config
-            .socket
-            .as_deref()
-            .map(|p| bind_unix(p, config.socket_mode))
-            .transpose()?;
-        let tcp = config
-            .tcp
-            .map(|addr| {
-                TcpListener::bind(addr)
-                    .and_then(|l| Ok((l.local_addr()?, l)))
-                    .map_err(|source| ApiError::Tcp { addr, source })
-            })
-            .transpose()?;
-        let shared = Arc::new(Shared {
-            config,
-            backend,
-            stop: AtomicBool::new(false),
-            active: AtomicUsize::new(0),
-            follows: AtomicUsize::new(0),
-            rejected: AtomicU64::new(0),
-            requests: Default::default(),
-        });
+    /// Binds the configured listeners (here, so errors are the caller's)
+    /// and serves `backend` on them from tasks on `runtime` (which must
+    /// have its IO and time drivers enabled) until [`ApiHandle::stop`] or
+    /// the handle is dropped.
+    pub fn start(
+        config: ApiConfig,
+        backend: Arc<dyn ApiBackend>,
+        runtime: &Handle,
+    ) -> Result<ApiHandle, ApiError> {
+        // Converting std listeners to tokio's registers them with the
+        // runtime's IO driver.
+        let _entered = runtime.enter();
+        let unix = match config.socket.as_deref() {
+            Some(path) => {
+                let (listener, bound) = bind_unix(path, config.socket_mode)?;
+                let listener = listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::UnixListener::from_std(listener))
+                    .map_err(|source| unix_err("listening on", path, source))?;
+                Some((listener, bound))
+            }
+            None => None,
+        };
+        let tcp = config.tcp.map(bind_tcp).transpose()?;
+        let shared = Arc::new(Shared::new(config, backend));
         let mut handle = ApiHandle {
             shared: Arc::clone(&shared),
             socket: None,
             tcp_addr: None,
-            wakers: Vec::new(),
-            threads: Vec::new(),
+            tracker: TaskTracker::new(),
+            abort: CancellationToken::new(),
+            runtime: runtime.clone(),
+            stopped: false,
         };
         if let Some((listener, bound)) = unix {
-            let waker = listener
-                .try_clone()
-                .map_err(|source| unix_err("cloning the listener of", &bound.path, source))?;
-            handle.wakers.push(Waker::Unix(waker, bound.path.clone()));
+            tracing::info!(socket = %bound.path.display(), "API listening");
             handle.socket = Some(bound);
-            let shared = Arc::clone(&shared);
-            let t = spawn("bulkhead-api-unix", move || {
-                accept_loop(&shared, true, || {
-                    listener.accept().map(|(s, _)| Conn::Unix(s))
-                })
-            })?;
-            handle.threads.push(t);
-            tracing::info!(socket = %handle.socket.as_ref().map(|b| b.path.display().to_string()).unwrap_or_default(), "API listening");
+            handle.spawn_accept(listener, routes::router(Arc::clone(&shared), true));
         }
-        if let Some((addr, listener)) = tcp {
-            let waker = listener
-                .try_clone()
-                .map_err(|source| ApiError::Tcp { addr, source })?;
-            handle.wakers.push(Waker::Tcp(waker, addr));
+        if let Some((listener, addr)) = tcp {
+            tracing::info!(%addr, "API listening");
             handle.tcp_addr = Some(addr);
             let full = shared.config.tcp_all_endpoints;
-            let shared = Arc::clone(&shared);
-            let t = spawn("bulkhead-api-tcp", move || {
-                accept_loop(&shared, full, || {
-                    listener.accept().map(|(s, _)| Conn::Tcp(s))
-                })
-            })?;
-            handle.threads.push(t);
-            tracing::info!(%addr, "API listening");
+            handle.spawn_accept(listener, routes::router(Arc::clone(&shared), full));
         }
         Ok(handle)
     }
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, ApiError> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map_err(ApiError::Thread)
+fn bind_tcp(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ApiError> {
+    let bind = || {
+        let l = std::net::TcpListener::bind(addr)?;
+        l.set_nonblocking(true)?;
+        let local = l.local_addr()?;
+        Ok((tokio::net::TcpListener::from_std(l)?, local))
+    };
+    bind().map_err(|source| ApiError::Tcp { addr, source })
 }
 
-/// The running API; stops it when dropped.
+/// The running API; dropping it stops it too (without waiting).
 pub struct ApiHandle {
     shared: Arc<Shared>,
     socket: Option<BoundSocket>,
     tcp_addr: Option<SocketAddr>,
-    wakers: Vec<Waker>,
-    threads: Vec<JoinHandle<()>>,
+    /// The accept loops and every connection.
+    tracker: TaskTracker,
+    /// Cancelled when connections outlive [`DRAIN`]: drops them.
+    abort: CancellationToken,
+    runtime: Handle,
+    stopped: bool,
 }
 
 impl ApiHandle {
@@ -127,63 +117,107 @@ impl ApiHandle {
         self.tcp_addr
     }
 
-    /// Stops accepting, ends follow streams, waits (briefly) for open
-    /// connections, and removes the socket file if it is still ours.
-    pub fn stop(mut self) {
-        self.shutdown();
+    /// Stops accepting, ends follow streams, waits up to 3 s for open
+    /// connections to finish their answers (then closes them), and removes
+    /// the socket file if it is still ours.
+    pub async fn stop(mut self) {
+        self.shared.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(DRAIN, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("API connections still open after {DRAIN:?}; closing them");
+            self.abort.cancel();
+            self.tracker.wait().await;
+        }
+        self.remove_socket();
+        // (Set last: a stop abandoned half-way leaves the rest to `drop`.)
+        self.stopped = true;
+        tracing::debug!("API stopped");
     }
 
-    fn shutdown(&mut self) {
-        if self.shared.stop.swap(true, Ordering::SeqCst) {
-            return;
+    fn spawn_accept<L: Listener>(&self, listener: L, router: Router) {
+        let (shared, abort) = (Arc::clone(&self.shared), self.abort.clone());
+        let tracker = self.tracker.clone();
+        self.tracker.spawn_on(
+            accept_loop(listener, router, shared, tracker, abort),
+            &self.runtime,
+        );
+    }
+
+    fn remove_socket(&self) {
+        let Some(b) = &self.socket else { return };
+        let ours =
+            std::fs::symlink_metadata(&b.path).is_ok_and(|m| m.dev() == b.dev && m.ino() == b.ino);
+        if ours && let Err(e) = std::fs::remove_file(&b.path) {
+            tracing::warn!(socket = %b.path.display(), error = %e, "removing the API socket");
         }
-        for w in &self.wakers {
-            w.wake();
-        }
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
-        let deadline = Instant::now() + DRAIN;
-        while self.shared.active.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if let Some(b) = &self.socket {
-            let ours = std::fs::symlink_metadata(&b.path)
-                .is_ok_and(|m| m.dev() == b.dev && m.ino() == b.ino);
-            if ours && let Err(e) = std::fs::remove_file(&b.path) {
-                tracing::warn!(socket = %b.path.display(), error = %e, "removing the API socket");
-            }
-        }
-        tracing::debug!("API stopped");
     }
 }
 
 impl Drop for ApiHandle {
     fn drop(&mut self) {
-        self.shutdown();
+        if self.stopped {
+            return;
+        }
+        self.shared.stop.cancel();
+        self.tracker.close();
+        // Bound the drain as `stop` does, without waiting for it here (a
+        // runtime shut down meanwhile drops the connections anyway).
+        let (tracker, abort) = (self.tracker.clone(), self.abort.clone());
+        self.runtime.spawn(async move {
+            if tokio::time::timeout(DRAIN, tracker.wait()).await.is_err() {
+                abort.cancel();
+            }
+        });
+        self.remove_socket();
     }
 }
 
-/// State shared by the accept and connection threads.
-struct Shared {
-    config: ApiConfig,
-    backend: Arc<dyn ApiBackend>,
-    stop: AtomicBool,
-    active: AtomicUsize,
-    follows: AtomicUsize,
+/// State shared by the accept loops, connections and handlers.
+pub(super) struct Shared {
+    /// The configuration.
+    pub config: ApiConfig,
+    /// What is served.
+    pub backend: Arc<dyn ApiBackend>,
+    /// Cancelled at stop: no more connections, follow streams end.
+    pub stop: CancellationToken,
+    /// One permit per connection served (`max_connections`).
+    slots: Arc<Semaphore>,
+    /// Connections being answered 503 at once (as many again); beyond
+    /// them a connection is closed unanswered.
+    busy: Arc<Semaphore>,
+    /// Open follow streams.
+    pub follows: AtomicUsize,
     rejected: AtomicU64,
     requests: [AtomicU64; CODES.len()],
 }
 
 impl Shared {
-    fn count(&self, status: u16) {
+    fn new(config: ApiConfig, backend: Arc<dyn ApiBackend>) -> Self {
+        let n = config.max_connections;
+        Shared {
+            config,
+            backend,
+            stop: CancellationToken::new(),
+            slots: Arc::new(Semaphore::new(n)),
+            busy: Arc::new(Semaphore::new(n.max(1))),
+            follows: AtomicUsize::new(0),
+            rejected: AtomicU64::new(0),
+            requests: Default::default(),
+        }
+    }
+
+    /// Counts an answer in `bulkhead_api_requests_total`.
+    pub fn count(&self, status: u16) {
         if let Some(i) = CODES.iter().position(|&c| c == status) {
             self.requests[i].fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// The API's own metrics (OpenMetrics, no `# EOF`).
-    fn own_metrics(&self) -> String {
+    pub fn own_metrics(&self) -> String {
         let mut s = String::new();
         let mut family = |name: &str, kind: &str, help: &str, samples: &[(String, u64)]| {
             s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
@@ -196,11 +230,12 @@ impl Shared {
                 s.push_str(&format!("{sample}{labels} {v}\n"));
             }
         };
+        let active = self.config.max_connections - self.slots.available_permits();
         family(
             "bulkhead_api_connections",
             "gauge",
             "Connections the local API is serving.",
-            &[(String::new(), self.active.load(Ordering::Relaxed) as u64)],
+            &[(String::new(), active as u64)],
         );
         family(
             "bulkhead_api_follow_streams",
@@ -229,310 +264,90 @@ impl Shared {
     }
 }
 
-/// Decrements the connection count when a connection thread ends (even by panic).
-struct Active(Arc<Shared>);
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Counts an open follow stream.
-struct Following<'a>(&'a Shared);
-
-impl Drop for Following<'_> {
-    fn drop(&mut self) {
-        self.0.follows.fetch_sub(1, Ordering::SeqCst);
-    }
-}
-
-/// Accepts connections until the stop flag; each gets a thread, at most
-/// `max_connections` at once (more are answered 503 here).
-fn accept_loop(shared: &Arc<Shared>, full_api: bool, accept: impl Fn() -> io::Result<Conn>) {
+/// Accepts connections until stop: each is served on its own task while
+/// it holds one of `max_connections` slots; without a free slot it is
+/// answered 503.
+async fn accept_loop<L: Listener>(
+    listener: L,
+    router: Router,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+    abort: CancellationToken,
+) {
+    let busy_router = routes::busy();
     loop {
-        let conn = accept();
-        if shared.stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let mut conn = match conn {
-            Ok(c) => c,
+        let conn = tokio::select! {
+            () = shared.stop.cancelled() => break,
+            conn = listener.next_conn() => conn,
+        };
+        let io = match conn {
+            Ok(io) => io,
             Err(e) => {
+                // E.g. out of file descriptors: let some close.
                 tracing::warn!(error = %e, "API accept failed");
-                std::thread::sleep(Duration::from_millis(100));
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        if shared.active.fetch_add(1, Ordering::SeqCst) >= shared.config.max_connections {
-            shared.active.fetch_sub(1, Ordering::SeqCst);
-            shared.rejected.fetch_add(1, Ordering::Relaxed);
-            shared.count(503);
-            let _ = conn.set_timeouts(Duration::from_millis(500));
-            let _ = http::write_error(
-                &mut conn,
-                503,
-                "too many connections to the agent's API; retry",
-                &[("Retry-After", "1")],
-            );
-            // Take what already came of the request, so closing does not
-            // reset the connection before the client reads the answer.
-            let _ = conn.client_gone();
+        let conn = Conn {
+            shared: Arc::clone(&shared),
+            abort: abort.clone(),
+        };
+        if let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() {
+            let timeout = shared.config.io_timeout;
+            tracker.spawn(conn.serve(io, router.clone(), timeout, slot));
             continue;
         }
-        let active = Active(Arc::clone(shared));
-        let spawned = std::thread::Builder::new()
-            .name("bulkhead-api-conn".to_owned())
-            .spawn(move || {
-                let shared = Arc::clone(&active.0);
-                serve(&shared, conn, full_api);
-                drop(active);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "API connection thread");
+        shared.rejected.fetch_add(1, Ordering::Relaxed);
+        shared.count(503);
+        if let Ok(slot) = Arc::clone(&shared.busy).try_acquire_owned() {
+            let timeout = shared.config.io_timeout.min(BUSY_TIMEOUT);
+            tracker.spawn(conn.serve(io, busy_router.clone(), timeout, slot));
         }
     }
 }
 
-/// Answers one request.
-fn serve(shared: &Shared, mut conn: Conn, full_api: bool) {
-    let timeout = shared.config.io_timeout;
-    if conn.set_timeouts(timeout).is_err() {
-        return;
-    }
-    let req = match http::read_request(&mut conn) {
-        Ok(r) => r,
-        Err(RequestError::Closed | RequestError::Io(_)) => return,
-        Err(RequestError::TooLarge) => {
-            return respond_error(shared, &mut conn, 431, "request head too large");
-        }
-        Err(e @ RequestError::Malformed(_)) => {
-            return respond_error(shared, &mut conn, 400, &e.to_string());
-        }
-    };
-    tracing::debug!(method = %req.method, path = %req.path, query = %req.query, "API request");
-    let known = [
-        "/healthz",
-        "/metrics",
-        "/v1/flows",
-        "/v1/accounting",
-        "/v1/history",
-    ];
-    if !known.contains(&req.path.as_str()) {
-        let msg = format!(
-            "no endpoint {}; the API serves {}",
-            req.path,
-            known.join(", ")
-        );
-        return respond_error(shared, &mut conn, 404, &msg);
-    }
-    if !full_api && !matches!(req.path.as_str(), "/healthz" | "/metrics") {
-        let msg = format!(
-            "{} is served on the agent's Unix socket only; over TCP: /healthz, /metrics",
-            req.path
-        );
-        return respond_error(shared, &mut conn, 404, &msg);
-    }
-    if req.method != "GET" {
-        shared.count(405);
-        let body = http::error_body(405, &format!("{} does not allow {}", req.path, req.method));
-        let _ = http::write_response(
-            &mut conn,
-            405,
-            "application/json",
-            &[("Allow", "GET")],
-            &body,
-        );
-        return;
-    }
-    let backend = &shared.backend;
-    match req.path.as_str() {
-        "/healthz" => {
-            let health = backend.health();
-            let status = if health.status == HealthStatus::Failing {
-                503
-            } else {
-                200
-            };
-            let mut body = serde_json::to_vec(&health).unwrap_or_default();
-            body.push(b'\n');
-            respond(shared, &mut conn, status, "application/json", &body);
-        }
-        "/metrics" => {
-            let text = metrics::join_openmetrics(&backend.metrics(), &shared.own_metrics());
-            if metrics::accepts_openmetrics(req.header("accept")) {
-                respond(shared, &mut conn, 200, OPENMETRICS_TEXT, text.as_bytes());
-            } else {
-                let text = metrics::to_prometheus(&text);
-                respond(shared, &mut conn, 200, PROMETHEUS_TEXT, text.as_bytes());
-            }
-        }
-        "/v1/accounting" => {
-            let mut body = serde_json::to_vec(&backend.accounting()).unwrap_or_default();
-            body.push(b'\n');
-            respond(shared, &mut conn, 200, "application/json", &body);
-        }
-        "/v1/history" => match backend.history() {
-            Ok(mut body) => {
-                body.push('\n');
-                respond(shared, &mut conn, 200, "application/json", body.as_bytes());
-            }
-            Err(e) => respond_error(shared, &mut conn, e.status(), &error_chain(&e)),
-        },
-        _ => flows(shared, conn, &req),
-    }
+/// What a connection's task needs besides its stream.
+struct Conn {
+    shared: Arc<Shared>,
+    abort: CancellationToken,
 }
 
-/// An error and its causes, `: `-separated (a store error names the file,
-/// its source says what failed).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
-fn respond(shared: &Shared, conn: &mut Conn, status: u16, content_type: &str, body: &[u8]) {
-    shared.count(status);
-    let _ = http::write_response(conn, status, content_type, &[], body);
-}
-
-fn respond_error(shared: &Shared, conn: &mut Conn, status: u16, message: &str) {
-    shared.count(status);
-    let _ = http::write_error(conn, status, message, &[]);
-}
-
-/// The parameters of `/v1/flows` the server handles itself.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) struct FlowsQuery {
-    /// `limit`, if given.
-    pub limit: Option<usize>,
-    /// `follow`.
-    pub follow: bool,
-    /// The rest, re-encoded, for the backend's filter.
-    pub filter: String,
-}
-
-/// Splits `limit` and `follow` off a `/v1/flows` query.
-pub(super) fn parse_flows_query(query: &str) -> Result<FlowsQuery, String> {
-    let mut limit = None;
-    let mut follow = false;
-    let mut rest = Vec::new();
-    for (k, v) in http::query_pairs(query) {
-        match k.as_str() {
-            "limit" => {
-                limit = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| format!("limit must be a non-negative integer, not {v:?}"))?,
-                );
-            }
-            "follow" => {
-                follow = match v.as_str() {
-                    "" | "1" | "true" | "yes" => true,
-                    "0" | "false" | "no" => false,
-                    _ => return Err(format!("follow must be 1 or 0, not {v:?}")),
-                };
-            }
-            _ => rest.push((k, v)),
-        }
-    }
-    Ok(FlowsQuery {
-        limit,
-        follow,
-        filter: http::encode_query(rest.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
-    })
-}
-
-fn flows(shared: &Shared, mut conn: Conn, req: &Request) {
-    let q = match parse_flows_query(&req.query) {
-        Ok(q) => q,
-        Err(msg) => return respond_error(shared, &mut conn, 400, &msg),
-    };
-    let cfg = &shared.config;
-    if q.follow {
-        let last = q.limit.unwrap_or(0).min(cfg.max_limit);
-        match shared.backend.follow(&q.filter, last) {
-            Ok(stream) => {
-                shared.count(200);
-                follow(shared, conn, stream);
-            }
-            Err(msg) => respond_error(shared, &mut conn, 400, &msg),
-        }
-    } else {
-        let limit = q.limit.unwrap_or(cfg.default_limit).min(cfg.max_limit);
-        match shared.backend.recent_flows(&q.filter, limit) {
-            Ok(lines) => {
-                let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
-                for l in &lines {
-                    body.extend_from_slice(l.as_bytes());
-                    body.push(b'\n');
-                }
-                respond(shared, &mut conn, 200, JSON_LINES, &body);
-            }
-            Err(msg) => respond_error(shared, &mut conn, 400, &msg),
-        }
-    }
-}
-
-/// The line reporting `n` records lost for this follower.
-fn lost_line(buf: &mut Vec<u8>, n: u64) {
-    let line = serde_json::json!({ "type": LOST_TYPE, "lost": n });
-    if serde_json::to_writer(&mut *buf, &line).is_ok() {
-        buf.push(b'\n');
-    }
-}
-
-/// Streams `stream` to the client as chunked JSON Lines until the client
-/// goes away, the subscription closes, or the API stops. A heartbeat (an
-/// empty line) follows every `heartbeat` without records, so a dead client
-/// is noticed by the write failing.
-fn follow(shared: &Shared, mut conn: Conn, mut stream: Box<dyn FlowStream>) {
-    shared.follows.fetch_add(1, Ordering::SeqCst);
-    let _following = Following(shared);
-    if http::write_chunked_head(&mut conn, 200, JSON_LINES).is_err() {
-        return;
-    }
-    let heartbeat = shared.config.heartbeat;
-    let tick = heartbeat.min(TICK);
-    let mut last_write = Instant::now();
-    let mut buf = Vec::new();
-    let mut closed = false;
-    while !shared.stop.load(Ordering::SeqCst) {
-        let mut wait = tick;
-        while buf.len() < BATCH {
-            match stream.next(wait) {
-                Next::Record(r) => {
-                    buf.extend_from_slice(r.as_bytes());
-                    buf.push(b'\n');
-                }
-                Next::Lost(n) => lost_line(&mut buf, n),
-                Next::Idle => break,
-                Next::Closed => {
-                    closed = true;
-                    break;
+impl Conn {
+    /// Answers one request on `io` with `router`, holding `_slot`. At stop
+    /// the answer under way is finished (follow streams end on their own)
+    /// unless the drain runs out.
+    async fn serve<I>(self, io: I, router: Router, timeout: Duration, _slot: OwnedSemaphorePermit)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let mut io = tokio_io_timeout::TimeoutStream::new(io);
+        io.set_write_timeout(Some(timeout));
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(timeout)
+            .max_header_size(MAX_HEAD)
+            .keep_alive(false)
+            .title_case_headers(true)
+            .serve_connection(TokioIo::new(Box::pin(io)), TowerToHyperService::new(router));
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            () = self.shared.stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = self.abort.cancelled() => return,
                 }
             }
-            // Gather what is ready without waiting.
-            wait = Duration::ZERO;
+        };
+        let Err(e) = result else { return };
+        // hyper answered a head it could not parse itself.
+        if e.is_parse_too_large() {
+            self.shared.count(431);
+        } else if e.is_parse() {
+            self.shared.count(400);
         }
-        if !buf.is_empty() {
-            if http::write_chunk(&mut conn, &buf).is_err() {
-                return;
-            }
-            buf.clear();
-            last_write = Instant::now();
-        } else if last_write.elapsed() >= heartbeat {
-            if http::write_chunk(&mut conn, b"\n").is_err() {
-                return;
-            }
-            last_write = Instant::now();
-        }
-        if closed || conn.client_gone() {
-            break;
-        }
+        tracing::debug!(error = %e, "API connection");
     }
-    let _ = http::write_last_chunk(&mut conn);
 }

@@ -88,11 +88,11 @@ pub struct AgentArgs {
     /// behind `bulkhead flows`, and the exporters below.
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub flows: Switch,
-    /// Local API socket (`bulkhead flows`, /metrics, /healthz).
+    /// Local API socket (`bulkhead flows`, /metrics, /healthz, /readyz).
     #[arg(long, value_name = "PATH", default_value = api::DEFAULT_SOCKET)]
     pub api_socket: PathBuf,
-    /// Also serve /metrics and /healthz over TCP at this address, for
-    /// Prometheus (e.g. 127.0.0.1:9617).
+    /// Also serve /metrics, /healthz and /readyz over TCP at this address,
+    /// for Prometheus and probes (e.g. 127.0.0.1:9617).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
     /// Write flow records as JSON Lines to this file (`-`: stdout), rotated
@@ -133,9 +133,6 @@ pub struct AgentArgs {
     /// enforced, flows recorded for `bulkhead propose`). See docs/learn.md.
     #[arg(long, value_name = "MODE", default_value = "enforce")]
     pub mode: Mode,
-    /// Interval at which the node's links are re-read, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 200, hide = true)]
-    pub poll_ms: u64,
     /// Grace period after a policy switch before the old slot is rewritten, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10, hide = true)]
     pub grace_ms: u64,
@@ -173,7 +170,6 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         xdp: args.xdp == Switch::On,
         host_routing: args.host_routing == Switch::On,
         tc_mode: args.tc_attach,
-        poll: Duration::from_millis(args.poll_ms.max(1)),
         grace: Duration::from_millis(args.grace_ms),
         flows: flows_config(args),
     };

@@ -134,7 +134,7 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     .into_iter()
     .filter_map(|(k, v)| Some((k, v?)))
     .collect();
-    Filter::from_query(&crate::api::http::encode_query(pairs.iter().copied()))?;
+    Filter::from_query(&crate::api::query::encode_query(pairs.iter().copied()))?;
     let last = args
         .last
         .unwrap_or(if args.follow { 0 } else { 20 })
@@ -143,7 +143,7 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     if args.follow {
         pairs.push(("follow", "1"));
     }
-    Ok(crate::api::http::encode_query(pairs))
+    Ok(crate::api::query::encode_query(pairs))
 }
 
 /// The socket to use and what to suggest when nothing is there.

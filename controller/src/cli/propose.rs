@@ -324,7 +324,8 @@ mod tests {
             tcp: None,
             ..ApiConfig::default()
         };
-        Api::start(config, Arc::new(Agent(source))).unwrap()
+        let runtime = crate::api::test_runtime().handle();
+        Api::start(config, Arc::new(Agent(source)), runtime).unwrap()
     }
 
     fn args(
@@ -422,7 +423,7 @@ mod tests {
             message.contains("start it with --history-db PATH"),
             "{message}"
         );
-        api.stop();
+        crate::api::test_runtime().block_on(api.stop());
 
         let source = HistorySource::NotOpen {
             path: dir.path().join("h.redb"),

@@ -162,7 +162,13 @@ pub struct Identities {
 impl Identities {
     /// Numbers identities: externals in region order, then pod identities
     /// in pod order, then the node's.
-    pub fn new(model: &Model, classes: &PodClasses, regions: &Regions, block_count: usize) -> Self {
+    pub fn new(
+        model: &Model,
+        node_ips: &[IpAddr],
+        classes: &PodClasses,
+        regions: &Regions,
+        block_count: usize,
+    ) -> Self {
         let mut list = Vec::new();
         let mut of_block = vec![Vec::new(); block_count];
         let mut external_of_region = Vec::new();
@@ -214,7 +220,8 @@ impl Identities {
                 by_pod_addr.insert(addr, (id, p));
             }
         }
-        let by_node_addr = node_identities(model, regions, &by_pod_addr, &mut list, &mut of_block);
+        let by_node_addr =
+            node_identities(node_ips, regions, &by_pod_addr, &mut list, &mut of_block);
         Self {
             list,
             by_pod_addr,
@@ -240,7 +247,7 @@ impl Identities {
 /// addresses) to `list` and `of_block`; returns the identity of each node
 /// address. Addresses that are pods' stay theirs.
 fn node_identities(
-    model: &Model,
+    node_ips: &[IpAddr],
     regions: &Regions,
     by_pod_addr: &HashMap<IpAddr, (IdentityId, usize)>,
     list: &mut Vec<Identity>,
@@ -248,7 +255,7 @@ fn node_identities(
 ) -> HashMap<IpAddr, IdentityId> {
     let mut by_blocks: HashMap<Vec<u32>, IdentityId> = HashMap::new();
     let mut by_node_addr = HashMap::new();
-    for &addr in &model.node_ips {
+    for &addr in node_ips {
         if by_pod_addr.contains_key(&addr) || by_node_addr.contains_key(&addr) {
             continue;
         }

@@ -87,6 +87,13 @@ pub struct Compiled {
 
 /// Compiles a model.
 pub fn compile(model: &Model) -> Compiled {
+    compile_on_node(model, &model.node_ips)
+}
+
+/// [`compile`] with the node's addresses given apart from the model
+/// (instead of `model.node_ips`): the agent compiles the source's model as
+/// it is, shared, without a copy of every pod just to add its addresses.
+pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled {
     let blocks: Vec<IpBlock> = model
         .policies
         .iter()
@@ -141,7 +148,7 @@ pub fn compile(model: &Model) -> Compiled {
     }
     let egress_names: Vec<_> = egress_names.into_iter().collect();
     let classes = PodClasses::new(model, &sets, &egress_names);
-    let identities = Identities::new(model, &classes, &regions, blocks.len());
+    let identities = Identities::new(model, node_ips, &classes, &regions, blocks.len());
 
     let set_identities: Vec<Vec<IdentityId>> = sets
         .iter()

@@ -23,7 +23,7 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, XdpMode};
 
 use super::pins::remove_pin;
 use super::{Dataplane, DataplaneError, FROM_POD, TO_POD};
-use crate::source::veth::LocalEndpoint;
+use crate::node::LocalEndpoint;
 
 /// How TC programs are attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]

@@ -35,7 +35,7 @@ pub use kmaps::KernelMaps;
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
 pub use sync::{Desired, SlotMaps, SyncOutcome, Syncer};
 
-use crate::source::veth::LocalEndpoint;
+use crate::node::LocalEndpoint;
 
 /// Program names in the ELF (and their pin names).
 pub const FROM_POD: &str = "from_pod";

@@ -121,6 +121,11 @@ pub struct Metrics {
     since_sync: GaugeF,
     last_sync: Mutex<Option<Instant>>,
     errors: Family<KindLabel, Counter>,
+    source_connected: Gauge,
+    source_stale: GaugeF,
+    /// Since when the source is stale, ms since the epoch (0: current).
+    source_stale_since: AtomicU64,
+    source_warnings: Gauge,
 }
 
 impl Default for Metrics {
@@ -247,6 +252,22 @@ impl Metrics {
                 "bulkhead_seconds_since_last_sync",
                 "Seconds since the last successful policy sync (-1: none yet)",
                 GaugeF::default()
+            ),
+            source_connected: reg!(
+                "bulkhead_source_connected",
+                "Whether the policy source (manifest directory, Kubernetes API) is reachable now",
+                Gauge::default()
+            ),
+            source_stale: reg!(
+                "bulkhead_source_view_stale_seconds",
+                "Seconds since the policy source stopped answering (0 while it answers): the age of the view in force",
+                GaugeF::default()
+            ),
+            source_stale_since: AtomicU64::new(0),
+            source_warnings: reg!(
+                "bulkhead_source_warnings",
+                "Objects of the source accepted with a warning or left out (named ports no pod declares, address conflicts, unusable objects)",
+                Gauge::default()
             ),
             last_sync: Mutex::new(None),
             errors: reg!(
@@ -428,6 +449,14 @@ impl Metrics {
             .inc();
     }
 
+    /// Records the policy source's state.
+    pub fn set_source(&self, connected: bool, stale_since_unix_ms: Option<u64>, warnings: u64) {
+        self.source_connected.set(connected as i64);
+        self.source_stale_since
+            .store(stale_since_unix_ms.unwrap_or(0), Ordering::Relaxed);
+        self.source_warnings.set(warnings as i64);
+    }
+
     /// Sets `bulkhead_up` (0 while shutting down).
     pub fn set_up(&self, up: bool) {
         self.up.set(up as i64);
@@ -438,6 +467,12 @@ impl Metrics {
         if let Some(t) = *self.last_sync.lock().unwrap_or_else(|e| e.into_inner()) {
             self.since_sync.set(t.elapsed().as_secs_f64());
         }
+        let stale_since = self.source_stale_since.load(Ordering::Relaxed);
+        let stale_ms = match stale_since {
+            0 => 0,
+            since => crate::source::now_unix_ms().saturating_sub(since),
+        };
+        self.source_stale.set(stale_ms as f64 / 1000.0);
         let mut out = String::with_capacity(8192);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("writing to a String cannot fail");
@@ -451,6 +486,30 @@ mod tests {
     use crate::flows::record::tests_support::sample;
     use crate::flows::record::{Audit, AuditVerdict, Dropped, FlowVerdict, PolicyRef, Reason};
     use bulkhead_common::{FLOW_STATS_MAX, FlowStat};
+
+    /// The value of the sample line starting with `name ` in `text`.
+    fn value(text: &str, name: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn the_source_state_and_the_age_of_a_stale_view_are_exported() {
+        let m = Metrics::new();
+        m.set_source(true, None, 2);
+        let text = m.render();
+        assert_eq!(value(&text, "bulkhead_source_connected"), 1.0);
+        assert_eq!(value(&text, "bulkhead_source_view_stale_seconds"), 0.0);
+        assert_eq!(value(&text, "bulkhead_source_warnings"), 2.0);
+        let five_seconds_ago = crate::source::now_unix_ms() - 5_000;
+        m.set_source(false, Some(five_seconds_ago), 0);
+        let text = m.render();
+        assert_eq!(value(&text, "bulkhead_source_connected"), 0.0);
+        assert!(value(&text, "bulkhead_source_view_stale_seconds") >= 5.0);
+    }
 
     /// Audited flows count once per staged policy; interim records and
     /// unaudited flows do not count.

@@ -16,8 +16,6 @@
 
 pub mod kubernetes;
 pub mod manifest;
-pub mod node;
-pub mod veth;
 
 use std::sync::Arc;
 

@@ -287,8 +287,7 @@ impl Node {
     /// does) with `extra` arguments; returns once it has synced the current
     /// manifests.
     pub fn start_agent(&mut self, extra: &[&str]) {
-        let manifests = self.manifests.display().to_string();
-        self.spawn_agent(&["--manifests", &manifests], extra);
+        self.spawn_agent(&[], extra);
         self.wait_synced(Duration::from_secs(10));
     }
 
@@ -302,7 +301,7 @@ impl Node {
         extra: &[&str],
     ) {
         let kubeconfig = kubeconfig.display().to_string();
-        self.spawn_agent(&["--kubernetes", "--kubeconfig", &kubeconfig], extra);
+        self.spawn_with(&[], &["--kubernetes", "--kubeconfig", &kubeconfig], extra);
         self.wait_revision(rv, Duration::from_secs(30));
     }
 
@@ -331,7 +330,18 @@ impl Node {
         }
     }
 
-    fn spawn_agent(&mut self, source: &[&str], extra: &[&str]) {
+    /// Starts the agent on the node's manifests in the node namespace with
+    /// `extra` arguments, its command line prefixed by `wrapper` (e.g.
+    /// `setpriv ... --`, run after `ip netns exec` and exec'ing the agent,
+    /// so the returned PID is the agent's); returns at once.
+    pub fn spawn_agent(&mut self, wrapper: &[&str], extra: &[&str]) -> u32 {
+        let manifests = self.manifests.display().to_string();
+        self.spawn_with(wrapper, &["--manifests", &manifests], extra)
+    }
+
+    /// Starts the agent reading `source` (its source arguments); returns at
+    /// once with its PID.
+    fn spawn_with(&mut self, wrapper: &[&str], source: &[&str], extra: &[&str]) -> u32 {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -339,6 +349,7 @@ impl Node {
             .unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &self.node])
+            .args(wrapper)
             .arg(bulkhead_bin())
             .arg("agent")
             .args(source)
@@ -355,7 +366,9 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start the agent");
+        let pid = child.id();
         self.agents.push(child);
+        pid
     }
 
     /// The agent's state file.
@@ -365,6 +378,14 @@ impl Node {
 
     /// Waits until the agent's state says the manifests on disk are enforced.
     pub fn wait_synced(&mut self, timeout: Duration) {
+        if let Err(e) = self.try_wait_synced(timeout) {
+            panic!("{e}:\n{}", self.agent_log());
+        }
+    }
+
+    /// Like [`Node::wait_synced`], but says why instead of panicking: the
+    /// agent exited (with its status), or `timeout` passed.
+    pub fn try_wait_synced(&mut self, timeout: Duration) -> Result<(), String> {
         let want = content_hash(&self.manifests);
         let deadline = Instant::now() + timeout;
         loop {
@@ -372,18 +393,17 @@ impl Node {
                 && s.pid != 0
                 && s.enforced_revision.as_deref() == Some(want.as_str())
             {
-                return;
+                return Ok(());
             }
             if let Some(c) = self.agents.last_mut()
                 && let Ok(Some(status)) = c.try_wait()
             {
-                panic!("the agent exited ({status}):\n{}", self.agent_log());
+                self.agents.pop();
+                return Err(format!("the agent exited ({status})"));
             }
-            assert!(
-                Instant::now() < deadline,
-                "agent did not sync within {timeout:?}:\n{}",
-                self.agent_log()
-            );
+            if Instant::now() >= deadline {
+                return Err(format!("agent did not sync within {timeout:?}"));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -6,7 +6,7 @@
 //! itself (an editor's rename, a ConfigMap volume's symlink swap, a
 //! directory deleted and made again) is seen; the recursive watch is set
 //! again whenever the path's inode changes. Events are coalesced
-//! ([`QUIET`]), then the content hash ([`super::content_hash`]) decides
+//! ([`QUIET`], at most [`MAX_COALESCE`]), then the content hash ([`super::content_hash`]) decides
 //! whether anything the loader reads changed; only then is the directory
 //! loaded. Files reached through symbolic links that point outside the
 //! path are read but not watched: a change there is seen with the next
@@ -25,9 +25,12 @@ use crate::model::Model;
 use crate::source::{Feed, SourceStatus};
 
 /// How long events must stop before the directory is read: one read for a
-/// burst of writes (a `kubectl`-style apply of many files, an editor's
-/// save dance).
-pub const QUIET: Duration = Duration::from_millis(30);
+/// burst of writes (a tool writing many files, an editor's save dance).
+pub const QUIET: Duration = Duration::from_millis(5);
+
+/// The longest a burst is coalesced: changes that never pause are still
+/// read this often.
+pub const MAX_COALESCE: Duration = Duration::from_millis(50);
 
 /// Loads the model from the path (the CLI's loader, with its options).
 pub type Loader = Arc<dyn Fn() -> Result<Model, ManifestErrors> + Send + Sync>;
@@ -137,8 +140,11 @@ impl ManifestSource {
     async fn run(&mut self, mut events: mpsc::UnboundedReceiver<()>, tx: watch::Sender<Feed>) {
         self.read(&tx).await;
         while events.recv().await.is_some() {
-            // Coalesce the burst.
-            while let Ok(Some(())) = tokio::time::timeout(QUIET, events.recv()).await {}
+            // Coalesce the burst, within bounds.
+            let until = tokio::time::Instant::now() + MAX_COALESCE;
+            while tokio::time::Instant::now() < until
+                && let Ok(Some(())) = tokio::time::timeout(QUIET, events.recv()).await
+            {}
             let watch_error = self.watches.refresh();
             self.feed.status.connected = watch_error.is_none();
             self.feed.status.last_error = watch_error;

@@ -1,0 +1,259 @@
+//! The routes: handlers over the [`ApiBackend`], JSON errors, and the
+//! per-status request counter.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+
+use super::server::Shared;
+use super::{
+    ApiBackend, HealthStatus, JSON_LINES, OPENMETRICS_TEXT, PROMETHEUS_TEXT, follow, metrics, query,
+};
+
+/// Paths on every listener.
+const BASIC: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// Paths on the Unix socket (and on TCP with `tcp_all_endpoints`).
+const FULL: [&str; 3] = ["/v1/flows", "/v1/accounting", "/v1/history"];
+
+type Api = State<Arc<Shared>>;
+
+/// The routes of one listener: all of them, or only [`BASIC`].
+pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
+    let mut routes = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics));
+    if full {
+        routes = routes
+            .route("/v1/flows", get(flows))
+            .route("/v1/accounting", get(accounting))
+            .route("/v1/history", get(history));
+    }
+    routes
+        .fallback(move |uri: Uri| async move { not_found(uri.path(), full) })
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            let msg = format!("{} does not allow {method}", uri.path());
+            error(StatusCode::METHOD_NOT_ALLOWED, &msg)
+        })
+        .layer(middleware::from_fn_with_state(Arc::clone(&shared), count))
+        .with_state(shared)
+}
+
+/// What a connection beyond `max_connections` is answered.
+pub(super) fn busy() -> Router {
+    Router::new().fallback(|| async {
+        let mut r = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many connections to the agent's API; retry",
+        );
+        r.headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        r
+    })
+}
+
+/// Counts each answer by status and marks it not cacheable.
+async fn count(State(shared): Api, req: Request, next: Next) -> Response {
+    tracing::debug!(method = %req.method(), uri = %req.uri(), "API request");
+    let mut resp = next.run(req).await;
+    shared.count(resp.status().as_u16());
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+fn not_found(path: &str, full: bool) -> Response {
+    let msg = if !full && FULL.contains(&path) {
+        format!(
+            "{path} is served on the agent's Unix socket only; over TCP: {}",
+            BASIC.join(", ")
+        )
+    } else {
+        let known: Vec<&str> = BASIC.iter().chain(&FULL).copied().collect();
+        format!("no endpoint {path}; the API serves {}", known.join(", "))
+    };
+    error(StatusCode::NOT_FOUND, &msg)
+}
+
+/// A response of `status` with `body`.
+pub(super) fn response(status: StatusCode, content_type: &'static str, body: Body) -> Response {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// `value` as JSON and a newline.
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+    let mut body = serde_json::to_vec(value).unwrap_or_default();
+    body.push(b'\n');
+    response(status, "application/json", body.into())
+}
+
+/// The JSON error `{"error": message, "status": status}`.
+pub(super) fn error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message, "status": status.as_u16() });
+    json(status, &body)
+}
+
+/// Runs `f` on the backend on the blocking pool (it may take locks the
+/// agent holds, or read a store for seconds); a panic in it is a 500.
+async fn blocking<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce(&dyn ApiBackend) -> T + Send + 'static,
+) -> Result<T, Response> {
+    let backend = Arc::clone(&shared.backend);
+    tokio::task::spawn_blocking(move || f(&*backend))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "the API backend failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the agent's API backend failed",
+            )
+        })
+}
+
+async fn healthz(State(shared): Api) -> Response {
+    match blocking(&shared, |b| b.health()).await {
+        Ok(health) if health.status == HealthStatus::Failing => {
+            json(StatusCode::SERVICE_UNAVAILABLE, &health)
+        }
+        Ok(health) => json(StatusCode::OK, &health),
+        Err(r) => r,
+    }
+}
+
+async fn readyz(State(shared): Api) -> Response {
+    match blocking(&shared, |b| b.ready()).await {
+        Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "ready": true })),
+        Ok(Err(why)) => error(StatusCode::SERVICE_UNAVAILABLE, &why),
+        Err(r) => r,
+    }
+}
+
+async fn metrics(State(shared): Api, headers: HeaderMap) -> Response {
+    let text = match blocking(&shared, |b| b.metrics()).await {
+        Ok(t) => metrics::join_openmetrics(&t, &shared.own_metrics()),
+        Err(r) => return r,
+    };
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    if metrics::accepts_openmetrics(accept) {
+        response(StatusCode::OK, OPENMETRICS_TEXT, text.into())
+    } else {
+        let text = metrics::to_prometheus(&text);
+        response(StatusCode::OK, PROMETHEUS_TEXT, text.into())
+    }
+}
+
+async fn accounting(State(shared): Api) -> Response {
+    match blocking(&shared, |b| b.accounting()).await {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(r) => r,
+    }
+}
+
+async fn history(State(shared): Api) -> Response {
+    match blocking(&shared, |b| b.history()).await {
+        Ok(Ok(mut body)) => {
+            body.push('\n');
+            response(StatusCode::OK, "application/json", body.into())
+        }
+        Ok(Err(e)) => {
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(status, &error_chain(&e))
+        }
+        Err(r) => r,
+    }
+}
+
+/// An error and its causes, `: `-separated (a store error names the file,
+/// its source says what failed).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+async fn flows(State(shared): Api, RawQuery(raw): RawQuery) -> Response {
+    let q = match parse_flows_query(raw.as_deref().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+    };
+    let cfg = &shared.config;
+    if q.follow {
+        let last = q.limit.unwrap_or(0).min(cfg.max_limit);
+        return follow::follow(shared, q.filter, last).await;
+    }
+    let limit = q.limit.unwrap_or(cfg.default_limit).min(cfg.max_limit);
+    match blocking(&shared, move |b| b.recent_flows(&q.filter, limit)).await {
+        Ok(Ok(lines)) => {
+            let mut body = Vec::with_capacity(lines.iter().map(|l| l.len() + 1).sum());
+            for l in &lines {
+                body.extend_from_slice(l.as_bytes());
+                body.push(b'\n');
+            }
+            response(StatusCode::OK, JSON_LINES, body.into())
+        }
+        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        Err(r) => r,
+    }
+}
+
+/// The parameters of `/v1/flows` the server handles itself.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct FlowsQuery {
+    /// `limit`, if given.
+    pub limit: Option<usize>,
+    /// `follow`.
+    pub follow: bool,
+    /// The rest, re-encoded, for the backend's filter.
+    pub filter: String,
+}
+
+/// Splits `limit` and `follow` off a `/v1/flows` query.
+pub(super) fn parse_flows_query(raw: &str) -> Result<FlowsQuery, String> {
+    let mut limit = None;
+    let mut follow = false;
+    let mut rest = Vec::new();
+    for (k, v) in query::query_pairs(raw) {
+        match k.as_str() {
+            "limit" => {
+                limit = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| format!("limit must be a non-negative integer, not {v:?}"))?,
+                );
+            }
+            "follow" => {
+                follow = match v.as_str() {
+                    "" | "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    _ => return Err(format!("follow must be 1 or 0, not {v:?}")),
+                };
+            }
+            _ => rest.push((k, v)),
+        }
+    }
+    Ok(FlowsQuery {
+        limit,
+        follow,
+        filter: query::encode_query(rest.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+    })
+}
