@@ -171,6 +171,8 @@ fn the_lab_s_agent_reads_the_kubernetes_api_and_enforces_its_changes() {
     assert!(log.contains("Kubernetes API"), "{log}");
     assert!(!log.contains("warning"), "every pod is an endpoint: {log}");
     assert_eq!(lab_guard.state()["agent"]["source"]["kind"], "kubernetes");
+    // `lab up` may have asked before the objects were loaded.
+    lab("sync", &[]);
 
     // Status: the source, and every pod enforced.
     let status: serde_json::Value =
