@@ -1,7 +1,9 @@
 //! `cargo xtask demo`: sets up, builds, then tells the story on real
 //! packets: the demo shop as a lab (pods as network namespaces, the agent
 //! enforcing in the node namespace), open; least privilege applied; the
-//! denied connections; why; what the dataplane counts; verify; down.
+//! denied connections; why; what the dataplane counts; verify; down. Then
+//! cluster mode ([`cluster`]): a lab whose agent reads the Kubernetes API,
+//! changed with kubectl.
 //!
 //! Needs root (namespaces, veths, bpffs, eBPF). The lab is always taken
 //! down at the end, also when a scene fails, and a lab left by an
@@ -14,6 +16,8 @@ use std::process::Command;
 use anyhow::{Context as _, Result, bail};
 
 use crate::{cmd, cmd::step, ebpf, setup, test::EBPF_ELF};
+
+mod cluster;
 
 /// The demo manifests, relative to the repository root.
 const WORKLOADS: &str = "policies/demo/workloads.yaml";
@@ -35,7 +39,17 @@ pub fn run() -> Result<()> {
     // Before the controller is built: it embeds the ELF (controller/build.rs).
     let elf = step("build-ebpf", ebpf::build)?;
     let bin = step("build", || build(&elf))?;
-    step("demo", || run_demo(&bin))
+    let fake_apiserver = step("build-fake-apiserver", || {
+        cluster::build_fake_apiserver(&elf)
+    })?;
+    step("demo", || run_demo(&bin, &fake_apiserver))
+}
+
+/// Cargo's target directory.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cmd::repo_root().join("target"))
 }
 
 /// Builds the release `bulkhead` binary; returns its path.
@@ -46,10 +60,7 @@ fn build(elf: &std::path::Path) -> Result<PathBuf> {
             .env(EBPF_ELF, elf)
             .args(["build", "--quiet", "--release", "-p", "bulkhead"]),
     )?;
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cmd::repo_root().join("target"));
-    let bin = target.join("release").join("bulkhead");
+    let bin = target_dir().join("release").join("bulkhead");
     if !bin.is_file() {
         bail!("built, but {} is missing", bin.display());
     }
@@ -67,15 +78,17 @@ fn watched_dir() -> PathBuf {
         .join("manifests")
 }
 
-/// The scenes, then `lab down` whatever happened.
-pub fn run_demo(bin: &std::path::Path) -> Result<()> {
+/// The scenes, then `lab down` whatever happened; then cluster mode
+/// (its own lab, taken down the same way).
+pub fn run_demo(bin: &std::path::Path, fake_apiserver: &std::path::Path) -> Result<()> {
     let demo = Demo { bin };
     // A lab left by an interrupted run would make `lab up` refuse.
     demo.quiet(&["lab", "down", "--name", LAB])?;
     let scenes = demo.scenes();
     scene("Lab down: every namespace, veth, pin, mount and process goes");
     let down = demo.bulkhead(&["lab", "down", "--name", LAB]);
-    scenes.and(down)
+    scenes.and(down)?;
+    cluster::run(&demo, fake_apiserver)
 }
 
 struct Demo<'a> {
@@ -225,6 +238,24 @@ impl Demo<'_> {
     fn bulkhead(&self, args: &[&str]) -> Result<()> {
         println!("$ bulkhead {}", args.join(" "));
         self.status(Command::new(self.bin).args(args), args)
+    }
+
+    /// Runs `bulkhead ARGS...` quietly; its stdout (stderr shown on failure).
+    fn output(&self, args: &[&str]) -> Result<String> {
+        let out = Command::new(self.bin)
+            .args(args)
+            .current_dir(cmd::repo_root())
+            .output()
+            .with_context(|| format!("cannot start {}", self.bin.display()))?;
+        if !out.status.success() {
+            bail!(
+                "`bulkhead {}` failed ({}): {}",
+                args.join(" "),
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim_end()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs `bulkhead ARGS...` with its output hidden.

@@ -10,21 +10,21 @@ use clap::{Args, Subcommand, ValueEnum};
 use ipnetwork::IpNetwork;
 
 use super::agent::Switch;
-use super::connectivity::json_line;
 use super::{CliError, ManifestArgs, Output};
-use crate::compile::compile;
-use crate::eval::connectivity::connectivity;
 use crate::lab::naming::{DEFAULT_LAB, check_lab_name};
 use crate::lab::plan::{LabSpec, plan};
 use crate::lab::probe::{
     ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
 };
-use crate::lab::state::{LabState, Ports, state_path};
-use crate::lab::verify::{ConnectivityLine, disagreements};
-use crate::lab::{LabError, agent, serve, setup};
+use crate::lab::state::{AgentSource, LabState, Ports, state_path};
+use crate::lab::{LabError, agent, cluster, serve, setup};
 use crate::model::addressing::AddressPlan;
 use crate::model::{Mode, Protocol};
-use crate::source::manifest;
+
+mod status;
+#[cfg(test)]
+mod tests;
+mod verify;
 
 /// Arguments of `bulkhead lab`.
 #[derive(Debug, Args)]
@@ -43,19 +43,26 @@ pub enum LabCommand {
     /// and the agent enforces.
     Up(UpArgs),
     /// Wait until the agent enforces the watched directory's current
-    /// content; fails with the agent's error if it rejects it (the policy
-    /// in force stays).
+    /// content (with the Kubernetes API as its source: everything the API
+    /// had when asked, by resourceVersion); fails with the agent's error if
+    /// it rejects it (the policy in force stays).
     Sync(SyncArgs),
     /// Probe every ordered pair of hosts with real packets.
     Probe(ProbeArgs),
     /// Compare live probes with `bulkhead connectivity` on the policy in
-    /// force (the watched directory once the agent enforces it); exit
-    /// status 1 on any disagreement.
+    /// force (the watched directory once the agent enforces it, or the
+    /// Kubernetes API's objects read as the agent reads them); exit status
+    /// 1 on any disagreement.
     Verify(VerifyArgs),
-    /// Start the lab's agent again after it died (refused while it runs):
-    /// on the same pins, it adopts the pinned dataplane, which kept
-    /// enforcing meanwhile. Returns once it enforces the watched directory.
-    RestartAgent(NameArg),
+    /// Start the lab's agent again after it died (refused while it runs,
+    /// unless --kubeconfig or --manifests switches its source): on the same
+    /// pins, it adopts the pinned dataplane, which kept enforcing
+    /// meanwhile. Returns once it enforces its source.
+    RestartAgent(RestartArgs),
+    /// What the lab is: its pods and addresses, its agent, and where the
+    /// agent reads pods and policy from (the watched manifests or the
+    /// Kubernetes API) and how that source is doing.
+    Status(status::StatusArgs),
     /// Stop the agent, remove its pins and the lab's bpffs, every
     /// namespace, veth and process (idempotent, also after a crash or
     /// without the state file).
@@ -119,9 +126,50 @@ pub struct UpArgs {
     /// annotation; see docs/learn.md).
     #[arg(long, value_name = "MODE", default_value = "enforce")]
     pub mode: Mode,
+    /// The agent reads pods and policy from the Kubernetes API this
+    /// kubeconfig points at (`agent --kubernetes`) instead of the watched
+    /// manifests. The lab's pods are still made from --manifests, so the
+    /// API's pods must carry the same addresses in status.podIP(s) (give
+    /// the manifests' pods those addresses: `lab up` keeps them).
+    #[arg(long, value_name = "PATH", conflicts_with = "no_agent")]
+    pub kubeconfig: Option<PathBuf>,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
+}
+
+/// Arguments of `lab restart-agent`.
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Lab name.
+    #[command(flatten)]
+    pub name: NameArg,
+    /// Switch the agent to the Kubernetes API this kubeconfig points at
+    /// (a running agent is stopped first; the policy in force stays until
+    /// the new one takes over).
+    #[arg(long, value_name = "PATH", conflicts_with = "manifests")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Switch the agent back to the lab's watched manifests (a running
+    /// agent is stopped first).
+    #[arg(long)]
+    pub manifests: bool,
+}
+
+impl RestartArgs {
+    /// The source to switch to, if any.
+    fn source(&self) -> Result<Option<AgentSource>, LabError> {
+        match &self.kubeconfig {
+            Some(k) => kubernetes_source(k).map(Some),
+            None => Ok(self.manifests.then_some(AgentSource::Manifests)),
+        }
+    }
+}
+
+/// The API source for `kubeconfig` (made absolute: the agent reads it).
+fn kubernetes_source(kubeconfig: &std::path::Path) -> Result<AgentSource, LabError> {
+    Ok(AgentSource::Kubernetes {
+        kubeconfig: std::fs::canonicalize(kubeconfig).map_err(LabError::io(kubeconfig))?,
+    })
 }
 
 /// Arguments of `lab sync`.
@@ -303,8 +351,9 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
         LabCommand::Up(a) => up(a),
         LabCommand::Sync(a) => sync(a),
         LabCommand::Probe(a) => probe(a),
-        LabCommand::Verify(a) => verify(a),
+        LabCommand::Verify(a) => verify::run(a),
         LabCommand::RestartAgent(a) => restart_agent(a),
+        LabCommand::Status(a) => status::run(a),
         LabCommand::Down(a) => {
             let r = setup::down(&a.name, &progress)?;
             if r.namespaces == 0
@@ -348,16 +397,27 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         host_routing: args.host_routing == Switch::On,
         flow_args: flow_args(args),
         mode: args.mode,
+        source: match &args.kubeconfig {
+            Some(k) => kubernetes_source(k)?,
+            None => AgentSource::Manifests,
+        },
     };
     let state = plan(&model, &spec)?;
     let state = setup::up(state, &exe()?, &progress)?;
-    if state.agent.is_some() {
-        progress(&format!(
+    match state.agent.as_ref().map(|a| &a.source) {
+        Some(AgentSource::Manifests) => progress(&format!(
             "policies: edit {}, then `bulkhead lab sync --name {n}`; \
              status: `bulkhead status --lab {n}`",
             state.watched().display(),
             n = state.name
-        ));
+        )),
+        Some(AgentSource::Kubernetes { kubeconfig }) => progress(&format!(
+            "policies: change them in the API (`kubectl --kubeconfig {}`), then \
+             `bulkhead lab sync --name {n}`; status: `bulkhead lab status --name {n}`",
+            kubeconfig.display(),
+            n = state.name
+        )),
+        None => {}
     }
     Ok(())
 }
@@ -372,17 +432,28 @@ fn sync(args: &SyncArgs) -> Result<(), CliError> {
 
 /// Says what the agent enforces.
 fn report_enforced(state: &LabState, enforced: &crate::agent::AgentState) {
+    let what = match state.agent.as_ref().map(|a| &a.source) {
+        Some(AgentSource::Kubernetes { .. }) => format!(
+            "the Kubernetes API at {} up to resourceVersion {}",
+            enforced.source.location,
+            enforced.enforced_revision.as_deref().unwrap_or("-")
+        ),
+        _ => state.watched().display().to_string(),
+    };
     progress(&format!(
-        "the agent enforces {} (revision {}, {} endpoints)",
-        state.watched().display(),
+        "the agent enforces {what} (revision {}, {} endpoints)",
         enforced.revision,
         enforced.endpoints.len()
     ));
+    if let Some(w) = cluster::endpoint_warning(state, enforced) {
+        progress(&w);
+    }
 }
 
-fn restart_agent(args: &NameArg) -> Result<(), CliError> {
-    let mut state = load_state(&args.name)?;
-    let enforced = setup::restart_agent(&mut state, &exe()?, &progress)?;
+fn restart_agent(args: &RestartArgs) -> Result<(), CliError> {
+    let mut state = load_state(&args.name.name)?;
+    let source = args.source()?;
+    let enforced = setup::restart_agent(&mut state, source, &exe()?, &progress)?;
     report_enforced(&state, &enforced);
     Ok(())
 }
@@ -416,122 +487,6 @@ fn write_probe_text(out: &mut impl Write, results: &[ProbeResult]) -> std::io::R
         results.len(),
         results.len() - allowed
     )
-}
-
-/// The manifests whose policy is in force: without an agent, the watched
-/// directory; with one, the watched directory once the agent enforces it,
-/// or, when the agent rejected it (or has stopped: pins stay in force),
-/// the copy of what it last enforced.
-fn policy_in_force(state: &LabState) -> Result<PathBuf, CliError> {
-    let Some(a) = &state.agent else {
-        return Ok(state.watched().to_owned());
-    };
-    match agent::wait(state, Duration::from_secs(10)) {
-        Ok(enforced) => {
-            agent::keep_enforced(state, &enforced.source_revision)?;
-            Ok(state.watched().to_owned())
-        }
-        Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
-            let kept = crate::agent::AgentState::read(&a.pin_dir)
-                .and_then(|s| s.enforced_revision)
-                .and_then(|h| agent::enforced_copy(&state.name, &h));
-            match kept {
-                Some(dir) => {
-                    progress(&format!(
-                        "{e}\nlab: verifying against the policy in force (as last synced)"
-                    ));
-                    Ok(dir)
-                }
-                None => Err(e.into()),
-            }
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The connectivity lines of the manifests in `dir`, checking that they
-/// still give the pods and addresses the lab was made with.
-fn expected_lines(
-    state: &LabState,
-    dir: &std::path::Path,
-) -> Result<Vec<ConnectivityLine>, CliError> {
-    let plan = AddressPlan {
-        cidrs: state
-            .pod_cidrs
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect(),
-        ignore_status: state.assign_pod_ips,
-    };
-    let mut model = manifest::load_dir(dir, &plan)?;
-    // What the agent enforces: policies in audit or learn mode allow all.
-    model.default_mode = state.agent.as_ref().map_or(Mode::Enforce, |a| a.mode);
-    let now: Vec<(String, Vec<IpAddr>)> = model
-        .pods
-        .iter()
-        .map(|p| (p.key(), p.ips.clone()))
-        .collect();
-    let then: Vec<(String, Vec<IpAddr>)> = state
-        .hosts
-        .iter()
-        .filter(|h| !h.external)
-        .map(|h| (h.name.clone(), h.ips.clone()))
-        .collect();
-    if now != then {
-        let what = match now.iter().zip(&then).find(|(a, b)| a != b) {
-            Some((a, b)) => format!("{} {:?} was {} {:?}", a.0, a.1, b.0, b.1),
-            None => format!("{} pods, was {}", now.len(), then.len()),
-        };
-        return Err(LabError::ManifestsChanged {
-            manifests: dir.to_owned(),
-            what,
-        }
-        .into());
-    }
-    let compiled = compile(&model);
-    connectivity(&model, &compiled)
-        .iter()
-        .map(|c| ConnectivityLine::from_json(json_line(c)).map_err(|e| CliError::Output(e.into())))
-        .collect()
-}
-
-fn verify(args: &VerifyArgs) -> Result<(), CliError> {
-    let state = load_state(&args.name.name)?;
-    args.selection.check_hosts(&state)?;
-    let dir = policy_in_force(&state)?;
-    let lines = expected_lines(&state, &dir)?;
-    let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
-    let found = disagreements(&results, &lines);
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    match args.output {
-        Output::Json => {
-            for d in &found {
-                serde_json::to_writer(&mut out, &d.to_json()).map_err(std::io::Error::from)?;
-                writeln!(out)?;
-            }
-        }
-        Output::Text => {
-            for d in &found {
-                writeln!(out, "{}", d.text())?;
-            }
-            writeln!(
-                out,
-                "{} probes, {} disagreement{} with the policy.",
-                results.len(),
-                found.len(),
-                if found.len() == 1 { "" } else { "s" }
-            )?;
-        }
-    }
-    out.flush()?;
-    if found.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::Disagreements {
-            count: found.len(),
-            probes: results.len(),
-        })
-    }
 }
 
 /// The agent flags for `lab up`'s flow options.

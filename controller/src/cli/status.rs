@@ -45,31 +45,39 @@ struct Report<'a> {
     agent_source: Option<&'a SourceStatus>,
     /// Age of the view in force while the source cannot be read, seconds.
     agent_view_stale_seconds: Option<u64>,
+    /// With --lab: where the lab's agent reads pods and policy from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lab_source: Option<&'a str>,
     #[serde(flatten)]
     maps: &'a MapStatus,
     pods: Vec<(u32, &'a str, &'a str)>,
 }
 
-/// The pin directory of lab `name`'s agent.
-fn lab_pin_dir(name: &str) -> Result<PathBuf, CliError> {
+/// The pin directory of lab `name`'s agent, and where it reads pods and
+/// policy from (for people).
+fn lab_agent(name: &str) -> Result<(PathBuf, String), CliError> {
     crate::lab::naming::check_lab_name(name)?;
     let state = LabState::load(name)?.ok_or_else(|| LabError::NotUp {
         name: name.to_owned(),
         path: crate::lab::state::state_path(name),
     })?;
-    Ok(state
-        .agent
-        .ok_or_else(|| LabError::NoAgent {
-            name: name.to_owned(),
-        })?
-        .pin_dir)
+    let agent = state.agent.as_ref().ok_or_else(|| LabError::NoAgent {
+        name: name.to_owned(),
+    })?;
+    Ok((
+        agent.pin_dir.clone(),
+        agent.source.describe(state.watched()),
+    ))
 }
 
 /// Runs `bulkhead status`.
 pub fn run(args: &StatusArgs) -> Result<(), CliError> {
-    let pin_dir = match &args.lab {
-        Some(lab) => lab_pin_dir(lab)?,
-        None => args.pin_dir.clone(),
+    let (pin_dir, lab_source) = match &args.lab {
+        Some(lab) => {
+            let (pins, source) = lab_agent(lab)?;
+            (pins, Some(source))
+        }
+        None => (args.pin_dir.clone(), None),
     };
     let args = &StatusArgs {
         pin_dir,
@@ -105,6 +113,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                 enforced_revision: state.as_ref().and_then(|s| s.enforced_revision.as_deref()),
                 agent_source: state.as_ref().map(|s| &s.source),
                 agent_view_stale_seconds: state.as_ref().and_then(stale_seconds),
+                lab_source: lab_source.as_deref(),
                 maps: &maps,
                 pods: maps
                     .endpoints
@@ -129,6 +138,9 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                     )?,
                     None => writeln!(out, "agent:     not running (enforcement stays as pinned)")?,
                 },
+            }
+            if let (Some(lab), Some(source)) = (&args.lab, &lab_source) {
+                writeln!(out, "lab:       {lab}: the agent reads {source}")?;
             }
             if let Some(s) = &state {
                 write_source(&mut out, s)?;
@@ -205,13 +217,13 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
 }
 
 /// Seconds since the source stopped answering, while it does not.
-fn stale_seconds(state: &AgentState) -> Option<u64> {
+pub(crate) fn stale_seconds(state: &AgentState) -> Option<u64> {
     let since = state.source.stale_since_unix_ms?;
     Some(crate::source::now_unix_ms().saturating_sub(since) / 1000)
 }
 
 /// The source line(s) of the text report.
-fn write_source(out: &mut impl Write, state: &AgentState) -> std::io::Result<()> {
+pub(crate) fn write_source(out: &mut impl Write, state: &AgentState) -> std::io::Result<()> {
     let source = &state.source;
     if source.kind.is_empty() {
         return Ok(());

@@ -18,7 +18,9 @@
 //! The agent runs with `--netns bh-<lab>-node` (so it stays in this mount
 //! namespace and sees the bpffs) and finds the pods' host-side veths there
 //! by route, as on a real node. "Enforced" means the agent's state file
-//! says `enforced_revision == content_hash(watched)` ([`wait`]).
+//! says `enforced_revision == content_hash(watched)` ([`wait`]); with the
+//! Kubernetes API as its source (`lab up --kubeconfig`), that it enforces
+//! the API's resourceVersion of when we asked ([`super::cluster`]).
 //!
 //! Teardown ([`teardown`]) works without the lab's state file: the agent
 //! is found by its command line (`agent ... --bpffs <the lab's pin dir>`),
@@ -35,7 +37,7 @@ use nix::unistd::Pid;
 use super::LabError;
 use super::naming::node_netns;
 use super::net;
-use super::state::{LabAgent, LabState, lab_dir, pin_dir};
+use super::state::{AgentSource, LabAgent, LabState, lab_dir, pin_dir};
 use crate::agent::AgentState;
 use crate::private;
 use crate::source::manifest::content_hash;
@@ -99,8 +101,7 @@ pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabE
     let log = private::open_append(&agent.log).map_err(LabError::io(&agent.log))?;
     let mut cmd = Command::new(exe);
     cmd.arg("agent")
-        .arg("--manifests")
-        .arg(state.watched())
+        .args(agent.source.agent_args(state.watched()))
         .arg("--bpffs")
         .arg(&agent.pin_dir)
         .args(["--netns", &state.node])
@@ -121,6 +122,9 @@ pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabE
     if state.assign_pod_ips {
         cmd.arg("--assign-pod-ips");
     }
+    // Every pod of the lab is on this node, whatever `spec.nodeName` the
+    // API gives it: no node name from the environment narrows them.
+    cmd.env_remove("NODE_NAME");
     if std::env::var_os("BULKHEAD_LOG").is_none() {
         cmd.env("BULKHEAD_LOG", "info");
     }
@@ -201,14 +205,24 @@ pub enum Sync {
     },
 }
 
+/// Whether state `s` is the word of the agent the lab started last: its
+/// own, or written by an agent that stopped (PID 0) once that one is gone
+/// too (the pins it left are in force). A state of an agent before a
+/// restart is not.
+pub fn its_word(s: &AgentState, agent: &LabAgent) -> bool {
+    match agent.pid {
+        None => true,
+        Some(p) if s.pid == p => true,
+        Some(p) => s.pid == 0 && !is_agent(p, &agent.pin_dir),
+    }
+}
+
 /// Reads the agent's state against the watched content's hash `want`.
 pub fn check(agent: &LabAgent, want: &str) -> Sync {
     let Some(s) = AgentState::read(&agent.pin_dir) else {
         return Sync::Pending { error: None };
     };
-    if s.pid != 0 && agent.pid.is_some_and(|p| p != s.pid) {
-        // Written by an agent before the one the lab started last (it
-        // was restarted): not its word yet.
+    if !its_word(&s, agent) {
         return Sync::Pending { error: None };
     }
     let enforced = s.enforced_revision.as_deref() == Some(want);
@@ -229,13 +243,35 @@ pub fn check(agent: &LabAgent, want: &str) -> Sync {
     }
 }
 
-/// Waits until the agent enforces the watched content; the agent's state
-/// on success. Fails at once when the agent rejects the content or is not
-/// running, else after `timeout`.
+/// `Err` when the agent the lab started last is not running.
+pub fn ensure_running(agent: &LabAgent) -> Result<(), LabError> {
+    if agent.pid.is_some_and(|p| is_agent(p, &agent.pin_dir)) {
+        return Ok(());
+    }
+    Err(LabError::Agent {
+        why: format!(
+            "is not running{}",
+            agent
+                .pid
+                .map(|p| format!(" (pid {p} exited)"))
+                .unwrap_or_default()
+        ) + &log_tail(&agent.log),
+        log: agent.log.clone(),
+    })
+}
+
+/// Waits until the agent enforces its source's current content (the
+/// watched manifests, or everything the Kubernetes API had when asked:
+/// [`super::cluster::wait`]); the agent's state on success. Fails at once
+/// when the agent rejects the content or is not running, else after
+/// `timeout`.
 pub fn wait(state: &LabState, timeout: Duration) -> Result<AgentState, LabError> {
     let agent = state.agent.as_ref().ok_or_else(|| LabError::NoAgent {
         name: state.name.clone(),
     })?;
+    if let AgentSource::Kubernetes { kubeconfig } = &agent.source {
+        return super::cluster::wait(&state.node, agent, kubeconfig, timeout).map(|(s, _)| s);
+    }
     let watched = state.watched().to_owned();
     let deadline = Instant::now() + timeout;
     loop {
@@ -245,19 +281,7 @@ pub fn wait(state: &LabState, timeout: Duration) -> Result<AgentState, LabError>
             Sync::Enforced(s) => return Ok(*s),
             Sync::Rejected { error, .. } => return Err(LabError::Rejected { watched, error }),
             Sync::Pending { error } => {
-                let running = agent.pid.is_some_and(|p| is_agent(p, &agent.pin_dir));
-                if !running {
-                    return Err(LabError::Agent {
-                        why: format!(
-                            "is not running{}",
-                            agent
-                                .pid
-                                .map(|p| format!(" (pid {p} exited)"))
-                                .unwrap_or_default()
-                        ) + &log_tail(&agent.log),
-                        log: agent.log.clone(),
-                    });
-                }
+                ensure_running(agent)?;
                 if Instant::now() >= deadline {
                     return Err(LabError::SyncTimeout {
                         watched,
@@ -282,8 +306,16 @@ fn enforced_revision_file(name: &str) -> PathBuf {
 /// Keeps a copy of the watched content, which the agent enforces under
 /// content hash `hash`, so `verify` can compare with the policy in force
 /// after the watched directory turns invalid. Nothing is kept (and the
-/// old copy stays) when the content changed meanwhile.
+/// old copy stays) when the content changed meanwhile, or when the agent
+/// reads the Kubernetes API (whose past content cannot be copied).
 pub fn keep_enforced(state: &LabState, hash: &str) -> Result<(), LabError> {
+    if state
+        .agent
+        .as_ref()
+        .is_some_and(|a| a.source != AgentSource::Manifests)
+    {
+        return Ok(());
+    }
     let dir = enforced_dir(&state.name);
     let tmp = dir.with_extension("tmp");
     let _ = std::fs::remove_dir_all(&tmp);
@@ -329,36 +361,11 @@ pub fn teardown(
     let pins = state
         .and_then(|s| s.agent.as_ref())
         .map_or_else(|| pin_dir(name), |a| a.pin_dir.clone());
-    let mut pids = find_agents(&pins);
-    if let Some(p) = state.and_then(|s| s.agent.as_ref()).and_then(|a| a.pid)
-        && is_agent(p, &pins)
-        && !pids.contains(&p)
-    {
-        pids.push(p);
-    }
-    if !pids.is_empty() {
-        progress(&format!("stopping the agent (pid {pids:?})"));
-    }
-    for &pid in &pids {
-        if let Ok(raw) = i32::try_from(pid)
-            && kill(Pid::from_raw(raw), Signal::SIGTERM).is_ok()
-        {
-            report.stopped += 1;
-        }
-    }
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while pids.iter().any(|p| is_agent(*p, &pins)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    for &pid in pids.iter().filter(|p| is_agent(**p, &pins)) {
-        tracing::warn!(pid, "the agent ignored SIGTERM; killing it");
-        if let Ok(raw) = i32::try_from(pid) {
-            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
-        }
-    }
-    while pids.iter().any(|p| is_agent(*p, &pins)) && Instant::now() < deadline + STOP_TIMEOUT {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    report.stopped = stop(
+        &pins,
+        state.and_then(|s| s.agent.as_ref()).and_then(|a| a.pid),
+        progress,
+    );
     report.pins = cleanup_pins(name, &pins);
     let lab = lab_dir(name);
     let mut mounts: Vec<PathBuf> = mount_points()
@@ -379,6 +386,44 @@ pub fn teardown(
         report.unmounted += 1;
     }
     Ok(report)
+}
+
+/// Stops every agent on `pins` (found by command line, and `recorded` if
+/// it runs there): SIGTERM, then SIGKILL after a while. Their pins stay,
+/// and with them the policy in force. Returns how many were signalled.
+pub fn stop(pins: &Path, recorded: Option<u32>, progress: &dyn Fn(&str)) -> usize {
+    let mut pids = find_agents(pins);
+    if let Some(p) = recorded
+        && is_agent(p, pins)
+        && !pids.contains(&p)
+    {
+        pids.push(p);
+    }
+    if !pids.is_empty() {
+        progress(&format!("stopping the agent (pid {pids:?})"));
+    }
+    let mut stopped = 0;
+    for &pid in &pids {
+        if let Ok(raw) = i32::try_from(pid)
+            && kill(Pid::from_raw(raw), Signal::SIGTERM).is_ok()
+        {
+            stopped += 1;
+        }
+    }
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while pids.iter().any(|p| is_agent(*p, pins)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for &pid in pids.iter().filter(|p| is_agent(**p, pins)) {
+        tracing::warn!(pid, "the agent ignored SIGTERM; killing it");
+        if let Ok(raw) = i32::try_from(pid) {
+            let _ = kill(Pid::from_raw(raw), Signal::SIGKILL);
+        }
+    }
+    while pids.iter().any(|p| is_agent(*p, pins)) && Instant::now() < deadline + STOP_TIMEOUT {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stopped
 }
 
 /// The agent's cleanup (no agent runs any more): netlink filters it

@@ -109,6 +109,15 @@ pub enum LabError {
         /// What differs.
         what: String,
     },
+    /// The Kubernetes API's pods do not give the lab's pods their addresses.
+    #[error(
+        "the Kubernetes API's pods do not carry the lab's addresses ({what}); give them the \
+         lab's addresses in status.podIP(s) (`bulkhead lab status` lists them)"
+    )]
+    ApiAddresses {
+        /// What differs.
+        what: String,
+    },
     /// A `--from`/`--to` pattern names no host of the lab.
     #[error("{flag} {pattern:?} matches no host of lab {lab:?}")]
     NoSuchHost {
@@ -173,13 +182,70 @@ pub enum LabError {
         name: String,
     },
     /// The lab's agent runs, so there is nothing to restart.
-    #[error("the agent of lab {name:?} is running (pid {pid}); nothing to restart")]
+    #[error(
+        "the agent of lab {name:?} is running (pid {pid}); nothing to restart \
+         (--kubeconfig or --manifests switches its source)"
+    )]
     AgentRunning {
         /// The lab.
         name: String,
         /// Its PID.
         pid: u32,
     },
+    /// The kubeconfig of the lab's agent could not be read or used.
+    #[error(transparent)]
+    Kube(#[from] crate::source::kubernetes::KubeError),
+    /// The Kubernetes API of the lab's agent did not answer.
+    #[error(
+        "the Kubernetes API of {} did not {what} within {timeout:?}{}",
+        kubeconfig.display(),
+        last_error.as_deref().map(|e| format!(" (last error: {e})")).unwrap_or_default()
+    )]
+    ApiUnreachable {
+        /// Its kubeconfig.
+        kubeconfig: PathBuf,
+        /// What was asked.
+        what: &'static str,
+        /// How long was waited.
+        timeout: std::time::Duration,
+        /// The last error, if any.
+        last_error: Option<String>,
+    },
+    /// The agent read the API's content and could not enforce it; the
+    /// policy in force stays.
+    #[error(
+        "the agent did not enforce the Kubernetes API's resourceVersion {revision}: {error}; \
+         the policy in force stays"
+    )]
+    ApiRejected {
+        /// The API's resourceVersion waited for.
+        revision: u64,
+        /// The agent's error.
+        error: String,
+    },
+    /// The agent did not enforce the API's content in time.
+    #[error(
+        "the agent did not enforce the Kubernetes API's resourceVersion {revision} within \
+         {timeout:?} (it enforces {}){}",
+        enforced.as_deref().unwrap_or("nothing yet"),
+        last_error.as_deref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+    )]
+    ApiSyncTimeout {
+        /// The API's resourceVersion waited for.
+        revision: u64,
+        /// How long was waited.
+        timeout: std::time::Duration,
+        /// What the agent enforces.
+        enforced: Option<String>,
+        /// The agent's (or its source's) last error, if any.
+        last_error: Option<String>,
+    },
+    /// The lab's node namespace (where its API is reached) could not be entered.
+    #[error("entering the lab's node namespace: {0}")]
+    NodeNetns(#[source] crate::agent::AgentError),
+    /// A tokio runtime for talking to the API could not be made.
+    #[error("starting a tokio runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// Walking or reading the manifests went over a limit or failed.
     #[error(transparent)]
     Manifests(#[from] crate::source::manifest::WalkError),

@@ -38,7 +38,8 @@
 //! ports (see [`serve`]); probes run in a `bulkhead lab probe-from` started
 //! the same way in the source namespace (see [`probe`]). The node runs
 //! `bulkhead agent --netns <node>` on a bpffs private to the lab, watching
-//! the lab's manifest directory (see [`agent`]).
+//! the lab's manifest directory (see [`agent`]), or reading the Kubernetes
+//! API a kubeconfig points at (see [`cluster`]).
 //!
 //! # State
 //!
@@ -49,6 +50,7 @@
 //! gone.
 
 pub mod agent;
+pub mod cluster;
 pub mod error;
 pub mod naming;
 pub mod net;

@@ -10,7 +10,8 @@ use ipnetwork::IpNetwork;
 use super::LabError;
 use super::naming::{external_netns, format_mac, host_veth, mac_of, node_netns, pod_netns};
 use super::state::{
-    Host, LabAgent, LabState, Ports, STATE_VERSION, bpffs_dir, lab_dir, pin_dir, watch_copy_dir,
+    AgentSource, Host, LabAgent, LabState, Ports, STATE_VERSION, bpffs_dir, lab_dir, pin_dir,
+    watch_copy_dir,
 };
 use crate::model::{Mode, Model, Protocol};
 
@@ -42,6 +43,8 @@ pub struct LabSpec {
     pub flow_args: Vec<String>,
     /// The agent's default policy mode (`--mode`).
     pub mode: Mode,
+    /// Where the agent reads pods and policy from.
+    pub source: AgentSource,
 }
 
 /// The gateway of a pod CIDR: its first host address (the address plan
@@ -171,6 +174,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             host_routing: spec.host_routing,
             flow_args: spec.flow_args.clone(),
             mode: spec.mode,
+            source: spec.source.clone(),
             pid: None,
         }),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),

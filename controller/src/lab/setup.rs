@@ -16,7 +16,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::naming::{check_lab_name, netns_prefix};
-use super::state::{LabState, lab_dir, remove_lab_dir};
+use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
 use super::{LabError, agent, net, plan, serve};
 use crate::agent::AgentState;
 
@@ -141,10 +141,10 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     }
     if let Some(a) = state.agent.clone() {
         progress(&format!(
-            "starting the agent in {} (pins {}, watching {})",
+            "starting the agent in {} (pins {}, reading {})",
             state.node,
             a.pin_dir.display(),
-            state.watch.display()
+            a.source.describe(&state.watch)
         ));
         let (pid, enforced) = launch_agent(state, &a, exe)?;
         progress(&format!(
@@ -152,6 +152,9 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
             enforced.revision,
             enforced.endpoints.len()
         ));
+        if let Some(w) = super::cluster::endpoint_warning(state, &enforced) {
+            progress(&w);
+        }
     }
     progress(&format!(
         "lab {} is up: {} pods, {} external hosts, in {:.1} s",
@@ -166,26 +169,39 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
 /// Starts lab `state`'s agent again after it died: on the same pins,
 /// bpffs and flags, so it adopts the pinned dataplane (which enforced the
 /// last policy all along: fail-static). Refuses while an agent runs on the
-/// lab's pins. Records the new PID and returns the agent's state once it
-/// enforces the watched content (or fails as `lab sync` does).
+/// lab's pins, unless `source` switches where it reads pods and policy
+/// from: then the running agent is stopped first (its pins stay in force
+/// until the new one takes over). Records the new PID and source, and
+/// returns the agent's state once it enforces its source's content (or
+/// fails as `lab sync` does).
 pub fn restart_agent(
     state: &mut LabState,
+    source: Option<AgentSource>,
     exe: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<AgentState, LabError> {
-    let a = state.agent.clone().ok_or_else(|| LabError::NoAgent {
+    let mut a = state.agent.clone().ok_or_else(|| LabError::NoAgent {
         name: state.name.clone(),
     })?;
     if let Some(pid) = agent::running(&a) {
-        return Err(LabError::AgentRunning {
-            name: state.name.clone(),
-            pid,
-        });
+        if source.is_none() {
+            return Err(LabError::AgentRunning {
+                name: state.name.clone(),
+                pid,
+            });
+        }
+        agent::stop(&a.pin_dir, a.pid, progress);
+    }
+    if let Some(source) = source {
+        a.source = source;
+        state.agent = Some(a.clone());
+        state.save()?;
     }
     progress(&format!(
-        "starting the agent again in {} on pins {}",
+        "starting the agent again in {} on pins {}, reading {}",
         state.node,
-        a.pin_dir.display()
+        a.pin_dir.display(),
+        a.source.describe(state.watched())
     ));
     launch_agent(state, &a, exe).map(|(_, enforced)| enforced)
 }

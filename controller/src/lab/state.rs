@@ -176,9 +176,62 @@ pub struct LabAgent {
     /// neither they nor their namespace annotate.
     #[serde(default)]
     pub mode: Mode,
+    /// Where it reads pods and policy from. (Labs recorded before the
+    /// API source: the watched manifests.)
+    #[serde(default)]
+    pub source: AgentSource,
     /// Its PID, once started.
     #[serde(default)]
     pub pid: Option<u32>,
+}
+
+/// Where the lab's agent reads pods and policy from. Either way the lab's
+/// pods are the namespaces `lab up` made from its manifests.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum AgentSource {
+    /// The lab's watched manifests ([`LabState::watched`]).
+    #[default]
+    Manifests,
+    /// The Kubernetes API a kubeconfig points at (`agent --kubernetes`);
+    /// its pods must carry the lab's addresses in `status.podIP(s)`.
+    Kubernetes {
+        /// The kubeconfig (absolute).
+        kubeconfig: PathBuf,
+    },
+}
+
+impl AgentSource {
+    /// The agent's source arguments, `watched` being the lab's watched
+    /// manifests.
+    pub fn agent_args(&self, watched: &Path) -> Vec<std::ffi::OsString> {
+        match self {
+            Self::Manifests => vec!["--manifests".into(), watched.into()],
+            Self::Kubernetes { kubeconfig } => vec![
+                "--kubernetes".into(),
+                "--kubeconfig".into(),
+                kubeconfig.into(),
+            ],
+        }
+    }
+
+    /// The kubeconfig, for the API source.
+    pub fn kubeconfig(&self) -> Option<&Path> {
+        match self {
+            Self::Manifests => None,
+            Self::Kubernetes { kubeconfig } => Some(kubeconfig),
+        }
+    }
+
+    /// For people: `the manifests in DIR`, `the Kubernetes API (kubeconfig F)`.
+    pub fn describe(&self, watched: &Path) -> String {
+        match self {
+            Self::Manifests => format!("the manifests in {}", watched.display()),
+            Self::Kubernetes { kubeconfig } => {
+                format!("the Kubernetes API (kubeconfig {})", kubeconfig.display())
+            }
+        }
+    }
 }
 
 impl LabState {

@@ -77,6 +77,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         host_routing: true,
         flow_args: Vec::new(),
         mode: crate::model::Mode::Enforce,
+        source: Default::default(),
     }
 }
 

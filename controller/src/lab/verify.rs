@@ -110,6 +110,57 @@ pub fn expected(probe: &ProbeResult, lines: &[ConnectivityLine]) -> bool {
     })
 }
 
+/// A pod's key and addresses.
+pub type PodAddresses = (String, Vec<IpAddr>);
+
+/// Where the model's pods (`model`) differ from the lab's (`lab`), for
+/// people; `None` when they agree. `exact`: the model must have exactly
+/// the lab's pods, in order (the manifests the lab was made from); else
+/// (the Kubernetes API) every lab pod must be in the model with the same
+/// addresses, and the model's other pods (a cluster's, on other nodes)
+/// must hold none of them.
+pub fn address_mismatch(
+    model: &[PodAddresses],
+    lab: &[PodAddresses],
+    exact: bool,
+) -> Option<String> {
+    if exact {
+        if model == lab {
+            return None;
+        }
+        return Some(match model.iter().zip(lab).find(|(a, b)| a != b) {
+            Some((a, b)) => format!("{} {:?} was {} {:?}", a.0, a.1, b.0, b.1),
+            None => format!("{} pods, was {}", model.len(), lab.len()),
+        });
+    }
+    let sorted = |ips: &[IpAddr]| {
+        let mut v = ips.to_vec();
+        v.sort();
+        v
+    };
+    for (key, ips) in lab {
+        match model.iter().find(|(k, _)| k == key) {
+            None => return Some(format!("no pod {key}")),
+            Some((_, theirs)) if sorted(theirs) != sorted(ips) => {
+                return Some(format!("{key} has {theirs:?}, the lab's {ips:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for (key, ips) in model
+        .iter()
+        .filter(|(k, _)| !lab.iter().any(|(l, _)| l == k))
+    {
+        if let Some((owner, ip)) = ips
+            .iter()
+            .find_map(|ip| lab.iter().find(|(_, l)| l.contains(ip)).map(|o| (&o.0, ip)))
+        {
+            return Some(format!("{key} has {ip}, the address of lab pod {owner}"));
+        }
+    }
+    None
+}
+
 /// Whether a probe's outcome is what the policy predicts (see the module docs).
 pub fn agrees(probe: &ProbeResult, allowed_by_policy: bool) -> bool {
     if allowed_by_policy {

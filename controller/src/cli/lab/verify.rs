@@ -1,0 +1,147 @@
+//! `bulkhead lab verify`: live probes against `bulkhead connectivity` on
+//! the policy in force, read where the lab's agent reads it (the watched
+//! manifests, or the Kubernetes API).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{VerifyArgs, exe, load_state, progress};
+use crate::cli::CliError;
+use crate::cli::Output;
+use crate::cli::connectivity::json_line;
+use crate::compile::compile;
+use crate::eval::connectivity::connectivity;
+use crate::lab::probe::run_probes;
+use crate::lab::state::{AgentSource, LabState};
+use crate::lab::verify::{ConnectivityLine, PodAddresses, address_mismatch, disagreements};
+use crate::lab::{LabError, agent, cluster};
+use crate::model::addressing::AddressPlan;
+use crate::model::{Mode, Model};
+use crate::source::manifest;
+
+/// How long verify waits for the agent (and the API).
+const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The manifests whose policy is in force: without an agent, the watched
+/// directory; with one, the watched directory once the agent enforces it,
+/// or, when the agent rejected it (or has stopped: pins stay in force),
+/// the copy of what it last enforced.
+fn manifests_in_force(state: &LabState) -> Result<PathBuf, CliError> {
+    let Some(a) = &state.agent else {
+        return Ok(state.watched().to_owned());
+    };
+    match agent::wait(state, SYNC_TIMEOUT) {
+        Ok(enforced) => {
+            agent::keep_enforced(state, &enforced.source_revision)?;
+            Ok(state.watched().to_owned())
+        }
+        Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
+            let kept = crate::agent::AgentState::read(&a.pin_dir)
+                .and_then(|s| s.enforced_revision)
+                .and_then(|h| agent::enforced_copy(&state.name, &h));
+            match kept {
+                Some(dir) => {
+                    progress(&format!(
+                        "{e}\nlab: verifying against the policy in force (as last synced)"
+                    ));
+                    Ok(dir)
+                }
+                None => Err(e.into()),
+            }
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The model whose policy is in force, checked against the lab's pods and
+/// addresses.
+fn model_in_force(state: &LabState) -> Result<Model, CliError> {
+    let lab: Vec<PodAddresses> = state
+        .hosts
+        .iter()
+        .filter(|h| !h.external)
+        .map(|h| (h.name.clone(), h.ips.clone()))
+        .collect();
+    let pods = |m: &Model| -> Vec<PodAddresses> {
+        m.pods.iter().map(|p| (p.key(), p.ips.clone())).collect()
+    };
+    if let Some(a) = &state.agent
+        && let AgentSource::Kubernetes { kubeconfig } = &a.source
+    {
+        let model = cluster::model_in_force(&state.node, a, kubeconfig, SYNC_TIMEOUT)?;
+        if let Some(what) = address_mismatch(&pods(&model), &lab, false) {
+            return Err(LabError::ApiAddresses { what }.into());
+        }
+        return Ok(model);
+    }
+    let dir = manifests_in_force(state)?;
+    let plan = AddressPlan {
+        cidrs: state
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+        ignore_status: state.assign_pod_ips,
+    };
+    let mut model = manifest::load_dir(&dir, &plan)?;
+    // What the agent enforces: policies in audit or learn mode allow all.
+    model.default_mode = state.agent.as_ref().map_or(Mode::Enforce, |a| a.mode);
+    if let Some(what) = address_mismatch(&pods(&model), &lab, true) {
+        return Err(LabError::ManifestsChanged {
+            manifests: dir,
+            what,
+        }
+        .into());
+    }
+    Ok(model)
+}
+
+/// The connectivity lines of `model`.
+fn expected_lines(model: &Model) -> Result<Vec<ConnectivityLine>, CliError> {
+    let compiled = compile(model);
+    connectivity(model, &compiled)
+        .iter()
+        .map(|c| ConnectivityLine::from_json(json_line(c)).map_err(|e| CliError::Output(e.into())))
+        .collect()
+}
+
+/// Runs `lab verify`.
+pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
+    let state = load_state(&args.name.name)?;
+    args.selection.check_hosts(&state)?;
+    let model = model_in_force(&state)?;
+    let lines = expected_lines(&model)?;
+    let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
+    let found = disagreements(&results, &lines);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match args.output {
+        Output::Json => {
+            for d in &found {
+                serde_json::to_writer(&mut out, &d.to_json()).map_err(std::io::Error::from)?;
+                writeln!(out)?;
+            }
+        }
+        Output::Text => {
+            for d in &found {
+                writeln!(out, "{}", d.text())?;
+            }
+            writeln!(
+                out,
+                "{} probes, {} disagreement{} with the policy.",
+                results.len(),
+                found.len(),
+                if found.len() == 1 { "" } else { "s" }
+            )?;
+        }
+    }
+    out.flush()?;
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Disagreements {
+            count: found.len(),
+            probes: results.len(),
+        })
+    }
+}
