@@ -200,7 +200,7 @@ impl KubeSource {
                 self.view.apply(kind, event)
             }
             Err(e) => {
-                let text = format!("watching {}s: {}", kind.name(), super::error_chain(&e));
+                let text = format!("watching {}: {}", kind.plural(), super::error_chain(&e));
                 tracing::warn!(error = %text, "the Kubernetes API did not answer; the policy in force stays");
                 let status = &mut self.feed.status;
                 status.connected = false;

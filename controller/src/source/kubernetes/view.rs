@@ -30,6 +30,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The API resource (plural).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespaces",
+            Self::Pod => "pods",
+            Self::NetworkPolicy => "networkpolicies",
+        }
+    }
+
     /// The API kind.
     pub fn name(self) -> &'static str {
         match self {
