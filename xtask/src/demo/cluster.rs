@@ -26,7 +26,7 @@ use crate::cmd;
 /// The cluster's manifests, loaded by the lab and by the API server.
 const CLUSTER: &str = "policies/cluster/";
 /// The policy applied with kubectl.
-const NETPOL: &str = "policies/demo/cluster-netpol.yaml";
+const NETPOL: &str = "policies/kubectl/web-from-access-web.yaml";
 /// The lab's name.
 const LAB: &str = "k8s";
 /// The node namespace, where the agent and the API server run.
