@@ -55,7 +55,8 @@ pub enum Purpose {
     #[default]
     Analysis,
     /// An enforcing agent: such pods are left out before addresses are
-    /// settled (never endpoints; their addresses match only ipBlocks).
+    /// settled (never endpoints; their addresses match only ipBlocks),
+    /// unless the plan assigns every address itself (`ignore_status`).
     Enforcement,
 }
 
@@ -115,7 +116,10 @@ pub fn assemble(
     plan: &AddressPlan,
     purpose: Purpose,
 ) -> Result<Model, AddressingError> {
-    if purpose == Purpose::Enforcement {
+    // With every address assigned by the plan (`--assign-pod-ips`: the lab
+    // realises each pod in its own namespace), no pod carries its node's
+    // or a reused address: all are on the pod network.
+    if purpose == Purpose::Enforcement && !plan.ignore_status {
         for pod in model.pods.iter().filter(|p| p.off_network.is_some()) {
             tracing::debug!(pod = %pod.key(), "not on the pod network: only ipBlocks match its addresses");
         }
