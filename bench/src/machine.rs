@@ -33,7 +33,9 @@ pub(crate) fn command_line(program: &str, args: &[&str]) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn status_field(file: &str, field: &str) -> Option<u64> {
+/// The number after `field` (e.g. `VmRSS:`) in a `/proc` key-value file
+/// (`/proc/meminfo`, `/proc/PID/status`), without its `kB` unit.
+pub fn status_field(file: &str, field: &str) -> Option<u64> {
     let text = fs::read_to_string(file).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     line[field.len()..]

@@ -5,16 +5,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// A `/proc/PID/status` field in kB (`VmRSS:`, `VmHWM:`, ...).
+/// A `/proc/PID/status` field (in kB for the memory ones).
 fn status_kib(pid: u32, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
+    crate::machine::status_field(&format!("/proc/{pid}/status"), field)
 }
 
 /// Memory of a process at one moment.

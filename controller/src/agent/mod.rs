@@ -49,9 +49,9 @@ pub enum AgentError {
     /// The Kubernetes client cannot be configured.
     #[error(transparent)]
     Kubernetes(#[from] KubeError),
-    /// The node's links cannot be read or watched.
-    #[error("reading the node's links and routes: {0}")]
-    Node(String),
+    /// The node's links cannot be watched.
+    #[error("watching the node's links and routes: {0}")]
+    Node(#[from] crate::node::NodeError),
     /// Entering the network namespace failed.
     #[error("entering network namespace {name}: {reason}")]
     Netns {

@@ -55,7 +55,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
     let mut r = Reconciler::open(cfg)?;
     // The node watch before the first read, so no change falls between.
-    let mut node_events = NodeEvents::open().map_err(|e| AgentError::Node(e.to_string()))?;
+    let mut node_events = NodeEvents::open()?;
     let mut feed = open_source(&r.cfg.source).await?;
     let mut hook_check = tokio::time::interval(HOOK_CHECK);
     let mut metrics = tokio::time::interval(METRICS_REFRESH);

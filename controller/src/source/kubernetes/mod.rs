@@ -23,9 +23,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use futures_util::stream::{BoxStream, SelectAll, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -91,9 +93,21 @@ pub async fn spawn(cfg: KubeConfig) -> Result<watch::Receiver<Feed>, KubeError> 
     let location = config.cluster_url.to_string();
     let client = Client::try_from(config).map_err(KubeError::Client)?;
     let mut streams = SelectAll::new();
-    streams.push(kind_stream::<Namespace>(&client, Kind::Namespace));
-    streams.push(kind_stream::<Pod>(&client, Kind::Pod));
-    streams.push(kind_stream::<NetworkPolicy>(&client, Kind::NetworkPolicy));
+    streams.push(kind_stream(
+        &client,
+        Kind::Namespace,
+        ApiResource::erase::<Namespace>(&()),
+    ));
+    streams.push(kind_stream(
+        &client,
+        Kind::Pod,
+        ApiResource::erase::<Pod>(&()),
+    ));
+    streams.push(kind_stream(
+        &client,
+        Kind::NetworkPolicy,
+        ApiResource::erase::<NetworkPolicy>(&()),
+    ));
     let feed = Feed {
         status: SourceStatus {
             kind: "kubernetes".to_owned(),
@@ -113,27 +127,20 @@ pub async fn spawn(cfg: KubeConfig) -> Result<watch::Receiver<Feed>, KubeError> 
     Ok(rx)
 }
 
-/// The watch of one kind, objects turned into JSON (the conversion the
-/// manifest source uses reads JSON), with kube's default backoff.
-fn kind_stream<K>(client: &Client, kind: Kind) -> BoxStream<'static, Item>
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + serde::Serialize
-        + Send
-        + 'static,
-{
-    let api: Api<K> = Api::all(client.clone());
+/// The watch of one kind, with kube's default backoff. Objects are read
+/// as `DynamicObject`s (JSON as the API sent it): the conversion the
+/// manifest source uses reads JSON, and decoding every object into its
+/// typed form only to encode it again would be work done twice.
+fn kind_stream(client: &Client, kind: Kind, resource: ApiResource) -> BoxStream<'static, Item> {
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     watcher(api, watcher::Config::default())
         .default_backoff()
         .map(move |r| (kind, r.map(event_json)))
         .boxed()
 }
 
-fn event_json<K: serde::Serialize>(event: watcher::Event<K>) -> watcher::Event<Value> {
-    let json = |object: K| serde_json::to_value(object).unwrap_or(Value::Null);
+fn event_json(event: watcher::Event<DynamicObject>) -> watcher::Event<Value> {
+    let json = |object: DynamicObject| serde_json::to_value(object).unwrap_or(Value::Null);
     match event {
         watcher::Event::Apply(o) => watcher::Event::Apply(json(o)),
         watcher::Event::Delete(o) => watcher::Event::Delete(json(o)),
@@ -165,7 +172,7 @@ impl KubeSource {
                     let Some(item) = item else { return };
                     changed |= self.handle(item, &mut probing, &up_tx);
                     // Everything already queued, in one publish.
-                    while let Some(Some(item)) = streams.now_or_never_ready() {
+                    while let Some(Some(item)) = streams.next().now_or_never() {
                         changed |= self.handle(item, &mut probing, &up_tx);
                     }
                 }
@@ -254,12 +261,3 @@ async fn probe(client: Client, up: mpsc::Sender<()>) {
         wait = (wait * 2).min(Duration::from_secs(10));
     }
 }
-
-/// Polls a stream once without waiting: `Some(item)` if one was ready.
-trait NowOrNever: StreamExt + Unpin {
-    fn now_or_never_ready(&mut self) -> Option<Option<Self::Item>> {
-        futures_util::FutureExt::now_or_never(self.next())
-    }
-}
-
-impl<S: StreamExt + Unpin> NowOrNever for S {}
