@@ -35,6 +35,7 @@ pub enum ProposeOutput {
 #[command(group(
     ArgGroup::new("history")
         .required(true)
+        .multiple(true)
         .args(["flows", "history_db", "socket", "lab"])
 ))]
 pub struct ProposeArgs {
@@ -43,12 +44,14 @@ pub struct ProposeArgs {
     pub manifests: ManifestArgs,
     /// Flow records, JSON Lines (`bulkhead.flow/v1`, as the agent's
     /// `--flow-log` or `bulkhead flows --output json` write them).
+    /// Repeatable, like every history source: the histories of several
+    /// nodes are merged.
     #[arg(long, value_name = "FILE.jsonl")]
-    pub flows: Option<PathBuf>,
+    pub flows: Vec<PathBuf>,
     /// The agent's durable flow history (read-only; not while the agent
     /// holds it open: use --socket then).
     #[arg(long, value_name = "PATH")]
-    pub history_db: Option<PathBuf>,
+    pub history_db: Vec<PathBuf>,
     /// The running agent's durable flow history (`agent --history-db`),
     /// read over its API socket: what it has committed (it commits every
     /// second). Without PATH, the agent's default socket
@@ -59,7 +62,7 @@ pub struct ProposeArgs {
         num_args = 0..=1,
         default_missing_value = DEFAULT_SOCKET
     )]
-    pub socket: Option<PathBuf>,
+    pub socket: Vec<PathBuf>,
     /// A lab's flow log: /run/bulkhead/lab/NAME/flows.jsonl.
     #[arg(long, value_name = "NAME")]
     pub lab: Option<String>,
@@ -233,18 +236,24 @@ fn rendered(args: &ProposeArgs, proposal: &Proposal, proof: &Proof) -> Rendered 
     out
 }
 
+/// Every history the arguments name, merged: a cluster's nodes each see
+/// their own pods' traffic (a cross-node connection once at each end), and
+/// the union is what the cluster did.
 fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
-    if let Some(path) = &args.flows {
-        return Ok(learn::read_jsonl(path)?);
+    let mut history = History::default();
+    for path in &args.flows {
+        history.merge(&learn::read_jsonl(path)?);
     }
-    if let Some(path) = &args.history_db {
-        return Ok(learn::store::read(path)?.history);
+    for path in &args.history_db {
+        history.merge(&learn::store::read(path)?.history);
     }
-    if let Some(path) = &args.socket {
-        return Ok(from_agent(path)?.history);
+    for path in &args.socket {
+        history.merge(&from_agent(path)?.history);
     }
-    let name = args.lab.as_deref().unwrap_or_default();
-    Ok(learn::read_jsonl(&crate::lab::state::flow_log(name))?)
+    if let Some(name) = &args.lab {
+        history.merge(&learn::read_jsonl(&crate::lab::state::flow_log(name))?);
+    }
+    Ok(history)
 }
 
 /// The running agent's committed history, from `GET /v1/history`.
@@ -340,9 +349,9 @@ mod tests {
                 pod_cidr: Vec::new(),
                 assign_pod_ips: false,
             },
-            flows: None,
-            history_db: history_db.map(Path::to_owned),
-            socket: socket.map(Path::to_owned),
+            flows: Vec::new(),
+            history_db: history_db.into_iter().map(Path::to_owned).collect(),
+            socket: socket.into_iter().map(Path::to_owned).collect(),
             lab: None,
             output_dir: None,
             output,
@@ -403,6 +412,35 @@ mod tests {
     }
 
     #[test]
+    fn flow_logs_of_several_nodes_propose_what_one_node_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let (logs, whole) = crate::learn::tests::demo_flow_logs(dir.path());
+        let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["bulkhead", "propose", "--manifests", demo];
+            all.extend_from_slice(argv);
+            match crate::cli::Cli::try_parse_from(all).unwrap().command {
+                crate::cli::Command::Propose(args) => args,
+                other => panic!("{other:?}"),
+            }
+        };
+        let (a, b) = (logs[0].to_str().unwrap(), logs[1].to_str().unwrap());
+        let merged = parse(&["--flows", a, "--flows", b]);
+        let one = parse(&["--flows", whole.to_str().unwrap()]);
+        let run = |args: &ProposeArgs| {
+            let history = read_history(args).unwrap();
+            let model = one.manifests.load().unwrap();
+            let proposal = learn::propose(&history, &model);
+            let proof = learn::prove(&history, &model, &proposal);
+            rendered(args, &proposal, &proof).stdout
+        };
+        assert_eq!(
+            String::from_utf8(run(&merged)).unwrap(),
+            String::from_utf8(run(&one)).unwrap()
+        );
+    }
+
+    #[test]
     fn socket_errors_say_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.sock");
@@ -442,24 +480,28 @@ mod tests {
     }
 
     #[test]
-    fn socket_defaults_to_the_agents_and_is_one_history_source() {
+    fn socket_defaults_to_the_agents_and_sources_add_up() {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["bulkhead", "propose", "--manifests", "m"];
             argv.extend_from_slice(extra);
             crate::cli::Cli::try_parse_from(argv).map(|cli| match cli.command {
-                crate::cli::Command::Propose(a) => a.socket,
+                crate::cli::Command::Propose(a) => (a.socket, a.flows),
                 _ => unreachable!(),
             })
         };
         assert_eq!(
-            parse(&["--socket"]).unwrap(),
-            Some(PathBuf::from(DEFAULT_SOCKET))
+            parse(&["--socket"]).unwrap().0,
+            [PathBuf::from(DEFAULT_SOCKET)]
         );
         assert_eq!(
-            parse(&["--socket", "/tmp/a.sock"]).unwrap(),
-            Some(PathBuf::from("/tmp/a.sock"))
+            parse(&["--socket", "/tmp/a.sock", "--socket", "/tmp/b.sock"])
+                .unwrap()
+                .0,
+            [PathBuf::from("/tmp/a.sock"), PathBuf::from("/tmp/b.sock")]
         );
-        assert!(parse(&["--socket", "--flows", "f.jsonl"]).is_err());
+        let (sockets, flows) = parse(&["--socket", "--flows", "f.jsonl"]).unwrap();
+        assert_eq!(sockets, [PathBuf::from(DEFAULT_SOCKET)]);
+        assert_eq!(flows, [PathBuf::from("f.jsonl")]);
         assert!(parse(&[]).is_err(), "a history source is required");
     }
 }

@@ -17,7 +17,7 @@ pub mod store;
 pub mod yaml;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use coverage::{Proof, prove};
 pub use edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};

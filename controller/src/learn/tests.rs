@@ -252,6 +252,61 @@ fn demo_proposal_selects_peers_merges_and_adds_dns() {
     assert_eq!(proof.diff.added.len(), 4);
 }
 
+/// The demo's records as two nodes see them: each node records only the
+/// connections of its own pods (a cross-node connection once on each).
+fn demo_records_on_two_nodes() -> (Vec<FlowRecord>, Vec<FlowRecord>) {
+    let on_first = |r: &FlowRecord| {
+        r.endpoint
+            .as_ref()
+            .is_some_and(|e| ["frontend-7d9c-abcde", "coredns-1"].contains(&&*e.pod))
+    };
+    demo_records().into_iter().partition(on_first)
+}
+
+#[test]
+fn histories_of_several_nodes_merge_into_the_one_node_proposal() {
+    let model = demo_model();
+    let one_node = render::proposal_yaml(&propose(&history(&demo_records()), &model));
+    let (first, second) = demo_records_on_two_nodes();
+    assert!(!first.is_empty() && !second.is_empty());
+    // Alone, the first node sees api only as a remote peer: no policy for it.
+    let alone = propose(&history(&first), &model);
+    assert!(
+        !alone
+            .policies
+            .iter()
+            .any(|p| p.key() == "shop/bulkhead-api")
+    );
+    for (a, b) in [(&first, &second), (&second, &first)] {
+        let mut merged = history(a);
+        merged.merge(&history(b));
+        let p = propose(&merged, &model);
+        assert_eq!(render::proposal_yaml(&p), one_node);
+        assert!(prove(&merged, &model, &p).complete());
+    }
+}
+
+/// Writes `records` as JSON Lines to `path`.
+pub(crate) fn write_jsonl(path: &std::path::Path, records: &[FlowRecord]) {
+    let lines: String = records
+        .iter()
+        .map(|r| serde_json::to_string(r).unwrap() + "\n")
+        .collect();
+    std::fs::write(path, lines).unwrap();
+}
+
+/// The demo's records split over two nodes' flow logs in `dir`, and the
+/// whole in a third: (node logs, one-node log).
+pub(crate) fn demo_flow_logs(dir: &std::path::Path) -> ([PathBuf; 2], PathBuf) {
+    let (first, second) = demo_records_on_two_nodes();
+    let logs = [dir.join("node-0.jsonl"), dir.join("node-1.jsonl")];
+    write_jsonl(&logs[0], &first);
+    write_jsonl(&logs[1], &second);
+    let whole = dir.join("one-node.jsonl");
+    write_jsonl(&whole, &demo_records());
+    (logs, whole)
+}
+
 #[test]
 fn same_history_in_any_order_gives_identical_yaml() {
     let model = demo_model();
