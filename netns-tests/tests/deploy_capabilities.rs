@@ -256,6 +256,7 @@ fn enforces_with(caps: &[String]) {
         !tcp_ok(&c, b.ip, Duration::from_millis(500)),
         "c → b stays dropped while no agent runs"
     );
+    let before = node.agent_log().len();
     node.spawn_agent(&wrapper, &["--metrics-addr", METRICS, "--xdp", "on"]);
     if let Err(e) = node.try_wait_synced(Duration::from_secs(60)) {
         panic!(
@@ -263,10 +264,17 @@ fn enforces_with(caps: &[String]) {
             node.agent_log()
         );
     }
+    let log = node.agent_log().split_off(before);
     assert!(
-        node.agent_log().contains("adopted the pinned dataplane"),
-        "the restarted agent adopted the pins:\n{}",
-        node.agent_log()
+        log.contains("adopted the pinned dataplane"),
+        "the restarted agent adopted the pins:\n{log}"
+    );
+    // With only these capabilities it still sees the hooks in place: it
+    // re-attaches none (a check it could not make would unpin, and so
+    // detach, a working hook).
+    assert!(
+        !log.contains("attached dev=") && !log.contains("attaching hooks"),
+        "the restarted agent kept every hook as it was:\n{log}"
     );
     until_tcp(&a, b.ip, true, Duration::from_secs(10)).expect("a → b passes after the restart");
     assert!(

@@ -15,6 +15,11 @@
 //! - [`lookup_and_delete_batch`]: `BPF_MAP_LOOKUP_AND_DELETE_BATCH` (5.6+),
 //!   which empties a hash table in a few system calls instead of three per
 //!   entry.
+//! - [`pinned_tcx_link`]: where a pinned tcx link is attached (its device
+//!   and direction, from `BPF_OBJ_GET` and `BPF_OBJ_GET_INFO_BY_FD`). aya's
+//!   `LinkInfo` has no tcx target, and its `query_tcx` opens every attached
+//!   program by id, which needs `CAP_SYS_ADMIN`: more than the DaemonSet's
+//!   capabilities (`BPF`, `NET_ADMIN`, `PERFMON`).
 //!
 //! Written by hand because no maintained crate at the aya version in use
 //! wraps them; the attribute layouts come from `aya_obj::generated`.
@@ -23,7 +28,7 @@ use std::io;
 use std::mem::size_of;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_map_type};
+use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_link_info, bpf_map_type};
 use nix::libc;
 
 /// `bpf(cmd, attr)`.
@@ -189,4 +194,56 @@ pub fn lookup_and_delete_batch<K: aya::Pod, V: aya::Pod>(
         cursor = next;
         first = false;
     }
+}
+
+/// Where a tcx link is attached, as the kernel reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcxLinkTarget {
+    /// The program behind the link.
+    pub prog_id: u32,
+    /// The device (0 once the device is gone: the link is then defunct).
+    pub ifindex: u32,
+    /// `BPF_TCX_INGRESS` or `BPF_TCX_EGRESS` (as `bpf_attach_type`).
+    pub attach_type: u32,
+}
+
+/// The target of the tcx link pinned at `pin`; `Ok(None)` when nothing is
+/// pinned there or the pinned object is not a tcx link.
+pub fn pinned_tcx_link(pin: &std::path::Path) -> io::Result<Option<TcxLinkTarget>> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(pin.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = zeroed_attr();
+    // The obj member; `path` outlives the call.
+    attr.__bindgen_anon_4.pathname = path.as_ptr() as u64;
+    let fd = match sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: BPF_OBJ_GET returned a new descriptor that we now own.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: `bpf_link_info` is a plain C struct of integers; zero is valid.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
+    // The info member; `info` outlives the call.
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info_len = size_of::<bpf_link_info>() as u32;
+    attr.info.info = std::ptr::from_mut(&mut info) as u64;
+    match sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr) {
+        Ok(_) => {}
+        // Not a link (a map or program pinned there).
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    if info.type_ != aya_obj::generated::bpf_link_type::BPF_LINK_TYPE_TCX as u32 {
+        return Ok(None);
+    }
+    // SAFETY: the kernel filled the tcx member for a tcx link.
+    let tcx = unsafe { info.__bindgen_anon_1.tcx };
+    Ok(Some(TcxLinkTarget {
+        prog_id: info.prog_id,
+        ifindex: tcx.ifindex,
+        attach_type: tcx.attach_type,
+    }))
 }

@@ -9,9 +9,11 @@
 //! - XDP: a bpf_link pinned as `links/<ifindex>-xdp`, when enabled.
 //!
 //! A hook counts as present when its pin opens and the kernel reports our
-//! program on the device (tcx query) or behind the link (XDP); anything
-//! else is re-attached, so a restart re-attaches only missing hooks and
-//! never detaches a working one.
+//! program behind the link, on the endpoint's device and direction (tcx
+//! link info), or behind the link (XDP); anything else is re-attached, so a
+//! restart re-attaches only missing hooks and never detaches a working one.
+//! The check needs only the DaemonSet's capabilities: a check that failed
+//! for want of one would unpin, and so detach, a working hook.
 
 use std::collections::BTreeSet;
 
@@ -20,6 +22,8 @@ use aya::programs::tc::{
     NlOptions, TcAttachOptions, TcHandle, qdisc_add_clsact, qdisc_detach_program,
 };
 use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, XdpMode};
+
+use aya_obj::generated::bpf_attach_type;
 
 use super::pins::remove_pin;
 use super::{Dataplane, DataplaneError, FROM_POD, TO_POD};
@@ -180,26 +184,28 @@ pub(super) fn reconcile(
     Ok(report)
 }
 
-/// Whether the pinned tcx link of `hook` exists and the kernel runs our
-/// program on the device.
+/// Whether the pinned tcx link of `hook` exists and runs our program on
+/// the endpoint's device in direction `ty`.
 fn tcx_present(
     prog: &SchedClassifier,
     pin: &std::path::Path,
     ep: &LocalEndpoint,
     ty: TcAttachType,
 ) -> Result<bool, DataplaneError> {
-    if PinnedLink::from_pin(pin).is_err() {
+    let Some(target) = super::bpfsys::pinned_tcx_link(pin)
+        .map_err(DataplaneError::io("reading the tcx link pinned at", pin))?
+    else {
         return Ok(false);
-    }
+    };
     let ours = prog
         .info()
         .map_err(DataplaneError::program("querying", ep.ifname.clone()))?
         .id();
-    let attached = match SchedClassifier::query_tcx(&ep.ifname, ty) {
-        Ok((_, progs)) => progs.iter().any(|p| p.id() == ours),
-        Err(_) => false,
-    };
-    Ok(attached)
+    let direction = match ty {
+        TcAttachType::Ingress => bpf_attach_type::BPF_TCX_INGRESS,
+        _ => bpf_attach_type::BPF_TCX_EGRESS,
+    } as u32;
+    Ok(target.prog_id == ours && target.ifindex == ep.ifindex && target.attach_type == direction)
 }
 
 fn pin_link(fd: FdLink, pin: &std::path::Path) -> Result<(), DataplaneError> {
