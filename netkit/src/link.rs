@@ -9,9 +9,10 @@
 //! current-thread tokio runtime owned by the [`Netlink`] (rtnetlink's socket
 //! needs a tokio reactor; a runtime of two small structures is cheaper than
 //! an async API every caller must drive, and it keeps the toolkit usable
-//! from plain threads, tests and benchmarks). Consequently its methods must
-//! not be called from inside an async task (tokio forbids nested
-//! `block_on`): async callers use `spawn_blocking`.
+//! from plain threads, tests and benchmarks). A call made inside an async
+//! task still works (it is driven from a scoped thread, since tokio forbids
+//! a nested `block_on`) but blocks that task's worker: async callers (the
+//! lab) should use `spawn_blocking`.
 
 use std::future::Future;
 use std::io;
@@ -357,8 +358,19 @@ impl Netlink {
         &self.netns
     }
 
-    fn block<T>(&self, f: impl Future<Output = T>) -> T {
-        self.rt.block_on(f)
+    /// Drives a request to completion on the private runtime. Inside an
+    /// async context (where tokio forbids a nested `block_on`) it is driven
+    /// from a scoped thread; the caller blocks either way, so async callers
+    /// should still prefer `spawn_blocking`.
+    fn block<T: Send>(&self, f: impl Future<Output = T> + Send) -> T {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return self.rt.block_on(f);
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| self.rt.block_on(f))
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
     }
 
     fn link_err(

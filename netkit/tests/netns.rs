@@ -155,6 +155,11 @@ fn links_are_read_back_as_set() {
         (peer.mac, peer.mtu, peer.up),
         (Some([2, 0, 0, 0, 0, 0xc]), 1280, true)
     );
+    // Also from inside an async task (a lab that forgot spawn_blocking).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(rt.block_on(async { pl.link("eth0") }).unwrap().up);
     pl.set_down("eth0").unwrap();
     assert!(!pl.link("eth0").unwrap().up);
     pl.add_address("eth0", "fd00:5::2/64".parse().unwrap())
