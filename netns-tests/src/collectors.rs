@@ -2,7 +2,8 @@
 //! `nfdump`) receives IPFIX and `nfdump` decodes it, and a real `prometheus`
 //! server scrapes `/metrics`.
 //!
-//! Both run inside a given network namespace (through `ip netns exec`),
+//! Both run inside a given network namespace (a `Command` that enters it
+//! before exec: `bulkhead_netkit::NsHandle::command`),
 //! bound to that namespace's `127.0.0.1` only, with their files in a fresh
 //! temporary directory. Dropping one (also while a test panics) stops the
 //! process, reaps it and removes the directory. `cargo xtask setup`
@@ -25,7 +26,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, Result, anyhow, bail, ensure};
-use nix::sched::{CloneFlags, setns};
+use bulkhead_netkit::NsHandle;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -51,17 +52,7 @@ where
     T: Send,
     F: FnOnce() -> T + Send,
 {
-    let path = format!("/run/netns/{netns}");
-    let ns = File::open(&path).with_context(|| format!("cannot open {path}"))?;
-    thread::scope(|s| {
-        s.spawn(move || -> Result<T> {
-            setns(&ns, CloneFlags::CLONE_NEWNET)
-                .with_context(|| format!("cannot enter network namespace {netns}"))?;
-            Ok(f())
-        })
-        .join()
-        .map_err(|_| anyhow!("thread in network namespace {netns} panicked"))?
-    })
+    Ok(NsHandle::open(netns)?.run(f)?)
 }
 
 /// A TCP port on `127.0.0.1` that is free in `netns` right now.
@@ -118,14 +109,14 @@ impl Daemon {
         log: PathBuf,
     ) -> Result<Self> {
         let out = File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", netns, program])
+        let child = NsHandle::open(netns)?
+            .command(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
-            .with_context(|| format!("cannot run `ip netns exec {netns} {program}`"))?;
+            .with_context(|| format!("cannot run {program} in network namespace {netns}"))?;
         Ok(Self {
             child: Some(child),
             name,
@@ -379,7 +370,7 @@ impl Nfcapd {
         ];
         let mut daemon = Daemon::spawn("nfcapd", netns, "nfcapd", &args, dir.0.join("nfcapd.log"))?;
         let pid = daemon.pid().context("nfcapd not running")?;
-        // `ip netns exec` execs nfcapd in the same process, so once the
+        // The child enters the namespace and execs nfcapd, so once the
         // process is nfcapd, /proc/PID/net/udp lists the namespace's sockets.
         let local = format!("0100007F:{port:04X}");
         wait_ready(&mut daemon, || {

@@ -8,6 +8,8 @@
 //! failure so CI cannot silently test nothing.
 //!
 //! The crate is also the test kit that tests and benchmarks share:
+//! [`pods`] wires pod namespaces to a node namespace (through
+//! `bulkhead_netkit`, the namespace toolkit the lab shares), and
 //! [`apiserver`] is a fake Kubernetes API server (no root needed; its tests
 //! are `tests/apiserver*.rs`), also runnable as the `fake-apiserver` binary.
 
@@ -15,6 +17,7 @@ pub mod apiserver;
 pub mod collectors;
 pub mod dataplane;
 pub mod packet;
+pub mod pods;
 pub mod probe;
 pub mod raw;
 
@@ -128,17 +131,9 @@ pub fn bulkhead_bin() -> &'static Path {
 
 /// TX packets of device `dev` in network namespace `ns` (what that
 /// namespace's stack sent through it; `ip -s link`).
-pub fn tx_packets(ns: &str, dev: &str) -> Result<u64, String> {
-    let out = Command::new("ip")
-        .args(["-n", ns, "-j", "-s", "link", "show", "dev", dev])
-        .output()
-        .map_err(|e| format!("running ip -s link: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("ip -n {ns} -s link show dev {dev} failed"));
-    }
-    let v: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("ip -j output: {e}"))?;
-    v[0]["stats64"]["tx"]["packets"]
-        .as_u64()
-        .ok_or_else(|| format!("no TX packet counter for {dev} in ip's output"))
+pub fn tx_packets(ns: &str, dev: &str) -> Result<u64, bulkhead_netkit::NetlinkError> {
+    Ok(bulkhead_netkit::NsHandle::open(ns)?
+        .netlink()?
+        .stats(dev)?
+        .tx_packets)
 }

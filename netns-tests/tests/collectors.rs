@@ -4,7 +4,6 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::net::{IpAddr, Ipv4Addr, TcpListener, UdpSocket};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::thread;
@@ -15,8 +14,8 @@ use bulkhead_netns_tests::collectors::{
 };
 use bulkhead_netns_tests::privileged;
 
-/// A network namespace with `lo` up, deleted on drop.
-struct Netns(String);
+/// A network namespace with `lo` up, deleted on drop (its name in `.0`).
+struct Netns(String, #[allow(dead_code)] bulkhead_netkit::Netns);
 
 impl Netns {
     fn new() -> Self {
@@ -26,27 +25,11 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        // A leftover of an earlier process with the same pid.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(std::process::Stdio::null())
-            .status();
-        ip(&["netns", "add", &name]);
-        let ns = Self(name);
-        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
-        ns
+        // `recreate`: a leftover of an earlier process with the same pid goes.
+        let ns = bulkhead_netkit::Netns::recreate(&name).expect("a namespace");
+        ns.netlink().unwrap().set_up("lo").unwrap();
+        Self(name, ns)
     }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("run ip");
-    assert!(status.success(), "ip {args:?} failed");
 }
 
 /// Information elements (RFC 7012 numbers and lengths) of the test template.

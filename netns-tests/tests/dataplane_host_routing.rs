@@ -23,8 +23,10 @@
 //!   netfilter's conntrack can undo its NAT.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+use std::net::IpAddr;
 use std::time::Instant;
+
+use bulkhead_netkit::{Netns, Route, Veth};
 
 use bulkhead_common::CONFIG_F_HOST_ROUTING;
 use bulkhead_netns_tests::{
@@ -36,27 +38,9 @@ use bulkhead_netns_tests::{
 /// The FIB's next hop behind D, for both families: its MAC.
 const GATEWAY_MAC: [u8; 6] = [0x02, 0xdd, 0, 0, 0, 1];
 
-fn ip(args: &[&str]) -> String {
-    let out = Command::new("ip").args(args).output().expect("ip");
-    assert!(
-        out.status.success(),
-        "ip {}: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The test's namespaces, deleted on drop (also when the test fails).
-struct Namespaces(Vec<String>);
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", n]).status();
-        }
-    }
-}
+/// The test's namespaces (node, S's pod, D's pod), deleted on drop (also
+/// when the test fails).
+struct Namespaces(Vec<Netns>);
 
 /// A node namespace with host veths S and D (peers in namespaces of their
 /// own), forwarding on, and every address of both families routed to D
@@ -64,76 +48,39 @@ impl Drop for Namespaces {
 /// namespaces and (S's ifindex, D's ifindex, D's MAC).
 fn node(id: &str) -> (Namespaces, u32, u32, [u8; 6]) {
     let node = format!("bhr-{id}");
-    let names = vec![node.clone(), format!("{node}-s"), format!("{node}-d")];
-    for n in &names {
-        // A namespace a killed run left behind.
-        let _ = Command::new("ip")
-            .args(["netns", "del", n])
-            .stderr(std::process::Stdio::null())
-            .status();
-        ip(&["netns", "add", n]);
-    }
-    let ns = Namespaces(names);
-    let n = node.as_str();
-    ip(&["-n", n, "link", "set", "lo", "up"]);
+    // `recreate`: a namespace a killed run left behind goes first.
+    let ns = Namespaces(
+        [node.clone(), format!("{node}-s"), format!("{node}-d")]
+            .iter()
+            .map(|n| Netns::recreate(n).expect("create a namespace"))
+            .collect(),
+    );
+    let n = &ns.0[0];
+    let nl = n.netlink().expect("netlink in the node");
+    nl.set_up("lo").unwrap();
     for (dev, peer) in [("vs", &ns.0[1]), ("vd", &ns.0[2])] {
-        ip(&[
-            "-n", n, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", peer,
-        ]);
-        ip(&["-n", peer, "link", "set", "eth0", "up"]);
-        ip(&["-n", n, "link", "set", dev, "up"]);
+        nl.add_veth(&Veth::new(dev, "eth0").peer_in(peer)).unwrap();
+        peer.netlink().unwrap().set_up("eth0").unwrap();
+        nl.set_up(dev).unwrap();
     }
-    for s in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
-        let ok = Command::new("ip")
-            .args(["netns", "exec", n, "sysctl", "-qw", s])
-            .status()
-            .expect("sysctl");
-        assert!(ok.success(), "sysctl {s}");
-    }
-    let gw = GATEWAY_MAC
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":");
+    n.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    n.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
     // One gateway per family behind D, its neighbour entry permanent.
-    for (family, gateway, onlink) in [("-4", "169.254.1.1", true), ("-6", "fe80::1", false)] {
-        let mut route = vec!["-n", n, family, "route", "add", "default", "via", gateway];
-        route.extend(["dev", "vd"]);
+    for (default, gateway, onlink) in [
+        ("0.0.0.0/0", "169.254.1.1", true),
+        ("::/0", "fe80::1", false),
+    ] {
+        let gateway: IpAddr = gateway.parse().unwrap();
+        let mut route = Route::to(default.parse().unwrap()).via(gateway).dev("vd");
         if onlink {
-            route.push("onlink");
+            route = route.onlink();
         }
-        ip(&route);
-        let neigh = [
-            "neigh",
-            "add",
-            gateway,
-            "lladdr",
-            &gw,
-            "dev",
-            "vd",
-            "nud",
-            "permanent",
-        ];
-        ip(&[&["-n", n, family][..], &neigh[..]].concat());
+        nl.add_route(&route).unwrap();
+        nl.add_neighbour("vd", gateway, GATEWAY_MAC).unwrap();
     }
-    let link = |dev: &str| -> serde_json::Value {
-        serde_json::from_str(&ip(&["-n", n, "-j", "link", "show", "dev", dev])).expect("ip -j")
-    };
-    let ifindex = |dev: &str| link(dev)[0]["ifindex"].as_u64().expect("ifindex") as u32;
-    let mac: Vec<u8> = link("vd")[0]["address"]
-        .as_str()
-        .expect("address")
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).expect("hex"))
-        .collect();
-    let (s, d) = (ifindex("vs"), ifindex("vd"));
-    (ns, s, d, mac.try_into().expect("6 bytes"))
-}
-
-/// Moves this thread into namespace `name`.
-fn enter(name: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{name}")).expect("netns file");
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let (s, d) = (nl.link("vs").unwrap(), nl.link("vd").unwrap());
+    let d_mac = d.mac.expect("a veth has a MAC");
+    (ns, s.index, d.index, d_mac)
 }
 
 /// The one's complement sum of the IPv4 header `h` (20 bytes).
@@ -167,17 +114,10 @@ fn host_routing_verdicts_equal_the_reference_evaluator() {
     };
     let id = format!("{}", std::process::id());
     let (ns, s_if, d_if, d_mac) = node(&id);
-    let node_ns = ns.0[0].clone();
     // The test runs see the calling thread's namespace: run there.
-    std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                enter(&node_ns);
-                run(&mut dp, s_if, d_if, d_mac);
-            })
-            .join()
-            .unwrap_or_else(|e| std::panic::resume_unwind(e));
-    });
+    ns.0[0]
+        .run(|| run(&mut dp, s_if, d_if, d_mac))
+        .expect("enter the node namespace");
     drop(ns);
 }
 

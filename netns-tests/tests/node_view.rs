@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bulkhead::node::{LocalEndpoint, NodeWatch, Snapshot, read};
-use bulkhead_netns_tests::collectors::in_netns;
+use bulkhead_netkit::{Netns, Veth};
 use bulkhead_netns_tests::privileged;
 use tokio::runtime::Runtime;
 
@@ -34,8 +34,8 @@ const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 78, 0, 1);
 /// The test's namespaces (node, pod), deleted on drop, also when the test
 /// fails; deleting the node namespace removes its links.
 struct Namespaces {
-    node: String,
-    pod: String,
+    node: Netns,
+    pod: Netns,
 }
 
 impl Namespaces {
@@ -46,33 +46,17 @@ impl Namespaces {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let ns = Self {
-            node: format!("{id}-node"),
-            pod: format!("{id}-pod"),
-        };
-        for n in [&ns.node, &ns.pod] {
-            // A leftover of an earlier process with the same pid.
-            del_netns(n);
-            ip(&["netns", "add", n]);
+        // `recreate`: a leftover of an earlier process with the same pid goes.
+        let make = |role: &str| Netns::recreate(&format!("{id}-{role}")).expect("a namespace");
+        Self {
+            node: make("node"),
+            pod: make("pod"),
         }
-        ns
     }
 }
 
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        del_netns(&self.node);
-        del_netns(&self.pod);
-    }
-}
-
-fn del_netns(name: &str) {
-    let _ = Command::new("ip")
-        .args(["netns", "del", name])
-        .stderr(Stdio::null())
-        .status();
-}
-
+/// The changes the watch must see are made by `ip`: another process, as
+/// on a real node (the namespaces themselves come from `bulkhead_netkit`).
 fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("run ip");
     assert!(
@@ -82,10 +66,6 @@ fn ip(args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn sysctl(ns: &str, setting: &str) {
-    ip(&["netns", "exec", ns, "sysctl", "-qw", setting]);
 }
 
 fn runtime() -> Runtime {
@@ -103,36 +83,28 @@ fn names(snap: &Snapshot) -> BTreeSet<&str> {
 /// is the pod's `eth0` (address [`POD_IP`]); returns once `vp0`'s carrier
 /// is up, so its deferred link event has been sent already.
 fn build(ns: &Namespaces) {
-    let (n, p) = (ns.node.as_str(), ns.pod.as_str());
+    let (n, p) = (&ns.node, &ns.pod);
     for s in [
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
+        "net.ipv6.conf.all.disable_ipv6",
+        "net.ipv6.conf.default.disable_ipv6",
     ] {
-        sysctl(n, s);
+        n.sysctl(s, "1").unwrap();
     }
-    ip(&["-n", n, "link", "set", "lo", "up"]);
-    ip(&[
-        "-n", n, "link", "add", "vp0", "type", "veth", "peer", "name", "eth0", "netns", p,
-    ]);
-    ip(&[
-        "-n",
-        p,
-        "addr",
-        "add",
-        &format!("{POD_IP}/32"),
-        "dev",
-        "eth0",
-    ]);
-    ip(&["-n", p, "link", "set", "eth0", "up"]);
-    ip(&["-n", n, "link", "set", "vp0", "up"]);
+    let nl = n.netlink().unwrap();
+    nl.set_up("lo").unwrap();
+    nl.add_veth(&Veth::new("vp0", "eth0").peer_in(p)).unwrap();
+    let pl = p.netlink().unwrap();
+    pl.add_address("eth0", format!("{POD_IP}/32").parse().unwrap())
+        .unwrap();
+    pl.set_up("eth0").unwrap();
+    nl.set_up("vp0").unwrap();
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let link = ip(&["-n", n, "-j", "link", "show", "dev", "vp0"]);
-        let link: serde_json::Value = serde_json::from_str(&link).expect("ip -j link");
-        if link[0]["operstate"] == "UP" {
+        let link = nl.link("vp0").unwrap();
+        if link.oper_up {
             return;
         }
-        assert!(Instant::now() < deadline, "vp0 never came up: {link}");
+        assert!(Instant::now() < deadline, "vp0 never came up: {link:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -274,6 +246,8 @@ fn node_view_reads_the_namespace_and_wakes_on_every_kind_of_change() {
     build(&ns);
     let root = runtime().block_on(read()).expect("read the root namespace");
     let root: BTreeSet<String> = names(&root).into_iter().map(str::to_owned).collect();
-    let node = ns.node.clone();
-    in_netns(&ns.node, move || watch_and_read(&node, &root)).expect("run in the node namespace");
+    let node = ns.node.name().to_owned();
+    ns.node
+        .run(|| watch_and_read(&node, &root))
+        .expect("run in the node namespace");
 }

@@ -14,6 +14,9 @@ pub const EBPF_ELF: &str = "BULKHEAD_EBPF_ELF";
 
 /// Package of the privileged tests, run in their own step.
 const NETNS_TESTS: &str = "bulkhead-netns-tests";
+/// The namespace toolkit: its integration tests make namespaces, so they
+/// run in the privileged step (with its unit tests).
+const NETKIT: &str = "bulkhead-netkit";
 
 /// Runs setup, the eBPF build, fmt, clippy, the workspace tests and, as
 /// root, the privileged netns tests.
@@ -65,7 +68,8 @@ pub fn run() -> Result<()> {
                 // and fails rather than skips when they are given.
                 .env(tools::HELM_ENV, tools::helm())
                 .env(tools::VALIDATE_ENV, tools::kubernetes_validate())
-                .args(["test", "--workspace", "--exclude", NETNS_TESTS]),
+                .args(["test", "--workspace", "--exclude", NETNS_TESTS])
+                .args(["--exclude", NETKIT]),
         )
     })?;
     if cmd::is_root() {
@@ -77,7 +81,7 @@ pub fn run() -> Result<()> {
                     .env(REQUIRE_PRIVILEGED, "1")
                     // `--tests`: integration tests only, so the closing
                     // summary is theirs, not an empty doc-test run's.
-                    .args(["test", "-p", NETNS_TESTS, "--tests"])
+                    .args(["test", "-p", NETNS_TESTS, "-p", NETKIT, "--tests"])
                     .args(["--", "--test-threads=1"]),
             )
         })?;

@@ -152,14 +152,8 @@ impl Drop for Node {
 }
 
 /// Runs `f` on a thread inside network namespace `ns`.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
-    let ns = ns.to_owned();
-    std::thread::spawn(move || -> Result<T> {
-        netns::enter(&ns)?;
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("a thread in namespace panicked"))?
+pub fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    Ok(bulkhead_netkit::NsHandle::open(ns)?.run(f)?)
 }
 
 /// A UDP echo server on `port` inside `ns`, until `stop`.

@@ -35,10 +35,11 @@ use bulkhead::dataplane::{Dataplane, PinDir, TcMode};
 use bulkhead::flows::source::FlowSource as _;
 use bulkhead::node::LocalEndpoint;
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
+use bulkhead_netkit::NsHandle;
 
 use super::allowlist::{self, Entry, IPSET};
 use super::model::Contender;
-use crate::dataplane::netns::{self, CLIENT_VETH, SERVER_VETH, Topology};
+use crate::dataplane::netns::{CLIENT_VETH, SERVER_VETH, Topology};
 
 /// Where the Bulkhead contender mounts its private bpffs: `<PIN_ROOT>/
 /// <PIN_PREFIX><pid>` (one per process, mounted per cell).
@@ -51,9 +52,8 @@ const FLOW_FLAGS: u32 = FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_C
 
 /// Runs `program args...` in `netns` with `stdin` as its input.
 fn in_netns(netns: &str, program: &str, args: &[String], stdin: Option<&str>) -> Result<()> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", netns, program])
-        .args(args)
+    let mut cmd = NsHandle::open(netns)?.command(program);
+    cmd.args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -142,14 +142,7 @@ fn veths(topo: &Topology) -> Result<[(String, u32); 2]> {
 /// Runs `f` on a thread that lives in `netns` (interface indexes and
 /// attachments resolve there).
 fn on_thread_in<T: Send>(netns: &str, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            netns::enter(netns)?;
-            f()
-        })
-        .join()
-        .expect("netns thread")
-    })
+    NsHandle::open(netns)?.run(f)?
 }
 
 /// Installs `contender` with `entries` in `topo`. `elf`: the dataplane

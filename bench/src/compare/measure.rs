@@ -13,12 +13,13 @@
 //! - drops during updates: a paced allowed flow, sent minus received.
 
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
+use bulkhead_netkit::NsHandle;
 use nix::sys::socket::{setsockopt, sockopt};
 
 use super::allowlist::{CONNECT_PORT, DENIED_PORT, FLOOD_PORT, IPERF_PORT, SOCKPERF_PORT};
@@ -193,8 +194,8 @@ impl Drop for Reaped {
 }
 
 fn spawn_in(netns: &str, program: &str, args: &[&str]) -> Result<Reaped> {
-    Command::new("ip")
-        .args(["netns", "exec", netns, program])
+    NsHandle::open(netns)?
+        .command(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -205,8 +206,8 @@ fn spawn_in(netns: &str, program: &str, args: &[&str]) -> Result<Reaped> {
 }
 
 fn output_in(netns: &str, program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", netns, program])
+    let out = NsHandle::open(netns)?
+        .command(program)
         .args(args)
         .stdin(Stdio::null())
         .output()

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use bulkhead::agent::AgentState;
 use bulkhead::compile::maps::pod_mac;
 use bulkhead::source::manifest::content_hash;
+use bulkhead_netkit::{Netns, NsHandle};
+use bulkhead_netns_tests::pods::{PodWiring, prepare_node, wire_pod};
 pub use bulkhead_netns_tests::{bulkhead_bin, privileged};
 
 /// Agent tests run one at a time.
@@ -35,10 +37,6 @@ fn run(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn ip(args: &[&str]) -> String {
-    run(Command::new("ip").args(args))
 }
 
 /// One pod: its namespace, address, host-side veth.
@@ -68,7 +66,9 @@ pub struct Node {
     pub pins: PathBuf,
     /// Manifest directory.
     pub manifests: PathBuf,
-    namespaces: Vec<String>,
+    /// Node first, then the pods: dropped (processes inside killed,
+    /// namespaces deleted) after the agent and the servers stopped.
+    namespaces: Vec<Netns>,
     mounted: bool,
     agents: Vec<Child>,
     stop: Arc<AtomicBool>,
@@ -85,21 +85,9 @@ fn reap_stale() {
         pid.and_then(|p| p.parse::<u32>().ok())
             .is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
     };
-    let list = Command::new("ip").args(["netns", "list"]).output();
-    let list = list
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
-        if dead(ns) {
-            let pids = Command::new("ip").args(["netns", "pids", ns]).output();
-            for pid in pids
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-                .split_whitespace()
-            {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    for ns in bulkhead_netkit::list().unwrap_or_default() {
+        if dead(&ns) {
+            let _ = bulkhead_netkit::destroy(&ns);
         }
     }
     let tmp = std::env::temp_dir();
@@ -156,54 +144,21 @@ impl Node {
         )
         .expect("mount a private bpffs");
         node.mounted = true;
-        let n = node.node.clone();
-        ip(&["netns", "add", &n]);
-        node.namespaces.push(n.clone());
-        ip(&["-n", &n, "link", "set", "lo", "up"]);
-        sysctl(&n, "net.ipv4.ip_forward=1");
+        let n = Netns::create(&node.node).expect("create the node namespace");
+        prepare_node(&n).expect("prepare the node namespace");
+        node.namespaces.push(n);
         for (i, name) in names.iter().enumerate() {
             let netns = format!("{id}-{name}");
-            ip(&["netns", "add", &netns]);
-            node.namespaces.push(netns.clone());
+            let pod = Netns::create(&netns).expect("create a pod namespace");
             let pod_ip = Ipv4Addr::new(10, 77, 0, 2 + i as u8);
             let veth = format!("vp{i}");
-            let mac = pod_mac([IpAddr::V4(pod_ip)]);
-            let mac = mac
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<Vec<_>>()
-                .join(":");
-            ip(&[
-                "-n", &n, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns",
-                &netns,
-            ]);
-            sysctl(&netns, "net.ipv6.conf.all.disable_ipv6=1");
-            ip(&["-n", &netns, "link", "set", "lo", "up"]);
-            ip(&["-n", &netns, "link", "set", "eth0", "address", &mac]);
-            ip(&[
-                "-n",
-                &netns,
-                "addr",
-                "add",
-                &format!("{pod_ip}/32"),
-                "dev",
-                "eth0",
-            ]);
-            ip(&["-n", &netns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &netns, "route", "add", "default", "dev", "eth0"]);
-            ip(&["-n", &n, "link", "set", &veth, "up"]);
-            sysctl(&n, &format!("net.ipv4.conf.{veth}.proxy_arp=1"));
-            // Proxy ARP answers after a random delay of up to 0.8 s by default.
-            sysctl(&n, &format!("net.ipv4.neigh.{veth}.proxy_delay=0"));
-            ip(&[
-                "-n",
-                &n,
-                "route",
-                "add",
-                &format!("{pod_ip}/32"),
-                "dev",
-                &veth,
-            ]);
+            let wiring = PodWiring {
+                veth: &veth,
+                ip: pod_ip,
+                mac: pod_mac([IpAddr::V4(pod_ip)]),
+            };
+            wire_pod(&node.namespaces[0], &pod, &wiring).expect("wire a pod");
+            node.namespaces.push(pod);
             node.pods.push(PodNs {
                 name: name.to_string(),
                 netns,
@@ -254,16 +209,17 @@ impl Node {
     /// Starts TCP and UDP echo servers on port 80 inside `pod`.
     fn serve(&mut self, pod: &PodNs) {
         let stop = Arc::clone(&self.stop);
-        let netns = pod.netns.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
+        // Bound inside the pod; served from a thread of the root namespace.
+        let (tcp, udp) = in_netns(&pod.netns, || {
+            (
+                TcpListener::bind("0.0.0.0:80").unwrap(),
+                UdpSocket::bind("0.0.0.0:80").unwrap(),
+            )
+        });
+        tcp.set_nonblocking(true).unwrap();
+        udp.set_read_timeout(Some(Duration::from_millis(5)))
+            .unwrap();
         self.servers.push(std::thread::spawn(move || {
-            enter(&netns);
-            let tcp = TcpListener::bind("0.0.0.0:80").unwrap();
-            tcp.set_nonblocking(true).unwrap();
-            let udp = UdpSocket::bind("0.0.0.0:80").unwrap();
-            udp.set_read_timeout(Some(Duration::from_millis(5)))
-                .unwrap();
-            tx.send(()).unwrap();
             let mut conns: Vec<JoinHandle<()>> = Vec::new();
             let mut buf = [0u8; 2048];
             while !stop.load(Ordering::Relaxed) {
@@ -279,12 +235,9 @@ impl Node {
                 let _ = c.join();
             }
         }));
-        rx.recv_timeout(Duration::from_secs(5))
-            .expect("server ready");
     }
 
-    /// Starts the agent in the node namespace (`ip netns exec`, as the lab
-    /// does) with `extra` arguments; returns once it has synced the current
+    /// Starts the agent in the node namespace with `extra` arguments; returns once it has synced the current
     /// manifests.
     pub fn start_agent(&mut self, extra: &[&str]) {
         self.spawn_agent(&[], extra);
@@ -332,8 +285,8 @@ impl Node {
 
     /// Starts the agent on the node's manifests in the node namespace with
     /// `extra` arguments, its command line prefixed by `wrapper` (e.g.
-    /// `setpriv ... --`, run after `ip netns exec` and exec'ing the agent,
-    /// so the returned PID is the agent's); returns at once.
+    /// `setpriv ... --`, which execs the agent, so the returned PID is the
+    /// agent's); returns at once.
     pub fn spawn_agent(&mut self, wrapper: &[&str], extra: &[&str]) -> u32 {
         let manifests = self.manifests.display().to_string();
         self.spawn_with(wrapper, &["--manifests", &manifests], extra)
@@ -347,10 +300,15 @@ impl Node {
             .append(true)
             .open(self.dir.join("agent.log"))
             .unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &self.node])
-            .args(wrapper)
-            .arg(bulkhead_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = self.node_ns().command(program);
+                cmd.args(args).arg(bulkhead_bin());
+                cmd
+            }
+            None => self.node_ns().command(bulkhead_bin()),
+        };
+        let child = cmd
             .arg("agent")
             .args(source)
             .arg("--bpffs")
@@ -427,9 +385,8 @@ impl Node {
 
     /// Runs `bulkhead agent --cleanup` in the node namespace.
     pub fn cleanup(&self) -> std::process::Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.node])
-            .arg(bulkhead_bin())
+        self.node_ns()
+            .command(bulkhead_bin())
             .args(["agent", "--cleanup", "--bpffs"])
             .arg(&self.pins)
             .output()
@@ -453,9 +410,12 @@ impl Node {
 
     /// Output of a command run in the node namespace.
     pub fn in_node(&self, args: &[&str]) -> String {
-        let mut v = vec!["netns", "exec", &self.node];
-        v.extend_from_slice(args);
-        ip(&v)
+        run(self.node_ns().command(args[0]).args(&args[1..]))
+    }
+
+    /// The node namespace.
+    pub fn node_ns(&self) -> &NsHandle {
+        &self.namespaces[0]
     }
 }
 
@@ -473,9 +433,8 @@ impl Drop for Node {
             let _ = s.join();
         }
         let _ = self.cleanup();
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
+        // Each guard kills what still runs inside and deletes its namespace.
+        self.namespaces.clear();
         if self.mounted {
             let _ = nix::mount::umount2(&self.bpffs, nix::mount::MntFlags::MNT_DETACH);
         }
@@ -484,13 +443,11 @@ impl Drop for Node {
     }
 }
 
-fn sysctl(netns: &str, setting: &str) {
-    run(Command::new("ip").args(["netns", "exec", netns, "sysctl", "-q", "-w", setting]));
-}
-
-/// Moves the calling thread into network namespace `netns`.
+/// Moves the calling thread into network namespace `netns` (for good:
+/// only on a thread made for it).
 pub fn enter(netns: &str) {
-    let f = std::fs::File::open(format!("/run/netns/{netns}")).expect("netns file");
+    let f = std::fs::File::open(std::path::Path::new(bulkhead_netkit::NETNS_DIR).join(netns))
+        .expect("netns file");
     nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
 }
 
@@ -516,14 +473,10 @@ fn echo(mut s: TcpStream, stop: &AtomicBool) {
 }
 
 /// Runs `f` on a thread inside `netns`.
-pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let netns = netns.to_owned();
-    std::thread::spawn(move || {
-        enter(&netns);
-        f()
-    })
-    .join()
-    .expect("thread")
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    NsHandle::open(netns)
+        .and_then(|ns| ns.run(f))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Whether a TCP connection from `from` to `to`:80 completes and echoes
