@@ -316,6 +316,7 @@ impl BulkheadRun {
         self.dp.sync(&Desired {
             compiled: &compiled,
             local: &self.local,
+            macs: &Default::default(),
         })?;
         Ok(())
     }
