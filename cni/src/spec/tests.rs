@@ -82,14 +82,16 @@ fn configuration_defaults_and_fields() {
 #[test]
 fn environment_and_pod_arguments() {
     let vars = |name: &str| {
-        Some(match name {
+        Some(
+            match name {
             "CNI_CONTAINERID" => "abc",
             "CNI_NETNS" => "/run/netns/x",
             "CNI_IFNAME" => "eth0",
             "CNI_ARGS" => "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=web-0;K8S_POD_INFRA_CONTAINER_ID=abc",
             _ => return None,
-        })
-        .map(str::to_owned)
+        }
+            .to_owned(),
+        )
     };
     let env = Env::read(Command::Add, vars).unwrap();
     assert_eq!(env.pod(), Some(("shop", "web-0")));

@@ -255,7 +255,7 @@ impl Reconciler {
     fn publish(&self, regs: &[Stored]) {
         let model = self.current.as_ref().map(|c| &*c.model);
         let eps = self.endpoints.as_deref().unwrap_or_default();
-        let enforced = self.enforced.as_ref().map(|()| ()).map_err(String::as_str);
+        let enforced = self.enforced.as_ref().copied().map_err(String::as_str);
         let node_name = self.cfg.node_name.as_deref();
         self.cni
             .publish(cnibind::publication(model, eps, enforced, regs, node_name));
