@@ -44,7 +44,7 @@ pub struct Attach {
     pub args: String,
 }
 
-/// A plugin that failed.
+/// A plugin that failed (boxed in results: it is large).
 #[derive(Clone, Debug)]
 pub struct Failure {
     /// Its type.
@@ -71,7 +71,7 @@ impl std::fmt::Display for Failure {
 
 impl Chain {
     /// ADD through every plugin; the final result.
-    pub fn add(&self, a: &Attach) -> Result<Value, Failure> {
+    pub fn add(&self, a: &Attach) -> Result<Value, Box<Failure>> {
         let mut prev: Option<Value> = None;
         for p in &self.plugins {
             let out = self.exec(p, "ADD", a, prev.as_ref())?;
@@ -81,7 +81,7 @@ impl Chain {
     }
 
     /// DEL through every plugin, last first, with the final result if known.
-    pub fn del(&self, a: &Attach, result: Option<&Value>) -> Result<(), Failure> {
+    pub fn del(&self, a: &Attach, result: Option<&Value>) -> Result<(), Box<Failure>> {
         for p in self.plugins.iter().rev() {
             self.exec(p, "DEL", a, result)?;
         }
@@ -89,7 +89,7 @@ impl Chain {
     }
 
     /// CHECK through every plugin with the final result.
-    pub fn check(&self, a: &Attach, result: &Value) -> Result<(), Failure> {
+    pub fn check(&self, a: &Attach, result: &Value) -> Result<(), Box<Failure>> {
         for p in &self.plugins {
             self.exec(p, "CHECK", a, Some(result))?;
         }
@@ -102,7 +102,7 @@ impl Chain {
         command: &str,
         a: &Attach,
         prev: Option<&Value>,
-    ) -> Result<Option<Value>, Failure> {
+    ) -> Result<Option<Value>, Box<Failure>> {
         let kind = plugin["type"].as_str().expect("a plugin type").to_owned();
         let mut conf = plugin.clone();
         conf["cniVersion"] = self.cni_version.clone().into();
@@ -140,13 +140,13 @@ impl Chain {
         let out = child.wait_with_output().expect("waiting for the plugin");
         let stdout: Option<Value> = serde_json::from_slice(&out.stdout).ok();
         if !out.status.success() {
-            return Err(Failure {
+            return Err(Box::new(Failure {
                 plugin: kind,
                 status: out.status.code(),
                 error: stdout,
                 stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
                 took: started.elapsed(),
-            });
+            }));
         }
         Ok(stdout)
     }
