@@ -173,16 +173,6 @@ pub fn cleanup(pin_dir: &Path) -> Result<dataplane::CleanupReport, AgentError> {
     }
     let devices = state.map(|s| s.netlink_devices).unwrap_or_default();
     let report = dataplane::cleanup(pin_dir, &devices)?;
-    let cni = crate::cni::Registry::path_for(pin_dir);
-    match std::fs::remove_file(&cni) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            return Err(AgentError::State {
-                path: cni,
-                source: e,
-            });
-        }
-        _ => {}
-    }
     AgentState::remove(pin_dir).map_err(|source| AgentError::State {
         path: state_path(pin_dir),
         source,
