@@ -71,7 +71,7 @@ pub fn privileged_ebpf_elf() -> Option<PathBuf> {
 
 /// Says why a privileged test is skipped, or panics when
 /// [`REQUIRE_PRIVILEGED`] is set.
-fn skip(why: &str) {
+pub fn skip(why: &str) {
     if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v != "0" && !v.is_empty()) {
         panic!("privileged test cannot run: {why}; {REQUIRE_PRIVILEGED} is set");
     }

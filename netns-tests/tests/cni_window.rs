@@ -305,7 +305,9 @@ fn plugins_present() -> bool {
         .iter()
         .all(|p| std::path::Path::new(CNI_PLUGIN_DIR).join(p).exists());
     if !ok {
-        eprintln!("skipped: {CNI_PLUGIN_DIR}/ptp and host-local missing (run `cargo xtask setup`)");
+        bulkhead_netns_tests::skip(&format!(
+            "{CNI_PLUGIN_DIR}/ptp and host-local are missing (run `cargo xtask setup`)"
+        ));
     }
     ok
 }
