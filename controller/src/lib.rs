@@ -8,6 +8,7 @@ pub mod agent;
 pub mod api;
 pub mod audit;
 pub mod cli;
+pub mod cni;
 pub mod compile;
 pub mod dataplane;
 pub mod eval;

@@ -14,6 +14,7 @@
 //! are `tests/apiserver*.rs`), also runnable as the `fake-apiserver` binary.
 
 pub mod apiserver;
+pub mod cniexec;
 pub mod collectors;
 pub mod dataplane;
 pub mod packet;
@@ -73,7 +74,7 @@ pub fn privileged_ebpf_elf() -> Option<PathBuf> {
 
 /// Says why a privileged test is skipped, or panics when
 /// [`REQUIRE_PRIVILEGED`] is set.
-fn skip(why: &str) {
+pub fn skip(why: &str) {
     if std::env::var_os(REQUIRE_PRIVILEGED).is_some_and(|v| v != "0" && !v.is_empty()) {
         panic!("privileged test cannot run: {why}; {REQUIRE_PRIVILEGED} is set");
     }
@@ -98,35 +99,48 @@ pub const BULKHEAD_BIN: &str = "BULKHEAD_BIN";
 /// located from cargo's own report.
 pub fn bulkhead_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os(BULKHEAD_BIN) {
-            return PathBuf::from(p);
-        }
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .args([
-                "build",
-                "-p",
-                "bulkhead",
-                "--bin",
-                "bulkhead",
-                "--message-format=json",
-            ])
-            .output()
-            .expect("run cargo build");
-        assert!(
-            out.status.success(),
-            "cargo build -p bulkhead failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == "bulkhead")
-            .find_map(|v| v["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reported the bulkhead executable")
-    })
+    BIN.get_or_init(|| cargo_bin(BULKHEAD_BIN, "bulkhead", "bulkhead"))
+}
+
+/// Environment variable naming a prebuilt `bulkhead-cni` binary.
+pub const BULKHEAD_CNI_BIN: &str = "BULKHEAD_CNI_BIN";
+
+/// The `bulkhead-cni` plugin binary: `$BULKHEAD_CNI_BIN`, or built now
+/// with cargo, as [`bulkhead_bin`].
+pub fn cni_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| cargo_bin(BULKHEAD_CNI_BIN, "bulkhead-cni", "bulkhead-cni"))
+}
+
+/// Binary `bin` of workspace package `package`: `$env`, or built with cargo.
+fn cargo_bin(env: &str, package: &str, bin: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
+        return PathBuf::from(p);
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args([
+            "build",
+            "-p",
+            package,
+            "--bin",
+            bin,
+            "--message-format=json",
+        ])
+        .output()
+        .expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build -p {package} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "compiler-artifact" && v["target"]["name"] == bin)
+        .find_map(|v| v["executable"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| panic!("cargo reported no {bin} executable"))
 }
 
 /// TX packets of device `dev` in network namespace `ns` (what that

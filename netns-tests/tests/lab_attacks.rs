@@ -571,3 +571,50 @@ fn a_reused_fragment_id_does_not_open_a_denied_datagram() {
     assert_eq!(seen, 0, "the denied datagram's later fragment reached y/v");
     assert!(s.drops("fragment_untracked") > untracked0);
 }
+
+#[test]
+fn a_frame_from_another_pods_mac_is_dropped_as_spoofed() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    // `lab up` registers each pod over CNI (the real bulkhead-cni, with
+    // the pod's wiring as prevResult): the agent checks the MACs it learnt.
+    let s = Scene::up("atkmac");
+    let (a, v) = (s.pod("x/a"), s.pod("y/v"));
+    let observer = RawLink::open(&v.netns, "eth0").expect("capture in y/v");
+    let attacker = RawLink::open(&a.netns, "eth0").expect("raw socket in x/a");
+    let datagram = |marker: &[u8; 16]| {
+        let mut udp = Vec::new();
+        udp.extend(40000u16.to_be_bytes());
+        udp.extend(81u16.to_be_bytes());
+        udp.extend(24u16.to_be_bytes());
+        udp.extend([0, 0]);
+        udp.extend(marker);
+        s.frame_from("x/a", 0x0800, &ipv4(v4(a), v4(v), 17, &udp, &V4::default()))
+    };
+    // Allowed (UDP 81 to y/v) from x/a's own address and MAC: it arrives.
+    let mut own = datagram(ALLOWED_MARKER);
+    fill_checksums(&mut own);
+    attacker.send(&own).unwrap();
+    assert!(
+        arrives(&observer, ALLOWED_MARKER),
+        "x/a's own frame reached y/v"
+    );
+    // The same datagram from y/b's MAC: dropped where it leaves x/a.
+    let spoofed0 = s.drops("spoofed_mac");
+    let mut spoofed = datagram(MARKER);
+    spoofed[6..12].copy_from_slice(&s.mac("y/b"));
+    fill_checksums(&mut spoofed);
+    for _ in 0..20 {
+        attacker.send(&spoofed).unwrap();
+    }
+    let seen = captured_until(&observer, MARKER, || {
+        s.drops("spoofed_mac") >= spoofed0 + 20
+    });
+    assert_eq!(seen, 0, "a frame from another pod's MAC reached y/v");
+    assert!(
+        s.drops("spoofed_mac") >= spoofed0 + 20,
+        "counted as spoofed_mac"
+    );
+}

@@ -25,7 +25,10 @@ use crate::{cmd, tools};
 /// - `sockperf`, `iperf3`: its latency and bulk-throughput measurements;
 /// - `fonts-dejavu-core`: the font its PNG plots are drawn with;
 /// - `unzip`, `python3-venv`: installing the validators of `deploy/`
-///   (see [`crate::tools`]).
+///   (see [`crate::tools`]);
+/// - `containernetworking-plugins`: the CNI reference plugins (`ptp`,
+///   `host-local`, ... under `/usr/lib/cni`) that the CNI tests chain
+///   `bulkhead-cni` after, as a node's runtime does.
 ///
 /// The tests start `nfcapd` and `prometheus` themselves, inside network
 /// namespaces; the packages' own services must not run (see
@@ -44,6 +47,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "fonts-dejavu-core",
     "unzip",
     "python3-venv",
+    "containernetworking-plugins",
 ];
 
 /// Debian's package of `kubectl`, which the fake API server's test drives

@@ -309,6 +309,7 @@ impl BulkheadRun {
         self.dp.sync(&Desired {
             compiled: &compiled,
             local: &self.local,
+            macs: &Default::default(),
         })?;
         Ok(())
     }

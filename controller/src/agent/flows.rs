@@ -94,6 +94,8 @@ struct Shared {
     history_answer: Mutex<()>,
     metrics: Arc<Metrics>,
     health: Mutex<HealthState>,
+    /// CNI registrations the API's `/v1/cni` routes serve.
+    cni: Arc<crate::cni::Registry>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -119,8 +121,14 @@ pub struct AgentFlows {
 
 impl AgentFlows {
     /// Starts flow accounting, the pipeline and the API (served from
-    /// `runtime`). Failures are logged and leave the rest running.
-    pub fn start(dp: &Dataplane, cfg: &FlowsConfig, runtime: &tokio::runtime::Handle) -> Self {
+    /// `runtime`, with the CNI routes over `cni`). Failures are logged and
+    /// leave the rest running.
+    pub fn start(
+        dp: &Dataplane,
+        cfg: &FlowsConfig,
+        cni: Arc<crate::cni::Registry>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
         let enricher: SharedEnricher = Arc::new(RwLock::new(Enricher::empty()));
         let mut health = HealthState::default();
         let mut pipeline = None;
@@ -169,6 +177,7 @@ impl AgentFlows {
             history_answer: Mutex::new(()),
             metrics,
             health: Mutex::new(health),
+            cni,
         });
         let backend: Arc<dyn ApiBackend> = Arc::new(Backend(shared.clone()));
         let api = match Api::start(cfg.api.clone(), backend, runtime) {
@@ -319,6 +328,10 @@ struct Backend(Arc<Shared>);
 impl ApiBackend for Backend {
     fn metrics(&self) -> String {
         self.0.metrics.render()
+    }
+
+    fn cni(&self) -> Option<Arc<crate::cni::Registry>> {
+        Some(Arc::clone(&self.0.cni))
     }
 
     fn health(&self) -> Health {

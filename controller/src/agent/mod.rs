@@ -5,13 +5,15 @@
 //! reconciler compiles, syncs the pinned dataplane (the slot protocol: a
 //! no-op when the active slot already holds the image) and attaches hooks.
 //! Nothing polls for changes: the loop sleeps until a source, the node
-//! view or a signal wakes it (plus a slow check that the hooks are still
+//! view, a CNI registration (the chained plugin's ADD or DEL, through the
+//! local API; see [`crate::cni`]) or a signal wakes it (plus a slow check that the hooks are still
 //! attached, and a metrics refresh).
 //!
 //! A source that fails (invalid manifests, an unreachable API) leaves the
 //! policy in force (fail-static) and says why in the state file. SIGTERM
 //! and SIGINT end the loop and leave everything pinned and attached.
 
+mod cnibind;
 pub mod flows;
 pub mod memory;
 mod nodeview;

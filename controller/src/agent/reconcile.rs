@@ -1,15 +1,19 @@
-//! The reconcile loop: wakes on a source's feed, a node view change, a
-//! signal, or the slow hook and metrics timers; compiles what changed and
-//! syncs the dataplane.
+//! The reconcile loop: wakes on a source's feed, a node view change, a CNI
+//! registration, a signal, or the slow hook and metrics timers; compiles
+//! what changed, syncs the dataplane, and tells waiting CNI ADDs where
+//! their pods stand.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
+use super::cnibind;
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
+use crate::cni::{Registry, Stored};
 use crate::compile::{Compiled, compile_on_node};
 use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use crate::model::Model;
@@ -27,7 +31,12 @@ const METRICS_REFRESH: Duration = Duration::from_secs(5);
 struct Current {
     /// The source's model, shared with it (not copied: the node's
     /// addresses are compiled in beside it).
+    source: Arc<Model>,
+    /// What is compiled: the source's model, or a copy with addresses
+    /// from CNI ADD for pods the source lists without (`overlay`).
     model: Arc<Model>,
+    /// (pod index, addresses) taken from CNI registrations.
+    overlay: Vec<(usize, Vec<std::net::IpAddr>)>,
     compiled: Compiled,
     /// The source revision it came from.
     revision: String,
@@ -41,6 +50,13 @@ struct Reconciler {
     current: Option<Current>,
     node: NodeSnapshot,
     endpoints: Option<Vec<LocalEndpoint>>,
+    /// MACs of the local endpoints' interfaces (from CNI ADD) in force.
+    macs: BTreeMap<usize, [u8; 6]>,
+    /// Whether `endpoints` are in the maps with their hooks attached, or
+    /// why not.
+    enforced: Result<(), String>,
+    /// CNI registrations, shared with the local API.
+    cni: Arc<Registry>,
     /// A new model from the source, not compiled yet.
     pending: Option<(Arc<Model>, String)>,
     node_dirty: bool,
@@ -59,6 +75,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut feed = open_source(&r.cfg.source).await?;
     let mut hook_check = tokio::time::interval(HOOK_CHECK);
     let mut metrics = tokio::time::interval(METRICS_REFRESH);
+    let cni = Arc::clone(&r.cni);
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -75,6 +92,10 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 if let Err(e) = changed {
                     tracing::warn!(error = %e, "watching the node's links; reading them again");
                 }
+                r.node_dirty = true;
+            }
+            () = cni.changed() => {
+                // The ADD's veth was made just before: read the node again.
                 r.node_dirty = true;
             }
             _ = hook_check.tick() => r.hooks_due = true,
@@ -127,7 +148,13 @@ impl Reconciler {
         if let Some(old) = AgentState::read(&cfg.pin_dir) {
             state.netlink_devices = old.netlink_devices;
         }
-        let flows = AgentFlows::start(&dp, &cfg.flows, &tokio::runtime::Handle::current());
+        let cni = Arc::new(Registry::open(Some(Registry::path_for(&cfg.pin_dir))));
+        let flows = AgentFlows::start(
+            &dp,
+            &cfg.flows,
+            Arc::clone(&cni),
+            &tokio::runtime::Handle::current(),
+        );
         Ok(Self {
             cfg,
             dp,
@@ -136,6 +163,9 @@ impl Reconciler {
             current: None,
             node: NodeSnapshot::default(),
             endpoints: None,
+            macs: BTreeMap::new(),
+            enforced: Err("not synced yet".into()),
+            cni,
             pending: None,
             node_dirty: true,
             hooks_due: true,
@@ -155,7 +185,7 @@ impl Reconciler {
         let known = self
             .current
             .as_ref()
-            .is_some_and(|c| Arc::ptr_eq(&c.model, &model));
+            .is_some_and(|c| Arc::ptr_eq(&c.source, &model));
         if !known {
             self.pending = Some((model, feed.revision));
         }
@@ -176,27 +206,42 @@ impl Reconciler {
                 Err(e) => tracing::warn!(error = %e, "reading links and routes"),
             }
         }
-        let changed = self.compile_pending(recompile);
+        let regs = self.cni.snapshot();
+        let changed = self.compile_pending(recompile, &regs);
         if let Some(cur) = &self.current {
-            let eps = local_endpoints(cur, &self.node, self.cfg.node_name.as_deref());
-            let eps_changed = self.endpoints.as_ref() != Some(&eps);
+            let node_name = self.cfg.node_name.as_deref();
+            let eps = local_endpoints(cur, &self.node, node_name);
+            let (eps, macs) = cnibind::bind(eps, &cur.model, &self.node.links, &regs, node_name);
+            let eps_changed = self.endpoints.as_ref() != Some(&eps) || self.macs != macs;
             let hooks_due = std::mem::take(&mut self.hooks_due);
             if changed || eps_changed || (hooks_due && self.sync_failed) {
-                self.sync_failed = !step(
+                let (synced, attached) = step(
                     &mut self.dp,
                     &self.cfg,
                     cur,
-                    &eps,
+                    (&eps, &macs),
                     &mut self.state,
                     &self.flows,
                 );
+                self.sync_failed = !synced;
+                self.enforced = if synced && attached {
+                    Ok(())
+                } else {
+                    Err(self.state.error.clone().unwrap_or_default())
+                };
                 self.endpoints = Some(eps);
+                self.macs = macs;
             } else if hooks_due {
                 // Only the hooks: the maps change only by our syncs, and
                 // a sync builds and compares whole images (not idle work).
-                attach(&mut self.dp, &self.cfg, &eps, &mut self.state);
+                if !attach(&mut self.dp, &self.cfg, &eps, &mut self.state) {
+                    self.enforced = Err(self.state.error.clone().unwrap_or_default());
+                } else if !self.sync_failed {
+                    self.enforced = Ok(());
+                }
             }
         }
+        self.publish(&regs);
         if changed {
             // A compile frees a whole model's worth of memory; give it back
             // rather than let the heap keep its high-water mark.
@@ -206,22 +251,45 @@ impl Reconciler {
         super::write_state(&mut self.state)
     }
 
+    /// Tells the waiting CNI ADDs (and CHECKs) where their pods stand.
+    fn publish(&self, regs: &[Stored]) {
+        let model = self.current.as_ref().map(|c| &*c.model);
+        let eps = self.endpoints.as_deref().unwrap_or_default();
+        let enforced = self.enforced.as_ref().copied().map_err(String::as_str);
+        let node_name = self.cfg.node_name.as_deref();
+        self.cni
+            .publish(cnibind::publication(model, eps, enforced, regs, node_name));
+    }
+
     /// Compiles a new model from the source, or the current one again when
-    /// the node's addresses changed; whether anything was compiled.
-    fn compile_pending(&mut self, addresses_changed: bool) -> bool {
-        let (model, revision) = match self.pending.take() {
-            Some(p) => p,
-            None => match (&self.current, addresses_changed) {
-                (Some(c), true) => (Arc::clone(&c.model), c.revision.clone()),
-                _ => return false,
-            },
+    /// the node's addresses or the addresses CNI ADD gave pods the source
+    /// lists without changed; whether anything was compiled.
+    fn compile_pending(&mut self, addresses_changed: bool, regs: &[Stored]) -> bool {
+        let (source, revision, fresh) = match (self.pending.take(), &self.current) {
+            (Some((m, r)), _) => (m, r, true),
+            (None, Some(c)) => (Arc::clone(&c.source), c.revision.clone(), false),
+            (None, None) => return false,
         };
+        let overlay = cnibind::address_overlay(&source, regs);
+        let overlay_changed = self.current.as_ref().is_none_or(|c| c.overlay != overlay);
+        if !fresh && !addresses_changed && !overlay_changed {
+            return false;
+        }
+        if overlay_changed && !overlay.is_empty() {
+            tracing::info!(
+                pods = overlay.len(),
+                "pods the source lists without addresses take them from CNI ADD"
+            );
+        }
+        let model = cnibind::overlaid(&source, &overlay);
         self.state.warnings.clone_from(&model.warnings);
         let started = Instant::now();
         let compiled = compile_on_node(&model, &self.node.addresses);
         tracing::debug!(took = ?started.elapsed(), pods = model.pods.len(), "compiled");
         self.current = Some(Current {
+            source,
             model,
+            overlay,
             compiled,
             revision,
         });
@@ -260,20 +328,22 @@ fn local_endpoints(
     node.local_endpoints(&pods)
 }
 
-/// One sync and hook reconcile; errors are logged into `state`. Whether
-/// the sync succeeded.
+/// One sync and hook reconcile of the endpoints `eps` with the MACs
+/// `macs`; errors are logged into `state`. Whether the sync and the
+/// attach succeeded.
 fn step(
     dp: &mut Dataplane,
     cfg: &AgentConfig,
     cur: &Current,
-    eps: &[LocalEndpoint],
+    (eps, macs): (&[LocalEndpoint], &BTreeMap<usize, [u8; 6]>),
     state: &mut AgentState,
     flows: &AgentFlows,
-) -> bool {
+) -> (bool, bool) {
     let local: Vec<(usize, u32)> = eps.iter().map(|e| (e.pod, e.ifindex)).collect();
     let desired = Desired {
         compiled: &cur.compiled,
         local: &local,
+        macs,
     };
     let started = Instant::now();
     match dp.sync(&desired) {
@@ -290,14 +360,14 @@ fn step(
         Err(e) => {
             tracing::error!(error = %e, "sync failed; the policy in force stays");
             state.error = Some(e.to_string());
-            return false;
+            return (false, false);
         }
     }
     state.enforced_revision = Some(cur.revision.clone());
     if state.source_revision == cur.revision {
         state.error = None;
     }
-    attach(dp, cfg, eps, state);
+    let attached = attach(dp, cfg, eps, state);
     state.endpoints = eps
         .iter()
         .map(|e| EndpointState {
@@ -306,11 +376,17 @@ fn step(
             ifname: e.ifname.clone(),
         })
         .collect();
-    true
+    (true, attached)
 }
 
-/// Attaches the hooks to the endpoints' veths (and detaches the rest).
-fn attach(dp: &mut Dataplane, cfg: &AgentConfig, eps: &[LocalEndpoint], state: &mut AgentState) {
+/// Attaches the hooks to the endpoints' veths (and detaches the rest);
+/// whether that succeeded.
+fn attach(
+    dp: &mut Dataplane,
+    cfg: &AgentConfig,
+    eps: &[LocalEndpoint],
+    state: &mut AgentState,
+) -> bool {
     match dp.reconcile_hooks(eps, cfg.xdp) {
         Ok(r) => {
             for (dev, hook) in &r.attached {
@@ -321,10 +397,12 @@ fn attach(dp: &mut Dataplane, cfg: &AgentConfig, eps: &[LocalEndpoint], state: &
                     state.netlink_devices.push(d);
                 }
             }
+            true
         }
         Err(e) => {
             tracing::error!(error = %e, "attaching hooks");
             state.error = Some(e.to_string());
+            false
         }
     }
 }

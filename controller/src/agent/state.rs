@@ -107,12 +107,15 @@ impl AgentState {
         crate::private::write_atomic(path, &tmp, &bytes)
     }
 
-    /// Removes the state file of `pin_dir` (absent is fine), and the state
-    /// directories when they are left empty.
+    /// Removes the state file of `pin_dir` and its CNI registrations
+    /// (absent is fine), and the state directories when they are left
+    /// empty.
     pub fn remove(pin_dir: &Path) -> std::io::Result<()> {
-        match std::fs::remove_file(state_path(pin_dir)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+        for file in [state_path(pin_dir), crate::cni::Registry::path_for(pin_dir)] {
+            match std::fs::remove_file(file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         }
         let dir = Path::new(STATE_DIR);
         for d in [dir, dir.parent().unwrap_or(dir)] {

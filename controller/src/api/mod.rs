@@ -12,6 +12,10 @@
 //! | `GET /v1/accounting`              | JSON                                                        |
 //! | `GET /v1/history`                 | JSON `bulkhead.history/v1`: the committed durable history   |
 //! |                                   | (404 when the agent runs without `--history-db`)            |
+//! | `POST /v1/cni/endpoints`          | a CNI ADD: registers, answers once enforced (or 504 at its  |
+//! |                                   | deadline); `GET`/`DELETE /v1/cni/endpoints/{containerId}`,  |
+//! |                                   | `POST /v1/cni/gc` (see `bulkhead_cni::wire`; 404 when the   |
+//! |                                   | backend takes no CNI registrations)                         |
 //!
 //! Errors are JSON `{"error": "...", "status": N}` (400 bad query or filter,
 //! 404, 405, 500 when the history cannot be read, 503 when
@@ -57,6 +61,7 @@
 //! limit (512 by default).
 
 pub mod client;
+mod cni;
 mod follow;
 mod listen;
 pub mod metrics;
@@ -88,8 +93,8 @@ pub(crate) fn test_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
-/// Default path of the agent's API socket.
-pub const DEFAULT_SOCKET: &str = "/run/bulkhead/agent.sock";
+/// Default path of the agent's API socket (the CNI plugin's default too).
+pub const DEFAULT_SOCKET: &str = bulkhead_cni::wire::DEFAULT_SOCKET;
 
 /// File name of the API socket in a lab's state directory.
 pub const SOCKET_NAME: &str = "agent.sock";
@@ -154,6 +159,11 @@ pub trait ApiBackend: Send + Sync {
     /// store (seconds for a million edges): slow, but it holds only its
     /// blocking-pool thread, and the store's writer does not wait for it.
     fn history(&self) -> Result<String, HistoryError>;
+    /// The registry of CNI attachments the `/v1/cni` routes serve, if the
+    /// agent takes registrations from the chained plugin.
+    fn cni(&self) -> Option<std::sync::Arc<crate::cni::Registry>> {
+        None
+    }
 }
 
 /// Why `GET /v1/history` has no history to serve.

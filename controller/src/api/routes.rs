@@ -10,20 +10,28 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, post};
+use bulkhead_cni::wire::{ENDPOINTS_PATH, GC_PATH};
 
 use super::server::Shared;
 use super::{
-    ApiBackend, HealthStatus, JSON_LINES, OPENMETRICS_TEXT, PROMETHEUS_TEXT, follow, metrics, query,
+    ApiBackend, HealthStatus, JSON_LINES, OPENMETRICS_TEXT, PROMETHEUS_TEXT, cni, follow, metrics,
+    query,
 };
 
 /// Paths on every listener.
 const BASIC: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Paths on the Unix socket (and on TCP with `tcp_all_endpoints`).
-const FULL: [&str; 3] = ["/v1/flows", "/v1/accounting", "/v1/history"];
+const FULL: [&str; 5] = [
+    "/v1/flows",
+    "/v1/accounting",
+    "/v1/history",
+    ENDPOINTS_PATH,
+    GC_PATH,
+];
 
-type Api = State<Arc<Shared>>;
+pub(super) type Api = State<Arc<Shared>>;
 
 /// The routes of one listener: all of them, or only [`BASIC`].
 pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
@@ -35,7 +43,13 @@ pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
         routes = routes
             .route("/v1/flows", get(flows))
             .route("/v1/accounting", get(accounting))
-            .route("/v1/history", get(history));
+            .route("/v1/history", get(history))
+            .route(ENDPOINTS_PATH, post(cni::add))
+            .route(
+                &format!("{ENDPOINTS_PATH}/{{id}}"),
+                get(cni::status).delete(cni::forget),
+            )
+            .route(GC_PATH, post(cni::gc));
     }
     routes
         .fallback(move |uri: Uri| async move { not_found(uri.path(), full) })
@@ -93,7 +107,7 @@ pub(super) fn response(status: StatusCode, content_type: &'static str, body: Bod
 }
 
 /// `value` as JSON and a newline.
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
+pub(super) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response {
     let mut body = serde_json::to_vec(value).unwrap_or_default();
     body.push(b'\n');
     response(status, "application/json", body.into())
@@ -107,7 +121,7 @@ pub(super) fn error(status: StatusCode, message: &str) -> Response {
 
 /// Runs `f` on the backend on the blocking pool (it may take locks the
 /// agent holds, or read a store for seconds); a panic in it is a 500.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     shared: &Shared,
     f: impl FnOnce(&dyn ApiBackend) -> T + Send + 'static,
 ) -> Result<T, Response> {

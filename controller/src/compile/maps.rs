@@ -183,12 +183,14 @@ pub fn abi_addr(addr: IpAddr) -> [u8; 16] {
     }
 }
 
-/// The MAC Bulkhead expects on a pod's interface when nothing else tells it
-/// (the lab sets it): locally administered unicast `02:xx:xx:xx:xx:xx`, the
+/// The MAC the lab (and hand-wired test pods) give a pod's interface:
+/// locally administered unicast `02:xx:xx:xx:xx:xx`, the
 /// `xx` being the first five bytes of the FNV-1a-64 hash of the pod's
 /// addresses (sorted, each as 16 bytes, IPv4 mapped into IPv6). Pods with
 /// distinct addresses get distinct MACs with overwhelming probability
-/// (40-bit hash).
+/// (40-bit hash). The dataplane checks a pod's MAC only when the agent
+/// learnt it from the pod's CNI ADD ([`Compiled::map_image_bound`]), never
+/// from this guess: a real cluster's veths have random MACs.
 pub fn pod_mac(addrs: impl IntoIterator<Item = IpAddr>) -> [u8; 6] {
     let mut addrs: Vec<[u8; 16]> = addrs.into_iter().map(abi_addr).collect();
     addrs.sort_unstable();
@@ -205,17 +207,30 @@ impl Compiled {
     /// Writes the compiled policy as map entries for `slot`, with every pod
     /// as an endpoint (all tables).
     pub fn map_image(&self, slot: u8) -> MapImage {
-        self.image(slot, None)
+        self.image(slot, None, &BTreeMap::new())
     }
 
     /// Like [`Self::map_image`], for a node: only the endpoints `pods`
     /// (indexes into the model) and the rule tables they use. Identities
-    /// cover every address (remote pods are peers too).
+    /// cover every address (remote pods are peers too). No MAC is checked.
     pub fn map_image_for(&self, slot: u8, pods: &[usize]) -> MapImage {
-        self.image(slot, Some(pods))
+        self.image(slot, Some(pods), &BTreeMap::new())
     }
 
-    fn image(&self, slot: u8, pods: Option<&[usize]>) -> MapImage {
+    /// [`Self::map_image_for`] where the pods of `macs` (index → the MAC
+    /// of the pod's interface, as its CNI ADD reported it) may send only
+    /// from that MAC (`ENDPOINT_HAS_MAC`); the others' MACs are unknown
+    /// and not checked (their source addresses still are).
+    pub fn map_image_bound(
+        &self,
+        slot: u8,
+        pods: &[usize],
+        macs: &BTreeMap<usize, [u8; 6]>,
+    ) -> MapImage {
+        self.image(slot, Some(pods), macs)
+    }
+
+    fn image(&self, slot: u8, pods: Option<&[usize]>, macs: &BTreeMap<usize, [u8; 6]>) -> MapImage {
         let mut image = MapImage {
             slot,
             ..MapImage::default()
@@ -301,22 +316,24 @@ impl Compiled {
             addrs[pod].push(addr);
         }
         for pod in local {
-            image
-                .endpoints
-                .push((pod, self.endpoint_info(pod, &addrs[pod])));
+            image.endpoints.push((
+                pod,
+                self.endpoint_info(pod, &addrs[pod], macs.get(&pod).copied()),
+            ));
         }
         image
     }
 
-    /// The ENDPOINTS value of pod `pod` with addresses `addrs`.
-    fn endpoint_info(&self, pod: usize, addrs: &[IpAddr]) -> EndpointInfo {
+    /// The ENDPOINTS value of pod `pod` with addresses `addrs` and, when
+    /// known, the MAC of its interface.
+    fn endpoint_info(&self, pod: usize, addrs: &[IpAddr], mac: Option<[u8; 6]>) -> EndpointInfo {
         let (ep, audit) = (self.endpoints[pod], self.audit_endpoints[pod]);
         let mut info = EndpointInfo {
             ingress_table: ep.ingress.unwrap_or(0),
             egress_table: ep.egress.unwrap_or(0),
-            flags: ENDPOINT_HAS_MAC,
+            flags: if mac.is_some() { ENDPOINT_HAS_MAC } else { 0 },
             _reserved: 0,
-            mac: pod_mac(addrs.iter().copied()),
+            mac: mac.unwrap_or_default(),
             _pad: [0; 2],
             ipv4: [0; 16],
             ipv6: [0; 16],

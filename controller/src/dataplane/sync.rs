@@ -82,13 +82,16 @@ pub struct Desired<'a> {
     pub compiled: &'a Compiled,
     /// Local pods: (pod index in the model, ifindex of its host-side veth).
     pub local: &'a [(usize, u32)],
+    /// MACs of local pods' interfaces, where known (from CNI ADD): those
+    /// pods may send only from them.
+    pub macs: &'a std::collections::BTreeMap<usize, [u8; 6]>,
 }
 
 impl Desired<'_> {
     /// The image for `slot`, checked against the slot capacities.
     pub fn image(&self, slot: u8) -> Result<SlotImage, DataplaneError> {
         let pods: Vec<usize> = self.local.iter().map(|&(p, _)| p).collect();
-        let image = self.compiled.map_image_for(slot, &pods);
+        let image = self.compiled.map_image_bound(slot, &pods, self.macs);
         image.check_fits()?;
         let layout = image.policy_layout();
         let ifindex: HashMap<usize, u32> = self.local.iter().copied().collect();

@@ -51,6 +51,7 @@ fn first_sync_writes_slot_1_and_switches_to_revision_1() {
     let desired = Desired {
         compiled: &c,
         local: &local,
+        macs: &Default::default(),
     };
     let mut fake = FakeMaps::default();
     let out = syncer().sync(&mut fake, &desired).unwrap();
@@ -73,6 +74,7 @@ fn same_policy_again_changes_nothing() {
     let desired = Desired {
         compiled: &c,
         local: &local,
+        macs: &Default::default(),
     };
     let mut fake = FakeMaps::default();
     let mut s = syncer();
@@ -96,6 +98,7 @@ fn a_change_goes_to_the_inactive_slot_and_removes_its_stale_entries() {
         &Desired {
             compiled: &c1,
             local: &local,
+            macs: &Default::default(),
         },
     )
     .unwrap();
@@ -136,6 +139,7 @@ fn a_change_goes_to_the_inactive_slot_and_removes_its_stale_entries() {
     let desired = Desired {
         compiled: &c2,
         local: &local,
+        macs: &Default::default(),
     };
     let out = s.sync(&mut fake, &desired).unwrap();
     assert!(matches!(out, SyncOutcome::Switched { from: 1, to: 2, .. }));
@@ -162,6 +166,7 @@ fn an_image_that_overflows_a_map_is_rejected_and_nothing_changes() {
             &Desired {
                 compiled: &c,
                 local: &local,
+                macs: &Default::default(),
             },
         )
         .unwrap_err();
@@ -185,6 +190,7 @@ fn grace_period_separates_consecutive_switches() {
         &Desired {
             compiled: &c1,
             local: &local,
+            macs: &Default::default(),
         },
     )
     .unwrap();
@@ -193,6 +199,7 @@ fn grace_period_separates_consecutive_switches() {
         &Desired {
             compiled: &c2,
             local: &local,
+            macs: &Default::default(),
         },
     )
     .unwrap();

@@ -51,6 +51,7 @@
 
 pub mod agent;
 pub mod cluster;
+pub mod cni;
 pub mod error;
 pub mod naming;
 pub mod net;

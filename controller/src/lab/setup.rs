@@ -221,6 +221,16 @@ fn launch_agent(
     state.save()?;
     let enforced = agent::wait(state, AGENT_TIMEOUT)?;
     agent::keep_enforced(state, &enforced.source_revision)?;
+    // As a runtime's chain would: the agent learns the pods' MACs.
+    match super::cni::plugin(exe) {
+        Some(plugin) => {
+            super::cni::register_pods(state, &plugin, &a.log)?;
+        }
+        None => tracing::warn!(
+            "no bulkhead-cni beside {}: the lab's pods are not registered over CNI, so their MACs are not checked",
+            exe.display()
+        ),
+    }
     Ok((pid, enforced))
 }
 

@@ -79,6 +79,8 @@ pub fn serial() -> MutexGuard<'static, ()> {
 pub fn bulkhead(args: &[&str]) -> Output {
     let out = Command::new(bulkhead_bin())
         .args(args)
+        // `lab up` registers its pods with this chained plugin.
+        .env("BULKHEAD_CNI", bulkhead_netns_tests::cni_bin())
         .output()
         .expect("run bulkhead");
     eprintln!(
