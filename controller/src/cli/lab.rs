@@ -12,7 +12,8 @@ use ipnetwork::IpNetwork;
 use super::agent::Switch;
 use super::{CliError, ManifestArgs, Output};
 use crate::lab::naming::{DEFAULT_LAB, check_lab_name};
-use crate::lab::plan::{LabSpec, placement, plan};
+use crate::lab::nodes::placement;
+use crate::lab::plan::{LabSpec, plan};
 use crate::lab::probe::{
     ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
 };

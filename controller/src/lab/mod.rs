@@ -57,7 +57,7 @@
 //!
 //! Each node has a share of each pod CIDR: the CIDR cut into the smallest
 //! power of two of equal blocks that is at least N, node `i` taking the
-//! `i`th ([`plan::node_cidr`]; 10.244.0.0/16 on 3 nodes: /18s at
+//! `i`th ([`nodes::node_cidr`]; 10.244.0.0/16 on 3 nodes: /18s at
 //! 10.244.0.0, .64.0 and .128.0; fd00:10:244::/64: /66s), and the other
 //! nodes route that share via its fabric address. Pod addresses stay the
 //! model's (declared `status.podIP(s)`, or assigned in namespace/name order
@@ -70,7 +70,7 @@
 //!
 //! Pods go to the node their `spec.nodeName` names; the others (and those
 //! naming no node of the lab, with a warning) round-robin in
-//! namespace/name order ([`plan::placement`]). Nodes are named `node-0` ...
+//! namespace/name order ([`nodes::placement`]). Nodes are named `node-0` ...
 //! (or `--node-names`); each node runs its own agent on its own bpffs,
 //! pins, log, flow log and API socket (in `n<i>/` of the lab's directory),
 //! all reading the same source and given `--node-name` of their node
@@ -104,6 +104,7 @@ pub mod cluster;
 pub mod error;
 pub mod naming;
 pub mod net;
+pub mod nodes;
 pub mod plan;
 pub mod probe;
 pub mod sctp;

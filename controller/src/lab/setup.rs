@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
-use super::{LabError, agent, net, plan, serve};
+use super::{LabError, agent, net, nodes, plan, serve};
 use crate::agent::AgentState;
 
 /// How long servers get to report ready.
@@ -87,7 +87,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         net::sysctl(&n.netns, &NODE_SYSCTLS)?;
     }
     if let Some(fabric) = &state.fabric {
-        net::batch(Some(fabric), &plan::fabric_batch(state))?;
+        net::batch(Some(fabric), &nodes::fabric_batch(state))?;
     }
     for (i, n) in state.nodes.iter().enumerate() {
         net::batch(Some(&n.netns), &plan::node_link_batch(state, i))?;
@@ -98,7 +98,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     }
     for (i, n) in state.nodes.iter().enumerate() {
         net::batch(Some(&n.netns), &plan::node_route_batch(state, i))?;
-        net::batch(Some(&n.netns), &plan::fabric_route_batch(state, i))?;
+        net::batch(Some(&n.netns), &nodes::fabric_route_batch(state, i))?;
     }
     progress(&format!("starting {} servers", state.hosts.len()));
     let dir = lab_dir(&state.name);

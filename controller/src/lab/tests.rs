@@ -659,7 +659,7 @@ fn spec_nodes(externals: &[&str], nodes: usize) -> LabSpec {
 
 #[test]
 fn pod_cidrs_split_into_equal_power_of_two_shares() {
-    use super::plan::node_cidr;
+    use super::nodes::node_cidr;
     let v4: IpNetwork = "10.244.0.0/16".parse().unwrap();
     let v6: IpNetwork = "fd00:10:244::/64".parse().unwrap();
     assert_eq!(node_cidr(v4, 0, 1), Some(v4));
@@ -683,7 +683,7 @@ fn pod_cidrs_split_into_equal_power_of_two_shares() {
 
 #[test]
 fn pods_go_to_their_named_node_or_round_robin() {
-    use super::plan::placement;
+    use super::nodes::placement;
     let mut m = model();
     m.pods[1].node = Some("node-2".into());
     m.pods[2].node = Some("elsewhere".into());
@@ -697,7 +697,7 @@ fn pods_go_to_their_named_node_or_round_robin() {
 
 #[test]
 fn a_three_node_plan_routes_host_gw_style() {
-    use super::plan::{fabric_batch, fabric_route_batch};
+    use super::nodes::{fabric_batch, fabric_route_batch};
     let s = plan(&model(), &spec_nodes(&["192.0.2.10"], 3)).unwrap();
     assert_eq!(s.version, super::state::STATE_VERSION);
     let netns: Vec<&str> = s.nodes.iter().map(|n| n.netns.as_str()).collect();
