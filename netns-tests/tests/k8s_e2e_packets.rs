@@ -13,6 +13,11 @@
 
 mod lab_support;
 
+/// The lab's name (see the harness).
+const LAB: &str = "k8spk";
+/// Its nodes: one, every pod behind it.
+const NODES: usize = 1;
+
 #[path = "../../controller/tests/k8s_e2e/common.rs"]
 mod common;
 #[path = "k8s_e2e_packets/harness.rs"]

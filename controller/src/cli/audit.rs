@@ -123,8 +123,9 @@ fn report(args: &ReportArgs) -> Result<(), CliError> {
     }
     if let Some(lab) = &args.lab {
         crate::lab::naming::check_lab_name(lab).map_err(AuditError::from)?;
-        let path = crate::lab::state::flow_log(lab);
-        audit::read_file(&path, |r| report.add(&r)).map_err(AuditError::from)?;
+        for path in crate::lab::state::flow_logs(lab).map_err(AuditError::from)? {
+            audit::read_file(&path, |r| report.add(&r)).map_err(AuditError::from)?;
+        }
     }
     if let Some(socket) = &args.socket {
         read_agent(socket, &mut report)?;

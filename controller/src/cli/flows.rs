@@ -49,6 +49,10 @@ pub struct FlowsArgs {
     /// The agent of this lab (`bulkhead lab up --name LAB`) instead of --socket.
     #[arg(long, value_name = "LAB", conflicts_with = "socket")]
     pub lab: Option<String>,
+    /// With --lab: only this node's agent (its name or namespace); default
+    /// every node's, one after the other (--follow needs one node).
+    #[arg(long, value_name = "NODE", requires = "lab")]
+    pub node: Option<String>,
     /// Flows of this pod (endpoint, source or destination).
     #[arg(long, value_name = "NS/NAME")]
     pub pod: Option<String>,
@@ -110,6 +114,14 @@ pub enum FlowsError {
         #[source]
         source: std::io::Error,
     },
+    /// `--follow` on a lab of several nodes without `--node`.
+    #[error("lab {lab} has {nodes} nodes: --follow reads one agent; name it with --node")]
+    FollowNeedsNode {
+        /// The lab.
+        lab: String,
+        /// Its nodes with an agent.
+        nodes: usize,
+    },
     /// The filter is invalid.
     #[error(transparent)]
     Filter(#[from] FilterError),
@@ -146,20 +158,42 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     Ok(crate::api::query::encode_query(pairs))
 }
 
-/// The socket to use and what to suggest when nothing is there.
-fn socket_of(args: &FlowsArgs) -> Result<(PathBuf, String), CliError> {
+/// The sockets to use (one per node of a lab) and what to suggest when
+/// nothing is there.
+fn sockets_of(args: &FlowsArgs) -> Result<(Vec<PathBuf>, String), CliError> {
     Ok(match &args.lab {
         Some(lab) => {
             crate::lab::naming::check_lab_name(lab)?;
-            (
-                crate::lab::state::lab_dir(lab).join(SOCKET_NAME),
-                format!(
-                    "is lab {lab} up with its agent? (`bulkhead lab up --name {lab}` without --no-agent)"
-                ),
-            )
+            let hint = format!(
+                "is lab {lab} up with its agent? (`bulkhead lab up --name {lab}` without --no-agent)"
+            );
+            let state = crate::lab::state::LabState::load(lab)?;
+            let sockets = match &state {
+                Some(state) => {
+                    let nodes = state.node_indices(args.node.as_deref())?;
+                    let sockets: Vec<PathBuf> = nodes
+                        .iter()
+                        .filter_map(|&i| state.nodes[i].agent.as_ref())
+                        .map(|a| a.api_socket.clone())
+                        .collect();
+                    if sockets.is_empty() {
+                        return Err(crate::lab::LabError::NoAgent { name: lab.clone() }.into());
+                    }
+                    sockets
+                }
+                None => vec![crate::lab::state::lab_dir(lab).join(SOCKET_NAME)],
+            };
+            if args.follow && sockets.len() > 1 {
+                return Err(FlowsError::FollowNeedsNode {
+                    lab: lab.clone(),
+                    nodes: sockets.len(),
+                }
+                .into());
+            }
+            (sockets, hint)
         }
         None => (
-            args.socket.clone(),
+            vec![args.socket.clone()],
             "start the agent (`bulkhead agent --manifests DIR`), or name another with \
              --socket PATH, or a lab's agent with --lab NAME"
                 .to_owned(),
@@ -186,10 +220,19 @@ pub(crate) fn connect(path: &Path, hint: String) -> Result<UnixStream, FlowsErro
     })
 }
 
-/// Runs `bulkhead flows`.
+/// Runs `bulkhead flows`: each socket's records in turn (a lab's nodes,
+/// in node order; each record names its node).
 pub fn run(args: &FlowsArgs) -> Result<(), CliError> {
     let query = query(args)?;
-    let (path, hint) = socket_of(args)?;
+    let (paths, hint) = sockets_of(args)?;
+    for path in paths {
+        run_one(args, &query, path, hint.clone())?;
+    }
+    Ok(())
+}
+
+/// `bulkhead flows` against one agent's socket.
+fn run_one(args: &FlowsArgs, query: &str, path: PathBuf, hint: String) -> Result<(), CliError> {
     let stream = connect(&path, hint)?;
     let connect_err = |source| FlowsError::Connect {
         path: path.clone(),

@@ -12,6 +12,7 @@ use ipnetwork::IpNetwork;
 use super::agent::Switch;
 use super::{CliError, ManifestArgs, Output};
 use crate::lab::naming::{DEFAULT_LAB, check_lab_name};
+use crate::lab::nodes::placement;
 use crate::lab::plan::{LabSpec, plan};
 use crate::lab::probe::{
     ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
@@ -37,10 +38,11 @@ pub struct LabArgs {
 /// `bulkhead lab` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
-    /// Create the lab: a node namespace, one namespace per pod (and external
-    /// host) behind it, servers on every container port, and the agent
-    /// enforcing the manifests' policy. Returns once every server listens
-    /// and the agent enforces.
+    /// Create the lab: a node namespace (or --nodes N of them on a routed
+    /// fabric), one namespace per pod (and external host) behind them,
+    /// servers on every container port, and an agent per node enforcing
+    /// the manifests' policy. Returns once every server listens and every
+    /// agent enforces.
     Up(UpArgs),
     /// Wait until the agent enforces the watched directory's current
     /// content (with the Kubernetes API as its source: everything the API
@@ -133,6 +135,16 @@ pub struct UpArgs {
     /// the manifests' pods those addresses: `lab up` keeps them).
     #[arg(long, value_name = "PATH", conflicts_with = "no_agent")]
     pub kubeconfig: Option<PathBuf>,
+    /// Nodes: N node namespaces joined by a routed fabric, each with its
+    /// share of the pod CIDRs and its own agent. Pods go to the node their
+    /// spec.nodeName names, the others round-robin in namespace/name order.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// The nodes' Kubernetes names (default node-0, node-1, ...): with
+    /// --kubeconfig, the names the API's pods carry in spec.nodeName.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub node_names: Vec<String>,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
@@ -153,6 +165,10 @@ pub struct RestartArgs {
     /// agent is stopped first).
     #[arg(long)]
     pub manifests: bool,
+    /// Only this node's agent (its name or namespace); default: every
+    /// node's agent that is not running (with a source switch: all).
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 impl RestartArgs {
@@ -401,8 +417,15 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
             Some(k) => kubernetes_source(k)?,
             None => AgentSource::Manifests,
         },
+        nodes: usize::from(args.nodes),
+        node_names: args.node_names.clone(),
     };
     let state = plan(&model, &spec)?;
+    if state.nodes.len() > 1 {
+        for w in placement(&model, &spec.names()).1 {
+            progress(&format!("warning: {w}"));
+        }
+    }
     let state = setup::up(state, &exe()?, &progress)?;
     match state.agent.as_ref().map(|a| &a.source) {
         Some(AgentSource::Manifests) => progress(&format!(
@@ -425,26 +448,35 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
 fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
     let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
-    agent::keep_enforced(&state, &enforced.source_revision)?;
+    if let Some((_, first)) = enforced.first() {
+        agent::keep_enforced(&state, &first.source_revision)?;
+    }
     report_enforced(&state, &enforced);
     Ok(())
 }
 
-/// Says what the agent enforces.
-fn report_enforced(state: &LabState, enforced: &crate::agent::AgentState) {
-    let what = match state.agent.as_ref().map(|a| &a.source) {
-        Some(AgentSource::Kubernetes { .. }) => format!(
-            "the Kubernetes API at {} up to resourceVersion {}",
-            enforced.source.location,
-            enforced.enforced_revision.as_deref().unwrap_or("-")
-        ),
-        _ => state.watched().display().to_string(),
-    };
-    progress(&format!(
-        "the agent enforces {what} (revision {}, {} endpoints)",
-        enforced.revision,
-        enforced.endpoints.len()
-    ));
+/// Says what the agents enforce (node index, state).
+fn report_enforced(state: &LabState, enforced: &[(usize, crate::agent::AgentState)]) {
+    for (i, s) in enforced {
+        let what = match state.agent.as_ref().map(|a| &a.source) {
+            Some(AgentSource::Kubernetes { .. }) => format!(
+                "the Kubernetes API at {} up to resourceVersion {}",
+                s.source.location,
+                s.enforced_revision.as_deref().unwrap_or("-")
+            ),
+            _ => state.watched().display().to_string(),
+        };
+        let whose = if state.nodes.len() > 1 {
+            format!("the agent of {}", state.nodes[*i].name)
+        } else {
+            "the agent".to_owned()
+        };
+        progress(&format!(
+            "{whose} enforces {what} (revision {}, {} endpoints)",
+            s.revision,
+            s.endpoints.len()
+        ));
+    }
     if let Some(w) = cluster::endpoint_warning(state, enforced) {
         progress(&w);
     }
@@ -453,7 +485,12 @@ fn report_enforced(state: &LabState, enforced: &crate::agent::AgentState) {
 fn restart_agent(args: &RestartArgs) -> Result<(), CliError> {
     let mut state = load_state(&args.name.name)?;
     let source = args.source()?;
-    let enforced = setup::restart_agent(&mut state, source, &exe()?, &progress)?;
+    let only = args
+        .node
+        .as_deref()
+        .map(|n| state.node_index(n))
+        .transpose()?;
+    let enforced = setup::restart_agent(&mut state, only, source, &exe()?, &progress)?;
     report_enforced(&state, &enforced);
     Ok(())
 }

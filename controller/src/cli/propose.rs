@@ -63,7 +63,8 @@ pub struct ProposeArgs {
         default_missing_value = DEFAULT_SOCKET
     )]
     pub socket: Vec<PathBuf>,
-    /// A lab's flow log: /run/bulkhead/lab/NAME/flows.jsonl.
+    /// A lab's flow logs (every node's): /run/bulkhead/lab/NAME/flows.jsonl,
+    /// and `nN/flows.jsonl` of each further node.
     #[arg(long, value_name = "NAME")]
     pub lab: Option<String>,
     /// Write one file per policy (`<namespace>.<name>.yaml`) here instead
@@ -138,6 +139,9 @@ pub enum ProposeError {
         #[source]
         source: serde_json::Error,
     },
+    /// The lab's state.
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
     /// Writing a policy file.
     #[error("writing {path}")]
     Write {
@@ -251,7 +255,10 @@ fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
         history.merge(&from_agent(path)?.history);
     }
     if let Some(name) = &args.lab {
-        history.merge(&learn::read_jsonl(&crate::lab::state::flow_log(name))?);
+        // Every node's agent logs its own pods' flows.
+        for log in crate::lab::state::flow_logs(name)? {
+            history.merge(&learn::read_jsonl(&log)?);
+        }
     }
     Ok(history)
 }

@@ -25,6 +25,10 @@ pub struct StatusArgs {
     /// The agent of this lab (`bulkhead lab up --name LAB`) instead of --bpffs.
     #[arg(long, value_name = "LAB", conflicts_with = "pin_dir")]
     pub lab: Option<String>,
+    /// With --lab: the agent of this node (its name or namespace; default
+    /// the first node's).
+    #[arg(long, value_name = "NODE", requires = "lab")]
+    pub node: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -55,15 +59,19 @@ struct Report<'a> {
 
 /// The pin directory of lab `name`'s agent, and where it reads pods and
 /// policy from (for people).
-fn lab_agent(name: &str) -> Result<(PathBuf, String), CliError> {
+fn lab_agent(name: &str, node: Option<&str>) -> Result<(PathBuf, String), CliError> {
     crate::lab::naming::check_lab_name(name)?;
     let state = LabState::load(name)?.ok_or_else(|| LabError::NotUp {
         name: name.to_owned(),
         path: crate::lab::state::state_path(name),
     })?;
-    let agent = state.agent.as_ref().ok_or_else(|| LabError::NoAgent {
-        name: name.to_owned(),
-    })?;
+    let index = node.map(|n| state.node_index(n)).transpose()?.unwrap_or(0);
+    let agent = state.nodes[index]
+        .agent
+        .as_ref()
+        .ok_or_else(|| LabError::NoAgent {
+            name: name.to_owned(),
+        })?;
     Ok((
         agent.pin_dir.clone(),
         agent.source.describe(state.watched()),
@@ -74,7 +82,7 @@ fn lab_agent(name: &str) -> Result<(PathBuf, String), CliError> {
 pub fn run(args: &StatusArgs) -> Result<(), CliError> {
     let (pin_dir, lab_source) = match &args.lab {
         Some(lab) => {
-            let (pins, source) = lab_agent(lab)?;
+            let (pins, source) = lab_agent(lab, args.node.as_deref())?;
             (pins, Some(source))
         }
         None => (args.pin_dir.clone(), None),
@@ -82,6 +90,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
     let args = &StatusArgs {
         pin_dir,
         lab: args.lab.clone(),
+        node: args.node.clone(),
         output: args.output,
     };
     let pins = PinDir::existing(&args.pin_dir)?

@@ -35,9 +35,9 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::LabError;
-use super::naming::node_netns;
+use super::naming::{netns_prefix, node_index, node_netns};
 use super::net;
-use super::state::{AgentSource, LabAgent, LabState, lab_dir, pin_dir};
+use super::state::{AgentSource, LabAgent, LabState, lab_dir, pin_dirs_on_disk};
 use crate::agent::AgentState;
 use crate::private;
 use crate::source::manifest::content_hash;
@@ -96,24 +96,25 @@ pub fn mount_bpffs(agent: &LabAgent) -> Result<(), LabError> {
     })
 }
 
-/// Starts the agent for `state` (its bpffs mounted) and returns its PID.
-pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabError> {
+/// Starts node `node`'s agent `agent` of `state` (its bpffs mounted) and
+/// returns its PID.
+pub fn start(state: &LabState, node: usize, agent: &LabAgent, exe: &Path) -> Result<u32, LabError> {
     let log = private::open_append(&agent.log).map_err(LabError::io(&agent.log))?;
     let mut cmd = Command::new(exe);
     cmd.arg("agent")
         .args(agent.source.agent_args(state.watched()))
         .arg("--bpffs")
         .arg(&agent.pin_dir)
-        .args(["--netns", &state.node])
+        .args(["--netns", &state.nodes[node].netns])
         .args(["--xdp", if agent.xdp { "on" } else { "off" }])
         .args([
             "--host-routing",
             if agent.host_routing { "on" } else { "off" },
         ])
         .arg("--api-socket")
-        .arg(super::state::api_socket(&state.name))
+        .arg(&agent.api_socket)
         .arg("--flow-log")
-        .arg(super::state::flow_log(&state.name))
+        .arg(&agent.flow_log)
         .args(["--mode", agent.mode.as_str()])
         .args(&agent.flow_args);
     if !state.pod_cidrs.is_empty() {
@@ -122,9 +123,13 @@ pub fn start(state: &LabState, agent: &LabAgent, exe: &Path) -> Result<u32, LabE
     if state.assign_pod_ips {
         cmd.arg("--assign-pod-ips");
     }
-    // Every pod of the lab is on this node, whatever `spec.nodeName` the
-    // API gives it: no node name from the environment narrows them.
+    // No node name from the environment narrows the pods: a one-node lab
+    // has every pod on its node, whatever `spec.nodeName` says; the nodes
+    // of a larger one get theirs (see `LabAgent::node_name`).
     cmd.env_remove("NODE_NAME");
+    if let Some(name) = &agent.node_name {
+        cmd.args(["--node-name", name]);
+    }
     if std::env::var_os("BULKHEAD_LOG").is_none() {
         cmd.env("BULKHEAD_LOG", "info");
     }
@@ -260,17 +265,40 @@ pub fn ensure_running(agent: &LabAgent) -> Result<(), LabError> {
     })
 }
 
-/// Waits until the agent enforces its source's current content (the
-/// watched manifests, or everything the Kubernetes API had when asked:
-/// [`super::cluster::wait`]); the agent's state on success. Fails at once
-/// when the agent rejects the content or is not running, else after
-/// `timeout`.
-pub fn wait(state: &LabState, timeout: Duration) -> Result<AgentState, LabError> {
-    let agent = state.agent.as_ref().ok_or_else(|| LabError::NoAgent {
-        name: state.name.clone(),
-    })?;
+/// Waits until every node's agent enforces its source's current content
+/// (see [`wait_node`]); each one's state (node index, state), in node
+/// order.
+pub fn wait(state: &LabState, timeout: Duration) -> Result<Vec<(usize, AgentState)>, LabError> {
+    if state.agent.is_none() {
+        return Err(LabError::NoAgent {
+            name: state.name.clone(),
+        });
+    }
+    let deadline = Instant::now() + timeout;
+    state
+        .agents()
+        .map(|(i, _, _)| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            wait_node(state, i, left).map(|s| (i, s))
+        })
+        .collect()
+}
+
+/// Waits until node `node`'s agent enforces its source's current content
+/// (the watched manifests, or everything the Kubernetes API had when
+/// asked: [`super::cluster::wait`]); the agent's state on success. Fails
+/// at once when the agent rejects the content or is not running, else
+/// after `timeout`.
+pub fn wait_node(state: &LabState, node: usize, timeout: Duration) -> Result<AgentState, LabError> {
+    let netns = &state.nodes[node].netns;
+    let agent = state.nodes[node]
+        .agent
+        .as_ref()
+        .ok_or_else(|| LabError::NoAgent {
+            name: state.name.clone(),
+        })?;
     if let AgentSource::Kubernetes { kubeconfig } = &agent.source {
-        return super::cluster::wait(&state.node, agent, kubeconfig, timeout).map(|(s, _)| s);
+        return super::cluster::wait(netns, agent, kubeconfig, timeout).map(|(s, _)| s);
     }
     let watched = state.watched().to_owned();
     let deadline = Instant::now() + timeout;
@@ -347,27 +375,54 @@ pub struct Teardown {
     pub unmounted: usize,
 }
 
-/// Stops lab `name`'s agent (SIGTERM, then SIGKILL after a while), runs
-/// the agent's cleanup on the lab's pins (inside the node namespace, where
-/// its devices are), and unmounts every mount under the lab's directory.
-/// Works from `state` if there is one, else from the fixed paths; errors of
-/// the cleanup are logged, not returned, so teardown goes on.
+/// Stops lab `name`'s agents (SIGTERM, then SIGKILL after a while), runs
+/// the agent's cleanup on each node's pins (inside that node's namespace,
+/// where its devices are), and unmounts every mount under the lab's
+/// directory. Works from `state` if there is one, else from what is on
+/// disk (each node's pin directory, [`pin_dirs_on_disk`]) and the agents'
+/// command lines; errors of the cleanup are logged, not returned, so
+/// teardown goes on.
 pub fn teardown(
     name: &str,
     state: Option<&LabState>,
     progress: &dyn Fn(&str),
 ) -> Result<Teardown, LabError> {
     let mut report = Teardown::default();
-    let pins = state
-        .and_then(|s| s.agent.as_ref())
-        .map_or_else(|| pin_dir(name), |a| a.pin_dir.clone());
-    report.stopped = stop(
-        &pins,
-        state.and_then(|s| s.agent.as_ref()).and_then(|a| a.pid),
-        progress,
-    );
-    report.pins = cleanup_pins(name, &pins);
+    // (pins, node namespace, recorded PID)
+    let mut agents: Vec<(PathBuf, String, Option<u32>)> = state
+        .map(|s| {
+            s.agents()
+                .map(|(_, n, a)| (a.pin_dir.clone(), n.netns.clone(), a.pid))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (pins, netns) in pin_dirs_on_disk(name) {
+        if !agents.iter().any(|(p, _, _)| *p == pins) {
+            agents.push((pins, netns, None));
+        }
+    }
     let lab = lab_dir(name);
+    // Agents on pins of the lab the state does not know (a crash while
+    // the state file was being written, a lost state file).
+    for pins in find_agent_pins_under(&lab) {
+        if !agents.iter().any(|(p, _, _)| *p == pins) {
+            let netns = pins
+                .parent()
+                .and_then(Path::parent)
+                .and_then(|d| d.file_name())
+                .and_then(|d| d.to_str())
+                .map(|d| format!("{}{d}", netns_prefix(name)))
+                .filter(|ns| node_index(name, ns).is_some())
+                .unwrap_or_else(|| node_netns(name));
+            agents.push((pins, netns, None));
+        }
+    }
+    for (pins, _, pid) in &agents {
+        report.stopped += stop(pins, *pid, progress);
+    }
+    for (pins, netns, _) in &agents {
+        report.pins += cleanup_pins(netns, pins);
+    }
     let mut mounts: Vec<PathBuf> = mount_points()
         .into_iter()
         .filter(|m| m.starts_with(&lab))
@@ -386,6 +441,33 @@ pub fn teardown(
         report.unmounted += 1;
     }
     Ok(report)
+}
+
+/// The pin directories (`--bpffs`) of every live agent process whose pins
+/// lie under `dir`.
+fn find_agent_pins_under(dir: &Path) -> Vec<PathBuf> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = procs
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != std::process::id())
+        .filter_map(|pid| {
+            let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+            if !args.contains(&b"agent".as_slice()) {
+                return None;
+            }
+            let pins = args.windows(2).find(|w| w[0] == b"--bpffs".as_slice())?[1];
+            let pins =
+                PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(pins));
+            pins.starts_with(dir).then_some(pins)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Stops every agent on `pins` (found by command line, and `recorded` if
@@ -427,10 +509,13 @@ pub fn stop(pins: &Path, recorded: Option<u32>, progress: &dyn Fn(&str)) -> usiz
 }
 
 /// The agent's cleanup (no agent runs any more): netlink filters it
-/// recorded are detached inside the node namespace, pins removed, the
-/// agent's state file removed. Returns the pins removed.
-fn cleanup_pins(name: &str, pins: &Path) -> usize {
-    let node = node_netns(name);
+/// recorded are detached inside its node namespace `node`, pins removed,
+/// the agent's state file removed. Returns the pins removed.
+fn cleanup_pins(node: &str, pins: &Path) -> usize {
+    if !pins.exists() {
+        return 0;
+    }
+    let node = node.to_owned();
     let devices = AgentState::read(pins)
         .map(|s| s.netlink_devices)
         .unwrap_or_default();

@@ -237,29 +237,46 @@ pub fn model_in_force(
     }
 }
 
-/// The lab's pods the agent has no endpoint for: the API has no pod with
-/// their addresses (or the agent has not seen it).
-pub fn missing_endpoints<'a>(state: &'a LabState, agent: &AgentState) -> Vec<&'a str> {
+/// The lab's pods their node's agent has no endpoint for (`enforced`:
+/// each node's agent's state, by node index): the API has no pod with
+/// their addresses (or the agent has not seen it, or it is scheduled on
+/// another node).
+pub fn missing_endpoints<'a>(
+    state: &'a LabState,
+    enforced: &[(usize, AgentState)],
+) -> Vec<&'a str> {
     state
         .hosts
         .iter()
-        .filter(|h| !h.external && !agent.endpoints.iter().any(|e| e.pod == h.name))
+        .filter(|h| !h.external)
+        .filter(|h| {
+            enforced
+                .iter()
+                .find(|(i, _)| *i == h.node)
+                .is_some_and(|(_, s)| !s.endpoints.iter().any(|e| e.pod == h.name))
+        })
         .map(|h| h.name.as_str())
         .collect()
 }
 
-/// A warning when the agent reads the API and some of the lab's pods are
-/// no endpoints of it (their addresses are no pod's in the API).
-pub fn endpoint_warning(state: &LabState, enforced: &AgentState) -> Option<String> {
+/// A warning when the agents read the API and some of the lab's pods are
+/// no endpoints of their node's agent (their addresses are no pod's in
+/// the API, or the API schedules them elsewhere).
+pub fn endpoint_warning(state: &LabState, enforced: &[(usize, AgentState)]) -> Option<String> {
     let agent = state.agent.as_ref()?;
     agent.source.kubeconfig()?;
     let missing = missing_endpoints(state, enforced);
     (!missing.is_empty()).then(|| {
         format!(
             "warning: no pod of the Kubernetes API has the address of lab pod(s) {} in its \
-             status, so the agent does not enforce on them (the API's pods must carry the \
+             status{}, so no agent enforces on them (the API's pods must carry the \
              lab's addresses; `bulkhead lab status --name {}` lists them)",
             missing.join(", "),
+            if state.nodes.len() > 1 {
+                " and its node's name in spec.nodeName (or none)"
+            } else {
+                ""
+            },
             state.name
         )
     })

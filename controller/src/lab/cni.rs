@@ -14,7 +14,7 @@ use std::process::Stdio;
 
 use serde_json::json;
 
-use super::state::{Host, LabState, api_socket};
+use super::state::{Host, LabState};
 use super::{LabError, net};
 
 /// How long each ADD may wait for the agent.
@@ -31,10 +31,16 @@ pub fn plugin(exe: &Path) -> Option<PathBuf> {
         .filter(|p| p.is_file())
 }
 
-/// Runs the chained plugin's ADD for every pod of `state` (not external
-/// hosts); how many were registered.
-pub fn register_pods(state: &LabState, plugin: &Path, log: &Path) -> Result<usize, LabError> {
-    let pods: Vec<&Host> = state.hosts.iter().filter(|h| !h.external).collect();
+/// Runs the chained plugin's ADD for every pod (not external host) on
+/// nodes `nodes` of `state`, each with its node's agent; how many were
+/// registered.
+pub fn register_pods(state: &LabState, nodes: &[usize], plugin: &Path) -> Result<usize, LabError> {
+    let pods: Vec<&Host> = state
+        .hosts
+        .iter()
+        .filter(|h| !h.external && nodes.contains(&h.node))
+        .filter(|h| state.nodes[h.node].agent.is_some())
+        .collect();
     for chunk in pods.chunks(PARALLEL) {
         std::thread::scope(|s| {
             let runs: Vec<_> = chunk
@@ -44,13 +50,13 @@ pub fn register_pods(state: &LabState, plugin: &Path, log: &Path) -> Result<usiz
             runs.into_iter()
                 .map(|r| {
                     r.join()
-                        .unwrap_or_else(|_| Err("the ADD thread panicked".into()))
+                        .unwrap_or_else(|_| Err(("?".into(), "the ADD thread panicked".into())))
                 })
-                .collect::<Result<Vec<()>, String>>()
+                .collect::<Result<Vec<()>, (PathBuf, String)>>()
         })
-        .map_err(|why| LabError::Agent {
+        .map_err(|(log, why)| LabError::Agent {
             why: format!("did not take the pods' CNI ADD: {why}"),
-            log: log.to_owned(),
+            log,
         })?;
     }
     Ok(pods.len())
@@ -76,17 +82,24 @@ fn prev_result(h: &Host) -> serde_json::Value {
     })
 }
 
-fn add(state: &LabState, h: &Host, plugin: &Path) -> Result<(), String> {
+/// ADD of pod `h` with its node's agent; on failure, that agent's log and why.
+fn add(state: &LabState, h: &Host, plugin: &Path) -> Result<(), (PathBuf, String)> {
+    let node = &state.nodes[h.node];
+    let agent = node
+        .agent
+        .as_ref()
+        .expect("only pods of nodes with an agent");
+    let fail = |why: String| (agent.log.clone(), why);
     let (ns, name) = h.name.split_once('/').unwrap_or(("default", &h.name));
     let conf = json!({
         "cniVersion": "1.0.0",
         "name": "bulkhead-lab",
         "type": bulkhead_cni::install::PLUGIN_TYPE,
-        "socket": api_socket(&state.name),
+        "socket": agent.api_socket,
         "timeout": TIMEOUT,
         "prevResult": prev_result(h),
     });
-    let mut cmd = net::exec_in(&state.node, plugin, &[]);
+    let mut cmd = net::exec_in(&node.netns, plugin, &[]);
     cmd.env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", format!("lab-{}", h.netns))
         .env("CNI_NETNS", format!("/run/netns/{}", h.netns))
@@ -100,22 +113,22 @@ fn add(state: &LabState, h: &Host, plugin: &Path) -> Result<(), String> {
         .stderr(Stdio::piped());
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("running {}: {e}", plugin.display()))?;
+        .map_err(|e| fail(format!("running {}: {e}", plugin.display())))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(conf.to_string().as_bytes())
-            .map_err(|e| format!("writing to {}: {e}", plugin.display()))?;
+            .map_err(|e| fail(format!("writing to {}: {e}", plugin.display())))?;
     }
     let out = child
         .wait_with_output()
-        .map_err(|e| format!("waiting for {}: {e}", plugin.display()))?;
+        .map_err(|e| fail(format!("waiting for {}: {e}", plugin.display())))?;
     if out.status.success() {
         return Ok(());
     }
-    Err(format!(
+    Err(fail(format!(
         "{}: {}{}",
         h.name,
         String::from_utf8_lossy(&out.stdout).trim(),
         String::from_utf8_lossy(&out.stderr).trim()
-    ))
+    )))
 }

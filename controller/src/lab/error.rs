@@ -80,6 +80,22 @@ pub enum LabError {
         /// What is wrong.
         why: String,
     },
+    /// `--node` names no node of the lab.
+    #[error("lab {lab:?} has no node {node:?} (its nodes: {})", nodes.join(", "))]
+    NoSuchNode {
+        /// The name given.
+        node: String,
+        /// The lab.
+        lab: String,
+        /// Its nodes' names.
+        nodes: Vec<String>,
+    },
+    /// The nodes asked for cannot be made.
+    #[error("nodes: {why}")]
+    Nodes {
+        /// What is wrong.
+        why: String,
+    },
     /// Two hosts hash to one veth name (astronomically unlikely).
     #[error("hosts {first} and {second} both get veth name {veth}")]
     VethCollision {

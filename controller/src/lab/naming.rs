@@ -39,10 +39,59 @@ pub fn netns_prefix(lab: &str) -> String {
     format!("bh-{lab}-")
 }
 
-/// The node namespace: all routing lives there.
+/// The node namespace of a one-node lab: all routing lives there.
 pub fn node_netns(lab: &str) -> String {
     format!("{}node", netns_prefix(lab))
 }
+
+/// The namespace of node `index` of a lab of `nodes` nodes: `bh-<lab>-node`
+/// for a one-node lab (as before there were several), else
+/// `bh-<lab>-n<index>`.
+pub fn node_netns_of(lab: &str, index: usize, nodes: usize) -> String {
+    if nodes <= 1 {
+        node_netns(lab)
+    } else {
+        format!("{}n{index}", netns_prefix(lab))
+    }
+}
+
+/// Whether `netns` is a node namespace of lab `lab` (`bh-<lab>-node` or
+/// `bh-<lab>-n<digits>`); its index.
+pub fn node_index(lab: &str, netns: &str) -> Option<usize> {
+    let rest = netns.strip_prefix(&netns_prefix(lab))?;
+    if rest == "node" {
+        return Some(0);
+    }
+    let digits = rest.strip_prefix('n')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The fabric namespace of a multi-node lab: a bridge joining the nodes.
+pub fn fabric_netns(lab: &str) -> String {
+    format!("{}fab", netns_prefix(lab))
+}
+
+/// The default Kubernetes name of node `index`.
+pub fn default_node_name(index: usize) -> String {
+    format!("node-{index}")
+}
+
+/// The fabric side of node `index`'s link, in the fabric namespace.
+pub fn fabric_veth(index: usize) -> String {
+    format!("n{index}")
+}
+
+/// The node side of its fabric link, in the node namespace.
+pub const NODE_FABRIC_IF: &str = "eth0";
+
+/// The bridge in the fabric namespace.
+pub const FABRIC_BRIDGE: &str = "br0";
+
+/// Most nodes a lab may have (`bh-<lab>-n<index>` must fit a name).
+pub const MAX_NODES: usize = 64;
 
 /// The namespace of the `index`th pod (in namespace/name order).
 pub fn pod_netns(lab: &str, index: usize) -> String {

@@ -8,11 +8,11 @@ use std::path::PathBuf;
 use ipnetwork::IpNetwork;
 
 use super::LabError;
-use super::naming::{external_netns, format_mac, host_veth, mac_of, node_netns, pod_netns};
-use super::state::{
-    AgentSource, Host, LabAgent, LabState, Ports, STATE_VERSION, bpffs_dir, lab_dir, pin_dir,
-    watch_copy_dir,
+use super::naming::{
+    default_node_name, external_netns, fabric_netns, format_mac, host_veth, mac_of, pod_netns,
 };
+use super::nodes::{check_fabric, check_nodes, placement, plan_nodes};
+use super::state::{AgentSource, Host, LabState, Ports, STATE_VERSION, watch_copy_dir};
 use crate::model::{Mode, Model, Protocol};
 
 /// What `lab up` was asked for, beyond the model.
@@ -45,6 +45,26 @@ pub struct LabSpec {
     pub mode: Mode,
     /// Where the agent reads pods and policy from.
     pub source: AgentSource,
+    /// How many nodes (0 counts as 1).
+    pub nodes: usize,
+    /// Their Kubernetes names (empty: `node-0`, `node-1`, ...).
+    pub node_names: Vec<String>,
+}
+
+impl LabSpec {
+    /// How many nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.max(1)
+    }
+
+    /// The nodes' Kubernetes names.
+    pub fn names(&self) -> Vec<String> {
+        if self.node_names.is_empty() {
+            (0..self.node_count()).map(default_node_name).collect()
+        } else {
+            self.node_names.clone()
+        }
+    }
 }
 
 /// The gateway of a pod CIDR: its first host address (the address plan
@@ -60,6 +80,9 @@ pub fn gateway(cidr: IpNetwork) -> IpAddr {
 /// the external hosts. Checks that every pod address has a gateway of its
 /// family and is not one, and that external hosts are outside the pod CIDRs.
 pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
+    check_nodes(spec)?;
+    let count = spec.node_count();
+    let (placed, _) = placement(model, &spec.names());
     let gateways: Vec<IpAddr> = spec.pod_cidrs.iter().map(|c| gateway(*c)).collect();
     let gw_of = |v4: bool| gateways.iter().copied().find(|g| g.is_ipv4() == v4);
     let mut hosts = Vec::new();
@@ -95,6 +118,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             ips: pod.ips.clone(),
             ports,
             server_pid: None,
+            node: placed[i],
         });
     }
     let mut union = Ports::default();
@@ -142,6 +166,9 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             ips: vec![addr],
             ports: union.clone(),
             server_pid: None,
+            // External hosts hang behind the first node; the others
+            // route to them through it.
+            node: 0,
         });
     }
     let mut veths: HashMap<&str, &str> = HashMap::new();
@@ -154,6 +181,10 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             });
         }
     }
+    if count > 1 {
+        check_fabric(spec, &hosts)?;
+    }
+    let nodes = plan_nodes(model, spec)?;
     let mut extra_ports = spec.extra_ports.clone();
     extra_ports.sort_unstable();
     extra_ports.dedup();
@@ -166,31 +197,24 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         } else {
             watch_copy_dir(&spec.name)
         },
-        agent: spec.agent.then(|| LabAgent {
-            bpffs: bpffs_dir(&spec.name),
-            pin_dir: pin_dir(&spec.name),
-            log: lab_dir(&spec.name).join("agent.log"),
-            xdp: spec.xdp,
-            host_routing: spec.host_routing,
-            flow_args: spec.flow_args.clone(),
-            mode: spec.mode,
-            source: spec.source.clone(),
-            pid: None,
-        }),
+        agent: nodes[0].agent.clone(),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),
         assign_pod_ips: spec.assign_pod_ips,
         extra_ports,
-        node: node_netns(&spec.name),
+        node: nodes[0].netns.clone(),
+        fabric: (count > 1).then(|| fabric_netns(&spec.name)),
+        nodes,
         gateways,
         hosts,
     })
 }
 
-/// The `ip -batch` lines run in the node namespace to create every veth
-/// (the peer goes straight into the host's namespace as `eth0`).
-pub fn node_link_batch(state: &LabState) -> Vec<String> {
+/// The `ip -batch` lines run in node `index`'s namespace to create the
+/// veth of every host wired to it (the peer goes straight into the host's
+/// namespace as `eth0`).
+pub fn node_link_batch(state: &LabState, index: usize) -> Vec<String> {
     let mut lines = Vec::new();
-    for h in &state.hosts {
+    for h in state.hosts.iter().filter(|h| h.node == index) {
         lines.push(format!(
             "link add {} type veth peer name eth0 address {} netns {}",
             h.veth, h.mac, h.netns
@@ -200,11 +224,12 @@ pub fn node_link_batch(state: &LabState) -> Vec<String> {
     lines
 }
 
-/// The `ip -batch` lines run in the node namespace, once the hosts' ends
-/// are up: gateway addresses on every veth and a host route per address.
-pub fn node_route_batch(state: &LabState) -> Vec<String> {
+/// The `ip -batch` lines run in node `index`'s namespace, once its hosts'
+/// ends are up: gateway addresses on every veth of the node and a host
+/// route per address.
+pub fn node_route_batch(state: &LabState, index: usize) -> Vec<String> {
     let mut lines = vec!["link set lo up".to_owned()];
-    for h in &state.hosts {
+    for h in state.hosts.iter().filter(|h| h.node == index) {
         for gw in &state.gateways {
             lines.push(addr_line(*gw, &h.veth));
         }
@@ -234,7 +259,7 @@ pub fn host_batch(state: &LabState, host: &Host) -> Vec<String> {
     lines
 }
 
-fn host_prefix(ip: IpAddr) -> String {
+pub(super) fn host_prefix(ip: IpAddr) -> String {
     match ip {
         IpAddr::V4(a) => format!("{a}/32"),
         IpAddr::V6(a) => format!("{a}/128"),

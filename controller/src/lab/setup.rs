@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
-use super::{LabError, agent, net, plan, serve};
+use super::{LabError, agent, net, nodes, plan, serve};
 use crate::agent::AgentState;
 
 /// How long servers get to report ready.
@@ -77,19 +77,29 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     let start = Instant::now();
     let namespaces = state.namespaces();
     progress(&format!(
-        "creating {} namespaces ({} hosts behind node {})",
+        "creating {} namespaces ({} hosts behind {})",
         namespaces.len(),
         state.hosts.len(),
-        state.node
+        describe_nodes(state)
     ));
     net::netns_add(&namespaces)?;
-    net::sysctl(&state.node, &NODE_SYSCTLS)?;
-    net::batch(Some(&state.node), &plan::node_link_batch(state))?;
+    for n in &state.nodes {
+        net::sysctl(&n.netns, &NODE_SYSCTLS)?;
+    }
+    if let Some(fabric) = &state.fabric {
+        net::batch(Some(fabric), &nodes::fabric_batch(state))?;
+    }
+    for (i, n) in state.nodes.iter().enumerate() {
+        net::batch(Some(&n.netns), &plan::node_link_batch(state, i))?;
+    }
     for h in &state.hosts {
         net::sysctl(&h.netns, &HOST_SYSCTLS)?;
         net::batch(Some(&h.netns), &plan::host_batch(state, h))?;
     }
-    net::batch(Some(&state.node), &plan::node_route_batch(state))?;
+    for (i, n) in state.nodes.iter().enumerate() {
+        net::batch(Some(&n.netns), &plan::node_route_batch(state, i))?;
+        net::batch(Some(&n.netns), &nodes::fabric_route_batch(state, i))?;
+    }
     progress(&format!("starting {} servers", state.hosts.len()));
     let dir = lab_dir(&state.name);
     let mut pending = Vec::new();
@@ -139,22 +149,9 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     if state.watch != state.manifests {
         agent::copy_manifests(&state.manifests, &state.watch)?;
     }
-    if let Some(a) = state.agent.clone() {
-        progress(&format!(
-            "starting the agent in {} (pins {}, reading {})",
-            state.node,
-            a.pin_dir.display(),
-            a.source.describe(&state.watch)
-        ));
-        let (pid, enforced) = launch_agent(state, &a, exe)?;
-        progress(&format!(
-            "the agent (pid {pid}) enforces revision {} on {} endpoints",
-            enforced.revision,
-            enforced.endpoints.len()
-        ));
-        if let Some(w) = super::cluster::endpoint_warning(state, &enforced) {
-            progress(&w);
-        }
+    let nodes: Vec<usize> = state.agents().map(|(i, _, _)| i).collect();
+    if !nodes.is_empty() {
+        launch_agents(state, &nodes, exe, progress)?;
     }
     progress(&format!(
         "lab {} is up: {} pods, {} external hosts, in {:.1} s",
@@ -166,72 +163,144 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     Ok(())
 }
 
-/// Starts lab `state`'s agent again after it died: on the same pins,
-/// bpffs and flags, so it adopts the pinned dataplane (which enforced the
-/// last policy all along: fail-static). Refuses while an agent runs on the
-/// lab's pins, unless `source` switches where it reads pods and policy
-/// from: then the running agent is stopped first (its pins stay in force
-/// until the new one takes over). Records the new PID and source, and
-/// returns the agent's state once it enforces its source's content (or
+/// A one-node lab: `node bh-<lab>-node`; else `3 nodes (node-0 in
+/// bh-<lab>-n0, ...)`.
+fn describe_nodes(state: &LabState) -> String {
+    match state.nodes.as_slice() {
+        [one] => format!("node {}", one.netns),
+        nodes => format!(
+            "{} nodes ({})",
+            nodes.len(),
+            nodes
+                .iter()
+                .map(|n| format!("{} in {}", n.name, n.netns))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Starts lab `state`'s agents again after they died (every node's, or
+/// those of `only`): on the same pins, bpffs and flags, so each adopts its
+/// node's pinned dataplane (which enforced the last policy all along:
+/// fail-static). An agent that runs is left alone, and refused when it is
+/// the only one asked for (or every one runs), unless `source` switches
+/// where they read pods and policy from: then the running agents are
+/// stopped first (their pins stay in force until the new ones take over).
+/// Records the new PIDs and source, and returns each restarted agent's
+/// state (node index, state) once it enforces its source's content (or
 /// fails as `lab sync` does).
 pub fn restart_agent(
     state: &mut LabState,
+    only: Option<usize>,
     source: Option<AgentSource>,
     exe: &Path,
     progress: &dyn Fn(&str),
-) -> Result<AgentState, LabError> {
-    let mut a = state.agent.clone().ok_or_else(|| LabError::NoAgent {
-        name: state.name.clone(),
-    })?;
-    if let Some(pid) = agent::running(&a) {
-        if source.is_none() {
-            return Err(LabError::AgentRunning {
-                name: state.name.clone(),
-                pid,
-            });
+) -> Result<Vec<(usize, AgentState)>, LabError> {
+    if state.agent.is_none() {
+        return Err(LabError::NoAgent {
+            name: state.name.clone(),
+        });
+    }
+    let asked: Vec<usize> = match only {
+        Some(i) => vec![i],
+        None => (0..state.nodes.len()).collect(),
+    };
+    let mut restart = Vec::new();
+    let mut first_running = None;
+    for &i in &asked {
+        let Some(mut a) = state.nodes[i].agent.clone() else {
+            continue;
+        };
+        if let Some(pid) = agent::running(&a) {
+            if source.is_none() {
+                first_running.get_or_insert(pid);
+                continue;
+            }
+            agent::stop(&a.pin_dir, a.pid, progress);
         }
-        agent::stop(&a.pin_dir, a.pid, progress);
+        if let Some(source) = &source {
+            a.source = source.clone();
+            state.set_agent(i, Some(a));
+        }
+        restart.push(i);
     }
-    if let Some(source) = source {
-        a.source = source;
-        state.agent = Some(a.clone());
-        state.save()?;
-    }
-    progress(&format!(
-        "starting the agent again in {} on pins {}, reading {}",
-        state.node,
-        a.pin_dir.display(),
-        a.source.describe(state.watched())
-    ));
-    launch_agent(state, &a, exe).map(|(_, enforced)| enforced)
-}
-
-/// Starts the agent `a` of `state` (bpffs mounted first), records its PID
-/// and waits until it enforces the watched content; its PID and state.
-fn launch_agent(
-    state: &mut LabState,
-    a: &super::state::LabAgent,
-    exe: &Path,
-) -> Result<(u32, AgentState), LabError> {
-    agent::mount_bpffs(a)?;
-    let pid = agent::start(state, a, exe)?;
-    if let Some(a) = state.agent.as_mut() {
-        a.pid = Some(pid);
+    if restart.is_empty() {
+        return Err(LabError::AgentRunning {
+            name: state.name.clone(),
+            pid: first_running.unwrap_or_default(),
+        });
     }
     state.save()?;
-    let enforced = agent::wait(state, AGENT_TIMEOUT)?;
-    agent::keep_enforced(state, &enforced.source_revision)?;
-    // As a runtime's chain would: the agent learns the pods' MACs.
-    match super::cni::plugin(exe) {
-        Some(plugin) => {
-            super::cni::register_pods(state, &plugin, &a.log)?;
-        }
-        None => tracing::warn!(
-            "no bulkhead-cni beside {}: the lab's pods are not registered over CNI, so their MACs are not checked",
-            exe.display()
-        ),
+    launch_agents(state, &restart, exe, progress)
+}
+
+/// Starts the agents of nodes `nodes` of `state` (each on its bpffs,
+/// mounted first), records their PIDs and waits until each enforces the
+/// watched content; their states.
+fn launch_agents(
+    state: &mut LabState,
+    nodes: &[usize],
+    exe: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<Vec<(usize, AgentState)>, LabError> {
+    // All start before any is waited for: loading and verifying the
+    // programs takes most of the wait, and nodes do it side by side.
+    for &i in nodes {
+        let Some(mut a) = state.nodes[i].agent.clone() else {
+            continue;
+        };
+        progress(&format!(
+            "starting the agent in {} (pins {}, reading {})",
+            state.nodes[i].netns,
+            a.pin_dir.display(),
+            a.source.describe(state.watched())
+        ));
+        agent::mount_bpffs(&a)?;
+        a.pid = Some(agent::start(state, i, &a, exe)?);
+        state.set_agent(i, Some(a));
+        state.save()?;
     }
-    Ok((pid, enforced))
+    let mut enforced = Vec::new();
+    for &i in nodes {
+        let s = agent::wait_node(state, i, AGENT_TIMEOUT)?;
+        let many = state.nodes.len() > 1;
+        progress(&format!(
+            "the agent{} (pid {}) enforces revision {} on {} endpoints",
+            if many {
+                format!(" of {}", state.nodes[i].name)
+            } else {
+                String::new()
+            },
+            s.pid,
+            s.revision,
+            s.endpoints.len()
+        ));
+        enforced.push((i, s));
+    }
+    if let Some((_, s)) = enforced.first() {
+        agent::keep_enforced(state, &s.source_revision)?;
+    }
+    if let Some(w) = super::cluster::endpoint_warning(state, &enforced) {
+        progress(&w);
+    }
+    register_pods(state, nodes, exe)?;
+    Ok(enforced)
+}
+
+/// As a runtime's CNI chain would, tells the agents of `nodes` their pods
+/// (so each learns its pods' MACs and checks them).
+fn register_pods(state: &LabState, nodes: &[usize], exe: &Path) -> Result<(), LabError> {
+    match super::cni::plugin(exe) {
+        Some(plugin) => super::cni::register_pods(state, nodes, &plugin).map(drop),
+        None => {
+            tracing::warn!(
+                "no bulkhead-cni beside {}: the lab's pods are not registered over CNI, so their MACs are not checked",
+                exe.display()
+            );
+            Ok(())
+        }
+    }
 }
 
 /// What `down` removed.
@@ -267,8 +336,9 @@ fn alive(pid: u32) -> bool {
 }
 
 /// Removes every process, namespace (and with them every veth) and the
-/// state of lab `name`: first the agent (stopped, its pins cleaned up, the
-/// lab's bpffs unmounted), then the servers and namespaces.
+/// state of lab `name`: first the agents of every node (stopped, their
+/// pins cleaned up, the lab's bpffs mounts unmounted), then the servers
+/// and namespaces (hosts, nodes, fabric).
 pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError> {
     check_lab_name(name)?;
     let mut report = DownReport::default();
@@ -317,8 +387,18 @@ pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError>
     while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Hosts first (their veth ends go, taking the node ends with them), node last.
-    namespaces.sort_by_key(|n| *n == format!("{prefix}node"));
+    // Hosts first (their veth ends go, taking the node ends with them),
+    // then the nodes, the fabric last.
+    let fabric = super::naming::fabric_netns(name);
+    namespaces.sort_by_key(|n| {
+        if *n == fabric {
+            2
+        } else if super::naming::node_index(name, n).is_some() {
+            1
+        } else {
+            0
+        }
+    });
     for ns in &namespaces {
         if net::netns_exists(ns) {
             net::netns_del(ns)?;

@@ -17,8 +17,10 @@ pub const LAB_DIR_ENV: &str = "BULKHEAD_LAB_DIR";
 /// Default directory labs keep state in.
 pub const DEFAULT_LAB_DIR: &str = "/run/bulkhead/lab";
 
-/// Version of the state file format.
-pub const STATE_VERSION: u32 = 1;
+/// Version of the state file format: 2 added the nodes (`nodes`, the
+/// fabric, each host's node, each agent's socket and flow log); version 1
+/// files are read as one-node labs.
+pub const STATE_VERSION: u32 = 2;
 
 /// The directory holding every lab's state directory.
 pub fn labs_dir() -> PathBuf {
@@ -112,6 +114,28 @@ pub struct Host {
     /// PID of its `lab serve` process, once started.
     #[serde(default)]
     pub server_pid: Option<u32>,
+    /// Index of the node it is wired to (in [`LabState::nodes`]).
+    #[serde(default)]
+    pub node: usize,
+}
+
+/// A node of the lab: a namespace that routes for its pods.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabNode {
+    /// Its Kubernetes name (`spec.nodeName` of the pods placed on it).
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Its addresses on the fabric (one per family; none in a one-node lab).
+    #[serde(default)]
+    pub fabric_ips: Vec<IpAddr>,
+    /// Its share of the pod CIDRs (one per family), routed to it by the
+    /// other nodes; the whole pod CIDRs in a one-node lab.
+    #[serde(default)]
+    pub pod_cidrs: Vec<String>,
+    /// Its agent, unless the lab runs none.
+    #[serde(default)]
+    pub agent: Option<LabAgent>,
 }
 
 impl Host {
@@ -136,7 +160,9 @@ pub struct LabState {
     /// the agent was wired in: then the manifests.
     #[serde(default)]
     pub watch: PathBuf,
-    /// The lab's agent, unless started with `--no-agent`.
+    /// The first node's agent, unless started with `--no-agent` (a copy of
+    /// `nodes[0].agent`, written for readers of version 1; the agents'
+    /// settings but pins, logs and PID are the same on every node).
     #[serde(default)]
     pub agent: Option<LabAgent>,
     /// The pod CIDRs addresses were assigned from.
@@ -145,8 +171,14 @@ pub struct LabState {
     pub assign_pod_ips: bool,
     /// Ports served on every host and protocol beyond the declared ones.
     pub extra_ports: Vec<u16>,
-    /// The node namespace.
+    /// The first node's namespace (a copy of `nodes[0].netns`).
     pub node: String,
+    /// Every node (version 2; read from `node` and `agent` for version 1).
+    #[serde(default)]
+    pub nodes: Vec<LabNode>,
+    /// The fabric namespace joining the nodes (labs of several nodes).
+    #[serde(default)]
+    pub fabric: Option<String>,
     /// Gateway addresses (one per family) on every node-side veth.
     pub gateways: Vec<IpAddr>,
     /// Pods (in namespace/name order), then external hosts.
@@ -183,6 +215,16 @@ pub struct LabAgent {
     /// Its PID, once started.
     #[serde(default)]
     pub pid: Option<u32>,
+    /// Its local API socket (`bulkhead flows`). (Version 1: the lab's
+    /// [`api_socket`].)
+    #[serde(default)]
+    pub api_socket: PathBuf,
+    /// Its JSON Lines flow log. (Version 1: the lab's [`flow_log`].)
+    #[serde(default)]
+    pub flow_log: PathBuf,
+    /// Its `--node-name`, if it gets one (labs of several nodes).
+    #[serde(default)]
+    pub node_name: Option<String>,
 }
 
 /// Where the lab's agent reads pods and policy from. Either way the lab's
@@ -249,11 +291,88 @@ impl LabState {
         host.ports.with_extra(&self.extra_ports)
     }
 
-    /// Every namespace of the lab, node first.
+    /// Every namespace of the lab: nodes first, then the fabric and the
+    /// hosts.
     pub fn namespaces(&self) -> Vec<String> {
-        std::iter::once(self.node.clone())
+        self.nodes
+            .iter()
+            .map(|n| n.netns.clone())
+            .chain(self.fabric.clone())
             .chain(self.hosts.iter().map(|h| h.netns.clone()))
             .collect()
+    }
+
+    /// The node `host` is wired to.
+    pub fn node_of(&self, host: &Host) -> &LabNode {
+        &self.nodes[host.node.min(self.nodes.len() - 1)]
+    }
+
+    /// The index of the node named `name` (its Kubernetes name or its
+    /// namespace).
+    pub fn node_index(&self, name: &str) -> Result<usize, LabError> {
+        self.nodes
+            .iter()
+            .position(|n| n.name == name || n.netns == name)
+            .ok_or_else(|| LabError::NoSuchNode {
+                node: name.to_owned(),
+                lab: self.name.clone(),
+                nodes: self.nodes.iter().map(|n| n.name.clone()).collect(),
+            })
+    }
+
+    /// The indices of the nodes `only` names (every node for `None`).
+    pub fn node_indices(&self, only: Option<&str>) -> Result<Vec<usize>, LabError> {
+        match only {
+            Some(name) => Ok(vec![self.node_index(name)?]),
+            None => Ok((0..self.nodes.len()).collect()),
+        }
+    }
+
+    /// The nodes that run an agent: index, node and agent.
+    pub fn agents(&self) -> impl Iterator<Item = (usize, &LabNode, &LabAgent)> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| Some((i, n, n.agent.as_ref()?)))
+    }
+
+    /// Records node `index`'s agent (and mirrors the first node's into
+    /// `agent`, `node`).
+    pub fn set_agent(&mut self, index: usize, agent: Option<LabAgent>) {
+        self.nodes[index].agent = agent;
+        self.mirror();
+    }
+
+    /// `node` and `agent` as copies of the first node's.
+    fn mirror(&mut self) {
+        if let Some(first) = self.nodes.first() {
+            self.node = first.netns.clone();
+            self.agent = first.agent.clone();
+        }
+    }
+
+    /// A version 1 state as a one-node lab of version 2.
+    fn upgrade(&mut self) {
+        if self.nodes.is_empty() {
+            self.nodes.push(LabNode {
+                name: super::naming::default_node_name(0),
+                netns: self.node.clone(),
+                fabric_ips: Vec::new(),
+                pod_cidrs: self.pod_cidrs.clone(),
+                agent: self.agent.clone(),
+            });
+        }
+        for n in &mut self.nodes {
+            if let Some(a) = &mut n.agent {
+                if a.api_socket.as_os_str().is_empty() {
+                    a.api_socket = api_socket(&self.name);
+                }
+                if a.flow_log.as_os_str().is_empty() {
+                    a.flow_log = flow_log(&self.name);
+                }
+            }
+        }
+        self.mirror();
     }
 
     /// The state file of this lab.
@@ -272,7 +391,9 @@ impl LabState {
         let dir = path.parent().expect("state file has a directory");
         crate::private::own_dir(dir).map_err(LabError::io(dir))?;
         let tmp = path.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).map_err(|source| LabError::State {
+        let mut mirrored = self.clone();
+        mirrored.mirror();
+        let text = serde_json::to_string_pretty(&mirrored).map_err(|source| LabError::State {
             path: path.to_owned(),
             source,
         })?;
@@ -291,6 +412,40 @@ pub fn bpffs_dir(name: &str) -> PathBuf {
     lab_dir(name).join("bpf")
 }
 
+/// The directory of node `index`'s agent in a lab of `nodes` nodes: the
+/// lab's own for a one-node lab (as before there were several), else
+/// `n<index>/` in it, holding that agent's bpffs (`bpf/`, pins in
+/// `bpf/bulkhead/`), `agent.log`, `flows.jsonl` and API socket.
+pub fn node_dir(name: &str, index: usize, nodes: usize) -> PathBuf {
+    if nodes <= 1 {
+        lab_dir(name)
+    } else {
+        lab_dir(name).join(format!("n{index}"))
+    }
+}
+
+/// Every agent pin directory lab `name` may have made, found on disk
+/// (for `lab down` without a state file): `bpf/bulkhead` in the lab's
+/// directory and in each `n<index>/`, with the node namespace it belongs
+/// to.
+pub fn pin_dirs_on_disk(name: &str) -> Vec<(PathBuf, String)> {
+    let dir = lab_dir(name);
+    let mut out = vec![(pin_dir(name), super::naming::node_netns(name))];
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let file = e.file_name();
+        let Some(sub) = file.to_str() else { continue };
+        let ns = format!("{}{sub}", super::naming::netns_prefix(name));
+        if super::naming::node_index(name, &ns).is_some() && sub != "node" {
+            out.push((e.path().join("bpf").join("bulkhead"), ns));
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The local API socket of lab `name`'s agent (`bulkhead flows --lab`).
 pub fn api_socket(name: &str) -> PathBuf {
     lab_dir(name).join(crate::api::SOCKET_NAME)
@@ -299,6 +454,21 @@ pub fn api_socket(name: &str) -> PathBuf {
 /// The JSON Lines flow log of the lab's agent.
 pub fn flow_log(name: &str) -> PathBuf {
     lab_dir(name).join("flows.jsonl")
+}
+
+/// The flow logs of every node's agent of lab `name` (that of a one-node
+/// lab, or of one whose state is gone, is [`flow_log`]).
+pub fn flow_logs(name: &str) -> Result<Vec<PathBuf>, LabError> {
+    let logs: Vec<PathBuf> = LabState::load(name)?
+        .iter()
+        .flat_map(|s| s.nodes.iter())
+        .filter_map(|n| n.agent.as_ref().map(|a| a.flow_log.clone()))
+        .collect();
+    Ok(if logs.is_empty() {
+        vec![flow_log(name)]
+    } else {
+        logs
+    })
 }
 
 /// The pin directory of lab `name`'s agent: a directory on its bpffs (not
@@ -324,12 +494,12 @@ pub fn load_from(path: &Path) -> Result<Option<LabState>, LabError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(LabError::io(path)(e)),
     };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|source| LabError::State {
-            path: path.to_owned(),
-            source,
-        })
+    let mut state: LabState = serde_json::from_str(&text).map_err(|source| LabError::State {
+        path: path.to_owned(),
+        source,
+    })?;
+    state.upgrade();
+    Ok(Some(state))
 }
 
 /// Removes lab `name`'s state directory, then the labs directory and its

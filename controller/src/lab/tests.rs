@@ -78,6 +78,8 @@ fn spec(externals: &[&str]) -> LabSpec {
         flow_args: Vec::new(),
         mode: crate::model::Mode::Enforce,
         source: Default::default(),
+        nodes: 1,
+        node_names: Vec::new(),
     }
 }
 
@@ -198,7 +200,7 @@ fn the_plan_names_addresses_and_routes_every_host() {
         ]
     );
 
-    let links = node_link_batch(&s);
+    let links = node_link_batch(&s, 0);
     assert_eq!(
         links[0],
         format!(
@@ -206,7 +208,7 @@ fn the_plan_names_addresses_and_routes_every_host() {
             s.hosts[0].veth, s.hosts[0].mac
         )
     );
-    let routes = node_route_batch(&s);
+    let routes = node_route_batch(&s, 0);
     let v = &s.hosts[0].veth;
     for want in [
         format!("addr add 10.244.0.1/32 dev {v}"),
@@ -646,4 +648,193 @@ fn copied_manifests_are_owner_only_and_the_copy_is_bounded() {
     big.set_len(1 << 30).unwrap();
     let err = copy_manifests(src.path(), &dst.path().join("again")).unwrap_err();
     assert!(err.to_string().contains("big.yaml"), "{err}");
+}
+
+fn spec_nodes(externals: &[&str], nodes: usize) -> LabSpec {
+    LabSpec {
+        nodes,
+        ..spec(externals)
+    }
+}
+
+#[test]
+fn pod_cidrs_split_into_equal_power_of_two_shares() {
+    use super::nodes::node_cidr;
+    let v4: IpNetwork = "10.244.0.0/16".parse().unwrap();
+    let v6: IpNetwork = "fd00:10:244::/64".parse().unwrap();
+    assert_eq!(node_cidr(v4, 0, 1), Some(v4));
+    let shares: Vec<String> = (0..3)
+        .map(|i| node_cidr(v4, i, 3).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        shares,
+        ["10.244.0.0/18", "10.244.64.0/18", "10.244.128.0/18"]
+    );
+    assert_eq!(
+        node_cidr(v6, 2, 3).unwrap().to_string(),
+        "fd00:10:244:0:8000::/66"
+    );
+    assert_eq!(
+        node_cidr("10.0.0.0/30".parse().unwrap(), 1, 2),
+        None,
+        "too small to share"
+    );
+}
+
+#[test]
+fn pods_go_to_their_named_node_or_round_robin() {
+    use super::nodes::placement;
+    let mut m = model();
+    m.pods[1].node = Some("node-2".into());
+    m.pods[2].node = Some("elsewhere".into());
+    let names: Vec<String> = (0..3).map(default_node_name).collect();
+    let (nodes, warnings) = placement(&m, &names);
+    // x/a: first in turn; x/b: named; y/a: names no lab node, next in turn.
+    assert_eq!(nodes, [0, 2, 1]);
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("y/a") && warnings[0].contains("elsewhere"));
+}
+
+#[test]
+fn a_three_node_plan_routes_host_gw_style() {
+    use super::nodes::{fabric_batch, fabric_route_batch};
+    let s = plan(&model(), &spec_nodes(&["192.0.2.10"], 3)).unwrap();
+    assert_eq!(s.version, super::state::STATE_VERSION);
+    let netns: Vec<&str> = s.nodes.iter().map(|n| n.netns.as_str()).collect();
+    assert_eq!(netns, ["bh-t1-n0", "bh-t1-n1", "bh-t1-n2"]);
+    assert_eq!(s.node, "bh-t1-n0");
+    assert_eq!(s.fabric.as_deref(), Some("bh-t1-fab"));
+    assert_eq!(s.nodes[1].fabric_ips, [ip("198.18.0.2"), ip("fd00:fab::2")]);
+    assert_eq!(
+        s.nodes[1].pod_cidrs,
+        ["10.244.64.0/18", "fd00:10:244:0:4000::/66"]
+    );
+    // Pods round-robin; the external host hangs behind the first node.
+    let placed: Vec<usize> = s.hosts.iter().map(|h| h.node).collect();
+    assert_eq!(placed, [0, 1, 2, 0]);
+    // Each node's agent has its own pins, socket and name.
+    let pins: Vec<_> = s.agents().map(|(_, _, a)| a.pin_dir.clone()).collect();
+    assert_eq!(pins.len(), 3);
+    assert!(pins[1].ends_with("t1/n1/bpf/bulkhead"), "{pins:?}");
+    assert_eq!(
+        s.nodes[2].agent.as_ref().unwrap().node_name.as_deref(),
+        Some("node-2")
+    );
+    assert_eq!(s.agent, s.nodes[0].agent);
+    // Only the node's own hosts get veths there.
+    assert_eq!(node_link_batch(&s, 1).len(), 2);
+    assert!(
+        fabric_batch(&s)
+            .contains(&"link add n2 type veth peer name eth0 netns bh-t1-n2".to_owned())
+    );
+    let r1 = fabric_route_batch(&s, 1);
+    for want in [
+        "addr add 198.18.0.2/24 dev eth0",
+        "addr add fd00:fab::2/64 dev eth0 nodad",
+        "route add 10.244.0.0/18 via 198.18.0.1 dev eth0",
+        "route add 10.244.128.0/18 via 198.18.0.3 dev eth0",
+        "route add fd00:10:244:0:8000::/66 via fd00:fab::3 dev eth0",
+        // y/a on node 2 has 10.244.0.4: outside node 2's share.
+        "route add 10.244.0.4/32 via 198.18.0.3 dev eth0",
+        "route add fd00:10:244::4/128 via fd00:fab::3 dev eth0",
+        // The external host, through the first node.
+        "route add 192.0.2.10/32 via 198.18.0.1 dev eth0",
+    ] {
+        assert!(r1.contains(&want.to_owned()), "{want} in {r1:?}");
+    }
+    // x/a on node 0 lies in node 0's share: no host route for it.
+    assert!(
+        !r1.iter().any(|l| l.starts_with("route add 10.244.0.2/32")),
+        "{r1:?}"
+    );
+    // Its own pod's address is routed to its veth, not via the fabric.
+    assert!(
+        !r1.iter().any(|l| l.starts_with("route add 10.244.0.3/32")),
+        "{r1:?}"
+    );
+    assert!(fabric_route_batch(&plan(&model(), &spec(&[])).unwrap(), 0).is_empty());
+    // The state file round-trips.
+    let dir = std::env::temp_dir().join(format!("bh-lab-nodes-{}", std::process::id()));
+    let path = dir.join("state.json");
+    s.save_at(&path).unwrap();
+    assert_eq!(load_from(&path).unwrap().unwrap(), s);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn node_plans_refuse_the_fabric_range_and_bad_names() {
+    let err = plan(&model(), &spec_nodes(&["198.18.0.9"], 2)).unwrap_err();
+    assert!(err.to_string().contains("fabric range"), "{err}");
+    let mut bad = spec_nodes(&[], 2);
+    bad.pod_cidrs = vec![
+        "198.18.0.0/16".parse().unwrap(),
+        "fd00:10:244::/64".parse().unwrap(),
+    ];
+    let err = plan(&model(), &bad).unwrap_err();
+    assert!(err.to_string().contains("overlaps"), "{err}");
+    let mut names = spec_nodes(&[], 2);
+    names.node_names = vec!["a".into(), "a".into()];
+    assert!(
+        plan(&model(), &names)
+            .unwrap_err()
+            .to_string()
+            .contains("twice")
+    );
+    names.node_names = vec!["a".into()];
+    assert!(plan(&model(), &names).is_err());
+    names.node_names = vec!["A_b".into(), "c".into()];
+    assert!(
+        plan(&model(), &names)
+            .unwrap_err()
+            .to_string()
+            .contains("DNS-1123")
+    );
+    // One node: the same external host is fine (no fabric).
+    assert!(plan(&model(), &spec(&["198.18.0.9"])).is_ok());
+}
+
+#[test]
+fn version_1_state_reads_as_one_node() {
+    let s = plan(&model(), &spec(&[])).unwrap();
+    let mut v = serde_json::to_value(&s).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    obj.remove("nodes");
+    obj.remove("fabric");
+    obj["version"] = 1.into();
+    for h in obj["hosts"].as_array_mut().unwrap() {
+        h.as_object_mut().unwrap().remove("node");
+    }
+    let a = obj["agent"].as_object_mut().unwrap();
+    a.remove("api_socket");
+    a.remove("flow_log");
+    a.remove("node_name");
+    let dir = std::env::temp_dir().join(format!("bh-lab-v1-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("state.json");
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+    let read = load_from(&path).unwrap().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(read.nodes.len(), 1);
+    assert_eq!(read.nodes[0].netns, "bh-t1-node");
+    let a = read.nodes[0].agent.as_ref().unwrap();
+    assert_eq!(a.api_socket, super::state::api_socket("t1"));
+    assert_eq!(a.flow_log, super::state::flow_log("t1"));
+    assert_eq!(read.hosts, s.hosts);
+}
+
+#[test]
+fn node_namespaces_are_recognised_by_name() {
+    assert_eq!(node_index("lab", "bh-lab-node"), Some(0));
+    assert_eq!(node_index("lab", "bh-lab-n12"), Some(12));
+    for not in [
+        "bh-lab-p1",
+        "bh-lab-fab",
+        "bh-lab-n",
+        "bh-lab-nx",
+        "bh-la-n1",
+    ] {
+        assert_eq!(node_index("lab", not), None, "{not}");
+    }
+    assert_eq!(node_netns_of("lab", 0, 1), "bh-lab-node");
+    assert_eq!(node_netns_of("lab", 0, 3), "bh-lab-n0");
 }

@@ -122,10 +122,12 @@ pub(super) fn route(msg: &RouteMessage) -> Option<Route> {
     }
     let mut dst = None;
     let mut oif = None;
+    let mut via = false;
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Destination(d) => dst = Some(d),
             RouteAttribute::Oif(i) => oif = Some(*i),
+            RouteAttribute::Gateway(_) | RouteAttribute::Via(_) => via = true,
             _ => {}
         }
     }
@@ -142,6 +144,7 @@ pub(super) fn route(msg: &RouteMessage) -> Option<Route> {
         dst: IpNetwork::new(addr, msg.header.destination_prefix_length).ok()?,
         oif,
         kind: msg.header.kind,
+        via,
     })
 }
 

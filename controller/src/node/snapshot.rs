@@ -50,6 +50,10 @@ pub struct Route {
     pub oif: Option<u32>,
     /// Route type (`rtm_type`).
     pub kind: RouteType,
+    /// Whether it goes through a next hop (`RTA_GATEWAY` or `RTA_VIA`):
+    /// its destinations are beyond a router on that device (another
+    /// node's pods, host-gw style), not on the link itself.
+    pub via: bool,
 }
 
 /// An address configured on a link.
@@ -85,21 +89,37 @@ impl Snapshot {
 
     /// The output device index of that route.
     fn route_oif(&self, addr: IpAddr) -> Option<u32> {
+        self.best_route(addr).map(|r| r.1)
+    }
+
+    /// The longest matching unicast route with an output device: its
+    /// prefix, device and whether it goes through a next hop.
+    fn best_route(&self, addr: IpAddr) -> Option<(u8, u32, bool)> {
         self.routes
             .iter()
             .filter(|r| r.kind == RouteType::Unicast && r.dst.contains(addr))
-            .filter_map(|r| Some((r.dst.prefix(), r.oif?)))
-            .max_by_key(|(prefix, _)| *prefix)
-            .map(|(_, oif)| oif)
+            .filter_map(|r| Some((r.dst.prefix(), r.oif?, r.via)))
+            .max_by_key(|(prefix, _, _)| *prefix)
+    }
+
+    /// The device `addr` is directly on: the longest matching route's,
+    /// unless that route goes through a next hop (then the address is
+    /// another node's, even when the device is a veth, as a kind node's
+    /// `eth0` is).
+    fn direct_oif(&self, addr: IpAddr) -> Option<u32> {
+        self.best_route(addr)
+            .filter(|(_, _, via)| !via)
+            .map(|(_, oif, _)| oif)
     }
 
     /// The local endpoints among `pods` (index, addresses): a pod is local
-    /// when every address of it routes to the same veth. A veth claimed by
+    /// when every address of it routes directly (no next hop) to the same
+    /// veth. A veth claimed by
     /// two pods goes to the first; the other is logged and skipped.
     pub fn local_endpoints(&self, pods: &[(usize, Vec<IpAddr>)]) -> Vec<LocalEndpoint> {
         let mut out: Vec<LocalEndpoint> = Vec::new();
         for (pod, addrs) in pods {
-            let mut devs = addrs.iter().map(|&a| self.route_oif(a));
+            let mut devs = addrs.iter().map(|&a| self.direct_oif(a));
             let Some(Some(ifindex)) = devs.next() else {
                 continue;
             };

@@ -28,6 +28,7 @@ fn unicast(dst: &str, oif: u32) -> Route {
         dst: dst.parse().unwrap(),
         oif: Some(oif),
         kind: RouteType::Unicast,
+        via: false,
     }
 }
 
@@ -182,6 +183,7 @@ fn route_messages_of_the_main_table_give_prefix_device_and_type() {
             dst: "0.0.0.0/0".parse().unwrap(),
             oif: None,
             kind: RouteType::BlackHole,
+            via: false,
         })
     );
 
@@ -311,4 +313,65 @@ fn the_watch_and_the_read_can_move_between_threads() {
     fn send_type<T: Send>() {}
     send_type::<NodeWatch>();
     send(&read());
+}
+
+#[test]
+fn a_route_through_a_next_hop_never_makes_a_local_endpoint() {
+    // A multi-node cluster, host-gw style: another node's pods route via
+    // its address on the fabric link, which may itself be a veth (kind).
+    let snap = Snapshot {
+        links: [
+            link_of(2, "eth0", Some(InfoKind::Veth)),
+            link_of(7, "vp1", Some(InfoKind::Veth)),
+        ]
+        .into_iter()
+        .map(|l| (l.ifindex, l))
+        .collect(),
+        routes: vec![
+            unicast("10.244.0.2/32", 7),
+            Route {
+                via: true,
+                ..unicast("10.244.64.0/18", 2)
+            },
+            Route {
+                via: true,
+                ..unicast("10.244.0.3/32", 2)
+            },
+        ],
+        addresses: Vec::new(),
+    };
+    let pods = vec![
+        (0, vec![ip("10.244.0.2")]),
+        (1, vec![ip("10.244.0.3")]),
+        (2, vec![ip("10.244.64.2")]),
+    ];
+    assert_eq!(
+        snap.local_endpoints(&pods),
+        vec![LocalEndpoint {
+            pod: 0,
+            ifindex: 7,
+            ifname: "vp1".into()
+        }]
+    );
+}
+
+#[test]
+fn a_gateway_attribute_marks_a_route_via() {
+    let mut msg = route_msg(
+        AddressFamily::Inet,
+        254,
+        vec![
+            RouteAttribute::Destination(RouteAddress::Inet("10.244.64.0".parse().unwrap())),
+            RouteAttribute::Gateway(RouteAddress::Inet("198.18.0.2".parse().unwrap())),
+            RouteAttribute::Oif(2),
+        ],
+    );
+    msg.header.destination_prefix_length = 18;
+    assert_eq!(
+        route(&msg),
+        Some(Route {
+            via: true,
+            ..unicast("10.244.64.0/18", 2)
+        })
+    );
 }

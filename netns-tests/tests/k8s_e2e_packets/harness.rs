@@ -2,7 +2,9 @@
 //! reference-evaluator harness (`controller/tests/k8s_e2e/harness.rs`),
 //! answered by real packets in one lab.
 //!
-//! - **One lab per test binary** (`k8spk`): the nine pods of the model,
+//! - **One lab per test binary** ([`LAB`], of [`NODES`] nodes, both set
+//!   by the test binary: `k8spk` on one node, `k8sp3` on three, the pods
+//!   spread round-robin): the nine pods of the model,
 //!   serving TCP, UDP and SCTP on 80 and 81 and on every other port a
 //!   scenario probes ([`EXTRA_PORTS`]), plus one external host per non-pod
 //!   address a scenario asserts ([`EXTERNALS`]). The first `load` brings it
@@ -42,8 +44,7 @@ use crate::lab_support::{bulkhead, bulkhead_bin, json_lines, privileged, tempdir
 
 pub use crate::common::*;
 
-/// The lab's name.
-const LAB: &str = "k8spk";
+use crate::{LAB, NODES};
 /// Ports that scenarios probe beyond 80 and 81, served on every host (so an
 /// allowed probe connects rather than being refused).
 const EXTRA_PORTS: &str = "53,82,85,90,91,443,7070,8080,9090";
@@ -145,6 +146,7 @@ fn bring_up() -> Result<PathBuf, String> {
     .map_err(|e| e.to_string())?;
     let manifests = dir.path().display().to_string();
     let externals = EXTERNALS.join(",");
+    let nodes = NODES.to_string();
     let start = Instant::now();
     let out = bulkhead(&[
         "lab",
@@ -157,6 +159,8 @@ fn bring_up() -> Result<PathBuf, String> {
         EXTRA_PORTS,
         "--external",
         &externals,
+        "--nodes",
+        &nodes,
     ]);
     if !out.status.success() {
         return Err(format!(
@@ -175,6 +179,17 @@ fn bring_up() -> Result<PathBuf, String> {
     // The lab's pods have the addresses the scenarios compute with.
     let model = model_of(&Setup::default().manifests(), None);
     let hosts = state["hosts"].as_array().ok_or("state has no hosts")?;
+    // The pods are spread over every node (round-robin), each node with
+    // its own agent.
+    let on = |n: u64| hosts.iter().filter(|h| h["node"] == n).count();
+    let nodes = state["nodes"].as_array().ok_or("state has no nodes")?;
+    if nodes.len() != NODES || (0..NODES as u64).any(|n| on(n) == 0) {
+        return Err(format!(
+            "{} nodes, pods per node {:?}; wanted {NODES}, each with pods",
+            nodes.len(),
+            (0..NODES as u64).map(on).collect::<Vec<_>>()
+        ));
+    }
     for pod in &model.pods {
         let host = hosts
             .iter()
@@ -374,6 +389,41 @@ impl Cluster {
                 )
             })
             .collect()
+    }
+
+    /// `lab verify` on this cluster (in force first): live TCP, UDP and
+    /// SCTP probes over both families between every pod and external host,
+    /// across the nodes, against `bulkhead connectivity`; asserts that none
+    /// disagrees.
+    pub fn verify(&self) {
+        if !self.live {
+            return;
+        }
+        let mut slot = lab();
+        self.apply(&mut slot);
+        let out = bulkhead(&[
+            "lab",
+            "verify",
+            "--name",
+            LAB,
+            "--family",
+            "both",
+            "--protocols",
+            "TCP,UDP,SCTP",
+            "--timeout-ms",
+            RETRY_TIMEOUT_MS,
+            "--max-in-flight",
+            MAX_IN_FLIGHT,
+        ]);
+        drop(slot);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains(" 0 disagreements"),
+            "lab verify ({}):\n{text}\npolicies in force:\n{}",
+            out.status,
+            self.policies
+        );
+        eprintln!("{}", text.lines().last().unwrap_or_default());
     }
 
     /// Checks the IPv4 matrix of every probe against `expected`.

@@ -24,6 +24,9 @@ pub struct StatusArgs {
     /// Output: `text`, or `json` (one object).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
+    /// Only this node (its name or namespace) and its hosts.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
 }
 
 /// One host of the report.
@@ -33,8 +36,27 @@ struct HostReport<'a> {
     external: bool,
     netns: &'a str,
     ips: &'a [std::net::IpAddr],
-    /// Whether the agent enforces on it (pods only).
+    /// Whether its node's agent enforces on it (pods only).
     endpoint: bool,
+    /// The node it is wired to.
+    node: &'a str,
+}
+
+/// One node of the report.
+#[derive(Serialize)]
+struct NodeReport<'a> {
+    name: &'a str,
+    netns: &'a str,
+    fabric_ips: &'a [std::net::IpAddr],
+    pod_cidrs: &'a [String],
+    agent_running: bool,
+    agent_pid: Option<u32>,
+    pin_dir: Option<&'a std::path::Path>,
+    api_socket: Option<&'a std::path::Path>,
+    source_revision: Option<&'a str>,
+    enforced_revision: Option<&'a str>,
+    agent_error: Option<&'a str>,
+    endpoints: usize,
 }
 
 /// The JSON report.
@@ -55,45 +77,77 @@ struct Report<'a> {
     source_revision: Option<&'a str>,
     enforced_revision: Option<&'a str>,
     agent_error: Option<&'a str>,
+    /// Every node (or the one --node names); the fields above are the
+    /// first one's.
+    nodes: Vec<NodeReport<'a>>,
     hosts: Vec<HostReport<'a>>,
 }
 
 /// Runs `lab status`.
 pub fn run(args: &StatusArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
-    let running = state.agent.as_ref().and_then(agent::running);
-    let agent_state = state
-        .agent
-        .as_ref()
-        .and_then(|a| AgentState::read(&a.pin_dir));
-    let endpoint = |name: &str| {
-        agent_state
+    let shown = state.node_indices(args.node.as_deref())?;
+    let running: Vec<Option<u32>> = state
+        .nodes
+        .iter()
+        .map(|n| n.agent.as_ref().and_then(agent::running))
+        .collect();
+    let agent_states: Vec<Option<AgentState>> = state
+        .nodes
+        .iter()
+        .map(|n| n.agent.as_ref().and_then(|a| AgentState::read(&a.pin_dir)))
+        .collect();
+    let endpoint = |node: usize, name: &str| {
+        agent_states[node]
             .as_ref()
             .is_some_and(|s| s.endpoints.iter().any(|e| e.pod == name))
     };
+    let first = shown[0];
+    let agent_state = agent_states[first].as_ref();
     let report = Report {
         name: &state.name,
-        node: &state.node,
+        node: &state.nodes[first].netns,
         source: state.agent.as_ref().map(|a| &a.source),
         watched: state.watched(),
-        agent_running: running.is_some(),
-        agent_pid: running,
-        agent_source: agent_state.as_ref().map(|s| &s.source),
-        agent_view_stale_seconds: agent_state.as_ref().and_then(stale_seconds),
-        source_revision: agent_state.as_ref().map(|s| s.source_revision.as_str()),
-        enforced_revision: agent_state
-            .as_ref()
-            .and_then(|s| s.enforced_revision.as_deref()),
-        agent_error: agent_state.as_ref().and_then(|s| s.error.as_deref()),
+        agent_running: running[first].is_some(),
+        agent_pid: running[first],
+        agent_source: agent_state.map(|s| &s.source),
+        agent_view_stale_seconds: agent_state.and_then(stale_seconds),
+        source_revision: agent_state.map(|s| s.source_revision.as_str()),
+        enforced_revision: agent_state.and_then(|s| s.enforced_revision.as_deref()),
+        agent_error: agent_state.and_then(|s| s.error.as_deref()),
+        nodes: shown
+            .iter()
+            .map(|&i| {
+                let n = &state.nodes[i];
+                let s = agent_states[i].as_ref();
+                NodeReport {
+                    name: &n.name,
+                    netns: &n.netns,
+                    fabric_ips: &n.fabric_ips,
+                    pod_cidrs: &n.pod_cidrs,
+                    agent_running: running[i].is_some(),
+                    agent_pid: running[i],
+                    pin_dir: n.agent.as_ref().map(|a| a.pin_dir.as_path()),
+                    api_socket: n.agent.as_ref().map(|a| a.api_socket.as_path()),
+                    source_revision: s.map(|s| s.source_revision.as_str()),
+                    enforced_revision: s.and_then(|s| s.enforced_revision.as_deref()),
+                    agent_error: s.and_then(|s| s.error.as_deref()),
+                    endpoints: s.map_or(0, |s| s.endpoints.len()),
+                }
+            })
+            .collect(),
         hosts: state
             .hosts
             .iter()
+            .filter(|h| shown.contains(&h.node))
             .map(|h| HostReport {
                 name: &h.name,
                 external: h.external,
                 netns: &h.netns,
                 ips: &h.ips,
-                endpoint: !h.external && endpoint(&h.name),
+                endpoint: !h.external && endpoint(h.node, &h.name),
+                node: &state.node_of(h).name,
             })
             .collect(),
     };
@@ -103,7 +157,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
             serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
             writeln!(out)?;
         }
-        Output::Text => write_text(&mut out, &state, &report, agent_state.as_ref())?,
+        Output::Text => write_text(&mut out, &state, &report, agent_state)?,
     }
     out.flush()?;
     Ok(())
@@ -116,6 +170,9 @@ fn write_text(
     agent_state: Option<&AgentState>,
 ) -> std::io::Result<()> {
     let pods = report.hosts.iter().filter(|h| !h.external).count();
+    if state.nodes.len() > 1 {
+        return write_nodes_text(out, state, report, pods);
+    }
     writeln!(
         out,
         "lab:       {} (node namespace {}): {pods} pods, {} external hosts",
@@ -157,6 +214,74 @@ fn write_text(
             out,
             "  {:<24} {:<12} {:<34} {role}",
             h.name,
+            h.netns,
+            ips.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+/// `write_text` for a lab of several nodes: a line per node and its
+/// agent, then the hosts with their nodes.
+fn write_nodes_text(
+    out: &mut impl Write,
+    state: &LabState,
+    report: &Report<'_>,
+    pods: usize,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "lab:       {}: {} nodes, {pods} pods, {} external hosts (behind {})",
+        report.name,
+        state.nodes.len(),
+        report.hosts.iter().filter(|h| h.external).count(),
+        state.nodes[0].name
+    )?;
+    if let Some(a) = &state.agent {
+        writeln!(out, "reads:     {}", a.source.describe(state.watched()))?;
+    }
+    writeln!(out, "nodes:")?;
+    for n in &report.nodes {
+        let ips: Vec<String> = n.fabric_ips.iter().map(ToString::to_string).collect();
+        let agent = match (state.agent.is_some(), n.agent_pid) {
+            (false, _) => "no agent".to_owned(),
+            (true, Some(pid)) => format!(
+                "agent pid {pid}, enforces {} on {} endpoints{}",
+                n.enforced_revision.unwrap_or("nothing yet"),
+                n.endpoints,
+                n.agent_error
+                    .map(|e| format!(" (error: {e})"))
+                    .unwrap_or_default()
+            ),
+            (true, None) => format!(
+                "agent NOT running (enforcement stays as pinned; \
+                 `bulkhead lab restart-agent --name {} --node {}` starts it again)",
+                report.name, n.name
+            ),
+        };
+        writeln!(
+            out,
+            "  {:<10} {:<12} fabric {:<28} pods {:<32} {agent}",
+            n.name,
+            n.netns,
+            ips.join(" "),
+            n.pod_cidrs.join(" ")
+        )?;
+    }
+    writeln!(out, "hosts:")?;
+    for h in &report.hosts {
+        let ips: Vec<String> = h.ips.iter().map(ToString::to_string).collect();
+        let role = match (h.external, h.endpoint) {
+            (true, _) => "external host",
+            (false, true) => "enforced",
+            (false, false) if state.agent.is_some() => "NOT an endpoint of its node's agent",
+            (false, false) => "open (no agent)",
+        };
+        writeln!(
+            out,
+            "  {:<24} {:<10} {:<12} {:<34} {role}",
+            h.name,
+            h.node,
             h.netns,
             ips.join(" ")
         )?;

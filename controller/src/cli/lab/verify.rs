@@ -33,10 +33,14 @@ fn manifests_in_force(state: &LabState) -> Result<PathBuf, CliError> {
     };
     match agent::wait(state, SYNC_TIMEOUT) {
         Ok(enforced) => {
-            agent::keep_enforced(state, &enforced.source_revision)?;
+            if let Some((_, first)) = enforced.first() {
+                agent::keep_enforced(state, &first.source_revision)?;
+            }
             Ok(state.watched().to_owned())
         }
         Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
+            // Every node enforces the same content; the first one's word
+            // names the copy (a node whose agent stopped keeps its pins).
             let kept = crate::agent::AgentState::read(&a.pin_dir)
                 .and_then(|s| s.enforced_revision)
                 .and_then(|h| agent::enforced_copy(&state.name, &h));
@@ -69,6 +73,9 @@ fn model_in_force(state: &LabState) -> Result<Model, CliError> {
     if let Some(a) = &state.agent
         && let AgentSource::Kubernetes { kubeconfig } = &a.source
     {
+        // Every node's agent enforces what the API had; then the API is
+        // read from the first node, as its agent reads it.
+        agent::wait(state, SYNC_TIMEOUT)?;
         let model = cluster::model_in_force(&state.node, a, kubeconfig, SYNC_TIMEOUT)?;
         if let Some(what) = address_mismatch(&pods(&model), &lab, false) {
             return Err(LabError::ApiAddresses { what }.into());

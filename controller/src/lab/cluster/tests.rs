@@ -193,16 +193,20 @@ fn lab_pods_without_an_endpoint_are_named_in_api_mode_only() {
         ifindex: 3,
         ifname: "bh0".into(),
     }];
-    assert_eq!(missing_endpoints(&s, &agent), ["x/b"]);
-    let w = endpoint_warning(&s, &agent).unwrap();
+    let one = |a: &crate::agent::AgentState| vec![(0, a.clone())];
+    assert_eq!(missing_endpoints(&s, &one(&agent)), ["x/b"]);
+    let w = endpoint_warning(&s, &one(&agent)).unwrap();
     assert!(w.contains("x/b") && !w.contains("x/a"), "{w}");
-    assert_eq!(endpoint_warning(&lab(AgentSource::Manifests), &agent), None);
+    assert_eq!(
+        endpoint_warning(&lab(AgentSource::Manifests), &one(&agent)),
+        None
+    );
     agent.endpoints.push(EndpointState {
         pod: "x/b".into(),
         ifindex: 4,
         ifname: "bh1".into(),
     });
-    assert_eq!(endpoint_warning(&s, &agent), None);
+    assert_eq!(endpoint_warning(&s, &one(&agent)), None);
 }
 
 #[test]

@@ -1,0 +1,285 @@
+//! The nodes of a lab and the fabric joining them (see the module docs of
+//! [`super`], "Several nodes"): pod placement, each node's share of the
+//! pod CIDRs, fabric addresses, and the `ip -batch` lines of the fabric
+//! and of each node's routes to the others. Pure, so it is unit-tested.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+
+use super::LabError;
+use super::naming::{FABRIC_BRIDGE, MAX_NODES, NODE_FABRIC_IF, fabric_veth, node_netns_of};
+use super::plan::{LabSpec, host_prefix};
+use super::state::{AgentSource, Host, LabAgent, LabNode, LabState, node_dir};
+use crate::model::Model;
+
+/// The fabric's IPv4 range (RFC 2544's benchmarking block): node `i` has
+/// its `i + 1`th address on its `eth0`.
+pub const FABRIC_V4: &str = "198.18.0.0/24";
+
+/// The fabric's IPv6 range (a unique local one).
+pub const FABRIC_V6: &str = "fd00:fab::/64";
+
+/// The fabric range of a family.
+pub fn fabric_cidr(v4: bool) -> IpNetwork {
+    (if v4 { FABRIC_V4 } else { FABRIC_V6 })
+        .parse()
+        .expect("a valid CIDR")
+}
+
+/// Node `index`'s fabric address of a family.
+pub fn fabric_ip(v4: bool, index: usize) -> IpAddr {
+    nth(fabric_cidr(v4), index as u128 + 1)
+}
+
+fn nth(cidr: IpNetwork, n: u128) -> IpAddr {
+    match cidr {
+        IpNetwork::V4(c) => IpAddr::V4((u32::from(c.network()) + n as u32).into()),
+        IpNetwork::V6(c) => IpAddr::V6((u128::from(c.network()) + n).into()),
+    }
+}
+
+/// Node `index`'s share of pod CIDR `cidr` among `nodes` nodes: the CIDR
+/// cut into the smallest power of two of equal blocks that is at least
+/// `nodes` (10.244.0.0/16 on 3 nodes: /18 blocks 10.244.0.0, .64.0 and
+/// .128.0; fd00:10:244::/64: /66 blocks), the `index`th block; the whole
+/// CIDR on one node. `None` when the CIDR is too small to cut so.
+pub fn node_cidr(cidr: IpNetwork, index: usize, nodes: usize) -> Option<IpNetwork> {
+    let bits = nodes.max(1).next_power_of_two().trailing_zeros() as u8;
+    let width: u8 = if cidr.is_ipv4() { 32 } else { 128 };
+    let prefix = cidr.prefix() + bits;
+    // Each block keeps room for a gateway and a pod at least.
+    if prefix > width - 2 {
+        return None;
+    }
+    let block = 1u128 << (width - prefix);
+    IpNetwork::new(nth(cidr, block * index as u128), prefix).ok()
+}
+
+/// The node of every pod of `model` (in order) among `names`: the node
+/// its `spec.nodeName` names, else the next in turn (round-robin over the
+/// pods without one, in the model's order); and a warning for each pod
+/// whose `spec.nodeName` names no node of the lab (it is spread too).
+pub fn placement(model: &Model, names: &[String]) -> (Vec<usize>, Vec<String>) {
+    let mut next = 0;
+    let mut warnings = Vec::new();
+    let nodes = model
+        .pods
+        .iter()
+        .map(|pod| {
+            let named = pod.node.as_deref();
+            if let Some(i) = named.and_then(|n| names.iter().position(|m| m == n)) {
+                return i;
+            }
+            let i = next % names.len().max(1);
+            next += 1;
+            if let Some(n) = named {
+                warnings.push(format!(
+                    "pod {} has spec.nodeName {n:?}, which is no node of the lab ({}); \
+                     placed on {}",
+                    pod.key(),
+                    names.join(", "),
+                    names[i]
+                ));
+            }
+            i
+        })
+        .collect();
+    (nodes, warnings)
+}
+
+/// Checks the node count and names of `spec`.
+pub(super) fn check_nodes(spec: &LabSpec) -> Result<(), LabError> {
+    let n = spec.node_count();
+    let bad = |why: String| Err(LabError::Nodes { why });
+    if n > MAX_NODES {
+        return bad(format!("at most {MAX_NODES} nodes, not {n}"));
+    }
+    if !spec.node_names.is_empty() && spec.node_names.len() != n {
+        return bad(format!(
+            "{} node names for {n} nodes",
+            spec.node_names.len()
+        ));
+    }
+    let names = spec.names();
+    let mut seen = BTreeSet::new();
+    for name in &names {
+        // A DNS-1123 subdomain, as Kubernetes names nodes.
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok {
+            return bad(format!("node name {name:?} is not a DNS-1123 name"));
+        }
+        if !seen.insert(name) {
+            return bad(format!("node name {name:?} given twice"));
+        }
+    }
+    Ok(())
+}
+
+/// Checks that the fabric's ranges hold no pod CIDR, pod or external
+/// address of the lab (several nodes only).
+pub(super) fn check_fabric(spec: &LabSpec, hosts: &[Host]) -> Result<(), LabError> {
+    for v4 in [true, false] {
+        let fabric = fabric_cidr(v4);
+        if let Some(c) = spec.pod_cidrs.iter().find(|c| {
+            c.is_ipv4() == v4 && (c.contains(fabric.network()) || fabric.contains(c.network()))
+        }) {
+            return Err(LabError::Nodes {
+                why: format!("pod CIDR {c} overlaps the nodes' fabric range {fabric}"),
+            });
+        }
+        for h in hosts {
+            if let Some(a) = h.ips.iter().find(|a| fabric.contains(**a)) {
+                return Err(LabError::Nodes {
+                    why: format!(
+                        "{} {} has address {a}, inside the nodes' fabric range {fabric}",
+                        if h.external { "external host" } else { "pod" },
+                        h.name
+                    ),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The nodes of the lab: names, namespaces, fabric addresses, pod CIDR
+/// shares and agents.
+pub(super) fn plan_nodes(model: &Model, spec: &LabSpec) -> Result<Vec<LabNode>, LabError> {
+    let count = spec.node_count();
+    let names = spec.names();
+    // Each agent gets its node's name when that narrows nothing the lab
+    // placed: always with the API (its pods' nodeName are what the API
+    // says), and with manifests unless some pod names a node the lab does
+    // not have (then routes alone tell each agent its pods, as on one node).
+    let (_, warnings) = placement(model, &names);
+    let named = count > 1 && (spec.source != AgentSource::Manifests || warnings.is_empty());
+    (0..count)
+        .map(|i| {
+            let share = spec
+                .pod_cidrs
+                .iter()
+                .map(|c| {
+                    node_cidr(*c, i, count).ok_or_else(|| LabError::Nodes {
+                        why: format!("pod CIDR {c} is too small to share among {count} nodes"),
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let dir = node_dir(&spec.name, i, count);
+            let bpffs = dir.join("bpf");
+            Ok(LabNode {
+                name: names[i].clone(),
+                netns: node_netns_of(&spec.name, i, count),
+                fabric_ips: if count > 1 {
+                    spec.pod_cidrs
+                        .iter()
+                        .map(|c| fabric_ip(c.is_ipv4(), i))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+                pod_cidrs: share.iter().map(ToString::to_string).collect(),
+                agent: spec.agent.then(|| LabAgent {
+                    pin_dir: bpffs.join("bulkhead"),
+                    bpffs,
+                    log: dir.join("agent.log"),
+                    xdp: spec.xdp,
+                    host_routing: spec.host_routing,
+                    flow_args: spec.flow_args.clone(),
+                    mode: spec.mode,
+                    source: spec.source.clone(),
+                    pid: None,
+                    api_socket: dir.join(crate::api::SOCKET_NAME),
+                    flow_log: dir.join("flows.jsonl"),
+                    node_name: named.then(|| names[i].clone()),
+                }),
+            })
+        })
+        .collect()
+}
+
+/// The `ip -batch` lines run in the fabric namespace: a bridge and one
+/// veth per node, whose node end goes straight into the node's namespace
+/// as `eth0`.
+pub fn fabric_batch(state: &LabState) -> Vec<String> {
+    let mut lines = vec![
+        "link set lo up".to_owned(),
+        format!("link add {FABRIC_BRIDGE} type bridge"),
+        format!("link set {FABRIC_BRIDGE} up"),
+    ];
+    for (i, n) in state.nodes.iter().enumerate() {
+        let veth = fabric_veth(i);
+        lines.push(format!(
+            "link add {veth} type veth peer name {NODE_FABRIC_IF} netns {}",
+            n.netns
+        ));
+        lines.push(format!("link set {veth} master {FABRIC_BRIDGE}"));
+        lines.push(format!("link set {veth} up"));
+    }
+    lines
+}
+
+/// The `ip -batch` lines run in node `index`'s namespace for the fabric
+/// (several nodes only): its fabric addresses, a route to every other
+/// node's pod CIDR share via that node's fabric address, and host routes
+/// (/32, /128) via the right node for every other node's pod whose
+/// address lies outside that node's share, and for the external hosts
+/// (behind the first node).
+pub fn fabric_route_batch(state: &LabState, index: usize) -> Vec<String> {
+    if state.nodes.len() <= 1 {
+        return Vec::new();
+    }
+    let me = &state.nodes[index];
+    let mut lines = vec![format!("link set {NODE_FABRIC_IF} up")];
+    for ip in &me.fabric_ips {
+        let net = fabric_cidr(ip.is_ipv4());
+        let nodad = if ip.is_ipv4() { "" } else { " nodad" };
+        lines.push(format!(
+            "addr add {ip}/{} dev {NODE_FABRIC_IF}{nodad}",
+            net.prefix()
+        ));
+    }
+    let via =
+        |node: &LabNode, v4: bool| node.fabric_ips.iter().copied().find(|a| a.is_ipv4() == v4);
+    for (j, other) in state.nodes.iter().enumerate() {
+        if j == index {
+            continue;
+        }
+        for cidr in other
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| c.parse::<IpNetwork>().ok())
+        {
+            if let Some(gw) = via(other, cidr.is_ipv4()) {
+                lines.push(format!("route add {cidr} via {gw} dev {NODE_FABRIC_IF}"));
+            }
+        }
+    }
+    for h in state.hosts.iter().filter(|h| h.node != index) {
+        let node = state.node_of(h);
+        let shares: Vec<IpNetwork> = node
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
+        for ip in &h.ips {
+            if !h.external && shares.iter().any(|c| c.contains(*ip)) {
+                continue;
+            }
+            if let Some(gw) = via(node, ip.is_ipv4()) {
+                lines.push(format!(
+                    "route add {} via {gw} dev {NODE_FABRIC_IF}",
+                    host_prefix(*ip)
+                ));
+            }
+        }
+    }
+    lines
+}
