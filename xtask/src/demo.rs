@@ -2,8 +2,10 @@
 //! packets: the demo shop as a lab (pods as network namespaces, the agent
 //! enforcing in the node namespace), open; least privilege applied; the
 //! denied connections; why; what the dataplane counts; verify; down. Then
-//! cluster mode ([`cluster`]): a lab whose agent reads the Kubernetes API,
-//! changed with kubectl.
+//! three nodes ([`nodes`]): learnt on every node, proposed from the merged
+//! history, enforced at both ends of cross-node connections. Then cluster
+//! mode ([`cluster`]): a lab whose agent reads the Kubernetes API, changed
+//! with kubectl.
 //!
 //! Needs root (namespaces, veths, bpffs, eBPF). The lab is always taken
 //! down at the end, also when a scene fails, and a lab left by an
@@ -18,6 +20,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{cmd, cmd::step, ebpf, setup, test::EBPF_ELF};
 
 mod cluster;
+mod nodes;
 
 /// The demo manifests, relative to the repository root.
 const WORKLOADS: &str = "policies/demo/workloads.yaml";
@@ -52,13 +55,17 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| cmd::repo_root().join("target"))
 }
 
-/// Builds the release `bulkhead` binary; returns its path.
+/// Builds the release `bulkhead` and `bulkhead-cni` binaries; returns the
+/// path of `bulkhead`.
 fn build(elf: &std::path::Path) -> Result<PathBuf> {
     cmd::run(
         cmd::clean("cargo")
             .current_dir(cmd::repo_root())
             .env(EBPF_ELF, elf)
-            .args(["build", "--quiet", "--release", "-p", "bulkhead"]),
+            // The lab registers its pods through the chained CNI plugin,
+            // found beside `bulkhead`.
+            .args(["build", "--quiet", "--release", "-p", "bulkhead"])
+            .args(["-p", "bulkhead-cni"]),
     )?;
     let bin = target_dir().join("release").join("bulkhead");
     if !bin.is_file() {
@@ -78,8 +85,8 @@ fn watched_dir() -> PathBuf {
         .join("manifests")
 }
 
-/// The scenes, then `lab down` whatever happened; then cluster mode
-/// (its own lab, taken down the same way).
+/// The scenes, then `lab down` whatever happened; then three nodes and
+/// cluster mode (each its own lab, taken down the same way).
 pub fn run_demo(bin: &std::path::Path, fake_apiserver: &std::path::Path) -> Result<()> {
     let demo = Demo { bin };
     // A lab left by an interrupted run would make `lab up` refuse.
@@ -88,6 +95,7 @@ pub fn run_demo(bin: &std::path::Path, fake_apiserver: &std::path::Path) -> Resu
     scene("Lab down: every namespace, veth, pin, mount and process goes");
     let down = demo.bulkhead(&["lab", "down", "--name", LAB]);
     scenes.and(down)?;
+    nodes::run(&demo)?;
     cluster::run(&demo, fake_apiserver)
 }
 
