@@ -77,11 +77,16 @@ fn build(elf: &std::path::Path) -> Result<PathBuf> {
 /// The directory the lab's agent watches: `lab up` copies the manifests
 /// there (`$BULKHEAD_LAB_DIR/<lab>/manifests`, default under /run/bulkhead/lab).
 fn watched_dir() -> PathBuf {
+    watched_dir_of(LAB)
+}
+
+/// The directory the agents of lab `lab` watch.
+fn watched_dir_of(lab: &str) -> PathBuf {
     std::env::var_os("BULKHEAD_LAB_DIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/run/bulkhead/lab"))
-        .join(LAB)
+        .join(lab)
         .join("manifests")
 }
 

@@ -9,8 +9,6 @@
 //! The verdicts the story tells are checked, not only shown: the scene
 //! fails when a probe disagrees. The lab is taken down whatever happens.
 
-use std::path::PathBuf;
-
 use anyhow::{Context as _, Result, ensure};
 
 use super::{Demo, WORKLOADS, scene};
@@ -78,7 +76,7 @@ fn story(demo: &Demo<'_>, proposed: &std::path::Path) -> Result<()> {
         &dir,
     ])?;
     scene("Apply the proposals on every node, then lab sync (every agent enforces them)");
-    let watched = watched_dir();
+    let watched = super::watched_dir_of(LAB);
     for entry in std::fs::read_dir(proposed).context("the proposals")? {
         let path = entry?.path();
         let name = path.file_name().context("a proposal file")?;
@@ -131,14 +129,4 @@ fn check(demo: &Demo<'_>, from: &str, to: &str, port: &str, connects: bool) -> R
         if connects { "" } else { "not " }
     );
     Ok(())
-}
-
-/// The directory the lab's agents watch.
-fn watched_dir() -> PathBuf {
-    std::env::var_os("BULKHEAD_LAB_DIR")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/run/bulkhead/lab"))
-        .join(LAB)
-        .join("manifests")
 }
