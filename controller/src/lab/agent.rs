@@ -482,7 +482,8 @@ pub fn stop(pins: &Path, recorded: Option<u32>, progress: &dyn Fn(&str)) -> usiz
         pids.push(p);
     }
     if !pids.is_empty() {
-        progress(&format!("stopping the agent (pid {pids:?})"));
+        let list: Vec<String> = pids.iter().map(u32::to_string).collect();
+        progress(&format!("stopping the agent (pid {})", list.join(", ")));
     }
     let mut stopped = 0;
     for &pid in &pids {
