@@ -42,6 +42,25 @@ struct HostReport<'a> {
     node: &'a str,
 }
 
+impl HostReport<'_> {
+    /// Its addresses, space-separated.
+    fn addresses(&self) -> String {
+        let ips: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+        ips.join(" ")
+    }
+
+    /// What it is to the lab: an external host, or a pod enforced (or
+    /// not) by `whose` agent, when the lab runs one.
+    fn role(&self, agent: bool, whose: &str) -> String {
+        match (self.external, self.endpoint) {
+            (true, _) => "external host".to_owned(),
+            (false, true) => "enforced".to_owned(),
+            (false, false) if agent => format!("NOT an endpoint of {whose}"),
+            (false, false) => "open (no agent)".to_owned(),
+        }
+    }
+}
+
 /// One node of the report.
 #[derive(Serialize)]
 struct NodeReport<'a> {
@@ -203,19 +222,13 @@ fn write_text(
     }
     writeln!(out, "hosts:")?;
     for h in &report.hosts {
-        let ips: Vec<String> = h.ips.iter().map(ToString::to_string).collect();
-        let role = match (h.external, h.endpoint) {
-            (true, _) => "external host",
-            (false, true) => "enforced",
-            (false, false) if state.agent.is_some() => "NOT an endpoint of the agent",
-            (false, false) => "open (no agent)",
-        };
         writeln!(
             out,
-            "  {:<24} {:<12} {:<34} {role}",
+            "  {:<24} {:<12} {:<34} {}",
             h.name,
             h.netns,
-            ips.join(" ")
+            h.addresses(),
+            h.role(state.agent.is_some(), "the agent")
         )?;
     }
     Ok(())
@@ -270,20 +283,14 @@ fn write_nodes_text(
     }
     writeln!(out, "hosts:")?;
     for h in &report.hosts {
-        let ips: Vec<String> = h.ips.iter().map(ToString::to_string).collect();
-        let role = match (h.external, h.endpoint) {
-            (true, _) => "external host",
-            (false, true) => "enforced",
-            (false, false) if state.agent.is_some() => "NOT an endpoint of its node's agent",
-            (false, false) => "open (no agent)",
-        };
         writeln!(
             out,
-            "  {:<24} {:<10} {:<12} {:<34} {role}",
+            "  {:<24} {:<10} {:<12} {:<34} {}",
             h.name,
             h.node,
             h.netns,
-            ips.join(" ")
+            h.addresses(),
+            h.role(state.agent.is_some(), "its node's agent")
         )?;
     }
     Ok(())
