@@ -49,16 +49,10 @@ fn story(demo: &Demo<'_>, proposed: &std::path::Path) -> Result<()> {
     ])?;
     demo.bulkhead(&["lab", "status", "--name", LAB])?;
     scene("The app's own traffic, across nodes: frontend → api → db, DNS");
-    for (from, to, port) in [
-        ("shop/frontend", "shop/api", "8080"),
-        ("shop/api", "shop/db", "5432"),
-        ("shop/frontend", "kube-system/coredns", "53"),
-        ("shop/api", "kube-system/coredns", "53"),
-    ] {
+    for (from, to, port) in APP_TRAFFIC {
         check(demo, from, to, port, true)?;
     }
-    // Both ends' records are flushed after the idle timeout.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    wait_for_both_ends(&super::watched_dir_of(LAB))?;
     scene(
         "Propose from all three nodes' flow logs, merged (each node saw only its own pods' ends)",
     );
@@ -91,6 +85,81 @@ fn story(demo: &Demo<'_>, proposed: &std::path::Path) -> Result<()> {
     check(demo, "sandbox/stray", "shop/api", "8080", false)?;
     scene("Verify: every node's kernel against the evaluator, every pod pair");
     demo.bulkhead(&["lab", "verify", "--name", LAB])
+}
+
+/// The app's own connections: (client, server, TCP port).
+const APP_TRAFFIC: [(&str, &str, &str); 4] = [
+    ("shop/frontend", "shop/api", "8080"),
+    ("shop/api", "shop/db", "5432"),
+    ("shop/frontend", "kube-system/coredns", "53"),
+    ("shop/api", "kube-system/coredns", "53"),
+];
+
+/// Waits (at most a minute) until the nodes' flow logs hold every app
+/// connection at both ends, egress at the client's node and ingress at the
+/// server's: records are written once a connection has been idle for the
+/// flow timeout, and `propose` should see them all.
+fn wait_for_both_ends(watched: &std::path::Path) -> Result<()> {
+    let state_path = watched.with_file_name("state.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let missing = missing_ends(&state_path)?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "flow records still missing after a minute: {missing:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+/// The (client, server, port, direction) of the app's connections that no
+/// node's flow log has a record of yet.
+fn missing_ends(state_path: &std::path::Path) -> Result<Vec<String>> {
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(state_path)
+            .with_context(|| format!("reading {}", state_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", state_path.display()))?;
+    let mut records = Vec::new();
+    let logs = state["nodes"].as_array().into_iter().flatten();
+    for log in logs.filter_map(|n| n["agent"]["flow_log"].as_str()) {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        records.extend(text.lines().filter_map(|l| serde_json::from_str(l).ok()));
+    }
+    let mut missing = Vec::new();
+    for (from, to, port) in APP_TRAFFIC {
+        for direction in ["egress", "ingress"] {
+            let end = (from, to, port, direction);
+            if !records.iter().any(|r| is_end(r, end)) {
+                missing.push(format!("{from} → {to}:{port} {direction}"));
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Whether a flow record is of (client workload, server workload, port,
+/// direction); a pod is its workload's name, or that name and a suffix.
+fn is_end(
+    record: &serde_json::Value,
+    (from, to, port, direction): (&str, &str, &str, &str),
+) -> bool {
+    let is_pod = |a: &serde_json::Value, workload: &str| {
+        let name = format!(
+            "{}/{}",
+            a["namespace"].as_str().unwrap_or("?"),
+            a["pod"].as_str().unwrap_or("?")
+        );
+        name == workload || name.starts_with(&format!("{workload}-"))
+    };
+    record["type"] == "flow"
+        && is_pod(&record["src"], from)
+        && is_pod(&record["dst"], to)
+        && record["dst"]["port"].as_u64() == port.parse().ok()
+        && record["direction"] == direction
 }
 
 /// Probes `from` → `to` on TCP `port` (IPv4) with real packets, shows the
