@@ -9,16 +9,9 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod cni;
-pub mod compile;
 pub mod dataplane;
-pub mod eval;
 pub mod flows;
 pub mod lab;
 pub mod learn;
-pub mod model;
 pub mod node;
-pub mod private;
 pub mod promote;
-pub mod source;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;

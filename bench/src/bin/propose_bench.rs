@@ -22,10 +22,10 @@ use bulkhead::flows::record::{
     PodInfo, RecordKind, Schema, Timestamp,
 };
 use bulkhead::learn::{self, History};
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::model::{ContainerPort, Model, Origin, Pod, Protocol, Workload};
 use bulkhead_bench::machine::{self, Machine};
 use bulkhead_bench::report::{int, write_results};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{ContainerPort, Model, Origin, Pod, Protocol, Workload};
 use clap::Parser;
 use serde::Serialize;
 

@@ -29,13 +29,13 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
-use bulkhead::compile::compile;
 use bulkhead::dataplane::sync::Desired;
 use bulkhead::dataplane::{Dataplane, PinDir, TcMode};
 use bulkhead::flows::source::FlowSource as _;
 use bulkhead::node::LocalEndpoint;
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
 use bulkhead_netkit::NsHandle;
+use bulkhead_policy::compile::compile;
 
 use super::allowlist::{self, Entry, IPSET};
 use super::model::Contender;

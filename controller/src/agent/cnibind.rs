@@ -14,8 +14,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::cni::{Binding, Published, Stored};
-use crate::model::Model;
 use crate::node::{LocalEndpoint, Snapshot};
+use bulkhead_policy::model::Model;
 
 /// The registrations in force: per pod, the latest ADD (highest
 /// generation); older ones of the same pod are superseded.

@@ -16,7 +16,6 @@ use serde_json::json;
 use crate::api::{
     Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
 };
-use crate::compile::Compiled;
 use crate::dataplane::flowtap::FlowTap;
 use crate::dataplane::{Dataplane, status};
 use crate::flows::export::{Exporter, IpfixExporter, JsonlExporter};
@@ -25,7 +24,8 @@ use crate::flows::{
     Subscription,
 };
 use crate::learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
-use crate::model::Model;
+use bulkhead_policy::compile::Compiled;
+use bulkhead_policy::model::Model;
 
 use super::AgentState;
 
@@ -108,7 +108,7 @@ struct HealthState {
     flow_error: Option<String>,
     api_error: Option<String>,
     /// The policy source's state.
-    source: crate::source::SourceStatus,
+    source: bulkhead_policy::source::SourceStatus,
 }
 
 /// The running flow side of the agent.

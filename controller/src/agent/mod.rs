@@ -1,6 +1,6 @@
 //! The per-node agent: a reconciler on one tokio runtime. A policy source
 //! (the manifest directory through inotify, or the Kubernetes API through
-//! watches; see [`crate::source`]) publishes complete models; the node
+//! watches; see [`bulkhead_policy::source`]) publishes complete models; the node
 //! view says which pods are local and what the node's addresses are; the
 //! reconciler compiles, syncs the pinned dataplane (the slot protocol: a
 //! no-op when the active slot already holds the image) and attaches hooks.
@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::dataplane::{self, DataplaneError, TcMode};
-use crate::source::kubernetes::{KubeConfig, KubeError};
-use crate::source::manifest::watch::{Loader, WatchError};
+use bulkhead_policy::source::kubernetes::{KubeConfig, KubeError};
+use bulkhead_policy::source::manifest::watch::{Loader, WatchError};
 
 pub use flows::{AgentFlows, FlowsConfig};
 pub use state::{AgentState, EndpointState, state_path};

@@ -14,11 +14,11 @@ use super::cnibind;
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
 use crate::cni::{Registry, Stored};
-use crate::compile::{Compiled, compile_on_node};
 use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
-use crate::model::Model;
 use crate::node::LocalEndpoint;
-use crate::source::{Feed, kubernetes, manifest};
+use bulkhead_policy::compile::{Compiled, compile_on_node};
+use bulkhead_policy::model::Model;
+use bulkhead_policy::source::{Feed, kubernetes, manifest};
 
 /// How often the hooks are checked to still be attached when nothing else
 /// happened (drift repair: someone deleted a filter; no event says so).

@@ -5,13 +5,13 @@
 //!
 //! Path: `/run/bulkhead/agent/<pin dir, '/' as '_'>.json`, written
 //! atomically (temporary file and rename), owner-only (0600, in a 0700
-//! directory; see [`crate::private`]).
+//! directory; see [`bulkhead_policy::private`]).
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::source::SourceStatus;
+use bulkhead_policy::source::SourceStatus;
 
 /// Directory of the state files.
 pub const STATE_DIR: &str = "/run/bulkhead/agent";
@@ -38,7 +38,7 @@ pub struct AgentState {
     /// The pin directory (as given).
     pub pin_dir: PathBuf,
     /// The source's revision as last read: for a manifest directory its
-    /// content hash ([`crate::source::manifest::content_hash`]), for the
+    /// content hash ([`bulkhead_policy::source::manifest::content_hash`]), for the
     /// Kubernetes API the resourceVersion up to which every watched kind
     /// is seen. The "done" token tools wait for.
     #[serde(alias = "content_hash")]
@@ -100,11 +100,11 @@ impl AgentState {
     /// (Bulkhead's own) is made or tightened to 0700.
     pub(crate) fn write_at(&self, path: &Path) -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
-            crate::private::own_dir(dir)?;
+            bulkhead_policy::private::own_dir(dir)?;
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         let bytes = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::private::write_atomic(path, &tmp, &bytes)
+        bulkhead_policy::private::write_atomic(path, &tmp, &bytes)
     }
 
     /// Removes the state file of `pin_dir` and its CNI registrations

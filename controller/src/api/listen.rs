@@ -37,7 +37,7 @@ pub(super) fn bind_unix(path: &Path, mode: u32) -> Result<(UnixListener, BoundSo
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // New directories 0700, like the socket (an existing one, e.g.
         // /run, is not ours to change).
-        crate::private::create_dir_all(dir)
+        bulkhead_policy::private::create_dir_all(dir)
             .map_err(|source| unix_err("creating the directory of", path, source))?;
     }
     match std::fs::symlink_metadata(path) {

@@ -15,10 +15,10 @@ use crate::dataplane::{DEFAULT_PIN_DIR, TcMode};
 use crate::flows::PipelineConfig;
 use crate::flows::export::ipfix::IpfixConfig;
 use crate::flows::export::jsonl::{JsonlConfig, JsonlTarget};
-use crate::model::Mode;
-use crate::source::kubernetes::KubeConfig;
-use crate::source::manifest::Purpose;
-use crate::source::manifest::watch::Loader;
+use bulkhead_policy::model::Mode;
+use bulkhead_policy::source::kubernetes::KubeConfig;
+use bulkhead_policy::source::manifest::Purpose;
+use bulkhead_policy::source::manifest::watch::Loader;
 
 /// On or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

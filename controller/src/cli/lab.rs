@@ -19,8 +19,8 @@ use crate::lab::probe::{
 };
 use crate::lab::state::{AgentSource, LabState, Ports, state_path};
 use crate::lab::{LabError, agent, cluster, serve, setup};
-use crate::model::addressing::AddressPlan;
-use crate::model::{Mode, Protocol};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Mode, Protocol};
 
 mod status;
 #[cfg(test)]

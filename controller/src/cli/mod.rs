@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnetwork::IpNetwork;
 
-use crate::model::Model;
-use crate::model::addressing::AddressPlan;
-use crate::source::manifest::{self, ManifestErrors};
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::{self, ManifestErrors};
 
 /// Bulkhead: network micro-segmentation for containers and Kubernetes.
 #[derive(Debug, Parser)]
@@ -114,7 +114,7 @@ pub enum CliError {
     Manifests(#[from] ManifestErrors),
     /// The explain query cannot be answered.
     #[error(transparent)]
-    Explain(#[from] crate::eval::explain::ExplainError),
+    Explain(#[from] bulkhead_policy::eval::explain::ExplainError),
     /// A lab operation failed.
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),

@@ -14,7 +14,7 @@ use crate::api::DEFAULT_SOCKET;
 use crate::api::client::{self, ClientError};
 use crate::learn::store::Stored;
 use crate::learn::{self, History, Proof, Proposal, ReadError, StoreError, render};
-use crate::model::Mode;
+use bulkhead_policy::model::Mode;
 
 /// How long the agent may take to answer `/v1/history` (it reads and
 /// encodes the whole store first: seconds for a million edges).

@@ -14,7 +14,7 @@ use crate::dataplane::status::{self, MapStatus};
 use crate::dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use crate::lab::LabError;
 use crate::lab::state::LabState;
-use crate::source::SourceStatus;
+use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `bulkhead status`.
 #[derive(Debug, Args)]
@@ -228,7 +228,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
 /// Seconds since the source stopped answering, while it does not.
 pub(crate) fn stale_seconds(state: &AgentState) -> Option<u64> {
     let since = state.source.stale_since_unix_ms?;
-    Some(crate::source::now_unix_ms().saturating_sub(since) / 1000)
+    Some(bulkhead_policy::source::now_unix_ms().saturating_sub(since) / 1000)
 }
 
 /// The source line(s) of the text report.

@@ -277,10 +277,10 @@ impl Registry {
             source,
         };
         if let Some(dir) = path.parent() {
-            crate::private::own_dir(dir).map_err(err)?;
+            bulkhead_policy::private::own_dir(dir).map_err(err)?;
         }
         let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        crate::private::write_atomic(path, &tmp, &bytes).map_err(err)
+        bulkhead_policy::private::write_atomic(path, &tmp, &bytes).map_err(err)
     }
 }
 

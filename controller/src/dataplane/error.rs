@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::compile::maps::ImageTooLarge;
+use bulkhead_policy::compile::maps::ImageTooLarge;
 
 /// What went wrong in the dataplane.
 #[derive(Debug, thiserror::Error)]

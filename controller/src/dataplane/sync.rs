@@ -12,7 +12,7 @@ use bulkhead_common::{
 };
 
 use super::DataplaneError;
-use crate::compile::Compiled;
+use bulkhead_policy::compile::Compiled;
 
 /// Identities of one slot: (prefix length, key) → value.
 pub type IdentityEntries = BTreeMap<(u32, IdentityKey), IdentityValue>;

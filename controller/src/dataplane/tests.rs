@@ -8,10 +8,10 @@ use bulkhead_common::{
 
 use super::DataplaneError;
 use super::sync::{Desired, FakeMaps, SyncOutcome, Syncer};
-use crate::compile::compile;
-use crate::model::Model;
-use crate::model::addressing::AddressPlan;
-use crate::source::manifest::load_dir;
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
 
 fn model(yaml: &str) -> Model {
     let dir = tempfile::tempdir().unwrap();

@@ -20,8 +20,8 @@ use super::record::{
     FlowVerdict, IpProtocol, PodInfo, PolicyRef, Reason, RecordKind, Schema, TcpFlags,
     TcpFlagsPair, Timestamp, ip_of,
 };
-use crate::compile::Compiled;
-use crate::model::{Direction, Mode, Model, Pod};
+use bulkhead_policy::compile::Compiled;
+use bulkhead_policy::model::{Direction, Mode, Model, Pod};
 
 /// An enricher shared between the agent (which replaces it on each policy
 /// change through [`Enricher::update`]) and the pipeline (which reads it).

@@ -470,7 +470,7 @@ impl Metrics {
         let stale_since = self.source_stale_since.load(Ordering::Relaxed);
         let stale_ms = match stale_since {
             0 => 0,
-            since => crate::source::now_unix_ms().saturating_sub(since),
+            since => bulkhead_policy::source::now_unix_ms().saturating_sub(since),
         };
         self.source_stale.set(stale_ms as f64 / 1000.0);
         let mut out = String::with_capacity(8192);
@@ -504,7 +504,7 @@ mod tests {
         assert_eq!(value(&text, "bulkhead_source_connected"), 1.0);
         assert_eq!(value(&text, "bulkhead_source_view_stale_seconds"), 0.0);
         assert_eq!(value(&text, "bulkhead_source_warnings"), 2.0);
-        let five_seconds_ago = crate::source::now_unix_ms() - 5_000;
+        let five_seconds_ago = bulkhead_policy::source::now_unix_ms() - 5_000;
         m.set_source(false, Some(five_seconds_ago), 0);
         let text = m.render();
         assert_eq!(value(&text, "bulkhead_source_connected"), 0.0);

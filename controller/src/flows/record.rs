@@ -20,7 +20,7 @@ use serde::de::{self, Visitor};
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::model::Direction;
+use bulkhead_policy::model::Direction;
 
 /// The schema name and version of [`FlowRecord`]'s JSON form.
 pub const SCHEMA: &str = "bulkhead.flow/v1";

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Everything in it is the owner's only (files 0600, directories 0700; see
-//! [`crate::private`]): it holds flows, logs and state.
+//! [`bulkhead_policy::private`]): it holds flows, logs and state.
 //!
 //! The agent runs with `--netns bh-<lab>-node` (so it stays in this mount
 //! namespace and sees the bpffs) and finds the pods' host-side veths there
@@ -39,9 +39,9 @@ use super::naming::{netns_prefix, node_index, node_netns};
 use super::net;
 use super::state::{AgentSource, LabAgent, LabState, lab_dir, pin_dirs_on_disk};
 use crate::agent::AgentState;
-use crate::private;
-use crate::source::manifest::content_hash;
-use crate::source::manifest::walk::{self, Limits};
+use bulkhead_policy::private;
+use bulkhead_policy::source::manifest::content_hash;
+use bulkhead_policy::source::manifest::walk::{self, Limits};
 
 /// How long the agent gets to stop on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);

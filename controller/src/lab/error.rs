@@ -210,7 +210,7 @@ pub enum LabError {
     },
     /// The kubeconfig of the lab's agent could not be read or used.
     #[error(transparent)]
-    Kube(#[from] crate::source::kubernetes::KubeError),
+    Kube(#[from] bulkhead_policy::source::kubernetes::KubeError),
     /// The Kubernetes API of the lab's agent did not answer.
     #[error(
         "the Kubernetes API of {} did not {what} within {timeout:?}{}",
@@ -264,7 +264,7 @@ pub enum LabError {
     Runtime(#[source] std::io::Error),
     /// Walking or reading the manifests went over a limit or failed.
     #[error(transparent)]
-    Manifests(#[from] crate::source::manifest::WalkError),
+    Manifests(#[from] bulkhead_policy::source::manifest::WalkError),
     /// Mounting or unmounting the lab's bpffs.
     #[error("{what} {}: {source}", path.display())]
     Mount {

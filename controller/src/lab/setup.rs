@@ -115,7 +115,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         ];
         args.extend(state.served(h).serve_args());
         let log = dir.join(format!("{}.log", h.netns));
-        let log_file = crate::private::create(&log).map_err(LabError::io(&log))?;
+        let log_file = bulkhead_policy::private::create(&log).map_err(LabError::io(&log))?;
         let mut cmd = net::exec_in(&h.netns, exe, &args);
         // Its own process group: a terminal's ^C to `lab up` must not reach it later.
         cmd.process_group(0);

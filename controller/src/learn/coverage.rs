@@ -3,7 +3,7 @@
 //! is compiled by the real compiler, and then:
 //!
 //! - every observed edge is replayed through the reference evaluator
-//!   (`crate::eval`) between the pods of its workloads (every pod of one
+//!   (`bulkhead_policy::eval`) between the pods of its workloads (every pod of one
 //!   end against one pod of the other, both ways): all must be allowed;
 //! - *beyond observed*: what each proposed policy's rules allow, read from
 //!   the compiled rule tables, that no edge used (other workloads matched
@@ -22,9 +22,9 @@ use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
 use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
 use super::yaml;
-use crate::compile::{IdentityId, IdentityKind, compile};
 use crate::flows::record::Timestamp;
-use crate::model::{Direction, Mode, Model, Origin, Policy, Protocol};
+use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
+use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol};
 
 /// An observed edge the proposal does not allow (a bug if ever non-empty).
 #[derive(Clone, Debug, Serialize)]

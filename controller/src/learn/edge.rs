@@ -30,7 +30,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::flows::record::{FlowDirection, FlowRecord, PodInfo, RecordKind, Timestamp};
-use crate::model::{Labels, Protocol};
+use bulkhead_policy::model::{Labels, Protocol};
 
 /// A workload: namespace and `Kind/name` (a bare pod is `Pod/<name>`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

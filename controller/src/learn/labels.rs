@@ -2,7 +2,7 @@
 //! says so, without the ones controllers generate per revision, per pod or
 //! per run. Proposals select pods by these only.
 
-use crate::model::Labels;
+use bulkhead_policy::model::Labels;
 
 /// Label keys Kubernetes controllers generate; never used in a selector.
 ///

@@ -30,7 +30,7 @@ use serde::Serialize;
 use super::edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};
 use super::labels;
 use crate::flows::record::Timestamp;
-use crate::model::{
+use bulkhead_policy::model::{
     Direction, IpBlock, Labels, Model, NAMESPACE_NAME_LABEL, NamespaceScope, Origin, Peer, Policy,
     PortMatch, PortSpec, Protocol, Requirement, Rule, Selector,
 };

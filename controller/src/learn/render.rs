@@ -4,7 +4,7 @@
 use super::propose::{Proposal, ProposedPolicy, ProposedRule};
 use super::yaml::{self, Place};
 use crate::flows::record::Timestamp;
-use crate::model::{Mode, Policy};
+use bulkhead_policy::model::{Mode, Policy};
 
 fn when(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
     match (first, last) {
@@ -17,7 +17,7 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-fn ports_text(ports: &[(crate::model::Protocol, u16)]) -> String {
+fn ports_text(ports: &[(bulkhead_policy::model::Protocol, u16)]) -> String {
     ports
         .iter()
         .map(|(p, n)| format!("{p}/{n}"))

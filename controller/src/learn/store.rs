@@ -149,11 +149,11 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 impl HistoryStore {
     /// Opens the database at `path`, creating it if needed: owner-only
-    /// (0600; an existing file is tightened, see [`crate::private`]), as
+    /// (0600; an existing file is tightened, see [`bulkhead_policy::private`]), as
     /// it records who talks to whom.
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
         let err = db_err(path);
-        let file = crate::private::open_rw(path).map_err(|e| err(e.into()))?;
+        let file = bulkhead_policy::private::open_rw(path).map_err(|e| err(e.into()))?;
         let backend = redb::backends::FileBackend::new(file).map_err(|e| err(e.into()))?;
         let db = Database::builder()
             .create_with_backend(backend)

@@ -9,9 +9,9 @@ use crate::flows::record::tests_support::sample;
 use crate::flows::record::{
     Address, FlowDirection, FlowRecord, IpProtocol, PodInfo, RecordKind, Timestamp,
 };
-use crate::model::Model;
-use crate::model::addressing::AddressPlan;
-use crate::testing::{Rng, random_model};
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_testkit::{Rng, random_model};
 
 const T0: u64 = 1_795_887_601_000;
 
@@ -148,7 +148,7 @@ fn demo_dir() -> PathBuf {
 }
 
 fn demo_model() -> Model {
-    crate::source::manifest::load_dir(&demo_dir(), &AddressPlan::default()).unwrap()
+    bulkhead_policy::source::manifest::load_dir(&demo_dir(), &AddressPlan::default()).unwrap()
 }
 
 fn history(records: &[FlowRecord]) -> History {
@@ -199,7 +199,7 @@ fn edges_count_each_connection_once() {
 
 #[test]
 fn stable_labels_drop_generated_ones() {
-    let l: crate::model::Labels = [
+    let l: bulkhead_policy::model::Labels = [
         ("app", "x"),
         ("pod-template-hash", "1"),
         ("controller-revision-hash", "2"),
@@ -341,7 +341,8 @@ fn applying_the_proposal_and_reproposing_changes_nothing() {
         )
         .unwrap();
     }
-    let applied = crate::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
+    let applied =
+        bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
     // The loader reads back exactly the policies proposed.
     for pp in &p.policies {
         let (_, loaded) = applied
@@ -350,7 +351,7 @@ fn applying_the_proposal_and_reproposing_changes_nothing() {
             .enumerate()
             .find(|(_, x)| x.key() == pp.key())
             .unwrap();
-        let loaded = crate::model::Policy {
+        let loaded = bulkhead_policy::model::Policy {
             origin: Default::default(),
             ..loaded.clone()
         };
@@ -564,7 +565,7 @@ fn mode_annotation_is_written_only_when_asked() {
         render::proposal_yaml(&p)
     );
     assert!(!render::proposal_yaml(&p).contains("annotations"));
-    for mode in crate::model::Mode::ALL {
+    for mode in bulkhead_policy::model::Mode::ALL {
         let yaml = render::proposal_yaml_in(&p, Some(mode));
         let want = format!("  annotations:\n    bulkhead.io/mode: {mode}\nspec:\n");
         assert_eq!(yaml.matches(&want).count(), p.policies.len(), "{yaml}");
@@ -579,7 +580,7 @@ fn mode_annotation_is_written_only_when_asked() {
 fn proposal_in_a_mode_loads_back_in_that_mode() {
     let model = demo_model();
     let p = propose(&history(&demo_records()), &model);
-    for mode in crate::model::Mode::ALL {
+    for mode in bulkhead_policy::model::Mode::ALL {
         let dir = tempfile::tempdir().unwrap();
         for f in ["workloads.yaml", "netpol.yaml"] {
             std::fs::copy(demo_dir().join(f), dir.path().join(f)).unwrap();
@@ -590,7 +591,8 @@ fn proposal_in_a_mode_loads_back_in_that_mode() {
         )
         .unwrap();
         let applied =
-            crate::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
+            bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default())
+                .unwrap();
         for pp in &p.policies {
             let loaded = applied
                 .policies
@@ -600,7 +602,7 @@ fn proposal_in_a_mode_loads_back_in_that_mode() {
             assert_eq!(loaded.mode, Some(mode), "{}", pp.key());
             assert_eq!(applied.mode_of(loaded), mode);
             // Nothing but the mode differs from the proposal.
-            let bare = crate::model::Policy {
+            let bare = bulkhead_policy::model::Policy {
                 origin: Default::default(),
                 mode: None,
                 ..loaded.clone()
@@ -623,7 +625,7 @@ fn proposal_in_a_mode_loads_back_in_that_mode() {
 fn proposal_in_a_mode_is_deterministic() {
     let model = demo_model();
     let records = demo_records();
-    let mode = Some(crate::model::Mode::Audit);
+    let mode = Some(bulkhead_policy::model::Mode::Audit);
     let first = render::proposal_yaml_in(&propose(&history(&records), &model), mode);
     let mut rng = Rng(11);
     for _ in 0..5 {
@@ -651,7 +653,7 @@ fn proposal_in_a_mode_is_deterministic() {
 #[test]
 fn the_proof_enforces_the_proposal_in_every_mode() {
     let h = history(&demo_records());
-    for mode in crate::model::Mode::ALL {
+    for mode in bulkhead_policy::model::Mode::ALL {
         // The workloads alone: no policy of their own covers anything.
         let mut model = demo_model();
         model.policies.clear();
@@ -675,9 +677,10 @@ fn the_proof_enforces_the_proposal_in_every_mode() {
     for f in ["workloads.yaml", "netpol.yaml"] {
         std::fs::copy(demo_dir().join(f), dir.path().join(f)).unwrap();
     }
-    let audit = render::proposal_yaml_in(&p, Some(crate::model::Mode::Audit));
+    let audit = render::proposal_yaml_in(&p, Some(bulkhead_policy::model::Mode::Audit));
     std::fs::write(dir.path().join("proposal.yaml"), audit).unwrap();
-    let applied = crate::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
+    let applied =
+        bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
     let again = propose(&h, &applied);
     let proof = prove(&h, &applied, &again);
     assert!(proof.diff.no_change(), "{:?}", proof.diff);

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{
+use bulkhead_policy::model::{
     Direction, MODE_ANNOTATION, NamespaceScope, Peer, Policy, PortMatch, Requirement, Selector,
 };
 

@@ -10,7 +10,7 @@
 
 use super::documents::{Line, is_content};
 use super::lex::{Scalar, key, scalar};
-use crate::model::{MODE_ANNOTATION, Mode};
+use bulkhead_policy::model::{MODE_ANNOTATION, Mode};
 
 /// Why a document is not edited. Line numbers are 1-based, in the file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -31,9 +31,9 @@ use serde_json::Value;
 use self::edit::{Change, Refusal};
 use self::verify::VerifyError;
 use self::write::WriteError;
-use crate::model::addressing::AddressPlan;
-use crate::model::{MODE_ANNOTATION, Mode, Model, Origin, Policy};
-use crate::source::manifest::{self, ManifestErrors};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{MODE_ANNOTATION, Mode, Model, Origin, Policy};
+use bulkhead_policy::source::manifest::{self, ManifestErrors};
 
 /// Which policies to promote.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::*;
-use crate::model::addressing::AddressPlan;
-use crate::testing::dir_with;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_testkit::dir_with;
 
 const NS_AUDIT: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    bulkhead.io/mode: audit\n";
 

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::documents;
-use crate::model::addressing::AddressPlan;
-use crate::model::{MODE_ANNOTATION, Mode, Model, Origin};
-use crate::source::manifest::{self, ManifestErrors};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{MODE_ANNOTATION, Mode, Model, Origin};
+use bulkhead_policy::source::manifest::{self, ManifestErrors};
 
 /// Why the edits are not trusted.
 #[derive(Debug, thiserror::Error)]

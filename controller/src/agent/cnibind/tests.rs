@@ -1,9 +1,9 @@
 use rtnetlink::packet_route::link::InfoKind;
 
 use super::*;
-use crate::model::addressing::AddressPlan;
 use crate::node::Link;
-use crate::source::manifest::load_dir;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
 
 /// Pod `web` with no address yet (pending, on node `n1`), pod `db` with one.
 fn model() -> Model {

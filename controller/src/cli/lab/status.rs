@@ -13,7 +13,7 @@ use crate::cli::status::{stale_seconds, write_source};
 use crate::cli::{CliError, Output};
 use crate::lab::agent;
 use crate::lab::state::{AgentSource, LabState};
-use crate::source::SourceStatus;
+use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `lab status`.
 #[derive(Debug, Args)]

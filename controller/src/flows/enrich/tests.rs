@@ -1,12 +1,12 @@
 //! Enrichment against a small compiled model; its fixtures serve the
 //! other flow tests.
 use super::*;
-use crate::compile::compile;
-use crate::model::{
+use bulkhead_common::{CtKey, DropReason, FLOW_SIDE_INGRESS};
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::model::{
     Labels, Mode, Namespace, NamespaceScope, Origin, Peer, Policy, PortMatch, PortSpec, Protocol,
     Requirement, Rule, Selector, Workload,
 };
-use bulkhead_common::{CtKey, DropReason, FLOW_SIDE_INGRESS};
 
 fn pod(ns: &str, name: &str, app: &str, ip: &str, owner: Option<Workload>) -> Pod {
     Pod {

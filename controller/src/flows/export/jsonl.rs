@@ -179,9 +179,9 @@ impl Exporter for JsonlExporter {
     }
 }
 
-/// Opens the log for appending, owner-only (see [`crate::private`]).
+/// Opens the log for appending, owner-only (see [`bulkhead_policy::private`]).
 fn open(path: &Path) -> std::io::Result<(File, u64)> {
-    let file = crate::private::open_append(path)?;
+    let file = bulkhead_policy::private::open_append(path)?;
     let size = file.metadata()?.len();
     Ok((file, size))
 }

@@ -16,7 +16,7 @@ use crate::lab::agent::{Sync, its_word};
 use crate::lab::plan::{LabSpec, plan};
 use crate::lab::state::{AgentSource, LabAgent, LabState};
 use crate::lab::verify::address_mismatch;
-use crate::model::{Labels, Model, Origin, Pod, Workload};
+use bulkhead_policy::model::{Labels, Model, Origin, Pod, Workload};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use bulkhead::model::{Model, Protocol};
+use bulkhead_policy::model::{Model, Protocol};
 
 /// The namespaces of the model, each labelled `ns=<name>`.
 pub const NAMESPACES: [&str; 3] = ["x", "y", "z"];

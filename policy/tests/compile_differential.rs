@@ -14,12 +14,15 @@ use bulkhead_common::{
     policy_point,
 };
 
-use super::maps::{MapImage, PolicyLayout, address_key};
-use super::*;
-use crate::model::addressing::AddressPlan;
-use crate::model::{Origin, Pod, Policy, Requirement, Rule, Workload};
-use crate::testing::{Rng, probe_addresses, random_model, random_modes};
 use bulkhead_common::IdentityKey;
+use bulkhead_policy::compile::maps::{MapImage, PolicyLayout, address_key};
+use bulkhead_policy::compile::*;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{
+    Direction, Mode, Model, NamespaceScope, Origin, Peer, Pod, Policy, PortMatch, Requirement,
+    Rule, Selector, Workload,
+};
+use bulkhead_testkit::{Rng, probe_addresses, random_model, random_modes};
 
 /// The oracle: NetworkPolicy semantics read straight off the model.
 fn oracle(m: &Model, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
@@ -389,9 +392,9 @@ fn map_image_keys_are_unique() {
 /// fill exactly the gaps around their protocols' own segments.
 #[test]
 fn policy_trees_answer_like_their_flat_range_lists() {
-    use super::maps::{peer_ranges, place_policy, policy_tree};
-    use super::tables::Segment;
     use bulkhead_common::{PROTO_ANY, PROTO_TCP, PROTO_UDP};
+    use bulkhead_policy::compile::maps::{peer_ranges, place_policy, policy_tree};
+    use bulkhead_policy::compile::tables::Segment;
 
     let mut r = Rng(7);
     for (n, any) in [

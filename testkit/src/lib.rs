@@ -1,15 +1,16 @@
-//! Test support shared by the crate's unit tests and the privileged
-//! netns-tests (feature `testing`): a small seeded RNG, a random model
-//! generator that exercises every selector, ipBlock and port form, and the
-//! addresses worth probing in a compiled model.
+//! Test support for Bulkhead's integration tests, its bench and the
+//! privileged netns-tests: a small seeded RNG, a random model generator that
+//! exercises every selector, ipBlock and port form, the addresses worth
+//! probing in a compiled model, and temporary directories. Only tests and
+//! benches depend on this crate: it never ships inside the agent.
 
 use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
-use crate::compile::Compiled;
-use crate::model::addressing::AddressPlan;
-use crate::model::{
+use bulkhead_policy::compile::Compiled;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{
     ContainerPort, IpBlock, Labels, Mode, Model, Namespace, NamespaceScope, Origin, Peer, Pod,
     Policy, PortMatch, PortSpec, Protocol, Requirement, Rule, Selector, Workload,
 };
@@ -110,7 +111,7 @@ fn random_rule(r: &mut Rng, namespaces: &[String], pods: &[Pod]) -> Rule {
                 _ => Peer::Pods {
                     namespaces: NamespaceScope::Selected(if r.chance(50) {
                         Selector::new(vec![Requirement::In(
-                            crate::model::NAMESPACE_NAME_LABEL.into(),
+                            bulkhead_policy::model::NAMESPACE_NAME_LABEL.into(),
                             vec![r.pick(namespaces).clone()],
                         )])
                     } else {
@@ -244,7 +245,7 @@ pub fn probe_addresses(m: &Model, c: &Compiled) -> Vec<IpAddr> {
     v.extend(&m.node_ips);
     for b in &c.blocks {
         for n in std::iter::once(&b.cidr).chain(&b.except) {
-            let (lo, hi) = crate::compile::address::net_range(n);
+            let (lo, hi) = bulkhead_policy::compile::address::net_range(n);
             let max = if n.is_ipv4() {
                 u32::MAX as u128
             } else {
@@ -268,7 +269,6 @@ pub fn probe_addresses(m: &Model, c: &Compiled) -> Vec<IpAddr> {
 }
 
 /// A temporary directory holding `files` (relative paths; parents made).
-#[cfg(test)]
 pub fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in files {
@@ -283,7 +283,6 @@ pub fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
 /// has not returned within `limit`. For tests that something ends (a walk
 /// through link loops): the bound is generous enough for a loaded machine,
 /// a hang instead of a speed target.
-#[cfg(test)]
 pub fn ends_within<T: Send + 'static>(
     limit: std::time::Duration,
     f: impl FnOnce() -> T + Send + 'static,

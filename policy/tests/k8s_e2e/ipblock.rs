@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use bulkhead::model::Protocol;
+use bulkhead_policy::model::Protocol;
 
 use crate::harness::*;
 

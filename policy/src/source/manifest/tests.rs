@@ -12,7 +12,7 @@ use crate::model::{
     ContainerPort, IpBlock, Labels, NAMESPACE_NAME_LABEL, NamespaceScope, Peer, Policy, PortSpec,
     Protocol, Requirement, Selector,
 };
-use crate::testing::dir_with;
+use crate::testfs::dir_with;
 
 // ---------------------------------------------------------------- helpers
 

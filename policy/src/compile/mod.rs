@@ -13,9 +13,6 @@ pub mod maps;
 pub mod select;
 pub mod tables;
 
-#[cfg(test)]
-mod tests;
-
 use std::collections::{BTreeSet, HashMap};
 
 use bulkhead_common::{IDENTITY_ANY, PROTO_ANY};

@@ -9,7 +9,7 @@ use tokio::sync::watch;
 use super::*;
 use crate::model::addressing::AddressPlan;
 use crate::source::manifest::load_dir;
-use crate::testing::dir_with;
+use crate::testfs::dir_with;
 
 /// A bound that catches a missed event (not a speed target).
 const PATIENCE: Duration = Duration::from_secs(30);

@@ -2,7 +2,7 @@ use std::os::unix::fs::symlink;
 use std::time::Duration;
 
 use super::*;
-use crate::testing::{dir_with as tree, ends_within};
+use crate::testfs::{dir_with as tree, ends_within};
 
 /// A bound that catches a hang (not a speed target).
 const HANG: Duration = Duration::from_secs(30);

@@ -6,11 +6,11 @@
 
 use std::net::IpAddr;
 
-use bulkhead::compile::{Compiled, compile};
-use bulkhead::eval::connectivity::{Peer, connectivity};
-use bulkhead::model::Model;
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::source::manifest::load_dir;
+use bulkhead_policy::compile::{Compiled, compile};
+use bulkhead_policy::eval::connectivity::{Peer, connectivity};
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
 use tempfile::TempDir;
 
 pub use crate::common::*;
@@ -109,7 +109,7 @@ impl Cluster {
 
     fn check_one(
         &self,
-        connections: &[bulkhead::eval::connectivity::Connection],
+        connections: &[bulkhead_policy::eval::connectivity::Connection],
         family: Family,
         probe: Probe,
         expected: &Reachability,

@@ -1,7 +1,7 @@
 //! Ports: numbers, names (resolved on the destination pod), endPort ranges,
 //! protocol-only entries, and protocols that must not open one another.
 
-use bulkhead::model::Protocol;
+use bulkhead_policy::model::Protocol;
 
 use crate::harness::*;
 
