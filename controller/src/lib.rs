@@ -10,7 +10,6 @@ pub mod audit;
 pub mod cli;
 pub mod cni;
 pub mod dataplane;
-pub mod flows;
 pub mod lab;
 pub mod learn;
 pub mod node;

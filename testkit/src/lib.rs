@@ -8,6 +8,9 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
+pub mod flows;
+pub use flows::flow_record;
+
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{

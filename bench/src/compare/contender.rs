@@ -31,9 +31,9 @@ use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
 use bulkhead::dataplane::sync::Desired;
 use bulkhead::dataplane::{Dataplane, PinDir, TcMode};
-use bulkhead::flows::source::FlowSource as _;
 use bulkhead::node::LocalEndpoint;
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
+use bulkhead_flows::source::FlowSource as _;
 use bulkhead_netkit::NsHandle;
 use bulkhead_policy::compile::compile;
 

@@ -17,8 +17,8 @@
 
 use std::net::Ipv4Addr;
 
-use bulkhead::flows::Enricher;
 use bulkhead_common::EndpointInfo;
+use bulkhead_flows::Enricher;
 use bulkhead_netns_tests::dataplane::LO_IFINDEX;
 use bulkhead_policy::compile::maps::MapImage;
 use bulkhead_policy::compile::{Compiled, compile};

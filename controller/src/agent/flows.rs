@@ -18,12 +18,12 @@ use crate::api::{
 };
 use crate::dataplane::flowtap::FlowTap;
 use crate::dataplane::{Dataplane, status};
-use crate::flows::export::{Exporter, IpfixExporter, JsonlExporter};
-use crate::flows::{
+use crate::learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
+use bulkhead_flows::export::{Exporter, IpfixExporter, JsonlExporter};
+use bulkhead_flows::{
     Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
     Subscription,
 };
-use crate::learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::Model;
 
@@ -419,8 +419,8 @@ impl ApiBackend for Backend {
 
 /// A follow stream: the backlog, then the live subscription.
 struct Follow {
-    backlog: std::collections::VecDeque<Arc<crate::flows::FlowRecord>>,
-    seen: Vec<Arc<crate::flows::FlowRecord>>,
+    backlog: std::collections::VecDeque<Arc<bulkhead_flows::FlowRecord>>,
+    seen: Vec<Arc<bulkhead_flows::FlowRecord>>,
     sub: Subscription,
     lost_reported: u64,
 }

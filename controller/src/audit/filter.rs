@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::flows::record::{FlowRecord, Timestamp};
+use bulkhead_flows::record::{FlowRecord, Timestamp};
 
 /// Why a `--policy` or `--since` value does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::path::Path;
 
-use crate::flows::record::FlowRecord;
+use bulkhead_flows::record::FlowRecord;
 
 /// Why records could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::SCHEMA;
 use super::report::{Group, Party, PolicyReport, Readiness, Summary};
-use crate::flows::record::{AuditVerdict, FlowDirection, IpProtocol, Timestamp};
+use bulkhead_flows::record::{AuditVerdict, FlowDirection, IpProtocol, Timestamp};
 
 /// `1 flow`, `2 flows`.
 pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {

@@ -10,11 +10,11 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::Filter;
-use crate::flows::record::{
-    Address, AuditVerdict, EndReason, FlowDirection, FlowRecord, IpProtocol, RecordKind, Timestamp,
-};
 use crate::learn::WorkloadId;
 use crate::learn::edge::FastMap;
+use bulkhead_flows::record::{
+    Address, AuditVerdict, EndReason, FlowDirection, FlowRecord, IpProtocol, RecordKind, Timestamp,
+};
 
 /// One end of a group: the subject (the audited endpoint) or its peer.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

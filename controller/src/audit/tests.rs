@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::filter::parse_policy;
 use super::*;
-use crate::flows::record::{AuditVerdict, FlowRecord, Timestamp};
+use bulkhead_flows::record::{AuditVerdict, FlowRecord, Timestamp};
 
 /// A record of `web` (prod, Deployment/web) opening TCP to `api` (prod,
 /// Deployment/api) port 8080, audited by `prod/audit-web` as would-deny;

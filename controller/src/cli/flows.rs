@@ -14,8 +14,8 @@ use clap::{Args, ValueEnum};
 use super::{CliError, Output};
 use crate::api::client::{self, ClientError};
 use crate::api::{DEFAULT_SOCKET, LOST_TYPE, SOCKET_NAME};
-use crate::flows::filter::{Filter, FilterError};
-use crate::flows::record::{
+use bulkhead_flows::filter::{Filter, FilterError};
+use bulkhead_flows::record::{
     AuditVerdict, FlowDirection, FlowRecord, FlowVerdict, IpProtocol, RecordKind,
 };
 
@@ -340,7 +340,7 @@ fn short_time(rfc3339: &str) -> String {
 }
 
 /// One end: `ns/pod:port` for a pod, the address otherwise (no port for ICMP).
-fn peer(a: &crate::flows::record::Address, protocol: IpProtocol) -> String {
+fn peer(a: &bulkhead_flows::record::Address, protocol: IpProtocol) -> String {
     let host = match &a.pod {
         Some(p) => format!("{}/{}", p.namespace, p.pod),
         None if a.ip.is_ipv6() => format!("[{}]", a.ip),
@@ -443,8 +443,8 @@ pub fn render(r: &FlowRecord, color: bool) -> String {
     let dropped = (r.dropped.packets > 0).then(|| format!("{} dropped", r.dropped.packets));
     let tail = match (r.kind, r.event) {
         (RecordKind::Event, Some(e)) => Some(match e {
-            crate::flows::record::EventType::NewFlow => "new flow",
-            crate::flows::record::EventType::Drop => "drop",
+            bulkhead_flows::record::EventType::NewFlow => "new flow",
+            bulkhead_flows::record::EventType::Drop => "drop",
         }),
         (RecordKind::Event, None) => Some("event"),
         (RecordKind::Flow, _) => r.end_reason.map(|e| e.as_str()),

@@ -20,7 +20,7 @@ use nix::libc;
 use super::DataplaneError;
 use super::bpfsys::{self, Batch, RcuBarrier};
 use super::pins::PinDir;
-use crate::flows::source::{FlowSource, FlowSourceError, KernelFlowStats};
+use bulkhead_flows::source::{FlowSource, FlowSourceError, KernelFlowStats};
 
 /// Map names of the flow tables, in slot order.
 pub const FLOWS_MAPS: [&str; 2] = ["FLOWS_0", "FLOWS_1"];

@@ -22,7 +22,7 @@ use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
 use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
 use super::yaml;
-use crate::flows::record::Timestamp;
+use bulkhead_flows::record::Timestamp;
 use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
 use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol};
 
@@ -215,7 +215,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
         .iter()
         .map(|p| WorkloadId {
             namespace: p.namespace.clone(),
-            workload: crate::flows::enrich::workload(p)
+            workload: bulkhead_flows::enrich::workload(p)
                 .unwrap_or_else(|| format!("Pod/{}", p.name)),
         })
         .collect();

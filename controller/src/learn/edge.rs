@@ -29,7 +29,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flows::record::{FlowDirection, FlowRecord, PodInfo, RecordKind, Timestamp};
+use bulkhead_flows::record::{FlowDirection, FlowRecord, PodInfo, RecordKind, Timestamp};
 use bulkhead_policy::model::{Labels, Protocol};
 
 /// A workload: namespace and `Kind/name` (a bare pod is `Pod/<name>`).
@@ -238,7 +238,7 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
     if local.is_none() {
         return Err(SkipReason::UnknownEndpoint);
     }
-    let end = |addr: &crate::flows::record::Address| match &addr.pod {
+    let end = |addr: &bulkhead_flows::record::Address| match &addr.pod {
         Some(p) => End::Workload(WorkloadId::of(p)),
         None => End::External(addr.ip),
     };

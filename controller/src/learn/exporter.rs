@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use super::edge::History;
 use super::store::HistoryStore;
-use crate::flows::export::queued::Queued;
-use crate::flows::export::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
-use crate::flows::record::FlowRecord;
+use bulkhead_flows::export::queued::Queued;
+use bulkhead_flows::export::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
+use bulkhead_flows::record::FlowRecord;
 
 /// Configuration of the history exporter.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,8 +184,8 @@ impl Writer {
 mod tests {
     use super::super::store::StoreConfig;
     use super::*;
-    use crate::flows::record::Timestamp;
-    use crate::flows::record::tests_support::sample;
+    use bulkhead_flows::record::Timestamp;
+    use bulkhead_testkit::flow_record as sample;
 
     #[test]
     fn a_shared_store_reads_while_the_exporter_writes() {

@@ -29,7 +29,7 @@ use serde::Serialize;
 
 use super::edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};
 use super::labels;
-use crate::flows::record::Timestamp;
+use bulkhead_flows::record::Timestamp;
 use bulkhead_policy::model::{
     Direction, IpBlock, Labels, Model, NAMESPACE_NAME_LABEL, NamespaceScope, Origin, Peer, Policy,
     PortMatch, PortSpec, Protocol, Requirement, Rule, Selector,
@@ -230,7 +230,7 @@ impl Workloads {
         let mut pods: HashMap<WorkloadId, Vec<usize>> = HashMap::new();
         for (i, p) in model.pods.iter().enumerate() {
             let workload =
-                crate::flows::enrich::workload(p).unwrap_or_else(|| format!("Pod/{}", p.name));
+                bulkhead_flows::enrich::workload(p).unwrap_or_else(|| format!("Pod/{}", p.name));
             pods.entry(WorkloadId {
                 namespace: p.namespace.clone(),
                 workload,
@@ -445,7 +445,7 @@ fn name_policies(policies: &mut [ProposedPolicy]) {
 
 /// `src → dst PROTO/port`.
 pub fn edge_text(key: &EdgeKey) -> String {
-    let proto = crate::flows::record::IpProtocol(key.protocol);
+    let proto = bulkhead_flows::record::IpProtocol(key.protocol);
     if key.port == 0 {
         format!("{} → {} {proto}", key.src, key.dst)
     } else {

@@ -5,7 +5,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use super::edge::History;
-use crate::flows::record::FlowRecord;
+use bulkhead_flows::record::FlowRecord;
 
 /// Why a flow file could not be read.
 #[derive(Debug, thiserror::Error)]

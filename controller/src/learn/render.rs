@@ -3,7 +3,7 @@
 
 use super::propose::{Proposal, ProposedPolicy, ProposedRule};
 use super::yaml::{self, Place};
-use crate::flows::record::Timestamp;
+use bulkhead_flows::record::Timestamp;
 use bulkhead_policy::model::{Mode, Policy};
 
 fn when(first: Option<Timestamp>, last: Option<Timestamp>) -> String {

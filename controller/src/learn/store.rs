@@ -28,7 +28,7 @@ use redb::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::edge::{Edge, EdgeKey, EdgeStats, History, Skipped, WorkloadId, WorkloadInfo};
-use crate::flows::record::Timestamp;
+use bulkhead_flows::record::Timestamp;
 
 /// The schema name and version of [`Stored`]'s JSON form.
 pub const SCHEMA: &str = "bulkhead.history/v1";

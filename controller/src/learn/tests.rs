@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use super::edge::{End, History, WorkloadId};
 use super::*;
-use crate::flows::export::Exporter;
-use crate::flows::record::tests_support::sample;
-use crate::flows::record::{
+use bulkhead_flows::export::Exporter;
+use bulkhead_flows::record::{
     Address, FlowDirection, FlowRecord, IpProtocol, PodInfo, RecordKind, Timestamp,
 };
 use bulkhead_policy::model::Model;
 use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_testkit::flow_record as sample;
 use bulkhead_testkit::{Rng, random_model};
 
 const T0: u64 = 1_795_887_601_000;

@@ -1,5 +1,5 @@
 //! Where flow data comes from: the kernel's flow tables and EVENTS ring
-//! (`crate::dataplane::flowtap::FlowTap`), or a fake in tests.
+//! (`bulkhead_dataplane::flowtap::FlowTap`), or a fake in tests.
 
 use std::time::Duration;
 

@@ -176,8 +176,8 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::record::FlowVerdict;
-    use crate::flows::record::tests_support::sample;
+    use crate::record::FlowVerdict;
+    use crate::record::tests_support::sample;
 
     fn rec(port: u16, verdict: FlowVerdict) -> Arc<FlowRecord> {
         let mut r = sample();

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use super::queued::Queued;
 use super::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
-use crate::flows::record::FlowRecord;
+use crate::record::FlowRecord;
 
 /// Where lines go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,7 +351,7 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::record::tests_support::sample;
+    use crate::record::tests_support::sample;
 
     fn config(dir: &Path, max_bytes: u64, keep: usize) -> JsonlConfig {
         JsonlConfig {

@@ -11,12 +11,12 @@ use bulkhead_common::{
 };
 
 use super::*;
-use crate::flows::clock::ManualClock;
-use crate::flows::enrich::tests::{enricher, key};
-use crate::flows::export::jsonl::{JsonlConfig, JsonlTarget};
-use crate::flows::filter::Filter;
-use crate::flows::record::FlowVerdict;
-use crate::flows::source::FlowSourceError;
+use crate::clock::ManualClock;
+use crate::enrich::tests::{enricher, key};
+use crate::export::jsonl::{JsonlConfig, JsonlTarget};
+use crate::filter::Filter;
+use crate::record::FlowVerdict;
+use crate::source::FlowSourceError;
 
 const S: u64 = 1_000_000_000;
 

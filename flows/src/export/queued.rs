@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{ExportCounters, ExportStats, LogLimiter, LossReason};
-use crate::flows::record::FlowRecord;
+use crate::record::FlowRecord;
 
 /// A bounded queue feeding a writer thread.
 pub struct Queued {

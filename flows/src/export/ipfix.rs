@@ -39,7 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bulkhead_common::DropReason;
 
 use super::{ExportCounters, ExportStats, Exporter, LogLimiter, LossReason};
-use crate::flows::record::{EndReason, FlowDirection, FlowRecord, FlowVerdict};
+use crate::record::{EndReason, FlowDirection, FlowRecord, FlowVerdict};
 
 /// IPFIX version number.
 pub const VERSION: u16 = 10;

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::net::UdpSocket;
 
 use super::*;
-use crate::flows::record::tests_support::sample;
-use crate::flows::record::{Dropped, Reason};
+use crate::record::tests_support::sample;
+use crate::record::{Dropped, Reason};
 
 fn be16(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])

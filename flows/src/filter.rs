@@ -215,7 +215,7 @@ impl std::fmt::Display for Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::record::tests_support::sample;
+    use crate::record::tests_support::sample;
 
     #[test]
     fn parses_and_prints_query_strings() {

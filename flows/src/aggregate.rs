@@ -307,7 +307,7 @@ fn reset(e: &mut Entry) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::enrich::tests::key;
+    use crate::enrich::tests::key;
     use bulkhead_common::{FLOW_SIDE_EGRESS, PROTO_UDP};
 
     const S: u64 = 1_000_000_000;

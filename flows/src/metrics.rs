@@ -483,8 +483,8 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flows::record::tests_support::sample;
-    use crate::flows::record::{Audit, AuditVerdict, Dropped, FlowVerdict, PolicyRef, Reason};
+    use crate::record::tests_support::sample;
+    use crate::record::{Audit, AuditVerdict, Dropped, FlowVerdict, PolicyRef, Reason};
     use bulkhead_common::{FLOW_STATS_MAX, FlowStat};
 
     /// The value of the sample line starting with `name ` in `text`.

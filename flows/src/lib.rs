@@ -1,5 +1,5 @@
-//! The agent's flow pipeline (issue 4): kernel flow deltas and ring
-//! events in, enriched flow records out.
+//! The agent's flow pipeline (issue 4), a crate of its own below the
+//! dataplane: kernel flow deltas and ring events in, enriched flow records out.
 //!
 //! - [`source`]: where deltas and events come from (the kernel, or a fake);
 //! - [`aggregate`]: the flow cache, merging deltas into flows and deciding
