@@ -9,8 +9,6 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod cni;
-pub mod dataplane;
 pub mod lab;
 pub mod learn;
-pub mod node;
 pub mod promote;

@@ -8,7 +8,7 @@ mod cmd;
 mod demo;
 mod ebpf;
 // Shared with the controller's build script, which refuses a stale ELF.
-#[path = "../../controller/build/ebpf_sources.rs"]
+#[path = "../../dataplane/build/ebpf_sources.rs"]
 #[allow(dead_code)]
 mod ebpf_sources;
 mod setup;

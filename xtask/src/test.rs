@@ -43,7 +43,7 @@ pub fn run() -> Result<()> {
     })?;
     step("clippy", || {
         // The same BULKHEAD_EBPF_ELF in every cargo step: the controller
-        // embeds the ELF (controller/build.rs) and is not rebuilt between steps.
+        // embeds the ELF (dataplane/build.rs) and is not rebuilt between steps.
         cmd::run(
             cmd::clean("cargo")
                 .current_dir(root)

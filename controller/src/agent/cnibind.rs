@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::cni::{Binding, Published, Stored};
-use crate::node::{LocalEndpoint, Snapshot};
+use bulkhead_dataplane::node::{LocalEndpoint, Snapshot};
 use bulkhead_policy::model::Model;
 
 /// The registrations in force: per pod, the latest ADD (highest

@@ -16,9 +16,9 @@ use serde_json::json;
 use crate::api::{
     Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
 };
-use crate::dataplane::flowtap::FlowTap;
-use crate::dataplane::{Dataplane, status};
 use crate::learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
+use bulkhead_dataplane::flowtap::FlowTap;
+use bulkhead_dataplane::{Dataplane, status};
 use bulkhead_flows::export::{Exporter, IpfixExporter, JsonlExporter};
 use bulkhead_flows::{
     Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
@@ -158,7 +158,7 @@ impl AgentFlows {
             }
         } else if let Err(e) = FlowTap::open(dp.pins()).and_then(|mut t| {
             t.set_config(0)
-                .map_err(|e| crate::dataplane::DataplaneError::Map {
+                .map_err(|e| bulkhead_dataplane::DataplaneError::Map {
                     name: "FLOW_CONFIG",
                     reason: e.to_string(),
                 })

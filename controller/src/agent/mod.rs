@@ -26,7 +26,7 @@ mod tests;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::dataplane::{self, DataplaneError, TcMode};
+use bulkhead_dataplane::{self as dataplane, DataplaneError, TcMode};
 use bulkhead_policy::source::kubernetes::{KubeConfig, KubeError};
 use bulkhead_policy::source::manifest::watch::{Loader, WatchError};
 
@@ -53,7 +53,7 @@ pub enum AgentError {
     Kubernetes(#[from] KubeError),
     /// The node's links cannot be watched.
     #[error("watching the node's links and routes: {0}")]
-    Node(#[from] crate::node::NodeError),
+    Node(#[from] bulkhead_dataplane::node::NodeError),
     /// Entering the network namespace failed.
     #[error("entering network namespace {name}: {reason}")]
     Netns {

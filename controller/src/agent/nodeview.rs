@@ -1,10 +1,10 @@
 //! The node view the reconciler reads: the node's links and routes (which
 //! pods are local) and its own addresses, from one netlink dump
-//! ([`crate::node`]), and a signal when they change.
+//! ([`bulkhead_dataplane::node`]), and a signal when they change.
 
 use std::time::Duration;
 
-use crate::node::{self, LocalEndpoint, NodeError, NodeWatch, Snapshot};
+use bulkhead_dataplane::node::{self, LocalEndpoint, NodeError, NodeWatch, Snapshot};
 
 /// Pause before a failed netlink watch is opened again.
 const REOPEN_PAUSE: Duration = Duration::from_secs(1);

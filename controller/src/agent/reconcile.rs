@@ -14,8 +14,8 @@ use super::cnibind;
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
 use crate::cni::{Registry, Stored};
-use crate::dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
-use crate::node::LocalEndpoint;
+use bulkhead_dataplane::node::LocalEndpoint;
+use bulkhead_dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use bulkhead_policy::compile::{Compiled, compile_on_node};
 use bulkhead_policy::model::Model;
 use bulkhead_policy::source::{Feed, kubernetes, manifest};
@@ -123,7 +123,7 @@ impl Reconciler {
         let pins = PinDir::prepare(&cfg.pin_dir)?;
         let (mut dp, origin) = Dataplane::open(
             pins,
-            crate::dataplane::embedded_elf(),
+            bulkhead_dataplane::embedded_elf(),
             cfg.grace,
             cfg.tc_mode,
         )?;

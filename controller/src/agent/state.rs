@@ -74,7 +74,7 @@ pub struct AgentState {
 
 /// The state file of the agent pinning under `pin_dir`.
 pub fn state_path(pin_dir: &Path) -> PathBuf {
-    let pin_dir = crate::dataplane::pins::absolute(pin_dir);
+    let pin_dir = bulkhead_dataplane::pins::absolute(pin_dir);
     let name: String = pin_dir
         .to_string_lossy()
         .trim_matches('/')

@@ -11,7 +11,7 @@ use ipnetwork::IpNetwork;
 use super::{CliError, ManifestArgs};
 use crate::agent::{self, AgentConfig, FlowsConfig, SourceConfig};
 use crate::api::{self, ApiConfig};
-use crate::dataplane::{DEFAULT_PIN_DIR, TcMode};
+use bulkhead_dataplane::{DEFAULT_PIN_DIR, TcMode};
 use bulkhead_flows::PipelineConfig;
 use bulkhead_flows::export::ipfix::IpfixConfig;
 use bulkhead_flows::export::jsonl::{JsonlConfig, JsonlTarget};

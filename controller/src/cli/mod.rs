@@ -131,7 +131,7 @@ pub enum CliError {
     Agent(#[from] crate::agent::AgentError),
     /// The dataplane could not be read.
     #[error(transparent)]
-    Dataplane(#[from] crate::dataplane::DataplaneError),
+    Dataplane(#[from] bulkhead_dataplane::DataplaneError),
     /// `bulkhead flows` could not read the agent's flows.
     #[error(transparent)]
     Flows(#[from] flows::FlowsError),

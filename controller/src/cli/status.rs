@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use super::{CliError, Output};
 use crate::agent::AgentState;
-use crate::dataplane::status::{self, MapStatus};
-use crate::dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use crate::lab::LabError;
 use crate::lab::state::LabState;
+use bulkhead_dataplane::status::{self, MapStatus};
+use bulkhead_dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `bulkhead status`.

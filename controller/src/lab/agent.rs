@@ -72,7 +72,7 @@ pub fn copy_manifests(from: &Path, to: &Path) -> Result<(), LabError> {
 
 /// Whether `path` is the mount point of a bpffs.
 fn is_bpffs(path: &Path) -> bool {
-    mount_points().iter().any(|m| m == path) && crate::dataplane::pins::on_bpffs(path)
+    mount_points().iter().any(|m| m == path) && bulkhead_dataplane::pins::on_bpffs(path)
 }
 
 /// Mounts the lab's private bpffs (if it is not mounted yet).
@@ -529,9 +529,9 @@ fn cleanup_pins(node: &str, pins: &Path) -> usize {
             let devices: &[String] = if in_node { &devices } else { &[] };
             if in_node && let Err(e) = crate::agent::enter_netns(&node) {
                 tracing::warn!(error = %e, "cleanup outside the node namespace");
-                return crate::dataplane::cleanup(&pins_owned, &[]);
+                return bulkhead_dataplane::cleanup(&pins_owned, &[]);
             }
-            crate::dataplane::cleanup(&pins_owned, devices)
+            bulkhead_dataplane::cleanup(&pins_owned, devices)
         })
         .join()
     });

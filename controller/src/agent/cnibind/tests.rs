@@ -1,7 +1,7 @@
 use rtnetlink::packet_route::link::InfoKind;
 
 use super::*;
-use crate::node::Link;
+use bulkhead_dataplane::node::Link;
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::source::manifest::load_dir;
 

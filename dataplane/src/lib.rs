@@ -7,12 +7,19 @@
 //! exactly as last programmed when the agent exits or dies. [`Dataplane::open`]
 //! adopts what is pinned (no reload, no switch when the active slot already
 //! holds the desired image) and [`cleanup`] removes all of it.
+//!
+//! [`node`] is the node as netlink shows it (links, routes, addresses): the
+//! local endpoints the dataplane hooks.
+//!
+//! The build script embeds the eBPF ELF (`cargo xtask build-ebpf`) and
+//! refuses a stale one: see `build.rs`.
 
 pub mod bpfsys;
 pub mod error;
 pub mod flowtap;
 pub mod hooks;
 pub mod kmaps;
+pub mod node;
 pub mod pins;
 pub mod status;
 pub mod sync;
@@ -49,7 +56,7 @@ pub const DELIVER: &str = "deliver";
 /// The program array `from_pod` tail-calls `deliver` through.
 const DELIVER_MAP: &str = "DELIVER";
 
-/// The dataplane ELF embedded at build time (see `controller/build.rs`).
+/// The dataplane ELF embedded at build time (see `dataplane/build.rs`).
 pub fn embedded_elf() -> Option<&'static [u8]> {
     #[cfg(bulkhead_embedded_elf)]
     {

@@ -1,8 +1,8 @@
-//! Embeds the eBPF dataplane ELF into the `bulkhead` binary when it has been
-//! built (`cargo xtask build-ebpf`, which `cargo xtask test` and `demo` run
-//! before building the controller). The ELF is taken from `BULKHEAD_EBPF_ELF`
-//! if set, else from the xtask's output path. Without it the controller
-//! still builds, and `bulkhead agent` explains how to get a dataplane.
+//! Embeds the eBPF dataplane ELF into this crate (and so into the `bulkhead`
+//! binary) when it has been built (`cargo xtask build-ebpf`, which `cargo
+//! xtask test` and `demo` run before building the controller). The ELF is
+//! taken from `BULKHEAD_EBPF_ELF` if set, else from the xtask's output path.
+//! Without it the crate still builds, and `bulkhead agent` explains how to get a dataplane.
 //!
 //! A stale ELF (built from other sources than this checkout's
 //! dataplane-ebpf/ and common/) is refused with a build error: embedding it

@@ -1,6 +1,6 @@
 //! What the eBPF ELF is built from, and whether an ELF is stale.
 //!
-//! Shared by `controller/build.rs` (which refuses to embed a stale ELF) and
+//! Shared by `dataplane/build.rs` (which refuses to embed a stale ELF) and
 //! the xtask (which writes the stamp beside the ELF it builds, and runs the
 //! unit tests below): both include this file with `#[path]`, so the two
 //! can never disagree on the hash. Dependency-free on purpose: a build
