@@ -6,9 +6,6 @@
 
 pub mod agent;
 pub mod api;
-pub mod audit;
 pub mod cli;
 pub mod cni;
 pub mod lab;
-pub mod learn;
-pub mod promote;

@@ -9,6 +9,7 @@ use std::net::IpAddr;
 use ipnetwork::IpNetwork;
 
 pub mod flows;
+pub mod learn;
 pub use flows::flow_record;
 
 use bulkhead_policy::compile::Compiled;

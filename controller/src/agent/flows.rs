@@ -16,7 +16,6 @@ use serde_json::json;
 use crate::api::{
     Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
 };
-use crate::learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
 use bulkhead_dataplane::flowtap::FlowTap;
 use bulkhead_dataplane::{Dataplane, status};
 use bulkhead_flows::export::{Exporter, IpfixExporter, JsonlExporter};
@@ -24,6 +23,7 @@ use bulkhead_flows::{
     Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
     Subscription,
 };
+use bulkhead_learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::Model;
 

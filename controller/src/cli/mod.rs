@@ -140,7 +140,7 @@ pub enum CliError {
     Propose(#[from] propose::ProposeError),
     /// `bulkhead promote` changed nothing (or not everything, if writing failed).
     #[error(transparent)]
-    Promote(#[from] crate::promote::PromoteError),
+    Promote(#[from] bulkhead_learn::promote::PromoteError),
     /// `bulkhead audit` could not read its input, or found would-deny
     /// flows under `--fail-on-would-deny` (exit status 1).
     #[error(transparent)]

@@ -12,8 +12,8 @@ use serde_json::json;
 use super::{CliError, ManifestArgs};
 use crate::api::DEFAULT_SOCKET;
 use crate::api::client::{self, ClientError};
-use crate::learn::store::Stored;
-use crate::learn::{self, History, Proof, Proposal, ReadError, StoreError, render};
+use bulkhead_learn::store::Stored;
+use bulkhead_learn::{self as learn, History, Proof, Proposal, ReadError, StoreError, render};
 use bulkhead_policy::model::Mode;
 
 /// How long the agent may take to answer `/v1/history` (it reads and
@@ -304,8 +304,8 @@ mod tests {
     use crate::api::{
         Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError,
     };
-    use crate::learn::store::test_support;
-    use crate::learn::{HistoryStore, StoreConfig};
+    use bulkhead_learn::{HistoryStore, StoreConfig};
+    use bulkhead_testkit::learn as test_support;
 
     /// An agent's API backend with only a history, served as the agent does.
     struct Agent(HistorySource);
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn flow_logs_of_several_nodes_propose_what_one_node_would() {
         let dir = tempfile::tempdir().unwrap();
-        let (logs, whole) = crate::learn::tests::demo_flow_logs(dir.path());
+        let (logs, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
         let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
         let parse = |argv: &[&str]| {
             let mut all = vec!["bulkhead", "propose", "--manifests", demo];

@@ -4,20 +4,23 @@
 //! manifests into NetworkPolicies ([`propose`], rendered by [`render`])
 //! and proves them with the real compiler and reference evaluator
 //! ([`coverage`]). See `docs/learn.md`.
+//!
+//! Beside the learner, the two tools that read what it reads: [`audit`]
+//! (what audit-mode policies would have dropped, from flow logs) and
+//! [`promote`] (a policy's mode changed in its manifest, verified).
 
+pub mod audit;
 pub mod coverage;
 pub mod diff;
 pub mod edge;
 pub mod exporter;
 pub mod labels;
+pub mod promote;
 pub mod propose;
 pub mod read;
 pub mod render;
 pub mod store;
 pub mod yaml;
-
-#[cfg(test)]
-pub(crate) mod tests;
 
 pub use coverage::{Proof, prove};
 pub use edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};

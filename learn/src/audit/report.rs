@@ -10,8 +10,8 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::Filter;
-use crate::learn::WorkloadId;
-use crate::learn::edge::FastMap;
+use crate::WorkloadId;
+use crate::edge::FastMap;
 use bulkhead_flows::record::{
     Address, AuditVerdict, EndReason, FlowDirection, FlowRecord, IpProtocol, RecordKind, Timestamp,
 };

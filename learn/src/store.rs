@@ -461,10 +461,3 @@ fn read_all(path: &Path, txn: &redb::ReadTransaction) -> Result<Stored, StoreErr
     out.evicted = get("evicted")?;
     Ok(out)
 }
-
-/// Histories for tests here and in `cli::propose`.
-#[cfg(test)]
-pub(crate) mod test_support;
-
-#[cfg(test)]
-mod tests;

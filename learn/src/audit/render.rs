@@ -10,7 +10,7 @@ use super::report::{Group, Party, PolicyReport, Readiness, Summary};
 use bulkhead_flows::record::{AuditVerdict, FlowDirection, IpProtocol, Timestamp};
 
 /// `1 flow`, `2 flows`.
-pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
+pub fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

@@ -19,9 +19,6 @@ mod lex;
 pub mod verify;
 pub mod write;
 
-#[cfg(test)]
-mod tests;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};

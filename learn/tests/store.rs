@@ -1,4 +1,9 @@
-use super::*;
+//! The history store: its JSON form round-trips, its file is owner-only.
+
+use std::path::Path;
+
+use bulkhead_learn::store::{HistoryStore, SCHEMA, StoreConfig, Stored};
+use bulkhead_testkit::learn as test_support;
 
 #[test]
 fn json_round_trips_the_store_exactly() {

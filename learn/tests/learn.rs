@@ -1,155 +1,15 @@
-use std::net::IpAddr;
-use std::path::PathBuf;
+//! The learner on the demo shop and on random histories: edges, stable
+//! labels, proposals, their proof, the store and the exporter.
+
 use std::sync::Arc;
 
-use super::edge::{End, History, WorkloadId};
-use super::*;
 use bulkhead_flows::export::Exporter;
-use bulkhead_flows::record::{
-    Address, FlowDirection, FlowRecord, IpProtocol, PodInfo, RecordKind, Timestamp,
-};
-use bulkhead_policy::model::Model;
+use bulkhead_flows::record::{FlowRecord, PodInfo, RecordKind, Timestamp};
+use bulkhead_learn::edge::{End, History, WorkloadId};
+use bulkhead_learn::*;
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_testkit::flow_record as sample;
+use bulkhead_testkit::learn::*;
 use bulkhead_testkit::{Rng, random_model};
-
-const T0: u64 = 1_795_887_601_000;
-
-/// One end of a synthetic connection.
-#[derive(Clone)]
-enum Peer {
-    Pod(Arc<PodInfo>, IpAddr),
-    Ext(IpAddr),
-}
-
-fn pod(ns: &str, name: &str, workload: &str, labels: &[(&str, &str)], ip: &str) -> Peer {
-    Peer::Pod(
-        Arc::new(PodInfo {
-            namespace: ns.into(),
-            pod: name.into(),
-            workload: Some(workload.into()),
-            labels: labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        }),
-        ip.parse().unwrap(),
-    )
-}
-
-fn addr(p: &Peer, port: u16) -> Address {
-    match p {
-        Peer::Pod(i, ip) => Address {
-            ip: *ip,
-            port,
-            pod: Some(i.clone()),
-            external: false,
-        },
-        Peer::Ext(ip) => Address {
-            ip: *ip,
-            port,
-            pod: None,
-            external: true,
-        },
-    }
-}
-
-/// The records of one connection: one per pod end (as one node sees it).
-fn conn(t: u64, src: &Peer, dst: &Peer, proto: u8, port: u16) -> Vec<FlowRecord> {
-    let mut out = Vec::new();
-    for (dir, local) in [(FlowDirection::Egress, src), (FlowDirection::Ingress, dst)] {
-        let Peer::Pod(info, _) = local else { continue };
-        let mut r = sample();
-        r.start = Timestamp(t);
-        r.end = Timestamp(t + 500);
-        r.direction = dir;
-        r.endpoint = Some(info.clone());
-        r.src = addr(src, 40000);
-        r.dst = addr(dst, port);
-        r.protocol = IpProtocol(proto);
-        r.tcp_flags = None;
-        out.push(r);
-    }
-    out
-}
-
-struct Demo {
-    frontend: Peer,
-    api: Peer,
-    db: Peer,
-    dns: Peer,
-}
-
-fn demo() -> Demo {
-    Demo {
-        frontend: pod(
-            "shop",
-            "frontend-7d9c-abcde",
-            "Deployment/frontend",
-            &[
-                ("app", "frontend"),
-                ("tier", "web"),
-                ("pod-template-hash", "7d9c"),
-            ],
-            "10.244.0.3",
-        ),
-        api: pod(
-            "shop",
-            "api-5f6b-xyz12",
-            "Deployment/api",
-            &[
-                ("app", "api"),
-                ("tier", "backend"),
-                ("pod-template-hash", "5f6b"),
-            ],
-            "10.244.0.2",
-        ),
-        db: pod(
-            "shop",
-            "db-0",
-            "StatefulSet/db",
-            &[
-                ("app", "db"),
-                ("tier", "data"),
-                ("statefulset.kubernetes.io/pod-name", "db-0"),
-            ],
-            "10.244.0.4",
-        ),
-        dns: pod(
-            "kube-system",
-            "coredns-1",
-            "Deployment/coredns",
-            &[("k8s-app", "kube-dns"), ("pod-template-hash", "abc")],
-            "10.244.0.1",
-        ),
-    }
-}
-
-fn demo_records() -> Vec<FlowRecord> {
-    let d = demo();
-    let ext_in = Peer::Ext("203.0.113.10".parse().unwrap());
-    let ext_out = Peer::Ext("2001:db8::7".parse().unwrap());
-    let mut v = Vec::new();
-    for i in 0..3 {
-        v.extend(conn(T0 + i * 60_000, &d.frontend, &d.api, 6, 8080));
-    }
-    v.extend(conn(T0 + 10_000, &d.api, &d.db, 6, 5432));
-    for w in [&d.frontend, &d.api, &d.db] {
-        v.extend(conn(T0 + 5_000, w, &d.dns, 17, 53));
-    }
-    v.extend(conn(T0 + 20_000, &ext_in, &d.frontend, 6, 8080));
-    v.extend(conn(T0 + 30_000, &d.api, &ext_out, 6, 443));
-    v.extend(conn(T0 + 40_000, &d.frontend, &ext_out, 1, 0));
-    v
-}
-
-fn demo_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/demo")
-}
-
-fn demo_model() -> Model {
-    bulkhead_policy::source::manifest::load_dir(&demo_dir(), &AddressPlan::default()).unwrap()
-}
 
 fn history(records: &[FlowRecord]) -> History {
     let mut h = History::default();
@@ -252,17 +112,6 @@ fn demo_proposal_selects_peers_merges_and_adds_dns() {
     assert_eq!(proof.diff.added.len(), 4);
 }
 
-/// The demo's records as two nodes see them: each node records only the
-/// connections of its own pods (a cross-node connection once on each).
-fn demo_records_on_two_nodes() -> (Vec<FlowRecord>, Vec<FlowRecord>) {
-    let on_first = |r: &FlowRecord| {
-        r.endpoint
-            .as_ref()
-            .is_some_and(|e| ["frontend-7d9c-abcde", "coredns-1"].contains(&&*e.pod))
-    };
-    demo_records().into_iter().partition(on_first)
-}
-
 #[test]
 fn histories_of_several_nodes_merge_into_the_one_node_proposal() {
     let model = demo_model();
@@ -284,27 +133,6 @@ fn histories_of_several_nodes_merge_into_the_one_node_proposal() {
         assert_eq!(render::proposal_yaml(&p), one_node);
         assert!(prove(&merged, &model, &p).complete());
     }
-}
-
-/// Writes `records` as JSON Lines to `path`.
-pub(crate) fn write_jsonl(path: &std::path::Path, records: &[FlowRecord]) {
-    let lines: String = records
-        .iter()
-        .map(|r| serde_json::to_string(r).unwrap() + "\n")
-        .collect();
-    std::fs::write(path, lines).unwrap();
-}
-
-/// The demo's records split over two nodes' flow logs in `dir`, and the
-/// whole in a third: (node logs, one-node log).
-pub(crate) fn demo_flow_logs(dir: &std::path::Path) -> ([PathBuf; 2], PathBuf) {
-    let (first, second) = demo_records_on_two_nodes();
-    let logs = [dir.join("node-0.jsonl"), dir.join("node-1.jsonl")];
-    write_jsonl(&logs[0], &first);
-    write_jsonl(&logs[1], &second);
-    let whole = dir.join("one-node.jsonl");
-    write_jsonl(&whole, &demo_records());
-    (logs, whole)
 }
 
 #[test]

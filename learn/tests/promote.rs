@@ -4,8 +4,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use super::*;
+use bulkhead_learn::promote::edit::Refusal;
+use bulkhead_learn::promote::verify::VerifyError;
+use bulkhead_learn::promote::write::WriteError;
+use bulkhead_learn::promote::*;
 use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{MODE_ANNOTATION, Mode, Model};
+use bulkhead_policy::source::manifest;
 use bulkhead_testkit::dir_with;
 
 const NS_AUDIT: &str = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n  annotations:\n    bulkhead.io/mode: audit\n";
@@ -300,33 +305,6 @@ fn one_refusal_means_nothing_is_written() {
 }
 
 #[test]
-fn dry_run_writes_nothing_and_shows_a_diff() {
-    let text = np("  name: web\n  namespace: shop\n  annotations:\n    bulkhead.io/mode: audit\n");
-    let dir = dir_with(&[("p.yaml", &text)]);
-    let args = crate::cli::promote::PromoteArgs {
-        manifests: dir.path().to_path_buf(),
-        policies: vec!["shop/web".into()],
-        all: false,
-        to: Mode::Enforce,
-        dry_run: true,
-        output: crate::cli::Output::Text,
-    };
-    crate::cli::promote::run(&args).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(dir.path().join("p.yaml")).unwrap(),
-        text
-    );
-    let plan = plan(dir.path(), &policies(&["shop/web"]), Mode::Enforce).unwrap();
-    let path = dir.path().join("p.yaml").display().to_string();
-    assert_eq!(
-        plan.diff(),
-        format!(
-            "--- {path}\n+++ {path}\n@@ -4,6 +4,6 @@\n   name: web\n   namespace: shop\n   annotations:\n-    bulkhead.io/mode: audit\n+    bulkhead.io/mode: enforce\n spec:\n   podSelector: {{}}\n"
-        )
-    );
-}
-
-#[test]
 fn all_promotes_every_policy_in_audit_and_only_those() {
     let own = |name: &str, ns: &str, mode: &str| {
         let ann = if mode.is_empty() {
@@ -361,7 +339,8 @@ fn all_promotes_every_policy_in_audit_and_only_those() {
         assert_eq!(after.mode_of(a), want, "{}", a.key());
     }
     // Nothing left in audit.
-    let again = super::plan(dir.path(), &Selection::Audit, Mode::Enforce).unwrap();
+    let again =
+        bulkhead_learn::promote::plan(dir.path(), &Selection::Audit, Mode::Enforce).unwrap();
     assert!(again.promotions.is_empty() && again.files.is_empty());
 }
 
