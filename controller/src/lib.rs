@@ -4,8 +4,5 @@
 //!
 //! Data flows `source` → `model` → `compile` → (dataplane, `eval`).
 
-pub mod agent;
-pub mod api;
 pub mod cli;
-pub mod cni;
 pub mod lab;

@@ -298,3 +298,16 @@ pub fn ends_within<T: Send + 'static>(
     rx.recv_timeout(limit)
         .unwrap_or_else(|_| panic!("still running after {limit:?}"))
 }
+
+/// The runtime tests serve agent APIs from (one per test binary; the tests'
+/// blocking clients run on their own threads).
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a tokio runtime for tests")
+    })
+}

@@ -1,4 +1,4 @@
-//! `bulkhead agent`: the per-node daemon (see [`crate::agent`]).
+//! `bulkhead agent`: the per-node daemon (see [`bulkhead_agent`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 use ipnetwork::IpNetwork;
 
 use super::{CliError, ManifestArgs};
-use crate::agent::{self, AgentConfig, FlowsConfig, SourceConfig};
-use crate::api::{self, ApiConfig};
+use bulkhead_agent::api::{self, ApiConfig};
+use bulkhead_agent::{self as agent, AgentConfig, FlowsConfig, SourceConfig};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, TcMode};
 use bulkhead_flows::PipelineConfig;
 use bulkhead_flows::export::ipfix::IpfixConfig;

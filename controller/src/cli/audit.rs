@@ -10,9 +10,9 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use super::flows::FlowsError;
 use super::{CliError, Output};
-use crate::api::DEFAULT_SOCKET;
-use crate::api::client::{self, ClientError};
 use crate::lab::LabError;
+use bulkhead_agent::api::DEFAULT_SOCKET;
+use bulkhead_agent::api::client::{self, ClientError};
 use bulkhead_learn::audit::filter::parse_policy;
 use bulkhead_learn::audit::render::plural;
 use bulkhead_learn::audit::{self, Filter, ReadError, Report, Since, render};

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, ValueEnum};
 
 use super::{CliError, Output};
-use crate::api::client::{self, ClientError};
-use crate::api::{DEFAULT_SOCKET, LOST_TYPE, SOCKET_NAME};
+use bulkhead_agent::api::client::{self, ClientError};
+use bulkhead_agent::api::{DEFAULT_SOCKET, LOST_TYPE, SOCKET_NAME};
 use bulkhead_flows::filter::{Filter, FilterError};
 use bulkhead_flows::record::{
     AuditVerdict, FlowDirection, FlowRecord, FlowVerdict, IpProtocol, RecordKind,
@@ -146,7 +146,9 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     .into_iter()
     .filter_map(|(k, v)| Some((k, v?)))
     .collect();
-    Filter::from_query(&crate::api::query::encode_query(pairs.iter().copied()))?;
+    Filter::from_query(&bulkhead_agent::api::query::encode_query(
+        pairs.iter().copied(),
+    ))?;
     let last = args
         .last
         .unwrap_or(if args.follow { 0 } else { 20 })
@@ -155,7 +157,7 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     if args.follow {
         pairs.push(("follow", "1"));
     }
-    Ok(crate::api::query::encode_query(pairs))
+    Ok(bulkhead_agent::api::query::encode_query(pairs))
 }
 
 /// The sockets to use (one per node of a lab) and what to suggest when

@@ -456,7 +456,7 @@ fn sync(args: &SyncArgs) -> Result<(), CliError> {
 }
 
 /// Says what the agents enforce (node index, state).
-fn report_enforced(state: &LabState, enforced: &[(usize, crate::agent::AgentState)]) {
+fn report_enforced(state: &LabState, enforced: &[(usize, bulkhead_agent::AgentState)]) {
     for (i, s) in enforced {
         let what = match state.agent.as_ref().map(|a| &a.source) {
             Some(AgentSource::Kubernetes { .. }) => format!(

@@ -128,7 +128,7 @@ pub enum CliError {
     },
     /// The agent failed.
     #[error(transparent)]
-    Agent(#[from] crate::agent::AgentError),
+    Agent(#[from] bulkhead_agent::AgentError),
     /// The dataplane could not be read.
     #[error(transparent)]
     Dataplane(#[from] bulkhead_dataplane::DataplaneError),

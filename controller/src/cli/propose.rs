@@ -10,8 +10,8 @@ use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::json;
 
 use super::{CliError, ManifestArgs};
-use crate::api::DEFAULT_SOCKET;
-use crate::api::client::{self, ClientError};
+use bulkhead_agent::api::DEFAULT_SOCKET;
+use bulkhead_agent::api::client::{self, ClientError};
 use bulkhead_learn::store::Stored;
 use bulkhead_learn::{self as learn, History, Proof, Proposal, ReadError, StoreError, render};
 use bulkhead_policy::model::Mode;
@@ -300,10 +300,10 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::agent::flows::HistorySource;
-    use crate::api::{
+    use bulkhead_agent::api::{
         Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError,
     };
+    use bulkhead_agent::flows::HistorySource;
     use bulkhead_learn::{HistoryStore, StoreConfig};
     use bulkhead_testkit::learn as test_support;
 
@@ -340,7 +340,7 @@ mod tests {
             tcp: None,
             ..ApiConfig::default()
         };
-        let runtime = crate::api::test_runtime().handle();
+        let runtime = bulkhead_testkit::runtime().handle();
         Api::start(config, Arc::new(Agent(source)), runtime).unwrap()
     }
 
@@ -468,7 +468,7 @@ mod tests {
             message.contains("start it with --history-db PATH"),
             "{message}"
         );
-        crate::api::test_runtime().block_on(api.stop());
+        bulkhead_testkit::runtime().block_on(api.stop());
 
         let source = HistorySource::NotOpen {
             path: dir.path().join("h.redb"),

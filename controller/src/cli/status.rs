@@ -9,9 +9,9 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{CliError, Output};
-use crate::agent::AgentState;
 use crate::lab::LabError;
 use crate::lab::state::LabState;
+use bulkhead_agent::AgentState;
 use bulkhead_dataplane::status::{self, MapStatus};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use bulkhead_policy::source::SourceStatus;
@@ -37,7 +37,7 @@ pub struct StatusArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     pin_dir: &'a std::path::Path,
-    /// Whether the agent runs ([`crate::agent::process::is_bulkhead`]).
+    /// Whether the agent runs ([`bulkhead_agent::process::is_bulkhead`]).
     agent_running: bool,
     /// Its PID while it runs.
     agent_pid: Option<u32>,
@@ -104,7 +104,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
     // Not merely a PID that exists: a killed agent may linger as a zombie.
     let alive = state
         .as_ref()
-        .filter(|s| crate::agent::process::is_bulkhead(s.pid));
+        .filter(|s| bulkhead_agent::process::is_bulkhead(s.pid));
     let pod_of = |ifindex: u32| {
         state
             .as_ref()

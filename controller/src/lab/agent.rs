@@ -38,7 +38,7 @@ use super::LabError;
 use super::naming::{netns_prefix, node_index, node_netns};
 use super::net;
 use super::state::{AgentSource, LabAgent, LabState, lab_dir, pin_dirs_on_disk};
-use crate::agent::AgentState;
+use bulkhead_agent::AgentState;
 use bulkhead_policy::private;
 use bulkhead_policy::source::manifest::content_hash;
 use bulkhead_policy::source::manifest::walk::{self, Limits};
@@ -527,7 +527,7 @@ fn cleanup_pins(node: &str, pins: &Path) -> usize {
             // Devices are named in the node namespace: never look them up
             // in this one. Without the node there are none left anyway.
             let devices: &[String] = if in_node { &devices } else { &[] };
-            if in_node && let Err(e) = crate::agent::enter_netns(&node) {
+            if in_node && let Err(e) = bulkhead_agent::enter_netns(&node) {
                 tracing::warn!(error = %e, "cleanup outside the node namespace");
                 return bulkhead_dataplane::cleanup(&pins_owned, &[]);
             }

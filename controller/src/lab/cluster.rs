@@ -32,7 +32,7 @@ use kube::{Api, Client};
 use super::LabError;
 use super::agent::{Sync, ensure_running, its_word};
 use super::state::{LabAgent, LabState};
-use crate::agent::AgentState;
+use bulkhead_agent::AgentState;
 use bulkhead_policy::model::{Mode, Model};
 use bulkhead_policy::source::error_chain;
 use bulkhead_policy::source::kubernetes::{self, KubeConfig, KubeError};
@@ -56,7 +56,7 @@ where
         scope
             .spawn(|| {
                 if let Some(ns) = netns {
-                    crate::agent::enter_netns(ns).map_err(LabError::NodeNetns)?;
+                    bulkhead_agent::enter_netns(ns).map_err(LabError::NodeNetns)?;
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

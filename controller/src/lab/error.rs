@@ -258,7 +258,7 @@ pub enum LabError {
     },
     /// The lab's node namespace (where its API is reached) could not be entered.
     #[error("entering the lab's node namespace: {0}")]
-    NodeNetns(#[source] crate::agent::AgentError),
+    NodeNetns(#[source] bulkhead_agent::AgentError),
     /// A tokio runtime for talking to the API could not be made.
     #[error("starting a tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),

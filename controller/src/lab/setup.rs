@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
 use super::{LabError, agent, net, nodes, plan, serve};
-use crate::agent::AgentState;
+use bulkhead_agent::AgentState;
 
 /// How long servers get to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);

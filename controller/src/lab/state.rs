@@ -448,7 +448,7 @@ pub fn pin_dirs_on_disk(name: &str) -> Vec<(PathBuf, String)> {
 
 /// The local API socket of lab `name`'s agent (`bulkhead flows --lab`).
 pub fn api_socket(name: &str) -> PathBuf {
-    lab_dir(name).join(crate::api::SOCKET_NAME)
+    lab_dir(name).join(bulkhead_agent::api::SOCKET_NAME)
 }
 
 /// The JSON Lines flow log of the lab's agent.

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bulkhead::agent::AgentState;
+use bulkhead_agent::AgentState;
 use bulkhead_netkit::{Netns, NsHandle};
 use bulkhead_netns_tests::pods::{PodWiring, prepare_node, wire_pod};
 pub use bulkhead_netns_tests::{bulkhead_bin, privileged};

@@ -8,11 +8,11 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{NameArg, load_state};
-use crate::agent::AgentState;
 use crate::cli::status::{stale_seconds, write_source};
 use crate::cli::{CliError, Output};
 use crate::lab::agent;
 use crate::lab::state::{AgentSource, LabState};
+use bulkhead_agent::AgentState;
 use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `lab status`.

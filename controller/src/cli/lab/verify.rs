@@ -41,7 +41,7 @@ fn manifests_in_force(state: &LabState) -> Result<PathBuf, CliError> {
         Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
             // Every node enforces the same content; the first one's word
             // names the copy (a node whose agent stopped keeps its pins).
-            let kept = crate::agent::AgentState::read(&a.pin_dir)
+            let kept = bulkhead_agent::AgentState::read(&a.pin_dir)
                 .and_then(|s| s.enforced_revision)
                 .and_then(|h| agent::enforced_copy(&state.name, &h));
             match kept {

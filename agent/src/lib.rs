@@ -1,4 +1,4 @@
-//! The per-node agent: a reconciler on one tokio runtime. A policy source
+//! The per-node agent (`bulkhead agent`): a reconciler on one tokio runtime. A policy source
 //! (the manifest directory through inotify, or the Kubernetes API through
 //! watches; see [`bulkhead_policy::source`]) publishes complete models; the node
 //! view says which pods are local and what the node's addresses are; the
@@ -12,7 +12,13 @@
 //! A source that fails (invalid manifests, an unreachable API) leaves the
 //! policy in force (fail-static) and says why in the state file. SIGTERM
 //! and SIGINT end the loop and leave everything pinned and attached.
+//!
+//! Beside it, in this crate: [`api`], the local API (axum on a Unix
+//! socket) the CLI and the CNI plugin talk to, and [`cni`], the registry of
+//! what the chained CNI plugin reported.
 
+pub mod api;
+pub mod cni;
 mod cnibind;
 pub mod flows;
 pub mod memory;

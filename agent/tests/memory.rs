@@ -2,7 +2,7 @@
 //! test binary of its own, with one test: resident memory is the whole
 //! process's, and tests running beside it in one process would move it.
 
-use bulkhead::agent::memory::release_freed;
+use bulkhead_agent::memory::release_freed;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

@@ -143,7 +143,7 @@ impl Registry {
     /// The registry file of the agent pinning under `pin_dir` (beside its
     /// state file).
     pub fn path_for(pin_dir: &Path) -> PathBuf {
-        crate::agent::state_path(pin_dir).with_extension("cni.json")
+        crate::state_path(pin_dir).with_extension("cni.json")
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
