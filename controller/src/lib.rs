@@ -2,7 +2,11 @@
 //! NetworkPolicy into eBPF map images, enforces them on veth pairs, and shows
 //! every flow and verdict.
 //!
-//! Data flows `source` → `model` → `compile` → (dataplane, `eval`).
+//! This crate is the top layer: the command line ([`cli`]) and the lab
+//! ([`lab`]). The layers below are crates of their own: `bulkhead-policy`
+//! (model, sources, compiler, evaluator), `bulkhead-flows`,
+//! `bulkhead-dataplane`, `bulkhead-learn` and `bulkhead-agent`; see
+//! `docs/architecture.md`.
 
 pub mod cli;
 pub mod lab;

@@ -42,7 +42,7 @@ pub fn run() -> Result<()> {
         ]))
     })?;
     step("clippy", || {
-        // The same BULKHEAD_EBPF_ELF in every cargo step: the controller
+        // The same BULKHEAD_EBPF_ELF in every cargo step: bulkhead-dataplane
         // embeds the ELF (dataplane/build.rs) and is not rebuilt between steps.
         cmd::run(
             cmd::clean("cargo")
