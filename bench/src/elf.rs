@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
-use bulkhead::compile::maps::MapImage;
 use bulkhead_common::{
     EndpointInfo, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW,
 };
 use bulkhead_netns_tests::dataplane::Dataplane;
 use bulkhead_netns_tests::{DEFAULT_EBPF_ELF, EBPF_ELF, is_root};
+use bulkhead_policy::compile::maps::MapImage;
 
 /// The FLOW_CONFIG flags the agent turns on by default.
 pub const DEFAULT_FLOW_FLAGS: u32 =

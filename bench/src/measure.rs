@@ -3,17 +3,17 @@
 //! throughput and the process's peak memory.
 //!
 //! Times are wall clock (`Instant`), taken at the call boundary of the
-//! library (`bulkhead::compile::compile`, `Compiled::map_image`,
+//! library (`bulkhead_policy::compile::compile`, `Compiled::map_image`,
 //! `Compiled::allowed`, `Compiled::evaluate`); nothing inside the compiler is
 //! instrumented.
 
 use std::hint::black_box;
 use std::time::Instant;
 
-use bulkhead::compile::maps::MapImage;
-use bulkhead::compile::{Compiled, IdentityKind, TableId, compile};
-use bulkhead::model::Direction;
 use bulkhead_common::{IDENTITY_ANY, POLICY_NODE_INNER};
+use bulkhead_policy::compile::maps::MapImage;
+use bulkhead_policy::compile::{Compiled, IdentityKind, TableId, compile};
+use bulkhead_policy::model::Direction;
 use serde::Serialize;
 
 use crate::cluster::{ClusterSpec, LabelMode};

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use bulkhead::model::{Model, Protocol};
+use bulkhead_policy::model::{Model, Protocol};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -197,7 +197,7 @@ impl Report {
         let _ = writeln!(
             s,
             "- Model build (generate, normalize, assign addresses) is timed apart from compile. \
-             Compile is `bulkhead::compile::compile(&model)`, {} runs per headline case \
+             Compile is `bulkhead_policy::compile::compile(&model)`, {} runs per headline case \
              (median reported; scaling rows use fewer runs); map image is `Compiled::map_image()`.",
             self.plan.compile_runs
         );

@@ -7,11 +7,11 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 
-use bulkhead::compile::Compiled;
-use bulkhead::compile::maps::MapImage;
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::model::{Labels, Model, Origin, Pod, Policy, Requirement, Selector, Workload};
 use bulkhead_common::EndpointInfo;
+use bulkhead_policy::compile::Compiled;
+use bulkhead_policy::compile::maps::MapImage;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Labels, Model, Origin, Pod, Policy, Requirement, Selector, Workload};
 
 /// Unselected pods that fill IDENTITIES (two entries each: IPv4 and IPv6
 /// address) and the enricher's tables.

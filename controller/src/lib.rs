@@ -2,23 +2,11 @@
 //! NetworkPolicy into eBPF map images, enforces them on veth pairs, and shows
 //! every flow and verdict.
 //!
-//! Data flows `source` → `model` → `compile` → (dataplane, `eval`).
+//! This crate is the top layer: the command line ([`cli`]) and the lab
+//! ([`lab`]). The layers below are crates of their own: `bulkhead-policy`
+//! (model, sources, compiler, evaluator), `bulkhead-flows`,
+//! `bulkhead-dataplane`, `bulkhead-learn` and `bulkhead-agent`; see
+//! `docs/architecture.md`.
 
-pub mod agent;
-pub mod api;
-pub mod audit;
 pub mod cli;
-pub mod cni;
-pub mod compile;
-pub mod dataplane;
-pub mod eval;
-pub mod flows;
 pub mod lab;
-pub mod learn;
-pub mod model;
-pub mod node;
-pub mod private;
-pub mod promote;
-pub mod source;
-#[cfg(any(test, feature = "testing"))]
-pub mod testing;

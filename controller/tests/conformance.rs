@@ -29,9 +29,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use bulkhead::model::Model;
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::source::manifest::load_dir;
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
 use ipnetwork::IpNetwork;
 
 use cases::{Case, FALLBACK_POD_SUBNET, IN_SCOPE_TIERS, OUT_OF_SCOPE_TIERS, data_dir, read_cases};
@@ -55,7 +55,7 @@ struct Outcome {
 
 /// The analyzer's workload for a pod: its controlling owner, else itself
 /// (a Pod object or the workload object it stands for). `(NS/NAME, KIND)`.
-fn workload_of(pod: &bulkhead::model::Pod) -> (String, String) {
+fn workload_of(pod: &bulkhead_policy::model::Pod) -> (String, String) {
     let w = pod.owner.as_ref().unwrap_or(&pod.source);
     (format!("{}/{}", pod.namespace, w.name), w.kind.clone())
 }

@@ -18,17 +18,17 @@ use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
-use bulkhead::compile::maps::{
-    MapImage, PolicyLayout, abi_addr, identity_key, peer_ranges, place_policy, policy_tree,
-};
-use bulkhead::compile::tables::Segment;
-use bulkhead::dataplane::{FlowMaps, FlowTap};
 use bulkhead_common::{
     Config, CtEntry, CtKey, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_MAP, EndpointInfo, EndpointKey,
     FragEntry, FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey,
     policy_node_index,
 };
+use bulkhead_dataplane::{FlowMaps, FlowTap};
+use bulkhead_policy::compile::maps::{
+    MapImage, PolicyLayout, abi_addr, identity_key, peer_ranges, place_policy, policy_tree,
+};
+use bulkhead_policy::compile::tables::Segment;
 use ipnetwork::IpNetwork;
 
 use crate::privileged_ebpf_elf;

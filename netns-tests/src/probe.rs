@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 
-use bulkhead::compile::maps::MapImage;
-use bulkhead::compile::{Compiled, compile};
-use bulkhead::eval::{AuditVerdict, Verdict};
-use bulkhead::testing::{Rng, probe_addresses, random_model, random_modes};
 use bulkhead_common::CtKey;
+use bulkhead_policy::compile::maps::MapImage;
+use bulkhead_policy::compile::{Compiled, compile};
+use bulkhead_policy::eval::{AuditVerdict, Verdict};
+use bulkhead_testkit::{Rng, probe_addresses, random_model, random_modes};
 
 use crate::dataplane::ct_key;
 use crate::packet::{L4, ct_ports, probe_l4};

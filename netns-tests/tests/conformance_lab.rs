@@ -45,8 +45,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::source::manifest::load_dir;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
 use ipnetwork::IpNetwork;
 
 use cases::{Case, FALLBACK_POD_SUBNET, IN_SCOPE_TIERS, data_dir, read_cases};

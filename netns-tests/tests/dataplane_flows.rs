@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bulkhead::dataplane::FlowTap;
-use bulkhead::flows::source::FlowSource;
 use bulkhead_common::{
     DropReason, ENDPOINT_AUDIT_EGRESS, EventKind, FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP,
     FLOW_CONFIG_EVENTS_NEW, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_F_NEW, FLOW_F_UNENFORCED,
     FLOW_F_XDP, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, FLOWS_CAPACITY, FlowEvent, FlowKey, FlowStat,
     FlowValue, HOOK_FROM_POD, HOOK_XDP, PROTO_ANY, PROTO_TCP, PROTO_UDP, RULE_NONE,
 };
+use bulkhead_dataplane::FlowTap;
+use bulkhead_flows::source::FlowSource;
 use bulkhead_netns_tests::{
     dataplane::{DROP, Dataplane, LO_IFINDEX, PASS, XDP_DROP, ct_key, endpoint},
     packet::{ACK, L4, SYN, frame},
@@ -477,8 +477,8 @@ impl Drop for Bpffs {
 
 #[test]
 fn pins_without_flow_maps_load_fresh_and_flow_maps_are_adopted() {
-    use bulkhead::dataplane::flowtap::{EVENTS_MAP, FLOW_CONFIG_MAP, FLOW_STATS_MAP, FLOWS_MAPS};
-    use bulkhead::dataplane::{Dataplane as Pinned, Origin, PinDir, TcMode, cleanup};
+    use bulkhead_dataplane::flowtap::{EVENTS_MAP, FLOW_CONFIG_MAP, FLOW_STATS_MAP, FLOWS_MAPS};
+    use bulkhead_dataplane::{Dataplane as Pinned, Origin, PinDir, TcMode, cleanup};
     let Some(elf) = bulkhead_netns_tests::privileged_ebpf_elf() else {
         return;
     };

@@ -107,9 +107,9 @@ fn programs_load_and_to_pod_enforces_the_ingress_table_of_the_active_slot() {
 /// every other protocol is dropped.
 #[test]
 fn deep_policy_trees_find_every_range_and_its_rule() {
-    use bulkhead::compile::maps::{MapImage, peer_ranges, policy_tree};
-    use bulkhead::compile::tables::Segment;
     use bulkhead_netns_tests::dataplane::ct_key;
+    use bulkhead_policy::compile::maps::{MapImage, peer_ranges, policy_tree};
+    use bulkhead_policy::compile::tables::Segment;
 
     let Some(mut dp) = Dataplane::load() else {
         return;

@@ -1,7 +1,7 @@
 //! The upstream Kubernetes e2e NetworkPolicy scenarios
 //! (kubernetes/kubernetes `test/e2e/network/netpol/network_policy.go`) on
 //! real packets: the very scenario files and truth tables that
-//! `controller/tests/k8s_e2e.rs` checks against the reference evaluator,
+//! `policy/tests/k8s_e2e.rs` checks against the reference evaluator,
 //! run here by a second harness that answers every check with real TCP,
 //! UDP and SCTP probes (IPv4 and IPv6) between the nine pods of a lab
 //! (namespaces x, y, z × pods a, b, c), its agent enforcing each
@@ -18,15 +18,15 @@ const LAB: &str = "k8spk";
 /// Its nodes: one, every pod behind it.
 const NODES: usize = 1;
 
-#[path = "../../controller/tests/k8s_e2e/common.rs"]
+#[path = "../../policy/tests/k8s_e2e/common.rs"]
 mod common;
 #[path = "k8s_e2e_packets/harness.rs"]
 mod harness;
-#[path = "../../controller/tests/k8s_e2e/ipblock.rs"]
+#[path = "../../policy/tests/k8s_e2e/ipblock.rs"]
 mod ipblock;
-#[path = "../../controller/tests/k8s_e2e/isolation.rs"]
+#[path = "../../policy/tests/k8s_e2e/isolation.rs"]
 mod isolation;
-#[path = "../../controller/tests/k8s_e2e/ports.rs"]
+#[path = "../../policy/tests/k8s_e2e/ports.rs"]
 mod ports;
-#[path = "../../controller/tests/k8s_e2e/selectors.rs"]
+#[path = "../../policy/tests/k8s_e2e/selectors.rs"]
 mod selectors;

@@ -18,17 +18,17 @@ const LAB: &str = "k8sp3";
 /// Its nodes.
 const NODES: usize = 3;
 
-#[path = "../../controller/tests/k8s_e2e/common.rs"]
+#[path = "../../policy/tests/k8s_e2e/common.rs"]
 mod common;
 #[path = "k8s_e2e_packets/harness.rs"]
 mod harness;
-#[path = "../../controller/tests/k8s_e2e/ipblock.rs"]
+#[path = "../../policy/tests/k8s_e2e/ipblock.rs"]
 mod ipblock;
-#[path = "../../controller/tests/k8s_e2e/isolation.rs"]
+#[path = "../../policy/tests/k8s_e2e/isolation.rs"]
 mod isolation;
-#[path = "../../controller/tests/k8s_e2e/ports.rs"]
+#[path = "../../policy/tests/k8s_e2e/ports.rs"]
 mod ports;
-#[path = "../../controller/tests/k8s_e2e/selectors.rs"]
+#[path = "../../policy/tests/k8s_e2e/selectors.rs"]
 mod selectors;
 
 mod across_nodes {

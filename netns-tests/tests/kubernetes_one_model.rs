@@ -12,12 +12,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bulkhead::compile::compile;
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::model::{Mode, Model};
-use bulkhead::source::kubernetes::{self, KubeConfig};
-use bulkhead::source::manifest::{Purpose, load_dir_for};
 use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Mode, Model};
+use bulkhead_policy::source::kubernetes::{self, KubeConfig};
+use bulkhead_policy::source::manifest::{Purpose, load_dir_for};
 use serde::Deserialize;
 use serde_json::Value;
 

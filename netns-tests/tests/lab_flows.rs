@@ -170,7 +170,7 @@ fn api_get(lab: &Lab, path: &str) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
-    let mut resp = bulkhead::api::client::get(stream, path)
+    let mut resp = bulkhead_agent::api::client::get(stream, path)
         .unwrap_or_else(|e| panic!("GET {path} on the agent's socket: {e}"));
     let mut body = String::new();
     resp.read_to_string(&mut body).expect("read the body");

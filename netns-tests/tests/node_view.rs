@@ -1,4 +1,4 @@
-//! The agent's node view over rtnetlink (`bulkhead::node`), in a node
+//! The agent's node view over rtnetlink (`bulkhead_dataplane::node`), in a node
 //! namespace of this test's own with a pod namespace behind a veth pair:
 //!
 //! - `read()` sees the veth and, once the pod's address is routed through
@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use bulkhead::node::{LocalEndpoint, NodeWatch, Snapshot, read};
+use bulkhead_dataplane::node::{LocalEndpoint, NodeWatch, Snapshot, read};
 use bulkhead_netkit::{Netns, Veth};
 use bulkhead_netns_tests::privileged;
 use tokio::runtime::Runtime;

@@ -39,7 +39,7 @@ pub fn run() -> Result<()> {
         );
     }
     step("setup", setup::run)?;
-    // Before the controller is built: it embeds the ELF (controller/build.rs).
+    // Before the controller is built: bulkhead-dataplane embeds the ELF (dataplane/build.rs).
     let elf = step("build-ebpf", ebpf::build)?;
     let bin = step("build", || build(&elf))?;
     let fake_apiserver = step("build-fake-apiserver", || {

@@ -39,7 +39,7 @@ pub fn build_with(toolchain: &setup::EbpfToolchain) -> Result<PathBuf> {
     if !elf.is_file() {
         bail!("the build succeeded but {} is missing", elf.display());
     }
-    // What the controller's build script compares with the sources before
+    // What the dataplane crate's build script compares with the sources before
     // it embeds the ELF (a stale ELF is a build error there).
     let stamp = ebpf_sources::stamp(cmd::repo_root()).context("hashing the eBPF sources")?;
     let stamp_path = ebpf_sources::stamp_path(&elf);

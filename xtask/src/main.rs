@@ -7,8 +7,8 @@ mod bench;
 mod cmd;
 mod demo;
 mod ebpf;
-// Shared with the controller's build script, which refuses a stale ELF.
-#[path = "../../controller/build/ebpf_sources.rs"]
+// Shared with the dataplane crate's build script, which refuses a stale ELF.
+#[path = "../../dataplane/build/ebpf_sources.rs"]
 #[allow(dead_code)]
 mod ebpf_sources;
 mod setup;

@@ -42,8 +42,8 @@ pub fn run() -> Result<()> {
         ]))
     })?;
     step("clippy", || {
-        // The same BULKHEAD_EBPF_ELF in every cargo step: the controller
-        // embeds the ELF (controller/build.rs) and is not rebuilt between steps.
+        // The same BULKHEAD_EBPF_ELF in every cargo step: bulkhead-dataplane
+        // embeds the ELF (dataplane/build.rs) and is not rebuilt between steps.
         cmd::run(
             cmd::clean("cargo")
                 .current_dir(root)

@@ -31,9 +31,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bulkhead::flows::AggregateConfig;
-use bulkhead::flows::PipelineConfig;
-use bulkhead::flows::export::{JsonlConfig, JsonlTarget};
 use bulkhead_bench::elf::{self, DEFAULT_FLOW_FLAGS};
 use bulkhead_bench::flows::cache;
 use bulkhead_bench::flows::driver::DrivePlan;
@@ -43,6 +40,9 @@ use bulkhead_bench::flows::run::{self, Placement, REVISION, RunPlan, RunResult};
 use bulkhead_bench::report::Output;
 use bulkhead_bench::run_info::RunInfo;
 use bulkhead_common::{EVENTS_RING_BYTES, FLOWS_CAPACITY};
+use bulkhead_flows::AggregateConfig;
+use bulkhead_flows::PipelineConfig;
+use bulkhead_flows::export::{JsonlConfig, JsonlTarget};
 use clap::Parser;
 
 /// Flow-record capacity benchmark (root only).

@@ -68,7 +68,7 @@ fn profile(spec: &ClusterSpec, runs: usize) {
     let model = spec.build().model;
     for run in 1..=runs {
         let start = Instant::now();
-        let compiled = std::hint::black_box(bulkhead::compile::compile(&model));
+        let compiled = std::hint::black_box(bulkhead_policy::compile::compile(&model));
         let ms = start.elapsed().as_secs_f64() * 1e3;
         println!(
             "compile run {run}: {ms:.1} ms ({} tables)",

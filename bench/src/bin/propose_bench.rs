@@ -17,15 +17,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bulkhead::flows::record::{
+use bulkhead_bench::machine::{self, Machine};
+use bulkhead_bench::report::{int, write_results};
+use bulkhead_flows::record::{
     Address, Counts, Dropped, EndReason, FlowDirection, FlowRecord, FlowVerdict, IpProtocol,
     PodInfo, RecordKind, Schema, Timestamp,
 };
-use bulkhead::learn::{self, History};
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::model::{ContainerPort, Model, Origin, Pod, Protocol, Workload};
-use bulkhead_bench::machine::{self, Machine};
-use bulkhead_bench::report::{int, write_results};
+use bulkhead_learn::{self as learn, History};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{ContainerPort, Model, Origin, Pod, Protocol, Workload};
 use clap::Parser;
 use serde::Serialize;
 

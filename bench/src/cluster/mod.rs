@@ -20,8 +20,10 @@ mod policies;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::model::{ContainerPort, Labels, Model, Namespace, Origin, Pod, Protocol, Workload};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{
+    ContainerPort, Labels, Model, Namespace, Origin, Pod, Protocol, Workload,
+};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use bulkhead::model::{
+use bulkhead_policy::model::{
     IpBlock, NAMESPACE_NAME_LABEL, NamespaceScope, Origin, Peer, Policy, PortMatch, PortSpec,
     Protocol, Requirement, Rule, Selector,
 };

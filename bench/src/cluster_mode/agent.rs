@@ -13,7 +13,7 @@ use anyhow::{Context as _, Result, bail};
 
 /// The log filter the agent runs with: info, plus the reconciler's debug
 /// lines (compile time and pod count of every model).
-pub const LOG_FILTER: &str = "info,bulkhead::agent::reconcile=debug";
+pub const LOG_FILTER: &str = "info,bulkhead_agent::reconcile=debug";
 
 static BINARY: OnceLock<PathBuf> = OnceLock::new();
 

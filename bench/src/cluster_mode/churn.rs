@@ -91,7 +91,7 @@ impl Recorder {
             let mut seen = Vec::new();
             let mut last = watch.read().as_ref().and_then(enforced).unwrap_or(0);
             while !stop2.load(Ordering::Relaxed) {
-                let new = |s: &bulkhead::agent::AgentState| enforced(s).is_some_and(|e| e > last);
+                let new = |s: &bulkhead_agent::AgentState| enforced(s).is_some_and(|e| e > last);
                 if let Some((s, at)) = watch.wait(Duration::from_millis(100), new) {
                     last = enforced(&s).unwrap_or(last);
                     seen.push((at, last));

@@ -92,11 +92,11 @@ mod tests {
     #[test]
     fn reads_took_fields_of_the_marked_lines() {
         let log = "\
-2026-12-06T10:00:00.1Z DEBUG bulkhead::agent::reconcile: compiled took=85.5ms pods=10002
-2026-12-06T10:00:00.2Z  INFO bulkhead::agent::reconcile: policy switched from=1 to=2 writes=9 endpoints=2 took=12.25ms
-2026-12-06T10:00:00.3Z DEBUG bulkhead::agent::reconcile: compiled took=1.5s pods=10003
-2026-12-06T10:00:00.4Z DEBUG bulkhead::agent::reconcile: compiled took=500µs pods=3
-2026-12-06T10:00:00.5Z  INFO bulkhead::agent: something else took=7ms
+2026-12-06T10:00:00.1Z DEBUG bulkhead_agent::reconcile: compiled took=85.5ms pods=10002
+2026-12-06T10:00:00.2Z  INFO bulkhead_agent::reconcile: policy switched from=1 to=2 writes=9 endpoints=2 took=12.25ms
+2026-12-06T10:00:00.3Z DEBUG bulkhead_agent::reconcile: compiled took=1.5s pods=10003
+2026-12-06T10:00:00.4Z DEBUG bulkhead_agent::reconcile: compiled took=500µs pods=3
+2026-12-06T10:00:00.5Z  INFO bulkhead_agent: something else took=7ms
 ";
         let c = steps(log, " compiled ");
         assert_eq!(c.count, 3);

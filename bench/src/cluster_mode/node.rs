@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
-use bulkhead::agent::AgentState;
+use bulkhead_agent::AgentState;
 use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
 
 use super::agent::Agent;

@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
-use bulkhead::model::{
+use bulkhead_policy::model::{
     Labels, Namespace, NamespaceScope, Peer, Pod, Policy, PortMatch, PortSpec, Requirement, Rule,
     Selector,
 };

@@ -9,8 +9,8 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
-use bulkhead::agent::AgentState;
-use bulkhead::agent::state::STATE_DIR;
+use bulkhead_agent::AgentState;
+use bulkhead_agent::state::STATE_DIR;
 use notify::{RecursiveMode, Watcher as _};
 
 /// A watch of one agent's state file.

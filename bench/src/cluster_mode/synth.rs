@@ -13,7 +13,7 @@
 
 use std::net::Ipv4Addr;
 
-use bulkhead::model::NAMESPACE_NAME_LABEL;
+use bulkhead_policy::model::NAMESPACE_NAME_LABEL;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};

@@ -13,7 +13,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use bulkhead::model::{IpBlock, Model, Peer, Policy, PortMatch, PortSpec, Protocol, Rule};
+use bulkhead_policy::model::{IpBlock, Model, Peer, Policy, PortMatch, PortSpec, Protocol, Rule};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use crate::dataplane::netns::{CLIENT_IP, SERVER_IP};
@@ -349,7 +349,7 @@ mod tests {
     fn the_model_allows_exactly_the_list() {
         let e = entries(50);
         let m = model(&e);
-        let c = bulkhead::compile::compile(&m);
+        let c = bulkhead_policy::compile::compile(&m);
         let (client, server) = (CLIENT_IP.into(), SERVER_IP.into());
         for x in client_entries() {
             let proto = match x.protocol {

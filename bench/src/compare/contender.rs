@@ -29,13 +29,13 @@ use anyhow::{Context as _, Result, bail};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::{SchedClassifierLinkId, TcAttachOptions};
 use aya::programs::{SchedClassifier, TcAttachType};
-use bulkhead::compile::compile;
-use bulkhead::dataplane::sync::Desired;
-use bulkhead::dataplane::{Dataplane, PinDir, TcMode};
-use bulkhead::flows::source::FlowSource as _;
-use bulkhead::node::LocalEndpoint;
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
+use bulkhead_dataplane::node::LocalEndpoint;
+use bulkhead_dataplane::sync::Desired;
+use bulkhead_dataplane::{Dataplane, PinDir, TcMode};
+use bulkhead_flows::source::FlowSource as _;
 use bulkhead_netkit::NsHandle;
+use bulkhead_policy::compile::compile;
 
 use super::allowlist::{self, Entry, IPSET};
 use super::model::Contender;
@@ -412,7 +412,7 @@ fn mount_bpffs(dir: &Path) -> Result<()> {
 /// (which takes every pin along) and removes the mount point. Also for a
 /// directory whose mount never happened.
 fn remove_pins(dir: &Path) -> Result<()> {
-    let cleaned = bulkhead::dataplane::cleanup(&dir.join("bulkhead"), &[])
+    let cleaned = bulkhead_dataplane::cleanup(&dir.join("bulkhead"), &[])
         .with_context(|| format!("removing the pins in {}", dir.display()));
     match nix::mount::umount2(dir, nix::mount::MntFlags::MNT_DETACH) {
         // EINVAL: not a mount point (the mount failed).

@@ -9,10 +9,10 @@ use std::path::Path;
 
 use anyhow::{Context as _, Result, anyhow, ensure};
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions};
-use bulkhead::compile::compile;
 use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
 use bulkhead_netns_tests::dataplane::{Dataplane, PASS};
 use bulkhead_netns_tests::packet::{L4, frame};
+use bulkhead_policy::compile::compile;
 
 use super::allowlist::{self, FLOOD_PORT};
 use crate::dataplane::netns::{CLIENT_IP, SERVER_IP};

@@ -105,7 +105,7 @@ impl Topology {
         ] {
             // The pod's MAC is the one the compiled endpoint expects
             // (anti-spoofing in from_pod and XDP).
-            let mac = bulkhead::compile::maps::pod_mac([ip.into()]);
+            let mac = bulkhead_policy::compile::maps::pod_mac([ip.into()]);
             wire_pod(node, pod, &PodWiring { veth, ip, mac })
                 .with_context(|| format!("wiring {}", pod.name()))?;
         }

@@ -52,9 +52,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail, ensure};
 use aya::programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp};
-use bulkhead::dataplane::FlowTap;
-use bulkhead::flows::source::FlowSource as _;
 use bulkhead_common::{CtKey, DropReason, PROTO_UDP, active_slot};
+use bulkhead_dataplane::FlowTap;
+use bulkhead_flows::source::FlowSource as _;
 use bulkhead_netns_tests::dataplane::{DROP, Dataplane, PASS, XDP_DROP, XDP_PASS, ct_key};
 use bulkhead_netns_tests::packet::{HOST_MAC, L4, frame};
 use serde::Serialize;

@@ -26,12 +26,12 @@
 
 use std::net::Ipv4Addr;
 
-use bulkhead::compile::maps::MapImage;
-use bulkhead::compile::{Compiled, compile};
-use bulkhead::model::{
+use bulkhead_common::{EndpointInfo, POLICY_NODE_INNER, PolicyNode, PolicyNodeKey};
+use bulkhead_policy::compile::maps::MapImage;
+use bulkhead_policy::compile::{Compiled, compile};
+use bulkhead_policy::model::{
     IpBlock, Model, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Protocol, Rule,
 };
-use bulkhead_common::{EndpointInfo, POLICY_NODE_INNER, PolicyNode, PolicyNodeKey};
 use ipnetwork::{IpNetwork, Ipv4Network};
 use serde::Serialize;
 

@@ -30,15 +30,15 @@ use aya::maps::{HashMap, MapData};
 use aya::programs::links::LinkOrder;
 use aya::programs::tc::TcAttachOptions;
 use aya::programs::{SchedClassifier, TcAttachType, Xdp, XdpMode};
-use bulkhead::compile::compile;
-use bulkhead::model::{
-    Model, NamespaceScope, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
-};
 use bulkhead_common::{
     CONFIG_F_HOST_ROUTING, DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey, active_slot,
 };
 use bulkhead_netns_tests::dataplane::Dataplane;
 use bulkhead_netns_tests::tx_packets;
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::model::{
+    Model, NamespaceScope, Peer, Pod, Policy, PortMatch, PortSpec, Protocol, Rule,
+};
 use serde::Serialize;
 
 use super::flood::{self, FloodResult, FloodSpec};

@@ -10,9 +10,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use bulkhead::compile::maps::abi_addr;
-use bulkhead::flows::aggregate::{AggregateConfig, FlowCache};
 use bulkhead_common::{CtKey, FLOW_F_NEW, FLOW_SIDE_EGRESS, FlowKey, FlowValue, PROTO_UDP};
+use bulkhead_flows::aggregate::{AggregateConfig, FlowCache};
+use bulkhead_policy::compile::maps::abi_addr;
 use serde::Serialize;
 
 use super::policy::Tuples;

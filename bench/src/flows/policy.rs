@@ -17,12 +17,12 @@
 
 use std::net::Ipv4Addr;
 
-use bulkhead::compile::maps::MapImage;
-use bulkhead::compile::{Compiled, compile};
-use bulkhead::flows::Enricher;
-use bulkhead::model::{IpBlock, Model, Peer, Policy, PortMatch, PortSpec, Protocol, Rule};
 use bulkhead_common::EndpointInfo;
+use bulkhead_flows::Enricher;
 use bulkhead_netns_tests::dataplane::LO_IFINDEX;
+use bulkhead_policy::compile::maps::MapImage;
+use bulkhead_policy::compile::{Compiled, compile};
+use bulkhead_policy::model::{IpBlock, Model, Peer, Policy, PortMatch, PortSpec, Protocol, Rule};
 use ipnetwork::{IpNetwork, Ipv4Network};
 
 use crate::synthetic::{self, BenchImage, app_selector, bench_pods, origin};

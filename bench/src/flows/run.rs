@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use aya::programs::SchedClassifier;
-use bulkhead::flows::accounting::Accounting;
-use bulkhead::flows::export::{JsonlConfig, JsonlTarget};
-use bulkhead::flows::{Pipeline, PipelineConfig, PipelineHandle};
+use bulkhead_flows::accounting::Accounting;
+use bulkhead_flows::export::{JsonlConfig, JsonlTarget};
+use bulkhead_flows::{Pipeline, PipelineConfig, PipelineHandle};
 use serde::Serialize;
 
 use super::cpu;

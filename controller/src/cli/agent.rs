@@ -1,4 +1,4 @@
-//! `bulkhead agent`: the per-node daemon (see [`crate::agent`]).
+//! `bulkhead agent`: the per-node daemon (see [`bulkhead_agent`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,16 +9,16 @@ use clap::{Args, ValueEnum};
 use ipnetwork::IpNetwork;
 
 use super::{CliError, ManifestArgs};
-use crate::agent::{self, AgentConfig, FlowsConfig, SourceConfig};
-use crate::api::{self, ApiConfig};
-use crate::dataplane::{DEFAULT_PIN_DIR, TcMode};
-use crate::flows::PipelineConfig;
-use crate::flows::export::ipfix::IpfixConfig;
-use crate::flows::export::jsonl::{JsonlConfig, JsonlTarget};
-use crate::model::Mode;
-use crate::source::kubernetes::KubeConfig;
-use crate::source::manifest::Purpose;
-use crate::source::manifest::watch::Loader;
+use bulkhead_agent::api::{self, ApiConfig};
+use bulkhead_agent::{self as agent, AgentConfig, FlowsConfig, SourceConfig};
+use bulkhead_dataplane::{DEFAULT_PIN_DIR, TcMode};
+use bulkhead_flows::PipelineConfig;
+use bulkhead_flows::export::ipfix::IpfixConfig;
+use bulkhead_flows::export::jsonl::{JsonlConfig, JsonlTarget};
+use bulkhead_policy::model::Mode;
+use bulkhead_policy::source::kubernetes::KubeConfig;
+use bulkhead_policy::source::manifest::Purpose;
+use bulkhead_policy::source::manifest::watch::Loader;
 
 /// On or off.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,6 @@
 //! `bulkhead audit`: what the policies in audit mode would do if enforced.
 //! `audit report` reads flow records (files, a lab's flow log, the agent's
-//! history) and groups every flow they would deny; see [`crate::audit`].
+//! history) and groups every flow they would deny; see [`bulkhead_learn::audit`].
 
 use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -10,12 +10,12 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use super::flows::FlowsError;
 use super::{CliError, Output};
-use crate::api::DEFAULT_SOCKET;
-use crate::api::client::{self, ClientError};
-use crate::audit::filter::parse_policy;
-use crate::audit::render::plural;
-use crate::audit::{self, Filter, ReadError, Report, Since, render};
 use crate::lab::LabError;
+use bulkhead_agent::api::DEFAULT_SOCKET;
+use bulkhead_agent::api::client::{self, ClientError};
+use bulkhead_learn::audit::filter::parse_policy;
+use bulkhead_learn::audit::render::plural;
+use bulkhead_learn::audit::{self, Filter, ReadError, Report, Since, render};
 
 /// Arguments of `bulkhead audit`.
 #[derive(Debug, Args)]

@@ -6,9 +6,9 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::{CliError, ManifestArgs, Output};
-use crate::compile::compile;
-use crate::eval::connectivity::{Connection, PortSets, connectivity};
-use crate::model::Protocol;
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::eval::connectivity::{Connection, PortSets, connectivity};
+use bulkhead_policy::model::Protocol;
 
 /// Arguments of `bulkhead connectivity`.
 #[derive(Debug, Args)]
@@ -24,7 +24,7 @@ pub struct ConnectivityArgs {
     /// (`bulkhead.io/mode`), as the agent's `--mode`: only enforce-mode
     /// policies decide what is allowed.
     #[arg(long, value_name = "MODE", default_value = "enforce")]
-    pub mode: crate::model::Mode,
+    pub mode: bulkhead_policy::model::Mode,
 }
 
 /// Runs the command.

@@ -5,9 +5,9 @@ use std::io::Write;
 use clap::Args;
 
 use super::{CliError, ManifestArgs, Output};
-use crate::compile::compile;
-use crate::eval::explain::{Explanation, PeerArg, RuleRef, SideExplanation, explain};
-use crate::model::Protocol;
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::eval::explain::{Explanation, PeerArg, RuleRef, SideExplanation, explain};
+use bulkhead_policy::model::Protocol;
 
 /// Arguments of `bulkhead explain`.
 #[derive(Debug, Args)]
@@ -40,7 +40,7 @@ pub struct ExplainArgs {
     /// (`bulkhead.io/mode`), as the agent's `--mode`: only enforce-mode
     /// policies decide what is allowed.
     #[arg(long, value_name = "MODE", default_value = "enforce")]
-    pub mode: crate::model::Mode,
+    pub mode: bulkhead_policy::model::Mode,
 }
 
 /// Runs the command.
@@ -68,7 +68,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn name(end: &crate::eval::explain::EndpointInfo) -> String {
+fn name(end: &bulkhead_policy::eval::explain::EndpointInfo) -> String {
     let addr = end.addr;
     match &end.pod {
         Some(p) => format!("{p} ({addr})"),

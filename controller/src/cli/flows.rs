@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, ValueEnum};
 
 use super::{CliError, Output};
-use crate::api::client::{self, ClientError};
-use crate::api::{DEFAULT_SOCKET, LOST_TYPE, SOCKET_NAME};
-use crate::flows::filter::{Filter, FilterError};
-use crate::flows::record::{
+use bulkhead_agent::api::client::{self, ClientError};
+use bulkhead_agent::api::{DEFAULT_SOCKET, LOST_TYPE, SOCKET_NAME};
+use bulkhead_flows::filter::{Filter, FilterError};
+use bulkhead_flows::record::{
     AuditVerdict, FlowDirection, FlowRecord, FlowVerdict, IpProtocol, RecordKind,
 };
 
@@ -146,7 +146,9 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     .into_iter()
     .filter_map(|(k, v)| Some((k, v?)))
     .collect();
-    Filter::from_query(&crate::api::query::encode_query(pairs.iter().copied()))?;
+    Filter::from_query(&bulkhead_agent::api::query::encode_query(
+        pairs.iter().copied(),
+    ))?;
     let last = args
         .last
         .unwrap_or(if args.follow { 0 } else { 20 })
@@ -155,7 +157,7 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
     if args.follow {
         pairs.push(("follow", "1"));
     }
-    Ok(crate::api::query::encode_query(pairs))
+    Ok(bulkhead_agent::api::query::encode_query(pairs))
 }
 
 /// The sockets to use (one per node of a lab) and what to suggest when
@@ -340,7 +342,7 @@ fn short_time(rfc3339: &str) -> String {
 }
 
 /// One end: `ns/pod:port` for a pod, the address otherwise (no port for ICMP).
-fn peer(a: &crate::flows::record::Address, protocol: IpProtocol) -> String {
+fn peer(a: &bulkhead_flows::record::Address, protocol: IpProtocol) -> String {
     let host = match &a.pod {
         Some(p) => format!("{}/{}", p.namespace, p.pod),
         None if a.ip.is_ipv6() => format!("[{}]", a.ip),
@@ -443,8 +445,8 @@ pub fn render(r: &FlowRecord, color: bool) -> String {
     let dropped = (r.dropped.packets > 0).then(|| format!("{} dropped", r.dropped.packets));
     let tail = match (r.kind, r.event) {
         (RecordKind::Event, Some(e)) => Some(match e {
-            crate::flows::record::EventType::NewFlow => "new flow",
-            crate::flows::record::EventType::Drop => "drop",
+            bulkhead_flows::record::EventType::NewFlow => "new flow",
+            bulkhead_flows::record::EventType::Drop => "drop",
         }),
         (RecordKind::Event, None) => Some("event"),
         (RecordKind::Flow, _) => r.end_reason.map(|e| e.as_str()),

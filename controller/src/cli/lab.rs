@@ -19,8 +19,8 @@ use crate::lab::probe::{
 };
 use crate::lab::state::{AgentSource, LabState, Ports, state_path};
 use crate::lab::{LabError, agent, cluster, serve, setup};
-use crate::model::addressing::AddressPlan;
-use crate::model::{Mode, Protocol};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Mode, Protocol};
 
 mod status;
 #[cfg(test)]
@@ -456,7 +456,7 @@ fn sync(args: &SyncArgs) -> Result<(), CliError> {
 }
 
 /// Says what the agents enforce (node index, state).
-fn report_enforced(state: &LabState, enforced: &[(usize, crate::agent::AgentState)]) {
+fn report_enforced(state: &LabState, enforced: &[(usize, bulkhead_agent::AgentState)]) {
     for (i, s) in enforced {
         let what = match state.agent.as_ref().map(|a| &a.source) {
             Some(AgentSource::Kubernetes { .. }) => format!(

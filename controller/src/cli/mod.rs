@@ -15,9 +15,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnetwork::IpNetwork;
 
-use crate::model::Model;
-use crate::model::addressing::AddressPlan;
-use crate::source::manifest::{self, ManifestErrors};
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::{self, ManifestErrors};
 
 /// Bulkhead: network micro-segmentation for containers and Kubernetes.
 #[derive(Debug, Parser)]
@@ -114,7 +114,7 @@ pub enum CliError {
     Manifests(#[from] ManifestErrors),
     /// The explain query cannot be answered.
     #[error(transparent)]
-    Explain(#[from] crate::eval::explain::ExplainError),
+    Explain(#[from] bulkhead_policy::eval::explain::ExplainError),
     /// A lab operation failed.
     #[error(transparent)]
     Lab(#[from] crate::lab::LabError),
@@ -128,10 +128,10 @@ pub enum CliError {
     },
     /// The agent failed.
     #[error(transparent)]
-    Agent(#[from] crate::agent::AgentError),
+    Agent(#[from] bulkhead_agent::AgentError),
     /// The dataplane could not be read.
     #[error(transparent)]
-    Dataplane(#[from] crate::dataplane::DataplaneError),
+    Dataplane(#[from] bulkhead_dataplane::DataplaneError),
     /// `bulkhead flows` could not read the agent's flows.
     #[error(transparent)]
     Flows(#[from] flows::FlowsError),
@@ -140,7 +140,7 @@ pub enum CliError {
     Propose(#[from] propose::ProposeError),
     /// `bulkhead promote` changed nothing (or not everything, if writing failed).
     #[error(transparent)]
-    Promote(#[from] crate::promote::PromoteError),
+    Promote(#[from] bulkhead_learn::promote::PromoteError),
     /// `bulkhead audit` could not read its input, or found would-deny
     /// flows under `--fail-on-would-deny` (exit status 1).
     #[error(transparent)]

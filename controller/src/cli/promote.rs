@@ -9,8 +9,8 @@ use clap::{ArgGroup, Args};
 use serde_json::json;
 
 use super::{CliError, Output};
-use crate::model::Mode;
-use crate::promote::{self, Plan, Selection};
+use bulkhead_learn::promote::{self, Plan, Selection};
+use bulkhead_policy::model::Mode;
 
 /// Arguments of `bulkhead promote`.
 #[derive(Debug, Args)]

@@ -10,11 +10,11 @@ use clap::{ArgGroup, Args, ValueEnum};
 use serde_json::json;
 
 use super::{CliError, ManifestArgs};
-use crate::api::DEFAULT_SOCKET;
-use crate::api::client::{self, ClientError};
-use crate::learn::store::Stored;
-use crate::learn::{self, History, Proof, Proposal, ReadError, StoreError, render};
-use crate::model::Mode;
+use bulkhead_agent::api::DEFAULT_SOCKET;
+use bulkhead_agent::api::client::{self, ClientError};
+use bulkhead_learn::store::Stored;
+use bulkhead_learn::{self as learn, History, Proof, Proposal, ReadError, StoreError, render};
+use bulkhead_policy::model::Mode;
 
 /// How long the agent may take to answer `/v1/history` (it reads and
 /// encodes the whole store first: seconds for a million edges).
@@ -300,12 +300,12 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::agent::flows::HistorySource;
-    use crate::api::{
+    use bulkhead_agent::api::{
         Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError,
     };
-    use crate::learn::store::test_support;
-    use crate::learn::{HistoryStore, StoreConfig};
+    use bulkhead_agent::flows::HistorySource;
+    use bulkhead_learn::{HistoryStore, StoreConfig};
+    use bulkhead_testkit::learn as test_support;
 
     /// An agent's API backend with only a history, served as the agent does.
     struct Agent(HistorySource);
@@ -340,7 +340,7 @@ mod tests {
             tcp: None,
             ..ApiConfig::default()
         };
-        let runtime = crate::api::test_runtime().handle();
+        let runtime = bulkhead_testkit::runtime().handle();
         Api::start(config, Arc::new(Agent(source)), runtime).unwrap()
     }
 
@@ -421,7 +421,7 @@ mod tests {
     #[test]
     fn flow_logs_of_several_nodes_propose_what_one_node_would() {
         let dir = tempfile::tempdir().unwrap();
-        let (logs, whole) = crate::learn::tests::demo_flow_logs(dir.path());
+        let (logs, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
         let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
         let parse = |argv: &[&str]| {
             let mut all = vec!["bulkhead", "propose", "--manifests", demo];
@@ -468,7 +468,7 @@ mod tests {
             message.contains("start it with --history-db PATH"),
             "{message}"
         );
-        crate::api::test_runtime().block_on(api.stop());
+        bulkhead_testkit::runtime().block_on(api.stop());
 
         let source = HistorySource::NotOpen {
             path: dir.path().join("h.redb"),

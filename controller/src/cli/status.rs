@@ -9,12 +9,12 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{CliError, Output};
-use crate::agent::AgentState;
-use crate::dataplane::status::{self, MapStatus};
-use crate::dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use crate::lab::LabError;
 use crate::lab::state::LabState;
-use crate::source::SourceStatus;
+use bulkhead_agent::AgentState;
+use bulkhead_dataplane::status::{self, MapStatus};
+use bulkhead_dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
+use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `bulkhead status`.
 #[derive(Debug, Args)]
@@ -37,7 +37,7 @@ pub struct StatusArgs {
 #[derive(Serialize)]
 struct Report<'a> {
     pin_dir: &'a std::path::Path,
-    /// Whether the agent runs ([`crate::agent::process::is_bulkhead`]).
+    /// Whether the agent runs ([`bulkhead_agent::process::is_bulkhead`]).
     agent_running: bool,
     /// Its PID while it runs.
     agent_pid: Option<u32>,
@@ -104,7 +104,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
     // Not merely a PID that exists: a killed agent may linger as a zombie.
     let alive = state
         .as_ref()
-        .filter(|s| crate::agent::process::is_bulkhead(s.pid));
+        .filter(|s| bulkhead_agent::process::is_bulkhead(s.pid));
     let pod_of = |ifindex: u32| {
         state
             .as_ref()
@@ -228,7 +228,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
 /// Seconds since the source stopped answering, while it does not.
 pub(crate) fn stale_seconds(state: &AgentState) -> Option<u64> {
     let since = state.source.stale_since_unix_ms?;
-    Some(crate::source::now_unix_ms().saturating_sub(since) / 1000)
+    Some(bulkhead_policy::source::now_unix_ms().saturating_sub(since) / 1000)
 }
 
 /// The source line(s) of the text report.

@@ -13,7 +13,7 @@
 //! ```
 //!
 //! Everything in it is the owner's only (files 0600, directories 0700; see
-//! [`crate::private`]): it holds flows, logs and state.
+//! [`bulkhead_policy::private`]): it holds flows, logs and state.
 //!
 //! The agent runs with `--netns bh-<lab>-node` (so it stays in this mount
 //! namespace and sees the bpffs) and finds the pods' host-side veths there
@@ -38,10 +38,10 @@ use super::LabError;
 use super::naming::{netns_prefix, node_index, node_netns};
 use super::net;
 use super::state::{AgentSource, LabAgent, LabState, lab_dir, pin_dirs_on_disk};
-use crate::agent::AgentState;
-use crate::private;
-use crate::source::manifest::content_hash;
-use crate::source::manifest::walk::{self, Limits};
+use bulkhead_agent::AgentState;
+use bulkhead_policy::private;
+use bulkhead_policy::source::manifest::content_hash;
+use bulkhead_policy::source::manifest::walk::{self, Limits};
 
 /// How long the agent gets to stop on SIGTERM before SIGKILL.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
@@ -72,7 +72,7 @@ pub fn copy_manifests(from: &Path, to: &Path) -> Result<(), LabError> {
 
 /// Whether `path` is the mount point of a bpffs.
 fn is_bpffs(path: &Path) -> bool {
-    mount_points().iter().any(|m| m == path) && crate::dataplane::pins::on_bpffs(path)
+    mount_points().iter().any(|m| m == path) && bulkhead_dataplane::pins::on_bpffs(path)
 }
 
 /// Mounts the lab's private bpffs (if it is not mounted yet).
@@ -527,11 +527,11 @@ fn cleanup_pins(node: &str, pins: &Path) -> usize {
             // Devices are named in the node namespace: never look them up
             // in this one. Without the node there are none left anyway.
             let devices: &[String] = if in_node { &devices } else { &[] };
-            if in_node && let Err(e) = crate::agent::enter_netns(&node) {
+            if in_node && let Err(e) = bulkhead_agent::enter_netns(&node) {
                 tracing::warn!(error = %e, "cleanup outside the node namespace");
-                return crate::dataplane::cleanup(&pins_owned, &[]);
+                return bulkhead_dataplane::cleanup(&pins_owned, &[]);
             }
-            crate::dataplane::cleanup(&pins_owned, devices)
+            bulkhead_dataplane::cleanup(&pins_owned, devices)
         })
         .join()
     });

@@ -13,7 +13,7 @@
 //! with no error.
 //!
 //! [`model_in_force`] reads the API's objects as the agent does (the
-//! [`crate::source::kubernetes`] source itself, until its first complete
+//! [`bulkhead_policy::source::kubernetes`] source itself, until its first complete
 //! model), for `lab verify`. Each call runs on a small current-thread
 //! tokio runtime of its own (the lab's commands are synchronous), in a
 //! thread inside the lab's node namespace: the kubeconfig's address is
@@ -32,10 +32,10 @@ use kube::{Api, Client};
 use super::LabError;
 use super::agent::{Sync, ensure_running, its_word};
 use super::state::{LabAgent, LabState};
-use crate::agent::AgentState;
-use crate::model::{Mode, Model};
-use crate::source::error_chain;
-use crate::source::kubernetes::{self, KubeConfig, KubeError};
+use bulkhead_agent::AgentState;
+use bulkhead_policy::model::{Mode, Model};
+use bulkhead_policy::source::error_chain;
+use bulkhead_policy::source::kubernetes::{self, KubeConfig, KubeError};
 
 /// How long one request to the API may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,7 +56,7 @@ where
         scope
             .spawn(|| {
                 if let Some(ns) = netns {
-                    crate::agent::enter_netns(ns).map_err(LabError::NodeNetns)?;
+                    bulkhead_agent::enter_netns(ns).map_err(LabError::NodeNetns)?;
                 }
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()

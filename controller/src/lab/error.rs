@@ -210,7 +210,7 @@ pub enum LabError {
     },
     /// The kubeconfig of the lab's agent could not be read or used.
     #[error(transparent)]
-    Kube(#[from] crate::source::kubernetes::KubeError),
+    Kube(#[from] bulkhead_policy::source::kubernetes::KubeError),
     /// The Kubernetes API of the lab's agent did not answer.
     #[error(
         "the Kubernetes API of {} did not {what} within {timeout:?}{}",
@@ -258,13 +258,13 @@ pub enum LabError {
     },
     /// The lab's node namespace (where its API is reached) could not be entered.
     #[error("entering the lab's node namespace: {0}")]
-    NodeNetns(#[source] crate::agent::AgentError),
+    NodeNetns(#[source] bulkhead_agent::AgentError),
     /// A tokio runtime for talking to the API could not be made.
     #[error("starting a tokio runtime: {0}")]
     Runtime(#[source] std::io::Error),
     /// Walking or reading the manifests went over a limit or failed.
     #[error(transparent)]
-    Manifests(#[from] crate::source::manifest::WalkError),
+    Manifests(#[from] bulkhead_policy::source::manifest::WalkError),
     /// Mounting or unmounting the lab's bpffs.
     #[error("{what} {}: {source}", path.display())]
     Mount {

@@ -134,7 +134,7 @@ pub fn host_veth(key: &str) -> String {
 
 /// The MAC of an external host (keyed by its address): locally administered
 /// unicast, from [`name_hash`]. Pods get the MAC the dataplane expects,
-/// `crate::compile::maps::pod_mac`, instead.
+/// `bulkhead_policy::compile::maps::pod_mac`, instead.
 pub fn mac_of(key: &str) -> [u8; 6] {
     let h = name_hash(key).to_be_bytes();
     [(h[0] & 0xfc) | 0x02, h[1], h[2], h[3], h[4], h[5]]

@@ -12,7 +12,7 @@ use super::LabError;
 use super::naming::{FABRIC_BRIDGE, MAX_NODES, NODE_FABRIC_IF, fabric_veth, node_netns_of};
 use super::plan::{LabSpec, host_prefix};
 use super::state::{AgentSource, Host, LabAgent, LabNode, LabState, node_dir};
-use crate::model::Model;
+use bulkhead_policy::model::Model;
 
 /// The fabric's IPv4 range (RFC 2544's benchmarking block): node `i` has
 /// its `i + 1`th address on its `eth0`.
@@ -196,7 +196,7 @@ pub(super) fn plan_nodes(model: &Model, spec: &LabSpec) -> Result<Vec<LabNode>, 
                     mode: spec.mode,
                     source: spec.source.clone(),
                     pid: None,
-                    api_socket: dir.join(crate::api::SOCKET_NAME),
+                    api_socket: dir.join(bulkhead_agent::api::SOCKET_NAME),
                     flow_log: dir.join("flows.jsonl"),
                     node_name: named.then(|| names[i].clone()),
                 }),

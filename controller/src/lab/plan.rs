@@ -13,7 +13,7 @@ use super::naming::{
 };
 use super::nodes::{check_fabric, check_nodes, placement, plan_nodes};
 use super::state::{AgentSource, Host, LabState, Ports, STATE_VERSION, watch_copy_dir};
-use crate::model::{Mode, Model, Protocol};
+use bulkhead_policy::model::{Mode, Model, Protocol};
 
 /// What `lab up` was asked for, beyond the model.
 #[derive(Clone, Debug, Default)]
@@ -111,7 +111,9 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         hosts.push(Host {
             veth: host_veth(&key),
             // The dataplane's anti-spoofing expects exactly this MAC.
-            mac: format_mac(crate::compile::maps::pod_mac(pod.ips.iter().copied())),
+            mac: format_mac(bulkhead_policy::compile::maps::pod_mac(
+                pod.ips.iter().copied(),
+            )),
             netns: pod_netns(&spec.name, i),
             name: key,
             external: false,

@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 
 use super::state::{Host, LabState};
 use super::{LabError, net, sctp, serve};
-use crate::model::Protocol;
+use bulkhead_policy::model::Protocol;
 
 /// Most helper processes running at once.
 const MAX_HELPERS: usize = 16;

@@ -18,7 +18,7 @@ use nix::unistd::Pid;
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
 use super::{LabError, agent, net, nodes, plan, serve};
-use crate::agent::AgentState;
+use bulkhead_agent::AgentState;
 
 /// How long servers get to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,7 +115,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         ];
         args.extend(state.served(h).serve_args());
         let log = dir.join(format!("{}.log", h.netns));
-        let log_file = crate::private::create(&log).map_err(LabError::io(&log))?;
+        let log_file = bulkhead_policy::private::create(&log).map_err(LabError::io(&log))?;
         let mut cmd = net::exec_in(&h.netns, exe, &args);
         // Its own process group: a terminal's ^C to `lab up` must not reach it later.
         cmd.process_group(0);

@@ -1,6 +1,6 @@
 //! The lab's state file: what `lab up` made, so `probe`, `verify` and
 //! `down` can find it. The lab's directory and everything in it are the
-//! owner's only (see [`crate::private`]).
+//! owner's only (see [`bulkhead_policy::private`]).
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::LabError;
-use crate::model::{Mode, Protocol};
+use bulkhead_policy::model::{Mode, Protocol};
 
 /// Environment variable overriding the directory labs keep state in.
 pub const LAB_DIR_ENV: &str = "BULKHEAD_LAB_DIR";
@@ -389,7 +389,7 @@ impl LabState {
     /// [`LabState::save`] to `path`.
     pub(crate) fn save_at(&self, path: &Path) -> Result<(), LabError> {
         let dir = path.parent().expect("state file has a directory");
-        crate::private::own_dir(dir).map_err(LabError::io(dir))?;
+        bulkhead_policy::private::own_dir(dir).map_err(LabError::io(dir))?;
         let tmp = path.with_extension("json.tmp");
         let mut mirrored = self.clone();
         mirrored.mirror();
@@ -397,7 +397,7 @@ impl LabState {
             path: path.to_owned(),
             source,
         })?;
-        crate::private::write_atomic(path, &tmp, (text + "\n").as_bytes())
+        bulkhead_policy::private::write_atomic(path, &tmp, (text + "\n").as_bytes())
             .map_err(LabError::io(path))
     }
 
@@ -448,7 +448,7 @@ pub fn pin_dirs_on_disk(name: &str) -> Vec<(PathBuf, String)> {
 
 /// The local API socket of lab `name`'s agent (`bulkhead flows --lab`).
 pub fn api_socket(name: &str) -> PathBuf {
-    lab_dir(name).join(crate::api::SOCKET_NAME)
+    lab_dir(name).join(bulkhead_agent::api::SOCKET_NAME)
 }
 
 /// The JSON Lines flow log of the lab's agent.

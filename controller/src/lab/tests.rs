@@ -14,8 +14,8 @@ use super::probe::{
 use super::sctp;
 use super::state::{LabState, load_from};
 use super::verify::{ConnectivityLine, disagreements, expected};
-use crate::model::addressing::AddressPlan;
-use crate::model::{ContainerPort, Labels, Model, Origin, Pod, Protocol, Workload};
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{ContainerPort, Labels, Model, Origin, Pod, Protocol, Workload};
 
 fn pod(ns: &str, name: &str, ports: &[(u16, Protocol)]) -> Pod {
     Pod {
@@ -76,7 +76,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         xdp: false,
         host_routing: true,
         flow_args: Vec::new(),
-        mode: crate::model::Mode::Enforce,
+        mode: bulkhead_policy::model::Mode::Enforce,
         source: Default::default(),
         nodes: 1,
         node_names: Vec::new(),
@@ -172,7 +172,7 @@ fn the_plan_names_addresses_and_routes_every_host() {
     // Pods carry the MAC the dataplane's anti-spoofing expects.
     assert_eq!(
         s.hosts[0].mac,
-        format_mac(crate::compile::maps::pod_mac(
+        format_mac(bulkhead_policy::compile::maps::pod_mac(
             s.hosts[0].ips.iter().copied()
         ))
     );

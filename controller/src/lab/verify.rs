@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::probe::{Outcome, ProbeResult};
-use crate::model::Protocol;
+use bulkhead_policy::model::Protocol;
 
 /// One line of `bulkhead connectivity --output json`.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]

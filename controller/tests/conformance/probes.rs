@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use bulkhead::model::{Model, Peer, PortMatch};
+use bulkhead_policy::model::{Model, Peer, PortMatch};
 use ipnetwork::IpNetwork;
 
 /// Ports every case probes besides its own.

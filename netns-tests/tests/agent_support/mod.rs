@@ -16,12 +16,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bulkhead::agent::AgentState;
-use bulkhead::compile::maps::pod_mac;
-use bulkhead::source::manifest::content_hash;
+use bulkhead_agent::AgentState;
 use bulkhead_netkit::{Netns, NsHandle};
 use bulkhead_netns_tests::pods::{PodWiring, prepare_node, wire_pod};
 pub use bulkhead_netns_tests::{bulkhead_bin, privileged};
+use bulkhead_policy::compile::maps::pod_mac;
+use bulkhead_policy::source::manifest::content_hash;
 
 /// Agent tests run one at a time.
 pub fn serial() -> MutexGuard<'static, ()> {

@@ -1,5 +1,5 @@
 //! The packet harness of the upstream e2e scenarios: the same API as the
-//! reference-evaluator harness (`controller/tests/k8s_e2e/harness.rs`),
+//! reference-evaluator harness (`policy/tests/k8s_e2e/harness.rs`),
 //! answered by real packets in one lab.
 //!
 //! - **One lab per test binary** ([`LAB`], of [`NODES`] nodes, both set
@@ -36,9 +36,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
 use std::time::Instant;
 
-use bulkhead::model::Model;
-use bulkhead::model::addressing::AddressPlan;
-use bulkhead::source::manifest::load_dir;
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
 
 use crate::lab_support::{bulkhead, bulkhead_bin, json_lines, privileged, tempdir};
 

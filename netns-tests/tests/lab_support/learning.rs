@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bulkhead::flows::record::Timestamp;
+use bulkhead_flows::record::Timestamp;
 use serde_json::Value;
 
 use crate::lab_support::{Lab, json_lines};

@@ -1,4 +1,4 @@
-use bulkhead::source::manifest::{ApiObject, api_object};
+use bulkhead_policy::source::manifest::{ApiObject, api_object};
 
 use super::*;
 use crate::cluster::{ClusterSpec, LabelMode};

@@ -8,12 +8,12 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{NameArg, load_state};
-use crate::agent::AgentState;
 use crate::cli::status::{stale_seconds, write_source};
 use crate::cli::{CliError, Output};
 use crate::lab::agent;
 use crate::lab::state::{AgentSource, LabState};
-use crate::source::SourceStatus;
+use bulkhead_agent::AgentState;
+use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `lab status`.
 #[derive(Debug, Args)]

@@ -10,15 +10,15 @@ use super::{VerifyArgs, exe, load_state, progress};
 use crate::cli::CliError;
 use crate::cli::Output;
 use crate::cli::connectivity::json_line;
-use crate::compile::compile;
-use crate::eval::connectivity::connectivity;
 use crate::lab::probe::run_probes;
 use crate::lab::state::{AgentSource, LabState};
 use crate::lab::verify::{ConnectivityLine, PodAddresses, address_mismatch, disagreements};
 use crate::lab::{LabError, agent, cluster};
-use crate::model::addressing::AddressPlan;
-use crate::model::{Mode, Model};
-use crate::source::manifest;
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::eval::connectivity::connectivity;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Mode, Model};
+use bulkhead_policy::source::manifest;
 
 /// How long verify waits for the agent (and the API).
 const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +41,7 @@ fn manifests_in_force(state: &LabState) -> Result<PathBuf, CliError> {
         Err(e @ (LabError::Rejected { .. } | LabError::Agent { .. })) => {
             // Every node enforces the same content; the first one's word
             // names the copy (a node whose agent stopped keeps its pins).
-            let kept = crate::agent::AgentState::read(&a.pin_dir)
+            let kept = bulkhead_agent::AgentState::read(&a.pin_dir)
                 .and_then(|s| s.enforced_revision)
                 .and_then(|h| agent::enforced_copy(&state.name, &h));
             match kept {

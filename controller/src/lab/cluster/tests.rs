@@ -10,13 +10,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{current_revision, endpoint_warning, judge, missing_endpoints};
-use crate::agent::{AgentState, EndpointState};
 use crate::lab::LabError;
 use crate::lab::agent::{Sync, its_word};
 use crate::lab::plan::{LabSpec, plan};
 use crate::lab::state::{AgentSource, LabAgent, LabState};
 use crate::lab::verify::address_mismatch;
-use crate::model::{Labels, Model, Origin, Pod, Workload};
+use bulkhead_agent::{AgentState, EndpointState};
+use bulkhead_policy::model::{Labels, Model, Origin, Pod, Workload};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -193,7 +193,7 @@ fn lab_pods_without_an_endpoint_are_named_in_api_mode_only() {
         ifindex: 3,
         ifname: "bh0".into(),
     }];
-    let one = |a: &crate::agent::AgentState| vec![(0, a.clone())];
+    let one = |a: &bulkhead_agent::AgentState| vec![(0, a.clone())];
     assert_eq!(missing_endpoints(&s, &one(&agent)), ["x/b"]);
     let w = endpoint_warning(&s, &one(&agent)).unwrap();
     assert!(w.contains("x/b") && !w.contains("x/a"), "{w}");

@@ -1,0 +1,460 @@
+//! The agent's flow side: the kernel flow tap feeding the flow pipeline
+//! (history, exporters, metrics) and the local API serving it, including
+//! the durable history store, which the history exporter writes and the
+//! API reads (one `Arc<HistoryStore>`: redb reads run beside its writer).
+//!
+//! Nothing here may stop enforcement: a pipeline or API that cannot start
+//! is logged and reported by `/healthz` (degraded), and the agent goes on.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONFIG_EVENTS_NEW};
+use serde_json::json;
+
+use crate::api::{
+    Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
+};
+use bulkhead_dataplane::flowtap::FlowTap;
+use bulkhead_dataplane::{Dataplane, status};
+use bulkhead_flows::export::{Exporter, IpfixExporter, JsonlExporter};
+use bulkhead_flows::{
+    Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
+    Subscription,
+};
+use bulkhead_learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
+use bulkhead_policy::compile::Compiled;
+use bulkhead_policy::model::Model;
+
+use super::AgentState;
+
+/// Queue of one `--follow` subscriber; beyond it records are lost for it.
+const FOLLOW_QUEUE: usize = 4_096;
+
+/// How often map fill and drop counters are read for metrics (reading CT's
+/// fill walks its keys).
+const METRICS_REFRESH: Duration = Duration::from_secs(5);
+
+/// The flow side's configuration.
+#[derive(Clone, Debug)]
+pub struct FlowsConfig {
+    /// Account flows in the kernel and run the pipeline.
+    pub enabled: bool,
+    /// The pipeline (node name, exporters, timeouts).
+    pub pipeline: PipelineConfig,
+    /// The local API.
+    pub api: ApiConfig,
+    /// Durable edge history for `bulkhead propose` (an exporter), if any.
+    pub history_db: Option<PathBuf>,
+}
+
+/// The durable history as `GET /v1/history` serves it.
+#[derive(Clone, Debug)]
+pub enum HistorySource {
+    /// The agent runs without `--history-db`.
+    None,
+    /// `--history-db` was given but the store is not open.
+    NotOpen {
+        /// The configured file.
+        path: PathBuf,
+        /// Why not (flows off, or the store's or pipeline's error).
+        reason: String,
+    },
+    /// The open store, shared with the history exporter that writes it
+    /// (still served if the rest of the pipeline failed to start).
+    Open(Arc<HistoryStore>),
+}
+
+impl HistorySource {
+    /// The store's committed content as JSON (`learn::store::Stored`'s
+    /// form), read in one read transaction beside the exporter's writes.
+    pub fn json(&self) -> Result<String, HistoryError> {
+        match self {
+            HistorySource::None => Err(HistoryError::NotKept),
+            HistorySource::NotOpen { path, reason } => Err(HistoryError::NotOpen {
+                path: path.clone(),
+                reason: reason.clone(),
+            }),
+            HistorySource::Open(store) => {
+                let stored = store.load().map_err(|e| HistoryError::Read(Box::new(e)))?;
+                Ok(serde_json::to_string(&stored).expect("history types serialize"))
+            }
+        }
+    }
+}
+
+/// What the API threads share with the agent loop.
+struct Shared {
+    pipeline: Mutex<Option<PipelineHandle>>,
+    history: Option<Arc<History>>,
+    store: HistorySource,
+    /// One `/v1/history` answer built at a time: each holds the whole
+    /// history and its JSON in memory (a million edges: hundreds of MiB).
+    history_answer: Mutex<()>,
+    metrics: Arc<Metrics>,
+    health: Mutex<HealthState>,
+    /// CNI registrations the API's `/v1/cni` routes serve.
+    cni: Arc<crate::cni::Registry>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct HealthState {
+    /// A complete view has been enforced (the state's `enforced_revision`).
+    enforced: bool,
+    revision: u64,
+    endpoints: usize,
+    error: Option<String>,
+    flow_error: Option<String>,
+    api_error: Option<String>,
+    /// The policy source's state.
+    source: bulkhead_policy::source::SourceStatus,
+}
+
+/// The running flow side of the agent.
+pub struct AgentFlows {
+    shared: Arc<Shared>,
+    enricher: SharedEnricher,
+    api: Option<ApiHandle>,
+    last_refresh: Option<Instant>,
+}
+
+impl AgentFlows {
+    /// Starts flow accounting, the pipeline and the API (served from
+    /// `runtime`, with the CNI routes over `cni`). Failures are logged and
+    /// leave the rest running.
+    pub fn start(
+        dp: &Dataplane,
+        cfg: &FlowsConfig,
+        cni: Arc<crate::cni::Registry>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Self {
+        let enricher: SharedEnricher = Arc::new(RwLock::new(Enricher::empty()));
+        let mut health = HealthState::default();
+        let mut pipeline = None;
+        let mut store = match &cfg.history_db {
+            Some(path) => HistorySource::NotOpen {
+                path: path.clone(),
+                reason: "flow visibility is off (--flows off): nothing records it".to_owned(),
+            },
+            None => HistorySource::None,
+        };
+        if cfg.enabled {
+            let started = open_store(cfg).and_then(|opened| {
+                if let Some(s) = &opened {
+                    store = HistorySource::Open(Arc::clone(s));
+                }
+                start_pipeline(dp, enricher.clone(), cfg, opened)
+            });
+            match started {
+                Ok(p) => pipeline = Some(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "flow visibility is off: the flow pipeline did not start");
+                    if let HistorySource::NotOpen { reason, .. } = &mut store {
+                        reason.clone_from(&e);
+                    }
+                    health.flow_error = Some(e);
+                }
+            }
+        } else if let Err(e) = FlowTap::open(dp.pins()).and_then(|mut t| {
+            t.set_config(0)
+                .map_err(|e| bulkhead_dataplane::DataplaneError::Map {
+                    name: "FLOW_CONFIG",
+                    reason: e.to_string(),
+                })
+        }) {
+            tracing::warn!(error = %e, "turning kernel flow accounting off");
+        }
+        let (history, metrics) = match &pipeline {
+            Some(p) => (Some(p.history.clone()), p.metrics.clone()),
+            None => (None, Arc::new(Metrics::new())),
+        };
+        metrics.set_up(true);
+        let shared = Arc::new(Shared {
+            pipeline: Mutex::new(pipeline),
+            history,
+            store,
+            history_answer: Mutex::new(()),
+            metrics,
+            health: Mutex::new(health),
+            cni,
+        });
+        let backend: Arc<dyn ApiBackend> = Arc::new(Backend(shared.clone()));
+        let api = match Api::start(cfg.api.clone(), backend, runtime) {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::error!(error = %e, "the local API did not start");
+                lock(&shared.health).api_error = Some(e.to_string());
+                None
+            }
+        };
+        Self {
+            shared,
+            enricher,
+            api,
+            last_refresh: None,
+        }
+    }
+
+    /// Makes records of `revision` resolvable (pods, endpoints, rules).
+    pub fn update_policy(
+        &self,
+        model: &Model,
+        compiled: &Compiled,
+        local: &[(usize, u32)],
+        revision: u64,
+    ) {
+        self.enricher
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(model, compiled, local, revision);
+        self.shared.metrics.set_revision(revision);
+    }
+
+    /// Records the agent's state for `/healthz` and metrics; every
+    /// [`METRICS_REFRESH`] also reads map fill and drop counters.
+    pub fn observe(&mut self, dp: &Dataplane, state: &AgentState) {
+        {
+            let mut h = lock(&self.shared.health);
+            h.enforced = state.enforced_revision.is_some();
+            h.revision = state.revision;
+            h.endpoints = state.endpoints.len();
+            h.error = state.error.clone();
+            h.source.clone_from(&state.source);
+        }
+        let m = &self.shared.metrics;
+        m.set_revision(state.revision);
+        let source = &state.source;
+        m.set_source(
+            source.connected,
+            source.stale_since_unix_ms,
+            state.warnings.len() as u64,
+        );
+        if state.error.is_none() {
+            m.sync_succeeded();
+        }
+        if self
+            .last_refresh
+            .is_some_and(|t| t.elapsed() < METRICS_REFRESH)
+        {
+            return;
+        }
+        self.last_refresh = Some(Instant::now());
+        match status::read(dp.pins()) {
+            Ok(s) => {
+                for f in &s.maps {
+                    m.set_map_fill(f.map, f.entries as u64, u64::from(f.capacity));
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "reading map fill"),
+        }
+        if let Ok(drops) = dp.maps().drops() {
+            let mut by_reason = vec![0u64; bulkhead_common::DROPS_MAX as usize];
+            for (reason, n) in drops {
+                by_reason[reason as usize] = n;
+            }
+            m.set_kernel_drops(&by_reason);
+        }
+    }
+
+    /// Stops the API, then the pipeline (draining the kernel and flushing
+    /// the exporters, on the blocking pool: it joins the pipeline's thread).
+    pub async fn stop(mut self) {
+        if let Some(api) = self.api.take() {
+            api.stop().await;
+        }
+        let pipeline = lock(&self.shared.pipeline).take();
+        if let Some(p) = pipeline {
+            match tokio::task::spawn_blocking(move || p.stop()).await {
+                Ok(a) => tracing::info!(
+                    holds = a.holds(),
+                    kernel_records = a.kernel_records(),
+                    accounted = a.accounted_records(),
+                    "flow pipeline stopped"
+                ),
+                Err(e) => tracing::error!(error = %e, "stopping the flow pipeline"),
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The history store, if configured (its open failing stops the pipeline,
+/// as any exporter's start failing does).
+fn open_store(cfg: &FlowsConfig) -> Result<Option<Arc<HistoryStore>>, String> {
+    cfg.history_db
+        .as_deref()
+        .map(|path| HistoryStore::open(path, StoreConfig::default()).map(Arc::new))
+        .transpose()
+        .map_err(|e| e.to_string())
+}
+
+fn start_pipeline(
+    dp: &Dataplane,
+    enricher: SharedEnricher,
+    cfg: &FlowsConfig,
+    store: Option<Arc<HistoryStore>>,
+) -> Result<PipelineHandle, String> {
+    let config: PipelineConfig = cfg.pipeline.clone();
+    let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
+    if let Some(c) = &config.jsonl {
+        exporters.push(Box::new(
+            JsonlExporter::start(c.clone()).map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(c) = &config.ipfix {
+        exporters.push(Box::new(
+            IpfixExporter::start(c.clone()).map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(store) = store {
+        exporters.push(Box::new(
+            HistoryExporter::start(store, HistoryExporterConfig::default())
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    let mut tap = FlowTap::open(dp.pins()).map_err(|e| e.to_string())?;
+    tap.set_config(FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP)
+        .map_err(|e| e.to_string())?;
+    Pipeline::start_with(Box::new(tap), enricher, config, exporters).map_err(|e| e.to_string())
+}
+
+/// [`ApiBackend`] over the pipeline.
+struct Backend(Arc<Shared>);
+
+impl ApiBackend for Backend {
+    fn metrics(&self) -> String {
+        self.0.metrics.render()
+    }
+
+    fn cni(&self) -> Option<Arc<crate::cni::Registry>> {
+        Some(Arc::clone(&self.0.cni))
+    }
+
+    fn health(&self) -> Health {
+        let h = lock(&self.0.health).clone();
+        let status = if h.error.is_some() {
+            HealthStatus::Failing
+        } else if h.flow_error.is_some() || h.api_error.is_some() {
+            HealthStatus::Degraded
+        } else {
+            HealthStatus::Ok
+        };
+        Health {
+            status,
+            detail: json!({
+                "revision": h.revision,
+                "endpoints": h.endpoints,
+                "error": h.error,
+                "flows": h.flow_error.as_deref().unwrap_or("ok"),
+                "source": h.source,
+            }),
+        }
+    }
+
+    /// Ready once a complete view is enforced (and enforcement stays
+    /// ready through later errors: the last complete view stays in force).
+    fn ready(&self) -> Result<(), String> {
+        if lock(&self.0.health).enforced {
+            Ok(())
+        } else {
+            Err("no policy enforced yet: the agent has not synced its first complete view".into())
+        }
+    }
+
+    fn recent_flows(&self, query: &str, limit: usize) -> Result<Vec<String>, String> {
+        let filter = Filter::from_query(query).map_err(|e| e.to_string())?;
+        let Some(history) = &self.0.history else {
+            return Ok(Vec::new());
+        };
+        let mut records = history.query(&filter, limit);
+        records.reverse();
+        Ok(records
+            .iter()
+            .filter_map(|r| serde_json::to_string(&**r).ok())
+            .collect())
+    }
+
+    fn follow(&self, query: &str, last: usize) -> Result<Box<dyn FlowStream>, String> {
+        let filter = Filter::from_query(query).map_err(|e| e.to_string())?;
+        let Some(history) = &self.0.history else {
+            return Err("flow visibility is off on this agent".to_owned());
+        };
+        // Subscribe first: a record pushed meanwhile is in both, and the
+        // backlog's copies are skipped in the live part.
+        let sub = history.subscribe(filter.clone(), FOLLOW_QUEUE);
+        let mut backlog = history.query(&filter, last);
+        backlog.reverse();
+        Ok(Box::new(Follow {
+            backlog: backlog.into(),
+            seen: Vec::new(),
+            sub,
+            lost_reported: 0,
+        }))
+    }
+
+    fn accounting(&self) -> serde_json::Value {
+        match lock(&self.0.pipeline).as_ref() {
+            Some(p) => {
+                let a = p.accounting();
+                let holds = a.holds();
+                let mut v = serde_json::to_value(a).unwrap_or_default();
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("holds".into(), holds.into());
+                }
+                v
+            }
+            None => json!({"error": "flow visibility is off on this agent"}),
+        }
+    }
+
+    fn history(&self) -> Result<String, HistoryError> {
+        let _one = lock(&self.0.history_answer);
+        self.0.store.json()
+    }
+}
+
+/// A follow stream: the backlog, then the live subscription.
+struct Follow {
+    backlog: std::collections::VecDeque<Arc<bulkhead_flows::FlowRecord>>,
+    seen: Vec<Arc<bulkhead_flows::FlowRecord>>,
+    sub: Subscription,
+    lost_reported: u64,
+}
+
+impl FlowStream for Follow {
+    fn next(&mut self, timeout: Duration) -> Next {
+        if let Some(r) = self.backlog.pop_front() {
+            let line = serde_json::to_string(&*r).unwrap_or_default();
+            self.seen.push(r);
+            return Next::Record(line);
+        }
+        let lost = self.sub.lost();
+        if lost > self.lost_reported {
+            let n = lost - self.lost_reported;
+            self.lost_reported = lost;
+            return Next::Lost(n);
+        }
+        loop {
+            match self.sub.recv_timeout(timeout) {
+                Ok(r) => {
+                    if let Some(i) = self.seen.iter().position(|s| Arc::ptr_eq(s, &r)) {
+                        self.seen.swap_remove(i);
+                        continue;
+                    }
+                    return Next::Record(serde_json::to_string(&*r).unwrap_or_default());
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    // Backlog copies can only arrive first; past one idle
+                    // wait none is left to skip.
+                    self.seen.clear();
+                    return Next::Idle;
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Next::Closed,
+            }
+        }
+    }
+}

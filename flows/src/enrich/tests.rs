@@ -1,0 +1,313 @@
+//! Enrichment against a small compiled model; its fixtures serve the
+//! other flow tests.
+use super::*;
+use bulkhead_common::{CtKey, DropReason, FLOW_SIDE_INGRESS};
+use bulkhead_policy::compile::compile;
+use bulkhead_policy::model::{
+    Labels, Mode, Namespace, NamespaceScope, Origin, Peer, Policy, PortMatch, PortSpec, Protocol,
+    Requirement, Rule, Selector, Workload,
+};
+
+fn pod(ns: &str, name: &str, app: &str, ip: &str, owner: Option<Workload>) -> Pod {
+    Pod {
+        namespace: ns.into(),
+        name: name.into(),
+        source: Workload {
+            kind: "Pod".into(),
+            name: name.into(),
+        },
+        owner,
+        labels: [
+            ("app".to_string(), app.to_string()),
+            ("pod-template-hash".to_string(), "5d9f".to_string()),
+        ]
+        .into(),
+        ports: vec![],
+        ips: vec![ip.parse().unwrap()],
+        claim: Default::default(),
+        node: None,
+        off_network: None,
+        origin: Origin::default(),
+    }
+}
+
+fn selector(app: &str) -> Selector {
+    Selector::new(vec![Requirement::In("app".into(), vec![app.into()])])
+}
+
+/// prod/web (10.0.0.1, ifindex 11) and prod/db (10.0.0.2, ifindex 12);
+/// prod/db-ingress lets web reach db on TCP 5432 (rule 0).
+pub(crate) fn model() -> Model {
+    let mut m = Model {
+        namespaces: [(
+            "prod".to_string(),
+            Namespace {
+                name: "prod".into(),
+                labels: Labels::new(),
+                origin: None,
+                mode: None,
+            },
+        )]
+        .into(),
+        pods: vec![
+            pod(
+                "prod",
+                "web-5d9f-abcde",
+                "web",
+                "10.0.0.1",
+                Some(Workload {
+                    kind: "ReplicaSet".into(),
+                    name: "web-5d9f".into(),
+                }),
+            ),
+            pod("prod", "db", "db", "10.0.0.2", None),
+        ],
+        policies: vec![Policy {
+            namespace: "prod".into(),
+            name: "db-ingress".into(),
+            pod_selector: selector("db"),
+            ingress: Some(vec![Rule {
+                peers: Some(vec![Peer::Pods {
+                    namespaces: NamespaceScope::Same("prod".into()),
+                    pods: selector("web"),
+                }]),
+                ports: Some(vec![PortSpec {
+                    protocol: Protocol::Tcp,
+                    port: PortMatch::Range(5432, 5432),
+                }]),
+            }]),
+            egress: None,
+            origin: Origin::default(),
+            mode: None,
+        }],
+        default_mode: Mode::Enforce,
+        node_ips: Vec::new(),
+        warnings: Vec::new(),
+    };
+    m.normalize();
+    m
+}
+
+/// (pod index, ifindex) of the two pods: web on 11, db on 12.
+pub(crate) fn local(m: &Model) -> Vec<(usize, u32)> {
+    vec![
+        (m.pod("prod/web-5d9f-abcde").unwrap().0, 11),
+        (m.pod("prod/db").unwrap().0, 12),
+    ]
+}
+
+pub(crate) fn enricher() -> Enricher {
+    let m = model();
+    let c = compile(&m);
+    Enricher::new(&m, &c, &local(&m), 3)
+}
+
+fn v4(a: [u8; 4]) -> [u8; 16] {
+    let mut x = [0u8; 16];
+    x[10] = 0xff;
+    x[11] = 0xff;
+    x[12..].copy_from_slice(&a);
+    x
+}
+
+pub(crate) fn key(side: u8, ifindex: u32) -> FlowKey {
+    FlowKey {
+        tuple: CtKey {
+            src: v4([10, 0, 0, 1]),
+            dst: v4([10, 0, 0, 2]),
+            sport: 40000,
+            dport: 5432,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        },
+        ifindex,
+        side,
+        _pad: [0; 3],
+    }
+}
+
+fn ctx() -> RecordContext {
+    RecordContext {
+        node: "n1".into(),
+        realtime_offset_ns: 0,
+    }
+}
+
+#[test]
+fn names_pods_workloads_and_rules() {
+    let e = enricher();
+    let k = key(FLOW_SIDE_INGRESS, 12);
+    let v = FlowValue {
+        packets_orig: 2,
+        revision: 3,
+        rule: 0,
+        ..Default::default()
+    };
+    let r = e.record(
+        &ctx(),
+        &RecordInput {
+            key: &k,
+            value: &v,
+            rule_revision: 3,
+            kind: RecordKind::Flow,
+            event: None,
+            end_reason: Some(EndReason::Idle),
+        },
+    );
+    assert_eq!(&*r.endpoint.as_ref().unwrap().pod, "db");
+    assert_eq!(r.direction, FlowDirection::Ingress);
+    let src = r.src.pod.as_ref().unwrap();
+    assert_eq!(src.workload.as_deref(), Some("Deployment/web"));
+    assert!(!r.src.external);
+    assert_eq!(r.verdict, FlowVerdict::Allowed);
+    assert_eq!(&*r.policies[0].name, "prod/db-ingress");
+    assert_eq!(r.policies[0].rule, Some(0));
+    // A rule of a revision no longer kept resolves to nothing.
+    let r = e.record(
+        &ctx(),
+        &RecordInput {
+            key: &k,
+            value: &v,
+            rule_revision: 1,
+            kind: RecordKind::Flow,
+            event: None,
+            end_reason: None,
+        },
+    );
+    assert!(r.policies.is_empty());
+}
+
+#[test]
+fn denied_names_isolating_policies_and_old_revisions_stay() {
+    let mut e = enricher();
+    let m = model();
+    let c = compile(&m);
+    for rev in 4..=8 {
+        e.update(&m, &c, &local(&m), rev);
+    }
+    assert_eq!(e.revisions(), vec![5, 6, 7, 8]);
+    let k = key(FLOW_SIDE_INGRESS, 12);
+    let v = FlowValue {
+        dropped_packets: 1,
+        dropped_bytes: 60,
+        drop_reason: DropReason::PolicyDenied as u8,
+        revision: 8,
+        rule: RULE_NONE,
+        ..Default::default()
+    };
+    let r = e.record(
+        &ctx(),
+        &RecordInput {
+            key: &k,
+            value: &v,
+            rule_revision: 8,
+            kind: RecordKind::Event,
+            event: Some(EventType::Drop),
+            end_reason: None,
+        },
+    );
+    assert_eq!(r.verdict, FlowVerdict::Denied);
+    assert_eq!(&*r.policies[0].name, "prod/db-ingress");
+    assert_eq!(r.policies[0].rule, None);
+    // web's egress is not isolated.
+    assert!(e.isolating(8, 11, Direction::Egress).is_empty());
+    let mut ext = key(FLOW_SIDE_EGRESS, 11);
+    ext.tuple.dst = v4([192, 0, 2, 9]);
+    let v = FlowValue {
+        packets_orig: 1,
+        rule: RULE_NONE,
+        ..Default::default()
+    };
+    let r = e.record(
+        &ctx(),
+        &RecordInput {
+            key: &ext,
+            value: &v,
+            rule_revision: 8,
+            kind: RecordKind::Flow,
+            event: None,
+            end_reason: None,
+        },
+    );
+    assert!(r.dst.external && r.dst.pod.is_none());
+    assert!(r.policies.is_empty());
+}
+
+#[test]
+fn workload_names() {
+    let mut p = pod("a", "x", "x", "10.1.1.1", None);
+    assert_eq!(workload(&p), None);
+    p.owner = Some(Workload {
+        kind: "StatefulSet".into(),
+        name: "db".into(),
+    });
+    assert_eq!(workload(&p).as_deref(), Some("StatefulSet/db"));
+    p.owner = Some(Workload {
+        kind: "ReplicaSet".into(),
+        name: "other".into(),
+    });
+    assert_eq!(workload(&p).as_deref(), Some("ReplicaSet/other"));
+    p.source.kind = "Deployment".into();
+    p.source.name = "api".into();
+    assert_eq!(workload(&p).as_deref(), Some("Deployment/api"));
+}
+
+/// A record whose kernel flags say the audit view judged it carries the
+/// verdict and the audit-mode policies of its endpoint and direction.
+#[test]
+fn audited_records_name_the_staged_policies() {
+    let mut m = model();
+    // web's egress staged: only DNS allowed, so the db connection would be
+    // denied; db's ingress stays enforced.
+    let mut staged = m.policies[0].clone();
+    staged.name = "web-egress".into();
+    staged.pod_selector = selector("web");
+    staged.ingress = None;
+    staged.egress = Some(vec![Rule {
+        peers: None,
+        ports: Some(vec![PortSpec {
+            protocol: Protocol::Udp,
+            port: PortMatch::Range(53, 53),
+        }]),
+    }]);
+    staged.mode = Some(Mode::Audit);
+    m.policies.push(staged);
+    m.normalize();
+    let c = compile(&m);
+    let e = Enricher::new(&m, &c, &local(&m), 3);
+    let record = |side, ifindex, flags| {
+        let v = FlowValue {
+            packets_orig: 1,
+            revision: 3,
+            rule: RULE_NONE,
+            flags,
+            ..Default::default()
+        };
+        e.record(
+            &ctx(),
+            &RecordInput {
+                key: &key(side, ifindex),
+                value: &v,
+                rule_revision: 3,
+                kind: RecordKind::Flow,
+                event: None,
+                end_reason: None,
+            },
+        )
+    };
+    let r = record(FLOW_SIDE_EGRESS, 11, FLOW_F_AUDITED | FLOW_F_AUDIT_DENY);
+    let audit = r.audit.expect("audited");
+    assert_eq!(audit.verdict, AuditVerdict::WouldDeny);
+    assert_eq!(audit.policies.len(), 1);
+    assert_eq!(&*audit.policies[0].name, "prod/web-egress");
+    let json = serde_json::to_value(record(FLOW_SIDE_EGRESS, 11, FLOW_F_AUDITED)).unwrap();
+    assert_eq!(
+        json["audit"],
+        serde_json::json!({"verdict": "allowed", "policies": [{"name": "prod/web-egress"}]})
+    );
+    // Without the kernel's flag there is no audit field at all.
+    let plain = serde_json::to_value(record(FLOW_SIDE_INGRESS, 12, 0)).unwrap();
+    assert!(plain.get("audit").is_none(), "{plain}");
+    // db's ingress has no audit-mode policy.
+    assert!(e.auditing(3, 12, Direction::Ingress).is_empty());
+}

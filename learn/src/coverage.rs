@@ -1,0 +1,546 @@
+//! The coverage proof printed with every proposal. The manifests' model
+//! with the proposal in it (replacing earlier policies of the same names)
+//! is compiled by the real compiler, and then:
+//!
+//! - every observed edge is replayed through the reference evaluator
+//!   (`bulkhead_policy::eval`) between the pods of its workloads (every pod of one
+//!   end against one pod of the other, both ways): all must be allowed;
+//! - *beyond observed*: what each proposed policy's rules allow, read from
+//!   the compiled rule tables, that no edge used (other workloads matched
+//!   by a peer selector, DNS ports added), and the workloads a policy
+//!   selects besides its subject;
+//! - stability: the newest edge's first sighting against the last
+//!   observation;
+//! - the diff against the policies already in the manifests.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use super::diff;
+use super::edge::{EdgeKey, End, History, WorkloadId};
+use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
+use super::yaml;
+use bulkhead_flows::record::Timestamp;
+use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
+use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol};
+
+/// An observed edge the proposal does not allow (a bug if ever non-empty).
+#[derive(Clone, Debug, Serialize)]
+pub struct DeniedEdge {
+    /// The edge.
+    pub edge: String,
+    /// Source address replayed.
+    pub src: IpAddr,
+    /// Destination address replayed.
+    pub dst: IpAddr,
+    /// The evaluator's verdict, per side.
+    pub verdict: String,
+}
+
+/// Something a policy allows that was not observed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Beyond {
+    /// `namespace/name` of the proposed policy.
+    pub policy: String,
+    /// Direction.
+    pub direction: Direction,
+    /// The peer workload or address range.
+    pub peer: String,
+    /// `PROTO/port`, sorted.
+    pub ports: Vec<String>,
+}
+
+/// Workloads a proposed policy selects besides its subject.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlsoSelects {
+    /// `namespace/name` of the proposed policy.
+    pub policy: String,
+    /// The other workloads.
+    pub workloads: Vec<String>,
+}
+
+/// Time since the last new edge.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stability {
+    /// First observation.
+    pub first_seen: Option<Timestamp>,
+    /// Last observation.
+    pub last_seen: Option<Timestamp>,
+    /// When the newest edge was first seen.
+    pub last_new_edge: Option<Timestamp>,
+    /// From the last new edge to the last observation, seconds: how long
+    /// the set of edges has not changed.
+    pub stable_for_seconds: Option<f64>,
+}
+
+/// How the proposal compares with the policies in the manifests.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Diff {
+    /// Proposed policies not in the manifests.
+    pub added: Vec<String>,
+    /// In the manifests with a different spec.
+    pub changed: Vec<String>,
+    /// In the manifests, identical.
+    pub unchanged: Vec<String>,
+    /// `bulkhead-*` policies in the manifests that the proposal no longer
+    /// contains.
+    pub stale: Vec<String>,
+    /// Line diffs of the changed policies (canonical YAML, no comments).
+    pub text: BTreeMap<String, String>,
+}
+
+impl Diff {
+    /// Whether applying the proposal changes nothing.
+    pub fn no_change(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty()
+    }
+}
+
+/// The proof.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Proof {
+    /// Observed edges.
+    pub edges: u64,
+    /// Edges replayed through the evaluator.
+    pub replayed: u64,
+    /// Replayed edges allowed.
+    pub allowed: u64,
+    /// `allowed / replayed` in percent (100 when nothing was replayed).
+    pub coverage_percent: f64,
+    /// Replayed edges not allowed (must be empty).
+    pub denied: Vec<DeniedEdge>,
+    /// Edges not replayed because an end is not in the manifests (or has no
+    /// address of the family needed).
+    pub unverifiable: Vec<String>,
+    /// Edges NetworkPolicy cannot express (denied once isolated).
+    pub unexpressible: Vec<String>,
+    /// Allowed beyond what was observed.
+    pub beyond_observed: Vec<Beyond>,
+    /// Workloads selected besides the subject.
+    pub also_selects: Vec<AlsoSelects>,
+    /// Observed workloads that got no policy (no stable labels).
+    pub unselectable: Vec<String>,
+    /// Stability.
+    pub stability: Stability,
+    /// Against the manifests' policies.
+    pub diff: Diff,
+}
+
+impl Proof {
+    /// Whether every replayed edge is allowed.
+    pub fn complete(&self) -> bool {
+        self.denied.is_empty()
+    }
+}
+
+/// `model` with the proposal's policies in place of any of the same name.
+pub fn apply(model: &Model, proposal: &Proposal) -> Model {
+    let names: HashSet<String> = proposal.policies.iter().map(|p| p.key()).collect();
+    let mut m = model.clone();
+    m.policies.retain(|p| !names.contains(&p.key()));
+    m.policies
+        .extend(proposal.policies.iter().enumerate().map(|(i, p)| Policy {
+            origin: Origin::file("<proposal>", i),
+            // The proof is about the proposal enforced, whatever mode its
+            // namespace or the agent would give it.
+            mode: Some(Mode::Enforce),
+            ..p.policy()
+        }));
+    m.normalize();
+    m
+}
+
+/// Proves `proposal` against the observed `history` and the manifests'
+/// `model`.
+pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
+    let combined = apply(model, proposal);
+    let compiled = compile(&combined);
+    let index = Workloads::new(&combined);
+    let mut proof = Proof {
+        unselectable: proposal.unselectable.clone(),
+        unexpressible: proposal
+            .unexpressible
+            .iter()
+            .map(|u| u.edge.clone())
+            .collect(),
+        ..Proof::default()
+    };
+    let edges = history.sorted_edges();
+    proof.edges = edges.len() as u64;
+
+    // Replay.
+    for e in &edges {
+        let key = &e.key;
+        let Some(proto) = key.policy_protocol().filter(|_| key.port != 0) else {
+            continue;
+        };
+        let pairs = match replay_pairs(&combined, &index, key) {
+            Ok(p) => p,
+            Err(why) => {
+                proof
+                    .unverifiable
+                    .push(format!("{}: {why}", edge_text(key)));
+                continue;
+            }
+        };
+        proof.replayed += 1;
+        let denied = pairs
+            .iter()
+            .find(|(s, d)| !compiled.allowed(*s, *d, proto.number(), key.port));
+        match denied {
+            None => proof.allowed += 1,
+            Some(&(s, d)) => {
+                let v = compiled.evaluate(s, d, proto.number(), key.port);
+                proof.denied.push(DeniedEdge {
+                    edge: edge_text(key),
+                    src: s,
+                    dst: d,
+                    verdict: format!("egress: {:?}, ingress: {:?}", v.egress, v.ingress),
+                });
+            }
+        }
+    }
+    proof.coverage_percent = if proof.replayed == 0 {
+        100.0
+    } else {
+        proof.allowed as f64 * 100.0 / proof.replayed as f64
+    };
+
+    // Beyond observed, from the compiled tables.
+    let observed: HashSet<&EdgeKey> = history.edges.keys().collect();
+    let pod_workload: Vec<WorkloadId> = combined
+        .pods
+        .iter()
+        .map(|p| WorkloadId {
+            namespace: p.namespace.clone(),
+            workload: bulkhead_flows::enrich::workload(p)
+                .unwrap_or_else(|| format!("Pod/{}", p.name)),
+        })
+        .collect();
+    let mut pods_of_identity: HashMap<IdentityId, BTreeSet<usize>> = HashMap::new();
+    for (i, p) in combined.pods.iter().enumerate() {
+        for a in &p.ips {
+            pods_of_identity
+                .entry(compiled.identity_of(*a))
+                .or_default()
+                .insert(i);
+        }
+    }
+    let policy_index: HashMap<String, usize> = combined
+        .policies
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.key(), i))
+        .collect();
+    let mut beyond: BTreeMap<(String, Direction, String), BTreeSet<(Protocol, u16)>> =
+        BTreeMap::new();
+    for p in &proposal.policies {
+        let pi = policy_index[&p.key()];
+        let Some(subject_pods) = index.pods.get(&p.subject) else {
+            continue;
+        };
+        let rep = subject_pods[0];
+        for d in Direction::ALL {
+            let Some(table) = compiled.endpoints[rep].table(d) else {
+                continue;
+            };
+            let ours: HashSet<u32> = compiled
+                .rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.policy == pi && r.direction == d)
+                .map(|(i, _)| i as u32)
+                .collect();
+            for (&(peer, proto_n), segs) in compiled.tables[table as usize].sorted_groups() {
+                let Some(proto) = Protocol::ALL.into_iter().find(|p| p.number() == proto_n) else {
+                    continue;
+                };
+                for seg in segs
+                    .iter()
+                    .filter(|s| s.rules.iter().any(|r| ours.contains(r)))
+                {
+                    let ends: Vec<(End, String)> = match compiled.identities.get(peer).kind {
+                        IdentityKind::External { region } => compiled.regions.regions
+                            [region as usize]
+                            .prefixes
+                            .iter()
+                            .map(|n| {
+                                let end = if n.prefix() == if n.is_ipv4() { 32 } else { 128 } {
+                                    End::External(n.ip())
+                                } else {
+                                    End::External(std::net::Ipv4Addr::UNSPECIFIED.into())
+                                };
+                                (end, n.to_string())
+                            })
+                            .collect(),
+                        _ => pods_of_identity
+                            .get(&peer)
+                            .into_iter()
+                            .flatten()
+                            .map(|&q| {
+                                (
+                                    End::Workload(pod_workload[q].clone()),
+                                    pod_workload[q].to_string(),
+                                )
+                            })
+                            .collect(),
+                    };
+                    for (end, label) in ends {
+                        for port in seg.lo..=seg.hi {
+                            let subject = End::Workload(p.subject.clone());
+                            let (src, dst) = match d {
+                                Direction::Egress => (subject, end.clone()),
+                                Direction::Ingress => (end.clone(), subject),
+                            };
+                            let key = EdgeKey {
+                                src,
+                                dst,
+                                protocol: proto_n,
+                                port,
+                            };
+                            if !observed.contains(&key) {
+                                beyond
+                                    .entry((p.key(), d, label.clone()))
+                                    .or_default()
+                                    .insert((proto, port));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    proof.beyond_observed = beyond
+        .into_iter()
+        .map(|((policy, direction, peer), ports)| Beyond {
+            policy,
+            direction,
+            peer,
+            ports: ports.iter().map(|(p, n)| format!("{p}/{n}")).collect(),
+        })
+        .collect();
+
+    // Workloads selected besides the subject.
+    let proposed: HashMap<usize, &WorkloadId> = proposal
+        .policies
+        .iter()
+        .map(|p| (policy_index[&p.key()], &p.subject))
+        .collect();
+    let mut also: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (q, e) in compiled.endpoints.iter().enumerate() {
+        let Some(t) = e.ingress else { continue };
+        for pi in &compiled.tables[t as usize].policies {
+            if let Some(subject) = proposed.get(pi)
+                && **subject != pod_workload[q]
+            {
+                also.entry(combined.policies[*pi].key())
+                    .or_default()
+                    .insert(pod_workload[q].to_string());
+            }
+        }
+    }
+    proof.also_selects = also
+        .into_iter()
+        .map(|(policy, w)| AlsoSelects {
+            policy,
+            workloads: w.into_iter().collect(),
+        })
+        .collect();
+
+    // Stability.
+    let span = history.span();
+    let last_new = history.last_new_edge();
+    proof.stability = Stability {
+        first_seen: span.map(|s| s.0),
+        last_seen: span.map(|s| s.1),
+        last_new_edge: last_new,
+        stable_for_seconds: span
+            .zip(last_new)
+            .map(|(s, n)| s.1.0.saturating_sub(n.0) as f64 / 1000.0),
+    };
+
+    proof.diff = diff_against(model, proposal);
+    proof
+}
+
+/// The addresses to replay an edge between.
+fn replay_pairs(
+    m: &Model,
+    index: &Workloads,
+    key: &EdgeKey,
+) -> Result<Vec<(IpAddr, IpAddr)>, String> {
+    let addrs = |e: &End, v4: bool| -> Result<Vec<IpAddr>, String> {
+        match e {
+            End::External(a) => Ok(vec![*a]),
+            End::Workload(w) => {
+                let pods = index
+                    .pods
+                    .get(w)
+                    .ok_or_else(|| format!("{w} is not in the manifests"))?;
+                let v: Vec<IpAddr> = pods
+                    .iter()
+                    .filter_map(|&i| m.pods[i].ips.iter().copied().find(|a| a.is_ipv4() == v4))
+                    .collect();
+                if v.is_empty() {
+                    Err(format!(
+                        "{w} has no {} address",
+                        if v4 { "IPv4" } else { "IPv6" }
+                    ))
+                } else {
+                    Ok(v)
+                }
+            }
+        }
+    };
+    let v4 = match (&key.src, &key.dst) {
+        (End::External(a), _) | (_, End::External(a)) => a.is_ipv4(),
+        _ => addrs(&key.src, true).is_ok() && addrs(&key.dst, true).is_ok(),
+    };
+    let (s, d) = (addrs(&key.src, v4)?, addrs(&key.dst, v4)?);
+    let mut pairs: Vec<(IpAddr, IpAddr)> = s.iter().map(|&a| (a, d[0])).collect();
+    pairs.extend(d.iter().skip(1).map(|&b| (s[0], b)));
+    Ok(pairs)
+}
+
+/// The diff of the proposal against the manifests' policies.
+pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
+    let existing: HashMap<String, &Policy> = model.policies.iter().map(|p| (p.key(), p)).collect();
+    let mut d = Diff::default();
+    let mut proposed = HashSet::new();
+    for p in &proposal.policies {
+        let key = p.key();
+        let new = p.policy();
+        match existing.get(&key) {
+            None => d.added.push(key.clone()),
+            Some(old) => {
+                // Rules, not modes: a proposal applied in audit and
+                // re-proposed is unchanged (promoting is `bulkhead promote`).
+                let old = Policy {
+                    origin: Origin::default(),
+                    mode: None,
+                    ..(*old).clone()
+                };
+                if old == new {
+                    d.unchanged.push(key.clone());
+                } else {
+                    d.text.insert(
+                        key.clone(),
+                        diff::lines(&yaml::plain(&old), &yaml::plain(&new)),
+                    );
+                    d.changed.push(key.clone());
+                }
+            }
+        }
+        proposed.insert(key);
+    }
+    d.stale = model
+        .policies
+        .iter()
+        .filter(|p| p.name.starts_with(NAME_PREFIX) && !proposed.contains(&p.key()))
+        .map(Policy::key)
+        .collect();
+    d
+}
+
+/// The proof for people (stderr).
+pub fn text(proof: &Proof, proposal: &Proposal) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Proposal: {} policies from {} observed edges.",
+        proposal.policies.len(),
+        proof.edges
+    );
+    let _ = writeln!(
+        s,
+        "Coverage: {}/{} replayed edges allowed ({:.1}%){}.",
+        proof.allowed,
+        proof.replayed,
+        proof.coverage_percent,
+        if proof.complete() {
+            ""
+        } else {
+            " — NOT ALL: a bug, please report"
+        }
+    );
+    for d in &proof.denied {
+        let _ = writeln!(
+            s,
+            "  DENIED {} ({} → {}): {}",
+            d.edge, d.src, d.dst, d.verdict
+        );
+    }
+    if !proof.unverifiable.is_empty() {
+        let _ = writeln!(s, "Not replayed ({}):", proof.unverifiable.len());
+        for u in &proof.unverifiable {
+            let _ = writeln!(s, "  {u}");
+        }
+    }
+    if !proof.unexpressible.is_empty() {
+        let _ = writeln!(
+            s,
+            "Not expressible in NetworkPolicy, denied once the policies apply ({}):",
+            proof.unexpressible.len()
+        );
+        for u in &proof.unexpressible {
+            let _ = writeln!(s, "  {u}");
+        }
+    }
+    if !proof.unselectable.is_empty() {
+        let _ = writeln!(s, "No policy (no stable labels to select by):");
+        for u in &proof.unselectable {
+            let _ = writeln!(s, "  {u}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Beyond observed: {} (policy, direction, peer) entries.",
+        proof.beyond_observed.len()
+    );
+    for b in &proof.beyond_observed {
+        let _ = writeln!(
+            s,
+            "  {} {} {}: {}",
+            b.policy,
+            b.direction,
+            b.peer,
+            b.ports.join(", ")
+        );
+    }
+    for a in &proof.also_selects {
+        let _ = writeln!(s, "  {} also selects {}", a.policy, a.workloads.join(", "));
+    }
+    let st = &proof.stability;
+    match (st.last_new_edge, st.last_seen, st.stable_for_seconds) {
+        (Some(n), Some(l), Some(secs)) => {
+            let _ = writeln!(
+                s,
+                "Stability: last new edge {n}; last observation {l}; no new edge for {}.",
+                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "Stability: nothing observed.");
+        }
+    }
+    let d = &proof.diff;
+    let _ = writeln!(
+        s,
+        "Diff against the manifests: {} added, {} changed, {} unchanged, {} stale{}.",
+        d.added.len(),
+        d.changed.len(),
+        d.unchanged.len(),
+        d.stale.len(),
+        if d.no_change() { " (no change)" } else { "" }
+    );
+    for (k, t) in &d.text {
+        let _ = writeln!(s, "--- {k} (manifests)\n+++ {k} (proposal)\n{t}");
+    }
+    for k in &d.stale {
+        let _ = writeln!(s, "  stale: {k} (no longer proposed)");
+    }
+    s
+}

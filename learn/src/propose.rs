@@ -1,0 +1,454 @@
+//! From observed edges and the model to proposed NetworkPolicies: one
+//! policy per observed workload (`bulkhead-<name>`, both directions) that
+//! allows exactly its observed edges.
+//!
+//! - Subjects are the workloads seen as a *local* endpoint (all their
+//!   traffic was visible); a workload seen only as a remote peer gets no
+//!   policy from this history.
+//! - Pods are selected by the workload's stable labels ([`super::labels`]):
+//!   from the manifests when the workload is in them (the labels all its
+//!   pods share), else as last observed. A workload without stable labels
+//!   gets no policy (`{}` would select its whole namespace) and is listed
+//!   as unselectable.
+//! - Peers: pods by namespace (`kubernetes.io/metadata.name`, omitted for
+//!   the policy's own namespace) and stable labels; external addresses by
+//!   `ipBlock` /32 or /128, never aggregated.
+//! - Ports by number (a name could resolve differently on other pods).
+//! - DNS: an edge to port 53 over UDP or TCP allows both (TCP carries
+//!   truncated answers); said in a comment and in the proof.
+//! - Minimal: per direction, each peer's ports are collected, then peers
+//!   with identical port sets share one rule. This allows no pair
+//!   (peer, port) that was not observed.
+//! - Deterministic: everything is sorted; no clock is read.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnetwork::IpNetwork;
+use serde::Serialize;
+
+use super::edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};
+use super::labels;
+use bulkhead_flows::record::Timestamp;
+use bulkhead_policy::model::{
+    Direction, IpBlock, Labels, Model, NAMESPACE_NAME_LABEL, NamespaceScope, Origin, Peer, Policy,
+    PortMatch, PortSpec, Protocol, Requirement, Rule, Selector,
+};
+
+/// Prefix of every proposed policy's name.
+pub const NAME_PREFIX: &str = "bulkhead-";
+
+/// The DNS port.
+pub const DNS_PORT: u16 = 53;
+
+/// A peer as a proposal names it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerSel {
+    /// Pods of a namespace with these labels.
+    Pods {
+        /// Namespace.
+        namespace: String,
+        /// Stable labels (empty: every pod of the namespace).
+        labels: Labels,
+    },
+    /// One external address.
+    Addr(IpAddr),
+}
+
+/// What was observed between a subject and one workload or address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Observed {
+    /// The peer as observed (`namespace/Kind/name` or an address).
+    pub peer: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Port.
+    pub port: u16,
+    /// Connections.
+    pub flows: u64,
+    /// First seen.
+    pub first: Timestamp,
+    /// Last seen.
+    pub last: Timestamp,
+}
+
+/// One peer of a proposed rule and what was observed with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProposedPeer {
+    /// The selector.
+    pub peer: PeerSel,
+    /// The observations behind it, sorted.
+    pub observed: Vec<Observed>,
+}
+
+/// A proposed rule: every peer may use every port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProposedRule {
+    /// Peers, sorted.
+    pub peers: Vec<ProposedPeer>,
+    /// (protocol, port), sorted.
+    pub ports: Vec<(Protocol, u16)>,
+    /// Ports added beyond what was observed (DNS: the other of UDP/TCP 53).
+    pub added: Vec<(Protocol, u16)>,
+}
+
+/// A proposed policy for one workload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProposedPolicy {
+    /// The workload it is for.
+    pub subject: WorkloadId,
+    /// Namespace.
+    pub namespace: String,
+    /// `bulkhead-<name>`.
+    pub name: String,
+    /// The selector's labels.
+    pub labels: Labels,
+    /// Ingress rules.
+    pub ingress: Vec<ProposedRule>,
+    /// Egress rules.
+    pub egress: Vec<ProposedRule>,
+    /// Edges behind it.
+    pub edges: u64,
+    /// Connections behind it.
+    pub flows: u64,
+    /// First observation.
+    pub first: Option<Timestamp>,
+    /// Last observation.
+    pub last: Option<Timestamp>,
+}
+
+impl ProposedPolicy {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The rules of one direction.
+    pub fn rules(&self, d: Direction) -> &[ProposedRule] {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// The policy in the model's form (what the YAML says).
+    pub fn policy(&self) -> Policy {
+        let rules = |rs: &[ProposedRule]| -> Vec<Rule> {
+            rs.iter()
+                .map(|r| Rule {
+                    peers: Some(
+                        r.peers
+                            .iter()
+                            .map(|p| model_peer(&self.namespace, &p.peer))
+                            .collect(),
+                    ),
+                    ports: Some(
+                        r.ports
+                            .iter()
+                            .map(|&(protocol, port)| PortSpec {
+                                protocol,
+                                port: PortMatch::Range(port, port),
+                            })
+                            .collect(),
+                    ),
+                })
+                .collect()
+        };
+        Policy {
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            pod_selector: selector(&self.labels),
+            ingress: Some(rules(&self.ingress)),
+            egress: Some(rules(&self.egress)),
+            origin: Origin::default(),
+            mode: None,
+        }
+    }
+}
+
+/// A selector of exactly these labels (`matchLabels`).
+pub fn selector(labels: &Labels) -> Selector {
+    Selector::new(
+        labels
+            .iter()
+            .map(|(k, v)| Requirement::In(k.clone(), vec![v.clone()]))
+            .collect(),
+    )
+}
+
+fn model_peer(policy_ns: &str, p: &PeerSel) -> Peer {
+    match p {
+        PeerSel::Pods { namespace, labels } => Peer::Pods {
+            namespaces: if namespace == policy_ns {
+                NamespaceScope::Same(namespace.clone())
+            } else {
+                NamespaceScope::Selected(Selector::new(vec![Requirement::In(
+                    NAMESPACE_NAME_LABEL.into(),
+                    vec![namespace.clone()],
+                )]))
+            },
+            pods: selector(labels),
+        },
+        PeerSel::Addr(a) => Peer::IpBlock(IpBlock {
+            cidr: IpNetwork::from(*a),
+            except: vec![],
+        }),
+    }
+}
+
+/// Why an edge is in no proposal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Unproposed {
+    /// The edge.
+    pub edge: String,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// The proposal.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Proposal {
+    /// Policies, sorted by (namespace, name).
+    pub policies: Vec<ProposedPolicy>,
+    /// Observed workloads without stable labels (no policy proposed).
+    pub unselectable: Vec<String>,
+    /// Edges NetworkPolicy cannot express (ICMP and other protocols; port
+    /// 0): once the subject is isolated they are denied.
+    pub unexpressible: Vec<Unproposed>,
+}
+
+/// Which model pods each workload stands for, and its selector labels.
+pub struct Workloads {
+    /// Model pod indices per workload.
+    pub pods: HashMap<WorkloadId, Vec<usize>>,
+}
+
+impl Workloads {
+    /// Indexes the model's pods by workload (as flow records name them).
+    pub fn new(model: &Model) -> Self {
+        let mut pods: HashMap<WorkloadId, Vec<usize>> = HashMap::new();
+        for (i, p) in model.pods.iter().enumerate() {
+            let workload =
+                bulkhead_flows::enrich::workload(p).unwrap_or_else(|| format!("Pod/{}", p.name));
+            pods.entry(WorkloadId {
+                namespace: p.namespace.clone(),
+                workload,
+            })
+            .or_default()
+            .push(i);
+        }
+        Self { pods }
+    }
+
+    /// Stable labels of a workload: those all its model pods share, else
+    /// the observed ones.
+    pub fn labels(&self, model: &Model, history: &History, id: &WorkloadId) -> Labels {
+        match self.pods.get(id) {
+            Some(pods) => labels::common(pods.iter().map(|&i| &model.pods[i].labels))
+                .into_iter()
+                .filter(|(k, _)| !labels::is_generated(k))
+                .collect(),
+            None => history
+                .workloads
+                .get(id)
+                .map(|w| labels::stable(&w.labels))
+                .unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct PeerAcc {
+    ports: BTreeSet<(Protocol, u16)>,
+    added: BTreeSet<(Protocol, u16)>,
+    observed: Vec<Observed>,
+}
+
+#[derive(Default)]
+struct SubjectAcc {
+    dirs: [BTreeMap<PeerSel, PeerAcc>; 2],
+    edges: u64,
+    flows: u64,
+    first: Option<Timestamp>,
+    last: Option<Timestamp>,
+}
+
+/// Proposes policies for `history` against `model`.
+pub fn propose(history: &History, model: &Model) -> Proposal {
+    let index = Workloads::new(model);
+    let mut label_cache: HashMap<WorkloadId, Labels> = HashMap::new();
+    let mut labels_of = |id: &WorkloadId| -> Labels {
+        if let Some(l) = label_cache.get(id) {
+            return l.clone();
+        }
+        let l = index.labels(model, history, id);
+        label_cache.insert(id.clone(), l.clone());
+        l
+    };
+    let mut out = Proposal::default();
+    let is_subject = |e: &End| match e {
+        End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local),
+        End::External(_) => false,
+    };
+    let mut subjects: BTreeMap<WorkloadId, SubjectAcc> = BTreeMap::new();
+    let edges = history.sorted_edges();
+    for Edge { key, stats } in &edges {
+        let (src_subject, dst_subject) = (is_subject(&key.src), is_subject(&key.dst));
+        if !src_subject && !dst_subject {
+            continue;
+        }
+        let Some(protocol) = key.policy_protocol().filter(|_| key.port != 0) else {
+            out.unexpressible.push(Unproposed {
+                edge: edge_text(key),
+                reason: "NetworkPolicy names only TCP, UDP and SCTP ports",
+            });
+            continue;
+        };
+        let mut ports = vec![(protocol, key.port)];
+        if key.port == DNS_PORT && matches!(protocol, Protocol::Udp | Protocol::Tcp) {
+            ports = vec![(Protocol::Tcp, DNS_PORT), (Protocol::Udp, DNS_PORT)];
+        }
+        for (subject, peer, dir) in [
+            (&key.src, &key.dst, Direction::Egress),
+            (&key.dst, &key.src, Direction::Ingress),
+        ] {
+            if !is_subject(subject) {
+                continue;
+            }
+            let End::Workload(sid) = subject else {
+                continue;
+            };
+            let sel = match peer {
+                End::Workload(p) => PeerSel::Pods {
+                    namespace: p.namespace.clone(),
+                    labels: labels_of(p),
+                },
+                End::External(a) => PeerSel::Addr(*a),
+            };
+            let acc = subjects.entry(sid.clone()).or_default();
+            observe(acc, stats);
+            let p = acc.dirs[dir as usize].entry(sel).or_default();
+            for port in &ports {
+                p.ports.insert(*port);
+                if *port != (protocol, key.port) {
+                    p.added.insert(*port);
+                }
+            }
+            p.observed.push(Observed {
+                peer: peer.to_string(),
+                protocol,
+                port: key.port,
+                flows: stats.flows(),
+                first: stats.first_seen,
+                last: stats.last_seen,
+            });
+        }
+    }
+    // Local workloads without any edge still get a policy: nothing observed
+    // means nothing allowed.
+    for (id, info) in &history.workloads {
+        if info.local {
+            subjects.entry(id.clone()).or_default();
+        }
+    }
+    let mut policies = Vec::new();
+    for (sid, acc) in subjects {
+        let labels = labels_of(&sid);
+        if labels.is_empty() {
+            out.unselectable.push(sid.to_string());
+            continue;
+        }
+        let [ingress, egress] = acc.dirs.map(rules);
+        policies.push(ProposedPolicy {
+            namespace: sid.namespace.clone(),
+            name: String::new(),
+            subject: sid,
+            labels,
+            ingress,
+            egress,
+            edges: acc.edges,
+            flows: acc.flows,
+            first: acc.first,
+            last: acc.last,
+        });
+    }
+    name_policies(&mut policies);
+    policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out.policies = policies;
+    out
+}
+
+fn observe(acc: &mut SubjectAcc, s: &EdgeStats) {
+    acc.edges += 1;
+    acc.flows += s.flows();
+    acc.first = Some(acc.first.map_or(s.first_seen, |f| f.min(s.first_seen)));
+    acc.last = Some(acc.last.map_or(s.last_seen, |l| l.max(s.last_seen)));
+}
+
+/// Peers with identical port sets share a rule; rules sorted by port set.
+fn rules(peers: BTreeMap<PeerSel, PeerAcc>) -> Vec<ProposedRule> {
+    let mut by_ports: BTreeMap<Vec<(Protocol, u16)>, ProposedRule> = BTreeMap::new();
+    for (sel, mut acc) in peers {
+        let ports: Vec<(Protocol, u16)> = acc.ports.into_iter().collect();
+        acc.observed
+            .sort_by(|a, b| (&a.peer, a.protocol, a.port).cmp(&(&b.peer, b.protocol, b.port)));
+        let rule = by_ports
+            .entry(ports.clone())
+            .or_insert_with(|| ProposedRule {
+                peers: vec![],
+                ports,
+                added: vec![],
+            });
+        rule.peers.push(ProposedPeer {
+            peer: sel,
+            observed: acc.observed,
+        });
+        for a in acc.added {
+            if !rule.added.contains(&a) {
+                rule.added.push(a);
+            }
+        }
+    }
+    by_ports
+        .into_values()
+        .map(|mut r| {
+            r.added.sort();
+            // An added port another peer of the rule observed is still
+            // added for this one: keep it listed.
+            r
+        })
+        .collect()
+}
+
+/// `bulkhead-<name>`; `bulkhead-<kind>-<name>` where two workloads of one
+/// namespace share a name.
+fn name_policies(policies: &mut [ProposedPolicy]) {
+    let mut count: HashMap<(String, String), usize> = HashMap::new();
+    for p in policies.iter() {
+        *count
+            .entry((p.namespace.clone(), p.subject.name().to_string()))
+            .or_default() += 1;
+    }
+    for p in policies.iter_mut() {
+        let name = p.subject.name().to_ascii_lowercase();
+        p.name = if count[&(p.namespace.clone(), p.subject.name().to_string())] > 1 {
+            format!(
+                "{NAME_PREFIX}{}-{name}",
+                p.subject.kind().to_ascii_lowercase()
+            )
+        } else {
+            format!("{NAME_PREFIX}{name}")
+        };
+    }
+}
+
+/// `src → dst PROTO/port`.
+pub fn edge_text(key: &EdgeKey) -> String {
+    let proto = bulkhead_flows::record::IpProtocol(key.protocol);
+    if key.port == 0 {
+        format!("{} → {} {proto}", key.src, key.dst)
+    } else {
+        format!("{} → {} {proto}/{}", key.src, key.dst, key.port)
+    }
+}
