@@ -364,7 +364,7 @@ fn run_in(netns: &str, exe: &Path, request: &HelperRequest) -> Result<Vec<Helper
         netns: netns.to_owned(),
         why,
     };
-    let cmd = net::exec_in(netns, exe, &["lab".into(), "probe-from".into()]);
+    let cmd = net::exec_in(netns, exe, &["lab".into(), "probe-from".into()])?;
     let mut child = net::spawn(cmd, Stdio::piped(), Stdio::piped())?;
     let input = serde_json::to_vec(request).expect("serializable");
     if let Some(mut stdin) = child.stdin.take() {
