@@ -156,7 +156,11 @@ fn usable(cidr: IpNetwork) -> (IpAddr, IpAddr) {
         }
         IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
     };
-    let last = if cidr.is_ipv4() { next(last, false) } else { last };
+    let last = if cidr.is_ipv4() {
+        next(last, false)
+    } else {
+        last
+    };
     (next(first, true), last)
 }
 
@@ -210,12 +214,7 @@ pub fn range_sets(state: &LabState, index: usize) -> Vec<(bool, Vec<Value>)> {
             .unwrap_or(cidr);
         let (first, last) = span(share);
         let (cidr_first, cidr_last) = usable(cidr);
-        let mut set = vec![range(
-            cidr,
-            first.max(cidr_first),
-            last.min(cidr_last),
-            gw,
-        )];
+        let mut set = vec![range(cidr, first.max(cidr_first), last.min(cidr_last), gw)];
         let mut pinned: Vec<IpAddr> = state
             .hosts
             .iter()

@@ -10,10 +10,10 @@ use ipnetwork::IpNetwork;
 use bulkhead_netkit::Route;
 
 use super::LabError;
-use super::net::{Op, default_via, host_net};
 use super::naming::{
     default_node_name, external_netns, fabric_netns, format_mac, host_veth, mac_of, pod_netns,
 };
+use super::net::{Op, default_via, host_net};
 use super::nodes::{check_fabric, check_nodes, placement, plan_nodes};
 use super::state::{AgentSource, Host, LabState, Ports, STATE_VERSION, watch_copy_dir};
 use crate::model::{Mode, Model, Protocol};
@@ -236,11 +236,7 @@ pub fn node_link_batch(state: &LabState, index: usize) -> Vec<Op> {
 /// and a host route per address (what `ptp` does for a pod).
 pub fn node_route_batch(state: &LabState, index: usize) -> Vec<Op> {
     let mut ops = vec![Op::Up("lo".to_owned())];
-    for h in state
-        .hosts
-        .iter()
-        .filter(|h| h.external && h.node == index)
-    {
+    for h in state.hosts.iter().filter(|h| h.external && h.node == index) {
         for gw in &state.gateways {
             ops.push(Op::Addr {
                 dev: h.veth.clone(),

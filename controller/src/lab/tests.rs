@@ -170,7 +170,10 @@ fn the_plan_names_addresses_and_routes_every_host() {
     );
     assert_eq!(s.hosts[0].ips, [ip("10.244.0.2"), ip("fd00:10:244::2")]);
     // A pod's veth and MAC are what its CNI ADD makes: unknown before.
-    assert_eq!((s.hosts[0].veth.as_str(), s.hosts[0].mac.as_str()), ("", ""));
+    assert_eq!(
+        (s.hosts[0].veth.as_str(), s.hosts[0].mac.as_str()),
+        ("", "")
+    );
     assert_eq!(s.hosts[3].veth, super::naming::host_veth("192.0.2.10"));
     // External hosts serve the union of declared ports; everyone serves the extras.
     let ext = &s.hosts[3];
@@ -220,7 +223,10 @@ fn the_plan_names_addresses_and_routes_every_host() {
     ] {
         assert!(routes.contains(&want), "{want} in {routes:?}");
     }
-    assert!(!routes.iter().any(|r| r.contains("10.244.0.2")), "{routes:?}");
+    assert!(
+        !routes.iter().any(|r| r.contains("10.244.0.2")),
+        "{routes:?}"
+    );
     assert_eq!(
         op_lines(host_batch(&s, &s.hosts[4])),
         [
@@ -863,8 +869,10 @@ fn host_local_ranges_are_each_nodes_share_with_the_labs_gateway() {
         sets[0],
         (
             true,
-            vec![serde_json::json!({"subnet": "10.244.0.0/16", "rangeStart": "10.244.0.1",
-                "rangeEnd": "10.244.255.254", "gateway": "10.244.0.1"})]
+            vec![
+                serde_json::json!({"subnet": "10.244.0.0/16", "rangeStart": "10.244.0.1",
+                "rangeEnd": "10.244.255.254", "gateway": "10.244.0.1"})
+            ]
         )
     );
     assert_eq!(sets[1].1[0]["gateway"], "fd00:10:244::1");
