@@ -28,16 +28,17 @@
 //!
 //! # Addresses
 //!
-//! Pods keep the addresses the lab planned (the model's): each ADD asks
-//! `host-local` for them through the `ips` capability (CNI conventions;
-//! host-local's documented way to request specific addresses). Each
-//! node's `host-local` ranges are its share of each pod CIDR
-//! ([`super::nodes::node_cidr`]), as subnets of the whole pod CIDR so the
-//! gateway is the lab's ([`super::plan::gateway`]), plus a one-address
+//! The lab is the runtime that knows each node's pod CIDRs (as kubelet
+//! knows `spec.podCIDRs`): every ADD and DEL hands `host-local` its node's
+//! ranges through the `ipRanges` capability, and the pod's planned
+//! addresses (the model's) through the `ips` capability (CNI conventions;
+//! `host-local`'s documented ways to take ranges from the runtime and to
+//! request specific addresses). A node's ranges are its share of each pod
+//! CIDR ([`super::nodes::node_cidr`]), as ranges of the whole pod CIDR so
+//! the gateway is the lab's ([`super::plan::gateway`]), plus a one-address
 //! range for each of its pods whose address lies outside the share (see
-//! [`range_sets`]). A pod without an address of some family the lab has
-//! gets its node's ranges of its own families through the `ipRanges`
-//! capability, so `host-local` gives it nothing more.
+//! [`range_sets`]); a pod gets the range sets of its own families only, so
+//! one declared with a single family in a dual-stack lab gets nothing more.
 //!
 //! # Files
 //!
@@ -238,14 +239,11 @@ pub fn range_sets(state: &LabState, index: usize) -> Vec<(bool, Vec<Value>)> {
 }
 
 /// The CNI network configuration list of node `index`: `ptp` with
-/// `host-local` (capabilities `ips` and `ipRanges`), then `bulkhead-cni`
+/// `host-local` (capabilities `ips` and `ipRanges`: the ranges come with
+/// each ADD, see the module doc), then `bulkhead-cni`
 /// talking to the node's agent when the node has one and the plugin is
 /// there.
 pub fn conflist(state: &LabState, index: usize, bulkhead_cni: bool) -> Value {
-    let ranges: Vec<Vec<Value>> = range_sets(state, index)
-        .into_iter()
-        .map(|(_, set)| set)
-        .collect();
     let routes: Vec<Value> = state
         .gateways
         .iter()
@@ -257,7 +255,6 @@ pub fn conflist(state: &LabState, index: usize, bulkhead_cni: bool) -> Value {
         "capabilities": {"ips": true, "ipRanges": true},
         "ipam": {
             "type": "host-local",
-            "ranges": ranges,
             "routes": routes,
             "dataDir": cni_dir(state, index).join("ipam"),
         },
@@ -318,22 +315,8 @@ impl Attachment<'_> {
         format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}")
     }
 
-    /// The runtime's capability arguments for this pod.
     fn capability_args(&self) -> serde_json::Map<String, Value> {
-        let mut args = serde_json::Map::new();
-        let ips: Vec<String> = self.host.ips.iter().map(ToString::to_string).collect();
-        args.insert("ips".into(), json!(ips));
-        let sets = range_sets(self.state, self.host.node);
-        let fits = |v4: bool| self.host.ip(v4).is_some();
-        if sets.iter().any(|(v4, _)| !fits(*v4)) {
-            let own: Vec<Value> = sets
-                .into_iter()
-                .filter(|(v4, _)| fits(*v4))
-                .map(|(_, set)| Value::Array(set))
-                .collect();
-            args.insert("ipRanges".into(), Value::Array(own));
-        }
-        args
+        capability_args(self.state, self.host)
     }
 
     fn fail(&self, command: &'static str, plugin: &str, why: String) -> LabError {
@@ -460,6 +443,23 @@ impl Attachment<'_> {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// The runtime's capability arguments for pod `host`: `ips`, its planned
+/// addresses, and `ipRanges`, its node's ranges of its own families (a
+/// pod declared with one family in a dual-stack lab gets nothing of the
+/// other).
+pub(super) fn capability_args(state: &LabState, host: &Host) -> serde_json::Map<String, Value> {
+    let mut args = serde_json::Map::new();
+    let ips: Vec<String> = host.ips.iter().map(ToString::to_string).collect();
+    args.insert("ips".into(), json!(ips));
+    let own: Vec<Value> = range_sets(state, host.node)
+        .into_iter()
+        .filter(|(v4, _)| host.ip(*v4).is_some())
+        .map(|(_, set)| Value::Array(set))
+        .collect();
+    args.insert("ipRanges".into(), Value::Array(own));
+    args
 }
 
 /// The loopback network containerd adds every sandbox to.

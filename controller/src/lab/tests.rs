@@ -928,6 +928,9 @@ fn the_chain_is_ptp_then_bulkhead_cni_when_there_is_an_agent() {
     assert_eq!(types(&list), ["ptp", "bulkhead-cni"]);
     assert_eq!(list["plugins"][0]["ipam"]["type"], "host-local");
     assert_eq!(list["plugins"][0]["capabilities"]["ips"], true);
+    assert_eq!(list["plugins"][0]["capabilities"]["ipRanges"], true);
+    // The ranges come with each ADD (the runtime's), not in the file.
+    assert!(list["plugins"][0]["ipam"]["ranges"].is_null());
     assert!(
         list["plugins"][0]["ipam"]["dataDir"]
             .as_str()
@@ -968,4 +971,24 @@ fn a_ptp_result_names_the_veth_mac_and_addresses() {
         wiring(&result, "eth0", std::path::Path::new("/run/netns/x")),
         None
     );
+}
+
+#[test]
+fn each_add_asks_for_the_pods_addresses_in_its_nodes_ranges_of_its_families() {
+    use super::cni::capability_args;
+    let mut s = plan(&model(), &spec(&[])).unwrap();
+    let args = capability_args(&s, &s.hosts[0]);
+    assert_eq!(
+        args["ips"],
+        serde_json::json!(["10.244.0.2", "fd00:10:244::2"])
+    );
+    assert_eq!(args["ipRanges"].as_array().unwrap().len(), 2);
+    // Declared with IPv4 only in a dual-stack lab: no IPv6 range set, so
+    // host-local gives it no IPv6 address.
+    s.hosts[0].ips.retain(IpAddr::is_ipv4);
+    let args = capability_args(&s, &s.hosts[0]);
+    assert_eq!(args["ips"], serde_json::json!(["10.244.0.2"]));
+    let sets = args["ipRanges"].as_array().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0][0]["subnet"], "10.244.0.0/16");
 }
