@@ -345,8 +345,8 @@ impl Attachment<'_> {
         join_path(self.cni_path)
     }
 
-    /// Runs one plugin: `entry` of a list named `name` (with `prev` as
-    /// `prevResult`) for `command` on interface `ifname`; its stdout.
+    /// Runs one plugin, `entry` of `list` (with `prev` as `prevResult`),
+    /// for `command` on interface `ifname`; its stdout.
     fn exec(
         &self,
         command: &'static str,
@@ -356,22 +356,7 @@ impl Attachment<'_> {
         prev: Option<&Value>,
     ) -> Result<Option<Value>, LabError> {
         let kind = entry["type"].as_str().unwrap_or_default().to_owned();
-        let mut conf = entry.clone();
-        conf["cniVersion"] = list["cniVersion"].clone();
-        conf["name"] = list["name"].clone();
-        if let Some(p) = prev {
-            conf["prevResult"] = p.clone();
-        }
-        // Only the capabilities the entry declares reach it.
-        let declared = entry["capabilities"].as_object();
-        let runtime: serde_json::Map<String, Value> = self
-            .capability_args()
-            .into_iter()
-            .filter(|(k, _)| declared.is_some_and(|c| c.get(k) == Some(&Value::Bool(true))))
-            .collect();
-        if !runtime.is_empty() {
-            conf["runtimeConfig"] = Value::Object(runtime);
-        }
+        let conf = plugin_conf(list, entry, prev, self.capability_args());
         let bin = self.find(&kind)?;
         let node = net::open(&self.state.node_of(self.host).netns)?;
         let mut cmd = node.command(&bin);
@@ -443,6 +428,34 @@ impl Attachment<'_> {
         }
         first.map_or(Ok(()), Err)
     }
+}
+
+/// What a plugin gets on stdin (CNI spec, "Execution of network
+/// configurations"): its `entry` of `list` with the list's `cniVersion`
+/// and `name`, `prev` as `prevResult`, and under `runtimeConfig` the
+/// runtime's `capability_args` that the entry declares (`"capabilities":
+/// {"ips": true}`), no others.
+pub(super) fn plugin_conf(
+    list: &Value,
+    entry: &Value,
+    prev: Option<&Value>,
+    capability_args: serde_json::Map<String, Value>,
+) -> Value {
+    let mut conf = entry.clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    if let Some(p) = prev {
+        conf["prevResult"] = p.clone();
+    }
+    let declared = entry["capabilities"].as_object();
+    let runtime: serde_json::Map<String, Value> = capability_args
+        .into_iter()
+        .filter(|(k, _)| declared.is_some_and(|c| c.get(k) == Some(&Value::Bool(true))))
+        .collect();
+    if !runtime.is_empty() {
+        conf["runtimeConfig"] = Value::Object(runtime);
+    }
+    conf
 }
 
 /// The runtime's capability arguments for pod `host`: `ips`, its planned

@@ -992,3 +992,25 @@ fn each_add_asks_for_the_pods_addresses_in_its_nodes_ranges_of_its_families() {
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0][0]["subnet"], "10.244.0.0/16");
 }
+
+#[test]
+fn a_plugin_gets_its_entry_the_lists_name_the_previous_result_and_its_capabilities() {
+    use super::cni::{capability_args, conflist, plugin_conf};
+    let s = plan(&model(), &spec(&[])).unwrap();
+    let list = conflist(&s, 0, true);
+    let args = capability_args(&s, &s.hosts[0]);
+    let ptp = plugin_conf(&list, &list["plugins"][0], None, args.clone());
+    assert_eq!(
+        (ptp["name"].as_str(), ptp["cniVersion"].as_str()),
+        (Some("bulkhead-lab"), Some("1.0.0"))
+    );
+    assert!(ptp["prevResult"].is_null());
+    assert_eq!(ptp["runtimeConfig"]["ips"], args["ips"]);
+    assert_eq!(ptp["runtimeConfig"]["ipRanges"], args["ipRanges"]);
+    // bulkhead-cni declares no capability: no runtimeConfig reaches it.
+    let prev = serde_json::json!({"cniVersion": "1.0.0", "ips": []});
+    let ours = plugin_conf(&list, &list["plugins"][1], Some(&prev), args);
+    assert_eq!(ours["prevResult"], prev);
+    assert!(ours["runtimeConfig"].is_null(), "{ours}");
+    assert_eq!(ours["type"], "bulkhead-cni");
+}
