@@ -530,6 +530,26 @@ fn read_list(state: &LabState, index: usize) -> Result<Option<Value>, LabError> 
     }
 }
 
+/// While alive, files the CNI plugins started meanwhile create are
+/// owner-only, as everything in the lab's directory (`host-local` makes
+/// its reservations 0644 in 0755 directories under the usual umask). The
+/// umask is the process's; `lab` starts nothing else while plugins run.
+struct OwnerOnly(nix::sys::stat::Mode);
+
+impl OwnerOnly {
+    fn set() -> Self {
+        Self(nix::sys::stat::umask(
+            nix::sys::stat::Mode::from_bits_truncate(0o077),
+        ))
+    }
+}
+
+impl Drop for OwnerOnly {
+    fn drop(&mut self) {
+        nix::sys::stat::umask(self.0);
+    }
+}
+
 /// ADDs every pod of nodes `nodes` through its node's chain (a few at
 /// once), records each result (veth, MAC, the result itself) in `state`
 /// and checks that each pod got the addresses planned; how many.
@@ -544,6 +564,7 @@ pub fn add_pods(
     let pods: Vec<usize> = (0..state.hosts.len())
         .filter(|&i| !state.hosts[i].external && nodes.contains(&state.hosts[i].node))
         .collect();
+    let _owner_only = OwnerOnly::set();
     for chunk in pods.chunks(PARALLEL) {
         let snapshot: &LabState = state;
         let results: Vec<Result<(usize, Value), LabError>> = std::thread::scope(|s| {
@@ -629,6 +650,7 @@ pub fn del_pods(state: &LabState, exe: Option<&Path>) -> usize {
         .filter_map(|h| Some((h, list_of(h)?)))
         .collect();
     let mut ok = 0;
+    let _owner_only = OwnerOnly::set();
     for chunk in pods.chunks(PARALLEL) {
         std::thread::scope(|s| {
             let runs: Vec<_> = chunk
