@@ -45,7 +45,8 @@
 //! `cni/` in each node's directory holds the node's list
 //! (`bulkhead-lab.conflist`) and `host-local`'s `dataDir` (`ipam/`), so
 //! `lab down` (and any cleanup that removes the lab's directory) removes
-//! every reservation.
+//! every reservation. Plugins run under umask 077, so what they write is
+//! owner-only like the rest of the lab's directory.
 
 use std::io::Write;
 use std::net::IpAddr;
