@@ -26,7 +26,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::ns::{NetnsError, NsHandle};
 
@@ -433,6 +433,21 @@ impl Netlink {
         let req = self.handle.link().add(veth.message());
         self.block(req.execute())
             .map_err(self.link_err(&veth.name, "adding veth"))
+    }
+
+    /// Creates bridge `name`, up (`ip link add NAME type bridge`, `ip link
+    /// set NAME up`).
+    pub fn add_bridge(&self, name: &str) -> Result<(), NetlinkError> {
+        let req = self.handle.link().add(LinkBridge::new(name).build());
+        self.block(req.execute())
+            .map_err(self.link_err(name, "adding bridge"))
+    }
+
+    /// Makes link `name` a port of bridge `master` (`ip link set NAME
+    /// master MASTER`).
+    pub fn set_master(&self, name: &str, master: &str) -> Result<(), NetlinkError> {
+        let controller = self.index(master)?;
+        self.set(name, "setting the master of", |b| b.controller(controller))
     }
 
     /// Deletes link `name` (a veth takes its peer with it).

@@ -344,3 +344,40 @@ fn a_taken_name_is_refused_and_recreate_replaces() {
             .any(|n| n.starts_with(&prefix()) && n.ends_with("taken"))
     );
 }
+
+#[test]
+fn a_bridge_joins_namespaces_as_ip_sees_it() {
+    if !privileged() {
+        return;
+    }
+    let fab = Netns::create(&name("fab")).unwrap();
+    let n1 = Netns::create(&name("n1")).unwrap();
+    let n2 = Netns::create(&name("n2")).unwrap();
+    let fl = fab.netlink().unwrap();
+    fl.add_bridge("br0").unwrap();
+    for (i, node) in [(1, &n1), (2, &n2)] {
+        let port = format!("p{i}");
+        fl.add_veth(&Veth::new(&port, "eth0").peer_in(node))
+            .unwrap();
+        fl.set_master(&port, "br0").unwrap();
+        fl.set_up(&port).unwrap();
+        let nl = node.netlink().unwrap();
+        nl.add_address("eth0", format!("10.202.0.{i}/24").parse().unwrap())
+            .unwrap();
+        nl.set_up("eth0").unwrap();
+    }
+    // iproute2 sees the bridge up and the ports enslaved to it.
+    let out = Command::new("ip")
+        .args(["-n", fab.name(), "-j", "link", "show", "dev", "p1"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\"master\":\"br0\""), "{text}");
+    assert!(fl.link("br0").unwrap().up);
+    // A setting of a missing master names the link and the namespace.
+    assert!(matches!(
+        fl.set_master("p2", "br9"),
+        Err(NetlinkError::NoLink { .. })
+    ));
+    tcp_exchange(&n1, &n2, "10.202.0.2:7".parse().unwrap());
+}

@@ -1,29 +1,115 @@
-//! Registers the lab's pods with its agent exactly as a runtime's CNI chain
-//! would: the real `bulkhead-cni` binary runs ADD in the node namespace
-//! with the `CNI_*` environment and a `prevResult` describing the pod's
-//! own wiring (its `eth0` with MAC and sandbox, the node-side veth, its
-//! addresses), so the agent learns each pod's MAC and checks it.
+//! The lab's pods are wired as a container runtime wires them: through
+//! each node's CNI chain, `[ptp (host-local IPAM), bulkhead-cni]`, run the
+//! way the CNI spec ("Execution of network configurations") says a
+//! runtime runs it, on a node whose agent already runs (as kubelet adds
+//! pods on a running node). `ptp` makes the pod's `eth0` and the node's
+//! veth end, `host-local` reserves the pod's addresses in the node's data
+//! directory, and `bulkhead-cni` returns only once the node's agent
+//! enforces the pod on that veth. `lab down` runs DEL through the same
+//! chain for every pod.
 //!
-//! The plugin is found beside the `bulkhead` binary (cargo builds both
-//! into one directory; the image installs both), or at `$BULKHEAD_CNI`;
-//! without it the pods stay enforced by address only, and `lab up` says so.
+//! # Invocation
+//!
+//! Each plugin is an executable found in `CNI_PATH` (Debian's reference
+//! plugins in [`PLUGIN_DIR`], `bulkhead-cni` beside the `bulkhead`
+//! binary), started with the node's network namespace as its own (the
+//! host end of the veth lives there), `CNI_COMMAND`, `CNI_CONTAINERID`,
+//! `CNI_NETNS` (the pod's namespace file), `CNI_IFNAME=eth0`, `CNI_ARGS`
+//! (`K8S_POD_NAMESPACE`, `K8S_POD_NAME`...) and `CNI_PATH`; on stdin its
+//! entry of the list with the list's `cniVersion` and `name`, the previous
+//! plugin's result as `prevResult` and, for each capability the entry
+//! declares, the runtime's value under `runtimeConfig`; its result on
+//! stdout. ADD runs the plugins in order; DEL in reverse, with the final
+//! ADD result. The pod's loopback is brought up by the `loopback` plugin
+//! beforehand, as containerd does.
+//!
+//! Hand-written, because no maintained Rust crate runs CNI plugins as a
+//! runtime (libcni is Go); it is the few rules above.
+//!
+//! # Addresses
+//!
+//! The lab is the runtime that knows each node's pod CIDRs (as kubelet
+//! knows `spec.podCIDRs`): every ADD and DEL hands `host-local` its node's
+//! ranges through the `ipRanges` capability, and the pod's planned
+//! addresses (the model's) through the `ips` capability (CNI conventions;
+//! `host-local`'s documented ways to take ranges from the runtime and to
+//! request specific addresses). A node's ranges are its share of each pod
+//! CIDR ([`super::nodes::node_cidr`]), as ranges of the whole pod CIDR so
+//! the gateway is the lab's ([`super::plan::gateway`]), plus a one-address
+//! range for each of its pods whose address lies outside the share (see
+//! [`range_sets`]); a pod gets the range sets of its own families only, so
+//! one declared with a single family in a dual-stack lab gets nothing more.
+//!
+//! # Files
+//!
+//! `cni/` in each node's directory holds the node's list
+//! (`bulkhead-lab.conflist`) and `host-local`'s `dataDir` (`ipam/`), so
+//! `lab down` (and any cleanup that removes the lab's directory) removes
+//! every reservation. Plugins run under umask 077, so what they write is
+//! owner-only like the rest of the lab's directory.
 
 use std::io::Write;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde_json::json;
+use ipnetwork::IpNetwork;
+use serde_json::{Value, json};
 
-use super::state::{Host, LabState};
+use super::plan::gateway;
+use super::state::{Host, LabState, node_dir};
 use super::{LabError, net};
 
-/// How long each ADD may wait for the agent.
+/// Where Debian's `containernetworking-plugins` installs the plugins.
+pub const PLUGIN_DIR: &str = "/usr/lib/cni";
+
+/// Environment variable naming the directories (`:`-separated) to find
+/// the reference plugins in instead of [`PLUGIN_DIR`].
+pub const PLUGIN_PATH_ENV: &str = "BULKHEAD_CNI_PATH";
+
+/// The network's name (host-local keeps its reservations under it).
+pub const NETWORK: &str = "bulkhead-lab";
+
+/// The CNI version of the lists the lab writes.
+pub const CNI_VERSION: &str = "1.0.0";
+
+/// The pod's interface.
+pub const IFNAME: &str = "eth0";
+
+/// How long each ADD may wait for the agent (`bulkhead-cni`'s `timeout`).
 const TIMEOUT: &str = "30s";
 
-/// ADDs run at once.
+/// The reference plugins the lab runs.
+pub const REFERENCE_PLUGINS: [&str; 3] = ["ptp", "host-local", "loopback"];
+
+/// Checks that the reference plugins are in `cni_path`.
+pub fn check_plugins(cni_path: &[PathBuf]) -> Result<(), LabError> {
+    for kind in REFERENCE_PLUGINS {
+        if !cni_path.iter().any(|d| d.join(kind).is_file()) {
+            return Err(LabError::CniPlugin {
+                plugin: kind.to_owned(),
+                path: join_path(cni_path),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `CNI_PATH`'s value.
+fn join_path(cni_path: &[PathBuf]) -> String {
+    cni_path
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Pods added (or deleted) at once.
 const PARALLEL: usize = 8;
 
-/// The plugin binary, if there is one.
+/// The `bulkhead-cni` binary, if there is one: `$BULKHEAD_CNI`, or beside
+/// the `bulkhead` binary (cargo builds both into one directory; the image
+/// installs both).
 pub fn plugin(exe: &Path) -> Option<PathBuf> {
     std::env::var_os("BULKHEAD_CNI")
         .map(PathBuf::from)
@@ -31,104 +117,566 @@ pub fn plugin(exe: &Path) -> Option<PathBuf> {
         .filter(|p| p.is_file())
 }
 
-/// Runs the chained plugin's ADD for every pod (not external host) on
-/// nodes `nodes` of `state`, each with its node's agent; how many were
-/// registered.
-pub fn register_pods(state: &LabState, nodes: &[usize], plugin: &Path) -> Result<usize, LabError> {
-    let pods: Vec<&Host> = state
-        .hosts
+/// The directories of `CNI_PATH`: the reference plugins', then
+/// `bulkhead-cni`'s (if any).
+pub fn cni_path(bulkhead_cni: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = match std::env::var(PLUGIN_PATH_ENV) {
+        Ok(v) if !v.is_empty() => v.split(':').map(PathBuf::from).collect(),
+        _ => vec![PathBuf::from(PLUGIN_DIR)],
+    };
+    if let Some(dir) = bulkhead_cni.and_then(Path::parent) {
+        dirs.push(dir.to_owned());
+    }
+    dirs
+}
+
+/// The directory of node `index`'s CNI files.
+pub fn cni_dir(state: &LabState, index: usize) -> PathBuf {
+    node_dir(&state.name, index, state.nodes.len()).join("cni")
+}
+
+/// The first and last address of `net`.
+fn span(net: IpNetwork) -> (IpAddr, IpAddr) {
+    match net {
+        IpNetwork::V4(n) => (IpAddr::V4(n.network()), IpAddr::V4(n.broadcast())),
+        IpNetwork::V6(n) => {
+            let first = u128::from(n.network());
+            let last = first | (u128::MAX >> n.prefix());
+            (IpAddr::V6(n.network()), IpAddr::V6(last.into()))
+        }
+    }
+}
+
+/// The addresses of pod CIDR `cidr` a pod may have: all but its network
+/// address (and, IPv4, its broadcast address).
+fn usable(cidr: IpNetwork) -> (IpAddr, IpAddr) {
+    let (first, last) = span(cidr);
+    let next = |a: IpAddr, up: bool| match a {
+        IpAddr::V4(a) => {
+            let n = u32::from(a);
+            IpAddr::V4(if up { n + 1 } else { n - 1 }.into())
+        }
+        IpAddr::V6(a) => IpAddr::V6((u128::from(a) + 1).into()),
+    };
+    let last = if cidr.is_ipv4() {
+        next(last, false)
+    } else {
+        last
+    };
+    (next(first, true), last)
+}
+
+/// The smallest network holding both `a` and `b` with room for
+/// `host-local` (at least two host bits).
+pub(super) fn supernet(a: IpAddr, b: IpAddr) -> IpNetwork {
+    let (x, y, width) = match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => (u128::from(u32::from(a)), u128::from(u32::from(b)), 32),
+        (a, b) => (
+            u128::from_be_bytes(bulkhead_policy::compile::maps::abi_addr(a)),
+            u128::from_be_bytes(bulkhead_policy::compile::maps::abi_addr(b)),
+            128,
+        ),
+    };
+    let common = ((x ^ y) << (128 - width)).leading_zeros().min(width);
+    let prefix = common.min(width - 2) as u8;
+    let net = IpNetwork::new(a, prefix).expect("a prefix within the width");
+    IpNetwork::new(net.network(), prefix).expect("the same prefix")
+}
+
+fn range(subnet: IpNetwork, start: IpAddr, end: IpAddr, gw: IpAddr) -> Value {
+    json!({
+        "subnet": subnet.to_string(),
+        "rangeStart": start.to_string(),
+        "rangeEnd": end.to_string(),
+        "gateway": gw.to_string(),
+    })
+}
+
+/// `host-local`'s range sets of node `index`, one per pod CIDR (family):
+/// the node's share as a range of the whole pod CIDR (whose gateway is
+/// the lab's), then a one-address range for each address of the node's
+/// pods that lies outside the share (a declared address, or one the model
+/// assigned from another node's share): inside the pod CIDR as a range of
+/// it, outside as one of the smallest network holding it and the gateway.
+pub fn range_sets(state: &LabState, index: usize) -> Vec<(bool, Vec<Value>)> {
+    let node = &state.nodes[index];
+    let mut sets = Vec::new();
+    for cidr in state
+        .pod_cidrs
         .iter()
-        .filter(|h| !h.external && nodes.contains(&h.node))
-        .filter(|h| state.nodes[h.node].agent.is_some())
+        .filter_map(|c| c.parse::<IpNetwork>().ok())
+    {
+        let v4 = cidr.is_ipv4();
+        let gw = gateway(cidr);
+        let share = node
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| c.parse::<IpNetwork>().ok())
+            .find(|c| c.is_ipv4() == v4)
+            .unwrap_or(cidr);
+        let (first, last) = span(share);
+        let (cidr_first, cidr_last) = usable(cidr);
+        let mut set = vec![range(cidr, first.max(cidr_first), last.min(cidr_last), gw)];
+        let mut pinned: Vec<IpAddr> = state
+            .hosts
+            .iter()
+            .filter(|h| !h.external && h.node == index)
+            .flat_map(|h| h.ips.iter().copied())
+            .filter(|a| a.is_ipv4() == v4 && !share.contains(*a))
+            .collect();
+        pinned.sort_unstable();
+        pinned.dedup();
+        for a in pinned {
+            let subnet = if cidr.contains(a) {
+                cidr
+            } else {
+                supernet(a, gw)
+            };
+            set.push(range(subnet, a, a, gw));
+        }
+        sets.push((v4, set));
+    }
+    sets
+}
+
+/// The CNI network configuration list of node `index`: `ptp` with
+/// `host-local` (capabilities `ips` and `ipRanges`: the ranges come with
+/// each ADD, see the module doc), then `bulkhead-cni`
+/// talking to the node's agent when the node has one and the plugin is
+/// there.
+pub fn conflist(state: &LabState, index: usize, bulkhead_cni: bool) -> Value {
+    let routes: Vec<Value> = state
+        .gateways
+        .iter()
+        .map(|g| json!({"dst": if g.is_ipv4() { "0.0.0.0/0" } else { "::/0" }}))
         .collect();
+    let mut plugins = vec![json!({
+        "type": "ptp",
+        "ipMasq": false,
+        "capabilities": {"ips": true, "ipRanges": true},
+        "ipam": {
+            "type": "host-local",
+            "routes": routes,
+            "dataDir": cni_dir(state, index).join("ipam"),
+        },
+    })];
+    if let (true, Some(agent)) = (bulkhead_cni, &state.nodes[index].agent) {
+        plugins.push(json!({
+            "type": bulkhead_cni::install::PLUGIN_TYPE,
+            "socket": agent.api_socket,
+            "timeout": TIMEOUT,
+        }));
+    }
+    json!({"cniVersion": CNI_VERSION, "name": NETWORK, "plugins": plugins})
+}
+
+/// Writes every node's list into its [`cni_dir`] and records where.
+pub fn write_conflists(state: &mut LabState, bulkhead_cni: bool) -> Result<(), LabError> {
+    for i in 0..state.nodes.len() {
+        let dir = cni_dir(state, i);
+        bulkhead_policy::private::create_dir_all(&dir).map_err(LabError::io(&dir))?;
+        let path = dir.join(format!("{NETWORK}.conflist"));
+        let text = serde_json::to_string_pretty(&conflist(state, i, bulkhead_cni))
+            .expect("JSON values serialise");
+        bulkhead_policy::private::write(&path, (text + "\n").as_bytes())
+            .map_err(LabError::io(&path))?;
+        state.nodes[i].cni_conf = Some(path);
+    }
+    Ok(())
+}
+
+/// One attachment: a pod on its node, as the runtime describes it to the
+/// plugins.
+struct Attachment<'a> {
+    state: &'a LabState,
+    host: &'a Host,
+    cni_path: &'a [PathBuf],
+}
+
+impl Attachment<'_> {
+    fn node_name(&self) -> &str {
+        &self.state.node_of(self.host).name
+    }
+
+    fn container_id(&self) -> String {
+        format!("lab-{}", self.host.netns)
+    }
+
+    fn netns_path(&self) -> PathBuf {
+        Path::new(bulkhead_netkit::NETNS_DIR).join(&self.host.netns)
+    }
+
+    fn cni_args(&self) -> String {
+        let (ns, name) = self
+            .host
+            .name
+            .split_once('/')
+            .unwrap_or(("default", &self.host.name));
+        // IgnoreUnknown: plugins that know none of these keys (host-local)
+        // must not refuse them (what kubelet and containerd pass too).
+        format!("IgnoreUnknown=1;K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}")
+    }
+
+    fn capability_args(&self) -> serde_json::Map<String, Value> {
+        capability_args(self.state, self.host)
+    }
+
+    fn fail(&self, command: &'static str, plugin: &str, why: String) -> LabError {
+        LabError::Cni {
+            command,
+            pod: self.host.name.clone(),
+            node: self.node_name().to_owned(),
+            plugin: plugin.to_owned(),
+            why,
+        }
+    }
+
+    /// Finds a plugin's executable in `CNI_PATH`.
+    fn find(&self, kind: &str) -> Result<PathBuf, LabError> {
+        self.cni_path
+            .iter()
+            .map(|d| d.join(kind))
+            .find(|p| p.is_file())
+            .ok_or_else(|| LabError::CniPlugin {
+                plugin: kind.to_owned(),
+                path: self.joined_path(),
+            })
+    }
+
+    fn joined_path(&self) -> String {
+        join_path(self.cni_path)
+    }
+
+    /// Runs one plugin, `entry` of `list` (with `prev` as `prevResult`),
+    /// for `command` on interface `ifname`; its stdout.
+    fn exec(
+        &self,
+        command: &'static str,
+        list: &Value,
+        entry: &Value,
+        ifname: &str,
+        prev: Option<&Value>,
+    ) -> Result<Option<Value>, LabError> {
+        let kind = entry["type"].as_str().unwrap_or_default().to_owned();
+        let conf = plugin_conf(list, entry, prev, self.capability_args());
+        let bin = self.find(&kind)?;
+        let node = net::open(&self.state.node_of(self.host).netns)?;
+        let mut cmd = node.command(&bin);
+        cmd.env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", self.container_id())
+            .env("CNI_NETNS", self.netns_path())
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_ARGS", self.cni_args())
+            .env("CNI_PATH", self.joined_path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        tracing::debug!(command, plugin = %kind, pod = %self.host.name, %conf, "CNI");
+        let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+            program: bin.display().to_string(),
+            source,
+        })?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A failing plugin may close stdin early; its status says why.
+            let _ = stdin.write_all(conf.to_string().as_bytes());
+        }
+        let out = child.wait_with_output().map_err(|source| LabError::Spawn {
+            program: bin.display().to_string(),
+            source,
+        })?;
+        let stdout: Option<Value> = serde_json::from_slice(&out.stdout).ok();
+        if !out.status.success() {
+            let why = match &stdout {
+                Some(e) => format!(
+                    "{} ({}; code {})",
+                    e["msg"].as_str().unwrap_or("?"),
+                    e["details"].as_str().unwrap_or(""),
+                    e["code"]
+                ),
+                None => format!(
+                    "{}: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            };
+            return Err(self.fail(command, &kind, why));
+        }
+        Ok(stdout)
+    }
+
+    /// ADD through the loopback plugin (`lo`), then the node's chain; the
+    /// final result.
+    fn add(&self, list: &Value) -> Result<Value, LabError> {
+        self.exec("ADD", &loopback(), &loopback()["plugins"][0], "lo", None)?;
+        let mut prev: Option<Value> = None;
+        for entry in list["plugins"].as_array().into_iter().flatten() {
+            let out = self.exec("ADD", list, entry, IFNAME, prev.as_ref())?;
+            prev = Some(out.unwrap_or(Value::Null));
+        }
+        prev.ok_or_else(|| self.fail("ADD", "?", "the list has no plugins".into()))
+    }
+
+    /// DEL through the chain, last plugin first, then loopback; every
+    /// plugin is tried, the first failure returned.
+    fn del(&self, list: &Value) -> Result<(), LabError> {
+        let mut first = None;
+        for entry in list["plugins"].as_array().into_iter().flatten().rev() {
+            if let Err(e) = self.exec("DEL", list, entry, IFNAME, self.host.cni.as_ref()) {
+                first.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.exec("DEL", &loopback(), &loopback()["plugins"][0], "lo", None) {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// What a plugin gets on stdin (CNI spec, "Execution of network
+/// configurations"): its `entry` of `list` with the list's `cniVersion`
+/// and `name`, `prev` as `prevResult`, and under `runtimeConfig` the
+/// runtime's `capability_args` that the entry declares (`"capabilities":
+/// {"ips": true}`), no others.
+pub(super) fn plugin_conf(
+    list: &Value,
+    entry: &Value,
+    prev: Option<&Value>,
+    capability_args: serde_json::Map<String, Value>,
+) -> Value {
+    let mut conf = entry.clone();
+    conf["cniVersion"] = list["cniVersion"].clone();
+    conf["name"] = list["name"].clone();
+    if let Some(p) = prev {
+        conf["prevResult"] = p.clone();
+    }
+    let declared = entry["capabilities"].as_object();
+    let runtime: serde_json::Map<String, Value> = capability_args
+        .into_iter()
+        .filter(|(k, _)| declared.is_some_and(|c| c.get(k) == Some(&Value::Bool(true))))
+        .collect();
+    if !runtime.is_empty() {
+        conf["runtimeConfig"] = Value::Object(runtime);
+    }
+    conf
+}
+
+/// The runtime's capability arguments for pod `host`: `ips`, its planned
+/// addresses, and `ipRanges`, its node's ranges of its own families (a
+/// pod declared with one family in a dual-stack lab gets nothing of the
+/// other).
+pub(super) fn capability_args(state: &LabState, host: &Host) -> serde_json::Map<String, Value> {
+    let mut args = serde_json::Map::new();
+    let ips: Vec<String> = host.ips.iter().map(ToString::to_string).collect();
+    args.insert("ips".into(), json!(ips));
+    let own: Vec<Value> = range_sets(state, host.node)
+        .into_iter()
+        .filter(|(v4, _)| host.ip(*v4).is_some())
+        .map(|(_, set)| Value::Array(set))
+        .collect();
+    args.insert("ipRanges".into(), Value::Array(own));
+    args
+}
+
+/// The loopback network containerd adds every sandbox to.
+fn loopback() -> Value {
+    json!({"cniVersion": CNI_VERSION, "name": "cni-loopback", "plugins": [{"type": "loopback"}]})
+}
+
+/// What ADD made for a pod, read from the final result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wiring {
+    /// The node-side veth (the result's interface without a sandbox).
+    pub veth: String,
+    /// The pod's `eth0` MAC.
+    pub mac: String,
+    /// The pod's addresses.
+    pub ips: Vec<IpAddr>,
+}
+
+/// Reads `result` (CNI 1.0.0) for interface `ifname` in `sandbox`.
+pub fn wiring(result: &Value, ifname: &str, sandbox: &Path) -> Option<Wiring> {
+    let ifaces = result["interfaces"].as_array()?;
+    let pod = ifaces.iter().position(|i| {
+        i["name"] == ifname && i["sandbox"].as_str().map(Path::new) == Some(sandbox)
+    })?;
+    let host = ifaces.iter().find(|i| i["sandbox"].is_null())?;
+    let mut ips: Vec<IpAddr> = result["ips"]
+        .as_array()?
+        .iter()
+        .filter(|ip| ip["interface"].as_u64().is_none_or(|i| i == pod as u64))
+        .filter_map(|ip| ip["address"].as_str()?.parse::<IpNetwork>().ok())
+        .map(|n| n.ip())
+        .collect();
+    ips.sort_unstable();
+    Some(Wiring {
+        veth: host["name"].as_str()?.to_owned(),
+        mac: ifaces[pod]["mac"].as_str()?.to_owned(),
+        ips,
+    })
+}
+
+/// The list node `index` writes ([`write_conflists`]), read back.
+fn read_list(state: &LabState, index: usize) -> Result<Option<Value>, LabError> {
+    let Some(path) = &state.nodes[index].cni_conf else {
+        return Ok(None);
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| LabError::State {
+                path: path.clone(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LabError::io(path)(e)),
+    }
+}
+
+/// While alive, files the CNI plugins started meanwhile create are
+/// owner-only, as everything in the lab's directory (`host-local` makes
+/// its reservations 0644 in 0755 directories under the usual umask). The
+/// umask is the process's; `lab` starts nothing else while plugins run.
+struct OwnerOnly(nix::sys::stat::Mode);
+
+impl OwnerOnly {
+    fn set() -> Self {
+        Self(nix::sys::stat::umask(
+            nix::sys::stat::Mode::from_bits_truncate(0o077),
+        ))
+    }
+}
+
+impl Drop for OwnerOnly {
+    fn drop(&mut self) {
+        nix::sys::stat::umask(self.0);
+    }
+}
+
+/// ADDs every pod of nodes `nodes` through its node's chain (a few at
+/// once), records each result (veth, MAC, the result itself) in `state`
+/// and checks that each pod got the addresses planned; how many.
+pub fn add_pods(
+    state: &mut LabState,
+    nodes: &[usize],
+    cni_path: &[PathBuf],
+) -> Result<usize, LabError> {
+    let lists: Vec<Option<Value>> = (0..state.nodes.len())
+        .map(|i| read_list(state, i))
+        .collect::<Result<_, _>>()?;
+    let pods: Vec<usize> = (0..state.hosts.len())
+        .filter(|&i| !state.hosts[i].external && nodes.contains(&state.hosts[i].node))
+        .collect();
+    let _owner_only = OwnerOnly::set();
     for chunk in pods.chunks(PARALLEL) {
-        std::thread::scope(|s| {
+        let snapshot: &LabState = state;
+        let results: Vec<Result<(usize, Value), LabError>> = std::thread::scope(|s| {
             let runs: Vec<_> = chunk
                 .iter()
-                .map(|h| s.spawn(move || add(state, h, plugin)))
+                .map(|&i| {
+                    let lists = &lists;
+                    s.spawn(move || {
+                        let host = &snapshot.hosts[i];
+                        let a = Attachment {
+                            state: snapshot,
+                            host,
+                            cni_path,
+                        };
+                        let list = lists[host.node].as_ref().ok_or_else(|| {
+                            a.fail("ADD", "?", "the node has no CNI configuration".into())
+                        })?;
+                        a.add(list).map(|r| (i, r))
+                    })
+                })
                 .collect();
             runs.into_iter()
-                .map(|r| {
-                    r.join()
-                        .unwrap_or_else(|_| Err(("?".into(), "the ADD thread panicked".into())))
-                })
-                .collect::<Result<Vec<()>, (PathBuf, String)>>()
-        })
-        .map_err(|(log, why)| LabError::Agent {
-            why: format!("did not take the pods' CNI ADD: {why}"),
-            log,
-        })?;
+                .map(|r| r.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        for r in results {
+            let (i, result) = r?;
+            record(state, i, result)?;
+        }
+        state.save()?;
     }
     Ok(pods.len())
 }
 
-/// The previous result a ptp-like plugin would have printed for `h`.
-fn prev_result(h: &Host) -> serde_json::Value {
-    let ips: Vec<serde_json::Value> = h
-        .ips
-        .iter()
-        .map(|ip| {
-            let len = if ip.is_ipv4() { 32 } else { 128 };
-            json!({"interface": 1, "address": format!("{ip}/{len}")})
-        })
-        .collect();
-    json!({
-        "cniVersion": "1.0.0",
-        "interfaces": [
-            {"name": h.veth},
-            {"name": "eth0", "mac": h.mac, "sandbox": format!("/run/netns/{}", h.netns)},
-        ],
-        "ips": ips,
-    })
+/// Records pod `i`'s ADD result, checking it has the planned addresses.
+fn record(state: &mut LabState, i: usize, result: Value) -> Result<(), LabError> {
+    let h = &state.hosts[i];
+    let sandbox = Path::new(bulkhead_netkit::NETNS_DIR).join(&h.netns);
+    let fail = |why: String| LabError::Cni {
+        command: "ADD",
+        pod: h.name.clone(),
+        node: state.node_of(h).name.clone(),
+        plugin: "ptp".into(),
+        why,
+    };
+    let w = wiring(&result, IFNAME, &sandbox)
+        .ok_or_else(|| fail(format!("a result without the pod's interfaces: {result}")))?;
+    let mut want = h.ips.clone();
+    want.sort_unstable();
+    if w.ips != want {
+        return Err(fail(format!(
+            "gave addresses {:?}, not the planned {:?}",
+            w.ips, want
+        )));
+    }
+    let h = &mut state.hosts[i];
+    h.veth = w.veth;
+    h.mac = w.mac;
+    h.cni = Some(result);
+    Ok(())
 }
 
-/// ADD of pod `h` with its node's agent; on failure, that agent's log and why.
-fn add(state: &LabState, h: &Host, plugin: &Path) -> Result<(), (PathBuf, String)> {
-    let node = &state.nodes[h.node];
-    let agent = node
-        .agent
-        .as_ref()
-        .expect("only pods of nodes with an agent");
-    let fail = |why: String| (agent.log.clone(), why);
-    let (ns, name) = h.name.split_once('/').unwrap_or(("default", &h.name));
-    let conf = json!({
-        "cniVersion": "1.0.0",
-        "name": "bulkhead-lab",
-        "type": bulkhead_cni::install::PLUGIN_TYPE,
-        "socket": agent.api_socket,
-        "timeout": TIMEOUT,
-        "prevResult": prev_result(h),
-    });
-    let mut cmd = net::exec_in(&node.netns, plugin, &[]);
-    cmd.env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", format!("lab-{}", h.netns))
-        .env("CNI_NETNS", format!("/run/netns/{}", h.netns))
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| fail(format!("running {}: {e}", plugin.display())))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(conf.to_string().as_bytes())
-            .map_err(|e| fail(format!("writing to {}: {e}", plugin.display())))?;
+/// DELs every pod of `state` through its node's chain (a few at once), as
+/// a runtime removes a sandbox: plugins last first, with the pod's ADD
+/// result. Failures are logged, not returned (`lab down` goes on and
+/// removes what is left); how many pods were deleted cleanly.
+pub fn del_pods(state: &LabState, exe: Option<&Path>) -> usize {
+    let lists: Vec<Option<Value>> = (0..state.nodes.len())
+        .map(|i| {
+            read_list(state, i).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading a node's CNI configuration");
+                None
+            })
+        })
+        .collect();
+    let plugin = exe.and_then(plugin);
+    let cni_path = cni_path(plugin.as_deref());
+    let list_of = |h: &Host| lists.get(h.node).and_then(Option::as_ref);
+    let pods: Vec<(&Host, &Value)> = state
+        .hosts
+        .iter()
+        .filter(|h| !h.external)
+        .filter_map(|h| Some((h, list_of(h)?)))
+        .collect();
+    let mut ok = 0;
+    let _owner_only = OwnerOnly::set();
+    for chunk in pods.chunks(PARALLEL) {
+        std::thread::scope(|s| {
+            let runs: Vec<_> = chunk
+                .iter()
+                .map(|&(host, list)| {
+                    let cni_path = &cni_path;
+                    s.spawn(move || {
+                        let a = Attachment {
+                            state,
+                            host,
+                            cni_path,
+                        };
+                        a.del(list)
+                    })
+                })
+                .collect();
+            for r in runs {
+                match r.join() {
+                    Ok(Ok(())) => ok += 1,
+                    Ok(Err(e)) => tracing::warn!(error = %e, "CNI DEL"),
+                    Err(_) => tracing::warn!("a CNI DEL thread panicked"),
+                }
+            }
+        });
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("waiting for {}: {e}", plugin.display())))?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(fail(format!(
-        "{}: {}{}",
-        h.name,
-        String::from_utf8_lossy(&out.stdout).trim(),
-        String::from_utf8_lossy(&out.stderr).trim()
-    )))
+    ok
 }

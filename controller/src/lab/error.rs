@@ -46,6 +46,42 @@ pub enum LabError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// A namespace operation failed (netkit).
+    #[error(transparent)]
+    Netns(#[from] bulkhead_netkit::NetnsError),
+    /// A link, address or route operation failed (netkit).
+    #[error(transparent)]
+    Netlink(#[from] bulkhead_netkit::NetlinkError),
+    /// A CNI plugin of a node's chain failed for a pod.
+    #[error("CNI {command} of pod {pod} on node {node}: plugin {plugin} failed: {why}")]
+    Cni {
+        /// `ADD` or `DEL`.
+        command: &'static str,
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// The node's name.
+        node: String,
+        /// The plugin's type.
+        plugin: String,
+        /// Its error result or what else went wrong.
+        why: String,
+    },
+    /// A MAC address that is not six hex bytes.
+    #[error("invalid MAC address {mac:?}")]
+    Mac {
+        /// The text.
+        mac: String,
+    },
+    /// A CNI plugin binary is not installed.
+    #[error(
+        "CNI plugin {plugin} not found in {path} (Debian's containernetworking-plugins; `cargo xtask setup` installs it)"
+    )]
+    CniPlugin {
+        /// The plugin's type.
+        plugin: String,
+        /// The directories looked in (`CNI_PATH`).
+        path: String,
+    },
     /// Reading or writing a file.
     #[error("{}: {source}", path.display())]
     Io {

@@ -6,25 +6,34 @@
 //!
 //! ```text
 //!   bh-<lab>-p0 (pod x/a)          bh-<lab>-node                 bh-<lab>-x0 (external host)
-//!   eth0 10.244.0.2/32  ◄─veth─►  bh<hash>  10.244.0.1/32   ◄─veth─►  eth0 192.0.2.10/32
-//!        fd00:10:244::2/128                 fd00:10:244::1/128
-//!   default via 10.244.0.1                  route 10.244.0.2/32 dev bh<hash>
+//!   eth0 10.244.0.2/16  ◄─veth─►  veth<id>  10.244.0.1/32                    eth0 192.0.2.10/32
+//!        fd00:10:244::2/64                  fd00:10:244::1/128
+//!   default via 10.244.0.1        route 10.244.0.2/32 dev veth<id>
+//!                                 bh<hash>  10.244.0.1/32   ◄─veth─►
 //! ```
 //!
 //! All routing lives in the node namespace (`bh-<lab>-node`, forwarding on
 //! inside it only); the machine's own namespace is never touched except to
-//! create the named namespaces. Every pod and external host gets a veth pair
-//! made inside the node namespace with its peer moved straight into the
-//! host's namespace, so no link ever exists in the root namespace.
+//! create the named namespaces. No link ever exists in the root namespace.
 //!
-//! Addressing ("gateway on every host veth"): the node-side end of every
-//! veth carries the reserved first address of each pod CIDR (10.244.0.1/32,
-//! fd00:10:244::1/128, `nodad`) and a host route to the pod's addresses; the
-//! pod has its addresses as /32 and /128 on `eth0`, a link route to the
-//! gateway addresses and default routes via them. ARP and neighbour
-//! discovery work as on any link (the gateway is a real local address of the
-//! veth), nothing relies on proxy ARP, and each pod's traffic crosses exactly
-//! its own veth: where the dataplane attaches.
+//! Pods are wired by the CNI reference plugins, as a runtime wires them
+//! ([`cni`]): once the node's agent runs, each pod is added through the
+//! node's chain `[ptp (host-local), bulkhead-cni]`, run in the node
+//! namespace; `ptp` makes the veth (`veth<id>` on the node, `eth0` in the
+//! pod), and the lab records the names, MACs and addresses the result
+//! reports. External hosts and the fabric are wired by hand, through
+//! netlink ([`net`], on the netkit toolkit), the same way.
+//!
+//! Addressing ("gateway on every host veth", `ptp`'s): the node-side end of
+//! every veth carries the reserved first address of each pod CIDR
+//! (10.244.0.1/32, fd00:10:244::1/128) and a host route to the pod's
+//! addresses; the pod has its addresses on `eth0` (with the prefix of its
+//! `host-local` range: the pod CIDR's; an external host: /32, /128), a link
+//! route to the gateway addresses, and the pod CIDR and default routes via
+//! them. ARP and neighbour discovery work as on any link (the gateway is a
+//! real local address of the veth), nothing relies on proxy ARP, and each
+//! pod's traffic crosses exactly its own veth: where the dataplane
+//! attaches.
 //!
 //! The agent finds each pod's host-side veth as on a real node: the pod's
 //! addresses route (/32, /128, main table) to that veth. The gateway
@@ -83,7 +92,7 @@
 //! # Processes
 //!
 //! Every namespace but the node's runs one `bulkhead lab serve` (started
-//! through `ip netns exec`), which serves TCP, UDP and SCTP on the host's
+//! inside it through netkit, once the pod is added), which serves TCP, UDP and SCTP on the host's
 //! ports (see [`serve`]); probes run in a `bulkhead lab probe-from` started
 //! the same way in the source namespace (see [`probe`]). The node runs
 //! `bulkhead agent --netns <node>` on a bpffs private to the lab, watching
@@ -94,8 +103,9 @@
 //!
 //! `/run/bulkhead/lab/<name>/state.json` (or under `$BULKHEAD_LAB_DIR`)
 //! records names, addresses, servers, the manifests, the watched directory,
-//! the nodes (namespace, fabric addresses, pod CIDR share, agent) and each
-//! host's node; `lab down` works from it, and from the namespaces' common
+//! the nodes (namespace, fabric addresses, pod CIDR share, agent, CNI
+//! configuration list) and each host's node and CNI result; `lab down` runs
+//! CNI DEL for each pod from it, and works from it, and from the namespaces' common
 //! prefix, the agents' command lines, the pin directories on disk and the
 //! mount table when it is gone.
 

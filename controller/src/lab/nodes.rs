@@ -1,16 +1,18 @@
 //! The nodes of a lab and the fabric joining them (see the module docs of
 //! [`super`], "Several nodes"): pod placement, each node's share of the
-//! pod CIDRs, fabric addresses, and the `ip -batch` lines of the fabric
-//! and of each node's routes to the others. Pure, so it is unit-tested.
+//! pod CIDRs, fabric addresses, and the wiring steps of the fabric and of
+//! each node's routes to the others. Pure, so it is unit-tested.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use bulkhead_netkit::Route;
 use ipnetwork::IpNetwork;
 
 use super::LabError;
 use super::naming::{FABRIC_BRIDGE, MAX_NODES, NODE_FABRIC_IF, fabric_veth, node_netns_of};
-use super::plan::{LabSpec, host_prefix};
+use super::net::{Op, host_net};
+use super::plan::LabSpec;
 use super::state::{AgentSource, Host, LabAgent, LabNode, LabState, node_dir};
 use bulkhead_policy::model::Model;
 
@@ -200,54 +202,57 @@ pub(super) fn plan_nodes(model: &Model, spec: &LabSpec) -> Result<Vec<LabNode>, 
                     flow_log: dir.join("flows.jsonl"),
                     node_name: named.then(|| names[i].clone()),
                 }),
+                cni_conf: None,
             })
         })
         .collect()
 }
 
-/// The `ip -batch` lines run in the fabric namespace: a bridge and one
-/// veth per node, whose node end goes straight into the node's namespace
-/// as `eth0`.
-pub fn fabric_batch(state: &LabState) -> Vec<String> {
-    let mut lines = vec![
-        "link set lo up".to_owned(),
-        format!("link add {FABRIC_BRIDGE} type bridge"),
-        format!("link set {FABRIC_BRIDGE} up"),
+/// The steps run in the fabric namespace: a bridge and one veth per node,
+/// whose node end goes straight into the node's namespace as `eth0`.
+pub fn fabric_batch(state: &LabState) -> Vec<Op> {
+    let mut ops = vec![
+        Op::Up("lo".to_owned()),
+        Op::Bridge(FABRIC_BRIDGE.to_owned()),
     ];
     for (i, n) in state.nodes.iter().enumerate() {
         let veth = fabric_veth(i);
-        lines.push(format!(
-            "link add {veth} type veth peer name {NODE_FABRIC_IF} netns {}",
-            n.netns
-        ));
-        lines.push(format!("link set {veth} master {FABRIC_BRIDGE}"));
-        lines.push(format!("link set {veth} up"));
+        ops.push(Op::Veth {
+            name: veth.clone(),
+            peer: NODE_FABRIC_IF.to_owned(),
+            peer_mac: None,
+            peer_netns: n.netns.clone(),
+        });
+        ops.push(Op::Master {
+            link: veth,
+            master: FABRIC_BRIDGE.to_owned(),
+        });
     }
-    lines
+    ops
 }
 
-/// The `ip -batch` lines run in node `index`'s namespace for the fabric
-/// (several nodes only): its fabric addresses, a route to every other
-/// node's pod CIDR share via that node's fabric address, and host routes
-/// (/32, /128) via the right node for every other node's pod whose
-/// address lies outside that node's share, and for the external hosts
-/// (behind the first node).
-pub fn fabric_route_batch(state: &LabState, index: usize) -> Vec<String> {
+/// The steps run in node `index`'s namespace for the fabric (several
+/// nodes only): its fabric addresses, a route to every other node's pod
+/// CIDR share via that node's fabric address, and host routes (/32, /128)
+/// via the right node for every other node's pod whose address lies
+/// outside that node's share, and for the external hosts (behind the
+/// first node).
+pub fn fabric_route_batch(state: &LabState, index: usize) -> Vec<Op> {
     if state.nodes.len() <= 1 {
         return Vec::new();
     }
     let me = &state.nodes[index];
-    let mut lines = vec![format!("link set {NODE_FABRIC_IF} up")];
+    let mut ops = vec![Op::Up(NODE_FABRIC_IF.to_owned())];
     for ip in &me.fabric_ips {
         let net = fabric_cidr(ip.is_ipv4());
-        let nodad = if ip.is_ipv4() { "" } else { " nodad" };
-        lines.push(format!(
-            "addr add {ip}/{} dev {NODE_FABRIC_IF}{nodad}",
-            net.prefix()
-        ));
+        ops.push(Op::Addr {
+            dev: NODE_FABRIC_IF.to_owned(),
+            net: IpNetwork::new(*ip, net.prefix()).expect("a prefix of the fabric"),
+        });
     }
     let via =
         |node: &LabNode, v4: bool| node.fabric_ips.iter().copied().find(|a| a.is_ipv4() == v4);
+    let route = |dst: IpNetwork, gw: IpAddr| Op::Route(Route::to(dst).via(gw).dev(NODE_FABRIC_IF));
     for (j, other) in state.nodes.iter().enumerate() {
         if j == index {
             continue;
@@ -258,7 +263,7 @@ pub fn fabric_route_batch(state: &LabState, index: usize) -> Vec<String> {
             .filter_map(|c| c.parse::<IpNetwork>().ok())
         {
             if let Some(gw) = via(other, cidr.is_ipv4()) {
-                lines.push(format!("route add {cidr} via {gw} dev {NODE_FABRIC_IF}"));
+                ops.push(route(cidr, gw));
             }
         }
     }
@@ -274,12 +279,9 @@ pub fn fabric_route_batch(state: &LabState, index: usize) -> Vec<String> {
                 continue;
             }
             if let Some(gw) = via(node, ip.is_ipv4()) {
-                lines.push(format!(
-                    "route add {} via {gw} dev {NODE_FABRIC_IF}",
-                    host_prefix(*ip)
-                ));
+                ops.push(route(host_net(*ip), gw));
             }
         }
     }
-    lines
+    ops
 }

@@ -7,10 +7,13 @@ use std::path::PathBuf;
 
 use ipnetwork::IpNetwork;
 
+use bulkhead_netkit::Route;
+
 use super::LabError;
 use super::naming::{
     default_node_name, external_netns, fabric_netns, format_mac, host_veth, mac_of, pod_netns,
 };
+use super::net::{Op, default_via, host_net};
 use super::nodes::{check_fabric, check_nodes, placement, plan_nodes};
 use super::state::{AgentSource, Host, LabState, Ports, STATE_VERSION, watch_copy_dir};
 use bulkhead_policy::model::{Mode, Model, Protocol};
@@ -109,11 +112,9 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             ports.get_mut(p.protocol).insert(p.port);
         }
         hosts.push(Host {
-            veth: host_veth(&key),
-            // The dataplane's anti-spoofing expects exactly this MAC.
-            mac: format_mac(bulkhead_policy::compile::maps::pod_mac(
-                pod.ips.iter().copied(),
-            )),
+            // Both are the CNI result's, once `ptp` has made the veth.
+            veth: String::new(),
+            mac: String::new(),
             netns: pod_netns(&spec.name, i),
             name: key,
             external: false,
@@ -121,6 +122,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             ports,
             server_pid: None,
             node: placed[i],
+            cni: None,
         });
     }
     let mut union = Ports::default();
@@ -171,10 +173,11 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             // External hosts hang behind the first node; the others
             // route to them through it.
             node: 0,
+            cni: None,
         });
     }
     let mut veths: HashMap<&str, &str> = HashMap::new();
-    for h in &hosts {
+    for h in hosts.iter().filter(|h| h.external) {
         if let Some(first) = veths.insert(&h.veth, &h.name) {
             return Err(LabError::VethCollision {
                 veth: h.veth.clone(),
@@ -211,67 +214,59 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
     })
 }
 
-/// The `ip -batch` lines run in node `index`'s namespace to create the
-/// veth of every host wired to it (the peer goes straight into the host's
-/// namespace as `eth0`).
-pub fn node_link_batch(state: &LabState, index: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    for h in state.hosts.iter().filter(|h| h.node == index) {
-        lines.push(format!(
-            "link add {} type veth peer name eth0 address {} netns {}",
-            h.veth, h.mac, h.netns
-        ));
-        lines.push(format!("link set {} up", h.veth));
-    }
-    lines
+/// The steps run in node `index`'s namespace to create the veth of every
+/// external host wired to it (the peer goes straight into the host's
+/// namespace as `eth0`). Pods are wired by the CNI plugins ([`super::cni`]).
+pub fn node_link_batch(state: &LabState, index: usize) -> Vec<Op> {
+    state
+        .hosts
+        .iter()
+        .filter(|h| h.external && h.node == index)
+        .map(|h| Op::Veth {
+            name: h.veth.clone(),
+            peer: "eth0".to_owned(),
+            peer_mac: Some(h.mac.clone()),
+            peer_netns: h.netns.clone(),
+        })
+        .collect()
 }
 
-/// The `ip -batch` lines run in node `index`'s namespace, once its hosts'
-/// ends are up: gateway addresses on every veth of the node and a host
-/// route per address.
-pub fn node_route_batch(state: &LabState, index: usize) -> Vec<String> {
-    let mut lines = vec!["link set lo up".to_owned()];
-    for h in state.hosts.iter().filter(|h| h.node == index) {
+/// The steps run in node `index`'s namespace, once its external hosts'
+/// ends are up: loopback, gateway addresses on every external host's veth
+/// and a host route per address (what `ptp` does for a pod).
+pub fn node_route_batch(state: &LabState, index: usize) -> Vec<Op> {
+    let mut ops = vec![Op::Up("lo".to_owned())];
+    for h in state.hosts.iter().filter(|h| h.external && h.node == index) {
         for gw in &state.gateways {
-            lines.push(addr_line(*gw, &h.veth));
+            ops.push(Op::Addr {
+                dev: h.veth.clone(),
+                net: host_net(*gw),
+            });
         }
         for ip in &h.ips {
-            lines.push(format!("route add {} dev {}", host_prefix(*ip), h.veth));
+            ops.push(Op::Route(Route::to(host_net(*ip)).dev(&h.veth)));
         }
     }
-    lines
+    ops
 }
 
-/// The `ip -batch` lines run in a host's namespace: loopback, `eth0` up
-/// with its addresses, a link route to the gateway and default routes.
-pub fn host_batch(state: &LabState, host: &Host) -> Vec<String> {
-    let mut lines = vec!["link set lo up".to_owned(), "link set eth0 up".to_owned()];
+/// The steps run in an external host's namespace: loopback, `eth0` up with
+/// its addresses, a link route to the gateway and default routes.
+pub fn host_batch(state: &LabState, host: &Host) -> Vec<Op> {
+    let mut ops = vec![Op::Up("lo".to_owned()), Op::Up("eth0".to_owned())];
     for ip in &host.ips {
-        lines.push(addr_line(*ip, "eth0"));
+        ops.push(Op::Addr {
+            dev: "eth0".to_owned(),
+            net: host_net(*ip),
+        });
     }
     for gw in state
         .gateways
         .iter()
         .filter(|g| host.ip(g.is_ipv4()).is_some())
     {
-        lines.push(format!("route add {} dev eth0", host_prefix(*gw)));
-        let default = if gw.is_ipv4() { "0.0.0.0/0" } else { "::/0" };
-        lines.push(format!("route add {default} via {gw} dev eth0"));
+        ops.push(Op::Route(Route::to(host_net(*gw)).dev("eth0")));
+        ops.push(Op::Route(default_via(*gw, "eth0")));
     }
-    lines
-}
-
-pub(super) fn host_prefix(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(a) => format!("{a}/32"),
-        IpAddr::V6(a) => format!("{a}/128"),
-    }
-}
-
-fn addr_line(ip: IpAddr, dev: &str) -> String {
-    match ip {
-        IpAddr::V4(_) => format!("addr add {} dev {dev}", host_prefix(ip)),
-        // No duplicate address detection: the address is usable at once.
-        IpAddr::V6(_) => format!("addr add {} dev {dev} nodad", host_prefix(ip)),
-    }
+    ops
 }

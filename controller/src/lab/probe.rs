@@ -1,7 +1,7 @@
 //! `bulkhead lab probe`: real packets from inside each source namespace to
 //! every destination. The parent plans the probes ([`plan_probes`], pure)
-//! and starts one `bulkhead lab probe-from` per source namespace (through
-//! `ip netns exec`), which runs its probes on a bounded pool of threads
+//! and starts one `bulkhead lab probe-from` per source namespace (inside
+//! it, through netkit), which runs its probes on a bounded pool of threads
 //! ([`run_helper`]) and prints one JSON line per result.
 //!
 //! Outcomes: `connected` (TCP handshake and one exchange, a UDP echo, an
@@ -364,7 +364,7 @@ fn run_in(netns: &str, exe: &Path, request: &HelperRequest) -> Result<Vec<Helper
         netns: netns.to_owned(),
         why,
     };
-    let cmd = net::exec_in(netns, exe, &["lab".into(), "probe-from".into()]);
+    let cmd = net::exec_in(netns, exe, &["lab".into(), "probe-from".into()])?;
     let mut child = net::spawn(cmd, Stdio::piped(), Stdio::piped())?;
     let input = serde_json::to_vec(request).expect("serializable");
     if let Some(mut stdin) = child.stdin.take() {

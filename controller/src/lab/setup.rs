@@ -37,8 +37,14 @@ const NODE_SYSCTLS: [&str; 3] = [
 /// Namespace sysctls of every pod and external host: ICMP errors are not
 /// rate-limited (the defaults allow a burst of about six port-unreachables
 /// per peer, then one a second), so a UDP probe to a port where nothing
-/// listens is reliably refused rather than seemingly dropped.
-const HOST_SYSCTLS: [&str; 2] = ["net.ipv4.icmp_ratemask=0", "net.ipv6.icmp.ratemask="];
+/// listens is reliably refused rather than seemingly dropped; and no
+/// duplicate address detection on interfaces made later (a pod's `eth0`,
+/// made by `ptp`), so IPv6 addresses are usable at once.
+const HOST_SYSCTLS: [&str; 3] = [
+    "net.ipv4.icmp_ratemask=0",
+    "net.ipv6.icmp.ratemask=",
+    "net.ipv6.conf.default.accept_dad=0",
+];
 
 /// Creates the lab `state` describes (from [`plan::plan`]) and starts its
 /// servers; returns the state with their PIDs once every one is listening.
@@ -82,24 +88,55 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         state.hosts.len(),
         describe_nodes(state)
     ));
+    let bulkhead_cni = super::cni::plugin(exe);
+    let cni_path = super::cni::cni_path(bulkhead_cni.as_deref());
+    super::cni::check_plugins(&cni_path)?;
     net::netns_add(&namespaces)?;
     for n in &state.nodes {
         net::sysctl(&n.netns, &NODE_SYSCTLS)?;
     }
     if let Some(fabric) = &state.fabric {
-        net::batch(Some(fabric), &nodes::fabric_batch(state))?;
+        net::apply(fabric, &nodes::fabric_batch(state))?;
     }
     for (i, n) in state.nodes.iter().enumerate() {
-        net::batch(Some(&n.netns), &plan::node_link_batch(state, i))?;
+        net::apply(&n.netns, &plan::node_link_batch(state, i))?;
     }
     for h in &state.hosts {
         net::sysctl(&h.netns, &HOST_SYSCTLS)?;
-        net::batch(Some(&h.netns), &plan::host_batch(state, h))?;
+        if h.external {
+            net::apply(&h.netns, &plan::host_batch(state, h))?;
+        }
     }
     for (i, n) in state.nodes.iter().enumerate() {
-        net::batch(Some(&n.netns), &plan::node_route_batch(state, i))?;
-        net::batch(Some(&n.netns), &nodes::fabric_route_batch(state, i))?;
+        net::apply(&n.netns, &plan::node_route_batch(state, i))?;
+        net::apply(&n.netns, &nodes::fabric_route_batch(state, i))?;
     }
+    if state.watch != state.manifests {
+        agent::copy_manifests(&state.manifests, &state.watch)?;
+    }
+    if state.agents().next().is_some() && bulkhead_cni.is_none() {
+        tracing::warn!(
+            "no bulkhead-cni beside {}: the lab's pods are added without it, so ADD does not wait for the agent and their MACs are not checked",
+            exe.display()
+        );
+    }
+    super::cni::write_conflists(state, bulkhead_cni.is_some())?;
+    state.save()?;
+    // As on a running node: the agents first, then the pods.
+    let nodes: Vec<usize> = state.agents().map(|(i, _, _)| i).collect();
+    if !nodes.is_empty() {
+        start_agents(state, &nodes, exe, progress)?;
+        for &i in &nodes {
+            agent::wait_node(state, i, AGENT_TIMEOUT)?;
+        }
+    }
+    let pods = state.hosts.iter().filter(|h| !h.external).count();
+    progress(&format!(
+        "adding {pods} pods through the CNI chain {}",
+        chain_names(state)
+    ));
+    let all: Vec<usize> = (0..state.nodes.len()).collect();
+    super::cni::add_pods(state, &all, &cni_path)?;
     progress(&format!("starting {} servers", state.hosts.len()));
     let dir = lab_dir(&state.name);
     let mut pending = Vec::new();
@@ -116,7 +153,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         args.extend(state.served(h).serve_args());
         let log = dir.join(format!("{}.log", h.netns));
         let log_file = bulkhead_policy::private::create(&log).map_err(LabError::io(&log))?;
-        let mut cmd = net::exec_in(&h.netns, exe, &args);
+        let mut cmd = net::exec_in(&h.netns, exe, &args)?;
         // Its own process group: a terminal's ^C to `lab up` must not reach it later.
         cmd.process_group(0);
         let mut child = net::spawn(cmd, Stdio::null(), Stdio::from(log_file))?;
@@ -146,12 +183,8 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         };
         return Err(LabError::ServerNotReady { netns, why });
     }
-    if state.watch != state.manifests {
-        agent::copy_manifests(&state.manifests, &state.watch)?;
-    }
-    let nodes: Vec<usize> = state.agents().map(|(i, _, _)| i).collect();
     if !nodes.is_empty() {
-        launch_agents(state, &nodes, exe, progress)?;
+        report_enforced(state, &nodes, progress)?;
     }
     progress(&format!(
         "lab {} is up: {} pods, {} external hosts, in {:.1} s",
@@ -237,15 +270,29 @@ pub fn restart_agent(
 
 /// Starts the agents of nodes `nodes` of `state` (each on its bpffs,
 /// mounted first), records their PIDs and waits until each enforces the
-/// watched content; their states.
+/// watched content; their states. (Restarted agents adopt the pods' CNI
+/// registrations from their pin directories: a runtime does not repeat
+/// ADD for running pods.)
 fn launch_agents(
     state: &mut LabState,
     nodes: &[usize],
     exe: &Path,
     progress: &dyn Fn(&str),
 ) -> Result<Vec<(usize, AgentState)>, LabError> {
-    // All start before any is waited for: loading and verifying the
-    // programs takes most of the wait, and nodes do it side by side.
+    start_agents(state, nodes, exe, progress)?;
+    report_enforced(state, nodes, progress)
+}
+
+/// Starts the agents of nodes `nodes` (each on its bpffs, mounted first)
+/// and records their PIDs, all before any is waited for: loading and
+/// verifying the programs takes most of the wait, and nodes do it side by
+/// side.
+fn start_agents(
+    state: &mut LabState,
+    nodes: &[usize],
+    exe: &Path,
+    progress: &dyn Fn(&str),
+) -> Result<(), LabError> {
     for &i in nodes {
         let Some(mut a) = state.nodes[i].agent.clone() else {
             continue;
@@ -261,6 +308,16 @@ fn launch_agents(
         state.set_agent(i, Some(a));
         state.save()?;
     }
+    Ok(())
+}
+
+/// Waits until the agents of `nodes` enforce the watched content, says
+/// so, and keeps what they enforce for `verify`; their states.
+fn report_enforced(
+    state: &LabState,
+    nodes: &[usize],
+    progress: &dyn Fn(&str),
+) -> Result<Vec<(usize, AgentState)>, LabError> {
     let mut enforced = Vec::new();
     for &i in nodes {
         let s = agent::wait_node(state, i, AGENT_TIMEOUT)?;
@@ -284,28 +341,35 @@ fn launch_agents(
     if let Some(w) = super::cluster::endpoint_warning(state, &enforced) {
         progress(&w);
     }
-    register_pods(state, nodes, exe)?;
     Ok(enforced)
 }
 
-/// As a runtime's CNI chain would, tells the agents of `nodes` their pods
-/// (so each learns its pods' MACs and checks them).
-fn register_pods(state: &LabState, nodes: &[usize], exe: &Path) -> Result<(), LabError> {
-    match super::cni::plugin(exe) {
-        Some(plugin) => super::cni::register_pods(state, nodes, &plugin).map(drop),
-        None => {
-            tracing::warn!(
-                "no bulkhead-cni beside {}: the lab's pods are not registered over CNI, so their MACs are not checked",
-                exe.display()
-            );
-            Ok(())
-        }
-    }
+/// `ptp (host-local) → bulkhead-cni`, for people.
+fn chain_names(state: &LabState) -> String {
+    let Some(conf) = state.nodes.first().and_then(|n| n.cni_conf.as_ref()) else {
+        return "?".into();
+    };
+    let list: serde_json::Value = std::fs::read(conf)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    list["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| match p["ipam"]["type"].as_str() {
+            Some(ipam) => format!("{} ({ipam})", p["type"].as_str().unwrap_or("?")),
+            None => p["type"].as_str().unwrap_or("?").to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" → ")
 }
 
 /// What `down` removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DownReport {
+    /// Pods deleted cleanly through their node's CNI chain.
+    pub cni_deleted: usize,
     /// The agent's teardown.
     pub agent: agent::Teardown,
     /// Processes killed.
@@ -349,6 +413,15 @@ pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError>
             None
         }
     };
+    if let Some(s) = &state {
+        // As a runtime removes sandboxes: DEL through each node's chain
+        // while its agent still runs; what fails is removed below anyway.
+        let pods = s.hosts.iter().filter(|h| !h.external).count();
+        if pods > 0 && s.nodes.iter().any(|n| n.cni_conf.is_some()) {
+            progress(&format!("CNI DEL of {pods} pods"));
+            report.cni_deleted = super::cni::del_pods(s, std::env::current_exe().ok().as_deref());
+        }
+    }
     report.agent = agent::teardown(name, state.as_ref(), progress)?;
     let prefix = netns_prefix(name);
     let mut namespaces: Vec<String> = state.as_ref().map(LabState::namespaces).unwrap_or_default();

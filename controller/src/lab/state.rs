@@ -19,7 +19,8 @@ pub const DEFAULT_LAB_DIR: &str = "/run/bulkhead/lab";
 
 /// Version of the state file format: 2 added the nodes (`nodes`, the
 /// fabric, each host's node, each agent's socket and flow log); version 1
-/// files are read as one-node labs.
+/// files are read as one-node labs. (Each pod's CNI result and each
+/// node's CNI configuration are optional fields of version 2.)
 pub const STATE_VERSION: u32 = 2;
 
 /// The directory holding every lab's state directory.
@@ -103,9 +104,10 @@ pub struct Host {
     pub external: bool,
     /// Its network namespace.
     pub netns: String,
-    /// The node-side end of its veth (its own end is `eth0`).
+    /// The node-side end of its veth (its own end is `eth0`): for a pod,
+    /// the name `ptp` gave it (from the CNI result; empty until ADD).
     pub veth: String,
-    /// MAC address of its `eth0`.
+    /// MAC address of its `eth0` (for a pod, from the CNI result).
     pub mac: String,
     /// Its addresses.
     pub ips: Vec<IpAddr>,
@@ -117,6 +119,10 @@ pub struct Host {
     /// Index of the node it is wired to (in [`LabState::nodes`]).
     #[serde(default)]
     pub node: usize,
+    /// The result of the pod's CNI ADD through its node's chain (what DEL
+    /// gets as `prevResult`); none for external hosts and before ADD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni: Option<serde_json::Value>,
 }
 
 /// A node of the lab: a namespace that routes for its pods.
@@ -136,6 +142,10 @@ pub struct LabNode {
     /// Its agent, unless the lab runs none.
     #[serde(default)]
     pub agent: Option<LabAgent>,
+    /// Its CNI network configuration list (the chain its pods are added
+    /// through), once written; `host-local`'s data directory is beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cni_conf: Option<PathBuf>,
 }
 
 impl Host {
@@ -360,6 +370,7 @@ impl LabState {
                 fabric_ips: Vec::new(),
                 pod_cidrs: self.pod_cidrs.clone(),
                 agent: self.agent.clone(),
+                cni_conf: None,
             });
         }
         for n in &mut self.nodes {

@@ -169,13 +169,12 @@ fn the_plan_names_addresses_and_routes_every_host() {
         ]
     );
     assert_eq!(s.hosts[0].ips, [ip("10.244.0.2"), ip("fd00:10:244::2")]);
-    // Pods carry the MAC the dataplane's anti-spoofing expects.
+    // A pod's veth and MAC are what its CNI ADD makes: unknown before.
     assert_eq!(
-        s.hosts[0].mac,
-        format_mac(bulkhead_policy::compile::maps::pod_mac(
-            s.hosts[0].ips.iter().copied()
-        ))
+        (s.hosts[0].veth.as_str(), s.hosts[0].mac.as_str()),
+        ("", "")
     );
+    assert_eq!(s.hosts[3].veth, super::naming::host_veth("192.0.2.10"));
     // External hosts serve the union of declared ports; everyone serves the extras.
     let ext = &s.hosts[3];
     assert!(ext.external);
@@ -200,40 +199,56 @@ fn the_plan_names_addresses_and_routes_every_host() {
         ]
     );
 
-    let links = node_link_batch(&s, 0);
+    // Only the external hosts are wired by hand (the pods by ptp).
+    let links = op_lines(node_link_batch(&s, 0));
     assert_eq!(
-        links[0],
-        format!(
-            "link add {} type veth peer name eth0 address {} netns bh-t1-p0",
-            s.hosts[0].veth, s.hosts[0].mac
-        )
+        links,
+        [
+            format!(
+                "link add {} type veth peer name eth0 address {} netns bh-t1-x0",
+                s.hosts[3].veth, s.hosts[3].mac
+            ),
+            format!(
+                "link add {} type veth peer name eth0 address {} netns bh-t1-x1",
+                s.hosts[4].veth, s.hosts[4].mac
+            )
+        ]
     );
-    let routes = node_route_batch(&s, 0);
-    let v = &s.hosts[0].veth;
+    let routes = op_lines(node_route_batch(&s, 0));
+    let v = &s.hosts[3].veth;
     for want in [
         format!("addr add 10.244.0.1/32 dev {v}"),
         format!("addr add fd00:10:244::1/128 dev {v} nodad"),
-        format!("route add 10.244.0.2/32 dev {v}"),
-        format!("route add fd00:10:244::2/128 dev {v}"),
+        format!("route add 192.0.2.10/32 dev {v}"),
     ] {
         assert!(routes.contains(&want), "{want} in {routes:?}");
     }
+    assert!(
+        !routes.iter().any(|r| r.contains("10.244.0.2")),
+        "{routes:?}"
+    );
     assert_eq!(
-        host_batch(&s, &s.hosts[0]),
+        op_lines(host_batch(&s, &s.hosts[4])),
         [
             "link set lo up",
             "link set eth0 up",
-            "addr add 10.244.0.2/32 dev eth0",
-            "addr add fd00:10:244::2/128 dev eth0 nodad",
-            "route add 10.244.0.1/32 dev eth0",
-            "route add 0.0.0.0/0 via 10.244.0.1 dev eth0",
+            "addr add 2001:db8::10/128 dev eth0 nodad",
             "route add fd00:10:244::1/128 dev eth0",
             "route add ::/0 via fd00:10:244::1 dev eth0",
         ]
     );
     // A single-family external host routes only its family.
-    let ext4 = host_batch(&s, &s.hosts[3]);
+    let ext4 = op_lines(host_batch(&s, &s.hosts[3]));
     assert!(ext4.iter().all(|l| !l.contains("fd00")), "{ext4:?}");
+    assert!(
+        ext4.contains(&"route add 0.0.0.0/0 via 10.244.0.1 dev eth0".to_owned()),
+        "{ext4:?}"
+    );
+}
+
+/// Wiring steps as the `ip` commands they stand for.
+fn op_lines(ops: Vec<super::net::Op>) -> Vec<String> {
+    ops.iter().map(ToString::to_string).collect()
 }
 
 #[test]
@@ -721,13 +736,18 @@ fn a_three_node_plan_routes_host_gw_style() {
         Some("node-2")
     );
     assert_eq!(s.agent, s.nodes[0].agent);
-    // Only the node's own hosts get veths there.
-    assert_eq!(node_link_batch(&s, 1).len(), 2);
-    assert!(
-        fabric_batch(&s)
-            .contains(&"link add n2 type veth peer name eth0 netns bh-t1-n2".to_owned())
-    );
-    let r1 = fabric_route_batch(&s, 1);
+    // Only the node's own external hosts get veths there by hand.
+    assert_eq!(node_link_batch(&s, 1).len(), 0);
+    assert_eq!(node_link_batch(&s, 0).len(), 1);
+    let fabric = op_lines(fabric_batch(&s));
+    for want in [
+        "link add br0 type bridge",
+        "link add n2 type veth peer name eth0 netns bh-t1-n2",
+        "link set n2 master br0",
+    ] {
+        assert!(fabric.contains(&want.to_owned()), "{want} in {fabric:?}");
+    }
+    let r1 = op_lines(fabric_route_batch(&s, 1));
     for want in [
         "addr add 198.18.0.2/24 dev eth0",
         "addr add fd00:fab::2/64 dev eth0 nodad",
@@ -837,4 +857,160 @@ fn node_namespaces_are_recognised_by_name() {
     }
     assert_eq!(node_netns_of("lab", 0, 1), "bh-lab-node");
     assert_eq!(node_netns_of("lab", 0, 3), "bh-lab-n0");
+}
+
+#[test]
+fn host_local_ranges_are_each_nodes_share_with_the_labs_gateway() {
+    use super::cni::range_sets;
+    let one = plan(&model(), &spec(&[])).unwrap();
+    let sets = range_sets(&one, 0);
+    assert_eq!(sets.len(), 2);
+    assert_eq!(
+        sets[0],
+        (
+            true,
+            vec![
+                serde_json::json!({"subnet": "10.244.0.0/16", "rangeStart": "10.244.0.1",
+                "rangeEnd": "10.244.255.254", "gateway": "10.244.0.1"})
+            ]
+        )
+    );
+    assert_eq!(sets[1].1[0]["gateway"], "fd00:10:244::1");
+    let three = plan(&model(), &spec_nodes(&[], 3)).unwrap();
+    let sets = range_sets(&three, 2);
+    // Node 2's share, as a range of the whole CIDR (the gateway is the
+    // lab's), and y/a's 10.244.0.4 (outside the share) pinned.
+    assert_eq!(
+        sets[0].1,
+        vec![
+            serde_json::json!({"subnet": "10.244.0.0/16", "rangeStart": "10.244.128.0",
+                "rangeEnd": "10.244.191.255", "gateway": "10.244.0.1"}),
+            serde_json::json!({"subnet": "10.244.0.0/16", "rangeStart": "10.244.0.4",
+                "rangeEnd": "10.244.0.4", "gateway": "10.244.0.1"}),
+        ]
+    );
+    // Node 0's pod x/a (10.244.0.2) lies in its share: nothing pinned.
+    assert_eq!(range_sets(&three, 0)[0].1.len(), 1);
+}
+
+#[test]
+fn an_address_outside_the_pod_cidr_gets_a_range_holding_the_gateway() {
+    use super::cni::supernet;
+    assert_eq!(
+        supernet(ip("10.99.0.5"), ip("10.244.0.1")),
+        "10.0.0.0/8".parse::<IpNetwork>().unwrap()
+    );
+    // At least two host bits, as host-local needs.
+    assert_eq!(
+        supernet(ip("10.244.0.2"), ip("10.244.0.1")),
+        "10.244.0.0/30".parse::<IpNetwork>().unwrap()
+    );
+    assert_eq!(
+        supernet(ip("fd00:99::5"), ip("fd00:10:244::1")),
+        "fd00::/24".parse::<IpNetwork>().unwrap()
+    );
+}
+
+#[test]
+fn the_chain_is_ptp_then_bulkhead_cni_when_there_is_an_agent() {
+    use super::cni::conflist;
+    let s = plan(&model(), &spec(&[])).unwrap();
+    let types = |l: &serde_json::Value| -> Vec<String> {
+        l["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let list = conflist(&s, 0, true);
+    assert_eq!(list["cniVersion"], "1.0.0");
+    assert_eq!(types(&list), ["ptp", "bulkhead-cni"]);
+    assert_eq!(list["plugins"][0]["ipam"]["type"], "host-local");
+    assert_eq!(list["plugins"][0]["capabilities"]["ips"], true);
+    assert_eq!(list["plugins"][0]["capabilities"]["ipRanges"], true);
+    // The ranges come with each ADD (the runtime's), not in the file.
+    assert!(list["plugins"][0]["ipam"]["ranges"].is_null());
+    assert!(
+        list["plugins"][0]["ipam"]["dataDir"]
+            .as_str()
+            .unwrap()
+            .ends_with("t1/cni/ipam")
+    );
+    assert_eq!(
+        list["plugins"][1]["socket"],
+        serde_json::json!(s.nodes[0].agent.as_ref().unwrap().api_socket)
+    );
+    assert_eq!(types(&conflist(&s, 0, false)), ["ptp"]);
+}
+
+#[test]
+fn a_ptp_result_names_the_veth_mac_and_addresses() {
+    use super::cni::{Wiring, wiring};
+    let result = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [
+            {"name": "veth1a2b3c4d", "mac": "aa:aa:aa:aa:aa:aa"},
+            {"name": "eth0", "mac": "0a:58:0a:f4:00:02", "sandbox": "/run/netns/bh-t1-p0"},
+        ],
+        "ips": [
+            {"interface": 1, "address": "fd00:10:244::2/64", "gateway": "fd00:10:244::1"},
+            {"interface": 1, "address": "10.244.0.2/16", "gateway": "10.244.0.1"},
+        ],
+    });
+    let sandbox = std::path::Path::new("/run/netns/bh-t1-p0");
+    assert_eq!(
+        wiring(&result, "eth0", sandbox),
+        Some(Wiring {
+            veth: "veth1a2b3c4d".into(),
+            mac: "0a:58:0a:f4:00:02".into(),
+            ips: vec![ip("10.244.0.2"), ip("fd00:10:244::2")],
+        })
+    );
+    assert_eq!(
+        wiring(&result, "eth0", std::path::Path::new("/run/netns/x")),
+        None
+    );
+}
+
+#[test]
+fn each_add_asks_for_the_pods_addresses_in_its_nodes_ranges_of_its_families() {
+    use super::cni::capability_args;
+    let mut s = plan(&model(), &spec(&[])).unwrap();
+    let args = capability_args(&s, &s.hosts[0]);
+    assert_eq!(
+        args["ips"],
+        serde_json::json!(["10.244.0.2", "fd00:10:244::2"])
+    );
+    assert_eq!(args["ipRanges"].as_array().unwrap().len(), 2);
+    // Declared with IPv4 only in a dual-stack lab: no IPv6 range set, so
+    // host-local gives it no IPv6 address.
+    s.hosts[0].ips.retain(IpAddr::is_ipv4);
+    let args = capability_args(&s, &s.hosts[0]);
+    assert_eq!(args["ips"], serde_json::json!(["10.244.0.2"]));
+    let sets = args["ipRanges"].as_array().unwrap();
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0][0]["subnet"], "10.244.0.0/16");
+}
+
+#[test]
+fn a_plugin_gets_its_entry_the_lists_name_the_previous_result_and_its_capabilities() {
+    use super::cni::{capability_args, conflist, plugin_conf};
+    let s = plan(&model(), &spec(&[])).unwrap();
+    let list = conflist(&s, 0, true);
+    let args = capability_args(&s, &s.hosts[0]);
+    let ptp = plugin_conf(&list, &list["plugins"][0], None, args.clone());
+    assert_eq!(
+        (ptp["name"].as_str(), ptp["cniVersion"].as_str()),
+        (Some("bulkhead-lab"), Some("1.0.0"))
+    );
+    assert!(ptp["prevResult"].is_null());
+    assert_eq!(ptp["runtimeConfig"]["ips"], args["ips"]);
+    assert_eq!(ptp["runtimeConfig"]["ipRanges"], args["ipRanges"]);
+    // bulkhead-cni declares no capability: no runtimeConfig reaches it.
+    let prev = serde_json::json!({"cniVersion": "1.0.0", "ips": []});
+    let ours = plugin_conf(&list, &list["plugins"][1], Some(&prev), args);
+    assert_eq!(ours["prevResult"], prev);
+    assert!(ours["runtimeConfig"].is_null(), "{ours}");
+    assert_eq!(ours["type"], "bulkhead-cni");
 }
