@@ -983,7 +983,7 @@ fn flows_of_real_traffic_in_every_output() {
     {
         let name = format!("fl{}", std::process::id() % 10_000);
         let lab = Lab::new(&name, &manifests());
-        let node = bulkhead::lab::naming::node_netns(&name);
+        let node = bulkhead_lab::naming::node_netns(&name);
         let (mut nfcapd, prometheus) = up_with_collectors(&lab, &node);
 
         let all = Pod::all(&lab.state());

@@ -10,9 +10,9 @@ use clap::{ArgGroup, Args, Subcommand};
 
 use super::flows::FlowsError;
 use super::{CliError, Output};
-use crate::lab::LabError;
 use bulkhead_agent::api::DEFAULT_SOCKET;
 use bulkhead_agent::api::client::{self, ClientError};
+use bulkhead_lab::LabError;
 use bulkhead_learn::audit::filter::parse_policy;
 use bulkhead_learn::audit::render::plural;
 use bulkhead_learn::audit::{self, Filter, ReadError, Report, Since, render};
@@ -122,8 +122,8 @@ fn report(args: &ReportArgs) -> Result<(), CliError> {
         audit::read_file(path, |r| report.add(&r)).map_err(AuditError::from)?;
     }
     if let Some(lab) = &args.lab {
-        crate::lab::naming::check_lab_name(lab).map_err(AuditError::from)?;
-        for path in crate::lab::state::flow_logs(lab).map_err(AuditError::from)? {
+        bulkhead_lab::naming::check_lab_name(lab).map_err(AuditError::from)?;
+        for path in bulkhead_lab::state::flow_logs(lab).map_err(AuditError::from)? {
             audit::read_file(&path, |r| report.add(&r)).map_err(AuditError::from)?;
         }
     }

@@ -165,11 +165,11 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
 fn sockets_of(args: &FlowsArgs) -> Result<(Vec<PathBuf>, String), CliError> {
     Ok(match &args.lab {
         Some(lab) => {
-            crate::lab::naming::check_lab_name(lab)?;
+            bulkhead_lab::naming::check_lab_name(lab)?;
             let hint = format!(
                 "is lab {lab} up with its agent? (`bulkhead lab up --name {lab}` without --no-agent)"
             );
-            let state = crate::lab::state::LabState::load(lab)?;
+            let state = bulkhead_lab::state::LabState::load(lab)?;
             let sockets = match &state {
                 Some(state) => {
                     let nodes = state.node_indices(args.node.as_deref())?;
@@ -179,11 +179,11 @@ fn sockets_of(args: &FlowsArgs) -> Result<(Vec<PathBuf>, String), CliError> {
                         .map(|a| a.api_socket.clone())
                         .collect();
                     if sockets.is_empty() {
-                        return Err(crate::lab::LabError::NoAgent { name: lab.clone() }.into());
+                        return Err(bulkhead_lab::LabError::NoAgent { name: lab.clone() }.into());
                     }
                     sockets
                 }
-                None => vec![crate::lab::state::lab_dir(lab).join(SOCKET_NAME)],
+                None => vec![bulkhead_lab::state::lab_dir(lab).join(SOCKET_NAME)],
             };
             if args.follow && sockets.len() > 1 {
                 return Err(FlowsError::FollowNeedsNode {

@@ -1,5 +1,5 @@
 //! `bulkhead lab`: pods as network namespaces on this machine, real
-//! servers on their ports, and probes with real packets. See [`crate::lab`].
+//! servers on their ports, and probes with real packets. See [`bulkhead_lab`].
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -11,14 +11,14 @@ use ipnetwork::IpNetwork;
 
 use super::agent::Switch;
 use super::{CliError, ManifestArgs, Output};
-use crate::lab::naming::{DEFAULT_LAB, check_lab_name};
-use crate::lab::nodes::placement;
-use crate::lab::plan::{LabSpec, plan};
-use crate::lab::probe::{
+use bulkhead_lab::naming::{DEFAULT_LAB, check_lab_name};
+use bulkhead_lab::nodes::placement;
+use bulkhead_lab::plan::{LabSpec, plan};
+use bulkhead_lab::probe::{
     ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
 };
-use crate::lab::state::{AgentSource, LabState, Ports, state_path};
-use crate::lab::{LabError, agent, cluster, serve, setup};
+use bulkhead_lab::state::{AgentSource, LabState, Ports, state_path};
+use bulkhead_lab::{LabError, agent, cluster, serve, setup};
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{Mode, Protocol};
 

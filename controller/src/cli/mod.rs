@@ -117,7 +117,7 @@ pub enum CliError {
     Explain(#[from] bulkhead_policy::eval::explain::ExplainError),
     /// A lab operation failed.
     #[error(transparent)]
-    Lab(#[from] crate::lab::LabError),
+    Lab(#[from] bulkhead_lab::LabError),
     /// `lab verify` found probes the policy does not predict (exit status 1).
     #[error("{count} of {probes} probes disagree with the policy")]
     Disagreements {

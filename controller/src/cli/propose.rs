@@ -141,7 +141,7 @@ pub enum ProposeError {
     },
     /// The lab's state.
     #[error(transparent)]
-    Lab(#[from] crate::lab::LabError),
+    Lab(#[from] bulkhead_lab::LabError),
     /// Writing a policy file.
     #[error("writing {path}")]
     Write {
@@ -156,7 +156,7 @@ pub enum ProposeError {
 /// Runs the command.
 pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
     if let Some(lab) = &args.lab {
-        crate::lab::naming::check_lab_name(lab)?;
+        bulkhead_lab::naming::check_lab_name(lab)?;
     }
     let model = args.manifests.load()?;
     let history = read_history(args)?;
@@ -256,7 +256,7 @@ fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
     }
     if let Some(name) = &args.lab {
         // Every node's agent logs its own pods' flows.
-        for log in crate::lab::state::flow_logs(name)? {
+        for log in bulkhead_lab::state::flow_logs(name)? {
             history.merge(&learn::read_jsonl(&log)?);
         }
     }

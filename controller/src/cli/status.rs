@@ -9,11 +9,11 @@ use clap::Args;
 use serde::Serialize;
 
 use super::{CliError, Output};
-use crate::lab::LabError;
-use crate::lab::state::LabState;
 use bulkhead_agent::AgentState;
 use bulkhead_dataplane::status::{self, MapStatus};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
+use bulkhead_lab::LabError;
+use bulkhead_lab::state::LabState;
 use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `bulkhead status`.
@@ -60,10 +60,10 @@ struct Report<'a> {
 /// The pin directory of lab `name`'s agent, and where it reads pods and
 /// policy from (for people).
 fn lab_agent(name: &str, node: Option<&str>) -> Result<(PathBuf, String), CliError> {
-    crate::lab::naming::check_lab_name(name)?;
+    bulkhead_lab::naming::check_lab_name(name)?;
     let state = LabState::load(name)?.ok_or_else(|| LabError::NotUp {
         name: name.to_owned(),
-        path: crate::lab::state::state_path(name),
+        path: bulkhead_lab::state::state_path(name),
     })?;
     let index = node.map(|n| state.node_index(n)).transpose()?.unwrap_or(0);
     let agent = state.nodes[index]

@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::{NameArg, load_state};
 use crate::cli::status::{stale_seconds, write_source};
 use crate::cli::{CliError, Output};
-use crate::lab::agent;
-use crate::lab::state::{AgentSource, LabState};
 use bulkhead_agent::AgentState;
+use bulkhead_lab::agent;
+use bulkhead_lab::state::{AgentSource, LabState};
 use bulkhead_policy::source::SourceStatus;
 
 /// Arguments of `lab status`.

@@ -5,7 +5,7 @@ use clap::Parser as _;
 
 use super::{LabCommand, RestartArgs, UpArgs};
 use crate::cli::{Cli, Command, Output};
-use crate::lab::state::AgentSource;
+use bulkhead_lab::state::AgentSource;
 
 fn lab(argv: &[&str]) -> Result<LabCommand, clap::Error> {
     let argv = ["bulkhead", "lab"].iter().chain(argv).copied();

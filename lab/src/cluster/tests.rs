@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{current_revision, endpoint_warning, judge, missing_endpoints};
-use crate::lab::LabError;
-use crate::lab::agent::{Sync, its_word};
-use crate::lab::plan::{LabSpec, plan};
-use crate::lab::state::{AgentSource, LabAgent, LabState};
-use crate::lab::verify::address_mismatch;
+use crate::LabError;
+use crate::agent::{Sync, its_word};
+use crate::plan::{LabSpec, plan};
+use crate::state::{AgentSource, LabAgent, LabState};
+use crate::verify::address_mismatch;
 use bulkhead_agent::{AgentState, EndpointState};
 use bulkhead_policy::model::{Labels, Model, Origin, Pod, Workload};
 
@@ -174,7 +174,7 @@ fn only_the_word_of_the_agent_started_last_counts() {
     agent.pid = Some(running.id());
     // Until the child has exec'd, its command line is this test's.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while crate::lab::agent::running(&agent).is_none() {
+    while crate::agent::running(&agent).is_none() {
         assert!(std::time::Instant::now() < deadline, "sh never ran");
         std::thread::sleep(Duration::from_millis(10));
     }
