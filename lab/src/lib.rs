@@ -112,6 +112,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod cni;
+pub mod cniconf;
 pub mod error;
 pub mod naming;
 pub mod net;

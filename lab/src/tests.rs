@@ -861,7 +861,7 @@ fn node_namespaces_are_recognised_by_name() {
 
 #[test]
 fn host_local_ranges_are_each_nodes_share_with_the_labs_gateway() {
-    use super::cni::range_sets;
+    use super::cniconf::range_sets;
     let one = plan(&model(), &spec(&[])).unwrap();
     let sets = range_sets(&one, 0);
     assert_eq!(sets.len(), 2);
@@ -895,7 +895,7 @@ fn host_local_ranges_are_each_nodes_share_with_the_labs_gateway() {
 
 #[test]
 fn an_address_outside_the_pod_cidr_gets_a_range_holding_the_gateway() {
-    use super::cni::supernet;
+    use super::cniconf::supernet;
     assert_eq!(
         supernet(ip("10.99.0.5"), ip("10.244.0.1")),
         "10.0.0.0/8".parse::<IpNetwork>().unwrap()
@@ -913,7 +913,7 @@ fn an_address_outside_the_pod_cidr_gets_a_range_holding_the_gateway() {
 
 #[test]
 fn the_chain_is_ptp_then_bulkhead_cni_when_there_is_an_agent() {
-    use super::cni::conflist;
+    use super::cniconf::conflist;
     let s = plan(&model(), &spec(&[])).unwrap();
     let types = |l: &serde_json::Value| -> Vec<String> {
         l["plugins"]
@@ -946,7 +946,7 @@ fn the_chain_is_ptp_then_bulkhead_cni_when_there_is_an_agent() {
 
 #[test]
 fn a_ptp_result_names_the_veth_mac_and_addresses() {
-    use super::cni::{Wiring, wiring};
+    use super::cniconf::{Wiring, wiring};
     let result = serde_json::json!({
         "cniVersion": "1.0.0",
         "interfaces": [
@@ -975,7 +975,7 @@ fn a_ptp_result_names_the_veth_mac_and_addresses() {
 
 #[test]
 fn each_add_asks_for_the_pods_addresses_in_its_nodes_ranges_of_its_families() {
-    use super::cni::capability_args;
+    use super::cniconf::capability_args;
     let mut s = plan(&model(), &spec(&[])).unwrap();
     let args = capability_args(&s, &s.hosts[0]);
     assert_eq!(
@@ -995,7 +995,7 @@ fn each_add_asks_for_the_pods_addresses_in_its_nodes_ranges_of_its_families() {
 
 #[test]
 fn a_plugin_gets_its_entry_the_lists_name_the_previous_result_and_its_capabilities() {
-    use super::cni::{capability_args, conflist, plugin_conf};
+    use super::cniconf::{capability_args, conflist, plugin_conf};
     let s = plan(&model(), &spec(&[])).unwrap();
     let list = conflist(&s, 0, true);
     let args = capability_args(&s, &s.hosts[0]);
