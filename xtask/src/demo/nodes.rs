@@ -1,6 +1,7 @@
 //! The demo's many-nodes scene: the shop spread over three node
-//! namespaces on a routed fabric, one agent per node, every pod registered
-//! with its node's agent through the real `bulkhead-cni` chained plugin.
+//! namespaces on a routed fabric, one agent per node, every pod added
+//! through its node's real CNI chain (`ptp` and `host-local`, then the
+//! chained `bulkhead-cni`, which returns once the pod is enforced).
 //! Learnt on all three nodes, proposed from their merged flow logs,
 //! enforced everywhere: a cross-node connection is judged at both ends
 //! (egress on the client's node, ingress on the server's), and `lab
@@ -30,8 +31,9 @@ pub fn run(demo: &Demo<'_>) -> Result<()> {
 fn story(demo: &Demo<'_>, proposed: &std::path::Path) -> Result<()> {
     scene(
         "Three nodes: the shop spread over three node namespaces joined by a routed fabric \
-         (host-gw), an agent on each, in learn mode; each pod is registered with its node's \
-         agent by the bulkhead-cni chained plugin, as a runtime's CNI ADD does",
+         (host-gw), an agent on each, in learn mode; each pod is added through its node's CNI \
+         chain as kubelet adds it: ptp and host-local wire it, then the chained bulkhead-cni \
+         returns once the node's agent enforces it",
     );
     demo.bulkhead(&[
         "lab",
