@@ -406,6 +406,7 @@ impl ClusterSpec {
             pods: universe.pods(self),
             policies: policies::generate(self, &universe),
             default_mode: Default::default(),
+            services: Vec::new(),
             node_ips: Vec::new(),
             warnings: Vec::new(),
         };

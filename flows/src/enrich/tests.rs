@@ -81,6 +81,7 @@ pub(crate) fn model() -> Model {
             mode: None,
         }],
         default_mode: Mode::Enforce,
+        services: Vec::new(),
         node_ips: Vec::new(),
         warnings: Vec::new(),
     };

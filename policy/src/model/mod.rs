@@ -6,6 +6,7 @@ pub mod addressing;
 pub mod mode;
 pub mod policy;
 pub mod selector;
+pub mod service;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -18,6 +19,9 @@ use bulkhead_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 pub use mode::{MODE_ANNOTATION, Mode, UnknownMode};
 pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
 pub use selector::{Labels, Requirement, Selector};
+pub use service::{
+    Backend, Frontend, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
+};
 
 /// The label every namespace carries with its own name.
 pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -264,6 +268,8 @@ pub struct Model {
     pub pods: Vec<Pod>,
     /// Policies, sorted by (namespace, name).
     pub policies: Vec<Policy>,
+    /// Services, sorted by (namespace, name).
+    pub services: Vec<Service>,
     /// Mode of policies for which neither they nor their namespace set
     /// one (the agent's `--mode`).
     pub default_mode: Mode,
@@ -314,6 +320,8 @@ impl Model {
         self.pods
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.policies
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         let used = self
             .pods
