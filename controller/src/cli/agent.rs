@@ -77,6 +77,20 @@ pub struct AgentArgs {
     /// packet takes the node's stack.
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub host_routing: Switch,
+    /// The service mark: the one skb->mark bit (hex or decimal) that hands
+    /// the first packet of a connection to a Service (ClusterIP, NodePort,
+    /// external address) from the client's veth to the program that sees it
+    /// after kube-proxy's translation, which judges it on the backend pod.
+    /// It must be a bit no other component of the node uses (kube-proxy
+    /// uses 0x4000 and 0x8000); 0 judges Service traffic as the pod sent
+    /// it, against the Service address.
+    #[arg(long, value_name = "BIT", default_value = "0x400000", value_parser = parse_service_mark)]
+    pub service_mark: u32,
+    /// Also hook this device as an uplink (repeatable): where a Service
+    /// connection the node translates to another node's pod is judged.
+    /// Devices that routes through a gateway leave by are hooked anyway.
+    #[arg(long = "uplink", value_name = "IFNAME")]
+    pub uplinks: Vec<String>,
     /// How to attach TC programs: tcx links (kernel 6.6+) or netlink clsact filters.
     #[arg(long, value_enum, default_value_t = TcMode::Auto)]
     pub tc_attach: TcMode,
@@ -172,9 +186,27 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         tc_mode: args.tc_attach,
         grace: Duration::from_millis(args.grace_ms),
         flows: flows_config(args),
+        service_mark: args.service_mark,
+        uplinks: args.uplinks.clone(),
     };
     agent::run(cfg)?;
     Ok(())
+}
+
+/// A service mark: one bit, or 0 (hex with `0x`, or decimal).
+fn parse_service_mark(text: &str) -> Result<u32, String> {
+    let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("{text:?} is not a 32-bit number: {e}"))?;
+    if value.count_ones() > 1 {
+        return Err(format!(
+            "{text} sets {} bits; the service mark is one bit (or 0 to turn it off)",
+            value.count_ones()
+        ));
+    }
+    Ok(value)
 }
 
 /// The manifest source: the CLI's loader (address options, default
