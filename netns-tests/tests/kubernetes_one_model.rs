@@ -185,9 +185,12 @@ fn from_yaml(objects: &[Value]) -> Option<Model> {
         .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))
         .collect();
     std::fs::write(dir.path().join("all.yaml"), text).unwrap();
+    // As the API source: nothing given out, the objects' addresses stand.
     let plan = AddressPlan {
         cidrs: Vec::new(),
         ignore_status: false,
+        service_cidrs: Vec::new(),
+        node_ports: None,
     };
     let mut model = load_dir_for(dir.path(), &plan, Purpose::Enforcement).ok()?;
     model.default_mode = Mode::Enforce;

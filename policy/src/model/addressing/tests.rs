@@ -46,6 +46,7 @@ fn ignore_status_reassigns_everything() {
     let plan = AddressPlan {
         cidrs: vec!["192.168.0.0/30".parse().unwrap()],
         ignore_status: true,
+        ..AddressPlan::default()
     };
     plan.assign(&mut pods).unwrap();
     assert_eq!(pods[0].ips, vec!["192.168.0.2".parse::<IpAddr>().unwrap()]);
@@ -56,6 +57,7 @@ fn exhaustion_and_two_cidrs_of_a_family_are_errors() {
     let plan = AddressPlan {
         cidrs: vec!["192.168.0.0/30".parse().unwrap()],
         ignore_status: false,
+        ..AddressPlan::default()
     };
     let mut pods = vec![pod("a", "p1", &[]), pod("a", "p2", &[])];
     assert!(matches!(
@@ -65,6 +67,7 @@ fn exhaustion_and_two_cidrs_of_a_family_are_errors() {
     let two_v4 = AddressPlan {
         cidrs: vec!["10.0.0.0/8".parse().unwrap(), "11.0.0.0/8".parse().unwrap()],
         ignore_status: false,
+        ..AddressPlan::default()
     };
     assert!(matches!(
         two_v4.assign(&mut []),

@@ -13,6 +13,7 @@
 mod error;
 mod policy;
 mod revision;
+mod service;
 pub mod walk;
 pub mod watch;
 mod workload;
@@ -32,7 +33,8 @@ pub use walk::{Limits, WalkError};
 
 use crate::model::addressing::{AddressPlan, AddressingError};
 use crate::model::{
-    Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch,
+    Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch, Service,
+    ServiceType, TargetPort,
 };
 
 /// Workload kinds that stand for one pod each.
@@ -131,11 +133,21 @@ pub fn assemble(
         tracing::warn!("{conflict}");
         model.warnings.push(conflict.to_string());
     }
+    for warning in plan.assign_services(&mut model.services)? {
+        tracing::warn!("{warning}");
+        model.warnings.push(warning.to_string());
+    }
     // The API server accepts a named port no pod declares: the entry
     // allows nothing until such a pod exists.
     for unresolved in unresolved_named_ports(&model) {
         let text = ManifestError::from(unresolved).to_string();
         tracing::warn!("{text} (allows nothing)");
+        model.warnings.push(text);
+    }
+    // The API server accepts what the endpoints controller then ignores.
+    for ignored in ineffective_service_fields(&model) {
+        let text = ManifestError::from(ignored).to_string();
+        tracing::warn!("{text}");
         model.warnings.push(text);
     }
     Ok(model)
@@ -150,6 +162,8 @@ pub enum ApiObject {
     Pod(Pod),
     /// A NetworkPolicy.
     Policy(Policy),
+    /// A Service.
+    Service(Service),
 }
 
 /// Converts an object an API server served, of `kind` (its list's item
@@ -168,6 +182,7 @@ pub fn api_object(kind: &str, value: Value) -> Result<ApiObject, ObjectError> {
         "Namespace" => namespace(&ctx, value).map(ApiObject::Namespace),
         "Pod" => workload::convert(&ctx, kind, value).map(ApiObject::Pod),
         "NetworkPolicy" => policy::convert(&ctx, value, "").map(ApiObject::Policy),
+        "Service" => service::convert(&ctx, value, "").map(ApiObject::Service),
         other => Err(ctx.err(
             "kind",
             Problem::UnsupportedPolicyKind {
@@ -352,6 +367,11 @@ impl Builder {
                     self.model.policies.push(p);
                 }
             }),
+            "Service" => service::convert(&ctx, value, &api_version).map(|s| {
+                if self.check_unique(&ctx, "service", s.key()) {
+                    self.model.services.push(s);
+                }
+            }),
             k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => workload::convert(&ctx, k, value)
                 .map(|p| {
                     if self.check_unique(&ctx, "pod", p.key()) {
@@ -366,7 +386,7 @@ impl Builder {
                 },
             )),
             other => {
-                tracing::debug!(%origin, kind = other, "ignoring object of a kind that carries no pods or policy");
+                tracing::debug!(%origin, kind = other, "ignoring object of a kind that carries no pods, Services or policy");
                 Ok(())
             }
         };
@@ -414,6 +434,51 @@ fn mode_annotation(
             Problem::BadMode(e),
         )
     })
+}
+
+/// What Services hold that the API server accepts and nothing uses: a
+/// named targetPort none of the pods the Service selects declares (those
+/// pods are no backends of that port), a selector on an ExternalName
+/// Service (nothing is selected for a DNS alias).
+fn ineffective_service_fields(model: &Model) -> Vec<ObjectError> {
+    let mut out = Vec::new();
+    for svc in &model.services {
+        let ctx = Ctx {
+            origin: &svc.origin,
+            object: ObjectRef {
+                kind: Some("Service".into()),
+                namespace: Some(svc.namespace.clone()),
+                name: Some(svc.name.clone()),
+            },
+            strict: false,
+        };
+        if svc.kind == ServiceType::ExternalName {
+            if svc.selector.is_some() {
+                let why = "an ExternalName Service selects no pods; its selector has no effect";
+                out.push(ctx.err("spec.selector", Problem::NoEffect(why)));
+            }
+            continue;
+        }
+        let selected: Vec<&Pod> = model.pods.iter().filter(|p| svc.selects(p)).collect();
+        for (i, port) in svc.ports.iter().enumerate() {
+            let TargetPort::Name(name) = &port.target_port else {
+                continue;
+            };
+            let resolved = selected
+                .iter()
+                .any(|p| p.named_port(name, port.protocol).is_some());
+            if !selected.is_empty() && !resolved {
+                out.push(ctx.err(
+                    format!("spec.ports[{i}].targetPort"),
+                    Problem::TargetPortUnresolved {
+                        name: name.clone(),
+                        protocol: port.protocol.to_string(),
+                    },
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Named ports that no pod of the model declares with the rule's

@@ -1095,9 +1095,9 @@ fn single_file_path() {
 fn other_kinds_are_ignored() {
     let text = "
 apiVersion: v1
-kind: Service
+kind: Endpoints
 metadata: {name: s, namespace: x}
-spec: {ports: [{port: 80}], unknownField: true}
+subsets: [{unknownField: true}]
 ---
 apiVersion: v1
 kind: ConfigMap
