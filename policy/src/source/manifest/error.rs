@@ -154,6 +154,14 @@ pub enum Problem {
         /// Protocol of the Service port.
         protocol: String,
     },
+    /// One of several Service ports without a name: the API server
+    /// refuses it; nothing here refers to Service ports by name, so the
+    /// Service is kept (a warning).
+    #[error(
+        "required field is missing (the API server requires a name on each of several ports; \
+         kept, as nothing here refers to a port by name)"
+    )]
+    UnnamedPort,
     /// A field the API server accepts that has no effect here (a warning).
     #[error("{0}")]
     NoEffect(&'static str),

@@ -439,7 +439,8 @@ fn mode_annotation(
 /// What Services hold that the API server accepts and nothing uses: a
 /// named targetPort none of the pods the Service selects declares (those
 /// pods are no backends of that port), a selector on an ExternalName
-/// Service (nothing is selected for a DNS alias).
+/// Service (nothing is selected for a DNS alias); and unnamed ports of a
+/// multi-port Service, which it refuses but which change nothing here.
 fn ineffective_service_fields(model: &Model) -> Vec<ObjectError> {
     let mut out = Vec::new();
     for svc in &model.services {
@@ -458,6 +459,16 @@ fn ineffective_service_fields(model: &Model) -> Vec<ObjectError> {
                 out.push(ctx.err("spec.selector", Problem::NoEffect(why)));
             }
             continue;
+        }
+        if svc.ports.len() > 1 {
+            for (i, _) in svc
+                .ports
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| p.name.is_none())
+            {
+                out.push(ctx.err(format!("spec.ports[{i}].name"), Problem::UnnamedPort));
+            }
         }
         let selected: Vec<&Pod> = model.pods.iter().filter(|p| svc.selects(p)).collect();
         for (i, port) in svc.ports.iter().enumerate() {

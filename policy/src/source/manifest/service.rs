@@ -326,7 +326,7 @@ fn ports(
     let mut out = Vec::new();
     for (i, p) in given.iter().enumerate() {
         let at = format!("spec.ports[{i}]");
-        let port = port(ctx, &at, p, given.len() > 1, &mut names)?;
+        let port = port(ctx, &at, p, &mut names)?;
         if !numbers.insert((port.protocol, port.port)) {
             let dup = format!("{}/{}", port.port, port.protocol);
             return Err(ctx.err(at, Problem::DuplicateValue(dup)));
@@ -351,12 +351,13 @@ fn port(
     ctx: &Ctx<'_>,
     at: &str,
     p: &K8sPort,
-    require_name: bool,
     names: &mut HashSet<String>,
 ) -> Result<ServicePort, ObjectError> {
     let name = p.name.clone().filter(|n| !n.is_empty());
+    // Several ports without names: the API server refuses it, but nothing
+    // here refers to a Service port by name, and manifests written for
+    // analyzers hold it; a warning when the model is assembled.
     match &name {
-        None if require_name => return Err(ctx.err(format!("{at}.name"), Problem::Missing)),
         None => {}
         Some(n) => {
             if let Some(why) = dns_label_problem(n, false) {

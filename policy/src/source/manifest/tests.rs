@@ -764,13 +764,14 @@ items:
   spec: {podSelector: {}}
 - apiVersion: v1
   kind: Service
-  metadata: {name: ignored, namespace: y}
+  metadata: {name: web, namespace: y}
   spec: {ports: [{port: 80}]}
 ";
     let model = load_ok(&[("list.yaml", text)]);
     assert_eq!(model.namespaces["y"].labels["team"], "blue");
     assert_eq!(model.pods.len(), 1);
     assert_eq!(model.policies.len(), 1);
+    assert_eq!(model.services.len(), 1);
 }
 
 #[test]

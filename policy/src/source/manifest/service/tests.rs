@@ -284,11 +284,6 @@ fn every_refusal_of_the_api_server_names_its_field() {
             "not valid",
         ),
         (
-            "ports: [{port: 80}, {name: b, port: 81}]",
-            "spec.ports[0].name",
-            "required",
-        ),
-        (
             "ports: [{name: a, port: 80}, {name: a, port: 81}]",
             "spec.ports[1].name",
             "duplicate",
@@ -682,4 +677,25 @@ fn a_named_target_port_no_selected_pod_declares_warns() {
     );
     let backends = model.service_backends(&model.services[0], &model.services[0].ports[0], true);
     assert!(backends.is_empty());
+}
+
+#[test]
+fn unnamed_ports_of_a_multi_port_service_warn_and_stay() {
+    let model = load_ok(&[(
+        "svc.yaml",
+        &svc("ports: [{port: 80}, {name: b, port: 81}, {port: 82}]"),
+    )]);
+    assert_eq!(model.services[0].ports.len(), 3);
+    assert_eq!(model.warnings.len(), 2, "{:?}", model.warnings);
+    assert!(
+        model.warnings[0]
+            .contains("Service shop/web: spec.ports[0].name: required field is missing"),
+        "{:?}",
+        model.warnings
+    );
+    assert!(
+        model.warnings[1].contains("spec.ports[2].name"),
+        "{:?}",
+        model.warnings
+    );
 }
