@@ -1,5 +1,5 @@
-//! What Bulkhead knows about a cluster: namespaces, pods and NetworkPolicies,
-//! validated. Sources (manifest directory, later the Kubernetes API) build it;
+//! What Bulkhead knows about a cluster: namespaces, pods, NetworkPolicies
+//! and Services, validated. Sources (manifest directory, later the Kubernetes API) build it;
 //! the compiler reads it.
 
 pub mod addressing;
