@@ -34,7 +34,6 @@ pub use walk::{Limits, WalkError};
 use crate::model::addressing::{AddressPlan, AddressingError};
 use crate::model::{
     Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch, Service,
-    ServiceType, TargetPort,
 };
 
 /// Workload kinds that stand for one pod each.
@@ -145,7 +144,7 @@ pub fn assemble(
         model.warnings.push(text);
     }
     // The API server accepts what the endpoints controller then ignores.
-    for ignored in ineffective_service_fields(&model) {
+    for ignored in service::warnings(&model) {
         let text = ManifestError::from(ignored).to_string();
         tracing::warn!("{text}");
         model.warnings.push(text);
@@ -434,62 +433,6 @@ fn mode_annotation(
             Problem::BadMode(e),
         )
     })
-}
-
-/// What Services hold that the API server accepts and nothing uses: a
-/// named targetPort none of the pods the Service selects declares (those
-/// pods are no backends of that port), a selector on an ExternalName
-/// Service (nothing is selected for a DNS alias); and unnamed ports of a
-/// multi-port Service, which it refuses but which change nothing here.
-fn ineffective_service_fields(model: &Model) -> Vec<ObjectError> {
-    let mut out = Vec::new();
-    for svc in &model.services {
-        let ctx = Ctx {
-            origin: &svc.origin,
-            object: ObjectRef {
-                kind: Some("Service".into()),
-                namespace: Some(svc.namespace.clone()),
-                name: Some(svc.name.clone()),
-            },
-            strict: false,
-        };
-        if svc.kind == ServiceType::ExternalName {
-            if svc.selector.is_some() {
-                let why = "an ExternalName Service selects no pods; its selector has no effect";
-                out.push(ctx.err("spec.selector", Problem::NoEffect(why)));
-            }
-            continue;
-        }
-        if svc.ports.len() > 1 {
-            for (i, _) in svc
-                .ports
-                .iter()
-                .enumerate()
-                .filter(|(_, p)| p.name.is_none())
-            {
-                out.push(ctx.err(format!("spec.ports[{i}].name"), Problem::UnnamedPort));
-            }
-        }
-        let selected: Vec<&Pod> = model.pods.iter().filter(|p| svc.selects(p)).collect();
-        for (i, port) in svc.ports.iter().enumerate() {
-            let TargetPort::Name(name) = &port.target_port else {
-                continue;
-            };
-            let resolved = selected
-                .iter()
-                .any(|p| p.named_port(name, port.protocol).is_some());
-            if !selected.is_empty() && !resolved {
-                out.push(ctx.err(
-                    format!("spec.ports[{i}].targetPort"),
-                    Problem::TargetPortUnresolved {
-                        name: name.clone(),
-                        protocol: port.protocol.to_string(),
-                    },
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Named ports that no pod of the model declares with the rule's
