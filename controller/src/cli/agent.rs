@@ -43,7 +43,7 @@ pub struct AgentArgs {
     )]
     pub manifests: Option<PathBuf>,
     /// Read identities and policy from the Kubernetes API (watches of
-    /// Namespaces, Pods and NetworkPolicies) instead of manifests. The API
+    /// Namespaces, Pods, NetworkPolicies and Services) instead of manifests. The API
     /// is found as kube does it: --kubeconfig, else the in-cluster service
     /// account, else $KUBECONFIG or ~/.kube/config.
     #[arg(long)]
@@ -58,6 +58,11 @@ pub struct AgentArgs {
     /// Ignore status.podIP(s) and assign every pod an address from --pod-cidr.
     #[arg(long)]
     pub assign_pod_ips: bool,
+    /// CIDR to assign Service ClusterIPs from when a manifest Service has
+    /// none (one per family, the first is the primary family; repeat or
+    /// comma-separate). Default: 10.96.0.0/16 and fd00:10:96::/112.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub service_cidr: Vec<IpNetwork>,
     /// Pin directory on a bpffs (one per node / network namespace). Under
     /// `ip netns exec` (own /sys) the host's bpffs is used through
     /// /proc/1/root if mounted; else prefer --netns.
@@ -216,6 +221,7 @@ fn manifest_source(args: &AgentArgs, path: &std::path::Path) -> SourceConfig {
         manifests: path.to_owned(),
         pod_cidr: args.pod_cidr.clone(),
         assign_pod_ips: args.assign_pod_ips,
+        service_cidr: args.service_cidr.clone(),
     };
     let mode = args.mode;
     let load: Loader = Arc::new(move || {
