@@ -35,7 +35,7 @@ use bulkhead_common::{
 use crate::{
     maps::{CT, SERVICE_CT, SERVICE_PENDING, SERVICES},
     parse::{Parsed, copy_into},
-    policy::{Judged, Side, check_side, policy_port},
+    policy::{Judged, Side, check_side, identity, policy_port},
     programs::{Active, endpoint},
 };
 
@@ -47,6 +47,8 @@ pub struct Pending {
     pub orig: CtKey,
     /// The revision `from_pod` deferred it under.
     pub revision: u64,
+    /// `bpf_ktime_get_coarse_ns()` when it was deferred.
+    pub deferred_ns: u64,
     /// ifindex of the client's host veth.
     pub ifindex: u32,
     /// 1 from `defer` until a program takes the record.
@@ -69,7 +71,8 @@ pub fn is_frontend(slot: u8, tuple: &CtKey) -> bool {
 /// Records the packet in `p` (a new connection's first packet, leaving
 /// the pod on `p.flow.ifindex`) for the program after the translation.
 #[inline(always)]
-pub fn defer(revision: u64, p: &Parsed) {
+pub fn defer(revision: u64, p: &mut Parsed) {
+    let now = p.flow.now();
     let Some(rec) = SERVICE_PENDING.get_ptr_mut(0) else {
         return;
     };
@@ -77,16 +80,23 @@ pub fn defer(revision: u64, p: &Parsed) {
     let rec = unsafe { &mut *rec };
     copy_into(&p.key.tuple, &mut rec.orig);
     rec.revision = revision;
+    rec.deferred_ns = now;
     rec.ifindex = p.flow.ifindex;
     rec.armed = 1;
 }
 
+/// How long a deferred packet may take through the node to the program
+/// after the translation: it goes through in one softirq, microseconds; a
+/// record older than this is another packet's that never arrived.
+const PENDING_MAX_NS: u64 = 20_000_000;
+
 /// Takes the hand-off record for the translated packet in `p` (parsed; a
-/// tracked flow): `None` unless it is armed and fits the packet (same
-/// protocol; the same source port when the node kept the source address).
-/// Disarms it either way.
+/// tracked flow, `p.flow.now` read): `None` unless it is armed, recent,
+/// and fits the packet: the same protocol, and either the same source
+/// address and port (the node kept the source) or a source that is the
+/// node's own address (it masqueraded). Disarms it either way.
 #[inline(always)]
-pub fn take(p: &Parsed) -> Option<&'static Pending> {
+pub fn take(slot: u8, p: &Parsed) -> Option<&'static Pending> {
     let rec = SERVICE_PENDING.get_ptr_mut(0)?;
     // SAFETY: per-CPU, and programs do not nest on one CPU.
     let rec = unsafe { &mut *rec };
@@ -95,7 +105,11 @@ pub fn take(p: &Parsed) -> Option<&'static Pending> {
     }
     rec.armed = 0;
     let t = &p.key.tuple;
-    let fits = rec.orig.proto == t.proto && (rec.orig.src != t.src || rec.orig.sport == t.sport);
+    let recent = p.flow.now.wrapping_sub(rec.deferred_ns) <= PENDING_MAX_NS;
+    let kept = rec.orig.src == t.src && rec.orig.sport == t.sport;
+    let fits = recent
+        && rec.orig.proto == t.proto
+        && (kept || (rec.orig.src != t.src && identity(slot, t.src).is_node()));
     fits.then_some(rec)
 }
 

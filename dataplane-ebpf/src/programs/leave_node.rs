@@ -54,7 +54,8 @@ fn judge(ctx: &TcContext, at: &super::Active, p: &mut Parsed) -> Result<Verdict,
     if !parse::ip(ctx, eth.ether_type, p)? || p.kind != Kind::Flow || p.frag == Frag::Later {
         return Err(DropReason::ServiceUnjudged);
     }
-    let pend = service::take(p).ok_or(DropReason::ServiceUnjudged)?;
+    p.flow.now();
+    let pend = service::take(at.slot, p).ok_or(DropReason::ServiceUnjudged)?;
     let (client, judged) = service::judge_client(at, pend, p)?;
     service::opened(at, pend, &client, judged, p);
     Ok(Verdict::Allowed)

@@ -56,7 +56,8 @@ fn judge(ctx: &TcContext, at: &super::Active, p: &mut Parsed) -> Result<Verdict,
     }
     p.flow.start(ifindex, Hook::ToPod.number(), at.revision, &backend);
     p.flow.parsed(Hook::ToPod.new_side().flow_side());
-    let pend = service::take(p).ok_or(DropReason::ServiceUnjudged)?;
+    p.flow.now();
+    let pend = service::take(at.slot, p).ok_or(DropReason::ServiceUnjudged)?;
     let (client, judged) = service::judge_client(at, pend, p)?;
     service::opened(at, pend, &client, judged, p);
     Ok(Verdict::Allowed)
