@@ -31,7 +31,7 @@ fn hash_and_truncate(name: &str) -> String {
 }
 
 /// `servicePortChainNameBase`: `HASH-namespace/name/protocol/portname`.
-pub fn port_chain_base(p: &PortPlan<'_>) -> String {
+pub(crate) fn port_chain_base(p: &PortPlan<'_>) -> String {
     let port = p.port.name.as_deref().unwrap_or("");
     hash_and_truncate(&format!(
         "{}/{}/{}/{port}",
@@ -41,7 +41,7 @@ pub fn port_chain_base(p: &PortPlan<'_>) -> String {
 
 /// `servicePortEndpointChainNameBase`: the port's name, `__`, the
 /// endpoint's address (colons as dots) `/` port.
-pub fn endpoint_chain_base(p: &PortPlan<'_>, b: &Backend) -> String {
+pub(crate) fn endpoint_chain_base(p: &PortPlan<'_>, b: &Backend) -> String {
     let port = p.port.name.as_deref().unwrap_or("");
     let ip = b.addr.to_string().replace(':', ".");
     hash_and_truncate(&format!(
