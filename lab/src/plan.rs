@@ -10,6 +10,7 @@ use ipnetwork::IpNetwork;
 use bulkhead_netkit::Route;
 
 use super::LabError;
+use super::kubeproxy::ProxyMode;
 use super::naming::{
     default_node_name, external_netns, fabric_netns, format_mac, host_veth, mac_of, pod_netns,
 };
@@ -52,6 +53,8 @@ pub struct LabSpec {
     pub nodes: usize,
     /// Their Kubernetes names (empty: `node-0`, `node-1`, ...).
     pub node_names: Vec<String>,
+    /// The Service NAT rules each node gets.
+    pub kube_proxy: ProxyMode,
 }
 
 impl LabSpec {
@@ -211,6 +214,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         nodes,
         gateways,
         hosts,
+        kube_proxy: spec.kube_proxy,
     })
 }
 

@@ -17,7 +17,9 @@ use nix::unistd::Pid;
 
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
+use super::kubeproxy::{self, ProxyMode};
 use super::{LabError, agent, net, nodes, plan, serve};
+use bulkhead_policy::source::manifest::content_hash;
 use bulkhead_agent::AgentState;
 
 /// How long servers get to report ready.
@@ -183,9 +185,14 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         };
         return Err(LabError::ServerNotReady { netns, why });
     }
-    if !nodes.is_empty() {
-        report_enforced(state, &nodes, progress)?;
-    }
+    let enforced = if nodes.is_empty() {
+        None
+    } else {
+        report_enforced(state, &nodes, progress)?
+            .first()
+            .map(|(_, s)| s.source_revision.clone())
+    };
+    start_kube_proxies(state, exe, enforced, progress)?;
     progress(&format!(
         "lab {} is up: {} pods, {} external hosts, in {:.1} s",
         state.name,
@@ -194,6 +201,57 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         start.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// How long each node's kube-proxy gets to install its first rules.
+const KUBE_PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts each node's kube-proxy ([`kubeproxy::daemon`]) in its namespace
+/// and waits until every one has installed the rules of `revision` (what
+/// the agents enforce; without agents, the watched content).
+fn start_kube_proxies(
+    state: &mut LabState,
+    exe: &Path,
+    revision: Option<String>,
+    progress: &dyn Fn(&str),
+) -> Result<(), LabError> {
+    if state.kube_proxy == ProxyMode::None {
+        return Ok(());
+    }
+    progress(&format!(
+        "starting kube-proxy ({} mode) on {} node(s)",
+        state.kube_proxy,
+        state.nodes.len()
+    ));
+    for i in 0..state.nodes.len() {
+        let log = kubeproxy::daemon::status_path(state, i).with_extension("log");
+        if let Some(dir) = log.parent() {
+            bulkhead_policy::private::create_dir_all(dir).map_err(LabError::io(dir))?;
+        }
+        let log_file = bulkhead_policy::private::create(&log).map_err(LabError::io(&log))?;
+        let args = [
+            "lab".to_owned(),
+            "kube-proxy".to_owned(),
+            "--lab".to_owned(),
+            state.name.clone(),
+            "--node".to_owned(),
+            i.to_string(),
+        ];
+        let mut cmd = net::exec_in(&state.nodes[i].netns, exe, &args)?;
+        // Its own process group: a terminal's ^C to `lab up` must not reach it later.
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            program: exe.display().to_string(),
+            source,
+        })?;
+        state.nodes[i].kube_proxy_pid = Some(child.id());
+        state.save()?;
+    }
+    let revision = revision.unwrap_or_else(|| content_hash(state.watched()));
+    kubeproxy::daemon::wait(state, &revision, KUBE_PROXY_TIMEOUT)
 }
 
 /// A one-node lab: `node bh-<lab>-node`; else `3 nodes (node-0 in

@@ -80,6 +80,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         source: Default::default(),
         nodes: 1,
         node_names: Vec::new(),
+        kube_proxy: Default::default(),
     }
 }
 

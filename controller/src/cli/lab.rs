@@ -18,7 +18,9 @@ use bulkhead_lab::probe::{
     ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
 };
 use bulkhead_lab::state::{AgentSource, LabState, Ports, state_path};
+use bulkhead_lab::kubeproxy::{self, ProxyMode};
 use bulkhead_lab::{LabError, agent, cluster, serve, setup};
+use bulkhead_policy::source::manifest::content_hash;
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{Mode, Protocol};
 
@@ -47,7 +49,8 @@ pub enum LabCommand {
     /// Wait until the agent enforces the watched directory's current
     /// content (with the Kubernetes API as its source: everything the API
     /// had when asked, by resourceVersion); fails with the agent's error if
-    /// it rejects it (the policy in force stays).
+    /// it rejects it (the policy in force stays); then until every node's
+    /// kube-proxy rules are those of the same content.
     Sync(SyncArgs),
     /// Probe every ordered pair of hosts with real packets.
     Probe(ProbeArgs),
@@ -75,6 +78,21 @@ pub enum LabCommand {
     /// (internal) Runs probes read from stdin inside a source namespace.
     #[command(hide = true)]
     ProbeFrom,
+    /// (internal) A node's kube-proxy, run inside its namespace: installs
+    /// the Service NAT rules and follows the lab's source.
+    #[command(hide = true)]
+    KubeProxy(KubeProxyArgs),
+}
+
+/// Arguments of `lab kube-proxy`.
+#[derive(Debug, Args)]
+pub struct KubeProxyArgs {
+    /// The lab.
+    #[arg(long)]
+    pub lab: String,
+    /// The node's index.
+    #[arg(long)]
+    pub node: usize,
 }
 
 /// The lab's name.
@@ -145,6 +163,11 @@ pub struct UpArgs {
     /// --kubeconfig, the names the API's pods carry in spec.nodeName.
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub node_names: Vec<String>,
+    /// The Service NAT rules each node gets, written as kube-proxy writes
+    /// them in that mode and kept up to date with the lab's Services and
+    /// pods: iptables, nftables, or none.
+    #[arg(long, value_name = "MODE", default_value = "iptables")]
+    pub kube_proxy: ProxyMode,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
@@ -392,6 +415,18 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
             Ok(serve::serve(&a.host, &ports)?)
         }
         LabCommand::ProbeFrom => Ok(run_helper()?),
+        LabCommand::KubeProxy(a) => {
+            let state = load_state(&a.lab)?;
+            if a.node >= state.nodes.len() {
+                return Err(LabError::NoSuchNode {
+                    node: a.node.to_string(),
+                    lab: state.name.clone(),
+                    nodes: state.nodes.iter().map(|n| n.name.clone()).collect(),
+                }
+                .into());
+            }
+            Ok(kubeproxy::daemon::run(&state, a.node)?)
+        }
     }
 }
 
@@ -419,6 +454,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         },
         nodes: usize::from(args.nodes),
         node_names: args.node_names.clone(),
+        kube_proxy: args.kube_proxy,
     };
     let state = plan(&model, &spec)?;
     if state.nodes.len() > 1 {
@@ -447,11 +483,26 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
 
 fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
-    let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
-    if let Some((_, first)) = enforced.first() {
-        agent::keep_enforced(&state, &first.source_revision)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let revision = if state.agent.is_some() {
+        let enforced = agent::wait(&state, timeout)?;
+        if let Some((_, first)) = enforced.first() {
+            agent::keep_enforced(&state, &first.source_revision)?;
+        }
+        report_enforced(&state, &enforced);
+        enforced.first().map(|(_, s)| s.source_revision.clone())
+    } else {
+        None
+    };
+    // The Service NAT rules follow the same content as the agents.
+    let revision = revision.unwrap_or_else(|| content_hash(state.watched()));
+    kubeproxy::daemon::wait(&state, &revision, timeout)?;
+    if state.kube_proxy != ProxyMode::None {
+        progress(&format!(
+            "kube-proxy ({} mode) rules of revision {revision} are in force",
+            state.kube_proxy
+        ));
     }
-    report_enforced(&state, &enforced);
     Ok(())
 }
 

@@ -46,6 +46,7 @@
 //! node's addresses (`--nodeport-addresses primary`, the nftables mode's
 //! default) in nftables mode.
 
+pub mod daemon;
 pub mod install;
 pub mod iptables;
 pub mod nftables;
