@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::kubeproxy::{self, ProxyMode};
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
-use super::kubeproxy::{self, ProxyMode};
 use super::{LabError, agent, net, nodes, plan, serve};
-use bulkhead_policy::source::manifest::content_hash;
 use bulkhead_agent::AgentState;
+use bulkhead_policy::source::manifest::content_hash;
 
 /// How long servers get to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);

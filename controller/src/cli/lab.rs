@@ -11,18 +11,19 @@ use ipnetwork::IpNetwork;
 
 use super::agent::Switch;
 use super::{CliError, ManifestArgs, Output};
+use bulkhead_lab::kubeproxy::{self, ProxyMode};
 use bulkhead_lab::naming::{DEFAULT_LAB, check_lab_name};
 use bulkhead_lab::nodes::placement;
 use bulkhead_lab::plan::{LabSpec, plan};
 use bulkhead_lab::probe::{
-    ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
+    ProbeOptions, ProbeResult, ServiceRoute, Via, run_helper, run_probes, service_routes,
+    text_table, unmatched_pattern,
 };
 use bulkhead_lab::state::{AgentSource, LabState, Ports, state_path};
-use bulkhead_lab::kubeproxy::{self, ProxyMode};
 use bulkhead_lab::{LabError, agent, cluster, serve, setup};
-use bulkhead_policy::source::manifest::content_hash;
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_policy::model::{Mode, Protocol};
+use bulkhead_policy::model::{Mode, Model, Protocol};
+use bulkhead_policy::source::manifest::content_hash;
 
 mod status;
 #[cfg(test)]
@@ -268,10 +269,48 @@ pub struct ProbeSelection {
     /// Only probes to these hosts (patterns as for --from).
     #[arg(long, value_name = "HOST", value_delimiter = ',')]
     pub to: Vec<String>,
+    /// Where probes to a pod go: its address (`pod`), the ClusterIP of a
+    /// Service that selects only that pod on the probed port (`service`),
+    /// or that Service's NodePort on the pod's node (`nodeport`); a pod
+    /// without such a Service gets the outcome `no-service`.
+    #[arg(long, value_enum, default_value_t = ViaArg::Pod)]
+    pub via: ViaArg,
+}
+
+/// `--via`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ViaArg {
+    /// The pod's own address.
+    Pod,
+    /// A ClusterIP.
+    Service,
+    /// A NodePort.
+    Nodeport,
+}
+
+impl From<ViaArg> for Via {
+    fn from(v: ViaArg) -> Via {
+        match v {
+            ViaArg::Pod => Via::Pod,
+            ViaArg::Service => Via::Service,
+            ViaArg::Nodeport => Via::Nodeport,
+        }
+    }
 }
 
 impl ProbeSelection {
-    fn options(&self, family: Family) -> ProbeOptions {
+    /// The Service routes `--via` needs, from `model` (none for `pod`).
+    fn routes(
+        &self,
+        model: impl FnOnce() -> Result<Model, CliError>,
+    ) -> Result<Vec<ServiceRoute>, CliError> {
+        if self.via == ViaArg::Pod {
+            return Ok(Vec::new());
+        }
+        Ok(service_routes(&model()?))
+    }
+
+    fn options(&self, family: Family, routes: Vec<ServiceRoute>) -> ProbeOptions {
         let mut protocols = self.protocols.clone();
         protocols.sort();
         protocols.dedup();
@@ -283,6 +322,9 @@ impl ProbeSelection {
             max_in_flight: self.max_in_flight.max(1),
             from: self.from.clone(),
             to: self.to.clone(),
+            via: self.via.into(),
+            hairpin: false,
+            routes,
         }
     }
 
@@ -313,6 +355,9 @@ pub struct ProbeArgs {
     /// IP family.
     #[arg(long, value_enum, default_value = "4")]
     pub family: Family,
+    /// Each pod probes itself too (with --via service: hairpin).
+    #[arg(long)]
+    pub hairpin: bool,
     /// Output: `text`, or `json` (JSON Lines, one object per probe).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -549,7 +594,10 @@ fn restart_agent(args: &RestartArgs) -> Result<(), CliError> {
 fn probe(args: &ProbeArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
     args.selection.check_hosts(&state)?;
-    let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
+    let routes = args.selection.routes(|| source_model(&state))?;
+    let mut opts = args.selection.options(args.family, routes);
+    opts.hairpin = args.hairpin;
+    let results = run_probes(&state, &opts, &exe()?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
         Output::Json => {
@@ -575,6 +623,31 @@ fn write_probe_text(out: &mut impl Write, results: &[ProbeResult]) -> std::io::R
         results.len(),
         results.len() - allowed
     )
+}
+
+/// The lab's current model as its agents and kube-proxies read it: the
+/// watched manifests (with the lab's address plan), or the Kubernetes API.
+fn source_model(state: &LabState) -> Result<Model, CliError> {
+    if let Some(a) = &state.agent
+        && let AgentSource::Kubernetes { kubeconfig } = &a.source
+    {
+        return Ok(cluster::read_model(
+            Some(&state.node),
+            kubeconfig,
+            a.mode,
+            Duration::from_secs(10),
+        )?);
+    }
+    let manifests = ManifestArgs {
+        manifests: state.watched().to_owned(),
+        pod_cidr: state
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+        assign_pod_ips: state.assign_pod_ips,
+    };
+    Ok(manifests.load_for(bulkhead_policy::source::manifest::Purpose::Enforcement)?)
 }
 
 /// The agent flags for `lab up`'s flow options.

@@ -63,7 +63,11 @@ fn loader(state: &LabState) -> watch::Loader {
         ignore_status: state.assign_pod_ips,
         ..AddressPlan::default()
     };
-    let cidrs: Vec<_> = state.pod_cidrs.iter().filter_map(|c| c.parse().ok()).collect();
+    let cidrs: Vec<_> = state
+        .pod_cidrs
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
     if !cidrs.is_empty() {
         plan.cidrs = cidrs;
     }
@@ -81,7 +85,11 @@ pub fn run(state: &LabState, index: usize) -> Result<(), LabError> {
         .enable_all()
         .build()
         .map_err(LabError::Runtime)?;
-    let source = state.agent.as_ref().map(|a| a.source.clone()).unwrap_or_default();
+    let source = state
+        .agent
+        .as_ref()
+        .map(|a| a.source.clone())
+        .unwrap_or_default();
     rt.block_on(async {
         let mut feed = match &source {
             AgentSource::Manifests => watch::spawn(state.watched().to_owned(), loader(state))
@@ -116,7 +124,10 @@ fn sync(
 ) -> ProxyStatus {
     let pid = std::process::id();
     let Some(model) = &feed.model else {
-        return ProxyStatus { pid, ..ProxyStatus::default() };
+        return ProxyStatus {
+            pid,
+            ..ProxyStatus::default()
+        };
     };
     let unchanged = last.as_ref().is_some_and(|(m, _)| Arc::ptr_eq(m, model));
     if !unchanged {
@@ -159,7 +170,10 @@ pub fn wait(state: &LabState, revision: &str, timeout: Duration) -> Result<(), L
         let path = status_path(state, i);
         loop {
             let s = read_status(&path).unwrap_or_default();
-            if s.revision.as_deref().is_some_and(|r| caught_up(r, revision)) {
+            if s.revision
+                .as_deref()
+                .is_some_and(|r| caught_up(r, revision))
+            {
                 break;
             }
             if let Some((rev, why)) = &s.error

@@ -382,3 +382,34 @@ fn sctp_and_a_service_without_endpoints_in_nftables() {
     let ipt = iptables::restore_input(&m, &node(), true);
     assert!(ipt.contains("-m sctp -p sctp -j DNAT --to-destination 10.244.0.2:9000"));
 }
+
+#[test]
+fn service_routes_need_exactly_one_pod_and_the_same_port() {
+    use crate::probe::service_routes;
+    let mut m = model();
+    // web selects a and b: no route. One that selects only c (db) on 80.
+    m.services.push(service(
+        "db",
+        "db",
+        &["10.96.0.13"],
+        port(Some("http"), Protocol::Tcp, 80, None),
+    ));
+    // Port 8080 targeting 80: not the probed port as itself.
+    let mut other = service(
+        "db-alt",
+        "db",
+        &["10.96.0.14"],
+        port(None, Protocol::Tcp, 8080, None),
+    );
+    other.ports[0].target_port = TargetPort::Number(80);
+    m.services.push(other);
+    m.normalize();
+    let routes = service_routes(&m);
+    assert_eq!(routes.len(), 1, "{routes:?}");
+    assert_eq!(routes[0].pod, "x/c");
+    assert_eq!(routes[0].service, "x/db");
+    assert_eq!(
+        routes[0].cluster_ips,
+        ["10.96.0.13".parse::<IpAddr>().unwrap()]
+    );
+}
