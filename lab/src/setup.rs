@@ -29,11 +29,16 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// (loading and verifying the programs takes most of it).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Namespace sysctls of the node: it routes.
-const NODE_SYSCTLS: [&str; 3] = [
+/// Namespace sysctls of the node: it routes; and, as on the hosts (see
+/// [`HOST_SYSCTLS`]), its ICMP errors are not rate-limited: the REJECT
+/// of a Service without endpoints (the node's kube-proxy rules) answers
+/// every probe, not the first few.
+const NODE_SYSCTLS: [&str; 5] = [
     "net.ipv4.ip_forward=1",
     "net.ipv6.conf.all.forwarding=1",
     "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv4.icmp_ratemask=0",
+    "net.ipv6.icmp.ratemask=",
 ];
 
 /// Namespace sysctls of every pod and external host: ICMP errors are not

@@ -26,7 +26,7 @@ use rtnetlink::packet_route::link::{
 };
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
-use rtnetlink::{LinkBridge, LinkDummy, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::ns::{NetnsError, NsHandle};
 
@@ -441,14 +441,6 @@ impl Netlink {
         let req = self.handle.link().add(LinkBridge::new(name).build());
         self.block(req.execute())
             .map_err(self.link_err(name, "adding bridge"))
-    }
-
-    /// Creates dummy link `name`, up (`ip link add NAME type dummy`, `ip
-    /// link set NAME up`): a device that drops what is routed to it.
-    pub fn add_dummy(&self, name: &str) -> Result<(), NetlinkError> {
-        let req = self.handle.link().add(LinkDummy::new(name).up().build());
-        self.block(req.execute())
-            .map_err(self.link_err(name, "adding dummy"))
     }
 
     /// Makes link `name` a port of bridge `master` (`ip link set NAME

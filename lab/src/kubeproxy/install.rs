@@ -10,24 +10,29 @@
 //! Service without endpoints) reaches the FORWARD hook, where the REJECT
 //! rules are. The lab's node has no default route, so every Service
 //! address (ClusterIPs, external and load-balancer addresses) gets a host
-//! route to a dummy link of the node ([`SERVICE_LINK`]), which drops what
-//! reaches it; routes of Services that went away stay (harmless: nothing
-//! translates to them).
+//! route to a link of the node that leads nowhere ([`SERVICE_LINK`], one
+//! end of a veth pair whose other end is also the node's, without
+//! addresses: what is sent there finds no neighbour and is dropped; this
+//! kernel has no dummy links); routes of Services that went away stay
+//! (harmless: nothing translates to them).
 
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::Stdio;
 
-use bulkhead_netkit::{NetlinkError, Route};
+use bulkhead_netkit::{NetlinkError, Route, Veth};
 use bulkhead_policy::model::Model;
 
 use super::{NodeView, ProxyMode, iptables, nftables};
 use crate::LabError;
 use crate::net;
 
-/// The dummy link Service addresses route to in a node namespace.
+/// The link Service addresses route to in a node namespace.
 pub const SERVICE_LINK: &str = "kube-svc0";
+
+/// The other end of [`SERVICE_LINK`], also in the node namespace.
+pub const SERVICE_LINK_PEER: &str = "kube-svc1";
 
 /// The program and arguments that load `mode`'s rules of a family.
 pub fn loader(mode: ProxyMode, v4: bool) -> Option<(&'static str, &'static [&'static str])> {
@@ -125,7 +130,9 @@ fn route_services(netns: &str, model: &Model) -> Result<(), LabError> {
     }
     let nl = net::netlink(netns)?;
     if nl.index(SERVICE_LINK).is_err() {
-        nl.add_dummy(SERVICE_LINK)?;
+        nl.add_veth(&Veth::new(SERVICE_LINK, SERVICE_LINK_PEER))?;
+        nl.set_up(SERVICE_LINK_PEER)?;
+        nl.set_up(SERVICE_LINK)?;
     }
     for a in addrs {
         match nl.add_route(&Route::to(net::host_net(a)).dev(SERVICE_LINK)) {

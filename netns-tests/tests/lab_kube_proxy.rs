@@ -1,0 +1,256 @@
+//! The lab's kube-proxy rules, in iptables and in nftables mode, on real
+//! packets: pods reach each other through ClusterIPs (TCP, UDP, SCTP, both
+//! families), a Service with two backends spreads connections over both,
+//! an external host reaches a pod through a NodePort, a pod reaches
+//! itself through its Service (hairpin), and once a Service selects no
+//! pod its ClusterIP refuses connections (REJECT). No agent runs: these
+//! are the node's NAT rules alone.
+//!
+//! The Services are built in code and installed in the lab's node
+//! namespace with the lab's own installer ([`install::apply`]): the lab's
+//! manifests cannot carry Services yet.
+
+mod lab_support;
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use bulkhead_lab::kubeproxy::{ProxyMode, install, node_view};
+use bulkhead_lab::probe::{
+    Outcome, ProbeOptions, ProbeResult, Via, probe_one, run_probes, service_routes,
+};
+use bulkhead_lab::state::LabState;
+use bulkhead_netkit::NsHandle;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{
+    Labels, Model, Origin, Protocol, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
+};
+use bulkhead_policy::source::manifest;
+use lab_support::{Lab, bulkhead_bin, privileged, serial, snapshot};
+
+/// How long a probe waits (generous: a loaded 2-core machine).
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn pod(name: &str, svc: &str) -> String {
+    let ports: String = ["TCP", "UDP", "SCTP"]
+        .iter()
+        .map(|p| format!("      - {{containerPort: 80, protocol: {p}}}\n"))
+        .collect();
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata: {{namespace: x, name: {name}, \
+         labels: {{app: {name}, svc: {svc}}}}}\nspec:\n  containers:\n  - name: c\n    ports:\n{ports}"
+    )
+}
+
+/// x/a and x/b behind Service web; x/c a client of it.
+fn pods() -> String {
+    [pod("a", "web"), pod("b", "web"), pod("c", "none")].concat()
+}
+
+fn labels(k: &str, v: &str) -> Labels {
+    [(k.to_owned(), v.to_owned())].into_iter().collect()
+}
+
+/// A NodePort Service `name` selecting `key=value`, on port 80 of every
+/// protocol (NodePorts `node_port` + 0, 1, 2), with both families'
+/// ClusterIPs `10.96.0.<n>` and `fd00:10:96::<n>`.
+fn service(name: &str, key: &str, value: &str, n: u8, node_port: u16) -> Service {
+    Service {
+        namespace: "x".into(),
+        name: name.into(),
+        kind: ServiceType::NodePort,
+        selector: Some(labels(key, value)),
+        cluster_ips: vec![
+            format!("10.96.0.{n}").parse().unwrap(),
+            format!("fd00:10:96::{n}").parse().unwrap(),
+        ],
+        headless: false,
+        ports: Protocol::ALL
+            .iter()
+            .zip(0..)
+            .map(|(&protocol, i)| ServicePort {
+                name: Some(protocol.as_str().to_ascii_lowercase()),
+                protocol,
+                port: 80,
+                target_port: TargetPort::Number(80),
+                node_port: Some(node_port + i),
+            })
+            .collect(),
+        external_ips: Vec::new(),
+        load_balancer_ips: Vec::new(),
+        external_traffic_policy: TrafficPolicy::Cluster,
+        internal_traffic_policy: TrafficPolicy::Cluster,
+        origin: Origin::default(),
+    }
+}
+
+/// The lab's pods (as its agents load them) and the Services: a-svc and
+/// b-svc select one pod each, web both.
+fn model(state: &LabState) -> Model {
+    let plan = AddressPlan::default();
+    let mut m = manifest::load_dir(state.watched(), &plan).expect("the lab's manifests");
+    m.services = vec![
+        service("a-svc", "app", "a", 10, 30080),
+        service("b-svc", "app", "b", 11, 30090),
+        service("web", "svc", "web", 12, 30100),
+    ];
+    m.normalize();
+    m
+}
+
+fn options(via: Via, from: &str, to: &str, routes: &Model) -> ProbeOptions {
+    ProbeOptions {
+        ports: Some(vec![80]),
+        protocols: Protocol::ALL.to_vec(),
+        families: vec![true, false],
+        timeout: TIMEOUT,
+        max_in_flight: 16,
+        from: vec![from.into()],
+        to: vec![to.into()],
+        via,
+        hairpin: from == to,
+        routes: service_routes(routes),
+    }
+}
+
+fn describe(r: &[ProbeResult]) -> String {
+    r.iter().map(|r| format!("{}\n", r.to_json())).collect()
+}
+
+/// `n` TCP connections from `netns` to `to`: the lab servers' greetings
+/// (`bulkhead <pod> tcp 80`).
+fn greetings(netns: &str, to: SocketAddr, n: usize) -> Vec<String> {
+    NsHandle::open(netns)
+        .expect("pod namespace")
+        .run(|| {
+            (0..n)
+                .map(|_| {
+                    let mut s = TcpStream::connect_timeout(&to, TIMEOUT).expect("connect");
+                    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                    s.write_all(b"hi\n").unwrap();
+                    let mut text = String::new();
+                    s.read_to_string(&mut text).expect("greeting");
+                    text.trim().to_owned()
+                })
+                .collect()
+        })
+        .expect("enter the pod namespace")
+}
+
+fn one_mode(name: &str, mode: ProxyMode) {
+    let before = snapshot();
+    {
+        let lab = Lab::new(name, &pods());
+        let up = lab.up(&[
+            "--no-agent",
+            "--kube-proxy",
+            "none",
+            "--external",
+            "192.0.2.10,2001:db8::10",
+        ]);
+        assert!(up.status.success(), "lab up failed");
+        let state = LabState::load(name).unwrap().expect("state");
+        let node = &state.nodes[0].netns;
+        let m = model(&state);
+        install::apply(node, mode, &m, &node_view(&state, 0)).expect("install the rules");
+        let exe = bulkhead_bin();
+
+        // Pod to pod through a ClusterIP: every protocol, both families.
+        let r = run_probes(&state, &options(Via::Service, "x/a", "x/b", &m), exe).unwrap();
+        assert_eq!(r.len(), 6, "{}", describe(&r));
+        for p in &r {
+            assert_eq!(p.outcome, Outcome::Connected, "{}", describe(&r));
+            assert_eq!(p.service.as_deref(), Some("x/b-svc"));
+            let cip: IpAddr = if p.family == "IPv4" {
+                "10.96.0.11"
+            } else {
+                "fd00:10:96::11"
+            }
+            .parse()
+            .unwrap();
+            assert_eq!(p.target, Some(SocketAddr::new(cip, 80)));
+        }
+
+        // Hairpin: x/a through its own Service.
+        let r = run_probes(&state, &options(Via::Service, "x/a", "x/a", &m), exe).unwrap();
+        assert!(!r.is_empty());
+        assert!(
+            r.iter().all(|p| p.outcome == Outcome::Connected),
+            "{}",
+            describe(&r)
+        );
+
+        // A NodePort from an external host (on the node's gateway address).
+        let r = run_probes(&state, &options(Via::Nodeport, "*", "x/a", &m), exe).unwrap();
+        let external: Vec<_> = r.iter().filter(|p| p.src.contains(['.', ':'])).collect();
+        assert_eq!(external.len(), 6, "{}", describe(&r));
+        assert!(
+            r.iter().all(|p| p.outcome == Outcome::Connected),
+            "{}",
+            describe(&r)
+        );
+
+        // Two backends: 40 connections from x/c reach both.
+        for cip in ["10.96.0.12", "fd00:10:96::12"] {
+            let to = SocketAddr::new(cip.parse().unwrap(), 80);
+            let seen: BTreeSet<String> = greetings(&state.hosts[2].netns, to, 40)
+                .into_iter()
+                .collect();
+            let want: BTreeSet<String> = ["bulkhead x/a tcp 80", "bulkhead x/b tcp 80"]
+                .map(str::to_owned)
+                .into();
+            assert_eq!(seen, want, "backends reached through {to}");
+        }
+
+        // b-svc selects no pod any more: its ClusterIP refuses (REJECT).
+        let mut relabeled = m.clone();
+        relabeled
+            .services
+            .iter_mut()
+            .find(|s| s.name == "b-svc")
+            .unwrap()
+            .selector = Some(labels("app", "gone"));
+        install::apply(node, mode, &relabeled, &node_view(&state, 0)).expect("replace the rules");
+        let xa = NsHandle::open(&state.hosts[0].netns).unwrap();
+        for cip in ["10.96.0.11", "fd00:10:96::11"] {
+            let addr: IpAddr = cip.parse().unwrap();
+            for proto in [Protocol::Tcp, Protocol::Udp] {
+                let (outcome, detail) = xa.run(|| probe_one(addr, proto, 80, TIMEOUT)).unwrap();
+                assert_eq!(outcome, Outcome::Refused, "{proto} to {cip}: {detail:?}");
+            }
+        }
+        // The others still translate.
+        let r = run_probes(
+            &state,
+            &options(Via::Service, "x/b", "x/a", &relabeled),
+            exe,
+        )
+        .unwrap();
+        assert!(
+            r.iter().all(|p| p.outcome == Outcome::Connected),
+            "{}",
+            describe(&r)
+        );
+    }
+    assert_eq!(snapshot(), before, "the lab left something behind");
+}
+
+#[test]
+fn services_through_iptables_rules() {
+    if !privileged() {
+        return;
+    }
+    let _guard = serial();
+    one_mode("kpipt", ProxyMode::Iptables);
+}
+
+#[test]
+fn services_through_nftables_rules() {
+    if !privileged() {
+        return;
+    }
+    let _guard = serial();
+    one_mode("kpnft", ProxyMode::Nftables);
+}
