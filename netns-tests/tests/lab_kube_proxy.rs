@@ -3,8 +3,10 @@
 //! families), a Service with two backends spreads connections over both,
 //! an external host reaches a pod through a NodePort, a pod reaches
 //! itself through its Service (hairpin), and once a Service selects no
-//! pod its ClusterIP refuses connections (REJECT). No agent runs: these
-//! are the node's NAT rules alone.
+//! pod its ClusterIP refuses connections (REJECT); across three nodes
+//! (iptables and nftables alternating), a ClusterIP reaches a pod on another node and a
+//! NodePort with `externalTrafficPolicy: Local` answers only on its
+//! backend's node. No agent runs: these are the nodes' NAT rules alone.
 //!
 //! The Services are built in code and installed in the lab's node
 //! namespace with the lab's own installer ([`install::apply`]): the lab's
@@ -253,4 +255,100 @@ fn services_through_nftables_rules() {
     }
     let _guard = serial();
     one_mode("kpnft", ProxyMode::Nftables);
+}
+
+/// One node's address of a family (its fabric address).
+fn node_addr(state: &LabState, node: usize, v4: bool) -> IpAddr {
+    bulkhead_lab::kubeproxy::node_addresses(state, node)
+        .into_iter()
+        .find(|a| a.is_ipv4() == v4)
+        .expect("a node address of the family")
+}
+
+/// Three nodes (a, b, c one on each, in turn): a ClusterIP translated on
+/// the client's node reaches a pod on another node; a NodePort answers on
+/// every node with Cluster policy, and with `externalTrafficPolicy:
+/// Local` only on the node of a backend (elsewhere it is dropped).
+#[test]
+fn services_across_three_nodes() {
+    if !privileged() {
+        return;
+    }
+    let _guard = serial();
+    let before = snapshot();
+    {
+        let name = "kp3n";
+        let lab = Lab::new(name, &pods());
+        let up = lab.up(&[
+            "--no-agent",
+            "--nodes",
+            "3",
+            "--kube-proxy",
+            "none",
+            "--external",
+            "192.0.2.10",
+        ]);
+        assert!(up.status.success(), "lab up failed");
+        let state = LabState::load(name).unwrap().expect("state");
+        let b_node = state.hosts[1].node;
+        assert_ne!(state.hosts[0].node, b_node, "a and b on different nodes");
+        let mut m = model(&state);
+        let mut local = service("b-local", "app", "b", 20, 30200);
+        local.external_traffic_policy = TrafficPolicy::Local;
+        m.services.push(local);
+        m.normalize();
+        for (i, n) in state.nodes.iter().enumerate() {
+            let mode = if i % 2 == 0 {
+                ProxyMode::Iptables
+            } else {
+                ProxyMode::Nftables
+            };
+            install::apply(&n.netns, mode, &m, &node_view(&state, i)).expect("install");
+        }
+        let exe = bulkhead_bin();
+        let r = run_probes(&state, &options(Via::Service, "x/a", "x/b", &m), exe).unwrap();
+        assert_eq!(r.len(), 6, "{}", describe(&r));
+        assert!(
+            r.iter().all(|p| p.outcome == Outcome::Connected),
+            "{}",
+            describe(&r)
+        );
+        let r = run_probes(
+            &state,
+            &options(Via::Nodeport, "192.0.2.10", "x/b", &m),
+            exe,
+        )
+        .unwrap();
+        assert!(!r.is_empty());
+        assert!(
+            r.iter().all(|p| p.outcome == Outcome::Connected),
+            "{}",
+            describe(&r)
+        );
+
+        let ext = NsHandle::open(&state.hosts[3].netns).unwrap();
+        for node in 0..state.nodes.len() {
+            let addr = node_addr(&state, node, true);
+            // b-svc (Cluster policy): every node forwards to b.
+            let (o, d) = ext
+                .run(|| probe_one(addr, Protocol::Tcp, 30090, TIMEOUT))
+                .unwrap();
+            assert_eq!(
+                o,
+                Outcome::Connected,
+                "b-svc NodePort on node {node}: {d:?}"
+            );
+            // b-local: only b's node answers; the others drop.
+            let (o, d) = ext
+                .run(|| probe_one(addr, Protocol::Tcp, 30200, TIMEOUT))
+                .unwrap();
+            let want = if node == b_node {
+                Outcome::Connected
+            } else {
+                Outcome::Timeout
+            };
+            assert_eq!(o, want, "b-local NodePort on node {node}: {d:?}");
+        }
+    }
+    assert_eq!(snapshot(), before, "the lab left something behind");
 }
