@@ -29,11 +29,14 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// (loading and verifying the programs takes most of it).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Namespace sysctls of the node: it routes; and, as on the hosts (see
+/// Namespace sysctls of the node: it routes; as on the hosts (see
 /// [`HOST_SYSCTLS`]), its ICMP errors are not rate-limited: the REJECT
 /// of a Service without endpoints (the node's kube-proxy rules) answers
-/// every probe, not the first few.
-const NODE_SYSCTLS: [&str; 5] = [
+/// every probe, not the first few; and its conntrack is liberal, so that
+/// the kube-proxy rules drop no packet of a flow the agent's host routing
+/// kept out of the node's netfilter (see [`crate::kubeproxy`]).
+const NODE_SYSCTLS: [&str; 6] = [
+    "net.netfilter.nf_conntrack_tcp_be_liberal=1",
     "net.ipv4.ip_forward=1",
     "net.ipv6.conf.all.forwarding=1",
     "net.ipv6.conf.default.accept_dad=0",

@@ -86,8 +86,12 @@ pub fn restore_input(model: &Model, node: &NodeView, v4: bool) -> String {
     t.nat_rules.push(format!(
         "-A {SERVICES} -m addrtype --dst-type LOCAL ! -d {not_loopback} -j {NODEPORTS}"
     ));
+    if !node.conntrack_tcp_liberal {
+        t.filter_rules.push(format!(
+            "-A {FORWARD} -m conntrack --ctstate INVALID -j DROP"
+        ));
+    }
     t.filter_rules.extend([
-        format!("-A {FORWARD} -m conntrack --ctstate INVALID -j DROP"),
         format!("-A {FORWARD} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j ACCEPT"),
         format!("-A {FORWARD} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"),
     ]);

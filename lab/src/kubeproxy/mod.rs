@@ -45,6 +45,13 @@
 //! NodePorts answer on every local address in iptables mode and on the
 //! node's addresses (`--nodeport-addresses primary`, the nftables mode's
 //! default) in nftables mode.
+//!
+//! The lab's nodes run with `nf_conntrack_tcp_be_liberal=1`, so the
+//! iptables mode leaves out its `KUBE-FORWARD` drop of INVALID packets,
+//! as kube-proxy does when it finds that sysctl set: the agent's host
+//! routing sends pod-to-pod packets around the node's netfilter, so the
+//! node's conntrack sees ICMP errors (and mid-flow packets) of flows it
+//! never saw, which that rule would drop.
 
 pub mod daemon;
 pub mod install;
@@ -131,6 +138,10 @@ pub struct NodeView {
     /// The cluster's pod CIDRs (`--cluster-cidr`): traffic from them is
     /// "local" (from a pod) to the traffic detector.
     pub pod_cidrs: Vec<IpNetwork>,
+    /// The node's `net.netfilter.nf_conntrack_tcp_be_liberal` is set:
+    /// kube-proxy's iptables mode then leaves out its drop of packets
+    /// conntrack calls INVALID.
+    pub conntrack_tcp_liberal: bool,
 }
 
 impl NodeView {
@@ -331,5 +342,7 @@ pub fn node_view(state: &super::state::LabState, index: usize) -> NodeView {
             .iter()
             .filter_map(|c| c.parse().ok())
             .collect(),
+        // `lab up` sets it on every node (see `setup::NODE_SYSCTLS`).
+        conntrack_tcp_liberal: true,
     }
 }

@@ -108,6 +108,7 @@ fn node() -> NodeView {
             "10.244.0.0/16".parse().unwrap(),
             "fd00:10:244::/64".parse().unwrap(),
         ],
+        conntrack_tcp_liberal: false,
     }
 }
 
@@ -220,6 +221,17 @@ COMMIT
 fn iptables_input_for_a_small_model() {
     let got = iptables::restore_input(&model(), &node(), true);
     assert_eq!(got, IPTABLES_V4, "got:\n{got}");
+    // With a liberal conntrack, kube-proxy drops no INVALID packet.
+    let mut liberal = node();
+    liberal.conntrack_tcp_liberal = true;
+    let got = iptables::restore_input(&model(), &liberal, true);
+    assert_eq!(
+        got,
+        IPTABLES_V4.replace(
+            "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n",
+            ""
+        )
+    );
 }
 
 const NFT_V6: &str = "\
