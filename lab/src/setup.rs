@@ -331,7 +331,33 @@ pub fn restart_agent(
         });
     }
     state.save()?;
-    launch_agents(state, &restart, exe, progress)
+    let enforced = launch_agents(state, &restart, exe, progress)?;
+    if source.is_some() {
+        // The kube-proxies read the agents' source: they switch with them.
+        stop_kube_proxies(state);
+        let revision = enforced.first().map(|(_, s)| s.source_revision.clone());
+        start_kube_proxies(state, exe, revision, progress)?;
+    }
+    Ok(enforced)
+}
+
+/// Stops every node's kube-proxy of `state` (the recorded PIDs that still
+/// run `lab kube-proxy --lab <lab>`), waiting (bounded) until they are gone.
+fn stop_kube_proxies(state: &mut LabState) {
+    let mut pids = Vec::new();
+    for n in &mut state.nodes {
+        if let Some(pid) = n.kube_proxy_pid.take()
+            && is_lab_process(pid, &state.name, b"kube-proxy")
+            && let Ok(raw) = i32::try_from(pid)
+            && kill(Pid::from_raw(raw), Signal::SIGTERM).is_ok()
+        {
+            pids.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts the agents of nodes `nodes` of `state` (each on its bpffs,
@@ -449,12 +475,16 @@ pub struct DownReport {
 /// Whether `pid` runs `bulkhead lab serve --lab <lab>` (guards against a
 /// recorded PID that has since been reused).
 fn is_lab_server(pid: u32, lab: &str) -> bool {
+    is_lab_process(pid, lab, b"serve")
+}
+
+/// Whether `pid` runs `bulkhead lab <command> ... --lab <lab>`.
+fn is_lab_process(pid: u32, lab: &str, command: &[u8]) -> bool {
     let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-    args.windows(2)
-        .any(|w| w == [b"lab".as_slice(), b"serve".as_slice()])
+    args.windows(2).any(|w| w == [b"lab".as_slice(), command])
         && args
             .windows(2)
             .any(|w| w == [b"--lab".as_slice(), lab.as_bytes()])
