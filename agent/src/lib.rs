@@ -120,7 +120,19 @@ pub struct AgentConfig {
     pub grace: Duration,
     /// Flow visibility: accounting, pipeline, exporters, local API.
     pub flows: FlowsConfig,
+    /// The service mark: the `skb->mark` bit that hands a Service
+    /// connection's first packet to the program after kube-proxy's
+    /// translation (see `bulkhead_common::CONFIG_SERVICE_MARK_SHIFT`); 0
+    /// judges Service traffic as the pod sent it.
+    pub service_mark: u32,
+    /// Devices to hook as uplinks beyond those the routes say lead to
+    /// other nodes (see `Snapshot::uplinks`).
+    pub uplinks: Vec<String>,
 }
+
+/// The default service mark: bit 22, clear of kube-proxy's 0x4000 and
+/// 0x8000.
+pub const DEFAULT_SERVICE_MARK: u32 = 0x0040_0000;
 
 /// Enters the named network namespace (`/run/netns/NAME`) for this thread
 /// and the threads it starts; the mount namespace (and so bpffs) stays.

@@ -14,7 +14,7 @@ use super::cnibind;
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
 use crate::cni::{Registry, Stored};
-use bulkhead_dataplane::node::LocalEndpoint;
+use bulkhead_dataplane::node::{LocalEndpoint, Uplink};
 use bulkhead_dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use bulkhead_policy::compile::{Compiled, compile_on_node};
 use bulkhead_policy::model::Model;
@@ -49,6 +49,8 @@ struct Reconciler {
     state: AgentState,
     current: Option<Current>,
     node: NodeSnapshot,
+    /// The uplinks hooked last (`leave_node`).
+    uplinks: Vec<Uplink>,
     endpoints: Option<Vec<LocalEndpoint>>,
     /// MACs of the local endpoints' interfaces (from CNI ADD) in force.
     macs: BTreeMap<usize, [u8; 6]>,
@@ -129,6 +131,7 @@ impl Reconciler {
         )?;
         let revision = dp.revision()?;
         dp.set_host_routing(cfg.host_routing)?;
+        dp.set_service_mark(cfg.service_mark)?;
         let what = match origin {
             Origin::Adopted => "adopted the pinned dataplane",
             Origin::Loaded => "loaded the dataplane",
@@ -162,6 +165,7 @@ impl Reconciler {
             state,
             current: None,
             node: NodeSnapshot::default(),
+            uplinks: Vec::new(),
             endpoints: None,
             macs: BTreeMap::new(),
             enforced: Err("not synced yet".into()),
@@ -213,13 +217,15 @@ impl Reconciler {
             let eps = local_endpoints(cur, &self.node, node_name);
             let (eps, macs) = cnibind::bind(eps, &cur.model, &self.node.links, &regs, node_name);
             let eps_changed = self.endpoints.as_ref() != Some(&eps) || self.macs != macs;
-            let hooks_due = std::mem::take(&mut self.hooks_due);
+            let uplinks = self.node.links.uplinks(&eps, &self.cfg.uplinks);
+            let hooks_due = std::mem::take(&mut self.hooks_due) || uplinks != self.uplinks;
+            self.uplinks.clone_from(&uplinks);
             if changed || eps_changed || (hooks_due && self.sync_failed) {
                 let (synced, attached) = step(
                     &mut self.dp,
                     &self.cfg,
                     cur,
-                    (&eps, &macs),
+                    (&eps, &uplinks, &macs),
                     &mut self.state,
                     &self.flows,
                 );
@@ -234,7 +240,7 @@ impl Reconciler {
             } else if hooks_due {
                 // Only the hooks: the maps change only by our syncs, and
                 // a sync builds and compares whole images (not idle work).
-                if !attach(&mut self.dp, &self.cfg, &eps, &mut self.state) {
+                if !attach(&mut self.dp, &self.cfg, (&eps, &uplinks), &mut self.state) {
                     self.enforced = Err(self.state.error.clone().unwrap_or_default());
                 } else if !self.sync_failed {
                     self.enforced = Ok(());
@@ -335,7 +341,7 @@ fn step(
     dp: &mut Dataplane,
     cfg: &AgentConfig,
     cur: &Current,
-    (eps, macs): (&[LocalEndpoint], &BTreeMap<usize, [u8; 6]>),
+    (eps, uplinks, macs): (&[LocalEndpoint], &[Uplink], &BTreeMap<usize, [u8; 6]>),
     state: &mut AgentState,
     flows: &AgentFlows,
 ) -> (bool, bool) {
@@ -367,7 +373,7 @@ fn step(
     if state.source_revision == cur.revision {
         state.error = None;
     }
-    let attached = attach(dp, cfg, eps, state);
+    let attached = attach(dp, cfg, (eps, uplinks), state);
     state.endpoints = eps
         .iter()
         .map(|e| EndpointState {
@@ -384,10 +390,10 @@ fn step(
 fn attach(
     dp: &mut Dataplane,
     cfg: &AgentConfig,
-    eps: &[LocalEndpoint],
+    (eps, uplinks): (&[LocalEndpoint], &[Uplink]),
     state: &mut AgentState,
 ) -> bool {
-    match dp.reconcile_hooks(eps, cfg.xdp) {
+    match dp.reconcile_hooks(eps, uplinks, cfg.xdp) {
         Ok(r) => {
             for (dev, hook) in &r.attached {
                 tracing::info!(%dev, hook, "attached");

@@ -1,5 +1,8 @@
 //! The ABI shared by Bulkhead's eBPF programs and its userspace controller
-//! (version 8 flags identities that are the local node's or pods'
+//! (version 9 judges Service traffic on its backend: the SERVICES and
+//! SERVICE_CT maps, the service mark in `Config::flags`
+//! ([`CONFIG_SERVICE_MARK_SHIFT`]), [`CT_SERVICE`], [`Verdict::Deferred`],
+//! [`HOOK_TRANSLATED`] and [`DropReason::ServiceUnjudged`]; version 8 flags identities that are the local node's or pods'
 //! addresses ([`IdentityValue::flags`]: ingress from the node is always
 //! allowed, ICMP errors are checked against their sender) and adds
 //! [`DropReason::IcmpErrorSender`]; version 7 adds host routing: `Config::flags` with
@@ -44,7 +47,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -521,6 +524,25 @@ const _: () = assert!(offset_of!(Config, flags) == 8);
 /// [`CT_HOST_ROUTED`]) takes the stack as without the flag.
 pub const CONFIG_F_HOST_ROUTING: u64 = 1;
 
+/// Where [`Config::flags`] holds the service mark: its upper 32 bits (the
+/// `CONFIG_F_*` bits are the lower ones; a program of an earlier ABI
+/// ignores them, and 0 there turns Service judging off).
+///
+/// The service mark is the one `skb->mark` bit `from_pod` sets on the
+/// first packet of a connection to a Service frontend (see
+/// [`ServiceKey`]) that it leaves for the node to translate; the program
+/// that sees the packet after kube-proxy's DNAT (`to_pod` of a local
+/// backend, `leave_node` on the node's way out) finds the bit, judges the
+/// client's egress on the backend, and clears it. The bit must be one no
+/// other component of the node uses (kube-proxy uses 0x4000 and 0x8000).
+pub const CONFIG_SERVICE_MARK_SHIFT: u32 = 32;
+
+/// The service mark in `flags` (0: Service traffic is judged as sent).
+#[inline(always)]
+pub const fn config_service_mark(flags: u64) -> u32 {
+    (flags >> CONFIG_SERVICE_MARK_SHIFT) as u32
+}
+
 // ---------------------------------------------------------------------------
 // CT: conntrack.
 
@@ -578,6 +600,11 @@ pub const CT_SEEN_REPLY: u8 = 1 << 0;
 /// keeps its replies on the stack, where netfilter's conntrack undoes the
 /// NAT.
 pub const CT_HOST_ROUTED: u8 = 1 << 1;
+/// CT flag: the connection was opened to a Service frontend (the key's
+/// destination) and the node translated it to the backend in
+/// [`SERVICE_CT`](ServiceBackend): the client's egress side is judged on
+/// that backend, and re-judged on it when the revision changes.
+pub const CT_SERVICE: u8 = 1 << 2;
 
 /// Value of CT.
 #[repr(C)]
@@ -636,6 +663,61 @@ pub mod tcp_flags {
 }
 
 // ---------------------------------------------------------------------------
+// SERVICES and SERVICE_CT: Service frontends and translated connections.
+
+/// Key of SERVICES: one Service frontend (an address and port kube-proxy
+/// translates: a ClusterIP, a node address with a NodePort, an external
+/// or load-balancer address) in one slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// Policy slot.
+    pub slot: u8,
+    /// IP protocol.
+    pub proto: u8,
+    /// Port, host order.
+    pub port: u16,
+    /// Address (IPv4 mapped into IPv6).
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<ServiceKey>() == 20);
+const _: () = assert!(offset_of!(ServiceKey, addr) == 4);
+
+/// Value of SERVICES: reserved flags (0). Presence is what counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceValue {
+    /// Reserved; zero.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<ServiceValue>() == 4);
+
+/// Frontends per slot.
+pub const SERVICES_SLOT_CAPACITY: u32 = 65_536;
+/// Capacity of SERVICES (both slots).
+pub const SERVICES_MAX: u32 = SERVICES_SLOT_CAPACITY * SLOTS as u32;
+/// Capacity of SERVICE_CT (LRU).
+pub const SERVICE_CT_MAX: u32 = 65_536;
+
+/// Value of SERVICE_CT, keyed by a connection's original tuple (client to
+/// frontend, a [`CtKey`]): the backend address and port the node
+/// translated it to, as the program after the translation saw them.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceBackend {
+    /// The backend's address (IPv4 mapped into IPv6).
+    pub addr: [u8; 16],
+    /// The backend's port, host order.
+    pub port: u16,
+    /// 1 when the client's egress allowed the connection to the backend,
+    /// 0 when it denied it.
+    pub allowed: u8,
+    /// Padding; zero.
+    pub _pad: u8,
+}
+const _: () = assert!(size_of::<ServiceBackend>() == 20);
+
+// ---------------------------------------------------------------------------
 // FRAGS: fragment tracking.
 
 /// Hook number in a [`FragKey`]: `from_pod` (TC ingress of the host veth).
@@ -684,7 +766,13 @@ const _: () = assert!(size_of::<FragEntry>() == 16);
 
 /// Why a packet was dropped: the index of its DROPS counter. Numbers are
 /// stable and never reused.
-#[repr(u32)]
+///
+/// verifier: one byte, like [`Verdict`], so the programs'
+/// `Result<Verdict, DropReason>` is a tag and one payload byte that both
+/// variants define (a wider payload left bytes undefined in the `Ok` case,
+/// which LLVM may store from a clobbered register; the verifier rejects
+/// that).
+#[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DropReason {
     /// A new connection that no rule allows (egress of the source at
@@ -717,10 +805,19 @@ pub enum DropReason {
     /// the connection's peer (only the peer, the node and routers outside
     /// the pods may send one).
     IcmpErrorSender = 13,
+    /// A packet carrying the service mark (deferred by `from_pod` to be
+    /// judged after the node's translation) whose hand-off record was not
+    /// its own (the node queued it, e.g. for neighbour resolution): it
+    /// cannot be judged, so it is dropped; the client's retransmission is
+    /// judged.
+    ServiceUnjudged = 14,
+    /// A program the packet's path needs (a tail call: `open_*`,
+    /// `to_backend`) is missing: the dataplane is loaded only in part.
+    TailCallFailed = 15,
 }
 
 /// Every drop reason, for iteration (exporters, tests).
-pub const DROP_REASONS: [DropReason; 13] = [
+pub const DROP_REASONS: [DropReason; 15] = [
     DropReason::PolicyDenied,
     DropReason::Malformed,
     DropReason::PolicyRevoked,
@@ -734,8 +831,10 @@ pub const DROP_REASONS: [DropReason; 13] = [
     DropReason::FragmentOverlap,
     DropReason::FragmentUntracked,
     DropReason::IcmpErrorSender,
+    DropReason::ServiceUnjudged,
+    DropReason::TailCallFailed,
 ];
-const _: () = assert!((DropReason::IcmpErrorSender as u32) < DROPS_MAX);
+const _: () = assert!((DropReason::TailCallFailed as u32) < DROPS_MAX);
 
 impl DropReason {
     /// A stable snake_case name (metrics labels, logs).
@@ -754,6 +853,8 @@ impl DropReason {
             Self::FragmentOverlap => "fragment_overlap",
             Self::FragmentUntracked => "fragment_untracked",
             Self::IcmpErrorSender => "icmp_error_sender",
+            Self::ServiceUnjudged => "service_unjudged",
+            Self::TailCallFailed => "tail_call_failed",
         }
     }
 }
@@ -776,6 +877,9 @@ pub enum Verdict {
     Dropped = 4,
     /// Passed without policy: ARP, neighbour discovery, non-IP.
     Bypass = 5,
+    /// The first packet of a connection to a Service frontend, passed to
+    /// the node for translation with the service mark: judged after it.
+    Deferred = 6,
 }
 
 /// Kinds of flow events (the ring buffer record comes with flow logs;
@@ -917,6 +1021,10 @@ const _: () = assert!(offset_of!(FlowEvent, kind) == 128);
 
 /// Hook number of `xdp_prefilter` in a [`FlowEvent`].
 pub const HOOK_XDP: u8 = 3;
+/// Hook number in a [`FlowEvent`] of a client's egress judged after the
+/// node translated a Service connection (`to_pod` of the backend or
+/// `leave_node`).
+pub const HOOK_TRANSLATED: u8 = 4;
 
 /// [`FlowConfig::flags`]: count packets in the flow tables.
 pub const FLOW_CONFIG_ACCOUNTING: u32 = 1 << 0;
@@ -1037,6 +1145,9 @@ mod user {
     unsafe impl aya::Pod for super::EndpointInfo {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceValue {}
+    unsafe impl aya::Pod for super::ServiceBackend {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::FragKey {}
     unsafe impl aya::Pod for super::FragEntry {}

@@ -24,6 +24,8 @@ fn drop_reason_numbers_are_stable() {
             (11, "fragment_overlap"),
             (12, "fragment_untracked"),
             (13, "icmp_error_sender"),
+            (14, "service_unjudged"),
+            (15, "tail_call_failed"),
         ]
     );
     assert!(DROP_REASONS.iter().all(|r| (*r as u32) < DROPS_MAX));
@@ -38,8 +40,9 @@ fn verdict_and_event_numbers_are_stable() {
             Verdict::Related as u8,
             Verdict::Dropped as u8,
             Verdict::Bypass as u8,
+            Verdict::Deferred as u8,
         ],
-        [1, 2, 3, 4, 5]
+        [1, 2, 3, 4, 5, 6]
     );
     assert_eq!([EventKind::Drop as u8, EventKind::NewFlow as u8], [1, 2]);
 }
@@ -71,7 +74,7 @@ fn slotted_prefixes_and_slots() {
 
 #[test]
 fn policy_v4_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 8);
+    assert_eq!(ABI_VERSION, 9);
     assert_eq!(CONFIG_F_HOST_ROUTING, 1);
     assert_eq!((IDENTITY_F_NODE, IDENTITY_F_POD), (1, 2));
     assert_eq!((RULE_NONE, RULE_NODE), (u32::MAX, u32::MAX - 1));

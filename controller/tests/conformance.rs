@@ -91,6 +91,7 @@ fn load(manifests: &Path, subnet: &str) -> Result<Model, String> {
     let plan = AddressPlan {
         cidrs: vec![cidr],
         ignore_status: true,
+        ..AddressPlan::default()
     };
     load_dir(manifests, &plan).map_err(|e| format!("load_dir failed: {e}"))
 }

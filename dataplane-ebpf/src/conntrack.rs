@@ -17,15 +17,16 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use bulkhead_common::{
-    CT_HOST_ROUTED, CT_SEEN_REPLY, CT_UNCHECKED, CtEntry, CtKey, DropReason, EndpointInfo,
-    HOOK_FROM_POD, HOOK_TO_POD, Verdict,
+    CT_HOST_ROUTED, CT_SEEN_REPLY, CT_SERVICE, CT_UNCHECKED, CtEntry, CtKey, DropReason,
+    EndpointInfo, HOOK_FROM_POD, HOOK_TO_POD, Verdict,
 };
 
 use crate::{
-    flowlog::Meta,
+    flowlog::{Meta, TAIL_REJUDGE},
     maps::CT,
-    parse::{Parsed, reverse_into},
+    parse::{Parsed, copy_into, reverse_into},
     policy::{Side, check_side, identity, policy_port},
+    service,
 };
 
 /// Whether a packet goes the connection's original way or back.
@@ -75,13 +76,8 @@ pub fn known(key: &CtKey, rev: &mut CtKey) -> bool {
     CT.get_ptr(&*rev).is_some()
 }
 
-/// Tracks a packet of a `Kind::Flow`: established (either direction, side
-/// re-checked if stale) or new (checked, then recorded). Leaves direction,
-/// side, rule and newness in `p.flow` for flow accounting, and for
-/// `from_pod` what host routing needs (see `Meta::host_routed`,
-/// `Meta::peer_revision`). `routed`: host routing
-/// delivers this packet (`deliver`), so an original-direction packet
-/// marks the entry `CT_HOST_ROUTED`.
+/// Tracks a packet of a `Kind::Flow`: [`established`], else [`open`]ed
+/// (`deliver`, which has the verifier budget for both in one program).
 #[inline(always)]
 pub fn track(
     revision: u64,
@@ -91,31 +87,67 @@ pub fn track(
     routed: bool,
     p: &mut Parsed,
 ) -> Result<Verdict, DropReason> {
-    let now = p.flow.now();
-    let flags = p.tcp_flags;
+    match established(revision, slot, ep, hook, routed, true, p) {
+        Some(verdict) => verdict,
+        None => open(revision, slot, ep, hook, routed, false, p),
+    }
+}
+
+/// A packet of a connection CT holds (either direction; a side checked
+/// under an older revision is checked again): its verdict, or `None` when
+/// CT holds none (a new connection: see [`open`]). Leaves direction, side
+/// and rule in `p.flow` for flow accounting, and for `from_pod` what host
+/// routing needs (see `Meta::host_routed`, `Meta::peer_revision`).
+/// `routed`: host routing delivers this packet (`deliver`), so an
+/// original-direction packet marks the entry `CT_HOST_ROUTED`.
+/// `services`: a Service connection's stale egress side is judged here on
+/// its backend; else the packet is left to `open_*` (`p.flow.tail`).
+#[inline(always)]
+pub fn established(
+    revision: u64,
+    slot: u8,
+    ep: &EndpointInfo,
+    hook: Hook,
+    routed: bool,
+    services: bool,
+    p: &mut Parsed,
+) -> Option<Result<Verdict, DropReason>> {
+    let at = Established {
+        revision,
+        slot,
+        hook,
+        tcp_flags: p.tcp_flags,
+        now: p.flow.now(),
+        routed,
+        services,
+    };
     if let Some(entry) = CT.get_ptr_mut(&p.key.tuple) {
-        let at = Established {
-            revision,
-            slot,
-            hook,
-            tcp_flags: flags,
-            now,
-            routed,
-        };
-        return at.update(entry, &p.key.tuple, Dir::Original, ep, &mut p.flow);
+        let flow = &mut p.flow;
+        return Some(at.update(entry, &p.key.tuple, Dir::Original, ep, flow, &mut p.xlate));
     }
     reverse_into(&p.key.tuple, &mut p.rev);
-    if let Some(entry) = CT.get_ptr_mut(&p.rev) {
-        let at = Established {
-            revision,
-            slot,
-            hook,
-            tcp_flags: flags,
-            now,
-            routed,
-        };
-        return at.update(entry, &p.rev, Dir::Reply, ep, &mut p.flow);
+    let entry = CT.get_ptr_mut(&p.rev)?;
+    Some(at.update(entry, &p.rev, Dir::Reply, ep, &mut p.flow, &mut p.xlate))
+}
+
+/// A new connection (CT holds none): its side at this hook is checked and
+/// the connection recorded. `defer`: a connection to a Service frontend is
+/// left to the program after the node's translation (`Verdict::Deferred`;
+/// see `service`).
+#[inline(always)]
+pub fn open(
+    revision: u64,
+    slot: u8,
+    ep: &EndpointInfo,
+    hook: Hook,
+    routed: bool,
+    defer: bool,
+    p: &mut Parsed,
+) -> Result<Verdict, DropReason> {
+    if defer && service::is_frontend(slot, &p.key.tuple) {
+        return Ok(Verdict::Deferred);
     }
+    let now = p.flow.now();
     let side = hook.new_side();
     let judged = check_side(slot, ep, side, &p.key.tuple, p.policy_port, true)
         .map_err(|()| DropReason::PolicyDenied)?;
@@ -157,8 +189,11 @@ struct Established {
     hook: Hook,
     tcp_flags: u8,
     now: u64,
-    /// Host routing delivers the packet (see [`track`]).
+    /// Host routing delivers the packet (see [`established`]).
     routed: bool,
+    /// Judge a Service connection's stale egress side here (see
+    /// [`established`]).
+    services: bool,
 }
 
 impl Established {
@@ -170,6 +205,7 @@ impl Established {
         dir: Dir,
         ep: &EndpointInfo,
         flow: &mut Meta,
+        xlate: &mut CtKey,
     ) -> Result<Verdict, DropReason> {
         let side = match (self.hook, dir) {
             (Hook::FromPod, Dir::Original) | (Hook::ToPod, Dir::Reply) => Side::Egress,
@@ -184,8 +220,28 @@ impl Established {
             Side::Egress => e.egress_revision,
             Side::Ingress => e.ingress_revision,
         };
+        let translated = e.flags & CT_SERVICE != 0;
+        flow.service = translated;
         if checked != self.revision {
-            match check_side(self.slot, ep, side, orig, policy_port(orig), true) {
+            let service_egress = translated && side == Side::Egress;
+            if service_egress && !self.services {
+                // Judged on the backend by `open_*` (`flow.tail`), whose
+                // verifier budget has room for it.
+                flow.tail = TAIL_REJUDGE;
+                return Ok(Verdict::Established);
+            }
+            // A Service connection's egress is the client's to the backend
+            // (no record: judged as denied, see `service::backend_into`).
+            // verifier: always judged on the scratch copy `xlate`, so both
+            // kinds of connection share one path through `check_side`.
+            copy_into(orig, xlate);
+            let found = !service_egress || service::backend_into(orig, xlate);
+            let judged = if found {
+                check_side(self.slot, ep, side, xlate, policy_port(xlate), true)
+            } else {
+                Err(())
+            };
+            match judged {
                 Ok(judged) => match side {
                     Side::Egress => {
                         e.egress_rule = judged.rule;

@@ -71,6 +71,12 @@ pub struct Meta {
     /// was checked under, `CT_UNCHECKED` if never or unknown; its rule and
     /// audit bits), as the packet found the entry.
     pub peer_revision: u64,
+    /// What `from_pod`/`to_pod` leave to their `open_*` program (tail
+    /// call): [`TAIL_NONE`], [`TAIL_OPEN`] or [`TAIL_REJUDGE`].
+    pub tail: u8,
+    /// The connection is a Service connection (`CT_SERVICE`): it goes
+    /// through the node's translation, never host-routed.
+    pub service: bool,
     /// See `peer_revision`.
     pub peer_rule: u32,
     /// See `peer_revision`.
@@ -100,6 +106,7 @@ impl Meta {
     pub fn reset(&mut self) {
         self.now = 0;
         self.ready = false;
+        self.tail = TAIL_NONE;
     }
 
     /// The endpoint and program of the packet (TC: `xdp` 0).
@@ -123,6 +130,7 @@ impl Meta {
         self.rule = RULE_NONE;
         self.audit = 0;
         self.host_routed = false;
+        self.service = false;
         self.peer_revision = CT_UNCHECKED;
     }
 
@@ -142,6 +150,15 @@ impl Meta {
         self.now
     }
 }
+
+/// [`Meta::tail`]: nothing left to another program.
+pub const TAIL_NONE: u8 = 0;
+/// [`Meta::tail`]: a new connection (CT holds none), judged and recorded
+/// by `open_from_pod` / `open_to_pod`.
+pub const TAIL_OPEN: u8 = 1;
+/// [`Meta::tail`]: a Service connection whose egress side is stale,
+/// judged on its backend by `open_from_pod` / `open_to_pod`.
+pub const TAIL_REJUDGE: u8 = 2;
 
 /// Adds `n` to flow counter `stat` on this CPU.
 #[inline(always)]

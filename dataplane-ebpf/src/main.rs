@@ -37,6 +37,7 @@ mod notify;
 mod parse;
 mod policy;
 mod programs;
+mod service;
 
 #[cfg(not(test))]
 #[panic_handler]

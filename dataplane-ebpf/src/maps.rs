@@ -16,12 +16,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
-use crate::parse::Parsed;
+use crate::{parse::Parsed, service::Pending};
 use bulkhead_common::{
     CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EVENTS_RING_BYTES, EndpointInfo,
     EndpointKey, FLOW_STATS_MAX, FLOWS_CAPACITY, FRAGS_MAX, FlowConfig, FlowKey, FlowValue,
     FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, POLICY_NODES_MAX,
-    PolicyNode, PolicyNodeKey,
+    PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICES_MAX, ServiceBackend, ServiceKey,
+    ServiceValue,
 };
 
 /// (slot, address) → identity (address class), both families in one trie.
@@ -197,3 +198,55 @@ pub static SCRATCH: PerCpuArray<Parsed> = PerCpuArray::with_max_entries(2, 0);
 ///   packet to the stack as without host routing.
 #[map]
 pub static DELIVER: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// (slot, protocol, port, address) → a Service frontend kube-proxy
+/// translates (see `service.rs`).
+///
+/// - Key: [`ServiceKey`]; value: [`ServiceValue`] (presence counts).
+/// - Written by: the controller, with the policy image of the slot (the
+///   frontends of every Service, NodePorts on the node's addresses).
+/// - Read by: `from_pod` (a new connection to a frontend is deferred to
+///   the program after the translation) and `xdp_prefilter` (leaves it to
+///   `from_pod`).
+/// - Capacity: `SERVICES_MAX` (two slots), not preallocated.
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> =
+    HashMap::with_max_entries(SERVICES_MAX, BPF_F_NO_PREALLOC);
+
+/// A Service connection's original tuple (client → frontend) → the backend
+/// the node translated it to ([`ServiceBackend`]).
+///
+/// - Written by: the programs after the translation (`to_pod`,
+///   `leave_node`), for every judged first packet, allowed or not.
+/// - Read by: the client's programs when they re-judge the connection's
+///   egress under a new revision (`conntrack.rs`), and by the controller,
+///   which names the backend in the client's flow records.
+/// - LRU: an evicted entry makes the client's next packet re-judged from
+///   scratch (its connection is looked up as new and deferred again).
+#[map]
+pub static SERVICE_CT: LruHashMap<CtKey, ServiceBackend> =
+    LruHashMap::with_max_entries(SERVICE_CT_MAX, 0);
+
+/// Per-CPU hand-off from `from_pod` to the program after the node's
+/// translation: the deferred packet's original tuple and client. Internal
+/// to the programs, never read by userspace.
+///
+/// The node forwards a packet synchronously from the TC ingress hook of
+/// the client's veth to the TC egress hook of the device it leaves by (one
+/// softirq on one CPU, no queue in between), so the entry the service mark
+/// points at is the packet's own; `service.rs` checks it still.
+#[map]
+pub static SERVICE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// The TC programs the TC programs tail-call, by index (`programs`):
+/// `TAIL_TO_BACKEND` → `to_backend`, `TAIL_OPEN_FROM_POD` →
+/// `open_from_pod`, `TAIL_OPEN_TO_POD` → `open_to_pod`, `TAIL_TO_POD` →
+/// `to_pod`.
+///
+/// - Written by: the loader, once per load (the pins keep the entries).
+/// - Tail calls, as for DELIVER: each program is verified on its own, so
+///   `from_pod` and `to_pod` keep only what established connections need
+///   and stay well within the verifier's complexity limit. An empty entry
+///   drops the packet (`TailCallFailed`).
+#[map]
+pub static TAILS: ProgramArray = ProgramArray::with_max_entries(4, 0);

@@ -130,6 +130,9 @@ pub struct Parsed {
     pub inner: CtKey,
     /// `key.tuple` reversed (conntrack's reply lookup), when computed.
     pub rev: CtKey,
+    /// A Service connection's tuple as the client's egress is judged on
+    /// it: the client's own address and port to the backend (`service`).
+    pub xlate: CtKey,
     /// IP identification of a fragment's datagram.
     pub frag_id: u32,
     /// Destination port for policy (0 for protocols without ports and ICMP).
@@ -157,6 +160,7 @@ const _: () = assert!(align_of::<Parsed>() == 8);
 const _: () = assert!(offset_of!(Parsed, key) % 8 == 0);
 const _: () = assert!(offset_of!(Parsed, inner) % 8 == 0);
 const _: () = assert!(offset_of!(Parsed, rev) % 8 == 0);
+const _: () = assert!(offset_of!(Parsed, xlate) % 8 == 0);
 
 /// Whole-word writes into a `CtKey` that sits at an 8-aligned address (the
 /// tuples of [`Parsed`]; see the asserts above).

@@ -1,6 +1,8 @@
-//! Attaching the programs to pod veths.
+//! Attaching the programs to pod veths and to the node's uplinks.
 //!
-//! - TC: tcx links (kernel 6.6+), pinned as `links/<ifindex>-from_pod|to_pod`;
+//! - TC: tcx links (kernel 6.6+), pinned as
+//!   `links/<ifindex>-from_pod|to_pod` on pod veths and
+//!   `links/<ifindex>-leave_node` (TC egress) on uplinks;
 //!   with [`TcMode::Netlink`] (older kernels, or forced) a clsact qdisc and
 //!   direct-action filters at a fixed priority and handle. Netlink filters
 //!   are not links and cannot be pinned, but they stay attached after the
@@ -26,8 +28,8 @@ use aya::programs::{LinkOrder, SchedClassifier, TcAttachType, XdpMode};
 use aya_obj::generated::bpf_attach_type;
 
 use super::pins::remove_pin;
-use super::{Dataplane, DataplaneError, FROM_POD, TO_POD};
-use crate::node::LocalEndpoint;
+use super::{Dataplane, DataplaneError, FROM_POD, LEAVE_NODE, TO_POD};
+use crate::node::{LocalEndpoint, Uplink};
 
 /// How TC programs are attached.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -76,112 +78,163 @@ fn tcx_available(mode: TcMode) -> bool {
 pub(super) fn reconcile(
     dp: &mut Dataplane,
     endpoints: &[LocalEndpoint],
+    uplinks: &[Uplink],
     xdp: bool,
 ) -> Result<HookReport, DataplaneError> {
     let mut report = HookReport::default();
     let tcx = tcx_available(dp.tc_mode);
     let mut wanted: BTreeSet<String> = BTreeSet::new();
-    for ep in endpoints {
-        for (hook, ty) in [
-            (FROM_POD, TcAttachType::Ingress),
-            (TO_POD, TcAttachType::Egress),
-        ] {
-            let prog = if hook == FROM_POD {
-                &mut dp.from_pod
+    let tc_hooks = endpoints
+        .iter()
+        .flat_map(|ep| {
+            [
+                (
+                    ep.ifindex,
+                    ep.ifname.as_str(),
+                    FROM_POD,
+                    TcAttachType::Ingress,
+                ),
+                (ep.ifindex, ep.ifname.as_str(), TO_POD, TcAttachType::Egress),
+            ]
+        })
+        .chain(uplinks.iter().map(|u| {
+            (
+                u.ifindex,
+                u.ifname.as_str(),
+                LEAVE_NODE,
+                TcAttachType::Egress,
+            )
+        }));
+    for (ifindex, ifname, hook, ty) in tc_hooks {
+        let dev = Device { ifindex, ifname };
+        let prog = match hook {
+            FROM_POD => &mut dp.from_pod,
+            TO_POD => &mut dp.to_pod,
+            _ => &mut dp.leave_node,
+        };
+        if tcx {
+            wanted.insert(format!("{ifindex}-{hook}"));
+            let pin = dp.pins.link(ifindex, hook);
+            if tcx_attach(prog, &pin, dev, hook, ty)? {
+                report.attached.push((ifname.to_owned(), hook));
             } else {
-                &mut dp.to_pod
-            };
-            if tcx {
-                wanted.insert(format!("{}-{hook}", ep.ifindex));
-                let pin = dp.pins.link(ep.ifindex, hook);
-                if tcx_present(prog, &pin, ep, ty)? {
-                    report.present += 1;
-                    continue;
-                }
-                remove_pin(&pin)?;
-                let id = prog
-                    .attach_with_options(
-                        &ep.ifname,
-                        ty,
-                        TcAttachOptions::TcxOrder(LinkOrder::default()),
-                    )
-                    .map_err(DataplaneError::program(
-                        "attaching (tcx)",
-                        format!("{hook} to {}", ep.ifname),
-                    ))?;
-                let link = prog
-                    .take_link(id)
-                    .map_err(DataplaneError::program("taking link", hook))?;
-                let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pin {
-                    action: "converting tcx link",
-                    path: pin.clone(),
-                    reason: e.to_string(),
-                })?;
-                pin_link(fd, &pin)?;
-                report.attached.push((ep.ifname.clone(), hook));
-            } else {
-                if netlink_attach(prog, ep, hook, ty)? {
-                    report.attached.push((ep.ifname.clone(), hook));
-                } else {
-                    report.present += 1;
-                }
-                if !report.netlink_devices.contains(&ep.ifname) {
-                    report.netlink_devices.push(ep.ifname.clone());
-                }
-            }
-        }
-        if xdp {
-            wanted.insert(format!("{}-{XDP_HOOK}", ep.ifindex));
-            let pin = dp.pins.link(ep.ifindex, XDP_HOOK);
-            let ours = dp
-                .xdp
-                .info()
-                .map_err(DataplaneError::program("querying", "xdp_prefilter"))?
-                .id();
-            let present = PinnedLink::from_pin(&pin)
-                .ok()
-                .and_then(|l| FdLink::from(l).info().ok())
-                .is_some_and(|i| i.program_id() == ours);
-            if present {
                 report.present += 1;
-                continue;
             }
-            remove_pin(&pin)?;
-            let id = dp
-                .xdp
-                .attach_to_if_index(ep.ifindex, XdpMode::default())
-                .map_err(DataplaneError::program(
-                    "attaching",
-                    format!("xdp_prefilter to {}", ep.ifname),
-                ))?;
-            let link = dp
-                .xdp
-                .take_link(id)
-                .map_err(DataplaneError::program("taking link", "xdp_prefilter"))?;
-            match FdLink::try_from(link) {
-                Ok(fd) => pin_link(fd, &pin)?,
-                Err(e) => {
-                    // Netlink-attached XDP (no bpf_link): stays attached
-                    // without a pin; keep it from detaching on drop.
-                    tracing::warn!(dev = %ep.ifname, error = %e, "XDP attached without a link; it cannot be pinned");
-                }
+        } else {
+            if netlink_attach(prog, ifname, hook, ty)? {
+                report.attached.push((ifname.to_owned(), hook));
+            } else {
+                report.present += 1;
             }
-            report.attached.push((ep.ifname.clone(), XDP_HOOK));
+            if !report.netlink_devices.iter().any(|d| d == ifname) {
+                report.netlink_devices.push(ifname.to_owned());
+            }
         }
     }
-    // Links of devices that are gone or no longer endpoints, and XDP links
-    // when XDP is off.
+    if xdp {
+        for ep in endpoints {
+            wanted.insert(format!("{}-{XDP_HOOK}", ep.ifindex));
+            if attach_xdp(dp, ep)? {
+                report.attached.push((ep.ifname.clone(), XDP_HOOK));
+            } else {
+                report.present += 1;
+            }
+        }
+    }
+    // Links of devices that are gone or no longer endpoints or uplinks,
+    // and XDP links when XDP is off.
     let entries = std::fs::read_dir(dp.pins.links())
         .map_err(DataplaneError::io("reading", dp.pins.links()))?;
     for entry in entries {
         let entry = entry.map_err(DataplaneError::io("reading", dp.pins.links()))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if !wanted.contains(&name) && remove_pin(&entry.path())? {
-            tracing::info!(link = %name, "removed the link of a device that is no longer an endpoint");
+            tracing::info!(link = %name, "removed the link of a device that is no longer hooked");
             report.removed += 1;
         }
     }
     Ok(report)
+}
+
+/// A device a TC hook goes on.
+#[derive(Clone, Copy)]
+struct Device<'a> {
+    ifindex: u32,
+    ifname: &'a str,
+}
+
+/// Attaches `prog` as `hook` with a pinned tcx link unless it is there;
+/// whether it attached now.
+fn tcx_attach(
+    prog: &mut SchedClassifier,
+    pin: &std::path::Path,
+    dev: Device<'_>,
+    hook: &'static str,
+    ty: TcAttachType,
+) -> Result<bool, DataplaneError> {
+    if tcx_present(prog, pin, dev, ty)? {
+        return Ok(false);
+    }
+    remove_pin(pin)?;
+    let id = prog
+        .attach_with_options(
+            dev.ifname,
+            ty,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(DataplaneError::program(
+            "attaching (tcx)",
+            format!("{hook} to {}", dev.ifname),
+        ))?;
+    let link = prog
+        .take_link(id)
+        .map_err(DataplaneError::program("taking link", hook))?;
+    let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Pin {
+        action: "converting tcx link",
+        path: pin.to_owned(),
+        reason: e.to_string(),
+    })?;
+    pin_link(fd, pin)?;
+    Ok(true)
+}
+
+/// Attaches `xdp_prefilter` to the endpoint unless it is there; whether it
+/// attached now.
+fn attach_xdp(dp: &mut Dataplane, ep: &LocalEndpoint) -> Result<bool, DataplaneError> {
+    let pin = dp.pins.link(ep.ifindex, XDP_HOOK);
+    let ours = dp
+        .xdp
+        .info()
+        .map_err(DataplaneError::program("querying", "xdp_prefilter"))?
+        .id();
+    let present = PinnedLink::from_pin(&pin)
+        .ok()
+        .and_then(|l| FdLink::from(l).info().ok())
+        .is_some_and(|i| i.program_id() == ours);
+    if present {
+        return Ok(false);
+    }
+    remove_pin(&pin)?;
+    let id = dp
+        .xdp
+        .attach_to_if_index(ep.ifindex, XdpMode::default())
+        .map_err(DataplaneError::program(
+            "attaching",
+            format!("xdp_prefilter to {}", ep.ifname),
+        ))?;
+    let link = dp
+        .xdp
+        .take_link(id)
+        .map_err(DataplaneError::program("taking link", "xdp_prefilter"))?;
+    match FdLink::try_from(link) {
+        Ok(fd) => pin_link(fd, &pin)?,
+        Err(e) => {
+            // Netlink-attached XDP (no bpf_link): stays attached without a
+            // pin; keep it from detaching on drop.
+            tracing::warn!(dev = %ep.ifname, error = %e, "XDP attached without a link; it cannot be pinned");
+        }
+    }
+    Ok(true)
 }
 
 /// Whether the pinned tcx link of `hook` exists and runs our program on
@@ -189,7 +242,7 @@ pub(super) fn reconcile(
 fn tcx_present(
     prog: &SchedClassifier,
     pin: &std::path::Path,
-    ep: &LocalEndpoint,
+    dev: Device<'_>,
     ty: TcAttachType,
 ) -> Result<bool, DataplaneError> {
     let Some(target) = super::bpfsys::pinned_tcx_link(pin)
@@ -199,13 +252,13 @@ fn tcx_present(
     };
     let ours = prog
         .info()
-        .map_err(DataplaneError::program("querying", ep.ifname.clone()))?
+        .map_err(DataplaneError::program("querying", dev.ifname.to_owned()))?
         .id();
     let direction = match ty {
         TcAttachType::Ingress => bpf_attach_type::BPF_TCX_INGRESS,
         _ => bpf_attach_type::BPF_TCX_EGRESS,
     } as u32;
-    Ok(target.prog_id == ours && target.ifindex == ep.ifindex && target.attach_type == direction)
+    Ok(target.prog_id == ours && target.ifindex == dev.ifindex && target.attach_type == direction)
 }
 
 fn pin_link(fd: FdLink, pin: &std::path::Path) -> Result<(), DataplaneError> {
@@ -219,18 +272,18 @@ fn pin_link(fd: FdLink, pin: &std::path::Path) -> Result<(), DataplaneError> {
 /// Attaches with netlink; `Ok(false)` when our filter is already there.
 fn netlink_attach(
     prog: &mut SchedClassifier,
-    ep: &LocalEndpoint,
+    ifname: &str,
     hook: &str,
     ty: TcAttachType,
 ) -> Result<bool, DataplaneError> {
     // EEXIST: the clsact qdisc is there already.
-    let _ = qdisc_add_clsact(&ep.ifname);
+    let _ = qdisc_add_clsact(ifname);
     let options = TcAttachOptions::Netlink(NlOptions {
         priority: NL_PRIORITY,
         handle: NL_HANDLE,
         classid: None,
     });
-    match prog.attach_with_options(&ep.ifname, ty, options) {
+    match prog.attach_with_options(ifname, ty, options) {
         Ok(id) => {
             let link = prog
                 .take_link(id)
@@ -247,7 +300,7 @@ fn netlink_attach(
         }
         Err(e) => Err(DataplaneError::program(
             "attaching (netlink)",
-            format!("{hook} to {}", ep.ifname),
+            format!("{hook} to {ifname}"),
         )(e)),
     }
 }
@@ -258,6 +311,7 @@ pub(super) fn detach_netlink(dev: &str) -> usize {
     for (name, ty) in [
         (FROM_POD, TcAttachType::Ingress),
         (TO_POD, TcAttachType::Egress),
+        (LEAVE_NODE, TcAttachType::Egress),
     ] {
         if qdisc_detach_program(dev, ty, name).is_ok() {
             n += 1;

@@ -5,7 +5,8 @@ use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Ke
 use bulkhead_common::{
     Config, CtEntry, CtKey, DROP_REASONS, DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey,
     IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_NODE_INNER, POLICY_NODES_SLOT_CAPACITY,
-    PolicyNode, PolicyNodeKey, policy_node_index,
+    PolicyNode, PolicyNodeKey, ServiceBackend, ServiceKey, ServiceValue, config_service_mark,
+    policy_node_index,
 };
 
 use super::DataplaneError;
@@ -21,6 +22,8 @@ pub struct KernelMaps {
     config: Array<MapData, Config>,
     ct: HashMap<MapData, CtKey, CtEntry>,
     drops: PerCpuArray<MapData, u64>,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    service_ct: HashMap<MapData, CtKey, ServiceBackend>,
     /// CONFIG's mode flags (`CONFIG_F_*`), written with every revision.
     flags: u64,
 }
@@ -65,6 +68,8 @@ impl KernelMaps {
             config,
             ct: typed(pins, "CT")?,
             drops: typed(pins, "DROPS")?,
+            services: typed(pins, "SERVICES")?,
+            service_ct: typed(pins, "SERVICE_CT")?,
             flags,
         })
     }
@@ -114,6 +119,28 @@ impl KernelMaps {
     /// Number of conntrack entries.
     pub fn ct_len(&self) -> usize {
         self.ct.keys().filter(Result::is_ok).count()
+    }
+
+    /// The service mark in force (0: Service traffic is judged as sent).
+    pub fn service_mark(&self) -> u32 {
+        config_service_mark(self.flags)
+    }
+
+    /// Sets the service mark (one bit, or 0 to judge Service traffic as
+    /// sent), keeping the revision and the other mode flags.
+    pub fn set_service_mark(&mut self, mark: u32) -> Result<(), DataplaneError> {
+        let low = self.flags & u64::from(u32::MAX);
+        let flags = low | u64::from(mark) << bulkhead_common::CONFIG_SERVICE_MARK_SHIFT;
+        if flags == self.flags {
+            return Ok(());
+        }
+        self.set_mode_flags(flags)
+    }
+
+    /// The backend the node translated the Service connection `orig`
+    /// (its original tuple) to, as the dataplane recorded it.
+    pub fn service_backend(&self, orig: &CtKey) -> Option<ServiceBackend> {
+        self.service_ct.get(orig, 0).ok()
     }
 }
 
@@ -176,6 +203,12 @@ impl SlotMaps for KernelMaps {
             let (k, v) = entry.map_err(DataplaneError::map_op("reading", ENDPOINTS_MAP))?;
             if k.slot == slot {
                 image.endpoints.insert(k, v);
+            }
+        }
+        for key in self.services.keys() {
+            let k = key.map_err(DataplaneError::map_op("reading", "SERVICES"))?;
+            if k.slot == slot {
+                image.services.insert(k);
             }
         }
         Ok(image)
@@ -246,5 +279,17 @@ impl SlotMaps for KernelMaps {
         self.endpoints
             .remove(&key)
             .map_err(DataplaneError::map_op("deleting from", ENDPOINTS_MAP))
+    }
+
+    fn put_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError> {
+        self.services
+            .insert(key, ServiceValue::default(), 0)
+            .map_err(DataplaneError::map_op("writing", "SERVICES"))
+    }
+
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError> {
+        self.services
+            .remove(&key)
+            .map_err(DataplaneError::map_op("deleting from", "SERVICES"))
     }
 }

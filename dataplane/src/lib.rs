@@ -42,7 +42,7 @@ pub use kmaps::KernelMaps;
 pub use pins::{DEFAULT_PIN_DIR, PinDir};
 pub use sync::{Desired, SlotMaps, SyncOutcome, Syncer};
 
-use crate::node::LocalEndpoint;
+use crate::node::{LocalEndpoint, Uplink};
 
 /// Program names in the ELF (and their pin names).
 pub const FROM_POD: &str = "from_pod";
@@ -53,8 +53,34 @@ pub const XDP_PREFILTER: &str = "xdp_prefilter";
 /// See [`FROM_POD`]: host routing's second half, `from_pod`'s tail call
 /// through the DELIVER program array (never attached).
 pub const DELIVER: &str = "deliver";
+/// See [`FROM_POD`]: TC egress of the node's uplinks, where a Service
+/// connection translated to another node's backend is judged.
+pub const LEAVE_NODE: &str = "leave_node";
+/// See [`FROM_POD`]: `to_pod`'s tail call for the first packet of a
+/// Service connection after the node's translation (never attached).
+pub const TO_BACKEND: &str = "to_backend";
 /// The program array `from_pod` tail-calls `deliver` through.
 const DELIVER_MAP: &str = "DELIVER";
+/// See [`FROM_POD`]: the tail calls of `from_pod` and `to_pod` for new
+/// connections (and Service connections due for their egress check).
+pub const OPEN_FROM_POD: &str = "open_from_pod";
+/// See [`OPEN_FROM_POD`].
+pub const OPEN_TO_POD: &str = "open_to_pod";
+/// The program array of the TC programs' tail calls, by index (the
+/// `TAIL_*` indexes of the eBPF crate).
+const TAILS_MAP: &str = "TAILS";
+/// The programs in TAILS, at their indexes.
+const TAILS: [&str; 4] = [TO_BACKEND, OPEN_FROM_POD, OPEN_TO_POD, TO_POD];
+/// Every TC program of the ELF.
+const TC_PROGRAMS: [&str; 7] = [
+    FROM_POD,
+    TO_POD,
+    DELIVER,
+    LEAVE_NODE,
+    TO_BACKEND,
+    OPEN_FROM_POD,
+    OPEN_TO_POD,
+];
 
 /// The dataplane ELF embedded at build time (see `dataplane/build.rs`).
 pub fn embedded_elf() -> Option<&'static [u8]> {
@@ -86,6 +112,7 @@ pub struct Dataplane {
     maps: KernelMaps,
     from_pod: SchedClassifier,
     to_pod: SchedClassifier,
+    leave_node: SchedClassifier,
     xdp: Xdp,
     syncer: Syncer,
     tc_mode: TcMode,
@@ -101,8 +128,9 @@ impl Dataplane {
         grace: Duration,
         tc_mode: TcMode,
     ) -> Result<(Self, Origin), DataplaneError> {
-        let all_pinned = [FROM_POD, TO_POD, XDP_PREFILTER, DELIVER]
+        let all_pinned = TC_PROGRAMS
             .iter()
+            .chain(&[XDP_PREFILTER])
             .all(|p| pins.prog(p).exists())
             && pins::MAPS.iter().all(|m| pins.map(m).exists());
         let origin = if all_pinned {
@@ -122,6 +150,8 @@ impl Dataplane {
         let from_pod = SchedClassifier::from_pin(&p).map_err(|e| prog_err(FROM_POD, &p, e))?;
         let p = pins.prog(TO_POD);
         let to_pod = SchedClassifier::from_pin(&p).map_err(|e| prog_err(TO_POD, &p, e))?;
+        let p = pins.prog(LEAVE_NODE);
+        let leave_node = SchedClassifier::from_pin(&p).map_err(|e| prog_err(LEAVE_NODE, &p, e))?;
         let p = pins.prog(XDP_PREFILTER);
         let xdp = Xdp::from_pin(&p, XdpAttachType::Interface)
             .map_err(|e| prog_err(XDP_PREFILTER, &p, e))?;
@@ -132,6 +162,7 @@ impl Dataplane {
                 maps,
                 from_pod,
                 to_pod,
+                leave_node,
                 xdp,
                 syncer: Syncer::new(grace),
                 tc_mode,
@@ -178,14 +209,23 @@ impl Dataplane {
     }
 
     /// Attaches the programs to every endpoint's veth where they are missing
-    /// (XDP too when `xdp`, else removes it), and removes the links of
-    /// devices that are no longer endpoints.
+    /// (XDP too when `xdp`, else removes it) and `leave_node` to every
+    /// uplink, and removes the links of devices that are neither any more.
     pub fn reconcile_hooks(
         &mut self,
         endpoints: &[LocalEndpoint],
+        uplinks: &[Uplink],
         xdp: bool,
     ) -> Result<HookReport, DataplaneError> {
-        hooks::reconcile(self, endpoints, xdp)
+        hooks::reconcile(self, endpoints, uplinks, xdp)
+    }
+
+    /// Sets the service mark (see `CONFIG_SERVICE_MARK_SHIFT`): the one
+    /// `skb->mark` bit that hands a Service connection's first packet from
+    /// `from_pod` to the program after the node's translation; 0 judges
+    /// Service traffic as sent.
+    pub fn set_service_mark(&mut self, mark: u32) -> Result<(), DataplaneError> {
+        self.maps.set_service_mark(mark)
     }
 }
 
@@ -201,7 +241,7 @@ fn load_and_pin(pins: &PinDir, elf: &[u8]) -> Result<(), DataplaneError> {
     let mut ebpf = loader
         .load(elf)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    for name in [FROM_POD, TO_POD, DELIVER] {
+    for name in TC_PROGRAMS {
         let prog: &mut SchedClassifier = ebpf
             .program_mut(name)
             .and_then(|p| p.try_into().ok())
@@ -223,35 +263,12 @@ fn load_and_pin(pins: &PinDir, elf: &[u8]) -> Result<(), DataplaneError> {
     prog.load()
         .map_err(DataplaneError::program("loading", XDP_PREFILTER))?;
     pin_program(pins, XDP_PREFILTER, |path| prog.pin(path))?;
-    // The tail call's target: the pinned array keeps the entry (and so the
-    // program) after this process exits.
-    let fd = ebpf
-        .program(DELIVER)
-        .ok_or(DataplaneError::MissingProgram {
-            name: DELIVER,
-            kind: "TC classifier",
-        })?
-        .fd()
-        .map_err(DataplaneError::program("reading the fd of", DELIVER))?
-        .try_clone()
-        .map_err(|e| DataplaneError::Map {
-            name: DELIVER_MAP,
-            reason: e.to_string(),
-        })?;
-    let mut array: ProgramArray<&mut MapData> = ebpf
-        .map_mut(DELIVER_MAP)
-        .ok_or(DataplaneError::Map {
-            name: DELIVER_MAP,
-            reason: "missing from the ELF".to_owned(),
-        })?
-        .try_into()
-        .map_err(|e: aya::maps::MapError| DataplaneError::Map {
-            name: DELIVER_MAP,
-            reason: e.to_string(),
-        })?;
-    array
-        .set(0, &fd, 0)
-        .map_err(DataplaneError::map_op("writing", DELIVER_MAP))?;
+    // The tail calls' targets: the pinned arrays keep the entries (and so
+    // the programs) after this process exits.
+    set_tail_call(&mut ebpf, DELIVER_MAP, 0, DELIVER)?;
+    for (index, prog) in (0u32..).zip(TAILS) {
+        set_tail_call(&mut ebpf, TAILS_MAP, index, prog)?;
+    }
     for name in pins::RETIRED_MAPS {
         if pins::remove_pin(&pins.map(name))? {
             tracing::info!(map = name, "removed the pin of a map an earlier ABI used");
@@ -259,6 +276,42 @@ fn load_and_pin(pins: &PinDir, elf: &[u8]) -> Result<(), DataplaneError> {
     }
     tracing::info!(dir = %pins.root.display(), "loaded the eBPF ELF and pinned maps and programs");
     Ok(())
+}
+
+/// Puts program `prog` at `index` of the program array `map`.
+fn set_tail_call(
+    ebpf: &mut aya::Ebpf,
+    map: &'static str,
+    index: u32,
+    prog: &'static str,
+) -> Result<(), DataplaneError> {
+    let fd = ebpf
+        .program(prog)
+        .ok_or(DataplaneError::MissingProgram {
+            name: prog,
+            kind: "TC classifier",
+        })?
+        .fd()
+        .map_err(DataplaneError::program("reading the fd of", prog))?
+        .try_clone()
+        .map_err(|e| DataplaneError::Map {
+            name: map,
+            reason: e.to_string(),
+        })?;
+    let mut array: ProgramArray<&mut MapData> = ebpf
+        .map_mut(map)
+        .ok_or(DataplaneError::Map {
+            name: map,
+            reason: "missing from the ELF".to_owned(),
+        })?
+        .try_into()
+        .map_err(|e: aya::maps::MapError| DataplaneError::Map {
+            name: map,
+            reason: e.to_string(),
+        })?;
+    array
+        .set(index, &fd, 0)
+        .map_err(DataplaneError::map_op("writing", map))
 }
 
 fn pin_program(

@@ -5,9 +5,11 @@
 //!
 //! ```text
 //! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS_V6,CONFIG,CT,FRAGS,DROPS,
-//!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS,DELIVER}
-//! DIR/progs/{from_pod,to_pod,xdp_prefilter,deliver}
-//! DIR/links/<ifindex>-{from_pod,to_pod,xdp}   (tcx and XDP bpf_links)
+//!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS,DELIVER,
+//!           SERVICES,SERVICE_CT,SERVICE_PENDING,TAILS}
+//! DIR/progs/{from_pod,to_pod,xdp_prefilter,deliver,leave_node,to_backend,
+//!            open_from_pod,open_to_pod}
+//! DIR/links/<ifindex>-{from_pod,to_pod,xdp,leave_node}   (tcx and XDP bpf_links)
 //! ```
 //!
 //! Link names carry the ifindex of the host-side veth in the agent's network
@@ -49,7 +51,7 @@ pub const RETIRED_MAPS: [&str; 3] = ["POLICY", "POLICY_V3", "ENDPOINTS"];
 /// The pinned maps, in the ELF's names. A pin set that lacks one (an
 /// earlier ABI: v4 had no flow maps) makes the agent load the ELF, reusing
 /// the maps that are pinned and pinning the new ones.
-pub const MAPS: [&str; 14] = [
+pub const MAPS: [&str; 18] = [
     "IDENTITIES",
     POLICY_MAP,
     POLICY_NODES_MAP,
@@ -64,6 +66,10 @@ pub const MAPS: [&str; 14] = [
     "FLOW_STATS",
     "EVENTS",
     "DELIVER",
+    "SERVICES",
+    "SERVICE_CT",
+    "SERVICE_PENDING",
+    "TAILS",
 ];
 
 /// A pin directory on a bpffs.

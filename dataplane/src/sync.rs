@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use bulkhead_common::{
-    EndpointInfo, EndpointKey, IdentityKey, IdentityValue, PolicyNode, PolicyNodeKey, active_slot,
+    EndpointInfo, EndpointKey, IdentityKey, IdentityValue, PolicyNode, PolicyNodeKey, ServiceKey,
+    active_slot,
 };
 
 use super::DataplaneError;
@@ -23,6 +24,8 @@ pub type PolicyEntries = BTreeMap<PolicyNodeKey, PolicyNode>;
 pub type PolicyNodeEntries = BTreeMap<u32, PolicyNode>;
 /// Endpoints of one slot.
 pub type EndpointEntries = BTreeMap<EndpointKey, EndpointInfo>;
+/// Service frontends (SERVICES) of one slot.
+pub type ServiceEntries = std::collections::BTreeSet<ServiceKey>;
 
 /// The content of one slot of every policy map.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +39,8 @@ pub struct SlotImage {
     pub policy_nodes: PolicyNodeEntries,
     /// ENDPOINTS entries of the slot.
     pub endpoints: EndpointEntries,
+    /// SERVICES entries of the slot.
+    pub services: ServiceEntries,
 }
 
 /// Read and write access to the policy maps by slot, and to CONFIG.
@@ -74,6 +79,10 @@ pub trait SlotMaps {
     -> Result<(), DataplaneError>;
     /// Deletes an ENDPOINTS entry.
     fn remove_endpoint(&mut self, key: EndpointKey) -> Result<(), DataplaneError>;
+    /// Inserts a SERVICES entry.
+    fn put_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError>;
+    /// Deletes a SERVICES entry.
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError>;
 }
 
 /// What the node should enforce: a compiled policy and its local endpoints.
@@ -108,6 +117,7 @@ impl Desired<'_> {
                 .into_iter()
                 .map(|(pod, info)| (EndpointKey::new(ifindex[&pod], slot), info))
                 .collect(),
+            services: image.services.into_iter().collect(),
         })
     }
 }
@@ -218,6 +228,10 @@ fn write_slot(
             writes += 1;
         }
     }
+    for key in have.services.difference(&want.services) {
+        maps.remove_service(*key)?;
+        writes += 1;
+    }
     for (&(len, key), value) in &want.identities {
         if have.identities.get(&(len, key)) != Some(value) {
             maps.put_identity(len, key, *value)?;
@@ -241,6 +255,10 @@ fn write_slot(
             maps.put_endpoint(*key, *value)?;
             writes += 1;
         }
+    }
+    for key in want.services.difference(&have.services) {
+        maps.put_service(*key)?;
+        writes += 1;
     }
     Ok(writes)
 }
@@ -333,6 +351,16 @@ impl SlotMaps for FakeMaps {
     fn remove_endpoint(&mut self, key: EndpointKey) -> Result<(), DataplaneError> {
         let s = self.check(key.slot)?;
         self.slots[s].endpoints.remove(&key);
+        Ok(())
+    }
+    fn put_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError> {
+        let s = self.check(key.slot)?;
+        self.slots[s].services.insert(key);
+        Ok(())
+    }
+    fn remove_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError> {
+        let s = self.check(key.slot)?;
+        self.slots[s].services.remove(&key);
         Ok(())
     }
 }

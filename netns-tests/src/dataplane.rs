@@ -81,7 +81,15 @@ impl Dataplane {
     pub fn load_file(elf: &Path) -> Result<Self, String> {
         let mut ebpf =
             Ebpf::load_file(elf).map_err(|e| format!("loading {}: {e:?}", elf.display()))?;
-        for name in ["from_pod", "to_pod", "deliver"] {
+        for name in [
+            "from_pod",
+            "to_pod",
+            "deliver",
+            "to_backend",
+            "leave_node",
+            "open_from_pod",
+            "open_to_pod",
+        ] {
             let p: &mut SchedClassifier = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("the ELF has no {name}"))?
@@ -111,6 +119,23 @@ impl Dataplane {
         array
             .set(0, &fd, 0)
             .map_err(|e| format!("DELIVER: {e:?}"))?;
+        // The TC programs' tail calls (see the eBPF crate's `TAIL_*`).
+        for (index, name) in (0u32..).zip(["to_backend", "open_from_pod", "open_to_pod", "to_pod"])
+        {
+            let fd = ebpf
+                .program(name)
+                .ok_or_else(|| format!("the ELF has no {name}"))?
+                .fd()
+                .map_err(|e| format!("{name}: {e:?}"))?
+                .try_clone()
+                .map_err(|e| format!("{name}: {e}"))?;
+            let mut array: aya::maps::ProgramArray<&mut MapData> =
+                aya::maps::ProgramArray::try_from(ebpf.map_mut("TAILS").ok_or("no TAILS map")?)
+                    .map_err(|e| format!("TAILS: {e:?}"))?;
+            array
+                .set(index, &fd, 0)
+                .map_err(|e| format!("TAILS: {e:?}"))?;
+        }
         Ok(Self {
             ebpf,
             written: Vec::new(),

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
@@ -489,4 +489,90 @@ async fn kubeconfig_points_clients_at_the_server() {
         .filter_map(|n| n.metadata.name)
         .collect();
     assert_eq!(names, ["shop"]);
+}
+
+fn service(name: &str, kind: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": "shop"},
+        "spec": {"type": kind, "selector": {"app": name}, "ports": [{"port": port}]},
+    })
+}
+
+#[tokio::test]
+async fn services_are_listed_and_watched_like_pods() {
+    let server = server();
+    server
+        .apply(service("web", "ClusterIP", 80))
+        .expect("applied");
+    server
+        .apply(service("edge", "NodePort", 443))
+        .expect("applied");
+    let in_shop: Api<Service> = Api::namespaced(client(&server), "shop");
+    let list = in_shop
+        .list(&ListParams::default())
+        .expect_api("list in a namespace")
+        .await;
+    let names: Vec<_> = list
+        .iter()
+        .filter_map(|s| s.metadata.name.clone())
+        .collect();
+    assert_eq!(names, ["edge", "web"]);
+    let node_ports = in_shop
+        .list(&ListParams::default().fields("spec.type=NodePort"))
+        .expect_api("list by spec.type")
+        .await;
+    assert_eq!(node_ports.items.len(), 1);
+    let rv = list
+        .metadata
+        .resource_version
+        .clone()
+        .expect("a list resourceVersion");
+    let all: Api<Service> = Api::all(client(&server));
+    let stream = all
+        .watch(&WatchParams::default(), &rv)
+        .expect_api("watch")
+        .await;
+    let mut stream = std::pin::pin!(stream);
+    server
+        .apply(service("web", "ClusterIP", 8080))
+        .expect("applied");
+    server
+        .delete("Service", Some("shop"), "edge")
+        .expect("deleted");
+    match within("the change", stream.next())
+        .await
+        .expect("an event")
+        .expect("parsed")
+    {
+        WatchEvent::Modified(s) => {
+            let port = s.spec.and_then(|s| s.ports).map(|p| p[0].port);
+            assert_eq!(port, Some(8080));
+        }
+        other => panic!("expected MODIFIED, got {other:?}"),
+    }
+    match within("the deletion", stream.next())
+        .await
+        .expect("an event")
+        .expect("parsed")
+    {
+        WatchEvent::Deleted(s) => assert_eq!(s.metadata.name.as_deref(), Some("edge")),
+        other => panic!("expected DELETED, got {other:?}"),
+    }
+    // After compaction, a watch from the list's version is gone (410).
+    server.compact();
+    let stream = all
+        .watch(&WatchParams::default(), &rv)
+        .expect_api("watch after compaction")
+        .await;
+    let mut stream = std::pin::pin!(stream);
+    match within("the error event", stream.next())
+        .await
+        .expect("an event")
+        .expect("parsed")
+    {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected a 410 ERROR event, got {other:?}"),
+    }
 }

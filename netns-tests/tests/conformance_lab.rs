@@ -168,6 +168,7 @@ fn run_case(dir: &Path, case: &Case) -> Result<Verified, String> {
     let plan = AddressPlan {
         cidrs: vec![cidr],
         ignore_status: true,
+        ..AddressPlan::default()
     };
     let model = load_dir(&manifests, &plan).map_err(|e| format!("load_dir: {e}"))?;
     let mut ports = probes::policy_ports(&model);

@@ -204,3 +204,68 @@ fn deep_policy_trees_find_every_range_and_its_rule() {
     dp.ct_clear();
     dp.remove_endpoint(slot);
 }
+
+/// The verifier's work per program (`verified_insns` of each loaded
+/// program): every program must stay well under the kernel's limit of
+/// 1,000,000 processed instructions, so a change that grows a path is
+/// caught here with room to spare rather than at the limit on some other
+/// kernel. Printed for the record.
+#[test]
+fn every_program_verifies_with_headroom() {
+    use aya::programs::{SchedClassifier, Xdp};
+    /// The budget: 85% of the kernel's limit.
+    const BUDGET: u32 = 850_000;
+    let Some(elf) = bulkhead_netns_tests::privileged_ebpf_elf() else {
+        return;
+    };
+    let mut ebpf = aya::Ebpf::load_file(&elf).expect("load the ELF");
+    let mut report = Vec::new();
+    for name in [
+        "from_pod",
+        "to_pod",
+        "deliver",
+        "leave_node",
+        "to_backend",
+        "open_from_pod",
+        "open_to_pod",
+        "xdp_prefilter",
+    ] {
+        let prog = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        let loaded = if name == "xdp_prefilter" {
+            let x: &mut Xdp = prog.try_into().expect("XDP");
+            x.load().map(|()| x.info().ok())
+        } else {
+            let c: &mut SchedClassifier = prog.try_into().expect("classifier");
+            c.load().map(|()| c.info().ok())
+        };
+        report.push((
+            name,
+            loaded
+                .map(|info| info.and_then(|i| i.verified_instruction_count()))
+                .map_err(|e| first_lines(&e.to_string())),
+        ));
+    }
+    eprintln!("verified instructions: {report:?}");
+    for (name, count) in report {
+        let count = count
+            .unwrap_or_else(|e| panic!("the verifier rejected {name}: {e}"))
+            .expect("the kernel reports verified_insns (5.16+)");
+        assert!(
+            count <= BUDGET,
+            "{name}: {count} verified instructions, over the budget of {BUDGET}"
+        );
+    }
+}
+
+/// The first and last lines of a verifier error (the log is megabytes).
+fn first_lines(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = lines.len().saturating_sub(12);
+    format!(
+        "{}\n...\n{}",
+        lines.first().copied().unwrap_or(""),
+        lines[tail..].join("\n")
+    )
+}

@@ -7,7 +7,8 @@
 //! Objects: a fixture with every NetworkPolicy feature Bulkhead compiles,
 //! and every case of the independent analyzer's data set when it is
 //! present (`../shared/conformance`), reduced to the kinds the API source
-//! watches (Namespaces, Pods, NetworkPolicies). No root needed.
+//! watches (Namespaces, Pods, NetworkPolicies, Services); both sources
+//! also give the same Services. No root needed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,8 @@ use std::time::Duration;
 use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
 use bulkhead_policy::compile::compile;
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_policy::model::{Mode, Model};
+use bulkhead_policy::model::{Mode, Model, Origin, Service};
+use bulkhead_policy::source::Feed;
 use bulkhead_policy::source::kubernetes::{self, KubeConfig};
 use bulkhead_policy::source::manifest::{Purpose, load_dir_for};
 use serde::Deserialize;
@@ -86,12 +88,61 @@ spec:
   ingress:
   - ports: [{port: http}, {port: dns, protocol: UDP}, {port: 443, protocol: SCTP}]
   - from: [{ipBlock: {cidr: "fd00::/64"}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  clusterIP: 10.96.0.10
+  clusterIPs: [10.96.0.10, "fd00:10:96::a"]
+  ipFamilies: [IPv4, IPv6]
+  ipFamilyPolicy: RequireDualStack
+  ports: [{name: http, port: 80, targetPort: http}, {name: dns, port: 53, protocol: UDP, targetPort: dns}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-np, namespace: shop}
+spec:
+  type: NodePort
+  selector: {app: web}
+  clusterIP: 10.96.0.11
+  externalTrafficPolicy: Local
+  ports: [{port: 8080, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: data}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: lb, namespace: data}
+spec:
+  type: LoadBalancer
+  selector: {app: db}
+  clusterIP: 10.96.0.12
+  externalIPs: [192.0.2.7]
+  sessionAffinity: ClientIP
+  ports: [{port: 5432, targetPort: pg, nodePort: 31432}]
+status: {loadBalancer: {ingress: [{ip: 198.51.100.7, ipMode: VIP}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: data}
+spec: {type: ExternalName, externalName: db.example.com}
 "#;
 
-/// Where a case's files are, when the data set is present.
+/// Where a case's files are, when the data set is present
+/// (`$BULKHEAD_CONFORMANCE_DIR`, as the conformance test reads it, else
+/// `<repo>/../shared/conformance/netpol-analyzer`).
 fn conformance_cases() -> Vec<PathBuf> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/conformance/netpol-analyzer/tests");
+    let data = std::env::var_os("BULKHEAD_CONFORMANCE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/netpol-analyzer")
+        });
+    let root = data.join("tests");
     let Ok(entries) = std::fs::read_dir(&root) else {
         println!(
             "conformance data not found at {}: fixture only",
@@ -108,7 +159,8 @@ fn conformance_cases() -> Vec<PathBuf> {
     dirs
 }
 
-/// The Namespace, Pod and NetworkPolicy objects of the files under `dir`.
+/// The Namespace, Pod, NetworkPolicy and Service objects of the files
+/// under `dir`.
 fn objects(dir: &Path) -> Vec<Value> {
     let mut out = Vec::new();
     let mut files: Vec<PathBuf> = walk(dir);
@@ -150,7 +202,7 @@ fn flatten(doc: Value, implied: Option<&str>, out: &mut Vec<Value>) {
         return;
     }
     let api_version = match kind.as_str() {
-        "Namespace" | "Pod" => "v1",
+        "Namespace" | "Pod" | "Service" => "v1",
         "NetworkPolicy" => "networking.k8s.io/v1",
         _ => return,
     };
@@ -185,9 +237,12 @@ fn from_yaml(objects: &[Value]) -> Option<Model> {
         .map(|o| format!("---\n{}", serde_yaml_ng::to_string(o).unwrap()))
         .collect();
     std::fs::write(dir.path().join("all.yaml"), text).unwrap();
+    // As the API source: nothing given out, the objects' addresses stand.
     let plan = AddressPlan {
         cidrs: Vec::new(),
         ignore_status: false,
+        service_cidrs: Vec::new(),
+        node_ports: None,
     };
     let mut model = load_dir_for(dir.path(), &plan, Purpose::Enforcement).ok()?;
     model.default_mode = Mode::Enforce;
@@ -222,6 +277,15 @@ async fn from_api(objects: &[Value]) -> Model {
     Model::clone(feed.model.as_ref().unwrap())
 }
 
+/// The model's Services, without where they were read from.
+fn services(model: &Model) -> Vec<Service> {
+    let mut out = model.services.clone();
+    for s in &mut out {
+        s.origin = Origin::default();
+    }
+    out
+}
+
 /// Whether the manifest source takes `objects`; if so, asserts both
 /// sources give identical images.
 async fn same_image(name: &str, objects: &[Value]) -> bool {
@@ -236,6 +300,7 @@ async fn same_image(name: &str, objects: &[Value]) -> bool {
             .collect::<Vec<_>>()
     };
     assert_eq!(keys(&api), keys(&yaml), "{name}: pods");
+    assert_eq!(services(&api), services(&yaml), "{name}: services");
     assert_eq!(api.warnings, yaml.warnings, "{name}: warnings");
     let (a, y) = (compile(&api), compile(&yaml));
     assert_eq!(a.map_image(0), y.map_image(0), "{name}: map images differ");
@@ -246,9 +311,11 @@ async fn same_image(name: &str, objects: &[Value]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yaml_and_the_api_compile_to_identical_map_images() {
     let fixture = objects_of(FIXTURE);
-    assert_eq!(fixture.len(), 9);
+    assert_eq!(fixture.len(), 14);
     assert!(same_image("fixture", &fixture).await);
     let model = from_yaml(&fixture).unwrap();
+    assert_eq!(model.services.len(), 5, "every Service of the fixture");
+    assert!(model.warnings.is_empty(), "{:?}", model.warnings);
     assert!(
         model.pods.iter().all(|p| p.name != "job-done"),
         "an ended pod is no pod"
@@ -270,6 +337,57 @@ async fn yaml_and_the_api_compile_to_identical_map_images() {
         "fixture and {cases} conformance cases: identical map images \
          ({refused} cases the strict manifest checks refuse, not compared)"
     );
+}
+
+/// The (revision, model) of the first feed at revision `rv` or later
+/// with `services` Services.
+async fn wait(
+    feed: &mut tokio::sync::watch::Receiver<Feed>,
+    rv: u64,
+    services: usize,
+) -> (String, std::sync::Arc<Model>) {
+    let got = feed.wait_for(move |f| {
+        f.revision.parse::<u64>().unwrap_or(0) >= rv
+            && f.model
+                .as_ref()
+                .is_some_and(|m| m.services.len() == services)
+    });
+    let feed = tokio::time::timeout(Duration::from_secs(60), got)
+        .await
+        .expect("the source publishes the change")
+        .unwrap();
+    (feed.revision.clone(), feed.model.clone().unwrap())
+}
+
+/// A Service written after the first model (a watch event, not a list)
+/// is in a model of a later revision, and so is its deletion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_change_is_a_new_revision() {
+    let server = FakeApiServer::start(Options::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let cfg = KubeConfig {
+        kubeconfig: Some(kubeconfig),
+        default_mode: Mode::Enforce,
+    };
+    let mut feed = kubernetes::spawn(cfg).await.unwrap();
+    let (first, _) = wait(&mut feed, 0, 0).await;
+    let svc: Value = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "web", "namespace": "shop"},
+        "spec": {"clusterIP": "10.96.0.20", "selector": {"app": "web"}, "ports": [{"port": 80}]},
+    });
+    server.apply(svc).unwrap();
+    let (added, model) = wait(&mut feed, server.resource_version(), 1).await;
+    assert_ne!(added, first);
+    assert_eq!(
+        model.services[0].cluster_ips,
+        ["10.96.0.20".parse::<std::net::IpAddr>().unwrap()]
+    );
+    server.delete("Service", Some("shop"), "web").unwrap();
+    let (deleted, _) = wait(&mut feed, server.resource_version(), 0).await;
+    assert_ne!(deleted, added);
 }
 
 fn objects_of(yaml: &str) -> Vec<Value> {

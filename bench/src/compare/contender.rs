@@ -282,7 +282,9 @@ fn bulkhead_on(
     };
     run.sync(entries)?;
     let dp = &mut run.dp;
-    on_thread_in(&topo.node, || Ok(dp.reconcile_hooks(&endpoints, xdp)?))?;
+    on_thread_in(&topo.node, || {
+        Ok(dp.reconcile_hooks(&endpoints, &[], xdp)?)
+    })?;
     let mut tap = run.dp.flow_tap()?;
     tap.set_config(FLOW_FLAGS)?;
     let stop = run.stop.clone();

@@ -43,7 +43,7 @@ pub struct AgentArgs {
     )]
     pub manifests: Option<PathBuf>,
     /// Read identities and policy from the Kubernetes API (watches of
-    /// Namespaces, Pods and NetworkPolicies) instead of manifests. The API
+    /// Namespaces, Pods, NetworkPolicies and Services) instead of manifests. The API
     /// is found as kube does it: --kubeconfig, else the in-cluster service
     /// account, else $KUBECONFIG or ~/.kube/config.
     #[arg(long)]
@@ -58,6 +58,11 @@ pub struct AgentArgs {
     /// Ignore status.podIP(s) and assign every pod an address from --pod-cidr.
     #[arg(long)]
     pub assign_pod_ips: bool,
+    /// CIDR to assign Service ClusterIPs from when a manifest Service has
+    /// none (one per family, the first is the primary family; repeat or
+    /// comma-separate). Default: 10.96.0.0/16 and fd00:10:96::/112.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub service_cidr: Vec<IpNetwork>,
     /// Pin directory on a bpffs (one per node / network namespace). Under
     /// `ip netns exec` (own /sys) the host's bpffs is used through
     /// /proc/1/root if mounted; else prefer --netns.
@@ -77,6 +82,20 @@ pub struct AgentArgs {
     /// packet takes the node's stack.
     #[arg(long, value_enum, default_value_t = Switch::On)]
     pub host_routing: Switch,
+    /// The service mark: the one skb->mark bit (hex or decimal) that hands
+    /// the first packet of a connection to a Service (ClusterIP, NodePort,
+    /// external address) from the client's veth to the program that sees it
+    /// after kube-proxy's translation, which judges it on the backend pod.
+    /// It must be a bit no other component of the node uses (kube-proxy
+    /// uses 0x4000 and 0x8000); 0 judges Service traffic as the pod sent
+    /// it, against the Service address.
+    #[arg(long, value_name = "BIT", default_value = "0x400000", value_parser = parse_service_mark)]
+    pub service_mark: u32,
+    /// Also hook this device as an uplink (repeatable): where a Service
+    /// connection the node translates to another node's pod is judged.
+    /// Devices that routes through a gateway leave by are hooked anyway.
+    #[arg(long = "uplink", value_name = "IFNAME")]
+    pub uplinks: Vec<String>,
     /// How to attach TC programs: tcx links (kernel 6.6+) or netlink clsact filters.
     #[arg(long, value_enum, default_value_t = TcMode::Auto)]
     pub tc_attach: TcMode,
@@ -172,9 +191,27 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         tc_mode: args.tc_attach,
         grace: Duration::from_millis(args.grace_ms),
         flows: flows_config(args),
+        service_mark: args.service_mark,
+        uplinks: args.uplinks.clone(),
     };
     agent::run(cfg)?;
     Ok(())
+}
+
+/// A service mark: one bit, or 0 (hex with `0x`, or decimal).
+fn parse_service_mark(text: &str) -> Result<u32, String> {
+    let value = match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => text.parse(),
+    }
+    .map_err(|e| format!("{text:?} is not a 32-bit number: {e}"))?;
+    if value.count_ones() > 1 {
+        return Err(format!(
+            "{text} sets {} bits; the service mark is one bit (or 0 to turn it off)",
+            value.count_ones()
+        ));
+    }
+    Ok(value)
 }
 
 /// The manifest source: the CLI's loader (address options, default
@@ -184,6 +221,7 @@ fn manifest_source(args: &AgentArgs, path: &std::path::Path) -> SourceConfig {
         manifests: path.to_owned(),
         pod_cidr: args.pod_cidr.clone(),
         assign_pod_ips: args.assign_pod_ips,
+        service_cidr: args.service_cidr.clone(),
     };
     let mode = args.mode;
     let load: Loader = Arc::new(move || {

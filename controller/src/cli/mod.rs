@@ -74,6 +74,12 @@ pub struct ManifestArgs {
     /// Ignore status.podIP(s) and assign every pod an address from --pod-cidr.
     #[arg(long)]
     pub assign_pod_ips: bool,
+    /// CIDR to assign Service ClusterIPs from when a Service has none, as
+    /// the API server's --service-cluster-ip-range; one per family, the
+    /// first is the primary family (repeat or comma-separate).
+    /// Default: 10.96.0.0/16 and fd00:10:96::/112.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub service_cidr: Vec<IpNetwork>,
 }
 
 impl ManifestArgs {
@@ -95,11 +101,19 @@ impl ManifestArgs {
                 .map(|c| IpNetwork::new(c.network(), c.prefix()).unwrap_or(*c))
                 .collect();
         }
+        if !self.service_cidr.is_empty() {
+            plan.service_cidrs = self
+                .service_cidr
+                .iter()
+                .map(|c| IpNetwork::new(c.network(), c.prefix()).unwrap_or(*c))
+                .collect();
+        }
         let model = manifest::load_dir_for(&self.manifests, &plan, purpose)?;
         tracing::info!(
             pods = model.pods.len(),
             namespaces = model.namespaces.len(),
             policies = model.policies.len(),
+            services = model.services.len(),
             "loaded manifests"
         );
         Ok(model)

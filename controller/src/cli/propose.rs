@@ -355,6 +355,7 @@ mod tests {
                 manifests: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../policies/demo"),
                 pod_cidr: Vec::new(),
                 assign_pod_ips: false,
+                service_cidr: Vec::new(),
             },
             flows: Vec::new(),
             history_db: history_db.into_iter().map(Path::to_owned).collect(),

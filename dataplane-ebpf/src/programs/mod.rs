@@ -3,7 +3,10 @@
 
 pub mod deliver;
 pub mod from_pod;
+pub mod leave_node;
 pub mod noop;
+pub mod open;
+pub mod to_backend;
 pub mod to_pod;
 pub mod xdp_prefilter;
 
@@ -18,16 +21,18 @@ use aya_ebpf::{
 use bulkhead_common::{
     CONFIG_F_HOST_ROUTING, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
     EndpointInfo, EndpointKey, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, HOOK_TO_POD, TC_DROP, TC_PASS,
-    Verdict, active_slot,
+    Verdict, active_slot, config_service_mark,
 };
 
 use crate::{
     conntrack::{self, Hook},
     flowlog, frags, hostroute,
-    maps::{CONFIG, DELIVER, ENDPOINTS_V6, SCRATCH},
+    flowlog::{TAIL_NONE, TAIL_OPEN, TAIL_REJUDGE},
+    maps::{CONFIG, DELIVER, ENDPOINTS_V6, SCRATCH, TAILS},
     notify,
     parse::{self, Frag, Kind, Packet, Parsed, reverse_into},
     policy::{self, check_side},
+    service,
 };
 
 /// Largest offset read directly from the linear packet data; beyond it (and
@@ -103,6 +108,16 @@ impl Packet for XdpContext {
     }
 }
 
+/// Index of `to_backend` in TAILS.
+pub const TAIL_TO_BACKEND: u32 = 0;
+/// Index of `open_from_pod` in TAILS.
+pub const TAIL_OPEN_FROM_POD: u32 = 1;
+/// Index of `open_to_pod` in TAILS.
+pub const TAIL_OPEN_TO_POD: u32 = 2;
+/// Index of `to_pod` in TAILS (`to_backend` runs it after judging the
+/// client's side).
+pub const TAIL_TO_POD: u32 = 3;
+
 /// Scratch slot of the TC programs (they never nest on one CPU).
 pub const SCRATCH_TC: u32 = 0;
 /// Scratch slot of the XDP program.
@@ -128,6 +143,14 @@ pub struct Active {
     pub slot: u8,
     /// `CONFIG_F_*`.
     pub flags: u64,
+}
+
+impl Active {
+    /// The service mark (`config_service_mark`; 0: off).
+    #[inline(always)]
+    pub fn service_mark(&self) -> u32 {
+        config_service_mark(self.flags)
+    }
 }
 
 /// The revision in force (read once per packet), its slot and the mode
@@ -173,10 +196,12 @@ pub fn check_ip(ep: &EndpointInfo, p: &Parsed) -> Result<(), DropReason> {
     }
 }
 
-/// The one exit of both TC programs: runs [`enforce`], accounts the packet
-/// (`flowlog`) and counts a drop (`notify`), and returns the TC verdict;
-/// with host routing, `from_pod` may deliver the packet itself
-/// ([`deliver`]).
+/// Both TC programs: runs [`enforce`] and [`finish`]es; what `enforce`
+/// leaves to another program (`p.flow.tail`: a new connection, a Service
+/// connection's stale egress) goes to `open_from_pod` / `open_to_pod`, and
+/// a packet with the service mark at `to_pod` to `to_backend` (tail calls:
+/// each program is verified on its own, and `from_pod` and `to_pod` keep
+/// only what established connections need, within the kernel's limit).
 #[inline(always)]
 pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
     let Ok(p) = scratch(SCRATCH_TC) else {
@@ -185,9 +210,53 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
     };
     p.flow.reset();
     let at = active();
-    let result = enforce(ctx, hook, at, p);
+    match enforce(ctx, hook, at, p) {
+        _ if p.flow.tail != TAIL_NONE => tail_call(
+            ctx,
+            match hook {
+                Hook::FromPod => TAIL_OPEN_FROM_POD,
+                Hook::ToPod => TAIL_OPEN_TO_POD,
+            },
+        ),
+        result => finish(ctx, hook, at, p, result),
+    }
+}
+
+/// Tail-calls TAILS entry `index`; when that fails (the entry is empty:
+/// a half-loaded dataplane), drops the packet (`TailCallFailed`).
+#[inline(always)]
+pub fn tail_call(ctx: &TcContext, index: u32) -> i32 {
+    // SAFETY: a TC context and a program array of TC programs; on success
+    // the call does not return.
+    unsafe { TAILS.tail_call(ctx, index) };
+    notify::count_drop(DropReason::TailCallFailed);
+    TC_DROP
+}
+
+/// The one exit of the TC programs that judge a packet at a pod's veth:
+/// accounts the packet (`flowlog`) and counts a drop (`notify`), hands a
+/// deferred one to the node with the service mark, and returns the TC
+/// verdict; with host routing, `from_pod` may deliver the packet itself
+/// ([`deliver`]).
+#[inline(always)]
+pub fn finish(
+    ctx: &TcContext,
+    hook: Hook,
+    at: Active,
+    p: &mut Parsed,
+    result: Result<Verdict, DropReason>,
+) -> i32 {
     let len = u64::from(ctx.len());
     match result {
+        Ok(Verdict::Deferred) => {
+            // Judged after the node's translation (`service`), and
+            // accounted there.
+            service::defer(at.revision, p);
+            // SAFETY: a TC program's context is a valid `__sk_buff`.
+            let mark = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() }.mark;
+            ctx.set_mark(mark | at.service_mark());
+            TC_PASS
+        }
         Ok(verdict) => {
             flowlog::account(p, len, None);
             if hook == Hook::FromPod
@@ -196,8 +265,10 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
                 && p.kind == Kind::Flow
                 && p.frag == Frag::No
                 // A reply follows its original packets' path (see
-                // `CT_HOST_ROUTED`).
+                // `CT_HOST_ROUTED`), and a Service connection the node's
+                // translation.
                 && (!p.flow.reply || p.flow.host_routed)
+                && !p.flow.service
             {
                 // SAFETY: a TC context and the one-entry program array;
                 // on success the call does not return.
@@ -211,6 +282,57 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
             TC_DROP
         }
     }
+}
+
+/// `open_from_pod` / `open_to_pod`: what `from_pod` / `to_pod` left to
+/// them in the TC scratch (parse and `Meta` as the tail call leaves them):
+/// a new connection is judged at this hook (or deferred, for a Service
+/// frontend) and recorded; a Service connection's stale egress side is
+/// judged on its backend. The packet's revision is the one the calling
+/// program read (one packet, one revision).
+#[inline(always)]
+pub fn run_open(ctx: &TcContext, hook: Hook) -> i32 {
+    let Ok(p) = scratch(SCRATCH_TC) else {
+        notify::count_drop(DropReason::Malformed);
+        return TC_DROP;
+    };
+    let tail = p.flow.tail;
+    p.flow.tail = TAIL_NONE;
+    let revision = p.flow.revision;
+    let at = Active {
+        revision,
+        slot: active_slot(revision),
+        flags: active().flags,
+    };
+    let ifindex = p.flow.ifindex;
+    let Some(ep) = endpoint(ifindex, at.slot) else {
+        notify::count_drop(DropReason::TailCallFailed);
+        return TC_DROP;
+    };
+    let result = if tail == TAIL_REJUDGE {
+        match conntrack::established(revision, at.slot, &ep, hook, false, true, p) {
+            Some(verdict) => verdict,
+            // Gone meanwhile (LRU): a new connection after all.
+            None => open_new(hook, at, &ep, p),
+        }
+    } else {
+        open_new(hook, at, &ep, p)
+    };
+    finish(ctx, hook, at, p, result)
+}
+
+/// A new connection at `hook`: judged or deferred, recorded; a first
+/// fragment's datagram recorded for its later fragments.
+#[inline(always)]
+fn open_new(hook: Hook, at: Active, ep: &EndpointInfo, p: &mut Parsed) -> Result<Verdict, DropReason> {
+    // `from_pod` leaves a new connection to a Service frontend to the
+    // program after the node's translation (`service`).
+    let defer = hook == Hook::FromPod && at.service_mark() != 0 && p.frag == Frag::No;
+    let verdict = conntrack::open(at.revision, at.slot, ep, hook, false, defer, p);
+    if p.frag == Frag::First {
+        frags::first(p, p.flow.ifindex, hook, verdict.is_ok());
+    }
+    verdict
 }
 
 /// `deliver`: host routing for a packet `from_pod` passed (a tracked flow,
@@ -288,6 +410,23 @@ pub fn run_deliver(ctx: &TcContext) -> i32 {
     }
 }
 
+/// Whether the packet carries the service mark (`from_pod` deferred it to
+/// be judged after the node's translation); clears it.
+#[inline(always)]
+pub fn take_service_mark(ctx: &TcContext, at: &Active) -> bool {
+    let bit = at.service_mark();
+    // SAFETY: a TC program's context is a valid `__sk_buff`.
+    let mark = unsafe { &*ctx.as_ptr().cast::<__sk_buff>() }.mark;
+    // verifier: test only the masked value (0 when the mark is off): a
+    // test of `bit` itself would split every later state of the program
+    // in two, by what it learnt of the CONFIG flags it keeps using.
+    if mark & bit == 0 {
+        return false;
+    }
+    ctx.set_mark(mark & !bit);
+    true
+}
+
 /// The TC path of both `from_pod` and `to_pod`. Leaves in `p.flow` what
 /// flow accounting needs (`ready` once the tuple is parsed).
 #[inline(always)]
@@ -326,7 +465,7 @@ fn enforce(ctx: &TcContext, hook: Hook, at: Active, p: &mut Parsed) -> Result<Ve
         return frags::later(&ep, p, ifindex, hook);
     }
     let verdict = judge(hook, at, &ep, p);
-    if p.frag == Frag::First {
+    if p.frag == Frag::First && p.flow.tail == TAIL_NONE {
         // A denied datagram leaves no record behind, not even an older
         // one under the same ID: its later fragments never pass.
         frags::first(p, ifindex, hook, verdict.is_ok());
@@ -339,7 +478,14 @@ fn enforce(ctx: &TcContext, hook: Hook, at: Active, p: &mut Parsed) -> Result<Ve
 fn judge(hook: Hook, at: Active, ep: &EndpointInfo, p: &mut Parsed) -> Result<Verdict, DropReason> {
     let kind = p.kind;
     if kind == Kind::Flow {
-        return conntrack::track(at.revision, at.slot, ep, hook, false, p);
+        return match conntrack::established(at.revision, at.slot, ep, hook, false, false, p) {
+            Some(verdict) => verdict,
+            None => {
+                // New: judged by `open_*` (see `run_tc`).
+                p.flow.tail = TAIL_OPEN;
+                Ok(Verdict::Allowed)
+            }
+        };
     }
     if kind == Kind::IcmpError && conntrack::related(at.slot, p)? {
         return Ok(Verdict::Related);

@@ -14,6 +14,7 @@ use crate::{
     conntrack, flowlog, notify,
     parse::{self, Frag, Kind, Parsed},
     policy::{Side, check_side},
+    service,
 };
 
 /// Entry point.
@@ -58,6 +59,8 @@ fn try_xdp_prefilter(ctx: &XdpContext, p: &mut Parsed) -> Result<Verdict, DropRe
         || p.frag == Frag::Later
         || p.kind == Kind::IcmpError
         || (p.kind == Kind::Flow && conntrack::known(&p.key.tuple, &mut p.rev))
+        // A Service connection is judged after the node's translation.
+        || (p.kind == Kind::Flow && p.frag == Frag::No && service::is_frontend(slot, &p.key.tuple))
     {
         return Ok(Verdict::Bypass);
     }

@@ -35,7 +35,7 @@ pub mod watch;
 mod tests;
 
 pub use netlink::read;
-pub use snapshot::{Address, Link, LocalEndpoint, Route, Snapshot, is_node_address};
+pub use snapshot::{Address, Link, LocalEndpoint, Route, Snapshot, Uplink, is_node_address};
 pub use watch::NodeWatch;
 
 /// What a netlink dump was reading.

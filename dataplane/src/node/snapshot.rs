@@ -21,6 +21,17 @@ pub struct LocalEndpoint {
     pub ifname: String,
 }
 
+/// A device of the node's own that leads to other nodes (an uplink):
+/// where `leave_node` judges Service connections the node translated to a
+/// backend elsewhere.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uplink {
+    /// Its index.
+    pub ifindex: u32,
+    /// Its name.
+    pub ifname: String,
+}
+
 /// A network device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Link {
@@ -140,6 +151,36 @@ impl Snapshot {
                 ifname: link.name.clone(),
             });
         }
+        out
+    }
+
+    /// The node's uplinks: every device a unicast route through a next
+    /// hop leaves by (a default route, another node's pod CIDR the
+    /// host-gw or overlay way), and the devices named in `extra`, but
+    /// never an endpoint's veth or loopback. Sorted by ifindex.
+    pub fn uplinks(&self, endpoints: &[LocalEndpoint], extra: &[String]) -> Vec<Uplink> {
+        let routed = self
+            .routes
+            .iter()
+            .filter(|r| r.kind == RouteType::Unicast && r.via)
+            .filter_map(|r| r.oif);
+        let named = self
+            .links
+            .values()
+            .filter(|l| extra.contains(&l.name))
+            .map(|l| l.ifindex);
+        let mut out: Vec<Uplink> = routed
+            .chain(named)
+            .filter(|i| endpoints.iter().all(|e| e.ifindex != *i))
+            .filter_map(|i| self.links.get(&i))
+            .filter(|l| l.name != "lo")
+            .map(|l| Uplink {
+                ifindex: l.ifindex,
+                ifname: l.name.clone(),
+            })
+            .collect();
+        out.sort_unstable();
+        out.dedup();
         out
     }
 

@@ -22,6 +22,9 @@
 //!   object; deletion is immediate (no graceful `deletionTimestamp` phase),
 //!   and deleting a namespace deletes its contents at once;
 //! - no admission: objects may be created in namespaces that do not exist;
+//! - no defaulting or allocation: a Service keeps the ClusterIPs and
+//!   NodePorts it was written with (none if it had none), where a real
+//!   API server gives them out;
 //! - JSON only (no protobuf, no `Table` output: clients fall back to JSON);
 //! - no OpenAPI documents, so `kubectl create`/`apply` need
 //!   `--validate=false`; no `dryRun` (refused with 400), no

@@ -44,7 +44,7 @@ impl ResourceType {
     }
 }
 
-/// Every resource served. Adding one (nodes, services, endpointslices, a
+/// Every resource served. Adding one (nodes, endpointslices, a
 /// CRD of `policy.networking.k8s.io`) is one row here.
 pub const RESOURCES: &[ResourceType] = &[
     ResourceType {
@@ -68,6 +68,19 @@ pub const RESOURCES: &[ResourceType] = &[
         fields: &[
             ("spec.nodeName", &["spec", "nodeName"]),
             ("status.phase", &["status", "phase"]),
+        ],
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "services",
+        singular: "service",
+        kind: "Service",
+        namespaced: true,
+        short_names: &["svc"],
+        fields: &[
+            ("spec.clusterIP", &["spec", "clusterIP"]),
+            ("spec.type", &["spec", "type"]),
         ],
     },
     ResourceType {

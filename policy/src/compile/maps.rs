@@ -27,7 +27,7 @@ use bulkhead_common::{
     EndpointInfo, IDENTITIES_SLOT_CAPACITY, IDENTITY_F_NODE, IDENTITY_F_POD, IdentityKey,
     IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF,
     POLICY_NODES_SLOT_CAPACITY, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode,
-    PolicyNodeKey, PolicyRange, SLOT_PREFIX, policy_point,
+    PolicyNodeKey, PolicyRange, SERVICES_SLOT_CAPACITY, SLOT_PREFIX, ServiceKey, policy_point,
 };
 use ipnetwork::IpNetwork;
 
@@ -50,6 +50,8 @@ pub struct MapImage {
     pub policy: Vec<(PolicyNodeKey, PolicyNode)>,
     /// Per pod (index into the model): its bindings, addresses and MAC.
     pub endpoints: Vec<(usize, EndpointInfo)>,
+    /// Service frontends (SERVICES), sorted.
+    pub services: Vec<ServiceKey>,
 }
 
 /// A map image that does not fit one slot of a map.
@@ -84,6 +86,7 @@ impl MapImage {
                 POLICY_NODES_SLOT_CAPACITY,
             ),
             ("ENDPOINTS", self.endpoints.len(), ENDPOINTS_SLOT_CAPACITY),
+            ("SERVICES", self.services.len(), SERVICES_SLOT_CAPACITY),
         ];
         for (map, needed, capacity) in parts {
             if needed > capacity as usize {
@@ -321,6 +324,18 @@ impl Compiled {
                 self.endpoint_info(pod, &addrs[pod], macs.get(&pod).copied()),
             ));
         }
+        image.services = self
+            .frontends
+            .iter()
+            .map(|f| ServiceKey {
+                slot,
+                proto: f.protocol.number(),
+                port: f.port,
+                addr: abi_addr(f.addr),
+            })
+            .collect();
+        image.services.sort_unstable();
+        image.services.dedup();
         image
     }
 

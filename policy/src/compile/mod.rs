@@ -80,6 +80,10 @@ pub struct Compiled {
     pub tables: Vec<RuleTable>,
     /// Where each rule id came from.
     pub rules: Vec<RuleOrigin>,
+    /// The Service frontends the node translates (every Service's, with
+    /// NodePorts on the node's addresses), sorted: connections to them are
+    /// judged on the backend they reach (SERVICES).
+    pub frontends: Vec<crate::model::Frontend>,
 }
 
 /// Compiles a model.
@@ -241,7 +245,20 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         modes,
         tables,
         rules: registry.rules,
+        frontends: frontends(model, node_ips),
     }
+}
+
+/// Every frontend of the model's Services on a node with `node_ips`.
+fn frontends(model: &Model, node_ips: &[std::net::IpAddr]) -> Vec<crate::model::Frontend> {
+    let mut out: Vec<crate::model::Frontend> = model
+        .services
+        .iter()
+        .flat_map(|s| s.frontends(node_ips))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Rule tables built so far, one per (direction, selecting policies,

@@ -14,20 +14,63 @@
 //! host address of each family, starting at the CIDR's second address (the
 //! first is left for a gateway, as the lab uses it). The same manifests always
 //! give the same addresses.
+//!
+//! Services get ClusterIPs and NodePorts the same way, as the API server
+//! allocates them (see [`services`]).
+
+mod services;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::RangeInclusive;
 
 use ipnetwork::IpNetwork;
 
 use super::Pod;
 
+pub use services::ServiceAddressWarning;
+
 /// Default pod CIDRs: one IPv4 and one IPv6 block.
 pub const DEFAULT_POD_CIDRS: [&str; 2] = ["10.244.0.0/16", "fd00:10:244::/64"];
+
+/// Default Service CIDRs (kube-apiserver's `--service-cluster-ip-range`
+/// as kubeadm and kind set it): IPv4 first, so IPv4 is the primary family.
+pub const DEFAULT_SERVICE_CIDRS: [&str; 2] = ["10.96.0.0/16", "fd00:10:96::/112"];
+
+/// Default NodePort range (kube-apiserver's `--service-node-port-range`).
+pub const DEFAULT_NODE_PORTS: RangeInclusive<u16> = 30000..=32767;
 
 /// Why addresses could not be given out.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AddressingError {
+    /// Two Service CIDRs of one family.
+    #[error("more than one {family} Service CIDR: {first} and {second}")]
+    TwoServiceCidrsOfOneFamily {
+        /// "IPv4" or "IPv6".
+        family: &'static str,
+        /// The first.
+        first: IpNetwork,
+        /// The second.
+        second: IpNetwork,
+    },
+    /// The Service CIDR has no address left.
+    #[error("Service CIDR {cidr} has no free address left for Service {service}")]
+    ServiceCidrExhausted {
+        /// The CIDR.
+        cidr: IpNetwork,
+        /// The Service that got none.
+        service: String,
+    },
+    /// The NodePort range has no port left.
+    #[error("NodePort range {first}-{last} has no free port left for Service {service}")]
+    NodePortsExhausted {
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+        /// The Service that got none.
+        service: String,
+    },
     /// Two pod CIDRs of one family.
     #[error("more than one {family} pod CIDR: {first} and {second}")]
     TwoCidrsOfOneFamily {
@@ -70,23 +113,30 @@ impl std::fmt::Display for AddressConflict {
     }
 }
 
-/// How pods get addresses.
+/// How pods and Services get addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressPlan {
-    /// At most one CIDR per family.
+    /// Pod CIDRs: at most one per family.
     pub cidrs: Vec<IpNetwork>,
     /// Ignore `status.podIP(s)` and assign every pod from `cidrs`.
     pub ignore_status: bool,
+    /// Service CIDRs: at most one per family; the first one's family is
+    /// the cluster's primary family (a SingleStack Service's default).
+    /// Empty: no ClusterIP is given out (the API server's are used).
+    pub service_cidrs: Vec<IpNetwork>,
+    /// NodePorts given to NodePort and LoadBalancer ports without one;
+    /// `None`: none given out (the API server's are used).
+    pub node_ports: Option<RangeInclusive<u16>>,
 }
 
 impl Default for AddressPlan {
     fn default() -> Self {
+        let parse = |c: &&str| c.parse().expect("valid default CIDR");
         Self {
-            cidrs: DEFAULT_POD_CIDRS
-                .iter()
-                .map(|c| c.parse().expect("valid default CIDR"))
-                .collect(),
+            cidrs: DEFAULT_POD_CIDRS.iter().map(parse).collect(),
             ignore_status: false,
+            service_cidrs: DEFAULT_SERVICE_CIDRS.iter().map(parse).collect(),
+            node_ports: Some(DEFAULT_NODE_PORTS),
         }
     }
 }
@@ -131,17 +181,28 @@ impl AddressPlan {
     }
 
     fn family_cidr(&self, v4: bool) -> Result<Option<IpNetwork>, AddressingError> {
-        let mut of_family = self.cidrs.iter().filter(|c| c.is_ipv4() == v4);
-        let first = of_family.next().copied();
-        if let (Some(first), Some(second)) = (first, of_family.next()) {
-            return Err(AddressingError::TwoCidrsOfOneFamily {
-                family: if v4 { "IPv4" } else { "IPv6" },
+        one_of_family(&self.cidrs, v4).map_err(|(family, first, second)| {
+            AddressingError::TwoCidrsOfOneFamily {
+                family,
                 first,
-                second: *second,
-            });
-        }
-        Ok(first)
+                second,
+            }
+        })
     }
+}
+
+/// The CIDR of `cidrs` of a family, or (family, first, second) when there
+/// are two.
+fn one_of_family(
+    cidrs: &[IpNetwork],
+    v4: bool,
+) -> Result<Option<IpNetwork>, (&'static str, IpNetwork, IpNetwork)> {
+    let mut of_family = cidrs.iter().filter(|c| c.is_ipv4() == v4);
+    let first = of_family.next().copied();
+    if let (Some(first), Some(second)) = (first, of_family.next()) {
+        return Err((if v4 { "IPv4" } else { "IPv6" }, first, *second));
+    }
+    Ok(first)
 }
 
 /// Gives every status address to the pod with the greatest claim on it

@@ -1,5 +1,5 @@
-//! What Bulkhead knows about a cluster: namespaces, pods and NetworkPolicies,
-//! validated. Sources (manifest directory, later the Kubernetes API) build it;
+//! What Bulkhead knows about a cluster: namespaces, pods, NetworkPolicies
+//! and Services, validated. Sources (manifest directory, later the Kubernetes API) build it;
 //! the compiler reads it.
 
 pub mod addressing;
@@ -20,7 +20,8 @@ pub use mode::{MODE_ANNOTATION, Mode, UnknownMode};
 pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
 pub use selector::{Labels, Requirement, Selector};
 pub use service::{
-    Backend, Frontend, Service, ServicePort, ServiceType, TargetPort, TrafficPolicy,
+    Backend, Frontend, IpFamily, IpFamilyPolicy, Service, ServicePort, ServiceType,
+    SessionAffinity, TargetPort, TrafficPolicy,
 };
 
 /// The label every namespace carries with its own name.
@@ -314,7 +315,7 @@ impl Model {
         before - self.pods.len()
     }
 
-    /// Sorts pods and policies and adds implied namespaces and the name
+    /// Sorts pods, policies and Services and adds implied namespaces and the name
     /// label; call after building a model by hand.
     pub fn normalize(&mut self) {
         self.pods
@@ -328,6 +329,7 @@ impl Model {
             .iter()
             .map(|p| p.namespace.clone())
             .chain(self.policies.iter().map(|p| p.namespace.clone()))
+            .chain(self.services.iter().map(|s| s.namespace.clone()))
             .collect::<Vec<_>>();
         for ns in used {
             self.namespaces

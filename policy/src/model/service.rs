@@ -53,6 +53,74 @@ pub enum TrafficPolicy {
     Local,
 }
 
+/// An address family (`spec.ipFamilies` entries).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamily {
+    /// `IPv4`.
+    V4,
+    /// `IPv6`.
+    V6,
+}
+
+impl IpFamily {
+    /// The family of `addr`.
+    pub fn of(addr: IpAddr) -> Self {
+        if addr.is_ipv4() { Self::V4 } else { Self::V6 }
+    }
+
+    /// Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+
+    /// The other family.
+    pub fn other(self) -> Self {
+        match self {
+            Self::V4 => Self::V6,
+            Self::V6 => Self::V4,
+        }
+    }
+}
+
+/// `spec.ipFamilyPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum IpFamilyPolicy {
+    /// `SingleStack` (the default when one family or address is given).
+    #[default]
+    SingleStack,
+    /// `PreferDualStack`: both families where the cluster has both.
+    PreferDualStack,
+    /// `RequireDualStack`: both families (the default when two are given).
+    RequireDualStack,
+}
+
+impl IpFamilyPolicy {
+    /// Kubernetes spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SingleStack => "SingleStack",
+            Self::PreferDualStack => "PreferDualStack",
+            Self::RequireDualStack => "RequireDualStack",
+        }
+    }
+}
+
+/// `spec.sessionAffinity` (with `spec.sessionAffinityConfig`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SessionAffinity {
+    /// `None` (the default): each connection picks a backend.
+    #[default]
+    None,
+    /// `ClientIP`: a client address sticks to one backend.
+    ClientIp {
+        /// `sessionAffinityConfig.clientIP.timeoutSeconds` (default 10800).
+        timeout_seconds: u32,
+    },
+}
+
 /// A Service port's `targetPort`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TargetPort {
@@ -80,7 +148,7 @@ pub struct ServicePort {
 }
 
 /// A Service.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Service {
     /// Namespace.
     pub namespace: String,
@@ -97,6 +165,12 @@ pub struct Service {
     pub cluster_ips: Vec<IpAddr>,
     /// `spec.clusterIP: None`: headless (clients reach the pods directly).
     pub headless: bool,
+    /// `spec.ipFamilies`: the families of `cluster_ips`, in their order
+    /// (as the API server completes them); for a headless Service the
+    /// families its DNS records carry.
+    pub ip_families: Vec<IpFamily>,
+    /// `spec.ipFamilyPolicy` (defaulted as the API server does).
+    pub ip_family_policy: IpFamilyPolicy,
     /// `spec.ports`.
     pub ports: Vec<ServicePort>,
     /// `spec.externalIPs`.
@@ -107,6 +181,13 @@ pub struct Service {
     pub external_traffic_policy: TrafficPolicy,
     /// `spec.internalTrafficPolicy`.
     pub internal_traffic_policy: TrafficPolicy,
+    /// `spec.sessionAffinity`.
+    pub session_affinity: SessionAffinity,
+    /// `spec.externalName` (ExternalName Services).
+    pub external_name: Option<String>,
+    /// `spec.allocateLoadBalancerNodePorts: false` (LoadBalancer
+    /// Services): ports without a `nodePort` get none.
+    pub skip_node_ports: bool,
     /// Where it was read from.
     pub origin: Origin,
 }

@@ -4,9 +4,9 @@
 //!
 //! - [`manifest::watch`]: a directory of manifests, re-read on inotify
 //!   events; its revision is the content hash.
-//! - [`kubernetes`]: the Kubernetes API (list/watch of Namespaces, Pods and
-//!   NetworkPolicies); its revision is the highest resourceVersion in the
-//!   view.
+//! - [`kubernetes`]: the Kubernetes API (list/watch of Namespaces, Pods,
+//!   NetworkPolicies and Services); its revision is the highest
+//!   resourceVersion in the view.
 //!
 //! A source publishes a model only when it is complete (never a partial
 //! view of a cluster), and keeps publishing its last complete model while

@@ -90,6 +90,7 @@ fn model_in_force(state: &LabState) -> Result<Model, CliError> {
             .filter_map(|c| c.parse().ok())
             .collect(),
         ignore_status: state.assign_pod_ips,
+        ..AddressPlan::default()
     };
     let mut model = manifest::load_dir(&dir, &plan)?;
     // What the agent enforces: policies in audit or learn mode allow all.

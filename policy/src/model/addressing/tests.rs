@@ -46,6 +46,7 @@ fn ignore_status_reassigns_everything() {
     let plan = AddressPlan {
         cidrs: vec!["192.168.0.0/30".parse().unwrap()],
         ignore_status: true,
+        ..AddressPlan::default()
     };
     plan.assign(&mut pods).unwrap();
     assert_eq!(pods[0].ips, vec!["192.168.0.2".parse::<IpAddr>().unwrap()]);
@@ -56,6 +57,7 @@ fn exhaustion_and_two_cidrs_of_a_family_are_errors() {
     let plan = AddressPlan {
         cidrs: vec!["192.168.0.0/30".parse().unwrap()],
         ignore_status: false,
+        ..AddressPlan::default()
     };
     let mut pods = vec![pod("a", "p1", &[]), pod("a", "p2", &[])];
     assert!(matches!(
@@ -65,6 +67,7 @@ fn exhaustion_and_two_cidrs_of_a_family_are_errors() {
     let two_v4 = AddressPlan {
         cidrs: vec!["10.0.0.0/8".parse().unwrap(), "11.0.0.0/8".parse().unwrap()],
         ignore_status: false,
+        ..AddressPlan::default()
     };
     assert!(matches!(
         two_v4.assign(&mut []),
@@ -105,4 +108,61 @@ fn a_contested_address_goes_to_the_running_most_recently_started_pod() {
             !"10.244.0.0/16".parse::<IpNetwork>().unwrap().contains(*ip) || *ip == contested
         }));
     }
+}
+
+fn service(name: &str, kind: crate::model::ServiceType, ips: &[&str]) -> crate::model::Service {
+    crate::model::Service {
+        namespace: "a".into(),
+        name: name.into(),
+        kind,
+        cluster_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        ports: vec![crate::model::ServicePort {
+            name: None,
+            protocol: crate::model::Protocol::Tcp,
+            port: 80,
+            target_port: crate::model::TargetPort::Number(80),
+            node_port: None,
+        }],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn services_get_addresses_and_node_ports_only_from_a_plan_that_has_them() {
+    use crate::model::{IpFamily, ServiceType};
+    let mut services = vec![
+        service("np", ServiceType::NodePort, &[]),
+        service("set", ServiceType::ClusterIp, &["10.96.0.2"]),
+    ];
+    let api = AddressPlan {
+        cidrs: vec![],
+        ignore_status: false,
+        service_cidrs: vec![],
+        node_ports: None,
+    };
+    let mut untouched = services.clone();
+    assert!(api.assign_services(&mut untouched).unwrap().is_empty());
+    services[1].ip_families = vec![IpFamily::V4];
+    assert_eq!(
+        untouched, services,
+        "nothing given out; families of the addresses"
+    );
+    AddressPlan::default()
+        .assign_services(&mut services)
+        .unwrap();
+    assert_eq!(
+        services[0].cluster_ips,
+        vec!["10.96.0.3".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(services[0].ip_families, [IpFamily::V4]);
+    assert_eq!(services[0].ports[0].node_port, Some(30000));
+    assert_eq!(services[1].ip_families, [IpFamily::V4]);
+    let two_v6 = AddressPlan {
+        service_cidrs: vec!["fd00::/112".parse().unwrap(), "fd01::/112".parse().unwrap()],
+        ..AddressPlan::default()
+    };
+    assert!(matches!(
+        two_v6.assign_services(&mut []),
+        Err(AddressingError::TwoServiceCidrsOfOneFamily { .. })
+    ));
 }

@@ -1,5 +1,5 @@
-//! The Kubernetes API as a source (kube-rs): Namespaces, Pods and
-//! NetworkPolicies through kube's `watcher` (list, then watch from the
+//! The Kubernetes API as a source (kube-rs): Namespaces, Pods,
+//! NetworkPolicies and Services through kube's `watcher` (list, then watch from the
 //! list's resourceVersion; relist on 410 Gone; bookmarks; backoff on
 //! errors), fed into a [`View`] that keeps each object converted and
 //! trimmed (the model's pod, not the API object: a reflector's store of
@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::stream::{BoxStream, SelectAll, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -107,6 +107,14 @@ pub async fn spawn(cfg: KubeConfig) -> Result<watch::Receiver<Feed>, KubeError> 
         &client,
         Kind::NetworkPolicy,
         ApiResource::erase::<NetworkPolicy>(&()),
+    ));
+    // Services: their frontends (ClusterIPs, NodePorts, external and
+    // load-balancer addresses) are where the node translates traffic to
+    // backends, which the dataplane judges on the backend it reaches.
+    streams.push(kind_stream(
+        &client,
+        Kind::Service,
+        ApiResource::erase::<Service>(&()),
     ));
     let feed = Feed {
         status: SourceStatus {

@@ -15,7 +15,7 @@ use kube::runtime::watcher::Event;
 use serde_json::Value;
 
 use crate::model::addressing::AddressPlan;
-use crate::model::{Mode, Model, Namespace, Pod, Policy};
+use crate::model::{Mode, Model, Namespace, Pod, Policy, Service};
 use crate::source::manifest::{self, ApiObject, Purpose};
 
 /// A watched kind.
@@ -27,6 +27,8 @@ pub enum Kind {
     Pod,
     /// networking.k8s.io/v1 NetworkPolicy.
     NetworkPolicy,
+    /// core/v1 Service.
+    Service,
 }
 
 impl Kind {
@@ -36,6 +38,7 @@ impl Kind {
             Self::Namespace => "namespaces",
             Self::Pod => "pods",
             Self::NetworkPolicy => "networkpolicies",
+            Self::Service => "services",
         }
     }
 
@@ -45,6 +48,7 @@ impl Kind {
             Self::Namespace => "Namespace",
             Self::Pod => "Pod",
             Self::NetworkPolicy => "NetworkPolicy",
+            Self::Service => "Service",
         }
     }
 }
@@ -87,6 +91,7 @@ pub struct View {
     namespaces: Objects<Namespace>,
     pods: Objects<Pod>,
     policies: Objects<Policy>,
+    services: Objects<Service>,
     /// Why objects are left out, by `Kind namespace/name`.
     skipped: BTreeMap<String, String>,
     /// Highest resourceVersion seen in an event.
@@ -96,7 +101,7 @@ pub struct View {
 impl View {
     /// Whether every kind has completed its initial list.
     pub fn complete(&self) -> bool {
-        self.namespaces.synced && self.pods.synced && self.policies.synced
+        self.namespaces.synced && self.pods.synced && self.policies.synced && self.services.synced
     }
 
     /// The highest resourceVersion the view includes.
@@ -135,6 +140,7 @@ impl View {
             Kind::Namespace => self.namespaces.relisting = Some(BTreeMap::new()),
             Kind::Pod => self.pods.relisting = Some(BTreeMap::new()),
             Kind::NetworkPolicy => self.policies.relisting = Some(BTreeMap::new()),
+            Kind::Service => self.services.relisting = Some(BTreeMap::new()),
         }
     }
 
@@ -149,10 +155,11 @@ impl View {
             Kind::Namespace => swap(&mut self.namespaces),
             Kind::Pod => swap(&mut self.pods),
             Kind::NetworkPolicy => swap(&mut self.policies),
+            Kind::Service => swap(&mut self.services),
         }
         // Warnings of objects a relist no longer has go with them.
         let prefix = format!("{} ", kind.name());
-        let (ns, pods, pols) = (&self.namespaces, &self.pods, &self.policies);
+        let (ns, pods, pols, svcs) = (&self.namespaces, &self.pods, &self.policies, &self.services);
         self.skipped.retain(|k, _| {
             let Some(key) = k.strip_prefix(&prefix) else {
                 return true;
@@ -161,6 +168,7 @@ impl View {
                 Kind::Namespace => ns.live.contains_key(key),
                 Kind::Pod => pods.live.contains_key(key),
                 Kind::NetworkPolicy => pols.live.contains_key(key),
+                Kind::Service => svcs.live.contains_key(key),
             }
         });
     }
@@ -192,10 +200,12 @@ impl View {
             Some(ApiObject::Namespace(n)) => self.namespaces.put(key, Some(n), listing),
             Some(ApiObject::Pod(p)) => self.pods.put(key, Some(p), listing),
             Some(ApiObject::Policy(p)) => self.policies.put(key, Some(p), listing),
+            Some(ApiObject::Service(s)) => self.services.put(key, Some(s), listing),
             None => match kind {
                 Kind::Namespace => self.namespaces.put(key, None, listing),
                 Kind::Pod => self.pods.put(key, None, listing),
                 Kind::NetworkPolicy => self.policies.put(key, None, listing),
+                Kind::Service => self.services.put(key, None, listing),
             },
         }
         !listing
@@ -204,7 +214,8 @@ impl View {
     /// The model of the view, assembled as the manifest source assembles
     /// its own (one model), for enforcement: pods off the pod network left
     /// out, addresses only from pod status (a pod without one yet has an
-    /// identity and no address).
+    /// identity and no address), Service addresses and NodePorts only as
+    /// the API server gave them.
     pub fn model(&self, default_mode: Mode) -> Model {
         let mut model = Model {
             namespaces: self
@@ -215,6 +226,7 @@ impl View {
                 .collect(),
             pods: self.pods.live.values().cloned().collect(),
             policies: self.policies.live.values().cloned().collect(),
+            services: self.services.live.values().cloned().collect(),
             default_mode,
             ..Model::default()
         };
@@ -222,6 +234,8 @@ impl View {
         let plan = AddressPlan {
             cidrs: Vec::new(),
             ignore_status: false,
+            service_cidrs: Vec::new(),
+            node_ports: None,
         };
         manifest::assemble(model, &plan, Purpose::Enforcement)
             .expect("a plan without CIDRs cannot fail")

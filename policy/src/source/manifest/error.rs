@@ -121,13 +121,57 @@ pub enum Problem {
         /// Protocol of the rule.
         protocol: String,
     },
+    /// A value outside a closed set (a Service's type, policies, families).
+    #[error("unsupported value {value:?} (expected {})", .supported.join(", "))]
+    NotSupported {
+        /// The value.
+        value: String,
+        /// What the API server accepts.
+        supported: &'static [&'static str],
+    },
+    /// A value the API server refuses, and why.
+    #[error("invalid value {value:?}: {reason}")]
+    Invalid {
+        /// The value, as written.
+        value: String,
+        /// Why.
+        reason: String,
+    },
+    /// A field the API server refuses in this object's state.
+    #[error("{0}")]
+    Forbidden(&'static str),
+    /// A value given twice where it must be unique.
+    #[error("duplicate value {0}")]
+    DuplicateValue(String),
+    /// A Service's named targetPort that no pod it selects declares (a
+    /// warning: those pods are no backends of that port).
+    #[error(
+        "target port {name:?} ({protocol}) is not a container port of any pod the Service selects"
+    )]
+    TargetPortUnresolved {
+        /// The name.
+        name: String,
+        /// Protocol of the Service port.
+        protocol: String,
+    },
+    /// One of several Service ports without a name: the API server
+    /// refuses it; nothing here refers to Service ports by name, so the
+    /// Service is kept (a warning).
+    #[error(
+        "required field is missing (the API server requires a name on each of several ports; \
+         kept, as nothing here refers to a port by name)"
+    )]
+    UnnamedPort,
+    /// A field the API server accepts that has no effect here (a warning).
+    #[error("{0}")]
+    NoEffect(&'static str),
     /// A `bulkhead.io/mode` annotation that is not a mode.
     #[error("{0}")]
     BadMode(crate::model::UnknownMode),
     /// Two objects produce the same namespace/name.
     #[error("{what} {key} is also defined at {other}")]
     Duplicate {
-        /// "pod", "policy", "namespace".
+        /// "pod", "policy", "namespace", "service".
         what: &'static str,
         /// namespace/name.
         key: String,

@@ -13,6 +13,7 @@
 mod error;
 mod policy;
 mod revision;
+mod service;
 pub mod walk;
 pub mod watch;
 mod workload;
@@ -32,7 +33,7 @@ pub use walk::{Limits, WalkError};
 
 use crate::model::addressing::{AddressPlan, AddressingError};
 use crate::model::{
-    Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch,
+    Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch, Service,
 };
 
 /// Workload kinds that stand for one pod each.
@@ -131,11 +132,21 @@ pub fn assemble(
         tracing::warn!("{conflict}");
         model.warnings.push(conflict.to_string());
     }
+    for warning in plan.assign_services(&mut model.services)? {
+        tracing::warn!("{warning}");
+        model.warnings.push(warning.to_string());
+    }
     // The API server accepts a named port no pod declares: the entry
     // allows nothing until such a pod exists.
     for unresolved in unresolved_named_ports(&model) {
         let text = ManifestError::from(unresolved).to_string();
         tracing::warn!("{text} (allows nothing)");
+        model.warnings.push(text);
+    }
+    // The API server accepts what the endpoints controller then ignores.
+    for ignored in service::warnings(&model) {
+        let text = ManifestError::from(ignored).to_string();
+        tracing::warn!("{text}");
         model.warnings.push(text);
     }
     Ok(model)
@@ -150,6 +161,8 @@ pub enum ApiObject {
     Pod(Pod),
     /// A NetworkPolicy.
     Policy(Policy),
+    /// A Service.
+    Service(Service),
 }
 
 /// Converts an object an API server served, of `kind` (its list's item
@@ -168,6 +181,7 @@ pub fn api_object(kind: &str, value: Value) -> Result<ApiObject, ObjectError> {
         "Namespace" => namespace(&ctx, value).map(ApiObject::Namespace),
         "Pod" => workload::convert(&ctx, kind, value).map(ApiObject::Pod),
         "NetworkPolicy" => policy::convert(&ctx, value, "").map(ApiObject::Policy),
+        "Service" => service::convert(&ctx, value, "").map(ApiObject::Service),
         other => Err(ctx.err(
             "kind",
             Problem::UnsupportedPolicyKind {
@@ -352,6 +366,11 @@ impl Builder {
                     self.model.policies.push(p);
                 }
             }),
+            "Service" => service::convert(&ctx, value, &api_version).map(|s| {
+                if self.check_unique(&ctx, "service", s.key()) {
+                    self.model.services.push(s);
+                }
+            }),
             k if k == "Pod" || WORKLOAD_KINDS.contains(&k) => workload::convert(&ctx, k, value)
                 .map(|p| {
                     if self.check_unique(&ctx, "pod", p.key()) {
@@ -366,7 +385,7 @@ impl Builder {
                 },
             )),
             other => {
-                tracing::debug!(%origin, kind = other, "ignoring object of a kind that carries no pods or policy");
+                tracing::debug!(%origin, kind = other, "ignoring object of a kind that carries no pods, Services or policy");
                 Ok(())
             }
         };

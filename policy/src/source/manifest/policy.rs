@@ -102,7 +102,7 @@ pub(super) fn convert(
 
 /// `spec.ingress[0].from`: the same form as every other field path we report
 /// (serde_ignored's own Display marks optional levels with `?`).
-fn field_path(path: &serde_ignored::Path<'_>) -> String {
+pub(super) fn field_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),
@@ -323,7 +323,7 @@ fn port(ctx: &Ctx<'_>, at: &str, p: &NetworkPolicyPort) -> Result<PortSpec, Obje
 }
 
 /// IANA service name rules (RFC 6335 §5.1), as Kubernetes checks them.
-fn valid_port_name(s: &str) -> bool {
+pub(super) fn valid_port_name(s: &str) -> bool {
     let bytes = s.as_bytes();
     !s.is_empty()
         && s.len() <= 15

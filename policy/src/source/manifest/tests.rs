@@ -764,13 +764,14 @@ items:
   spec: {podSelector: {}}
 - apiVersion: v1
   kind: Service
-  metadata: {name: ignored, namespace: y}
+  metadata: {name: web, namespace: y}
   spec: {ports: [{port: 80}]}
 ";
     let model = load_ok(&[("list.yaml", text)]);
     assert_eq!(model.namespaces["y"].labels["team"], "blue");
     assert_eq!(model.pods.len(), 1);
     assert_eq!(model.policies.len(), 1);
+    assert_eq!(model.services.len(), 1);
 }
 
 #[test]
@@ -1095,9 +1096,9 @@ fn single_file_path() {
 fn other_kinds_are_ignored() {
     let text = "
 apiVersion: v1
-kind: Service
+kind: Endpoints
 metadata: {name: s, namespace: x}
-spec: {ports: [{port: 80}], unknownField: true}
+subsets: [{unknownField: true}]
 ---
 apiVersion: v1
 kind: ConfigMap

@@ -45,8 +45,17 @@ fn synced(pods: Vec<Value>) -> View {
     let mut view = View::default();
     listed(&mut view, Kind::Namespace, vec![]);
     listed(&mut view, Kind::NetworkPolicy, vec![]);
+    listed(&mut view, Kind::Service, vec![]);
     listed(&mut view, Kind::Pod, pods);
     view
+}
+
+fn service(name: &str, rv: u64, spec: Value) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": name, "namespace": "default", "resourceVersion": rv.to_string()},
+        "spec": spec,
+    })
 }
 
 fn keys(model: &Model) -> Vec<String> {
@@ -64,6 +73,8 @@ fn complete_only_after_every_kind_listed() {
     listed(&mut view, Kind::Namespace, vec![]);
     assert!(!view.complete());
     listed(&mut view, Kind::NetworkPolicy, vec![]);
+    assert!(!view.complete(), "Services not listed yet");
+    listed(&mut view, Kind::Service, vec![]);
     assert!(view.complete());
     assert_eq!(view.revision(), 5);
 }
@@ -204,4 +215,53 @@ fn label_changes_and_deletes_move_the_view() {
     );
     assert!(view.model(Mode::Enforce).pods.is_empty());
     assert_eq!(view.revision(), 7);
+}
+
+#[test]
+fn services_come_as_the_api_server_gave_them_and_a_change_moves_the_view() {
+    let mut view = synced(vec![pod("a", 5, Some("10.0.0.1"), json!({}))]);
+    let spec = json!({"type": "NodePort", "selector": {"app": "a"},
+        "clusterIP": "10.96.7.7", "clusterIPs": ["10.96.7.7"], "ipFamilies": ["IPv4"],
+        "ipFamilyPolicy": "SingleStack",
+        "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP", "nodePort": 31000}]});
+    assert!(view.apply(Kind::Service, Event::Apply(service("web", 8, spec))));
+    let model = view.model(Mode::Enforce);
+    assert_eq!(model.services.len(), 1);
+    let svc = &model.services[0];
+    assert_eq!(
+        svc.cluster_ips,
+        ["10.96.7.7".parse::<std::net::IpAddr>().unwrap()]
+    );
+    assert_eq!(svc.ports[0].node_port, Some(31000));
+    assert_eq!(view.revision(), 8);
+    // The API source gives out nothing: a Service the server has not
+    // given an address (it always does) has none.
+    let bare = json!({"selector": {"app": "a"}, "ports": [{"port": 80}]});
+    view.apply(Kind::Service, Event::Apply(service("bare", 9, bare)));
+    let model = view.model(Mode::Enforce);
+    let bare = model.services.iter().find(|s| s.name == "bare").unwrap();
+    assert!(bare.cluster_ips.is_empty());
+    view.apply(Kind::Service, Event::Delete(service("web", 10, json!({}))));
+    assert_eq!(view.model(Mode::Enforce).services.len(), 1);
+    assert_eq!(view.revision(), 10);
+}
+
+#[test]
+fn an_unusable_service_is_left_out_with_a_warning() {
+    let mut view = synced(vec![]);
+    let bad = json!({"ports": [{"port": 80, "protocol": "ICMP"}]});
+    view.apply(Kind::Service, Event::Apply(service("odd", 4, bad)));
+    let model = view.model(Mode::Enforce);
+    assert!(model.services.is_empty());
+    assert_eq!(model.warnings.len(), 1);
+    assert!(
+        model.warnings[0].contains("Service default/odd"),
+        "{:?}",
+        model.warnings
+    );
+    assert!(
+        model.warnings[0].contains("spec.ports[0].protocol"),
+        "{:?}",
+        model.warnings
+    );
 }

@@ -106,3 +106,22 @@ async fn a_single_file_replaced_by_rename_is_followed() {
     let feed = caught_up(&mut rx, &file).await;
     assert_eq!(pods(&feed), ["default/b"]);
 }
+
+#[tokio::test]
+async fn a_service_edit_is_a_new_revision_and_model() {
+    let svc = |port: u16| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\n\
+             spec: {{selector: {{app: a}}, ports: [{{port: {port}}}]}}\n"
+        )
+    };
+    let dir = dir_with(&[("a.yaml", POD_A), ("svc.yaml", &svc(80))]);
+    let mut rx = spawn(dir.path().to_owned(), loader(dir.path())).unwrap();
+    let before = caught_up(&mut rx, dir.path()).await;
+    let ports = |f: &Feed| f.model.as_ref().unwrap().services[0].ports[0].port;
+    assert_eq!(ports(&before), 80);
+    std::fs::write(dir.path().join("svc.yaml"), svc(8080)).unwrap();
+    let after = caught_up(&mut rx, dir.path()).await;
+    assert_ne!(after.revision, before.revision);
+    assert_eq!(ports(&after), 8080);
+}
