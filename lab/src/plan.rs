@@ -28,6 +28,8 @@ pub struct LabSpec {
     pub manifests: PathBuf,
     /// Pod CIDRs in force (one per family).
     pub pod_cidrs: Vec<IpNetwork>,
+    /// `--service-cidr` (empty: the defaults).
+    pub service_cidrs: Vec<IpNetwork>,
     /// Whether status addresses were ignored.
     pub assign_pod_ips: bool,
     /// External host addresses.
@@ -207,6 +209,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         },
         agent: nodes[0].agent.clone(),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),
+        service_cidrs: spec.service_cidrs.iter().map(ToString::to_string).collect(),
         assign_pod_ips: spec.assign_pod_ips,
         extra_ports,
         node: nodes[0].netns.clone(),

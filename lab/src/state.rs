@@ -181,6 +181,11 @@ pub struct LabState {
     pub agent: Option<LabAgent>,
     /// The pod CIDRs addresses were assigned from.
     pub pod_cidrs: Vec<String>,
+    /// The Service CIDRs manifest Services without ClusterIPs get theirs
+    /// from (`--service-cidr`; empty: the defaults), as the agents and the
+    /// kube-proxies load them.
+    #[serde(default)]
+    pub service_cidrs: Vec<String>,
     /// Whether status addresses were ignored.
     pub assign_pod_ips: bool,
     /// Ports served on every host and protocol beyond the declared ones.

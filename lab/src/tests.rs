@@ -68,6 +68,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         name: "t1".into(),
         manifests: PathBuf::from("/m"),
         pod_cidrs: AddressPlan::default().cidrs,
+        service_cidrs: Vec::new(),
         assign_pod_ips: false,
         externals: externals.iter().map(|a| a.parse().unwrap()).collect(),
         extra_ports: vec![9000, 9000],

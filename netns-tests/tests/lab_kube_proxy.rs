@@ -85,6 +85,7 @@ fn service(name: &str, key: &str, value: &str, n: u8, node_port: u16) -> Service
         external_traffic_policy: TrafficPolicy::Cluster,
         internal_traffic_policy: TrafficPolicy::Cluster,
         origin: Origin::default(),
+        ..Service::default()
     }
 }
 
@@ -351,4 +352,103 @@ fn services_across_three_nodes() {
         }
     }
     assert_eq!(snapshot(), before, "the lab left something behind");
+}
+
+/// A Service manifest: `name` selecting `app: <app>` on port 80 of every
+/// protocol, both families' ClusterIPs `10.96.0.<n>` / `fd00:10:96::<n>`,
+/// NodePorts `node_port` + 0, 1, 2.
+fn service_yaml(name: &str, app: &str, n: u8, node_port: u16) -> String {
+    let ports: String = ["TCP", "UDP", "SCTP"]
+        .iter()
+        .zip(0..)
+        .map(|(p, i)| {
+            format!(
+                "  - {{name: {}, protocol: {p}, port: 80, targetPort: 80, nodePort: {}}}\n",
+                p.to_ascii_lowercase(),
+                node_port + i
+            )
+        })
+        .collect();
+    format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{namespace: x, name: {name}}}\nspec:\n  \
+         type: NodePort\n  selector: {{app: {app}}}\n  ipFamilyPolicy: RequireDualStack\n  \
+         clusterIPs: [10.96.0.{n}, 'fd00:10:96::{n}']\n  ports:\n{ports}"
+    )
+}
+
+/// `lab probe ... --output json` as JSON objects.
+fn probe_json(lab: &Lab, args: &[&str]) -> Vec<serde_json::Value> {
+    let mut all = vec!["--family", "both", "--ports", "80", "--output", "json"];
+    all.extend_from_slice(args);
+    lab_support::json_lines(&lab.ok("probe", &all))
+}
+
+/// The lab's own kube-proxy follows its manifests: Services written in
+/// them are translated at `lab up`, probes `--via service` and `--via
+/// nodeport` reach the pod behind them, and once a relabel leaves a
+/// Service without pods, `lab sync` returns with its ClusterIP refusing.
+fn follows_manifests(name: &str, mode: &str) {
+    let before = snapshot();
+    {
+        let yaml = [pods(), service_yaml("a-svc", "a", 10, 30080)].concat();
+        let lab = Lab::new(name, &yaml);
+        let up = lab.up(&["--kube-proxy", mode, "--external", "192.0.2.10"]);
+        assert!(up.status.success(), "lab up failed");
+        let r = probe_json(&lab, &["--via", "service", "--from", "x/c", "--to", "x/a"]);
+        assert_eq!(r.len(), 6, "{r:?}");
+        for p in &r {
+            assert_eq!(p["outcome"], "connected", "{p}");
+            assert_eq!(p["via"], "service");
+            assert_eq!(p["service"], "x/a-svc");
+            let addr = p["addr"].as_str().unwrap();
+            assert!(["10.96.0.10", "fd00:10:96::10"].contains(&addr), "{p}");
+        }
+        let r = probe_json(
+            &lab,
+            &["--via", "nodeport", "--from", "192.0.2.10", "--to", "x/a"],
+        );
+        assert_eq!(r.len(), 3, "{r:?}");
+        assert!(
+            r.iter()
+                .all(|p| p["outcome"] == "connected" && p["addr"] == "10.244.0.1"),
+            "{r:?}"
+        );
+
+        // x/a leaves the Service: its rules follow at `lab sync`.
+        let moved = std::fs::read_to_string(lab.watched().join("manifests.yaml"))
+            .expect("the watched manifests")
+            .replace("app: a,", "app: moved,");
+        lab.write_policy("manifests.yaml", &moved);
+        lab.ok("sync", &[]);
+        let state = LabState::load(name).unwrap().expect("state");
+        let xc = NsHandle::open(&state.hosts[2].netns).unwrap();
+        for cip in ["10.96.0.10", "fd00:10:96::10"] {
+            let addr: IpAddr = cip.parse().unwrap();
+            for proto in [Protocol::Tcp, Protocol::Udp] {
+                let (outcome, detail) = xc.run(|| probe_one(addr, proto, 80, TIMEOUT)).unwrap();
+                assert_eq!(outcome, Outcome::Refused, "{proto} to {cip}: {detail:?}");
+            }
+        }
+        let r = probe_json(&lab, &["--via", "service", "--from", "x/c", "--to", "x/a"]);
+        assert!(r.iter().all(|p| p["outcome"] == "no-service"), "{r:?}");
+    }
+    assert_eq!(snapshot(), before, "the lab left something behind");
+}
+
+#[test]
+fn the_lab_kube_proxy_follows_manifests_iptables() {
+    if !privileged() {
+        return;
+    }
+    let _guard = serial();
+    follows_manifests("kpfi", "iptables");
+}
+
+#[test]
+fn the_lab_kube_proxy_follows_manifests_nftables() {
+    if !privileged() {
+        return;
+    }
+    let _guard = serial();
+    follows_manifests("kpfn", "nftables");
 }

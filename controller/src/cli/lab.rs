@@ -484,6 +484,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         name: args.name.name.clone(),
         manifests,
         pod_cidrs: cidrs(&args.manifests),
+        service_cidrs: args.manifests.service_cidr.clone(),
         assign_pod_ips: args.manifests.assign_pod_ips,
         externals: args.external.clone(),
         extra_ports: args.ports.clone(),
@@ -646,6 +647,11 @@ fn source_model(state: &LabState) -> Result<Model, CliError> {
             .filter_map(|c| c.parse().ok())
             .collect(),
         assign_pod_ips: state.assign_pod_ips,
+        service_cidr: state
+            .service_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
     };
     Ok(manifests.load_for(bulkhead_policy::source::manifest::Purpose::Enforcement)?)
 }

@@ -71,6 +71,14 @@ fn loader(state: &LabState) -> watch::Loader {
     if !cidrs.is_empty() {
         plan.cidrs = cidrs;
     }
+    let service: Vec<_> = state
+        .service_cidrs
+        .iter()
+        .filter_map(|c| c.parse().ok())
+        .collect();
+    if !service.is_empty() {
+        plan.service_cidrs = service;
+    }
     Arc::new(move || manifest::load_dir_for(&path, &plan, Purpose::Enforcement))
 }
 

@@ -52,6 +52,7 @@ fn service(name: &str, app: &str, ips: &[&str], port: ServicePort) -> Service {
         external_traffic_policy: TrafficPolicy::Cluster,
         internal_traffic_policy: TrafficPolicy::Cluster,
         origin: Origin::default(),
+        ..Service::default()
     }
 }
 
