@@ -112,7 +112,17 @@ pub fn run(state: &LabState, index: usize) -> Result<(), LabError> {
         let mut last: Option<(Arc<Model>, String)> = None;
         loop {
             let current: Feed = feed.borrow_and_update().clone();
-            let status = sync(&netns, mode, &node, &current, &mut last);
+            // Installing forks programs and opens netlink (with a runtime
+            // of its own): off this runtime's thread.
+            let (netns, node) = (netns.clone(), node.clone());
+            let (status, now) = tokio::task::spawn_blocking(move || {
+                let mut last = last;
+                let status = sync(&netns, mode, &node, &current, &mut last);
+                (status, last)
+            })
+            .await
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()));
+            last = now;
             write_status(&path, &status)?;
             if feed.changed().await.is_err() {
                 return Ok(());
