@@ -378,7 +378,18 @@ fn service_yaml(name: &str, app: &str, n: u8, node_port: u16) -> String {
 
 /// `lab probe ... --output json` as JSON objects.
 fn probe_json(lab: &Lab, args: &[&str]) -> Vec<serde_json::Value> {
-    let mut all = vec!["--family", "both", "--ports", "80", "--output", "json"];
+    // Generous: a loaded 2-core machine (the first packet of a family
+    // also waits for neighbour discovery on the node).
+    let mut all = vec![
+        "--family",
+        "both",
+        "--ports",
+        "80",
+        "--timeout-ms",
+        "3000",
+        "--output",
+        "json",
+    ];
     all.extend_from_slice(args);
     lab_support::json_lines(&lab.ok("probe", &all))
 }
