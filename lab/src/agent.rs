@@ -120,6 +120,9 @@ pub fn start(state: &LabState, node: usize, agent: &LabAgent, exe: &Path) -> Res
     if !state.pod_cidrs.is_empty() {
         cmd.arg("--pod-cidr").arg(state.pod_cidrs.join(","));
     }
+    if !state.service_cidrs.is_empty() {
+        cmd.arg("--service-cidr").arg(state.service_cidrs.join(","));
+    }
     if state.assign_pod_ips {
         cmd.arg("--assign-pod-ips");
     }

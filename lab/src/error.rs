@@ -46,6 +46,17 @@ pub enum LabError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// The lab's kube-proxy could not read its source.
+    #[error("the lab's kube-proxy cannot read its source: {0}")]
+    KubeProxySource(String),
+    /// A node's kube-proxy rules are not in force.
+    #[error("the kube-proxy rules of node {node}: {why}")]
+    KubeProxy {
+        /// The node.
+        node: String,
+        /// Why.
+        why: String,
+    },
     /// A namespace operation failed (netkit).
     #[error(transparent)]
     Netns(#[from] bulkhead_netkit::NetnsError),

@@ -114,6 +114,7 @@ pub mod cluster;
 pub mod cni;
 pub mod cniconf;
 pub mod error;
+pub mod kubeproxy;
 pub mod naming;
 pub mod net;
 pub mod nodes;

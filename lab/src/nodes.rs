@@ -203,6 +203,7 @@ pub(super) fn plan_nodes(model: &Model, spec: &LabSpec) -> Result<Vec<LabNode>, 
                     node_name: named.then(|| names[i].clone()),
                 }),
                 cni_conf: None,
+                kube_proxy_pid: None,
             })
         })
         .collect()

@@ -10,6 +10,7 @@ use ipnetwork::IpNetwork;
 use bulkhead_netkit::Route;
 
 use super::LabError;
+use super::kubeproxy::ProxyMode;
 use super::naming::{
     default_node_name, external_netns, fabric_netns, format_mac, host_veth, mac_of, pod_netns,
 };
@@ -27,6 +28,8 @@ pub struct LabSpec {
     pub manifests: PathBuf,
     /// Pod CIDRs in force (one per family).
     pub pod_cidrs: Vec<IpNetwork>,
+    /// `--service-cidr` (empty: the defaults).
+    pub service_cidrs: Vec<IpNetwork>,
     /// Whether status addresses were ignored.
     pub assign_pod_ips: bool,
     /// External host addresses.
@@ -52,6 +55,8 @@ pub struct LabSpec {
     pub nodes: usize,
     /// Their Kubernetes names (empty: `node-0`, `node-1`, ...).
     pub node_names: Vec<String>,
+    /// The Service NAT rules each node gets.
+    pub kube_proxy: ProxyMode,
 }
 
 impl LabSpec {
@@ -204,6 +209,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         },
         agent: nodes[0].agent.clone(),
         pod_cidrs: spec.pod_cidrs.iter().map(ToString::to_string).collect(),
+        service_cidrs: spec.service_cidrs.iter().map(ToString::to_string).collect(),
         assign_pod_ips: spec.assign_pod_ips,
         extra_ports,
         node: nodes[0].netns.clone(),
@@ -211,6 +217,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         nodes,
         gateways,
         hosts,
+        kube_proxy: spec.kube_proxy,
     })
 }
 

@@ -11,6 +11,20 @@
 //! answered), `timeout` (nothing came back: what a dropping policy gives),
 //! and `error` (the probe itself could not run).
 //!
+//! # Through Services
+//!
+//! With `--via service`, each probe to a destination pod goes to the
+//! ClusterIP (of the probe's family) and port of a Service that selects
+//! exactly that pod and exposes the probed port as itself (Service port
+//! and target port both the probed port, same protocol): the node's
+//! kube-proxy rules translate it to the pod ([`crate::kubeproxy`]). With
+//! `--via nodeport`, it goes to the destination node's address and that
+//! Service's NodePort. A destination pod without such a Service gets the
+//! outcome `no-service` (never allowed; nothing is sent); external hosts
+//! are no Service's backends and are not destinations then. Results say
+//! which address and port were probed (`addr`, `probed_port`) and through
+//! which Service. `--hairpin` adds each pod's probes to itself.
+//!
 //! # Allowed
 //!
 //! A probe is *allowed* when its packet reached the destination and the
@@ -39,7 +53,7 @@ use serde_json::{Value, json};
 
 use super::state::{Host, LabState};
 use super::{LabError, net, sctp, serve};
-use bulkhead_policy::model::Protocol;
+use bulkhead_policy::model::{Model, Protocol, ServiceType};
 
 /// Most helper processes running at once.
 const MAX_HELPERS: usize = 16;
@@ -58,6 +72,10 @@ pub enum Outcome {
     Timeout,
     /// The probe could not run.
     Error,
+    /// No Service reaches the destination as asked (`--via service` or
+    /// `nodeport`): nothing was sent.
+    #[serde(rename = "no-service")]
+    NoService,
 }
 
 impl Outcome {
@@ -69,6 +87,7 @@ impl Outcome {
             Outcome::Unreachable => "unreachable",
             Outcome::Timeout => "timeout",
             Outcome::Error => "error",
+            Outcome::NoService => "no-service",
         }
     }
 }
@@ -96,6 +115,86 @@ pub struct ProbeOptions {
     pub from: Vec<String>,
     /// Destinations, likewise.
     pub to: Vec<String>,
+    /// What the probes are sent to.
+    pub via: Via,
+    /// Each pod probes itself too (through its Service: hairpin).
+    pub hairpin: bool,
+    /// The Service frontends that reach single pods ([`service_routes`]),
+    /// for `via` service and nodeport.
+    pub routes: Vec<ServiceRoute>,
+}
+
+/// What a probe to a pod is sent to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// The pod's own address.
+    #[default]
+    Pod,
+    /// A ClusterIP of a Service that selects only that pod.
+    Service,
+    /// A NodePort of such a Service, on the pod's node.
+    Nodeport,
+}
+
+impl Via {
+    /// `pod`, `service`, `nodeport`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Pod => "pod",
+            Via::Service => "service",
+            Via::Nodeport => "nodeport",
+        }
+    }
+}
+
+/// A Service port that reaches exactly one pod on the same port number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceRoute {
+    /// The Service (`namespace/name`).
+    pub service: String,
+    /// The pod it selects (`namespace/name`).
+    pub pod: String,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// The Service port, which is also its target port on the pod.
+    pub port: u16,
+    /// Its ClusterIPs.
+    pub cluster_ips: Vec<IpAddr>,
+    /// Its NodePort, if any.
+    pub node_port: Option<u16>,
+}
+
+/// Every Service port of `model` that selects exactly one pod and
+/// targets the port it exposes (by number, or by a name that resolves to
+/// it on that pod), in Service order.
+pub fn service_routes(model: &Model) -> Vec<ServiceRoute> {
+    let mut out = Vec::new();
+    for svc in &model.services {
+        if svc.headless || svc.kind == ServiceType::ExternalName {
+            continue;
+        }
+        let mut selected = model.pods.iter().filter(|p| svc.selects(p));
+        let (Some(pod), None) = (selected.next(), selected.next()) else {
+            continue;
+        };
+        for port in &svc.ports {
+            if svc.target_port_on(port, pod) != Some(port.port) {
+                continue;
+            }
+            out.push(ServiceRoute {
+                service: svc.key(),
+                pod: pod.key(),
+                protocol: port.protocol,
+                port: port.port,
+                cluster_ips: svc.cluster_ips.clone(),
+                node_port: port
+                    .node_port
+                    .filter(|_| svc.kind != ServiceType::ClusterIp),
+            });
+        }
+    }
+    out
 }
 
 /// Whether `host` matches one of `patterns` (empty: every host). A pattern
@@ -144,6 +243,11 @@ pub struct ProbeSpec {
     pub protocol: Protocol,
     /// Destination port.
     pub port: u16,
+    /// What is probed: the pod's address and port, a ClusterIP, a node
+    /// address and NodePort; `None` when no Service reaches the pod.
+    pub target: Option<SocketAddr>,
+    /// The Service probed through, if any.
+    pub service: Option<String>,
 }
 
 /// A probe and how it ended.
@@ -165,6 +269,12 @@ pub struct ProbeResult {
     pub detail: Option<String>,
     /// Whether the destination serves the port (has a server on it).
     pub served: bool,
+    /// What the probe was sent to.
+    pub via: Via,
+    /// The address and port probed (`None`: no Service reached the pod).
+    pub target: Option<SocketAddr>,
+    /// The Service probed through, if any.
+    pub service: Option<String>,
 }
 
 impl ProbeResult {
@@ -175,7 +285,7 @@ impl ProbeResult {
         match self.outcome {
             Outcome::Connected => true,
             Outcome::Refused => !self.served,
-            Outcome::Unreachable | Outcome::Timeout | Outcome::Error => false,
+            Outcome::Unreachable | Outcome::Timeout | Outcome::Error | Outcome::NoService => false,
         }
     }
 
@@ -193,14 +303,25 @@ impl ProbeResult {
         if let Some(d) = &self.detail {
             v["detail"] = d.clone().into();
         }
+        if self.via != Via::Pod {
+            v["via"] = self.via.as_str().into();
+            if let Some(s) = &self.service {
+                v["service"] = s.clone().into();
+            }
+        }
+        if let Some(t) = self.target {
+            v["addr"] = t.ip().to_string().into();
+            v["probed_port"] = t.port().into();
+        }
         v
     }
 }
 
 /// Every probe, in order: each ordered pair of distinct hosts (pod to pod,
-/// pod to external, external to pod; not external to external) that both
-/// have an address of the family and match `from` and `to`, for each
-/// family, protocol and port.
+/// pod to external, external to pod; not external to external; with
+/// `hairpin`, each pod to itself too; through Services, no external
+/// destination) that both have an address of the family and match `from`
+/// and `to`, for each family, protocol and port.
 pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
     let mut out = Vec::new();
     for (s, src) in state.hosts.iter().enumerate() {
@@ -208,7 +329,13 @@ pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
             continue;
         }
         for (d, dst) in state.hosts.iter().enumerate() {
-            if s == d || (src.external && dst.external) || !host_matches(&opts.to, dst) {
+            let paired = if s == d {
+                opts.hairpin && !src.external
+            } else {
+                !(src.external && dst.external)
+            };
+            let via_pod = opts.via == Via::Pod;
+            if !paired || (!via_pod && dst.external) || !host_matches(&opts.to, dst) {
                 continue;
             }
             for &v4 in &opts.families {
@@ -221,12 +348,15 @@ pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
                         None => dst.ports.get(protocol).iter().copied().collect(),
                     };
                     for port in ports {
+                        let (target, service) = target(state, opts, d, addr, protocol, port);
                         out.push(ProbeSpec {
                             src: s,
                             dst: d,
                             addr,
                             protocol,
                             port,
+                            target,
+                            service,
                         });
                     }
                 }
@@ -234,6 +364,39 @@ pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
         }
     }
     out
+}
+
+/// Where a probe to host `dst` (address `addr`) on `protocol`/`port` goes
+/// as `opts.via` asks, and through which Service.
+fn target(
+    state: &LabState,
+    opts: &ProbeOptions,
+    dst: usize,
+    addr: IpAddr,
+    protocol: Protocol,
+    port: u16,
+) -> (Option<SocketAddr>, Option<String>) {
+    if opts.via == Via::Pod {
+        return (Some(SocketAddr::new(addr, port)), None);
+    }
+    let v4 = addr.is_ipv4();
+    let host = &state.hosts[dst];
+    let node_addr = crate::kubeproxy::node_addresses(state, host.node.min(state.nodes.len() - 1))
+        .into_iter()
+        .find(|a| a.is_ipv4() == v4);
+    opts.routes
+        .iter()
+        .filter(|r| r.pod == host.name && r.protocol == protocol && r.port == port)
+        .find_map(|r| {
+            let to = match opts.via {
+                Via::Service => {
+                    SocketAddr::new(*r.cluster_ips.iter().find(|c| c.is_ipv4() == v4)?, port)
+                }
+                _ => SocketAddr::new(node_addr?, r.node_port?),
+            };
+            Some((Some(to), Some(r.service.clone())))
+        })
+        .unwrap_or((None, None))
 }
 
 /// A probe as sent to a helper.
@@ -281,11 +444,12 @@ pub fn run_probes(
     let specs = plan_probes(state, opts);
     let mut by_src: BTreeMap<usize, Vec<HelperTask>> = BTreeMap::new();
     for (id, s) in specs.iter().enumerate() {
+        let Some(to) = s.target else { continue };
         by_src.entry(s.src).or_default().push(HelperTask {
             id,
-            addr: s.addr,
+            addr: to.ip(),
             protocol: s.protocol.as_str().to_owned(),
-            port: s.port,
+            port: to.port(),
         });
     }
     let groups: Vec<(usize, Vec<HelperTask>)> = by_src.into_iter().collect();
@@ -339,6 +503,7 @@ pub fn run_probes(
             let served = state.served(dst).get(s.protocol).contains(&s.port);
             let (outcome, detail) = match a {
                 Some(a) => (a.outcome, a.detail),
+                None if s.target.is_none() => (Outcome::NoService, None),
                 None => (
                     Outcome::Error,
                     Some("the probe helper gave no answer".into()),
@@ -353,6 +518,9 @@ pub fn run_probes(
                 outcome,
                 detail,
                 served,
+                via: opts.via,
+                target: s.target,
+                service: s.service.clone(),
             }
         })
         .collect())

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::kubeproxy::{self, ProxyMode};
 use super::naming::{check_lab_name, netns_prefix};
 use super::state::{AgentSource, LabState, lab_dir, remove_lab_dir};
 use super::{LabError, agent, net, nodes, plan, serve};
 use bulkhead_agent::AgentState;
+use bulkhead_policy::source::manifest::content_hash;
 
 /// How long servers get to report ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,11 +29,19 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// (loading and verifying the programs takes most of it).
 const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Namespace sysctls of the node: it routes.
-const NODE_SYSCTLS: [&str; 3] = [
+/// Namespace sysctls of the node: it routes; as on the hosts (see
+/// [`HOST_SYSCTLS`]), its ICMP errors are not rate-limited: the REJECT
+/// of a Service without endpoints (the node's kube-proxy rules) answers
+/// every probe, not the first few; and its conntrack is liberal, so that
+/// the kube-proxy rules drop no packet of a flow the agent's host routing
+/// kept out of the node's netfilter (see [`crate::kubeproxy`]).
+const NODE_SYSCTLS: [&str; 6] = [
+    "net.netfilter.nf_conntrack_tcp_be_liberal=1",
     "net.ipv4.ip_forward=1",
     "net.ipv6.conf.all.forwarding=1",
     "net.ipv6.conf.default.accept_dad=0",
+    "net.ipv4.icmp_ratemask=0",
+    "net.ipv6.icmp.ratemask=",
 ];
 
 /// Namespace sysctls of every pod and external host: ICMP errors are not
@@ -183,9 +193,14 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         };
         return Err(LabError::ServerNotReady { netns, why });
     }
-    if !nodes.is_empty() {
-        report_enforced(state, &nodes, progress)?;
-    }
+    let enforced = if nodes.is_empty() {
+        None
+    } else {
+        report_enforced(state, &nodes, progress)?
+            .first()
+            .map(|(_, s)| s.source_revision.clone())
+    };
+    start_kube_proxies(state, exe, enforced, progress)?;
     progress(&format!(
         "lab {} is up: {} pods, {} external hosts, in {:.1} s",
         state.name,
@@ -194,6 +209,57 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
         start.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// How long each node's kube-proxy gets to install its first rules.
+const KUBE_PROXY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts each node's kube-proxy ([`kubeproxy::daemon`]) in its namespace
+/// and waits until every one has installed the rules of `revision` (what
+/// the agents enforce; without agents, the watched content).
+fn start_kube_proxies(
+    state: &mut LabState,
+    exe: &Path,
+    revision: Option<String>,
+    progress: &dyn Fn(&str),
+) -> Result<(), LabError> {
+    if state.kube_proxy == ProxyMode::None {
+        return Ok(());
+    }
+    progress(&format!(
+        "starting kube-proxy ({} mode) on {} node(s)",
+        state.kube_proxy,
+        state.nodes.len()
+    ));
+    for i in 0..state.nodes.len() {
+        let log = kubeproxy::daemon::status_path(state, i).with_extension("log");
+        if let Some(dir) = log.parent() {
+            bulkhead_policy::private::create_dir_all(dir).map_err(LabError::io(dir))?;
+        }
+        let log_file = bulkhead_policy::private::create(&log).map_err(LabError::io(&log))?;
+        let args = [
+            "lab".to_owned(),
+            "kube-proxy".to_owned(),
+            "--lab".to_owned(),
+            state.name.clone(),
+            "--node".to_owned(),
+            i.to_string(),
+        ];
+        let mut cmd = net::exec_in(&state.nodes[i].netns, exe, &args)?;
+        // Its own process group: a terminal's ^C to `lab up` must not reach it later.
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log_file));
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            program: exe.display().to_string(),
+            source,
+        })?;
+        state.nodes[i].kube_proxy_pid = Some(child.id());
+        state.save()?;
+    }
+    let revision = revision.unwrap_or_else(|| content_hash(state.watched()));
+    kubeproxy::daemon::wait(state, &revision, KUBE_PROXY_TIMEOUT)
 }
 
 /// A one-node lab: `node bh-<lab>-node`; else `3 nodes (node-0 in
@@ -265,7 +331,33 @@ pub fn restart_agent(
         });
     }
     state.save()?;
-    launch_agents(state, &restart, exe, progress)
+    let enforced = launch_agents(state, &restart, exe, progress)?;
+    if source.is_some() {
+        // The kube-proxies read the agents' source: they switch with them.
+        stop_kube_proxies(state);
+        let revision = enforced.first().map(|(_, s)| s.source_revision.clone());
+        start_kube_proxies(state, exe, revision, progress)?;
+    }
+    Ok(enforced)
+}
+
+/// Stops every node's kube-proxy of `state` (the recorded PIDs that still
+/// run `lab kube-proxy --lab <lab>`), waiting (bounded) until they are gone.
+fn stop_kube_proxies(state: &mut LabState) {
+    let mut pids = Vec::new();
+    for n in &mut state.nodes {
+        if let Some(pid) = n.kube_proxy_pid.take()
+            && is_lab_process(pid, &state.name, b"kube-proxy")
+            && let Ok(raw) = i32::try_from(pid)
+            && kill(Pid::from_raw(raw), Signal::SIGTERM).is_ok()
+        {
+            pids.push(pid);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|p| alive(*p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Starts the agents of nodes `nodes` of `state` (each on its bpffs,
@@ -383,12 +475,16 @@ pub struct DownReport {
 /// Whether `pid` runs `bulkhead lab serve --lab <lab>` (guards against a
 /// recorded PID that has since been reused).
 fn is_lab_server(pid: u32, lab: &str) -> bool {
+    is_lab_process(pid, lab, b"serve")
+}
+
+/// Whether `pid` runs `bulkhead lab <command> ... --lab <lab>`.
+fn is_lab_process(pid: u32, lab: &str, command: &[u8]) -> bool {
     let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-    args.windows(2)
-        .any(|w| w == [b"lab".as_slice(), b"serve".as_slice()])
+    args.windows(2).any(|w| w == [b"lab".as_slice(), command])
         && args
             .windows(2)
             .any(|w| w == [b"--lab".as_slice(), lab.as_bytes()])

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::LabError;
+use super::kubeproxy::ProxyMode;
 use bulkhead_policy::model::{Mode, Protocol};
 
 /// Environment variable overriding the directory labs keep state in.
@@ -146,6 +147,9 @@ pub struct LabNode {
     /// through), once written; `host-local`'s data directory is beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cni_conf: Option<PathBuf>,
+    /// PID of its kube-proxy ([`super::kubeproxy::daemon`]), once started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_proxy_pid: Option<u32>,
 }
 
 impl Host {
@@ -177,6 +181,11 @@ pub struct LabState {
     pub agent: Option<LabAgent>,
     /// The pod CIDRs addresses were assigned from.
     pub pod_cidrs: Vec<String>,
+    /// The Service CIDRs manifest Services without ClusterIPs get theirs
+    /// from (`--service-cidr`; empty: the defaults), as the agents and the
+    /// kube-proxies load them.
+    #[serde(default)]
+    pub service_cidrs: Vec<String>,
     /// Whether status addresses were ignored.
     pub assign_pod_ips: bool,
     /// Ports served on every host and protocol beyond the declared ones.
@@ -193,6 +202,15 @@ pub struct LabState {
     pub gateways: Vec<IpAddr>,
     /// Pods (in namespace/name order), then external hosts.
     pub hosts: Vec<Host>,
+    /// The Service NAT rules each node gets (`lab up --kube-proxy`);
+    /// labs recorded before it had none.
+    #[serde(default = "no_kube_proxy")]
+    pub kube_proxy: ProxyMode,
+}
+
+/// Labs recorded before `--kube-proxy` translate no Service.
+fn no_kube_proxy() -> ProxyMode {
+    ProxyMode::None
 }
 
 /// How the lab runs its agent.
@@ -371,6 +389,7 @@ impl LabState {
                 pod_cidrs: self.pod_cidrs.clone(),
                 agent: self.agent.clone(),
                 cni_conf: None,
+                kube_proxy_pid: None,
             });
         }
         for n in &mut self.nodes {

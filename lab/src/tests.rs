@@ -68,6 +68,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         name: "t1".into(),
         manifests: PathBuf::from("/m"),
         pod_cidrs: AddressPlan::default().cidrs,
+        service_cidrs: Vec::new(),
         assign_pod_ips: false,
         externals: externals.iter().map(|a| a.parse().unwrap()).collect(),
         extra_ports: vec![9000, 9000],
@@ -80,6 +81,7 @@ fn spec(externals: &[&str]) -> LabSpec {
         source: Default::default(),
         nodes: 1,
         node_names: Vec::new(),
+        kube_proxy: Default::default(),
     }
 }
 
@@ -334,6 +336,9 @@ fn opts(families: &[bool], protocols: &[Protocol], ports: Option<Vec<u16>>) -> P
         max_in_flight: 8,
         from: Vec::new(),
         to: Vec::new(),
+        via: Default::default(),
+        hairpin: false,
+        routes: Vec::new(),
     }
 }
 
@@ -431,6 +436,9 @@ fn result(
         outcome,
         detail: None,
         served: port != 82,
+        via: Default::default(),
+        target: None,
+        service: None,
     }
 }
 
@@ -1013,4 +1021,63 @@ fn a_plugin_gets_its_entry_the_lists_name_the_previous_result_and_its_capabiliti
     assert_eq!(ours["prevResult"], prev);
     assert!(ours["runtimeConfig"].is_null(), "{ours}");
     assert_eq!(ours["type"], "bulkhead-cni");
+}
+
+#[test]
+fn probes_through_services_go_to_cluster_ips_and_node_ports() {
+    use super::probe::{ServiceRoute, Via};
+    let s = plan(&model(), &spec(&["192.0.2.10"])).unwrap();
+    let xb = &s.hosts[1];
+    let route = ServiceRoute {
+        service: "x/b-web".into(),
+        pod: xb.name.clone(),
+        protocol: Protocol::Tcp,
+        port: 80,
+        cluster_ips: vec![ip("10.96.0.20")],
+        node_port: Some(30080),
+    };
+    let mut o = opts(&[true, false], &[Protocol::Tcp], Some(vec![80]));
+    o.to = vec!["x/b".into(), "192.0.2.10".into()];
+    o.via = Via::Service;
+    o.routes = vec![route];
+    let all = plan_probes(&s, &o);
+    // External hosts are no destination through Services.
+    assert!(all.iter().all(|p| p.dst == 1));
+    let v4: Vec<_> = all.iter().filter(|p| p.addr.is_ipv4()).collect();
+    assert!(!v4.is_empty());
+    assert!(
+        v4.iter()
+            .all(|p| p.target == Some("10.96.0.20:80".parse().unwrap())
+                && p.service.as_deref() == Some("x/b-web"))
+    );
+    // No IPv6 ClusterIP: the IPv6 probes have no Service.
+    assert!(
+        all.iter()
+            .filter(|p| p.addr.is_ipv6())
+            .all(|p| p.target.is_none())
+    );
+    o.via = Via::Nodeport;
+    let np = plan_probes(&s, &o);
+    let gw = s.gateways.iter().find(|g| g.is_ipv4()).unwrap();
+    assert!(
+        np.iter()
+            .filter(|p| p.addr.is_ipv4())
+            .all(|p| p.target == Some(std::net::SocketAddr::new(*gw, 30080)))
+    );
+    // Hairpin adds x/b → x/b.
+    o.via = Via::Service;
+    o.hairpin = true;
+    o.from = vec!["x/b".into()];
+    assert!(plan_probes(&s, &o).iter().any(|p| p.src == 1 && p.dst == 1));
+}
+
+#[test]
+fn a_probe_without_a_service_is_reported_not_allowed() {
+    let mut r = result("x/a", "x/b", "IPv4", Protocol::Tcp, 80, Outcome::NoService);
+    r.via = super::probe::Via::Service;
+    assert!(!r.allowed());
+    let j = r.to_json();
+    assert_eq!(j["outcome"], "no-service");
+    assert_eq!(j["via"], "service");
+    assert!(j.get("addr").is_none());
 }

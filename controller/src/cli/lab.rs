@@ -11,16 +11,19 @@ use ipnetwork::IpNetwork;
 
 use super::agent::Switch;
 use super::{CliError, ManifestArgs, Output};
+use bulkhead_lab::kubeproxy::{self, ProxyMode};
 use bulkhead_lab::naming::{DEFAULT_LAB, check_lab_name};
 use bulkhead_lab::nodes::placement;
 use bulkhead_lab::plan::{LabSpec, plan};
 use bulkhead_lab::probe::{
-    ProbeOptions, ProbeResult, run_helper, run_probes, text_table, unmatched_pattern,
+    ProbeOptions, ProbeResult, ServiceRoute, Via, run_helper, run_probes, service_routes,
+    text_table, unmatched_pattern,
 };
 use bulkhead_lab::state::{AgentSource, LabState, Ports, state_path};
 use bulkhead_lab::{LabError, agent, cluster, serve, setup};
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_policy::model::{Mode, Protocol};
+use bulkhead_policy::model::{Mode, Model, Protocol};
+use bulkhead_policy::source::manifest::content_hash;
 
 mod status;
 #[cfg(test)]
@@ -47,7 +50,8 @@ pub enum LabCommand {
     /// Wait until the agent enforces the watched directory's current
     /// content (with the Kubernetes API as its source: everything the API
     /// had when asked, by resourceVersion); fails with the agent's error if
-    /// it rejects it (the policy in force stays).
+    /// it rejects it (the policy in force stays); then until every node's
+    /// kube-proxy rules are those of the same content.
     Sync(SyncArgs),
     /// Probe every ordered pair of hosts with real packets.
     Probe(ProbeArgs),
@@ -75,6 +79,21 @@ pub enum LabCommand {
     /// (internal) Runs probes read from stdin inside a source namespace.
     #[command(hide = true)]
     ProbeFrom,
+    /// (internal) A node's kube-proxy, run inside its namespace: installs
+    /// the Service NAT rules and follows the lab's source.
+    #[command(hide = true)]
+    KubeProxy(KubeProxyArgs),
+}
+
+/// Arguments of `lab kube-proxy`.
+#[derive(Debug, Args)]
+pub struct KubeProxyArgs {
+    /// The lab.
+    #[arg(long)]
+    pub lab: String,
+    /// The node's index.
+    #[arg(long)]
+    pub node: usize,
 }
 
 /// The lab's name.
@@ -145,6 +164,11 @@ pub struct UpArgs {
     /// --kubeconfig, the names the API's pods carry in spec.nodeName.
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     pub node_names: Vec<String>,
+    /// The Service NAT rules each node gets, written as kube-proxy writes
+    /// them in that mode and kept up to date with the lab's Services and
+    /// pods: iptables, nftables, or none.
+    #[arg(long, value_name = "MODE", default_value = "iptables")]
+    pub kube_proxy: ProxyMode,
     /// Lab name.
     #[command(flatten)]
     pub name: NameArg,
@@ -245,10 +269,48 @@ pub struct ProbeSelection {
     /// Only probes to these hosts (patterns as for --from).
     #[arg(long, value_name = "HOST", value_delimiter = ',')]
     pub to: Vec<String>,
+    /// Where probes to a pod go: its address (`pod`), the ClusterIP of a
+    /// Service that selects only that pod on the probed port (`service`),
+    /// or that Service's NodePort on the pod's node (`nodeport`); a pod
+    /// without such a Service gets the outcome `no-service`.
+    #[arg(long, value_enum, default_value_t = ViaArg::Pod)]
+    pub via: ViaArg,
+}
+
+/// `--via`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ViaArg {
+    /// The pod's own address.
+    Pod,
+    /// A ClusterIP.
+    Service,
+    /// A NodePort.
+    Nodeport,
+}
+
+impl From<ViaArg> for Via {
+    fn from(v: ViaArg) -> Via {
+        match v {
+            ViaArg::Pod => Via::Pod,
+            ViaArg::Service => Via::Service,
+            ViaArg::Nodeport => Via::Nodeport,
+        }
+    }
 }
 
 impl ProbeSelection {
-    fn options(&self, family: Family) -> ProbeOptions {
+    /// The Service routes `--via` needs, from `model` (none for `pod`).
+    fn routes(
+        &self,
+        model: impl FnOnce() -> Result<Model, CliError>,
+    ) -> Result<Vec<ServiceRoute>, CliError> {
+        if self.via == ViaArg::Pod {
+            return Ok(Vec::new());
+        }
+        Ok(service_routes(&model()?))
+    }
+
+    fn options(&self, family: Family, routes: Vec<ServiceRoute>) -> ProbeOptions {
         let mut protocols = self.protocols.clone();
         protocols.sort();
         protocols.dedup();
@@ -260,6 +322,9 @@ impl ProbeSelection {
             max_in_flight: self.max_in_flight.max(1),
             from: self.from.clone(),
             to: self.to.clone(),
+            via: self.via.into(),
+            hairpin: false,
+            routes,
         }
     }
 
@@ -290,6 +355,9 @@ pub struct ProbeArgs {
     /// IP family.
     #[arg(long, value_enum, default_value = "4")]
     pub family: Family,
+    /// Each pod probes itself too (with --via service: hairpin).
+    #[arg(long)]
+    pub hairpin: bool,
     /// Output: `text`, or `json` (JSON Lines, one object per probe).
     #[arg(long, value_enum, default_value_t)]
     pub output: Output,
@@ -392,6 +460,18 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
             Ok(serve::serve(&a.host, &ports)?)
         }
         LabCommand::ProbeFrom => Ok(run_helper()?),
+        LabCommand::KubeProxy(a) => {
+            let state = load_state(&a.lab)?;
+            if a.node >= state.nodes.len() {
+                return Err(LabError::NoSuchNode {
+                    node: a.node.to_string(),
+                    lab: state.name.clone(),
+                    nodes: state.nodes.iter().map(|n| n.name.clone()).collect(),
+                }
+                .into());
+            }
+            Ok(kubeproxy::daemon::run(&state, a.node)?)
+        }
     }
 }
 
@@ -404,6 +484,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         name: args.name.name.clone(),
         manifests,
         pod_cidrs: cidrs(&args.manifests),
+        service_cidrs: args.manifests.service_cidr.clone(),
         assign_pod_ips: args.manifests.assign_pod_ips,
         externals: args.external.clone(),
         extra_ports: args.ports.clone(),
@@ -419,6 +500,7 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         },
         nodes: usize::from(args.nodes),
         node_names: args.node_names.clone(),
+        kube_proxy: args.kube_proxy,
     };
     let state = plan(&model, &spec)?;
     if state.nodes.len() > 1 {
@@ -447,11 +529,26 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
 
 fn sync(args: &SyncArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
-    let enforced = agent::wait(&state, Duration::from_millis(args.timeout_ms))?;
-    if let Some((_, first)) = enforced.first() {
-        agent::keep_enforced(&state, &first.source_revision)?;
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let revision = if state.agent.is_some() {
+        let enforced = agent::wait(&state, timeout)?;
+        if let Some((_, first)) = enforced.first() {
+            agent::keep_enforced(&state, &first.source_revision)?;
+        }
+        report_enforced(&state, &enforced);
+        enforced.first().map(|(_, s)| s.source_revision.clone())
+    } else {
+        None
+    };
+    // The Service NAT rules follow the same content as the agents.
+    let revision = revision.unwrap_or_else(|| content_hash(state.watched()));
+    kubeproxy::daemon::wait(&state, &revision, timeout)?;
+    if state.kube_proxy != ProxyMode::None {
+        progress(&format!(
+            "kube-proxy ({} mode) rules of revision {revision} are in force",
+            state.kube_proxy
+        ));
     }
-    report_enforced(&state, &enforced);
     Ok(())
 }
 
@@ -498,7 +595,10 @@ fn restart_agent(args: &RestartArgs) -> Result<(), CliError> {
 fn probe(args: &ProbeArgs) -> Result<(), CliError> {
     let state = load_state(&args.name.name)?;
     args.selection.check_hosts(&state)?;
-    let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
+    let routes = args.selection.routes(|| source_model(&state))?;
+    let mut opts = args.selection.options(args.family, routes);
+    opts.hairpin = args.hairpin;
+    let results = run_probes(&state, &opts, &exe()?)?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
         Output::Json => {
@@ -524,6 +624,36 @@ fn write_probe_text(out: &mut impl Write, results: &[ProbeResult]) -> std::io::R
         results.len(),
         results.len() - allowed
     )
+}
+
+/// The lab's current model as its agents and kube-proxies read it: the
+/// watched manifests (with the lab's address plan), or the Kubernetes API.
+fn source_model(state: &LabState) -> Result<Model, CliError> {
+    if let Some(a) = &state.agent
+        && let AgentSource::Kubernetes { kubeconfig } = &a.source
+    {
+        return Ok(cluster::read_model(
+            Some(&state.node),
+            kubeconfig,
+            a.mode,
+            Duration::from_secs(10),
+        )?);
+    }
+    let manifests = ManifestArgs {
+        manifests: state.watched().to_owned(),
+        pod_cidr: state
+            .pod_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+        assign_pod_ips: state.assign_pod_ips,
+        service_cidr: state
+            .service_cidrs
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect(),
+    };
+    Ok(manifests.load_for(bulkhead_policy::source::manifest::Purpose::Enforcement)?)
 }
 
 /// The agent flags for `lab up`'s flow options.

@@ -12,6 +12,8 @@ use crate::cli::status::{stale_seconds, write_source};
 use crate::cli::{CliError, Output};
 use bulkhead_agent::AgentState;
 use bulkhead_lab::agent;
+use bulkhead_lab::kubeproxy::ProxyMode;
+use bulkhead_lab::kubeproxy::daemon::{self, ProxyStatus};
 use bulkhead_lab::state::{AgentSource, LabState};
 use bulkhead_policy::source::SourceStatus;
 
@@ -98,6 +100,11 @@ struct Report<'a> {
     agent_error: Option<&'a str>,
     /// Every node (or the one --node names); the fields above are the
     /// first one's.
+    /// The Service NAT rules the nodes get (`--kube-proxy`).
+    kube_proxy: ProxyMode,
+    /// Each shown node's kube-proxy: the revision its rules are of, and
+    /// its error (`None` while none ran).
+    kube_proxy_status: Vec<Option<ProxyStatus>>,
     nodes: Vec<NodeReport<'a>>,
     hosts: Vec<HostReport<'a>>,
 }
@@ -135,6 +142,11 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
         source_revision: agent_state.map(|s| s.source_revision.as_str()),
         enforced_revision: agent_state.and_then(|s| s.enforced_revision.as_deref()),
         agent_error: agent_state.and_then(|s| s.error.as_deref()),
+        kube_proxy: state.kube_proxy,
+        kube_proxy_status: shown
+            .iter()
+            .map(|&i| daemon::read_status(&daemon::status_path(&state, i)))
+            .collect(),
         nodes: shown
             .iter()
             .map(|&i| {
@@ -220,6 +232,7 @@ fn write_text(
             writeln!(out, "error:     {e}")?;
         }
     }
+    write_kube_proxy(out, report)?;
     writeln!(out, "hosts:")?;
     for h in &report.hosts {
         writeln!(
@@ -281,6 +294,7 @@ fn write_nodes_text(
             n.pod_cidrs.join(" ")
         )?;
     }
+    write_kube_proxy(out, report)?;
     writeln!(out, "hosts:")?;
     for h in &report.hosts {
         writeln!(
@@ -291,6 +305,37 @@ fn write_nodes_text(
             h.netns,
             h.addresses(),
             h.role(state.agent.is_some(), "its node's agent")
+        )?;
+    }
+    Ok(())
+}
+
+/// `services:` the kube-proxy mode and what each shown node's rules are of.
+fn write_kube_proxy(out: &mut impl Write, report: &Report<'_>) -> std::io::Result<()> {
+    if report.kube_proxy == ProxyMode::None {
+        return writeln!(
+            out,
+            "services:  not translated (made with --kube-proxy none)"
+        );
+    }
+    for (n, s) in report.nodes.iter().zip(&report.kube_proxy_status) {
+        let what = match s {
+            None => "no rules yet".to_owned(),
+            Some(s) => {
+                let rules = match &s.revision {
+                    Some(r) => format!("rules of revision {r}"),
+                    None => "no rules yet".to_owned(),
+                };
+                match &s.error {
+                    Some((rev, e)) => format!("{rules} (revision {rev} failed: {e})"),
+                    None => rules,
+                }
+            }
+        };
+        writeln!(
+            out,
+            "services:  kube-proxy {} mode on {}: {what}",
+            report.kube_proxy, n.name
         )?;
     }
     Ok(())

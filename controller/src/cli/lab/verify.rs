@@ -120,7 +120,9 @@ pub fn run(args: &VerifyArgs) -> Result<(), CliError> {
     args.selection.check_hosts(&state)?;
     let model = model_in_force(&state)?;
     let lines = expected_lines(&model)?;
-    let results = run_probes(&state, &args.selection.options(args.family), &exe()?)?;
+    let routes = args.selection.routes(|| Ok(model.clone()))?;
+    let opts = args.selection.options(args.family, routes);
+    let results = run_probes(&state, &opts, &exe()?)?;
     let found = disagreements(&results, &lines);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     match args.output {
