@@ -17,6 +17,10 @@ mod lab_support;
 const LAB: &str = "k8spk";
 /// Its nodes: one, every pod behind it.
 const NODES: usize = 1;
+/// Probes between pods go to their addresses (see the harness).
+const VIA: &str = "pod";
+/// The lab nodes' kube-proxy mode.
+const KUBE_PROXY: &str = "iptables";
 
 #[path = "../../policy/tests/k8s_e2e/common.rs"]
 mod common;

@@ -24,6 +24,14 @@
 //!   the table is never retried away (a packet got through). Probe
 //!   anomalies (`error`, `unreachable`, a missing result) fail the check.
 //! - **`assert_flow`** probes one pair between a pod and an external host.
+//! - **Through Services** ([`VIA`] `service`, set by the test binary): every
+//!   pod gets a Service of its own (`s-POD` selecting `pod: POD`, dual
+//!   stack, every served port and protocol), the lab's nodes run
+//!   kube-proxy's rules ([`KUBE_PROXY`]: iptables or nftables mode), and
+//!   every probe between pods goes to the destination's ClusterIP instead
+//!   of its address (`lab probe --via service`): the same truth tables
+//!   must hold, since policy is judged on the backend a connection
+//!   reaches. Probes to and from external hosts stay on addresses.
 //!
 //! Every cluster remembers its content: if tests run in parallel threads,
 //! a check re-applies its own cluster first when another test changed the
@@ -44,7 +52,7 @@ use crate::lab_support::{bulkhead, bulkhead_bin, json_lines, privileged, tempdir
 
 pub use crate::common::*;
 
-use crate::{LAB, NODES};
+use crate::{KUBE_PROXY, LAB, NODES, VIA};
 /// Ports that scenarios probe beyond 80 and 81, served on every host (so an
 /// allowed probe connects rather than being refused).
 const EXTRA_PORTS: &str = "53,82,85,90,91,443,7070,8080,9090";
@@ -141,7 +149,7 @@ fn bring_up() -> Result<PathBuf, String> {
     let dir = tempdir::Dir::new("k8spk-up");
     std::fs::write(
         dir.path().join("cluster.yaml"),
-        Setup::default().manifests(),
+        with_services(Setup::default().manifests()),
     )
     .map_err(|e| e.to_string())?;
     let manifests = dir.path().display().to_string();
@@ -161,6 +169,8 @@ fn bring_up() -> Result<PathBuf, String> {
         &externals,
         "--nodes",
         &nodes,
+        "--kube-proxy",
+        KUBE_PROXY,
     ]);
     if !out.status.success() {
         return Err(format!(
@@ -210,6 +220,40 @@ fn bring_up() -> Result<PathBuf, String> {
     ))
 }
 
+/// The ports every lab host serves: 80 and 81 and [`EXTRA_PORTS`].
+fn served_ports() -> Vec<u16> {
+    [80, 81]
+        .into_iter()
+        .chain(EXTRA_PORTS.split(',').map(|p| p.parse().expect("a port")))
+        .collect()
+}
+
+/// `manifests` plus, through Services ([`VIA`]), one Service per pod:
+/// `s-POD` in the pod's namespace, selecting `pod: POD`, dual stack, on
+/// every served port and protocol (target port = port).
+fn with_services(mut manifests: String) -> String {
+    if VIA != "service" {
+        return manifests;
+    }
+    for ns in NAMESPACES {
+        for pod in PODS {
+            manifests.push_str(&format!(
+                "---\napiVersion: v1\nkind: Service\nmetadata: {{name: s-{pod}, namespace: {ns}}}\n\
+                 spec:\n  ipFamilyPolicy: RequireDualStack\n  selector: {{pod: {pod}}}\n  ports:\n"
+            ));
+            for protocol in ["TCP", "UDP", "SCTP"] {
+                for port in served_ports() {
+                    let name = format!("{}-{port}", protocol.to_ascii_lowercase());
+                    manifests.push_str(&format!(
+                        "  - {{name: {name}, protocol: {protocol}, port: {port}, targetPort: {port}}}\n"
+                    ));
+                }
+            }
+        }
+    }
+    manifests
+}
+
 /// Loads `cluster` (and `policies`) as the lab's agent does: default pod
 /// CIDRs, addresses in namespace/name order.
 fn model_of(cluster: &str, policies: Option<&str>) -> Model {
@@ -239,7 +283,7 @@ impl Setup {
     /// Loads the model plus the policies that `policies` writes knowing the
     /// pods' addresses (for ipBlocks) into the lab.
     pub fn load_with(&self, policies: impl FnOnce(&Model) -> String) -> Cluster {
-        let cluster = self.manifests();
+        let cluster = with_services(self.manifests());
         let base = model_of(&cluster, None);
         let text = policies(&base);
         let model = model_of(&cluster, Some(&text));
@@ -349,6 +393,8 @@ impl Cluster {
             "probe",
             "--name",
             LAB,
+            "--via",
+            if args.contains(&"*/*") { VIA } else { "pod" },
             "--output",
             "json",
             "--timeout-ms",
@@ -406,6 +452,8 @@ impl Cluster {
             "verify",
             "--name",
             LAB,
+            "--via",
+            VIA,
             "--family",
             "both",
             "--protocols",
