@@ -184,9 +184,9 @@ impl FlowCache {
     /// Whether the backend of `key` (a connection to a Service frontend)
     /// should be read again before merging `d`: the flow is new to the
     /// cache or has none yet, `d` starts a new connection, was judged
-    /// under another revision (which re-judges it on its backend) or
-    /// dropped packets. A flow's backend never changes, only the verdict
-    /// on it.
+    /// under another revision or dropped packets (a connection the
+    /// dataplane judged afresh, whose entry it rewrote). Otherwise a flow's
+    /// backend and the verdict on it stay.
     pub fn wants_backend(&self, key: &FlowKey, d: &FlowValue) -> bool {
         self.entries.get(key).is_none_or(|e| {
             e.service.is_none()

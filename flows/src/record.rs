@@ -364,8 +364,9 @@ pub struct Backend {
     /// Its address, port and pod (as `src` and `dst`).
     #[serde(flatten)]
     pub address: Address,
-    /// Whether the client's egress allows the connection to this backend
-    /// (as last judged: a policy change re-judges it).
+    /// Whether the client's egress allowed the connection to this backend
+    /// when the dataplane judged it there (a later revocation shows in the
+    /// record's `verdict`).
     pub allowed: bool,
 }
 
