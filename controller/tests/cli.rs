@@ -145,3 +145,86 @@ fn a_named_port_no_pod_declares_is_a_warning_and_allows_nothing() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("DENIED"));
 }
+
+/// `explain` to a Service (by name or ClusterIP) explains per backend pod,
+/// in JSON and text; a Service without backends says so; a port the
+/// Service does not have is bad input naming its ports.
+#[test]
+fn explain_a_service_per_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = PathBuf::from(demo());
+    for f in ["workloads.yaml", "netpol.yaml"] {
+        std::fs::copy(demo.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("services.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: {namespace: shop, name: store}\n\
+         spec:\n  clusterIP: 10.96.0.30\n  selector: {role: store}\n  ports: [{port: 80, targetPort: 8080}]\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {namespace: shop, name: empty}\n\
+         spec: {selector: {app: nothing}, ports: [{port: 80}], clusterIP: 10.96.0.40}\n\
+         ---\napiVersion: v1\nkind: Pod\n\
+         metadata: {namespace: shop, name: api-extra, labels: {app: api, tier: backend, role: store}}\n\
+         spec: {containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}\n\
+         ---\napiVersion: v1\nkind: Pod\n\
+         metadata: {namespace: shop, name: cache, labels: {app: cache, role: store}}\n\
+         spec: {containers: [{name: cache, ports: [{containerPort: 8080}]}]}\n",
+    )
+    .unwrap();
+    let d = dir.path().display().to_string();
+    let explain = |to: &str, port: &str, json: bool| {
+        let mut args = vec![
+            "explain",
+            "--manifests",
+            &d,
+            "--from",
+            "shop/frontend",
+            "--to",
+            to,
+            "--port",
+            port,
+        ];
+        if json {
+            args.extend(["--output", "json"]);
+        }
+        bulkhead(&args)
+    };
+    let out = explain("10.96.0.30", "80", true);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["service"], "shop/store");
+    assert_eq!(v["verdict"], "some-backends");
+    let backends = v["backends"].as_array().unwrap();
+    assert_eq!(backends.len(), 2);
+    for b in backends {
+        assert_eq!(b["port"], 8080, "the target port");
+        let allowed = b["pod"] == "shop/api-extra";
+        assert_eq!(b["allowed"], allowed, "{b}");
+        assert_eq!(b["dst"]["pod"], b["pod"]);
+    }
+    let out = explain("svc/shop/store", "80", false);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("svc shop/store 10.96.0.30:80 (2 backends)")
+            && text.contains("verdict: ALLOWED to 1 of 2 backends")
+            && text.contains("backend shop/cache (")
+            && text.contains("  ingress of shop/cache: isolated by shop/default-deny"),
+        "{text}"
+    );
+    let out = explain("svc/shop/empty", "80", false);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("NO BACKENDS: no pod matches the Service's selector")
+    );
+    let out = explain("svc/shop/store", "8080", false);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Service shop/store has no port 8080/TCP (its ports: 80/TCP)"),
+        "{err}"
+    );
+}

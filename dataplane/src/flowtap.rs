@@ -1,6 +1,7 @@
 //! The kernel side of flow visibility, read: the two flow tables
-//! (FLOWS_0/FLOWS_1), FLOW_CONFIG, the per-CPU FLOW_STATS and the EVENTS
-//! ring buffer, as a [`FlowSource`].
+//! (FLOWS_0/FLOWS_1), FLOW_CONFIG, the per-CPU FLOW_STATS, the EVENTS
+//! ring buffer and the Service translations (SERVICE_CT), as a
+//! [`FlowSource`].
 //!
 //! A drain is lossless and exact (see `bulkhead-common`, "Flow
 //! accounting"): flip FLOW_CONFIG's `slot` so the programs write the other
@@ -14,7 +15,9 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, RingBuf};
-use bulkhead_common::{FLOW_STATS_MAX, FlowConfig, FlowEvent, FlowKey, FlowValue};
+use bulkhead_common::{
+    CtKey, FLOW_STATS_MAX, FlowConfig, FlowEvent, FlowKey, FlowValue, ServiceBackend,
+};
 use nix::libc;
 
 use super::DataplaneError;
@@ -30,6 +33,8 @@ pub const FLOW_CONFIG_MAP: &str = "FLOW_CONFIG";
 pub const FLOW_STATS_MAP: &str = "FLOW_STATS";
 /// The flow event ring buffer.
 pub const EVENTS_MAP: &str = "EVENTS";
+/// The Service translations (original tuple → backend).
+pub const SERVICE_CT_MAP: &str = "SERVICE_CT";
 
 /// The flow maps, as `aya` maps (from an `Ebpf` or opened pins).
 pub struct FlowMaps {
@@ -43,6 +48,8 @@ pub struct FlowMaps {
     pub stats: Map,
     /// EVENTS.
     pub events: Map,
+    /// SERVICE_CT (`None`: records name no Service backend).
+    pub service_ct: Option<Map>,
 }
 
 impl FlowMaps {
@@ -55,6 +62,7 @@ impl FlowMaps {
             config: open(FLOW_CONFIG_MAP)?,
             stats: open(FLOW_STATS_MAP)?,
             events: open(EVENTS_MAP)?,
+            service_ct: Some(open(SERVICE_CT_MAP)?),
         })
     }
 }
@@ -67,6 +75,7 @@ pub struct FlowTap {
     config: Array<MapData, FlowConfig>,
     stats: PerCpuArray<MapData, u64>,
     events: RingBuf<MapData>,
+    service_ct: Option<HashMap<MapData, CtKey, ServiceBackend>>,
     barrier: RcuBarrier,
     /// `BPF_MAP_LOOKUP_AND_DELETE_BATCH` works on the flow tables (until
     /// the kernel says otherwise).
@@ -128,6 +137,10 @@ impl FlowTap {
             config: typed(maps.config, FLOW_CONFIG_MAP)?,
             stats: typed(maps.stats, FLOW_STATS_MAP)?,
             events: typed(maps.events, EVENTS_MAP)?,
+            service_ct: maps
+                .service_ct
+                .map(|m| typed(m, SERVICE_CT_MAP))
+                .transpose()?,
             barrier,
             batch: true,
             keys: Vec::new(),
@@ -280,6 +293,20 @@ impl FlowSource for FlowTap {
             *slot = per_cpu.iter().sum();
         }
         Ok(stats)
+    }
+
+    fn service_backend(&mut self, orig: &CtKey) -> Result<Option<ServiceBackend>, FlowSourceError> {
+        let Some(map) = &self.service_ct else {
+            return Ok(None);
+        };
+        match map.get(orig, 0) {
+            Ok(b) => Ok(Some(b)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(FlowSourceError::Map {
+                what: "reading SERVICE_CT",
+                source,
+            }),
+        }
     }
 }
 

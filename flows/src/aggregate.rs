@@ -10,7 +10,9 @@
 use indexmap::IndexMap;
 use std::time::Duration;
 
-use bulkhead_common::{FLOW_F_NEW, FlowKey, FlowValue, PROTO_TCP, RULE_NONE, tcp_flags};
+use bulkhead_common::{
+    FLOW_F_NEW, FlowKey, FlowValue, PROTO_TCP, RULE_NONE, ServiceBackend, tcp_flags,
+};
 
 use super::record::EndReason;
 
@@ -51,6 +53,8 @@ pub struct Finished {
     pub rule_revision: u64,
     /// Why now.
     pub end_reason: EndReason,
+    /// For a connection to a Service frontend: its backend, as last read.
+    pub service: Option<ServiceBackend>,
 }
 
 /// Counters of the cache.
@@ -82,6 +86,8 @@ struct Entry {
     /// When the last record was written (or the flow started).
     last_record_ns: u64,
     closed: bool,
+    /// The backend of a connection to a Service frontend.
+    service: Option<ServiceBackend>,
 }
 
 /// Packets and bytes of a value (passed and dropped).
@@ -169,9 +175,32 @@ impl FlowCache {
             last_seen_ns: d.last_seen_ns,
             last_record_ns: d.first_seen_ns,
             closed: false,
+            service: None,
         };
         apply(&mut e, &key, d);
         self.entries.insert(key, e);
+    }
+
+    /// Whether the backend of `key` (a connection to a Service frontend)
+    /// should be read again before merging `d`: the flow is new to the
+    /// cache or has none yet, `d` starts a new connection, was judged
+    /// under another revision or dropped packets (a connection the
+    /// dataplane judged afresh, whose entry it rewrote). Otherwise a flow's
+    /// backend and the verdict on it stay.
+    pub fn wants_backend(&self, key: &FlowKey, d: &FlowValue) -> bool {
+        self.entries.get(key).is_none_or(|e| {
+            e.service.is_none()
+                || d.flags & FLOW_F_NEW != 0
+                || d.revision != e.value.revision
+                || d.dropped_packets > 0
+        })
+    }
+
+    /// Sets the backend of a cached flow (after [`Self::merge`]).
+    pub fn set_backend(&mut self, key: &FlowKey, backend: ServiceBackend) {
+        if let Some(e) = self.entries.get_mut(key) {
+            e.service = Some(backend);
+        }
     }
 
     /// Exports the least recently seen of a few sampled flows.
@@ -255,6 +284,7 @@ fn emit(
         value,
         rule_revision: e.rule_revision,
         end_reason: reason,
+        service: e.service,
     });
 }
 

@@ -11,14 +11,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use bulkhead_common::{
-    DropReason, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS, FlowKey, FlowValue, PROTO_TCP,
-    RULE_NONE,
+    CtKey, DropReason, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS, FlowKey, FlowValue,
+    PROTO_TCP, RULE_NONE, ServiceBackend,
 };
 
 use super::record::{
-    Address, Audit, AuditVerdict, Counts, Dropped, EndReason, EventType, FlowDirection, FlowRecord,
-    FlowVerdict, IpProtocol, PodInfo, PolicyRef, Reason, RecordKind, Schema, TcpFlags,
-    TcpFlagsPair, Timestamp, ip_of,
+    Address, Audit, AuditVerdict, Backend, Counts, Dropped, EndReason, EventType, FlowDirection,
+    FlowRecord, FlowVerdict, IpProtocol, PodInfo, PolicyRef, Reason, RecordKind, Schema,
+    ServiceInfo, TcpFlags, TcpFlagsPair, Timestamp, ip_of,
 };
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::{Direction, Mode, Model, Pod};
@@ -28,6 +28,9 @@ use bulkhead_policy::model::{Direction, Mode, Model, Pod};
 pub type SharedEnricher = Arc<RwLock<Enricher>>;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A frontend as the kernel keys it: (address, IP protocol, port).
+type FrontendKey = (IpAddr, u8, u16);
 
 /// What one revision knows.
 struct Snapshot {
@@ -44,6 +47,9 @@ struct Snapshot {
     isolating: Vec<[Arc<[PolicyRef]>; 2]>,
     /// By pod index: audit-mode policies selecting it, [ingress, egress].
     auditing: Vec<[Arc<[PolicyRef]>; 2]>,
+    /// The frontends the node translates, each with its Service's
+    /// (namespace, name).
+    frontends: FastMap<FrontendKey, (Arc<str>, Arc<str>)>,
 }
 
 /// Names for flow data: ifindex → endpoint pod, IP → pod, rule → policy.
@@ -68,6 +74,9 @@ pub struct RecordInput<'a> {
     pub event: Option<EventType>,
     /// For a flow record.
     pub end_reason: Option<EndReason>,
+    /// For a connection to a Service frontend: the backend the node
+    /// translated it to (SERVICE_CT).
+    pub service: Option<&'a ServiceBackend>,
 }
 
 /// Constant context of records: the node name and the monotonic →
@@ -140,6 +149,39 @@ impl Enricher {
             .iter()
             .rev()
             .find_map(|s| s.by_ifindex.get(&ifindex).map(|&p| &s.pods[p as usize]))
+    }
+
+    /// Whether `tuple`'s destination is a Service frontend the node
+    /// translates (in a revision kept): the record names the Service, and
+    /// the collector reads the connection's backend for it.
+    pub fn is_frontend(&self, tuple: &CtKey) -> bool {
+        let k = (ip_of(tuple.dst), tuple.proto, tuple.dport);
+        self.snapshots.iter().any(|s| s.frontends.contains_key(&k))
+    }
+
+    /// The Service part of a record with this original tuple: the Service
+    /// (newest revision that knows the frontend) and `backend`. `None`
+    /// when the destination is no frontend and there is no backend.
+    pub fn service(&self, tuple: &CtKey, backend: Option<&ServiceBackend>) -> Option<ServiceInfo> {
+        let (ip, port) = (ip_of(tuple.dst), tuple.dport);
+        let names = self
+            .snapshots
+            .iter()
+            .rev()
+            .find_map(|s| s.frontends.get(&(ip, tuple.proto, port)));
+        if names.is_none() && backend.is_none() {
+            return None;
+        }
+        Some(ServiceInfo {
+            namespace: names.map(|n| n.0.clone()),
+            name: names.map(|n| n.1.clone()),
+            ip,
+            port,
+            backend: backend.map(|b| Backend {
+                address: self.address(b.addr, b.port),
+                allowed: b.allowed != 0,
+            }),
+        })
     }
 
     /// The pod owning an address (newest revision that knows it).
@@ -245,6 +287,7 @@ impl Enricher {
             direction,
             src: self.address(key.tuple.src, key.tuple.sport),
             dst: self.address(key.tuple.dst, key.tuple.dport),
+            service: self.service(&key.tuple, input.service),
             protocol: IpProtocol(proto),
             packets: Counts {
                 orig: v.packets_orig,
@@ -371,8 +414,46 @@ impl Snapshot {
             rules,
             isolating,
             auditing,
+            frontends: frontends(model, compiled),
         }
     }
+}
+
+/// Each frontend of `compiled` with its Service's (namespace, name). The
+/// Services' own addresses name theirs; any other frontend is a node
+/// address, named by its NodePort.
+fn frontends(model: &Model, compiled: &Compiled) -> FastMap<FrontendKey, (Arc<str>, Arc<str>)> {
+    let mut by_addr: FastMap<FrontendKey, usize> = FastMap::default();
+    let mut by_node_port: FastMap<(u8, u16), usize> = FastMap::default();
+    for (i, svc) in model.services.iter().enumerate() {
+        // Headless and ExternalName Services translate nothing.
+        let own = svc.frontends(&[]);
+        if own.is_empty() {
+            continue;
+        }
+        for f in own {
+            by_addr.insert((f.addr, f.protocol.number(), f.port), i);
+        }
+        for p in &svc.ports {
+            if let Some(np) = p.node_port {
+                by_node_port.insert((p.protocol.number(), np), i);
+            }
+        }
+    }
+    let names: Vec<(Arc<str>, Arc<str>)> = model
+        .services
+        .iter()
+        .map(|s| (Arc::from(s.namespace.as_str()), Arc::from(s.name.as_str())))
+        .collect();
+    compiled
+        .frontends
+        .iter()
+        .filter_map(|f| {
+            let k = (f.addr, f.protocol.number(), f.port);
+            let i = by_addr.get(&k).or_else(|| by_node_port.get(&(k.1, k.2)))?;
+            Some((k, names[*i].clone()))
+        })
+        .collect()
 }
 
 /// `Kind/name` of the workload a pod belongs to, as far as the model knows:

@@ -38,14 +38,15 @@ pub enum FilterError {
 /// A conjunction of conditions; an empty filter matches everything.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filter {
-    /// `namespace/name`: the pod is the endpoint, the source or the
-    /// destination.
+    /// `namespace/name`: the pod is the endpoint, the source, the
+    /// destination or the backend of a Service connection.
     pub pod: Option<String>,
-    /// The endpoint, the source or the destination is in this namespace.
+    /// The endpoint, the source, the destination or the backend is in
+    /// this namespace.
     pub namespace: Option<String>,
-    /// The source or destination address.
+    /// The source, destination or backend address.
     pub ip: Option<IpAddr>,
-    /// The source or destination port.
+    /// The source, destination or backend port.
     pub port: Option<u16>,
     /// The protocol.
     pub protocol: Option<IpProtocol>,
@@ -171,17 +172,24 @@ impl Filter {
             let is = |p: Option<&std::sync::Arc<super::record::PodInfo>>| {
                 p.is_some_and(|p| *p.namespace == **ns)
             };
-            if !(is(r.endpoint.as_ref()) || is(r.src.pod.as_ref()) || is(r.dst.pod.as_ref())) {
+            let backend = r.backend().map(|b| &b.address);
+            if !(is(r.endpoint.as_ref())
+                || is(r.src.pod.as_ref())
+                || is(r.dst.pod.as_ref())
+                || is(backend.and_then(|b| b.pod.as_ref())))
+            {
                 return false;
             }
         }
-        if self.ip.is_some_and(|ip| r.src.ip != ip && r.dst.ip != ip) {
+        let backend = r.backend().map(|b| &b.address);
+        if self.ip.is_some_and(|ip| {
+            r.src.ip != ip && r.dst.ip != ip && backend.is_none_or(|b| b.ip != ip)
+        }) {
             return false;
         }
-        if self
-            .port
-            .is_some_and(|p| r.src.port != p && r.dst.port != p)
-        {
+        if self.port.is_some_and(|p| {
+            r.src.port != p && r.dst.port != p && backend.is_none_or(|b| b.port != p)
+        }) {
             return false;
         }
         if self.protocol.is_some_and(|p| r.protocol != p) {
@@ -288,5 +296,37 @@ mod tests {
         assert!(q("policy=prod/allow-web") && !q("policy=prod/other"));
         assert!(q("pod=prod/web-1&verdict=allowed&port=443"));
         assert!(!q("pod=prod/web-1&verdict=denied"));
+    }
+
+    /// The backend of a Service connection matches as a pod, namespace,
+    /// address and port of the record.
+    #[test]
+    fn matches_the_backend_of_a_service_record() {
+        use crate::record::{Address, Backend, PodInfo, ServiceInfo};
+        let mut r = sample();
+        r.service = Some(ServiceInfo {
+            namespace: Some("data".into()),
+            name: Some("db".into()),
+            ip: r.dst.ip,
+            port: 443,
+            backend: Some(Backend {
+                address: Address {
+                    ip: "10.0.0.2".parse().unwrap(),
+                    port: 5432,
+                    pod: Some(std::sync::Arc::new(PodInfo {
+                        namespace: "data".into(),
+                        pod: "db-0".into(),
+                        workload: None,
+                        labels: Default::default(),
+                    })),
+                    external: false,
+                },
+                allowed: true,
+            }),
+        });
+        let q = |s: &str| Filter::from_query(s).unwrap().matches(&r);
+        assert!(q("pod=data/db-0") && !q("pod=data/db-1"));
+        assert!(q("namespace=data") && !q("namespace=dev"));
+        assert!(q("ip=10.0.0.2") && q("port=5432") && !q("port=5433"));
     }
 }

@@ -17,7 +17,9 @@ use std::sync::{Arc, Mutex, RwLockReadGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bulkhead_common::{EventKind, FlowEvent, FlowKey, FlowStat, FlowValue};
+use bulkhead_common::{
+    EventKind, FLOW_SIDE_EGRESS, FlowEvent, FlowKey, FlowStat, FlowValue, ServiceBackend,
+};
 
 pub use super::accounting::{Accounting, CacheAccounting, KernelAccounting, ReceivedAccounting};
 use super::aggregate::{AggregateConfig, Finished, FlowCache};
@@ -299,7 +301,7 @@ impl Collector {
                     self.received.packets += p;
                     self.received.bytes += b;
                     fallbacks += 1;
-                    self.cache.merge(ev.key, &ev.value, &mut self.finished);
+                    self.merge(&ev.key, &ev.value);
                     continue;
                 }
                 k if k == EventKind::NewFlow as u8 => EventType::NewFlow,
@@ -307,6 +309,11 @@ impl Collector {
                 _ => continue,
             };
             self.received.notifications += 1;
+            let backend = if self.is_service_flow(&ev.key) {
+                self.backend(&ev.key)
+            } else {
+                None
+            };
             let r = self.enricher().record(
                 &self.ctx,
                 &RecordInput {
@@ -316,6 +323,7 @@ impl Collector {
                     kind: RecordKind::Event,
                     event: Some(note),
                     end_reason: None,
+                    service: backend.as_ref(),
                 },
             );
             notes.push(Arc::new(r));
@@ -335,15 +343,49 @@ impl Collector {
         }
     }
 
+    /// Whether `key` is a client's side of a connection to a Service
+    /// frontend (its record names the backend).
+    fn is_service_flow(&self, key: &FlowKey) -> bool {
+        key.side == FLOW_SIDE_EGRESS && self.enricher().is_frontend(&key.tuple)
+    }
+
+    /// The backend of the Service connection `key` (SERVICE_CT).
+    fn backend(&mut self, key: &FlowKey) -> Option<ServiceBackend> {
+        match self.source.service_backend(&key.tuple) {
+            Ok(b) => b,
+            Err(e) => {
+                self.source_error("reading a Service translation", &e);
+                None
+            }
+        }
+    }
+
+    /// Merges one delta into the cache; for a connection to a Service
+    /// frontend, reads its backend now (at drain time: the kernel's entry
+    /// may be gone by the time the flow's record is due).
+    fn merge(&mut self, key: &FlowKey, v: &FlowValue) {
+        let backend = if self.is_service_flow(key) && self.cache.wants_backend(key, v) {
+            self.backend(key)
+        } else {
+            None
+        };
+        self.cache.merge(*key, v, &mut self.finished);
+        if let Some(b) = backend {
+            self.cache.set_backend(key, b);
+        }
+    }
+
     fn merge_deltas(&mut self) {
         let n = self.deltas.len() as u64;
         self.received.entries_drained += n;
-        for (k, v) in &self.deltas {
+        let deltas = std::mem::take(&mut self.deltas);
+        for (k, v) in &deltas {
             let (p, b) = totals(v);
             self.received.packets += p;
             self.received.bytes += b;
-            self.cache.merge(*k, v, &mut self.finished);
+            self.merge(k, v);
         }
+        self.deltas = deltas;
         self.deltas.clear();
         if n > 0 {
             self.metrics.add_deltas("table", n);
@@ -403,6 +445,7 @@ impl Collector {
                         kind: RecordKind::Flow,
                         event: None,
                         end_reason: Some(f.end_reason),
+                        service: f.service.as_ref(),
                     },
                 )));
             }

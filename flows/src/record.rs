@@ -55,8 +55,13 @@ pub struct FlowRecord {
     pub direction: FlowDirection,
     /// Source of the original direction (the connection's opener).
     pub src: Address,
-    /// Destination of the original direction.
+    /// Destination of the original direction (for a connection to a
+    /// Service, the frontend the client used: see `service`).
     pub dst: Address,
+    /// When `dst` is a Service frontend: the Service and the backend the
+    /// node translated the connection to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceInfo>,
     /// IP protocol.
     pub protocol: IpProtocol,
     /// Passed packets per direction.
@@ -120,11 +125,18 @@ impl FlowRecord {
     /// Whether `pod` (`namespace/name`) is the endpoint, source or
     /// destination.
     pub fn involves_pod(&self, namespace: &str, name: &str) -> bool {
-        let is = |p: &Option<Arc<PodInfo>>| {
-            p.as_ref()
-                .is_some_and(|p| &*p.namespace == namespace && &*p.pod == name)
+        let is = |p: Option<&Arc<PodInfo>>| {
+            p.is_some_and(|p| &*p.namespace == namespace && &*p.pod == name)
         };
-        is(&self.endpoint) || is(&self.src.pod) || is(&self.dst.pod)
+        is(self.endpoint.as_ref())
+            || is(self.src.pod.as_ref())
+            || is(self.dst.pod.as_ref())
+            || is(self.backend().and_then(|b| b.address.pod.as_ref()))
+    }
+
+    /// The backend of a Service connection, if the record names one.
+    pub fn backend(&self) -> Option<&Backend> {
+        self.service.as_ref()?.backend.as_ref()
     }
 }
 
@@ -310,6 +322,52 @@ pub struct Address {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// The Service of a connection opened to one of its frontends (a
+/// ClusterIP, a node address with a NodePort, an external or load-balancer
+/// address), and the backend the node translated it to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// The Service's namespace (absent when no revision the agent still
+    /// keeps has the frontend).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<Arc<str>>,
+    /// The Service's name (absent with `namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<Arc<str>>,
+    /// The frontend address (the record's `dst.ip`).
+    pub ip: IpAddr,
+    /// The frontend port (the record's `dst.port`).
+    pub port: u16,
+    /// The backend, as the dataplane recorded the translation (absent
+    /// when it recorded none: the connection never left the node's stack
+    /// translated, or its entry was evicted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<Backend>,
+}
+
+impl ServiceInfo {
+    /// `namespace/name`, when known.
+    pub fn key(&self) -> Option<String> {
+        Some(format!(
+            "{}/{}",
+            self.namespace.as_ref()?,
+            self.name.as_ref()?
+        ))
+    }
+}
+
+/// The backend of a Service connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backend {
+    /// Its address, port and pod (as `src` and `dst`).
+    #[serde(flatten)]
+    pub address: Address,
+    /// Whether the client's egress allowed the connection to this backend
+    /// when the dataplane judged it there (a later revocation shows in the
+    /// record's `verdict`).
+    pub allowed: bool,
 }
 
 /// Counts per direction.
@@ -603,6 +661,7 @@ pub(crate) mod tests_support {
                 pod: None,
                 external: true,
             },
+            service: None,
             protocol: IpProtocol(PROTO_TCP),
             packets: Counts { orig: 3, reply: 2 },
             bytes: Counts {

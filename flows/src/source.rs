@@ -1,9 +1,10 @@
-//! Where flow data comes from: the kernel's flow tables and EVENTS ring
-//! (`bulkhead_dataplane::flowtap::FlowTap`), or a fake in tests.
+//! Where flow data comes from: the kernel's flow tables, EVENTS ring and
+//! Service translations (`bulkhead_dataplane::flowtap::FlowTap`), or a
+//! fake in tests.
 
 use std::time::Duration;
 
-use bulkhead_common::{FLOW_STATS_MAX, FlowEvent, FlowKey, FlowValue};
+use bulkhead_common::{CtKey, FLOW_STATS_MAX, FlowEvent, FlowKey, FlowValue, ServiceBackend};
 
 /// Errors of a flow source.
 #[derive(Debug, thiserror::Error)]
@@ -50,4 +51,8 @@ pub trait FlowSource: Send {
     ) -> Result<(), FlowSourceError>;
     /// The kernel's flow counters.
     fn stats(&mut self) -> Result<KernelFlowStats, FlowSourceError>;
+    /// The backend the node translated the Service connection with
+    /// original tuple `orig` (client to frontend) to, as the dataplane
+    /// recorded it (SERVICE_CT); `None` if it recorded none.
+    fn service_backend(&mut self, orig: &CtKey) -> Result<Option<ServiceBackend>, FlowSourceError>;
 }

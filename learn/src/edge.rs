@@ -19,6 +19,15 @@
 //!
 //! Only `type: "flow"` records count; `type: "event"` notifications repeat
 //! what flow records count. Every verdict counts (see `docs/learn.md`).
+//!
+//! **Services are not destinations.** A client's record of a connection to
+//! a Service frontend (a ClusterIP, a NodePort) names the backend the node
+//! translated it to (`service.backend`): its edge goes to the backend's
+//! workload on the backend's port, the edge the backend's own ingress
+//! record gives, so the two sides meet in one edge and policy allows what
+//! policy judges (the backend pods, never the Service address). A client's
+//! record to a frontend without a backend (never translated) gives no
+//! edge: the Service address is no peer a policy could name usefully.
 
 use std::collections::BTreeMap;
 
@@ -210,6 +219,10 @@ pub struct Skipped {
     pub events: u64,
     /// The local side's pod was unknown (record without pod identity).
     pub unknown_endpoint: u64,
+    /// A client's connection to a Service frontend without a recorded
+    /// backend.
+    #[serde(default)]
+    pub untranslated_service: u64,
 }
 
 /// Edges and workloads observed, in memory: what the store persists and
@@ -242,8 +255,9 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
         Some(p) => End::Workload(WorkloadId::of(p)),
         None => End::External(addr.ip),
     };
+    let target = destination(r)?;
     let src = end(&r.src);
-    let dst = end(&r.dst);
+    let dst = end(target);
     let counts = SideCounts {
         flows: 1,
         packets: r.packets.total() + r.dropped.packets,
@@ -254,7 +268,7 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
         FlowDirection::Ingress => (SideCounts::default(), counts),
     };
     let port = if matches!(r.protocol.0, 6 | 17 | 132) {
-        r.dst.port
+        target.port
     } else {
         0
     };
@@ -274,6 +288,19 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
     })
 }
 
+/// Where a record's connection went: the backend of a connection to a
+/// Service, else its destination.
+fn destination(r: &FlowRecord) -> Result<&bulkhead_flows::record::Address, SkipReason> {
+    match (&r.service, r.direction) {
+        (Some(svc), FlowDirection::Egress) => svc
+            .backend
+            .as_ref()
+            .map(|b| &b.address)
+            .ok_or(SkipReason::UntranslatedService),
+        _ => Ok(&r.dst),
+    }
+}
+
 /// Why a record gave no edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
@@ -281,6 +308,8 @@ pub enum SkipReason {
     Event,
     /// The local side has no pod identity.
     UnknownEndpoint,
+    /// A client's connection to a Service frontend without a backend.
+    UntranslatedService,
 }
 
 impl History {
@@ -298,12 +327,16 @@ impl History {
             self.skipped.unknown_endpoint += 1;
             return;
         }
+        let Ok(target) = destination(r) else {
+            self.skipped.untranslated_service += 1;
+            return;
+        };
         self.records += 1;
         // The common case (workload known, labels unchanged) allocates
         // only the edge key.
         for (addr, is_local) in [
             (&r.src, r.direction == FlowDirection::Egress),
-            (&r.dst, r.direction == FlowDirection::Ingress),
+            (target, r.direction == FlowDirection::Ingress),
         ] {
             let Some(p) = &addr.pod else { continue };
             let id = WorkloadId::of(p);
@@ -365,6 +398,7 @@ impl History {
         self.records += other.records;
         self.skipped.events += other.skipped.events;
         self.skipped.unknown_endpoint += other.skipped.unknown_endpoint;
+        self.skipped.untranslated_service += other.skipped.untranslated_service;
     }
 
     /// Edges sorted by key.

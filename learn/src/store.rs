@@ -8,7 +8,8 @@
 //! - `edges`: [`EdgeKey`] → [`EdgeStats`];
 //! - `edges_by_last_seen`: (last seen ms, edge key) → (), the eviction order;
 //! - `workloads`: [`WorkloadId`] → [`WorkloadInfo`];
-//! - `counters`: name → u64 (`records`, `events`, `unknown_endpoint`, `evicted`).
+//! - `counters`: name → u64 (`records`, `events`, `unknown_endpoint`,
+//!   `untranslated_service`, `evicted`).
 //!
 //! One process at a time: redb locks the file, and a second open fails with
 //! [`StoreError::Locked`]. Within the process, share one [`HistoryStore`]
@@ -244,6 +245,7 @@ impl HistoryStore {
                 ("records", batch.records),
                 ("events", batch.skipped.events),
                 ("unknown_endpoint", batch.skipped.unknown_endpoint),
+                ("untranslated_service", batch.skipped.untranslated_service),
                 ("evicted", out.evicted),
             ] {
                 if n == 0 {
@@ -290,7 +292,7 @@ impl HistoryStore {
 ///
 /// ```json
 /// {"schema": "bulkhead.history/v1", "records": 12, "evicted": 0,
-///  "skipped": {"events": 0, "unknown_endpoint": 1},
+///  "skipped": {"events": 0, "unknown_endpoint": 1, "untranslated_service": 0},
 ///  "edges": [{"key": {"src": {"workload": {"namespace": "shop", "workload": "Deployment/api"}},
 ///                     "dst": {"external": "203.0.113.7"}, "protocol": 6, "port": 443},
 ///             "stats": {"first_seen": "…Z", "last_seen": "…Z",
@@ -458,6 +460,7 @@ fn read_all(path: &Path, txn: &redb::ReadTransaction) -> Result<Stored, StoreErr
     out.history.records = get("records")?;
     out.history.skipped.events = get("events")?;
     out.history.skipped.unknown_endpoint = get("unknown_endpoint")?;
+    out.history.skipped.untranslated_service = get("untranslated_service")?;
     out.evicted = get("evicted")?;
     Ok(out)
 }

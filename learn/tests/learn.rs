@@ -57,6 +57,64 @@ fn edges_count_each_connection_once() {
     assert_eq!(h.skipped.events, 1);
 }
 
+/// A client that reaches api through its Service: the client's record
+/// (to the ClusterIP, naming the backend) and the backend's (on the
+/// translated connection) meet in one edge to the api workload on the
+/// target port; the proposal allows api's pods on that port, never the
+/// Service address, and the proof covers it. A record to a frontend
+/// without a backend gives no edge.
+#[test]
+fn connections_through_a_service_are_learnt_as_the_backend() {
+    let d = demo();
+    let cluster_ip: std::net::IpAddr = "10.96.0.20".parse().unwrap();
+    let svc = ("shop", "api", cluster_ip, 80);
+    let mut records = via_service(T0, &d.frontend, svc, &d.api, 8080);
+    assert_eq!(records.len(), 2);
+    let mut untranslated = records[0].clone();
+    untranslated.service.as_mut().unwrap().backend = None;
+    records.push(untranslated);
+    let h = history(&records);
+    assert_eq!(h.edges.len(), 1, "{:?}", h.edges.keys());
+    let (k, s) = h.edges.iter().next().unwrap();
+    assert_eq!(k.src, wl("shop", "Deployment/frontend"));
+    assert_eq!(k.dst, wl("shop", "Deployment/api"));
+    assert_eq!((k.protocol, k.port), (6, 8080));
+    assert_eq!((s.at_src.flows, s.at_dst.flows, s.flows()), (1, 1, 1));
+    assert_eq!(h.skipped.untranslated_service, 1);
+    assert!(h.workloads.contains_key(&WorkloadId::of(match &d.api {
+        Peer::Pod(p, _) => p,
+        Peer::Ext(_) => unreachable!(),
+    })));
+
+    // Seen only at the client (the backend on another node): the same edge.
+    let h = history(&records[..1]);
+    let p = propose(&h, &demo_model());
+    let frontend = p
+        .policies
+        .iter()
+        .find(|p| p.key() == "shop/bulkhead-frontend")
+        .expect("frontend's policy");
+    assert_eq!(frontend.egress.len(), 1);
+    let rule = &frontend.egress[0];
+    assert_eq!(rule.ports, [(bulkhead_policy::model::Protocol::Tcp, 8080)]);
+    assert_eq!(
+        rule.peers[0].peer,
+        propose::PeerSel::Pods {
+            namespace: "shop".into(),
+            labels: [("app", "api"), ("tier", "backend")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    );
+    let yaml = render::proposal_yaml(&p);
+    assert!(!yaml.contains("10.96.0.20"), "{yaml}");
+    let proof = prove(&h, &demo_model(), &p);
+    assert!(proof.complete(), "{:?}", proof.denied);
+    assert_eq!((proof.replayed, proof.allowed), (1, 1));
+    assert_eq!(proof.coverage_percent, 100.0);
+}
+
 #[test]
 fn stable_labels_drop_generated_ones() {
     let l: bulkhead_policy::model::Labels = [

@@ -443,6 +443,7 @@ impl Dataplane {
             config: take(names[2]),
             stats: take(names[3]),
             events: take(names[4]),
+            service_ct: self.ebpf.take_map("SERVICE_CT"),
         };
         Some(FlowTap::from_maps(maps).unwrap_or_else(|e| panic!("{e}")))
     }

@@ -273,3 +273,104 @@ fn prometheus_scrapes_a_static_metrics_endpoint() {
     assert_eq!(up.len(), 1);
     assert_eq!(up[0].1, 1.0, "{up:?}");
 }
+
+/// Bulkhead's own IPFIX exporter to nfcapd: a connection through a
+/// Service (client to ClusterIP 10.96.0.10:80, translated to the backend
+/// 10.0.0.2:5432) reaches the collector with the backend as the standard
+/// post-NAT destination (postNATDestinationIPv4Address 226,
+/// postNAPTDestinationTransportPort 228), which nfdump reads as its NAT
+/// translation fields.
+#[test]
+fn nfcapd_reads_the_backend_of_a_service_connection_as_post_nat_destination() {
+    use bulkhead_flows::export::Exporter as _;
+    use bulkhead_flows::export::ipfix::{IpfixConfig, IpfixExporter};
+    use bulkhead_flows::record::{Address, Backend, PodInfo, ServiceInfo, Timestamp};
+    if !privileged() {
+        return;
+    }
+    let ns = Netns::new();
+    let port = free_udp_port(&ns.0).expect("free port");
+    let mut nfcapd = Nfcapd::start(&ns.0, port).expect("start nfcapd");
+
+    let now_ms = u64::try_from(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let mut r = bulkhead_testkit::flow_record();
+    r.start = Timestamp(now_ms - 2_000);
+    r.end = Timestamp(now_ms - 1_000);
+    let frontend: IpAddr = "10.96.0.10".parse().unwrap();
+    r.dst = Address {
+        ip: frontend,
+        port: 80,
+        pod: None,
+        external: true,
+    };
+    r.service = Some(ServiceInfo {
+        namespace: Some("prod".into()),
+        name: Some("db".into()),
+        ip: frontend,
+        port: 80,
+        backend: Some(Backend {
+            address: Address {
+                ip: "10.0.0.2".parse().unwrap(),
+                port: 5432,
+                pod: Some(Arc::new(PodInfo {
+                    namespace: "prod".into(),
+                    pod: "db-0".into(),
+                    workload: None,
+                    labels: Default::default(),
+                })),
+                external: false,
+            },
+            allowed: true,
+        }),
+    });
+    let mut exporter = in_netns(&ns.0, || {
+        IpfixExporter::start(IpfixConfig::new(nfcapd.addr()))
+    })
+    .unwrap()
+    .expect("IPFIX exporter in the namespace");
+    exporter.export(&Arc::new(r));
+    exporter.flush();
+    let stats = Box::new(exporter).finish();
+    assert!(
+        stats.exported == 1 && stats.lost.values().all(|n| *n == 0),
+        "{stats:?}"
+    );
+
+    // The original direction and the reply.
+    let records = nfcapd
+        .wait_for_records(|r| r.len() == 2, Duration::from_secs(10))
+        .expect("records after rotation");
+    nfcapd.stop().expect("stop nfcapd");
+    let orig = records
+        .iter()
+        .find(|r| r.dport == 80)
+        .unwrap_or_else(|| panic!("no original direction: {records:#?}"));
+    assert_eq!(orig.dst, frontend);
+    // nfdump 1.7.1 prints the port as a string.
+    let field = |k: &str| {
+        orig.raw
+            .get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+    };
+    assert_eq!(
+        field("dst4_xlt_ip").as_deref(),
+        Some("10.0.0.2"),
+        "{:#?}",
+        orig.raw
+    );
+    assert_eq!(
+        field("dst_xlt_port").as_deref(),
+        Some("5432"),
+        "{:#?}",
+        orig.raw
+    );
+    // The reply names no translation.
+    let reply = records.iter().find(|r| r.sport == 80).expect("the reply");
+    assert_eq!(reply.raw.get("dst4_xlt_ip"), None, "{:#?}", reply.raw);
+}

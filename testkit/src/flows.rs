@@ -40,6 +40,7 @@ pub fn flow_record() -> FlowRecord {
             pod: None,
             external: true,
         },
+        service: None,
         protocol: IpProtocol(PROTO_TCP),
         packets: Counts { orig: 3, reply: 2 },
         bytes: Counts {

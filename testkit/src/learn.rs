@@ -6,7 +6,9 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bulkhead_flows::record::{Address, FlowDirection, FlowRecord, IpProtocol, PodInfo, Timestamp};
+use bulkhead_flows::record::{
+    Address, Backend, FlowDirection, FlowRecord, IpProtocol, PodInfo, ServiceInfo, Timestamp,
+};
 use bulkhead_learn::edge::{
     EdgeKey, EdgeStats, End, History, SideCounts, Skipped, WorkloadId, WorkloadInfo,
 };
@@ -76,6 +78,39 @@ pub fn conn(t: u64, src: &Peer, dst: &Peer, proto: u8, port: u16) -> Vec<FlowRec
         r.protocol = IpProtocol(proto);
         r.tcp_flags = None;
         out.push(r);
+    }
+    out
+}
+
+/// The records of one connection from `src` through a Service frontend
+/// (`frontend`:`port`) that the node translated to `backend`:`target`:
+/// the client's egress record (to the frontend, naming the Service
+/// `namespace/name` and the backend) and the backend's ingress record (on
+/// the translated connection), as the agent writes them.
+pub fn via_service(
+    t: u64,
+    src: &Peer,
+    service: (&str, &str, IpAddr, u16),
+    backend: &Peer,
+    target: u16,
+) -> Vec<FlowRecord> {
+    let (namespace, name, frontend, port) = service;
+    let mut out = conn(t, src, backend, 6, target);
+    for r in out
+        .iter_mut()
+        .filter(|r| r.direction == FlowDirection::Egress)
+    {
+        r.dst = addr(&Peer::Ext(frontend), port);
+        r.service = Some(ServiceInfo {
+            namespace: Some(namespace.into()),
+            name: Some(name.into()),
+            ip: frontend,
+            port,
+            backend: Some(Backend {
+                address: addr(backend, target),
+                allowed: true,
+            }),
+        });
     }
     out
 }
@@ -234,6 +269,7 @@ pub fn batches() -> [History; 2] {
             skipped: Skipped {
                 events: 3,
                 unknown_endpoint: 1,
+                untranslated_service: 0,
             },
             ..History::default()
         };

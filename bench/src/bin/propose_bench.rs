@@ -225,6 +225,7 @@ fn record(
         direction: dir,
         src: end(c.0, c.1, 40_000),
         dst: end(c.2, c.3, c.5),
+        service: None,
         protocol: IpProtocol(c.4),
         packets: Counts { orig: 6, reply: 5 },
         bytes: Counts {

@@ -1,4 +1,5 @@
-//! `bulkhead explain`: the verdict for one connection and the rules behind it.
+//! `bulkhead explain`: the verdict for one connection and the rules behind
+//! it; for a connection to a Service, per backend.
 
 use std::io::Write;
 
@@ -6,7 +7,9 @@ use clap::Args;
 
 use super::{CliError, ManifestArgs, Output};
 use bulkhead_policy::compile::compile;
-use bulkhead_policy::eval::explain::{Explanation, PeerArg, RuleRef, SideExplanation, explain};
+use bulkhead_policy::eval::explain::{
+    Answer, Explanation, PeerArg, RuleRef, ServiceExplanation, SideExplanation, answer,
+};
 use bulkhead_policy::model::Protocol;
 
 /// Arguments of `bulkhead explain`.
@@ -19,7 +22,10 @@ pub struct ExplainArgs {
     /// node's address of the family, from --node-ip).
     #[arg(long, value_name = "PEER")]
     pub from: PeerArg,
-    /// Destination: `namespace/name` of a pod, an IP address, or `node`.
+    /// Destination: `namespace/name` of a pod, an IP address, `node`, or
+    /// a Service (`svc/NAMESPACE/NAME`, or one of its addresses: a
+    /// ClusterIP, an external or load-balancer address, a node address
+    /// with a NodePort), explained per backend pod.
     #[arg(long, value_name = "PEER")]
     pub to: PeerArg,
     /// The node's addresses (repeat or comma-separate), as the agent reads
@@ -30,7 +36,8 @@ pub struct ExplainArgs {
     /// TCP, UDP or SCTP.
     #[arg(long, default_value = "TCP")]
     pub protocol: Protocol,
-    /// Destination port.
+    /// Destination port (for a Service: the Service port, or the NodePort
+    /// on a node address).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: u16,
     /// Output format.
@@ -49,7 +56,7 @@ pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     model.default_mode = args.mode;
     model.node_ips = args.node_ip.clone();
     let compiled = compile(&model);
-    let e = explain(
+    let e = answer(
         &model,
         &compiled,
         &args.from,
@@ -58,12 +65,13 @@ pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
         args.port,
     )?;
     let mut out = std::io::stdout().lock();
-    match args.output {
-        Output::Json => {
+    match (args.output, &e) {
+        (Output::Json, _) => {
             serde_json::to_writer_pretty(&mut out, &e).map_err(std::io::Error::from)?;
             writeln!(out)?;
         }
-        Output::Text => write_text(&mut out, &e)?,
+        (Output::Text, Answer::Connection(c)) => write_text(&mut out, c)?,
+        (Output::Text, Answer::Service(s)) => write_service(&mut out, s)?,
     }
     Ok(())
 }
@@ -173,4 +181,55 @@ fn write_text(out: &mut impl Write, e: &Explanation) -> std::io::Result<()> {
     )?;
     write_side(out, &e.egress, &what)?;
     write_side(out, &e.ingress, &what)
+}
+
+fn write_service(out: &mut impl Write, s: &ServiceExplanation) -> std::io::Result<()> {
+    let f = &s.frontend;
+    let at = match f.addr {
+        Some(std::net::IpAddr::V6(a)) => format!(" [{a}]:{}", f.port),
+        Some(a) => format!(" {a}:{}", f.port),
+        None => format!(" port {}", f.port),
+    };
+    let client = s
+        .backends
+        .first()
+        .map_or_else(String::new, |b| format!("{} → ", name(&b.explanation.src)));
+    let n = s.backends.len();
+    writeln!(
+        out,
+        "{} {}  {client}svc {}{at} ({n} backend{})",
+        s.protocol,
+        f.port,
+        s.service,
+        if n == 1 { "" } else { "s" }
+    )?;
+    let allowed = s.backends.iter().filter(|b| b.explanation.allowed).count();
+    let verdict = match s.verdict {
+        "allowed" => "ALLOWED to every backend".to_owned(),
+        "denied" => "DENIED to every backend".to_owned(),
+        "no-backends" => format!(
+            "NO BACKENDS: {}",
+            s.no_backends.as_deref().unwrap_or("none")
+        ),
+        _ => format!("ALLOWED to {allowed} of {n} backends, DENIED to the others"),
+    };
+    writeln!(out, "verdict: {verdict}")?;
+    for b in &s.backends {
+        let e = &b.explanation;
+        let what = format!("{} {}", e.protocol, e.port);
+        writeln!(
+            out,
+            "\nbackend {} → {what}: {}",
+            name(&e.dst),
+            if e.allowed { "ALLOWED" } else { "DENIED" }
+        )?;
+        // Each backend's sides, indented under it.
+        let mut sides = Vec::new();
+        write_side(&mut sides, &e.egress, &what)?;
+        write_side(&mut sides, &e.ingress, &what)?;
+        for line in String::from_utf8_lossy(&sides).lines() {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    Ok(())
 }

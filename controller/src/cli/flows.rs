@@ -53,7 +53,8 @@ pub struct FlowsArgs {
     /// every node's, one after the other (--follow needs one node).
     #[arg(long, value_name = "NODE", requires = "lab")]
     pub node: Option<String>,
-    /// Flows of this pod (endpoint, source or destination).
+    /// Flows of this pod (endpoint, source, destination or the backend of
+    /// a Service connection).
     #[arg(long, value_name = "NS/NAME")]
     pub pod: Option<String>,
     /// Flows with an end in this namespace.
@@ -402,10 +403,21 @@ fn policies(r: &FlowRecord) -> String {
 
 /// One line for a person, like `hubble observe`:
 /// `Nov 22 17:40:01.123  x/a:43512 (egress) -> y/b:80  TCP  ALLOWED  x/allow-80 rule 0  3↑ 2↓ pkts  SYN,ACK  closed`.
+/// A connection through a Service shows the frontend, the Service and the
+/// backend: `-> 10.96.0.10:80 (svc y/b) => y/b-0:8080`.
 /// Colors (ANSI) only when `color`.
 pub fn render(r: &FlowRecord, color: bool) -> String {
     let mut src = peer(&r.src, r.protocol);
     let mut dst = peer(&r.dst, r.protocol);
+    if let Some(svc) = &r.service {
+        // `10.96.0.10:80 (svc prod/db) => prod/db-0:5432`
+        if let Some(key) = svc.key() {
+            dst.push_str(&format!(" (svc {key})"));
+        }
+        if let Some(b) = &svc.backend {
+            dst.push_str(&format!(" => {}", peer(&b.address, r.protocol)));
+        }
+    }
     match r.direction {
         FlowDirection::Egress => src.push_str(" (egress)"),
         FlowDirection::Ingress => dst.push_str(" (ingress)"),
@@ -514,6 +526,29 @@ mod tests {
         );
         let colored = render(&record(serde_json::json!({})), true);
         assert!(colored.contains("\x1b[32mALLOWED\x1b[0m"), "{colored}");
+    }
+
+    #[test]
+    fn renders_the_service_and_its_backend() {
+        let r = record(serde_json::json!({
+            "dst": {"ip": "10.96.0.10", "port": 80, "external": true},
+            "service": {
+                "namespace": "y", "name": "b", "ip": "10.96.0.10", "port": 80,
+                "backend": {"ip": "10.0.0.2", "port": 8080, "namespace": "y", "pod": "b-0",
+                            "labels": {}, "allowed": false}
+            },
+            "verdict": "denied", "drop_reason": "policy_denied",
+            "policies": [{"name": "x/egress"}],
+        }));
+        let line = render(&r, false);
+        assert!(
+            line.contains("-> 10.96.0.10:80 (svc y/b) => y/b-0:8080 TCP"),
+            "{line}"
+        );
+        assert!(
+            line.contains("DENIED   (policy_denied; isolated by x/egress)"),
+            "{line}"
+        );
     }
 
     #[test]

@@ -153,6 +153,7 @@ fn names_pods_workloads_and_rules() {
             kind: RecordKind::Flow,
             event: None,
             end_reason: Some(EndReason::Idle),
+            service: None,
         },
     );
     assert_eq!(&*r.endpoint.as_ref().unwrap().pod, "db");
@@ -173,6 +174,7 @@ fn names_pods_workloads_and_rules() {
             kind: RecordKind::Flow,
             event: None,
             end_reason: None,
+            service: None,
         },
     );
     assert!(r.policies.is_empty());
@@ -205,6 +207,7 @@ fn denied_names_isolating_policies_and_old_revisions_stay() {
             kind: RecordKind::Event,
             event: Some(EventType::Drop),
             end_reason: None,
+            service: None,
         },
     );
     assert_eq!(r.verdict, FlowVerdict::Denied);
@@ -228,6 +231,7 @@ fn denied_names_isolating_policies_and_old_revisions_stay() {
             kind: RecordKind::Flow,
             event: None,
             end_reason: None,
+            service: None,
         },
     );
     assert!(r.dst.external && r.dst.pod.is_none());
@@ -293,6 +297,7 @@ fn audited_records_name_the_staged_policies() {
                 kind: RecordKind::Flow,
                 event: None,
                 end_reason: None,
+                service: None,
             },
         )
     };
@@ -311,4 +316,158 @@ fn audited_records_name_the_staged_policies() {
     assert!(plain.get("audit").is_none(), "{plain}");
     // db's ingress has no audit-mode policy.
     assert!(e.auditing(3, 12, Direction::Ingress).is_empty());
+}
+
+/// The node's address in the Service fixtures.
+pub(crate) const NODE_IP: [u8; 4] = [192, 168, 1, 10];
+
+/// [`model`] with Service prod/db (ClusterIP 10.96.0.10, port 80 to
+/// target port 5432 on app=db, NodePort 30080), compiled on a node with
+/// [`NODE_IP`].
+pub(crate) fn service_enricher() -> Enricher {
+    use bulkhead_policy::model::{Service, ServicePort, ServiceType, TargetPort};
+    let mut m = model();
+    m.services.push(Service {
+        namespace: "prod".into(),
+        name: "db".into(),
+        kind: ServiceType::NodePort,
+        selector: Some([("app".to_string(), "db".to_string())].into()),
+        cluster_ips: vec!["10.96.0.10".parse().unwrap()],
+        ports: vec![ServicePort {
+            name: None,
+            protocol: Protocol::Tcp,
+            port: 80,
+            target_port: TargetPort::Number(5432),
+            node_port: Some(30080),
+        }],
+        ..Default::default()
+    });
+    m.normalize();
+    let c = bulkhead_policy::compile::compile_on_node(&m, &[std::net::IpAddr::from(NODE_IP)]);
+    Enricher::new(&m, &c, &local(&m), 3)
+}
+
+/// web's connection (egress, ifindex 11) to `dst`:`dport`.
+pub(crate) fn to_frontend(dst: [u8; 4], dport: u16) -> FlowKey {
+    let mut k = key(FLOW_SIDE_EGRESS, 11);
+    k.tuple.dst = v4(dst);
+    k.tuple.dport = dport;
+    k
+}
+
+/// The backend db (10.0.0.2:5432).
+pub(crate) fn db_backend(allowed: bool) -> ServiceBackend {
+    ServiceBackend {
+        addr: v4([10, 0, 0, 2]),
+        port: 5432,
+        allowed: u8::from(allowed),
+        _pad: 0,
+    }
+}
+
+fn service_record(
+    e: &Enricher,
+    k: &FlowKey,
+    v: &FlowValue,
+    b: Option<&ServiceBackend>,
+) -> FlowRecord {
+    e.record(
+        &ctx(),
+        &RecordInput {
+            key: k,
+            value: v,
+            rule_revision: 3,
+            kind: RecordKind::Flow,
+            event: None,
+            end_reason: Some(EndReason::Closed),
+            service: b,
+        },
+    )
+}
+
+/// A connection to a ClusterIP names the Service and the backend pod; the
+/// record's `dst` stays the address the client used.
+#[test]
+fn records_to_a_frontend_name_the_service_and_the_backend() {
+    let e = service_enricher();
+    let k = to_frontend([10, 96, 0, 10], 80);
+    assert!(e.is_frontend(&k.tuple));
+    let v = FlowValue {
+        packets_orig: 3,
+        packets_reply: 2,
+        revision: 3,
+        rule: RULE_NONE,
+        ..Default::default()
+    };
+    let r = service_record(&e, &k, &v, Some(&db_backend(true)));
+    assert_eq!(r.dst.ip.to_string(), "10.96.0.10");
+    assert!(r.dst.external && r.dst.pod.is_none());
+    let svc = r.service.as_ref().expect("service");
+    assert_eq!(svc.key().as_deref(), Some("prod/db"));
+    assert_eq!((svc.ip.to_string().as_str(), svc.port), ("10.96.0.10", 80));
+    let b = svc.backend.as_ref().expect("backend");
+    assert_eq!(
+        (b.address.ip.to_string().as_str(), b.address.port),
+        ("10.0.0.2", 5432)
+    );
+    assert_eq!(&*b.address.pod.as_ref().unwrap().pod, "db");
+    assert!(b.allowed && !b.address.external);
+    assert!(r.involves_pod("prod", "db"));
+    let json = serde_json::to_value(&r).unwrap();
+    assert_eq!(
+        json["service"],
+        serde_json::json!({
+            "namespace": "prod", "name": "db", "ip": "10.96.0.10", "port": 80,
+            "backend": {
+                "ip": "10.0.0.2", "port": 5432, "namespace": "prod", "pod": "db",
+                "labels": {"app": "db", "pod-template-hash": "5d9f"}, "allowed": true
+            }
+        })
+    );
+    assert_eq!(serde_json::from_value::<FlowRecord>(json).unwrap(), r);
+}
+
+/// A denied connection names the backend it was denied on; a NodePort on
+/// the node's address names its Service; a frontend without a recorded
+/// translation names the Service only; other destinations name none.
+#[test]
+fn denied_nodeport_and_untranslated_service_records() {
+    let e = service_enricher();
+    let denied = FlowValue {
+        dropped_packets: 1,
+        drop_reason: DropReason::PolicyDenied as u8,
+        revision: 3,
+        rule: RULE_NONE,
+        ..Default::default()
+    };
+    let node_port = to_frontend(NODE_IP, 30080);
+    assert!(e.is_frontend(&node_port.tuple));
+    let r = service_record(&e, &node_port, &denied, Some(&db_backend(false)));
+    assert_eq!(r.verdict, FlowVerdict::Denied);
+    let svc = r.service.expect("service");
+    assert_eq!(svc.key().as_deref(), Some("prod/db"));
+    assert_eq!(svc.port, 30080);
+    let b = svc.backend.expect("backend");
+    assert!(!b.allowed);
+    assert_eq!(&*b.address.pod.unwrap().pod, "db");
+
+    let r = service_record(&e, &to_frontend([10, 96, 0, 10], 80), &denied, None);
+    let svc = r.service.expect("service");
+    assert_eq!(svc.name.as_deref(), Some("db"));
+    assert!(svc.backend.is_none());
+    let json = serde_json::to_value(&svc).unwrap();
+    assert!(json.get("backend").is_none(), "{json}");
+
+    // Not a frontend: another port of the ClusterIP, the node's address on
+    // another port, a pod.
+    for k in [
+        to_frontend([10, 96, 0, 10], 81),
+        to_frontend(NODE_IP, 80),
+        key(FLOW_SIDE_EGRESS, 11),
+    ] {
+        assert!(!e.is_frontend(&k.tuple));
+        assert!(service_record(&e, &k, &denied, None).service.is_none());
+    }
+    // Nothing about Services without any.
+    assert!(!enricher().is_frontend(&to_frontend([10, 96, 0, 10], 80).tuple));
 }

@@ -24,7 +24,16 @@
 //! its own): 1 verdict (u8: 1 allowed, 2 denied, 3 revoked), 2 dropReason
 //! (u8, `DropReason` number, 0 none), 3 policyNames (string, comma-separated
 //! `namespace/name`), 4 endpointNamespace, 5 endpointPod, 6
-//! endpointWorkload (strings).
+//! endpointWorkload (strings), 7 serviceName and 8 backendPod (strings,
+//! `namespace/name`).
+//!
+//! A connection to a Service frontend whose record names the backend
+//! (`service.backend`) uses two more templates for its original-direction
+//! and dropped data records: the same fields followed by the backend as
+//! the standard post-NAT destination (postNATDestinationIPv4Address 226 or
+//! postNATDestinationIPv6Address 282, postNAPTDestinationTransportPort
+//! 228: the node's DNAT rewrote the destination to it), serviceName and
+//! backendPod. Its reply records use the plain templates.
 //!
 //! Sending is non-blocking (`send` on a non-blocking socket connected to
 //! the collector, so ICMP unreachables come back as errors): a full socket
@@ -49,6 +58,10 @@ pub const TEMPLATE_SET_ID: u16 = 2;
 pub const TEMPLATE_V4: u16 = 256;
 /// Template id of IPv6 records.
 pub const TEMPLATE_V6: u16 = 257;
+/// Template id of IPv4 records translated to a Service backend.
+pub const TEMPLATE_V4_NAT: u16 = 258;
+/// Template id of IPv6 records translated to a Service backend.
+pub const TEMPLATE_V6_NAT: u16 = 259;
 /// Private Enterprise Number of the enterprise elements (RFC 5612's
 /// documentation number).
 pub const PEN: u32 = 32473;
@@ -71,7 +84,18 @@ pub mod ie {
     pub const ENDPOINT_POD: u16 = 5;
     /// endpointWorkload (string).
     pub const ENDPOINT_WORKLOAD: u16 = 6;
+    /// serviceName (string, `namespace/name`).
+    pub const SERVICE_NAME: u16 = 7;
+    /// backendPod (string, `namespace/name`).
+    pub const BACKEND_POD: u16 = 8;
 }
+
+/// postNATDestinationIPv4Address (IANA).
+pub const POST_NAT_DST_V4: u16 = 226;
+/// postNAPTDestinationTransportPort (IANA).
+pub const POST_NAPT_DST_PORT: u16 = 228;
+/// postNATDestinationIPv6Address (IANA).
+pub const POST_NAT_DST_V6: u16 = 282;
 
 /// One field of a template: (element id, length, enterprise number or 0).
 type Field = (u16, u16, u32);
@@ -102,13 +126,39 @@ const FIELDS: [Option<Field>; 21] = [
     Some((ie::ENDPOINT_WORKLOAD, VARIABLE, PEN)),
 ];
 
+/// The templates: (id, IPv6, translated to a Service backend).
+const TEMPLATES: [(u16, bool, bool); 4] = [
+    (TEMPLATE_V4, false, false),
+    (TEMPLATE_V6, true, false),
+    (TEMPLATE_V4_NAT, false, true),
+    (TEMPLATE_V6_NAT, true, true),
+];
+
 /// The fields of a template.
-fn template_fields(v6: bool) -> impl Iterator<Item = Field> {
+fn template_fields(v6: bool, nat: bool) -> impl Iterator<Item = Field> {
     let (src, dst, len) = if v6 { (27, 28, 16) } else { (8, 12, 4) };
     let mut addr = [(src, len, 0), (dst, len, 0)].into_iter();
+    let post_nat = if v6 { POST_NAT_DST_V6 } else { POST_NAT_DST_V4 };
+    let translated = [
+        (post_nat, len, 0),
+        (POST_NAPT_DST_PORT, 2, 0),
+        (ie::SERVICE_NAME, VARIABLE, PEN),
+        (ie::BACKEND_POD, VARIABLE, PEN),
+    ];
     FIELDS
         .into_iter()
         .map(move |f| f.unwrap_or_else(|| addr.next().expect("two")))
+        .chain(translated.into_iter().filter(move |_| nat))
+}
+
+/// The template of a data record.
+fn template_of(d: &DataRecord) -> u16 {
+    match (d.is_v4(), d.post_nat.is_some()) {
+        (true, false) => TEMPLATE_V4,
+        (false, false) => TEMPLATE_V6,
+        (true, true) => TEMPLATE_V4_NAT,
+        (false, true) => TEMPLATE_V6_NAT,
+    }
 }
 
 /// forwardingStatus: forwarded, reason unknown (RFC 7270).
@@ -168,10 +218,10 @@ pub fn put_template_set(b: &mut Vec<u8>) {
     let start = b.len();
     put_u16(b, TEMPLATE_SET_ID);
     put_u16(b, 0);
-    for (id, v6) in [(TEMPLATE_V4, false), (TEMPLATE_V6, true)] {
+    for (id, v6, nat) in TEMPLATES {
         put_u16(b, id);
-        put_u16(b, FIELDS.len() as u16);
-        for (ie, len, pen) in template_fields(v6) {
+        put_u16(b, template_fields(v6, nat).count() as u16);
+        for (ie, len, pen) in template_fields(v6, nat) {
             if pen != 0 {
                 put_u16(b, ie | 0x8000);
                 put_u16(b, len);
@@ -207,6 +257,9 @@ pub struct DataRecord {
     pub leaves_pod: bool,
     /// forwardingStatus.
     pub forwarding: u8,
+    /// The Service backend the destination was translated to (address
+    /// and port, of the record's family).
+    pub post_nat: Option<(IpAddr, u16)>,
 }
 
 impl DataRecord {
@@ -230,6 +283,10 @@ pub fn data_records(r: &FlowRecord) -> impl Iterator<Item = DataRecord> + '_ {
         tcp_flags: flags.orig.0,
         leaves_pod: egress,
         forwarding: FORWARDED,
+        post_nat: r
+            .backend()
+            .map(|b| (b.address.ip, b.address.port))
+            .filter(|(ip, _)| ip.is_ipv4() == r.dst.ip.is_ipv4()),
     };
     let reply = DataRecord {
         src: r.dst.ip,
@@ -241,6 +298,7 @@ pub fn data_records(r: &FlowRecord) -> impl Iterator<Item = DataRecord> + '_ {
         tcp_flags: flags.reply.0,
         leaves_pod: !egress,
         forwarding: FORWARDED,
+        post_nat: None,
     };
     let policy_drop = r.drop_reason.is_some_and(|d| {
         d.0 == DropReason::PolicyDenied as u8 || d.0 == DropReason::PolicyRevoked as u8
@@ -258,23 +316,21 @@ pub fn data_records(r: &FlowRecord) -> impl Iterator<Item = DataRecord> + '_ {
     [orig, reply, dropped].into_iter().filter(|d| d.packets > 0)
 }
 
+/// Appends `a` in the record's family (4 or 16 bytes).
+fn put_addr(b: &mut Vec<u8>, a: IpAddr, v4: bool) {
+    match a {
+        IpAddr::V4(a) if v4 => b.extend_from_slice(&a.octets()),
+        IpAddr::V4(a) => b.extend_from_slice(&a.to_ipv6_mapped().octets()),
+        IpAddr::V6(a) => b.extend_from_slice(&a.octets()),
+    }
+}
+
 fn put_data_record(b: &mut Vec<u8>, r: &FlowRecord, d: &DataRecord, policies: &[u8]) {
     put_u64(b, r.start.unix_ms());
     put_u64(b, r.end.unix_ms());
-    match (d.src, d.dst) {
-        (IpAddr::V4(s), IpAddr::V4(t)) => {
-            b.extend_from_slice(&s.octets());
-            b.extend_from_slice(&t.octets());
-        }
-        (s, t) => {
-            let v6 = |a: IpAddr| match a {
-                IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-                IpAddr::V6(a) => a.octets(),
-            };
-            b.extend_from_slice(&v6(s));
-            b.extend_from_slice(&v6(t));
-        }
-    }
+    let v4 = d.is_v4();
+    put_addr(b, d.src, v4);
+    put_addr(b, d.dst, v4);
     put_u16(b, d.sport);
     put_u16(b, d.dport);
     b.push(r.protocol.0);
@@ -302,6 +358,18 @@ fn put_data_record(b: &mut Vec<u8>, r: &FlowRecord, d: &DataRecord, policies: &[
         ep.and_then(|p| p.workload.as_deref())
             .map_or(&b""[..], |w| w.as_bytes()),
     );
+    if let Some((addr, port)) = d.post_nat {
+        put_addr(b, addr, v4);
+        put_u16(b, port);
+        let svc = r.service.as_ref().and_then(|s| s.key()).unwrap_or_default();
+        put_varlen(b, svc.as_bytes());
+        let pod = r
+            .backend()
+            .and_then(|b| b.address.pod.as_ref())
+            .map(|p| format!("{}/{}", p.namespace, p.pod))
+            .unwrap_or_default();
+        put_varlen(b, pod.as_bytes());
+    }
 }
 
 /// Builds IPFIX messages.
@@ -376,7 +444,7 @@ impl Encoder {
         let mut policies = std::mem::take(&mut self.policies);
         policy_names(r, &mut policies);
         for d in data_records(r) {
-            let template = if d.is_v4() { TEMPLATE_V4 } else { TEMPLATE_V6 };
+            let template = template_of(&d);
             if self.open_set.map(|(_, t)| t) != Some(template) {
                 self.close_set();
                 self.open_set = Some((self.buf.len(), template));
@@ -397,8 +465,19 @@ impl Encoder {
             + r.endpoint.as_ref().map_or(0, |p| {
                 p.namespace.len() + p.pod.len() + p.workload.as_deref().map_or(0, str::len)
             });
+        // The translated templates' fields, with the longest names.
+        let translated = r.service.as_ref().map_or(0, |s| {
+            let names = |n: Option<&str>| n.map_or(0, str::len);
+            let svc = names(s.namespace.as_deref()) + names(s.name.as_deref());
+            let pod = s
+                .backend
+                .as_ref()
+                .and_then(|b| b.address.pod.as_ref())
+                .map_or(0, |p| p.namespace.len() + p.pod.len());
+            16 + 2 + 3 * 2 + svc + pod + 2
+        });
         let n = data_records(r).count();
-        8 + n * (80 + 4 * 3 + strings)
+        8 + n * (80 + 4 * 3 + strings + translated)
     }
 
     /// Closes the message: sets lengths and export time, advances the

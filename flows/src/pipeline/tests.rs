@@ -6,13 +6,13 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use bulkhead_common::{
-    DropReason, FLOW_F_NEW, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, FLOW_STATS_MAX, PROTO_UDP,
+    CtKey, DropReason, FLOW_F_NEW, FLOW_SIDE_EGRESS, FLOW_SIDE_INGRESS, FLOW_STATS_MAX, PROTO_UDP,
     RULE_NONE,
 };
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::enrich::tests::{enricher, key};
+use crate::enrich::tests::{db_backend, enricher, key, service_enricher, to_frontend};
 use crate::export::jsonl::{JsonlConfig, JsonlTarget};
 use crate::filter::Filter;
 use crate::record::FlowVerdict;
@@ -27,6 +27,10 @@ struct Kernel {
     ring: Vec<FlowEvent>,
     ring_capacity: usize,
     stats: KernelFlowStats,
+    /// SERVICE_CT.
+    services: HashMap<CtKey, ServiceBackend>,
+    /// SERVICE_CT lookups made.
+    service_lookups: u64,
 }
 
 impl Kernel {
@@ -153,6 +157,11 @@ impl FlowSource for FakeSource {
     fn stats(&mut self) -> Result<KernelFlowStats, FlowSourceError> {
         Ok(self.0.lock().unwrap().stats)
     }
+    fn service_backend(&mut self, orig: &CtKey) -> Result<Option<ServiceBackend>, FlowSourceError> {
+        let mut k = self.0.lock().unwrap();
+        k.service_lookups += 1;
+        Ok(k.services.get(orig).copied())
+    }
 }
 
 /// An exporter that keeps what it gets.
@@ -189,6 +198,15 @@ struct Setup {
 }
 
 fn setup(table: usize, ring: usize, tweak: impl FnOnce(&mut PipelineConfig)) -> Setup {
+    setup_with(enricher(), table, ring, tweak)
+}
+
+fn setup_with(
+    enricher: Enricher,
+    table: usize,
+    ring: usize,
+    tweak: impl FnOnce(&mut PipelineConfig),
+) -> Setup {
     let kernel = Kernel::new(table, ring);
     let clock = ManualClock::new(100 * S, 1_000 * S as i64);
     let mut config = PipelineConfig::new("node-a");
@@ -202,7 +220,7 @@ fn setup(table: usize, ring: usize, tweak: impl FnOnce(&mut PipelineConfig)) -> 
     }
     let handle = Pipeline::start_with(
         Box::new(FakeSource(kernel.clone())),
-        Arc::new(RwLock::new(enricher())),
+        Arc::new(RwLock::new(enricher)),
         config,
         exporters,
     )
@@ -267,6 +285,81 @@ fn aggregates_across_drains_and_closes_tcp() {
     let a = s.handle.stop();
     assert!(a.holds(), "{a:#?}");
     assert_eq!(a.cache.records, 1);
+}
+
+/// The client's record of a connection through a Service names the
+/// backend read from SERVICE_CT while the flow was drained (the entry may
+/// be gone when the record is due), and later drains read it again only
+/// when the verdict on it may have changed. A drop notification names it
+/// too.
+#[test]
+fn service_records_name_the_backend_read_at_drain_time() {
+    let s = setup_with(service_enricher(), 100, 100, |c| {
+        c.aggregate.idle_timeout = Duration::from_secs(15);
+    });
+    let k = to_frontend([10, 96, 0, 10], 80);
+    let now = || s.clock.monotonic_ns();
+    s.kernel
+        .lock()
+        .unwrap()
+        .services
+        .insert(k.tuple, db_backend(true));
+    s.kernel.lock().unwrap().packet(k, now(), false, None, 0x02);
+    settle(&s);
+    assert_eq!(s.kernel.lock().unwrap().service_lookups, 1);
+    for _ in 0..3 {
+        let mut kern = s.kernel.lock().unwrap();
+        kern.packet(k, now(), true, None, 0x12);
+        // A continuation, not a new connection (this fake flags every
+        // entry it creates as new).
+        kern.table.get_mut(&k).unwrap().flags = 0;
+        drop(kern);
+        settle(&s);
+    }
+    assert_eq!(
+        s.kernel.lock().unwrap().service_lookups,
+        1,
+        "same revision, nothing dropped: not read again"
+    );
+    // The kernel forgets the translation; the record still has it.
+    s.kernel.lock().unwrap().services.clear();
+    s.clock.advance(20 * S);
+    eventually(|| s.kept.0.lock().unwrap().len() == 1);
+    let r = s.kept.0.lock().unwrap()[0].clone();
+    assert_eq!(r.end_reason, Some(EndReason::Idle));
+    let svc = r.service.as_ref().expect("service");
+    assert_eq!(svc.key().as_deref(), Some("prod/db"));
+    let b = svc.backend.as_ref().expect("backend");
+    assert_eq!(&*b.address.pod.as_ref().unwrap().pod, "db");
+    assert!(b.allowed);
+
+    // A denied connection: its drop notification and its record name the
+    // backend it was denied on.
+    let sub = s.handle.history.subscribe(Filter::default(), 16);
+    let mut denied = k;
+    denied.tuple.sport = 40001;
+    {
+        let mut kern = s.kernel.lock().unwrap();
+        kern.services.insert(denied.tuple, db_backend(false));
+        let t = s.clock.monotonic_ns();
+        kern.packet(denied, t, false, Some(DropReason::PolicyDenied), 0x02);
+        let mut v = kern.table[&denied];
+        v.flags = 0;
+        kern.notify(denied, EventKind::Drop, v);
+    }
+    settle(&s);
+    let note = sub
+        .recv_timeout(Duration::from_secs(10))
+        .expect("drop note");
+    assert_eq!(note.event, Some(EventType::Drop));
+    let b = note.backend().expect("backend in the notification");
+    assert!(!b.allowed);
+    let a = s.handle.stop();
+    assert!(a.holds(), "{a:#?}");
+    let kept = s.kept.0.lock().unwrap();
+    let r = kept.iter().find(|r| r.src.port == 40001).expect("record");
+    assert_eq!(r.verdict, FlowVerdict::Denied);
+    assert!(!r.backend().expect("backend").allowed);
 }
 
 #[test]

@@ -1,7 +1,10 @@
 //! Why a connection is allowed or denied: for the source's egress and the
 //! destination's ingress, whether the pod is isolated, which policies select
 //! it, which rules allow the traffic, and which rules came close (right peer,
-//! wrong port; right port, wrong peer).
+//! wrong port; right port, wrong peer). A connection to a Service is
+//! explained per backend ([`service`]).
+
+pub mod service;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -11,6 +14,7 @@ use serde::Serialize;
 use super::Side;
 use crate::compile::{Compiled, IdentityId, RuleId};
 use crate::model::{Direction, Mode, Model, Protocol};
+pub use service::{Answer, BackendExplanation, FrontendInfo, ServiceExplanation};
 
 /// A peer given on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +25,8 @@ pub enum PeerArg {
     Addr(IpAddr),
     /// `node`: the node's address (`Model::node_ips`) of the family.
     Node,
+    /// `svc/NAMESPACE/NAME`: a Service (`namespace/name`), as a destination.
+    Service(String),
 }
 
 impl std::fmt::Display for PeerArg {
@@ -29,6 +35,7 @@ impl std::fmt::Display for PeerArg {
             PeerArg::Pod(k) => f.write_str(k),
             PeerArg::Addr(a) => write!(f, "{a}"),
             PeerArg::Node => f.write_str("node"),
+            PeerArg::Service(k) => write!(f, "svc/{k}"),
         }
     }
 }
@@ -36,6 +43,10 @@ impl std::fmt::Display for PeerArg {
 impl std::str::FromStr for PeerArg {
     type Err = std::convert::Infallible;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // A pod is `namespace/name`: `svc/a/b` (two slashes) is no pod.
+        if let Some(key) = s.strip_prefix("svc/").filter(|k| k.contains('/')) {
+            return Ok(PeerArg::Service(key.to_string()));
+        }
         Ok(match s.parse::<IpAddr>() {
             Ok(a) => PeerArg::Addr(a),
             Err(_) if s == "node" => PeerArg::Node,
@@ -53,6 +64,24 @@ pub enum ExplainError {
     /// `node` without the node's addresses.
     #[error("`node` needs the node's addresses (--node-ip)")]
     NoNode,
+    /// No such Service.
+    #[error("no Service {0} in the manifests (expected svc/namespace/name)")]
+    UnknownService(String),
+    /// A Service where only an address or a pod can be.
+    #[error("svc/{0} is a Service: only the destination (--to) can be one")]
+    ServiceSource(String),
+    /// The Service (or its address) has no such port.
+    #[error("Service {service} has no port {port}/{protocol} (its ports: {ports})")]
+    NoServicePort {
+        /// `namespace/name`.
+        service: String,
+        /// Protocol asked for.
+        protocol: Protocol,
+        /// Port asked for.
+        port: u16,
+        /// Its ports, `port/protocol`, comma-separated.
+        ports: String,
+    },
     /// The two peers share no address family.
     #[error("{from} and {to} have no address family in common")]
     NoCommonFamily {
@@ -152,7 +181,32 @@ pub struct Explanation {
     pub ingress: SideExplanation,
 }
 
-/// Explains (from, to, protocol, port).
+/// Explains (from, to, protocol, port): per backend when `to` is a
+/// Service (by name, or one of its frontends; `port` is then the Service
+/// port, or the NodePort on the node's address), else as [`explain`].
+pub fn answer(
+    model: &Model,
+    compiled: &Compiled,
+    from: &PeerArg,
+    to: &PeerArg,
+    protocol: Protocol,
+    port: u16,
+) -> Result<Answer, ExplainError> {
+    if let PeerArg::Service(k) = from {
+        return Err(ExplainError::ServiceSource(k.clone()));
+    }
+    match service::target(model, to, protocol, port)? {
+        Some(t) => {
+            service::explain_service(model, compiled, from, &t, protocol).map(Answer::Service)
+        }
+        None => explain(model, compiled, from, to, protocol, port)
+            .map(|e| Answer::Connection(Box::new(e))),
+    }
+}
+
+/// Explains (from, to, protocol, port) between addresses (pods' or
+/// others'), as sent: a Service frontend is no pod's address here (see
+/// [`answer`]).
 pub fn explain(
     model: &Model,
     compiled: &Compiled,
@@ -170,6 +224,7 @@ pub fn explain(
                 .ok_or_else(|| ExplainError::UnknownPod(k.clone())),
             PeerArg::Node if model.node_ips.is_empty() => Err(ExplainError::NoNode),
             PeerArg::Node => Ok(model.node_ips.clone()),
+            PeerArg::Service(k) => Err(ExplainError::ServiceSource(k.clone())),
         }
     };
     let (froms, tos) = (candidates(from)?, candidates(to)?);

@@ -227,3 +227,190 @@ fn the_node_is_always_let_in_and_needs_a_rule_to_be_reached() {
     m.node_ips.clear();
     assert!(!compile(&m).allowed(node, db, 6, 10250));
 }
+
+/// Services over the demo shop: shop/api (NodePort 30080, port 80 to the
+/// named port http), shop/store (port 8080 on api-extra, an api pod,
+/// and cache, which nothing lets in), shop/empty (selects nothing).
+const SERVICES: &str = "
+apiVersion: v1
+kind: Service
+metadata: {namespace: shop, name: api}
+spec:
+  type: NodePort
+  clusterIP: 10.96.0.20
+  selector: {app: api}
+  ports: [{name: web, port: 80, targetPort: http, nodePort: 30080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: shop, name: store}
+spec:
+  clusterIP: 10.96.0.30
+  selector: {role: store}
+  ports: [{port: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {namespace: shop, name: empty}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: nothing}
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: api-extra, labels: {app: api, tier: backend, role: store}}
+spec: {containers: [{name: api, ports: [{name: http, containerPort: 8080}]}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: shop, name: cache, labels: {app: cache, role: store}}
+spec: {containers: [{name: cache, ports: [{containerPort: 8080}]}]}
+";
+
+/// The demo with [`SERVICES`], on a node with address 192.168.1.10.
+fn demo_with_services() -> crate::model::Model {
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo");
+    let read = |f: &str| std::fs::read_to_string(demo.join(f)).unwrap();
+    let (w, n) = (read("workloads.yaml"), read("netpol.yaml"));
+    let dir = crate::testfs::dir_with(&[
+        ("workloads.yaml", &w),
+        ("netpol.yaml", &n),
+        ("services.yaml", SERVICES),
+    ]);
+    let mut m = load_dir(dir.path(), &AddressPlan::default()).expect("manifests load");
+    m.node_ips = vec!["192.168.1.10".parse().unwrap()];
+    m
+}
+
+fn service_answer(
+    m: &crate::model::Model,
+    from: &str,
+    to: &str,
+    port: u16,
+) -> super::explain::ServiceExplanation {
+    let c = compile(m);
+    match super::explain::answer(
+        m,
+        &c,
+        &from.parse().unwrap(),
+        &to.parse().unwrap(),
+        Protocol::Tcp,
+        port,
+    )
+    .unwrap()
+    {
+        super::explain::Answer::Service(s) => s,
+        super::explain::Answer::Connection(e) => panic!("not explained as a Service: {e:?}"),
+    }
+}
+
+/// A Service destination, by name, ClusterIP or NodePort, is explained per
+/// backend with the verdicts of the connection to each backend pod on its
+/// target port, from the same tables.
+#[test]
+fn explain_a_service_per_backend() {
+    let m = demo_with_services();
+    for (to, port, frontend_port) in [
+        ("svc/shop/api", 80, 80),
+        ("10.96.0.20", 80, 80),
+        ("node", 30080, 30080),
+        ("192.168.1.10", 30080, 30080),
+    ] {
+        let s = service_answer(&m, "shop/frontend", to, port);
+        assert_eq!(s.service, "shop/api", "{to}");
+        assert_eq!(s.frontend.port, frontend_port, "{to}");
+        assert_eq!(s.frontend.port_name.as_deref(), Some("web"));
+        assert_eq!(s.verdict, "allowed", "{to}");
+        let pods: Vec<&str> = s.backends.iter().map(|b| b.pod.as_str()).collect();
+        assert_eq!(pods.len(), 2, "{pods:?}");
+        assert!(pods.contains(&"shop/api-extra"), "{pods:?}");
+        for b in &s.backends {
+            let e = &b.explanation;
+            assert_eq!(e.port, 8080, "the target port");
+            assert_eq!(e.dst.pod.as_deref(), Some(b.pod.as_str()));
+            assert_eq!(e.egress.allowed_by[0].policy, "shop/frontend");
+            assert_eq!(e.ingress.allowed_by[0].policy, "shop/api");
+        }
+    }
+    let s = service_answer(&m, "sandbox/stray", "svc/shop/api", 80);
+    assert_eq!(s.verdict, "denied");
+    assert!(
+        s.backends
+            .iter()
+            .all(|b| b.explanation.ingress.verdict == "denied")
+    );
+
+    // One backend allowed, one not, and why.
+    let s = service_answer(&m, "shop/frontend", "10.96.0.30", 8080);
+    assert_eq!(s.verdict, "some-backends");
+    let by_pod = |p: &str| &s.backends.iter().find(|b| b.pod == p).unwrap().explanation;
+    assert!(by_pod("shop/api-extra").allowed);
+    let cache = by_pod("shop/cache");
+    assert!(!cache.allowed);
+    assert_eq!(cache.egress.verdict, "denied");
+    assert_eq!(cache.ingress.verdict, "denied");
+    assert_eq!(
+        cache.egress.port_matches_peer_does_not[0].policy,
+        "shop/frontend"
+    );
+
+    // No backends: said, with the reason.
+    let s = service_answer(&m, "shop/frontend", "svc/shop/empty", 80);
+    assert_eq!(s.verdict, "no-backends");
+    assert!(s.backends.is_empty());
+    assert_eq!(
+        s.no_backends.as_deref(),
+        Some("no pod matches the Service's selector")
+    );
+    let json = serde_json::to_value(&s).unwrap();
+    assert_eq!(json["verdict"], "no-backends");
+    assert_eq!(json["frontend"]["addr"], "10.96.0.40");
+}
+
+/// Bad Service destinations are errors naming what exists; a pod or a
+/// plain address stays a plain explanation; a Service is never a source.
+#[test]
+fn explain_service_errors_and_plain_destinations() {
+    use super::explain::{Answer, ExplainError, answer};
+    let m = demo_with_services();
+    let c = compile(&m);
+    let ask = |from: &str, to: &str, port| {
+        answer(
+            &m,
+            &c,
+            &from.parse().unwrap(),
+            &to.parse().unwrap(),
+            Protocol::Tcp,
+            port,
+        )
+    };
+    match ask("shop/frontend", "10.96.0.20", 81) {
+        Err(ExplainError::NoServicePort { service, ports, .. }) => {
+            assert_eq!((service.as_str(), ports.as_str()), ("shop/api", "80/TCP"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        ask("shop/frontend", "svc/shop/nope", 80),
+        Err(ExplainError::UnknownService(_))
+    ));
+    assert!(matches!(
+        ask("svc/shop/api", "shop/api", 8080),
+        Err(ExplainError::ServiceSource(_))
+    ));
+    assert!(matches!(
+        ask("shop/frontend", "shop/api", 8080),
+        Ok(Answer::Connection(e)) if e.allowed
+    ));
+    // The node's address on a port that is no NodePort: the node.
+    assert!(matches!(
+        ask("shop/frontend", "node", 22),
+        Ok(Answer::Connection(e)) if e.dst.node
+    ));
+    // `svc/x` (one slash) is the pod x in namespace svc.
+    assert_eq!(
+        "svc/x".parse::<PeerArg>().unwrap(),
+        PeerArg::Pod("svc/x".into())
+    );
+}

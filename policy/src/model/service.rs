@@ -278,6 +278,56 @@ impl Service {
 }
 
 impl Model {
+    /// Finds a Service by `namespace/name`.
+    pub fn service(&self, key: &str) -> Option<&Service> {
+        let (ns, name) = key.split_once('/')?;
+        self.services
+            .iter()
+            .find(|s| s.namespace == ns && s.name == name)
+    }
+
+    /// The Service and port the node translates a connection to
+    /// `addr`:`port`/`protocol` for (a frontend, with NodePorts on
+    /// [`Model::node_ips`]).
+    pub fn frontend(
+        &self,
+        addr: IpAddr,
+        protocol: Protocol,
+        port: u16,
+    ) -> Option<(&Service, &ServicePort)> {
+        let on_node = self.node_ips.contains(&addr);
+        // As [`Service::frontends`]: headless and ExternalName Services
+        // translate nothing.
+        self.services
+            .iter()
+            .filter(|s| !s.headless && s.kind != ServiceType::ExternalName)
+            .find_map(|s| {
+                let own = s
+                    .cluster_ips
+                    .iter()
+                    .chain(&s.external_ips)
+                    .chain(&s.load_balancer_ips)
+                    .any(|a| *a == addr);
+                let p = s.ports.iter().find(|p| {
+                    p.protocol == protocol
+                        && ((own && p.port == port) || (on_node && p.node_port == Some(port)))
+                })?;
+                Some((s, p))
+            })
+    }
+
+    /// Whether `addr` is one of a Service's own addresses (a ClusterIP,
+    /// an external or load-balancer address).
+    pub fn is_service_address(&self, addr: IpAddr) -> bool {
+        self.services.iter().any(|s| {
+            s.cluster_ips
+                .iter()
+                .chain(&s.external_ips)
+                .chain(&s.load_balancer_ips)
+                .any(|a| *a == addr)
+        })
+    }
+
     /// The backends of `service`'s `port` of `addr`'s family, as the
     /// endpoints controller computes them from the selector: pods of the
     /// Service's namespace whose labels match, with an address of that

@@ -97,10 +97,12 @@ fn header_and_template_set_bytes() {
     assert_eq!(&msg[..4], &[0, 10, (msg.len() >> 8) as u8, msg.len() as u8]);
     assert_eq!(&msg[4..16], &[0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]);
     // Template set: id 2; two templates of 21 fields, 6 of them enterprise
-    // (8 bytes each): 4 + 2 * (4 + 15 * 4 + 6 * 8) = 228.
+    // (8 bytes each), and two translated ones with 4 more fields, 2 of
+    // them enterprise: 4 + 2 * (4 + 15 * 4 + 6 * 8) + 2 * (112 + 2 * 4 +
+    // 2 * 8) = 500.
     assert_eq!(be16(&msg, 16), 2);
-    assert_eq!(be16(&msg, 18), 228);
-    assert_eq!(msg.len(), 16 + 228);
+    assert_eq!(be16(&msg, 18), 500);
+    assert_eq!(msg.len(), 16 + 500);
     // First template: id 256, 21 fields, flowStartMilliseconds/8 first.
     assert_eq!(&msg[20..28], &[1, 0, 0, 21, 0, 152, 0, 8]);
     // sourceIPv4Address (8)/4 and destinationIPv4Address (12)/4.
@@ -232,6 +234,70 @@ fn dropped_packets_get_their_own_record() {
     assert_eq!(num(&d[&(2, 0)]), 4);
 }
 
+/// A connection through a Service: its original-direction and dropped
+/// records carry the backend as the post-NAT destination (IANA 226/282 and
+/// 228) with the Service and backend pod names; its reply uses the plain
+/// template.
+#[test]
+fn service_records_carry_the_backend_as_post_nat_destination() {
+    use crate::record::{Address, Backend, PodInfo, ServiceInfo};
+    use std::sync::Arc;
+    let db = Arc::new(PodInfo {
+        namespace: "prod".into(),
+        pod: "db-0".into(),
+        workload: None,
+        labels: Default::default(),
+    });
+    let mut r = sample();
+    r.dst.ip = "10.96.0.10".parse().unwrap();
+    r.dst.port = 80;
+    r.dropped = Dropped {
+        packets: 1,
+        bytes: 60,
+    };
+    r.service = Some(ServiceInfo {
+        namespace: Some("prod".into()),
+        name: Some("db".into()),
+        ip: r.dst.ip,
+        port: 80,
+        backend: Some(Backend {
+            address: Address {
+                ip: "10.0.0.2".parse().unwrap(),
+                port: 5432,
+                pod: Some(db),
+                external: false,
+            },
+            allowed: true,
+        }),
+    });
+    let mut e = Encoder::new(1);
+    e.begin(true);
+    e.add(&r);
+    let msg = e.finish(1).to_vec();
+    assert!(msg.len() <= 16 + 500 + Encoder::size_hint(&r));
+    let mut known = HashMap::new();
+    let recs = decode(&msg, &mut known);
+    let nat = &known[&TEMPLATE_V4_NAT];
+    assert_eq!(
+        &nat[21..23],
+        &[(POST_NAT_DST_V4, 4, 0), (POST_NAPT_DST_PORT, 2, 0)]
+    );
+    assert_eq!(known[&TEMPLATE_V6_NAT][21], (POST_NAT_DST_V6, 16, 0));
+    let ids: Vec<u16> = recs.iter().map(|r| r.0).collect();
+    assert_eq!(ids, [TEMPLATE_V4_NAT, TEMPLATE_V4, TEMPLATE_V4_NAT]);
+    for (_, d) in [&recs[0], &recs[2]] {
+        assert_eq!(d[&(12, 0)], [10, 96, 0, 10]);
+        assert_eq!(d[&(POST_NAT_DST_V4, 0)], [10, 0, 0, 2]);
+        assert_eq!(num(&d[&(POST_NAPT_DST_PORT, 0)]), 5432);
+        assert_eq!(d[&(ie::SERVICE_NAME, PEN)], b"prod/db");
+        assert_eq!(d[&(ie::BACKEND_POD, PEN)], b"prod/db-0");
+    }
+    assert!(!recs[1].1.contains_key(&(POST_NAT_DST_V4, 0)));
+    // Without a backend: the plain templates.
+    r.service.as_mut().unwrap().backend = None;
+    assert!(data_records(&r).all(|d| d.post_nat.is_none()));
+}
+
 #[test]
 fn exporter_sends_templates_then_data_with_sequence_numbers() {
     let collector = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -239,7 +305,7 @@ fn exporter_sends_templates_then_data_with_sequence_numbers() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     let mut cfg = IpfixConfig::new(collector.local_addr().unwrap());
-    cfg.max_message = 600;
+    cfg.max_message = 800;
     let mut x = Box::new(IpfixExporter::start(cfg).unwrap());
     let mut v4 = sample();
     v4.dst.ip = "192.0.2.7".parse().unwrap();
@@ -257,7 +323,7 @@ fn exporter_sends_templates_then_data_with_sequence_numbers() {
     while records < 10 {
         let n = collector.recv(&mut buf).unwrap();
         let msg = &buf[..n];
-        assert!(n <= 600, "max_message respected: {n}");
+        assert!(n <= 800, "max_message respected: {n}");
         seqs.push(be32(msg, 8));
         let recs = decode(msg, &mut known);
         for (_, d) in &recs {
