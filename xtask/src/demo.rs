@@ -177,12 +177,42 @@ impl Demo<'_> {
             "--port",
             "5432",
         ])?;
+        self.service_scene(&w)?;
         self.node_scene(&w)?;
         scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
         self.bulkhead(&["status", "--lab", LAB])?;
         self.agent_death_scene()?;
         scene("Verify: live probes (TCP, UDP, SCTP; IPv4 and IPv6) against the policy");
         self.bulkhead(&["lab", "verify", "--name", LAB])
+    }
+
+    /// Through Services: the same verdicts when clients connect to
+    /// ClusterIPs (the lab's node runs kube-proxy's rules), `explain` per
+    /// backend, and the flow record naming the Service and the backend.
+    fn service_scene(&self, watched: &str) -> Result<()> {
+        scene(
+            "Through Services: every pod connects to the db's ClusterIP (kube-proxy's rules on the node \
+             translate it); the verdict is the one for the pod it lands on",
+        );
+        self.bulkhead(&[
+            "lab", "probe", "--name", LAB, "--via", "service", "--to", "shop/db",
+        ])?;
+        scene("Why not the stray pod, through the db Service? explain answers per backend");
+        self.bulkhead(&[
+            "explain",
+            "--manifests",
+            watched,
+            "--from",
+            "sandbox/stray",
+            "--to",
+            "svc/shop/db",
+            "--port",
+            "5432",
+        ])?;
+        scene("The api's flow record names the Service and the backend its connection reached");
+        // The probes' connections end by idle timeout (2 s in this lab).
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        self.bulkhead(&["flows", "--lab", LAB, "--pod", "shop/api", "--last", "4"])
     }
 
     /// The node (where kubelet's probes come from) reaches the isolated

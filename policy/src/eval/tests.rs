@@ -234,7 +234,7 @@ fn the_node_is_always_let_in_and_needs_a_rule_to_be_reached() {
 const SERVICES: &str = "
 apiVersion: v1
 kind: Service
-metadata: {namespace: shop, name: api}
+metadata: {namespace: shop, name: api-np}
 spec:
   type: NodePort
   clusterIP: 10.96.0.20
@@ -312,13 +312,13 @@ fn service_answer(
 fn explain_a_service_per_backend() {
     let m = demo_with_services();
     for (to, port, frontend_port) in [
-        ("svc/shop/api", 80, 80),
+        ("svc/shop/api-np", 80, 80),
         ("10.96.0.20", 80, 80),
         ("node", 30080, 30080),
         ("192.168.1.10", 30080, 30080),
     ] {
         let s = service_answer(&m, "shop/frontend", to, port);
-        assert_eq!(s.service, "shop/api", "{to}");
+        assert_eq!(s.service, "shop/api-np", "{to}");
         assert_eq!(s.frontend.port, frontend_port, "{to}");
         assert_eq!(s.frontend.port_name.as_deref(), Some("web"));
         assert_eq!(s.verdict, "allowed", "{to}");
@@ -333,7 +333,7 @@ fn explain_a_service_per_backend() {
             assert_eq!(e.ingress.allowed_by[0].policy, "shop/api");
         }
     }
-    let s = service_answer(&m, "sandbox/stray", "svc/shop/api", 80);
+    let s = service_answer(&m, "sandbox/stray", "svc/shop/api-np", 80);
     assert_eq!(s.verdict, "denied");
     assert!(
         s.backends
@@ -387,7 +387,10 @@ fn explain_service_errors_and_plain_destinations() {
     };
     match ask("shop/frontend", "10.96.0.20", 81) {
         Err(ExplainError::NoServicePort { service, ports, .. }) => {
-            assert_eq!((service.as_str(), ports.as_str()), ("shop/api", "80/TCP"));
+            assert_eq!(
+                (service.as_str(), ports.as_str()),
+                ("shop/api-np", "80/TCP")
+            );
         }
         other => panic!("{other:?}"),
     }
