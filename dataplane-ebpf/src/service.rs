@@ -183,7 +183,8 @@ pub fn opened(at: &Active, pend: &Pending, client: &EndpointInfo, judged: Judged
 /// original tuple (the frontend; SERVICE_CT names the backend).
 #[inline(always)]
 fn account_as_client(at: &Active, pend: &Pending, client: &EndpointInfo, p: &mut Parsed) {
-    p.flow.start(pend.ifindex, HOOK_TRANSLATED, at.revision, client);
+    p.flow
+        .start(pend.ifindex, HOOK_TRANSLATED, at.revision, client);
     p.flow.parsed(FLOW_SIDE_EGRESS);
     copy_into(&pend.orig, &mut p.key.tuple);
 }

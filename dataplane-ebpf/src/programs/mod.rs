@@ -26,8 +26,9 @@ use bulkhead_common::{
 
 use crate::{
     conntrack::{self, Hook},
-    flowlog, frags, hostroute,
+    flowlog,
     flowlog::{TAIL_NONE, TAIL_OPEN, TAIL_REJUDGE},
+    frags, hostroute,
     maps::{CONFIG, DELIVER, ENDPOINTS_V6, SCRATCH, TAILS},
     notify,
     parse::{self, Frag, Kind, Packet, Parsed, reverse_into},
@@ -324,7 +325,12 @@ pub fn run_open(ctx: &TcContext, hook: Hook) -> i32 {
 /// A new connection at `hook`: judged or deferred, recorded; a first
 /// fragment's datagram recorded for its later fragments.
 #[inline(always)]
-fn open_new(hook: Hook, at: Active, ep: &EndpointInfo, p: &mut Parsed) -> Result<Verdict, DropReason> {
+fn open_new(
+    hook: Hook,
+    at: Active,
+    ep: &EndpointInfo,
+    p: &mut Parsed,
+) -> Result<Verdict, DropReason> {
     // `from_pod` leaves a new connection to a Service frontend to the
     // program after the node's translation (`service`).
     let defer = hook == Hook::FromPod && at.service_mark() != 0 && p.frag == Frag::No;

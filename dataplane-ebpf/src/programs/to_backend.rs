@@ -54,7 +54,8 @@ fn judge(ctx: &TcContext, at: &super::Active, p: &mut Parsed) -> Result<Verdict,
     if !parse::ip(ctx, eth.ether_type, p)? || p.kind != Kind::Flow || p.frag == Frag::Later {
         return Err(DropReason::ServiceUnjudged);
     }
-    p.flow.start(ifindex, Hook::ToPod.number(), at.revision, &backend);
+    p.flow
+        .start(ifindex, Hook::ToPod.number(), at.revision, &backend);
     p.flow.parsed(Hook::ToPod.new_side().flow_side());
     p.flow.now();
     let pend = service::take(at.slot, p).ok_or(DropReason::ServiceUnjudged)?;
