@@ -126,19 +126,29 @@ fn node_port_traffic_is_judged_with_the_source_the_pod_sees() {
             assert_eq!(outcome, "connected", "Cluster, {host} via {addr}");
         }
 
-        // The pod's flow records: the source it saw.
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        let flows = lab_support::bulkhead_ok(&[
-            "flows", "--lab", "npsrc", "--pod", "x/b", "--output", "json",
-        ]);
-        let records = json_lines(&flows);
-        let ingress_from = |port: u64| -> Vec<String> {
+        // The pod's flow records: the source it saw (polled: records come
+        // when the probes' connections end; bounded at 30 s).
+        let ingress_from = |records: &[serde_json::Value], port: u64| -> Vec<String> {
             records
                 .iter()
                 .filter(|r| r["direction"] == "ingress" && r["dst"]["port"] == port)
                 .map(|r| r["src"]["ip"].as_str().unwrap_or_default().to_owned())
                 .collect()
         };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let records = loop {
+            let flows = lab_support::bulkhead_ok(&[
+                "flows", "--lab", "npsrc", "--pod", "x/b", "--output", "json",
+            ]);
+            let records = json_lines(&flows);
+            let done =
+                ingress_from(&records, 81).len() >= 2 && !ingress_from(&records, 80).is_empty();
+            if done || std::time::Instant::now() > deadline {
+                break records;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        };
+        let ingress_from = |port: u64| ingress_from(&records, port);
         let local = ingress_from(81);
         assert!(
             local.iter().any(|s| s == ALLOWED) && local.iter().any(|s| s == OTHER),
