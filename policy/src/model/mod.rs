@@ -3,6 +3,7 @@
 //! the compiler reads it.
 
 pub mod addressing;
+pub mod admin;
 pub mod mode;
 pub mod policy;
 pub mod selector;
@@ -16,6 +17,7 @@ use std::str::FromStr;
 
 use bulkhead_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
+pub use admin::{Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Node, Subject, Tier};
 pub use mode::{MODE_ANNOTATION, Mode, UnknownMode};
 pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
 pub use selector::{Labels, Requirement, Selector};
@@ -271,6 +273,12 @@ pub struct Model {
     pub policies: Vec<Policy>,
     /// Services, sorted by (namespace, name).
     pub services: Vec<Service>,
+    /// Cluster-admin policies (both tiers), sorted by
+    /// [`AdminPolicy::order`]: the order the tiers evaluate them in.
+    pub admin_policies: Vec<AdminPolicy>,
+    /// The cluster's nodes, sorted by name, as far as a source knows them
+    /// (for the `nodes` peer of cluster-admin rules).
+    pub nodes: Vec<Node>,
     /// Mode of policies for which neither they nor their namespace set
     /// one (the agent's `--mode`).
     pub default_mode: Mode,
@@ -304,6 +312,12 @@ impl Model {
             .unwrap_or(self.default_mode)
     }
 
+    /// The mode a cluster-admin policy takes effect in: its own, else
+    /// [`Self::default_mode`].
+    pub fn admin_mode_of(&self, policy: &AdminPolicy) -> Mode {
+        policy.mode.unwrap_or(self.default_mode)
+    }
+
     /// Leaves out the pods that have no address of their own on the pod
     /// network ([`OffNetwork`]): never endpoints, and as peers their
     /// addresses (their node's, or reused) match only ipBlocks. What an
@@ -324,6 +338,8 @@ impl Model {
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.admin_policies.sort_by(|a, b| a.order().cmp(&b.order()));
+        self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let used = self
             .pods
             .iter()

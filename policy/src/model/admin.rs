@@ -1,0 +1,208 @@
+//! Cluster-admin policy tiers (the network-policy-api), validated: the
+//! `Admin` tier above NetworkPolicy and the `Baseline` tier below it.
+//!
+//! Three kinds land in this one form: ClusterNetworkPolicy
+//! (`policy.networking.k8s.io/v1alpha2`, tier `Admin` or `Baseline`,
+//! actions `Accept`/`Deny`/`Pass`), and its predecessors AdminNetworkPolicy
+//! (Admin tier, `Allow`/`Deny`/`Pass`) and BaselineAdminNetworkPolicy
+//! (Baseline tier, the singleton `default`, `Allow`/`Deny`), both
+//! `v1alpha1`. `Allow` is read as `Accept`.
+//!
+//! Evaluation of one direction of one pod (the compiler folds it into the
+//! rule tables): the Admin tier's rules in [`AdminPolicy::order`], first
+//! match decides (`Pass` skips the rest of the tier); then NetworkPolicy if
+//! any selects the pod that way (it decides: allowed by a rule, or denied);
+//! then the Baseline tier, first match decides (`Pass` decides nothing);
+//! then allowed.
+
+use std::fmt;
+
+use ipnetwork::IpNetwork;
+
+use super::policy::{Direction, PortSpec};
+use super::selector::{Labels, Selector};
+use super::{Mode, Origin};
+
+/// Where a cluster-admin policy sits relative to NetworkPolicy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Tier {
+    /// Before NetworkPolicy: guardrails namespace owners cannot override.
+    Admin,
+    /// After NetworkPolicy, for pods no NetworkPolicy selects: defaults.
+    Baseline,
+}
+
+impl Tier {
+    /// API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Admin => "Admin",
+            Tier::Baseline => "Baseline",
+        }
+    }
+}
+
+impl fmt::Display for Tier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a matching rule does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum Action {
+    /// Allowed; no later rule or tier is consulted for this side
+    /// (v1alpha1's `Allow`).
+    Accept,
+    /// Dropped; no later rule or tier is consulted.
+    Deny,
+    /// The rest of this tier is skipped: evaluation goes on in the next.
+    Pass,
+}
+
+impl Action {
+    /// API spelling (v1alpha2).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Accept => "Accept",
+            Action::Deny => "Deny",
+            Action::Pass => "Pass",
+        }
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The API kind a cluster-admin policy was written as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+pub enum AdminKind {
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy.
+    ClusterNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` AdminNetworkPolicy.
+    AdminNetworkPolicy,
+    /// `policy.networking.k8s.io/v1alpha1` BaselineAdminNetworkPolicy.
+    BaselineAdminNetworkPolicy,
+}
+
+impl AdminKind {
+    /// The kind's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            AdminKind::AdminNetworkPolicy => "AdminNetworkPolicy",
+            AdminKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        }
+    }
+}
+
+impl fmt::Display for AdminKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The pods a cluster-admin policy applies to: those in namespaces
+/// matching `namespaces` whose own labels match `pods` (a `namespaces`
+/// subject has `pods` = everything). Host-network pods are never subjects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Subject {
+    /// Namespace selector.
+    pub namespaces: Selector,
+    /// Pod selector within those namespaces.
+    pub pods: Selector,
+}
+
+/// A peer of a cluster-admin rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum AdminPeer {
+    /// Pods in namespaces matching `namespaces` whose labels match `pods`
+    /// (a `namespaces` peer has `pods` = everything).
+    Pods {
+        /// Namespace selector.
+        namespaces: Selector,
+        /// Pod selector.
+        pods: Selector,
+    },
+    /// Addresses in any of these CIDRs (host bits cleared), pod and node
+    /// addresses included, as the API documents: `0.0.0.0/0` covers every
+    /// IPv4 pod too.
+    Networks(Vec<IpNetwork>),
+    /// The addresses of nodes whose labels match (experimental; egress).
+    Nodes(Selector),
+}
+
+/// One rule of a cluster-admin policy: traffic with any of `peers` and
+/// (if `ports` is set) any of `ports` gets `action`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminRule {
+    /// The rule's `name`, if set (shown in explain and flow records).
+    pub name: Option<String>,
+    /// What a match does.
+    pub action: Action,
+    /// At least one peer.
+    pub peers: Vec<AdminPeer>,
+    /// `None`: every protocol and port (ICMP included).
+    pub ports: Option<Vec<PortSpec>>,
+}
+
+/// A validated cluster-admin policy (any of the three kinds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminPolicy {
+    /// The kind it was written as.
+    pub kind: AdminKind,
+    /// Object name (cluster-scoped).
+    pub name: String,
+    /// Its tier.
+    pub tier: Tier,
+    /// 0..=1000, lower first (a BaselineAdminNetworkPolicy has 0).
+    pub priority: u32,
+    /// The pods it applies to.
+    pub subject: Subject,
+    /// Ingress rules, in precedence order.
+    pub ingress: Vec<AdminRule>,
+    /// Egress rules, in precedence order.
+    pub egress: Vec<AdminRule>,
+    /// Where it was read from.
+    pub origin: Origin,
+    /// Its own mode (annotation `bulkhead.io/mode`); `None`: the model's
+    /// default.
+    pub mode: Option<Mode>,
+}
+
+impl AdminPolicy {
+    /// `Kind/name`, as explain and flow records name it.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.kind, self.name)
+    }
+
+    /// The rules of one direction.
+    pub fn rules(&self, direction: Direction) -> &[AdminRule] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    /// The evaluation order of cluster-admin policies: tier, priority, then
+    /// (an order the API leaves open, made deterministic here) kind and
+    /// name.
+    pub fn order(&self) -> (Tier, u32, AdminKind, &str) {
+        (self.tier, self.priority, self.kind, &self.name)
+    }
+}
+
+/// A node of the cluster, for the `nodes` peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// Node name.
+    pub name: String,
+    /// Its labels.
+    pub labels: Labels,
+    /// Its addresses (`status.addresses` of type InternalIP and
+    /// ExternalIP).
+    pub addresses: Vec<std::net::IpAddr>,
+}
