@@ -47,7 +47,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -405,6 +405,30 @@ pub const RULE_NONE: u32 = u32::MAX;
 /// Rule number recorded when the ingress side was allowed because the peer
 /// is the pod's own node ([`IDENTITY_F_NODE`]), which no policy can deny.
 pub const RULE_NODE: u32 = u32::MAX - 1;
+
+/// Bit of a policy tree's target (and of a recorded rule) saying the rule
+/// denies: a cluster-admin `Deny` (or NetworkPolicy's isolation after an
+/// Admin `Pass`). The compiler folds the tiers into the trees, so a lookup
+/// answers "allowed by rule R" or "denied by rule R" in one descent. Rule
+/// ids stay below this bit; [`RULE_NONE`] and [`RULE_NODE`] are not rules.
+pub const RULE_F_DENY: u32 = 1 << 31;
+
+/// Whether a policy tree's target (or a recorded rule) denies.
+#[inline(always)]
+pub const fn rule_denies(rule: u32) -> bool {
+    rule & RULE_F_DENY != 0 && rule < RULE_NODE
+}
+
+/// The rule id of a target or recorded rule, without [`RULE_F_DENY`]
+/// ([`RULE_NONE`] and [`RULE_NODE`] unchanged).
+#[inline(always)]
+pub const fn rule_id(rule: u32) -> u32 {
+    if rule >= RULE_NODE {
+        rule
+    } else {
+        rule & !RULE_F_DENY
+    }
+}
 
 // ---------------------------------------------------------------------------
 // ENDPOINTS: (ifindex, slot) → endpoint.

@@ -18,7 +18,7 @@
 use aya_ebpf::bindings::BPF_NOEXIST;
 use bulkhead_common::{
     CT_HOST_ROUTED, CT_SEEN_REPLY, CT_SERVICE, CT_UNCHECKED, CtEntry, CtKey, DropReason,
-    EndpointInfo, HOOK_FROM_POD, HOOK_TO_POD, Verdict,
+    EndpointInfo, HOOK_FROM_POD, HOOK_TO_POD, RULE_NONE, Verdict,
 };
 
 use crate::{
@@ -149,8 +149,10 @@ pub fn open(
     }
     let now = p.flow.now();
     let side = hook.new_side();
-    let judged = check_side(slot, ep, side, &p.key.tuple, p.policy_port, true)
-        .map_err(|()| DropReason::PolicyDenied)?;
+    let judged = check_side(slot, ep, side, &p.key.tuple, p.policy_port, true).map_err(|rule| {
+        p.flow.rule = rule;
+        DropReason::PolicyDenied
+    })?;
     let rule = judged.rule;
     let (egress_revision, ingress_revision, egress_rule, ingress_rule) = match side {
         Side::Egress => (revision, CT_UNCHECKED, rule, 0),
@@ -239,7 +241,7 @@ impl Established {
             let judged = if found {
                 check_side(self.slot, ep, side, xlate, policy_port(xlate), true)
             } else {
-                Err(())
+                Err(RULE_NONE)
             };
             match judged {
                 Ok(judged) => match side {
@@ -254,7 +256,8 @@ impl Established {
                         e.ingress_revision = self.revision;
                     }
                 },
-                Err(()) => {
+                Err(rule) => {
+                    flow.rule = rule;
                     let _ = CT.remove(orig);
                     return Err(if checked == CT_UNCHECKED {
                         DropReason::PolicyDenied

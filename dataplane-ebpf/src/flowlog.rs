@@ -356,7 +356,9 @@ fn delta(p: &mut Parsed, len: u64, dropped: Option<DropReason>, now: u64) {
             v.dropped_packets = 1;
             v.dropped_bytes = len;
             v.drop_reason = r as u8;
-            v.rule = RULE_NONE;
+            // The denying rule of a policy drop (`RULE_F_DENY` set), else
+            // RULE_NONE.
+            v.rule = m.rule;
         }
         None => {
             v.drop_reason = 0;

@@ -15,7 +15,7 @@ use bulkhead_common::{
     ENDPOINT_ISOLATED_INGRESS, EndpointInfo, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS,
     FLOW_SIDE_INGRESS, IDENTITY_ANY, IDENTITY_PREFIX_FULL, IdentityKey, IdentityValue,
     POLICY_DEPTH_MAX, POLICY_NODE_LEAF, PROTO_SCTP, PROTO_TCP, PROTO_UDP, PolicyNodeKey, RULE_NODE,
-    RULE_NONE, policy_node_index, policy_point,
+    RULE_NONE, policy_node_index, policy_point, rule_denies,
 };
 
 use crate::maps::{IDENTITIES, POLICY_NODES, POLICY_V4};
@@ -48,50 +48,74 @@ pub fn identity(slot: u8, addr: [u8; 16]) -> IdentityValue {
     IDENTITIES.get(&key).copied().unwrap_or(IdentityValue::NONE)
 }
 
-/// The rule of `table` that allows `point` (`policy_point(proto, port)`)
-/// for exactly `peer` (one tree descent), or `None`.
+/// What [`allowed`] returns when no range matches. Not a rule and never
+/// recorded: `check_side` turns it into a denial by isolation.
+// verifier: a sentinel in a plain u32, not an `Option<u32>`: LLVM computed
+// `rule_denies` on the payload of a `None` (an unwritten register) before
+// testing the tag, and the verifier rejects reading it ("R3 !read_ok").
+const RULE_MISS: u32 = u32::MAX - 2;
+
+/// The target of `table`'s range holding `point` (`policy_point(proto,
+/// port)`) for exactly `peer` (one tree descent), or [`RULE_MISS`].
 #[inline(always)]
-fn descend(slot: u8, table: u32, peer: u32, point: u32) -> Option<u32> {
+fn descend(slot: u8, table: u32, peer: u32, point: u32) -> u32 {
     // verifier: map keys live on the stack and the lookup helper reads all
     // their bytes, so every byte must be written: `PolicyNodeKey` has
     // explicit, zeroed padding.
     let key = PolicyNodeKey::new(slot, table, peer, 0);
     // SAFETY: the value is only read, within this run (RCU); userspace
     // writes only the inactive slot.
-    let mut node = unsafe { POLICY_V4.get(key) }?;
+    let Some(mut node) = (unsafe { POLICY_V4.get(key) }) else {
+        return RULE_MISS;
+    };
     // verifier: a constant trip count, so the loop is bounded.
     for _ in 0..POLICY_DEPTH_MAX {
-        let range = node.search(point)?;
+        let Some(range) = node.search(point) else {
+            return RULE_MISS;
+        };
         if node.kind == POLICY_NODE_LEAF {
-            return Some(range.target);
+            return range.target;
         }
         // An array lookup: inlined by the verifier (bounds check and an
         // address computation), no helper call. The index stays in the
         // slot's range (`policy_node_index` masks the node number).
-        node = POLICY_NODES.get(policy_node_index(slot, range.target))?;
+        node = match POLICY_NODES.get(policy_node_index(slot, range.target)) {
+            Some(n) => n,
+            None => return RULE_MISS,
+        };
     }
-    None
+    RULE_MISS
 }
 
-/// Returns the rule of `table` that allows traffic with `peer_identity`,
-/// `proto` and (destination) `port`, or `None` if nothing allows it.
+/// Returns the target of `table` that decides traffic with
+/// `peer_identity`, `proto` and (destination) `port`: a rule (with
+/// `RULE_F_DENY` if it denies; `RULE_NONE` where a table NetworkPolicy
+/// does not isolate leaves it open), or [`RULE_MISS`] if nothing matches
+/// (denied: NetworkPolicy isolates).
 ///
 /// Within one peer, the tree holds the protocol's own ranges with the
 /// peer's any-protocol rule filled into every gap (the compiler resolves
-/// that precedence). Across peers the order is:
+/// that precedence, and folds the cluster-admin tiers in). Across peers
+/// the order is:
 #[inline(always)]
-pub fn allowed(slot: u8, table: u32, peer_identity: u32, proto: u8, port: u16) -> Option<u32> {
+pub fn allowed(slot: u8, table: u32, peer_identity: u32, proto: u8, port: u16) -> u32 {
     let point = policy_point(proto, port);
     // 1. A rule naming the peer's own identity (pod selectors, ipBlocks).
     if peer_identity != IDENTITY_ANY {
         let rule = descend(slot, table, peer_identity, point);
-        if rule.is_some() {
+        if rule != RULE_MISS {
             return rule;
         }
     }
     // 2. A rule for any peer (`IDENTITY_ANY`: a rule without peers).
     descend(slot, table, IDENTITY_ANY, point)
-    // 3. Nothing matched: not allowed (the caller drops for isolated pods).
+    // 3. Nothing matched: RULE_MISS (the caller drops for isolated pods).
+}
+
+/// Whether a target [`allowed`] returned lets the traffic through.
+#[inline(always)]
+fn allows(rule: u32) -> bool {
+    rule != RULE_MISS && !rule_denies(rule)
 }
 
 /// The policy port of an original-direction tuple: the destination port for
@@ -118,7 +142,9 @@ pub struct Judged {
 
 /// Checks one side of the connection whose original direction is `orig`
 /// for the endpoint `ep` (the pod that side belongs to) in `slot`:
-/// `Ok(Judged)` or `Err(())` when the enforced policy denies it.
+/// `Ok(Judged)`, or `Err(rule)` when the enforced policy denies it: the
+/// denying rule with `RULE_F_DENY`, or `RULE_NONE` (isolated, no rule
+/// allows).
 ///
 /// The audit view (enforced plus audit-mode policies, compiled into their
 /// own table) is checked beside the enforced one and never decides: it
@@ -133,7 +159,7 @@ pub fn check_side(
     orig: &CtKey,
     port: u16,
     audit: bool,
-) -> Result<Judged, ()> {
+) -> Result<Judged, u32> {
     let (isolated, table, audited, audit_table, peer) = match side {
         Side::Egress => (
             ep.flags & ENDPOINT_ISOLATED_EGRESS != 0,
@@ -165,11 +191,18 @@ pub fn check_side(
     } else if from_node {
         RULE_NODE
     } else {
-        allowed(slot, table, id, orig.proto, port).ok_or(())?
+        let rule = allowed(slot, table, id, orig.proto, port);
+        if rule == RULE_MISS {
+            return Err(RULE_NONE);
+        }
+        if rule_denies(rule) {
+            return Err(rule);
+        }
+        rule
     };
     let audit = if !audited {
         0
-    } else if from_node || allowed(slot, audit_table, id, orig.proto, port).is_some() {
+    } else if from_node || allows(allowed(slot, audit_table, id, orig.proto, port)) {
         FLOW_F_AUDITED
     } else {
         FLOW_F_AUDITED | FLOW_F_AUDIT_DENY

@@ -145,7 +145,8 @@ pub fn judge_client(
     let _ = SERVICE_CT.insert(&pend.orig, &backend, u64::from(BPF_ANY));
     match judged {
         Ok(j) => Ok((client, j)),
-        Err(()) => {
+        Err(rule) => {
+            p.flow.rule = rule;
             account_as_client(at, pend, &client, p);
             Err(DropReason::PolicyDenied)
         }

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use bulkhead_common::{
     CtKey, DropReason, FLOW_F_AUDIT_DENY, FLOW_F_AUDITED, FLOW_SIDE_EGRESS, FlowKey, FlowValue,
-    PROTO_TCP, RULE_NONE, ServiceBackend,
+    PROTO_TCP, RULE_NONE, ServiceBackend, rule_denies, rule_id,
 };
 
 use super::record::{
@@ -265,6 +265,10 @@ impl Enricher {
         let verdict = FlowVerdict::of(passed, v.dropped_packets, v.drop_reason);
         let policies = match verdict {
             FlowVerdict::Allowed => self.allowing(input.rule_revision, v.rule),
+            // Denied by a rule (a cluster-admin Deny): that rule.
+            FlowVerdict::Denied | FlowVerdict::Revoked if rule_denies(v.rule) => {
+                self.allowing(v.revision, rule_id(v.rule))
+            }
             FlowVerdict::Denied | FlowVerdict::Revoked
                 if v.drop_reason == DropReason::PolicyDenied as u8
                     || v.drop_reason == DropReason::PolicyRevoked as u8 =>
@@ -353,14 +357,33 @@ impl Snapshot {
             .iter()
             .map(|p| Arc::from(p.key().as_str()))
             .collect();
+        let admin_names: Vec<Arc<str>> = model
+            .admin_policies
+            .iter()
+            .map(|p| Arc::from(p.key().as_str()))
+            .collect();
         let rules = compiled
             .rules
             .iter()
             .map(|o| {
-                Arc::from(vec![PolicyRef {
-                    name: names[o.policy].clone(),
-                    rule: Some(o.rule as u32),
-                }])
+                let reference = match o.tier {
+                    None => PolicyRef {
+                        name: names[o.policy].clone(),
+                        rule: Some(o.rule as u32),
+                        ..Default::default()
+                    },
+                    Some(tier) => {
+                        let rule = &model.admin_policies[o.policy].rules(o.direction)[o.rule];
+                        PolicyRef {
+                            name: admin_names[o.policy].clone(),
+                            rule: Some(o.rule as u32),
+                            tier: Some(tier.as_str().into()),
+                            action: Some(rule.action.as_str().into()),
+                            rule_name: rule.name.as_deref().map(Arc::from),
+                        }
+                    }
+                };
+                Arc::from(vec![reference])
             })
             .collect();
         let tables: Vec<Arc<[PolicyRef]>> = compiled
@@ -372,6 +395,7 @@ impl Snapshot {
                     .map(|&pi| PolicyRef {
                         name: names[pi].clone(),
                         rule: None,
+                        ..Default::default()
                     })
                     .collect::<Vec<_>>()
                     .into()
@@ -394,6 +418,7 @@ impl Snapshot {
                     .map(|&pi| PolicyRef {
                         name: names[pi].clone(),
                         rule: None,
+                        ..Default::default()
                     })
                     .collect::<Vec<_>>()
                     .into()

@@ -523,6 +523,7 @@ mod tests {
             policies: vec![PolicyRef {
                 name: "prod/staged".into(),
                 rule: None,
+                ..Default::default()
             }]
             .into(),
         });

@@ -562,7 +562,7 @@ impl<'de> Deserialize<'de> for Reason {
 }
 
 /// A deciding policy.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PolicyRef {
     /// `namespace/name` of the NetworkPolicy.
     pub name: Arc<str>,
@@ -571,6 +571,16 @@ pub struct PolicyRef {
     /// endpoint without allowing the flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,
+    /// The cluster-admin tier of the deciding rule (`Admin`, `Baseline`);
+    /// absent for NetworkPolicy (`name` is then `Kind/name`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Arc<str>>,
+    /// The cluster-admin rule's action (`Accept`, `Deny`, `Pass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<Arc<str>>,
+    /// The cluster-admin rule's `name`, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<Arc<str>>,
 }
 
 /// Wall-clock time in milliseconds since the Unix epoch, serialized as
@@ -678,6 +688,7 @@ pub(crate) mod tests_support {
             policies: vec![PolicyRef {
                 name: "prod/allow-web".into(),
                 rule: Some(0),
+                ..Default::default()
             }]
             .into(),
             revision: 4,

@@ -325,11 +325,7 @@ impl Dataplane {
                         Some(last) if u32::from(lo) <= u32::from(last.hi) + 1 => {
                             last.hi = last.hi.max(hi)
                         }
-                        _ => segs.push(Segment {
-                            lo,
-                            hi,
-                            rules: vec![rule],
-                        }),
+                        _ => segs.push(Segment::allow(lo, hi, vec![rule])),
                     }
                 }
                 (proto, segs)

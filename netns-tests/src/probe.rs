@@ -7,7 +7,7 @@ use bulkhead_common::CtKey;
 use bulkhead_policy::compile::maps::MapImage;
 use bulkhead_policy::compile::{Compiled, compile};
 use bulkhead_policy::eval::{AuditVerdict, Verdict};
-use bulkhead_testkit::{Rng, probe_addresses, random_model, random_modes};
+use bulkhead_testkit::{Rng, probe_addresses, random_model, random_modes, random_tiered_model};
 
 use crate::dataplane::ct_key;
 use crate::packet::{L4, ct_ports, probe_l4};
@@ -96,7 +96,12 @@ impl Case {
     /// The case of `seed`, its generator started from `seed * mul + add`.
     pub fn new(seed: u64, mul: u64, add: u64) -> Self {
         let mut rng = Rng(seed.wrapping_mul(mul) + add);
-        let mut model = random_model(&mut rng);
+        // A third of the models hold cluster-admin policies of both tiers.
+        let mut model = if seed % 3 == 2 {
+            random_tiered_model(&mut rng)
+        } else {
+            random_model(&mut rng)
+        };
         if seed % 2 == 1 {
             random_modes(&mut rng, &mut model);
         }

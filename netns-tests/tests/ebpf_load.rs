@@ -124,11 +124,7 @@ fn deep_policy_trees_find_every_range_and_its_rule() {
         (0..n)
             .map(|i| {
                 let p = first + 3 * i as u16;
-                Segment {
-                    lo: p,
-                    hi: p,
-                    rules: vec![rule0 + (i % 13) as u32],
-                }
+                Segment::allow(p, p, vec![rule0 + (i % 13) as u32])
             })
             .collect()
     };

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use bulkhead_common::{
     ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_ISOLATED_EGRESS,
     ENDPOINT_ISOLATED_INGRESS, IDENTITY_ANY, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER,
-    POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, PROTO_ICMP, PolicyNode, PolicyNodeKey,
-    policy_point,
+    POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, PROTO_ICMP, PolicyNode, PolicyNodeKey, RULE_NONE,
+    policy_point, rule_denies,
 };
 
 use bulkhead_common::IdentityKey;
@@ -19,71 +19,230 @@ use bulkhead_policy::compile::maps::{MapImage, PolicyLayout, address_key};
 use bulkhead_policy::compile::*;
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{
-    Direction, Mode, Model, NamespaceScope, Origin, Peer, Pod, Policy, PortMatch, Requirement,
-    Rule, Selector, Workload,
+    Action, AdminPeer, Direction, Mode, Model, NamespaceScope, Origin, Peer, Pod, Policy,
+    PortMatch, Requirement, Rule, Selector, Tier, Workload,
 };
-use bulkhead_testkit::{Rng, probe_addresses, random_model, random_modes};
+use bulkhead_testkit::{Rng, probe_addresses, random_model, random_modes, random_tiered_model};
 
 /// The oracle: NetworkPolicy semantics read straight off the model.
 fn oracle(m: &Model, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
     let pod_at = |a: IpAddr| m.pods.iter().find(|p| p.ips.contains(&a));
     let (sp, dp) = (pod_at(src), pod_at(dst));
-    let side_ok =
-        |me: &Pod, d: Direction, peer_addr: IpAddr, peer_pod: Option<&Pod>, dest: Option<&Pod>| {
-            let selecting: Vec<&Policy> = m
-                .policies
-                .iter()
-                .filter(|p| {
-                    p.namespace == me.namespace
-                        && p.pod_selector.matches(&me.labels)
-                        && p.rules(d).is_some()
-                })
-                .collect();
-            if selecting.is_empty() {
-                return true;
-            }
-            selecting
-                .iter()
-                .flat_map(|p| p.rules(d).unwrap())
-                .any(|rule| {
-                    let peer_ok = rule.peers.as_ref().is_none_or(|peers| {
-                        peers.iter().any(|peer| match peer {
-                            Peer::IpBlock(b) => {
-                                b.cidr.contains(peer_addr)
-                                    && !b.except.iter().any(|e| e.contains(peer_addr))
-                            }
-                            Peer::Pods { namespaces, pods } => peer_pod.is_some_and(|pp| {
-                                let ns_ok = match namespaces {
-                                    NamespaceScope::Same(ns) => &pp.namespace == ns,
-                                    NamespaceScope::Selected(s) => {
-                                        s.matches(&m.namespaces[&pp.namespace].labels)
-                                    }
-                                };
-                                ns_ok && pods.matches(&pp.labels)
-                            }),
-                        })
-                    });
-                    let port_ok = rule.ports.as_ref().is_none_or(|ports| {
-                        ports.iter().any(|s| {
-                            s.protocol.number() == proto
-                                && match &s.port {
-                                    PortMatch::Any => true,
-                                    PortMatch::Range(lo, hi) => (*lo..=*hi).contains(&port),
-                                    PortMatch::Named(n) => {
-                                        dest.and_then(|d| d.named_port(n, s.protocol)) == Some(port)
-                                    }
-                                }
-                        })
-                    });
-                    peer_ok && port_ok
-                })
-        };
-    let egress = sp.is_none_or(|s| side_ok(s, Direction::Egress, dst, dp, dp));
+    let q = (proto, port);
+    let egress = sp.is_none_or(|s| np_side(m, s, Direction::Egress, dst, dp, dp, q) != Some(false));
     // Kubernetes always lets a pod's own node in (an address that is a
     // pod's is the pod's).
     let from_node = sp.is_none() && m.node_ips.contains(&src);
-    let ingress = from_node || dp.is_none_or(|d| side_ok(d, Direction::Ingress, src, sp, Some(d)));
+    let ingress = from_node
+        || dp.is_none_or(|d| np_side(m, d, Direction::Ingress, src, sp, Some(d), q) != Some(false));
     egress && ingress
+}
+
+/// NetworkPolicy's verdict on one side of pod `me`: `None` when no policy
+/// selects it that way, else whether a rule allows (peer at `peer_addr`,
+/// pod `peer_pod`; named ports resolve on `dest`).
+fn np_side(
+    m: &Model,
+    me: &Pod,
+    d: Direction,
+    peer_addr: IpAddr,
+    peer_pod: Option<&Pod>,
+    dest: Option<&Pod>,
+    (proto, port): (u8, u16),
+) -> Option<bool> {
+    let selecting: Vec<&Policy> = m
+        .policies
+        .iter()
+        .filter(|p| {
+            p.namespace == me.namespace
+                && p.pod_selector.matches(&me.labels)
+                && p.rules(d).is_some()
+        })
+        .collect();
+    if selecting.is_empty() {
+        return None;
+    }
+    Some(
+        selecting
+            .iter()
+            .flat_map(|p| p.rules(d).unwrap())
+            .any(|rule| {
+                let peer_ok = rule.peers.as_ref().is_none_or(|peers| {
+                    peers.iter().any(|peer| match peer {
+                        Peer::IpBlock(b) => {
+                            b.cidr.contains(peer_addr)
+                                && !b.except.iter().any(|e| e.contains(peer_addr))
+                        }
+                        Peer::Pods { namespaces, pods } => peer_pod.is_some_and(|pp| {
+                            let ns_ok = match namespaces {
+                                NamespaceScope::Same(ns) => &pp.namespace == ns,
+                                NamespaceScope::Selected(s) => {
+                                    s.matches(&m.namespaces[&pp.namespace].labels)
+                                }
+                            };
+                            ns_ok && pods.matches(&pp.labels)
+                        }),
+                    })
+                });
+                peer_ok && ports_ok(rule.ports.as_deref(), dest, proto, port)
+            }),
+    )
+}
+
+/// Whether a rule's ports match (named ports resolve on `dest`).
+fn ports_ok(
+    ports: Option<&[bulkhead_policy::model::PortSpec]>,
+    dest: Option<&Pod>,
+    proto: u8,
+    port: u16,
+) -> bool {
+    ports.is_none_or(|ports| {
+        ports.iter().any(|s| {
+            s.protocol.number() == proto
+                && match &s.port {
+                    PortMatch::Any => true,
+                    PortMatch::Range(lo, hi) => (*lo..=*hi).contains(&port),
+                    PortMatch::Named(n) => {
+                        dest.and_then(|d| d.named_port(n, s.protocol)) == Some(port)
+                    }
+                }
+        })
+    })
+}
+
+/// The oracle with the cluster-admin tiers, read straight off the API's
+/// documentation: Admin rules in order (first match decides, Pass leaves
+/// the tier), NetworkPolicy if it selects the pod, Baseline rules, allow.
+fn tiered_oracle(m: &Model, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
+    let pod_at = |a: IpAddr| m.pods.iter().find(|p| p.ips.contains(&a));
+    let (sp, dp) = (pod_at(src), pod_at(dst));
+    let egress =
+        sp.is_none_or(|s| tiered_side(m, s, Direction::Egress, dst, dp, dp, (proto, port)));
+    let from_node = sp.is_none() && m.node_ips.contains(&src);
+    let ingress = from_node
+        || dp
+            .is_none_or(|d| tiered_side(m, d, Direction::Ingress, src, sp, Some(d), (proto, port)));
+    egress && ingress
+}
+
+fn tiered_side(
+    m: &Model,
+    me: &Pod,
+    d: Direction,
+    addr: IpAddr,
+    pod: Option<&Pod>,
+    dest: Option<&Pod>,
+    q: (u8, u16),
+) -> bool {
+    if let Some(v) = tier_verdict(m, Tier::Admin, me, d, addr, pod, dest, q) {
+        return v;
+    }
+    if let Some(v) = np_side(m, me, d, addr, pod, dest, q) {
+        return v;
+    }
+    tier_verdict(m, Tier::Baseline, me, d, addr, pod, dest, q).unwrap_or(true)
+}
+
+/// What tier `t` decides for one side, if anything (`Pass`: nothing).
+#[allow(clippy::too_many_arguments)]
+fn tier_verdict(
+    m: &Model,
+    t: Tier,
+    me: &Pod,
+    d: Direction,
+    addr: IpAddr,
+    pod: Option<&Pod>,
+    dest: Option<&Pod>,
+    (proto, port): (u8, u16),
+) -> Option<bool> {
+    let peer_ok = |peer: &AdminPeer| match peer {
+        AdminPeer::Pods { namespaces, pods } => pod.is_some_and(|pp| {
+            namespaces.matches(&m.namespaces[&pp.namespace].labels) && pods.matches(&pp.labels)
+        }),
+        AdminPeer::Networks(nets) => nets.iter().any(|n| n.contains(addr)),
+        AdminPeer::Nodes(sel) => m
+            .nodes
+            .iter()
+            .any(|n| sel.matches(&n.labels) && n.addresses.contains(&addr)),
+    };
+    let mut policies: Vec<_> = m
+        .admin_policies
+        .iter()
+        .filter(|p| {
+            p.tier == t
+                && p.subject
+                    .namespaces
+                    .matches(&m.namespaces[&me.namespace].labels)
+                && p.subject.pods.matches(&me.labels)
+        })
+        .collect();
+    policies.sort_by_key(|p| (p.priority, p.name.clone()));
+    for p in policies {
+        for rule in p.rules(d) {
+            if rule.peers.iter().any(peer_ok) && ports_ok(rule.ports.as_deref(), dest, proto, port)
+            {
+                return match rule.action {
+                    Action::Accept => Some(true),
+                    Action::Deny => Some(false),
+                    Action::Pass => None,
+                };
+            }
+        }
+    }
+    None
+}
+
+/// On random models with cluster-admin policies of both tiers, the tiered
+/// tables (evaluator, connectivity's port sets) and the map image (the
+/// kernel's lookups, deny bit and open tables' fill included) agree with
+/// the tiered oracle.
+#[test]
+fn tiered_tables_and_map_image_agree_with_the_oracle() {
+    let (mut checked, mut allowed, mut tiered) = (0usize, 0usize, 0usize);
+    for seed in 0..300 {
+        let mut r = Rng(seed);
+        let m = random_tiered_model(&mut r);
+        let c = compile(&m);
+        tiered += c.tables.iter().filter(|t| t.tiered()).count();
+        let image = c.map_image((seed % 2) as u8);
+        let addrs = probe_addresses(&m, &c);
+        for &src in &addrs {
+            for &dst in &addrs {
+                if src == dst || src.is_ipv4() != dst.is_ipv4() {
+                    continue;
+                }
+                let port = 76 + r.below(12) as u16;
+                let proto = *r.pick(&[6u8, 17, 132, PROTO_ICMP]);
+                let want = tiered_oracle(&m, src, dst, proto, port);
+                let ctx =
+                    || format!("seed {seed}: {src} -> {dst} proto {proto} port {port}\n{m:#?}");
+                assert_eq!(
+                    c.allowed(src, dst, proto, port),
+                    want,
+                    "evaluator {}",
+                    ctx()
+                );
+                assert_eq!(
+                    c.evaluate(src, dst, proto, port).allowed(),
+                    want,
+                    "evaluate {}",
+                    ctx()
+                );
+                if r.chance(20) {
+                    let k = kernel_allowed(&c, &image, src, dst, proto, port);
+                    assert_eq!(k, want, "map image {}", ctx());
+                }
+                checked += 1;
+                allowed += want as usize;
+            }
+        }
+    }
+    assert!(checked > 20_000, "only {checked} queries");
+    assert!(tiered > 300, "only {tiered} tiered tables");
+    assert!(
+        allowed > checked / 10 && allowed < checked * 9 / 10,
+        "{allowed} of {checked} allowed"
+    );
 }
 
 /// The kernel's view: LPM lookups over the map image, by brute force.
@@ -172,12 +331,17 @@ fn kernel_allowed(
         let kernel = [peer, IDENTITY_ANY]
             .iter()
             .find_map(|&id| descend(&policy, image.slot, table, id, point));
-        // The deciding rule (recorded in CT, flow logs) is the evaluator's.
-        let want = c.tables[table as usize]
-            .lookup(peer, proto, port)
-            .map(|s| s.rules[0]);
+        // The deciding rule (recorded in CT, flow logs) is the evaluator's;
+        // a tiered table that NetworkPolicy does not isolate answers
+        // RULE_NONE where no rule decides.
+        let t = &c.tables[table as usize];
+        let want = match t.lookup(peer, proto, port) {
+            Some(s) => Some(s.kernel_rule()),
+            None if t.isolated() => None,
+            None => Some(RULE_NONE),
+        };
         assert_eq!(kernel, want, "rule of table {table} for peer {peer}");
-        kernel.is_some()
+        kernel.is_some_and(|r| !rule_denies(r))
     };
     let egress = endpoint(src).is_none_or(|e| {
         e.flags & ENDPOINT_ISOLATED_EGRESS == 0 || check(e.egress_table, identity(dst))
@@ -410,23 +574,15 @@ fn policy_trees_answer_like_their_flat_range_lists() {
         for i in 0..n {
             let lo = port + r.below(3) as u32;
             let hi = lo + r.below(2) as u32;
-            tcp.push(Segment {
-                lo: lo as u16,
-                hi: hi as u16,
-                rules: vec![i as u32 % 7 + 1, 99],
-            });
+            tcp.push(Segment::allow(
+                lo as u16,
+                hi as u16,
+                vec![i as u32 % 7 + 1, 99],
+            ));
             port = hi + 2;
         }
-        let udp = vec![Segment {
-            lo: 53,
-            hi: 53,
-            rules: vec![50],
-        }];
-        let all = vec![Segment {
-            lo: 0,
-            hi: u16::MAX,
-            rules: vec![60],
-        }];
+        let udp = vec![Segment::allow(53, 53, vec![50])];
+        let all = vec![Segment::allow(0, u16::MAX, vec![60])];
         let mut groups: Vec<(u8, &[Segment])> = vec![(PROTO_TCP, &tcp), (PROTO_UDP, &udp)];
         if any {
             groups.insert(0, (PROTO_ANY, &all));

@@ -57,6 +57,7 @@ pub fn flow_record() -> FlowRecord {
         policies: vec![PolicyRef {
             name: "prod/allow-web".into(),
             rule: Some(0),
+            ..Default::default()
         }]
         .into(),
         revision: 4,

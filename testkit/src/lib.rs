@@ -15,8 +15,9 @@ pub use flows::flow_record;
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{
-    ContainerPort, IpBlock, Labels, Mode, Model, Namespace, NamespaceScope, Origin, Peer, Pod,
-    Policy, PortMatch, PortSpec, Protocol, Requirement, Rule, Selector, Workload,
+    Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, ContainerPort, IpBlock, Labels, Mode,
+    Model, Namespace, NamespaceScope, Node, Origin, Peer, Pod, Policy, PortMatch, PortSpec,
+    Protocol, Requirement, Rule, Selector, Subject, Tier, Workload,
 };
 
 /// SplitMix64: small, seeded, good enough to shake out cases.
@@ -156,6 +157,9 @@ pub fn random_modes(r: &mut Rng, m: &mut Model) {
     for p in &mut m.policies {
         p.mode = mode(r);
     }
+    for p in &mut m.admin_policies {
+        p.mode = mode(r);
+    }
     m.default_mode = *r.pick(&Mode::ALL);
 }
 
@@ -240,6 +244,122 @@ pub fn random_model(r: &mut Rng) -> Model {
     }
     m.normalize();
     m
+}
+
+/// A random model with cluster-admin policies too: [`random_model`], then
+/// 1-4 Admin or Baseline policies (priorities 0-2, so ties happen) with
+/// every action, peer form (namespaces, pods, networks, nodes) and port
+/// form, and sometimes nodes with labels.
+pub fn random_tiered_model(r: &mut Rng) -> Model {
+    let mut m = random_model(r);
+    if r.chance(70) {
+        let mut addresses = m.node_ips.clone();
+        if addresses.is_empty() {
+            addresses.push("10.244.0.201".parse().unwrap());
+        }
+        m.nodes.push(Node {
+            name: "n1".into(),
+            labels: random_labels(r),
+            addresses,
+        });
+        m.nodes.push(Node {
+            name: "n2".into(),
+            labels: random_labels(r),
+            addresses: vec!["192.0.2.10".parse().unwrap()],
+        });
+    }
+    let namespaces: Vec<String> = m.namespaces.keys().cloned().collect();
+    for i in 0..1 + r.below(4) {
+        let tier = if r.chance(60) {
+            Tier::Admin
+        } else {
+            Tier::Baseline
+        };
+        let rules = |r: &mut Rng, d_egress: bool| {
+            (0..r.below(4))
+                .map(|_| random_admin_rule(r, d_egress, &namespaces, &m))
+                .collect()
+        };
+        let ingress = rules(r, false);
+        let egress = rules(r, true);
+        m.admin_policies.push(AdminPolicy {
+            kind: AdminKind::ClusterNetworkPolicy,
+            name: format!("cnp{i}"),
+            tier,
+            priority: r.below(3) as u32,
+            subject: Subject {
+                namespaces: random_selector(r),
+                pods: if r.chance(50) {
+                    Selector::everything()
+                } else {
+                    random_selector(r)
+                },
+            },
+            ingress,
+            egress,
+            origin: Origin::default(),
+            mode: None,
+        });
+    }
+    m.normalize();
+    m
+}
+
+fn random_admin_rule(r: &mut Rng, egress: bool, namespaces: &[String], m: &Model) -> AdminRule {
+    let action = *r.pick(&[Action::Accept, Action::Deny, Action::Pass]);
+    let peers = (0..1 + r.below(2))
+        .map(|_| match r.below(if egress { 5 } else { 3 }) {
+            0 => AdminPeer::Pods {
+                namespaces: random_selector(r),
+                pods: Selector::everything(),
+            },
+            1 => AdminPeer::Pods {
+                namespaces: if r.chance(50) {
+                    Selector::new(vec![Requirement::In(
+                        bulkhead_policy::model::NAMESPACE_NAME_LABEL.into(),
+                        vec![r.pick(namespaces).clone()],
+                    )])
+                } else {
+                    random_selector(r)
+                },
+                pods: random_selector(r),
+            },
+            2 | 3 => AdminPeer::Networks(
+                (0..1 + r.below(2))
+                    .map(|_| random_block(r, &m.pods).cidr)
+                    .collect(),
+            ),
+            _ => AdminPeer::Nodes(random_selector(r)),
+        })
+        .collect();
+    let ports = (!r.chance(30)).then(|| {
+        (0..1 + r.below(2))
+            .flat_map(|_| {
+                let protocol = *r.pick(&PROTOCOLS);
+                if r.chance(20) {
+                    // A named port has no protocol in these APIs.
+                    let name = r.pick(&PORT_NAMES).to_string();
+                    return PROTOCOLS
+                        .map(|protocol| PortSpec {
+                            protocol,
+                            port: PortMatch::Named(name.clone()),
+                        })
+                        .to_vec();
+                }
+                let lo = 78 + r.below(6) as u16;
+                vec![PortSpec {
+                    protocol,
+                    port: PortMatch::Range(lo, lo + r.below(3) as u16),
+                }]
+            })
+            .collect()
+    });
+    AdminRule {
+        name: r.chance(50).then(|| format!("r{}", r.below(100))),
+        action,
+        peers,
+        ports,
+    }
 }
 
 /// Addresses worth probing: pods', the node's, and around every ipBlock

@@ -504,7 +504,10 @@ fn judge(hook: Hook, at: Active, ep: &EndpointInfo, p: &mut Parsed) -> Result<Ve
         p.policy_port,
         true,
     )
-    .map_err(|()| DropReason::PolicyDenied)?;
+    .map_err(|rule| {
+        p.flow.rule = rule;
+        DropReason::PolicyDenied
+    })?;
     p.flow.rule = judged.rule;
     p.flow.audit = judged.audit;
     Ok(Verdict::Allowed)

@@ -65,6 +65,6 @@ fn try_xdp_prefilter(ctx: &XdpContext, p: &mut Parsed) -> Result<Verdict, DropRe
         return Ok(Verdict::Bypass);
     }
     check_side(slot, &ep, Side::Egress, &p.key.tuple, p.policy_port, false)
-        .map_err(|()| DropReason::PolicyDenied)?;
+        .map_err(|_| DropReason::PolicyDenied)?;
     Ok(Verdict::Allowed)
 }

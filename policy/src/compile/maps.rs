@@ -24,10 +24,11 @@ use std::net::IpAddr;
 use bulkhead_common::{
     ENDPOINT_AUDIT_EGRESS, ENDPOINT_AUDIT_INGRESS, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6,
     ENDPOINT_HAS_MAC, ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_SLOT_CAPACITY,
-    EndpointInfo, IDENTITIES_SLOT_CAPACITY, IDENTITY_F_NODE, IDENTITY_F_POD, IdentityKey,
-    IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER, POLICY_NODE_LEAF,
-    POLICY_NODES_SLOT_CAPACITY, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY, PROTO_ANY, PolicyNode,
-    PolicyNodeKey, PolicyRange, SERVICES_SLOT_CAPACITY, SLOT_PREFIX, ServiceKey, policy_point,
+    EndpointInfo, IDENTITIES_SLOT_CAPACITY, IDENTITY_ANY, IDENTITY_F_NODE, IDENTITY_F_POD,
+    IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_FANOUT, POLICY_NODE_INNER,
+    POLICY_NODE_LEAF, POLICY_NODES_SLOT_CAPACITY, POLICY_POINT_MAX, POLICY_SLOT_CAPACITY,
+    PROTO_ANY, PolicyNode, PolicyNodeKey, PolicyRange, RULE_NONE, SERVICES_SLOT_CAPACITY,
+    SLOT_PREFIX, ServiceKey, policy_point,
 };
 use ipnetwork::IpNetwork;
 
@@ -303,12 +304,25 @@ impl Compiled {
                 .into_iter()
                 .map(|(&(peer, proto), segs)| (peer, proto, segs.as_slice()))
                 .collect();
+            // A tiered table that NetworkPolicy does not isolate allows what
+            // no rule decides: its any-peer tree says so explicitly
+            // (RULE_NONE in every gap), as the kernel denies a miss.
+            let open = !table.isolated();
+            if open && groups.first().is_none_or(|g| g.0 != IDENTITY_ANY) {
+                let ranges = fill_gaps(Vec::new(), RULE_NONE);
+                image
+                    .policy
+                    .extend(policy_tree(slot, table_id, IDENTITY_ANY, &ranges));
+            }
             for chunk in groups.chunk_by(|a, b| a.0 == b.0) {
                 let of_peer: Vec<(u8, &[Segment])> = chunk
                     .iter()
                     .map(|&(_, proto, segs)| (proto, segs))
                     .collect();
-                let ranges = peer_ranges(&of_peer);
+                let mut ranges = peer_ranges(&of_peer);
+                if open && chunk[0].0 == IDENTITY_ANY {
+                    ranges = fill_gaps(ranges, RULE_NONE);
+                }
                 image
                     .policy
                     .extend(policy_tree(slot, table_id, chunk[0].0, &ranges));
@@ -393,7 +407,7 @@ pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
         .find(|(proto, _)| *proto == PROTO_ANY)
         .and_then(|(_, segs)| {
             debug_assert!(segs.iter().all(|s| s.lo == 0 && s.hi == u16::MAX));
-            segs.first().map(|s| s.rules[0])
+            segs.first().map(Segment::kernel_rule)
         });
     let mut own: Vec<(u32, u32, RuleId)> = groups
         .iter()
@@ -403,7 +417,7 @@ pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
                 (
                     policy_point(proto, s.lo),
                     policy_point(proto, s.hi),
-                    s.rules[0],
+                    s.kernel_rule(),
                 )
             })
         })
@@ -432,6 +446,32 @@ pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
         && next <= POLICY_POINT_MAX
     {
         push(next, POLICY_POINT_MAX, any);
+    }
+    out
+}
+
+/// Sorted, disjoint `ranges` with every gap over all policy points
+/// covered by `target` (neighbours with equal targets merged).
+pub fn fill_gaps(ranges: Vec<PolicyRange>, target: u32) -> Vec<PolicyRange> {
+    let mut out: Vec<PolicyRange> = Vec::with_capacity(ranges.len() * 2 + 1);
+    let mut push = |first: u32, last: u32, target: u32| match out.last_mut() {
+        Some(prev) if prev.last + 1 == first && prev.target == target => prev.last = last,
+        _ => out.push(PolicyRange {
+            first,
+            last,
+            target,
+        }),
+    };
+    let mut next = 0u32;
+    for r in ranges {
+        if next < r.first {
+            push(next, r.first - 1, target);
+        }
+        push(r.first, r.last, r.target);
+        next = r.last + 1;
+    }
+    if next <= POLICY_POINT_MAX {
+        push(next, POLICY_POINT_MAX, target);
     }
     out
 }

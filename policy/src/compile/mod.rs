@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod bitset;
+pub mod fold;
 pub mod identity;
 pub mod maps;
 pub mod select;
@@ -26,8 +27,10 @@ use select::Selection;
 use tables::TableBuilder;
 
 use crate::model::{
-    Direction, IpBlock, Mode, Model, NamespaceScope, Peer, PortMatch, Protocol, Selector,
+    Action, AdminPeer, AdminPolicy, Direction, IpBlock, Mode, Model, NamespaceScope, Peer,
+    PortMatch, PortSpec, Protocol, Selector, Tier,
 };
+use fold::{Grant, Step, Verb};
 
 /// Number of an identity; `IDENTITY_ANY` (0) is never one.
 pub type IdentityId = u32;
@@ -76,6 +79,9 @@ pub struct Compiled {
     pub audit_endpoints: Vec<Endpoint>,
     /// Each policy's effective mode, same index as the model's policies.
     pub modes: Vec<Mode>,
+    /// Each cluster-admin policy's effective mode, same index as the
+    /// model's `admin_policies`.
+    pub admin_modes: Vec<Mode>,
     /// Rule tables, shared by all endpoints with the same policies.
     pub tables: Vec<RuleTable>,
     /// Where each rule id came from.
@@ -108,6 +114,7 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
             Peer::IpBlock(b) => Some(b.clone()),
             Peer::Pods { .. } => None,
         })
+        .chain(admin_peers(model).flat_map(|peer| admin_blocks(model, peer)))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
@@ -119,30 +126,43 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
     let mut set_index: HashMap<BitSet, usize> = HashMap::new();
     let mut sets: Vec<BitSet> = Vec::new();
     let mut egress_names: BTreeSet<(String, Protocol)> = BTreeSet::new();
+    let mut add_peer = |namespaces: &NamespaceScope, pods: &Selector| {
+        let key = (namespaces.clone(), pods.clone());
+        if peer_index.contains_key(&key) {
+            return;
+        }
+        let bits = selection.peer(namespaces, pods);
+        let next = sets.len();
+        let i = *set_index.entry(bits.clone()).or_insert_with(|| {
+            sets.push(bits);
+            next
+        });
+        peer_index.insert(key, i);
+    };
     for policy in &model.policies {
         for d in Direction::ALL {
             for rule in policy.rules(d).unwrap_or_default() {
                 for peer in rule.peers.iter().flatten() {
                     if let Peer::Pods { namespaces, pods } = peer {
-                        let key = (namespaces.clone(), pods.clone());
-                        if peer_index.contains_key(&key) {
-                            continue;
-                        }
-                        let bits = selection.peer(namespaces, pods);
-                        let next = sets.len();
-                        let i = *set_index.entry(bits.clone()).or_insert_with(|| {
-                            sets.push(bits);
-                            next
-                        });
-                        peer_index.insert(key, i);
+                        add_peer(namespaces, pods);
                     }
                 }
                 if d == Direction::Egress {
-                    for spec in rule.ports.iter().flatten() {
-                        if let PortMatch::Named(n) = &spec.port {
-                            egress_names.insert((n.clone(), spec.protocol));
-                        }
+                    egress_names.extend(named_ports(rule.ports.as_deref()));
+                }
+            }
+        }
+    }
+    for policy in &model.admin_policies {
+        for d in Direction::ALL {
+            for rule in policy.rules(d) {
+                for peer in &rule.peers {
+                    if let AdminPeer::Pods { namespaces, pods } = peer {
+                        add_peer(&NamespaceScope::Selected(namespaces.clone()), pods);
                     }
+                }
+                if d == Direction::Egress {
+                    egress_names.extend(named_ports(rule.ports.as_deref()));
                 }
             }
         }
@@ -201,6 +221,37 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         }
     }
 
+    // The same for cluster-admin policies, in evaluation order (the
+    // model keeps them sorted).
+    let admin_modes: Vec<Mode> = model
+        .admin_policies
+        .iter()
+        .map(|p| model.admin_mode_of(p))
+        .collect();
+    let mut admin_selecting: [Vec<Vec<usize>>; 2] = [vec![Vec::new(); n], vec![Vec::new(); n]];
+    let mut admin_audit_selecting: [Vec<Vec<usize>>; 2] =
+        [vec![Vec::new(); n], vec![Vec::new(); n]];
+    for (ai, policy) in model.admin_policies.iter().enumerate() {
+        if !admin_modes[ai].audited() {
+            continue;
+        }
+        let subject = selection.peer(
+            &NamespaceScope::Selected(policy.subject.namespaces.clone()),
+            &policy.subject.pods,
+        );
+        for (di, d) in Direction::ALL.into_iter().enumerate() {
+            if policy.rules(d).is_empty() {
+                continue;
+            }
+            for p in subject.iter() {
+                if admin_modes[ai].enforced() {
+                    admin_selecting[di][p].push(ai);
+                }
+                admin_audit_selecting[di][p].push(ai);
+            }
+        }
+    }
+
     let ctx = TableContext {
         model,
         classes: &classes,
@@ -217,8 +268,14 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         let mut ep = Endpoint::default();
         let mut audit = Endpoint::default();
         for (di, d) in Direction::ALL.into_iter().enumerate() {
-            let enforced = &selecting[di][p];
-            let audited = &audit_selecting[di][p];
+            let enforced = Selecting {
+                policies: &selecting[di][p],
+                admin: &admin_selecting[di][p],
+            };
+            let audited = Selecting {
+                policies: &audit_selecting[di][p],
+                admin: &admin_audit_selecting[di][p],
+            };
             let table = (!enforced.is_empty()).then(|| tables.get(&ctx, d, enforced, p));
             // A view of its own only where audit-mode policies select the
             // pod: the kernel checks it beside the enforced table.
@@ -243,6 +300,7 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         endpoints,
         audit_endpoints,
         modes,
+        admin_modes,
         tables,
         rules: registry.rules,
         frontends: frontends(model, node_ips),
@@ -261,6 +319,26 @@ fn frontends(model: &Model, node_ips: &[std::net::IpAddr]) -> Vec<crate::model::
     out
 }
 
+/// The policies selecting one direction of one pod in one view.
+#[derive(Clone, Copy)]
+struct Selecting<'a> {
+    /// NetworkPolicies (indices into the model's `policies`).
+    policies: &'a [usize],
+    /// Cluster-admin policies (indices into `admin_policies`, evaluation
+    /// order).
+    admin: &'a [usize],
+}
+
+impl Selecting<'_> {
+    fn len(&self) -> usize {
+        self.policies.len() + self.admin.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Rule tables built so far, one per (direction, selecting policies,
 /// ingress named ports resolved): endpoints and views with the same
 /// policies share a table.
@@ -271,54 +349,100 @@ struct Tables {
     ids: HashMap<TableKey, TableId>,
 }
 
-/// What makes a table: (direction, selecting policies, ingress named ports
-/// resolved).
-type TableKey = (Direction, Vec<usize>, Vec<Option<u16>>);
+/// What makes a table: (direction, selecting NetworkPolicies, selecting
+/// cluster-admin policies, ingress named ports resolved).
+type TableKey = (Direction, Vec<usize>, Vec<usize>, Vec<Option<u16>>);
 
 impl Tables {
-    /// The table for direction `d` of pod `pod`, selected by `policies`.
+    /// The table for direction `d` of pod `pod`, selected by `by`.
     fn get(
         &mut self,
         ctx: &TableContext<'_>,
         d: Direction,
-        policies: &[usize],
+        by: Selecting<'_>,
         pod: usize,
     ) -> TableId {
         // Ingress named ports resolve on the pod itself, so pods that
         // resolve them differently need different tables.
         let resolved = if d == Direction::Ingress {
-            ingress_names(ctx.model, policies)
+            ingress_names(ctx.model, by)
                 .into_iter()
                 .map(|(name, proto)| ctx.model.pods[pod].named_port(&name, proto))
                 .collect()
         } else {
             Vec::new()
         };
-        let key = (d, policies.to_vec(), resolved);
+        let key = (d, by.policies.to_vec(), by.admin.to_vec(), resolved);
         if let Some(&id) = self.ids.get(&key) {
             return id;
         }
         let id = self.tables.len() as TableId;
-        self.tables
-            .push(ctx.build(&mut self.registry, d, policies, pod));
+        let table = if by.admin.is_empty() {
+            ctx.build(&mut self.registry, d, by.policies, pod)
+        } else {
+            ctx.build_tiered(&mut self.registry, d, by, pod)
+        };
+        self.tables.push(table);
         self.ids.insert(key, id);
         id
     }
 }
 
-/// Named ports used by the ingress rules of `policies`.
-fn ingress_names(model: &Model, policies: &[usize]) -> Vec<(String, Protocol)> {
+/// Named ports used by the ingress rules of the selecting policies.
+fn ingress_names(model: &Model, by: Selecting<'_>) -> Vec<(String, Protocol)> {
     let mut names: BTreeSet<(String, Protocol)> = BTreeSet::new();
-    for &pi in policies {
+    for &pi in by.policies {
         for rule in model.policies[pi].ingress.iter().flatten() {
-            for spec in rule.ports.iter().flatten() {
-                if let PortMatch::Named(n) = &spec.port {
-                    names.insert((n.clone(), spec.protocol));
-                }
-            }
+            names.extend(named_ports(rule.ports.as_deref()));
+        }
+    }
+    for &ai in by.admin {
+        for rule in &model.admin_policies[ai].ingress {
+            names.extend(named_ports(rule.ports.as_deref()));
         }
     }
     names.into_iter().collect()
+}
+
+/// The named ports of a rule's ports.
+fn named_ports(ports: Option<&[PortSpec]>) -> impl Iterator<Item = (String, Protocol)> + '_ {
+    ports
+        .into_iter()
+        .flatten()
+        .filter_map(|spec| match &spec.port {
+            PortMatch::Named(n) => Some((n.clone(), spec.protocol)),
+            _ => None,
+        })
+}
+
+/// Every peer of every cluster-admin rule.
+fn admin_peers(model: &Model) -> impl Iterator<Item = &AdminPeer> {
+    model.admin_policies.iter().flat_map(|p| {
+        Direction::ALL
+            .into_iter()
+            .flat_map(move |d| p.rules(d))
+            .flat_map(|r| &r.peers)
+    })
+}
+
+/// The address blocks a cluster-admin peer names: its networks, or the
+/// addresses of the nodes it selects (each a single-address block).
+fn admin_blocks(model: &Model, peer: &AdminPeer) -> Vec<IpBlock> {
+    let block = |cidr| IpBlock {
+        cidr,
+        except: Vec::new(),
+    };
+    match peer {
+        AdminPeer::Pods { .. } => Vec::new(),
+        AdminPeer::Networks(nets) => nets.iter().copied().map(block).collect(),
+        AdminPeer::Nodes(selector) => model
+            .nodes
+            .iter()
+            .filter(|n| selector.matches(&n.labels))
+            .flat_map(|n| &n.addresses)
+            .map(|&a| block(ipnetwork::IpNetwork::from(a)))
+            .collect(),
+    }
 }
 
 /// `(Some(i), Some(item))` for each item of a list, or one `(None, None)`
@@ -388,8 +512,74 @@ impl TableContext<'_> {
         }
     }
 
-    /// The table for direction `d` of endpoints selected by `policies`;
-    /// `rep` is one such endpoint (ingress named ports resolve on it).
+    /// The identities of a cluster-admin peer, ascending.
+    fn admin_peer_identities(&self, peer: &AdminPeer) -> Vec<IdentityId> {
+        let mut ids: Vec<IdentityId> = match peer {
+            AdminPeer::Pods { namespaces, pods } => {
+                let scope = NamespaceScope::Selected(namespaces.clone());
+                let i = self.peer_index[&(scope, pods.clone())];
+                self.set_identities[i].clone()
+            }
+            AdminPeer::Networks(_) | AdminPeer::Nodes(_) => admin_blocks(self.model, peer)
+                .iter()
+                .flat_map(|b| {
+                    let i = self.blocks.binary_search(b).expect("block collected");
+                    self.identities.of_block[i].iter().copied()
+                })
+                .collect(),
+        };
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Calls `grant` with (identity, protocol, lo, hi) for every grant of
+    /// one (peer, port) pair of a rule of direction `d`: `targets` the
+    /// peer's identities (`None`: any peer), `spec` the port (`None`: every
+    /// protocol and port). `rep` is the endpoint ingress named ports
+    /// resolve on; egress named ports resolve on each destination.
+    fn grants(
+        &self,
+        d: Direction,
+        rep: usize,
+        targets: Option<&[IdentityId]>,
+        spec: Option<&PortSpec>,
+        mut grant: impl FnMut(IdentityId, u8, u16, u16),
+    ) {
+        let Some(spec) = spec else {
+            match targets {
+                None => grant(IDENTITY_ANY, PROTO_ANY, 0, u16::MAX),
+                Some(ids) => ids.iter().for_each(|&id| grant(id, PROTO_ANY, 0, u16::MAX)),
+            }
+            return;
+        };
+        let proto = spec.protocol.number();
+        let range = match &spec.port {
+            PortMatch::Any => Some((0, u16::MAX)),
+            PortMatch::Range(lo, hi) => Some((*lo, *hi)),
+            PortMatch::Named(name) if d == Direction::Ingress => self.model.pods[rep]
+                .named_port(name, spec.protocol)
+                .map(|n| (n, n)),
+            PortMatch::Named(name) => {
+                let ids = targets.unwrap_or(self.all_pod_identities);
+                for &id in ids {
+                    if let Some(n) = self.resolve_on_identity(id, name, spec.protocol) {
+                        grant(id, proto, n, n);
+                    }
+                }
+                None
+            }
+        };
+        if let Some((lo, hi)) = range {
+            match targets {
+                None => grant(IDENTITY_ANY, proto, lo, hi),
+                Some(ids) => ids.iter().for_each(|&id| grant(id, proto, lo, hi)),
+            }
+        }
+    }
+
+    /// The table for direction `d` of endpoints selected by `policies`
+    /// (NetworkPolicies only); `rep` is one such endpoint.
     fn build(
         &self,
         registry: &mut Registry,
@@ -398,64 +588,136 @@ impl TableContext<'_> {
         rep: usize,
     ) -> RuleTable {
         let mut t = TableBuilder::default();
+        self.network_policy_grants(registry, d, policies, rep, |id, proto, lo, hi, rule| {
+            t.grant(id, proto, lo, hi, rule)
+        });
+        t.build(d, policies.to_vec())
+    }
+
+    /// Every grant of the rules of direction `d` of `policies`, with its
+    /// rule id.
+    fn network_policy_grants(
+        &self,
+        registry: &mut Registry,
+        d: Direction,
+        policies: &[usize],
+        rep: usize,
+        mut grant: impl FnMut(IdentityId, u8, u16, u16, RuleId),
+    ) {
         for &pi in policies {
             let rules = self.model.policies[pi].rules(d).unwrap_or_default();
             for (ri, rule) in rules.iter().enumerate() {
-                let peers = indexed(rule.peers.as_deref());
-                let ports = indexed(rule.ports.as_deref());
-                for &(peer_i, peer) in &peers {
+                for (peer_i, peer) in indexed(rule.peers.as_deref()) {
                     let targets = self.peer_identities(peer);
-                    for &(port_i, spec) in &ports {
+                    for (port_i, spec) in indexed(rule.ports.as_deref()) {
                         let rule_id = registry.id(RuleOrigin {
                             policy: pi,
+                            tier: None,
                             direction: d,
                             rule: ri,
                             peer: peer_i,
                             port: port_i,
                         });
-                        let mut grant = |id: IdentityId, proto: u8, lo: u16, hi: u16| {
-                            t.grant(id, proto, lo, hi, rule_id)
-                        };
-                        let Some(spec) = spec else {
-                            match targets {
-                                None => grant(IDENTITY_ANY, PROTO_ANY, 0, u16::MAX),
-                                Some(ids) => {
-                                    ids.iter().for_each(|&id| grant(id, PROTO_ANY, 0, u16::MAX))
-                                }
-                            }
-                            continue;
-                        };
-                        let proto = spec.protocol.number();
-                        let range = match &spec.port {
-                            PortMatch::Any => Some((0, u16::MAX)),
-                            PortMatch::Range(lo, hi) => Some((*lo, *hi)),
-                            PortMatch::Named(name) if d == Direction::Ingress => self.model.pods
-                                [rep]
-                                .named_port(name, spec.protocol)
-                                .map(|n| (n, n)),
-                            PortMatch::Named(name) => {
-                                // Egress: resolved on each destination.
-                                let ids = targets.unwrap_or(self.all_pod_identities);
-                                for &id in ids {
-                                    if let Some(n) =
-                                        self.resolve_on_identity(id, name, spec.protocol)
-                                    {
-                                        grant(id, proto, n, n);
-                                    }
-                                }
-                                None
-                            }
-                        };
-                        if let Some((lo, hi)) = range {
-                            match targets {
-                                None => grant(IDENTITY_ANY, proto, lo, hi),
-                                Some(ids) => ids.iter().for_each(|&id| grant(id, proto, lo, hi)),
-                            }
-                        }
+                        self.grants(d, rep, targets, spec, |id, proto, lo, hi| {
+                            grant(id, proto, lo, hi, rule_id)
+                        });
                     }
                 }
             }
         }
-        t.build(d, policies.to_vec())
+    }
+
+    /// The tiered table for direction `d` of endpoints selected by `by`
+    /// (cluster-admin policies among them): every rule's grants ranked in
+    /// evaluation order, folded into decisions (see [`fold`]).
+    fn build_tiered(
+        &self,
+        registry: &mut Registry,
+        d: Direction,
+        by: Selecting<'_>,
+        rep: usize,
+    ) -> RuleTable {
+        let mut steps: Vec<Step> = Vec::new();
+        let mut grants: Vec<Grant> = Vec::new();
+        let tier_of = |ai: usize| self.model.admin_policies[ai].tier;
+        for &ai in by.admin.iter().filter(|&&ai| tier_of(ai) == Tier::Admin) {
+            self.admin_grants(registry, d, ai, rep, &mut steps, &mut grants);
+        }
+        let rank = steps.len() as u32;
+        steps.push(Step::NetworkPolicy);
+        self.network_policy_grants(
+            registry,
+            d,
+            by.policies,
+            rep,
+            |peer, proto, lo, hi, rule| {
+                grants.push(Grant {
+                    peer,
+                    proto,
+                    lo,
+                    hi,
+                    rank,
+                    rule,
+                })
+            },
+        );
+        for &ai in by.admin.iter().filter(|&&ai| tier_of(ai) == Tier::Baseline) {
+            self.admin_grants(registry, d, ai, rep, &mut steps, &mut grants);
+        }
+        RuleTable {
+            direction: d,
+            policies: by.policies.to_vec(),
+            admin: by.admin.to_vec(),
+            groups: fold::fold(&grants, &steps, !by.policies.is_empty()),
+        }
+    }
+
+    /// The steps (one per rule, in order) and grants of direction `d` of
+    /// cluster-admin policy `ai`.
+    fn admin_grants(
+        &self,
+        registry: &mut Registry,
+        d: Direction,
+        ai: usize,
+        rep: usize,
+        steps: &mut Vec<Step>,
+        grants: &mut Vec<Grant>,
+    ) {
+        let policy: &AdminPolicy = &self.model.admin_policies[ai];
+        for (ri, rule) in policy.rules(d).iter().enumerate() {
+            let verb = match rule.action {
+                Action::Accept => Verb::Accept,
+                Action::Deny => Verb::Deny,
+                Action::Pass => Verb::Pass,
+            };
+            let rank = steps.len() as u32;
+            steps.push(match policy.tier {
+                Tier::Admin => Step::Admin(verb),
+                Tier::Baseline => Step::Baseline(verb),
+            });
+            for (peer_i, peer) in rule.peers.iter().enumerate() {
+                let targets = self.admin_peer_identities(peer);
+                for (port_i, spec) in indexed(rule.ports.as_deref()) {
+                    let rule_id = registry.id(RuleOrigin {
+                        policy: ai,
+                        tier: Some(policy.tier),
+                        direction: d,
+                        rule: ri,
+                        peer: Some(peer_i),
+                        port: port_i,
+                    });
+                    self.grants(d, rep, Some(&targets), spec, |peer, proto, lo, hi| {
+                        grants.push(Grant {
+                            peer,
+                            proto,
+                            lo,
+                            hi,
+                            rank,
+                            rule: rule_id,
+                        })
+                    });
+                }
+            }
+        }
     }
 }

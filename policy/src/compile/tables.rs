@@ -10,24 +10,83 @@ use std::collections::{BTreeMap, HashMap};
 use bulkhead_common::{IDENTITY_ANY, PROTO_ANY};
 
 use super::{IdentityId, RuleId};
-use crate::model::Direction;
+use crate::model::{Direction, Tier};
 
-/// Port segment `lo..=hi` and the rules (ascending) that allow it.
+/// Port segment `lo..=hi` and what decides it.
+///
+/// In a NetworkPolicy-only table every segment allows, by `rules` (all the
+/// allowing rules, ascending; never empty). In a tiered table (cluster-admin
+/// policies fold into it, see `fold`) a segment is the decision of the
+/// tiers: `deny` or allow, by `rules` (one Admin or Baseline rule, or the
+/// allowing NetworkPolicy rules) after the `Pass` rules in `passed`; where
+/// no rule decides after a `Pass`, `rules` is empty (NetworkPolicy's
+/// isolation denies, or nothing does). `rules` and `passed` are never both
+/// empty.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Segment {
     /// First port.
     pub lo: u16,
     /// Last port.
     pub hi: u16,
-    /// Allowing rules, ascending; never empty.
+    /// Deciding rules, ascending.
     pub rules: Vec<RuleId>,
+    /// Whether the decision is to deny.
+    pub deny: bool,
+    /// `Pass` rules evaluation went through before the decision, in order.
+    pub passed: Vec<RuleId>,
+}
+
+impl Segment {
+    /// An allowing segment of a NetworkPolicy-only table.
+    pub fn allow(lo: u16, hi: u16, rules: Vec<RuleId>) -> Self {
+        Self {
+            lo,
+            hi,
+            rules,
+            deny: false,
+            passed: Vec::new(),
+        }
+    }
+
+    /// The rule the kernel reports for this segment: the first deciding
+    /// rule, else the last `Pass` rule.
+    pub fn reported_rule(&self) -> RuleId {
+        match self.rules.first() {
+            Some(&r) => r,
+            None => *self.passed.last().expect("a segment has a rule or a pass"),
+        }
+    }
+
+    /// The target the kernel's policy tree holds for this segment: the
+    /// reported rule, with `RULE_F_DENY` if it denies.
+    pub fn kernel_rule(&self) -> u32 {
+        let rule = self.reported_rule();
+        debug_assert!(
+            rule < bulkhead_common::RULE_F_DENY,
+            "rule ids fit below the deny bit"
+        );
+        if self.deny {
+            rule | bulkhead_common::RULE_F_DENY
+        } else {
+            rule
+        }
+    }
+
+    /// Whether the decision is equal (ports aside).
+    pub(crate) fn same_decision(&self, other: &Segment) -> bool {
+        self.rules == other.rules && self.deny == other.deny && self.passed == other.passed
+    }
 }
 
 /// Where a rule came from, for explain and flow logs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleOrigin {
-    /// Index of the policy in the model.
+    /// Index of the policy in the model: its `policies` for a
+    /// NetworkPolicy rule (`tier` None), its `admin_policies` for a
+    /// cluster-admin rule.
     pub policy: usize,
+    /// The cluster-admin tier of the rule; `None` for NetworkPolicy.
+    pub tier: Option<Tier>,
     /// Ingress or egress.
     pub direction: Direction,
     /// Index of the rule in the policy's list for `direction`.
@@ -47,13 +106,30 @@ pub type GroupKey = (IdentityId, u8);
 pub struct RuleTable {
     /// Direction it filters.
     pub direction: Direction,
-    /// Indices of the policies selecting the endpoints that use it.
+    /// Indices of the NetworkPolicies selecting the endpoints that use it
+    /// (none: NetworkPolicy does not isolate them that way).
     pub policies: Vec<usize>,
+    /// Indices (into the model's `admin_policies`, evaluation order) of the
+    /// cluster-admin policies selecting them; when there are any, the
+    /// table is tiered: its segments are decisions (see [`Segment`]) and a
+    /// lookup that finds none allows unless `policies` isolate.
+    pub admin: Vec<usize>,
     /// Segments per group.
     pub groups: HashMap<GroupKey, Vec<Segment>>,
 }
 
 impl RuleTable {
+    /// Whether NetworkPolicy isolates the endpoints: a lookup that finds no
+    /// segment denies.
+    pub fn isolated(&self) -> bool {
+        !self.policies.is_empty()
+    }
+
+    /// Whether cluster-admin policies fold into the table.
+    pub fn tiered(&self) -> bool {
+        !self.admin.is_empty()
+    }
+
     /// The segment allowing `port` in one group.
     fn find(&self, key: GroupKey, port: u16) -> Option<&Segment> {
         let segs = self.groups.get(&key)?;
@@ -75,7 +151,9 @@ impl RuleTable {
         .find_map(|k| self.find(k, port))
     }
 
-    /// Every rule allowing (peer, proto, port), ascending.
+    /// Every rule allowing (peer, proto, port), ascending (a
+    /// NetworkPolicy-only table: a tiered table's decision is the one
+    /// segment [`Self::lookup`] finds).
     pub fn allowing_rules(&self, peer: IdentityId, proto: u8, port: u16) -> Vec<RuleId> {
         let mut out: Vec<RuleId> = [
             (peer, proto),
@@ -131,6 +209,7 @@ impl TableBuilder {
         RuleTable {
             direction,
             policies,
+            admin: Vec::new(),
             groups,
         }
     }
@@ -146,11 +225,7 @@ fn sweep(grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
                 Some(last) if last.hi as u32 + 1 == lo as u32 && last.rules == [rule] => {
                     last.hi = hi
                 }
-                _ => out.push(Segment {
-                    lo,
-                    hi,
-                    rules: vec![rule],
-                }),
+                _ => out.push(Segment::allow(lo, hi, vec![rule])),
             }
         }
         return out;
@@ -193,7 +268,7 @@ fn sweep_overlapping(grants: Vec<(u16, u16, RuleId)>) -> Vec<Segment> {
         let (lo, hi) = (pos as u16, (next - 1) as u16);
         match out.last_mut() {
             Some(last) if last.hi as u32 + 1 == pos && last.rules == rules => last.hi = hi,
-            _ => out.push(Segment { lo, hi, rules }),
+            _ => out.push(Segment::allow(lo, hi, rules)),
         }
     }
     out
@@ -214,57 +289,25 @@ mod tests {
         assert_eq!(
             segs,
             vec![
-                Segment {
-                    lo: 80,
-                    hi: 84,
-                    rules: vec![1]
-                },
-                Segment {
-                    lo: 85,
-                    hi: 90,
-                    rules: vec![1, 2]
-                },
-                Segment {
-                    lo: 91,
-                    hi: 110,
-                    rules: vec![2]
-                },
-                Segment {
-                    lo: 200,
-                    hi: 200,
-                    rules: vec![3]
-                },
+                Segment::allow(80, 84, vec![1]),
+                Segment::allow(85, 90, vec![1, 2]),
+                Segment::allow(91, 110, vec![2]),
+                Segment::allow(200, 200, vec![3]),
             ]
         );
         let disjoint = sweep(vec![(1, 5, 1), (6, 9, 1), (10, 10, 2), (20, 30, 2)]);
         assert_eq!(
             disjoint,
             vec![
-                Segment {
-                    lo: 1,
-                    hi: 9,
-                    rules: vec![1]
-                },
-                Segment {
-                    lo: 10,
-                    hi: 10,
-                    rules: vec![2]
-                },
-                Segment {
-                    lo: 20,
-                    hi: 30,
-                    rules: vec![2]
-                },
+                Segment::allow(1, 9, vec![1]),
+                Segment::allow(10, 10, vec![2]),
+                Segment::allow(20, 30, vec![2]),
             ]
         );
         let full = sweep(vec![(0, 65535, 7), (65535, 65535, 8)]);
         assert_eq!(
             full.last().unwrap(),
-            &Segment {
-                lo: 65535,
-                hi: 65535,
-                rules: vec![7, 8]
-            }
+            &Segment::allow(65535, 65535, vec![7, 8])
         );
     }
 }

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use bulkhead_common::{IDENTITY_ANY, PROTO_ANY};
 use ipnetwork::IpNetwork;
 
-use crate::compile::{Compiled, IdentityId, IdentityKind, TableId};
+use crate::compile::{Compiled, IdentityId, IdentityKind, RuleTable, TableId};
 use crate::model::{Direction, Model, Protocol};
 
 /// Sorted, disjoint, non-adjacent inclusive port ranges.
@@ -151,27 +151,64 @@ impl Grants<'_> {
             return s.clone();
         }
         let t = &self.compiled.tables[table as usize];
-        let segs = |key| {
-            t.groups
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .map(|s| (s.lo, s.hi))
-        };
-        let sets = PortSets {
-            by_protocol: Protocol::ALL.map(|p| {
-                let proto = p.number();
-                Ranges::from_unsorted(
-                    segs((peer, proto))
-                        .chain(segs((peer, PROTO_ANY)))
-                        .chain(segs((IDENTITY_ANY, proto)))
-                        .chain(segs((IDENTITY_ANY, PROTO_ANY)))
-                        .collect(),
-                )
-            }),
+        let sets = if t.tiered() {
+            tiered_grants(t, peer)
+        } else {
+            let segs = |key| {
+                t.groups
+                    .get(&key)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| (s.lo, s.hi))
+            };
+            PortSets {
+                by_protocol: Protocol::ALL.map(|p| {
+                    let proto = p.number();
+                    Ranges::from_unsorted(
+                        segs((peer, proto))
+                            .chain(segs((peer, PROTO_ANY)))
+                            .chain(segs((IDENTITY_ANY, proto)))
+                            .chain(segs((IDENTITY_ANY, PROTO_ANY)))
+                            .collect(),
+                    )
+                }),
+            }
         };
         self.cache.borrow_mut().insert((table, peer), sets.clone());
         sets
+    }
+}
+
+/// The ports a tiered table allows `peer`, per protocol: the table's
+/// decision on each interval between segment boundaries (a decision is
+/// constant within one).
+fn tiered_grants(t: &RuleTable, peer: IdentityId) -> PortSets {
+    PortSets {
+        by_protocol: Protocol::ALL.map(|p| {
+            let proto = p.number();
+            let mut cuts: Vec<u32> = vec![0, u16::MAX as u32 + 1];
+            for key in [
+                (peer, proto),
+                (peer, PROTO_ANY),
+                (IDENTITY_ANY, proto),
+                (IDENTITY_ANY, PROTO_ANY),
+            ] {
+                for s in t.groups.get(&key).into_iter().flatten() {
+                    cuts.extend([s.lo as u32, s.hi as u32 + 1]);
+                }
+            }
+            cuts.sort_unstable();
+            cuts.dedup();
+            let allowed = cuts
+                .windows(2)
+                .filter(|w| match t.lookup(peer, proto, w[0] as u16) {
+                    Some(s) => !s.deny,
+                    None => !t.isolated(),
+                })
+                .map(|w| (w[0] as u16, (w[1] - 1) as u16))
+                .collect();
+            Ranges::from_unsorted(allowed)
+        }),
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::Side;
 use crate::compile::{Compiled, IdentityId, RuleId};
-use crate::model::{Direction, Mode, Model, Protocol};
+use crate::model::{Action, Direction, Mode, Model, Protocol, Tier};
 pub use service::{Answer, BackendExplanation, FrontendInfo, ServiceExplanation};
 
 /// A peer given on the command line.
@@ -108,8 +108,22 @@ pub struct EndpointInfo {
 /// A rule, named the way a user finds it in the YAML.
 #[derive(Clone, Debug, Serialize)]
 pub struct RuleRef {
-    /// `namespace/name` of the policy.
+    /// `namespace/name` of a NetworkPolicy, `Kind/name` of a cluster-admin
+    /// policy.
     pub policy: String,
+    /// The cluster-admin tier (`Admin`, `Baseline`); absent for
+    /// NetworkPolicy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// The cluster-admin policy's priority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u32>,
+    /// The cluster-admin rule's action.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<Action>,
+    /// The cluster-admin rule's `name`, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Index in the policy's ingress or egress list.
     pub rule: usize,
     /// Index in the rule's from/to list (`None`: the rule has no peers, so
@@ -130,14 +144,26 @@ pub struct SideExplanation {
     pub direction: Direction,
     /// The pod whose policy this side is, if the address is a pod's.
     pub pod: Option<String>,
-    /// `allowed`, `denied`, `not-isolated`, `from-node` (ingress from the
-    /// pod's own node, always allowed) or `not-a-pod`.
+    /// `allowed`, `denied`, `not-isolated` (no rule decides: allowed),
+    /// `from-node` (ingress from the pod's own node, always allowed) or
+    /// `not-a-pod`.
     pub verdict: &'static str,
-    /// Whether some policy selects the pod for this direction.
+    /// Whether some NetworkPolicy selects the pod for this direction.
     pub isolated: bool,
-    /// The policies selecting it for this direction.
+    /// The NetworkPolicies selecting it for this direction.
     pub policies: Vec<String>,
-    /// Rules that allow the traffic.
+    /// The cluster-admin policies selecting it for this direction, in
+    /// evaluation order (`Kind/name (Tier, priority N)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub admin_policies: Vec<String>,
+    /// `Pass` rules evaluation went through before the decision.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub passed: Vec<RuleRef>,
+    /// The cluster-admin `Deny` rule that denies the traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub denied_by: Option<RuleRef>,
+    /// Rules that allow the traffic (the deciding Accept rule, or the
+    /// allowing NetworkPolicy rules).
     pub allowed_by: Vec<RuleRef>,
     /// Rules that match the peer but not this protocol/port.
     pub peer_matches_port_does_not: Vec<RuleRef>,
@@ -289,10 +315,13 @@ fn side_explanation(
             Side::NotIsolated => "not-isolated",
             Side::FromNode => "from-node",
             Side::Allowed(_) => "allowed",
-            Side::Denied => "denied",
+            Side::Denied | Side::DeniedBy(_) => "denied",
         },
         isolated: false,
         policies: Vec::new(),
+        admin_policies: Vec::new(),
+        passed: Vec::new(),
+        denied_by: None,
         allowed_by: Vec::new(),
         peer_matches_port_does_not: Vec::new(),
         port_matches_peer_does_not: Vec::new(),
@@ -307,12 +336,32 @@ fn side_explanation(
         return out;
     };
     let table = &compiled.tables[table as usize];
-    out.isolated = true;
+    out.isolated = table.isolated();
     out.policies = table
         .policies
         .iter()
         .map(|&p| model.policies[p].key())
         .collect();
+    out.admin_policies = table
+        .admin
+        .iter()
+        .map(|&a| {
+            let p = &model.admin_policies[a];
+            format!("{} ({}, priority {})", p.key(), p.tier, p.priority)
+        })
+        .collect();
+    if table.tiered()
+        && let Some(s) = table.lookup(peer, protocol.number(), port)
+    {
+        out.passed = s
+            .passed
+            .iter()
+            .map(|&r| rule_ref(model, compiled, r))
+            .collect();
+    }
+    if let Side::DeniedBy(r) = verdict {
+        out.denied_by = Some(rule_ref(model, compiled, *r));
+    }
     let allowed: BTreeSet<RuleId> = match verdict {
         Side::Allowed(r) => r.iter().copied().collect(),
         _ => BTreeSet::new(),
@@ -330,7 +379,9 @@ fn side_explanation(
                 (false, true) => &mut port_rules,
                 _ => continue,
             };
-            target.extend(s.rules.iter().copied().filter(|r| !allowed.contains(r)));
+            target.extend(s.rules.iter().chain(&s.passed).copied().filter(|r| {
+                !allowed.contains(r) && !matches!(verdict, Side::DeniedBy(d) if d == r)
+            }));
         }
     }
     let describe =
@@ -352,8 +403,14 @@ fn side_audit(
     port: u16,
 ) -> Option<SideAudit> {
     let table = &compiled.tables[compiled.audit_endpoints[pod].table(direction)? as usize];
+    let id = compiled.audit_endpoints[pod].table(direction)?;
     let allows = compiled.always_allowed(direction, peer)
-        || table.lookup(peer, protocol.number(), port).is_some();
+        || compiled.table_allows(id, peer, protocol.number(), port);
+    let admin = table
+        .admin
+        .iter()
+        .filter(|&&a| compiled.admin_modes[a] == Mode::Audit)
+        .map(|&a| model.admin_policies[a].key());
     Some(SideAudit {
         verdict: if allows { "allowed" } else { "would-deny" },
         policies: table
@@ -361,6 +418,7 @@ fn side_audit(
             .iter()
             .filter(|&&p| compiled.modes[p] == Mode::Audit)
             .map(|&p| model.policies[p].key())
+            .chain(admin)
             .collect(),
     })
 }
@@ -385,12 +443,19 @@ fn learning(model: &Model, compiled: &Compiled, direction: Direction, pod: usize
 /// Names a rule id.
 pub fn rule_ref(model: &Model, compiled: &Compiled, id: RuleId) -> RuleRef {
     let o = &compiled.rules[id as usize];
+    if o.tier.is_some() {
+        return admin_rule_ref(model, compiled, id);
+    }
     let policy = &model.policies[o.policy];
     let rule = &policy
         .rules(o.direction)
         .expect("rule of an isolating direction")[o.rule];
     RuleRef {
         policy: policy.key(),
+        tier: None,
+        priority: None,
+        action: None,
+        name: None,
         rule: o.rule,
         peer: o.peer,
         port: o.port,
@@ -398,6 +463,30 @@ pub fn rule_ref(model: &Model, compiled: &Compiled, id: RuleId) -> RuleRef {
             (Some(i), Some(peers)) => peers[i].to_string(),
             _ => "any peer".into(),
         },
+        port_text: match (o.port, &rule.ports) {
+            (Some(i), Some(ports)) => ports[i].to_string(),
+            _ => "any protocol and port".into(),
+        },
+    }
+}
+
+/// Names the rule id of a cluster-admin rule.
+fn admin_rule_ref(model: &Model, compiled: &Compiled, id: RuleId) -> RuleRef {
+    let o = &compiled.rules[id as usize];
+    let policy = &model.admin_policies[o.policy];
+    let rule = &policy.rules(o.direction)[o.rule];
+    RuleRef {
+        policy: policy.key(),
+        tier: Some(policy.tier),
+        priority: Some(policy.priority),
+        action: Some(rule.action),
+        name: rule.name.clone(),
+        rule: o.rule,
+        peer: o.peer,
+        port: o.port,
+        peer_text: o
+            .peer
+            .map_or_else(|| "any peer".into(), |i| rule.peers[i].to_string()),
         port_text: match (o.port, &rule.ports) {
             (Some(i), Some(ports)) => ports[i].to_string(),
             _ => "any protocol and port".into(),

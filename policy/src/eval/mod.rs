@@ -18,21 +18,25 @@ use crate::model::Direction;
 pub enum Side {
     /// The address is not a pod: nothing is enforced on this side.
     NotAPod,
-    /// The pod is not isolated in this direction: everything is allowed.
+    /// No rule decides (no policy selects the pod in this direction, or
+    /// only cluster-admin policies do and none of their rules matched, or
+    /// an Admin `Pass` left it to a tier with nothing to say): allowed.
     NotIsolated,
     /// Ingress from the pod's own node: always allowed (Kubernetes), in
     /// every view.
     FromNode,
     /// Allowed by these rules (ascending; at least one).
     Allowed(Vec<RuleId>),
-    /// Isolated and no rule allows it.
+    /// Isolated by NetworkPolicy and no rule allows it.
     Denied,
+    /// Denied by this cluster-admin rule (an Admin or Baseline `Deny`).
+    DeniedBy(RuleId),
 }
 
 impl Side {
     /// Whether this side lets the traffic through.
     pub fn allows(&self) -> bool {
-        !matches!(self, Side::Denied)
+        !matches!(self, Side::Denied | Side::DeniedBy(_))
     }
 }
 
@@ -99,9 +103,11 @@ impl Compiled {
     /// Whether `table` lets `peer` use (proto, port); the fast path, no
     /// allocation.
     pub fn table_allows(&self, table: TableId, peer: IdentityId, proto: u8, port: u16) -> bool {
-        self.tables[table as usize]
-            .lookup(peer, proto, port)
-            .is_some()
+        let table = &self.tables[table as usize];
+        match table.lookup(peer, proto, port) {
+            Some(segment) => !segment.deny,
+            None => !table.isolated(),
+        }
     }
 
     fn side(
@@ -119,11 +125,21 @@ impl Compiled {
         if self.always_allowed(direction, peer) {
             return Side::FromNode;
         }
-        let rules = self.tables[table as usize].allowing_rules(peer, proto, port);
-        if rules.is_empty() {
-            Side::Denied
-        } else {
-            Side::Allowed(rules)
+        let table = &self.tables[table as usize];
+        if !table.tiered() {
+            let rules = table.allowing_rules(peer, proto, port);
+            return if rules.is_empty() {
+                Side::Denied
+            } else {
+                Side::Allowed(rules)
+            };
+        }
+        match table.lookup(peer, proto, port) {
+            Some(s) if s.deny => s.rules.first().map_or(Side::Denied, |&r| Side::DeniedBy(r)),
+            Some(s) if !s.rules.is_empty() => Side::Allowed(s.rules.clone()),
+            Some(_) => Side::NotIsolated,
+            None if table.isolated() => Side::Denied,
+            None => Side::NotIsolated,
         }
     }
 

@@ -206,3 +206,21 @@ pub struct Node {
     /// ExternalIP).
     pub addresses: Vec<std::net::IpAddr>,
 }
+
+impl fmt::Display for AdminPeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminPeer::Pods { namespaces, pods } if pods.is_everything() => {
+                write!(f, "namespaces {namespaces}")
+            }
+            AdminPeer::Pods { namespaces, pods } => {
+                write!(f, "pods {pods} in namespaces {namespaces}")
+            }
+            AdminPeer::Networks(nets) => {
+                let nets: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                write!(f, "networks {}", nets.join(","))
+            }
+            AdminPeer::Nodes(nodes) => write!(f, "nodes {nodes}"),
+        }
+    }
+}
