@@ -87,6 +87,23 @@ fn name(end: &bulkhead_policy::eval::explain::EndpointInfo) -> String {
 
 fn rule_line(r: &RuleRef, direction: &str) -> String {
     let peers = if direction == "egress" { "to" } else { "from" };
+    if let (Some(tier), Some(action)) = (r.tier, r.action) {
+        // A cluster-admin rule: tier, priority, name and action first (its
+        // port entries are the API's protocols, so no index).
+        let mut at = format!(
+            "{} ({tier} tier, priority {}) {direction}[{}]",
+            r.policy,
+            r.priority.unwrap_or_default(),
+            r.rule
+        );
+        if let Some(n) = &r.name {
+            at.push_str(&format!(" {n:?}"));
+        }
+        if let Some(p) = r.peer {
+            at.push_str(&format!(".{peers}[{p}]"));
+        }
+        return format!("{at} {action}: {} · {}", r.peer_text, r.port_text);
+    }
     let mut at = format!("{} {direction}[{}]", r.policy, r.rule);
     if let Some(p) = r.peer {
         at.push_str(&format!(".{peers}[{p}]"));
@@ -127,7 +144,7 @@ fn write_enforced(out: &mut impl Write, s: &SideExplanation, what: &str) -> std:
     let who = s.pod.as_deref().unwrap_or("the address");
     match s.verdict {
         "not-a-pod" => return writeln!(out, "{d}: ✓ not a pod, no {d} policy applies"),
-        "not-isolated" => {
+        "not-isolated" if s.admin_policies.is_empty() => {
             return writeln!(
                 out,
                 "{d} of {who}: ✓ allowed: no policy selects it for {d} (not isolated)"
@@ -135,14 +152,32 @@ fn write_enforced(out: &mut impl Write, s: &SideExplanation, what: &str) -> std:
         }
         _ => {}
     }
-    writeln!(out, "{d} of {who}: isolated by {}", s.policies.join(", "))?;
+    if !s.admin_policies.is_empty() {
+        writeln!(
+            out,
+            "{d} of {who}: cluster-admin policies {}",
+            s.admin_policies.join(", ")
+        )?;
+    }
+    if s.isolated {
+        writeln!(out, "{d} of {who}: isolated by {}", s.policies.join(", "))?;
+    } else {
+        writeln!(out, "{d} of {who}: no NetworkPolicy selects it for {d}")?;
+    }
     if s.verdict == "from-node" {
         return writeln!(
             out,
             "  ✓ allowed: the peer is the pod's own node, which Kubernetes always lets in"
         );
     }
-    if s.allowed_by.is_empty() {
+    for r in &s.passed {
+        writeln!(out, "  ↷ passed to the next tier by {}", rule_line(r, d))?;
+    }
+    if let Some(r) = &s.denied_by {
+        writeln!(out, "  ✗ denied by {}", rule_line(r, d))?;
+    } else if s.verdict == "not-isolated" {
+        writeln!(out, "  ✓ allowed: no rule decides {what}")?;
+    } else if s.allowed_by.is_empty() {
         writeln!(out, "  ✗ denied: no {d} rule allows {what}")?;
     } else {
         writeln!(out, "  ✓ allowed by:")?;

@@ -417,3 +417,160 @@ fn explain_service_errors_and_plain_destinations() {
         PeerArg::Pod("svc/x".into())
     );
 }
+
+/// The demo with cluster-admin tiers: an Admin policy on namespace shop
+/// (Pass from shop itself, then Deny from everyone) and a Baseline policy
+/// on sandbox (Deny egress to every network).
+fn demo_tiered() -> crate::model::Model {
+    use crate::model::{
+        Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, NAMESPACE_NAME_LABEL, Origin,
+        Requirement, Selector, Subject, Tier,
+    };
+    let ns = |n: &str| {
+        Selector::new(vec![Requirement::In(
+            NAMESPACE_NAME_LABEL.into(),
+            vec![n.into()],
+        )])
+    };
+    let mut m = demo();
+    let policy = |name: &str, tier, subject, ingress, egress| AdminPolicy {
+        kind: AdminKind::ClusterNetworkPolicy,
+        name: name.into(),
+        tier,
+        priority: 10,
+        subject: Subject {
+            namespaces: subject,
+            pods: Selector::everything(),
+        },
+        ingress,
+        egress,
+        origin: Origin::default(),
+        mode: None,
+    };
+    let rule = |name: &str, action, peers| AdminRule {
+        name: Some(name.into()),
+        action,
+        peers,
+        ports: None,
+    };
+    let everyone = AdminPeer::Pods {
+        namespaces: Selector::everything(),
+        pods: Selector::everything(),
+    };
+    let shop = AdminPeer::Pods {
+        namespaces: ns("shop"),
+        pods: Selector::everything(),
+    };
+    m.admin_policies.push(policy(
+        "shop-guard",
+        Tier::Admin,
+        ns("shop"),
+        vec![
+            rule("shop-internal", Action::Pass, vec![shop]),
+            rule("no-outsiders", Action::Deny, vec![everyone]),
+        ],
+        vec![],
+    ));
+    m.admin_policies.push(policy(
+        "sandbox-default",
+        Tier::Baseline,
+        ns("sandbox"),
+        vec![],
+        vec![rule(
+            "no-egress",
+            Action::Deny,
+            vec![AdminPeer::Networks(vec![
+                "0.0.0.0/0".parse().unwrap(),
+                "::/0".parse().unwrap(),
+            ])],
+        )],
+    ));
+    m.normalize();
+    m
+}
+
+#[test]
+fn explain_names_the_tier_the_deciding_rule_and_the_passes() {
+    let m = demo_tiered();
+    let c = compile(&m);
+    let pod = |k: &str| PeerArg::Pod(k.into());
+    let why = |from: &str, to: &str, port| {
+        explain(&m, &c, &pod(from), &pod(to), Protocol::Tcp, port).unwrap()
+    };
+    // An outsider: the Admin Deny decides, whatever NetworkPolicy says.
+    let e = why("sandbox/stray", "shop/db", 5432);
+    assert!(!e.allowed);
+    let d = e.ingress.denied_by.as_ref().expect("denied by a rule");
+    assert_eq!(
+        (d.policy.as_str(), d.name.as_deref(), d.tier, d.action),
+        (
+            "ClusterNetworkPolicy/shop-guard",
+            Some("no-outsiders"),
+            Some(crate::model::Tier::Admin),
+            Some(crate::model::Action::Deny)
+        )
+    );
+    // The sandbox's Baseline Deny applies to its egress (no NetworkPolicy
+    // selects stray).
+    let b = e.egress.denied_by.as_ref().expect("baseline deny");
+    assert_eq!(b.name.as_deref(), Some("no-egress"));
+    // Inside shop: passed to NetworkPolicy, which allows api → db ...
+    let e = why("shop/api", "shop/db", 5432);
+    assert!(e.allowed);
+    assert_eq!(e.ingress.passed[0].name.as_deref(), Some("shop-internal"));
+    assert!(!e.ingress.allowed_by.is_empty());
+    assert!(e.ingress.allowed_by.iter().all(|r| r.tier.is_none()));
+    // ... and denies frontend → db (isolation), after the pass.
+    let e = why("shop/frontend", "shop/db", 5432);
+    assert!(!e.allowed);
+    assert_eq!(e.ingress.verdict, "denied");
+    assert!(e.ingress.denied_by.is_none());
+    assert_eq!(e.ingress.passed.len(), 1);
+    assert_eq!(
+        c.evaluate(
+            m.pod("shop/frontend").unwrap().1.ips[0],
+            m.pod("shop/db").unwrap().1.ips[0],
+            6,
+            5432
+        )
+        .ingress,
+        Side::Denied
+    );
+}
+
+#[test]
+fn connectivity_follows_the_tiers() {
+    let m = demo_tiered();
+    let c = compile(&m);
+    let conns = connectivity(&m, &c);
+    let find = |s: &str, d: &str| {
+        conns
+            .iter()
+            .find(|x| x.src.to_string() == s && x.dst.to_string() == d)
+            .map(|x| x.allowed.clone())
+    };
+    // Without the tiers stray reached coredns on everything; the Baseline
+    // Deny on every network now stops all of its egress.
+    assert!(find("sandbox/stray", "kube-system/coredns").is_none());
+    assert!(find("sandbox/stray", "0.0.0.0/0").is_none());
+    // NetworkPolicy still decides inside shop.
+    assert_eq!(
+        find("shop/api", "shop/db").unwrap().get(Protocol::Tcp).0,
+        vec![(5432, 5432)]
+    );
+    // coredns → shop: denied by the Admin tier (not from shop).
+    assert!(find("kube-system/coredns", "shop/frontend").is_none());
+}
+
+#[test]
+fn priority_ties_over_common_pods_are_warned_about() {
+    let mut m = demo_tiered();
+    let mut twin = m.admin_policies[0].clone();
+    twin.name = "another-guard".into();
+    m.admin_policies.push(twin);
+    m.normalize();
+    let ties = crate::model::admin::priority_ties(&m);
+    assert_eq!(ties.len(), 1, "{ties:?}");
+    assert_eq!(ties[0].first, "ClusterNetworkPolicy/another-guard");
+    assert!(ties[0].to_string().contains("evaluated first"));
+}

@@ -224,3 +224,69 @@ impl fmt::Display for AdminPeer {
         }
     }
 }
+
+/// Two cluster-admin policies of one tier and priority that select a
+/// common pod with rules in a common direction: the API leaves their order
+/// open; Bulkhead evaluates them in [`AdminPolicy::order`] (kind, then
+/// name), deterministically, and warns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PriorityTie {
+    /// The policy evaluated first.
+    pub first: String,
+    /// The policy evaluated second.
+    pub second: String,
+    /// Their tier.
+    pub tier: Tier,
+    /// Their priority.
+    pub priority: u32,
+    /// A pod both select (`namespace/name`).
+    pub pod: String,
+    /// A direction both have rules for.
+    pub direction: Direction,
+}
+
+impl fmt::Display for PriorityTie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} and {} are both {} tier priority {} and both select pod {} for {}: \
+             the API leaves their order open; {} is evaluated first (by kind, then name)",
+            self.first, self.second, self.tier, self.priority, self.pod, self.direction, self.first
+        )
+    }
+}
+
+/// The [`PriorityTie`]s of a model (its admin policies in order).
+pub fn priority_ties(model: &super::Model) -> Vec<PriorityTie> {
+    let selects = |p: &AdminPolicy, pod: &super::Pod| {
+        model
+            .namespaces
+            .get(&pod.namespace)
+            .is_some_and(|ns| p.subject.namespaces.matches(&ns.labels))
+            && p.subject.pods.matches(&pod.labels)
+    };
+    let mut out = Vec::new();
+    let policies = &model.admin_policies;
+    for (i, a) in policies.iter().enumerate() {
+        for b in policies[i + 1..]
+            .iter()
+            .take_while(|b| (b.tier, b.priority) == (a.tier, a.priority))
+        {
+            let direction = Direction::ALL
+                .into_iter()
+                .find(|&d| !a.rules(d).is_empty() && !b.rules(d).is_empty());
+            let pod = model.pods.iter().find(|p| selects(a, p) && selects(b, p));
+            if let (Some(direction), Some(pod)) = (direction, pod) {
+                out.push(PriorityTie {
+                    first: a.key(),
+                    second: b.key(),
+                    tier: a.tier,
+                    priority: a.priority,
+                    pod: pod.key(),
+                    direction,
+                });
+            }
+        }
+    }
+    out
+}

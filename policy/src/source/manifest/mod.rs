@@ -143,6 +143,13 @@ pub fn assemble(
         tracing::warn!("{text} (allows nothing)");
         model.warnings.push(text);
     }
+    // Cluster-admin policies of one priority over the same pods: the API
+    // leaves their order open.
+    for tie in crate::model::admin::priority_ties(&model) {
+        let text = tie.to_string();
+        tracing::warn!("{text}");
+        model.warnings.push(text);
+    }
     // The API server accepts what the endpoints controller then ignores.
     for ignored in service::warnings(&model) {
         let text = ManifestError::from(ignored).to_string();
