@@ -25,6 +25,10 @@ mod nodes;
 /// The demo manifests, relative to the repository root.
 const WORKLOADS: &str = "policies/demo/workloads.yaml";
 const NETPOL: &str = "policies/demo/netpol.yaml";
+/// A permissive NetworkPolicy a namespace owner might write.
+const OOPS: &str = "policies/guardrail/oops-allow-all.yaml";
+/// The cluster-admin guardrail no NetworkPolicy overrides.
+const GUARDRAIL: &str = "policies/guardrail/db-guardrail.yaml";
 
 /// The demo lab's name.
 const LAB: &str = "demo";
@@ -177,6 +181,7 @@ impl Demo<'_> {
             "--port",
             "5432",
         ])?;
+        self.guardrail_scene(&watched)?;
         self.service_scene(&w)?;
         self.node_scene(&w)?;
         scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
@@ -184,6 +189,64 @@ impl Demo<'_> {
         self.agent_death_scene()?;
         scene("Verify: live probes (TCP, UDP, SCTP; IPv4 and IPv6) against the policy");
         self.bulkhead(&["lab", "verify", "--name", LAB])
+    }
+
+    /// A cluster-admin guardrail (ClusterNetworkPolicy, Admin tier) holds
+    /// against a namespace owner's allow-all NetworkPolicy: real packets,
+    /// explain naming the tier and rule, the drop's flow record naming
+    /// the rule; then the allow-all goes (the guardrail stays).
+    fn guardrail_scene(&self, watched: &std::path::Path) -> Result<()> {
+        let w = watched.display().to_string();
+        let copy = |from: &str, name: &str| -> Result<()> {
+            println!("$ cp {from} {w}/{name}");
+            std::fs::copy(cmd::repo_root().join(from), watched.join(name))
+                .with_context(|| format!("copying {from} into {w}"))?;
+            Ok(())
+        };
+        scene(&format!(
+            "A namespace owner's mistake: {OOPS} allows everything in shop; now every pod reaches the db"
+        ));
+        copy(OOPS, "oops-allow-all.yaml")?;
+        self.bulkhead(&["lab", "sync", "--name", LAB])?;
+        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
+        scene(&format!(
+            "The security team's guardrail: {GUARDRAIL} (ClusterNetworkPolicy, Admin tier) lets only              the api reach the db; no NetworkPolicy can override it"
+        ));
+        copy(GUARDRAIL, "db-guardrail.yaml")?;
+        self.bulkhead(&["lab", "sync", "--name", LAB])?;
+        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
+        scene(
+            "Why is the frontend denied, although shop's NetworkPolicy allows it? explain names the tier and rule",
+        );
+        self.bulkhead(&[
+            "explain",
+            "--manifests",
+            &w,
+            "--from",
+            "shop/frontend",
+            "--to",
+            "shop/db",
+            "--port",
+            "5432",
+        ])?;
+        scene("The drop's flow record names the guardrail's rule");
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        self.bulkhead(&[
+            "flows",
+            "--lab",
+            LAB,
+            "--pod",
+            "shop/db",
+            "--verdict",
+            "denied",
+            "--last",
+            "3",
+        ])?;
+        scene("The allow-all goes; the shop's least privilege is back, under the guardrail");
+        println!("$ rm {w}/oops-allow-all.yaml");
+        std::fs::remove_file(watched.join("oops-allow-all.yaml"))
+            .with_context(|| format!("removing oops-allow-all.yaml from {w}"))?;
+        self.bulkhead(&["lab", "sync", "--name", LAB])
     }
 
     /// Through Services: the same verdicts when clients connect to

@@ -381,12 +381,26 @@ fn flags(r: &FlowRecord) -> String {
 }
 
 /// The deciding policies: `ns/allow rule 0` for an allowing rule,
-/// `isolated by ns/deny` for an isolating policy.
+/// `isolated by ns/deny` for an isolating policy, and for a cluster-admin
+/// rule its tier, rule (name or index) and action:
+/// `ClusterNetworkPolicy/guard Admin rule "no-db" Deny`.
 fn policies(r: &FlowRecord) -> String {
     let allowing: Vec<String> = r
         .policies
         .iter()
-        .filter_map(|p| p.rule.map(|i| format!("{} rule {i}", p.name)))
+        .filter_map(|p| {
+            let i = p.rule?;
+            Some(match (&p.tier, &p.action) {
+                (Some(tier), Some(action)) => {
+                    let rule = p
+                        .rule_name
+                        .as_ref()
+                        .map_or_else(|| i.to_string(), |n| format!("{n:?}"));
+                    format!("{} {tier} rule {rule} {action}", p.name)
+                }
+                _ => format!("{} rule {i}", p.name),
+            })
+        })
         .collect();
     let isolating: Vec<&str> = r
         .policies
