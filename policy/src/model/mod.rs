@@ -338,7 +338,8 @@ impl Model {
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.services
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-        self.admin_policies.sort_by(|a, b| a.order().cmp(&b.order()));
+        self.admin_policies
+            .sort_by(|a, b| a.order().cmp(&b.order()));
         self.nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let used = self
             .pods
