@@ -84,6 +84,8 @@ pub(crate) fn model() -> Model {
         services: Vec::new(),
         node_ips: Vec::new(),
         warnings: Vec::new(),
+        admin_policies: Vec::new(),
+        nodes: Vec::new(),
     };
     m.normalize();
     m
