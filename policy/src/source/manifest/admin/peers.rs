@@ -1,6 +1,7 @@
 //! Subjects' and rules' peers: namespaces, pods, nodes and networks.
 
 use ipnetwork::{IpNetwork, Ipv4Network, Ipv6Network};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::wire::{NamespacedPod, Peer};
 use super::{Dialect, count};
@@ -40,27 +41,34 @@ pub(super) fn everything() -> Vec<AdminPeer> {
     ]
 }
 
-/// `pods`: namespace and pod selectors (`namespaceSelector` optional in
-/// v1alpha2, required in v1alpha1).
+/// `pods`: namespace and pod selectors. v1alpha2 makes
+/// `namespaceSelector` optional and requires `podSelector`; v1alpha1's
+/// schema requires both, but its Go type's zero value (an empty selector:
+/// everything) is what the reference analyzer and the manifests written
+/// for it assume, so an absent one is read so, with a warning.
 pub(super) fn namespaced_pod(
     ctx: &Ctx<'_>,
     d: &Dialect,
     p: &NamespacedPod,
     at: &str,
 ) -> Result<(Selector, Selector), ObjectError> {
-    let namespaces = match &p.namespace_selector {
-        Some(s) => selector(ctx, s, &format!("{at}.namespaceSelector"))?,
-        None if d.v1alpha2() => Selector::everything(),
-        None => return Err(ctx.err(format!("{at}.namespaceSelector"), Problem::Missing)),
+    let read = |s: Option<&LabelSelector>, field: &str, required: bool| {
+        let field = format!("{at}.{field}");
+        match s {
+            Some(s) => selector(ctx, s, &field),
+            None if required => Err(ctx.err(field, Problem::Missing)),
+            None => {
+                if !d.v1alpha2() {
+                    let object = &ctx.object;
+                    tracing::warn!(%object, %field, "missing (the API server requires it): read as empty, which selects everything");
+                }
+                Ok(Selector::everything())
+            }
+        }
     };
-    let pods = p
-        .pod_selector
-        .as_ref()
-        .ok_or_else(|| ctx.err(format!("{at}.podSelector"), Problem::Missing))?;
-    Ok((
-        namespaces,
-        selector(ctx, pods, &format!("{at}.podSelector"))?,
-    ))
+    let namespaces = read(p.namespace_selector.as_ref(), "namespaceSelector", false)?;
+    let pods = read(p.pod_selector.as_ref(), "podSelector", d.v1alpha2())?;
+    Ok((namespaces, pods))
 }
 
 /// The peers of a rule at `at` (`spec.egress[0].to`).

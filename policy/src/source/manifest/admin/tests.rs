@@ -268,12 +268,21 @@ fn spec_level_errors_name_their_field() {
         cnp(json!({"tier": "Admin", "priority": 1, "subject": no_pods})),
         "spec.subject.pods.podSelector",
     );
-    let no_ns = json!({"pods": {"podSelector": {}}});
-    err(
+    // v1alpha1 requires both selectors; an absent one is read as the Go
+    // type's zero value (empty: everything), as the reference analyzer
+    // and the manifests written for it do.
+    let no_ns = json!({"pods": {"podSelector": {"matchLabels": {"a": "b"}}}});
+    let p = ok(
         "AdminNetworkPolicy",
         anp(json!({"priority": 1, "subject": no_ns})),
-        "spec.subject.pods.namespaceSelector",
     );
+    assert_eq!(p.subject.namespaces, Selector::everything());
+    let no_pods = json!({"pods": {"namespaceSelector": {"matchLabels": {"a": "b"}}}});
+    let p = ok(
+        "AdminNetworkPolicy",
+        anp(json!({"priority": 1, "subject": no_pods})),
+    );
+    assert_eq!(p.subject.pods, Selector::everything());
     let bad_op = json!({"namespaces": {"matchExpressions": [{"key": "k", "operator": "Is"}]}});
     err(
         kind,
@@ -592,12 +601,17 @@ spec: {subject: {namespaces: {}}}
 /// folder loads, with its admin policies read.
 #[test]
 fn conformance_admin_cases_all_load() {
+    // `$BULKHEAD_CONFORMANCE_DIR`, else `shared/` beside the checkout or
+    // any folder above it (a worktree sits deeper than the main one).
     let dir = std::env::var_os("BULKHEAD_CONFORMANCE_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
+        .or_else(|| {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/conformance/netpol-analyzer")
+                .ancestors()
+                .map(|a| a.join("shared/conformance/netpol-analyzer"))
+                .find(|d| d.is_dir())
         })
+        .unwrap_or_default()
         .join("tests");
     let Ok(entries) = std::fs::read_dir(&dir) else {
         eprintln!("skipped: conformance data not found at {}", dir.display());
