@@ -141,7 +141,10 @@ pub fn assemble(
     }
     // The API server accepts a named port no pod declares: the entry
     // allows nothing until such a pod exists.
-    for unresolved in unresolved_named_ports(&model) {
+    for unresolved in unresolved_named_ports(&model)
+        .into_iter()
+        .chain(admin::unresolved_named_ports(&model))
+    {
         let text = ManifestError::from(unresolved).to_string();
         tracing::warn!("{text} (allows nothing)");
         model.warnings.push(text);

@@ -641,3 +641,31 @@ fn conformance_admin_cases_all_load() {
         dir.display()
     );
 }
+
+#[test]
+fn a_named_port_no_pod_declares_is_a_warning() {
+    let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p, namespace: a}
+spec: {containers: [{name: c, image: i, ports: [{name: web, containerPort: 80}]}]}
+---
+apiVersion: policy.networking.k8s.io/v1alpha1
+kind: AdminNetworkPolicy
+metadata: {name: named}
+spec:
+  priority: 1
+  subject: {namespaces: {}}
+  ingress:
+  - {action: Allow, from: [{namespaces: {}}], ports: [{namedPort: web}]}
+  - {action: Deny, from: [{namespaces: {}}], ports: [{namedPort: no-web}]}
+"#;
+    let dir = crate::testfs::dir_with(&[("a.yaml", text)]);
+    let model = load_dir(dir.path(), &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(model.warnings.len(), 1, "{:?}", model.warnings);
+    let w = &model.warnings[0];
+    assert!(
+        w.contains("AdminNetworkPolicy named: spec.ingress[1]: named port \"no-web\""),
+        "{w}"
+    );
+}
