@@ -84,6 +84,9 @@ pub(super) fn not_found(e: &watcher::Error) -> bool {
     api.code == 404
 }
 
+#[cfg(test)]
+mod tests;
+
 /// What the source knows of the custom kinds.
 #[derive(Default)]
 pub(super) struct Custom {

@@ -29,15 +29,25 @@ pub(super) fn convert(ctx: &Ctx<'_>, mut value: Value) -> Result<Node, ObjectErr
         if !IP_TYPES.contains(&a.type_.as_str()) {
             continue;
         }
-        let ip: IpAddr = a.address.parse().map_err(|e: std::net::AddrParseError| {
-            ctx.err(
-                format!("status.addresses[{i}].address"),
-                Problem::Invalid {
-                    value: a.address.clone(),
-                    reason: e.to_string(),
-                },
-            )
-        })?;
+        let ip: IpAddr = match a.address.parse() {
+            Ok(ip) => ip,
+            Err(e) => {
+                let e = ctx.err(
+                    format!("status.addresses[{i}].address"),
+                    Problem::Invalid {
+                        value: a.address.clone(),
+                        reason: format!("{e}"),
+                    },
+                );
+                // The API server does not check node addresses: one it
+                // accepted is left out, the node kept.
+                if ctx.strict {
+                    return Err(e);
+                }
+                tracing::warn!("{e} (address left out)");
+                continue;
+            }
+        };
         if !addresses.contains(&ip) {
             addresses.push(ip);
         }

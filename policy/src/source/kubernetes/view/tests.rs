@@ -345,3 +345,21 @@ fn an_absent_crd_counts_as_listed_and_empties_its_kind() {
     assert!(view.model(Mode::Enforce).admin_policies.is_empty());
     assert!(!view.absent(Kind::ClusterNetworkPolicy));
 }
+
+#[test]
+fn a_node_address_that_is_no_ip_is_left_out_and_the_node_kept() {
+    let mut view = View::default();
+    listed_all_but(&mut view, &[Kind::Node]);
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "resourceVersion": "3"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "not-an-ip"},
+                                  {"type": "ExternalIP", "address": "2001:db8::7"}]},
+    });
+    listed(&mut view, Kind::Node, vec![node]);
+    let model = view.model(Mode::Enforce);
+    assert_eq!(
+        model.nodes[0].addresses,
+        ["2001:db8::7".parse::<std::net::IpAddr>().unwrap()]
+    );
+}

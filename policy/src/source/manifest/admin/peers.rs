@@ -107,13 +107,12 @@ fn peer(ctx: &Ctx<'_>, d: &Dialect, at: &str, p: &Peer) -> Result<Option<AdminPe
     .filter(|s| *s)
     .count();
     if set > 1 || (set == 0 && ctx.strict) {
-        return Err(ctx.err(
-            at,
-            Problem::OneOf {
-                fields: "namespaces, pods, nodes, networks",
-                found: set,
-            },
-        ));
+        let fields = if at.contains(".from[") {
+            "namespaces, pods"
+        } else {
+            "namespaces, pods, nodes, networks"
+        };
+        return Err(ctx.err(at, Problem::OneOf { fields, found: set }));
     }
     if set == 0 {
         // A field of a newer schema this version does not know.

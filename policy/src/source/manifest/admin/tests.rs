@@ -669,3 +669,20 @@ spec:
         "{w}"
     );
 }
+
+#[test]
+fn a_node_address_that_is_no_ip_is_an_error_in_a_manifest() {
+    let text = "
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {addresses: [{type: InternalIP, address: 10.0.0.300}]}
+";
+    let dir = crate::testfs::dir_with(&[("n.yaml", text)]);
+    let errors = load_dir(dir.path(), &Default::default()).expect_err("bad address");
+    let message = errors.to_string();
+    assert!(
+        message.contains(": Node n1: status.addresses[0].address: invalid value \"10.0.0.300\""),
+        "{message}"
+    );
+}
