@@ -7,8 +7,9 @@
 //! Objects: a fixture with every NetworkPolicy feature Bulkhead compiles,
 //! and every case of the independent analyzer's data set when it is
 //! present (`../shared/conformance`), reduced to the kinds the API source
-//! watches (Namespaces, Pods, NetworkPolicies, Services); both sources
-//! also give the same Services. No root needed.
+//! watches (Namespaces, Pods, NetworkPolicies, Services, Nodes and the
+//! cluster-admin policies, their CRDs installed); both sources also give
+//! the same Services, cluster-admin policies and Nodes. No root needed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use bulkhead_netns_tests::apiserver::{FakeApiServer, Options};
 use bulkhead_policy::compile::compile;
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_policy::model::{Mode, Model, Origin, Service};
+use bulkhead_policy::model::{AdminPolicy, Mode, Model, Origin, Service};
 use bulkhead_policy::source::Feed;
 use bulkhead_policy::source::kubernetes::{self, KubeConfig};
 use bulkhead_policy::source::manifest::{Purpose, load_dir_for};
@@ -204,6 +205,9 @@ fn flatten(doc: Value, implied: Option<&str>, out: &mut Vec<Value>) {
     let api_version = match kind.as_str() {
         "Namespace" | "Pod" | "Service" => "v1",
         "NetworkPolicy" => "networking.k8s.io/v1",
+        "Node" => "v1",
+        "ClusterNetworkPolicy" => "policy.networking.k8s.io/v1alpha2",
+        "AdminNetworkPolicy" | "BaselineAdminNetworkPolicy" => "policy.networking.k8s.io/v1alpha1",
         _ => return,
     };
     let mut doc = doc;
@@ -253,6 +257,27 @@ fn from_yaml(objects: &[Value]) -> Option<Model> {
 /// API server.
 async fn from_api(objects: &[Value]) -> Model {
     let server = FakeApiServer::start(Options::default()).unwrap();
+    // The cluster-admin kinds are served (their CRDs installed).
+    for (plural, kind, version) in [
+        ("clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha2"),
+        ("adminnetworkpolicies", "AdminNetworkPolicy", "v1alpha1"),
+        (
+            "baselineadminnetworkpolicies",
+            "BaselineAdminNetworkPolicy",
+            "v1alpha1",
+        ),
+    ] {
+        server
+            .apply(serde_json::json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.policy.networking.k8s.io")},
+                "spec": {"group": "policy.networking.k8s.io", "scope": "Cluster",
+                         "names": {"plural": plural, "kind": kind},
+                         "versions": [{"name": version, "served": true, "storage": true}]},
+                "status": {"conditions": [{"type": "Established", "status": "True"}]},
+            }))
+            .unwrap();
+    }
     for o in objects {
         server.apply(o.clone()).unwrap();
     }
@@ -286,6 +311,15 @@ fn services(model: &Model) -> Vec<Service> {
     out
 }
 
+/// The model's cluster-admin policies, without where they were read from.
+fn admin(model: &Model) -> Vec<AdminPolicy> {
+    let mut out = model.admin_policies.clone();
+    for p in &mut out {
+        p.origin = Origin::default();
+    }
+    out
+}
+
 /// Whether the manifest source takes `objects`; if so, asserts both
 /// sources give identical images.
 async fn same_image(name: &str, objects: &[Value]) -> bool {
@@ -301,6 +335,8 @@ async fn same_image(name: &str, objects: &[Value]) -> bool {
     };
     assert_eq!(keys(&api), keys(&yaml), "{name}: pods");
     assert_eq!(services(&api), services(&yaml), "{name}: services");
+    assert_eq!(admin(&api), admin(&yaml), "{name}: cluster-admin policies");
+    assert_eq!(api.nodes, yaml.nodes, "{name}: nodes");
     assert_eq!(api.warnings, yaml.warnings, "{name}: warnings");
     let (a, y) = (compile(&api), compile(&yaml));
     assert_eq!(a.map_image(0), y.map_image(0), "{name}: map images differ");
@@ -320,7 +356,7 @@ async fn yaml_and_the_api_compile_to_identical_map_images() {
         model.pods.iter().all(|p| p.name != "job-done"),
         "an ended pod is no pod"
     );
-    let (mut cases, mut refused) = (0, 0);
+    let (mut cases, mut refused, mut admin_cases) = (0, 0, 0);
     for dir in conformance_cases() {
         let objects = objects(&dir);
         let pods = objects.iter().filter(|o| o["kind"] == "Pod").count();
@@ -329,13 +365,23 @@ async fn yaml_and_the_api_compile_to_identical_map_images() {
         }
         if same_image(&dir.display().to_string(), &objects).await {
             cases += 1;
+            let kinds = [
+                "ClusterNetworkPolicy",
+                "AdminNetworkPolicy",
+                "BaselineAdminNetworkPolicy",
+            ];
+            admin_cases += usize::from(
+                objects
+                    .iter()
+                    .any(|o| kinds.iter().any(|k| o["kind"] == *k)),
+            );
         } else {
             refused += 1;
         }
     }
     println!(
-        "fixture and {cases} conformance cases: identical map images \
-         ({refused} cases the strict manifest checks refuse, not compared)"
+        "fixture and {cases} conformance cases ({admin_cases} with cluster-admin policies): \
+         identical map images ({refused} cases the strict manifest checks refuse, not compared)"
     );
 }
 

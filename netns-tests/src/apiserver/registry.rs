@@ -26,6 +26,9 @@ pub struct ResourceType {
     /// Field selector labels this resource supports beyond `metadata.name`
     /// and `metadata.namespace`, each with its path in the object.
     pub fields: &'static [(&'static str, &'static [&'static str])],
+    /// Served only while a CustomResourceDefinition named
+    /// `plural.group` exists (as a real API server serves a CRD's kind).
+    pub custom: bool,
 }
 
 impl ResourceType {
@@ -56,6 +59,7 @@ pub const RESOURCES: &[ResourceType] = &[
         namespaced: false,
         short_names: &["ns"],
         fields: &[("status.phase", &["status", "phase"])],
+        custom: false,
     },
     ResourceType {
         group: "",
@@ -69,6 +73,7 @@ pub const RESOURCES: &[ResourceType] = &[
             ("spec.nodeName", &["spec", "nodeName"]),
             ("status.phase", &["status", "phase"]),
         ],
+        custom: false,
     },
     ResourceType {
         group: "",
@@ -82,6 +87,7 @@ pub const RESOURCES: &[ResourceType] = &[
             ("spec.clusterIP", &["spec", "clusterIP"]),
             ("spec.type", &["spec", "type"]),
         ],
+        custom: false,
     },
     ResourceType {
         group: "networking.k8s.io",
@@ -92,8 +98,70 @@ pub const RESOURCES: &[ResourceType] = &[
         namespaced: true,
         short_names: &["netpol"],
         fields: &[],
+        custom: false,
+    },
+    ResourceType {
+        group: "",
+        version: "v1",
+        plural: "nodes",
+        singular: "node",
+        kind: "Node",
+        namespaced: false,
+        short_names: &["no"],
+        fields: &[],
+        custom: false,
+    },
+    ResourceType {
+        group: "apiextensions.k8s.io",
+        version: "v1",
+        plural: "customresourcedefinitions",
+        singular: "customresourcedefinition",
+        kind: "CustomResourceDefinition",
+        namespaced: false,
+        short_names: &["crd", "crds"],
+        fields: &[],
+        custom: false,
+    },
+    ResourceType {
+        group: "policy.networking.k8s.io",
+        version: "v1alpha2",
+        plural: "clusternetworkpolicies",
+        singular: "clusternetworkpolicy",
+        kind: "ClusterNetworkPolicy",
+        namespaced: false,
+        short_names: &["cnp"],
+        fields: &[],
+        custom: true,
+    },
+    ResourceType {
+        group: "policy.networking.k8s.io",
+        version: "v1alpha1",
+        plural: "adminnetworkpolicies",
+        singular: "adminnetworkpolicy",
+        kind: "AdminNetworkPolicy",
+        namespaced: false,
+        short_names: &["anp"],
+        fields: &[],
+        custom: true,
+    },
+    ResourceType {
+        group: "policy.networking.k8s.io",
+        version: "v1alpha1",
+        plural: "baselineadminnetworkpolicies",
+        singular: "baselineadminnetworkpolicy",
+        kind: "BaselineAdminNetworkPolicy",
+        namespaced: false,
+        short_names: &["banp"],
+        fields: &[],
+        custom: true,
     },
 ];
+
+/// For a CRD-served resource: the CRD's name, `plural.group`.
+pub(crate) fn crd_name(res: ResId) -> Option<String> {
+    let r = &RESOURCES[res];
+    r.custom.then(|| format!("{}.{}", r.plural, r.group))
+}
 
 /// Index of a resource in [`RESOURCES`]; the store keys on it.
 pub(crate) type ResId = usize;

@@ -192,6 +192,19 @@ fn resource(
         resource: String::new(),
         name: format!("{group}/{version}/{rest}"),
     })?;
+    // A CRD's kind is served only while its CRD exists.
+    let res = match &target {
+        Target::Collection { res, .. } | Target::Object { res, .. } => *res,
+    };
+    if let Some(crd) = registry::crd_name(res) {
+        let crds = registry::by_name("customresourcedefinitions").expect("served");
+        if s.store().get(crds, &(String::new(), crd)).is_none() {
+            return Err(ApiServerError::NotFound {
+                resource: String::new(),
+                name: format!("{group}/{version}/{rest}"),
+            });
+        }
+    }
     if req.method != Method::GET && req.params.get("dryRun").is_some_and(|d| !d.is_empty()) {
         // Better refused than silently persisted.
         return Err(ApiServerError::bad_request(

@@ -1,5 +1,7 @@
 //! The Kubernetes API as a source (kube-rs): Namespaces, Pods,
-//! NetworkPolicies and Services through kube's `watcher` (list, then watch from the
+//! NetworkPolicies, Services, Nodes and the cluster-admin policies
+//! (ClusterNetworkPolicy, AdminNetworkPolicy, BaselineAdminNetworkPolicy:
+//! CRDs, watched while installed, see [`custom`]) through kube's `watcher` (list, then watch from the
 //! list's resourceVersion; relist on 410 Gone; bookmarks; backoff on
 //! errors), fed into a [`View`] that keeps each object converted and
 //! trimmed (the model's pod, not the API object: a reflector's store of
@@ -17,6 +19,7 @@
 //! view once the revision is at least N (for changes of one kind; the
 //! kinds' watches are independent streams).
 
+mod custom;
 mod view;
 
 use std::path::PathBuf;
@@ -25,7 +28,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::stream::{BoxStream, SelectAll, StreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -68,8 +71,17 @@ pub enum KubeError {
     Client(#[source] kube::Error),
 }
 
-/// One item of a kind's watch, objects as JSON.
-type Item = (Kind, Result<watcher::Event<Value>, watcher::Error>);
+/// What a watch stream watches.
+#[derive(Clone, Copy, Debug)]
+enum Watched {
+    /// A kind's objects.
+    Objects(Kind),
+    /// The CRD of a custom kind.
+    Definition(Kind),
+}
+
+/// One item of a watch, objects as JSON.
+type Item = (Watched, Result<watcher::Event<Value>, watcher::Error>);
 
 /// Connects and starts watching on the current tokio runtime.
 pub async fn spawn(cfg: KubeConfig) -> Result<watch::Receiver<Feed>, KubeError> {
@@ -116,6 +128,16 @@ pub async fn spawn(cfg: KubeConfig) -> Result<watch::Receiver<Feed>, KubeError> 
         Kind::Service,
         ApiResource::erase::<Service>(&()),
     ));
+    // Nodes: the addresses the `nodes` peer of cluster-admin rules means.
+    streams.push(kind_stream(
+        &client,
+        Kind::Node,
+        ApiResource::erase::<Node>(&()),
+    ));
+    // Cluster-admin policies: watched while their CRDs are installed.
+    for kind in Kind::ALL.into_iter().filter(|k| k.custom().is_some()) {
+        streams.push(custom::definition_stream(&client, kind));
+    }
     let feed = Feed {
         status: SourceStatus {
             kind: "kubernetes".to_owned(),
@@ -130,6 +152,7 @@ pub async fn spawn(cfg: KubeConfig) -> Result<watch::Receiver<Feed>, KubeError> 
         view: View::default(),
         default_mode: cfg.default_mode,
         feed,
+        custom: custom::Custom::default(),
     };
     tokio::spawn(source.run(streams, tx));
     Ok(rx)
@@ -143,7 +166,7 @@ fn kind_stream(client: &Client, kind: Kind, resource: ApiResource) -> BoxStream<
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
     watcher(api, watcher::Config::default())
         .default_backoff()
-        .map(move |r| (kind, r.map(event_json)))
+        .map(move |r| (Watched::Objects(kind), r.map(event_json)))
         .boxed()
 }
 
@@ -163,6 +186,7 @@ struct KubeSource {
     view: View,
     default_mode: Mode,
     feed: Feed,
+    custom: custom::Custom,
 }
 
 impl KubeSource {
@@ -178,10 +202,10 @@ impl KubeSource {
             tokio::select! {
                 item = streams.next() => {
                     let Some(item) = item else { return };
-                    changed |= self.handle(item, &mut probing, &up_tx);
+                    changed |= self.handle(item, &mut streams, &mut probing, &up_tx);
                     // Everything already queued, in one publish.
                     while let Some(Some(item)) = streams.next().now_or_never() {
-                        changed |= self.handle(item, &mut probing, &up_tx);
+                        changed |= self.handle(item, &mut streams, &mut probing, &up_tx);
                     }
                 }
                 Some(()) = up.recv() => {
@@ -208,14 +232,46 @@ impl KubeSource {
     }
 
     /// Applies one watch item; whether the view changed.
-    fn handle(&mut self, (kind, item): Item, probing: &mut bool, up: &mpsc::Sender<()>) -> bool {
-        match item {
-            Ok(event) => {
+    fn handle(
+        &mut self,
+        (watched, item): Item,
+        streams: &mut SelectAll<BoxStream<'static, Item>>,
+        probing: &mut bool,
+        up: &mpsc::Sender<()>,
+    ) -> bool {
+        match (watched, item) {
+            (Watched::Objects(kind), Ok(event)) => {
                 self.connected();
                 self.view.apply(kind, event)
             }
-            Err(e) => {
-                let text = format!("watching {}: {}", kind.plural(), super::error_chain(&e));
+            (Watched::Definition(kind), Ok(event)) => {
+                self.connected();
+                match self.custom.apply(&self.client, kind, event) {
+                    custom::Change::None => false,
+                    custom::Change::Start(stream) => {
+                        streams.push(stream);
+                        false
+                    }
+                    custom::Change::Absent => self.view.absent(kind),
+                }
+            }
+            // A custom kind no longer served (its CRD went away before
+            // its event came): none of its objects; a CRD event restarts it.
+            (Watched::Objects(kind), Err(e))
+                if kind.custom().is_some() && custom::not_found(&e) =>
+            {
+                self.custom.stop(kind);
+                self.view.absent(kind)
+            }
+            (watched, Err(e)) => {
+                let plural = match watched {
+                    Watched::Objects(kind) => kind.plural().to_owned(),
+                    Watched::Definition(kind) => format!(
+                        "customresourcedefinitions/{}",
+                        custom::crd_name(kind).unwrap_or_default()
+                    ),
+                };
+                let text = format!("watching {plural}: {}", super::error_chain(&e));
                 tracing::warn!(error = %text, "the Kubernetes API did not answer; the policy in force stays");
                 let status = &mut self.feed.status;
                 status.connected = false;

@@ -15,7 +15,7 @@ use kube::runtime::watcher::Event;
 use serde_json::Value;
 
 use crate::model::addressing::AddressPlan;
-use crate::model::{Mode, Model, Namespace, Pod, Policy, Service};
+use crate::model::{AdminKind, AdminPolicy, Mode, Model, Namespace, Node, Pod, Policy, Service};
 use crate::source::manifest::{self, ApiObject, Purpose};
 
 /// A watched kind.
@@ -29,9 +29,29 @@ pub enum Kind {
     NetworkPolicy,
     /// core/v1 Service.
     Service,
+    /// core/v1 Node.
+    Node,
+    /// policy.networking.k8s.io/v1alpha2 ClusterNetworkPolicy (a CRD).
+    ClusterNetworkPolicy,
+    /// policy.networking.k8s.io/v1alpha1 AdminNetworkPolicy (a CRD).
+    AdminNetworkPolicy,
+    /// policy.networking.k8s.io/v1alpha1 BaselineAdminNetworkPolicy (a CRD).
+    BaselineAdminNetworkPolicy,
 }
 
 impl Kind {
+    /// Every kind, in order.
+    pub const ALL: [Kind; 8] = [
+        Self::Namespace,
+        Self::Pod,
+        Self::NetworkPolicy,
+        Self::Service,
+        Self::Node,
+        Self::ClusterNetworkPolicy,
+        Self::AdminNetworkPolicy,
+        Self::BaselineAdminNetworkPolicy,
+    ];
+
     /// The API resource (plural).
     pub fn plural(self) -> &'static str {
         match self {
@@ -39,6 +59,10 @@ impl Kind {
             Self::Pod => "pods",
             Self::NetworkPolicy => "networkpolicies",
             Self::Service => "services",
+            Self::Node => "nodes",
+            Self::ClusterNetworkPolicy => "clusternetworkpolicies",
+            Self::AdminNetworkPolicy => "adminnetworkpolicies",
+            Self::BaselineAdminNetworkPolicy => "baselineadminnetworkpolicies",
         }
     }
 
@@ -49,6 +73,22 @@ impl Kind {
             Self::Pod => "Pod",
             Self::NetworkPolicy => "NetworkPolicy",
             Self::Service => "Service",
+            Self::Node => "Node",
+            Self::ClusterNetworkPolicy => "ClusterNetworkPolicy",
+            Self::AdminNetworkPolicy => "AdminNetworkPolicy",
+            Self::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+        }
+    }
+
+    /// For a kind served by a CustomResourceDefinition (often not
+    /// installed): its group and version.
+    pub fn custom(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            Self::ClusterNetworkPolicy => Some(("policy.networking.k8s.io", "v1alpha2")),
+            Self::AdminNetworkPolicy | Self::BaselineAdminNetworkPolicy => {
+                Some(("policy.networking.k8s.io", "v1alpha1"))
+            }
+            _ => None,
         }
     }
 }
@@ -85,6 +125,46 @@ impl<T> Objects<T> {
     }
 }
 
+/// What the view does with any kind's objects, whatever their type.
+trait Slot {
+    fn begin_relist(&mut self);
+    fn finish_relist(&mut self);
+    fn synced(&self) -> bool;
+    fn contains(&self, key: &str) -> bool;
+    fn remove(&mut self, key: String, listing: bool);
+    /// No such objects at all (the kind is not served): listed, empty.
+    /// Whether anything changed.
+    fn absent(&mut self) -> bool;
+}
+
+impl<T> Slot for Objects<T> {
+    fn begin_relist(&mut self) {
+        self.relisting = Some(BTreeMap::new());
+    }
+    fn finish_relist(&mut self) {
+        if let Some(map) = self.relisting.take() {
+            self.live = map;
+        }
+        self.synced = true;
+    }
+    fn synced(&self) -> bool {
+        self.synced
+    }
+    fn contains(&self, key: &str) -> bool {
+        self.live.contains_key(key)
+    }
+    fn remove(&mut self, key: String, listing: bool) {
+        self.put(key, None, listing);
+    }
+    fn absent(&mut self) -> bool {
+        let changed = !self.synced || !self.live.is_empty();
+        self.live.clear();
+        self.relisting = None;
+        self.synced = true;
+        changed
+    }
+}
+
 /// The view of the cluster.
 #[derive(Default)]
 pub struct View {
@@ -92,6 +172,11 @@ pub struct View {
     pods: Objects<Pod>,
     policies: Objects<Policy>,
     services: Objects<Service>,
+    nodes: Objects<Node>,
+    /// Cluster-admin policies, one slot per kind (each lists on its own).
+    cnps: Objects<AdminPolicy>,
+    anps: Objects<AdminPolicy>,
+    banps: Objects<AdminPolicy>,
     /// Why objects are left out, by `Kind namespace/name`.
     skipped: BTreeMap<String, String>,
     /// Highest resourceVersion seen in an event.
@@ -99,9 +184,36 @@ pub struct View {
 }
 
 impl View {
-    /// Whether every kind has completed its initial list.
+    fn slot(&mut self, kind: Kind) -> &mut dyn Slot {
+        match kind {
+            Kind::Namespace => &mut self.namespaces,
+            Kind::Pod => &mut self.pods,
+            Kind::NetworkPolicy => &mut self.policies,
+            Kind::Service => &mut self.services,
+            Kind::Node => &mut self.nodes,
+            Kind::ClusterNetworkPolicy => &mut self.cnps,
+            Kind::AdminNetworkPolicy => &mut self.anps,
+            Kind::BaselineAdminNetworkPolicy => &mut self.banps,
+        }
+    }
+
+    fn slot_ref(&self, kind: Kind) -> &dyn Slot {
+        match kind {
+            Kind::Namespace => &self.namespaces,
+            Kind::Pod => &self.pods,
+            Kind::NetworkPolicy => &self.policies,
+            Kind::Service => &self.services,
+            Kind::Node => &self.nodes,
+            Kind::ClusterNetworkPolicy => &self.cnps,
+            Kind::AdminNetworkPolicy => &self.anps,
+            Kind::BaselineAdminNetworkPolicy => &self.banps,
+        }
+    }
+
+    /// Whether every kind has completed its initial list (a kind the
+    /// cluster does not serve counts as listed, empty: [`View::absent`]).
     pub fn complete(&self) -> bool {
-        self.namespaces.synced && self.pods.synced && self.policies.synced && self.services.synced
+        Kind::ALL.iter().all(|k| self.slot_ref(*k).synced())
     }
 
     /// The highest resourceVersion the view includes.
@@ -114,12 +226,21 @@ impl View {
         self.skipped.values()
     }
 
+    /// `kind` is not served (its CRD is not installed): none of its
+    /// objects exist, and it counts as listed. Whether the view changed.
+    pub fn absent(&mut self, kind: Kind) -> bool {
+        let changed = self.slot(kind).absent();
+        let prefix = format!("{} ", kind.name());
+        self.skipped.retain(|k, _| !k.starts_with(&prefix));
+        changed
+    }
+
     /// Applies one watch event of `kind` (objects as JSON); whether the
     /// view changed.
     pub fn apply(&mut self, kind: Kind, event: Event<Value>) -> bool {
         match event {
             Event::Init => {
-                self.set_relisting(kind);
+                self.slot(kind).begin_relist();
                 false
             }
             Event::InitApply(v) => {
@@ -135,42 +256,18 @@ impl View {
         }
     }
 
-    fn set_relisting(&mut self, kind: Kind) {
-        match kind {
-            Kind::Namespace => self.namespaces.relisting = Some(BTreeMap::new()),
-            Kind::Pod => self.pods.relisting = Some(BTreeMap::new()),
-            Kind::NetworkPolicy => self.policies.relisting = Some(BTreeMap::new()),
-            Kind::Service => self.services.relisting = Some(BTreeMap::new()),
-        }
-    }
-
     fn finish_relist(&mut self, kind: Kind) {
-        fn swap<T>(o: &mut Objects<T>) {
-            if let Some(map) = o.relisting.take() {
-                o.live = map;
-            }
-            o.synced = true;
-        }
-        match kind {
-            Kind::Namespace => swap(&mut self.namespaces),
-            Kind::Pod => swap(&mut self.pods),
-            Kind::NetworkPolicy => swap(&mut self.policies),
-            Kind::Service => swap(&mut self.services),
-        }
+        self.slot(kind).finish_relist();
         // Warnings of objects a relist no longer has go with them.
         let prefix = format!("{} ", kind.name());
-        let (ns, pods, pols, svcs) = (&self.namespaces, &self.pods, &self.policies, &self.services);
-        self.skipped.retain(|k, _| {
-            let Some(key) = k.strip_prefix(&prefix) else {
-                return true;
-            };
-            match kind {
-                Kind::Namespace => ns.live.contains_key(key),
-                Kind::Pod => pods.live.contains_key(key),
-                Kind::NetworkPolicy => pols.live.contains_key(key),
-                Kind::Service => svcs.live.contains_key(key),
-            }
-        });
+        let slot = self.slot_ref(kind);
+        let keep: Vec<String> = self
+            .skipped
+            .keys()
+            .filter(|k| k.strip_prefix(&prefix).is_none_or(|key| slot.contains(key)))
+            .cloned()
+            .collect();
+        self.skipped.retain(|k, _| keep.contains(k));
     }
 
     /// Converts and stores (or removes) one object; whether the view changed.
@@ -201,12 +298,13 @@ impl View {
             Some(ApiObject::Pod(p)) => self.pods.put(key, Some(p), listing),
             Some(ApiObject::Policy(p)) => self.policies.put(key, Some(p), listing),
             Some(ApiObject::Service(s)) => self.services.put(key, Some(s), listing),
-            None => match kind {
-                Kind::Namespace => self.namespaces.put(key, None, listing),
-                Kind::Pod => self.pods.put(key, None, listing),
-                Kind::NetworkPolicy => self.policies.put(key, None, listing),
-                Kind::Service => self.services.put(key, None, listing),
+            Some(ApiObject::Node(n)) => self.nodes.put(key, Some(n), listing),
+            Some(ApiObject::Admin(p)) => match p.kind {
+                AdminKind::ClusterNetworkPolicy => self.cnps.put(key, Some(p), listing),
+                AdminKind::AdminNetworkPolicy => self.anps.put(key, Some(p), listing),
+                AdminKind::BaselineAdminNetworkPolicy => self.banps.put(key, Some(p), listing),
             },
+            None => self.slot(kind).remove(key, listing),
         }
         !listing
     }
@@ -217,6 +315,7 @@ impl View {
     /// identity and no address), Service addresses and NodePorts only as
     /// the API server gave them.
     pub fn model(&self, default_mode: Mode) -> Model {
+        let admin = [&self.cnps, &self.anps, &self.banps];
         let mut model = Model {
             namespaces: self
                 .namespaces
@@ -227,6 +326,11 @@ impl View {
             pods: self.pods.live.values().cloned().collect(),
             policies: self.policies.live.values().cloned().collect(),
             services: self.services.live.values().cloned().collect(),
+            admin_policies: admin
+                .iter()
+                .flat_map(|o| o.live.values().cloned())
+                .collect(),
+            nodes: self.nodes.live.values().cloned().collect(),
             default_mode,
             ..Model::default()
         };

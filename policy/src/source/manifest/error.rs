@@ -44,7 +44,9 @@ pub enum Problem {
     /// A policy kind Bulkhead does not enforce yet: better to stop than to
     /// compute connectivity that ignores it.
     #[error(
-        "kind {kind} ({api_version}) is not supported; only networking.k8s.io/v1 NetworkPolicy is"
+        "kind {kind} ({api_version}) is not supported; only networking.k8s.io/v1 NetworkPolicy \
+         and policy.networking.k8s.io ClusterNetworkPolicy (v1alpha2), AdminNetworkPolicy and \
+         BaselineAdminNetworkPolicy (v1alpha1) are"
     )]
     UnsupportedPolicyKind {
         /// The kind.
@@ -55,6 +57,38 @@ pub enum Problem {
     /// A NetworkPolicy with another apiVersion.
     #[error("apiVersion {0:?} is not supported for NetworkPolicy (expected networking.k8s.io/v1)")]
     UnsupportedApiVersion(String),
+    /// A kind of another apiVersion than the one Bulkhead reads.
+    #[error("apiVersion {given:?} is not supported for {kind} (expected {expected})")]
+    WrongApiVersion {
+        /// The kind.
+        kind: &'static str,
+        /// The apiVersion given.
+        given: String,
+        /// The one supported.
+        expected: &'static str,
+    },
+    /// Not exactly one of a set of fields (the schema's
+    /// MinProperties/MaxProperties of 1).
+    #[error("exactly one of {fields} must be set ({found} are)")]
+    OneOf {
+        /// The fields.
+        fields: &'static str,
+        /// How many are set.
+        found: usize,
+    },
+    /// A list shorter or longer than the schema allows.
+    #[error("has {found} items (the API server accepts {min} to {max})")]
+    Count {
+        /// Items given.
+        found: usize,
+        /// MinItems.
+        min: usize,
+        /// MaxItems.
+        max: usize,
+    },
+    /// A field the API accepts that Bulkhead does not implement.
+    #[error("{0}")]
+    UnsupportedField(&'static str),
     /// A `*List` without `items`, or items that are not objects.
     #[error("list items must be objects")]
     BadListItem,

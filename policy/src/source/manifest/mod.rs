@@ -10,7 +10,9 @@
 // the cold path of a failed load, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+mod admin;
 mod error;
+mod node;
 mod policy;
 mod revision;
 mod service;
@@ -33,7 +35,8 @@ pub use walk::{Limits, WalkError};
 
 use crate::model::addressing::{AddressPlan, AddressingError};
 use crate::model::{
-    Direction, MODE_ANNOTATION, Mode, Model, Namespace, Origin, Pod, Policy, PortMatch, Service,
+    AdminPolicy, Direction, MODE_ANNOTATION, Mode, Model, Namespace, Node, Origin, Pod, Policy,
+    PortMatch, Service,
 };
 
 /// Workload kinds that stand for one pod each.
@@ -138,7 +141,10 @@ pub fn assemble(
     }
     // The API server accepts a named port no pod declares: the entry
     // allows nothing until such a pod exists.
-    for unresolved in unresolved_named_ports(&model) {
+    for unresolved in unresolved_named_ports(&model)
+        .into_iter()
+        .chain(admin::unresolved_named_ports(&model))
+    {
         let text = ManifestError::from(unresolved).to_string();
         tracing::warn!("{text} (allows nothing)");
         model.warnings.push(text);
@@ -170,6 +176,11 @@ pub enum ApiObject {
     Policy(Policy),
     /// A Service.
     Service(Service),
+    /// A ClusterNetworkPolicy, AdminNetworkPolicy or
+    /// BaselineAdminNetworkPolicy.
+    Admin(AdminPolicy),
+    /// A Node.
+    Node(Node),
 }
 
 /// Converts an object an API server served, of `kind` (its list's item
@@ -189,6 +200,8 @@ pub fn api_object(kind: &str, value: Value) -> Result<ApiObject, ObjectError> {
         "Pod" => workload::convert(&ctx, kind, value).map(ApiObject::Pod),
         "NetworkPolicy" => policy::convert(&ctx, value, "").map(ApiObject::Policy),
         "Service" => service::convert(&ctx, value, "").map(ApiObject::Service),
+        "Node" => node::convert(&ctx, value).map(ApiObject::Node),
+        k if admin::is_admin_kind(k) => admin::convert(&ctx, k, value, "").map(ApiObject::Admin),
         other => Err(ctx.err(
             "kind",
             Problem::UnsupportedPolicyKind {
@@ -384,6 +397,16 @@ impl Builder {
                         self.model.pods.push(p);
                     }
                 }),
+            k if admin::is_admin_kind(k) => admin::convert(&ctx, k, value, &api_version).map(|p| {
+                if self.check_unique(&ctx, "cluster-admin policy", p.key()) {
+                    self.model.admin_policies.push(p);
+                }
+            }),
+            "Node" => node::convert(&ctx, value).map(|n| {
+                if self.check_unique(&ctx, "node", n.name.clone()) {
+                    self.model.nodes.push(n);
+                }
+            }),
             k if k.contains("NetworkPolicy") => Err(ctx.err(
                 "kind",
                 Problem::UnsupportedPolicyKind {

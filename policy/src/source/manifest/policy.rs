@@ -246,7 +246,7 @@ fn ip_block(
 }
 
 /// Parses a CIDR; host bits are cleared (as the API server's parser does).
-fn parse_cidr(ctx: &Ctx<'_>, field: &str, text: &str) -> Result<IpNetwork, ObjectError> {
+pub(super) fn parse_cidr(ctx: &Ctx<'_>, field: &str, text: &str) -> Result<IpNetwork, ObjectError> {
     let bad = |reason: String| {
         ctx.err(
             field,
@@ -336,7 +336,11 @@ pub(super) fn valid_port_name(s: &str) -> bool {
         && !s.contains("--")
 }
 
-fn selector(ctx: &Ctx<'_>, s: &LabelSelector, at: &str) -> Result<Selector, ObjectError> {
+pub(super) fn selector(
+    ctx: &Ctx<'_>,
+    s: &LabelSelector,
+    at: &str,
+) -> Result<Selector, ObjectError> {
     let mut reqs: Vec<Requirement> = s
         .match_labels
         .iter()

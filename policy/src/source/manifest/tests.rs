@@ -211,17 +211,23 @@ spec:
         "{}",
         e.problem
     );
+    // A cluster-admin kind at another apiVersion.
     let text = "
 apiVersion: policy.networking.k8s.io/v1alpha1
-kind: AdminNetworkPolicy
+kind: ClusterNetworkPolicy
 metadata: {name: cluster-wide}
 spec: {}
 ";
-    object_error(
-        &[("anp.yaml", text)],
-        "anp.yaml",
-        "AdminNetworkPolicy cluster-wide",
-        "kind",
+    let e = object_error(
+        &[("cnp.yaml", text)],
+        "cnp.yaml",
+        "ClusterNetworkPolicy cluster-wide",
+        "apiVersion",
+    );
+    assert!(
+        matches!(e.problem, Problem::WrongApiVersion { .. }),
+        "{}",
+        e.problem
     );
 }
 

@@ -46,6 +46,9 @@ fn synced(pods: Vec<Value>) -> View {
     listed(&mut view, Kind::Namespace, vec![]);
     listed(&mut view, Kind::NetworkPolicy, vec![]);
     listed(&mut view, Kind::Service, vec![]);
+    for kind in Kind::ALL.into_iter().filter(|k| *k > Kind::Service) {
+        listed(&mut view, kind, vec![]);
+    }
     listed(&mut view, Kind::Pod, pods);
     view
 }
@@ -75,6 +78,13 @@ fn complete_only_after_every_kind_listed() {
     listed(&mut view, Kind::NetworkPolicy, vec![]);
     assert!(!view.complete(), "Services not listed yet");
     listed(&mut view, Kind::Service, vec![]);
+    assert!(
+        !view.complete(),
+        "Nodes and the cluster-admin kinds not listed yet"
+    );
+    for kind in Kind::ALL.into_iter().filter(|k| *k > Kind::Service) {
+        listed(&mut view, kind, vec![]);
+    }
     assert!(view.complete());
     assert_eq!(view.revision(), 5);
 }
@@ -263,5 +273,93 @@ fn an_unusable_service_is_left_out_with_a_warning() {
         model.warnings[0].contains("spec.ports[0].protocol"),
         "{:?}",
         model.warnings
+    );
+}
+
+fn listed_all_but(view: &mut View, except: &[Kind]) {
+    for kind in Kind::ALL.into_iter().filter(|k| !except.contains(k)) {
+        listed(view, kind, vec![]);
+    }
+}
+
+#[test]
+fn admin_policies_and_nodes_come_into_the_model() {
+    let mut view = View::default();
+    listed_all_but(&mut view, &[Kind::AdminNetworkPolicy, Kind::Node]);
+    assert!(!view.complete());
+    let anp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "AdminNetworkPolicy",
+        "metadata": {"name": "guard", "resourceVersion": "5"},
+        "spec": {"priority": 3, "subject": {"namespaces": {}},
+                 "egress": [{"action": "Allow", "to": [{"nodes": {}}], "newField": 1}]},
+        "status": {"conditions": []},
+    });
+    listed(&mut view, Kind::AdminNetworkPolicy, vec![anp]);
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "resourceVersion": "6", "labels": {"r": "x"}},
+        "spec": {"podCIDR": "10.0.0.0/24", "someNewField": true},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.0.2.1"}]},
+    });
+    listed(&mut view, Kind::Node, vec![node]);
+    assert!(view.complete());
+    let model = view.model(Mode::Enforce);
+    assert_eq!(model.admin_policies.len(), 1);
+    assert_eq!(
+        model.admin_policies[0].egress[0].action,
+        crate::model::Action::Accept
+    );
+    assert_eq!(
+        model.nodes[0].addresses,
+        ["192.0.2.1".parse::<std::net::IpAddr>().unwrap()]
+    );
+    // The API accepted a BANP of another name only in a broken cluster:
+    // left out with a warning, never fatal.
+    let bad = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha1", "kind": "BaselineAdminNetworkPolicy",
+        "metadata": {"name": "other", "resourceVersion": "7"},
+        "spec": {"subject": {"namespaces": {}}},
+    });
+    assert!(view.apply(Kind::BaselineAdminNetworkPolicy, Event::Apply(bad)));
+    let model = view.model(Mode::Enforce);
+    assert_eq!(model.admin_policies.len(), 1);
+    assert_eq!(view.skipped().count(), 1);
+}
+
+#[test]
+fn an_absent_crd_counts_as_listed_and_empties_its_kind() {
+    let mut view = View::default();
+    listed_all_but(&mut view, &[Kind::ClusterNetworkPolicy]);
+    assert!(!view.complete());
+    assert!(view.absent(Kind::ClusterNetworkPolicy));
+    assert!(view.complete());
+    // Installed later: listed; removed again: gone.
+    let cnp = json!({
+        "apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+        "metadata": {"name": "c", "resourceVersion": "9"},
+        "spec": {"tier": "Admin", "priority": 1, "subject": {"namespaces": {}}},
+    });
+    listed(&mut view, Kind::ClusterNetworkPolicy, vec![cnp]);
+    assert_eq!(view.model(Mode::Enforce).admin_policies.len(), 1);
+    assert!(view.absent(Kind::ClusterNetworkPolicy));
+    assert!(view.model(Mode::Enforce).admin_policies.is_empty());
+    assert!(!view.absent(Kind::ClusterNetworkPolicy));
+}
+
+#[test]
+fn a_node_address_that_is_no_ip_is_left_out_and_the_node_kept() {
+    let mut view = View::default();
+    listed_all_but(&mut view, &[Kind::Node]);
+    let node = json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1", "resourceVersion": "3"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "not-an-ip"},
+                                  {"type": "ExternalIP", "address": "2001:db8::7"}]},
+    });
+    listed(&mut view, Kind::Node, vec![node]);
+    let model = view.model(Mode::Enforce);
+    assert_eq!(
+        model.nodes[0].addresses,
+        ["2001:db8::7".parse::<std::net::IpAddr>().unwrap()]
     );
 }
