@@ -1,0 +1,404 @@
+//! The network-policy-api conformance scenarios on real packets: the very
+//! data that `policy/tests/network_policy_api.rs` checks against the
+//! reference evaluator (`policy/tests/network_policy_api/`, transcribed
+//! from kubernetes-sigs/network-policy-api), run in one lab whose agent
+//! enforces each step's objects, every connection upstream checks answered
+//! by a real TCP, UDP or SCTP probe over IPv4 from the client pod to the
+//! server pod's address.
+//!
+//! - **One lab per test binary** ([`LAB`]): the eight pods of upstream's
+//!   topology, each serving TCP, UDP and SCTP on upstream's ports. The
+//!   first test brings it up (after a `lab down` of any leftover of a
+//!   killed run); a process-exit hook takes it down, also when tests fail
+//!   (libtest exits through `exit(3)`, which runs the hook).
+//! - **Each step is a live change**: its objects are written into the
+//!   lab's watched directory and `lab sync` waits until the agent enforces
+//!   that content (it fails, naming the agent's error, if the agent
+//!   rejects it).
+//! - **Each expectation is one probe**, as upstream pokes one server from
+//!   one client: a step's probes run in parallel (one `lab probe` per
+//!   server, protocol and port, from exactly the clients upstream uses).
+//!   An expected-allowed probe that did not connect is probed once more
+//!   with a long timeout (a slow answer is not a verdict; a real drop
+//!   times out again); a probe that connected where upstream expects a
+//!   drop is never retried away. As upstream, a denied connection must
+//!   time out (not be refused), and an allowed one must connect or be
+//!   answered.
+//!
+//! Run (root): `flock /tmp/bulkhead-netns.lock cargo test -p
+//! bulkhead-netns-tests --test network_policy_api_packets --
+//! --test-threads=1`.
+
+mod lab_support;
+
+#[path = "../../policy/tests/network_policy_api/data.rs"]
+#[allow(dead_code)] // Shared with the evaluator harness, which uses the rest.
+mod data;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::Instant;
+
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
+
+use data::{Expect, Scenario, Step};
+use lab_support::{bulkhead, bulkhead_bin, json_lines, privileged, tempdir};
+
+/// The lab's name.
+const LAB: &str = "npapi";
+/// Answer timeout of a probe: the lab is local, an answer takes well under
+/// a millisecond.
+const TIMEOUT_MS: &str = "300";
+/// Timeout of the second try of a probe expected allowed that did not
+/// connect.
+const RETRY_TIMEOUT_MS: &str = "2000";
+/// How long `lab sync` waits for the agent.
+const SYNC_TIMEOUT_MS: &str = "30000";
+
+static STEPS: AtomicUsize = AtomicUsize::new(0);
+static PROBES: AtomicUsize = AtomicUsize::new(0);
+static RETRIES: AtomicUsize = AtomicUsize::new(0);
+
+/// The lab, shared by every test of the binary.
+enum Slot {
+    /// Not brought up yet.
+    Down,
+    /// Up: the watched directory and the topology's model (addresses).
+    Up { watched: PathBuf, topology: Model },
+    /// `lab up` failed: every test fails with this.
+    Failed(String),
+}
+
+static LAB_SLOT: Mutex<Slot> = Mutex::new(Slot::Down);
+
+fn lab() -> MutexGuard<'static, Slot> {
+    LAB_SLOT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+extern "C" fn lab_down_at_exit() {
+    let out = std::process::Command::new(bulkhead_bin())
+        .args(["lab", "down", "--name", LAB])
+        .output();
+    eprintln!(
+        "network_policy_api_packets: {} steps, {} probes ({} re-probed); lab {LAB} down: {}",
+        STEPS.load(Ordering::Relaxed),
+        PROBES.load(Ordering::Relaxed),
+        RETRIES.load(Ordering::Relaxed),
+        match out {
+            Ok(o) if o.status.success() => "ok".to_owned(),
+            Ok(o) => format!("FAILED: {}", String::from_utf8_lossy(&o.stderr)),
+            Err(e) => format!("FAILED: {e}"),
+        }
+    );
+}
+
+/// Loads the topology as the lab's agent does (default pod CIDRs,
+/// addresses in namespace/name order).
+fn topology() -> Model {
+    let dir = tempdir::Dir::new("npapi-model");
+    std::fs::write(dir.path().join("base.yaml"), data::base()).expect("write base");
+    load_dir(dir.path(), &AddressPlan::default()).unwrap_or_else(|e| panic!("topology: {e}"))
+}
+
+/// Brings the lab up: the topology without policy, upstream's ports.
+fn bring_up() -> Result<(PathBuf, Model), String> {
+    static HOOK: Once = Once::new();
+    let _ = bulkhead(&["lab", "down", "--name", LAB]);
+    HOOK.call_once(|| {
+        // SAFETY: registers a plain `extern "C" fn` with no captured state.
+        let rc = unsafe { libc::atexit(lab_down_at_exit) };
+        assert_eq!(rc, 0, "atexit failed");
+    });
+    let dir = tempdir::Dir::new("npapi-up");
+    std::fs::write(dir.path().join("cluster.yaml"), data::base()).map_err(|e| e.to_string())?;
+    let manifests = dir.path().display().to_string();
+    let ports = data::SERVED_PORTS.map(|p| p.to_string()).join(",");
+    let start = Instant::now();
+    let out = bulkhead(&[
+        "lab",
+        "up",
+        "--name",
+        LAB,
+        "--manifests",
+        &manifests,
+        "--ports",
+        &ports,
+        "--kube-proxy",
+        "none",
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "lab up failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    eprintln!("lab {LAB} up in {:?}", start.elapsed());
+    let state_path = PathBuf::from("/run/bulkhead/lab")
+        .join(LAB)
+        .join("state.json");
+    let state: serde_json::Value = std::fs::read_to_string(&state_path)
+        .map_err(|e| format!("{}: {e}", state_path.display()))
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))?;
+    let topology = topology();
+    let hosts = state["hosts"].as_array().ok_or("state has no hosts")?;
+    for pod in &topology.pods {
+        let host = hosts
+            .iter()
+            .find(|h| h["name"] == pod.key().as_str())
+            .ok_or_else(|| format!("the lab has no pod {}", pod.key()))?;
+        let ips: Vec<std::net::IpAddr> = serde_json::from_value(host["ips"].clone())
+            .map_err(|e| format!("{}: {e}", pod.key()))?;
+        if ips != pod.ips {
+            return Err(format!(
+                "{}: the lab gave {ips:?}, the data computes with {:?}",
+                pod.key(),
+                pod.ips
+            ));
+        }
+    }
+    let watched = PathBuf::from(state["watch"].as_str().ok_or("state has no watch")?);
+    Ok((watched, topology))
+}
+
+/// Makes `policies` the objects in force and waits until the agent
+/// enforces them.
+fn apply(watched: &std::path::Path, policies: &str) -> Result<(), String> {
+    let tmp = watched.with_file_name(".policies.yaml.tmp");
+    std::fs::write(&tmp, policies).map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, watched.join("policies.yaml")).map_err(|e| e.to_string())?;
+    let out = bulkhead(&[
+        "lab",
+        "sync",
+        "--name",
+        LAB,
+        "--timeout-ms",
+        SYNC_TIMEOUT_MS,
+    ]);
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "lab sync failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// What one probe saw.
+#[derive(Clone, Debug)]
+struct Seen {
+    allowed: bool,
+    outcome: String,
+}
+
+/// One `lab probe` from `from` to `to` on `protocol`/`port` (IPv4).
+fn probe(
+    from: &[&str],
+    to: &str,
+    protocol: &str,
+    port: u16,
+    timeout_ms: &str,
+) -> Result<BTreeMap<String, Seen>, String> {
+    let (from, port) = (from.join(","), port.to_string());
+    let out = bulkhead(&[
+        "lab",
+        "probe",
+        "--name",
+        LAB,
+        "--family",
+        "4",
+        "--output",
+        "json",
+        "--timeout-ms",
+        timeout_ms,
+        "--from",
+        &from,
+        "--to",
+        to,
+        "--protocols",
+        protocol,
+        "--ports",
+        &port,
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "lab probe failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8(out.stdout).map_err(|e| e.to_string())?;
+    Ok(json_lines(&text)
+        .into_iter()
+        .filter_map(|v| {
+            let src = v["src"].as_str()?.to_owned();
+            let outcome = v["outcome"].as_str()?.to_owned()
+                + &v["detail"]
+                    .as_str()
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+            Some((
+                src,
+                Seen {
+                    allowed: v["allowed"].as_bool()?,
+                    outcome,
+                },
+            ))
+        })
+        .collect())
+}
+
+/// Whether `seen` is what upstream asks for `e`: allowed connects (or is
+/// answered); denied times out.
+fn agrees(e: &Expect, seen: &Seen) -> bool {
+    if e.allowed {
+        seen.allowed && matches!(seen.outcome.as_str(), "connected" | "refused")
+    } else {
+        !seen.allowed && seen.outcome == "timeout"
+    }
+}
+
+/// Probes one group (same server, protocol, port); one line per mismatch.
+fn probe_group(group: &[&Expect]) -> Vec<String> {
+    let (to, protocol, port) = (&group[0].to, &group[0].protocol, group[0].port);
+    let from: Vec<&str> = group.iter().map(|e| e.from.as_str()).collect();
+    PROBES.fetch_add(group.len(), Ordering::Relaxed);
+    let mut seen = match probe(&from, to, protocol, port, TIMEOUT_MS) {
+        Ok(s) => s,
+        Err(err) => return vec![err],
+    };
+    let slow: Vec<&str> = group
+        .iter()
+        .filter(|e| e.allowed && seen.get(&e.from).is_some_and(|s| s.outcome == "timeout"))
+        .map(|e| e.from.as_str())
+        .collect();
+    if !slow.is_empty() {
+        RETRIES.fetch_add(slow.len(), Ordering::Relaxed);
+        match probe(&slow, to, protocol, port, RETRY_TIMEOUT_MS) {
+            Ok(again) => seen.extend(again),
+            Err(err) => return vec![err],
+        }
+    }
+    group
+        .iter()
+        .filter_map(|e| match seen.get(&e.from) {
+            Some(s) if agrees(e, s) => None,
+            Some(s) => Some(format!(
+                "{e}: real packets: {} ({})",
+                if s.allowed { "allowed" } else { "denied" },
+                s.outcome
+            )),
+            None => Some(format!("{e}: not probed")),
+        })
+        .collect()
+}
+
+/// Runs one step in the lab; one line per mismatch.
+fn run_step(
+    watched: &std::path::Path,
+    topology: &Model,
+    scenario: &Scenario,
+    n: usize,
+    step: &Step,
+) -> Vec<String> {
+    let at = format!("{} step {} ({:?})", scenario.file, n + 1, step.name);
+    STEPS.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = apply(watched, &data::expand(step, topology)) {
+        return vec![format!("{at}: {e}")];
+    }
+    let mut groups: BTreeMap<(&str, &str, u16), Vec<&Expect>> = BTreeMap::new();
+    for e in data::checked(step) {
+        groups
+            .entry((&e.to, &e.protocol, e.port))
+            .or_default()
+            .push(e);
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = groups
+            .values()
+            .map(|g| s.spawn(|| probe_group(g)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("probe thread"))
+            .map(|m| format!("{at}: {m}"))
+            .collect()
+    })
+}
+
+/// Runs every scenario of `api`/`channel` in the lab; panics listing every
+/// mismatch.
+fn run_profile(api: &str, channel: &str) {
+    let scenarios: Vec<Scenario> = data::scenarios()
+        .into_iter()
+        .filter(|s| s.profile.api == api && s.profile.channel == channel)
+        .collect();
+    assert!(!scenarios.is_empty(), "no {api} {channel} scenarios");
+    if !privileged() {
+        eprintln!("not root: the {api} {channel} scenarios are not run on packets");
+        return;
+    }
+    let mut slot = lab();
+    if let Slot::Down = *slot {
+        *slot = match bring_up() {
+            Ok((watched, topology)) => Slot::Up { watched, topology },
+            Err(e) => Slot::Failed(e),
+        };
+    }
+    let (watched, topology) = match &*slot {
+        Slot::Up { watched, topology } => (watched, topology),
+        Slot::Failed(e) => panic!("the lab is not up: {e}"),
+        Slot::Down => unreachable!("brought up above"),
+    };
+    let start = Instant::now();
+    let (mut steps, mut checks, mut failures) = (0, 0, Vec::new());
+    for s in &scenarios {
+        for (n, step) in s.steps.iter().enumerate() {
+            steps += 1;
+            checks += data::checked(step).count();
+            failures.extend(run_step(watched, topology, s, n, step));
+        }
+    }
+    eprintln!(
+        "{api} {channel}: {} scenarios, {steps} steps, {checks} connections probed in {:?}{}",
+        scenarios.len(),
+        start.elapsed(),
+        if data::skip_admin() {
+            " (BULKHEAD_NPAPI_SKIP_ADMIN: admin objects left out, allowed ones only)"
+        } else {
+            ""
+        }
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checks} connections differ from upstream's expectations:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn v1alpha2_standard() {
+    run_profile("v1alpha2", "standard");
+}
+
+#[test]
+fn v1alpha2_experimental() {
+    run_profile("v1alpha2", "experimental");
+}
+
+#[test]
+fn v1alpha1_core() {
+    run_profile("v1alpha1", "core");
+}
+
+#[test]
+fn v1alpha1_extended() {
+    run_profile("v1alpha1", "extended");
+}

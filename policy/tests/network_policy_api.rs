@@ -1,0 +1,247 @@
+//! The network-policy-api conformance scenarios
+//! (kubernetes-sigs/network-policy-api `conformance/`: its base manifests
+//! and tests, transcribed as data under `network_policy_api/`, see the
+//! README there) against Bulkhead's loader, compiler and reference
+//! evaluator.
+//!
+//! Every step of every scenario is loaded on its own (the topology plus
+//! the objects in force at that step), compiled, and each connection
+//! upstream checks there is answered three ways that must agree:
+//! `Compiled::allowed`, `Compiled::evaluate` and `connectivity()`; the
+//! answer must be upstream's. A test per profile reports every mismatch
+//! of every scenario at once.
+//!
+//! The same data runs on real packets in
+//! `netns-tests/tests/network_policy_api_packets.rs`.
+
+#[path = "network_policy_api/data.rs"]
+#[allow(dead_code)] // Shared with the packet harness, which uses the rest.
+mod data;
+
+use std::collections::BTreeSet;
+
+use bulkhead_policy::compile::{Compiled, compile};
+use bulkhead_policy::eval::connectivity::{Connection, Peer, connectivity};
+use bulkhead_policy::model::Model;
+use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::source::manifest::load_dir;
+
+use data::{Expect, Scenario, Step};
+
+/// The topology alone, loaded (for its addresses and pod names).
+fn topology() -> Model {
+    load(&data::base(), None).unwrap_or_else(|e| panic!("the topology does not load: {e}"))
+}
+
+/// Loads `base` plus `policies` from a temporary directory.
+fn load(base: &str, policies: Option<&str>) -> Result<Model, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("base.yaml"), base).expect("write base");
+    if let Some(p) = policies {
+        std::fs::write(dir.path().join("policies.yaml"), p).expect("write policies");
+    }
+    load_dir(dir.path(), &AddressPlan::default()).map_err(|e| e.to_string())
+}
+
+/// Checks one step; returns one line per mismatch (empty: all agree).
+fn check_step(
+    base: &str,
+    topology: &Model,
+    scenario: &Scenario,
+    n: usize,
+    step: &Step,
+) -> Vec<String> {
+    let at = format!("{} step {} ({:?})", scenario.file, n + 1, step.name);
+    let policies = data::expand(step, topology);
+    let model = match load(base, Some(&policies)) {
+        Ok(m) => m,
+        Err(e) => return vec![format!("{at}: load failed: {e}")],
+    };
+    for pod in &topology.pods {
+        let (_, now) = model.pod(&pod.key()).expect("the topology's pods stay");
+        assert_eq!(now.ips, pod.ips, "{at}: {} changed address", pod.key());
+    }
+    let compiled = compile(&model);
+    let connections = connectivity(&model, &compiled);
+    data::checked(step)
+        .filter_map(|e| {
+            check_one(&model, &compiled, &connections, e).map(|why| format!("{at}: {e}: {why}"))
+        })
+        .collect()
+}
+
+/// One expectation; `Some(reason)` on a mismatch or disagreement.
+fn check_one(
+    model: &Model,
+    compiled: &Compiled,
+    connections: &[Connection],
+    e: &Expect,
+) -> Option<String> {
+    let (sa, da) = (data::pod_ipv4(model, &e.from), data::pod_ipv4(model, &e.to));
+    let proto = e.proto();
+    let got = compiled.allowed(sa, da, proto.number(), e.port);
+    let verdict = compiled.evaluate(sa, da, proto.number(), e.port);
+    if verdict.allowed() != got {
+        return Some(format!("evaluate() says {verdict:?}, allowed() says {got}"));
+    }
+    let listed = connections
+        .iter()
+        .filter(|c| c.src == Peer::Pod(e.from.clone()) && c.dst == Peer::Pod(e.to.clone()))
+        .filter(|c| c.family.is_none_or(|f| f == "IPv4"))
+        .any(|c| c.allowed.get(proto).contains(e.port));
+    if listed != got {
+        return Some(format!(
+            "connectivity() says {listed}, allowed() says {got}"
+        ));
+    }
+    (got != e.allowed).then(|| {
+        format!(
+            "Bulkhead says {}: {verdict:?}",
+            if got { "allowed" } else { "denied" }
+        )
+    })
+}
+
+/// Runs every scenario of `api`/`channel`; panics listing every mismatch.
+fn run_profile(api: &str, channel: &str) {
+    let base = data::base();
+    let topology = topology();
+    let scenarios: Vec<Scenario> = data::scenarios()
+        .into_iter()
+        .filter(|s| s.profile.api == api && s.profile.channel == channel)
+        .collect();
+    assert!(!scenarios.is_empty(), "no {api} {channel} scenarios");
+    let (mut steps, mut checks, mut failures) = (0, 0, Vec::new());
+    for s in &scenarios {
+        for (n, step) in s.steps.iter().enumerate() {
+            steps += 1;
+            checks += data::checked(step).count();
+            failures.extend(check_step(&base, &topology, s, n, step));
+        }
+    }
+    eprintln!(
+        "{api} {channel}: {} scenarios, {steps} steps, {checks} connections checked{}",
+        scenarios.len(),
+        if data::skip_admin() {
+            " (BULKHEAD_NPAPI_SKIP_ADMIN: admin objects left out, allowed ones only)"
+        } else {
+            ""
+        }
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {checks} connections differ from upstream's expectations:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn v1alpha2_standard() {
+    run_profile("v1alpha2", "standard");
+}
+
+#[test]
+fn v1alpha2_experimental() {
+    run_profile("v1alpha2", "experimental");
+}
+
+#[test]
+fn v1alpha1_core() {
+    run_profile("v1alpha1", "core");
+}
+
+#[test]
+fn v1alpha1_extended() {
+    run_profile("v1alpha1", "extended");
+}
+
+/// The data is whole: every scenario parses, names its upstream source and
+/// a known profile, has steps each with manifests and expectations, and
+/// every expectation names pods of the topology, a protocol and a port
+/// upstream's pods serve.
+#[test]
+fn data_is_complete() {
+    let topology = topology();
+    assert_eq!(
+        topology.pods.len(),
+        8,
+        "two pods in each of four namespaces"
+    );
+    let pods = data::pod_keys(&topology);
+    let scenarios = data::scenarios();
+    assert!(!scenarios.is_empty(), "no scenarios");
+    let mut names = BTreeSet::new();
+    for s in &scenarios {
+        let at = &s.file;
+        assert!(
+            names.insert(s.name.clone()),
+            "{at}: duplicate scenario {}",
+            s.name
+        );
+        assert_eq!(
+            s.upstream.repository, "kubernetes-sigs/network-policy-api",
+            "{at}"
+        );
+        assert!(
+            s.upstream.test.starts_with("conformance/tests/"),
+            "{at}: {}",
+            s.upstream.test
+        );
+        for c in [&s.upstream.test_commit, &s.upstream.manifests_commit] {
+            assert!(
+                c.len() == 40 && c.chars().all(|x| x.is_ascii_hexdigit()),
+                "{at}: commit {c}"
+            );
+        }
+        assert!(
+            matches!(
+                (s.profile.api.as_str(), s.profile.channel.as_str()),
+                ("v1alpha2", "standard" | "experimental") | ("v1alpha1", "core" | "extended")
+            ),
+            "{at}: profile {:?}",
+            s.profile
+        );
+        assert!(!s.steps.is_empty(), "{at}: no steps");
+        for (n, step) in s.steps.iter().enumerate() {
+            assert!(
+                !step.expect.is_empty(),
+                "{at} step {}: no expectations",
+                n + 1
+            );
+            assert!(
+                !step.manifests.trim().is_empty(),
+                "{at} step {}: no manifests",
+                n + 1
+            );
+            let docs: Vec<serde_yaml_ng::Value> =
+                serde_yaml_ng::Deserializer::from_str(&data::expand(step, &topology))
+                    .map(|d| {
+                        serde::Deserialize::deserialize(d)
+                            .unwrap_or_else(|e| panic!("{at} step {}: {e}", n + 1))
+                    })
+                    .collect();
+            assert!(
+                !docs.is_empty() || data::skip_admin(),
+                "{at} step {}: no objects",
+                n + 1
+            );
+            for e in &step.expect {
+                assert!(
+                    pods.contains(&e.from),
+                    "{at} step {}: no pod {}",
+                    n + 1,
+                    e.from
+                );
+                assert!(pods.contains(&e.to), "{at} step {}: no pod {}", n + 1, e.to);
+                let _ = e.proto();
+                assert!(
+                    data::SERVED_PORTS.contains(&e.port),
+                    "{at} step {}: port {} is not served",
+                    n + 1,
+                    e.port
+                );
+            }
+        }
+    }
+}
