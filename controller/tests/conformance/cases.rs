@@ -5,11 +5,17 @@
 
 use std::path::{Path, PathBuf};
 
-/// Tiers in scope: NetworkPolicy only, or no policy at all.
-pub const IN_SCOPE_TIERS: [&str; 4] =
-    ["netpol", "netpol+ingress", "no-policy", "no-policy+ingress"];
-/// Tiers knowingly out of scope (AdminNetworkPolicy).
-pub const OUT_OF_SCOPE_TIERS: [&str; 1] = ["anp"];
+/// Tiers in scope: NetworkPolicy, the cluster-admin tiers
+/// (AdminNetworkPolicy / BaselineAdminNetworkPolicy), or no policy at all.
+pub const IN_SCOPE_TIERS: [&str; 5] = [
+    "netpol",
+    "netpol+ingress",
+    "anp",
+    "no-policy",
+    "no-policy+ingress",
+];
+/// Tiers knowingly out of scope: none left.
+pub const OUT_OF_SCOPE_TIERS: [&str; 0] = [];
 /// Pod subnet used to run a case whose column says `NONE`.
 pub const FALLBACK_POD_SUBNET: &str = "10.244.0.0/16";
 

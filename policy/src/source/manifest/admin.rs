@@ -212,9 +212,9 @@ fn foreign_spec_fields(
             } else {
                 foreign(ctx, format!("{at}.from"), &mut rule.from)?;
             }
-            if d.v1alpha2() {
-                foreign(ctx, format!("{at}.ports"), &mut rule.ports)?;
-            } else {
+            // v1alpha2 takes `ports` too: the spelling of its first
+            // revisions, still in upstream's conformance manifests.
+            if !d.v1alpha2() {
                 foreign(ctx, format!("{at}.protocols"), &mut rule.protocols)?;
             }
             let peers_field = if ingress { "from" } else { "to" };
@@ -360,15 +360,20 @@ fn rule(
     let list = list.ok_or_else(|| ctx.err(&peers_at, Problem::Missing))?;
     count(ctx, &peers_at, list.len(), 1, d.max_items)?;
     let read = peers::peers(ctx, d, &peers_at, &list)?;
-    let ports = if d.v1alpha2() {
-        ports::protocols(
-            ctx,
-            &format!("{at}.protocols"),
-            r.protocols.as_deref(),
-            d.max_items,
-        )?
-    } else {
-        ports::ports(ctx, &format!("{at}.ports"), r.ports.as_deref(), d.max_items)?
+    let ports = match (d.v1alpha2(), r.protocols.as_deref(), r.ports.as_deref()) {
+        (true, Some(_), Some(_)) => {
+            return Err(ctx.err(
+                at,
+                Problem::OneOf {
+                    fields: "protocols, ports",
+                    found: 2,
+                },
+            ));
+        }
+        (true, protocols, None) => {
+            ports::protocols(ctx, &format!("{at}.protocols"), protocols, d.max_items)?
+        }
+        (_, _, ports) => ports::ports(ctx, &format!("{at}.ports"), ports, d.max_items)?,
     };
     if read.address_peer && ports.named {
         return Err(ctx.err(
