@@ -4,7 +4,14 @@
 //!
 //! - every observed edge is replayed through the reference evaluator
 //!   (`bulkhead_policy::eval`) between the pods of its workloads (every pod of one
-//!   end against one pod of the other, both ways): all must be allowed;
+//!   end against one pod of the other, both ways): all must be allowed,
+//!   except those a cluster-admin Deny decides (the guardrails are in the
+//!   model, staged ones enforced: see [`super::tiers`]), which no
+//!   NetworkPolicy can allow and the proposal leaves out; an edge an Admin
+//!   Accept decides is allowed by the Admin tier;
+//! - the Baseline tier's Deny the proposal lifts: edges it denies with the
+//!   manifests as they are, allowed once the proposed policies select
+//!   their pods;
 //! - *beyond observed*: what each proposed policy's rules allow, read from
 //!   the compiled rule tables, that no edge used (other workloads matched
 //!   by a peer selector, DNS ports added), and the workloads a policy
@@ -21,10 +28,12 @@ use serde::Serialize;
 use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
 use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
+use super::tiers::{self, TierFinding, admin_accepts, replay_pairs, tier_denies};
 use super::yaml;
 use bulkhead_flows::record::Timestamp;
-use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
-use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol};
+use bulkhead_policy::compile::{Compiled, IdentityId, IdentityKind, compile};
+use bulkhead_policy::eval::Verdict;
+use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol, Tier};
 
 /// An observed edge the proposal does not allow (a bug if ever non-empty).
 #[derive(Clone, Debug, Serialize)]
@@ -105,9 +114,17 @@ pub struct Proof {
     pub edges: u64,
     /// Edges replayed through the evaluator.
     pub replayed: u64,
-    /// Replayed edges allowed.
+    /// Replayed edges a cluster-admin Deny decides (for every pair): no
+    /// NetworkPolicy can allow them, the proposal leaves them out.
+    pub guardrail_denied: u64,
+    /// Replayed edges a proposal can make allowed: `replayed -
+    /// guardrail_denied`.
+    pub proposable: u64,
+    /// Proposable edges allowed.
     pub allowed: u64,
-    /// `allowed / replayed` in percent (100 when nothing was replayed).
+    /// Of those, edges an Admin Accept decides on a side.
+    pub allowed_by_admin: u64,
+    /// `allowed / proposable` in percent (100 when there is none).
     pub coverage_percent: f64,
     /// Replayed edges not allowed (must be empty).
     pub denied: Vec<DeniedEdge>,
@@ -116,6 +133,16 @@ pub struct Proof {
     pub unverifiable: Vec<String>,
     /// Edges NetworkPolicy cannot express (denied once isolated).
     pub unexpressible: Vec<String>,
+    /// Observed edges a cluster-admin Deny decides, left out of the
+    /// proposal (from it).
+    pub tier_denied: Vec<TierFinding>,
+    /// Sides of observed edges an Admin Accept decides (from the proposal;
+    /// proposed only with `--include-admin-accepted`).
+    pub admin_accepted: Vec<TierFinding>,
+    /// Edges the Baseline tier denies with the manifests as they are,
+    /// allowed once the proposal applies (its policies select the pods, so
+    /// the Baseline tier steps aside for them).
+    pub baseline_lifted: Vec<TierFinding>,
     /// Allowed beyond what was observed.
     pub beyond_observed: Vec<Beyond>,
     /// Workloads selected besides the subject.
@@ -148,6 +175,7 @@ pub fn apply(model: &Model, proposal: &Proposal) -> Model {
             mode: Some(Mode::Enforce),
             ..p.policy()
         }));
+    tiers::planning_view(&mut m);
     m.normalize();
     m
 }
@@ -165,8 +193,12 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             .iter()
             .map(|u| u.edge.clone())
             .collect(),
+        tier_denied: proposal.tier_denied.clone(),
+        admin_accepted: proposal.admin_accepted.clone(),
         ..Proof::default()
     };
+    let before = Before::new(model);
+    let tiered = compiled.tables.iter().any(|t| t.tiered());
     let edges = history.sorted_edges();
     proof.edges = edges.len() as u64;
 
@@ -186,26 +218,31 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             }
         };
         proof.replayed += 1;
-        let denied = pairs
-            .iter()
-            .find(|(s, d)| !compiled.allowed(*s, *d, proto.number(), key.port));
-        match denied {
-            None => proof.allowed += 1,
-            Some(&(s, d)) => {
-                let v = compiled.evaluate(s, d, proto.number(), key.port);
-                proof.denied.push(DeniedEdge {
-                    edge: edge_text(key),
-                    src: s,
-                    dst: d,
-                    verdict: format!("egress: {:?}, ingress: {:?}", v.egress, v.ingress),
-                });
+        match replay(&compiled, tiered, &pairs, proto, key.port) {
+            Replay::GuardrailDenied => proof.guardrail_denied += 1,
+            Replay::Allowed { by_admin } => {
+                proof.allowed += 1;
+                proof.allowed_by_admin += u64::from(by_admin);
+                if let Some(f) = before.baseline_denied(model, key, proto) {
+                    proof.baseline_lifted.push(f);
+                }
             }
+            Replay::Denied { src, dst, verdict } => proof.denied.push(DeniedEdge {
+                edge: edge_text(key),
+                src,
+                dst,
+                verdict: format!(
+                    "egress: {:?}, ingress: {:?}",
+                    verdict.egress, verdict.ingress
+                ),
+            }),
         }
     }
-    proof.coverage_percent = if proof.replayed == 0 {
+    proof.proposable = proof.replayed - proof.guardrail_denied;
+    proof.coverage_percent = if proof.proposable == 0 {
         100.0
     } else {
-        proof.allowed as f64 * 100.0 / proof.replayed as f64
+        proof.allowed as f64 * 100.0 / proof.proposable as f64
     };
 
     // Beyond observed, from the compiled tables.
@@ -250,7 +287,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
                 .rules
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.policy == pi && r.direction == d)
+                .filter(|(_, r)| r.tier.is_none() && r.policy == pi && r.direction == d)
                 .map(|(i, _)| i as u32)
                 .collect();
             for (&(peer, proto_n), segs) in compiled.tables[table as usize].sorted_groups() {
@@ -259,7 +296,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
                 };
                 for seg in segs
                     .iter()
-                    .filter(|s| s.rules.iter().any(|r| ours.contains(r)))
+                    .filter(|s| !s.deny && s.rules.iter().any(|r| ours.contains(r)))
                 {
                     let ends: Vec<(End, String)> = match compiled.identities.get(peer).kind {
                         IdentityKind::External { region } => compiled.regions.regions
@@ -365,43 +402,91 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
     proof
 }
 
-/// The addresses to replay an edge between.
-fn replay_pairs(
-    m: &Model,
-    index: &Workloads,
-    key: &EdgeKey,
-) -> Result<Vec<(IpAddr, IpAddr)>, String> {
-    let addrs = |e: &End, v4: bool| -> Result<Vec<IpAddr>, String> {
-        match e {
-            End::External(a) => Ok(vec![*a]),
-            End::Workload(w) => {
-                let pods = index
-                    .pods
-                    .get(w)
-                    .ok_or_else(|| format!("{w} is not in the manifests"))?;
-                let v: Vec<IpAddr> = pods
-                    .iter()
-                    .filter_map(|&i| m.pods[i].ips.iter().copied().find(|a| a.is_ipv4() == v4))
-                    .collect();
-                if v.is_empty() {
-                    Err(format!(
-                        "{w} has no {} address",
-                        if v4 { "IPv4" } else { "IPv6" }
-                    ))
-                } else {
-                    Ok(v)
-                }
-            }
+/// How one edge replays.
+enum Replay {
+    /// A cluster-admin Deny decides every pair.
+    GuardrailDenied,
+    /// Every pair is allowed, or denied by a cluster-admin Deny.
+    Allowed {
+        /// An Admin Accept decides a side of some pair.
+        by_admin: bool,
+    },
+    /// This pair is denied otherwise: the proposal misses it.
+    Denied {
+        /// Source.
+        src: IpAddr,
+        /// Destination.
+        dst: IpAddr,
+        /// The evaluator's verdict.
+        verdict: Verdict,
+    },
+}
+
+fn replay(
+    compiled: &Compiled,
+    tiered: bool,
+    pairs: &[(IpAddr, IpAddr)],
+    proto: Protocol,
+    port: u16,
+) -> Replay {
+    let n = proto.number();
+    if !tiered && pairs.iter().all(|&(s, d)| compiled.allowed(s, d, n, port)) {
+        // The fast path: no cluster-admin policy anywhere.
+        return Replay::Allowed { by_admin: false };
+    }
+    let mut guardrail = 0;
+    let mut by_admin = false;
+    for &(src, dst) in pairs {
+        let verdict = compiled.evaluate(src, dst, n, port);
+        let sides = [&verdict.egress, &verdict.ingress];
+        if sides.iter().any(|s| tier_denies(compiled, s).is_some()) {
+            guardrail += 1;
+        } else if verdict.allowed() {
+            by_admin |= sides.iter().any(|s| admin_accepts(compiled, s).is_some());
+        } else {
+            return Replay::Denied { src, dst, verdict };
         }
-    };
-    let v4 = match (&key.src, &key.dst) {
-        (End::External(a), _) | (_, End::External(a)) => a.is_ipv4(),
-        _ => addrs(&key.src, true).is_ok() && addrs(&key.dst, true).is_ok(),
-    };
-    let (s, d) = (addrs(&key.src, v4)?, addrs(&key.dst, v4)?);
-    let mut pairs: Vec<(IpAddr, IpAddr)> = s.iter().map(|&a| (a, d[0])).collect();
-    pairs.extend(d.iter().skip(1).map(|&b| (s[0], b)));
-    Ok(pairs)
+    }
+    if guardrail == pairs.len() {
+        Replay::GuardrailDenied
+    } else {
+        Replay::Allowed { by_admin }
+    }
+}
+
+/// The manifests as they are (staged guardrails enforced), for what the
+/// Baseline tier denies before the proposal applies.
+struct Before {
+    model: Model,
+    compiled: Option<Compiled>,
+    index: Workloads,
+}
+
+impl Before {
+    fn new(model: &Model) -> Self {
+        let mut m = model.clone();
+        tiers::planning_view(&mut m);
+        let baseline = m.admin_policies.iter().any(|p| p.tier == Tier::Baseline);
+        Before {
+            // Compiled only when there is a Baseline tier to lift.
+            compiled: baseline.then(|| compile(&m)),
+            index: Workloads::new(&m),
+            model: m,
+        }
+    }
+
+    /// The Baseline Deny deciding `key` before the proposal, if one does.
+    fn baseline_denied(
+        &self,
+        original: &Model,
+        key: &EdgeKey,
+        proto: Protocol,
+    ) -> Option<TierFinding> {
+        let compiled = self.compiled.as_ref()?;
+        tiers::classify(&self.model, original, compiled, &self.index, key, proto)?
+            .denied
+            .filter(|f| f.tier == Tier::Baseline)
+    }
 }
 
 /// The diff of the proposal against the manifests' policies.
@@ -456,10 +541,17 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
     );
     let _ = writeln!(
         s,
-        "Coverage: {}/{} replayed edges allowed ({:.1}%){}.",
+        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}.",
         proof.allowed,
-        proof.replayed,
+        proof.proposable,
         proof.coverage_percent,
+        match (proof.guardrail_denied, proof.allowed_by_admin) {
+            (0, 0) => String::new(),
+            (d, a) => format!(
+                "; {d} more denied by a cluster-admin tier (not proposable), \
+                 {a} allowed by the Admin tier"
+            ),
+        },
         if proof.complete() {
             ""
         } else {
@@ -489,6 +581,7 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
             let _ = writeln!(s, "  {u}");
         }
     }
+    tier_text(&mut s, proof, proposal);
     if !proof.unselectable.is_empty() {
         let _ = writeln!(s, "No policy (no stable labels to select by):");
         for u in &proof.unselectable {
@@ -543,4 +636,47 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
         let _ = writeln!(s, "  stale: {k} (no longer proposed)");
     }
     s
+}
+
+/// The cluster-admin tiers' part of [`text`].
+fn tier_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
+    use std::fmt::Write as _;
+    if !proof.tier_denied.is_empty() {
+        let _ = writeln!(
+            s,
+            "Denied by a cluster-admin tier, left out: a NetworkPolicy allow cannot \
+             override it ({}):",
+            proof.tier_denied.len()
+        );
+        for f in &proof.tier_denied {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
+    if !proof.admin_accepted.is_empty() {
+        let what = if proposal.include_admin_accepted {
+            "proposed anyway (--include-admin-accepted)"
+        } else {
+            "no rule proposed, the Admin tier decides first (--include-admin-accepted \
+             proposes them)"
+        };
+        let _ = writeln!(
+            s,
+            "Accepted by the Admin tier, {what} ({}):",
+            proof.admin_accepted.len()
+        );
+        for f in &proof.admin_accepted {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
+    if !proof.baseline_lifted.is_empty() {
+        let _ = writeln!(
+            s,
+            "The Baseline tier denies these today; the proposed policies select their \
+             pods, so NetworkPolicy decides instead and allows them ({}):",
+            proof.baseline_lifted.len()
+        );
+        for f in &proof.baseline_lifted {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
 }
