@@ -223,7 +223,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             Replay::Allowed { by_admin } => {
                 proof.allowed += 1;
                 proof.allowed_by_admin += u64::from(by_admin);
-                if let Some(f) = before.baseline_denied(model, key, proto) {
+                if let Some(f) = before.as_ref().and_then(|b| b.baseline_denied(model, key)) {
                     proof.baseline_lifted.push(f);
                 }
             }
@@ -458,32 +458,32 @@ fn replay(
 /// Baseline tier denies before the proposal applies.
 struct Before {
     model: Model,
-    compiled: Option<Compiled>,
+    compiled: Compiled,
     index: Workloads,
 }
 
 impl Before {
-    fn new(model: &Model) -> Self {
+    /// `None` when no Baseline tier policy makes verdicts: nothing to lift.
+    fn new(model: &Model) -> Option<Self> {
+        let baseline = model
+            .admin_policies
+            .iter()
+            .any(|p| p.tier == Tier::Baseline && model.admin_mode_of(p).audited());
+        if !baseline {
+            return None;
+        }
         let mut m = model.clone();
         tiers::planning_view(&mut m);
-        let baseline = m.admin_policies.iter().any(|p| p.tier == Tier::Baseline);
-        Before {
-            // Compiled only when there is a Baseline tier to lift.
-            compiled: baseline.then(|| compile(&m)),
+        Some(Before {
+            compiled: compile(&m),
             index: Workloads::new(&m),
             model: m,
-        }
+        })
     }
 
     /// The Baseline Deny deciding `key` before the proposal, if one does.
-    fn baseline_denied(
-        &self,
-        original: &Model,
-        key: &EdgeKey,
-        proto: Protocol,
-    ) -> Option<TierFinding> {
-        let compiled = self.compiled.as_ref()?;
-        tiers::classify(&self.model, original, compiled, &self.index, key, proto)?
+    fn baseline_denied(&self, original: &Model, key: &EdgeKey) -> Option<TierFinding> {
+        tiers::classify(&self.model, original, &self.compiled, &self.index, key)?
             .denied
             .filter(|f| f.tier == Tier::Baseline)
     }
@@ -654,7 +654,7 @@ fn tier_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
     }
     if !proof.admin_accepted.is_empty() {
         let what = if proposal.include_admin_accepted {
-            "proposed anyway (--include-admin-accepted)"
+            "proposed anyway where NetworkPolicy can express them (--include-admin-accepted)"
         } else {
             "no rule proposed, the Admin tier decides first (--include-admin-accepted \
              proposes them)"

@@ -362,13 +362,15 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     name_policies(&mut policies);
     // What the tiers decide, with the proposed policies selecting their
     // pods (rules aside): the Baseline tier no longer applies to them.
-    let view = View::new(
-        model,
-        &Proposal {
-            policies: policies.clone(),
-            ..Proposal::default()
-        },
-    );
+    let view = tiers::any(model).then(|| {
+        View::new(
+            model,
+            &Proposal {
+                policies: policies.clone(),
+                ..Proposal::default()
+            },
+        )
+    });
     let is_subject = |e: &End| match e {
         End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local),
         End::External(_) => false,
@@ -388,20 +390,48 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
         if !src_subject && !dst_subject {
             continue;
         }
-        let Some(protocol) = key.policy_protocol().filter(|_| key.port != 0) else {
-            out.unexpressible.push(Unproposed {
-                edge: edge_text(key),
-                reason: "NetworkPolicy names only TCP, UDP and SCTP ports",
-            });
-            continue;
-        };
-        let tiers = view.classify(model, key, protocol).unwrap_or_default();
+        let tiers = view
+            .as_ref()
+            .and_then(|v| v.classify(model, key))
+            .unwrap_or_default();
         if let Some(denied) = tiers.denied {
             note(&key.src, &denied);
             note(&key.dst, &denied);
             out.tier_denied.push(denied);
             continue;
         }
+        let Some(protocol) = key.policy_protocol().filter(|_| key.port != 0) else {
+            // Not denied once the policies apply if the Admin tier accepts
+            // it on every side they isolate.
+            let sides = [
+                (src_subject, Direction::Egress),
+                (dst_subject, Direction::Ingress),
+            ];
+            let accepted: Vec<&TierFinding> = sides
+                .iter()
+                .filter(|(subject, _)| *subject)
+                .filter_map(|&(_, d)| tiers.accepted[d as usize].as_ref())
+                .collect();
+            if accepted.len() == sides.iter().filter(|(subject, _)| *subject).count() {
+                for f in accepted {
+                    note(
+                        if f.side == Direction::Egress {
+                            &key.src
+                        } else {
+                            &key.dst
+                        },
+                        f,
+                    );
+                    out.admin_accepted.push(f.clone());
+                }
+            } else {
+                out.unexpressible.push(Unproposed {
+                    edge: edge_text(key),
+                    reason: "NetworkPolicy names only TCP, UDP and SCTP ports",
+                });
+            }
+            continue;
+        };
         let mut ports = vec![(protocol, key.port)];
         if key.port == DNS_PORT && matches!(protocol, Protocol::Udp | Protocol::Tcp) {
             ports = vec![(Protocol::Tcp, DNS_PORT), (Protocol::Udp, DNS_PORT)];
@@ -479,15 +509,8 @@ impl View {
         }
     }
 
-    fn classify(&self, original: &Model, key: &EdgeKey, protocol: Protocol) -> Option<Classified> {
-        tiers::classify(
-            &self.model,
-            original,
-            &self.compiled,
-            &self.index,
-            key,
-            protocol,
-        )
+    fn classify(&self, original: &Model, key: &EdgeKey) -> Option<Classified> {
+        tiers::classify(&self.model, original, &self.compiled, &self.index, key)
     }
 }
 

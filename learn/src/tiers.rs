@@ -30,7 +30,7 @@ use super::propose::{Workloads, edge_text};
 use bulkhead_policy::compile::{Compiled, RuleId};
 use bulkhead_policy::eval::Side;
 use bulkhead_policy::eval::explain::rule_ref;
-use bulkhead_policy::model::{Action, Direction, Mode, Model, Protocol, Tier};
+use bulkhead_policy::model::{Action, Direction, Mode, Model, Tier};
 
 /// An observed edge a cluster-admin rule decides on one side.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -116,22 +116,31 @@ pub fn planning_view(model: &mut Model) {
     }
 }
 
-/// Classifies an edge in `compiled` (of `model`, the planning view with the
-/// proposed policies in place). `None` when it cannot be replayed (an end
-/// not in the manifests); `original` gives each finding the policy's mode
-/// in the manifests.
+/// Whether any cluster-admin policy of `model` makes verdicts (enforce or
+/// audit mode): else there is nothing to classify.
+pub fn any(model: &Model) -> bool {
+    model
+        .admin_policies
+        .iter()
+        .any(|p| model.admin_mode_of(p).audited())
+}
+
+/// Classifies an edge (any protocol: the tiers also decide ICMP) in
+/// `compiled` (of `model`, the planning view with the proposed policies in
+/// place). `None` when it cannot be replayed (an end not in the
+/// manifests); `original` gives each finding the policy's mode in the
+/// manifests.
 pub fn classify(
     model: &Model,
     original: &Model,
     compiled: &Compiled,
     index: &Workloads,
     key: &EdgeKey,
-    protocol: Protocol,
 ) -> Option<Classified> {
     let pairs = replay_pairs(model, index, key).ok()?;
     let verdicts: Vec<_> = pairs
         .iter()
-        .map(|&(s, d)| compiled.evaluate(s, d, protocol.number(), key.port))
+        .map(|&(s, d)| compiled.evaluate(s, d, key.protocol, key.port))
         .collect();
     let finding = |side: Direction, id: RuleId| {
         let r = rule_ref(model, compiled, id);

@@ -492,14 +492,13 @@ fn random_tiered_histories_are_fully_covered() {
             if matches!((&s, &d), (Peer::Ext(_), Peer::Ext(_))) {
                 continue;
             }
-            let proto = *rng.pick(&[6u8, 17, 132]);
-            records.extend(conn(
-                T0 + i as u64 * 1000,
-                &s,
-                &d,
-                proto,
-                50 + rng.below(40) as u16,
-            ));
+            let proto = *rng.pick(&[6u8, 17, 132, 1]);
+            let port = if proto == 1 {
+                0
+            } else {
+                50 + rng.below(40) as u16
+            };
+            records.extend(conn(T0 + i as u64 * 1000, &s, &d, proto, port));
         }
         let h = history(&records);
         let include_admin_accepted = rng.chance(50);
@@ -514,9 +513,13 @@ fn random_tiered_histories_are_fully_covered() {
         tiered += usize::from(!p.tier_denied.is_empty() || !p.admin_accepted.is_empty());
         assert!(proof.complete(), "seed {seed}: {:?}", proof.denied);
         assert_eq!(proof.coverage_percent, 100.0, "seed {seed}");
+        // The proof replays what NetworkPolicy can express (not ICMP).
         assert_eq!(
             proof.guardrail_denied,
-            p.tier_denied.len() as u64,
+            p.tier_denied
+                .iter()
+                .filter(|f| !f.edge.ends_with(" ICMP"))
+                .count() as u64,
             "seed {seed}: {:?}",
             p.tier_denied
         );
@@ -540,4 +543,73 @@ fn random_tiered_histories_are_fully_covered() {
         }
     }
     assert!(tiered > 20, "only {tiered} seeds met a tier");
+}
+
+/// ICMP, which NetworkPolicy cannot express: accepted by the Admin tier
+/// at its only isolated side, it is not "denied once the policies apply"
+/// but reported as accepted; denied by it, reported as denied.
+#[test]
+fn admin_tier_decides_unexpressible_edges_too() {
+    let egress_to_ext = |action| AdminPolicy {
+        egress: vec![rule(
+            Some("ext"),
+            action,
+            AdminPeer::Networks(vec!["2001:db8::/32".parse().unwrap()]),
+            None,
+        )],
+        ..admin(
+            AdminKind::ClusterNetworkPolicy,
+            "ext",
+            Tier::Admin,
+            1,
+            Subject {
+                namespaces: namespace("shop"),
+                pods: labels("app", "frontend"),
+            },
+            vec![],
+        )
+    };
+    let h = history(&demo_records());
+    let icmp = "shop/Deployment/frontend → 2001:db8::7 ICMP";
+    let plain = propose(&h, &demo_model());
+    assert_eq!(plain.unexpressible.len(), 1);
+    assert!(
+        plain.unexpressible[0].edge.starts_with(icmp),
+        "{:?}",
+        plain.unexpressible
+    );
+
+    let accepted = propose(&h, &with(demo_model(), vec![egress_to_ext(Action::Accept)]));
+    assert!(
+        accepted.unexpressible.is_empty(),
+        "{:?}",
+        accepted.unexpressible
+    );
+    assert_eq!(
+        accepted.admin_accepted.len(),
+        1,
+        "{:?}",
+        accepted.admin_accepted
+    );
+    assert!(accepted.admin_accepted[0].edge.starts_with(icmp));
+    assert_eq!(accepted.admin_accepted[0].side, Direction::Egress);
+
+    let model = with(demo_model(), vec![egress_to_ext(Action::Deny)]);
+    let denied = propose(&h, &model);
+    assert!(
+        denied.unexpressible.is_empty(),
+        "{:?}",
+        denied.unexpressible
+    );
+    assert!(denied.tier_denied.iter().any(|f| f.edge.starts_with(icmp)));
+    // api → 2001:db8::7 TCP/443 is not frontend's: still proposed.
+    assert!(
+        policy(&denied, "shop/bulkhead-api")
+            .egress
+            .iter()
+            .flat_map(|r| &r.peers)
+            .any(|p| matches!(p.peer, PeerSel::Addr(a) if a.to_string() == "2001:db8::7"))
+    );
+    let proof = prove(&h, &model, &denied);
+    assert!(proof.complete(), "{:?}", proof.denied);
 }
