@@ -642,7 +642,7 @@ mod tests {
         assert!(
             rendered(&flagged, &proposal, &proof)
                 .stderr
-                .contains("proposed anyway (--include-admin-accepted)")
+                .contains("proposed anyway where NetworkPolicy can express them")
         );
     }
 }
