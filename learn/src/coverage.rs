@@ -656,8 +656,8 @@ fn tier_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
         let what = if proposal.include_admin_accepted {
             "proposed anyway where NetworkPolicy can express them (--include-admin-accepted)"
         } else {
-            "no rule proposed, the Admin tier decides first (--include-admin-accepted \
-             proposes them)"
+            "which decides before NetworkPolicy: no rule proposed \
+             (--include-admin-accepted proposes them)"
         };
         let _ = writeln!(
             s,

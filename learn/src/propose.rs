@@ -128,8 +128,9 @@ pub struct ProposedPolicy {
     /// Last observation.
     pub last: Option<Timestamp>,
     /// Observed edges of the subject a cluster-admin tier decides on its
-    /// behalf (see [`Proposal::tier_denied`], [`Proposal::admin_accepted`]).
-    pub tiers: Vec<TierFinding>,
+    /// behalf, with the subject's direction they concern (see
+    /// [`Proposal::tier_denied`], [`Proposal::admin_accepted`]).
+    pub tiers: Vec<(Direction, TierFinding)>,
 }
 
 impl ProposedPolicy {
@@ -376,12 +377,18 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
         End::External(_) => false,
     };
     let mut subjects: BTreeMap<WorkloadId, SubjectAcc> = BTreeMap::new();
-    let mut notes: HashMap<WorkloadId, Vec<TierFinding>> = HashMap::new();
-    let mut note = |end: &End, f: &TierFinding| {
+    let mut notes: HashMap<WorkloadId, Vec<(Direction, TierFinding)>> = HashMap::new();
+    // Notes a finding on the policy of the edge's end whose direction `d`
+    // it concerns (egress: the source; ingress: the destination).
+    let mut note = |key: &EdgeKey, d: Direction, f: &TierFinding| {
+        let end = match d {
+            Direction::Egress => &key.src,
+            Direction::Ingress => &key.dst,
+        };
         if let End::Workload(w) = end
             && is_subject(end)
         {
-            notes.entry(w.clone()).or_default().push(f.clone());
+            notes.entry(w.clone()).or_default().push((d, f.clone()));
         }
     };
     let edges = history.sorted_edges();
@@ -395,8 +402,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             .and_then(|v| v.classify(model, key))
             .unwrap_or_default();
         if let Some(denied) = tiers.denied {
-            note(&key.src, &denied);
-            note(&key.dst, &denied);
+            note(key, Direction::Egress, &denied);
+            note(key, Direction::Ingress, &denied);
             out.tier_denied.push(denied);
             continue;
         }
@@ -414,14 +421,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                 .collect();
             if accepted.len() == sides.iter().filter(|(subject, _)| *subject).count() {
                 for f in accepted {
-                    note(
-                        if f.side == Direction::Egress {
-                            &key.src
-                        } else {
-                            &key.dst
-                        },
-                        f,
-                    );
+                    note(key, f.side, f);
                     out.admin_accepted.push(f.clone());
                 }
             } else {
@@ -447,7 +447,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                 continue;
             };
             if let Some(accepted) = &tiers.accepted[dir as usize] {
-                note(subject, accepted);
+                note(key, dir, accepted);
                 out.admin_accepted.push(accepted.clone());
                 if !options.include_admin_accepted {
                     continue;

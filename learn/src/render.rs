@@ -40,9 +40,13 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
             ),
         ]
         .into_iter()
-        .chain(p.tiers.iter().map(|f| format!("cluster-admin tier: {f}")))
+        .chain(
+            p.tiers
+                .iter()
+                .map(|(_, f)| format!("cluster-admin tier: {f}")),
+        )
         .collect(),
-        Place::NoRules(d) if !p.tiers.is_empty() => {
+        Place::NoRules(d) if p.tiers.iter().any(|(td, _)| *td == d) => {
             vec![format!(
                 "no {} proposed: what the cluster-admin tiers do not decide is denied",
                 d.as_str()

@@ -268,6 +268,17 @@ fn admin_accept_is_reported_and_proposed_only_when_asked() {
         && f.policy == "ClusterNetworkPolicy/dns"
         && f.rule == "everyone"));
     assert!(p.tier_denied.is_empty());
+    let yaml = render::policy_yaml(dns);
+    assert!(
+        yaml.contains(
+            "# no ingress proposed: what the cluster-admin tiers do not decide is denied"
+        ),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("# no egress observed: all egress denied"),
+        "{yaml}"
+    );
     let proof = prove(&h, &model, &p);
     assert!(proof.complete(), "{:?}", proof.denied);
     assert_eq!(proof.coverage_percent, 100.0);
