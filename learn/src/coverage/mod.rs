@@ -20,6 +20,11 @@
 //!   observation;
 //! - the diff against the policies already in the manifests.
 
+mod replay;
+mod text;
+
+pub use text::text;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 
@@ -28,12 +33,12 @@ use serde::Serialize;
 use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
 use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
-use super::tiers::{self, TierFinding, admin_accepts, replay_pairs, tier_denies};
+use super::tiers::{self, TierFinding, replay_pairs};
 use super::yaml;
 use bulkhead_flows::record::Timestamp;
-use bulkhead_policy::compile::{Compiled, IdentityId, IdentityKind, compile};
-use bulkhead_policy::eval::Verdict;
-use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol, Tier};
+use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
+use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol};
+use replay::{Before, Replay, replay};
 
 /// An observed edge the proposal does not allow (a bug if ever non-empty).
 #[derive(Clone, Debug, Serialize)]
@@ -402,93 +407,6 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
     proof
 }
 
-/// How one edge replays.
-enum Replay {
-    /// A cluster-admin Deny decides every pair.
-    GuardrailDenied,
-    /// Every pair is allowed, or denied by a cluster-admin Deny.
-    Allowed {
-        /// An Admin Accept decides a side of some pair.
-        by_admin: bool,
-    },
-    /// This pair is denied otherwise: the proposal misses it.
-    Denied {
-        /// Source.
-        src: IpAddr,
-        /// Destination.
-        dst: IpAddr,
-        /// The evaluator's verdict.
-        verdict: Verdict,
-    },
-}
-
-fn replay(
-    compiled: &Compiled,
-    tiered: bool,
-    pairs: &[(IpAddr, IpAddr)],
-    proto: Protocol,
-    port: u16,
-) -> Replay {
-    let n = proto.number();
-    if !tiered && pairs.iter().all(|&(s, d)| compiled.allowed(s, d, n, port)) {
-        // The fast path: no cluster-admin policy anywhere.
-        return Replay::Allowed { by_admin: false };
-    }
-    let mut guardrail = 0;
-    let mut by_admin = false;
-    for &(src, dst) in pairs {
-        let verdict = compiled.evaluate(src, dst, n, port);
-        let sides = [&verdict.egress, &verdict.ingress];
-        if sides.iter().any(|s| tier_denies(compiled, s).is_some()) {
-            guardrail += 1;
-        } else if verdict.allowed() {
-            by_admin |= sides.iter().any(|s| admin_accepts(compiled, s).is_some());
-        } else {
-            return Replay::Denied { src, dst, verdict };
-        }
-    }
-    if guardrail == pairs.len() {
-        Replay::GuardrailDenied
-    } else {
-        Replay::Allowed { by_admin }
-    }
-}
-
-/// The manifests as they are (staged guardrails enforced), for what the
-/// Baseline tier denies before the proposal applies.
-struct Before {
-    model: Model,
-    compiled: Compiled,
-    index: Workloads,
-}
-
-impl Before {
-    /// `None` when no Baseline tier policy makes verdicts: nothing to lift.
-    fn new(model: &Model) -> Option<Self> {
-        let baseline = model
-            .admin_policies
-            .iter()
-            .any(|p| p.tier == Tier::Baseline && model.admin_mode_of(p).audited());
-        if !baseline {
-            return None;
-        }
-        let mut m = model.clone();
-        tiers::planning_view(&mut m);
-        Some(Before {
-            compiled: compile(&m),
-            index: Workloads::new(&m),
-            model: m,
-        })
-    }
-
-    /// The Baseline Deny deciding `key` before the proposal, if one does.
-    fn baseline_denied(&self, original: &Model, key: &EdgeKey) -> Option<TierFinding> {
-        tiers::classify(&self.model, original, &self.compiled, &self.index, key)?
-            .denied
-            .filter(|f| f.tier == Tier::Baseline)
-    }
-}
-
 /// The diff of the proposal against the manifests' policies.
 pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
     let existing: HashMap<String, &Policy> = model.policies.iter().map(|p| (p.key(), p)).collect();
@@ -527,156 +445,4 @@ pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
         .map(Policy::key)
         .collect();
     d
-}
-
-/// The proof for people (stderr).
-pub fn text(proof: &Proof, proposal: &Proposal) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Proposal: {} policies from {} observed edges.",
-        proposal.policies.len(),
-        proof.edges
-    );
-    let _ = writeln!(
-        s,
-        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}.",
-        proof.allowed,
-        proof.proposable,
-        proof.coverage_percent,
-        match (proof.guardrail_denied, proof.allowed_by_admin) {
-            (0, 0) => String::new(),
-            (d, a) => format!(
-                "; {d} more denied by a cluster-admin tier (not proposable), \
-                 {a} allowed by the Admin tier"
-            ),
-        },
-        if proof.complete() {
-            ""
-        } else {
-            " — NOT ALL: a bug, please report"
-        }
-    );
-    for d in &proof.denied {
-        let _ = writeln!(
-            s,
-            "  DENIED {} ({} → {}): {}",
-            d.edge, d.src, d.dst, d.verdict
-        );
-    }
-    if !proof.unverifiable.is_empty() {
-        let _ = writeln!(s, "Not replayed ({}):", proof.unverifiable.len());
-        for u in &proof.unverifiable {
-            let _ = writeln!(s, "  {u}");
-        }
-    }
-    if !proof.unexpressible.is_empty() {
-        let _ = writeln!(
-            s,
-            "Not expressible in NetworkPolicy, denied once the policies apply ({}):",
-            proof.unexpressible.len()
-        );
-        for u in &proof.unexpressible {
-            let _ = writeln!(s, "  {u}");
-        }
-    }
-    tier_text(&mut s, proof, proposal);
-    if !proof.unselectable.is_empty() {
-        let _ = writeln!(s, "No policy (no stable labels to select by):");
-        for u in &proof.unselectable {
-            let _ = writeln!(s, "  {u}");
-        }
-    }
-    let _ = writeln!(
-        s,
-        "Beyond observed: {} (policy, direction, peer) entries.",
-        proof.beyond_observed.len()
-    );
-    for b in &proof.beyond_observed {
-        let _ = writeln!(
-            s,
-            "  {} {} {}: {}",
-            b.policy,
-            b.direction,
-            b.peer,
-            b.ports.join(", ")
-        );
-    }
-    for a in &proof.also_selects {
-        let _ = writeln!(s, "  {} also selects {}", a.policy, a.workloads.join(", "));
-    }
-    let st = &proof.stability;
-    match (st.last_new_edge, st.last_seen, st.stable_for_seconds) {
-        (Some(n), Some(l), Some(secs)) => {
-            let _ = writeln!(
-                s,
-                "Stability: last new edge {n}; last observation {l}; no new edge for {}.",
-                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
-            );
-        }
-        _ => {
-            let _ = writeln!(s, "Stability: nothing observed.");
-        }
-    }
-    let d = &proof.diff;
-    let _ = writeln!(
-        s,
-        "Diff against the manifests: {} added, {} changed, {} unchanged, {} stale{}.",
-        d.added.len(),
-        d.changed.len(),
-        d.unchanged.len(),
-        d.stale.len(),
-        if d.no_change() { " (no change)" } else { "" }
-    );
-    for (k, t) in &d.text {
-        let _ = writeln!(s, "--- {k} (manifests)\n+++ {k} (proposal)\n{t}");
-    }
-    for k in &d.stale {
-        let _ = writeln!(s, "  stale: {k} (no longer proposed)");
-    }
-    s
-}
-
-/// The cluster-admin tiers' part of [`text`].
-fn tier_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
-    use std::fmt::Write as _;
-    if !proof.tier_denied.is_empty() {
-        let _ = writeln!(
-            s,
-            "Denied by a cluster-admin tier, left out: a NetworkPolicy allow cannot \
-             override it ({}):",
-            proof.tier_denied.len()
-        );
-        for f in &proof.tier_denied {
-            let _ = writeln!(s, "  {f}");
-        }
-    }
-    if !proof.admin_accepted.is_empty() {
-        let what = if proposal.include_admin_accepted {
-            "proposed anyway where NetworkPolicy can express them (--include-admin-accepted)"
-        } else {
-            "which decides before NetworkPolicy: no rule proposed \
-             (--include-admin-accepted proposes them)"
-        };
-        let _ = writeln!(
-            s,
-            "Accepted by the Admin tier, {what} ({}):",
-            proof.admin_accepted.len()
-        );
-        for f in &proof.admin_accepted {
-            let _ = writeln!(s, "  {f}");
-        }
-    }
-    if !proof.baseline_lifted.is_empty() {
-        let _ = writeln!(
-            s,
-            "The Baseline tier denies these today; the proposed policies select their \
-             pods, so NetworkPolicy decides instead and allows them ({}):",
-            proof.baseline_lifted.len()
-        );
-        for f in &proof.baseline_lifted {
-            let _ = writeln!(s, "  {f}");
-        }
-    }
 }
