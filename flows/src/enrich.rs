@@ -407,21 +407,33 @@ impl Snapshot {
             .iter()
             .map(|ep| [table(ep.ingress), table(ep.egress)])
             .collect();
-        // The audit-mode policies of each audit table.
+        // The audit-mode policies of each audit table: NetworkPolicies,
+        // then cluster-admin policies (staged guardrails), in evaluation
+        // order, with their tier.
         let staged: Vec<Arc<[PolicyRef]>> = compiled
             .tables
             .iter()
             .map(|t| {
-                t.policies
+                let policies = t
+                    .policies
                     .iter()
                     .filter(|&&pi| compiled.modes[pi] == Mode::Audit)
                     .map(|&pi| PolicyRef {
                         name: names[pi].clone(),
                         rule: None,
                         ..Default::default()
-                    })
-                    .collect::<Vec<_>>()
-                    .into()
+                    });
+                let admin = t
+                    .admin
+                    .iter()
+                    .filter(|&&ai| compiled.admin_modes[ai] == Mode::Audit)
+                    .map(|&ai| PolicyRef {
+                        name: admin_names[ai].clone(),
+                        rule: None,
+                        tier: Some(model.admin_policies[ai].tier.as_str().into()),
+                        ..Default::default()
+                    });
+                policies.chain(admin).collect::<Vec<_>>().into()
             })
             .collect();
         let staged =

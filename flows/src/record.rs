@@ -97,7 +97,9 @@ pub struct Audit {
     /// The audit-mode policies selecting the endpoint in the record's
     /// direction: for `would_deny`, the policies whose enforcement would
     /// deny it (NetworkPolicies only add allows, so a would-deny needs a
-    /// direction that only audit-mode policies isolate).
+    /// direction that only audit-mode policies isolate, or a staged
+    /// cluster-admin Deny). A cluster-admin policy is named `Kind/name`
+    /// and carries its `tier`.
     pub policies: Arc<[PolicyRef]>,
 }
 

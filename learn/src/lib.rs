@@ -20,11 +20,13 @@ pub mod propose;
 pub mod read;
 pub mod render;
 pub mod store;
+pub mod tiers;
 pub mod yaml;
 
 pub use coverage::{Proof, prove};
 pub use edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};
 pub use exporter::{HistoryExporter, HistoryExporterConfig, HistoryExporterError};
-pub use propose::{Proposal, propose};
+pub use propose::{Options, Proposal, propose, propose_with};
 pub use read::{ReadError, read_jsonl};
 pub use store::{HistoryStore, StoreConfig, StoreError};
+pub use tiers::TierFinding;

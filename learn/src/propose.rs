@@ -19,6 +19,15 @@
 //! - Minimal: per direction, each peer's ports are collected, then peers
 //!   with identical port sets share one rule. This allows no pair
 //!   (peer, port) that was not observed.
+//! - Cluster-admin tiers ([`super::tiers`], read from the compiled model
+//!   with the proposed policies in place and staged guardrails enforced):
+//!   an edge a cluster-admin Deny decides (Admin Deny; Baseline Deny for a
+//!   pod no NetworkPolicy selects) is in no rule, since no allow overrides
+//!   it, and is reported; a side an Admin Accept decides gets no rule
+//!   (never consulted) unless [`Options::include_admin_accepted`], and is
+//!   reported. Admin Pass hands the edge to NetworkPolicy: proposed as
+//!   usual. A proposed policy selects its pods, so the Baseline tier no
+//!   longer applies to them: its Deny there is lifted by the allow.
 //! - Deterministic: everything is sorted; no clock is read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,7 +38,9 @@ use serde::Serialize;
 
 use super::edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};
 use super::labels;
+use super::tiers::{self, Classified, TierFinding};
 use bulkhead_flows::record::Timestamp;
+use bulkhead_policy::compile::{Compiled, compile};
 use bulkhead_policy::model::{
     Direction, IpBlock, Labels, Model, NAMESPACE_NAME_LABEL, NamespaceScope, Origin, Peer, Policy,
     PortMatch, PortSpec, Protocol, Requirement, Rule, Selector,
@@ -116,6 +127,10 @@ pub struct ProposedPolicy {
     pub first: Option<Timestamp>,
     /// Last observation.
     pub last: Option<Timestamp>,
+    /// Observed edges of the subject a cluster-admin tier decides on its
+    /// behalf, with the subject's direction they concern (see
+    /// [`Proposal::tier_denied`], [`Proposal::admin_accepted`]).
+    pub tiers: Vec<(Direction, TierFinding)>,
 }
 
 impl ProposedPolicy {
@@ -216,6 +231,15 @@ pub struct Proposal {
     /// Edges NetworkPolicy cannot express (ICMP and other protocols; port
     /// 0): once the subject is isolated they are denied.
     pub unexpressible: Vec<Unproposed>,
+    /// Observed edges a cluster-admin Deny decides (an Admin Deny, or a
+    /// Baseline Deny for a pod no NetworkPolicy selects): in no rule, since
+    /// no NetworkPolicy allow can override it.
+    pub tier_denied: Vec<TierFinding>,
+    /// Sides of observed edges an Admin Accept decides: in no rule unless
+    /// `include_admin_accepted`.
+    pub admin_accepted: Vec<TierFinding>,
+    /// Whether the Admin-accepted sides were proposed anyway.
+    pub include_admin_accepted: bool,
 }
 
 /// Which model pods each workload stands for, and its selector labels.
@@ -274,8 +298,24 @@ struct SubjectAcc {
     last: Option<Timestamp>,
 }
 
-/// Proposes policies for `history` against `model`.
+/// What [`propose_with`] may do beyond the defaults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Propose rules for the sides of edges the Admin tier already accepts
+    /// (by default they are only reported: the Admin tier decides before
+    /// NetworkPolicy, so such a rule is never consulted while the
+    /// guardrail stands).
+    pub include_admin_accepted: bool,
+}
+
+/// Proposes policies for `history` against `model`, with the default
+/// [`Options`].
 pub fn propose(history: &History, model: &Model) -> Proposal {
+    propose_with(history, model, Options::default())
+}
+
+/// Proposes policies for `history` against `model`.
+pub fn propose_with(history: &History, model: &Model, options: Options) -> Proposal {
     let index = Workloads::new(model);
     let mut label_cache: HashMap<WorkloadId, Labels> = HashMap::new();
     let mut labels_of = |id: &WorkloadId| -> Labels {
@@ -286,23 +326,110 @@ pub fn propose(history: &History, model: &Model) -> Proposal {
         label_cache.insert(id.clone(), l.clone());
         l
     };
-    let mut out = Proposal::default();
+    let mut out = Proposal {
+        include_admin_accepted: options.include_admin_accepted,
+        ..Proposal::default()
+    };
+    // Every local workload gets a policy (nothing observed means nothing
+    // allowed) if it has labels to be selected by.
+    let mut policies = Vec::new();
+    let mut locals: Vec<&WorkloadId> = history
+        .workloads
+        .iter()
+        .filter(|(_, info)| info.local)
+        .map(|(id, _)| id)
+        .collect();
+    locals.sort();
+    for id in locals {
+        let labels = labels_of(id);
+        if labels.is_empty() {
+            out.unselectable.push(id.to_string());
+            continue;
+        }
+        policies.push(ProposedPolicy {
+            namespace: id.namespace.clone(),
+            name: String::new(),
+            subject: id.clone(),
+            labels,
+            ingress: vec![],
+            egress: vec![],
+            edges: 0,
+            flows: 0,
+            first: None,
+            last: None,
+            tiers: vec![],
+        });
+    }
+    name_policies(&mut policies);
+    // What the tiers decide, with the proposed policies selecting their
+    // pods (rules aside): the Baseline tier no longer applies to them.
+    let view = tiers::any(model).then(|| {
+        View::new(
+            model,
+            &Proposal {
+                policies: policies.clone(),
+                ..Proposal::default()
+            },
+        )
+    });
     let is_subject = |e: &End| match e {
         End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local),
         End::External(_) => false,
     };
     let mut subjects: BTreeMap<WorkloadId, SubjectAcc> = BTreeMap::new();
+    let mut notes: HashMap<WorkloadId, Vec<(Direction, TierFinding)>> = HashMap::new();
+    // Notes a finding on the policy of the edge's end whose direction `d`
+    // it concerns (egress: the source; ingress: the destination).
+    let mut note = |key: &EdgeKey, d: Direction, f: &TierFinding| {
+        let end = match d {
+            Direction::Egress => &key.src,
+            Direction::Ingress => &key.dst,
+        };
+        if let End::Workload(w) = end
+            && is_subject(end)
+        {
+            notes.entry(w.clone()).or_default().push((d, f.clone()));
+        }
+    };
     let edges = history.sorted_edges();
     for Edge { key, stats } in &edges {
         let (src_subject, dst_subject) = (is_subject(&key.src), is_subject(&key.dst));
         if !src_subject && !dst_subject {
             continue;
         }
+        let tiers = view
+            .as_ref()
+            .and_then(|v| v.classify(model, key))
+            .unwrap_or_default();
+        if let Some(denied) = tiers.denied {
+            note(key, Direction::Egress, &denied);
+            note(key, Direction::Ingress, &denied);
+            out.tier_denied.push(denied);
+            continue;
+        }
         let Some(protocol) = key.policy_protocol().filter(|_| key.port != 0) else {
-            out.unexpressible.push(Unproposed {
-                edge: edge_text(key),
-                reason: "NetworkPolicy names only TCP, UDP and SCTP ports",
-            });
+            // Not denied once the policies apply if the Admin tier accepts
+            // it on every side they isolate.
+            let sides = [
+                (src_subject, Direction::Egress),
+                (dst_subject, Direction::Ingress),
+            ];
+            let accepted: Vec<&TierFinding> = sides
+                .iter()
+                .filter(|(subject, _)| *subject)
+                .filter_map(|&(_, d)| tiers.accepted[d as usize].as_ref())
+                .collect();
+            if accepted.len() == sides.iter().filter(|(subject, _)| *subject).count() {
+                for f in accepted {
+                    note(key, f.side, f);
+                    out.admin_accepted.push(f.clone());
+                }
+            } else {
+                out.unexpressible.push(Unproposed {
+                    edge: edge_text(key),
+                    reason: "NetworkPolicy names only TCP, UDP and SCTP ports",
+                });
+            }
             continue;
         };
         let mut ports = vec![(protocol, key.port)];
@@ -319,6 +446,13 @@ pub fn propose(history: &History, model: &Model) -> Proposal {
             let End::Workload(sid) = subject else {
                 continue;
             };
+            if let Some(accepted) = &tiers.accepted[dir as usize] {
+                note(key, dir, accepted);
+                out.admin_accepted.push(accepted.clone());
+                if !options.include_admin_accepted {
+                    continue;
+                }
+            }
             let sel = match peer {
                 End::Workload(p) => PeerSel::Pods {
                     namespace: p.namespace.clone(),
@@ -345,38 +479,39 @@ pub fn propose(history: &History, model: &Model) -> Proposal {
             });
         }
     }
-    // Local workloads without any edge still get a policy: nothing observed
-    // means nothing allowed.
-    for (id, info) in &history.workloads {
-        if info.local {
-            subjects.entry(id.clone()).or_default();
-        }
-    }
-    let mut policies = Vec::new();
-    for (sid, acc) in subjects {
-        let labels = labels_of(&sid);
-        if labels.is_empty() {
-            out.unselectable.push(sid.to_string());
+    for p in &mut policies {
+        p.tiers = notes.remove(&p.subject).unwrap_or_default();
+        let Some(acc) = subjects.remove(&p.subject) else {
             continue;
-        }
-        let [ingress, egress] = acc.dirs.map(rules);
-        policies.push(ProposedPolicy {
-            namespace: sid.namespace.clone(),
-            name: String::new(),
-            subject: sid,
-            labels,
-            ingress,
-            egress,
-            edges: acc.edges,
-            flows: acc.flows,
-            first: acc.first,
-            last: acc.last,
-        });
+        };
+        [p.ingress, p.egress] = acc.dirs.map(rules);
+        (p.edges, p.flows, p.first, p.last) = (acc.edges, acc.flows, acc.first, acc.last);
     }
-    name_policies(&mut policies);
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     out.policies = policies;
     out
+}
+
+/// The model as the proposal will meet it (see [`tiers`]), compiled.
+struct View {
+    model: Model,
+    compiled: Compiled,
+    index: Workloads,
+}
+
+impl View {
+    fn new(model: &Model, proposal: &Proposal) -> Self {
+        let model = super::coverage::apply(model, proposal);
+        View {
+            compiled: compile(&model),
+            index: Workloads::new(&model),
+            model,
+        }
+    }
+
+    fn classify(&self, original: &Model, key: &EdgeKey) -> Option<Classified> {
+        tiers::classify(&self.model, original, &self.compiled, &self.index, key)
+    }
 }
 
 fn observe(acc: &mut SubjectAcc, s: &EdgeStats) {

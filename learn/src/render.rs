@@ -27,7 +27,7 @@ fn ports_text(ports: &[(bulkhead_policy::model::Protocol, u16)]) -> String {
 
 fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
     match place {
-        Place::Header => vec![
+        Place::Header => [
             format!(
                 "Proposed by `bulkhead propose` for {} in namespace {}.",
                 p.subject.workload, p.namespace
@@ -38,7 +38,20 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
                 plural(p.flows, "flow", "flows"),
                 when(p.first, p.last)
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            p.tiers
+                .iter()
+                .map(|(_, f)| format!("cluster-admin tier: {f}")),
+        )
+        .collect(),
+        Place::NoRules(d) if p.tiers.iter().any(|(td, _)| *td == d) => {
+            vec![format!(
+                "no {} proposed: what the cluster-admin tiers do not decide is denied",
+                d.as_str()
+            )]
+        }
         Place::NoRules(d) => vec![format!(
             "no {} observed: all {} denied",
             d.as_str(),

@@ -49,8 +49,8 @@ pub struct ReportArgs {
     /// alone: /run/bulkhead/agent.sock.
     #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = DEFAULT_SOCKET)]
     pub socket: Option<PathBuf>,
-    /// Only this policy (repeatable); it is reported even with no audited
-    /// flows.
+    /// Only this policy (repeatable): `namespace/name`, or `Kind/name` for
+    /// a cluster-admin policy; it is reported even with no audited flows.
     #[arg(long = "policy", value_name = "NS/NAME", value_parser = parse_policy)]
     pub policies: Vec<String>,
     /// Only records that ended at or after this time (RFC 3339 UTC,

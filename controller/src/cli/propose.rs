@@ -14,7 +14,7 @@ use bulkhead_agent::api::DEFAULT_SOCKET;
 use bulkhead_agent::api::client::{self, ClientError};
 use bulkhead_learn::store::Stored;
 use bulkhead_learn::{self as learn, History, Proof, Proposal, ReadError, StoreError, render};
-use bulkhead_policy::model::Mode;
+use bulkhead_policy::model::{Mode, Model};
 
 /// How long the agent may take to answer `/v1/history` (it reads and
 /// encodes the whole store first: seconds for a million edges).
@@ -80,6 +80,13 @@ pub struct ProposeArgs {
     /// the agent's mode applies).
     #[arg(long, value_name = "MODE")]
     pub mode: Option<Mode>,
+    /// Propose rules also for traffic the Admin tier of the cluster-admin
+    /// policies already accepts (a ClusterNetworkPolicy or
+    /// AdminNetworkPolicy `Accept`/`Allow`). By default such traffic is
+    /// only reported: the Admin tier decides before NetworkPolicy, so the
+    /// rule is never consulted while the guardrail stands.
+    #[arg(long)]
+    pub include_admin_accepted: bool,
 }
 
 /// Why `propose` could not read its input.
@@ -166,8 +173,7 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
         workloads = history.workloads.len(),
         "read flow history"
     );
-    let proposal = learn::propose(&history, &model);
-    let proof = learn::prove(&history, &model, &proposal);
+    let (proposal, proof) = propose(args, &history, &model);
     if let Some(dir) = &args.output_dir {
         let io = |path: PathBuf| move |source| ProposeError::Write { path, source };
         std::fs::create_dir_all(dir).map_err(io(dir.clone()))?;
@@ -194,6 +200,17 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
         });
     }
     Ok(())
+}
+
+/// The proposal for `history` against `model`, as `args` ask, and its
+/// proof.
+fn propose(args: &ProposeArgs, history: &History, model: &Model) -> (Proposal, Proof) {
+    let options = learn::Options {
+        include_admin_accepted: args.include_admin_accepted,
+    };
+    let proposal = learn::propose_with(history, model, options);
+    let proof = learn::prove(history, model, &proposal);
+    (proposal, proof)
 }
 
 /// What `propose` prints.
@@ -364,6 +381,7 @@ mod tests {
             output_dir: None,
             output,
             mode,
+            include_admin_accepted: false,
         }
     }
 
@@ -511,5 +529,120 @@ mod tests {
         assert_eq!(sockets, [PathBuf::from(DEFAULT_SOCKET)]);
         assert_eq!(flows, [PathBuf::from("f.jsonl")]);
         assert!(parse(&[]).is_err(), "a history source is required");
+    }
+
+    /// A guardrail denying api → db and one accepting DNS at coredns: both
+    /// are reported in the proof (text and JSON) and left out of the YAML;
+    /// `--include-admin-accepted` proposes the accepted DNS ingress.
+    #[test]
+    fn admin_tiers_are_reported_and_the_flag_proposes_accepted_traffic() {
+        use bulkhead_policy::model::{
+            Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, NAMESPACE_NAME_LABEL, Origin,
+            Requirement, Selector, Subject, Tier,
+        };
+        let sel = |k: &str, v: &str| Selector::new(vec![Requirement::In(k.into(), vec![v.into()])]);
+        let guard = |name: &str, subject: Subject, action: Action, peer: AdminPeer| AdminPolicy {
+            kind: AdminKind::ClusterNetworkPolicy,
+            name: name.into(),
+            tier: Tier::Admin,
+            priority: 1,
+            subject,
+            ingress: vec![AdminRule {
+                name: Some(name.into()),
+                action,
+                peers: vec![peer],
+                ports: None,
+            }],
+            egress: vec![],
+            origin: Origin::default(),
+            mode: None,
+        };
+        let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
+        let dir = tempfile::tempdir().unwrap();
+        let (_, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["bulkhead", "propose", "--manifests", demo];
+            argv.extend_from_slice(&["--flows", whole.to_str().unwrap()]);
+            argv.extend_from_slice(extra);
+            match crate::cli::Cli::try_parse_from(argv).unwrap().command {
+                crate::cli::Command::Propose(args) => args,
+                other => panic!("{other:?}"),
+            }
+        };
+        let args = parse(&[]);
+        let mut model = args.manifests.load().unwrap();
+        model.admin_policies = vec![
+            guard(
+                "db-guard",
+                Subject {
+                    namespaces: sel(NAMESPACE_NAME_LABEL, "shop"),
+                    pods: sel("app", "db"),
+                },
+                Action::Deny,
+                AdminPeer::Pods {
+                    namespaces: Selector::everything(),
+                    pods: sel("app", "api"),
+                },
+            ),
+            guard(
+                "dns",
+                Subject {
+                    namespaces: sel(NAMESPACE_NAME_LABEL, "kube-system"),
+                    pods: Selector::everything(),
+                },
+                Action::Accept,
+                AdminPeer::Pods {
+                    namespaces: Selector::everything(),
+                    pods: Selector::everything(),
+                },
+            ),
+        ];
+        model.normalize();
+        let history = read_history(&args).unwrap();
+        let (proposal, proof) = propose(&args, &history, &model);
+        assert!(proof.complete(), "{:?}", proof.denied);
+        let text = rendered(&args, &proposal, &proof);
+        let yaml = String::from_utf8(text.stdout).unwrap();
+        assert!(!yaml.contains("port: 5432"), "{yaml}");
+        assert!(yaml.contains("# cluster-admin tier: shop/Deployment/api → shop/StatefulSet/db"));
+        assert!(
+            text.stderr
+                .contains("denied by the Admin tier: ClusterNetworkPolicy/db-guard rule db-guard"),
+            "{}",
+            text.stderr
+        );
+        assert!(
+            text.stderr
+                .contains("accepted by the Admin tier: ClusterNetworkPolicy/dns rule dns"),
+            "{}",
+            text.stderr
+        );
+        let json_args = parse(&["--output", "json"]);
+        let json = rendered(&json_args, &proposal, &proof).stdout;
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["proof"]["guardrail_denied"], 1);
+        assert_eq!(
+            v["proof"]["tier_denied"][0]["policy"],
+            "ClusterNetworkPolicy/db-guard"
+        );
+        assert_eq!(v["proof"]["admin_accepted"].as_array().unwrap().len(), 3);
+        let dns_ingress = |p: &Proposal| {
+            p.policies
+                .iter()
+                .find(|p| p.key() == "kube-system/bulkhead-coredns")
+                .unwrap()
+                .ingress
+                .len()
+        };
+        assert_eq!(dns_ingress(&proposal), 0);
+        let flagged = parse(&["--include-admin-accepted"]);
+        let (proposal, proof) = propose(&flagged, &history, &model);
+        assert!(proof.complete(), "{:?}", proof.denied);
+        assert_eq!(dns_ingress(&proposal), 1);
+        assert!(
+            rendered(&flagged, &proposal, &proof)
+                .stderr
+                .contains("proposed anyway where NetworkPolicy can express them")
+        );
     }
 }

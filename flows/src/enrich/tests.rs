@@ -320,6 +320,57 @@ fn audited_records_name_the_staged_policies() {
     assert!(e.auditing(3, 12, Direction::Ingress).is_empty());
 }
 
+/// A staged guardrail (an audit-mode ClusterNetworkPolicy denying web's
+/// egress to db) is named in the records it would deny, `Kind/name` with
+/// its tier, so an audit report can name it; the enforced verdict is not
+/// its business.
+#[test]
+fn audited_records_name_a_staged_cluster_admin_policy() {
+    use bulkhead_policy::model::{
+        Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Subject, Tier,
+    };
+    let mut m = model();
+    m.admin_policies.push(AdminPolicy {
+        kind: AdminKind::ClusterNetworkPolicy,
+        name: "no-db".into(),
+        tier: Tier::Admin,
+        priority: 3,
+        subject: Subject {
+            namespaces: Selector::everything(),
+            pods: selector("web"),
+        },
+        ingress: vec![],
+        egress: vec![AdminRule {
+            name: Some("db".into()),
+            action: Action::Deny,
+            peers: vec![AdminPeer::Pods {
+                namespaces: Selector::everything(),
+                pods: selector("db"),
+            }],
+            ports: None,
+        }],
+        origin: Origin::default(),
+        mode: Some(Mode::Audit),
+    });
+    m.normalize();
+    let c = compile(&m);
+    // The compiler judges web → db would-deny in the audit view only.
+    let (web, db) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    assert!(c.allowed(web, db, 6, 5432));
+    assert!(c.audit(web, db, 6, 5432).would_deny());
+    let e = Enricher::new(&m, &c, &local(&m), 3);
+    let staged = e.auditing(3, 11, Direction::Egress);
+    assert_eq!(staged.len(), 1);
+    assert_eq!(&*staged[0].name, "ClusterNetworkPolicy/no-db");
+    assert_eq!(staged[0].tier.as_deref(), Some("Admin"));
+    assert!(e.auditing(3, 12, Direction::Ingress).is_empty());
+    // Enforced, it is no longer staged.
+    m.admin_policies[0].mode = Some(Mode::Enforce);
+    let c = compile(&m);
+    let e = Enricher::new(&m, &c, &local(&m), 3);
+    assert!(e.auditing(3, 11, Direction::Egress).is_empty());
+}
+
 /// The node's address in the Service fixtures.
 pub(crate) const NODE_IP: [u8; 4] = [192, 168, 1, 10];
 

@@ -8,8 +8,8 @@ use bulkhead_flows::record::{FlowRecord, Timestamp};
 /// Why a `--policy` or `--since` value does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FilterError {
-    /// Not `namespace/name`.
-    #[error("policy {value:?} is not namespace/name")]
+    /// Not `namespace/name` (or `Kind/name`).
+    #[error("policy {value:?} is not namespace/name (or Kind/name for a cluster-admin policy)")]
     Policy {
         /// The value as given.
         value: String,
@@ -61,7 +61,9 @@ impl Since {
     }
 }
 
-/// Parses a `--policy` value: `namespace/name`.
+/// Parses a `--policy` value: `namespace/name`, or `Kind/name` for a
+/// cluster-admin policy (ClusterNetworkPolicy, AdminNetworkPolicy,
+/// BaselineAdminNetworkPolicy), as flow records name them.
 pub fn parse_policy(value: &str) -> Result<String, FilterError> {
     match value.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -76,7 +78,8 @@ pub fn parse_policy(value: &str) -> Result<String, FilterError> {
 /// What a report covers; the default covers everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
-    /// Only these policies (`namespace/name`); all when empty. Each is
+    /// Only these policies (`namespace/name`, `Kind/name` for a
+    /// cluster-admin policy); all when empty. Each is
     /// reported even when no record names it, so a typo or a policy that
     /// selects nothing shows as "no audited flows" rather than silence.
     pub policies: BTreeSet<String>,

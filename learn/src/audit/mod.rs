@@ -10,6 +10,13 @@
 //! destination port. [`render`] writes the result for people or as JSON
 //! Lines.
 //!
+//! **Cluster-admin policies.** A guardrail (ClusterNetworkPolicy,
+//! AdminNetworkPolicy, BaselineAdminNetworkPolicy) staged with
+//! `bulkhead.io/mode: audit` is reported like a NetworkPolicy, under its
+//! `Kind/name` (the agent compiles the audit view with it and names it in
+//! the records it audits): its would-deny groups are the live traffic its
+//! enforcement would drop.
+//!
 //! **What counts.** Only `type: "flow"` records: `type: "event"`
 //! notifications repeat what flow records count. A group's `flows` are its
 //! flow records (a connection longer than the active timeout writes an
@@ -22,7 +29,7 @@
 //!
 //! **JSON Lines** (`--output json`), one object per line, told apart by
 //! `type`, each with `schema: "bulkhead.audit/v1"` and `policy`
-//! (`namespace/name`):
+//! (`namespace/name`; `Kind/name` for a staged cluster-admin policy):
 //!
 //! - `"type": "summary"`, first for each policy: `audited_flows`,
 //!   `would_deny_flows`, `would_deny_groups`, `allowed_groups`, `first`,

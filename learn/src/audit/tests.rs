@@ -242,6 +242,10 @@ fn parses_since_and_policy_values() {
         Err(FilterError::Since { .. })
     ));
     assert_eq!(parse_policy("prod/p").unwrap(), "prod/p");
+    assert_eq!(
+        parse_policy("ClusterNetworkPolicy/no-db").unwrap(),
+        "ClusterNetworkPolicy/no-db"
+    );
     for bad in ["p", "/p", "prod/", "a/b/c"] {
         assert!(
             matches!(parse_policy(bad), Err(FilterError::Policy { .. })),
@@ -360,4 +364,54 @@ fn malformed_lines_are_named_by_source_and_line() {
     let e = read_file(&missing, |_| {}).unwrap_err();
     assert!(matches!(e, ReadError::Io { .. }));
     assert!(e.to_string().contains("missing.jsonl"), "{e}");
+}
+
+/// A staged guardrail as the agent names it in the records it audits
+/// (`Kind/name` with its tier): reported under its name, its would-deny
+/// groups listed, selectable with `--policy Kind/name`.
+#[test]
+fn a_staged_cluster_admin_policy_is_reported_by_name() {
+    let guard = json!({"verdict": "would_deny", "policies": [
+        {"name": "ClusterNetworkPolicy/no-db", "tier": "Admin"}]});
+    let mut records = fixture();
+    records.push(record(
+        json!({"audit": guard, "start": at("2024-11-22T17:50:00.000Z"),
+                               "end": at("2024-11-22T17:50:01.000Z")}),
+    ));
+    records.push(record(json!({"audit": {"verdict": "allowed", "policies": [
+        {"name": "ClusterNetworkPolicy/no-db", "tier": "Admin"}]},
+        "dst": external("192.0.2.8", 80)})));
+    let filter = Filter {
+        policies: BTreeSet::from([parse_policy("ClusterNetworkPolicy/no-db").unwrap()]),
+        since: None,
+    };
+    let policies = report_of(filter, &records).policies();
+    assert_eq!(policies.len(), 1);
+    let p = &policies[0];
+    assert_eq!(p.policy, "ClusterNetworkPolicy/no-db");
+    assert_eq!(p.summary.readiness(), Readiness::WouldBreak);
+    assert_eq!((p.would_deny.len(), p.allowed.len()), (1, 1));
+    let text = render::text(&policies);
+    assert!(
+        text.starts_with("policy ClusterNetworkPolicy/no-db\n"),
+        "{text}"
+    );
+    assert!(text.contains("prod/Deployment/api"), "{text}");
+    let json = render::json_lines(&policies);
+    assert!(
+        json.lines()
+            .all(|l| l.contains(r#""policy":"ClusterNetworkPolicy/no-db""#)),
+        "{json}"
+    );
+    // Beside the NetworkPolicies when nothing is filtered.
+    let all = report_of(Filter::default(), &records).policies();
+    let names: Vec<&str> = all.iter().map(|p| p.policy.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "ClusterNetworkPolicy/no-db",
+            "prod/audit-db",
+            "prod/audit-web"
+        ]
+    );
 }

@@ -4,7 +4,14 @@
 //!
 //! - every observed edge is replayed through the reference evaluator
 //!   (`bulkhead_policy::eval`) between the pods of its workloads (every pod of one
-//!   end against one pod of the other, both ways): all must be allowed;
+//!   end against one pod of the other, both ways): all must be allowed,
+//!   except those a cluster-admin Deny decides (the guardrails are in the
+//!   model, staged ones enforced: see [`super::tiers`]), which no
+//!   NetworkPolicy can allow and the proposal leaves out; an edge an Admin
+//!   Accept decides is allowed by the Admin tier;
+//! - the Baseline tier's Deny the proposal lifts: edges it denies with the
+//!   manifests as they are, allowed once the proposed policies select
+//!   their pods;
 //! - *beyond observed*: what each proposed policy's rules allow, read from
 //!   the compiled rule tables, that no edge used (other workloads matched
 //!   by a peer selector, DNS ports added), and the workloads a policy
@@ -12,6 +19,11 @@
 //! - stability: the newest edge's first sighting against the last
 //!   observation;
 //! - the diff against the policies already in the manifests.
+
+mod replay;
+mod text;
+
+pub use text::text;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -21,10 +33,12 @@ use serde::Serialize;
 use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
 use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
+use super::tiers::{self, TierFinding, replay_pairs};
 use super::yaml;
 use bulkhead_flows::record::Timestamp;
 use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
 use bulkhead_policy::model::{Direction, Mode, Model, Origin, Policy, Protocol};
+use replay::{Before, Replay, replay};
 
 /// An observed edge the proposal does not allow (a bug if ever non-empty).
 #[derive(Clone, Debug, Serialize)]
@@ -105,9 +119,17 @@ pub struct Proof {
     pub edges: u64,
     /// Edges replayed through the evaluator.
     pub replayed: u64,
-    /// Replayed edges allowed.
+    /// Replayed edges a cluster-admin Deny decides (for every pair): no
+    /// NetworkPolicy can allow them, the proposal leaves them out.
+    pub guardrail_denied: u64,
+    /// Replayed edges a proposal can make allowed: `replayed -
+    /// guardrail_denied`.
+    pub proposable: u64,
+    /// Proposable edges allowed.
     pub allowed: u64,
-    /// `allowed / replayed` in percent (100 when nothing was replayed).
+    /// Of those, edges an Admin Accept decides on a side.
+    pub allowed_by_admin: u64,
+    /// `allowed / proposable` in percent (100 when there is none).
     pub coverage_percent: f64,
     /// Replayed edges not allowed (must be empty).
     pub denied: Vec<DeniedEdge>,
@@ -116,6 +138,16 @@ pub struct Proof {
     pub unverifiable: Vec<String>,
     /// Edges NetworkPolicy cannot express (denied once isolated).
     pub unexpressible: Vec<String>,
+    /// Observed edges a cluster-admin Deny decides, left out of the
+    /// proposal (from it).
+    pub tier_denied: Vec<TierFinding>,
+    /// Sides of observed edges an Admin Accept decides (from the proposal;
+    /// proposed only with `--include-admin-accepted`).
+    pub admin_accepted: Vec<TierFinding>,
+    /// Edges the Baseline tier denies with the manifests as they are,
+    /// allowed once the proposal applies (its policies select the pods, so
+    /// the Baseline tier steps aside for them).
+    pub baseline_lifted: Vec<TierFinding>,
     /// Allowed beyond what was observed.
     pub beyond_observed: Vec<Beyond>,
     /// Workloads selected besides the subject.
@@ -148,6 +180,7 @@ pub fn apply(model: &Model, proposal: &Proposal) -> Model {
             mode: Some(Mode::Enforce),
             ..p.policy()
         }));
+    tiers::planning_view(&mut m);
     m.normalize();
     m
 }
@@ -165,8 +198,12 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             .iter()
             .map(|u| u.edge.clone())
             .collect(),
+        tier_denied: proposal.tier_denied.clone(),
+        admin_accepted: proposal.admin_accepted.clone(),
         ..Proof::default()
     };
+    let before = Before::new(model);
+    let tiered = compiled.tables.iter().any(|t| t.tiered());
     let edges = history.sorted_edges();
     proof.edges = edges.len() as u64;
 
@@ -186,26 +223,31 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             }
         };
         proof.replayed += 1;
-        let denied = pairs
-            .iter()
-            .find(|(s, d)| !compiled.allowed(*s, *d, proto.number(), key.port));
-        match denied {
-            None => proof.allowed += 1,
-            Some(&(s, d)) => {
-                let v = compiled.evaluate(s, d, proto.number(), key.port);
-                proof.denied.push(DeniedEdge {
-                    edge: edge_text(key),
-                    src: s,
-                    dst: d,
-                    verdict: format!("egress: {:?}, ingress: {:?}", v.egress, v.ingress),
-                });
+        match replay(&compiled, tiered, &pairs, proto, key.port) {
+            Replay::GuardrailDenied => proof.guardrail_denied += 1,
+            Replay::Allowed { by_admin } => {
+                proof.allowed += 1;
+                proof.allowed_by_admin += u64::from(by_admin);
+                if let Some(f) = before.as_ref().and_then(|b| b.baseline_denied(model, key)) {
+                    proof.baseline_lifted.push(f);
+                }
             }
+            Replay::Denied { src, dst, verdict } => proof.denied.push(DeniedEdge {
+                edge: edge_text(key),
+                src,
+                dst,
+                verdict: format!(
+                    "egress: {:?}, ingress: {:?}",
+                    verdict.egress, verdict.ingress
+                ),
+            }),
         }
     }
-    proof.coverage_percent = if proof.replayed == 0 {
+    proof.proposable = proof.replayed - proof.guardrail_denied;
+    proof.coverage_percent = if proof.proposable == 0 {
         100.0
     } else {
-        proof.allowed as f64 * 100.0 / proof.replayed as f64
+        proof.allowed as f64 * 100.0 / proof.proposable as f64
     };
 
     // Beyond observed, from the compiled tables.
@@ -250,7 +292,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
                 .rules
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| r.policy == pi && r.direction == d)
+                .filter(|(_, r)| r.tier.is_none() && r.policy == pi && r.direction == d)
                 .map(|(i, _)| i as u32)
                 .collect();
             for (&(peer, proto_n), segs) in compiled.tables[table as usize].sorted_groups() {
@@ -259,7 +301,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
                 };
                 for seg in segs
                     .iter()
-                    .filter(|s| s.rules.iter().any(|r| ours.contains(r)))
+                    .filter(|s| !s.deny && s.rules.iter().any(|r| ours.contains(r)))
                 {
                     let ends: Vec<(End, String)> = match compiled.identities.get(peer).kind {
                         IdentityKind::External { region } => compiled.regions.regions
@@ -365,45 +407,6 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
     proof
 }
 
-/// The addresses to replay an edge between.
-fn replay_pairs(
-    m: &Model,
-    index: &Workloads,
-    key: &EdgeKey,
-) -> Result<Vec<(IpAddr, IpAddr)>, String> {
-    let addrs = |e: &End, v4: bool| -> Result<Vec<IpAddr>, String> {
-        match e {
-            End::External(a) => Ok(vec![*a]),
-            End::Workload(w) => {
-                let pods = index
-                    .pods
-                    .get(w)
-                    .ok_or_else(|| format!("{w} is not in the manifests"))?;
-                let v: Vec<IpAddr> = pods
-                    .iter()
-                    .filter_map(|&i| m.pods[i].ips.iter().copied().find(|a| a.is_ipv4() == v4))
-                    .collect();
-                if v.is_empty() {
-                    Err(format!(
-                        "{w} has no {} address",
-                        if v4 { "IPv4" } else { "IPv6" }
-                    ))
-                } else {
-                    Ok(v)
-                }
-            }
-        }
-    };
-    let v4 = match (&key.src, &key.dst) {
-        (End::External(a), _) | (_, End::External(a)) => a.is_ipv4(),
-        _ => addrs(&key.src, true).is_ok() && addrs(&key.dst, true).is_ok(),
-    };
-    let (s, d) = (addrs(&key.src, v4)?, addrs(&key.dst, v4)?);
-    let mut pairs: Vec<(IpAddr, IpAddr)> = s.iter().map(|&a| (a, d[0])).collect();
-    pairs.extend(d.iter().skip(1).map(|&b| (s[0], b)));
-    Ok(pairs)
-}
-
 /// The diff of the proposal against the manifests' policies.
 pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
     let existing: HashMap<String, &Policy> = model.policies.iter().map(|p| (p.key(), p)).collect();
@@ -442,105 +445,4 @@ pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
         .map(Policy::key)
         .collect();
     d
-}
-
-/// The proof for people (stderr).
-pub fn text(proof: &Proof, proposal: &Proposal) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Proposal: {} policies from {} observed edges.",
-        proposal.policies.len(),
-        proof.edges
-    );
-    let _ = writeln!(
-        s,
-        "Coverage: {}/{} replayed edges allowed ({:.1}%){}.",
-        proof.allowed,
-        proof.replayed,
-        proof.coverage_percent,
-        if proof.complete() {
-            ""
-        } else {
-            " — NOT ALL: a bug, please report"
-        }
-    );
-    for d in &proof.denied {
-        let _ = writeln!(
-            s,
-            "  DENIED {} ({} → {}): {}",
-            d.edge, d.src, d.dst, d.verdict
-        );
-    }
-    if !proof.unverifiable.is_empty() {
-        let _ = writeln!(s, "Not replayed ({}):", proof.unverifiable.len());
-        for u in &proof.unverifiable {
-            let _ = writeln!(s, "  {u}");
-        }
-    }
-    if !proof.unexpressible.is_empty() {
-        let _ = writeln!(
-            s,
-            "Not expressible in NetworkPolicy, denied once the policies apply ({}):",
-            proof.unexpressible.len()
-        );
-        for u in &proof.unexpressible {
-            let _ = writeln!(s, "  {u}");
-        }
-    }
-    if !proof.unselectable.is_empty() {
-        let _ = writeln!(s, "No policy (no stable labels to select by):");
-        for u in &proof.unselectable {
-            let _ = writeln!(s, "  {u}");
-        }
-    }
-    let _ = writeln!(
-        s,
-        "Beyond observed: {} (policy, direction, peer) entries.",
-        proof.beyond_observed.len()
-    );
-    for b in &proof.beyond_observed {
-        let _ = writeln!(
-            s,
-            "  {} {} {}: {}",
-            b.policy,
-            b.direction,
-            b.peer,
-            b.ports.join(", ")
-        );
-    }
-    for a in &proof.also_selects {
-        let _ = writeln!(s, "  {} also selects {}", a.policy, a.workloads.join(", "));
-    }
-    let st = &proof.stability;
-    match (st.last_new_edge, st.last_seen, st.stable_for_seconds) {
-        (Some(n), Some(l), Some(secs)) => {
-            let _ = writeln!(
-                s,
-                "Stability: last new edge {n}; last observation {l}; no new edge for {}.",
-                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
-            );
-        }
-        _ => {
-            let _ = writeln!(s, "Stability: nothing observed.");
-        }
-    }
-    let d = &proof.diff;
-    let _ = writeln!(
-        s,
-        "Diff against the manifests: {} added, {} changed, {} unchanged, {} stale{}.",
-        d.added.len(),
-        d.changed.len(),
-        d.unchanged.len(),
-        d.stale.len(),
-        if d.no_change() { " (no change)" } else { "" }
-    );
-    for (k, t) in &d.text {
-        let _ = writeln!(s, "--- {k} (manifests)\n+++ {k} (proposal)\n{t}");
-    }
-    for k in &d.stale {
-        let _ = writeln!(s, "  stale: {k} (no longer proposed)");
-    }
-    s
 }

@@ -1,0 +1,156 @@
+//! The proof for people: what `propose` writes to stderr.
+
+use super::Proof;
+use crate::propose::Proposal;
+
+/// The proof for people (stderr).
+pub fn text(proof: &Proof, proposal: &Proposal) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Proposal: {} policies from {} observed edges.",
+        proposal.policies.len(),
+        proof.edges
+    );
+    let _ = writeln!(
+        s,
+        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}.",
+        proof.allowed,
+        proof.proposable,
+        proof.coverage_percent,
+        match (proof.guardrail_denied, proof.allowed_by_admin) {
+            (0, 0) => String::new(),
+            (d, a) => format!(
+                "; {d} more denied by a cluster-admin tier (not proposable), \
+                 {a} allowed by the Admin tier"
+            ),
+        },
+        if proof.complete() {
+            ""
+        } else {
+            " — NOT ALL: a bug, please report"
+        }
+    );
+    for d in &proof.denied {
+        let _ = writeln!(
+            s,
+            "  DENIED {} ({} → {}): {}",
+            d.edge, d.src, d.dst, d.verdict
+        );
+    }
+    if !proof.unverifiable.is_empty() {
+        let _ = writeln!(s, "Not replayed ({}):", proof.unverifiable.len());
+        for u in &proof.unverifiable {
+            let _ = writeln!(s, "  {u}");
+        }
+    }
+    if !proof.unexpressible.is_empty() {
+        let _ = writeln!(
+            s,
+            "Not expressible in NetworkPolicy, denied once the policies apply ({}):",
+            proof.unexpressible.len()
+        );
+        for u in &proof.unexpressible {
+            let _ = writeln!(s, "  {u}");
+        }
+    }
+    tier_text(&mut s, proof, proposal);
+    if !proof.unselectable.is_empty() {
+        let _ = writeln!(s, "No policy (no stable labels to select by):");
+        for u in &proof.unselectable {
+            let _ = writeln!(s, "  {u}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Beyond observed: {} (policy, direction, peer) entries.",
+        proof.beyond_observed.len()
+    );
+    for b in &proof.beyond_observed {
+        let _ = writeln!(
+            s,
+            "  {} {} {}: {}",
+            b.policy,
+            b.direction,
+            b.peer,
+            b.ports.join(", ")
+        );
+    }
+    for a in &proof.also_selects {
+        let _ = writeln!(s, "  {} also selects {}", a.policy, a.workloads.join(", "));
+    }
+    let st = &proof.stability;
+    match (st.last_new_edge, st.last_seen, st.stable_for_seconds) {
+        (Some(n), Some(l), Some(secs)) => {
+            let _ = writeln!(
+                s,
+                "Stability: last new edge {n}; last observation {l}; no new edge for {}.",
+                humantime::format_duration(std::time::Duration::from_secs(secs as u64))
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "Stability: nothing observed.");
+        }
+    }
+    let d = &proof.diff;
+    let _ = writeln!(
+        s,
+        "Diff against the manifests: {} added, {} changed, {} unchanged, {} stale{}.",
+        d.added.len(),
+        d.changed.len(),
+        d.unchanged.len(),
+        d.stale.len(),
+        if d.no_change() { " (no change)" } else { "" }
+    );
+    for (k, t) in &d.text {
+        let _ = writeln!(s, "--- {k} (manifests)\n+++ {k} (proposal)\n{t}");
+    }
+    for k in &d.stale {
+        let _ = writeln!(s, "  stale: {k} (no longer proposed)");
+    }
+    s
+}
+
+/// The cluster-admin tiers' part of [`text`].
+fn tier_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
+    use std::fmt::Write as _;
+    if !proof.tier_denied.is_empty() {
+        let _ = writeln!(
+            s,
+            "Denied by a cluster-admin tier, left out: a NetworkPolicy allow cannot \
+             override it ({}):",
+            proof.tier_denied.len()
+        );
+        for f in &proof.tier_denied {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
+    if !proof.admin_accepted.is_empty() {
+        let what = if proposal.include_admin_accepted {
+            "proposed anyway where NetworkPolicy can express them (--include-admin-accepted)"
+        } else {
+            "which decides before NetworkPolicy: no rule proposed \
+             (--include-admin-accepted proposes them)"
+        };
+        let _ = writeln!(
+            s,
+            "Accepted by the Admin tier, {what} ({}):",
+            proof.admin_accepted.len()
+        );
+        for f in &proof.admin_accepted {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
+    if !proof.baseline_lifted.is_empty() {
+        let _ = writeln!(
+            s,
+            "The Baseline tier denies these today; the proposed policies select their \
+             pods, so NetworkPolicy decides instead and allows them ({}):",
+            proof.baseline_lifted.len()
+        );
+        for f in &proof.baseline_lifted {
+            let _ = writeln!(s, "  {f}");
+        }
+    }
+}
