@@ -265,9 +265,18 @@ impl Enricher {
         let verdict = FlowVerdict::of(passed, v.dropped_packets, v.drop_reason);
         let policies = match verdict {
             FlowVerdict::Allowed => self.allowing(input.rule_revision, v.rule),
-            // Denied by a rule (a cluster-admin Deny): that rule.
+            // Denied by a rule (a cluster-admin Deny): that rule; or
+            // passed by an Admin Pass to NetworkPolicy, whose isolation
+            // denied it: the Pass and the isolating policies.
             FlowVerdict::Denied | FlowVerdict::Revoked if rule_denies(v.rule) => {
-                self.allowing(v.revision, rule_id(v.rule))
+                let by = self.allowing(v.revision, rule_id(v.rule));
+                if by.iter().any(|p| p.action.as_deref() == Some("Pass")) {
+                    let isolating =
+                        self.isolating(v.revision, key.ifindex, direction.policy_direction());
+                    by.iter().chain(isolating.iter()).cloned().collect()
+                } else {
+                    by
+                }
             }
             FlowVerdict::Denied | FlowVerdict::Revoked
                 if v.drop_reason == DropReason::PolicyDenied as u8

@@ -371,6 +371,84 @@ fn audited_records_name_a_staged_cluster_admin_policy() {
     assert!(e.auditing(3, 11, Direction::Egress).is_empty());
 }
 
+/// A drop by an enforced cluster-admin Deny: the kernel records the
+/// denying rule with `RULE_F_DENY` (the policy tree's target, as the
+/// compiled table holds it); the record names that rule, its tier,
+/// action and name.
+#[test]
+fn denied_by_a_cluster_admin_rule_names_it() {
+    use bulkhead_common::RULE_F_DENY;
+    use bulkhead_policy::model::{
+        Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Subject, Tier,
+    };
+    let mut m = model();
+    m.admin_policies.push(AdminPolicy {
+        kind: AdminKind::ClusterNetworkPolicy,
+        name: "guard".into(),
+        tier: Tier::Admin,
+        priority: 1,
+        subject: Subject {
+            namespaces: Selector::everything(),
+            pods: selector("db"),
+        },
+        ingress: vec![AdminRule {
+            name: Some("no-web".into()),
+            action: Action::Deny,
+            peers: vec![AdminPeer::Pods {
+                namespaces: Selector::everything(),
+                pods: selector("web"),
+            }],
+            ports: None,
+        }],
+        egress: vec![],
+        origin: Origin::default(),
+        mode: None,
+    });
+    m.normalize();
+    let c = compile(&m);
+    let web = c.identity_of("10.0.0.1".parse().unwrap());
+    let db = c.pod_of("10.0.0.2".parse().unwrap()).expect("db");
+    let table = c.endpoints[db].ingress.expect("db's ingress table");
+    let seg = c.tables[table as usize]
+        .lookup(web, 6, 5432)
+        .expect("a decision");
+    assert!(seg.deny);
+    let target = seg.kernel_rule();
+    assert_ne!(target & RULE_F_DENY, 0);
+    let e = Enricher::new(&m, &c, &local(&m), 3);
+    let v = FlowValue {
+        dropped_packets: 1,
+        drop_reason: DropReason::PolicyDenied as u8,
+        revision: 3,
+        rule: target,
+        ..Default::default()
+    };
+    let r = e.record(
+        &ctx(),
+        &RecordInput {
+            key: &key(FLOW_SIDE_INGRESS, 12),
+            value: &v,
+            rule_revision: 3,
+            kind: RecordKind::Event,
+            event: Some(EventType::Drop),
+            end_reason: None,
+            service: None,
+        },
+    );
+    assert_eq!(r.verdict, FlowVerdict::Denied);
+    assert_eq!(r.policies.len(), 1, "{:?}", r.policies);
+    let p = &r.policies[0];
+    assert_eq!(&*p.name, "ClusterNetworkPolicy/guard");
+    assert_eq!(
+        (
+            p.tier.as_deref(),
+            p.action.as_deref(),
+            p.rule_name.as_deref()
+        ),
+        (Some("Admin"), Some("Deny"), Some("no-web"))
+    );
+}
+
 /// The node's address in the Service fixtures.
 pub(crate) const NODE_IP: [u8; 4] = [192, 168, 1, 10];
 
