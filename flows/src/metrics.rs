@@ -714,7 +714,8 @@ mod tests {
             ..Default::default()
         };
         // (record, times observed, expected labels)
-        let cases: Vec<(FlowRecord, u64, Option<(&str, &str)>)> = vec![
+        type Case = (FlowRecord, u64, Option<(&'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
             (allowed.clone(), 2, Some(("networkpolicy", "allow"))),
             (with(&allowed, vec![]), 3, Some(("none", "allow"))),
             (
