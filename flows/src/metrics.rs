@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bulkhead_common::{DROP_REASONS, FLOW_STATS};
+use bulkhead_common::{DROP_REASONS, DropReason, FLOW_STATS};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,7 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::export::ExportStats;
-use super::record::{EndReason, FlowRecord, PodInfo, RecordKind};
+use super::record::{EndReason, FlowRecord, FlowVerdict, PodInfo, RecordKind};
 use super::source::KernelFlowStats;
 
 /// Content type of [`Metrics::render`]'s output.
@@ -42,6 +42,13 @@ struct FlowLabels {
 struct AuditLabels {
     verdict: &'static str,
     policy: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    tier: &'static str,
+    action: &'static str,
+    direction: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +110,7 @@ pub struct Metrics {
     flow_bytes: Family<FlowLabels, Counter>,
     drops: Family<DropLabels, Counter>,
     audit_flows: Family<AuditLabels, Counter>,
+    decisions: Family<DecisionLabels, Counter>,
     drop_bytes: Family<DropLabels, Counter>,
     events: Family<EventLabel, Counter>,
     kernel_flow: Family<StatLabel, Counter>,
@@ -170,6 +178,11 @@ impl Metrics {
             audit_flows: reg!(
                 "bulkhead_audit_flows",
                 "Flows ended that policies in audit mode judged, by audit verdict (allowed, would_deny) and policy",
+                Family::default()
+            ),
+            decisions: reg!(
+                "bulkhead_policy_decisions",
+                "Flows ended, by the tier that decided them (admin, networkpolicy, baseline, none) and its action (accept, deny, pass, allow) and endpoint direction",
                 Family::default()
             ),
             drops: reg!(
@@ -310,6 +323,14 @@ impl Metrics {
         };
         if r.end_reason != Some(EndReason::Active) {
             self.flows.get_or_create(&labels).inc();
+            if let Some((tier, action)) = decision(r) {
+                let labels = DecisionLabels {
+                    tier,
+                    action,
+                    direction: r.direction.as_str(),
+                };
+                self.decisions.get_or_create(&labels).inc();
+            }
             if let Some(audit) = &r.audit {
                 for p in audit.policies.iter() {
                     let labels = AuditLabels {
@@ -480,11 +501,62 @@ impl Metrics {
     }
 }
 
+/// The tier and action that decided a flow record, as the
+/// `bulkhead_policy_decisions` labels; `None` for a flow dropped for a
+/// reason that is no policy's (malformed, spoofed: `bulkhead_drops` counts
+/// those).
+///
+/// - A cluster-admin rule named in `policies` decided: its tier (`admin`,
+///   `baseline`) and action (`accept`, `deny`, or `pass` for a flow allowed
+///   after a `Pass` that nothing later decided). A denied flow naming a
+///   `Pass` rule was denied by NetworkPolicy's isolation after the `Pass`.
+/// - Else NetworkPolicy: `allow` (an allowing rule named), `deny`
+///   (isolation: no rule allowed it).
+/// - Else `none`: allowed with no policy selecting the endpoint that way
+///   (`allow`), or a policy drop whose policies are not known any more
+///   (`deny`).
+pub fn decision(r: &FlowRecord) -> Option<(&'static str, &'static str)> {
+    let allowed = r.verdict == FlowVerdict::Allowed;
+    let admin = r.policies.iter().find_map(|p| {
+        let tier = match p.tier.as_deref()? {
+            "Admin" => "admin",
+            "Baseline" => "baseline",
+            _ => return None,
+        };
+        let action = match p.action.as_deref()? {
+            "Accept" => "accept",
+            "Deny" => "deny",
+            "Pass" => "pass",
+            _ => return None,
+        };
+        Some((tier, action))
+    });
+    match admin {
+        Some((_, "pass")) if !allowed => return Some(("networkpolicy", "deny")),
+        Some(decided) => return Some(decided),
+        None => {}
+    }
+    let networkpolicy = r.policies.iter().any(|p| p.tier.is_none());
+    let policy_drop = r.drop_reason.is_some_and(|d| {
+        matches!(
+            d.drop_reason(),
+            Some(DropReason::PolicyDenied | DropReason::PolicyRevoked)
+        )
+    });
+    match (allowed, networkpolicy) {
+        (true, true) => Some(("networkpolicy", "allow")),
+        (true, false) => Some(("none", "allow")),
+        (false, true) => Some(("networkpolicy", "deny")),
+        (false, false) if policy_drop => Some(("none", "deny")),
+        (false, false) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::record::tests_support::sample;
-    use crate::record::{Audit, AuditVerdict, Dropped, FlowVerdict, PolicyRef, Reason};
+    use crate::record::{Audit, AuditVerdict, Dropped, PolicyRef, Reason};
     use bulkhead_common::{FLOW_STATS_MAX, FlowStat};
 
     /// The value of the sample line starting with `name ` in `text`.
@@ -605,5 +677,113 @@ mod tests {
         assert!(text.contains("bulkhead_seconds_since_last_sync 0."));
         // Never a pod name or address in a label.
         assert!(!text.contains("web-1") && !text.contains("10.0.0.1"));
+    }
+
+    fn admin(tier: &str, action: &str) -> PolicyRef {
+        PolicyRef {
+            name: "ClusterNetworkPolicy/guard".into(),
+            rule: Some(1),
+            tier: Some(tier.into()),
+            action: Some(action.into()),
+            rule_name: Some("r".into()),
+        }
+    }
+
+    /// Each final flow record counts once under the tier and action that
+    /// decided it; interim records and drops that are no policy's do not.
+    #[test]
+    fn decisions_count_per_tier_and_action() {
+        let m = Metrics::new();
+        let allowed = sample();
+        let mut denied = sample();
+        denied.verdict = FlowVerdict::Denied;
+        denied.packets = Default::default();
+        denied.dropped = Dropped {
+            packets: 1,
+            bytes: 60,
+        };
+        denied.drop_reason = Some(Reason(DropReason::PolicyDenied as u8));
+        let with = |r: &FlowRecord, policies: Vec<PolicyRef>| {
+            let mut r = r.clone();
+            r.policies = policies.into();
+            r
+        };
+        let isolating = PolicyRef {
+            name: "prod/default-deny".into(),
+            rule: None,
+            ..Default::default()
+        };
+        // (record, times observed, expected labels)
+        type Case = (FlowRecord, u64, Option<(&'static str, &'static str)>);
+        let cases: Vec<Case> = vec![
+            (allowed.clone(), 2, Some(("networkpolicy", "allow"))),
+            (with(&allowed, vec![]), 3, Some(("none", "allow"))),
+            (
+                with(&allowed, vec![admin("Admin", "Accept")]),
+                4,
+                Some(("admin", "accept")),
+            ),
+            (
+                with(&allowed, vec![admin("Admin", "Pass")]),
+                5,
+                Some(("admin", "pass")),
+            ),
+            (
+                with(&allowed, vec![admin("Baseline", "Accept")]),
+                6,
+                Some(("baseline", "accept")),
+            ),
+            (
+                with(&denied, vec![admin("Admin", "Deny")]),
+                7,
+                Some(("admin", "deny")),
+            ),
+            (
+                with(&denied, vec![admin("Baseline", "Deny")]),
+                8,
+                Some(("baseline", "deny")),
+            ),
+            // Isolation, also after an Admin Pass.
+            (
+                with(&denied, vec![isolating.clone()]),
+                9,
+                Some(("networkpolicy", "deny")),
+            ),
+            (
+                with(&denied, vec![admin("Admin", "Pass")]),
+                10,
+                Some(("networkpolicy", "deny")),
+            ),
+            (with(&denied, vec![]), 11, Some(("none", "deny"))),
+        ];
+        let mut expected = std::collections::HashMap::<(&str, &str), u64>::new();
+        for (r, times, want) in &cases {
+            assert_eq!(decision(r), *want, "{:?}", r.policies);
+            for _ in 0..*times {
+                m.observe(r);
+            }
+            *expected.entry(want.unwrap()).or_default() += times;
+        }
+        // Not counted: a malformed drop, an interim record, a notification.
+        let mut malformed = with(&denied, vec![]);
+        malformed.drop_reason = Some(Reason(DropReason::Malformed as u8));
+        assert_eq!(decision(&malformed), None);
+        m.observe(&malformed);
+        let mut active = with(&allowed, vec![admin("Admin", "Accept")]);
+        active.end_reason = Some(EndReason::Active);
+        m.observe(&active);
+        let text = m.render();
+        for ((tier, action), n) in &expected {
+            let line = format!(
+                r#"bulkhead_policy_decisions_total{{tier="{tier}",action="{action}",direction="egress"}} {n}"#
+            );
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert_eq!(
+            text.matches("bulkhead_policy_decisions_total{").count(),
+            expected.len(),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE bulkhead_policy_decisions counter"));
     }
 }

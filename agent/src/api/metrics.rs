@@ -139,4 +139,70 @@ mod tests {
         )));
         assert!(!accepts_openmetrics(None));
     }
+
+    /// The flow metrics as the agent serves them to scrapers without
+    /// OpenMetrics pass Prometheus's own parser and linter (`promtool check
+    /// metrics`, from `cargo xtask setup`'s prometheus package), every flow
+    /// family populated, the per-tier decisions included.
+    #[test]
+    fn promtool_accepts_the_prometheus_text() {
+        use std::io::Write as _;
+        use std::process::{Command, Stdio};
+        let m = bulkhead_flows::metrics::Metrics::new();
+        let allowed = r#"{"schema": "bulkhead.flow/v1", "type": "flow", "node": "node-a",
+            "start": "2023-11-14T22:13:20.123Z", "end": "2023-11-14T22:13:21.456Z",
+            "end_reason": "closed", "ifindex": 7,
+            "endpoint": {"namespace": "prod", "pod": "web-1", "labels": {"app": "web"}},
+            "direction": "egress",
+            "src": {"ip": "10.0.0.1", "port": 40000, "namespace": "prod", "pod": "web-1", "labels": {"app": "web"}},
+            "dst": {"ip": "2001:db8::1", "port": 443, "external": true},
+            "protocol": "TCP", "packets": {"orig": 3, "reply": 2}, "bytes": {"orig": 300, "reply": 200},
+            "dropped": {"packets": 0, "bytes": 0}, "verdict": "allowed", "drop_reason": null,
+            "policies": [{"name": "prod/allow-web", "rule": 0}], "revision": 4}"#;
+        let denied = allowed
+            .replace(r#""verdict": "allowed""#, r#""verdict": "denied""#)
+            .replace(r#""drop_reason": null"#, r#""drop_reason": "policy_denied""#)
+            .replace(
+                r#""dropped": {"packets": 0, "bytes": 0}"#,
+                r#""dropped": {"packets": 2, "bytes": 120}"#,
+            )
+            .replace(
+                r#"[{"name": "prod/allow-web", "rule": 0}]"#,
+                r#"[{"name": "ClusterNetworkPolicy/guard", "rule": 1, "tier": "Admin", "action": "Deny", "rule_name": "no-telnet"}]"#,
+            );
+        for json in [allowed, &denied] {
+            let r: bulkhead_flows::record::FlowRecord =
+                serde_json::from_str(json).expect("a flow record");
+            m.observe(&r);
+        }
+        m.set_map_fill("CT", 1, 2);
+        m.error("sync");
+        let text = to_prometheus(&m.render());
+        for line in [
+            r#"bulkhead_policy_decisions_total{tier="networkpolicy",action="allow",direction="egress"} 1"#,
+            r#"bulkhead_policy_decisions_total{tier="admin",action="deny",direction="egress"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
+        }
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (cargo xtask setup installs prometheus)");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(text.as_bytes())
+            .expect("writing to promtool");
+        let out = child.wait_with_output().expect("promtool");
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

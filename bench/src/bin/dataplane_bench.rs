@@ -1,6 +1,7 @@
 //! `dataplane_bench`: per-packet cost of the eBPF programs by
-//! `BPF_PROG_TEST_RUN` at 10 to 100k policy entries, and veth packet rate
-//! with the programs attached relative to bare veths.
+//! `BPF_PROG_TEST_RUN` at 10 to 100k policy entries, the same with 1,000
+//! cluster-admin rules against none (`--no-admin` skips it), and veth
+//! packet rate with the programs attached relative to bare veths.
 //!
 //! Needs root (loading programs, namespaces) and the ELF of `cargo xtask
 //! build-ebpf`; without root it says so and exits 0 having measured
@@ -12,12 +13,15 @@
 //! that ELF and measured against it, interleaved on the same CPU; the
 //! report adds "Against the baseline ELF" (per program, path and rule
 //! case: both ELFs' ns and the ratio) and is written as
-//! `dataplane-baseline.*` instead, so the recorded full run stays.
+//! `dataplane-baseline.*` instead, so the recorded full run stays. With
+//! `--admin-only` only the cluster-admin comparison runs, written as
+//! `dataplane-admin.*`.
 //!
 //! ```text
 //! cargo xtask build-ebpf
 //! cargo run --release -p bulkhead-bench --bin dataplane_bench -- [--quick]
 //! cargo run --release -p bulkhead-bench --bin dataplane_bench -- --no-veth --baseline-elf OLD.elf
+//! cargo run --release -p bulkhead-bench --bin dataplane_bench -- --admin-only
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -54,6 +58,13 @@ struct Args {
     /// Skip the BPF_PROG_TEST_RUN program-cost benchmark.
     #[arg(long)]
     no_prog_cost: bool,
+    /// Skip the program cost with 1,000 cluster-admin rules against none.
+    #[arg(long)]
+    no_admin: bool,
+    /// Only the cluster-admin comparison (no rule-count cases, no veth);
+    /// writes `dataplane-admin.*`.
+    #[arg(long, conflicts_with_all = ["no_admin", "no_prog_cost", "baseline_elf"])]
+    admin_only: bool,
     /// Skip the veth packet-rate benchmark.
     #[arg(long)]
     no_veth: bool,
@@ -130,12 +141,20 @@ fn main() -> anyhow::Result<()> {
         flow_flags: args.flow_flags,
     };
 
-    let (prog_cost, baseline_cost) = if args.no_prog_cost {
+    let (prog_cost, baseline_cost) = if args.no_prog_cost || args.admin_only {
         (Vec::new(), None)
     } else {
         program_cost(&elf, baseline.as_deref(), &cost_plan).context("program-cost benchmark")?
     };
-    let veth = if args.no_veth {
+    let admin = if args.no_prog_cost || args.no_admin {
+        None
+    } else {
+        Some(
+            prog_cost::measure_admin(&elf, &cost_plan)
+                .context("program cost with cluster-admin policies")?,
+        )
+    };
+    let veth = if args.no_veth || args.admin_only {
         None
     } else {
         Some(veth::measure(&elf, &veth_plan).context("veth benchmark")?)
@@ -156,9 +175,12 @@ fn main() -> anyhow::Result<()> {
         prog_cost,
         veth,
         baseline: baseline_cost,
+        admin,
     };
     let name = if baseline.is_some() {
         "dataplane-baseline"
+    } else if args.admin_only {
+        "dataplane-admin"
     } else {
         "dataplane"
     };

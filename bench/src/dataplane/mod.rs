@@ -8,10 +8,14 @@
 //!   programs attached (TC, TC + XDP) relative to the same veths bare, in
 //!   private namespaces ([`netns`]) with a bounded UDP flood ([`flood`]).
 //!
+//! [`admin`] measures the program cost with 1,000 cluster-admin rules
+//! against none, same cluster and traffic, in the same run.
+//!
 //! [`baseline`] compares the program cost with a baseline ELF's measured in
 //! the same run (`--baseline-elf`). [`report`] renders both side by side. Like every benchmark here they
 //! compare within one run and assert nothing about absolute times.
 
+pub mod admin;
 pub mod baseline;
 pub mod flood;
 pub mod netns;

@@ -59,6 +59,7 @@ use bulkhead_netns_tests::dataplane::{DROP, Dataplane, PASS, XDP_DROP, XDP_PASS,
 use bulkhead_netns_tests::packet::{HOST_MAC, L4, frame};
 use serde::Serialize;
 
+use super::admin::{self, AdminCost};
 use super::rules::{RuleCase, RuleFacts, RuleShape};
 use super::stats::Summary;
 use crate::elf::load_programmed;
@@ -281,8 +282,13 @@ fn expect(prog: Prog, path: PathKind, got: u32, want: u32) -> Result<()> {
 
 impl Loaded {
     fn new(elf: &Path, shape: RuleShape, flow_flags: u32) -> Result<Self> {
+        Self::with_case(elf, RuleCase::new(shape, active_slot(REVISION)), flow_flags)
+    }
+
+    /// `case` (compiled for `active_slot(REVISION)`) loaded into its own
+    /// instance of `elf`.
+    fn with_case(elf: &Path, case: RuleCase, flow_flags: u32) -> Result<Self> {
         let slot = active_slot(REVISION);
-        let case = RuleCase::new(shape, slot);
         let mut dp = load_programmed(elf, &case.image, slot, case.subject, REVISION)?;
         let tap = flow_tap(&mut dp, flow_flags)?;
         Ok(Self {
@@ -564,6 +570,46 @@ pub fn measure_paired(
     })
 }
 
+/// The [`admin`] comparison: the case [`admin::SHAPE`] without and with
+/// the cluster-admin policies, each loaded into its own instance of `elf`,
+/// measured alternately as [`measure_paired`] measures two ELFs (the side
+/// going first alternating by round), on one pinned CPU.
+pub fn measure_admin(elf: &Path, plan: &CostPlan) -> Result<AdminCost> {
+    let _pinned = PinnedCpu::here()?;
+    let slot = active_slot(REVISION);
+    let mut sides = Vec::new();
+    for with_admin in [false, true] {
+        let model = admin::model(&admin::SHAPE, with_admin);
+        let case = RuleCase::from_model(admin::SHAPE, &model, slot);
+        let l = Loaded::with_case(elf, case, plan.flow_flags).with_context(|| {
+            format!("setting up the admin comparison (admin policies: {with_admin})")
+        })?;
+        let f = &l.case.facts;
+        eprintln!(
+            "[prog cost, admin tiers] {} admin rules: {} segments ({} deny) in {} policy tree nodes (depth {}), {} IDENTITIES entries, compiled in {:.1} ms",
+            f.admin_rules,
+            f.segments,
+            f.deny_segments,
+            f.policy_entries,
+            f.tree_depth,
+            f.identity_entries,
+            f.compile_ms
+        );
+        sides.push(l);
+    }
+    let (without, with) = sides.split_at_mut(1);
+    let (without, with) = (&mut without[0], &mut with[0]);
+    for round in 0..plan.rounds {
+        paired_round(with, without, round % 2 == 0, plan)?;
+        eprintln!(
+            "[prog cost, admin tiers] round {}/{} done",
+            round + 1,
+            plan.rounds
+        );
+    }
+    Ok(AdminCost::new(without.result(), with.result()))
+}
+
 /// One round of one case with both ELFs, measurement by measurement;
 /// `main_first`: the ELF under test takes each measurement first.
 fn paired_round(
@@ -578,7 +624,7 @@ fn paired_round(
                 main.step(step, plan)?;
             } else {
                 base.step(step, plan)
-                    .context("measuring the baseline ELF")?;
+                    .context("measuring the baseline side")?;
             }
         }
     }

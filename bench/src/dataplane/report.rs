@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use super::admin::AdminCost;
 use super::baseline::BaselineCost;
 use super::prog_cost::{CaseCost, CostPlan, Measurement, PathKind, Prog};
 use super::veth::{Config, VethResult};
@@ -33,6 +34,10 @@ pub struct Report {
     /// `--baseline-elf` (the ELF itself is in the run header).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineCost>,
+    /// The program cost with cluster-admin policies against none, if it
+    /// ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminCost>,
 }
 
 /// The cost ratio of one (program, path): largest case over smallest.
@@ -108,6 +113,9 @@ impl Report {
             .markdown_header(&mut s, "Dataplane benchmark", false);
         self.targets(&mut s);
         self.cost_tables(&mut s);
+        if let Some(a) = &self.admin {
+            a.markdown(&mut s, self.cost_plan.as_ref());
+        }
         if let Some(b) = &self.baseline {
             b.markdown(&mut s);
         }
@@ -195,6 +203,9 @@ impl Report {
             );
         } else {
             let _ = writeln!(s, "- Program cost: not measured in this run.");
+        }
+        if let Some(a) = &self.admin {
+            a.target_line(s);
         }
         if let Some(b) = &self.baseline {
             b.target_line(s);

@@ -26,7 +26,9 @@
 
 use std::net::Ipv4Addr;
 
-use bulkhead_common::{EndpointInfo, POLICY_NODE_INNER, PolicyNode, PolicyNodeKey};
+use bulkhead_common::{
+    EndpointInfo, IdentityKey, IdentityValue, POLICY_NODE_INNER, PolicyNode, PolicyNodeKey,
+};
 use bulkhead_policy::compile::maps::MapImage;
 use bulkhead_policy::compile::{Compiled, compile};
 use bulkhead_policy::model::{
@@ -129,6 +131,18 @@ pub struct RuleFacts {
     pub identities: usize,
     /// Compile time, ms.
     pub compile_ms: f64,
+    /// Cluster-admin policies of the model (0: none).
+    pub admin_policies: usize,
+    /// Their rules (both directions).
+    pub admin_rules: usize,
+    /// Whether the subject's tables are tiered (cluster-admin policies
+    /// select it, so their rules fold into its tables).
+    pub tiered: bool,
+    /// Deny segments of the subject's tables (ingress + egress).
+    pub deny_segments: usize,
+    /// Bytes of the image's IDENTITIES and policy tree entries (keys and
+    /// values as the maps store them).
+    pub image_bytes: usize,
 }
 
 /// The allowed ports of `shape`.
@@ -206,12 +220,24 @@ fn tree_depth(image: &MapImage, table: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// Bytes of `image`'s IDENTITIES and policy tree entries.
+fn image_bytes(image: &MapImage) -> usize {
+    use std::mem::size_of;
+    image.identities.len() * (size_of::<IdentityKey>() + size_of::<IdentityValue>())
+        + image.policy.len() * (size_of::<PolicyNodeKey>() + size_of::<PolicyNode>())
+}
+
 impl RuleCase {
     /// Builds and compiles `shape` for `slot`.
     pub fn new(shape: RuleShape, slot: u8) -> Self {
-        let model = model(&shape);
+        Self::from_model(shape, &model(&shape), slot)
+    }
+
+    /// Compiles `model` (made by [`model`] for `shape`, possibly with more
+    /// added) for `slot`.
+    pub fn from_model(shape: RuleShape, model: &Model, slot: u8) -> Self {
         let start = std::time::Instant::now();
-        let compiled: Compiled = compile(&model);
+        let compiled: Compiled = compile(model);
         let compile_ms = start.elapsed().as_secs_f64() * 1e3;
         let BenchImage {
             image,
@@ -219,8 +245,12 @@ impl RuleCase {
             subject_ip,
             peer_ip,
             ..
-        } = BenchImage::new(&model, &compiled, slot);
+        } = BenchImage::new(model, &compiled, slot);
         let ports = ports(&shape);
+        let subject_tables = [
+            &compiled.tables[info.ingress_table as usize],
+            &compiled.tables[info.egress_table as usize],
+        ];
         let allowed_port = ports[ports.len() / 2];
         let facts = RuleFacts {
             nominal: shape.nominal,
@@ -242,6 +272,19 @@ impl RuleCase {
             identity_entries: image.identities.len(),
             identities: compiled.identities.list.len(),
             compile_ms,
+            admin_policies: model.admin_policies.len(),
+            admin_rules: model
+                .admin_policies
+                .iter()
+                .map(|p| p.ingress.len() + p.egress.len())
+                .sum(),
+            tiered: subject_tables.iter().any(|t| t.tiered()),
+            deny_segments: subject_tables
+                .iter()
+                .flat_map(|t| t.groups.values().flatten())
+                .filter(|seg| seg.deny)
+                .count(),
+            image_bytes: image_bytes(&image),
         };
         Self {
             shape,

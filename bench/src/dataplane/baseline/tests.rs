@@ -16,6 +16,11 @@ fn facts(nominal: usize) -> RuleFacts {
         identity_entries: 2,
         identities: 2,
         compile_ms: 0.0,
+        admin_policies: 0,
+        admin_rules: 0,
+        tiered: false,
+        deny_segments: 0,
+        image_bytes: 0,
     }
 }
 
@@ -190,6 +195,7 @@ fn the_report_has_the_section_only_with_a_baseline() {
         prog_cost: cases.clone(),
         veth: None,
         baseline: None,
+        admin: None,
     };
     let without = report.markdown();
     assert!(!without.contains("baseline"), "{without}");
