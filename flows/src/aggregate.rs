@@ -11,7 +11,7 @@ use indexmap::IndexMap;
 use std::time::Duration;
 
 use bulkhead_common::{
-    FLOW_F_NEW, FlowKey, FlowValue, PROTO_TCP, RULE_NONE, ServiceBackend, tcp_flags,
+    FLOW_F_NEW, FlowKey, FlowValue, PROTO_TCP, RULE_NONE, ServiceBackend, rule_denies, tcp_flags,
 };
 
 use super::record::EndReason;
@@ -306,7 +306,9 @@ fn apply(e: &mut Entry, key: &FlowKey, d: &FlowValue) {
     v.tcp_flags_reply |= d.tcp_flags_reply;
     v.flags |= d.flags;
     v.revision = v.revision.max(d.revision);
-    if d.packets_orig + d.packets_reply > 0 {
+    // The rule follows passed packets, and drops by a rule (a
+    // cluster-admin Deny, `RULE_F_DENY` set): the latest decision.
+    if d.packets_orig + d.packets_reply > 0 || (d.dropped_packets > 0 && rule_denies(d.rule)) {
         v.rule = d.rule;
         e.rule_revision = d.revision;
     }
@@ -493,5 +495,28 @@ mod tests {
         let f = out[0];
         assert_eq!((f.value.rule, f.rule_revision), (5, 2));
         assert_eq!((f.value.revision, f.value.drop_reason), (3, 3));
+    }
+
+    /// A drop by a rule (a cluster-admin Deny: `RULE_F_DENY` set) keeps
+    /// that rule, so the record can name it.
+    #[test]
+    fn a_drop_by_a_rule_keeps_the_rule() {
+        let mut c = cache();
+        let k = key(FLOW_SIDE_EGRESS, 11);
+        let mut out = Vec::new();
+        let denied = 7 | bulkhead_common::RULE_F_DENY;
+        let drop = FlowValue {
+            first_seen_ns: S,
+            last_seen_ns: S,
+            dropped_packets: 1,
+            dropped_bytes: 60,
+            drop_reason: 1,
+            revision: 4,
+            rule: denied,
+            ..Default::default()
+        };
+        c.merge(k, &drop, &mut out);
+        c.finish_all(EndReason::AgentStop, &mut out);
+        assert_eq!((out[0].value.rule, out[0].rule_revision), (denied, 4));
     }
 }

@@ -210,7 +210,7 @@ impl Demo<'_> {
         self.bulkhead(&["lab", "sync", "--name", LAB])?;
         self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
         scene(&format!(
-            "The security team's guardrail: {GUARDRAIL} (ClusterNetworkPolicy, Admin tier) lets only              the api reach the db; no NetworkPolicy can override it"
+            "The security team's guardrail: {GUARDRAIL} (ClusterNetworkPolicy, Admin tier) lets only the api reach the db; no NetworkPolicy can override it"
         ));
         copy(GUARDRAIL, "db-guardrail.yaml")?;
         self.bulkhead(&["lab", "sync", "--name", LAB])?;
