@@ -74,10 +74,16 @@ fn slotted_prefixes_and_slots() {
 
 #[test]
 fn policy_v4_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 9);
+    assert_eq!(ABI_VERSION, 10);
     assert_eq!(CONFIG_F_HOST_ROUTING, 1);
     assert_eq!((IDENTITY_F_NODE, IDENTITY_F_POD), (1, 2));
     assert_eq!((RULE_NONE, RULE_NODE), (u32::MAX, u32::MAX - 1));
+    // The deny bit of a policy tree's target: never on RULE_NONE or
+    // RULE_NODE, stripped by `rule_id`.
+    assert_eq!(RULE_F_DENY, 1 << 31);
+    assert!(rule_denies(7 | RULE_F_DENY) && !rule_denies(7));
+    assert!(!rule_denies(RULE_NONE) && !rule_denies(RULE_NODE));
+    assert_eq!((rule_id(7 | RULE_F_DENY), rule_id(RULE_NONE)), (7, RULE_NONE));
     assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
     // Six levels of 16 hold every policy point as its own range.
     assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));

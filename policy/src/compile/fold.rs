@@ -64,6 +64,20 @@ pub struct Grant {
     pub rule: RuleId,
 }
 
+impl Grant {
+    /// `lo..=hi` of group `(peer, proto)`, matched by `rule` at `rank`.
+    pub fn new((peer, proto): GroupKey, lo: u16, hi: u16, rank: u32, rule: RuleId) -> Self {
+        Self {
+            peer,
+            proto,
+            lo,
+            hi,
+            rank,
+            rule,
+        }
+    }
+}
+
 /// Folds `grants` (ranks index `steps`) into segment groups; `isolated`:
 /// NetworkPolicy selects the endpoints this way (it decides whatever the
 /// Admin tier leaves, and the Baseline tier never applies).

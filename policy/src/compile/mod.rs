@@ -650,16 +650,7 @@ impl TableContext<'_> {
             d,
             by.policies,
             rep,
-            |peer, proto, lo, hi, rule| {
-                grants.push(Grant {
-                    peer,
-                    proto,
-                    lo,
-                    hi,
-                    rank,
-                    rule,
-                })
-            },
+            |peer, proto, lo, hi, rule| grants.push(Grant::new((peer, proto), lo, hi, rank, rule)),
         );
         for &ai in by.admin.iter().filter(|&&ai| tier_of(ai) == Tier::Baseline) {
             self.admin_grants(registry, d, ai, rep, &mut steps, &mut grants);
@@ -707,14 +698,7 @@ impl TableContext<'_> {
                         port: port_i,
                     });
                     self.grants(d, rep, Some(&targets), spec, |peer, proto, lo, hi| {
-                        grants.push(Grant {
-                            peer,
-                            proto,
-                            lo,
-                            hi,
-                            rank,
-                            rule: rule_id,
-                        })
+                        grants.push(Grant::new((peer, proto), lo, hi, rank, rule_id))
                     });
                 }
             }

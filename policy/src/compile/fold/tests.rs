@@ -4,14 +4,7 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 
 fn g(peer: IdentityId, proto: u8, lo: u16, hi: u16, rank: u32, rule: RuleId) -> Grant {
-    Grant {
-        peer,
-        proto,
-        lo,
-        hi,
-        rank,
-        rule,
-    }
+    Grant::new((peer, proto), lo, hi, rank, rule)
 }
 
 /// The decision `RuleTable::lookup`'s order finds in folded groups.

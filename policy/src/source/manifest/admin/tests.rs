@@ -444,10 +444,24 @@ fn rule_level_errors_name_their_field() {
         ),
         "spec.egress[0].protocols[0].udp.destinationPort.range.end",
     );
+    // `ports` (the spelling of v1alpha2's first revisions) or `protocols`,
+    // not both.
     err(
         kind,
-        cnp_egress(json!({"ports": [{"namedPort": "web"}]})),
-        "spec.egress[0].ports",
+        cnp_egress(json!({"ports": [{"namedPort": "web"}],
+                          "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]})),
+        "spec.egress[0]",
+    );
+    let r = ok(
+        kind,
+        cnp_egress(json!({"ports": [{"portNumber": {"protocol": "UDP", "port": 53}}]})),
+    );
+    assert_eq!(
+        r.egress[0].ports,
+        Some(vec![PortSpec {
+            protocol: Protocol::Udp,
+            port: PortMatch::Range(53, 53)
+        }])
     );
 }
 
