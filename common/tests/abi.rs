@@ -83,7 +83,10 @@ fn policy_v4_layout_and_constants() {
     assert_eq!(RULE_F_DENY, 1 << 31);
     assert!(rule_denies(7 | RULE_F_DENY) && !rule_denies(7));
     assert!(!rule_denies(RULE_NONE) && !rule_denies(RULE_NODE));
-    assert_eq!((rule_id(7 | RULE_F_DENY), rule_id(RULE_NONE)), (7, RULE_NONE));
+    assert_eq!(
+        (rule_id(7 | RULE_F_DENY), rule_id(RULE_NONE)),
+        (7, RULE_NONE)
+    );
     assert_eq!((POLICY_FANOUT, POLICY_DEPTH_MAX), (16, 6));
     // Six levels of 16 hold every policy point as its own range.
     assert!((POLICY_FANOUT as u64).pow(POLICY_DEPTH_MAX as u32) > u64::from(POLICY_POINT_MAX));
