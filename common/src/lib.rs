@@ -1004,7 +1004,9 @@ pub struct FlowValue {
     pub dropped_bytes: u64,
     /// Policy revision of the last verdict (rule numbers belong to it).
     pub revision: u64,
-    /// Rule that allowed this side ([`RULE_NONE`]: none needed, or dropped).
+    /// Rule that allowed this side ([`RULE_NONE`]: none needed); for a policy
+    /// drop, the denying rule ([`RULE_F_DENY`] set) or [`RULE_NONE`] (no rule
+    /// allows). Userspace reads a drop's rule only when [`rule_denies`].
     pub rule: u32,
     /// Last drop's `DropReason` number; 0: nothing dropped.
     pub drop_reason: u8,

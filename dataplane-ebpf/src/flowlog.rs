@@ -50,7 +50,8 @@ pub struct Meta {
     pub now: u64,
     /// Policy revision of the verdict.
     pub revision: u64,
-    /// Rule that allowed this side (`RULE_NONE`: none needed, or dropped).
+    /// Rule that allowed this side (`RULE_NONE`: none needed); for a policy
+    /// drop, the denying rule (`RULE_F_DENY` set) or `RULE_NONE`.
     pub rule: u32,
     /// ifindex of the endpoint's host-side veth.
     pub ifindex: u32,
@@ -356,8 +357,8 @@ fn delta(p: &mut Parsed, len: u64, dropped: Option<DropReason>, now: u64) {
             v.dropped_packets = 1;
             v.dropped_bytes = len;
             v.drop_reason = r as u8;
-            // The denying rule of a policy drop (`RULE_F_DENY` set), else
-            // RULE_NONE.
+            // A policy drop's denying rule (`RULE_F_DENY` set; see
+            // `check_side`); userspace reads a drop's rule only then.
             v.rule = m.rule;
         }
         None => {

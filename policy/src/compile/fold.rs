@@ -208,16 +208,15 @@ fn decision(
                 passed.push(rule);
                 skip_admin = true;
             }
-            Step::Admin(verb) | Step::Baseline(verb) if verb != Verb::Pass => {
-                return seg(vec![rule], verb == Verb::Deny, passed);
-            }
-            Step::Baseline(_) => {
-                // A Baseline Pass: nothing after it decides; allowed.
+            Step::Baseline(Verb::Pass) => {
+                // Nothing after a Baseline Pass decides: allowed.
                 passed.push(rule);
                 return seg(Vec::new(), false, passed);
             }
+            Step::Admin(verb) | Step::Baseline(verb) => {
+                return seg(vec![rule], verb == Verb::Deny, passed);
+            }
             Step::NetworkPolicy => np_rules.push(rule),
-            Step::Admin(_) => unreachable!("every verb handled"),
         }
     }
     if !np_rules.is_empty() {

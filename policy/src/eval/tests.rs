@@ -24,17 +24,24 @@ fn ranges_merge_clamp_and_intersect() {
     assert!(PortSets::all().is_all());
 }
 
+/// What `conns` allows from `src` to `dst` (as printed), if anything.
+fn allowed_between(
+    conns: &[super::connectivity::Connection],
+    src: &str,
+    dst: &str,
+) -> Option<PortSets> {
+    conns
+        .iter()
+        .find(|x| x.src.to_string() == src && x.dst.to_string() == dst)
+        .map(|x| x.allowed.clone())
+}
+
 #[test]
 fn demo_connectivity_is_least_privilege() {
     let m = demo();
     let c = compile(&m);
     let conns = connectivity(&m, &c);
-    let find = |s: &str, d: &str| {
-        conns
-            .iter()
-            .find(|x| x.src.to_string() == s && x.dst.to_string() == d)
-            .map(|x| x.allowed.clone())
-    };
+    let find = |s: &str, d: &str| allowed_between(&conns, s, d);
     let api = find("shop/frontend", "shop/api").expect("frontend → api");
     assert_eq!(api.get(Protocol::Tcp).0, vec![(8080, 8080)]);
     assert!(api.get(Protocol::Udp).is_empty());
@@ -543,12 +550,7 @@ fn connectivity_follows_the_tiers() {
     let m = demo_tiered();
     let c = compile(&m);
     let conns = connectivity(&m, &c);
-    let find = |s: &str, d: &str| {
-        conns
-            .iter()
-            .find(|x| x.src.to_string() == s && x.dst.to_string() == d)
-            .map(|x| x.allowed.clone())
-    };
+    let find = |s: &str, d: &str| allowed_between(&conns, s, d);
     // Without the tiers stray reached coredns on everything; the Baseline
     // Deny on every network now stops all of its egress.
     assert!(find("sandbox/stray", "kube-system/coredns").is_none());
