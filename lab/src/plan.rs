@@ -218,6 +218,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         gateways,
         hosts,
         kube_proxy: spec.kube_proxy,
+        builder: None,
     })
 }
 

@@ -60,22 +60,8 @@ const HOST_SYSCTLS: [&str; 3] = [
 /// servers; returns the state with their PIDs once every one is listening.
 pub fn up(mut state: LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<LabState, LabError> {
     check_lab_name(&state.name)?;
-    if state.path().exists() {
-        return Err(LabError::Exists {
-            name: state.name.clone(),
-            what: format!("state file {}", state.path().display()),
-        });
-    }
-    let prefix = netns_prefix(&state.name);
-    if let Some(ns) = net::netns_list()?
-        .into_iter()
-        .find(|n| n.starts_with(&prefix))
-    {
-        return Err(LabError::Exists {
-            name: state.name.clone(),
-            what: format!("network namespace {ns}"),
-        });
-    }
+    clear_left_behind(&state.name, progress)?;
+    state.builder = Some(std::process::id());
     state.save()?;
     match build(&mut state, exe, progress) {
         Ok(()) => Ok(state),
@@ -87,6 +73,46 @@ pub fn up(mut state: LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<La
             Err(e)
         }
     }
+}
+
+/// Refuses to build over a lab that exists; removes one that a killed run
+/// left behind: its state or namespaces exist, but no process runs in its
+/// namespaces and no `lab up` is still building it.
+fn clear_left_behind(name: &str, progress: &dyn Fn(&str)) -> Result<(), LabError> {
+    let state_path = super::state::state_path(name);
+    let prefix = netns_prefix(name);
+    let namespaces: Vec<String> = net::netns_list()?
+        .into_iter()
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let what = if state_path.exists() {
+        format!("state file {}", state_path.display())
+    } else if let Some(ns) = namespaces.first() {
+        format!("network namespace {ns}")
+    } else {
+        return Ok(());
+    };
+    let exists = |why: &str| LabError::Exists {
+        name: name.to_owned(),
+        what: format!("{what}, {why}"),
+    };
+    let builder = LabState::load(name).ok().flatten().and_then(|s| s.builder);
+    if builder.is_some_and(|pid| pid != std::process::id() && is_lab_up(pid, name)) {
+        return Err(exists("still being built"));
+    }
+    let mut running = 0;
+    for ns in &namespaces {
+        running += net::netns_pids(ns)?.len();
+    }
+    if running > 0 {
+        return Err(exists(&format!("{running} processes running")));
+    }
+    progress(&format!(
+        "lab {name} was left behind by a run that did not finish ({what}, {} namespaces, no process); removing it",
+        namespaces.len()
+    ));
+    down(name, &|_| {})?;
+    Ok(())
 }
 
 fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<(), LabError> {
@@ -488,6 +514,20 @@ fn is_lab_process(pid: u32, lab: &str, command: &[u8]) -> bool {
         && args
             .windows(2)
             .any(|w| w == [b"--lab".as_slice(), lab.as_bytes()])
+}
+
+/// Whether `pid` runs `bulkhead lab up --name <lab>`.
+fn is_lab_up(pid: u32, lab: &str) -> bool {
+    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    let joined = format!("--name={lab}");
+    args.windows(2).any(|w| w == [b"lab".as_slice(), b"up"])
+        && (args.contains(&joined.as_bytes())
+            || args
+                .windows(2)
+                .any(|w| w == [b"--name".as_slice(), lab.as_bytes()]))
 }
 
 fn alive(pid: u32) -> bool {

@@ -206,6 +206,11 @@ pub struct LabState {
     /// labs recorded before it had none.
     #[serde(default = "no_kube_proxy")]
     pub kube_proxy: ProxyMode,
+    /// PID of the `bulkhead lab up` that builds the lab, so a second `up`
+    /// can tell a lab being built (no process in its namespaces yet) from
+    /// one a killed run left behind.
+    #[serde(default)]
+    pub builder: Option<u32>,
 }
 
 /// Labs recorded before `--kube-proxy` translate no Service.

@@ -3,11 +3,15 @@
 //! connects), a port without a server is refused (and so allowed: the
 //! packet reached the pod), verify against the policy, and down leaves the
 //! machine exactly as it was. Without an agent, verify reports every probe
-//! the policy denies.
+//! the policy denies. A lab that a killed run left behind (namespaces,
+//! state, pins, but no process) is replaced by the next `up`; one that
+//! runs is not.
 
 mod lab_support;
 
 use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
 
 use lab_support::{Lab, json_lines, pods_yaml, privileged, serial, snapshot};
 
@@ -80,6 +84,81 @@ fn up_probe_down_leaves_nothing_behind() {
     assert_eq!(snapshot(), before, "lab down left something behind");
     // Down again: nothing to do, and fine.
     lab_support::bulkhead_ok(&["lab", "down", "--name", "tup"]);
+}
+
+/// Kills every process in lab `name`'s namespaces with SIGKILL, as a
+/// killed test run or a crashed machine session leaves a lab.
+fn kill_lab_processes(name: &str) {
+    let prefix = format!("bh-{name}-");
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let mut pids = Vec::new();
+    for ns in String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(&prefix))
+    {
+        let out = Command::new("ip")
+            .args(["netns", "pids", ns])
+            .output()
+            .unwrap();
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    assert!(!pids.is_empty(), "lab {name} runs no process");
+    for pid in &pids {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+    // Bounded: SIGKILL cannot be caught, so this ends at once.
+    for _ in 0..500 {
+        if pids.iter().all(|p| {
+            !Path::new(&format!("/proc/{p}/cmdline")).exists()
+                || std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.is_empty())
+        }) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("processes of lab {name} survived SIGKILL: {pids:?}");
+}
+
+#[test]
+fn up_replaces_a_lab_a_killed_run_left_behind() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    let before = snapshot();
+    {
+        let lab = Lab::new("tlb", &pods_yaml());
+        assert!(lab.up(&[]).status.success(), "lab up failed");
+        kill_lab_processes("tlb");
+
+        let again = lab.up(&[]);
+        let stderr = String::from_utf8_lossy(&again.stderr);
+        assert!(
+            again.status.success(),
+            "lab up over a dead lab failed: {stderr}"
+        );
+        assert!(
+            stderr.contains("left behind by a run that did not finish"),
+            "{stderr}"
+        );
+        // The new lab works and enforces: everything connects (no policy).
+        assert_eq!(lab.ok("verify", &["--output", "json"]), "");
+
+        // A lab that runs is never replaced.
+        let third = lab.up(&[]);
+        assert_eq!(third.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&third.stderr);
+        assert!(
+            stderr.contains("already exists") && stderr.contains("processes running"),
+            "{stderr}"
+        );
+    }
+    assert_eq!(snapshot(), before, "lab down left something behind");
 }
 
 #[test]
