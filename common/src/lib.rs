@@ -47,7 +47,7 @@
 use core::mem::{offset_of, size_of};
 
 /// Version of this ABI; map names gain a suffix when it changes incompatibly.
-pub const ABI_VERSION: u32 = 10;
+pub const ABI_VERSION: u32 = 11;
 
 /// Number of policy slots (double buffering).
 pub const SLOTS: u8 = 2;
@@ -83,6 +83,9 @@ pub const PROTO_SCTP: u8 = 132;
 pub const IDENTITIES_SLOT_CAPACITY: u32 = 65_536;
 /// IDENTITIES: map capacity.
 pub const IDENTITIES_MAX: u32 = IDENTITIES_SLOT_CAPACITY * SLOTS as u32;
+/// IDENTITIES_EXACT: capacity (ABI v11; it holds the full-length entries of
+/// the same image, so the same per-slot bound applies).
+pub const IDENTITIES_EXACT_MAX: u32 = IDENTITIES_MAX;
 /// POLICY_V4: tree roots (one per (table, peer)) per slot. The 10k-pod ×
 /// 1k-policy benchmark needs up to 37,463 POLICY_V3 nodes (roots and others)
 /// per node of 110 pods (ABI v2 needed 111,190 LPM entries there); this
@@ -131,6 +134,19 @@ const _: () = assert!(offset_of!(IdentityKey, addr) == 1);
 
 /// Prefix length of an IDENTITIES lookup (slot + full address).
 pub const IDENTITY_PREFIX_FULL: u32 = 8 + 128;
+
+/// Name of the exact-address companion of IDENTITIES (ABI v11).
+pub const IDENTITIES_EXACT_MAP: &str = "IDENTITIES_EXACT";
+
+/// Whether an identity entry of prefix length `len` is stored in
+/// IDENTITIES_EXACT (one address: a pod, a node, a `/32` or `/128` block)
+/// rather than the IDENTITIES trie. The programs look an address up there
+/// first and fall back to the trie: an exact entry is always the longest
+/// match, and a hash lookup costs the same however many prefixes (a wide
+/// CIDR over the pod range, say) the trie holds above it.
+pub const fn identity_is_exact(len: u32) -> bool {
+    len == IDENTITY_PREFIX_FULL
+}
 /// Prefix length bits taken by the slot in every slotted LPM key.
 pub const SLOT_PREFIX: u32 = 8;
 

@@ -74,7 +74,10 @@ fn slotted_prefixes_and_slots() {
 
 #[test]
 fn policy_v4_layout_and_constants() {
-    assert_eq!(ABI_VERSION, 10);
+    assert_eq!(ABI_VERSION, 11);
+    // Exactly the full-address entries live in IDENTITIES_EXACT.
+    assert!(identity_is_exact(8 + 96 + 32) && identity_is_exact(8 + 128));
+    assert!(!identity_is_exact(8 + 96 + 31) && !identity_is_exact(8 + 64));
     assert_eq!(CONFIG_F_HOST_ROUTING, 1);
     assert_eq!((IDENTITY_F_NODE, IDENTITY_F_POD), (1, 2));
     assert_eq!((RULE_NONE, RULE_NODE), (u32::MAX, u32::MAX - 1));

@@ -2,7 +2,7 @@
 //!
 //! Key and value types and capacities come from `bulkhead-common`, the ABI
 //! shared with userspace (which also documents the slot/revision protocol).
-//! Policy maps (IDENTITIES, POLICY_V4, POLICY_NODES, ENDPOINTS_V6) are keyed by
+//! Policy maps (IDENTITIES, IDENTITIES_EXACT, POLICY_V4, POLICY_NODES, ENDPOINTS_V6) are keyed by
 //! slot first (POLICY_NODES: one index range per slot) and
 //! written only by the controller; the programs read them in the slot of the
 //! revision they read from CONFIG at start. CT, FRAGS and DROPS are written by
@@ -20,9 +20,9 @@ use crate::{parse::Parsed, service::Pending};
 use bulkhead_common::{
     CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EVENTS_RING_BYTES, EndpointInfo,
     EndpointKey, FLOW_STATS_MAX, FLOWS_CAPACITY, FRAGS_MAX, FlowConfig, FlowKey, FlowValue,
-    FragEntry, FragKey, IDENTITIES_MAX, IdentityKey, IdentityValue, POLICY_MAX, POLICY_NODES_MAX,
-    PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICES_MAX, ServiceBackend, ServiceKey,
-    ServiceValue,
+    FragEntry, FragKey, IDENTITIES_EXACT_MAX, IDENTITIES_MAX, IdentityKey, IdentityValue,
+    POLICY_MAX, POLICY_NODES_MAX, PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICES_MAX,
+    ServiceBackend, ServiceKey, ServiceValue,
 };
 
 /// (slot, address) → identity (address class), both families in one trie.
@@ -37,6 +37,22 @@ use bulkhead_common::{
 #[map]
 pub static IDENTITIES: LpmTrie<IdentityKey, IdentityValue> =
     LpmTrie::with_max_entries(IDENTITIES_MAX, 0);
+
+/// (slot, address) → identity for single addresses (ABI v11): the entries
+/// of the same image whose prefix is the full address
+/// (`identity_is_exact`), kept out of IDENTITIES.
+///
+/// - Key: [`IdentityKey`] (the full address, IPv4 mapped into IPv6).
+/// - Value: [`IdentityValue`], as in IDENTITIES.
+/// - Looked up first; a miss falls back to the IDENTITIES trie. A trie
+///   lookup walks one node per prefix above the address, so pods under a
+///   wide CIDR (a cluster-admin `networks` peer of `0.0.0.0/0` or the pod
+///   range) made every new flow's lookup slower; this one is a hash lookup.
+/// - Written by: the controller, with IDENTITIES (same slots, same swap).
+/// - Capacity: `IDENTITIES_EXACT_MAX`; not preallocated.
+#[map]
+pub static IDENTITIES_EXACT: HashMap<IdentityKey, IdentityValue> =
+    HashMap::with_max_entries(IDENTITIES_EXACT_MAX, BPF_F_NO_PREALLOC);
 
 /// (slot, table, peer identity) → the root of that peer's B-tree of
 /// (protocol, port) ranges and their deciding rules (ABI v4; replaces

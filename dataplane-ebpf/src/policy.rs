@@ -18,7 +18,7 @@ use bulkhead_common::{
     RULE_NONE, policy_node_index, policy_point, rule_denies,
 };
 
-use crate::maps::{IDENTITIES, POLICY_NODES, POLICY_V4};
+use crate::maps::{IDENTITIES, IDENTITIES_EXACT, POLICY_NODES, POLICY_V4};
 
 /// Which side of a connection a program checks.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -41,10 +41,18 @@ impl Side {
 }
 
 /// The identity of `addr` in `slot` and its `IDENTITY_F_*` flags
-/// ([`IdentityValue::NONE`] when it has none).
+/// ([`IdentityValue::NONE`] when it has none): the exact entry of the
+/// address if there is one (the longest match by definition), else the
+/// trie's longest prefix.
 #[inline(always)]
 pub fn identity(slot: u8, addr: [u8; 16]) -> IdentityValue {
-    let key = Key::new(IDENTITY_PREFIX_FULL, IdentityKey { slot, addr });
+    let exact = IdentityKey { slot, addr };
+    // SAFETY: the value is copied out within this run (RCU); userspace
+    // writes only the inactive slot.
+    if let Some(v) = unsafe { IDENTITIES_EXACT.get(&exact) } {
+        return *v;
+    }
+    let key = Key::new(IDENTITY_PREFIX_FULL, exact);
     IDENTITIES.get(&key).copied().unwrap_or(IdentityValue::NONE)
 }
 

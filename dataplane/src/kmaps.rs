@@ -1,12 +1,12 @@
 //! The pinned kernel maps, typed with the ABI of `bulkhead-common`, as
 //! [`SlotMaps`] for the sync and read-only for `status`.
 
-use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, lpm_trie::Key};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray, lpm_trie::Key};
 use bulkhead_common::{
     Config, CtEntry, CtKey, DROP_REASONS, DropReason, ENDPOINTS_MAP, EndpointInfo, EndpointKey,
-    IdentityKey, IdentityValue, POLICY_DEPTH_MAX, POLICY_NODE_INNER, POLICY_NODES_SLOT_CAPACITY,
-    PolicyNode, PolicyNodeKey, ServiceBackend, ServiceKey, ServiceValue, config_service_mark,
-    policy_node_index,
+    IDENTITIES_EXACT_MAP, IDENTITY_PREFIX_FULL, IdentityKey, IdentityValue, POLICY_DEPTH_MAX,
+    POLICY_NODE_INNER, POLICY_NODES_SLOT_CAPACITY, PolicyNode, PolicyNodeKey, ServiceBackend,
+    ServiceKey, ServiceValue, config_service_mark, identity_is_exact, policy_node_index,
 };
 
 use super::DataplaneError;
@@ -16,6 +16,8 @@ use super::sync::{SlotImage, SlotMaps};
 /// The maps userspace reads and writes.
 pub struct KernelMaps {
     identities: LpmTrie<MapData, IdentityKey, IdentityValue>,
+    /// The full-length identity entries (ABI v11), kept out of the trie.
+    identities_exact: HashMap<MapData, IdentityKey, IdentityValue>,
     policy: HashMap<MapData, PolicyNodeKey, PolicyNode>,
     policy_nodes: Array<MapData, PolicyNode>,
     endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
@@ -26,6 +28,15 @@ pub struct KernelMaps {
     service_ct: HashMap<MapData, CtKey, ServiceBackend>,
     /// CONFIG's mode flags (`CONFIG_F_*`), written with every revision.
     flags: u64,
+}
+
+/// Whether a map operation failed because the key is absent.
+fn not_found(e: &MapError) -> bool {
+    match e {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(s) => s.io_error.raw_os_error() == Some(nix::libc::ENOENT),
+        _ => false,
+    }
 }
 
 /// Opens the map pinned as `name` in `pins`.
@@ -62,6 +73,7 @@ impl KernelMaps {
             .flags;
         Ok(Self {
             identities: typed(pins, "IDENTITIES")?,
+            identities_exact: typed(pins, IDENTITIES_EXACT_MAP)?,
             policy: typed(pins, POLICY_MAP)?,
             policy_nodes: typed(pins, POLICY_NODES_MAP)?,
             endpoints: typed(pins, ENDPOINTS_MAP)?,
@@ -165,6 +177,14 @@ impl SlotMaps for KernelMaps {
                 image.identities.insert((k.prefix_len(), k.data()), v);
             }
         }
+        // After the trie: a full-length entry a pre-v11 agent wrote there
+        // is shadowed by the exact one, as in the programs' lookup.
+        for entry in self.identities_exact.iter() {
+            let (k, v) = entry.map_err(DataplaneError::map_op("reading", IDENTITIES_EXACT_MAP))?;
+            if k.slot == slot {
+                image.identities.insert((IDENTITY_PREFIX_FULL, k), v);
+            }
+        }
         for entry in self.policy.iter() {
             let (k, v) = entry.map_err(DataplaneError::map_op("reading", POLICY_MAP))?;
             if k.slot == slot {
@@ -220,15 +240,35 @@ impl SlotMaps for KernelMaps {
         key: IdentityKey,
         value: IdentityValue,
     ) -> Result<(), DataplaneError> {
+        if identity_is_exact(len) {
+            return self
+                .identities_exact
+                .insert(key, value, 0)
+                .map_err(DataplaneError::map_op("writing", IDENTITIES_EXACT_MAP));
+        }
         self.identities
             .insert(&Key::new(len, key), value, 0)
             .map_err(DataplaneError::map_op("writing", "IDENTITIES"))
     }
 
     fn remove_identity(&mut self, len: u32, key: IdentityKey) -> Result<(), DataplaneError> {
-        self.identities
-            .remove(&Key::new(len, key))
-            .map_err(DataplaneError::map_op("deleting from", "IDENTITIES"))
+        let in_trie = self.identities.remove(&Key::new(len, key));
+        if !identity_is_exact(len) {
+            return in_trie.map_err(DataplaneError::map_op("deleting from", "IDENTITIES"));
+        }
+        // Both places: a pre-v11 agent wrote full-length entries into the
+        // trie, where a stale one would answer once the exact one is gone.
+        let in_exact = self.identities_exact.remove(&key);
+        match (in_trie, in_exact) {
+            (Ok(()), _) | (_, Ok(())) => Ok(()),
+            (Err(e), _) if !not_found(&e) => {
+                Err(DataplaneError::map_op("deleting from", "IDENTITIES")(e))
+            }
+            (_, Err(e)) => Err(DataplaneError::map_op(
+                "deleting from",
+                IDENTITIES_EXACT_MAP,
+            )(e)),
+        }
     }
 
     fn put_policy(&mut self, key: PolicyNodeKey, value: PolicyNode) -> Result<(), DataplaneError> {

@@ -4,7 +4,7 @@
 //! Layout under the pin directory (default [`DEFAULT_PIN_DIR`]):
 //!
 //! ```text
-//! DIR/maps/{IDENTITIES,POLICY_V4,POLICY_NODES,ENDPOINTS_V6,CONFIG,CT,FRAGS,DROPS,
+//! DIR/maps/{IDENTITIES,IDENTITIES_EXACT,POLICY_V4,POLICY_NODES,ENDPOINTS_V6,CONFIG,CT,FRAGS,DROPS,
 //!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS,DELIVER,
 //!           SERVICES,SERVICE_CT,SERVICE_PENDING,TAILS}
 //! DIR/progs/{from_pod,to_pod,xdp_prefilter,deliver,leave_node,to_backend,
@@ -51,8 +51,9 @@ pub const RETIRED_MAPS: [&str; 3] = ["POLICY", "POLICY_V3", "ENDPOINTS"];
 /// The pinned maps, in the ELF's names. A pin set that lacks one (an
 /// earlier ABI: v4 had no flow maps) makes the agent load the ELF, reusing
 /// the maps that are pinned and pinning the new ones.
-pub const MAPS: [&str; 18] = [
+pub const MAPS: [&str; 19] = [
     "IDENTITIES",
+    bulkhead_common::IDENTITIES_EXACT_MAP,
     POLICY_MAP,
     POLICY_NODES_MAP,
     bulkhead_common::ENDPOINTS_MAP,

@@ -15,14 +15,14 @@ use std::path::Path;
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, Xdp},
 };
 use bulkhead_common::{
     Config, CtEntry, CtKey, DropReason, ENDPOINT_HAS_IPV4, ENDPOINT_HAS_IPV6, ENDPOINT_HAS_MAC,
     ENDPOINT_ISOLATED_EGRESS, ENDPOINT_ISOLATED_INGRESS, ENDPOINTS_MAP, EndpointInfo, EndpointKey,
-    FragEntry, FragKey, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode, PolicyNodeKey,
-    policy_node_index,
+    FragEntry, FragKey, IDENTITIES_EXACT_MAP, IdentityKey, IdentityValue, PROTO_ANY, PolicyNode,
+    PolicyNodeKey, identity_is_exact, policy_node_index,
 };
 use bulkhead_dataplane::{FlowMaps, FlowTap};
 use bulkhead_policy::compile::maps::{
@@ -168,6 +168,37 @@ impl Dataplane {
         LpmTrie::try_from(self.ebpf.map_mut("IDENTITIES").expect("IDENTITIES")).unwrap()
     }
 
+    /// IDENTITIES_EXACT, for an entry of prefix length `len` that goes
+    /// there: a full address, and an ELF of ABI v11 or later (the
+    /// benchmark's `--baseline-elf` may load an older one, whose trie holds
+    /// every entry).
+    fn identities_exact(
+        &mut self,
+        len: u32,
+    ) -> Option<HashMap<&mut MapData, IdentityKey, IdentityValue>> {
+        let map = self.ebpf.map_mut(IDENTITIES_EXACT_MAP)?;
+        identity_is_exact(len).then(|| HashMap::try_from(map).unwrap())
+    }
+
+    /// Writes one identity entry where the agent's maps put it: full
+    /// addresses into IDENTITIES_EXACT, prefixes into the IDENTITIES trie.
+    fn put_identity(&mut self, len: u32, key: IdentityKey, value: IdentityValue) {
+        match self.identities_exact(len) {
+            Some(mut exact) => exact.insert(key, value, 0),
+            None => self.identities().insert(&Key::new(len, key), value, 0),
+        }
+        .expect("identity insert");
+        self.written.push((len, key));
+    }
+
+    /// Removes one identity entry [`Self::put_identity`] wrote.
+    fn remove_identity(&mut self, len: u32, key: IdentityKey) -> Result<(), MapError> {
+        match self.identities_exact(len) {
+            Some(mut exact) => exact.remove(&key),
+            None => self.identities().remove(&Key::new(len, key)),
+        }
+    }
+
     fn policy(&mut self) -> HashMap<&mut MapData, PolicyNodeKey, PolicyNode> {
         HashMap::try_from(self.ebpf.map_mut(POLICY_MAP).expect(POLICY_MAP)).unwrap()
     }
@@ -250,10 +281,7 @@ impl Dataplane {
     /// remembers them for [`Self::clear_image`].
     pub fn write_image(&mut self, image: &MapImage) {
         for &(len, key, value) in &image.identities {
-            self.identities()
-                .insert(&Key::new(len, key), value, 0)
-                .expect("IDENTITIES insert");
-            self.written.push((len, key));
+            self.put_identity(len, key, value);
         }
         self.trees.extend(image.policy.iter().copied());
         self.place(image.slot);
@@ -265,7 +293,7 @@ impl Dataplane {
         identities.sort_unstable();
         identities.dedup();
         for (len, key) in identities {
-            self.identities().remove(&Key::new(len, key)).unwrap();
+            self.remove_identity(len, key).unwrap();
         }
         self.trees.clear();
         self.place(0);
@@ -283,7 +311,7 @@ impl Dataplane {
         self.place(slot);
         self.grants.retain(|&(s, _, _), _| s != slot);
         for (len, key) in gone {
-            let _ = self.identities().remove(&Key::new(len, key));
+            let _ = self.remove_identity(len, key);
         }
     }
 
@@ -295,11 +323,7 @@ impl Dataplane {
     /// Maps the prefix `net` to `identity` with `IDENTITY_F_*` `flags`.
     pub fn add_identity_flagged(&mut self, slot: u8, net: IpNetwork, identity: u32, flags: u32) {
         let (len, key) = identity_key(slot, net);
-        let value = IdentityValue { identity, flags };
-        self.identities()
-            .insert(&Key::new(len, key), value, 0)
-            .unwrap();
-        self.written.push((len, key));
+        self.put_identity(len, key, IdentityValue { identity, flags });
     }
 
     /// Allows `peer` (or `IDENTITY_ANY`) in `table` of `slot`: any protocol
