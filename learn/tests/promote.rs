@@ -585,3 +585,89 @@ spec:
     let in_text = np("  name: web\n  namespace: shop\n  annotations:\n    note: |\n      a\tb\n");
     assert!(promote_text(&in_text, "shop/web", Mode::Enforce).is_ok());
 }
+
+/// A ClusterNetworkPolicy document (Admin tier) with `meta` as its
+/// metadata block.
+fn cnp(meta: &str) -> String {
+    format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha2\nkind: ClusterNetworkPolicy\nmetadata:\n{meta}spec:\n  tier: Admin\n  priority: 10\n  subject:\n    namespaces: {{}}\n  ingress:\n    - action: Deny\n      from:\n        - namespaces: {{}}\n"
+    )
+}
+
+/// A BaselineAdminNetworkPolicy (v1alpha1; the one allowed is `default`).
+fn banp(meta: &str) -> String {
+    format!(
+        "apiVersion: policy.networking.k8s.io/v1alpha1\nkind: BaselineAdminNetworkPolicy\nmetadata:\n{meta}spec:\n  subject:\n    namespaces: {{}}\n  ingress:\n    - action: Deny\n      from:\n        - namespaces: {{}}\n"
+    )
+}
+
+#[test]
+fn cluster_admin_policies_are_promoted_by_kind_and_name() {
+    let staged = "  name: guard\n  annotations:\n    bulkhead.io/mode: audit # staged\n";
+    let text = cnp(staged);
+    let out = promote_text(&text, "ClusterNetworkPolicy/guard", Mode::Enforce).unwrap();
+    let enforced = "  name: guard\n  annotations:\n    bulkhead.io/mode: enforce # staged\n";
+    assert_eq!(out, cnp(enforced));
+    // Without an annotation (the default mode): one is inserted.
+    let out = promote_text(
+        &banp("  name: default\n"),
+        "BaselineAdminNetworkPolicy/default",
+        Mode::Audit,
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        banp("  annotations:\n    bulkhead.io/mode: audit\n  name: default\n")
+    );
+    // The kind is part of the name: a policy of another kind is unknown.
+    assert!(matches!(
+        promote_text(&text, "AdminNetworkPolicy/guard", Mode::Enforce),
+        Err(PromoteError::Unknown(v)) if v == ["AdminNetworkPolicy/guard"]
+    ));
+}
+
+#[test]
+fn all_promotes_staged_cluster_admin_policies_with_the_network_policies() {
+    let dir = dir_with(&[
+        ("ns.yaml", NS_AUDIT),
+        ("np.yaml", &np("  name: web\n  namespace: shop\n")),
+        (
+            "admin.yaml",
+            &format!(
+                "{}---\n{}",
+                cnp("  name: staged\n  annotations:\n    bulkhead.io/mode: audit\n"),
+                cnp("  name: live\n")
+            ),
+        ),
+    ]);
+    let before = load(dir.path());
+    let plan = plan(dir.path(), &Selection::Audit, Mode::Enforce).unwrap();
+    let names: Vec<&str> = plan.promotions.iter().map(|p| p.policy.as_str()).collect();
+    assert_eq!(names, ["shop/web", "ClusterNetworkPolicy/staged"]);
+    let line = plan.promotions[1].to_string();
+    assert!(
+        line.starts_with("ClusterNetworkPolicy/staged: audit → enforce ("),
+        "{line}"
+    );
+    plan.write().unwrap();
+    let after = load(dir.path());
+    let modes = |m: &Model| -> Vec<Mode> {
+        m.admin_policies
+            .iter()
+            .map(|p| m.admin_mode_of(p))
+            .collect()
+    };
+    assert_eq!(modes(&before), [Mode::Enforce, Mode::Audit]);
+    assert_eq!(modes(&after), [Mode::Enforce, Mode::Enforce]);
+    // The model check covers cluster-admin policies: a rule change is caught.
+    let promoted = BTreeSet::from(["shop/web", "ClusterNetworkPolicy/staged"].map(String::from));
+    verify::check_model(&before, &after, &promoted, Mode::Enforce).unwrap();
+    let mut changed = after.clone();
+    changed.admin_policies[1].ingress.clear();
+    assert_eq!(
+        verify::check_model(&before, &changed, &promoted, Mode::Enforce),
+        Err(verify::ModelDiff::Policy {
+            policy: "ClusterNetworkPolicy/staged".into()
+        })
+    );
+}

@@ -192,27 +192,46 @@ impl Demo<'_> {
     }
 
     /// A cluster-admin guardrail (ClusterNetworkPolicy, Admin tier) holds
-    /// against a namespace owner's allow-all NetworkPolicy: real packets,
+    /// against a namespace owner's allow-all NetworkPolicy: staged in audit
+    /// and reported on first, then promoted to enforce; real packets,
     /// explain naming the tier and rule, the drop's flow record naming
     /// the rule; then the allow-all goes (the guardrail stays).
     fn guardrail_scene(&self, watched: &std::path::Path) -> Result<()> {
         let w = watched.display().to_string();
-        let copy = |from: &str, name: &str| -> Result<()> {
-            println!("$ cp {from} {w}/{name}");
-            std::fs::copy(cmd::repo_root().join(from), watched.join(name))
-                .with_context(|| format!("copying {from} into {w}"))?;
+        let copy = |from: &str, to: &std::path::Path| -> Result<()> {
+            println!("$ cp {from} {}", to.display());
+            std::fs::copy(cmd::repo_root().join(from), to)
+                .with_context(|| format!("copying {from} to {}", to.display()))?;
             Ok(())
         };
         scene(&format!(
             "A namespace owner's mistake: {OOPS} allows everything in shop; now every pod reaches the db"
         ));
-        copy(OOPS, "oops-allow-all.yaml")?;
+        copy(OOPS, &watched.join("oops-allow-all.yaml"))?;
         self.bulkhead(&["lab", "sync", "--name", LAB])?;
         self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
         scene(&format!(
             "The security team's guardrail: {GUARDRAIL} (ClusterNetworkPolicy, Admin tier) lets only the api reach the db; no NetworkPolicy can override it"
         ));
-        copy(GUARDRAIL, "db-guardrail.yaml")?;
+        let guardrail = "ClusterNetworkPolicy/db-guardrail";
+        scene(
+            "Staged first: promote sets the copy to audit before it goes live; the kernel marks what it would deny, drops nothing",
+        );
+        // Staged beside the watched directory, so the agent never sees it enforced.
+        let staged = watched.with_file_name("db-guardrail.yaml");
+        let s = staged.display().to_string();
+        copy(GUARDRAIL, &staged)?;
+        self.bulkhead(&["promote", "--manifests", &s, guardrail, "--to", "audit"])?;
+        println!("$ mv {s} {w}/");
+        std::fs::rename(&staged, watched.join("db-guardrail.yaml"))
+            .with_context(|| format!("moving {s} into {w}"))?;
+        self.bulkhead(&["lab", "sync", "--name", LAB])?;
+        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
+        // The flow log is written once a second; give it time to hold the probes.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        self.bulkhead(&["audit", "report", "--lab", LAB, "--policy", guardrail])?;
+        scene("The report is what the security team expected: promote it to enforce");
+        self.bulkhead(&["promote", "--manifests", &w, guardrail])?;
         self.bulkhead(&["lab", "sync", "--name", LAB])?;
         self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
         scene(

@@ -1,5 +1,6 @@
-//! `bulkhead promote`: set NetworkPolicies' mode in their manifests
-//! (audit → enforce by default), verified before anything is written.
+//! `bulkhead promote`: set the mode of NetworkPolicies and cluster-admin
+//! policies in their manifests (audit → enforce by default), verified
+//! before anything is written.
 //! See `docs/learn.md`.
 
 use std::io::Write;
@@ -19,11 +20,12 @@ pub struct PromoteArgs {
     /// Directory (searched recursively) or file of Kubernetes manifests, YAML or JSON.
     #[arg(long, value_name = "DIR")]
     pub manifests: PathBuf,
-    /// Policies to change, as namespace/name.
+    /// Policies to change: namespace/name for a NetworkPolicy, Kind/name
+    /// for a cluster-admin policy (e.g. ClusterNetworkPolicy/db-guardrail).
     #[arg(value_name = "POLICY")]
     pub policies: Vec<String>,
-    /// Every NetworkPolicy now in audit mode (by its own annotation or its
-    /// namespace's).
+    /// Every policy now in audit mode: NetworkPolicies (by their own
+    /// annotation or their namespace's) and cluster-admin policies.
     #[arg(long, conflicts_with = "policies")]
     pub all: bool,
     /// The mode to set: enforce, audit or learn.
@@ -46,7 +48,7 @@ pub fn run(args: &PromoteArgs) -> Result<(), CliError> {
     };
     let plan = promote::plan(&args.manifests, &selection, args.to)?;
     if args.all && plan.promotions.is_empty() {
-        eprintln!("no NetworkPolicy is in audit mode");
+        eprintln!("no policy is in audit mode");
         return Ok(());
     }
     if !args.dry_run {

@@ -1,7 +1,7 @@
-//! `bulkhead promote`: change the mode of NetworkPolicies in their
-//! manifests (typically audit → enforce) by setting each one's own
-//! `bulkhead.io/mode` annotation, with the smallest text edit that keeps
-//! the file as its author wrote it.
+//! `bulkhead promote`: change the mode of NetworkPolicies and cluster-admin
+//! policies in their manifests (typically audit → enforce) by setting each
+//! one's own `bulkhead.io/mode` annotation, with the smallest text edit that
+//! keeps the file as its author wrote it.
 //!
 //! Nothing is written unless every edit is safe: each policy's document is
 //! found by the loader's `Origin` and checked against the parser
@@ -16,6 +16,7 @@ pub mod diff;
 pub mod documents;
 pub mod edit;
 mod lex;
+pub mod target;
 pub mod verify;
 pub mod write;
 
@@ -26,25 +27,27 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use self::edit::{Change, Refusal};
+use self::target::Target;
 use self::verify::VerifyError;
 use self::write::WriteError;
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_policy::model::{MODE_ANNOTATION, Mode, Model, Origin, Policy};
+use bulkhead_policy::model::{MODE_ANNOTATION, Mode, Model, Origin};
 use bulkhead_policy::source::manifest::{self, ManifestErrors};
 
 /// Which policies to promote.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Selection {
-    /// These, as `namespace/name`.
+    /// These, as `namespace/name` (NetworkPolicy) or `Kind/name`
+    /// (cluster-admin policy).
     Policies(Vec<String>),
-    /// Every policy whose effective mode is audit.
+    /// Every policy (of either kind) whose effective mode is audit.
     Audit,
 }
 
 /// What happens to one policy.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Promotion {
-    /// `namespace/name`.
+    /// `namespace/name`, or `Kind/name` for a cluster-admin policy.
     pub policy: String,
     /// Its mode before (own, its namespace's or the default).
     pub from: Mode,
@@ -95,8 +98,10 @@ pub struct Plan {
 /// A policy whose document cannot be edited safely.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UnsafeEdit {
-    /// `namespace/name`.
+    /// `namespace/name`, or `Kind/name` for a cluster-admin policy.
     pub policy: String,
+    /// How messages name it (`NetworkPolicy ns/name`, `Kind/name`).
+    pub label: String,
     /// Its file and document.
     pub origin: Origin,
     /// The mode asked for.
@@ -109,8 +114,8 @@ impl fmt::Display for UnsafeEdit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: NetworkPolicy {}: cannot edit safely: {}; set metadata.annotations[\"{MODE_ANNOTATION}\"] to \"{}\" there by hand",
-            self.origin, self.policy, self.reason, self.to
+            "{}: {}: cannot edit safely: {}; set metadata.annotations[\"{MODE_ANNOTATION}\"] to \"{}\" there by hand",
+            self.origin, self.label, self.reason, self.to
         )
     }
 }
@@ -122,11 +127,11 @@ pub enum PromoteError {
     /// The manifests do not load.
     #[error(transparent)]
     Manifests(#[from] ManifestErrors),
-    /// A policy argument that is not `namespace/name`.
-    #[error("{0:?} is not namespace/name")]
+    /// A policy argument that is neither `namespace/name` nor `Kind/name`.
+    #[error("{0:?} is not namespace/name (or Kind/name for a cluster-admin policy)")]
     BadName(String),
     /// Policies not in the manifests.
-    #[error("no NetworkPolicy {} in the manifests", .0.join(", "))]
+    #[error("no policy {} in the manifests", .0.join(", "))]
     Unknown(Vec<String>),
     /// Policies whose documents cannot be edited safely (nothing is
     /// written, so that a run is all or nothing).
@@ -192,11 +197,11 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
     let before = manifest::load_dir(manifests, &addresses)?;
     let selected = select(&before, selection)?;
     let mut texts: BTreeMap<PathBuf, String> = BTreeMap::new();
-    let mut edits: BTreeMap<PathBuf, Vec<(usize, &Policy, edit::Edit)>> = BTreeMap::new();
+    let mut edits: BTreeMap<PathBuf, Vec<(usize, Target, edit::Edit)>> = BTreeMap::new();
     let mut already = Vec::new();
     let mut refused = Vec::new();
-    for p in &selected {
-        let file = &origin_file(p);
+    for &p in &selected {
+        let file = &p.file();
         if !texts.contains_key(file) {
             let text = std::fs::read_to_string(file).map_err(|source| PromoteError::Read {
                 path: file.clone(),
@@ -205,18 +210,19 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
             texts.insert(file.clone(), text);
         }
         let text = &texts[file];
-        if before.mode_of(p) == to {
-            already.push((*p, locate_line(text, p)));
+        if p.mode(&before) == to {
+            already.push((p, locate_line(text, p)));
             continue;
         }
         match edit_policy(text, p, to) {
             Ok(e) => edits
                 .entry(file.clone())
                 .or_default()
-                .push((origin_document(p), p, e)),
+                .push((p.document(), p, e)),
             Err(reason) => refused.push(UnsafeEdit {
                 policy: p.key(),
-                origin: p.origin.clone(),
+                label: p.label(),
+                origin: p.origin().clone(),
                 to,
                 reason,
             }),
@@ -244,7 +250,7 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
             shift += e.change.insert.len() as isize - e.change.removed as isize;
             promotions.push(Promotion {
                 policy: p.key(),
-                from: before.mode_of(p),
+                from: p.mode(&before),
                 to,
                 file: path.clone(),
                 line: line as usize,
@@ -273,7 +279,7 @@ pub fn plan(manifests: &Path, selection: &Selection, to: Mode) -> Result<Plan, P
         policy: p.key(),
         from: to,
         to,
-        file: origin_file(p),
+        file: p.file(),
         line,
         changed: false,
     }));
@@ -311,13 +317,12 @@ impl Plan {
     }
 }
 
-/// The selected policies, in the model's order, each once.
-fn select<'m>(model: &'m Model, selection: &Selection) -> Result<Vec<&'m Policy>, PromoteError> {
+/// The selected policies, in the model's order (NetworkPolicies, then
+/// cluster-admin policies), each once.
+fn select<'m>(model: &'m Model, selection: &Selection) -> Result<Vec<Target<'m>>, PromoteError> {
     match selection {
-        Selection::Audit => Ok(model
-            .policies
-            .iter()
-            .filter(|p| model.mode_of(p) == Mode::Audit)
+        Selection::Audit => Ok(Target::all(model)
+            .filter(|p| p.mode(model) == Mode::Audit)
             .collect()),
         Selection::Policies(names) => {
             let mut wanted = BTreeSet::new();
@@ -328,7 +333,7 @@ fn select<'m>(model: &'m Model, selection: &Selection) -> Result<Vec<&'m Policy>
                         if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {}
                     _ => return Err(PromoteError::BadName(n.clone())),
                 }
-                if model.policies.iter().any(|p| p.key() == *n) {
+                if Target::all(model).any(|p| p.key() == *n) {
                     wanted.insert(n.as_str());
                 } else if !unknown.contains(n) {
                     unknown.push(n.clone());
@@ -337,31 +342,17 @@ fn select<'m>(model: &'m Model, selection: &Selection) -> Result<Vec<&'m Policy>
             if !unknown.is_empty() {
                 return Err(PromoteError::Unknown(unknown));
             }
-            Ok(model
-                .policies
-                .iter()
+            Ok(Target::all(model)
                 .filter(|p| wanted.contains(p.key().as_str()))
                 .collect())
         }
     }
 }
 
-/// The manifest file policy `p` was read from (promote reads manifest
-/// directories only; an origin without a file names none, and reading it
-/// fails with a clear error).
-fn origin_file(p: &Policy) -> PathBuf {
-    p.origin.path().map(Path::to_path_buf).unwrap_or_default()
-}
-
-/// The index of `p`'s document in its file.
-fn origin_document(p: &Policy) -> usize {
-    p.origin.document().unwrap_or(0)
-}
-
 /// The edit that sets policy `p`'s own mode in `text`, its file.
-fn edit_policy(text: &str, p: &Policy, to: Mode) -> Result<edit::Edit, Refusal> {
+fn edit_policy(text: &str, p: Target, to: Mode) -> Result<edit::Edit, Refusal> {
     let (lines, docs) = document_of(text, p)?;
-    let doc = &docs[origin_document(p)];
+    let doc = &docs[p.document()];
     if let Some(m) = doc.marker
         && documents::is_content(lines[m].text[3..].trim_start())
     {
@@ -374,14 +365,14 @@ fn edit_policy(text: &str, p: &Policy, to: Mode) -> Result<edit::Edit, Refusal> 
 /// `p.origin.document` is the policy `p` as the parser reads it.
 fn document_of<'t>(
     text: &'t str,
-    p: &Policy,
+    p: Target,
 ) -> Result<(Vec<documents::Line<'t>>, Vec<documents::Document>), Refusal> {
-    let is_json = origin_file(p).extension().and_then(|e| e.to_str()) == Some("json");
+    let is_json = p.file().extension().and_then(|e| e.to_str()) == Some("json");
     if is_json {
         return Err(Refusal::Json);
     }
     let parsed = documents::parse(text).map_err(|_| Refusal::Unlocated)?;
-    let value = parsed.get(origin_document(p)).ok_or(Refusal::Unlocated)?;
+    let value = parsed.get(p.document()).ok_or(Refusal::Unlocated)?;
     let kind = value
         .get("kind")
         .and_then(Value::as_str)
@@ -391,10 +382,7 @@ fn document_of<'t>(
     }
     let meta = value.get("metadata");
     let field = |f: &str| meta.and_then(|m| m.get(f)).and_then(Value::as_str);
-    if kind != "NetworkPolicy"
-        || field("name") != Some(p.name.as_str())
-        || field("namespace").unwrap_or("default") != p.namespace
-    {
+    if !p.is_document(kind, field("name"), field("namespace")) {
         return Err(Refusal::Unlocated);
     }
     let lines = documents::lines(text);
@@ -403,7 +391,7 @@ fn document_of<'t>(
         return Err(Refusal::Unlocated);
     }
     // The text found for the document must read as the parser's document.
-    let body = documents::join(&lines[docs[origin_document(p)].body.clone()]);
+    let body = documents::join(&lines[docs[p.document()].body.clone()]);
     let alone = documents::parse(&body).map_err(|_| Refusal::Unlocated)?;
     if alone.as_slice() != std::slice::from_ref(value) {
         return Err(Refusal::Unlocated);
@@ -413,11 +401,11 @@ fn document_of<'t>(
 
 /// Where to point at a policy that needs no edit: its mode annotation, else
 /// its document's first line.
-fn locate_line(text: &str, p: &Policy) -> usize {
+fn locate_line(text: &str, p: Target) -> usize {
     let Ok((lines, docs)) = document_of(text, p) else {
         return 1;
     };
-    let body = docs[origin_document(p)].body.clone();
+    let body = docs[p.document()].body.clone();
     edit::mode_line(&lines, body.clone())
         .or_else(|| body.clone().find(|&i| documents::is_content(lines[i].text)))
         .map_or(1, |i| i + 1)

@@ -134,24 +134,69 @@ pub fn check_text(old: &str, new: &str, modes: &BTreeMap<usize, Mode>) -> Result
     Ok(())
 }
 
-/// Checks that `after` is `before` with the policies in `promoted` in mode
-/// `to` by their own annotation, every other policy in its old mode, and
-/// nothing else changed.
+/// Checks that `after` is `before` with the policies in `promoted`
+/// (NetworkPolicies and cluster-admin policies, by key) in mode `to` by
+/// their own annotation, every other policy in its old mode, and nothing
+/// else changed.
 pub fn check_model(
     before: &Model,
     after: &Model,
     promoted: &BTreeSet<String>,
     to: Mode,
 ) -> Result<(), ModelDiff> {
-    let keys = |m: &Model| m.policies.iter().map(|p| p.key()).collect::<Vec<_>>();
+    check_policies(
+        &before.policies,
+        &after.policies,
+        |p| (p.key(), before.mode_of(p)),
+        |p| after.mode_of(p),
+        |p| &mut p.mode,
+        promoted,
+        to,
+    )?;
+    check_policies(
+        &before.admin_policies,
+        &after.admin_policies,
+        |p| (p.key(), before.admin_mode_of(p)),
+        |p| after.admin_mode_of(p),
+        |p| &mut p.mode,
+        promoted,
+        to,
+    )?;
+    if before.namespaces != after.namespaces {
+        return Err(ModelDiff::Other("namespaces"));
+    }
+    if before.pods != after.pods {
+        return Err(ModelDiff::Other("pods"));
+    }
+    if before.nodes != after.nodes {
+        return Err(ModelDiff::Other("nodes"));
+    }
+    if before.default_mode != after.default_mode {
+        return Err(ModelDiff::Other("the default mode"));
+    }
+    Ok(())
+}
+
+/// [`check_model`] for one kind of policy: the same policies in the same
+/// order, each equal to its old self but for the mode of the promoted.
+fn check_policies<P: Clone + PartialEq>(
+    before: &[P],
+    after: &[P],
+    key_and_mode: impl Fn(&P) -> (String, Mode),
+    mode_after: impl Fn(&P) -> Mode,
+    own_mode: impl Fn(&mut P) -> &mut Option<Mode>,
+    promoted: &BTreeSet<String>,
+    to: Mode,
+) -> Result<(), ModelDiff> {
+    let keys = |list: &[P]| list.iter().map(|p| key_and_mode(p).0).collect::<Vec<_>>();
     if keys(before) != keys(after) {
         return Err(ModelDiff::PolicySet);
     }
-    for (b, a) in before.policies.iter().zip(&after.policies) {
-        let key = b.key();
+    for (b, a) in before.iter().zip(after) {
+        let (key, old) = key_and_mode(b);
         let is_promoted = promoted.contains(&key);
-        let expected = if is_promoted { to } else { before.mode_of(b) };
-        let found = after.mode_of(a);
+        let expected = if is_promoted { to } else { old };
+        let found = mode_after(a);
         if found != expected {
             return Err(ModelDiff::Mode {
                 policy: key,
@@ -161,20 +206,11 @@ pub fn check_model(
         }
         let mut want = b.clone();
         if is_promoted {
-            want.mode = Some(to);
+            *own_mode(&mut want) = Some(to);
         }
         if *a != want {
             return Err(ModelDiff::Policy { policy: key });
         }
-    }
-    if before.namespaces != after.namespaces {
-        return Err(ModelDiff::Other("namespaces"));
-    }
-    if before.pods != after.pods {
-        return Err(ModelDiff::Other("pods"));
-    }
-    if before.default_mode != after.default_mode {
-        return Err(ModelDiff::Other("the default mode"));
     }
     Ok(())
 }
@@ -216,6 +252,10 @@ pub fn reload(
         }
     };
     model.policies.iter_mut().for_each(|p| back(&mut p.origin));
+    model
+        .admin_policies
+        .iter_mut()
+        .for_each(|p| back(&mut p.origin));
     model.pods.iter_mut().for_each(|p| back(&mut p.origin));
     model
         .namespaces
