@@ -8,6 +8,9 @@
 //!
 //! - **One lab per test binary** ([`LAB`]): the eight pods of upstream's
 //!   topology, each serving TCP, UDP and SCTP on upstream's ports. The
+//!   node-peer scenarios, whose server is a hostNetwork pod at its node's
+//!   address (`host-network.yaml`), are left out: the lab does not realise
+//!   that server yet. The
 //!   first test brings it up (after a `lab down` of any leftover of a
 //!   killed run); a process-exit hook takes it down, also when tests fail
 //!   (libtest exits through `exit(3)`, which runs the hook).
@@ -335,11 +338,19 @@ fn run_step(
 /// Runs every scenario of `api`/`channel` in the lab; panics listing every
 /// mismatch.
 fn run_profile(api: &str, channel: &str) {
-    let scenarios: Vec<Scenario> = data::scenarios()
+    let (host, scenarios): (Vec<Scenario>, Vec<Scenario>) = data::scenarios()
         .into_iter()
         .filter(|s| s.profile.api == api && s.profile.channel == channel)
-        .collect();
+        .partition(data::needs_host_network);
     assert!(!scenarios.is_empty(), "no {api} {channel} scenarios");
+    for s in &host {
+        // The lab has no hostNetwork server at a Node object's address
+        // yet (see the README's coverage): checked by the evaluator only.
+        eprintln!(
+            "{}: not run on packets (its server is a hostNetwork pod)",
+            s.file
+        );
+    }
     if !privileged() {
         eprintln!("not root: the {api} {channel} scenarios are not run on packets");
         return;

@@ -22,15 +22,20 @@ use std::collections::BTreeSet;
 
 use bulkhead_policy::compile::{Compiled, compile};
 use bulkhead_policy::eval::connectivity::{Connection, Peer, connectivity};
-use bulkhead_policy::model::Model;
 use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Model, OffNetwork, Pod};
 use bulkhead_policy::source::manifest::load_dir;
 
 use data::{Expect, Scenario, Step};
 
+/// The whole topology as YAML: `base.yaml` and `host-network.yaml`.
+fn topology_yaml() -> String {
+    format!("{}\n---\n{}", data::base(), data::host_network())
+}
+
 /// The topology alone, loaded (for its addresses and pod names).
 fn topology() -> Model {
-    load(&data::base(), None).unwrap_or_else(|e| panic!("the topology does not load: {e}"))
+    load(&topology_yaml(), None).unwrap_or_else(|e| panic!("the topology does not load: {e}"))
 }
 
 /// Loads `base` plus `policies` from a temporary directory.
@@ -104,7 +109,7 @@ fn check_one(
 
 /// Runs every scenario of `api`/`channel`; panics listing every mismatch.
 fn run_profile(api: &str, channel: &str) {
-    let base = data::base();
+    let base = topology_yaml();
     let topology = topology();
     let scenarios: Vec<Scenario> = data::scenarios()
         .into_iter()
@@ -156,17 +161,54 @@ fn v1alpha1_extended() {
     run_profile("v1alpha1", "extended");
 }
 
+/// The hostNetwork pods are what a cluster reports: two, each on its own
+/// node, its address its node's InternalIP, which no pod-network pod has.
+#[test]
+fn host_network_pods_carry_their_node_address() {
+    let topology = topology();
+    let host: Vec<&Pod> = topology
+        .pods
+        .iter()
+        .filter(|p| data::is_host_network(&p.key()))
+        .collect();
+    assert_eq!(host.len(), 2, "centaur-0 and centaur-1");
+    assert_eq!(topology.nodes.len(), 2, "node-0 and node-1");
+    for pod in host {
+        let key = pod.key();
+        assert_eq!(pod.off_network, Some(OffNetwork::HostNetwork), "{key}");
+        let node_name = pod
+            .node
+            .as_deref()
+            .unwrap_or_else(|| panic!("{key}: no node"));
+        let node = topology
+            .nodes
+            .iter()
+            .find(|n| n.name == node_name)
+            .unwrap_or_else(|| panic!("{key}: no node {node_name}"));
+        let ip = data::pod_ipv4(&topology, &key);
+        assert!(
+            node.addresses.contains(&ip),
+            "{key}: {ip} is not {node:?}'s"
+        );
+        let others = topology
+            .pods
+            .iter()
+            .filter(|p| p.off_network.is_none() && p.ips.contains(&ip));
+        assert_eq!(others.count(), 0, "{key}: {ip} is also a pod's");
+    }
+}
+
 /// The data is whole: every scenario parses, names its upstream source and
 /// a known profile, has steps each with manifests and expectations, and
 /// every expectation names pods of the topology, a protocol and a port
-/// upstream's pods serve.
+/// upstream's pods serve (the hostNetwork pods: theirs).
 #[test]
 fn data_is_complete() {
     let topology = topology();
     assert_eq!(
         topology.pods.len(),
-        8,
-        "two pods in each of four namespaces"
+        10,
+        "two pods in each of four namespaces, two hostNetwork pods"
     );
     let pods = data::pod_keys(&topology);
     let scenarios = data::scenarios();
@@ -235,8 +277,13 @@ fn data_is_complete() {
                 );
                 assert!(pods.contains(&e.to), "{at} step {}: no pod {}", n + 1, e.to);
                 let _ = e.proto();
+                let served: &[u16] = if data::is_host_network(&e.to) {
+                    &data::HOST_NETWORK_PORTS
+                } else {
+                    &data::SERVED_PORTS
+                };
                 assert!(
-                    data::SERVED_PORTS.contains(&e.port),
+                    served.contains(&e.port),
                     "{at} step {}: port {} is not served",
                     n + 1,
                     e.port

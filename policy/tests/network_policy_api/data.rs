@@ -79,7 +79,8 @@ pub struct Step {
 pub struct Expect {
     /// Client pod, `namespace/name`.
     pub from: String,
-    /// Server pod, `namespace/name`.
+    /// Server pod, `namespace/name`: its IPv4 address, which for a
+    /// hostNetwork pod (`host-network.yaml`) is its node's InternalIP.
     pub to: String,
     /// `TCP`, `UDP` or `SCTP`.
     pub protocol: String,
@@ -119,13 +120,45 @@ pub fn data_dir() -> PathBuf {
 
 /// The topology: namespaces and pods.
 pub fn base() -> String {
-    let path = data_dir().join("base.yaml");
+    read("base.yaml")
+}
+
+/// The hostNetwork part of the topology: Node objects, the namespace
+/// `network-policy-conformance-forbidden-forrest` and its hostNetwork pods
+/// serving on their node's address (for the node-peer tests).
+pub fn host_network() -> String {
+    read("host-network.yaml")
+}
+
+fn read(file: &str) -> String {
+    let path = data_dir().join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The namespace of the hostNetwork pods.
+pub const HOST_NETWORK_NAMESPACE: &str = "network-policy-conformance-forbidden-forrest";
+
+/// Whether `key` (`namespace/name`) is a hostNetwork pod of the topology.
+pub fn is_host_network(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(ns, _)| ns == HOST_NETWORK_NAMESPACE)
+}
+
+/// Whether some expectation of `scenario` connects to a hostNetwork pod.
+pub fn needs_host_network(scenario: &Scenario) -> bool {
+    scenario
+        .steps
+        .iter()
+        .flat_map(|s| &s.expect)
+        .any(|e| is_host_network(&e.to))
 }
 
 /// The ports upstream's pods serve (any protocol is probed on any of them
 /// by some test's negative check, so a lab serves all three on each).
 pub const SERVED_PORTS: [u16; 6] = [53, 80, 5353, 8080, 9003, 9005];
+
+/// The ports the hostNetwork pods serve (`host-network.yaml`).
+pub const HOST_NETWORK_PORTS: [u16; 8] = [53, 5353, 9003, 9005, 34345, 34346, 36363, 36364];
 
 /// Every scenario, by file name.
 pub fn scenarios() -> Vec<Scenario> {
