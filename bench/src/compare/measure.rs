@@ -220,25 +220,49 @@ fn output_in(netns: &str, program: &str, args: &[&str]) -> Result<String> {
     Ok(text)
 }
 
-/// Waits until `port` of the server accepts TCP (a server process started).
+/// Waits until a socket listens on TCP `port` in the server's namespace
+/// (a server process started). It looks at the socket table rather than
+/// connecting: iperf3 takes a connection for a client, and while it tears
+/// such a probe's session down it resets the real client's control
+/// connection ("unable to receive control message: Connection reset by
+/// peer", seen on a loaded machine).
 fn wait_tcp(topo: &Topology, port: u16) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
     std::thread::scope(|s| {
         s.spawn(|| -> Result<()> {
-            netns::enter(&topo.client)?;
-            loop {
-                let to = SocketAddr::from((SERVER_IP, port));
-                if TcpStream::connect_timeout(&to, Duration::from_millis(200)).is_ok() {
-                    return Ok(());
-                }
+            netns::enter(&topo.server)?;
+            while !listening(port) {
                 if Instant::now() > deadline {
                     bail!("nothing listens on TCP {port} after 5 s");
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+            Ok(())
         })
         .join()
         .expect("probe thread")
+    })
+}
+
+/// Whether a TCP socket listens on `port` in this thread's network
+/// namespace (`/proc/thread-self/net/tcp{,6}`: the thread's namespace, not
+/// the process's).
+fn listening(port: u16) -> bool {
+    ["tcp", "tcp6"].iter().any(|table| {
+        let path = format!("/proc/thread-self/net/{table}");
+        std::fs::read_to_string(path).is_ok_and(|text| listens_in(&text, port))
+    })
+}
+
+/// Whether a `/proc/net/tcp`-format table has a LISTEN (`0A`) socket on
+/// local `port`.
+fn listens_in(table: &str, port: u16) -> bool {
+    let want = format!("{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(1);
+        let local = fields.next().unwrap_or_default();
+        let state = fields.nth(1).unwrap_or_default();
+        state == "0A" && local.rsplit(':').next() == Some(want.as_str())
     })
 }
 
@@ -457,6 +481,17 @@ pub fn drops_during(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_a_listening_socket_in_a_proc_net_tcp_table() {
+        let table = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n\
+   0: 0200000A:1451 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 0 0 0 0 0 0\n\
+   1: 0200000A:1F90 0300000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 0 0 0 0 0 0\n";
+        assert!(listens_in(table, 5201));
+        // Port 8080 only in an established connection, not listening.
+        assert!(!listens_in(table, 8080));
+        assert!(!listens_in(table, 80));
+    }
 
     #[test]
     fn parses_sockperf_and_iperf3() {
