@@ -506,28 +506,33 @@ fn is_lab_server(pid: u32, lab: &str) -> bool {
 
 /// Whether `pid` runs `bulkhead lab <command> ... --lab <lab>`.
 fn is_lab_process(pid: u32, lab: &str, command: &[u8]) -> bool {
+    with_args(pid, |args| {
+        args.windows(2).any(|w| w == [b"lab".as_slice(), command])
+            && args
+                .windows(2)
+                .any(|w| w == [b"--lab".as_slice(), lab.as_bytes()])
+    })
+}
+
+/// `test` of `pid`'s command line arguments; false when it is gone.
+fn with_args(pid: u32, test: impl FnOnce(&[&[u8]]) -> bool) -> bool {
     let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
     let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
-    args.windows(2).any(|w| w == [b"lab".as_slice(), command])
-        && args
-            .windows(2)
-            .any(|w| w == [b"--lab".as_slice(), lab.as_bytes()])
+    test(&args)
 }
 
 /// Whether `pid` runs `bulkhead lab up --name <lab>`.
 fn is_lab_up(pid: u32, lab: &str) -> bool {
-    let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-        return false;
-    };
-    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
     let joined = format!("--name={lab}");
-    args.windows(2).any(|w| w == [b"lab".as_slice(), b"up"])
-        && (args.contains(&joined.as_bytes())
-            || args
-                .windows(2)
-                .any(|w| w == [b"--name".as_slice(), lab.as_bytes()]))
+    with_args(pid, |args| {
+        args.windows(2).any(|w| w == [b"lab".as_slice(), b"up"])
+            && (args.contains(&joined.as_bytes())
+                || args
+                    .windows(2)
+                    .any(|w| w == [b"--name".as_slice(), lab.as_bytes()]))
+    })
 }
 
 fn alive(pid: u32) -> bool {

@@ -10,7 +10,6 @@
 mod lab_support;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 
 use lab_support::{Lab, json_lines, pods_yaml, privileged, serial, snapshot};
@@ -113,10 +112,11 @@ fn kill_lab_processes(name: &str) {
     }
     // Bounded: SIGKILL cannot be caught, so this ends at once.
     for _ in 0..500 {
-        if pids.iter().all(|p| {
-            !Path::new(&format!("/proc/{p}/cmdline")).exists()
-                || std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c.is_empty())
-        }) {
+        // Gone, or a zombie (no command line).
+        if pids
+            .iter()
+            .all(|p| std::fs::read(format!("/proc/{p}/cmdline")).map_or(true, |c| c.is_empty()))
+        {
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
