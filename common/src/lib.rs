@@ -738,6 +738,11 @@ pub const SERVICES_SLOT_CAPACITY: u32 = 65_536;
 pub const SERVICES_MAX: u32 = SERVICES_SLOT_CAPACITY * SLOTS as u32;
 /// Capacity of SERVICE_CT (LRU).
 pub const SERVICE_CT_MAX: u32 = 65_536;
+/// SERVICE_PENDING_BY_CLIENT: capacity. A record lives from a new Service
+/// connection's first packet leaving its pod until the node delivers it
+/// translated (microseconds; up to seconds while the backend's neighbour
+/// is resolved): room for bursts of new connections far beyond that.
+pub const SERVICE_PENDING_MAX: u32 = 16_384;
 
 /// Value of SERVICE_CT, keyed by a connection's original tuple (client to
 /// frontend, a [`CtKey`]): the backend address and port the node

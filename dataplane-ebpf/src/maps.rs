@@ -16,13 +16,16 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
-use crate::{parse::Parsed, service::Pending};
+use crate::{
+    parse::Parsed,
+    service::{Pending, PendingKey},
+};
 use bulkhead_common::{
     CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EVENTS_RING_BYTES, EndpointInfo,
     EndpointKey, FLOW_STATS_MAX, FLOWS_CAPACITY, FRAGS_MAX, FlowConfig, FlowKey, FlowValue,
     FragEntry, FragKey, IDENTITIES_EXACT_MAX, IDENTITIES_MAX, IdentityKey, IdentityValue,
-    POLICY_MAX, POLICY_NODES_MAX, PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICES_MAX,
-    ServiceBackend, ServiceKey, ServiceValue,
+    POLICY_MAX, POLICY_NODES_MAX, PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICE_PENDING_MAX,
+    SERVICES_MAX, ServiceBackend, ServiceKey, ServiceValue,
 };
 
 /// (slot, address) → identity (address class), both families in one trie.
@@ -244,15 +247,37 @@ pub static SERVICE_CT: LruHashMap<CtKey, ServiceBackend> =
     LruHashMap::with_max_entries(SERVICE_CT_MAX, 0);
 
 /// Per-CPU hand-off from `from_pod` to the program after the node's
-/// translation: the deferred packet's original tuple and client. Internal
-/// to the programs, never read by userspace.
+/// translation: the deferred packet's original tuple and client, for a
+/// translation that masqueraded the client (its source is then the node's,
+/// so SERVICE_PENDING_BY_CLIENT cannot find it); also where [`take`]
+/// copies a record it found there. Internal to the programs, never read by
+/// userspace.
 ///
-/// The node forwards a packet synchronously from the TC ingress hook of
-/// the client's veth to the TC egress hook of the device it leaves by (one
-/// softirq on one CPU, no queue in between), so the entry the service mark
-/// points at is the packet's own; `service.rs` checks it still.
+/// The node usually forwards a packet synchronously from the TC ingress
+/// hook of the client's veth to the TC egress hook of the device it leaves
+/// by (one softirq on one CPU), so the entry is the packet's own;
+/// `service.rs` checks it still. Not when the packet waits in the node's
+/// neighbour queue (the backend's address not resolved yet): meanwhile
+/// other packets may take or overwrite it.
+///
+/// [`take`]: crate::service::take
 #[map]
 pub static SERVICE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries(1, 0);
+
+/// The same hand-off keyed by the client's (address, port, protocol), which
+/// the node's translation keeps unless it masquerades: found by the
+/// translated packet however long it waited in the node (a neighbour
+/// queue, another CPU) and however many other deferred packets passed
+/// meanwhile. Internal to the programs, never read by userspace.
+///
+/// - Written by: `from_pod`, for every deferred packet (`service::defer`).
+/// - Taken (read and deleted) by: `to_pod` and `leave_node`, on the
+///   translated packet (`service::take`).
+/// - LRU: a record whose packet never arrives (dropped in the node) is
+///   evicted in time, or overwritten by its client's next attempt.
+#[map]
+pub static SERVICE_PENDING_BY_CLIENT: LruHashMap<PendingKey, Pending> =
+    LruHashMap::with_max_entries(SERVICE_PENDING_MAX, 0);
 
 /// The TC programs the TC programs tail-call, by index (`programs`):
 /// `TAIL_TO_BACKEND` → `to_backend`, `TAIL_OPEN_FROM_POD` →

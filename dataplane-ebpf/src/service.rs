@@ -5,8 +5,10 @@
 //! the packet leave the pod: there the destination is the frontend, which
 //! is no pod's. So `from_pod` does not judge the first packet of a new
 //! connection to a frontend (SERVICES): it records the packet's original
-//! tuple and client in SERVICE_PENDING ([`defer`]), sets the service mark
-//! and passes it to the node. The first program to see the translated
+//! tuple and client in SERVICE_PENDING_BY_CLIENT (by the client's address
+//! and port, which the translation keeps unless it masquerades) and in
+//! this CPU's SERVICE_PENDING (for a masqueraded one) ([`defer`]), sets
+//! the service mark and passes it to the node. The first program to see the translated
 //! packet takes the record ([`take`]) and judges the client's egress on
 //! the backend (the translated destination) with the client's own address
 //! ([`judge_client`]): `to_pod` of a backend on this node (which then
@@ -33,7 +35,7 @@ use bulkhead_common::{
 };
 
 use crate::{
-    maps::{CT, SERVICE_CT, SERVICE_PENDING, SERVICES},
+    maps::{CT, SERVICE_CT, SERVICE_PENDING, SERVICE_PENDING_BY_CLIENT, SERVICES},
     parse::{Parsed, copy_into},
     policy::{Judged, Side, check_side, identity, policy_port},
     programs::{Active, endpoint},
@@ -53,6 +55,34 @@ pub struct Pending {
     pub ifindex: u32,
     /// 1 from `defer` until a program takes the record.
     pub armed: u32,
+}
+
+/// SERVICE_PENDING_BY_CLIENT's key: the client's end of a deferred packet,
+/// which the node's translation keeps unless it masquerades.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PendingKey {
+    /// The client's address (IPv4 mapped into IPv6).
+    pub addr: [u8; 16],
+    /// The client's port, host order.
+    pub port: u16,
+    /// IP protocol.
+    pub proto: u8,
+    /// Padding; zero.
+    pub _pad: u8,
+}
+
+impl PendingKey {
+    /// The source end of `tuple`.
+    #[inline(always)]
+    fn source(tuple: &CtKey) -> Self {
+        Self {
+            addr: tuple.src,
+            port: tuple.sport,
+            proto: tuple.proto,
+            _pad: 0,
+        }
+    }
 }
 
 /// Whether `tuple` (a packet's, as sent) goes to a Service frontend.
@@ -83,28 +113,50 @@ pub fn defer(revision: u64, p: &mut Parsed) {
     rec.deferred_ns = now;
     rec.ifindex = p.flow.ifindex;
     rec.armed = 1;
+    // Full (LRU evicts) or failed: the per-CPU record still serves a
+    // packet the node forwards at once.
+    let _ = SERVICE_PENDING_BY_CLIENT.insert(&PendingKey::source(&rec.orig), rec, BPF_ANY as u64);
 }
 
 /// How long a deferred packet may take through the node to the program
-/// after the translation: it goes through in one softirq, microseconds; a
-/// record older than this is another packet's that never arrived.
+/// after the translation when it goes through in one softirq
+/// (microseconds): a per-CPU record older than this is another packet's
+/// that never arrived.
 const PENDING_MAX_NS: u64 = 20_000_000;
 
+/// How long a deferred packet may wait in the node, found by its client's
+/// end: the neighbour queue holds it for at most the kernel's three
+/// solicitations a second apart before dropping it.
+const PENDING_QUEUED_MAX_NS: u64 = 10_000_000_000;
+
 /// Takes the hand-off record for the translated packet in `p` (parsed; a
-/// tracked flow, `p.flow.now` read): `None` unless it is armed, recent,
-/// and fits the packet: the same protocol, and either the same source
-/// address and port (the node kept the source) or a source that is the
-/// node's own address (it masqueraded). Disarms it either way.
+/// tracked flow, `p.flow.now` read). First by the packet's source
+/// (SERVICE_PENDING_BY_CLIENT: the node kept the client's address and
+/// port), copied into this CPU's SERVICE_PENDING record and deleted there;
+/// `None` unless it is recent. Otherwise this CPU's record: `None` unless
+/// it is armed, recent, and fits the packet: the same protocol, and either
+/// the same source address and port or a source that is the node's own
+/// address (it masqueraded). Disarms it either way.
 #[inline(always)]
 pub fn take(slot: u8, p: &Parsed) -> Option<&'static Pending> {
     let rec = SERVICE_PENDING.get_ptr_mut(0)?;
     // SAFETY: per-CPU, and programs do not nest on one CPU.
     let rec = unsafe { &mut *rec };
+    let t = &p.key.tuple;
+    let key = PendingKey::source(t);
+    if let Some(found) = SERVICE_PENDING_BY_CLIENT.get_ptr(&key) {
+        // Copied before the delete: a deleted element may be reused at once.
+        // SAFETY: a map value, read before it is deleted.
+        *rec = unsafe { *found };
+        rec.armed = 0;
+        let _ = SERVICE_PENDING_BY_CLIENT.remove(&key);
+        let recent = p.flow.now.wrapping_sub(rec.deferred_ns) <= PENDING_QUEUED_MAX_NS;
+        return recent.then_some(rec);
+    }
     if rec.armed == 0 {
         return None;
     }
     rec.armed = 0;
-    let t = &p.key.tuple;
     let recent = p.flow.now.wrapping_sub(rec.deferred_ns) <= PENDING_MAX_NS;
     let kept = rec.orig.src == t.src && rec.orig.sport == t.sport;
     let fits = recent
