@@ -111,7 +111,7 @@ pub fn node_addresses(node: &LabNode, gateways: &[IpAddr]) -> Vec<IpAddr> {
 /// resolves to what the Node objects declare, and the agents must see the
 /// addresses the lab's nodes really have. Node objects of other names are
 /// the model's business (nodes the lab does not make).
-pub(super) fn check_node_objects(
+pub fn check_node_objects(
     model: &Model,
     nodes: &[LabNode],
     gateways: &[IpAddr],
