@@ -216,3 +216,78 @@ fn a_host_network_server_is_reached_at_its_node_address_and_a_nodes_peer_denies_
     drop(lab);
     assert_eq!(snapshot(), before, "lab down left something behind");
 }
+
+/// On one node (no fabric), a hostNetwork pod's address is the gateway
+/// address every pod's veth carries on the node, its pods' next hop.
+#[test]
+fn on_one_node_a_host_network_server_answers_at_the_gateway_address() {
+    if !privileged() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let _serial = serial();
+    let before = snapshot();
+    let yaml = "\
+apiVersion: v1
+kind: Pod
+metadata: {namespace: x, name: a}
+spec:
+  containers:
+  - name: c
+    ports: [{containerPort: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {namespace: h, name: web}
+spec:
+  hostNetwork: true
+  containers:
+  - name: c
+    ports: [{containerPort: 8080}, {containerPort: 5353, protocol: UDP}]
+";
+    let lab = Lab::new("hnone", yaml);
+    let out = lab.up(&["--kube-proxy", "none"]);
+    assert!(
+        out.status.success(),
+        "lab up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let state = lab.state();
+    let web = state["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "h/web")
+        .expect("h/web in the state")
+        .clone();
+    assert_eq!(web["netns"], "bh-hnone-node");
+    assert_eq!(
+        web["ips"],
+        serde_json::json!(["10.244.0.1", "fd00:10:244::1"])
+    );
+    let got = probe(&lab, "x/a", "h/web");
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got.iter().all(|(_, o)| o == "connected"), "{got:?}");
+    // A port nothing serves there: the node's own stack refuses it.
+    let out = lab.ok(
+        "probe",
+        &[
+            "--from",
+            "x/a",
+            "--to",
+            "h/web",
+            "--family",
+            "4",
+            "--protocols",
+            "TCP",
+            "--ports",
+            "8081",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(json_lines(&out)[0]["outcome"], "refused", "{out}");
+    lab.ok("verify", &[]);
+    drop(lab);
+    assert_eq!(snapshot(), before, "lab down left something behind");
+}
