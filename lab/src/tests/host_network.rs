@@ -184,3 +184,31 @@ fn state_files_without_host_network_read_as_none() {
     let old: LabState = serde_json::from_value(json).unwrap();
     assert!(old.hosts.iter().all(|h| !h.host_network));
 }
+
+#[test]
+fn the_lab_takes_the_agents_pod_addresses_when_a_host_network_pod_has_none() {
+    use crate::plan::{has_host_network, with_agent_addresses};
+    // As analysis loads it: h/web (first in order) takes a pod address.
+    let mut analysis = with_host_network("node-0");
+    for p in &mut analysis.pods {
+        p.ips.clear();
+    }
+    AddressPlan::default().assign(&mut analysis.pods).unwrap();
+    assert_eq!(analysis.pod("h/web").unwrap().1.ips[0], ip("10.244.0.2"));
+    // As the agents load it: h/web left out first.
+    let mut agents = analysis.clone();
+    agents.drop_off_network_pods();
+    for p in &mut agents.pods {
+        p.ips.clear();
+    }
+    AddressPlan::default().assign(&mut agents.pods).unwrap();
+    assert!(has_host_network(&analysis, false) && !has_host_network(&analysis, true));
+    let lab = with_agent_addresses(analysis, &agents);
+    for pod in &agents.pods {
+        assert_eq!(lab.pod(&pod.key()).unwrap().1.ips, pod.ips, "{}", pod.key());
+    }
+    assert_eq!(lab.pod("x/a").unwrap().1.ips[0], ip("10.244.0.2"));
+    let s = plan(&lab, &spec(&[])).unwrap();
+    let xa = s.hosts.iter().find(|h| h.name == "x/a").unwrap();
+    assert_eq!(xa.ips[0], ip("10.244.0.2"));
+}
