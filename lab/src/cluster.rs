@@ -248,7 +248,7 @@ pub fn missing_endpoints<'a>(
     state
         .hosts
         .iter()
-        .filter(|h| !h.external)
+        .filter(|h| h.is_pod())
         .filter(|h| {
             enforced
                 .iter()

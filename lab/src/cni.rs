@@ -329,7 +329,7 @@ pub fn add_pods(
         .map(|i| read_list(state, i))
         .collect::<Result<_, _>>()?;
     let pods: Vec<usize> = (0..state.hosts.len())
-        .filter(|&i| !state.hosts[i].external && nodes.contains(&state.hosts[i].node))
+        .filter(|&i| state.hosts[i].is_pod() && nodes.contains(&state.hosts[i].node))
         .collect();
     let _owner_only = OwnerOnly::set();
     for chunk in pods.chunks(PARALLEL) {
@@ -413,7 +413,7 @@ pub fn del_pods(state: &LabState, exe: Option<&Path>) -> usize {
     let pods: Vec<(&Host, &Value)> = state
         .hosts
         .iter()
-        .filter(|h| !h.external)
+        .filter(|h| h.is_pod())
         .filter_map(|h| Some((h, list_of(h)?)))
         .collect();
     let mut ok = 0;

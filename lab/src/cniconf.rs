@@ -114,7 +114,7 @@ pub fn range_sets(state: &LabState, index: usize) -> Vec<(bool, Vec<Value>)> {
         let mut pinned: Vec<IpAddr> = state
             .hosts
             .iter()
-            .filter(|h| !h.external && h.node == index)
+            .filter(|h| h.is_pod() && h.node == index)
             .flat_map(|h| h.ips.iter().copied())
             .filter(|a| a.is_ipv4() == v4 && !share.contains(*a))
             .collect();

@@ -143,6 +143,31 @@ pub enum LabError {
         /// What is wrong.
         why: String,
     },
+    /// A Node object of the manifests that is a node of the lab declares
+    /// an address the lab does not give that node.
+    #[error(
+        "Node {node}: {field} has {addr}, but the lab gives node {node} {}; \
+         declare the lab's addresses (they are what a `nodes` peer resolves to)",
+        lab.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+    )]
+    NodeAddress {
+        /// The Node's name.
+        node: String,
+        /// The field (`status.addresses`).
+        field: &'static str,
+        /// The address it declares.
+        addr: IpAddr,
+        /// The addresses the lab gives that node.
+        lab: Vec<IpAddr>,
+    },
+    /// A hostNetwork pod the lab cannot host.
+    #[error("hostNetwork pod {pod}: {why}")]
+    HostNetwork {
+        /// The pod (`namespace/name`).
+        pod: String,
+        /// Why.
+        why: String,
+    },
     /// Two hosts hash to one veth name (astronomically unlikely).
     #[error("hosts {first} and {second} both get veth name {veth}")]
     VethCollision {

@@ -89,11 +89,24 @@
 //! fabric address) are identities only, so a cross-node connection is
 //! judged at the client's node on egress and at the server's on ingress.
 //!
+//! # HostNetwork pods
+//!
+//! A pod with `spec.hostNetwork: true` (unless `--assign-pod-ips`) is a
+//! host in its node's namespace: no namespace, veth or CNI ADD of its own;
+//! its addresses are the node's ([`nodes::node_addresses`]: the fabric
+//! addresses, or on one node the gateway addresses); its server runs in
+//! the node namespace bound to them. At most one per node. No agent
+//! enforces on it (it has no veth); the policy sees its address as its
+//! node's, never as a pod. Node objects of the manifests naming a lab node
+//! must declare that node's addresses ([`nodes::check_node_objects`]'s
+//! refusal names the Node and field).
+//!
 //! # Processes
 //!
 //! Every namespace but the node's runs one `bulkhead lab serve` (started
 //! inside it through netkit, once the pod is added), which serves TCP, UDP and SCTP on the host's
-//! ports (see [`serve`]); probes run in a `bulkhead lab probe-from` started
+//! ports (see [`serve`]), and a node's namespace one more per hostNetwork
+//! pod on it; probes run in a `bulkhead lab probe-from` started
 //! the same way in the source namespace (see [`probe`]). The node runs
 //! `bulkhead agent --netns <node>` on a bpffs private to the lab, watching
 //! the lab's manifest directory (see [`agent`]), or reading the Kubernetes

@@ -91,6 +91,48 @@ pub fn placement(model: &Model, names: &[String]) -> (Vec<usize>, Vec<String>) {
     (nodes, warnings)
 }
 
+/// The addresses of a lab node: where its hostNetwork pods serve and its
+/// NodePorts are reached, and what its Node object (if the manifests
+/// have one) must declare. Its fabric addresses in a lab of several
+/// nodes; in a one-node lab, which has no fabric, the gateway addresses
+/// every pod's veth carries on it (the node's only addresses its pods
+/// reach: their default route's next hop).
+pub fn node_addresses(node: &LabNode, gateways: &[IpAddr]) -> Vec<IpAddr> {
+    if node.fabric_ips.is_empty() {
+        gateways.to_vec()
+    } else {
+        node.fabric_ips.clone()
+    }
+}
+
+/// Checks that every Node object of `model` named as a node of the lab
+/// declares (in `status.addresses`) only addresses the lab gives that
+/// node ([`node_addresses`]): a `nodes` peer of a cluster-admin rule
+/// resolves to what the Node objects declare, and the agents must see the
+/// addresses the lab's nodes really have. Node objects of other names are
+/// the model's business (nodes the lab does not make).
+pub fn check_node_objects(
+    model: &Model,
+    nodes: &[LabNode],
+    gateways: &[IpAddr],
+) -> Result<(), LabError> {
+    for object in &model.nodes {
+        let Some(node) = nodes.iter().find(|n| n.name == object.name) else {
+            continue;
+        };
+        let lab = node_addresses(node, gateways);
+        if let Some(&addr) = object.addresses.iter().find(|a| !lab.contains(a)) {
+            return Err(LabError::NodeAddress {
+                node: object.name.clone(),
+                field: "status.addresses",
+                addr,
+                lab,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Checks the node count and names of `spec`.
 pub(super) fn check_nodes(spec: &LabSpec) -> Result<(), LabError> {
     let n = spec.node_count();
@@ -137,7 +179,8 @@ pub(super) fn check_fabric(spec: &LabSpec, hosts: &[Host]) -> Result<(), LabErro
                 why: format!("pod CIDR {c} overlaps the nodes' fabric range {fabric}"),
             });
         }
-        for h in hosts {
+        // A hostNetwork pod's addresses are its node's: fabric ones.
+        for h in hosts.iter().filter(|h| !h.host_network) {
             if let Some(a) = h.ips.iter().find(|a| fabric.contains(**a)) {
                 return Err(LabError::Nodes {
                     why: format!(
@@ -268,7 +311,12 @@ pub fn fabric_route_batch(state: &LabState, index: usize) -> Vec<Op> {
             }
         }
     }
-    for h in state.hosts.iter().filter(|h| h.node != index) {
+    // HostNetwork pods have their node's fabric addresses: on the link.
+    for h in state
+        .hosts
+        .iter()
+        .filter(|h| h.node != index && !h.host_network)
+    {
         let node = state.node_of(h);
         let shares: Vec<IpNetwork> = node
             .pod_cidrs

@@ -15,9 +15,11 @@ use super::naming::{
     default_node_name, external_netns, fabric_netns, format_mac, host_veth, mac_of, pod_netns,
 };
 use super::net::{Op, default_via, host_net};
-use super::nodes::{check_fabric, check_nodes, placement, plan_nodes};
-use super::state::{AgentSource, Host, LabState, Ports, STATE_VERSION, watch_copy_dir};
-use bulkhead_policy::model::{Mode, Model, Protocol};
+use super::nodes::{
+    check_fabric, check_node_objects, check_nodes, node_addresses, placement, plan_nodes,
+};
+use super::state::{AgentSource, Host, LabNode, LabState, Ports, STATE_VERSION, watch_copy_dir};
+use bulkhead_policy::model::{Mode, Model, OffNetwork, Pod, Protocol};
 
 /// What `lab up` was asked for, beyond the model.
 #[derive(Clone, Debug, Default)]
@@ -93,9 +95,17 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
     let (placed, _) = placement(model, &spec.names());
     let gateways: Vec<IpAddr> = spec.pod_cidrs.iter().map(|c| gateway(*c)).collect();
     let gw_of = |v4: bool| gateways.iter().copied().find(|g| g.is_ipv4() == v4);
+    let nodes = plan_nodes(model, spec)?;
+    check_node_objects(model, &nodes, &gateways)?;
     let mut hosts = Vec::new();
     for (i, pod) in model.pods.iter().enumerate() {
         let key = pod.key();
+        if is_host_network(pod, spec) {
+            hosts.push(host_network_host(
+                pod, &nodes, placed[i], &gateways, &hosts,
+            )?);
+            continue;
+        }
         for &addr in &pod.ips {
             if gw_of(addr.is_ipv4()).is_none() {
                 return Err(LabError::PodAddress {
@@ -123,6 +133,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             netns: pod_netns(&spec.name, i),
             name: key,
             external: false,
+            host_network: false,
             ips: pod.ips.clone(),
             ports,
             server_pid: None,
@@ -138,6 +149,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
     }
     let pod_ips: HashMap<IpAddr, String> = hosts
         .iter()
+        .filter(|h| h.is_pod())
         .flat_map(|h| h.ips.iter().map(move |a| (*a, h.name.clone())))
         .collect();
     let mut seen = BTreeSet::new();
@@ -172,6 +184,7 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
             netns: external_netns(&spec.name, i),
             name: key,
             external: true,
+            host_network: false,
             ips: vec![addr],
             ports: union.clone(),
             server_pid: None,
@@ -194,7 +207,6 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
     if count > 1 {
         check_fabric(spec, &hosts)?;
     }
-    let nodes = plan_nodes(model, spec)?;
     let mut extra_ports = spec.extra_ports.clone();
     extra_ports.sort_unstable();
     extra_ports.dedup();
@@ -219,6 +231,81 @@ pub fn plan(model: &Model, spec: &LabSpec) -> Result<LabState, LabError> {
         hosts,
         kube_proxy: spec.kube_proxy,
         builder: None,
+    })
+}
+
+/// Whether `model` has a pod the lab hosts as a hostNetwork pod.
+pub fn has_host_network(model: &Model, assign_pod_ips: bool) -> bool {
+    !assign_pod_ips
+        && model
+            .pods
+            .iter()
+            .any(|p| p.off_network == Some(OffNetwork::HostNetwork))
+}
+
+/// `model` (the manifests as `lab up` reads them: every pod) with the
+/// addresses the agents give its pods on the pod network: those of
+/// `agents` (the same manifests loaded for enforcement, where hostNetwork
+/// pods are left out before addresses are assigned, so one without a
+/// status address takes no pod address there). Call when
+/// [`has_host_network`].
+pub fn with_agent_addresses(mut model: Model, agents: &Model) -> Model {
+    for pod in model.pods.iter_mut().filter(|p| p.off_network.is_none()) {
+        if let Some((_, theirs)) = agents.pod(&pod.key()) {
+            pod.ips = theirs.ips.clone();
+        }
+    }
+    model
+}
+
+/// Whether the lab hosts `pod` as a hostNetwork pod: `spec.hostNetwork`,
+/// unless `--assign-pod-ips` gives every pod an address of its own on the
+/// pod network (then the agent, too, takes it for an ordinary pod).
+pub fn is_host_network(pod: &Pod, spec: &LabSpec) -> bool {
+    !spec.assign_pod_ips && pod.off_network == Some(OffNetwork::HostNetwork)
+}
+
+/// The host of hostNetwork pod `pod` on node `node` (`hosts`: those
+/// planned so far): its node's namespace and addresses (its status
+/// addresses, if any, are not used: on a node, a hostNetwork pod's address
+/// is the node's), its declared ports. One per node: two would share the
+/// node's addresses and ports, and a probe could not tell their servers
+/// apart.
+fn host_network_host(
+    pod: &Pod,
+    nodes: &[LabNode],
+    node: usize,
+    gateways: &[IpAddr],
+    hosts: &[Host],
+) -> Result<Host, LabError> {
+    let key = pod.key();
+    let lab_node = &nodes[node];
+    if let Some(other) = hosts.iter().find(|h| h.host_network && h.node == node) {
+        return Err(LabError::HostNetwork {
+            pod: key,
+            why: format!(
+                "{} is already the hostNetwork pod of node {}; the lab hosts at most one per \
+                 node (they would share its addresses and ports)",
+                other.name, lab_node.name
+            ),
+        });
+    }
+    let mut ports = Ports::default();
+    for p in &pod.ports {
+        ports.get_mut(p.protocol).insert(p.port);
+    }
+    Ok(Host {
+        veth: String::new(),
+        mac: String::new(),
+        netns: lab_node.netns.clone(),
+        name: key,
+        external: false,
+        host_network: true,
+        ips: node_addresses(lab_node, gateways),
+        ports,
+        server_pid: None,
+        node,
+        cni: None,
     })
 }
 

@@ -275,6 +275,10 @@ pub struct ProbeResult {
     pub target: Option<SocketAddr>,
     /// The Service probed through, if any.
     pub service: Option<String>,
+    /// The destination is a hostNetwork pod: its address is its node's,
+    /// which the policy knows as an address (never a pod: no agent
+    /// enforces on it), so a verdict on it is the one on that address.
+    pub dst_host_network: bool,
 }
 
 impl ProbeResult {
@@ -321,11 +325,14 @@ impl ProbeResult {
 /// pod to external, external to pod; not external to external; with
 /// `hairpin`, each pod to itself too; through Services, no external
 /// destination) that both have an address of the family and match `from`
-/// and `to`, for each family, protocol and port.
+/// and `to`, for each family, protocol and port. HostNetwork pods are
+/// destinations only (at their node's address): from its node's
+/// namespace a probe would leave from whichever node address routing
+/// picks, which is no client upstream's tests or the policy speak of.
 pub fn plan_probes(state: &LabState, opts: &ProbeOptions) -> Vec<ProbeSpec> {
     let mut out = Vec::new();
     for (s, src) in state.hosts.iter().enumerate() {
-        if !host_matches(&opts.from, src) {
+        if src.host_network || !host_matches(&opts.from, src) {
             continue;
         }
         for (d, dst) in state.hosts.iter().enumerate() {
@@ -521,6 +528,7 @@ pub fn run_probes(
                 via: opts.via,
                 target: s.target,
                 service: s.service.clone(),
+                dst_host_network: dst.host_network,
             }
         })
         .collect())

@@ -4,12 +4,18 @@
 //! through raw sockets (see [`super::sctp`]). TCP and UDP sockets are
 //! dual-stack (`[::]`, not v6-only), so one socket serves both families.
 //!
+//! A hostNetwork pod's server runs in its node's namespace, where other
+//! addresses (every pod's gateway, the node's fabric address) and other
+//! processes (the agent, kube-proxy) live: it is given the addresses to
+//! serve (`--bind`, its node's), and binds each socket, the raw SCTP ones
+//! included, to each of them, so it answers only what is sent to them.
+//!
 //! It prints `ready` on stdout once every socket is bound, then runs until
 //! killed. Every connection is handled on its own short-lived thread with
 //! timeouts, so a stuck client cannot pin the server.
 
 use std::io::{Read, Write};
-use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol as SockProto, Socket, Type};
@@ -40,6 +46,46 @@ fn dual_stack(ty: Type, port: u16) -> Result<Socket, LabError> {
     Ok(s)
 }
 
+/// A socket bound to `addr:port` (one family).
+fn bound(ty: Type, addr: IpAddr, port: u16) -> Result<Socket, LabError> {
+    let what = format!("binding {ty:?} {}", SocketAddr::new(addr, port));
+    let domain = if addr.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(domain, ty, None).map_err(socket_err(what.clone()))?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(socket_err(what.clone()))?;
+    }
+    freebind(&s, addr).map_err(socket_err(what.clone()))?;
+    s.set_reuse_address(true)
+        .map_err(socket_err(what.clone()))?;
+    s.bind(&SocketAddr::new(addr, port).into())
+        .map_err(socket_err(what))?;
+    Ok(s)
+}
+
+/// Lets `s` bind to `addr` before the namespace has it: a one-node lab's
+/// node address is the gateway address each pod's veth brings (see
+/// [`crate::nodes::node_addresses`]), absent until the first one exists.
+fn freebind(s: &Socket, addr: IpAddr) -> std::io::Result<()> {
+    if addr.is_ipv4() {
+        s.set_freebind_v4(true)
+    } else {
+        s.set_freebind_v6(true)
+    }
+}
+
+/// Sockets of type `ty` on `port`: one bound to each of `bind`, or one
+/// dual-stack socket on `[::]` when `bind` is empty.
+fn sockets(ty: Type, port: u16, bind: &[IpAddr]) -> Result<Vec<Socket>, LabError> {
+    if bind.is_empty() {
+        return Ok(vec![dual_stack(ty, port)?]);
+    }
+    bind.iter().map(|&a| bound(ty, a, port)).collect()
+}
+
 /// A raw SCTP socket of one family, wrapped as a `UdpSocket` for its safe
 /// `send_to`/`recv_from` (the calls are the same for raw sockets; v4
 /// receives include the IP header, v6 ones do not).
@@ -51,25 +97,42 @@ pub fn raw_sctp(v4: bool) -> Result<UdpSocket, LabError> {
     Ok(UdpSocket::from(s))
 }
 
-/// Binds every server, prints [`READY`], and serves until killed.
-pub fn serve(host: &str, ports: &Ports) -> Result<(), LabError> {
+/// Binds every server (on every address of the namespace, or on those of
+/// `bind` only), prints [`READY`], and serves until killed.
+pub fn serve(host: &str, ports: &Ports, bind: &[IpAddr]) -> Result<(), LabError> {
     let mut threads = Vec::new();
     for &port in &ports.tcp {
-        let s = dual_stack(Type::STREAM, port)?;
-        s.listen(128)
-            .map_err(socket_err(format!("listening on TCP port {port}")))?;
-        let listener = TcpListener::from(s);
-        let reply = format!("bulkhead {host} tcp {port}\n");
-        threads.push(std::thread::spawn(move || tcp_loop(listener, reply)));
+        for s in sockets(Type::STREAM, port, bind)? {
+            s.listen(128)
+                .map_err(socket_err(format!("listening on TCP port {port}")))?;
+            let listener = TcpListener::from(s);
+            let reply = format!("bulkhead {host} tcp {port}\n");
+            threads.push(std::thread::spawn(move || tcp_loop(listener, reply)));
+        }
     }
     for &port in &ports.udp {
-        let s = UdpSocket::from(dual_stack(Type::DGRAM, port)?);
-        threads.push(std::thread::spawn(move || udp_loop(s)));
+        for s in sockets(Type::DGRAM, port, bind)? {
+            let s = UdpSocket::from(s);
+            threads.push(std::thread::spawn(move || udp_loop(s)));
+        }
     }
     // Always: a host without SCTP ports still answers ABORT, as a kernel
     // with SCTP would, so a probe to it is refused rather than lost.
-    for v4 in [true, false] {
+    let raw: Vec<(bool, Option<IpAddr>)> = if bind.is_empty() {
+        vec![(true, None), (false, None)]
+    } else {
+        bind.iter().map(|a| (a.is_ipv4(), Some(*a))).collect()
+    };
+    for (v4, addr) in raw {
         let s = raw_sctp(v4)?;
+        if let Some(a) = addr {
+            // Only INITs to this address (a raw socket bound to one).
+            let what = format!("binding a raw SCTP socket to {a}");
+            let r = socket2::SockRef::from(&s);
+            freebind(&r, a).map_err(socket_err(what.clone()))?;
+            r.bind(&SocketAddr::new(a, 0).into())
+                .map_err(socket_err(what))?;
+        }
         // INITs only, not the answers to this host's own probes.
         socket2::SockRef::from(&s)
             .attach_filter(&sctp::init_filter(v4))

@@ -137,7 +137,8 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
     for (i, n) in state.nodes.iter().enumerate() {
         net::apply(&n.netns, &plan::node_link_batch(state, i))?;
     }
-    for h in &state.hosts {
+    // A hostNetwork pod lives in its node's namespace (set up above).
+    for h in state.hosts.iter().filter(|h| !h.host_network) {
         net::sysctl(&h.netns, &HOST_SYSCTLS)?;
         if h.external {
             net::apply(&h.netns, &plan::host_batch(state, h))?;
@@ -166,7 +167,7 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
             agent::wait_node(state, i, AGENT_TIMEOUT)?;
         }
     }
-    let pods = state.hosts.iter().filter(|h| !h.external).count();
+    let pods = state.hosts.iter().filter(|h| h.is_pod()).count();
     progress(&format!(
         "adding {pods} pods through the CNI chain {}",
         chain_names(state)
@@ -187,7 +188,14 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
             h.name.clone(),
         ];
         args.extend(state.served(h).serve_args());
-        let log = dir.join(format!("{}.log", h.netns));
+        let log = if h.host_network {
+            // In its node's namespace, on its node's addresses only.
+            let bind: Vec<String> = h.ips.iter().map(ToString::to_string).collect();
+            args.extend(["--bind".to_owned(), bind.join(",")]);
+            dir.join(format!("{}-hostnet.log", h.netns))
+        } else {
+            dir.join(format!("{}.log", h.netns))
+        };
         let log_file = bulkhead_policy::private::create(&log).map_err(LabError::io(&log))?;
         let mut cmd = net::exec_in(&h.netns, exe, &args)?;
         // Its own process group: a terminal's ^C to `lab up` must not reach it later.
@@ -227,10 +235,16 @@ fn build(state: &mut LabState, exe: &Path, progress: &dyn Fn(&str)) -> Result<()
             .map(|(_, s)| s.source_revision.clone())
     };
     start_kube_proxies(state, exe, enforced, progress)?;
+    let host_network = state.hosts.iter().filter(|h| h.host_network).count();
     progress(&format!(
-        "lab {} is up: {} pods, {} external hosts, in {:.1} s",
+        "lab {} is up: {} pods{}, {} external hosts, in {:.1} s",
         state.name,
         state.hosts.iter().filter(|h| !h.external).count(),
+        if host_network > 0 {
+            format!(" ({host_network} hostNetwork, not enforced on)")
+        } else {
+            String::new()
+        },
         state.hosts.iter().filter(|h| h.external).count(),
         start.elapsed().as_secs_f64()
     ));
@@ -557,7 +571,7 @@ pub fn down(name: &str, progress: &dyn Fn(&str)) -> Result<DownReport, LabError>
     if let Some(s) = &state {
         // As a runtime removes sandboxes: DEL through each node's chain
         // while its agent still runs; what fails is removed below anyway.
-        let pods = s.hosts.iter().filter(|h| !h.external).count();
+        let pods = s.hosts.iter().filter(|h| h.is_pod()).count();
         if pods > 0 && s.nodes.iter().any(|n| n.cni_conf.is_some()) {
             progress(&format!("CNI DEL of {pods} pods"));
             report.cni_deleted = super::cni::del_pods(s, std::env::current_exe().ok().as_deref());

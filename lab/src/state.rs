@@ -103,6 +103,13 @@ pub struct Host {
     pub name: String,
     /// Whether this is an external host rather than a pod.
     pub external: bool,
+    /// Whether this is a hostNetwork pod (`spec.hostNetwork: true`): it
+    /// lives in its node's namespace (`netns` is the node's; no veth, no
+    /// CNI ADD), its addresses are its node's, and its server listens on
+    /// them there. No agent ever enforces on it (it has no veth); as a
+    /// peer it is its node's address. (Labs recorded before: none.)
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub host_network: bool,
     /// Its network namespace.
     pub netns: String,
     /// The node-side end of its veth (its own end is `eth0`): for a pod,
@@ -153,6 +160,12 @@ pub struct LabNode {
 }
 
 impl Host {
+    /// Whether this is a pod in a namespace of its own, wired through its
+    /// node's CNI chain: not an external host, not a hostNetwork pod.
+    pub fn is_pod(&self) -> bool {
+        !self.external && !self.host_network
+    }
+
     /// The address of one family.
     pub fn ip(&self, v4: bool) -> Option<IpAddr> {
         self.ips.iter().copied().find(|a| a.is_ipv4() == v4)
@@ -325,13 +338,18 @@ impl LabState {
     }
 
     /// Every namespace of the lab: nodes first, then the fabric and the
-    /// hosts.
+    /// hosts (hostNetwork pods have none of their own: their node's).
     pub fn namespaces(&self) -> Vec<String> {
         self.nodes
             .iter()
             .map(|n| n.netns.clone())
             .chain(self.fabric.clone())
-            .chain(self.hosts.iter().map(|h| h.netns.clone()))
+            .chain(
+                self.hosts
+                    .iter()
+                    .filter(|h| !h.host_network)
+                    .map(|h| h.netns.clone()),
+            )
             .collect()
     }
 

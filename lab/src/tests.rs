@@ -17,6 +17,8 @@ use super::verify::{ConnectivityLine, disagreements, expected};
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{ContainerPort, Labels, Model, Origin, Pod, Protocol, Workload};
 
+mod host_network;
+
 fn pod(ns: &str, name: &str, ports: &[(u16, Protocol)]) -> Pod {
     Pod {
         namespace: ns.into(),
@@ -439,6 +441,7 @@ fn result(
         via: Default::default(),
         target: None,
         service: None,
+        dst_host_network: false,
     }
 }
 

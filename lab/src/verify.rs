@@ -100,11 +100,18 @@ fn peer_matches(name: &str, line_peer: &str) -> bool {
     }
 }
 
-/// Whether the connectivity lines allow `probe`'s connection.
+/// Whether the connectivity lines allow `probe`'s connection. A
+/// hostNetwork destination is the address probed (its node's): the lines
+/// must come from the model the agents enforce, where such pods are no
+/// pods ([`bulkhead_policy::model::Model::drop_off_network_pods`]).
 pub fn expected(probe: &ProbeResult, lines: &[ConnectivityLine]) -> bool {
+    let dst = match probe.target {
+        Some(t) if probe.dst_host_network => t.ip().to_string(),
+        _ => probe.dst.clone(),
+    };
     lines.iter().any(|l| {
         peer_matches(&probe.src, &l.src)
-            && peer_matches(&probe.dst, &l.dst)
+            && peer_matches(&dst, &l.dst)
             && l.family.as_deref().is_none_or(|f| f == probe.family)
             && l.allows(probe.protocol, probe.port)
     })

@@ -7,13 +7,20 @@
 //! server pod's address.
 //!
 //! - **One lab per test binary** ([`LAB`]): the eight pods of upstream's
-//!   topology, each serving TCP, UDP and SCTP on upstream's ports. The
-//!   node-peer scenarios, whose server is a hostNetwork pod at its node's
-//!   address (`host-network.yaml`), are left out: the lab does not realise
-//!   that server yet. The
-//!   first test brings it up (after a `lab down` of any leftover of a
-//!   killed run); a process-exit hook takes it down, also when tests fail
-//!   (libtest exits through `exit(3)`, which runs the hook).
+//!   topology, each serving TCP, UDP and SCTP on upstream's ports, on one
+//!   node. The first test brings it up (after a `lab down` of any
+//!   leftover of a killed run); a process-exit hook takes it down, also
+//!   when tests fail (libtest exits through `exit(3)`, which runs the
+//!   hook).
+//! - **A second lab for the node-peer scenarios** ([`NODES_LAB`]), whose
+//!   server is a hostNetwork pod at its node's address
+//!   (`host-network.yaml`): upstream's whole topology on two nodes
+//!   (`lab up --nodes 2`), `centaur-N` a hostNetwork pod of `node-N` (a
+//!   server in that node's namespace on its fabric address, which the
+//!   Node objects declare as InternalIP, so the agents' `nodes` peers
+//!   resolve to it), the other pods spread over both nodes. Brought up by
+//!   the first test that has such scenarios, after its other scenarios,
+//!   so the first lab's run is unchanged.
 //! - **Each step is a live change**: its objects are written into the
 //!   lab's watched directory and `lab sync` waits until the agent enforces
 //!   that content (it fails, naming the agent's error, if the agent
@@ -53,6 +60,8 @@ use lab_support::{bulkhead, bulkhead_bin, json_lines, privileged, tempdir};
 
 /// The lab's name.
 const LAB: &str = "npapi";
+/// The name of the two-node lab of the node-peer scenarios.
+const NODES_LAB: &str = "npnode";
 /// Answer timeout of a probe: the lab is local, an answer takes well under
 /// a millisecond.
 const TIMEOUT_MS: &str = "300";
@@ -66,7 +75,33 @@ static STEPS: AtomicUsize = AtomicUsize::new(0);
 static PROBES: AtomicUsize = AtomicUsize::new(0);
 static RETRIES: AtomicUsize = AtomicUsize::new(0);
 
-/// The lab, shared by every test of the binary.
+/// A lab of the run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    /// [`LAB`]: `base.yaml` on one node.
+    Pods,
+    /// [`NODES_LAB`]: `base.yaml` and `host-network.yaml` on two nodes.
+    Nodes,
+}
+
+impl Which {
+    fn name(self) -> &'static str {
+        match self {
+            Which::Pods => LAB,
+            Which::Nodes => NODES_LAB,
+        }
+    }
+
+    /// The topology's manifests.
+    fn yaml(self) -> String {
+        match self {
+            Which::Pods => data::base(),
+            Which::Nodes => format!("{}\n---\n{}", data::base(), data::host_network()),
+        }
+    }
+}
+
+/// A lab, shared by every test of the binary.
 enum Slot {
     /// Not brought up yet.
     Down,
@@ -77,62 +112,86 @@ enum Slot {
 }
 
 static LAB_SLOT: Mutex<Slot> = Mutex::new(Slot::Down);
+static NODES_SLOT: Mutex<Slot> = Mutex::new(Slot::Down);
 
-fn lab() -> MutexGuard<'static, Slot> {
-    LAB_SLOT.lock().unwrap_or_else(|p| p.into_inner())
+fn slot(which: Which) -> MutexGuard<'static, Slot> {
+    match which {
+        Which::Pods => &LAB_SLOT,
+        Which::Nodes => &NODES_SLOT,
+    }
+    .lock()
+    .unwrap_or_else(|p| p.into_inner())
 }
 
 extern "C" fn lab_down_at_exit() {
-    let out = std::process::Command::new(bulkhead_bin())
-        .args(["lab", "down", "--name", LAB])
-        .output();
+    let down = |name: &str| match std::process::Command::new(bulkhead_bin())
+        .args(["lab", "down", "--name", name])
+        .output()
+    {
+        Ok(o) if o.status.success() => "ok".to_owned(),
+        Ok(o) => format!("FAILED: {}", String::from_utf8_lossy(&o.stderr)),
+        Err(e) => format!("FAILED: {e}"),
+    };
     eprintln!(
-        "network_policy_api_packets: {} steps, {} probes ({} re-probed); lab {LAB} down: {}",
+        "network_policy_api_packets: {} steps, {} probes ({} re-probed); lab {LAB} down: {}; lab {NODES_LAB} down: {}",
         STEPS.load(Ordering::Relaxed),
         PROBES.load(Ordering::Relaxed),
         RETRIES.load(Ordering::Relaxed),
-        match out {
-            Ok(o) if o.status.success() => "ok".to_owned(),
-            Ok(o) => format!("FAILED: {}", String::from_utf8_lossy(&o.stderr)),
-            Err(e) => format!("FAILED: {e}"),
-        }
+        down(LAB),
+        down(NODES_LAB),
     );
 }
 
 /// Loads the topology as the lab's agent does (default pod CIDRs,
-/// addresses in namespace/name order).
-fn topology() -> Model {
+/// addresses in namespace/name order; hostNetwork pods keep their status
+/// address, their node's).
+fn topology(which: Which) -> Model {
     let dir = tempdir::Dir::new("npapi-model");
-    std::fs::write(dir.path().join("base.yaml"), data::base()).expect("write base");
+    std::fs::write(dir.path().join("base.yaml"), which.yaml()).expect("write base");
     load_dir(dir.path(), &AddressPlan::default()).unwrap_or_else(|e| panic!("topology: {e}"))
 }
 
-/// Brings the lab up: the topology without policy, upstream's ports.
-fn bring_up() -> Result<(PathBuf, Model), String> {
+/// Brings lab `which` up: its topology without policy, upstream's ports.
+fn bring_up(which: Which) -> Result<(PathBuf, Model), String> {
     static HOOK: Once = Once::new();
-    let _ = bulkhead(&["lab", "down", "--name", LAB]);
+    let name = which.name();
+    let _ = bulkhead(&["lab", "down", "--name", name]);
     HOOK.call_once(|| {
         // SAFETY: registers a plain `extern "C" fn` with no captured state.
         let rc = unsafe { libc::atexit(lab_down_at_exit) };
         assert_eq!(rc, 0, "atexit failed");
     });
     let dir = tempdir::Dir::new("npapi-up");
-    std::fs::write(dir.path().join("cluster.yaml"), data::base()).map_err(|e| e.to_string())?;
+    std::fs::write(dir.path().join("cluster.yaml"), which.yaml()).map_err(|e| e.to_string())?;
     let manifests = dir.path().display().to_string();
-    let ports = data::SERVED_PORTS.map(|p| p.to_string()).join(",");
+    let mut ports: Vec<u16> = data::SERVED_PORTS.to_vec();
+    if which == Which::Nodes {
+        ports.extend(data::HOST_NETWORK_PORTS);
+        ports.sort_unstable();
+        ports.dedup();
+    }
+    let ports = ports
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let start = Instant::now();
-    let out = bulkhead(&[
+    let mut args = vec![
         "lab",
         "up",
         "--name",
-        LAB,
+        name,
         "--manifests",
         &manifests,
         "--ports",
         &ports,
         "--kube-proxy",
         "none",
-    ]);
+    ];
+    if which == Which::Nodes {
+        args.extend(["--nodes", "2"]);
+    }
+    let out = bulkhead(&args);
     if !out.status.success() {
         return Err(format!(
             "lab up failed ({}): {}",
@@ -140,22 +199,29 @@ fn bring_up() -> Result<(PathBuf, Model), String> {
             String::from_utf8_lossy(&out.stderr)
         ));
     }
-    eprintln!("lab {LAB} up in {:?}", start.elapsed());
+    eprintln!("lab {name} up in {:?}", start.elapsed());
     let state_path = PathBuf::from("/run/bulkhead/lab")
-        .join(LAB)
+        .join(name)
         .join("state.json");
     let state: serde_json::Value = std::fs::read_to_string(&state_path)
         .map_err(|e| format!("{}: {e}", state_path.display()))
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))?;
-    let topology = topology();
+    let topology = topology(which);
     let hosts = state["hosts"].as_array().ok_or("state has no hosts")?;
     for pod in &topology.pods {
         let host = hosts
             .iter()
             .find(|h| h["name"] == pod.key().as_str())
             .ok_or_else(|| format!("the lab has no pod {}", pod.key()))?;
-        let ips: Vec<std::net::IpAddr> = serde_json::from_value(host["ips"].clone())
+        let mut ips: Vec<std::net::IpAddr> = serde_json::from_value(host["ips"].clone())
             .map_err(|e| format!("{}: {e}", pod.key()))?;
+        if data::is_host_network(&pod.key()) {
+            // Its node's addresses; the data knows the IPv4 InternalIP.
+            if host["host_network"] != true {
+                return Err(format!("{}: not a hostNetwork host of the lab", pod.key()));
+            }
+            ips.retain(std::net::IpAddr::is_ipv4);
+        }
         if ips != pod.ips {
             return Err(format!(
                 "{}: the lab gave {ips:?}, the data computes with {:?}",
@@ -168,9 +234,9 @@ fn bring_up() -> Result<(PathBuf, Model), String> {
     Ok((watched, topology))
 }
 
-/// Makes `policies` the objects in force and waits until the agent
-/// enforces them.
-fn apply(watched: &std::path::Path, policies: &str) -> Result<(), String> {
+/// Makes `policies` the objects in force in lab `name` and waits until
+/// its agents enforce them.
+fn apply(name: &str, watched: &std::path::Path, policies: &str) -> Result<(), String> {
     let tmp = watched.with_file_name(".policies.yaml.tmp");
     std::fs::write(&tmp, policies).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, watched.join("policies.yaml")).map_err(|e| e.to_string())?;
@@ -178,7 +244,7 @@ fn apply(watched: &std::path::Path, policies: &str) -> Result<(), String> {
         "lab",
         "sync",
         "--name",
-        LAB,
+        name,
         "--timeout-ms",
         SYNC_TIMEOUT_MS,
     ]);
@@ -200,8 +266,10 @@ struct Seen {
     outcome: String,
 }
 
-/// One `lab probe` from `from` to `to` on `protocol`/`port` (IPv4).
+/// One `lab probe` in lab `name` from `from` to `to` on `protocol`/`port`
+/// (IPv4).
 fn probe(
+    name: &str,
     from: &[&str],
     to: &str,
     protocol: &str,
@@ -213,7 +281,7 @@ fn probe(
         "lab",
         "probe",
         "--name",
-        LAB,
+        name,
         "--family",
         "4",
         "--output",
@@ -267,12 +335,13 @@ fn agrees(e: &Expect, seen: &Seen) -> bool {
     }
 }
 
-/// Probes one group (same server, protocol, port); one line per mismatch.
-fn probe_group(group: &[&Expect]) -> Vec<String> {
+/// Probes one group (same server, protocol, port) in lab `name`; one line
+/// per mismatch.
+fn probe_group(name: &str, group: &[&Expect]) -> Vec<String> {
     let (to, protocol, port) = (&group[0].to, &group[0].protocol, group[0].port);
     let from: Vec<&str> = group.iter().map(|e| e.from.as_str()).collect();
     PROBES.fetch_add(group.len(), Ordering::Relaxed);
-    let mut seen = match probe(&from, to, protocol, port, TIMEOUT_MS) {
+    let mut seen = match probe(name, &from, to, protocol, port, TIMEOUT_MS) {
         Ok(s) => s,
         Err(err) => return vec![err],
     };
@@ -283,7 +352,7 @@ fn probe_group(group: &[&Expect]) -> Vec<String> {
         .collect();
     if !slow.is_empty() {
         RETRIES.fetch_add(slow.len(), Ordering::Relaxed);
-        match probe(&slow, to, protocol, port, RETRY_TIMEOUT_MS) {
+        match probe(name, &slow, to, protocol, port, RETRY_TIMEOUT_MS) {
             Ok(again) => seen.extend(again),
             Err(err) => return vec![err],
         }
@@ -302,8 +371,9 @@ fn probe_group(group: &[&Expect]) -> Vec<String> {
         .collect()
 }
 
-/// Runs one step in the lab; one line per mismatch.
+/// Runs one step in lab `name`; one line per mismatch.
 fn run_step(
+    name: &str,
     watched: &std::path::Path,
     topology: &Model,
     scenario: &Scenario,
@@ -312,7 +382,7 @@ fn run_step(
 ) -> Vec<String> {
     let at = format!("{} step {} ({:?})", scenario.file, n + 1, step.name);
     STEPS.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = apply(watched, &data::expand(step, topology)) {
+    if let Err(e) = apply(name, watched, &data::expand(step, topology)) {
         return vec![format!("{at}: {e}")];
     }
     let mut groups: BTreeMap<(&str, &str, u16), Vec<&Expect>> = BTreeMap::new();
@@ -325,7 +395,7 @@ fn run_step(
     std::thread::scope(|s| {
         let handles: Vec<_> = groups
             .values()
-            .map(|g| s.spawn(|| probe_group(g)))
+            .map(|g| s.spawn(|| probe_group(name, g)))
             .collect();
         handles
             .into_iter()
@@ -335,57 +405,70 @@ fn run_step(
     })
 }
 
-/// Runs every scenario of `api`/`channel` in the lab; panics listing every
-/// mismatch.
-fn run_profile(api: &str, channel: &str) {
-    let (host, scenarios): (Vec<Scenario>, Vec<Scenario>) = data::scenarios()
-        .into_iter()
-        .filter(|s| s.profile.api == api && s.profile.channel == channel)
-        .partition(data::needs_host_network);
-    assert!(!scenarios.is_empty(), "no {api} {channel} scenarios");
-    for s in &host {
-        // The lab has no hostNetwork server at a Node object's address
-        // yet (see the README's coverage): checked by the evaluator only.
-        eprintln!(
-            "{}: not run on packets (its server is a hostNetwork pod)",
-            s.file
-        );
-    }
-    if !privileged() {
-        eprintln!("not root: the {api} {channel} scenarios are not run on packets");
-        return;
-    }
-    let mut slot = lab();
+/// Runs `scenarios` in lab `which` (brought up if it is not yet); one
+/// line per mismatch, and the number of steps and connections.
+fn run_in(which: Which, scenarios: &[Scenario]) -> (usize, usize, Vec<String>) {
+    let mut slot = slot(which);
     if let Slot::Down = *slot {
-        *slot = match bring_up() {
+        *slot = match bring_up(which) {
             Ok((watched, topology)) => Slot::Up { watched, topology },
             Err(e) => Slot::Failed(e),
         };
     }
     let (watched, topology) = match &*slot {
         Slot::Up { watched, topology } => (watched, topology),
-        Slot::Failed(e) => panic!("the lab is not up: {e}"),
+        Slot::Failed(e) => panic!("lab {} is not up: {e}", which.name()),
         Slot::Down => unreachable!("brought up above"),
     };
-    let start = Instant::now();
     let (mut steps, mut checks, mut failures) = (0, 0, Vec::new());
-    for s in &scenarios {
+    for s in scenarios {
         for (n, step) in s.steps.iter().enumerate() {
             steps += 1;
             checks += data::checked(step).count();
-            failures.extend(run_step(watched, topology, s, n, step));
+            failures.extend(run_step(which.name(), watched, topology, s, n, step));
         }
     }
-    eprintln!(
-        "{api} {channel}: {} scenarios, {steps} steps, {checks} connections probed in {:?}{}",
-        scenarios.len(),
-        start.elapsed(),
-        if data::skip_admin() {
-            " (BULKHEAD_NPAPI_SKIP_ADMIN: admin objects left out, allowed ones only)"
-        } else {
-            ""
-        }
+    (steps, checks, failures)
+}
+
+/// Runs every scenario of `api`/`channel` in the labs (those whose server
+/// is a hostNetwork pod in the two-node lab, after the others); panics
+/// listing every mismatch.
+fn run_profile(api: &str, channel: &str) {
+    let (host, scenarios): (Vec<Scenario>, Vec<Scenario>) = data::scenarios()
+        .into_iter()
+        .filter(|s| s.profile.api == api && s.profile.channel == channel)
+        .partition(data::needs_host_network);
+    assert!(
+        !scenarios.is_empty() || !host.is_empty(),
+        "no {api} {channel} scenarios"
     );
+    if !privileged() {
+        eprintln!("not root: the {api} {channel} scenarios are not run on packets");
+        return;
+    }
+    let mut failures = Vec::new();
+    for (which, list) in [(Which::Pods, &scenarios), (Which::Nodes, &host)] {
+        if list.is_empty() {
+            continue;
+        }
+        let start = Instant::now();
+        let (steps, checks, found) = run_in(which, list);
+        eprintln!(
+            "{api} {channel} in lab {}: {} scenarios, {steps} steps, {checks} connections probed in {:?}{}",
+            which.name(),
+            list.len(),
+            start.elapsed(),
+            if data::skip_admin() {
+                " (BULKHEAD_NPAPI_SKIP_ADMIN: admin objects left out, allowed ones only)"
+            } else {
+                ""
+            }
+        );
+        failures.push((checks, found));
+    }
+    let checks: usize = failures.iter().map(|(c, _)| c).sum();
+    let failures: Vec<String> = failures.into_iter().flat_map(|(_, f)| f).collect();
     assert!(
         failures.is_empty(),
         "{} of {checks} connections differ from upstream's expectations:\n{}",

@@ -14,7 +14,7 @@ use super::{CliError, ManifestArgs, Output};
 use bulkhead_lab::kubeproxy::{self, ProxyMode};
 use bulkhead_lab::naming::{DEFAULT_LAB, check_lab_name};
 use bulkhead_lab::nodes::placement;
-use bulkhead_lab::plan::{LabSpec, plan};
+use bulkhead_lab::plan::{LabSpec, has_host_network, plan, with_agent_addresses};
 use bulkhead_lab::probe::{
     ProbeOptions, ProbeResult, ServiceRoute, Via, run_helper, run_probes, service_routes,
     text_table, unmatched_pattern,
@@ -398,6 +398,10 @@ pub struct ServeArgs {
     /// SCTP ports.
     #[arg(long, value_delimiter = ',')]
     pub sctp: Vec<u16>,
+    /// Serve on these addresses only (a hostNetwork pod: its node's), not
+    /// on every address of the namespace.
+    #[arg(long, value_delimiter = ',')]
+    pub bind: Vec<IpAddr>,
 }
 
 fn progress(msg: &str) {
@@ -457,7 +461,7 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
                 udp: a.udp.iter().copied().collect(),
                 sctp: a.sctp.iter().copied().collect(),
             };
-            Ok(serve::serve(&a.host, &ports)?)
+            Ok(serve::serve(&a.host, &ports, &a.bind)?)
         }
         LabCommand::ProbeFrom => Ok(run_helper()?),
         LabCommand::KubeProxy(a) => {
@@ -477,7 +481,13 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
 
 fn up(args: &UpArgs) -> Result<(), CliError> {
     check_lab_name(&args.name.name)?;
-    let model = args.manifests.load()?;
+    let mut model = args.manifests.load()?;
+    if has_host_network(&model, args.manifests.assign_pod_ips) {
+        let agents = args
+            .manifests
+            .load_for(bulkhead_policy::source::manifest::Purpose::Enforcement)?;
+        model = with_agent_addresses(model, &agents);
+    }
     let manifests = std::fs::canonicalize(&args.manifests.manifests)
         .map_err(LabError::io(&args.manifests.manifests))?;
     let spec = LabSpec {

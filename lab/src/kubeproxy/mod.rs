@@ -318,12 +318,7 @@ pub fn hash_prefix(text: &str, n: usize) -> String {
 /// reached: its fabric addresses (labs of several nodes), else the
 /// gateway addresses every pod's veth carries on it (one node).
 pub fn node_addresses(state: &super::state::LabState, index: usize) -> Vec<IpAddr> {
-    let fabric = &state.nodes[index].fabric_ips;
-    if fabric.is_empty() {
-        state.gateways.clone()
-    } else {
-        fabric.clone()
-    }
+    crate::nodes::node_addresses(&state.nodes[index], &state.gateways)
 }
 
 /// What kube-proxy knows of node `index` of lab `state`.

@@ -42,6 +42,9 @@ struct HostReport<'a> {
     endpoint: bool,
     /// The node it is wired to.
     node: &'a str,
+    /// A hostNetwork pod (in its node's namespace, never enforced on).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    host_network: bool,
 }
 
 impl HostReport<'_> {
@@ -56,6 +59,9 @@ impl HostReport<'_> {
     fn role(&self, agent: bool, whose: &str) -> String {
         match (self.external, self.endpoint) {
             (true, _) => "external host".to_owned(),
+            _ if self.host_network => {
+                "hostNetwork (its node's address; not enforced on)".to_owned()
+            }
             (false, true) => "enforced".to_owned(),
             (false, false) if agent => format!("NOT an endpoint of {whose}"),
             (false, false) => "open (no agent)".to_owned(),
@@ -177,7 +183,8 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                 external: h.external,
                 netns: &h.netns,
                 ips: &h.ips,
-                endpoint: !h.external && endpoint(h.node, &h.name),
+                endpoint: h.is_pod() && endpoint(h.node, &h.name),
+                host_network: h.host_network,
                 node: &state.node_of(h).name,
             })
             .collect(),

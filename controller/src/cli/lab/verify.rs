@@ -10,6 +10,7 @@ use super::{VerifyArgs, exe, load_state, progress};
 use crate::cli::CliError;
 use crate::cli::Output;
 use crate::cli::connectivity::json_line;
+use bulkhead_lab::plan::{has_host_network, with_agent_addresses};
 use bulkhead_lab::probe::run_probes;
 use bulkhead_lab::state::{AgentSource, LabState};
 use bulkhead_lab::verify::{ConnectivityLine, PodAddresses, address_mismatch, disagreements};
@@ -17,7 +18,7 @@ use bulkhead_lab::{LabError, agent, cluster};
 use bulkhead_policy::compile::compile;
 use bulkhead_policy::eval::connectivity::connectivity;
 use bulkhead_policy::model::addressing::AddressPlan;
-use bulkhead_policy::model::{Mode, Model};
+use bulkhead_policy::model::{Mode, Model, OffNetwork};
 use bulkhead_policy::source::manifest;
 
 /// How long verify waits for the agent (and the API).
@@ -59,16 +60,46 @@ fn manifests_in_force(state: &LabState) -> Result<PathBuf, CliError> {
 }
 
 /// The model whose policy is in force, checked against the lab's pods and
-/// addresses.
+/// addresses, as the agents enforce it: hostNetwork pods are no pods there
+/// (their addresses, their nodes', are addresses like any other; no agent
+/// enforces on them), so probes to them are judged on their address.
 fn model_in_force(state: &LabState) -> Result<Model, CliError> {
+    // A hostNetwork pod's address is its node's, whatever its status says:
+    // compared by name only.
     let lab: Vec<PodAddresses> = state
         .hosts
         .iter()
         .filter(|h| !h.external)
+        .map(|h| {
+            let ips = if h.host_network {
+                Vec::new()
+            } else {
+                h.ips.clone()
+            };
+            (h.name.clone(), ips)
+        })
+        .collect();
+    let lab_pods: Vec<PodAddresses> = state
+        .hosts
+        .iter()
+        .filter(|h| h.is_pod())
         .map(|h| (h.name.clone(), h.ips.clone()))
         .collect();
+    let host_network = |p: &bulkhead_policy::model::Pod| {
+        !state.assign_pod_ips && p.off_network == Some(OffNetwork::HostNetwork)
+    };
     let pods = |m: &Model| -> Vec<PodAddresses> {
-        m.pods.iter().map(|p| (p.key(), p.ips.clone())).collect()
+        m.pods
+            .iter()
+            .map(|p| {
+                let ips = if host_network(p) {
+                    Vec::new()
+                } else {
+                    p.ips.clone()
+                };
+                (p.key(), ips)
+            })
+            .collect()
     };
     if let Some(a) = &state.agent
         && let AgentSource::Kubernetes { kubeconfig } = &a.source
@@ -77,7 +108,7 @@ fn model_in_force(state: &LabState) -> Result<Model, CliError> {
         // read from the first node, as its agent reads it.
         agent::wait(state, SYNC_TIMEOUT)?;
         let model = cluster::model_in_force(&state.node, a, kubeconfig, SYNC_TIMEOUT)?;
-        if let Some(what) = address_mismatch(&pods(&model), &lab, false) {
+        if let Some(what) = address_mismatch(&pods(&model), &lab_pods, false) {
             return Err(LabError::ApiAddresses { what }.into());
         }
         return Ok(model);
@@ -93,6 +124,10 @@ fn model_in_force(state: &LabState) -> Result<Model, CliError> {
         ..AddressPlan::default()
     };
     let mut model = manifest::load_dir(&dir, &plan)?;
+    if has_host_network(&model, state.assign_pod_ips) {
+        let agents = manifest::load_dir_for(&dir, &plan, manifest::Purpose::Enforcement)?;
+        model = with_agent_addresses(model, &agents);
+    }
     // What the agent enforces: policies in audit or learn mode allow all.
     model.default_mode = state.agent.as_ref().map_or(Mode::Enforce, |a| a.mode);
     if let Some(what) = address_mismatch(&pods(&model), &lab, true) {
@@ -102,6 +137,7 @@ fn model_in_force(state: &LabState) -> Result<Model, CliError> {
         }
         .into());
     }
+    model.pods.retain(|p| !host_network(p));
     Ok(model)
 }
 
