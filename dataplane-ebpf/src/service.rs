@@ -132,8 +132,8 @@ const PENDING_QUEUED_MAX_NS: u64 = 10_000_000_000;
 /// Takes the hand-off record for the translated packet in `p` (parsed; a
 /// tracked flow, `p.flow.now` read). First by the packet's source
 /// (SERVICE_PENDING_BY_CLIENT: the node kept the client's address and
-/// port), copied into this CPU's SERVICE_PENDING record and deleted there;
-/// `None` unless it is recent. Otherwise this CPU's record: `None` unless
+/// port) when it is recent, copied into this CPU's SERVICE_PENDING record
+/// and deleted there. Otherwise this CPU's record: `None` unless
 /// it is armed, recent, and fits the packet: the same protocol, and either
 /// the same source address and port or a source that is the node's own
 /// address (it masqueraded). Disarms it either way.
@@ -145,13 +145,19 @@ pub fn take(slot: u8, p: &Parsed) -> Option<&'static Pending> {
     let t = &p.key.tuple;
     let key = PendingKey::source(t);
     if let Some(found) = SERVICE_PENDING_BY_CLIENT.get_ptr(&key) {
-        // Copied before the delete: a deleted element may be reused at once.
         // SAFETY: a map value, read before it is deleted.
-        *rec = unsafe { *found };
-        rec.armed = 0;
+        let deferred_ns = unsafe { (*found).deferred_ns };
+        if p.flow.now.wrapping_sub(deferred_ns) <= PENDING_QUEUED_MAX_NS {
+            // Copied before the delete: a deleted element may be reused at
+            // once.
+            // SAFETY: as above.
+            *rec = unsafe { *found };
+            rec.armed = 0;
+            let _ = SERVICE_PENDING_BY_CLIENT.remove(&key);
+            return Some(rec);
+        }
+        // Stale: its packet never arrived; this CPU's record may fit.
         let _ = SERVICE_PENDING_BY_CLIENT.remove(&key);
-        let recent = p.flow.now.wrapping_sub(rec.deferred_ns) <= PENDING_QUEUED_MAX_NS;
-        return recent.then_some(rec);
     }
     if rec.armed == 0 {
         return None;
