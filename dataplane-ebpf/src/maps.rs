@@ -266,13 +266,14 @@ pub static SERVICE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries
 
 /// The same hand-off keyed by the client's (address, port, protocol), which
 /// the node's translation keeps unless it masquerades: found by the
-/// translated packet however long it waited in the node (a neighbour
-/// queue, another CPU) and however many other deferred packets passed
-/// meanwhile. Internal to the programs, never read by userspace.
+/// translated packet after it waited in the node (a neighbour queue, up to
+/// `service::take`'s 10 s bound) or left on another CPU, however many other
+/// deferred packets passed meanwhile. Internal to the programs, never read
+/// by userspace.
 ///
 /// - Written by: `from_pod`, for every deferred packet (`service::defer`).
-/// - Taken (read and deleted) by: `to_pod` and `leave_node`, on the
-///   translated packet (`service::take`).
+/// - Taken (read and deleted) by: `to_backend` (`to_pod`'s tail call) and
+///   `leave_node`, on the translated packet (`service::take`).
 /// - LRU: a record whose packet never arrives (dropped in the node) is
 ///   evicted in time, or overwritten by its client's next attempt.
 #[map]

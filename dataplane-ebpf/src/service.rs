@@ -8,8 +8,8 @@
 //! tuple and client in SERVICE_PENDING_BY_CLIENT (by the client's address
 //! and port, which the translation keeps unless it masquerades) and in
 //! this CPU's SERVICE_PENDING (for a masqueraded one) ([`defer`]), sets
-//! the service mark and passes it to the node. The first program to see the translated
-//! packet takes the record ([`take`]) and judges the client's egress on
+//! the service mark and passes it to the node. The first program to see
+//! the translated packet takes the record ([`take`]) and judges the client's egress on
 //! the backend (the translated destination) with the client's own address
 //! ([`judge_client`]): `to_pod` of a backend on this node (which then
 //! judges the backend's ingress on the packet as it arrives, masqueraded
@@ -132,11 +132,11 @@ const PENDING_QUEUED_MAX_NS: u64 = 10_000_000_000;
 /// Takes the hand-off record for the translated packet in `p` (parsed; a
 /// tracked flow, `p.flow.now` read). First by the packet's source
 /// (SERVICE_PENDING_BY_CLIENT: the node kept the client's address and
-/// port) when it is recent, copied into this CPU's SERVICE_PENDING record
-/// and deleted there. Otherwise this CPU's record: `None` unless
-/// it is armed, recent, and fits the packet: the same protocol, and either
-/// the same source address and port or a source that is the node's own
-/// address (it masqueraded). Disarms it either way.
+/// port): a recent record is copied into this CPU's SERVICE_PENDING and
+/// deleted from the hash (a stale one only deleted). Otherwise this CPU's
+/// record: `None` unless it is armed, recent, and fits the packet: the
+/// same protocol, and either the same source address and port or a source
+/// that is the node's own address (it masqueraded). Disarms it either way.
 #[inline(always)]
 pub fn take(slot: u8, p: &Parsed) -> Option<&'static Pending> {
     let rec = SERVICE_PENDING.get_ptr_mut(0)?;

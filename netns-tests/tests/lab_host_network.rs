@@ -137,14 +137,7 @@ fn a_host_network_server_is_reached_at_its_node_address_and_a_nodes_peer_denies_
         "lab up: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let state = lab.state();
-    let web = state["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == "h/web")
-        .expect("h/web in the state")
-        .clone();
+    let web = lab.host("h/web");
     assert_eq!(web["host_network"], true);
     assert_eq!(web["netns"], "bh-hnet-n1", "in node-1's namespace");
     assert_eq!(web["ips"][0], "198.18.0.2", "node-1's fabric address");
@@ -252,14 +245,7 @@ spec:
         "lab up: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let state = lab.state();
-    let web = state["hosts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|h| h["name"] == "h/web")
-        .expect("h/web in the state")
-        .clone();
+    let web = lab.host("h/web");
     assert_eq!(web["netns"], "bh-hnone-node");
     assert_eq!(
         web["ips"],

@@ -248,6 +248,18 @@ impl Lab {
             .expect("state JSON")
     }
 
+    /// Host `name` (`namespace/name` of a pod) in the state file.
+    pub fn host(&self, name: &str) -> serde_json::Value {
+        let state = self.state();
+        state["hosts"]
+            .as_array()
+            .expect("hosts")
+            .iter()
+            .find(|h| h["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in the state"))
+            .clone()
+    }
+
     /// The directory the agent watches.
     pub fn watched(&self) -> PathBuf {
         PathBuf::from(self.state()["watch"].as_str().expect("watch"))
