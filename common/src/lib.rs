@@ -645,6 +645,12 @@ pub const CT_HOST_ROUTED: u8 = 1 << 1;
 /// [`SERVICE_CT`](ServiceBackend): the client's egress side is judged on
 /// that backend, and re-judged on it when the revision changes.
 pub const CT_SERVICE: u8 = 1 << 2;
+/// CT flag: the connection is a Service connection as it reaches its
+/// backend on this node after the node masqueraded it (the key's source
+/// is the node's address and port; the client is in SERVICE_MASQ): the
+/// backend's ingress side is judged on that client, not on the node, and
+/// re-judged on it when the revision changes.
+pub const CT_MASQUERADED: u8 = 1 << 3;
 
 /// Value of CT.
 #[repr(C)]
@@ -743,6 +749,9 @@ pub const SERVICE_CT_MAX: u32 = 65_536;
 /// translated (microseconds; up to seconds while the backend's neighbour
 /// is resolved): room for bursts of new connections far beyond that.
 pub const SERVICE_PENDING_MAX: u32 = 16_384;
+/// Capacity of SERVICE_MASQ (LRU): one record per masqueraded Service
+/// connection to a backend on this node, as many as SERVICE_CT holds.
+pub const SERVICE_MASQ_MAX: u32 = SERVICE_CT_MAX;
 
 /// Value of SERVICE_CT, keyed by a connection's original tuple (client to
 /// frontend, a [`CtKey`]): the backend address and port the node

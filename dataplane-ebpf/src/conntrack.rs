@@ -17,15 +17,15 @@
 
 use aya_ebpf::bindings::BPF_NOEXIST;
 use bulkhead_common::{
-    CT_HOST_ROUTED, CT_SEEN_REPLY, CT_SERVICE, CT_UNCHECKED, CtEntry, CtKey, DropReason,
-    EndpointInfo, HOOK_FROM_POD, HOOK_TO_POD, RULE_NONE, Verdict,
+    CT_HOST_ROUTED, CT_MASQUERADED, CT_SEEN_REPLY, CT_SERVICE, CT_UNCHECKED, CtEntry, CtKey,
+    DropReason, EndpointInfo, HOOK_FROM_POD, HOOK_TO_POD, RULE_NONE, Verdict,
 };
 
 use crate::{
     flowlog::{Meta, TAIL_REJUDGE},
     maps::CT,
     parse::{Parsed, copy_into, reverse_into},
-    policy::{Side, check_side, identity, policy_port},
+    policy::{Side, check_side, check_side_as, identity, policy_port},
     service,
 };
 
@@ -149,7 +149,15 @@ pub fn open(
     }
     let now = p.flow.now();
     let side = hook.new_side();
-    let judged = check_side(slot, ep, side, &p.key.tuple, p.policy_port, true).map_err(|rule| {
+    // Ingress from the node may be a Service client the node masqueraded:
+    // judged on that client (`service`).
+    p.flow.masqueraded = false;
+    let judged = check_side_as(slot, ep, side, &p.key.tuple, p.policy_port, true, || {
+        let client = service::masq_client(&p.key.tuple);
+        p.flow.masqueraded = client.is_some();
+        client
+    });
+    let judged = judged.map_err(|rule| {
         p.flow.rule = rule;
         DropReason::PolicyDenied
     })?;
@@ -170,7 +178,12 @@ pub fn open(
         ingress_rule,
         tcp_flags_orig: p.tcp_flags,
         tcp_flags_reply: 0,
-        flags: if routed { CT_HOST_ROUTED } else { 0 },
+        flags: if routed { CT_HOST_ROUTED } else { 0 }
+            | if p.flow.masqueraded {
+                CT_MASQUERADED
+            } else {
+                0
+            },
         audit_egress,
         audit_ingress,
         _pad: [0; 3],
@@ -226,18 +239,26 @@ impl Established {
         flow.service = translated;
         if checked != self.revision {
             let service_egress = translated && side == Side::Egress;
-            if service_egress && !self.services {
-                // Judged on the backend by `open_*` (`flow.tail`), whose
-                // verifier budget has room for it.
+            let masq_ingress = e.flags & CT_MASQUERADED != 0 && side == Side::Ingress;
+            if (service_egress || masq_ingress) && !self.services {
+                // Judged on the backend (or the client) by `open_*`
+                // (`flow.tail`), whose verifier budget has room for it.
                 flow.tail = TAIL_REJUDGE;
                 return Ok(Verdict::Established);
             }
-            // A Service connection's egress is the client's to the backend
+            // A Service connection's egress is the client's to the backend,
+            // a masqueraded one's ingress the backend's from the client
             // (no record: judged as denied, see `service::backend_into`).
-            // verifier: always judged on the scratch copy `xlate`, so both
-            // kinds of connection share one path through `check_side`.
+            // verifier: always judged on the scratch copy `xlate`, so every
+            // kind of connection shares one path through `check_side`.
             copy_into(orig, xlate);
-            let found = !service_egress || service::backend_into(orig, xlate);
+            let found = if service_egress {
+                service::backend_into(orig, xlate)
+            } else if masq_ingress {
+                service::masq_client_into(orig, xlate)
+            } else {
+                true
+            };
             let judged = if found {
                 check_side(self.slot, ep, side, xlate, policy_port(xlate), true)
             } else {

@@ -99,6 +99,13 @@ pub struct Meta {
     /// stay one state for the rest of the program (a returned flag doubled
     /// the states and hit the complexity limit).
     pub first_drop: bool,
+    /// Set by `conntrack::open`: the new connection's ingress was judged
+    /// on the client of a masqueraded Service connection (`CT_MASQUERADED`).
+    ///
+    /// verifier: in the scratch map for the same reason as `first_drop`: a
+    /// local flag kept the two outcomes apart, and `open_to_pod` walked the
+    /// policy tree twice over (past the complexity limit).
+    pub masqueraded: bool,
 }
 
 impl Meta {

@@ -18,14 +18,14 @@ use aya_ebpf::{
 
 use crate::{
     parse::Parsed,
-    service::{Pending, PendingKey},
+    service::{MasqClient, Pending, PendingKey},
 };
 use bulkhead_common::{
     CT_MAX, Config, CtEntry, CtKey, DROPS_MAX, ENDPOINTS_MAX, EVENTS_RING_BYTES, EndpointInfo,
     EndpointKey, FLOW_STATS_MAX, FLOWS_CAPACITY, FRAGS_MAX, FlowConfig, FlowKey, FlowValue,
     FragEntry, FragKey, IDENTITIES_EXACT_MAX, IDENTITIES_MAX, IdentityKey, IdentityValue,
-    POLICY_MAX, POLICY_NODES_MAX, PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICE_PENDING_MAX,
-    SERVICES_MAX, ServiceBackend, ServiceKey, ServiceValue,
+    POLICY_MAX, POLICY_NODES_MAX, PolicyNode, PolicyNodeKey, SERVICE_CT_MAX, SERVICE_MASQ_MAX,
+    SERVICE_PENDING_MAX, SERVICES_MAX, ServiceBackend, ServiceKey, ServiceValue,
 };
 
 /// (slot, address) → identity (address class), both families in one trie.
@@ -279,6 +279,31 @@ pub static SERVICE_PENDING: PerCpuArray<Pending> = PerCpuArray::with_max_entries
 #[map]
 pub static SERVICE_PENDING_BY_CLIENT: LruHashMap<PendingKey, Pending> =
     LruHashMap::with_max_entries(SERVICE_PENDING_MAX, 0);
+
+/// The client of each masqueraded Service connection to a backend on this
+/// node, keyed by the connection's tuple as it reaches the backend (from
+/// the node's address and port: kube-proxy masquerades a pod reaching
+/// itself through its Service, and every client under `masqueradeAll`).
+/// The backend's ingress side is judged on this client, so a policy
+/// cannot be bypassed through the node's address, which is always let in
+/// (`CT_MASQUERADED`). Internal to the programs, never read by userspace.
+///
+/// - Written by: `to_backend`, when the client's egress allowed a
+///   connection whose translated source is not the client's
+///   (`service::record_masquerade`).
+/// - Read by: `to_pod`'s `open_to_pod` when it opens the connection at the
+///   backend, and the backend's programs when they re-judge its ingress
+///   under a new revision (`conntrack.rs`).
+/// - Written anew for each masqueraded connection on the tuple. A record
+///   (like the tuple's CT entry: both are LRU, nothing ends them with the
+///   connection) outlives its connection: a later connection of the
+///   node's own on exactly that tuple (address, port, backend and port)
+///   would be judged on the old client.
+/// - LRU: an evicted record makes the next re-judging deny the connection
+///   (nothing names its client any more).
+#[map]
+pub static SERVICE_MASQ: LruHashMap<CtKey, MasqClient> =
+    LruHashMap::with_max_entries(SERVICE_MASQ_MAX, 0);
 
 /// The TC programs the TC programs tail-call, by index (`programs`):
 /// `TAIL_TO_BACKEND` → `to_backend`, `TAIL_OPEN_FROM_POD` →

@@ -173,6 +173,22 @@ pub fn check_side(
     port: u16,
     audit: bool,
 ) -> Result<Judged, u32> {
+    check_side_as(slot, ep, side, orig, port, audit, || None)
+}
+
+/// [`check_side`], except that ingress from the node is judged on the
+/// address `stand_in` names, when it names one (the client of a
+/// masqueraded Service connection): still one identity per policy walk.
+#[inline(always)]
+pub fn check_side_as(
+    slot: u8,
+    ep: &EndpointInfo,
+    side: Side,
+    orig: &CtKey,
+    port: u16,
+    audit: bool,
+    stand_in: impl FnOnce() -> Option<[u8; 16]>,
+) -> Result<Judged, u32> {
     let (isolated, table, audited, audit_table, peer) = match side {
         Side::Egress => (
             ep.flags & ENDPOINT_ISOLATED_EGRESS != 0,
@@ -195,7 +211,13 @@ pub fn check_side(
             audit: 0,
         });
     }
-    let peer = identity(slot, peer);
+    let mut peer = identity(slot, peer);
+    if side == Side::Ingress
+        && peer.is_node()
+        && let Some(addr) = stand_in()
+    {
+        peer = identity(slot, addr);
+    }
     // Ingress from the pod's own node is always allowed, in every view.
     let from_node = side == Side::Ingress && peer.is_node();
     let id = peer.identity;

@@ -20,6 +20,15 @@
 //! established at its own programs, and a new revision re-judges their
 //! egress on that backend (`conntrack.rs`).
 //!
+//! Masqueraded (kube-proxy masquerades a pod reaching itself through its
+//! Service, and every client under `masqueradeAll`): the backend's ingress
+//! would see the node's address, which is always let in. So `to_backend`
+//! records the client for the translated tuple ([`record_masquerade`]) and
+//! the backend's ingress is judged on that client when the connection
+//! opens and when it is re-judged ([`masq_client`], `CT_MASQUERADED`).
+//! Only for a backend on this node: a remote backend's node sees this
+//! node's address and judges it as such.
+//!
 //! Not deferred: fragments (judged as sent: their datagram is reassembled
 //! and maybe refragmented by the node, so no hand-off can follow them), and
 //! everything when the service mark is 0.
@@ -35,7 +44,7 @@ use bulkhead_common::{
 };
 
 use crate::{
-    maps::{CT, SERVICE_CT, SERVICE_PENDING, SERVICE_PENDING_BY_CLIENT, SERVICES},
+    maps::{CT, SERVICE_CT, SERVICE_MASQ, SERVICE_PENDING, SERVICE_PENDING_BY_CLIENT, SERVICES},
     parse::{Parsed, copy_into},
     policy::{Judged, Side, check_side, identity, policy_port},
     programs::{Active, endpoint},
@@ -83,6 +92,14 @@ impl PendingKey {
             _pad: 0,
         }
     }
+}
+
+/// SERVICE_MASQ's value: the client of a masqueraded Service connection.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MasqClient {
+    /// The client's address (IPv4 mapped into IPv6).
+    pub addr: [u8; 16],
 }
 
 /// Whether `tuple` (a packet's, as sent) goes to a Service frontend.
@@ -209,6 +226,42 @@ pub fn judge_client(
             Err(DropReason::PolicyDenied)
         }
     }
+}
+
+/// Records the client of `pend` for the translated packet in `p` (a tuple
+/// to a backend on this node, the client's egress allowed) when the node
+/// masqueraded it: its source is no longer the client's.
+#[inline(always)]
+pub fn record_masquerade(pend: &Pending, p: &Parsed) {
+    if pend.orig.src == p.key.tuple.src && pend.orig.sport == p.key.tuple.sport {
+        return;
+    }
+    let client = MasqClient {
+        addr: pend.orig.src,
+    };
+    let _ = SERVICE_MASQ.insert(&p.key.tuple, &client, u64::from(BPF_ANY));
+}
+
+/// The client of the masqueraded Service connection whose tuple at the
+/// backend is `tuple` (SERVICE_MASQ), if it is one.
+#[inline(always)]
+pub fn masq_client(tuple: &CtKey) -> Option<[u8; 16]> {
+    // SAFETY: copied at once.
+    unsafe { SERVICE_MASQ.get(tuple) }.map(|c| c.addr)
+}
+
+/// Points `xlate` (a copy of the masqueraded connection `orig`'s tuple,
+/// `CT_MASQUERADED`; a `Parsed` tuple) at its client, which the backend's
+/// ingress is judged on. `false` when there is no record (evicted): the
+/// caller judges it denied.
+#[inline(always)]
+pub fn masq_client_into(orig: &CtKey, xlate: &mut CtKey) -> bool {
+    // SAFETY: copied at once.
+    let Some(client) = (unsafe { SERVICE_MASQ.get(orig) }) else {
+        return false;
+    };
+    xlate.src = client.addr;
+    true
 }
 
 /// The connection is open both ways: records the original tuple in CT

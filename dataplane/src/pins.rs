@@ -6,7 +6,8 @@
 //! ```text
 //! DIR/maps/{IDENTITIES,IDENTITIES_EXACT,POLICY_V4,POLICY_NODES,ENDPOINTS_V6,CONFIG,CT,FRAGS,DROPS,
 //!           FLOWS_0,FLOWS_1,FLOW_CONFIG,FLOW_STATS,EVENTS,DELIVER,
-//!           SERVICES,SERVICE_CT,SERVICE_PENDING,SERVICE_PENDING_BY_CLIENT,TAILS}
+//!           SERVICES,SERVICE_CT,SERVICE_PENDING,SERVICE_PENDING_BY_CLIENT,SERVICE_MASQ,
+//!           TAILS}
 //! DIR/progs/{from_pod,to_pod,xdp_prefilter,deliver,leave_node,to_backend,
 //!            open_from_pod,open_to_pod}
 //! DIR/links/<ifindex>-{from_pod,to_pod,xdp,leave_node}   (tcx and XDP bpf_links)
@@ -51,7 +52,7 @@ pub const RETIRED_MAPS: [&str; 3] = ["POLICY", "POLICY_V3", "ENDPOINTS"];
 /// The pinned maps, in the ELF's names. A pin set that lacks one (an
 /// earlier ABI: v4 had no flow maps) makes the agent load the ELF, reusing
 /// the maps that are pinned and pinning the new ones.
-pub const MAPS: [&str; 20] = [
+pub const MAPS: [&str; 21] = [
     "IDENTITIES",
     bulkhead_common::IDENTITIES_EXACT_MAP,
     POLICY_MAP,
@@ -71,6 +72,7 @@ pub const MAPS: [&str; 20] = [
     "SERVICE_CT",
     "SERVICE_PENDING",
     "SERVICE_PENDING_BY_CLIENT",
+    "SERVICE_MASQ",
     "TAILS",
 ];
 

@@ -266,10 +266,60 @@ fn a_pod_reaching_itself_through_its_service_is_judged_on_itself() {
         !tcp(&b, SVC_B),
         "b → svc-b hairpins to b: its egress denies b"
     );
-    // Allowing role db-1 (b itself) opens the hairpin; the backend sees
-    // the node's address (kube-proxy masquerades hairpin traffic), which
-    // its ingress always allows.
+    // Allowing role db-1 (b itself) opens the hairpin (b's ingress is not
+    // isolated).
     node.write("policy.yaml", &egress_to("b", "db-1"));
     node.wait_synced(Duration::from_secs(5));
     assert!(tcp(&b, SVC_B), "b → svc-b → b allowed");
+}
+
+/// Ingress of `pod` allowed only from pods with `role: ROLE` on TCP 80.
+fn ingress_from(pod: &str, role: &str) -> String {
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {pod}-ingress, namespace: x}}\n\
+         spec:\n  podSelector: {{matchLabels: {{app: {pod}}}}}\n  policyTypes: [Ingress]\n  ingress:\n  \
+         - from: [{{podSelector: {{matchLabels: {{role: {role}}}}}}}]\n    ports: [{{protocol: TCP, port: 80}}]\n"
+    )
+}
+
+#[test]
+fn a_masqueraded_hairpin_is_judged_on_its_client_at_ingress() {
+    if !privileged() {
+        return;
+    }
+    let _serial = serial();
+    // b admits only clients (a): b → svc-b lands on b itself, masqueraded
+    // to the node's address, and must be judged on b, not on the node.
+    let mut node = node_with_services(&ingress_from("b", "client"));
+    let (a, b) = (node.pod("a").clone(), node.pod("b").clone());
+    assert!(tcp(&a, SVC_B), "a → svc-b: a client, admitted");
+    assert!(
+        !tcp(&b, SVC_B),
+        "b → svc-b → b: masqueraded to the node, judged on b, refused"
+    );
+    let masq = node.in_node(&["iptables-save", "-c", "-t", "nat"]);
+    assert!(
+        masq.lines()
+            .any(|l| l.contains("SNAT") && !l.starts_with("[0:")),
+        "the hairpin went through the masquerade rule:\n{masq}"
+    );
+    // The node's own connections are still let in.
+    let from_node = PodNs {
+        netns: node.node.clone(),
+        ..b.clone()
+    };
+    assert!(tcp(&from_node, b.ip), "the node → b: always admitted");
+
+    // Admitting role db-1 (b itself) opens the hairpin; revoking it cuts
+    // the established connection on its next packet.
+    node.write("policy.yaml", &ingress_from("b", "db-1"));
+    node.wait_synced(Duration::from_secs(5));
+    assert!(!tcp(&a, SVC_B), "a is no longer admitted");
+    let conn = Conn::open(&b, SVC_B);
+    assert!(conn.ping(), "b → svc-b → b admitted as b");
+    node.write("policy.yaml", &ingress_from("b", "client"));
+    node.wait_synced(Duration::from_secs(5));
+    assert!(!conn.ping(), "revoked on its next packet");
+    drop(conn);
+    assert!(!tcp(&b, SVC_B), "and refused again");
 }

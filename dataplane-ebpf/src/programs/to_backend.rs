@@ -4,7 +4,8 @@
 //! cleared). Judges the client's egress on this backend and accounts it on
 //! the client's endpoint (`service`); when allowed, records the connection
 //! and runs `to_pod` again, which judges the backend's ingress on the
-//! packet as it arrives (its source masqueraded or not) like any packet's.
+//! packet as it arrives like any packet's (on the client when the node
+//! masqueraded it: the client is recorded for that).
 
 use aya_ebpf::{EbpfContext as _, bindings::__sk_buff, macros::classifier, programs::TcContext};
 use bulkhead_common::{DropReason, TC_DROP, Verdict};
@@ -60,6 +61,7 @@ fn judge(ctx: &TcContext, at: &super::Active, p: &mut Parsed) -> Result<Verdict,
     p.flow.now();
     let pend = service::take(at.slot, p).ok_or(DropReason::ServiceUnjudged)?;
     let (client, judged) = service::judge_client(at, pend, p)?;
+    service::record_masquerade(pend, p);
     service::opened(at, pend, &client, judged, p);
     Ok(Verdict::Allowed)
 }
