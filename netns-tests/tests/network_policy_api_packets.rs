@@ -11,7 +11,9 @@
 //!   node. The first test brings it up (after a `lab down` of any
 //!   leftover of a killed run); a process-exit hook takes it down, also
 //!   when tests fail (libtest exits through `exit(3)`, which runs the
-//!   hook).
+//!   hook). Its node runs kube-proxy's iptables-mode rules (`lab up
+//!   --kube-proxy iptables`), which follow the Services of each step's
+//!   objects as the agent follows its policies.
 //! - **A second lab for the node-peer scenarios** ([`NODES_LAB`]), whose
 //!   server is a hostNetwork pod at its node's address
 //!   (`host-network.yaml`): upstream's whole topology on two nodes
@@ -34,6 +36,16 @@
 //!   drop is never retried away. As upstream, a denied connection must
 //!   time out (not be refused), and an allowed one must connect or be
 //!   answered.
+//! - **An expectation through a Service** (`via: service`) is several
+//!   probes: the client connects to the Service's ClusterIP (as the data
+//!   computes it, with the lab's address plan), each time anew, until the
+//!   node's conntrack table shows that kube-proxy sent a connection to
+//!   every backend (the reply direction's source of the entry of each
+//!   probe's source port), at most [`MAX_SERVICE_PROBES`] times. Every
+//!   probe must be what upstream asks for, whichever backend it reached:
+//!   allowed to every backend, or denied to every backend; a backend never
+//!   reached is a failure too. Expected-allowed ones wait as long as a
+//!   re-probe does (a slow answer is not a verdict).
 //!
 //! Run (root): `flock /tmp/bulkhead-netns.lock cargo test -p
 //! bulkhead-netns-tests --test network_policy_api_packets --
@@ -45,17 +57,21 @@ mod lab_support;
 #[allow(dead_code)] // Shared with the evaluator harness, which uses the rest.
 mod data;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bulkhead_lab::probe::{Outcome, probe_one};
+use bulkhead_lab::state::LabState;
+use bulkhead_netkit::NsHandle;
 use bulkhead_policy::model::Model;
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::source::manifest::load_dir;
 
-use data::{Expect, Scenario, Step};
+use data::{Expect, Scenario, Step, Via};
 use lab_support::{bulkhead, bulkhead_bin, json_lines, privileged, tempdir};
 
 /// The lab's name.
@@ -89,6 +105,16 @@ impl Which {
         match self {
             Which::Pods => LAB,
             Which::Nodes => NODES_LAB,
+        }
+    }
+
+    /// Its nodes' kube-proxy rules (`lab up --kube-proxy`): iptables in
+    /// [`LAB`], whose scenarios connect to ClusterIPs (`via: service`);
+    /// none in [`NODES_LAB`], whose do not (checked by [`run_in`]).
+    fn kube_proxy(self) -> &'static str {
+        match self {
+            Which::Pods => "iptables",
+            Which::Nodes => "none",
         }
     }
 
@@ -146,8 +172,18 @@ extern "C" fn lab_down_at_exit() {
 /// addresses in namespace/name order; hostNetwork pods keep their status
 /// address, their node's).
 fn topology(which: Which) -> Model {
+    load(which, None)
+}
+
+/// The topology of lab `which` with `policies` (a step's objects), loaded
+/// as its agents and kube-proxy load them (same address plan: the pods'
+/// addresses of [`topology`], ClusterIPs from the default Service CIDRs).
+fn load(which: Which, policies: Option<&str>) -> Model {
     let dir = tempdir::Dir::new("npapi-model");
     std::fs::write(dir.path().join("base.yaml"), which.yaml()).expect("write base");
+    if let Some(p) = policies {
+        std::fs::write(dir.path().join("policies.yaml"), p).expect("write policies");
+    }
     load_dir(dir.path(), &AddressPlan::default()).unwrap_or_else(|e| panic!("topology: {e}"))
 }
 
@@ -186,7 +222,7 @@ fn bring_up(which: Which) -> Result<(PathBuf, Model), String> {
         "--ports",
         &ports,
         "--kube-proxy",
-        "none",
+        which.kube_proxy(),
     ];
     if which == Which::Nodes {
         args.extend(["--nodes", "2"]);
@@ -371,32 +407,52 @@ fn probe_group(name: &str, group: &[&Expect]) -> Vec<String> {
         .collect()
 }
 
-/// Runs one step in lab `name`; one line per mismatch.
+/// Runs one step in lab `which`; one line per mismatch.
 fn run_step(
-    name: &str,
+    which: Which,
     watched: &std::path::Path,
     topology: &Model,
     scenario: &Scenario,
     n: usize,
     step: &Step,
 ) -> Vec<String> {
+    let name = which.name();
     let at = format!("{} step {} ({:?})", scenario.file, n + 1, step.name);
     STEPS.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = apply(name, watched, &data::expand(step, topology)) {
+    let policies = data::expand(step, topology);
+    if let Err(e) = apply(name, watched, &policies) {
         return vec![format!("{at}: {e}")];
     }
     let mut groups: BTreeMap<(&str, &str, u16), Vec<&Expect>> = BTreeMap::new();
+    let mut through: Vec<&Expect> = Vec::new();
     for e in data::checked(step) {
-        groups
-            .entry((&e.to, &e.protocol, e.port))
-            .or_default()
-            .push(e);
+        match e.via {
+            Via::Pod => groups
+                .entry((&e.to, &e.protocol, e.port))
+                .or_default()
+                .push(e),
+            Via::Service => through.push(e),
+        }
     }
+    let services = (!through.is_empty()).then(|| {
+        let state = LabState::load(name)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("lab {name} has no state"));
+        (state, load(which, Some(&policies)))
+    });
     std::thread::scope(|s| {
-        let handles: Vec<_> = groups
+        let mut handles: Vec<_> = groups
             .values()
             .map(|g| s.spawn(|| probe_group(name, g)))
             .collect();
+        if let Some((state, model)) = &services {
+            handles.extend(
+                through
+                    .iter()
+                    .map(|e| s.spawn(|| probe_service(&at, state, model, e))),
+            );
+        }
         handles
             .into_iter()
             .flat_map(|h| h.join().expect("probe thread"))
@@ -405,9 +461,206 @@ fn run_step(
     })
 }
 
+/// Most probes of one `via: service` expectation.
+const MAX_SERVICE_PROBES: usize = 12;
+
+/// One entry of a node's conntrack table (`/proc/net/nf_conntrack`):
+/// the original direction and the source of the reply direction.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Tracked {
+    protocol: String,
+    src: IpAddr,
+    dst: IpAddr,
+    sport: u16,
+    dport: u16,
+    /// The reply's source: after kube-proxy's DNAT, the backend.
+    reply_src: IpAddr,
+}
+
+/// Parses one line of `nf_conntrack` (`ipv4 2 tcp 6 117 SYN_SENT
+/// src=.. dst=.. sport=.. dport=.. [UNREPLIED] src=.. dst=.. sport=..
+/// dport=.. ...`; the first `src`/`dst`/`sport`/`dport` are the original
+/// direction's, the next `src` the reply's).
+fn parse_tracked(line: &str) -> Option<Tracked> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let protocol = words.get(2)?.to_ascii_uppercase();
+    let all = |key: &str| -> Vec<&str> {
+        words
+            .iter()
+            .filter_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+            .collect()
+    };
+    let (src, dst, sport, dport) = (all("src"), all("dst"), all("sport"), all("dport"));
+    Some(Tracked {
+        protocol,
+        src: src.first()?.parse().ok()?,
+        dst: dst.first()?.parse().ok()?,
+        sport: sport.first()?.parse().ok()?,
+        dport: dport.first()?.parse().ok()?,
+        reply_src: src.get(1)?.parse().ok()?,
+    })
+}
+
+/// The conntrack entries of namespace `netns` from `client` to
+/// `frontend` on `protocol`/`port` (read inside it: `/proc/thread-self`,
+/// since `/proc/self/net` is the main thread's namespace).
+fn tracked(
+    netns: &NsHandle,
+    client: IpAddr,
+    frontend: IpAddr,
+    protocol: &str,
+    port: u16,
+) -> Result<Vec<Tracked>, String> {
+    let text = netns
+        .run(|| std::fs::read_to_string("/proc/thread-self/net/nf_conntrack"))
+        .map_err(|e| format!("entering {}: {e}", netns.name()))?
+        .map_err(|e| format!("{}: nf_conntrack: {e}", netns.name()))?;
+    Ok(text
+        .lines()
+        .filter_map(parse_tracked)
+        .filter(|t| {
+            t.protocol == protocol && t.src == client && t.dst == frontend && t.dport == port
+        })
+        .collect())
+}
+
+/// A `via: service` expectation in a lab with kube-proxy's rules: the
+/// client connects to the Service's ClusterIP again and again (a new
+/// connection each time) until the node's conntrack table shows that
+/// every backend was picked (kube-proxy's DNAT: the reply direction's
+/// source), at most [`MAX_SERVICE_PROBES`] times; every probe must be
+/// what upstream asks for (as [`agrees`]), each named with the backend
+/// conntrack attributes it to (the entry of its source port, new since
+/// the previous probe). One line if some probe disagreed or a backend
+/// was never picked, saying which.
+fn probe_service(at: &str, state: &LabState, model: &Model, e: &Expect) -> Vec<String> {
+    let frontend = data::service_ipv4(model, &e.to);
+    let client = data::pod_ipv4(model, &e.from);
+    let proto = e.proto();
+    let backends: BTreeMap<IpAddr, String> = {
+        let svc = model.service(&e.to).expect("checked by service_ipv4");
+        let Some(port) = svc
+            .ports
+            .iter()
+            .find(|p| p.protocol == proto && p.port == e.port)
+        else {
+            return vec![format!("{e}: the Service has no such port")];
+        };
+        model
+            .service_backends(svc, port, true)
+            .into_iter()
+            .map(|b| (b.addr, model.pods[b.pod].key()))
+            .collect()
+    };
+    let Some(host) = state.hosts.iter().find(|h| h.name == e.from) else {
+        return vec![format!("{e}: the lab has no pod {}", e.from)];
+    };
+    let node = &state.nodes[host.node.min(state.nodes.len() - 1)].netns;
+    let (pod_ns, node_ns) = match (NsHandle::open(&host.netns), NsHandle::open(node)) {
+        (Ok(p), Ok(n)) => (p, n),
+        (Err(err), _) | (_, Err(err)) => return vec![format!("{e}: {err}")],
+    };
+    let timeout = Duration::from_millis(
+        if e.allowed {
+            RETRY_TIMEOUT_MS
+        } else {
+            TIMEOUT_MS
+        }
+        .parse()
+        .expect("a number of milliseconds"),
+    );
+    let mut known: BTreeSet<u16> = match tracked(&node_ns, client, frontend, &e.protocol, e.port) {
+        Ok(t) => t.iter().map(|t| t.sport).collect(),
+        Err(err) => return vec![format!("{e}: {err}")],
+    };
+    let (mut hit, mut log) = (BTreeSet::new(), Vec::new());
+    let mut wrong: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..MAX_SERVICE_PROBES {
+        PROBES.fetch_add(1, Ordering::Relaxed);
+        let (outcome, detail) = match pod_ns.run(|| probe_one(frontend, proto, e.port, timeout)) {
+            Ok(r) => r,
+            Err(err) => return vec![format!("{e}: {err}")],
+        };
+        let now = match tracked(&node_ns, client, frontend, &e.protocol, e.port) {
+            Ok(t) => t,
+            Err(err) => return vec![format!("{e}: {err}")],
+        };
+        let fresh: Vec<&Tracked> = now.iter().filter(|t| !known.contains(&t.sport)).collect();
+        known.extend(fresh.iter().map(|t| t.sport));
+        let backend = match fresh.as_slice() {
+            [one] => match backends.get(&one.reply_src) {
+                Some(b) => {
+                    hit.insert(one.reply_src);
+                    b.clone()
+                }
+                None => format!("{} (no backend of the Service)", one.reply_src),
+            },
+            [] => "no new conntrack entry".to_owned(),
+            many => format!("{} new conntrack entries", many.len()),
+        };
+        let seen = Seen {
+            allowed: outcome == Outcome::Connected,
+            outcome: outcome.as_str().to_owned()
+                + &detail.map(|d| format!(": {d}")).unwrap_or_default(),
+        };
+        log.push(format!("{backend}: {}", seen.outcome));
+        if !agrees(e, &seen) {
+            let what = format!(
+                "to backend {backend}: {} ({})",
+                if seen.allowed { "allowed" } else { "denied" },
+                seen.outcome
+            );
+            *wrong.entry(what).or_default() += 1;
+        }
+        if hit.len() == backends.len() {
+            break;
+        }
+    }
+    let mut why: Vec<String> = wrong
+        .iter()
+        .map(|(what, n)| format!("{what} ({n} of {} probes)", log.len()))
+        .collect();
+    let missed: Vec<&str> = backends
+        .iter()
+        .filter(|(a, _)| !hit.contains(*a))
+        .map(|(_, k)| k.as_str())
+        .collect();
+    if !missed.is_empty() {
+        why.push(format!(
+            "{} probes never reached {} (conntrack)",
+            log.len(),
+            missed.join(", ")
+        ));
+    }
+    eprintln!(
+        "{at}: {e}: {} probes through {frontend}:{}: {}",
+        log.len(),
+        e.port,
+        log.join("; ")
+    );
+    if why.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "{e}: real packets through {frontend}:{}: {}",
+            e.port,
+            why.join("; ")
+        )]
+    }
+}
+
 /// Runs `scenarios` in lab `which` (brought up if it is not yet); one
 /// line per mismatch, and the number of steps and connections.
 fn run_in(which: Which, scenarios: &[Scenario]) -> (usize, usize, Vec<String>) {
+    if let Some(s) = scenarios.iter().find(|s| data::needs_services(s)) {
+        assert_ne!(
+            which.kube_proxy(),
+            "none",
+            "{} connects through a Service: lab {} has no kube-proxy rules",
+            s.file,
+            which.name()
+        );
+    }
     let mut slot = slot(which);
     if let Slot::Down = *slot {
         *slot = match bring_up(which) {
@@ -425,7 +678,7 @@ fn run_in(which: Which, scenarios: &[Scenario]) -> (usize, usize, Vec<String>) {
         for (n, step) in s.steps.iter().enumerate() {
             steps += 1;
             checks += data::checked(step).count();
-            failures.extend(run_step(which.name(), watched, topology, s, n, step));
+            failures.extend(run_step(which, watched, topology, s, n, step));
         }
     }
     (steps, checks, failures)

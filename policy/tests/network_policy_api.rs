@@ -8,8 +8,11 @@
 //! the objects in force at that step), compiled, and each connection
 //! upstream checks there is answered three ways that must agree:
 //! `Compiled::allowed`, `Compiled::evaluate` and `connectivity()`; the
-//! answer must be upstream's. A test per profile reports every mismatch
-//! of every scenario at once.
+//! answer must be upstream's. A connection through a Service (`via:
+//! service`) is answered by `explain` of its ClusterIP, per backend (each
+//! backend's answer agreeing with those three), and must be upstream's on
+//! every backend. A test per profile reports every mismatch of every
+//! scenario at once.
 //!
 //! The same data runs on real packets in
 //! `netns-tests/tests/network_policy_api_packets.rs`.
@@ -19,14 +22,17 @@
 mod data;
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 
 use bulkhead_policy::compile::{Compiled, compile};
+use bulkhead_policy::eval::Verdict;
 use bulkhead_policy::eval::connectivity::{Connection, Peer, connectivity};
+use bulkhead_policy::eval::explain::{self, Answer, PeerArg};
 use bulkhead_policy::model::addressing::AddressPlan;
 use bulkhead_policy::model::{Model, OffNetwork, Pod};
 use bulkhead_policy::source::manifest::load_dir;
 
-use data::{Expect, Scenario, Step};
+use data::{Expect, Scenario, Step, Via};
 
 /// The whole topology as YAML: `base.yaml` and `host-network.yaml`.
 fn topology_yaml() -> String {
@@ -82,27 +88,122 @@ fn check_one(
     connections: &[Connection],
     e: &Expect,
 ) -> Option<String> {
+    if e.via == Via::Service {
+        return check_service(model, compiled, connections, e);
+    }
     let (sa, da) = (data::pod_ipv4(model, &e.from), data::pod_ipv4(model, &e.to));
-    let proto = e.proto();
-    let got = compiled.allowed(sa, da, proto.number(), e.port);
-    let verdict = compiled.evaluate(sa, da, proto.number(), e.port);
-    if verdict.allowed() != got {
-        return Some(format!("evaluate() says {verdict:?}, allowed() says {got}"));
-    }
-    let listed = connections
-        .iter()
-        .filter(|c| c.src == Peer::Pod(e.from.clone()) && c.dst == Peer::Pod(e.to.clone()))
-        .filter(|c| c.family.is_none_or(|f| f == "IPv4"))
-        .any(|c| c.allowed.get(proto).contains(e.port));
-    if listed != got {
-        return Some(format!(
-            "connectivity() says {listed}, allowed() says {got}"
-        ));
-    }
+    let (got, verdict) = match agreed(compiled, connections, e, sa, (&e.to, da), e.port) {
+        Ok(v) => v,
+        Err(why) => return Some(why),
+    };
     (got != e.allowed).then(|| {
         format!(
             "Bulkhead says {}: {verdict:?}",
             if got { "allowed" } else { "denied" }
+        )
+    })
+}
+
+/// The verdict on `e.from` (address `sa`) connecting to pod `to` (key,
+/// address) on `port` of `e`'s protocol, if `Compiled::allowed`,
+/// `Compiled::evaluate` and `connectivity()` agree on it (`connectivity()`
+/// lists no pod's connections to itself: then the first two).
+fn agreed(
+    compiled: &Compiled,
+    connections: &[Connection],
+    e: &Expect,
+    sa: IpAddr,
+    (to, da): (&str, IpAddr),
+    port: u16,
+) -> Result<(bool, Verdict), String> {
+    let proto = e.proto();
+    let got = compiled.allowed(sa, da, proto.number(), port);
+    let verdict = compiled.evaluate(sa, da, proto.number(), port);
+    if verdict.allowed() != got {
+        return Err(format!("evaluate() says {verdict:?}, allowed() says {got}"));
+    }
+    if e.from != to {
+        let listed = connections
+            .iter()
+            .filter(|c| c.src == Peer::Pod(e.from.clone()) && c.dst == Peer::Pod(to.to_owned()))
+            .filter(|c| c.family.is_none_or(|f| f == "IPv4"))
+            .any(|c| c.allowed.get(proto).contains(port));
+        if listed != got {
+            return Err(format!(
+                "connectivity() says {listed}, allowed() says {got} (to {to})"
+            ));
+        }
+    }
+    Ok((got, verdict))
+}
+
+/// A `via: service` expectation: `explain` of the connection to the
+/// Service's ClusterIP, which judges it on each backend (the connection
+/// to the backend's address and target port, as the dataplane judges it
+/// after kube-proxy's translation); each backend's answer must agree with
+/// [`agreed`], and the Service's verdict (`allowed`: to every backend,
+/// `denied`: to none) must be upstream's.
+fn check_service(
+    model: &Model,
+    compiled: &Compiled,
+    connections: &[Connection],
+    e: &Expect,
+) -> Option<String> {
+    let frontend = data::service_ipv4(model, &e.to);
+    let answer = explain::answer(
+        model,
+        compiled,
+        &PeerArg::Pod(e.from.clone()),
+        &PeerArg::Addr(frontend),
+        e.proto(),
+        e.port,
+    );
+    let svc = match answer {
+        Ok(Answer::Service(svc)) => svc,
+        Ok(Answer::Connection(_)) => {
+            return Some(format!(
+                "explain does not take {frontend}:{} for a frontend of {}",
+                e.port, e.to
+            ));
+        }
+        Err(err) => return Some(format!("explain failed: {err}")),
+    };
+    if svc.service != e.to {
+        return Some(format!("{frontend} is the ClusterIP of {}", svc.service));
+    }
+    let mut per_backend = Vec::new();
+    for b in &svc.backends {
+        let x = &b.explanation;
+        match agreed(
+            compiled,
+            connections,
+            e,
+            x.src.addr,
+            (&b.pod, x.dst.addr),
+            x.port,
+        ) {
+            Ok((got, _)) if got == x.allowed => {}
+            Ok((got, _)) => {
+                return Some(format!(
+                    "explain says {} to backend {}, allowed() says {got}",
+                    x.allowed, b.pod
+                ));
+            }
+            Err(why) => return Some(why),
+        }
+        per_backend.push(format!(
+            "{} {}",
+            b.pod,
+            if x.allowed { "allowed" } else { "denied" }
+        ));
+    }
+    let want = if e.allowed { "allowed" } else { "denied" };
+    (svc.verdict != want).then(|| {
+        format!(
+            "Bulkhead says {} through {frontend}:{} ({})",
+            svc.verdict,
+            e.port,
+            per_backend.join(", ")
         )
     })
 }
@@ -201,7 +302,9 @@ fn host_network_pods_carry_their_node_address() {
 /// The data is whole: every scenario parses, names its upstream source and
 /// a known profile, has steps each with manifests and expectations, and
 /// every expectation names pods of the topology, a protocol and a port
-/// upstream's pods serve (the hostNetwork pods: theirs).
+/// upstream's pods serve (the hostNetwork pods: theirs); one through a
+/// Service names a Service of the step's manifests, one of its ports, and
+/// backends among upstream's pods that serve its target port.
 #[test]
 fn data_is_complete() {
     let topology = topology();
@@ -275,8 +378,12 @@ fn data_is_complete() {
                     n + 1,
                     e.from
                 );
-                assert!(pods.contains(&e.to), "{at} step {}: no pod {}", n + 1, e.to);
                 let _ = e.proto();
+                if e.via == Via::Service {
+                    service_is_complete(&topology, &format!("{at} step {}", n + 1), step, e);
+                    continue;
+                }
+                assert!(pods.contains(&e.to), "{at} step {}: no pod {}", n + 1, e.to);
                 let served: &[u16] = if data::is_host_network(&e.to) {
                     &data::HOST_NETWORK_PORTS
                 } else {
@@ -290,5 +397,42 @@ fn data_is_complete() {
                 );
             }
         }
+    }
+}
+
+/// `e` (`via: service`) names a Service of `step`'s manifests with an
+/// IPv4 ClusterIP and the port `e` probes, whose backends (by selector,
+/// IPv4) are pods of the topology serving the target port.
+fn service_is_complete(topology: &Model, at: &str, step: &Step, e: &Expect) {
+    let model = load(&topology_yaml(), Some(&data::expand(step, topology)))
+        .unwrap_or_else(|err| panic!("{at}: load failed: {err}"));
+    let svc = model
+        .service(&e.to)
+        .unwrap_or_else(|| panic!("{at}: no Service {} in the step's manifests", e.to));
+    let _ = data::service_ipv4(&model, &e.to);
+    let port = svc
+        .ports
+        .iter()
+        .find(|p| p.protocol == e.proto() && p.port == e.port)
+        .unwrap_or_else(|| {
+            panic!(
+                "{at}: Service {} has no port {}/{}",
+                e.to, e.port, e.protocol
+            )
+        });
+    let backends = model.service_backends(svc, port, true);
+    assert!(
+        !backends.is_empty(),
+        "{at}: Service {} has no backends",
+        e.to
+    );
+    for b in backends {
+        let key = model.pods[b.pod].key();
+        assert!(
+            !data::is_host_network(&key) && data::SERVED_PORTS.contains(&b.port),
+            "{at}: backend {key} of {} does not serve {}",
+            e.to,
+            b.port
+        );
     }
 }

@@ -73,6 +73,20 @@ pub struct Step {
     pub expect: Vec<Expect>,
 }
 
+/// What an expectation's client connects to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    /// `to` is a pod: its IPv4 address (the default).
+    #[default]
+    Pod,
+    /// `to` is a Service of the step's manifests: its IPv4 ClusterIP,
+    /// which the node's kube-proxy translates to one of its backends.
+    /// Allowed means allowed to every backend, denied means denied to
+    /// every backend (upstream accepts whichever backend is picked).
+    Service,
+}
+
 /// One checked connection: `from` connects to `to`'s address.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,7 +95,11 @@ pub struct Expect {
     pub from: String,
     /// Server pod, `namespace/name`: its IPv4 address, which for a
     /// hostNetwork pod (`host-network.yaml`) is its node's InternalIP.
+    /// With `via: service`, a Service, `namespace/name`.
     pub to: String,
+    /// What `to` is (default: a pod).
+    #[serde(default)]
+    pub via: Via,
     /// `TCP`, `UDP` or `SCTP`.
     pub protocol: String,
     /// Destination port.
@@ -103,8 +121,9 @@ impl std::fmt::Display for Expect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} -> {} {}/{} must be {}",
+            "{} -> {}{} {}/{} must be {}",
             self.from,
+            if self.via == Via::Service { "svc/" } else { "" },
             self.to,
             self.protocol,
             self.port,
@@ -247,6 +266,27 @@ pub fn pod_ipv4(model: &Model, key: &str) -> IpAddr {
 pub fn checked(step: &Step) -> impl Iterator<Item = &Expect> {
     let all = !skip_admin();
     step.expect.iter().filter(move |e| all || e.allowed)
+}
+
+/// `key`'s IPv4 ClusterIP (a Service of `model`, which is the topology
+/// with a step's manifests): what a `via: service` expectation connects to.
+pub fn service_ipv4(model: &Model, key: &str) -> IpAddr {
+    *model
+        .service(key)
+        .unwrap_or_else(|| panic!("no Service {key} in the step's manifests"))
+        .cluster_ips
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .unwrap_or_else(|| panic!("Service {key} has no IPv4 ClusterIP"))
+}
+
+/// Whether some expectation of `scenario` connects through a Service.
+pub fn needs_services(scenario: &Scenario) -> bool {
+    scenario
+        .steps
+        .iter()
+        .flat_map(|s| &s.expect)
+        .any(|e| e.via == Via::Service)
 }
 
 /// The pods of the topology, `namespace/name`.
