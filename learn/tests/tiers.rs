@@ -78,10 +78,7 @@ fn admin(
 
 /// shop's app=db pods.
 fn db() -> Subject {
-    Subject {
-        namespaces: namespace("shop"),
-        pods: labels("app", "db"),
-    }
+    Subject::selecting(namespace("shop"), labels("app", "db"))
 }
 
 /// shop's app=api pods as a peer.
@@ -238,10 +235,7 @@ fn admin_accept_is_reported_and_proposed_only_when_asked() {
             "dns",
             Tier::Admin,
             5,
-            Subject {
-                namespaces: namespace("kube-system"),
-                pods: labels("k8s-app", "kube-dns"),
-            },
+            Subject::selecting(namespace("kube-system"), labels("k8s-app", "kube-dns")),
             vec![rule(
                 Some("everyone"),
                 Action::Accept,
@@ -374,10 +368,7 @@ fn baseline_deny_all() -> AdminPolicy {
         "default",
         Tier::Baseline,
         0,
-        Subject {
-            namespaces: Selector::everything(),
-            pods: Selector::everything(),
-        },
+        Subject::selecting(Selector::everything(), Selector::everything()),
         vec![rule(
             None,
             Action::Deny,
@@ -573,10 +564,7 @@ fn admin_tier_decides_unexpressible_edges_too() {
             "ext",
             Tier::Admin,
             1,
-            Subject {
-                namespaces: namespace("shop"),
-                pods: labels("app", "frontend"),
-            },
+            Subject::selecting(namespace("shop"), labels("app", "frontend")),
             vec![],
         )
     };

@@ -294,6 +294,7 @@ pub fn random_tiered_model(r: &mut Rng) -> Model {
                 } else {
                     random_selector(r)
                 },
+                name: None,
             },
             ingress,
             egress,

@@ -152,20 +152,11 @@ fn rule(i: usize, k: usize, shape: &RuleShape) -> AdminRule {
 fn policy(i: usize, shape: &RuleShape) -> AdminPolicy {
     let half = RULES_PER_POLICY / 2;
     let subject = if i.is_multiple_of(SUBJECT_EVERY) {
-        Subject {
-            namespaces: is(NAMESPACE_NAME_LABEL, "bench"),
-            pods: Selector::everything(),
-        }
+        Subject::selecting(is(NAMESPACE_NAME_LABEL, "bench"), Selector::everything())
     } else if i.is_multiple_of(2) {
-        Subject {
-            namespaces: is("env", "prod"),
-            pods: is("app", "bg"),
-        }
+        Subject::selecting(is("env", "prod"), is("app", "bg"))
     } else {
-        Subject {
-            namespaces: is("team", "bg"),
-            pods: Selector::everything(),
-        }
+        Subject::selecting(is("team", "bg"), Selector::everything())
     };
     AdminPolicy {
         kind: AdminKind::ClusterNetworkPolicy,

@@ -574,10 +574,7 @@ mod tests {
         model.admin_policies = vec![
             guard(
                 "db-guard",
-                Subject {
-                    namespaces: sel(NAMESPACE_NAME_LABEL, "shop"),
-                    pods: sel("app", "db"),
-                },
+                Subject::selecting(sel(NAMESPACE_NAME_LABEL, "shop"), sel("app", "db")),
                 Action::Deny,
                 AdminPeer::Pods {
                     namespaces: Selector::everything(),
@@ -586,10 +583,10 @@ mod tests {
             ),
             guard(
                 "dns",
-                Subject {
-                    namespaces: sel(NAMESPACE_NAME_LABEL, "kube-system"),
-                    pods: Selector::everything(),
-                },
+                Subject::selecting(
+                    sel(NAMESPACE_NAME_LABEL, "kube-system"),
+                    Selector::everything(),
+                ),
                 Action::Accept,
                 AdminPeer::Pods {
                     namespaces: Selector::everything(),

@@ -335,10 +335,7 @@ fn audited_records_name_a_staged_cluster_admin_policy() {
         name: "no-db".into(),
         tier: Tier::Admin,
         priority: 3,
-        subject: Subject {
-            namespaces: Selector::everything(),
-            pods: selector("web"),
-        },
+        subject: Subject::selecting(Selector::everything(), selector("web")),
         ingress: vec![],
         egress: vec![AdminRule {
             name: Some("db".into()),
@@ -387,10 +384,7 @@ fn denied_by_a_cluster_admin_rule_names_it() {
         name: "guard".into(),
         tier: Tier::Admin,
         priority: 1,
-        subject: Subject {
-            namespaces: Selector::everything(),
-            pods: selector("db"),
-        },
+        subject: Subject::selecting(Selector::everything(), selector("db")),
         ingress: vec![AdminRule {
             name: Some("no-web".into()),
             action: Action::Deny,

@@ -239,11 +239,15 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
             &NamespaceScope::Selected(policy.subject.namespaces.clone()),
             &policy.subject.pods,
         );
+        let named = |p: &usize| {
+            let pod = &model.pods[*p].name;
+            policy.subject.name.as_ref().is_none_or(|n| n == pod)
+        };
         for (di, d) in Direction::ALL.into_iter().enumerate() {
             if policy.rules(d).is_empty() {
                 continue;
             }
-            for p in subject.iter() {
+            for p in subject.iter().filter(named) {
                 if admin_modes[ai].enforced() {
                     admin_selecting[di][p].push(ai);
                 }
@@ -640,7 +644,10 @@ impl TableContext<'_> {
         let mut steps: Vec<Step> = Vec::new();
         let mut grants: Vec<Grant> = Vec::new();
         let tier_of = |ai: usize| self.model.admin_policies[ai].tier;
-        for &ai in by.admin.iter().filter(|&&ai| tier_of(ai) == Tier::Admin) {
+        // A quarantine's rules rank first, as Admin tier rules (they never
+        // pass).
+        let above = |ai: &&usize| matches!(tier_of(**ai), Tier::Quarantine | Tier::Admin);
+        for &ai in by.admin.iter().filter(above) {
             self.admin_grants(registry, d, ai, rep, &mut steps, &mut grants);
         }
         let rank = steps.len() as u32;
@@ -683,7 +690,7 @@ impl TableContext<'_> {
             };
             let rank = steps.len() as u32;
             steps.push(match policy.tier {
-                Tier::Admin => Step::Admin(verb),
+                Tier::Quarantine | Tier::Admin => Step::Admin(verb),
                 Tier::Baseline => Step::Baseline(verb),
             });
             for (peer_i, peer) in rule.peers.iter().enumerate() {

@@ -445,10 +445,7 @@ fn demo_tiered() -> crate::model::Model {
         name: name.into(),
         tier,
         priority: 10,
-        subject: Subject {
-            namespaces: subject,
-            pods: Selector::everything(),
-        },
+        subject: Subject::selecting(subject, Selector::everything()),
         ingress,
         egress,
         origin: Origin::default(),

@@ -26,6 +26,9 @@ use super::{Mode, Origin};
 /// Where a cluster-admin policy sits relative to NetworkPolicy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
 pub enum Tier {
+    /// Before everything: pods an operator cut off (`bulkhead quarantine`;
+    /// see [`super::quarantine`]). Bulkhead's own, not the API's.
+    Quarantine,
     /// Before NetworkPolicy: guardrails namespace owners cannot override.
     Admin,
     /// After NetworkPolicy, for pods no NetworkPolicy selects: defaults.
@@ -36,6 +39,7 @@ impl Tier {
     /// API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
+            Tier::Quarantine => "Quarantine",
             Tier::Admin => "Admin",
             Tier::Baseline => "Baseline",
         }
@@ -86,6 +90,8 @@ pub enum AdminKind {
     AdminNetworkPolicy,
     /// `policy.networking.k8s.io/v1alpha1` BaselineAdminNetworkPolicy.
     BaselineAdminNetworkPolicy,
+    /// A quarantine (no API object: the agent's own, [`Tier::Quarantine`]).
+    Quarantine,
 }
 
 impl AdminKind {
@@ -95,6 +101,7 @@ impl AdminKind {
             AdminKind::ClusterNetworkPolicy => "ClusterNetworkPolicy",
             AdminKind::AdminNetworkPolicy => "AdminNetworkPolicy",
             AdminKind::BaselineAdminNetworkPolicy => "BaselineAdminNetworkPolicy",
+            AdminKind::Quarantine => "Quarantine",
         }
     }
 }
@@ -107,13 +114,36 @@ impl fmt::Display for AdminKind {
 
 /// The pods a cluster-admin policy applies to: those in namespaces
 /// matching `namespaces` whose own labels match `pods` (a `namespaces`
-/// subject has `pods` = everything). Host-network pods are never subjects.
+/// subject has `pods` = everything), and named `name` if set. Host-network
+/// pods are never subjects.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Subject {
     /// Namespace selector.
     pub namespaces: Selector,
     /// Pod selector within those namespaces.
     pub pods: Selector,
+    /// Only the pod of this name (a quarantine's one pod; the API's
+    /// subjects select by labels only, and leave it `None`).
+    pub name: Option<String>,
+}
+
+impl Subject {
+    /// Pods in namespaces matching `namespaces` whose labels match `pods`.
+    pub fn selecting(namespaces: Selector, pods: Selector) -> Self {
+        Self {
+            namespaces,
+            pods,
+            name: None,
+        }
+    }
+
+    /// Whether pod `name`, with `labels`, in a namespace with
+    /// `namespace_labels`, is a subject.
+    pub fn matches(&self, namespace_labels: &Labels, name: &str, labels: &Labels) -> bool {
+        self.namespaces.matches(namespace_labels)
+            && self.pods.matches(labels)
+            && self.name.as_deref().is_none_or(|n| n == name)
+    }
 }
 
 /// A peer of a cluster-admin rule.
@@ -262,8 +292,7 @@ pub fn priority_ties(model: &super::Model) -> Vec<PriorityTie> {
         model
             .namespaces
             .get(&pod.namespace)
-            .is_some_and(|ns| p.subject.namespaces.matches(&ns.labels))
-            && p.subject.pods.matches(&pod.labels)
+            .is_some_and(|ns| p.subject.matches(&ns.labels, &pod.name, &pod.labels))
     };
     let mut out = Vec::new();
     let policies = &model.admin_policies;

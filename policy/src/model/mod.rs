@@ -6,6 +6,7 @@ pub mod addressing;
 pub mod admin;
 pub mod mode;
 pub mod policy;
+pub mod quarantine;
 pub mod selector;
 pub mod service;
 
@@ -20,6 +21,7 @@ use bulkhead_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 pub use admin::{Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Node, Subject, Tier};
 pub use mode::{MODE_ANNOTATION, Mode, UnknownMode};
 pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
+pub use quarantine::{QUARANTINE_LABEL, Quarantine};
 pub use selector::{Labels, Requirement, Selector};
 pub use service::{
     Backend, Frontend, IpFamily, IpFamilyPolicy, Service, ServicePort, ServiceType,

@@ -303,6 +303,8 @@ impl View {
                 AdminKind::ClusterNetworkPolicy => self.cnps.put(key, Some(p), listing),
                 AdminKind::AdminNetworkPolicy => self.anps.put(key, Some(p), listing),
                 AdminKind::BaselineAdminNetworkPolicy => self.banps.put(key, Some(p), listing),
+                // The agent's own, never an API object.
+                AdminKind::Quarantine => {}
             },
             None => self.slot(kind).remove(key, listing),
         }

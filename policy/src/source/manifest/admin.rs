@@ -298,13 +298,13 @@ fn priority(ctx: &Ctx<'_>, d: &Dialect, priority: Option<i64>) -> Result<u32, Ob
 fn subject(ctx: &Ctx<'_>, d: &Dialect, s: Option<&wire::Subject>) -> Result<Subject, ObjectError> {
     let s = s.ok_or_else(|| ctx.err("spec.subject", Problem::Missing))?;
     match (&s.namespaces, &s.pods) {
-        (Some(ns), None) => Ok(Subject {
-            namespaces: super::policy::selector(ctx, ns, "spec.subject.namespaces")?,
-            pods: crate::model::Selector::everything(),
-        }),
+        (Some(ns), None) => Ok(Subject::selecting(
+            super::policy::selector(ctx, ns, "spec.subject.namespaces")?,
+            crate::model::Selector::everything(),
+        )),
         (None, Some(p)) => {
             let (namespaces, pods) = peers::namespaced_pod(ctx, d, p, "spec.subject.pods")?;
-            Ok(Subject { namespaces, pods })
+            Ok(Subject::selecting(namespaces, pods))
         }
         (a, b) => Err(ctx.err(
             "spec.subject",

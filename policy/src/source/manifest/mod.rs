@@ -130,6 +130,8 @@ pub fn assemble(
         model.drop_off_network_pods();
     }
     model.normalize();
+    // Pods labelled for quarantine (the agent adds its stored ones).
+    model.apply_quarantines(&[]);
     let conflicts = plan.assign(&mut model.pods)?;
     for conflict in conflicts {
         tracing::warn!("{conflict}");
