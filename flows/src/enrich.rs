@@ -21,7 +21,7 @@ use super::record::{
     ServiceInfo, TcpFlags, TcpFlagsPair, Timestamp, ip_of,
 };
 use bulkhead_policy::compile::Compiled;
-use bulkhead_policy::model::{Direction, Mode, Model, Pod};
+use bulkhead_policy::model::{Direction, Mode, Model, Pod, Tier};
 
 /// An enricher shared between the agent (which replaces it on each policy
 /// change through [`Enricher::update`]) and the pipeline (which reads it).
@@ -286,6 +286,7 @@ impl Enricher {
             }
             _ => self.none.clone(),
         };
+        let verdict = quarantined(verdict, &policies);
         let proto = key.tuple.proto;
         FlowRecord {
             schema: Schema,
@@ -526,3 +527,19 @@ pub fn workload(pod: &Pod) -> Option<String> {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// `verdict`, or [`FlowVerdict::Quarantined`] when a rule of the quarantine
+/// tier denied (or revoked) the flow.
+fn quarantined(verdict: FlowVerdict, deciding: &[PolicyRef]) -> FlowVerdict {
+    let quarantine = Tier::Quarantine.as_str();
+    match verdict {
+        FlowVerdict::Denied | FlowVerdict::Revoked
+            if deciding
+                .iter()
+                .any(|p| p.tier.as_deref() == Some(quarantine)) =>
+        {
+            FlowVerdict::Quarantined
+        }
+        v => v,
+    }
+}

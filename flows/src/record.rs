@@ -253,6 +253,9 @@ pub enum FlowVerdict {
     Denied,
     /// Was allowed, then a policy change stopped it.
     Revoked,
+    /// Denied or revoked by a quarantine of the endpoint (a rule of the
+    /// `Quarantine` tier; its name gives the reason).
+    Quarantined,
 }
 
 impl FlowVerdict {
@@ -262,6 +265,7 @@ impl FlowVerdict {
             FlowVerdict::Allowed => "allowed",
             FlowVerdict::Denied => "denied",
             FlowVerdict::Revoked => "revoked",
+            FlowVerdict::Quarantined => "quarantined",
         }
     }
 
@@ -287,6 +291,7 @@ impl std::str::FromStr for FlowVerdict {
             "allowed" => Ok(FlowVerdict::Allowed),
             "denied" => Ok(FlowVerdict::Denied),
             "revoked" => Ok(FlowVerdict::Revoked),
+            "quarantined" => Ok(FlowVerdict::Quarantined),
             _ => Err(()),
         }
     }
@@ -573,7 +578,8 @@ pub struct PolicyRef {
     /// endpoint without allowing the flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<u32>,
-    /// The cluster-admin tier of the deciding rule (`Admin`, `Baseline`);
+    /// The cluster-admin tier of the deciding rule (`Admin`, `Baseline`,
+    /// or `Quarantine` for a quarantine);
     /// absent for NetworkPolicy (`name` is then `Kind/name`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<Arc<str>>,

@@ -28,6 +28,8 @@ pub enum VerdictArg {
     Denied,
     /// Was allowed, then a policy change stopped it.
     Revoked,
+    /// Denied or stopped by a quarantine of the endpoint.
+    Quarantined,
 }
 
 impl VerdictArg {
@@ -36,6 +38,7 @@ impl VerdictArg {
             VerdictArg::Allowed => "allowed",
             VerdictArg::Denied => "denied",
             VerdictArg::Revoked => "revoked",
+            VerdictArg::Quarantined => "quarantined",
         }
     }
 }
@@ -440,6 +443,7 @@ pub fn render(r: &FlowRecord, color: bool) -> String {
         FlowVerdict::Allowed => ("ALLOWED", "32"),
         FlowVerdict::Denied => ("DENIED", "31"),
         FlowVerdict::Revoked => ("REVOKED", "33"),
+        FlowVerdict::Quarantined => ("QUARANTINED", "35"),
     };
     let verdict_col = if color {
         format!("\x1b[{paint}m{verdict:<7}\x1b[0m")

@@ -443,6 +443,80 @@ fn denied_by_a_cluster_admin_rule_names_it() {
     );
 }
 
+/// A drop by a quarantine of the endpoint: verdict `quarantined`, the
+/// record names the quarantine, its tier and its reason; a drop by an
+/// ordinary rule stays `denied`.
+#[test]
+fn a_drop_by_a_quarantine_is_quarantined_with_its_reason() {
+    use bulkhead_policy::model::Quarantine;
+    let mut m = model();
+    m.apply_quarantines(&[Quarantine {
+        namespace: "prod".into(),
+        pod: "db".into(),
+        reason: "scanning".into(),
+        allow_dns: false,
+    }]);
+    let c = compile(&m);
+    let web = c.identity_of("10.0.0.1".parse().unwrap());
+    let db = c.pod_of("10.0.0.2".parse().unwrap()).expect("db");
+    let table = c.endpoints[db].ingress.expect("db's ingress table");
+    let seg = c.tables[table as usize]
+        .lookup(web, 6, 5432)
+        .expect("a decision");
+    assert!(seg.deny, "the quarantine denies what db's policy allows");
+    let e = Enricher::new(&m, &c, &local(&m), 3);
+    let record = |reason: DropReason| {
+        let v = FlowValue {
+            dropped_packets: 1,
+            drop_reason: reason as u8,
+            revision: 3,
+            rule: seg.kernel_rule(),
+            ..Default::default()
+        };
+        e.record(
+            &ctx(),
+            &RecordInput {
+                key: &key(FLOW_SIDE_INGRESS, 12),
+                value: &v,
+                rule_revision: 3,
+                kind: RecordKind::Event,
+                event: Some(EventType::Drop),
+                end_reason: None,
+                service: None,
+            },
+        )
+    };
+    for reason in [DropReason::PolicyDenied, DropReason::PolicyRevoked] {
+        let r = record(reason);
+        assert_eq!(r.verdict, FlowVerdict::Quarantined);
+        let p = &r.policies[0];
+        assert_eq!(&*p.name, "Quarantine/prod/db");
+        assert_eq!(
+            (p.tier.as_deref(), p.rule_name.as_deref()),
+            (Some("Quarantine"), Some("quarantined: scanning"))
+        );
+    }
+    let plain = enricher().record(
+        &ctx(),
+        &RecordInput {
+            key: &key(FLOW_SIDE_INGRESS, 12),
+            value: &FlowValue {
+                dropped_packets: 1,
+                drop_reason: DropReason::PolicyDenied as u8,
+                revision: 3,
+                rule: RULE_NONE,
+                ..Default::default()
+            },
+            rule_revision: 3,
+            kind: RecordKind::Event,
+            event: Some(EventType::Drop),
+            end_reason: None,
+            service: None,
+        },
+    );
+    assert_eq!(plain.verdict, FlowVerdict::Denied);
+}
+
 /// The node's address in the Service fixtures.
 pub(crate) const NODE_IP: [u8; 4] = [192, 168, 1, 10];
 

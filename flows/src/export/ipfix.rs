@@ -185,6 +185,7 @@ fn verdict_code(v: FlowVerdict) -> u8 {
         FlowVerdict::Allowed => 1,
         FlowVerdict::Denied => 2,
         FlowVerdict::Revoked => 3,
+        FlowVerdict::Quarantined => 4,
     }
 }
 

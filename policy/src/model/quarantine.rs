@@ -26,7 +26,7 @@ use ipnetwork::IpNetwork;
 use super::admin::{Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Subject, Tier};
 use super::policy::{PortMatch, PortSpec};
 use super::selector::{Requirement, Selector};
-use super::{Mode, Model, Origin, Protocol};
+use super::{Mode, Model, NAMESPACE_NAME_LABEL, Origin, Protocol};
 
 /// The pod label that quarantines a pod when its value is `true`.
 pub const QUARANTINE_LABEL: &str = "bulkhead.io/quarantine";
@@ -81,7 +81,7 @@ impl Quarantine {
             tier: Tier::Quarantine,
             priority: 0,
             subject: Subject {
-                namespaces: label_is("kubernetes.io/metadata.name", &self.namespace),
+                namespaces: label_is(NAMESPACE_NAME_LABEL, &self.namespace),
                 pods: Selector::everything(),
                 name: Some(self.pod.clone()),
             },
@@ -112,7 +112,7 @@ fn dns_rule() -> AdminRule {
         name: Some("quarantine: cluster DNS".into()),
         action: Action::Accept,
         peers: vec![AdminPeer::Pods {
-            namespaces: label_is("kubernetes.io/metadata.name", "kube-system"),
+            namespaces: label_is(NAMESPACE_NAME_LABEL, "kube-system"),
             pods: label_is("k8s-app", "kube-dns"),
         }],
         ports: Some(
