@@ -244,6 +244,30 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
     if r.kind != RecordKind::Flow {
         return Err(SkipReason::Event);
     }
+    let key = key_of(r)?;
+    let counts = SideCounts {
+        flows: 1,
+        packets: r.packets.total() + r.dropped.packets,
+        bytes: r.bytes.total() + r.dropped.bytes,
+    };
+    let (at_src, at_dst) = match r.direction {
+        FlowDirection::Egress => (counts, SideCounts::default()),
+        FlowDirection::Ingress => (SideCounts::default(), counts),
+    };
+    Ok(Edge {
+        key,
+        stats: EdgeStats {
+            first_seen: r.start,
+            last_seen: r.end,
+            at_src,
+            at_dst,
+        },
+    })
+}
+
+/// The edge key of a record of any kind (a flow record or a live
+/// notification), or why it has none.
+pub fn key_of(r: &FlowRecord) -> Result<EdgeKey, SkipReason> {
     let local = match r.direction {
         FlowDirection::Egress => &r.src.pod,
         FlowDirection::Ingress => &r.dst.pod,
@@ -256,35 +280,16 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
         None => End::External(addr.ip),
     };
     let target = destination(r)?;
-    let src = end(&r.src);
-    let dst = end(target);
-    let counts = SideCounts {
-        flows: 1,
-        packets: r.packets.total() + r.dropped.packets,
-        bytes: r.bytes.total() + r.dropped.bytes,
-    };
-    let (at_src, at_dst) = match r.direction {
-        FlowDirection::Egress => (counts, SideCounts::default()),
-        FlowDirection::Ingress => (SideCounts::default(), counts),
-    };
     let port = if matches!(r.protocol.0, 6 | 17 | 132) {
         target.port
     } else {
         0
     };
-    Ok(Edge {
-        key: EdgeKey {
-            src,
-            dst,
-            protocol: r.protocol.0,
-            port,
-        },
-        stats: EdgeStats {
-            first_seen: r.start,
-            last_seen: r.end,
-            at_src,
-            at_dst,
-        },
+    Ok(EdgeKey {
+        src: end(&r.src),
+        dst: end(target),
+        protocol: r.protocol.0,
+        port,
     })
 }
 

@@ -10,6 +10,7 @@
 //! [`promote`] (a policy's mode changed in its manifest, verified).
 
 pub mod audit;
+pub mod baseline;
 pub mod coverage;
 pub mod diff;
 pub mod edge;
@@ -24,7 +25,7 @@ pub mod tiers;
 pub mod yaml;
 
 pub use coverage::{Proof, prove};
-pub use edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId};
+pub use edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId, key_of};
 pub use exporter::{HistoryExporter, HistoryExporterConfig, HistoryExporterError};
 pub use propose::{Options, Proposal, propose, propose_with};
 pub use read::{ReadError, read_jsonl};
