@@ -134,8 +134,11 @@ fn tiered_side(
     dest: Option<&Pod>,
     q: (u8, u16),
 ) -> bool {
-    if let Some(v) = tier_verdict(m, Tier::Admin, me, d, addr, pod, dest, q) {
-        return v;
+    // A quarantine first, then the Admin tier.
+    for t in [Tier::Quarantine, Tier::Admin] {
+        if let Some(v) = tier_verdict(m, t, me, d, addr, pod, dest, q) {
+            return v;
+        }
     }
     if let Some(v) = np_side(m, me, d, addr, pod, dest, q) {
         return v;
@@ -174,6 +177,7 @@ fn tier_verdict(
                     .namespaces
                     .matches(&m.namespaces[&me.namespace].labels)
                 && p.subject.pods.matches(&me.labels)
+                && p.subject.name.as_ref().is_none_or(|n| *n == me.name)
         })
         .collect();
     policies.sort_by_key(|p| (p.priority, p.name.clone()));

@@ -303,6 +303,17 @@ pub fn random_tiered_model(r: &mut Rng) -> Model {
         });
     }
     m.normalize();
+    // Sometimes a quarantined pod, above every tier.
+    if r.chance(25) && !m.pods.is_empty() {
+        let pod = r.pick(&m.pods).clone();
+        let quarantine = bulkhead_policy::model::Quarantine {
+            namespace: pod.namespace,
+            pod: pod.name,
+            reason: "random".into(),
+            allow_dns: r.chance(50),
+        };
+        m.apply_quarantines(&[quarantine]);
+    }
     m
 }
 
