@@ -22,6 +22,7 @@ pub mod read;
 pub mod render;
 pub mod store;
 pub mod tiers;
+pub mod timeline;
 pub mod yaml;
 
 pub use coverage::{Proof, prove};

@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Baseline;
 use crate::edge::{EdgeKey, End, WorkloadId, key_of};
@@ -49,7 +49,7 @@ impl Default for DetectConfig {
 }
 
 /// What kind of deviation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
     /// A peer the workload never talked to (in that direction).
@@ -75,7 +75,7 @@ impl AlertKind {
 }
 
 /// One alert.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// What kind.
     pub kind: AlertKind,
