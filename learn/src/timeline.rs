@@ -12,6 +12,8 @@
 //! Written by one process (the agent), read through it (its API) while it
 //! runs; written in batches, one transaction each.
 
+pub mod exporter;
+
 use std::path::{Path, PathBuf};
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};

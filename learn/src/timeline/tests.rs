@@ -1,6 +1,8 @@
 //! The timeline: per-pod queries in time order, retention by age and count,
 //! reopening.
 
+use std::sync::Arc;
+
 use super::*;
 use bulkhead_testkit::flows::flow_record;
 
@@ -89,4 +91,30 @@ fn retention_removes_the_oldest_by_age_and_by_count() {
     assert_eq!(t.append(&[], 13_500).unwrap(), 2, "age: older than 3,500");
     assert_eq!(t.query("a/b", 0, u64::MAX, 10).unwrap().len(), 1);
     assert_eq!(t.len().unwrap(), 1);
+}
+
+#[test]
+fn the_exporter_writes_what_the_pipeline_hands_it() {
+    use bulkhead_flows::export::Exporter;
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Timeline::open(&dir.path().join("t.redb"), Retention::default()).unwrap());
+    let mut e = Box::new(
+        exporter::TimelineExporter::start(
+            Arc::clone(&t),
+            crate::exporter::HistoryExporterConfig::default(),
+        )
+        .unwrap(),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for i in 0..3 {
+        let mut r = flow_record();
+        r.end = bulkhead_flows::record::Timestamp(now + i);
+        e.export(&Arc::new(r));
+    }
+    let stats = e.finish();
+    assert_eq!((stats.exported, stats.pending), (3, 0));
+    assert_eq!(t.query("prod/web-1", 0, u64::MAX, 10).unwrap().len(), 3);
 }
