@@ -10,7 +10,7 @@
 
 pub mod detect;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -92,6 +92,10 @@ pub struct Baseline {
     /// The edges of every version (derived; not stored).
     #[serde(skip)]
     edges: BTreeSet<EdgeKey>,
+    /// Their (source, destination) pairs (derived), for
+    /// [`Baseline::knows_pair`] at the cost of one lookup.
+    #[serde(skip)]
+    pairs: HashSet<(End, End)>,
 }
 
 /// Reading, writing or making a baseline failed.
@@ -140,6 +144,7 @@ impl Baseline {
             scope,
             versions: Vec::new(),
             edges: BTreeSet::new(),
+            pairs: HashSet::new(),
         };
         let added = history
             .edges
@@ -181,7 +186,7 @@ impl Baseline {
     /// Whether the baseline holds any edge between `src` and `dst` (any
     /// protocol or port).
     pub fn knows_pair(&self, src: &End, dst: &End) -> bool {
-        self.edges.iter().any(|k| &k.src == src && &k.dst == dst)
+        self.pairs.contains(&(src.clone(), dst.clone()))
     }
 
     /// Accepts `edges` (those it does not hold yet) as a new version; the
@@ -204,7 +209,7 @@ impl Baseline {
     }
 
     fn push(&mut self, added: BTreeSet<EdgeKey>, note: String, now_unix_ms: u64) {
-        self.edges.extend(added.iter().cloned());
+        self.index(&added);
         self.versions.push(Version {
             version: self.version() + 1,
             created_unix_ms: now_unix_ms,
@@ -230,12 +235,20 @@ impl Baseline {
         if b.scope.is_empty() {
             return Err(format("no scope".into()));
         }
-        b.edges = b
-            .versions
-            .iter()
-            .flat_map(|v| v.added.iter().cloned())
-            .collect();
+        let versions = std::mem::take(&mut b.versions);
+        for v in &versions {
+            b.index(&v.added);
+        }
+        b.versions = versions;
         Ok(b)
+    }
+
+    /// Adds `edges` to the derived sets.
+    fn index(&mut self, edges: &BTreeSet<EdgeKey>) {
+        for k in edges {
+            self.pairs.insert((k.src.clone(), k.dst.clone()));
+            self.edges.insert(k.clone());
+        }
     }
 
     /// Writes the baseline to `path` atomically.
