@@ -301,6 +301,7 @@ impl Reconciler {
         self.state.quarantines.clone_from(&states);
         Some(Enforced {
             generation: Some(cur.quarantine_generation),
+            applied: cur.quarantines.clone(),
             quarantines: states,
         })
     }

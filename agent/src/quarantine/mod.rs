@@ -71,6 +71,8 @@ pub enum QuarantineError {
 pub struct Enforced {
     /// The store generation in force (`None` before the first sync).
     pub generation: Option<u64>,
+    /// The stored quarantines the policy in force holds.
+    pub applied: Vec<Quarantine>,
     /// The quarantines in force: the store's and the pods' labels'.
     pub quarantines: Vec<QuarantineState>,
 }
@@ -248,15 +250,7 @@ impl QuarantineStore {
         let pending = inner
             .entries
             .values()
-            .filter(|s| {
-                !enforced.quarantines.iter().any(|q| {
-                    q.origin == QuarantineOrigin::Store
-                        && q.namespace == s.quarantine.namespace
-                        && q.pod == s.quarantine.pod
-                        && q.reason == s.quarantine.reason
-                        && q.allow_dns == s.quarantine.allow_dns
-                })
-            })
+            .filter(|s| !enforced.applied.contains(&s.quarantine))
             .cloned()
             .collect();
         QuarantineList {

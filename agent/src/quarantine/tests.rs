@@ -187,12 +187,14 @@ fn a_wait_ends_on_the_publication_of_its_generation() {
         // An older generation is not its answer.
         s.publish(Enforced {
             generation: Some(g - 1),
+            applied: vec![],
             quarantines: vec![],
         });
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         s.publish(Enforced {
             generation: Some(g),
+            applied: s.snapshot().1,
             quarantines: vec![state("web", QuarantineOrigin::Store)],
         });
         let (reached, list) = waiter.await.unwrap();

@@ -50,6 +50,7 @@ fn reconcile(store: Arc<QuarantineStore>) {
             });
             store.publish(Enforced {
                 generation: Some(generation),
+                applied: stored,
                 quarantines,
             });
             store.changed().await;
