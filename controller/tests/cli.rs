@@ -249,3 +249,35 @@ fn quarantine_without_an_agent_or_with_a_bad_pod_exits_2_and_says_why() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+#[test]
+fn explain_as_if_a_pod_were_quarantined() {
+    let args = [
+        "explain",
+        "--manifests",
+        &demo(),
+        "--from",
+        "shop/frontend",
+        "--to",
+        "shop/api",
+        "--port",
+        "8080",
+        "--output",
+        "json",
+    ];
+    let out = bulkhead(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["allowed"], true, "allowed without the quarantine");
+    let out = bulkhead(&[&args[..], &["--quarantined", "shop/api"]].concat());
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["ingress"]["verdict"], "denied");
+    let text = v.to_string();
+    assert!(
+        text.contains("quarantined: bulkhead explain --quarantined"),
+        "{text}"
+    );
+    let out = bulkhead(&[&args[..], &["--quarantined", "api"]].concat());
+    assert_eq!(out.status.code(), Some(2), "NS/POD");
+}

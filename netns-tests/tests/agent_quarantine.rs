@@ -313,6 +313,23 @@ fn quarantine_cuts_both_ways_at_once_survives_a_restart_and_lifts_exactly() {
             && q["enforced"] == true,
         "{status}"
     );
+    let explained = std::process::Command::new(bulkhead_bin())
+        .arg("explain")
+        .arg("--manifests")
+        .arg(&node.manifests)
+        .args([
+            "--from", "x/b", "--to", "x/a", "--port", "80", "--output", "json",
+        ])
+        .arg("--agent-socket")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let explained: serde_json::Value = serde_json::from_slice(&explained.stdout).unwrap();
+    assert_eq!(explained["allowed"], false, "{explained}");
+    assert!(
+        explained.to_string().contains("quarantined: test"),
+        "{explained}"
+    );
     let listed = cli(&socket, &["quarantine", "--list"]);
     assert!(
         listed.contains("x/a") && listed.contains("enforced here"),
