@@ -96,6 +96,8 @@ struct Shared {
     health: Mutex<HealthState>,
     /// CNI registrations the API's `/v1/cni` routes serve.
     cni: Arc<crate::cni::Registry>,
+    /// Quarantines the API's `/v1/quarantine` routes serve.
+    quarantines: Arc<crate::quarantine::QuarantineStore>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -121,12 +123,13 @@ pub struct AgentFlows {
 
 impl AgentFlows {
     /// Starts flow accounting, the pipeline and the API (served from
-    /// `runtime`, with the CNI routes over `cni`). Failures are logged and
-    /// leave the rest running.
+    /// `runtime`, with the CNI routes over `cni` and the quarantine routes
+    /// over `quarantines`). Failures are logged and leave the rest running.
     pub fn start(
         dp: &Dataplane,
         cfg: &FlowsConfig,
         cni: Arc<crate::cni::Registry>,
+        quarantines: Arc<crate::quarantine::QuarantineStore>,
         runtime: &tokio::runtime::Handle,
     ) -> Self {
         let enricher: SharedEnricher = Arc::new(RwLock::new(Enricher::empty()));
@@ -178,6 +181,7 @@ impl AgentFlows {
             metrics,
             health: Mutex::new(health),
             cni,
+            quarantines,
         });
         let backend: Arc<dyn ApiBackend> = Arc::new(Backend(shared.clone()));
         let api = match Api::start(cfg.api.clone(), backend, runtime) {
@@ -332,6 +336,10 @@ impl ApiBackend for Backend {
 
     fn cni(&self) -> Option<Arc<crate::cni::Registry>> {
         Some(Arc::clone(&self.0.cni))
+    }
+
+    fn quarantine(&self) -> Option<Arc<crate::quarantine::QuarantineStore>> {
+        Some(Arc::clone(&self.0.quarantines))
     }
 
     fn health(&self) -> Health {

@@ -14,8 +14,9 @@
 //! and SIGINT end the loop and leave everything pinned and attached.
 //!
 //! Beside it, in this crate: [`api`], the local API (axum on a Unix
-//! socket) the CLI and the CNI plugin talk to, and [`cni`], the registry of
-//! what the chained CNI plugin reported.
+//! socket) the CLI and the CNI plugin talk to, [`cni`], the registry of
+//! what the chained CNI plugin reported, and [`quarantine`], the pods an
+//! operator cut off (`bulkhead quarantine`), which wake the loop too.
 
 pub mod api;
 pub mod cni;
@@ -24,6 +25,7 @@ pub mod flows;
 pub mod memory;
 mod nodeview;
 pub mod process;
+pub mod quarantine;
 mod reconcile;
 pub mod state;
 #[cfg(test)]

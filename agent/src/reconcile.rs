@@ -1,9 +1,10 @@
 //! The reconcile loop: wakes on a source's feed, a node view change, a CNI
-//! registration, a signal, or the slow hook and metrics timers; compiles
-//! what changed, syncs the dataplane, and tells waiting CNI ADDs where
-//! their pods stand.
+//! registration, a quarantine set or lifted, a signal, or the slow hook and
+//! metrics timers; compiles what changed (the source's model with the
+//! stored quarantines applied), syncs the dataplane, and tells waiting CNI
+//! ADDs and quarantine requests where they stand.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,10 +15,11 @@ use super::cnibind;
 use super::nodeview::{self, NodeEvents, NodeSnapshot};
 use super::{AgentConfig, AgentError, AgentFlows, AgentState, EndpointState, SourceConfig};
 use crate::cni::{Registry, Stored};
+use crate::quarantine::{self, Enforced, QuarantineStore};
 use bulkhead_dataplane::node::{LocalEndpoint, Uplink};
 use bulkhead_dataplane::{Dataplane, Desired, Origin, PinDir, SyncOutcome};
 use bulkhead_policy::compile::{Compiled, compile_on_node};
-use bulkhead_policy::model::Model;
+use bulkhead_policy::model::{Model, Quarantine};
 use bulkhead_policy::source::{Feed, kubernetes, manifest};
 
 /// How often the hooks are checked to still be attached when nothing else
@@ -33,10 +35,16 @@ struct Current {
     /// addresses are compiled in beside it).
     source: Arc<Model>,
     /// What is compiled: the source's model, or a copy with addresses
-    /// from CNI ADD for pods the source lists without (`overlay`).
+    /// from CNI ADD for pods the source lists without (`overlay`) and the
+    /// stored quarantines applied.
     model: Arc<Model>,
     /// (pod index, addresses) taken from CNI registrations.
     overlay: Vec<(usize, Vec<std::net::IpAddr>)>,
+    /// The stored quarantines applied to `model`.
+    quarantines: Vec<Quarantine>,
+    /// The store generation `quarantines` are as of (a later generation
+    /// with the same quarantines needs no compile).
+    quarantine_generation: u64,
     compiled: Compiled,
     /// The source revision it came from.
     revision: String,
@@ -59,6 +67,8 @@ struct Reconciler {
     enforced: Result<(), String>,
     /// CNI registrations, shared with the local API.
     cni: Arc<Registry>,
+    /// Quarantined pods, shared with the local API.
+    quarantines: Arc<QuarantineStore>,
     /// A new model from the source, not compiled yet.
     pending: Option<(Arc<Model>, String)>,
     node_dirty: bool,
@@ -78,6 +88,7 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
     let mut hook_check = tokio::time::interval(HOOK_CHECK);
     let mut metrics = tokio::time::interval(METRICS_REFRESH);
     let cni = Arc::clone(&r.cni);
+    let quarantines = Arc::clone(&r.quarantines);
     loop {
         tokio::select! {
             _ = sigterm.recv() => break,
@@ -100,6 +111,8 @@ pub(super) async fn run(cfg: AgentConfig) -> Result<(), AgentError> {
                 // The ADD's veth was made just before: read the node again.
                 r.node_dirty = true;
             }
+            // `compile_pending` reads the store.
+            () = quarantines.changed() => {}
             _ = hook_check.tick() => r.hooks_due = true,
             _ = metrics.tick() => {
                 r.flows.observe(&r.dp, &r.state);
@@ -152,10 +165,14 @@ impl Reconciler {
             state.netlink_devices = old.netlink_devices;
         }
         let cni = Arc::new(Registry::open(Some(Registry::path_for(&cfg.pin_dir))));
+        let quarantines = Arc::new(QuarantineStore::open(Some(QuarantineStore::path_for(
+            &cfg.pin_dir,
+        ))));
         let flows = AgentFlows::start(
             &dp,
             &cfg.flows,
             Arc::clone(&cni),
+            Arc::clone(&quarantines),
             &tokio::runtime::Handle::current(),
         );
         Ok(Self {
@@ -170,6 +187,7 @@ impl Reconciler {
             macs: BTreeMap::new(),
             enforced: Err("not synced yet".into()),
             cni,
+            quarantines,
             pending: None,
             node_dirty: true,
             hooks_due: true,
@@ -253,8 +271,39 @@ impl Reconciler {
             // rather than let the heap keep its high-water mark.
             super::memory::release_freed();
         }
+        let enforced = self.quarantine_states();
         self.flows.observe(&self.dp, &self.state);
-        super::write_state(&mut self.state)
+        super::write_state(&mut self.state)?;
+        if let Some(e) = enforced {
+            self.quarantines.publish(e);
+        }
+        Ok(())
+    }
+
+    /// The quarantines in force into the state, and what to tell waiting
+    /// quarantine requests: `None` while the model compiled is not in the
+    /// kernel (before the first sync, or after a failed one).
+    fn quarantine_states(&mut self) -> Option<Enforced> {
+        let cur = self.current.as_ref().filter(|_| !self.sync_failed)?;
+        let local: BTreeSet<String> = self
+            .endpoints
+            .iter()
+            .flatten()
+            .map(|e| cur.model.pods[e.pod].key())
+            .collect();
+        let stored: Vec<_> = self
+            .quarantines
+            .list()
+            .into_iter()
+            .filter(|s| cur.quarantines.contains(&s.quarantine))
+            .collect();
+        let states = quarantine::wire::states(&cur.model, &stored, &local, self.enforced.is_ok());
+        self.state.quarantines.clone_from(&states);
+        Some(Enforced {
+            generation: Some(cur.quarantine_generation),
+            applied: cur.quarantines.clone(),
+            quarantines: states,
+        })
     }
 
     /// Tells the waiting CNI ADDs (and CHECKs) where their pods stand.
@@ -268,8 +317,9 @@ impl Reconciler {
     }
 
     /// Compiles a new model from the source, or the current one again when
-    /// the node's addresses or the addresses CNI ADD gave pods the source
-    /// lists without changed; whether anything was compiled.
+    /// the node's addresses, the addresses CNI ADD gave pods the source
+    /// lists without, or the stored quarantines changed; whether anything
+    /// was compiled.
     fn compile_pending(&mut self, addresses_changed: bool, regs: &[Stored]) -> bool {
         let (source, revision, fresh) = match (self.pending.take(), &self.current) {
             (Some((m, r)), _) => (m, r, true),
@@ -278,8 +328,22 @@ impl Reconciler {
         };
         let overlay = cnibind::address_overlay(&source, regs);
         let overlay_changed = self.current.as_ref().is_none_or(|c| c.overlay != overlay);
-        if !fresh && !addresses_changed && !overlay_changed {
+        let (quarantine_generation, quarantines) = self.quarantines.snapshot();
+        let quarantines_changed = self
+            .current
+            .as_ref()
+            .is_none_or(|c| c.quarantines != quarantines);
+        if !fresh && !addresses_changed && !overlay_changed && !quarantines_changed {
+            if let Some(c) = &mut self.current {
+                c.quarantine_generation = quarantine_generation;
+            }
             return false;
+        }
+        if quarantines_changed && self.current.is_some() {
+            tracing::info!(
+                quarantines = quarantines.len(),
+                "the stored quarantines changed"
+            );
         }
         if overlay_changed && !overlay.is_empty() {
             tracing::info!(
@@ -287,7 +351,14 @@ impl Reconciler {
                 "pods the source lists without addresses take them from CNI ADD"
             );
         }
-        let model = cnibind::overlaid(&source, &overlay);
+        let mut model = cnibind::overlaid(&source, &overlay);
+        if !quarantines.is_empty() {
+            // On a copy: the source's model stays as the source made it
+            // (its labels' quarantines applied, not the store's).
+            let mut m = Arc::unwrap_or_clone(model);
+            m.apply_quarantines(&quarantines);
+            model = Arc::new(m);
+        }
         self.state.warnings.clone_from(&model.warnings);
         let started = Instant::now();
         let compiled = compile_on_node(&model, &self.node.addresses);
@@ -296,6 +367,8 @@ impl Reconciler {
             source,
             model,
             overlay,
+            quarantines,
+            quarantine_generation,
             compiled,
             revision,
         });

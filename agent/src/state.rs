@@ -61,6 +61,10 @@ pub struct AgentState {
     pub warnings: Vec<String>,
     /// Local endpoints.
     pub endpoints: Vec<EndpointState>,
+    /// The quarantines in force (the agent's store's and the pods'
+    /// labels'), as of the last successful sync.
+    #[serde(default)]
+    pub quarantines: Vec<crate::quarantine::QuarantineState>,
     /// Whether XDP is attached.
     pub xdp: bool,
     /// Whether host routing is on.
@@ -107,11 +111,15 @@ impl AgentState {
         bulkhead_policy::private::write_atomic(path, &tmp, &bytes)
     }
 
-    /// Removes the state file of `pin_dir` and its CNI registrations
-    /// (absent is fine), and the state directories when they are left
-    /// empty.
+    /// Removes the state file of `pin_dir`, its CNI registrations and its
+    /// quarantines (absent is fine: `--cleanup` leaves nothing), and the
+    /// state directories when they are left empty.
     pub fn remove(pin_dir: &Path) -> std::io::Result<()> {
-        for file in [state_path(pin_dir), crate::cni::Registry::path_for(pin_dir)] {
+        for file in [
+            state_path(pin_dir),
+            crate::cni::Registry::path_for(pin_dir),
+            crate::quarantine::QuarantineStore::path_for(pin_dir),
+        ] {
             match std::fs::remove_file(file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}

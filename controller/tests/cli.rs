@@ -228,3 +228,56 @@ fn explain_a_service_per_backend() {
         "{err}"
     );
 }
+
+#[test]
+fn quarantine_without_an_agent_or_with_a_bad_pod_exits_2_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("agent.sock").display().to_string();
+    let out = bulkhead(&["quarantine", "web", "--socket", &socket]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NAMESPACE/NAME"), "{err}");
+    for args in [
+        &["quarantine", "x/a", "--reason", "test", "--socket", &socket][..],
+        &["quarantine", "--list", "--socket", &socket],
+        &["unquarantine", "x/a", "--socket", &socket],
+    ] {
+        let out = bulkhead(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("no agent API socket at"), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn explain_as_if_a_pod_were_quarantined() {
+    let args = [
+        "explain",
+        "--manifests",
+        &demo(),
+        "--from",
+        "shop/frontend",
+        "--to",
+        "shop/api",
+        "--port",
+        "8080",
+        "--output",
+        "json",
+    ];
+    let out = bulkhead(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["allowed"], true, "allowed without the quarantine");
+    let out = bulkhead(&[&args[..], &["--quarantined", "shop/api"]].concat());
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["allowed"], false);
+    assert_eq!(v["ingress"]["verdict"], "denied");
+    let text = v.to_string();
+    assert!(
+        text.contains("quarantined: bulkhead explain --quarantined"),
+        "{text}"
+    );
+    let out = bulkhead(&[&args[..], &["--quarantined", "api"]].concat());
+    assert_eq!(out.status.code(), Some(2), "NS/POD");
+}

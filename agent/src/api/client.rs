@@ -1,7 +1,10 @@
-//! A minimal HTTP/1.1 client for the API (one GET per connection, over a
-//! Unix or TCP stream): `bulkhead flows` and the tests use it.
+//! A minimal HTTP/1.1 client for the API (one request per connection,
+//! over a Unix or TCP stream): `bulkhead flows`, `bulkhead quarantine` and
+//! the tests use it.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+
+use crate::quarantine::{QuarantineList, QuarantineRequest, RemoveAnswer};
 
 /// Errors of a request.
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +23,9 @@ pub enum ClientError {
         /// The `error` of its JSON body (or the body).
         message: String,
     },
+    /// A 2xx answer's JSON body is not what this version reads.
+    #[error("unreadable answer from the agent's API (a different version?): {0}")]
+    Decode(#[source] serde_json::Error),
 }
 
 /// An answer whose status was 2xx; read the body from it (chunked transfer
@@ -61,17 +67,40 @@ impl<S: Read> Read for Response<S> {
 /// Sends `GET target` on `stream` (which must not be shut down for
 /// writing: the server takes that as the client going away) and reads the
 /// answer's head. A non-2xx status is [`ClientError::Status`].
-pub fn get<S: Read + Write>(mut stream: S, target: &str) -> Result<Response<S>, ClientError> {
-    let request = format!(
-        "GET {target} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bulkhead/{}\r\n\
-         Accept: application/x-ndjson, application/json, text/plain\r\nConnection: close\r\n\r\n",
+pub fn get<S: Read + Write>(stream: S, target: &str) -> Result<Response<S>, ClientError> {
+    request(stream, "GET", target, None)
+}
+
+/// Sends `method target` with a JSON `body` (if any) on `stream`, as
+/// [`get`] does.
+pub fn request<S: Read + Write>(
+    mut stream: S,
+    method: &str,
+    target: &str,
+    body: Option<&[u8]>,
+) -> Result<Response<S>, ClientError> {
+    let mut request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: localhost\r\nUser-Agent: bulkhead/{}\r\n\
+         Accept: application/x-ndjson, application/json, text/plain\r\nConnection: close\r\n",
         env!("CARGO_PKG_VERSION")
-    );
+    )
+    .into_bytes();
+    if let Some(body) = body {
+        request.extend_from_slice(
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        );
+    }
+    request.extend_from_slice(b"\r\n");
+    if let Some(body) = body {
+        request.extend_from_slice(body);
+    }
     // A server that answers without reading (503 when busy) may close
     // before the request is written: its answer is still readable.
-    let sent = stream
-        .write_all(request.as_bytes())
-        .and_then(|()| stream.flush());
+    let sent = stream.write_all(&request).and_then(|()| stream.flush());
     let mut r = BufReader::new(stream);
     let mut line = String::new();
     match (r.read_line(&mut line), sent) {
@@ -134,6 +163,62 @@ pub fn get<S: Read + Write>(mut stream: S, target: &str) -> Result<Response<S>, 
         return Err(ClientError::Status { status, message });
     }
     Ok(resp)
+}
+
+/// The JSON body of a 2xx answer.
+fn read_json<S: Read, T: serde::de::DeserializeOwned>(resp: Response<S>) -> Result<T, ClientError> {
+    serde_json::from_reader(resp).map_err(ClientError::Decode)
+}
+
+/// `GET /v1/quarantine`: the quarantines in force.
+pub fn quarantines<S: Read + Write>(stream: S) -> Result<QuarantineList, ClientError> {
+    read_json(get(stream, super::QUARANTINE_PATH)?)
+}
+
+/// `POST /v1/quarantine`: quarantines a pod; what is in force once it is
+/// (504, [`ClientError::Status`], when it is stored but not enforced in
+/// time).
+pub fn quarantine<S: Read + Write>(
+    stream: S,
+    req: &QuarantineRequest,
+) -> Result<QuarantineList, ClientError> {
+    let body = serde_json::to_vec(req).expect("a request serializes");
+    read_json(request(
+        stream,
+        "POST",
+        super::QUARANTINE_PATH,
+        Some(&body),
+    )?)
+}
+
+/// `DELETE /v1/quarantine/{namespace}/{pod}`: lifts a pod's quarantine;
+/// whether the agent held it, and what is in force once it is lifted.
+pub fn unquarantine<S: Read + Write>(
+    stream: S,
+    namespace: &str,
+    pod: &str,
+) -> Result<RemoveAnswer, ClientError> {
+    let target = format!(
+        "{}/{}/{}",
+        super::QUARANTINE_PATH,
+        path_segment(namespace),
+        path_segment(pod)
+    );
+    read_json(request(stream, "DELETE", &target, None)?)
+}
+
+/// `s` percent-encoded as one path segment (RFC 3986 unreserved
+/// characters kept).
+pub fn path_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Decodes a chunked body (RFC 9112 §7.1; extensions and trailers ignored).

@@ -16,9 +16,17 @@
 //! |                                   | deadline); `GET`/`DELETE /v1/cni/endpoints/{containerId}`,  |
 //! |                                   | `POST /v1/cni/gc` (see `bulkhead_cni::wire`; 404 when the   |
 //! |                                   | backend takes no CNI registrations)                         |
+//! | `GET /v1/quarantine`              | JSON `QuarantineList` (see [`crate::quarantine`]): in force |
+//! |                                   | and pending                                                 |
+//! | `POST /v1/quarantine`             | JSON `QuarantineRequest`: quarantines a pod, answers the    |
+//! |                                   | list once enforced (504 after `quarantine_wait`: stored, not |
+//! |                                   | in force yet); 400 names the bad field                      |
+//! | `DELETE /v1/quarantine/{ns}/{pod}`| lifts it, answers `RemoveAnswer` once enforced (409 while   |
+//! |                                   | the pod's label still quarantines it); 404 when the backend |
+//! |                                   | keeps no quarantines                                        |
 //!
-//! Errors are JSON `{"error": "...", "status": N}` (400 bad query or filter,
-//! 404, 405, 500 when the history cannot be read, 503 when
+//! Errors are JSON `{"error": "...", "status": N}` (400 bad query, filter
+//! or body, 404, 405, 409, 500 when the history cannot be read, 503 when
 //! [`ApiConfig::max_connections`] are busy, the history is not open or the
 //! agent is not ready). A request head hyper cannot parse is answered by
 //! hyper itself (400, or 431 beyond [`MAX_HEAD`]) with an empty body.
@@ -65,6 +73,7 @@ mod cni;
 mod follow;
 mod listen;
 pub mod metrics;
+mod quarantine;
 pub mod query;
 mod routes;
 mod server;
@@ -77,6 +86,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use quarantine::{QUARANTINE_PATH, QUARANTINE_WAIT};
 pub use server::{Api, ApiHandle};
 
 /// The runtime tests serve APIs from (one per test binary; the tests'
@@ -162,6 +172,11 @@ pub trait ApiBackend: Send + Sync {
     /// The registry of CNI attachments the `/v1/cni` routes serve, if the
     /// agent takes registrations from the chained plugin.
     fn cni(&self) -> Option<std::sync::Arc<crate::cni::Registry>> {
+        None
+    }
+    /// The store of quarantined pods the `/v1/quarantine` routes serve
+    /// (their count is in `/metrics` too), if the agent keeps one.
+    fn quarantine(&self) -> Option<std::sync::Arc<crate::quarantine::QuarantineStore>> {
         None
     }
 }
@@ -264,6 +279,9 @@ pub struct ApiConfig {
     pub default_limit: usize,
     /// Largest `limit` honoured (larger ones are clamped).
     pub max_limit: usize,
+    /// How long a quarantine change waits to be enforced before it is
+    /// answered 504 ([`QUARANTINE_WAIT`]).
+    pub quarantine_wait: Duration,
 }
 
 impl Default for ApiConfig {
@@ -278,6 +296,7 @@ impl Default for ApiConfig {
             io_timeout: Duration::from_secs(10),
             default_limit: 100,
             max_limit: 100_000,
+            quarantine_wait: QUARANTINE_WAIT,
         }
     }
 }

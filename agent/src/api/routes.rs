@@ -10,9 +10,10 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use bulkhead_cni::wire::{ENDPOINTS_PATH, GC_PATH};
 
+use super::quarantine::{self, QUARANTINE_PATH};
 use super::server::Shared;
 use super::{
     ApiBackend, HealthStatus, JSON_LINES, OPENMETRICS_TEXT, PROMETHEUS_TEXT, cni, follow, metrics,
@@ -23,12 +24,13 @@ use super::{
 const BASIC: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Paths on the Unix socket (and on TCP with `tcp_all_endpoints`).
-const FULL: [&str; 5] = [
+const FULL: [&str; 6] = [
     "/v1/flows",
     "/v1/accounting",
     "/v1/history",
     ENDPOINTS_PATH,
     GC_PATH,
+    QUARANTINE_PATH,
 ];
 
 pub(super) type Api = State<Arc<Shared>>;
@@ -49,7 +51,12 @@ pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
                 &format!("{ENDPOINTS_PATH}/{{id}}"),
                 get(cni::status).delete(cni::forget),
             )
-            .route(GC_PATH, post(cni::gc));
+            .route(GC_PATH, post(cni::gc))
+            .route(QUARANTINE_PATH, get(quarantine::list).post(quarantine::set))
+            .route(
+                &format!("{QUARANTINE_PATH}/{{namespace}}/{{pod}}"),
+                delete(quarantine::remove),
+            );
     }
     routes
         .fallback(move |uri: Uri| async move { not_found(uri.path(), full) })
@@ -156,8 +163,16 @@ async fn readyz(State(shared): Api) -> Response {
 }
 
 async fn metrics(State(shared): Api, headers: HeaderMap) -> Response {
-    let text = match blocking(&shared, |b| b.metrics()).await {
-        Ok(t) => metrics::join_openmetrics(&t, &shared.own_metrics()),
+    let text = match blocking(&shared, |b| {
+        let quarantines = b.quarantine().map(|s| quarantine::metrics(&s));
+        (b.metrics(), quarantines)
+    })
+    .await
+    {
+        Ok((t, q)) => {
+            let own = shared.own_metrics() + q.as_deref().unwrap_or_default();
+            metrics::join_openmetrics(&t, &own)
+        }
         Err(r) => return r,
     };
     let accept = headers

@@ -21,7 +21,7 @@ use super::listen::{BoundSocket, Listener, bind_unix, unix_err};
 use super::{ApiBackend, ApiConfig, ApiError, MAX_HEAD, routes};
 
 /// Status codes counted in `bulkhead_api_requests_total`.
-const CODES: [u16; 8] = [200, 400, 404, 405, 431, 500, 503, 504];
+const CODES: [u16; 9] = [200, 400, 404, 405, 409, 431, 500, 503, 504];
 
 /// How long [`ApiHandle::stop`] waits for open connections to end before
 /// closing them.

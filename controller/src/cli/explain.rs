@@ -6,11 +6,12 @@ use std::io::Write;
 use clap::Args;
 
 use super::{CliError, ManifestArgs, Output};
+use bulkhead_agent::quarantine::QuarantineOrigin;
 use bulkhead_policy::compile::compile;
 use bulkhead_policy::eval::explain::{
     Answer, Explanation, PeerArg, RuleRef, ServiceExplanation, SideExplanation, answer,
 };
-use bulkhead_policy::model::Protocol;
+use bulkhead_policy::model::{Protocol, Quarantine};
 
 /// Arguments of `bulkhead explain`.
 #[derive(Debug, Args)]
@@ -48,11 +49,59 @@ pub struct ExplainArgs {
     /// policies decide what is allowed.
     #[arg(long, value_name = "MODE", default_value = "enforce")]
     pub mode: bulkhead_policy::model::Mode,
+    /// Explain as if these pods were quarantined (`bulkhead quarantine`;
+    /// repeat or comma-separate), besides those their labels quarantine.
+    #[arg(long, value_name = "NS/POD", value_delimiter = ',')]
+    pub quarantined: Vec<String>,
+    /// Also apply the quarantines the agent serving this API socket
+    /// holds (`bulkhead quarantine --list`).
+    #[arg(long, value_name = "PATH")]
+    pub agent_socket: Option<std::path::PathBuf>,
+}
+
+/// The quarantines `args` ask to apply: `--quarantined` and the agent's.
+fn quarantines(args: &ExplainArgs) -> Result<Vec<Quarantine>, CliError> {
+    let mut out = Vec::new();
+    for q in &args.quarantined {
+        let (namespace, pod) = super::quarantine::parse_pod(q)?;
+        out.push(Quarantine {
+            namespace,
+            pod,
+            reason: "bulkhead explain --quarantined".to_owned(),
+            allow_dns: false,
+        });
+    }
+    if let Some(socket) = &args.agent_socket {
+        let hint = "is the agent running with this --api-socket?".to_owned();
+        let stream = super::flows::connect(socket, hint)
+            .map_err(super::quarantine::QuarantineCliError::from)?;
+        let list = bulkhead_agent::api::client::quarantines(stream).map_err(|source| {
+            super::quarantine::QuarantineCliError::Api {
+                socket: socket.clone(),
+                source,
+            }
+        })?;
+        for s in list.quarantines {
+            if s.origin == QuarantineOrigin::Store && !out.iter().any(|q| q.key() == s.key()) {
+                out.push(Quarantine {
+                    namespace: s.namespace,
+                    pod: s.pod,
+                    reason: s.reason,
+                    allow_dns: s.allow_dns,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Runs the command.
 pub fn run(args: &ExplainArgs) -> Result<(), CliError> {
     let mut model = args.manifests.load()?;
+    let quarantines = quarantines(args)?;
+    if !quarantines.is_empty() {
+        model.apply_quarantines(&quarantines);
+    }
     model.default_mode = args.mode;
     model.node_ips = args.node_ip.clone();
     let compiled = compile(&model);

@@ -167,7 +167,29 @@ pub fn query(args: &FlowsArgs) -> Result<String, FlowsError> {
 /// The sockets to use (one per node of a lab) and what to suggest when
 /// nothing is there.
 fn sockets_of(args: &FlowsArgs) -> Result<(Vec<PathBuf>, String), CliError> {
-    Ok(match &args.lab {
+    let (sockets, hint) = agent_sockets(&args.socket, args.lab.as_deref(), args.node.as_deref())?;
+    if let Some(lab) = &args.lab
+        && args.follow
+        && sockets.len() > 1
+    {
+        return Err(FlowsError::FollowNeedsNode {
+            lab: lab.clone(),
+            nodes: sockets.len(),
+        }
+        .into());
+    }
+    Ok((sockets, hint))
+}
+
+/// The API sockets of the agents a command talks to: `socket`, or those
+/// of lab `lab`'s nodes (only `node`'s if given), in node order; and what
+/// to suggest when nothing is there.
+pub(crate) fn agent_sockets(
+    socket: &Path,
+    lab: Option<&str>,
+    node: Option<&str>,
+) -> Result<(Vec<PathBuf>, String), CliError> {
+    Ok(match lab {
         Some(lab) => {
             bulkhead_lab::naming::check_lab_name(lab)?;
             let hint = format!(
@@ -176,30 +198,26 @@ fn sockets_of(args: &FlowsArgs) -> Result<(Vec<PathBuf>, String), CliError> {
             let state = bulkhead_lab::state::LabState::load(lab)?;
             let sockets = match &state {
                 Some(state) => {
-                    let nodes = state.node_indices(args.node.as_deref())?;
+                    let nodes = state.node_indices(node)?;
                     let sockets: Vec<PathBuf> = nodes
                         .iter()
                         .filter_map(|&i| state.nodes[i].agent.as_ref())
                         .map(|a| a.api_socket.clone())
                         .collect();
                     if sockets.is_empty() {
-                        return Err(bulkhead_lab::LabError::NoAgent { name: lab.clone() }.into());
+                        return Err(bulkhead_lab::LabError::NoAgent {
+                            name: lab.to_owned(),
+                        }
+                        .into());
                     }
                     sockets
                 }
                 None => vec![bulkhead_lab::state::lab_dir(lab).join(SOCKET_NAME)],
             };
-            if args.follow && sockets.len() > 1 {
-                return Err(FlowsError::FollowNeedsNode {
-                    lab: lab.clone(),
-                    nodes: sockets.len(),
-                }
-                .into());
-            }
             (sockets, hint)
         }
         None => (
-            vec![args.socket.clone()],
+            vec![socket.to_owned()],
             "start the agent (`bulkhead agent --manifests DIR`), or name another with \
              --socket PATH, or a lab's agent with --lab NAME"
                 .to_owned(),

@@ -8,6 +8,7 @@ pub mod flows;
 pub mod lab;
 pub mod promote;
 pub mod propose;
+pub mod quarantine;
 pub mod status;
 
 use std::path::PathBuf;
@@ -49,6 +50,10 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Policies in audit mode: every flow they would deny, grouped by policy and peer.
     Audit(audit::AuditArgs),
+    /// Cut a pod off the network at once, established connections included, whatever the policies allow (or --list).
+    Quarantine(quarantine::QuarantineArgs),
+    /// Lift a pod's quarantine: its policies apply again, exactly as before.
+    Unquarantine(quarantine::UnquarantineArgs),
 }
 
 /// Output format.
@@ -149,6 +154,9 @@ pub enum CliError {
     /// `bulkhead flows` could not read the agent's flows.
     #[error(transparent)]
     Flows(#[from] flows::FlowsError),
+    /// `bulkhead quarantine` or `unquarantine` failed.
+    #[error(transparent)]
+    Quarantine(#[from] quarantine::QuarantineCliError),
     /// `bulkhead propose` could not read its input or write its files.
     #[error(transparent)]
     Propose(#[from] propose::ProposeError),
@@ -184,6 +192,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Propose(args) => propose::run(&args),
         Command::Promote(args) => promote::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Quarantine(args) => quarantine::run(&args),
+        Command::Unquarantine(args) => quarantine::run_unquarantine(&args),
     }
 }
 

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{CliError, Output};
 use bulkhead_agent::AgentState;
+use bulkhead_agent::quarantine::QuarantineState;
 use bulkhead_dataplane::status::{self, MapStatus};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, DataplaneError, PinDir};
 use bulkhead_lab::LabError;
@@ -55,6 +56,8 @@ struct Report<'a> {
     #[serde(flatten)]
     maps: &'a MapStatus,
     pods: Vec<(u32, &'a str, &'a str)>,
+    /// The quarantines in force as of the agent's last sync.
+    quarantines: &'a [QuarantineState],
 }
 
 /// The pin directory of lab `name`'s agent, and where it reads pods and
@@ -131,6 +134,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                         pod_of(e.ifindex).map(|p| (e.ifindex, p.pod.as_str(), p.ifname.as_str()))
                     })
                     .collect(),
+                quarantines: state.as_ref().map_or(&[], |s| s.quarantines.as_slice()),
             };
             serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
             writeln!(out)?;
@@ -209,6 +213,15 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                     e.hooks.join(","),
                     addrs.join(" ")
                 )?;
+            }
+            let quarantines = state.as_ref().map_or(&[][..], |s| &s.quarantines);
+            if quarantines.is_empty() {
+                writeln!(out, "quarantines: none")?;
+            } else {
+                writeln!(out, "quarantines: {}", quarantines.len())?;
+                for q in quarantines {
+                    super::quarantine::write_state(&mut out, q)?;
+                }
             }
             writeln!(out, "drops:")?;
             for (reason, n) in &maps.drops {

@@ -17,6 +17,8 @@ pub(super) struct Fake {
     pub queries: Mutex<Vec<String>>,
     /// What `/v1/history` answers: `None` is an agent without a history.
     pub history: Option<Result<String, String>>,
+    /// The quarantines `/v1/quarantine` serves: `None` is an agent without.
+    pub quarantine: Option<Arc<crate::quarantine::QuarantineStore>>,
 }
 
 pub(super) fn record(n: u32) -> String {
@@ -98,6 +100,10 @@ impl ApiBackend for Fake {
 
     fn accounting(&self) -> serde_json::Value {
         serde_json::json!({ "balanced": true })
+    }
+
+    fn quarantine(&self) -> Option<Arc<crate::quarantine::QuarantineStore>> {
+        self.quarantine.clone()
     }
 
     fn history(&self) -> Result<String, HistoryError> {
