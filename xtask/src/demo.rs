@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: sets up, builds, then tells the story on real
 //! packets: the demo shop as a lab (pods as network namespaces, the agent
 //! enforcing in the node namespace), open; least privilege applied; the
-//! denied connections; why; what the dataplane counts; verify; down. Then
+//! denied connections; why; a guardrail; Services; a compromised pod
+//! quarantined and restored; what the dataplane counts; verify; down. Then
 //! three nodes ([`nodes`]): learnt on every node, proposed from the merged
 //! history, enforced at both ends of cross-node connections. Then cluster
 //! mode ([`cluster`]): a lab whose agent reads the Kubernetes API, changed
@@ -184,6 +185,7 @@ impl Demo<'_> {
         self.guardrail_scene(&watched)?;
         self.service_scene(&w)?;
         self.node_scene(&w)?;
+        self.quarantine_scene(&w)?;
         scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
         self.bulkhead(&["status", "--lab", LAB])?;
         self.agent_death_scene()?;
@@ -266,6 +268,59 @@ impl Demo<'_> {
         std::fs::remove_file(watched.join("oops-allow-all.yaml"))
             .with_context(|| format!("removing oops-allow-all.yaml from {w}"))?;
         self.bulkhead(&["lab", "sync", "--name", LAB])
+    }
+
+    /// A compromised pod cut off in one command: above every tier and
+    /// mode, established connections stopped, flow records and explain
+    /// naming the quarantine, then lifted: the verdicts of before.
+    fn quarantine_scene(&self, watched: &str) -> Result<()> {
+        scene(
+            "The api pod is compromised: one command quarantines it in the kernel, above every \
+             policy and tier (DNS still allowed, to watch what it resolves)",
+        );
+        self.bulkhead(&[
+            "quarantine",
+            "shop/api",
+            "--reason",
+            "beaconing to an unknown address",
+            "--allow-dns",
+            "--lab",
+            LAB,
+        ])?;
+        scene("Real packets: nothing reaches the api, and the api reaches only the cluster's DNS");
+        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/api"])?;
+        self.bulkhead(&["lab", "probe", "--name", LAB, "--from", "shop/api"])?;
+        scene("Its flow records say quarantined, and why");
+        // The probes' connections end by idle timeout (2 s in this lab).
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        self.bulkhead(&[
+            "flows",
+            "--lab",
+            LAB,
+            "--pod",
+            "shop/api",
+            "--verdict",
+            "quarantined",
+            "--last",
+            "4",
+        ])?;
+        scene("Why can the frontend no longer reach the api? explain names the quarantine");
+        self.bulkhead(&[
+            "explain",
+            "--manifests",
+            watched,
+            "--quarantined",
+            "shop/api",
+            "--from",
+            "shop/frontend",
+            "--to",
+            "shop/api",
+            "--port",
+            "8080",
+        ])?;
+        scene("Lifted: the api's connections are judged by the policies again, exactly as before");
+        self.bulkhead(&["unquarantine", "shop/api", "--lab", LAB])?;
+        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/api"])
     }
 
     /// Through Services: the same verdicts when clients connect to
