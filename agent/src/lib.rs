@@ -17,6 +17,7 @@
 //! socket) the CLI and the CNI plugin talk to, and [`cni`], the registry of
 //! what the chained CNI plugin reported.
 
+pub mod alerts;
 pub mod api;
 pub mod cni;
 mod cnibind;
