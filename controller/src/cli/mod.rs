@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod baseline;
 pub mod connectivity;
 pub mod explain;
 pub mod flows;
@@ -49,6 +50,8 @@ pub enum Command {
     Promote(promote::PromoteArgs),
     /// Policies in audit mode: every flow they would deny, grouped by policy and peer.
     Audit(audit::AuditArgs),
+    /// Baselines of how workloads talk, for the agent's deviation alerts: take, accept, show.
+    Baseline(baseline::BaselineArgs),
 }
 
 /// Output format.
@@ -167,6 +170,9 @@ pub enum CliError {
         /// Edges replayed.
         replayed: usize,
     },
+    /// A baseline, its edges or alerts, or the agent's alerting flags.
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineCliError),
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -184,6 +190,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Propose(args) => propose::run(&args),
         Command::Promote(args) => promote::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Baseline(args) => baseline::run(&args),
     }
 }
 
