@@ -646,15 +646,21 @@ pub struct Alertmanager {
 }
 
 impl Alertmanager {
-    /// Starts `prometheus-alertmanager` in `netns` and waits for
-    /// `/-/ready`.
+    /// Starts `prometheus-alertmanager` in `netns` on a free port and
+    /// waits for `/-/ready`.
     pub fn start(netns: &str) -> Result<Self> {
+        Self::start_on(netns, free_tcp_port(netns)?)
+    }
+
+    /// Starts `prometheus-alertmanager` in `netns` on `127.0.0.1:port`
+    /// (a port fixed before the namespace's other users start) and waits
+    /// for `/-/ready`.
+    pub fn start_on(netns: &str, port: u16) -> Result<Self> {
         let dir = TempDir::new("alertmanager")?;
         let config = "route:\n  receiver: nobody\n  group_wait: 1s\n  group_interval: 1s\n\
                       receivers:\n  - name: nobody\n";
         let config_path = dir.0.join("alertmanager.yml");
         fs::write(&config_path, config)?;
-        let port = free_tcp_port(netns)?;
         let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
         let utf8 = |p: &Path| -> Result<String> {
             Ok(p.to_str().context("temp dir is not UTF-8")?.to_owned())

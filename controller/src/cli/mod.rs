@@ -39,7 +39,7 @@ pub enum Command {
     /// Pods as network namespaces with real servers: up, probe, verify, down.
     Lab(lab::LabArgs),
     /// The per-node agent: enforce the manifests' policy on local pod veths, follow changes.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// What the pinned dataplane enforces: revision, endpoints, map fill, drops.
     Status(status::StatusArgs),
     /// Recent and live flows from the agent, filtered: one line each, or JSON Lines.
