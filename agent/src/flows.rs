@@ -94,12 +94,12 @@ struct Shared {
     /// One `/v1/history` answer built at a time: each holds the whole
     /// history and its JSON in memory (a million edges: hundreds of MiB).
     history_answer: Mutex<()>,
+    /// The baseline detectors, when alerting is on.
+    alerts: Mutex<Option<crate::alerts::Alerts>>,
     metrics: Arc<Metrics>,
     health: Mutex<HealthState>,
     /// CNI registrations the API's `/v1/cni` routes serve.
     cni: Arc<crate::cni::Registry>,
-    /// The baseline detectors, when alerting is on.
-    alerts: Mutex<Option<crate::alerts::Alerts>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -180,10 +180,10 @@ impl AgentFlows {
             history,
             store,
             history_answer: Mutex::new(()),
+            alerts: Mutex::new(alerts),
             metrics,
             health: Mutex::new(health),
             cni,
-            alerts: Mutex::new(alerts),
         });
         let backend: Arc<dyn ApiBackend> = Arc::new(Backend(shared.clone()));
         let api = match Api::start(cfg.api.clone(), backend, runtime) {

@@ -46,12 +46,12 @@ pub enum Command {
     Flows(flows::FlowsArgs),
     /// Propose NetworkPolicies that allow exactly the observed flows, with a coverage proof.
     Propose(propose::ProposeArgs),
+    /// Baselines of how workloads talk, for the agent's deviation alerts: take, accept, show.
+    Baseline(baseline::BaselineArgs),
     /// Change the mode of NetworkPolicies in their manifests (audit → enforce), safely.
     Promote(promote::PromoteArgs),
     /// Policies in audit mode: every flow they would deny, grouped by policy and peer.
     Audit(audit::AuditArgs),
-    /// Baselines of how workloads talk, for the agent's deviation alerts: take, accept, show.
-    Baseline(baseline::BaselineArgs),
 }
 
 /// Output format.
@@ -188,9 +188,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => status::run(&args),
         Command::Flows(args) => flows::run(&args),
         Command::Propose(args) => propose::run(&args),
+        Command::Baseline(args) => baseline::run(&args),
         Command::Promote(args) => promote::run(&args),
         Command::Audit(args) => audit::run(&args),
-        Command::Baseline(args) => baseline::run(&args),
     }
 }
 
