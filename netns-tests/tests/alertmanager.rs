@@ -122,7 +122,7 @@ fn alerts_arrive_as_sent_and_an_alert_sent_twice_is_one() {
     assert_eq!(got[0]["alertname"], ALERTNAME);
     assert_eq!(got[0]["kind"], "new_port");
     assert_eq!(got[0]["peer"], "shop/Deployment/db");
-    let held = alerts
+    let held = alerts_again
         .iter()
         .find(|v| v["labels"]["port"] == "8080")
         .unwrap();
