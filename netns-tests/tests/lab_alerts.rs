@@ -137,7 +137,7 @@ fn learned_traffic_is_quiet_a_new_edge_alerts_once_a_scan_once() {
         assert_eq!(l["baseline"], "shop");
         assert_eq!(l["namespace"], "shop");
         assert_eq!(l["workload"], "Deployment/frontend");
-        assert_eq!(l["peer"], "shop/Deployment/db");
+        assert_eq!(l["peer"], "shop/StatefulSet/db");
         assert_eq!(
             (l["protocol"].as_str(), l["port"].as_str()),
             (Some("TCP"), Some("5432"))
