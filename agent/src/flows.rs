@@ -47,6 +47,8 @@ pub struct FlowsConfig {
     pub api: ApiConfig,
     /// Durable edge history for `bulkhead propose` (an exporter), if any.
     pub history_db: Option<PathBuf>,
+    /// Baseline-deviation alerts (off without baselines).
+    pub alerts: crate::alerts::AlertsConfig,
 }
 
 /// The durable history as `GET /v1/history` serves it.
@@ -92,6 +94,8 @@ struct Shared {
     /// One `/v1/history` answer built at a time: each holds the whole
     /// history and its JSON in memory (a million edges: hundreds of MiB).
     history_answer: Mutex<()>,
+    /// The baseline detectors, when alerting is on.
+    alerts: Mutex<Option<crate::alerts::Alerts>>,
     metrics: Arc<Metrics>,
     health: Mutex<HealthState>,
     /// CNI registrations the API's `/v1/cni` routes serve.
@@ -173,11 +177,13 @@ impl AgentFlows {
             None => (None, Arc::new(Metrics::new())),
         };
         metrics.set_up(true);
+        let alerts = start_alerts(cfg, history.as_ref(), &mut health);
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             history,
             store,
             history_answer: Mutex::new(()),
+            alerts: Mutex::new(alerts),
             metrics,
             health: Mutex::new(health),
             cni,
@@ -279,11 +285,44 @@ impl AgentFlows {
                 Err(e) => tracing::error!(error = %e, "stopping the flow pipeline"),
             }
         }
+        // After the pipeline: its last records reach the detectors.
+        let alerts = lock(&self.shared.alerts).take();
+        if let Some(a) = alerts
+            && let Err(e) = tokio::task::spawn_blocking(move || a.stop()).await
+        {
+            tracing::error!(error = %e, "stopping the alert detectors");
+        }
     }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The baseline detectors over the pipeline's live records, if baselines
+/// are given (alerting that cannot start degrades health, as the flow
+/// pipeline's failing does).
+fn start_alerts(
+    cfg: &FlowsConfig,
+    history: Option<&Arc<History>>,
+    health: &mut HealthState,
+) -> Option<crate::alerts::Alerts> {
+    if !cfg.alerts.enabled() {
+        return None;
+    }
+    let started = match history {
+        Some(h) => crate::alerts::Alerts::start(&cfg.alerts, &cfg.pipeline.node, Arc::clone(h))
+            .map_err(|e| e.to_string()),
+        None => Err("flow visibility is off: no live records to check".to_owned()),
+    };
+    started
+        .inspect_err(|e| {
+            tracing::error!(error = %e, "baseline alerts are off");
+            health
+                .flow_error
+                .get_or_insert_with(|| format!("alerts: {e}"));
+        })
+        .ok()
 }
 
 /// The history store, if configured (its open failing stops the pipeline,
@@ -331,7 +370,11 @@ struct Backend(Arc<Shared>);
 
 impl ApiBackend for Backend {
     fn metrics(&self) -> String {
-        self.0.metrics.render()
+        let text = self.0.metrics.render();
+        match lock(&self.0.alerts).as_ref() {
+            Some(a) => a.append_metrics(text),
+            None => text,
+        }
     }
 
     fn cni(&self) -> Option<Arc<crate::cni::Registry>> {

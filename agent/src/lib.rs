@@ -18,6 +18,7 @@
 //! what the chained CNI plugin reported, and [`quarantine`], the pods an
 //! operator cut off (`bulkhead quarantine`), which wake the loop too.
 
+pub mod alerts;
 pub mod api;
 pub mod cni;
 mod cnibind;

@@ -39,6 +39,51 @@ fn connectivity_json_lines_have_the_documented_shape() {
 }
 
 #[test]
+fn baseline_bad_input_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.json");
+    let missing = missing.to_str().unwrap();
+    let out = bulkhead(&["baseline", "show", missing]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.json"));
+
+    let file = dir.path().join("b.json");
+    std::fs::write(
+        &file,
+        r#"{"schema":"bulkhead.baseline/v1","name":"b","scope":[{"namespace":"shop"}],"versions":[]}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = bulkhead(&["baseline", "accept", file, "--edge", "shop/web,x,TCP/1"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("shop/web"), "{err}");
+
+    let out = bulkhead(&["baseline", "show", file, "--output", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["name"], "b");
+
+    let out = bulkhead(&["agent", "--manifests", &demo(), "--baseline", missing]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = bulkhead(&[
+        "agent",
+        "--manifests",
+        &demo(),
+        "--baseline",
+        file,
+        "--alertmanager",
+        "https://am",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only http://"));
+}
+
+#[test]
 fn explain_json_and_text() {
     let args = [
         "explain",

@@ -18,6 +18,7 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 pub const DEFAULT_SUBSCRIPTION_QUEUE: usize = 4_096;
 
 struct Subscriber {
+    id: u64,
     filter: Filter,
     tx: SyncSender<Arc<FlowRecord>>,
     lost: Arc<AtomicU64>,
@@ -32,13 +33,21 @@ pub struct History {
     subscriber_lost: AtomicU64,
     /// Records pushed.
     pushed: AtomicU64,
+    /// The next subscription's id.
+    next_id: AtomicU64,
 }
 
 /// A live feed of new records matching a filter.
 pub struct Subscription {
+    id: SubscriptionId,
     rx: Receiver<Arc<FlowRecord>>,
     lost: Arc<AtomicU64>,
 }
+
+/// Names a subscription, to end it from another thread
+/// ([`History::unsubscribe`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SubscriptionId(u64);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves plain data behind; keep going.
@@ -54,6 +63,7 @@ impl History {
             subscribers: Mutex::new(Vec::new()),
             subscriber_lost: AtomicU64::new(0),
             pushed: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
         }
     }
 
@@ -147,16 +157,34 @@ impl History {
     pub fn subscribe(&self, filter: Filter, queue: usize) -> Subscription {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
         let lost = Arc::new(AtomicU64::new(0));
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.subscribers).push(Subscriber {
+            id,
             filter,
             tx,
             lost: lost.clone(),
         });
-        Subscription { rx, lost }
+        Subscription {
+            id: SubscriptionId(id),
+            rx,
+            lost,
+        }
+    }
+
+    /// Ends subscription `id`: nothing more is queued to it, and once its
+    /// reader has taken what is queued it sees the feed closed (so a
+    /// reader blocked on it wakes). Ending one that ended is a no-op.
+    pub fn unsubscribe(&self, id: SubscriptionId) {
+        lock(&self.subscribers).retain(|s| s.id != id.0);
     }
 }
 
 impl Subscription {
+    /// Its id, for [`History::unsubscribe`].
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
     /// The next record, waiting at most `timeout`.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Arc<FlowRecord>, RecvTimeoutError> {
         self.rx.recv_timeout(timeout)
@@ -216,6 +244,27 @@ mod tests {
         h.push_all(&batch);
         assert_eq!(h.query(&Filter::default(), 1)[0].dst.port, 19);
         assert_eq!(h.pushed(), 16);
+    }
+
+    #[test]
+    fn unsubscribe_closes_one_feed_after_what_is_queued() {
+        let h = History::new(10);
+        let a = h.subscribe(Filter::default(), 10);
+        let b = h.subscribe(Filter::default(), 10);
+        h.push(rec(1, FlowVerdict::Allowed));
+        let id = a.id();
+        let waiter = std::thread::spawn(move || {
+            let first = a.recv_timeout(Duration::MAX).map(|r| r.dst.port);
+            (first, a.recv_timeout(Duration::MAX).is_err())
+        });
+        h.unsubscribe(id);
+        assert_eq!(waiter.join().unwrap(), (Ok(1), true));
+        h.push(rec(2, FlowVerdict::Allowed));
+        assert_eq!(h.subscribers(), 1);
+        let ports: Vec<u16> = std::iter::from_fn(|| b.try_recv().ok())
+            .map(|r| r.dst.port)
+            .collect();
+        assert_eq!(ports, vec![1, 2]);
     }
 
     #[test]

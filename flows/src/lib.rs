@@ -29,7 +29,7 @@ pub mod source;
 pub use aggregate::AggregateConfig;
 pub use enrich::{Enricher, SharedEnricher};
 pub use filter::Filter;
-pub use history::{History, Subscription};
+pub use history::{History, Subscription, SubscriptionId};
 pub use metrics::Metrics;
 pub use pipeline::{Accounting, Pipeline, PipelineConfig, PipelineError, PipelineHandle};
 pub use record::FlowRecord;

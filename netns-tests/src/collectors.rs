@@ -1,13 +1,13 @@
 //! Real collectors for the flow-export acceptance tests: `nfcapd` (Debian
 //! `nfdump`) receives IPFIX and `nfdump` decodes it, and a real `prometheus`
-//! server scrapes `/metrics`.
+//! server scrapes `/metrics`; a real Alertmanager receives alerts.
 //!
-//! Both run inside a given network namespace (a `Command` that enters it
+//! Each runs inside a given network namespace (a `Command` that enters it
 //! before exec: `bulkhead_netkit::NsHandle::command`),
 //! bound to that namespace's `127.0.0.1` only, with their files in a fresh
 //! temporary directory. Dropping one (also while a test panics) stops the
 //! process, reaps it and removes the directory. `cargo xtask setup`
-//! installs both packages.
+//! installs their packages.
 //!
 //! Sockets that must live in the namespace (a UDP exporter, a `/metrics`
 //! server, an HTTP client) are made with [`in_netns`]: the closure runs on a
@@ -630,6 +630,119 @@ impl Prometheus {
                 );
             }
             thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A real Alertmanager (`prometheus-alertmanager`, API v2) in a network
+/// namespace: its web API on a free port of `127.0.0.1`, clustering off
+/// (no gossip port), its data in a fresh temporary directory. One receiver
+/// that notifies nobody: the tests read the alerts back through the API.
+pub struct Alertmanager {
+    daemon: Daemon,
+    netns: String,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl Alertmanager {
+    /// Starts `prometheus-alertmanager` in `netns` on a free port and
+    /// waits for `/-/ready`.
+    pub fn start(netns: &str) -> Result<Self> {
+        Self::start_on(netns, free_tcp_port(netns)?)
+    }
+
+    /// Starts `prometheus-alertmanager` in `netns` on `127.0.0.1:port`
+    /// (a port fixed before the namespace's other users start) and waits
+    /// for `/-/ready`.
+    pub fn start_on(netns: &str, port: u16) -> Result<Self> {
+        let dir = TempDir::new("alertmanager")?;
+        let config = "route:\n  receiver: nobody\n  group_wait: 1s\n  group_interval: 1s\n\
+                      receivers:\n  - name: nobody\n";
+        let config_path = dir.0.join("alertmanager.yml");
+        fs::write(&config_path, config)?;
+        let addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+        let utf8 = |p: &Path| -> Result<String> {
+            Ok(p.to_str().context("temp dir is not UTF-8")?.to_owned())
+        };
+        let args = [
+            format!("--config.file={}", utf8(&config_path)?),
+            format!("--storage.path={}", utf8(&dir.0.join("data"))?),
+            format!("--web.listen-address={addr}"),
+            // No cluster: it would gossip on 0.0.0.0:9094.
+            "--cluster.listen-address=".to_owned(),
+            "--log.level=warn".to_owned(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let daemon = Daemon::spawn(
+            "alertmanager",
+            netns,
+            "/usr/bin/prometheus-alertmanager",
+            &args,
+            dir.0.join("alertmanager.log"),
+        )?;
+        let mut am = Self {
+            daemon,
+            netns: netns.to_owned(),
+            addr,
+            _dir: dir,
+        };
+        let (netns, addr) = (am.netns.clone(), am.addr);
+        wait_ready(&mut am.daemon, || {
+            http_get(&netns, addr, "/-/ready").is_ok_and(|(status, _)| status == 200)
+        })?;
+        Ok(am)
+    }
+
+    /// The web API's address (`127.0.0.1:PORT` inside the namespace).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, for a client inside the namespace.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Alertmanager's output so far (warnings and errors).
+    pub fn log(&self) -> String {
+        self.daemon.log()
+    }
+
+    /// `GET /api/v2/alerts`: every alert it holds (`gettableAlert`s).
+    pub fn alerts(&self) -> Result<Vec<Value>> {
+        let (status, body) = http_get(&self.netns, self.addr, "/api/v2/alerts")?;
+        ensure!(status == 200, "GET /api/v2/alerts: HTTP {status}: {body}");
+        let v: Value = serde_json::from_str(&body).context("alerts are not JSON")?;
+        v.as_array()
+            .cloned()
+            .with_context(|| format!("alerts are not an array: {body}"))
+    }
+
+    /// Polls [`Alertmanager::alerts`] every 100 ms until `predicate` holds,
+    /// and returns them; fails after `timeout` with the last answer and the
+    /// log.
+    pub fn wait_for(
+        &self,
+        mut predicate: impl FnMut(&[Value]) -> bool,
+        timeout: Duration,
+    ) -> Result<Vec<Value>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let result = self.alerts();
+            if let Ok(alerts) = &result
+                && predicate(alerts)
+            {
+                return result;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "Alertmanager's alerts did not match within {timeout:?}; last: {result:?}\n\
+                     alertmanager log:\n{}",
+                    self.log()
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::{cmd, tools};
 ///   `nfdump -r` decodes it, in the flow-export tests;
 /// - `prometheus`: a real server scrapes the agent's `/metrics` in the
 ///   metrics tests;
+/// - `prometheus-alertmanager`: a real Alertmanager (v2 API) the alert
+///   tests deliver baseline-deviation alerts to and read them back from;
 /// - `iptables`, `ipset`, `nftables`: the contenders of the comparison
 ///   benchmark (`cargo xtask compare`), run inside its namespaces only;
 /// - `sockperf`, `iperf3`: its latency and bulk-throughput measurements;
@@ -30,7 +32,7 @@ use crate::{cmd, tools};
 ///   `host-local`, ... under `/usr/lib/cni`) that the CNI tests chain
 ///   `bulkhead-cni` after, as a node's runtime does.
 ///
-/// The tests start `nfcapd` and `prometheus` themselves, inside network
+/// The tests start `nfcapd`, `prometheus` and `prometheus-alertmanager` themselves, inside network
 /// namespaces; the packages' own services must not run (see
 /// [`NO_SERVICE_START`]).
 pub const APT_PACKAGES: &[&str] = &[
@@ -39,6 +41,7 @@ pub const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "nfdump",
     "prometheus",
+    "prometheus-alertmanager",
     "iptables",
     "ipset",
     "nftables",
@@ -80,8 +83,9 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 
 /// Services of [`APT_PACKAGES`] that their packages enable (for systemd and
 /// for sysvinit) and that setup disables: nothing but the tests should run
-/// these, and `prometheus` would listen on `:9090` of the host.
-pub const DISABLED_SERVICES: &[&str] = &["nfdump", "prometheus"];
+/// these, and `prometheus` would listen on `:9090` of the host
+/// (`prometheus-alertmanager` on `:9093`, and it would gossip on `:9094`).
+pub const DISABLED_SERVICES: &[&str] = &["nfdump", "prometheus", "prometheus-alertmanager"];
 
 /// The rustup toolchain that builds the eBPF crate (it needs `-Z build-std`).
 /// Undated on purpose: the machine's `nightly` is the one known to exist.

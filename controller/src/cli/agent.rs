@@ -8,13 +8,18 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use ipnetwork::IpNetwork;
 
+use super::baseline::BaselineCliError;
 use super::{CliError, ManifestArgs};
+use bulkhead_agent::alerts::AlertsConfig;
+use bulkhead_agent::alerts::alertmanager::Endpoint;
 use bulkhead_agent::api::{self, ApiConfig};
 use bulkhead_agent::{self as agent, AgentConfig, FlowsConfig, SourceConfig};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, TcMode};
 use bulkhead_flows::PipelineConfig;
 use bulkhead_flows::export::ipfix::IpfixConfig;
 use bulkhead_flows::export::jsonl::{JsonlConfig, JsonlTarget};
+use bulkhead_learn::baseline::Baseline;
+use bulkhead_learn::baseline::detect::DetectConfig;
 use bulkhead_policy::model::Mode;
 use bulkhead_policy::source::kubernetes::KubeConfig;
 use bulkhead_policy::source::manifest::Purpose;
@@ -155,6 +160,29 @@ pub struct AgentArgs {
     /// Grace period after a policy switch before the old slot is rewritten, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10, hide = true)]
     pub grace_ms: u64,
+    /// Alert on live connections outside this baseline (repeatable; made
+    /// by `bulkhead baseline take`).
+    #[arg(long = "baseline", value_name = "FILE")]
+    pub baselines: Vec<PathBuf>,
+    /// Append baseline alerts to this file as JSON Lines.
+    #[arg(long, value_name = "PATH", requires = "baselines")]
+    pub alerts_jsonl: Option<PathBuf>,
+    /// Post baseline alerts to this Alertmanager (its v2 API), e.g.
+    /// http://alertmanager.monitoring:9093.
+    #[arg(long, value_name = "URL", requires = "baselines")]
+    pub alertmanager: Option<String>,
+    /// An edge outside the baseline raises at most one alert per this many
+    /// seconds (Alertmanager resolves it after as long without one).
+    #[arg(long, value_name = "SECS", default_value_t = 3600)]
+    pub alert_interval: u64,
+    /// How long a source's deviations are held to tell a scan from a few
+    /// new edges, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    pub scan_window_ms: u64,
+    /// Distinct peers or ports outside the baseline within the scan window
+    /// that make one scan alert.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub scan_targets: usize,
 }
 
 /// Runs `bulkhead agent`.
@@ -190,7 +218,7 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         host_routing: args.host_routing == Switch::On,
         tc_mode: args.tc_attach,
         grace: Duration::from_millis(args.grace_ms),
-        flows: flows_config(args),
+        flows: flows_config(args)?,
         service_mark: args.service_mark,
         uplinks: args.uplinks.clone(),
     };
@@ -241,8 +269,33 @@ fn manifest_source(args: &AgentArgs, path: &std::path::Path) -> SourceConfig {
     }
 }
 
+/// Alerting's configuration from the flags: the baselines read, the
+/// Alertmanager URL checked (bad input stops the agent before it starts).
+fn alerts_config(args: &AgentArgs) -> Result<AlertsConfig, BaselineCliError> {
+    let baselines = args
+        .baselines
+        .iter()
+        .map(|p| Baseline::read(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let alertmanager = args
+        .alertmanager
+        .as_deref()
+        .map(Endpoint::parse)
+        .transpose()?;
+    Ok(AlertsConfig {
+        baselines,
+        detect: DetectConfig {
+            interval_ms: args.alert_interval.max(1).saturating_mul(1000),
+            scan_window_ms: args.scan_window_ms.max(1),
+            scan_targets: args.scan_targets.max(2),
+        },
+        jsonl: args.alerts_jsonl.clone(),
+        alertmanager,
+    })
+}
+
 /// The flow side's configuration from the flags.
-fn flows_config(args: &AgentArgs) -> FlowsConfig {
+fn flows_config(args: &AgentArgs) -> Result<FlowsConfig, BaselineCliError> {
     let node = args.node_name.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
             .ok()
@@ -265,7 +318,7 @@ fn flows_config(args: &AgentArgs) -> FlowsConfig {
         }
     });
     pipeline.ipfix = args.ipfix.map(IpfixConfig::new);
-    FlowsConfig {
+    Ok(FlowsConfig {
         enabled: args.flows == Switch::On,
         pipeline,
         api: ApiConfig {
@@ -274,5 +327,6 @@ fn flows_config(args: &AgentArgs) -> FlowsConfig {
             ..ApiConfig::default()
         },
         history_db: args.history_db.clone(),
-    }
+        alerts: alerts_config(args)?,
+    })
 }

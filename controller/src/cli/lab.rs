@@ -46,7 +46,7 @@ pub enum LabCommand {
     /// servers on every container port, and an agent per node enforcing
     /// the manifests' policy. Returns once every server listens and every
     /// agent enforces.
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Wait until the agent enforces the watched directory's current
     /// content (with the Kubernetes API as its source: everything the API
     /// had when asked, by resourceVersion); fails with the agent's error if
@@ -142,6 +142,20 @@ pub struct UpArgs {
     /// The agent finishes flows idle this long, in seconds (default 15).
     #[arg(long, value_name = "SECS")]
     pub flow_idle_timeout: Option<u64>,
+    /// The agents alert on connections outside this baseline (repeatable;
+    /// see `bulkhead baseline take --lab`).
+    #[arg(long = "baseline", value_name = "FILE", conflicts_with = "no_agent")]
+    pub baselines: Vec<PathBuf>,
+    /// The agents post their alerts to this Alertmanager (a URL reachable
+    /// from the node namespace, e.g. http://127.0.0.1:9093).
+    #[arg(long, value_name = "URL", requires = "baselines")]
+    pub alertmanager: Option<String>,
+    /// The agents append their alerts to this file as JSON Lines.
+    #[arg(long, value_name = "PATH", requires = "baselines")]
+    pub alerts_jsonl: Option<PathBuf>,
+    /// The agents' scan window, in milliseconds (see `bulkhead agent --help`).
+    #[arg(long, value_name = "MS", requires = "baselines")]
+    pub scan_window_ms: Option<u64>,
     /// The agent's default policy mode: enforce, audit or learn (policies
     /// and namespaces may set their own with the `bulkhead.io/mode`
     /// annotation; see docs/learn.md).
@@ -677,6 +691,23 @@ fn flow_args(args: &UpArgs) -> Vec<String> {
     }
     if let Some(s) = args.flow_idle_timeout {
         v.extend(["--flow-idle-timeout".to_owned(), s.to_string()]);
+    }
+    // Absolute: the agents need not run where `lab up` did.
+    let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
+    for b in &args.baselines {
+        v.extend(["--baseline".to_owned(), absolute(b).display().to_string()]);
+    }
+    if let Some(u) = &args.alertmanager {
+        v.extend(["--alertmanager".to_owned(), u.clone()]);
+    }
+    if let Some(p) = &args.alerts_jsonl {
+        v.extend([
+            "--alerts-jsonl".to_owned(),
+            absolute(p).display().to_string(),
+        ]);
+    }
+    if let Some(ms) = args.scan_window_ms {
+        v.extend(["--scan-window-ms".to_owned(), ms.to_string()]);
     }
     v
 }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod audit;
+pub mod baseline;
 pub mod connectivity;
 pub mod explain;
 pub mod flows;
@@ -39,13 +40,15 @@ pub enum Command {
     /// Pods as network namespaces with real servers: up, probe, verify, down.
     Lab(lab::LabArgs),
     /// The per-node agent: enforce the manifests' policy on local pod veths, follow changes.
-    Agent(agent::AgentArgs),
+    Agent(Box<agent::AgentArgs>),
     /// What the pinned dataplane enforces: revision, endpoints, map fill, drops.
     Status(status::StatusArgs),
     /// Recent and live flows from the agent, filtered: one line each, or JSON Lines.
     Flows(flows::FlowsArgs),
     /// Propose NetworkPolicies that allow exactly the observed flows, with a coverage proof.
     Propose(propose::ProposeArgs),
+    /// Baselines of how workloads talk, for the agent's deviation alerts: take, accept, show.
+    Baseline(baseline::BaselineArgs),
     /// Change the mode of NetworkPolicies in their manifests (audit → enforce), safely.
     Promote(promote::PromoteArgs),
     /// Policies in audit mode: every flow they would deny, grouped by policy and peer.
@@ -175,6 +178,9 @@ pub enum CliError {
         /// Edges replayed.
         replayed: usize,
     },
+    /// A baseline, its edges or alerts, or the agent's alerting flags.
+    #[error(transparent)]
+    Baseline(#[from] baseline::BaselineCliError),
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),
@@ -190,6 +196,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => status::run(&args),
         Command::Flows(args) => flows::run(&args),
         Command::Propose(args) => propose::run(&args),
+        Command::Baseline(args) => baseline::run(&args),
         Command::Promote(args) => promote::run(&args),
         Command::Audit(args) => audit::run(&args),
         Command::Quarantine(args) => quarantine::run(&args),

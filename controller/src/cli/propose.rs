@@ -261,17 +261,33 @@ fn rendered(args: &ProposeArgs, proposal: &Proposal, proof: &Proof) -> Rendered 
 /// their own pods' traffic (a cross-node connection once at each end), and
 /// the union is what the cluster did.
 fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
+    history_from(
+        &args.flows,
+        &args.history_db,
+        &args.socket,
+        args.lab.as_deref(),
+    )
+}
+
+/// The histories of flow logs, history databases, agents' sockets and a
+/// lab's flow logs, merged (`propose`'s and `baseline take`'s sources).
+pub(super) fn history_from(
+    flows: &[PathBuf],
+    history_db: &[PathBuf],
+    socket: &[PathBuf],
+    lab: Option<&str>,
+) -> Result<History, ProposeError> {
     let mut history = History::default();
-    for path in &args.flows {
+    for path in flows {
         history.merge(&learn::read_jsonl(path)?);
     }
-    for path in &args.history_db {
+    for path in history_db {
         history.merge(&learn::store::read(path)?.history);
     }
-    for path in &args.socket {
+    for path in socket {
         history.merge(&from_agent(path)?.history);
     }
-    if let Some(name) = &args.lab {
+    if let Some(name) = lab {
         // Every node's agent logs its own pods' flows.
         for log in bulkhead_lab::state::flow_logs(name)? {
             history.merge(&learn::read_jsonl(&log)?);

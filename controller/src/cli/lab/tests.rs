@@ -19,7 +19,7 @@ fn up(extra: &[&str]) -> Result<UpArgs, clap::Error> {
     let mut argv = vec!["up", "--manifests", "m"];
     argv.extend_from_slice(extra);
     lab(&argv).map(|c| match c {
-        LabCommand::Up(a) => a,
+        LabCommand::Up(a) => *a,
         _ => unreachable!(),
     })
 }

@@ -1,0 +1,151 @@
+//! The detectors' thread: live records in, alerts out to JSON Lines and the
+//! counters; held scan windows raised when they end, with no record to
+//! wake the thread.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bulkhead_flows::record::{FlowRecord, PodInfo, RecordKind, Timestamp};
+use bulkhead_learn::baseline::Scope;
+use bulkhead_learn::edge::History as EdgeHistory;
+use bulkhead_testkit::flows::flow_record;
+use serde_json::Value;
+
+use super::*;
+
+fn pod(name: &str) -> Option<Arc<PodInfo>> {
+    Some(Arc::new(PodInfo {
+        namespace: "shop".into(),
+        pod: format!("{name}-1").into(),
+        workload: Some(format!("Deployment/{name}").into()),
+        labels: Default::default(),
+    }))
+}
+
+/// A notification of `src` → `dst`:`port` (TCP) seen at the source now.
+fn record(src: &str, dst: &str, port: u16) -> Arc<FlowRecord> {
+    let now = now_ms();
+    let mut r = flow_record();
+    r.kind = RecordKind::Event;
+    r.start = Timestamp(now);
+    r.end = Timestamp(now);
+    r.src.pod = pod(src);
+    r.endpoint = r.src.pod.clone();
+    r.dst.pod = pod(dst);
+    r.dst.external = false;
+    r.dst.ip = "10.0.0.9".parse().unwrap();
+    r.dst.port = port;
+    Arc::new(r)
+}
+
+/// A baseline of shop with web → api:8080 learned.
+fn baseline() -> Baseline {
+    let mut h = EdgeHistory::default();
+    let mut learned = (*record("web", "api", 8080)).clone();
+    learned.kind = RecordKind::Flow;
+    h.add_record(&learned);
+    let b = Baseline::take("shop", vec![Scope::Namespace("shop".into())], &h, 0).unwrap();
+    assert_eq!(b.edges().len(), 1);
+    b
+}
+
+fn lines(path: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn wait_for_lines(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = lines(path);
+        if l.len() >= n {
+            return l;
+        }
+        assert!(Instant::now() < deadline, "{} lines of {n}: {l:?}", l.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn live_records_raise_alerts_to_jsonl_and_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let history = Arc::new(History::new(100));
+    let cfg = AlertsConfig {
+        baselines: vec![baseline()],
+        detect: DetectConfig {
+            interval_ms: 3_600_000,
+            scan_window_ms: 200,
+            scan_targets: 10,
+        },
+        jsonl: Some(path.clone()),
+        alertmanager: None,
+    };
+    let alerts = Alerts::start(&cfg, "node-a", Arc::clone(&history)).unwrap();
+    // Learned: nothing. A new edge, twice (its notification, its flow
+    // record): one alert, once its window ended, with no record after it.
+    history.push(record("web", "api", 8080));
+    history.push(record("web", "db", 5432));
+    history.push(record("web", "db", 5432));
+    let got = wait_for_lines(&path, 1);
+    // Then a scan of 100 ports from api: one scan alert.
+    for port in 1..=100 {
+        history.push(record("api", "db", port));
+    }
+    let got_all = wait_for_lines(&path, 2);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(lines(&path).len(), 2, "{:#?}", lines(&path));
+    assert_eq!(got.len(), 1);
+    let a = &got_all[0];
+    assert_eq!(a["schema"], jsonl::SCHEMA);
+    assert_eq!(a["node"], "node-a");
+    assert_eq!(a["kind"], "new_peer");
+    assert_eq!(a["baseline"], "shop");
+    assert_eq!(a["port"], 5432);
+    assert_eq!(
+        a["dst"],
+        serde_json::json!({"workload": {"namespace": "shop", "workload": "Deployment/db"}})
+    );
+    let s = &got_all[1];
+    assert_eq!(s["kind"], "scan");
+    assert!(s["targets"].as_u64().unwrap() >= 10, "{s}");
+
+    let text = alerts.append_metrics("# EOF\n".into());
+    for line in [
+        "bulkhead_alerts_total{kind=\"new_peer\",baseline=\"shop\"} 1",
+        "bulkhead_alerts_total{kind=\"scan\",baseline=\"shop\"} 1",
+        "bulkhead_alerts_delivered_total{sink=\"jsonl\"} 2",
+        "bulkhead_alerts_records_lost_total 0",
+    ] {
+        assert!(text.contains(line), "{line} missing in:\n{text}");
+    }
+    let started = Instant::now();
+    alerts.stop();
+    assert!(started.elapsed() < Duration::from_secs(2), "stop waited");
+    assert_eq!(history.subscribers(), 0);
+}
+
+#[test]
+fn stopping_raises_what_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let history = Arc::new(History::new(100));
+    let cfg = AlertsConfig {
+        baselines: vec![baseline()],
+        detect: DetectConfig {
+            scan_window_ms: 3_600_000,
+            ..DetectConfig::default()
+        },
+        jsonl: Some(path.clone()),
+        alertmanager: None,
+    };
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history)).unwrap();
+    history.push(record("web", "db", 5432));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(lines(&path).is_empty(), "held for the window");
+    alerts.stop();
+    assert_eq!(lines(&path).len(), 1);
+}
