@@ -1,5 +1,5 @@
 //! [`HistoryExporter`]: the flow pipeline's exporter into the durable
-//! history. Records cross a bounded queue to a writer thread that merges
+//! history (a [`BatchExporter`], as the timeline's is). Records cross a bounded queue to a writer thread that merges
 //! them into an in-memory batch and writes the batch in one transaction
 //! when it is large enough or old enough. A full queue or a failed write
 //! counts the records as lost (as the other exporters do); the pipeline
@@ -58,9 +58,54 @@ pub enum HistoryExporterError {
     },
 }
 
-/// Feeds finished flow records into a [`HistoryStore`].
-pub struct HistoryExporter {
+/// What a [`BatchExporter`] writes into: records merged into a batch on
+/// the writer thread, the batch written in one go.
+pub trait BatchSink: Send + 'static {
+    /// The exporter's name (metrics label `stage`, logs).
+    const NAME: &'static str;
+    /// The writer thread's name.
+    const THREAD: &'static str;
+    /// What records are merged into.
+    type Batch: Default + Send;
+    /// Merges one record into `batch`.
+    fn add(batch: &mut Self::Batch, record: &FlowRecord);
+    /// Writes a batch (of `records` records).
+    fn write(&mut self, batch: Self::Batch, records: u64) -> Result<(), String>;
+}
+
+/// A flow pipeline exporter that merges records into batches on a writer
+/// thread of its own and writes each batch when it is large enough or
+/// old enough ([`HistoryExporterConfig`]); the pipeline never waits.
+pub struct BatchExporter<S> {
     queued: Queued,
+    _sink: std::marker::PhantomData<fn() -> S>,
+}
+
+/// Feeds finished flow records into a [`HistoryStore`].
+pub type HistoryExporter = BatchExporter<HistorySink>;
+
+/// [`HistoryExporter`]'s sink: the store, merged into.
+pub struct HistorySink(Arc<HistoryStore>);
+
+impl BatchSink for HistorySink {
+    const NAME: &'static str = "history";
+    const THREAD: &'static str = "flows-history";
+    type Batch = History;
+
+    fn add(batch: &mut History, record: &FlowRecord) {
+        batch.add_record(record);
+    }
+
+    fn write(&mut self, batch: History, _records: u64) -> Result<(), String> {
+        let outcome = self.0.merge(&batch).map_err(|e| e.to_string())?;
+        if outcome.evicted > 0 {
+            tracing::debug!(
+                evicted = outcome.evicted,
+                "flow history full: least recently seen edges evicted"
+            );
+        }
+        Ok(())
+    }
 }
 
 impl HistoryExporter {
@@ -71,17 +116,24 @@ impl HistoryExporter {
         store: impl Into<Arc<HistoryStore>>,
         config: HistoryExporterConfig,
     ) -> Result<Self, HistoryExporterError> {
+        Self::spawn(HistorySink(store.into()), config)
+    }
+}
+
+impl<S: BatchSink> BatchExporter<S> {
+    /// Starts the writer thread over `sink`.
+    pub fn spawn(sink: S, config: HistoryExporterConfig) -> Result<Self, HistoryExporterError> {
         let counters = Arc::new(ExportCounters::default());
         let writer = Writer {
-            store: store.into(),
+            sink,
             counters: counters.clone(),
             limiter: LogLimiter::new(config.log_interval),
             batch_records: config.batch_records.max(1),
             batch_interval: config.batch_interval,
         };
         let queued = Queued::spawn(
-            "history",
-            "flows-history",
+            S::NAME,
+            S::THREAD,
             config.queue,
             counters,
             config.log_interval,
@@ -89,13 +141,16 @@ impl HistoryExporter {
             move |rx| writer.run(rx),
         )
         .map_err(|source| HistoryExporterError::Spawn { source })?;
-        Ok(Self { queued })
+        Ok(Self {
+            queued,
+            _sink: std::marker::PhantomData,
+        })
     }
 }
 
-impl Exporter for HistoryExporter {
+impl<S: BatchSink> Exporter for BatchExporter<S> {
     fn name(&self) -> &'static str {
-        "history"
+        S::NAME
     }
 
     fn export_waiting(&mut self, record: &Arc<FlowRecord>) {
@@ -119,17 +174,17 @@ impl Exporter for HistoryExporter {
     }
 }
 
-struct Writer {
-    store: Arc<HistoryStore>,
+struct Writer<S> {
+    sink: S,
     counters: Arc<ExportCounters>,
     limiter: LogLimiter,
     batch_records: u64,
     batch_interval: Duration,
 }
 
-impl Writer {
+impl<S: BatchSink> Writer<S> {
     fn run(mut self, rx: Receiver<Arc<FlowRecord>>) {
-        let mut batch = History::default();
+        let mut batch = S::Batch::default();
         let mut taken = 0u64;
         let mut oldest: Option<Instant> = None;
         loop {
@@ -138,7 +193,7 @@ impl Writer {
             });
             let closed = match rx.recv_timeout(wait) {
                 Ok(r) => {
-                    batch.add_record(&r);
+                    S::add(&mut batch, &r);
                     taken += 1;
                     oldest.get_or_insert_with(Instant::now);
                     false
@@ -159,21 +214,13 @@ impl Writer {
         }
     }
 
-    fn write(&mut self, batch: History, records: u64) {
-        match self.store.merge(&batch) {
-            Ok(outcome) => {
-                self.counters.exported(records);
-                if outcome.evicted > 0 {
-                    tracing::debug!(
-                        evicted = outcome.evicted,
-                        "flow history full: least recently seen edges evicted"
-                    );
-                }
-            }
+    fn write(&mut self, batch: S::Batch, records: u64) {
+        match self.sink.write(batch, records) {
+            Ok(()) => self.counters.exported(records),
             Err(e) => {
                 self.counters.lost(LossReason::WriteError, records);
                 if let Some(more) = self.limiter.check() {
-                    tracing::error!(error = %e, lost_batches_since_last_report = more, "writing the flow history failed; records lost");
+                    tracing::error!(error = %e, lost_batches_since_last_report = more, "writing the flow {} failed; records lost", S::NAME);
                 }
             }
         }
