@@ -183,3 +183,38 @@ fn explain_names_the_quarantine_its_tier_and_reason() {
     // at web's side.
     assert!(e.ingress.denied_by.is_none());
 }
+
+#[test]
+fn a_quarantine_holds_across_relabels_and_policy_changes() {
+    let q = quarantine("web", false);
+    // Relabelled (no selector of any policy matches it any more) and a new
+    // policy allowing everything to and from it: the model the agent
+    // compiles next, with its stored quarantines applied again.
+    let changed = CLUSTER.replace("labels: {tier: web}", "labels: {tier: renamed}")
+        + r#"---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-all, namespace: shop}
+spec:
+  podSelector: {}
+  ingress: [{}]
+  egress: [{}]
+"#;
+    let mut model = model_from_yaml(&changed);
+    model.apply_quarantines(std::slice::from_ref(&q));
+    assert!(!verdict(&model, "10.0.0.1", "10.0.0.2", PROTO_TCP, 80).allowed());
+    assert!(!verdict(&model, "10.0.0.2", "10.0.0.1", PROTO_TCP, 80).allowed());
+    // Applied twice (each compile applies the store again): still one
+    // quarantine policy, and lifting it restores the model's verdicts.
+    model.apply_quarantines(std::slice::from_ref(&q));
+    let n = |m: &Model| {
+        m.admin_policies
+            .iter()
+            .filter(|p| p.tier == Tier::Quarantine)
+            .count()
+    };
+    assert_eq!(n(&model), 1);
+    model.apply_quarantines(&[]);
+    assert_eq!(n(&model), 0);
+    assert!(verdict(&model, "10.0.0.2", "10.0.0.1", PROTO_TCP, 80).allowed());
+}
