@@ -25,6 +25,7 @@ mod cnibind;
 pub mod flows;
 pub mod memory;
 mod nodeview;
+mod persisted;
 pub mod process;
 pub mod quarantine;
 mod reconcile;

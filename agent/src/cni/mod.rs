@@ -106,29 +106,24 @@ impl Registry {
     pub fn open(path: Option<PathBuf>) -> Self {
         let mut inner = Inner::default();
         if let Some(p) = &path {
-            match std::fs::read(p) {
-                Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
-                    Ok(f) => {
-                        inner.next_generation = f.next_generation;
-                        for s in f.registrations {
-                            inner.next_generation = inner.next_generation.max(s.generation + 1);
-                            inner
-                                .registrations
-                                .insert(s.registration.container_id.clone(), s);
-                        }
-                        tracing::info!(
-                            registrations = inner.registrations.len(),
-                            file = %p.display(),
-                            "adopted CNI registrations"
-                        );
+            match crate::persisted::read::<File>(p) {
+                Ok(Some(f)) => {
+                    inner.next_generation = f.next_generation;
+                    for s in f.registrations {
+                        inner.next_generation = inner.next_generation.max(s.generation + 1);
+                        inner
+                            .registrations
+                            .insert(s.registration.container_id.clone(), s);
                     }
-                    Err(e) => {
-                        tracing::warn!(file = %p.display(), error = %e, "ignoring unreadable CNI registrations")
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    tracing::info!(
+                        registrations = inner.registrations.len(),
+                        file = %p.display(),
+                        "adopted CNI registrations"
+                    );
+                }
+                Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(file = %p.display(), error = %e, "reading CNI registrations")
+                    tracing::warn!(file = %p.display(), error = %e, "ignoring the CNI registrations file")
                 }
             }
         }
@@ -271,16 +266,10 @@ impl Registry {
             registrations: inner.registrations.values().cloned().collect(),
             next_generation: inner.next_generation,
         };
-        let bytes = serde_json::to_vec_pretty(&file).expect("registrations serialize");
-        let err = |source| CniError::Persist {
+        crate::persisted::write(path, &file).map_err(|source| CniError::Persist {
             path: path.clone(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            bulkhead_policy::private::own_dir(dir).map_err(err)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        bulkhead_policy::private::write_atomic(path, &tmp, &bytes).map_err(err)
+        })
     }
 }
 

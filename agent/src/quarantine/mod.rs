@@ -108,26 +108,21 @@ impl QuarantineStore {
     pub fn open(path: Option<PathBuf>) -> Self {
         let mut inner = Inner::default();
         if let Some(p) = &path {
-            match std::fs::read(p) {
-                Ok(bytes) => match serde_json::from_slice::<File>(&bytes) {
-                    Ok(f) => {
-                        inner.generation = f.generation;
-                        for s in f.quarantines {
-                            inner.entries.insert(s.quarantine.key(), s);
-                        }
-                        tracing::info!(
-                            quarantines = inner.entries.len(),
-                            file = %p.display(),
-                            "adopted quarantines"
-                        );
+            match crate::persisted::read::<File>(p) {
+                Ok(Some(f)) => {
+                    inner.generation = f.generation;
+                    for s in f.quarantines {
+                        inner.entries.insert(s.quarantine.key(), s);
                     }
-                    Err(e) => {
-                        tracing::error!(file = %p.display(), error = %e, "ignoring unreadable quarantines")
-                    }
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    tracing::info!(
+                        quarantines = inner.entries.len(),
+                        file = %p.display(),
+                        "adopted quarantines"
+                    );
+                }
+                Ok(None) => {}
                 Err(e) => {
-                    tracing::error!(file = %p.display(), error = %e, "reading quarantines")
+                    tracing::error!(file = %p.display(), error = %e, "ignoring the quarantines file")
                 }
             }
         }
@@ -288,16 +283,10 @@ impl QuarantineStore {
             generation: inner.generation,
             quarantines: inner.entries.values().cloned().collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&file).expect("quarantines serialize");
-        let err = |source| QuarantineError::Persist {
+        crate::persisted::write(path, &file).map_err(|source| QuarantineError::Persist {
             path: path.clone(),
             source,
-        };
-        if let Some(dir) = path.parent() {
-            bulkhead_policy::private::own_dir(dir).map_err(err)?;
-        }
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        bulkhead_policy::private::write_atomic(path, &tmp, &bytes).map_err(err)
+        })
     }
 }
 
