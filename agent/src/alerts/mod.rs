@@ -28,6 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bulkhead_flows::{Filter, History, Subscription, SubscriptionId};
 use bulkhead_learn::baseline::Baseline;
 use bulkhead_learn::baseline::detect::{Alert, DetectConfig, Detector};
+use bulkhead_learn::timeline::{Event, Timeline};
 
 use self::alertmanager::{Alertmanager, AlertmanagerConfig, AlertmanagerError, Endpoint};
 use self::jsonl::{AlertLine, JsonlSink};
@@ -88,11 +89,13 @@ pub struct Alerts {
 
 impl Alerts {
     /// Subscribes to `history` and starts the detectors of `cfg`'s
-    /// baselines; `node` is the `node` label of their alerts.
+    /// baselines; `node` is the `node` label of their alerts, which also
+    /// go into `timeline` if given.
     pub fn start(
         cfg: &AlertsConfig,
         node: &str,
         history: Arc<History>,
+        timeline: Option<Arc<Timeline>>,
     ) -> Result<Self, AlertsError> {
         let names: Vec<String> = cfg.baselines.iter().map(|b| b.name.clone()).collect();
         let metrics = Arc::new(AlertMetrics::new(
@@ -128,6 +131,7 @@ impl Alerts {
             jsonl,
             alertmanager: alertmanager.clone(),
             metrics: Arc::clone(&metrics),
+            timeline,
         };
         let thread = std::thread::Builder::new()
             .name("bulkhead-alerts".into())
@@ -197,6 +201,8 @@ struct Worker {
     jsonl: Option<JsonlSink>,
     alertmanager: Option<Arc<Alertmanager>>,
     metrics: Arc<AlertMetrics>,
+    /// The forensic timeline, if kept.
+    timeline: Option<Arc<Timeline>>,
 }
 
 impl Worker {
@@ -262,6 +268,12 @@ impl Worker {
             }
             if let Some(am) = &self.alertmanager {
                 am.send(labels::postable(a, &self.node, self.interval));
+            }
+        }
+        if let Some(t) = &self.timeline {
+            let events: Vec<Event> = alerts.iter().map(|a| Event::of_alert(a, now)).collect();
+            if let Err(e) = t.append(&events, now) {
+                tracing::warn!(error = %e, "writing alerts into the timeline");
             }
         }
     }

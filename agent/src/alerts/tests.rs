@@ -84,7 +84,20 @@ fn live_records_raise_alerts_to_jsonl_and_counters() {
         jsonl: Some(path.clone()),
         alertmanager: None,
     };
-    let alerts = Alerts::start(&cfg, "node-a", Arc::clone(&history)).unwrap();
+    let timeline = Arc::new(
+        Timeline::open(
+            &dir.path().join("timeline.redb"),
+            bulkhead_learn::timeline::Retention::default(),
+        )
+        .unwrap(),
+    );
+    let alerts = Alerts::start(
+        &cfg,
+        "node-a",
+        Arc::clone(&history),
+        Some(Arc::clone(&timeline)),
+    )
+    .unwrap();
     // Learned: nothing. A new edge, twice (its notification, its flow
     // record): one alert, once its window ended, with no record after it.
     history.push(record("web", "api", 8080));
@@ -126,6 +139,21 @@ fn live_records_raise_alerts_to_jsonl_and_counters() {
     alerts.stop();
     assert!(started.elapsed() < Duration::from_secs(2), "stop waited");
     assert_eq!(history.subscribers(), 0);
+    // Each alert is in the timeline of the pods whose records raised it.
+    let kinds = |pod: &str| -> Vec<&'static str> {
+        timeline
+            .query(pod, 0, u64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|e| match &e.kind {
+                bulkhead_learn::timeline::EventKind::Alert { alert } => alert.kind.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(kinds("shop/web-1"), ["new_peer"]);
+    assert_eq!(kinds("shop/api-1"), ["scan"]);
+    assert_eq!(kinds("shop/db-1"), ["new_peer", "scan"]);
 }
 
 #[test]
@@ -142,7 +170,7 @@ fn stopping_raises_what_is_held() {
         jsonl: Some(path.clone()),
         alertmanager: None,
     };
-    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history)).unwrap();
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
     history.push(record("web", "db", 5432));
     std::thread::sleep(Duration::from_millis(100));
     assert!(lines(&path).is_empty(), "held for the window");
