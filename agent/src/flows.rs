@@ -226,13 +226,15 @@ impl AgentFlows {
 
     /// Makes records of `revision` resolvable (pods, endpoints, rules),
     /// and writes what changed for the local pods since the last revision
-    /// into the timeline.
+    /// into the timeline, as of `switched_unix_ms` (when the sync that
+    /// made it live began: no packet was judged by it before).
     pub fn update_policy(
         &self,
         model: &Arc<Model>,
         compiled: &Compiled,
         local: &[(usize, u32)],
         revision: u64,
+        switched_unix_ms: u64,
     ) {
         self.enricher
             .write()
@@ -242,9 +244,10 @@ impl AgentFlows {
         if let Some(t) = self.shared.timeline.timeline() {
             let pods: Vec<usize> = local.iter().map(|&(p, _)| p).collect();
             let now = Enforced::of(model, compiled, &pods);
-            let before = lock(&self.enforced).replace(now.clone());
-            if let Some(before) = before {
-                let events = crate::timeline::diff(&before, &now, revision, unix_ms());
+            let mut enforced = lock(&self.enforced);
+            let before = enforced.replace(now);
+            if let (Some(before), Some(now)) = (before, enforced.as_ref()) {
+                let events = crate::timeline::diff(&before, now, revision, switched_unix_ms);
                 if !events.is_empty()
                     && let Err(e) = t.append(&events, unix_ms())
                 {
@@ -329,7 +332,7 @@ impl AgentFlows {
 }
 
 /// Milliseconds since the epoch now.
-fn unix_ms() -> u64 {
+pub(crate) fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -175,7 +175,9 @@ fn a_pods_timeline_holds_its_flows_policy_mode_and_quarantine_in_order_across_a_
         // 5. Lifted.
         bulkhead_ok(&["unquarantine", &frontend, "--lab", &name]);
 
-        let wants = [
+        // The two first flows may end in the same millisecond (in
+        // either order); everything else in this order.
+        let first_flows = [
             Want::Flow {
                 to: "api",
                 port: 8080,
@@ -186,6 +188,8 @@ fn a_pods_timeline_holds_its_flows_policy_mode_and_quarantine_in_order_across_a_
                 port: 5432,
                 verdict: "denied",
             },
+        ];
+        let wants = [
             Want::PolicyAdded(added),
             Want::ModeChanged(audited),
             Want::Quarantined,
@@ -201,8 +205,15 @@ fn a_pods_timeline_holds_its_flows_policy_mode_and_quarantine_in_order_across_a_
         let events = loop {
             let page = timeline(&lab, &frontend);
             let events = page["events"].as_array().expect("events").clone();
-            match find_in_order(&events, &wants, &frontend) {
-                Ok(_) => break events,
+            let found = find_in_order(&events, &wants, &frontend).and_then(|at| {
+                first_flows
+                    .iter()
+                    .all(|w| events[..at[0]].iter().any(|e| w.matches(e, &frontend)))
+                    .then_some(())
+                    .ok_or_else(|| format!("{first_flows:?} not all before the policy change"))
+            });
+            match found {
+                Ok(()) => break events,
                 Err(why) => assert!(
                     Instant::now() < deadline,
                     "{why} in {:#}",
@@ -234,6 +245,17 @@ fn a_pods_timeline_holds_its_flows_policy_mode_and_quarantine_in_order_across_a_
             "{text}"
         );
 
+        eprintln!("{text}");
+        // The timeline's exporter is counted as every exporter is.
+        let metrics = lab_metrics(&lab);
+        let exported = metrics
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("bulkhead_flow_records_exported_total{exporter=\"timeline\"} ")
+            })
+            .unwrap_or_else(|| panic!("no timeline exporter in:\n{metrics}"));
+        assert!(exported.trim().parse::<u64>().unwrap() > 0, "{exported}");
+
         // A SIGKILL, then a restart: the events are still there.
         let pid = lab.state()["nodes"][0]["agent"]["pid"]
             .as_u64()
@@ -260,4 +282,17 @@ fn a_pods_timeline_holds_its_flows_policy_mode_and_quarantine_in_order_across_a_
         find_in_order(after, &wants, &frontend).expect("all still in order");
     }
     assert_eq!(snapshot(), before, "the lab left something behind");
+}
+
+/// The lab agent's `/metrics` over its API socket.
+fn lab_metrics(lab: &Lab) -> String {
+    let state = lab.state();
+    let socket = state["nodes"][0]["agent"]["api_socket"]
+        .as_str()
+        .expect("api socket");
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("agent socket");
+    let mut resp = bulkhead_agent::api::client::get(stream, "/metrics").expect("GET /metrics");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut resp, &mut text).unwrap();
+    text
 }
