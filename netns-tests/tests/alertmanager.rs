@@ -66,7 +66,6 @@ fn alert(port: u16) -> Alert {
         policies: vec!["shop/allow-web".into()],
         first_seen_unix_ms: now,
         last_seen_unix_ms: now,
-        pods: Vec::new(),
     }
 }
 

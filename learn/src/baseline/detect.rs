@@ -17,7 +17,7 @@
 //! the caller's clock, so the detector is deterministic and has no timer
 //! of its own: the caller wakes it at [`Detector::next_deadline`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -107,11 +107,6 @@ pub struct Alert {
     pub first_seen_unix_ms: u64,
     /// Of the last record.
     pub last_seen_unix_ms: u64,
-    /// The pods (`namespace/name`) at either end of the records that
-    /// raised it (for a scan: of every target kept), sorted: whose
-    /// forensic timeline shows it.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pods: Vec<String>,
 }
 
 /// One held deviation.
@@ -121,8 +116,6 @@ struct Sample {
     policies: Vec<String>,
     first_ms: u64,
     last_ms: u64,
-    /// The records' pods (`namespace/name`).
-    pods: BTreeSet<String>,
 }
 
 /// A source's deviations within its window.
@@ -211,7 +204,6 @@ impl Detector {
         });
         if let Some(s) = held.edges.get_mut(&key) {
             s.last_ms = s.last_ms.max(now);
-            s.pods.extend(crate::timeline::pods_of(r));
             self.suppressed += 1;
             return;
         }
@@ -227,7 +219,6 @@ impl Detector {
                 policies,
                 first_ms: r.start.unix_ms().min(now),
                 last_ms: now,
-                pods: crate::timeline::pods_of(r).collect(),
             },
         );
     }
@@ -290,8 +281,6 @@ impl Detector {
         let mut a = self.alert(AlertKind::Scan, first_key, first, targets, port_max);
         a.port = port;
         a.last_seen_unix_ms = held.edges.values().map(|s| s.last_ms).max().unwrap_or(0);
-        let pods: BTreeSet<&String> = held.edges.values().flat_map(|s| &s.pods).collect();
-        a.pods = pods.into_iter().cloned().collect();
         a
     }
 
@@ -318,7 +307,6 @@ impl Detector {
             policies: s.policies.clone(),
             first_seen_unix_ms: s.first_ms,
             last_seen_unix_ms: s.last_ms,
-            pods: s.pods.iter().cloned().collect(),
         }
     }
 

@@ -25,7 +25,6 @@ fn new_peer() -> Alert {
         policies: vec!["shop/deny-all".into(), "pay/db".into()],
         first_seen_unix_ms: 1_765_000_000_000,
         last_seen_unix_ms: 1_765_000_000_500,
-        pods: Vec::new(),
     }
 }
 

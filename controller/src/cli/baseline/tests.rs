@@ -149,7 +149,6 @@ fn alert(kind: AlertKind, baseline: &str, port: u16) -> Alert {
         policies: Vec::new(),
         first_seen_unix_ms: 1,
         last_seen_unix_ms: 2,
-        pods: Vec::new(),
     }
 }
 
