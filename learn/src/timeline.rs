@@ -107,11 +107,19 @@ impl Event {
     }
 
     /// The event of an alert raised at `at_unix_ms`, concerning the pods
-    /// of the records that raised it.
+    /// at either end of the connections that raised it.
     pub fn of_alert(alert: &Alert, at_unix_ms: u64) -> Self {
+        let mut pods: Vec<String> = alert
+            .src_pods
+            .iter()
+            .chain(&alert.dst_pods)
+            .cloned()
+            .collect();
+        pods.sort();
+        pods.dedup();
         Event {
             at_unix_ms,
-            pods: alert.pods.clone(),
+            pods,
             kind: EventKind::Alert {
                 alert: Box::new(alert.clone()),
             },
