@@ -15,7 +15,9 @@ use serde_json::json;
 
 use crate::api::{
     Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
+    TimelineError, TimelineQuery,
 };
+use crate::timeline::{Enforced, TimelineSource};
 use bulkhead_dataplane::flowtap::FlowTap;
 use bulkhead_dataplane::{Dataplane, status};
 use bulkhead_flows::export::{Exporter, IpfixExporter, JsonlExporter};
@@ -23,6 +25,8 @@ use bulkhead_flows::{
     Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
     Subscription,
 };
+use bulkhead_learn::timeline::exporter::TimelineExporter;
+use bulkhead_learn::timeline::{Retention, Timeline};
 use bulkhead_learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::Model;
@@ -47,6 +51,11 @@ pub struct FlowsConfig {
     pub api: ApiConfig,
     /// Durable edge history for `bulkhead propose` (an exporter), if any.
     pub history_db: Option<PathBuf>,
+    /// The forensic timeline (flows, alerts, quarantine, policy and mode
+    /// changes per pod), if any.
+    pub timeline_db: Option<PathBuf>,
+    /// What the timeline keeps.
+    pub timeline_retention: Retention,
     /// Baseline-deviation alerts (idle until a baseline is active).
     pub alerts: crate::alerts::AlertsConfig,
 }
@@ -93,7 +102,10 @@ struct Shared {
     store: HistorySource,
     /// One `/v1/history` answer built at a time: each holds the whole
     /// history and its JSON in memory (a million edges: hundreds of MiB).
+    /// `/v1/timeline` answers take it too (up to `max_limit` events each).
     history_answer: Mutex<()>,
+    /// The forensic timeline.
+    timeline: TimelineSource,
     /// The baseline detectors, when alerting is on.
     alerts: Mutex<Option<crate::alerts::Alerts>>,
     metrics: Arc<Metrics>,
@@ -120,6 +132,9 @@ struct HealthState {
 /// The running flow side of the agent.
 pub struct AgentFlows {
     shared: Arc<Shared>,
+    /// What the last enforced revision subjected the local pods to (the
+    /// timeline's reference for the next one).
+    enforced: Mutex<Option<Enforced>>,
     enricher: SharedEnricher,
     api: Option<ApiHandle>,
     last_refresh: Option<Instant>,
@@ -139,6 +154,7 @@ impl AgentFlows {
         let enricher: SharedEnricher = Arc::new(RwLock::new(Enricher::empty()));
         let mut health = HealthState::default();
         let mut pipeline = None;
+        let timeline = open_timeline(cfg, &mut health);
         let mut store = match &cfg.history_db {
             Some(path) => HistorySource::NotOpen {
                 path: path.clone(),
@@ -151,7 +167,7 @@ impl AgentFlows {
                 if let Some(s) = &opened {
                     store = HistorySource::Open(Arc::clone(s));
                 }
-                start_pipeline(dp, enricher.clone(), cfg, opened)
+                start_pipeline(dp, enricher.clone(), cfg, opened, timeline.timeline())
             });
             match started {
                 Ok(p) => pipeline = Some(p),
@@ -177,12 +193,19 @@ impl AgentFlows {
             None => (None, Arc::new(Metrics::new())),
         };
         metrics.set_up(true);
-        let alerts = start_alerts(cfg, history.as_ref(), &quarantines, &mut health);
+        let alerts = start_alerts(
+            cfg,
+            history.as_ref(),
+            &quarantines,
+            timeline.timeline(),
+            &mut health,
+        );
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             history,
             store,
             history_answer: Mutex::new(()),
+            timeline,
             alerts: Mutex::new(alerts),
             metrics,
             health: Mutex::new(health),
@@ -200,25 +223,44 @@ impl AgentFlows {
         };
         Self {
             shared,
+            enforced: Mutex::new(None),
             enricher,
             api,
             last_refresh: None,
         }
     }
 
-    /// Makes records of `revision` resolvable (pods, endpoints, rules).
+    /// Makes records of `revision` resolvable (pods, endpoints, rules),
+    /// and writes what changed for the local pods since the last revision
+    /// into the timeline, as of `switched_unix_ms` (when the sync that
+    /// made it live began: no packet was judged by it before).
     pub fn update_policy(
         &self,
-        model: &Model,
+        model: &Arc<Model>,
         compiled: &Compiled,
         local: &[(usize, u32)],
         revision: u64,
+        switched_unix_ms: u64,
     ) {
         self.enricher
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .update(model, compiled, local, revision);
         self.shared.metrics.set_revision(revision);
+        if let Some(t) = self.shared.timeline.timeline() {
+            let pods: Vec<usize> = local.iter().map(|&(p, _)| p).collect();
+            let now = Enforced::of(model, compiled, &pods);
+            let mut enforced = lock(&self.enforced);
+            let before = enforced.replace(now);
+            if let (Some(before), Some(now)) = (before, enforced.as_ref()) {
+                let events = crate::timeline::diff(&before, now, revision, switched_unix_ms);
+                if !events.is_empty()
+                    && let Err(e) = t.append(&events, unix_ms())
+                {
+                    tracing::warn!(error = %e, events = events.len(), "writing policy changes into the timeline");
+                }
+            }
+        }
     }
 
     /// Records the agent's state for `/healthz` and metrics; every
@@ -295,6 +337,38 @@ impl AgentFlows {
     }
 }
 
+/// Milliseconds since the epoch now.
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The timeline, if configured (independent of flow visibility: policy,
+/// quarantine and mode changes go into it either way); one that does not
+/// open degrades health.
+fn open_timeline(cfg: &FlowsConfig, health: &mut HealthState) -> TimelineSource {
+    let Some(path) = &cfg.timeline_db else {
+        return TimelineSource::None;
+    };
+    match Timeline::open(path, cfg.timeline_retention) {
+        Ok(t) => {
+            tracing::info!(path = %path.display(), "forensic timeline open");
+            TimelineSource::Open(Arc::new(t))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the forensic timeline is off");
+            health
+                .flow_error
+                .get_or_insert_with(|| format!("timeline: {e}"));
+            TimelineSource::NotOpen {
+                path: path.clone(),
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -307,6 +381,7 @@ fn start_alerts(
     cfg: &FlowsConfig,
     history: Option<&Arc<History>>,
     quarantines: &Arc<crate::quarantine::QuarantineStore>,
+    timeline: Option<&Arc<Timeline>>,
     health: &mut HealthState,
 ) -> Option<crate::alerts::Alerts> {
     let asked = !cfg.alerts.baselines.is_empty()
@@ -319,6 +394,7 @@ fn start_alerts(
             &cfg.pipeline.node,
             Arc::clone(h),
             Some(Arc::clone(quarantines)),
+            timeline.cloned(),
         )
         .map_err(|e| e.to_string()),
         None if asked => Err("flow visibility is off: no live records to check".to_owned()),
@@ -349,6 +425,7 @@ fn start_pipeline(
     enricher: SharedEnricher,
     cfg: &FlowsConfig,
     store: Option<Arc<HistoryStore>>,
+    timeline: Option<&Arc<Timeline>>,
 ) -> Result<PipelineHandle, String> {
     let config: PipelineConfig = cfg.pipeline.clone();
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
@@ -365,6 +442,12 @@ fn start_pipeline(
     if let Some(store) = store {
         exporters.push(Box::new(
             HistoryExporter::start(store, HistoryExporterConfig::default())
+                .map_err(|e| e.to_string())?,
+        ));
+    }
+    if let Some(t) = timeline {
+        exporters.push(Box::new(
+            TimelineExporter::start(Arc::clone(t), HistoryExporterConfig::default())
                 .map_err(|e| e.to_string())?,
         ));
     }
@@ -484,6 +567,11 @@ impl ApiBackend for Backend {
     fn history(&self) -> Result<String, HistoryError> {
         let _one = lock(&self.0.history_answer);
         self.0.store.json()
+    }
+
+    fn timeline(&self, query: &TimelineQuery) -> Result<String, TimelineError> {
+        let _one = lock(&self.0.history_answer);
+        self.0.timeline.json(query)
     }
 }
 

@@ -32,6 +32,7 @@ mod reconcile;
 pub mod state;
 #[cfg(test)]
 mod tests;
+pub mod timeline;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -425,15 +425,16 @@ fn step(
         macs,
     };
     let started = Instant::now();
+    let started_unix_ms = super::flows::unix_ms();
     match dp.sync(&desired) {
         Ok(SyncOutcome::Switched { from, to, writes }) => {
             tracing::info!(from, to, writes, endpoints = eps.len(), took = ?started.elapsed(), "policy switched");
             state.revision = to;
-            flows.update_policy(&cur.model, &cur.compiled, &local, to);
+            flows.update_policy(&cur.model, &cur.compiled, &local, to, started_unix_ms);
         }
         Ok(SyncOutcome::Unchanged { revision }) => {
             tracing::info!(revision, "policy in force already matches");
-            flows.update_policy(&cur.model, &cur.compiled, &local, revision);
+            flows.update_policy(&cur.model, &cur.compiled, &local, revision, started_unix_ms);
             state.revision = revision;
         }
         Err(e) => {

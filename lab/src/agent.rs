@@ -117,6 +117,9 @@ pub fn start(state: &LabState, node: usize, agent: &LabAgent, exe: &Path) -> Res
         .arg(&agent.flow_log)
         .args(["--mode", agent.mode.as_str()])
         .args(&agent.flow_args);
+    if !agent.timeline_db.as_os_str().is_empty() {
+        cmd.arg("--timeline-db").arg(&agent.timeline_db);
+    }
     if !state.pod_cidrs.is_empty() {
         cmd.arg("--pod-cidr").arg(state.pod_cidrs.join(","));
     }

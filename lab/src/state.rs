@@ -268,6 +268,10 @@ pub struct LabAgent {
     /// Its JSON Lines flow log. (Version 1: the lab's [`flow_log`].)
     #[serde(default)]
     pub flow_log: PathBuf,
+    /// Its forensic timeline (`agent --timeline-db`, read by `bulkhead
+    /// timeline --lab`). (Labs recorded before it: none.)
+    #[serde(default)]
+    pub timeline_db: PathBuf,
     /// Its `--node-name`, if it gets one (labs of several nodes).
     #[serde(default)]
     pub node_name: Option<String>,

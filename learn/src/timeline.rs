@@ -60,6 +60,10 @@ pub enum EventKind {
         added: Vec<String>,
         /// Policies that no longer select it.
         removed: Vec<String>,
+        /// Policies that still select it and whose rules or selectors
+        /// changed (absent in events written before it existed).
+        #[serde(default)]
+        changed: Vec<String>,
     },
     /// A policy selecting the pod changed mode (enforce, audit, learn).
     ModeChange {
@@ -90,12 +94,7 @@ impl Event {
     /// The event of a flow record: at its end, concerning the pods at
     /// either end and the backend of a Service connection.
     pub fn of_flow(r: &FlowRecord) -> Self {
-        let mut pods: Vec<String> = [r.src.pod.as_ref(), r.dst.pod.as_ref()]
-            .into_iter()
-            .chain([r.backend().and_then(|b| b.address.pod.as_ref())])
-            .flatten()
-            .map(|p| format!("{}/{}", p.namespace, p.pod))
-            .collect();
+        let mut pods: Vec<String> = pods_of(r).collect();
         pods.sort();
         pods.dedup();
         Event {
@@ -105,6 +104,82 @@ impl Event {
                 record: Box::new(r.clone()),
             },
         }
+    }
+
+    /// The event of an alert raised at `at_unix_ms`, concerning the pods
+    /// at either end of the connections that raised it.
+    pub fn of_alert(alert: &Alert, at_unix_ms: u64) -> Self {
+        let mut pods: Vec<String> = alert
+            .src_pods
+            .iter()
+            .chain(&alert.dst_pods)
+            .cloned()
+            .collect();
+        pods.sort();
+        pods.dedup();
+        Event {
+            at_unix_ms,
+            pods,
+            kind: EventKind::Alert {
+                alert: Box::new(alert.clone()),
+            },
+        }
+    }
+}
+
+/// The pods (`namespace/name`) a flow record concerns: at either end, and
+/// the backend of a Service connection (possibly repeated).
+pub fn pods_of(r: &FlowRecord) -> impl Iterator<Item = String> + '_ {
+    [r.src.pod.as_ref(), r.dst.pod.as_ref()]
+        .into_iter()
+        .chain([r.backend().and_then(|b| b.address.pod.as_ref())])
+        .flatten()
+        .map(|p| format!("{}/{}", p.namespace, p.pod))
+}
+
+/// One answer of a timeline query (`GET /v1/timeline`, `bulkhead
+/// timeline --output json`): a pod's events in a time range, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// The pod (`namespace/name`).
+    pub pod: String,
+    /// The range asked for (milliseconds since the epoch, inclusive).
+    pub since_unix_ms: u64,
+    /// Its end.
+    pub until_unix_ms: u64,
+    /// At most this many events.
+    pub limit: usize,
+    /// More events of the range are stored beyond `limit` (ask again from
+    /// the last one's time).
+    pub truncated: bool,
+    /// The events, oldest first.
+    pub events: Vec<Event>,
+}
+
+impl Timeline {
+    /// The events of `pod` from `since` to `until` (inclusive), oldest
+    /// first, at most `limit`, as a [`Page`].
+    pub fn page(
+        &self,
+        pod: &str,
+        since: u64,
+        until: u64,
+        limit: usize,
+    ) -> Result<Page, TimelineError> {
+        let mut events = self.query(pod, since, until, limit.saturating_add(1))?;
+        let truncated = events.len() > limit;
+        events.truncate(limit);
+        Ok(Page {
+            schema: SCHEMA.to_owned(),
+            pod: pod.to_owned(),
+            since_unix_ms: since,
+            until_unix_ms: until,
+            limit,
+            truncated,
+            events,
+        })
     }
 }
 

@@ -11,7 +11,8 @@
 //! 4. One new edge (frontend → db:5432), its notification and flow
 //!    records at both ends: exactly one alert, visible through
 //!    Alertmanager's API with the edge's labels.
-//! 5. api scans 100 ports of db: one scan alert, not 100.
+//! 5. api scans 100 ports of db: one scan alert, not 100, also in api's
+//!    forensic timeline (`bulkhead timeline`).
 
 mod lab_support;
 #[path = "lab_support/learning.rs"]
@@ -178,6 +179,21 @@ fn learned_traffic_is_quiet_a_new_edge_alerts_once_a_scan_once() {
             2,
             "one scan alert, not one per port: {lines:#?}"
         );
+
+        // The alerts are in the timelines of the pods whose records
+        // raised them (the lab's agent keeps one): api's has the scan.
+        let text = bulkhead_ok(&[
+            "timeline", "--pod", &api.name, "--output", "json", "--lab", &name,
+        ]);
+        let page: Value = serde_json::from_str(&text).expect("a timeline page");
+        let alerts: Vec<&str> = page["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter(|e| e["type"] == "alert")
+            .filter_map(|e| e["alert"]["kind"].as_str())
+            .collect();
+        assert_eq!(alerts, ["scan"], "{page:#}");
 
         // The agent's counters agree.
         let metrics = lab_metrics(&lab);

@@ -40,6 +40,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bulkhead_flows::{Filter, History, SubscriptionId};
 use bulkhead_learn::baseline::Baseline;
 use bulkhead_learn::baseline::detect::DetectConfig;
+use bulkhead_learn::timeline::Timeline;
 use serde::{Deserialize, Serialize};
 
 use self::active::ActiveBaselines;
@@ -163,13 +164,15 @@ pub struct Alerts {
 
 impl Alerts {
     /// Starts the sinks of `cfg` and the detectors of its baselines and
-    /// the activated ones (`node` is the `node` label of their alerts);
-    /// the automatic response writes to `quarantines`.
+    /// the activated ones (`node` is the `node` label of their alerts,
+    /// which also go into `timeline` if given); the automatic response
+    /// writes to `quarantines`.
     pub fn start(
         cfg: &AlertsConfig,
         node: &str,
         history: Arc<History>,
         quarantines: Option<Arc<QuarantineStore>>,
+        timeline: Option<Arc<Timeline>>,
     ) -> Result<Self, AlertsError> {
         let metrics = Arc::new(AlertMetrics::new(
             &[],
@@ -203,6 +206,7 @@ impl Alerts {
             responder,
             metrics: Arc::clone(&metrics),
             lost_before: 0,
+            timeline,
         };
         let alerts = Self {
             history,

@@ -87,7 +87,21 @@ fn live_records_raise_alerts_to_jsonl_and_counters() {
         jsonl: Some(path.clone()),
         ..AlertsConfig::default()
     };
-    let alerts = Alerts::start(&cfg, "node-a", Arc::clone(&history), None).unwrap();
+    let timeline = Arc::new(
+        Timeline::open(
+            &dir.path().join("timeline.redb"),
+            bulkhead_learn::timeline::Retention::default(),
+        )
+        .unwrap(),
+    );
+    let alerts = Alerts::start(
+        &cfg,
+        "node-a",
+        Arc::clone(&history),
+        None,
+        Some(Arc::clone(&timeline)),
+    )
+    .unwrap();
     // Learned: nothing. A new edge, twice (its notification, its flow
     // record): one alert, once its window ended, with no record after it.
     history.push(record("web", "api", 8080));
@@ -129,6 +143,21 @@ fn live_records_raise_alerts_to_jsonl_and_counters() {
     alerts.stop();
     assert!(started.elapsed() < Duration::from_secs(2), "stop waited");
     assert_eq!(history.subscribers(), 0);
+    // Each alert is in the timeline of the pods whose records raised it.
+    let kinds = |pod: &str| -> Vec<&'static str> {
+        timeline
+            .query(pod, 0, u64::MAX, 10)
+            .unwrap()
+            .iter()
+            .map(|e| match &e.kind {
+                bulkhead_learn::timeline::EventKind::Alert { alert } => alert.kind.as_str(),
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    };
+    assert_eq!(kinds("shop/web-1"), ["new_peer"]);
+    assert_eq!(kinds("shop/api-1"), ["scan"]);
+    assert_eq!(kinds("shop/db-1"), ["new_peer", "scan"]);
 }
 
 #[test]
@@ -145,7 +174,7 @@ fn stopping_raises_what_is_held() {
         jsonl: Some(path.clone()),
         ..AlertsConfig::default()
     };
-    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None, None).unwrap();
     history.push(record("web", "db", 5432));
     std::thread::sleep(Duration::from_millis(100));
     assert!(lines(&path).is_empty(), "held for the window");
@@ -174,7 +203,7 @@ fn a_baseline_activated_at_run_time_alerts_persists_and_deactivates() {
     let (path, active) = (dir.path().join("alerts.jsonl"), dir.path().join("b.json"));
     let history = Arc::new(History::new(100));
     let cfg = runtime_config(&path, &active);
-    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None, None).unwrap();
     assert!(alerts.active().is_empty());
     assert_eq!(history.subscribers(), 0, "idle: nothing subscribed");
     let list = alerts.activate(baseline()).unwrap();
@@ -204,7 +233,7 @@ fn a_baseline_activated_at_run_time_alerts_persists_and_deactivates() {
     alerts.stop();
 
     // A restarted agent alerts on what was activated.
-    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None, None).unwrap();
     let names: Vec<String> = alerts.active().into_iter().map(|b| b.name).collect();
     assert_eq!(names, ["other", "shop"]);
     let (was, now) = alerts.deactivate("other").unwrap();
@@ -215,7 +244,7 @@ fn a_baseline_activated_at_run_time_alerts_persists_and_deactivates() {
     alerts.deactivate("shop").unwrap();
     assert_eq!(history.subscribers(), 0, "no baseline: unsubscribed");
     alerts.stop();
-    let reopened = Alerts::start(&cfg, "n", history, None).unwrap();
+    let reopened = Alerts::start(&cfg, "n", history, None, None).unwrap();
     assert!(reopened.active().is_empty());
     reopened.stop();
 }
@@ -228,7 +257,7 @@ fn a_command_line_baseline_cannot_be_replaced_or_deactivated_at_run_time() {
         baselines: vec![baseline()],
         ..runtime_config(&dir.path().join("a.jsonl"), &dir.path().join("b.json"))
     };
-    let alerts = Alerts::start(&cfg, "n", history, None).unwrap();
+    let alerts = Alerts::start(&cfg, "n", history, None, None).unwrap();
     assert!(matches!(
         alerts.activate(baseline()),
         Err(AlertsError::Static(_))
@@ -254,7 +283,14 @@ fn a_scan_quarantines_its_source_pod_when_asked_and_a_new_edge_does_not() {
         respond,
         ..runtime_config(&path, &dir.path().join("b.json"))
     };
-    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), Some(Arc::clone(&store))).unwrap();
+    let alerts = Alerts::start(
+        &cfg,
+        "n",
+        Arc::clone(&history),
+        Some(Arc::clone(&store)),
+        None,
+    )
+    .unwrap();
     history.push(record("web", "db", 5432));
     wait_for_lines(&path, 1);
     assert!(store.list().is_empty(), "a new peer is not a scan");

@@ -14,6 +14,7 @@ use std::time::Duration;
 use bulkhead_flows::Subscription;
 use bulkhead_learn::baseline::Baseline;
 use bulkhead_learn::baseline::detect::{Alert, DetectConfig, Detector};
+use bulkhead_learn::timeline::{Event, Timeline};
 
 use super::alertmanager::Alertmanager;
 use super::jsonl::{AlertLine, JsonlSink};
@@ -32,6 +33,8 @@ pub(super) struct Worker {
     pub(super) metrics: Arc<AlertMetrics>,
     /// Records lost by the subscriptions of earlier runs.
     pub(super) lost_before: u64,
+    /// The forensic timeline, if kept.
+    pub(super) timeline: Option<Arc<Timeline>>,
 }
 
 impl Worker {
@@ -131,6 +134,12 @@ impl Worker {
             }
             if let Some(am) = &self.alertmanager {
                 am.send(labels::postable(a, &self.node, interval));
+            }
+        }
+        if let Some(t) = &self.timeline {
+            let events: Vec<Event> = alerts.iter().map(|a| Event::of_alert(a, now)).collect();
+            if let Err(e) = t.append(&events, now) {
+                tracing::warn!(error = %e, "writing alerts into the timeline");
             }
         }
     }

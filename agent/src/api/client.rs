@@ -232,6 +232,24 @@ pub fn deactivate_baseline<S: Read + Write>(
     read_json(request(stream, "DELETE", &target, None)?)
 }
 
+/// `GET /v1/timeline`: a pod's events in a time range (see
+/// [`super::TimelineQuery`]).
+pub fn timeline<S: Read + Write>(
+    stream: S,
+    query: &super::TimelineQuery,
+) -> Result<bulkhead_learn::timeline::Page, ClientError> {
+    let since = query.since_unix_ms.to_string();
+    let until = query.until_unix_ms.to_string();
+    let limit = query.limit.to_string();
+    let q = super::query::encode_query([
+        ("pod", query.pod.as_str()),
+        ("since", since.as_str()),
+        ("until", until.as_str()),
+        ("limit", limit.as_str()),
+    ]);
+    read_json(get(stream, &format!("/v1/timeline?{q}"))?)
+}
+
 /// `s` percent-encoded as one path segment (RFC 3986 unreserved
 /// characters kept).
 pub fn path_segment(s: &str) -> String {

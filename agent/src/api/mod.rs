@@ -12,6 +12,11 @@
 //! | `GET /v1/accounting`              | JSON                                                        |
 //! | `GET /v1/history`                 | JSON `bulkhead.history/v1`: the committed durable history   |
 //! |                                   | (404 when the agent runs without `--history-db`)            |
+//! | `GET /v1/timeline?pod=NS/NAME&`   | JSON `bulkhead.timeline/v1`: the pod's events from `since` |
+//! | `since=MS&until=MS&limit=N`       | to `until` (ms since the epoch, inclusive; default all),    |
+//! |                                   | oldest first, at most `limit` (default 1,000, clamped to    |
+//! |                                   | `max_limit`; `truncated` says more are stored); 404 when    |
+//! |                                   | the agent runs without `--timeline-db`                      |
 //! | `POST /v1/cni/endpoints`          | a CNI ADD: registers, answers once enforced (or 504 at its  |
 //! |                                   | deadline); `GET`/`DELETE /v1/cni/endpoints/{containerId}`,  |
 //! |                                   | `POST /v1/cni/gc` (see `bulkhead_cni::wire`; 404 when the   |
@@ -176,6 +181,13 @@ pub trait ApiBackend: Send + Sync {
     /// store (seconds for a million edges): slow, but it holds only its
     /// blocking-pool thread, and the store's writer does not wait for it.
     fn history(&self) -> Result<String, HistoryError>;
+    /// The forensic timeline of one pod as JSON text (schema
+    /// `bulkhead.timeline/v1`, `bulkhead_learn::timeline::Page`), or why
+    /// there is none.
+    fn timeline(&self, query: &TimelineQuery) -> Result<String, TimelineError> {
+        let _ = query;
+        Err(TimelineError::NotKept)
+    }
     /// The registry of CNI attachments the `/v1/cni` routes serve, if the
     /// agent takes registrations from the chained plugin.
     fn cni(&self) -> Option<std::sync::Arc<crate::cni::Registry>> {
@@ -191,6 +203,49 @@ pub trait ApiBackend: Send + Sync {
     fn with_alerts(&self, f: &mut dyn FnMut(&crate::alerts::Alerts)) -> bool {
         let _ = f;
         false
+    }
+}
+
+/// What `GET /v1/timeline` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimelineQuery {
+    /// The pod, `namespace/name`.
+    pub pod: String,
+    /// From (milliseconds since the epoch, inclusive).
+    pub since_unix_ms: u64,
+    /// To (inclusive).
+    pub until_unix_ms: u64,
+    /// At most this many events (clamped to [`ApiConfig::max_limit`]).
+    pub limit: usize,
+}
+
+/// Why `GET /v1/timeline` has no timeline to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum TimelineError {
+    /// The agent keeps no timeline (404).
+    #[error("this agent keeps no forensic timeline: start it with --timeline-db PATH")]
+    NotKept,
+    /// A timeline is configured but not open (503).
+    #[error("the timeline {} is not open: {reason}", path.display())]
+    NotOpen {
+        /// The configured file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// Reading it failed (500).
+    #[error("reading the timeline")]
+    Read(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl TimelineError {
+    /// The HTTP status it is answered with.
+    pub fn status(&self) -> u16 {
+        match self {
+            TimelineError::NotKept => 404,
+            TimelineError::NotOpen { .. } => 503,
+            TimelineError::Read(_) => 500,
+        }
     }
 }
 

@@ -17,18 +17,19 @@ use super::baselines::{self, BASELINES_PATH};
 use super::quarantine::{self, QUARANTINE_PATH};
 use super::server::Shared;
 use super::{
-    ApiBackend, HealthStatus, JSON_LINES, OPENMETRICS_TEXT, PROMETHEUS_TEXT, cni, follow, metrics,
-    query,
+    ApiBackend, HealthStatus, JSON_LINES, OPENMETRICS_TEXT, PROMETHEUS_TEXT, TimelineQuery, cni,
+    follow, metrics, query,
 };
 
 /// Paths on every listener.
 const BASIC: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Paths on the Unix socket (and on TCP with `tcp_all_endpoints`).
-const FULL: [&str; 7] = [
+const FULL: [&str; 8] = [
     "/v1/flows",
     "/v1/accounting",
     "/v1/history",
+    "/v1/timeline",
     ENDPOINTS_PATH,
     GC_PATH,
     QUARANTINE_PATH,
@@ -48,6 +49,7 @@ pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
             .route("/v1/flows", get(flows))
             .route("/v1/accounting", get(accounting))
             .route("/v1/history", get(history))
+            .route("/v1/timeline", get(timeline))
             .route(ENDPOINTS_PATH, post(cni::add))
             .route(
                 &format!("{ENDPOINTS_PATH}/{{id}}"),
@@ -216,6 +218,72 @@ async fn history(State(shared): Api) -> Response {
         }
         Err(r) => r,
     }
+}
+
+/// `limit` of `/v1/timeline` when the query has none.
+pub(super) const TIMELINE_LIMIT: usize = 1_000;
+
+async fn timeline(State(shared): Api, RawQuery(raw): RawQuery) -> Response {
+    let mut q = match parse_timeline_query(raw.as_deref().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+    };
+    q.limit = q.limit.min(shared.config.max_limit);
+    match blocking(&shared, move |b| b.timeline(&q)).await {
+        Ok(Ok(mut body)) => {
+            body.push('\n');
+            response(StatusCode::OK, "application/json", body.into())
+        }
+        Ok(Err(e)) => {
+            let status =
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(status, &error_chain(&e))
+        }
+        Err(r) => r,
+    }
+}
+
+/// The parameters of `/v1/timeline`: `pod` (required, `namespace/name`),
+/// `since` and `until` (milliseconds since the epoch), `limit`.
+pub(super) fn parse_timeline_query(raw: &str) -> Result<TimelineQuery, String> {
+    let mut q = TimelineQuery {
+        pod: String::new(),
+        since_unix_ms: 0,
+        until_unix_ms: u64::MAX,
+        limit: TIMELINE_LIMIT,
+    };
+    let number = |k: &str, v: &str| {
+        v.parse::<u64>()
+            .map_err(|_| format!("{k} must be a non-negative integer, not {v:?}"))
+    };
+    for (k, v) in query::query_pairs(raw) {
+        match k.as_str() {
+            "pod" => match v.split_once('/') {
+                Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+                    q.pod = v.clone();
+                }
+                _ => return Err(format!("pod must be namespace/name, not {v:?}")),
+            },
+            "since" => q.since_unix_ms = number(&k, &v)?,
+            "until" => q.until_unix_ms = number(&k, &v)?,
+            "limit" => q.limit = number(&k, &v)? as usize,
+            _ => {
+                return Err(format!(
+                    "unknown parameter {k:?} (pod, since, until, limit)"
+                ));
+            }
+        }
+    }
+    if q.pod.is_empty() {
+        return Err("pod=namespace/name is required".to_owned());
+    }
+    if q.since_unix_ms > q.until_unix_ms {
+        return Err(format!(
+            "since ({}) is after until ({})",
+            q.since_unix_ms, q.until_unix_ms
+        ));
+    }
+    Ok(q)
 }
 
 /// An error and its causes, `: `-separated (a store error names the file,

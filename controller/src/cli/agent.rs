@@ -22,6 +22,7 @@ use bulkhead_flows::export::ipfix::IpfixConfig;
 use bulkhead_flows::export::jsonl::{JsonlConfig, JsonlTarget};
 use bulkhead_learn::baseline::Baseline;
 use bulkhead_learn::baseline::detect::DetectConfig;
+use bulkhead_learn::timeline::Retention;
 use bulkhead_policy::model::Mode;
 use bulkhead_policy::source::kubernetes::KubeConfig;
 use bulkhead_policy::source::manifest::Purpose;
@@ -135,6 +136,18 @@ pub struct AgentArgs {
     /// embedded database, for `bulkhead propose` (see docs/learn.md).
     #[arg(long, value_name = "PATH")]
     pub history_db: Option<PathBuf>,
+    /// Keep the forensic timeline in this embedded database: per pod,
+    /// every flow (allowed and denied), alert, quarantine, policy and mode
+    /// change, for `bulkhead timeline` (read through the API while the
+    /// agent runs; the agent holds the file).
+    #[arg(long, value_name = "PATH")]
+    pub timeline_db: Option<PathBuf>,
+    /// Timeline events older than this are removed (`7d`, `36h`, `90m`).
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub timeline_max_age: Duration,
+    /// Beyond this many timeline events the oldest are removed.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub timeline_max_events: u64,
     /// Export flow records as IPFIX (RFC 7011) over UDP to this collector.
     #[arg(long, value_name = "HOST:PORT")]
     pub ipfix: Option<SocketAddr>,
@@ -352,6 +365,13 @@ fn flows_config(args: &AgentArgs) -> Result<FlowsConfig, BaselineCliError> {
             ..ApiConfig::default()
         },
         history_db: args.history_db.clone(),
+        timeline_db: args.timeline_db.clone(),
+        timeline_retention: Retention {
+            max_age_ms: u64::try_from(args.timeline_max_age.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            max_events: args.timeline_max_events.max(1),
+        },
         alerts: alerts_config(args)?,
     })
 }

@@ -349,7 +349,7 @@ pub fn parse_line(text: &str) -> Line {
 }
 
 /// `Nov 14 22:13:20.123` (UTC) from RFC 3339 `2023-11-14T22:13:20.123Z`.
-fn short_time(rfc3339: &str) -> String {
+pub(crate) fn short_time(rfc3339: &str) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
@@ -442,6 +442,15 @@ fn policies(r: &FlowRecord) -> String {
 /// backend: `-> 10.96.0.10:80 (svc y/b) => y/b-0:8080`.
 /// Colors (ANSI) only when `color`.
 pub fn render(r: &FlowRecord, color: bool) -> String {
+    format!(
+        "{}  {}",
+        short_time(&r.end.to_string()),
+        render_body(r, color)
+    )
+}
+
+/// [`render`] without the time in front.
+pub fn render_body(r: &FlowRecord, color: bool) -> String {
     let mut src = peer(&r.src, r.protocol);
     let mut dst = peer(&r.dst, r.protocol);
     if let Some(svc) = &r.service {
@@ -482,8 +491,7 @@ pub fn render(r: &FlowRecord, color: bool) -> String {
         }
     };
     let mut line = format!(
-        "{}  {src:<34} -> {dst:<34} {:<6} {verdict_col}  {why}",
-        short_time(&r.end.to_string()),
+        "{src:<34} -> {dst:<34} {:<6} {verdict_col}  {why}",
         r.protocol.to_string(),
     );
     let counts = match r.kind {

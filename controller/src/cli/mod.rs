@@ -11,6 +11,7 @@ pub mod promote;
 pub mod propose;
 pub mod quarantine;
 pub mod status;
+pub mod timeline;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,8 @@ pub enum Command {
     Quarantine(quarantine::QuarantineArgs),
     /// Lift a pod's quarantine: its policies apply again, exactly as before.
     Unquarantine(quarantine::UnquarantineArgs),
+    /// A pod's forensic timeline: its flows, alerts, quarantines, policy and mode changes, in time order.
+    Timeline(timeline::TimelineArgs),
 }
 
 /// Output format.
@@ -160,6 +163,9 @@ pub enum CliError {
     /// `bulkhead quarantine` or `unquarantine` failed.
     #[error(transparent)]
     Quarantine(#[from] quarantine::QuarantineCliError),
+    /// `bulkhead timeline` could not read the agent's timeline.
+    #[error(transparent)]
+    Timeline(#[from] timeline::TimelineCliError),
     /// `bulkhead propose` could not read its input or write its files.
     #[error(transparent)]
     Propose(#[from] propose::ProposeError),
@@ -201,6 +207,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Audit(args) => audit::run(&args),
         Command::Quarantine(args) => quarantine::run(&args),
         Command::Unquarantine(args) => quarantine::run_unquarantine(&args),
+        Command::Timeline(args) => timeline::run(&args),
     }
 }
 

@@ -42,6 +42,7 @@ fn a_pods_events_come_back_in_time_order_within_the_range() {
                     revision: 7,
                     added: vec!["prod/db".into()],
                     removed: vec![],
+                    changed: vec![],
                 },
             },
             quarantined("prod/other", 2_500),
@@ -117,4 +118,23 @@ fn the_exporter_writes_what_the_pipeline_hands_it() {
     let stats = e.finish();
     assert_eq!((stats.exported, stats.pending), (3, 0));
     assert_eq!(t.query("prod/web-1", 0, u64::MAX, 10).unwrap().len(), 3);
+}
+
+#[test]
+fn a_page_says_when_the_limit_cut_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = Timeline::open(&dir.path().join("t.redb"), Retention::default()).unwrap();
+    let events: Vec<Event> = (0..3).map(|i| quarantined("a/b", 1_000 * i)).collect();
+    t.append(&events, 3_000).unwrap();
+    let page = t.page("a/b", 0, u64::MAX, 2).unwrap();
+    assert_eq!((page.events.len(), page.truncated), (2, true));
+    assert_eq!(page.schema, SCHEMA);
+    let page = t.page("a/b", 0, u64::MAX, 3).unwrap();
+    assert_eq!((page.events.len(), page.truncated), (3, false));
+    let text = serde_json::to_string(&page).unwrap();
+    assert_eq!(serde_json::from_str::<Page>(&text).unwrap(), page);
+    // Events written before `changed` existed still read.
+    let old = r#"{"at_unix_ms":1,"pods":["a/b"],"type":"policy_change","revision":3,"added":["a/p"],"removed":[]}"#;
+    let e: Event = serde_json::from_str(old).unwrap();
+    assert!(matches!(e.kind, EventKind::PolicyChange { ref changed, .. } if changed.is_empty()));
 }

@@ -93,6 +93,29 @@ impl Quarantine {
     }
 }
 
+impl Quarantine {
+    /// The quarantine a policy of [`Tier::Quarantine`] enforces (the
+    /// inverse of [`Quarantine::to_policy`]); `None` for any other policy.
+    pub fn of_policy(policy: &AdminPolicy) -> Option<Quarantine> {
+        if policy.tier != Tier::Quarantine {
+            return None;
+        }
+        let (namespace, pod) = policy.name.split_once('/')?;
+        let reason = policy
+            .ingress
+            .first()
+            .and_then(|r| r.name.as_deref())
+            .and_then(|n| n.strip_prefix("quarantined: "))
+            .unwrap_or(NO_REASON);
+        Some(Quarantine {
+            namespace: namespace.to_owned(),
+            pod: pod.to_owned(),
+            reason: reason.to_owned(),
+            allow_dns: policy.egress.iter().any(|r| r.action == Action::Accept),
+        })
+    }
+}
+
 /// `0.0.0.0/0` and `::/0`: every address, pods' and nodes' included.
 fn every_address() -> Vec<IpNetwork> {
     ["0.0.0.0/0", "::/0"]

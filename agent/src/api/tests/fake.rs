@@ -17,6 +17,8 @@ pub(super) struct Fake {
     pub queries: Mutex<Vec<String>>,
     /// What `/v1/history` answers: `None` is an agent without a history.
     pub history: Option<Result<String, String>>,
+    /// What `/v1/timeline` serves.
+    pub timeline: Option<crate::timeline::TimelineSource>,
     /// The quarantines `/v1/quarantine` serves: `None` is an agent without.
     pub quarantine: Option<Arc<crate::quarantine::QuarantineStore>>,
 }
@@ -112,6 +114,12 @@ impl ApiBackend for Fake {
             Some(Ok(json)) => Ok(json.clone()),
             Some(Err(why)) => Err(HistoryError::Read(why.clone().into())),
         }
+    }
+
+    fn timeline(&self, query: &TimelineQuery) -> Result<String, TimelineError> {
+        self.timeline
+            .as_ref()
+            .map_or(Err(TimelineError::NotKept), |t| t.json(query))
     }
 }
 

@@ -346,3 +346,66 @@ fn chunked_bodies_decode() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
 }
+
+#[test]
+fn a_pods_timeline_is_served_in_range_within_the_limits() {
+    use bulkhead_learn::timeline::{Event, EventKind, Page, Retention, Timeline};
+    let dir = tempfile::tempdir().unwrap();
+    let t = Arc::new(Timeline::open(&dir.path().join("t.redb"), Retention::default()).unwrap());
+    let events: Vec<Event> = (1..=5)
+        .map(|i| Event {
+            at_unix_ms: i * 1_000,
+            pods: vec!["shop/web".into()],
+            kind: EventKind::Unquarantined,
+        })
+        .collect();
+    t.append(&events, 5_000).unwrap();
+    let backend = Arc::new(Fake {
+        timeline: Some(crate::timeline::TimelineSource::Open(t)),
+        ..Fake::default()
+    });
+    let config = ApiConfig {
+        max_limit: 3,
+        ..unix_config(dir.path())
+    };
+    let api = start(config, backend);
+    let sock = api.socket_path().unwrap().to_owned();
+    let page = |q: &str| -> Page {
+        let (ct, body) = get_unix(&sock, &format!("/v1/timeline?{q}")).unwrap();
+        assert_eq!(ct, "application/json");
+        serde_json::from_str(&body).unwrap()
+    };
+    let at = |p: &Page| p.events.iter().map(|e| e.at_unix_ms).collect::<Vec<_>>();
+    let p = page("pod=shop/web&since=2000&until=4000");
+    assert_eq!((at(&p), p.truncated), (vec![2_000, 3_000, 4_000], false));
+    assert_eq!(p.schema, "bulkhead.timeline/v1");
+    // Clamped to max_limit, and says so.
+    let p = page("pod=shop/web&limit=10");
+    assert_eq!(
+        (at(&p), p.truncated, p.limit),
+        (vec![1_000, 2_000, 3_000], true, 3)
+    );
+    let p = page("pod=shop/web&since=4000&limit=1");
+    assert_eq!((at(&p), p.truncated), (vec![4_000], true));
+    assert!(page("pod=shop/db").events.is_empty());
+    for bad in [
+        "",
+        "pod=web",
+        "pod=shop/web&since=soon",
+        "pod=shop/web&since=5&until=4",
+        "pod=shop/web&verdict=denied",
+    ] {
+        let (status, msg) = status_of(get_unix(&sock, &format!("/v1/timeline?{bad}")));
+        assert_eq!(status, 400, "{bad}: {msg}");
+    }
+    stop(api);
+
+    let api = start(unix_config(dir.path()), fake(0));
+    let (status, msg) = status_of(get_unix(
+        api.socket_path().unwrap(),
+        "/v1/timeline?pod=shop/web",
+    ));
+    assert_eq!(status, 404);
+    assert!(msg.contains("start it with --timeline-db PATH"), "{msg}");
+    stop(api);
+}

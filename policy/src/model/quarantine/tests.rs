@@ -218,3 +218,29 @@ spec:
     assert_eq!(n(&model), 0);
     assert!(verdict(&model, "10.0.0.2", "10.0.0.1", PROTO_TCP, 80).allowed());
 }
+
+#[test]
+fn a_quarantine_policy_reads_back_as_its_quarantine() {
+    for allow_dns in [false, true] {
+        let q = Quarantine {
+            namespace: "shop".into(),
+            pod: "web".into(),
+            reason: "scan from web".into(),
+            allow_dns,
+        };
+        assert_eq!(Quarantine::of_policy(&q.to_policy()), Some(q));
+    }
+    let mut other = Quarantine {
+        namespace: "shop".into(),
+        pod: "web".into(),
+        reason: "r".into(),
+        allow_dns: false,
+    }
+    .to_policy();
+    other.tier = Tier::Admin;
+    assert_eq!(
+        Quarantine::of_policy(&other),
+        None,
+        "only the quarantine tier"
+    );
+}
