@@ -6,6 +6,7 @@
 //!   take (`jsonl`: `write`; `alertmanager`: the client's reasons, see
 //!   [`LossReason`]);
 //! - `bulkhead_alerts_delivered_total{sink}`: alerts a sink took;
+//! - `bulkhead_alerts_records_total`: live records the detectors checked;
 //! - `bulkhead_alerts_records_lost_total`: live records the detectors never
 //!   saw (their subscription's queue was full);
 //! - `bulkhead_alerts_suppressed_total{baseline}`: deviating records that
@@ -59,8 +60,11 @@ pub struct AlertMetrics {
     alerts: Family<AlertLabels, Counter>,
     lost: Family<LostLabels, Counter>,
     delivered: Family<SinkLabel, Counter>,
+    records: Counter,
     records_lost: Counter,
-    suppressed: Family<BaselineLabel, Counter>,
+    /// The `bulkhead_alerts_suppressed` series of each baseline, in the detectors' order
+    /// (set once per record: no label lookup on that path).
+    suppressed_of: Vec<Counter>,
 }
 
 impl AlertMetrics {
@@ -71,6 +75,7 @@ impl AlertMetrics {
         let alerts = Family::<AlertLabels, Counter>::default();
         let lost = Family::<LostLabels, Counter>::default();
         let delivered = Family::<SinkLabel, Counter>::default();
+        let records = Counter::default();
         let records_lost = Counter::default();
         let suppressed = Family::<BaselineLabel, Counter>::default();
         registry.register(
@@ -87,6 +92,11 @@ impl AlertMetrics {
             "bulkhead_alerts_delivered",
             "Alerts a sink took",
             delivered.clone(),
+        );
+        registry.register(
+            "bulkhead_alerts_records",
+            "Live flow records the baseline detectors checked",
+            records.clone(),
         );
         registry.register(
             "bulkhead_alerts_records_lost",
@@ -110,10 +120,17 @@ impl AlertMetrics {
                     baseline: b.clone(),
                 });
             }
-            let _ = suppressed.get_or_create(&BaselineLabel {
-                baseline: b.clone(),
-            });
         }
+        let suppressed_of = baselines
+            .iter()
+            .map(|b| {
+                suppressed
+                    .get_or_create(&BaselineLabel {
+                        baseline: b.clone(),
+                    })
+                    .clone()
+            })
+            .collect();
         if jsonl {
             let _ = lost.get_or_create(&LostLabels {
                 sink: SINK_JSONL,
@@ -137,8 +154,9 @@ impl AlertMetrics {
             alerts,
             lost,
             delivered,
+            records,
             records_lost,
-            suppressed,
+            suppressed_of,
         }
     }
 
@@ -168,19 +186,32 @@ impl AlertMetrics {
         }
     }
 
+    /// `n` records checked by the detectors.
+    pub fn records_checked(&self, n: u64) {
+        self.records.inc_by(n);
+    }
+
+    /// Records the detectors checked.
+    pub fn records(&self) -> u64 {
+        self.records.get()
+    }
+
     /// Sets the records the detectors' subscription lost.
     pub fn set_records_lost(&self, n: u64) {
         self.records_lost.inner().store(n, Ordering::Relaxed);
     }
 
-    /// Sets the records a baseline's detector suppressed.
-    pub fn set_suppressed(&self, baseline: &str, n: u64) {
-        self.suppressed
-            .get_or_create(&BaselineLabel {
-                baseline: baseline.to_owned(),
-            })
-            .inner()
-            .store(n, Ordering::Relaxed);
+    /// Records the detectors' subscription lost.
+    pub fn records_lost(&self) -> u64 {
+        self.records_lost.get()
+    }
+
+    /// Sets the records the detector of baseline `index` (in the order
+    /// given to [`AlertMetrics::new`]) suppressed.
+    pub fn set_suppressed(&self, index: usize, n: u64) {
+        if let Some(c) = self.suppressed_of.get(index) {
+            c.inner().store(n, Ordering::Relaxed);
+        }
     }
 
     /// Sets the Alertmanager client's counts.
@@ -234,6 +265,10 @@ mod tests {
         stats.lost.insert("queue_full", 7);
         m.set_alertmanager(&stats);
         m.set_records_lost(3);
+        m.records_checked(2);
+        m.set_suppressed(0, 5);
+        m.set_suppressed(1, 9);
+        assert_eq!((m.records(), m.records_lost()), (2, 3));
         let text = m.append("# TYPE bulkhead_up gauge\nbulkhead_up 1\n# EOF\n".into());
         assert!(text.starts_with("# TYPE bulkhead_up gauge\nbulkhead_up 1\n"));
         assert!(text.ends_with("# EOF\n"));
@@ -246,6 +281,8 @@ mod tests {
             "bulkhead_alerts_lost_total{sink=\"alertmanager\",reason=\"connect\"} 0",
             "bulkhead_alerts_delivered_total{sink=\"alertmanager\"} 4",
             "bulkhead_alerts_records_lost_total 3",
+            "bulkhead_alerts_records_total 2",
+            "bulkhead_alerts_suppressed_total{baseline=\"shop\"} 5",
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }

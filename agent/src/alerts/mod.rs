@@ -29,13 +29,27 @@ use bulkhead_flows::{Filter, History, Subscription, SubscriptionId};
 use bulkhead_learn::baseline::Baseline;
 use bulkhead_learn::baseline::detect::{Alert, DetectConfig, Detector};
 
-use self::alertmanager::{Alertmanager, AlertmanagerConfig, AlertmanagerError, Endpoint};
+use self::alertmanager::{
+    Alertmanager, AlertmanagerConfig, AlertmanagerError, DeliveryStats, Endpoint,
+};
 use self::jsonl::{AlertLine, JsonlSink};
 use self::metrics::AlertMetrics;
 
 /// Queue of the detectors' subscription: records beyond it are lost for
-/// them (counted), never for the pipeline.
-pub const SUBSCRIPTION_QUEUE: usize = 16_384;
+/// them (counted), never for the pipeline. The pipeline hands records over
+/// in bursts (each drain's finished flows at once: 25,000 every 250 ms at
+/// 100k new flows/s, besides the notifications), so it holds more than a
+/// drain's worth at that rate, as the JSON Lines exporter's queue does.
+pub const SUBSCRIPTION_QUEUE: usize = 65_536;
+
+/// After a batch (what was queued when the detectors' thread woke), it
+/// waits this long before it takes the next: under load it wakes about 100
+/// times a second for a batch rather than once for every few records the
+/// pipeline hands over (at 100k new flows/s the wake-ups, not the checks,
+/// were most of its CPU and cost the collector its own), and the queue
+/// fills by at most this long's records meanwhile. A record waits at most
+/// this much longer to be checked; with no traffic, nothing wakes it.
+pub const BATCH_PAUSE: Duration = Duration::from_millis(10);
 
 /// What the agent alerts on, and where the alerts go.
 #[derive(Clone, Debug, Default)]
@@ -75,6 +89,17 @@ pub enum AlertsError {
     /// The detectors' thread did not start.
     #[error("starting the alert detectors: {0}")]
     Start(#[source] std::io::Error),
+}
+
+/// What the detectors did so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AlertsStats {
+    /// Live records the detectors checked.
+    pub records: u64,
+    /// Live records their subscription lost (its queue was full).
+    pub records_lost: u64,
+    /// The Alertmanager client's counts, if one is configured.
+    pub alertmanager: Option<DeliveryStats>,
 }
 
 /// Running detectors and their sinks.
@@ -151,6 +176,16 @@ impl Alerts {
         })
     }
 
+    /// Records checked and lost, and the Alertmanager client's counts, so
+    /// far.
+    pub fn stats(&self) -> AlertsStats {
+        AlertsStats {
+            records: self.metrics.records(),
+            records_lost: self.metrics.records_lost(),
+            alertmanager: self.alertmanager.as_ref().map(|am| am.stats()),
+        }
+    }
+
     /// `text` (the agent's OpenMetrics exposition) with the alerts'
     /// metrics added.
     pub fn append_metrics(&self, text: String) -> String {
@@ -201,6 +236,7 @@ struct Worker {
 
 impl Worker {
     fn run(mut self, sub: &Subscription) {
+        let mut alerts: Vec<Alert> = Vec::new();
         loop {
             // Wake for a record, or when the next held window ends.
             let wait = self
@@ -211,23 +247,36 @@ impl Worker {
                 .map_or(Duration::MAX, |d| {
                     Duration::from_millis(d.saturating_sub(now_ms()))
                 });
-            let alerts: Vec<Alert> = match sub.recv_timeout(wait) {
-                Ok(r) => self
-                    .detectors
-                    .iter_mut()
-                    .flat_map(|d| d.observe(&r))
-                    .collect(),
+            let batch = match sub.recv_timeout(wait) {
+                Ok(r) => {
+                    // This record and every one queued behind it.
+                    let mut n = 0;
+                    let mut next = Some(r);
+                    while let Some(r) = next {
+                        n += 1;
+                        for d in &mut self.detectors {
+                            alerts.extend(d.observe(&r));
+                        }
+                        next = sub.try_recv().ok();
+                    }
+                    self.metrics.records_checked(n);
+                    true
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = now_ms();
-                    self.detectors
-                        .iter_mut()
-                        .flat_map(|d| d.flush(now))
-                        .collect()
+                    for d in &mut self.detectors {
+                        alerts.extend(d.flush(now));
+                    }
+                    false
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.emit(&alerts);
+            alerts.clear();
             self.metrics.set_records_lost(sub.lost());
+            if batch {
+                std::thread::sleep(BATCH_PAUSE);
+            }
         }
         // Stopping: what is held is raised now rather than lost.
         let alerts: Vec<Alert> = self
@@ -240,9 +289,8 @@ impl Worker {
     }
 
     fn emit(&mut self, alerts: &[Alert]) {
-        for d in &self.detectors {
-            self.metrics
-                .set_suppressed(&d.baseline().name, d.suppressed());
+        for (i, d) in self.detectors.iter().enumerate() {
+            self.metrics.set_suppressed(i, d.suppressed());
         }
         if alerts.is_empty() {
             return;

@@ -133,3 +133,41 @@ fn out_of_scope_traffic_is_ignored_and_windows_end_on_the_callers_clock() {
     assert!(d.flush(2_999).is_empty());
     assert_eq!(d.flush(3_000).len(), 1);
 }
+
+#[test]
+fn dedup_state_is_forgotten_when_its_interval_ends_in_any_record_order() {
+    let cfg = DetectConfig {
+        interval_ms: 10_000,
+        scan_window_ms: 100,
+        scan_targets: 20,
+    };
+    let b = Baseline::take("shop", vec![Scope::Namespace("shop".into())], &history(), 0).unwrap();
+    let mut d = Detector::new(b, cfg);
+    let learned = |at| record("web", Some("api"), 8080, at);
+    // A new edge, raised once its scan window is over.
+    let raise = |d: &mut Detector, r: FlowRecord| {
+        let at = r.end.unix_ms();
+        let mut alerts = d.observe(&r);
+        alerts.extend(d.flush(at + 200));
+        alerts.len()
+    };
+    assert_eq!(raise(&mut d, record("web", Some("db"), 5432, 1_000)), 1);
+    assert_eq!(raise(&mut d, record("web", None, 443, 5_000)), 1);
+    assert_eq!(d.remembered(), 2);
+    // Records before the first expiry, and one older than the others.
+    for at in [6_000, 10_999, 3_000] {
+        assert!(d.observe(&learned(at)).is_empty());
+        assert_eq!(d.remembered(), 2, "at {at}");
+    }
+    assert!(d.observe(&learned(11_000)).is_empty());
+    assert_eq!(d.remembered(), 1, "the first edge's interval ended");
+    assert!(d.observe(&learned(15_000)).is_empty());
+    assert_eq!(d.remembered(), 0);
+    // Remembered again after everything was forgotten, and forgotten again.
+    assert_eq!(raise(&mut d, record("web", Some("db"), 5432, 20_000)), 1);
+    assert_eq!(d.remembered(), 1);
+    assert!(d.observe(&learned(29_999)).is_empty());
+    assert_eq!(d.remembered(), 1);
+    assert!(d.observe(&learned(30_000)).is_empty());
+    assert_eq!(d.remembered(), 0);
+}
