@@ -4,12 +4,15 @@
 //! dataplane benchmarks ([`dataplane`]: program cost by
 //! `BPF_PROG_TEST_RUN`, veth packet rate; root only), the flow-record
 //! capacity benchmark ([`flows`]: new flows/s exported to JSON Lines with
-//! zero loss; root only) and the cluster-mode benchmark ([`cluster_mode`]:
-//! the agent against a Kubernetes list/watch API server; root only).
+//! zero loss; root only), the cluster-mode benchmark ([`cluster_mode`]:
+//! the agent against a Kubernetes list/watch API server; root only) and the
+//! alerting benchmark ([`alerts`]: baseline-deviation alerting's cost to
+//! the flow pipeline at 100k new flows/s; root only).
 //!
 //! Benchmarks measure and compare side by side in one run; they never assert
 //! on absolute times.
 
+pub mod alerts;
 pub mod cluster;
 pub mod cluster_mode;
 pub mod compare;

@@ -8,12 +8,16 @@
 //! - the flow-record capacity benchmark (`flow_bench`: new flows/s driven
 //!   by `BPF_PROG_TEST_RUN` and exported to JSON Lines by the agent's
 //!   pipeline with zero loss; about 6 minutes, 1 with `--quick`);
+//! - the alerting benchmark (`alert_bench`: the flow pipeline at 100k new
+//!   flows/s with and without baseline-deviation alerting, side by side:
+//!   records the detectors miss, CPU per record B/A; about 3 minutes, 2
+//!   with `--quick`);
 //! - the cluster-mode benchmark (`cluster_bench`: the agent against a
 //!   Kubernetes list/watch API server at 1k to 100k pods: change →
 //!   enforced latency, churn with an allowed flow, memory per pod, idle
 //!   CPU; about 15 minutes, 5 with `--quick`).
 //!
-//! The last three need **root** (loading eBPF programs, creating
+//! The last four need **root** (loading eBPF programs, creating
 //! namespaces); as another user they are skipped with a message. The eBPF
 //! ELF is built first.
 
@@ -32,7 +36,7 @@ pub fn run(quick: bool) -> Result<()> {
     })?;
     if !cmd::is_root() {
         eprintln!(
-            "bench: skipping the dataplane, flow and cluster-mode benchmarks: they need root (loading eBPF programs, creating network namespaces); run `cargo xtask bench` as root"
+            "bench: skipping the dataplane, flow, alerting and cluster-mode benchmarks: they need root (loading eBPF programs, creating network namespaces); run `cargo xtask bench` as root"
         );
         return Ok(());
     }
@@ -47,6 +51,13 @@ pub fn run(quick: bool) -> Result<()> {
     step("flow-record capacity benchmark", || {
         cmd::run(
             bench_bin("flow_bench", quick)
+                .current_dir(cmd::repo_root())
+                .env(EBPF_ELF, &elf),
+        )
+    })?;
+    step("alerting benchmark", || {
+        cmd::run(
+            bench_bin("alert_bench", quick)
                 .current_dir(cmd::repo_root())
                 .env(EBPF_ELF, &elf),
         )

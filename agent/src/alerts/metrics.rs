@@ -6,6 +6,7 @@
 //!   take (`jsonl`: `write`; `alertmanager`: the client's reasons, see
 //!   [`LossReason`]);
 //! - `bulkhead_alerts_delivered_total{sink}`: alerts a sink took;
+//! - `bulkhead_alerts_records_total`: live records the detectors checked;
 //! - `bulkhead_alerts_records_lost_total`: live records the detectors never
 //!   saw (their subscription's queue was full);
 //! - `bulkhead_alerts_suppressed_total{baseline}`: deviating records that
@@ -69,6 +70,7 @@ pub struct AlertMetrics {
     alerts: Family<AlertLabels, Counter>,
     lost: Family<LostLabels, Counter>,
     delivered: Family<SinkLabel, Counter>,
+    records: Counter,
     records_lost: Counter,
     suppressed: Family<BaselineLabel, Counter>,
     responses: Family<ResponseLabels, Counter>,
@@ -82,6 +84,7 @@ impl AlertMetrics {
         let alerts = Family::<AlertLabels, Counter>::default();
         let lost = Family::<LostLabels, Counter>::default();
         let delivered = Family::<SinkLabel, Counter>::default();
+        let records = Counter::default();
         let records_lost = Counter::default();
         let suppressed = Family::<BaselineLabel, Counter>::default();
         let responses = Family::<ResponseLabels, Counter>::default();
@@ -99,6 +102,11 @@ impl AlertMetrics {
             "bulkhead_alerts_delivered",
             "Alerts a sink took",
             delivered.clone(),
+        );
+        registry.register(
+            "bulkhead_alerts_records",
+            "Live flow records the baseline detectors checked",
+            records.clone(),
         );
         registry.register(
             "bulkhead_alerts_records_lost",
@@ -120,6 +128,7 @@ impl AlertMetrics {
             alerts,
             lost,
             delivered,
+            records,
             records_lost,
             suppressed,
             responses,
@@ -210,9 +219,24 @@ impl AlertMetrics {
         }
     }
 
+    /// `n` records checked by the detectors.
+    pub fn records_checked(&self, n: u64) {
+        self.records.inc_by(n);
+    }
+
+    /// Records the detectors checked so far.
+    pub fn records(&self) -> u64 {
+        self.records.get()
+    }
+
     /// Sets the records the detectors' subscription lost.
     pub fn set_records_lost(&self, n: u64) {
         self.records_lost.inner().store(n, Ordering::Relaxed);
+    }
+
+    /// Records the detectors' subscriptions lost so far.
+    pub fn records_lost(&self) -> u64 {
+        self.records_lost.get()
     }
 
     /// Sets the records a baseline's detector suppressed.
@@ -276,6 +300,9 @@ mod tests {
         stats.lost.insert("queue_full", 7);
         m.set_alertmanager(&stats);
         m.set_records_lost(3);
+        m.records_checked(2);
+        m.set_suppressed("shop", 5);
+        assert_eq!((m.records(), m.records_lost()), (2, 3));
         let text = m.append("# TYPE bulkhead_up gauge\nbulkhead_up 1\n# EOF\n".into());
         assert!(text.starts_with("# TYPE bulkhead_up gauge\nbulkhead_up 1\n"));
         assert!(text.ends_with("# EOF\n"));
@@ -288,6 +315,8 @@ mod tests {
             "bulkhead_alerts_lost_total{sink=\"alertmanager\",reason=\"connect\"} 0",
             "bulkhead_alerts_delivered_total{sink=\"alertmanager\"} 4",
             "bulkhead_alerts_records_lost_total 3",
+            "bulkhead_alerts_records_total 2",
+            "bulkhead_alerts_suppressed_total{baseline=\"shop\"} 5",
         ] {
             assert!(text.contains(line), "{line} missing in:\n{text}");
         }

@@ -319,3 +319,36 @@ fn a_scan_quarantines_its_source_pod_when_asked_and_a_new_edge_does_not() {
     assert!(text.contains(line), "{line} missing in:\n{text}");
     alerts.stop();
 }
+
+#[test]
+fn a_drain_sized_burst_is_checked_in_full_and_counted_once() {
+    let history = Arc::new(History::new(100));
+    let cfg = AlertsConfig {
+        baselines: vec![baseline()],
+        ..AlertsConfig::default()
+    };
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None, None).unwrap();
+    // What one drain hands over at 100k new flows/s (25,000 flow records),
+    // and some notifications, at once; then a few more one by one.
+    let learned = record("web", "api", 8080);
+    let burst: Vec<_> = (0..25_000).map(|_| Arc::clone(&learned)).collect();
+    history.push_all(&burst);
+    history.push_all(&burst[..5_000]);
+    for _ in 0..3 {
+        history.push(Arc::clone(&learned));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alerts.stats().records < 30_003 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let s = alerts.stats();
+    assert_eq!((s.records, s.records_lost), (30_003, 0));
+    assert_eq!(s.alertmanager, None);
+    let text = alerts.append_metrics("# EOF\n".into());
+    assert!(
+        text.contains("bulkhead_alerts_records_total 30003"),
+        "{text}"
+    );
+    alerts.stop();
+    assert_eq!(history.subscribers(), 0);
+}

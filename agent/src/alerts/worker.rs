@@ -20,7 +20,7 @@ use super::alertmanager::Alertmanager;
 use super::jsonl::{AlertLine, JsonlSink};
 use super::metrics::AlertMetrics;
 use super::respond::{Responder, Response};
-use super::{labels, now_ms};
+use super::{BATCH_PAUSE, labels, now_ms};
 
 /// The detectors and where their alerts go.
 pub(super) struct Worker {
@@ -63,7 +63,9 @@ impl Worker {
     }
 
     /// Runs on `sub` until it ends; hands itself back (nothing flushed).
+    /// Takes what is queued in batches, with [`BATCH_PAUSE`] between.
     pub(super) fn run(mut self, sub: &Subscription) -> Self {
+        let mut alerts: Vec<Alert> = Vec::new();
         loop {
             // Wake for a record, or when the next held window ends.
             let wait = self
@@ -74,23 +76,36 @@ impl Worker {
                 .map_or(Duration::MAX, |d| {
                     Duration::from_millis(d.saturating_sub(now_ms()))
                 });
-            let alerts: Vec<Alert> = match sub.recv_timeout(wait) {
-                Ok(r) => self
-                    .detectors
-                    .iter_mut()
-                    .flat_map(|d| d.observe(&r))
-                    .collect(),
+            let batch = match sub.recv_timeout(wait) {
+                Ok(r) => {
+                    // This record and every one queued behind it.
+                    let mut n = 0;
+                    let mut next = Some(r);
+                    while let Some(r) = next {
+                        n += 1;
+                        for d in &mut self.detectors {
+                            alerts.extend(d.observe(&r));
+                        }
+                        next = sub.try_recv().ok();
+                    }
+                    self.metrics.records_checked(n);
+                    true
+                }
                 Err(RecvTimeoutError::Timeout) => {
                     let now = now_ms();
-                    self.detectors
-                        .iter_mut()
-                        .flat_map(|d| d.flush(now))
-                        .collect()
+                    for d in &mut self.detectors {
+                        alerts.extend(d.flush(now));
+                    }
+                    false
                 }
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             self.emit(&alerts);
+            alerts.clear();
             self.metrics.set_records_lost(self.lost_before + sub.lost());
+            if batch {
+                std::thread::sleep(BATCH_PAUSE);
+            }
         }
         self.lost_before += sub.lost();
         self.metrics.set_records_lost(self.lost_before);

@@ -34,7 +34,7 @@ use anyhow::{Context as _, bail};
 use bulkhead_bench::elf::{self, DEFAULT_FLOW_FLAGS};
 use bulkhead_bench::flows::cache;
 use bulkhead_bench::flows::driver::DrivePlan;
-use bulkhead_bench::flows::policy::{BACKGROUND_PODS, FlowPolicy};
+use bulkhead_bench::flows::policy::{BACKGROUND_PODS, FlowPolicy, Tuples};
 use bulkhead_bench::flows::report::{Report, Settings, TARGET_RATE, rate};
 use bulkhead_bench::flows::run::{self, Placement, REVISION, RunPlan, RunResult};
 use bulkhead_bench::report::Output;
@@ -242,6 +242,7 @@ fn main() -> anyhow::Result<()> {
     let paced = |r: f64| DrivePlan {
         rate: Some(r),
         duration,
+        tuples: Tuples::Distinct,
     };
     // Up from the target rate until a run loses records or outruns the
     // driver.
@@ -296,12 +297,14 @@ fn main() -> anyhow::Result<()> {
         let drive = DrivePlan {
             rate: None,
             duration: Duration::from_secs_f64(secs),
+            tuples: Tuples::Distinct,
         };
         do_run(drive, true, &mut runs)?;
     }
     let drive = DrivePlan {
         rate: Some(TARGET_RATE),
         duration: Duration::from_secs_f64(stop_secs),
+        tuples: Tuples::Distinct,
     };
     do_run(drive, false, &mut runs)?;
 

@@ -48,7 +48,7 @@ impl CacheProbe {
 }
 
 fn key(n: u64) -> FlowKey {
-    let (sport, dst, dport) = Tuples::tuple(n);
+    let (sport, dst, dport) = Tuples::Distinct.tuple(n);
     FlowKey {
         tuple: CtKey {
             src: abi_addr(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))),

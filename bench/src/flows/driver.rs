@@ -39,13 +39,16 @@ pub struct DrivePlan {
     pub rate: Option<f64>,
     /// The time bound.
     pub duration: Duration,
+    /// How flow numbers map to tuples.
+    pub tuples: Tuples,
 }
 
 impl DrivePlan {
     /// The count bound: `rate × duration` (unpaced: the tuple space).
     pub fn target_flows(&self) -> u64 {
-        self.rate.map_or(Tuples::MAX, |r| {
-            ((r * self.duration.as_secs_f64()).round() as u64).min(Tuples::MAX)
+        let max = self.tuples.max();
+        self.rate.map_or(max, |r| {
+            ((r * self.duration.as_secs_f64()).round() as u64).min(max)
         })
     }
 }
@@ -68,9 +71,10 @@ pub struct Driven {
     pub cpu_seconds: Option<f64>,
 }
 
-/// The datagram of flow 0 from the subject; [`patch`] makes flow `n`'s.
-pub fn template(mac: [u8; 6], src: Ipv4Addr) -> Vec<u8> {
-    let (sport, dst, dport) = Tuples::tuple(0);
+/// The datagram of flow 0 of `tuples` from the subject; [`patch`] makes
+/// flow `n`'s.
+pub fn template(mac: [u8; 6], src: Ipv4Addr, tuples: &Tuples) -> Vec<u8> {
+    let (sport, dst, dport) = tuples.tuple(0);
     frame(
         mac,
         IpAddr::V4(src),
@@ -80,8 +84,8 @@ pub fn template(mac: [u8; 6], src: Ipv4Addr) -> Vec<u8> {
 }
 
 /// Rewrites `frame` (from [`template`]) into flow `n`'s datagram.
-fn patch(frame: &mut [u8], n: u64) {
-    let (sport, dst, dport) = Tuples::tuple(n);
+fn patch(frame: &mut [u8], tuples: &Tuples, n: u64) {
+    let (sport, dst, dport) = tuples.tuple(n);
     frame[DST_AT..DST_AT + 4].copy_from_slice(&dst.octets());
     frame[SPORT_AT..SPORT_AT + 2].copy_from_slice(&sport.to_be_bytes());
     frame[DPORT_AT..DPORT_AT + 2].copy_from_slice(&dport.to_be_bytes());
@@ -124,7 +128,7 @@ pub fn drive(prog: &SchedClassifier, mut frame: Vec<u8>, plan: &DrivePlan) -> Re
         max_behind = max_behind.max(due - sent);
         let upto = due.min(sent + CHUNK);
         while sent < upto {
-            patch(&mut frame, sent);
+            patch(&mut frame, &plan.tuples, sent);
             let opts = TestRunOptions {
                 data_in: Some(&frame),
                 ..TestRunOptions::default()
@@ -156,12 +160,13 @@ mod tests {
 
     #[test]
     fn patch_writes_the_tuple() {
-        let mut f = template([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 1));
-        patch(&mut f, 123_456_789);
+        let t = Tuples::Distinct;
+        let mut f = template([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 0, 0, 1), &t);
+        patch(&mut f, &t, 123_456_789);
         let dst = Ipv4Addr::new(f[DST_AT], f[DST_AT + 1], f[DST_AT + 2], f[DST_AT + 3]);
         let sport = u16::from_be_bytes([f[SPORT_AT], f[SPORT_AT + 1]]);
         let dport = u16::from_be_bytes([f[DPORT_AT], f[DPORT_AT + 1]]);
-        assert_eq!(Tuples::index(sport, dst, dport), Some(123_456_789));
+        assert_eq!(t.index(sport, dst, dport), Some(123_456_789));
         assert_eq!(f[14 + 9], 17, "UDP");
     }
 }

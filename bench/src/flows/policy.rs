@@ -24,6 +24,7 @@ use bulkhead_policy::compile::maps::MapImage;
 use bulkhead_policy::compile::{Compiled, compile};
 use bulkhead_policy::model::{IpBlock, Model, Peer, Policy, PortMatch, PortSpec, Protocol, Rule};
 use ipnetwork::{IpNetwork, Ipv4Network};
+use serde::Serialize;
 
 use crate::synthetic::{self, BenchImage, app_selector, bench_pods, origin};
 
@@ -118,32 +119,169 @@ impl FlowPolicy {
     }
 }
 
+/// Destination ports per destination address in [`Tuples::Edges`]: edge
+/// `e` is (address `e / EDGE_PORTS`, port `PORT_LO + e % EDGE_PORTS`) of
+/// the block.
+pub const EDGE_PORTS: u64 = 100;
+
 /// The tuples of a run's flows: flow `n` ↔ (source port, destination
-/// address, destination port), from the subject's fixed address.
-#[derive(Clone, Copy, Debug)]
-pub struct Tuples;
+/// address, destination port), from the subject's fixed address. No tuple
+/// repeats within a run in either layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "layout")]
+pub enum Tuples {
+    /// Every flow its own edge (destination address and port): the
+    /// destination port varies fastest, then the destination address, then
+    /// the source port (the flow benchmark).
+    Distinct,
+    /// Flows over a fixed set of edges, with a share of deviations to new
+    /// edges (the alerting benchmark; see [`EdgeLayout`]).
+    Edges(EdgeLayout),
+}
+
+/// Flows spread over `known` edges (those a baseline holds), every
+/// `every`-th flow a deviation to a new edge, `per_new` deviating flows
+/// per new edge, new edges in order.
+///
+/// Edge `e` is [`EdgeLayout::edge`]`(e)`: edges `0..known` are the known
+/// ones, `known + k` the `k`-th new one. A regular flow (the `i`-th)
+/// takes known edge `i % known` from source port `PORT_LO + i / known`; a
+/// deviating flow (the `j`-th) takes new edge `known + j / per_new` from
+/// source port `PORT_LO + j % per_new`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct EdgeLayout {
+    /// Known edges the regular flows cycle through.
+    pub known: u64,
+    /// Flow `n` is a deviation when `n % every == every - 1`; 0: none.
+    pub every: u64,
+    /// Deviating flows per new edge (at most the source ports).
+    pub per_new: u64,
+}
+
+impl EdgeLayout {
+    /// Edges the layout can address.
+    pub const MAX_EDGES: u64 = ADDRS * EDGE_PORTS;
+    /// Most deviating flows per new edge (one source port each).
+    pub const MAX_PER_NEW: u64 = PORTS;
+
+    /// A layout, if its numbers fit the address block and the ports.
+    pub fn new(known: u64, every: u64, per_new: u64) -> Option<Self> {
+        let ok =
+            (1..Self::MAX_EDGES).contains(&known) && every != 1 && (1..=PORTS).contains(&per_new);
+        ok.then_some(Self {
+            known,
+            every,
+            per_new,
+        })
+    }
+
+    /// Edge `e`'s destination address and port.
+    pub fn edge(e: u64) -> (Ipv4Addr, u16) {
+        debug_assert!(e < Self::MAX_EDGES);
+        let dst = Ipv4Addr::from(u32::from(DST_BASE) + (e / EDGE_PORTS) as u32);
+        (dst, PORT_LO + (e % EDGE_PORTS) as u16)
+    }
+
+    /// The edge of a destination address and port, if one of ours.
+    fn edge_of(dst: Ipv4Addr, dport: u16) -> Option<u64> {
+        let off = u64::from(u32::from(dst).checked_sub(u32::from(DST_BASE))?);
+        let port = u64::from(dport.checked_sub(PORT_LO)?);
+        (off < ADDRS && port < EDGE_PORTS).then_some(off * EDGE_PORTS + port)
+    }
+
+    /// Whether flow `n` is a deviation.
+    pub fn deviates(&self, n: u64) -> bool {
+        self.every > 0 && n % self.every == self.every - 1
+    }
+
+    /// Deviating flows among flows `0..n`.
+    pub fn deviations(&self, n: u64) -> u64 {
+        n.checked_div(self.every).unwrap_or(0)
+    }
+
+    /// New edges that flows `0..n` reach.
+    pub fn new_edges(&self, n: u64) -> u64 {
+        self.deviations(n).div_ceil(self.per_new)
+    }
+
+    fn tuple(&self, n: u64) -> (u16, Ipv4Addr, u16) {
+        let (sport, e) = if self.deviates(n) {
+            let j = n / self.every;
+            (j % self.per_new, self.known + j / self.per_new)
+        } else {
+            let i = n - self.deviations(n);
+            (i / self.known, i % self.known)
+        };
+        let (dst, dport) = Self::edge(e);
+        (PORT_LO + sport as u16, dst, dport)
+    }
+
+    fn index(&self, sport: u16, dst: Ipv4Addr, dport: u16) -> Option<u64> {
+        let e = Self::edge_of(dst, dport)?;
+        let s = u64::from(sport.checked_sub(PORT_LO)?);
+        if e < self.known {
+            let i = s * self.known + e;
+            Some(match self.every {
+                0 => i,
+                k => i / (k - 1) * k + i % (k - 1),
+            })
+        } else {
+            if self.every == 0 || s >= self.per_new {
+                return None;
+            }
+            let j = (e - self.known) * self.per_new + s;
+            Some(j * self.every + self.every - 1)
+        }
+    }
+}
 
 impl Tuples {
     /// Flows a run can drive without repeating a tuple.
-    pub const MAX: u64 = PORTS * ADDRS * PORTS;
+    pub fn max(&self) -> u64 {
+        match self {
+            Tuples::Distinct => PORTS * ADDRS * PORTS,
+            // Regular flows run out of source ports first; new edges run
+            // out of addresses.
+            Tuples::Edges(l) => {
+                let regular = l.known * PORTS;
+                let deviating = (EdgeLayout::MAX_EDGES - l.known) * l.per_new;
+                match l.every {
+                    0 => regular,
+                    k => (regular / (k - 1) * k).min(deviating.saturating_mul(k)),
+                }
+            }
+        }
+    }
 
     /// Flow `n`'s (source port, destination address, destination port).
-    pub fn tuple(n: u64) -> (u16, Ipv4Addr, u16) {
-        debug_assert!(n < Self::MAX);
-        let dport = PORT_LO + (n % PORTS) as u16;
-        let m = n / PORTS;
-        let dst = Ipv4Addr::from(u32::from(DST_BASE) + (m % ADDRS) as u32);
-        let sport = PORT_LO + (m / ADDRS) as u16;
-        (sport, dst, dport)
+    pub fn tuple(&self, n: u64) -> (u16, Ipv4Addr, u16) {
+        debug_assert!(n < self.max());
+        match self {
+            Tuples::Distinct => {
+                let dport = PORT_LO + (n % PORTS) as u16;
+                let m = n / PORTS;
+                let dst = Ipv4Addr::from(u32::from(DST_BASE) + (m % ADDRS) as u32);
+                let sport = PORT_LO + (m / ADDRS) as u16;
+                (sport, dst, dport)
+            }
+            Tuples::Edges(l) => l.tuple(n),
+        }
     }
 
     /// The `n` of a tuple, if it is one of ours.
-    pub fn index(sport: u16, dst: Ipv4Addr, dport: u16) -> Option<u64> {
-        let off = u32::from(dst).checked_sub(u32::from(DST_BASE))? as u64;
-        if off >= ADDRS || sport < PORT_LO || dport < PORT_LO {
-            return None;
+    pub fn index(&self, sport: u16, dst: Ipv4Addr, dport: u16) -> Option<u64> {
+        match self {
+            Tuples::Distinct => {
+                let off = u32::from(dst).checked_sub(u32::from(DST_BASE))? as u64;
+                if off >= ADDRS || sport < PORT_LO || dport < PORT_LO {
+                    return None;
+                }
+                Some(
+                    (u64::from(sport - PORT_LO) * ADDRS + off) * PORTS + u64::from(dport - PORT_LO),
+                )
+            }
+            Tuples::Edges(l) => l.index(sport, dst, dport),
         }
-        Some((u64::from(sport - PORT_LO) * ADDRS + off) * PORTS + u64::from(dport - PORT_LO))
     }
 }
 
@@ -162,19 +300,70 @@ mod tests {
             PORTS * ADDRS + 7,
             12_345_678_901,
         ] {
-            let (sport, dst, dport) = Tuples::tuple(n);
+            let (sport, dst, dport) = Tuples::Distinct.tuple(n);
             assert!(sport >= PORT_LO && dport >= PORT_LO);
             assert!(
                 Ipv4Network::new(DST_BASE, DST_PREFIX)
                     .unwrap()
                     .contains(dst)
             );
-            assert_eq!(Tuples::index(sport, dst, dport), Some(n), "{n}");
+            assert_eq!(Tuples::Distinct.index(sport, dst, dport), Some(n), "{n}");
         }
         assert_eq!(
-            Tuples::index(PORT_LO, Ipv4Addr::new(10, 0, 0, 1), PORT_LO),
+            Tuples::Distinct.index(PORT_LO, Ipv4Addr::new(10, 0, 0, 1), PORT_LO),
             None
         );
+    }
+
+    #[test]
+    fn edge_layout_round_trips_with_its_share_of_deviations() {
+        let l = EdgeLayout::new(1_000, 100, 7).unwrap();
+        let t = Tuples::Edges(l);
+        let n = 250_000;
+        let mut tuples = std::collections::HashSet::new();
+        let mut known = std::collections::HashSet::new();
+        let mut new = std::collections::HashSet::new();
+        for i in 0..n {
+            let (sport, dst, dport) = t.tuple(i);
+            assert!(
+                tuples.insert((sport, dst, dport)),
+                "flow {i} repeats a tuple"
+            );
+            assert_eq!(t.index(sport, dst, dport), Some(i), "{i}");
+            let e = EdgeLayout::edge_of(dst, dport).unwrap();
+            assert_eq!(e >= l.known, l.deviates(i), "{i}");
+            if e < l.known {
+                known.insert(e);
+            } else {
+                new.insert(e);
+            }
+        }
+        assert_eq!(l.deviations(n), 2_500);
+        assert_eq!(known.len(), 1_000, "every known edge is used");
+        assert_eq!(new.len() as u64, l.new_edges(n));
+        assert_eq!(new.len(), 2_500usize.div_ceil(7));
+        // Not ours: outside the block, a port beyond the edge ports, a
+        // deviation's source port beyond `per_new`.
+        assert_eq!(t.index(PORT_LO, Ipv4Addr::new(10, 0, 0, 1), PORT_LO), None);
+        assert_eq!(
+            t.index(PORT_LO, DST_BASE, PORT_LO + EDGE_PORTS as u16),
+            None
+        );
+        let (dst, dport) = EdgeLayout::edge(l.known);
+        assert_eq!(t.index(PORT_LO + 7, dst, dport), None);
+        assert!(t.max() > 60_000_000, "a minute at 1M/s fits");
+        assert_eq!(EdgeLayout::new(0, 100, 7), None);
+        assert_eq!(EdgeLayout::new(10, 1, 7), None);
+    }
+
+    #[test]
+    fn edge_layout_without_deviations_uses_known_edges_only() {
+        let t = Tuples::Edges(EdgeLayout::new(10, 0, 1).unwrap());
+        for i in 0..1_000 {
+            let (sport, dst, dport) = t.tuple(i);
+            assert!(EdgeLayout::edge_of(dst, dport).unwrap() < 10);
+            assert_eq!(t.index(sport, dst, dport), Some(i));
+        }
     }
 
     #[test]

@@ -12,10 +12,16 @@
 //! losses are split into those counted while running (the pipeline's
 //! accounting just before the stop) and those of the stop.
 //!
+//! With alerting ([`run_with`]), the agent's baseline-deviation detectors
+//! (`bulkhead_agent::alerts::Alerts`) run on the pipeline's history as in
+//! the agent, their alerts appended to a JSON Lines file in the run's
+//! temporary directory; after the stop the run waits until they have taken
+//! every record the history offered them (or lost it, counted).
+//!
 //! CPU placement: with two or more CPUs the driver thread is pinned to the
 //! last allowed CPU and the pipeline's threads (the collector and the JSON
-//! Lines writer, which inherit the affinity of the thread that starts
-//! them) to the others, so the driver's syscalls and the pipeline do not
+//! Lines writer and the alert detectors, which inherit the affinity of the
+//! thread that starts them) to the others, so the driver's syscalls and the pipeline do not
 //! compete for a CPU.
 
 use std::collections::BTreeMap;
@@ -25,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use aya::programs::SchedClassifier;
+use bulkhead_agent::alerts::{Alerts, AlertsConfig, AlertsStats};
 use bulkhead_flows::accounting::Accounting;
 use bulkhead_flows::export::{JsonlConfig, JsonlTarget};
 use bulkhead_flows::{Pipeline, PipelineConfig, PipelineHandle};
@@ -121,6 +128,75 @@ impl Lost {
     }
 }
 
+/// The name of the alert detectors' thread (its `comm`).
+pub const DETECTOR_THREAD: &str = "bulkhead-alerts";
+
+/// How long the run waits after the stop for the detectors to take what
+/// is queued for them.
+const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// What alerting did in a run.
+#[derive(Clone, Debug, Serialize)]
+pub struct AlertingResult {
+    /// Records the pipeline's history offered its subscribers (the
+    /// detectors' subscription took part from before the first flow).
+    pub offered: u64,
+    /// The detectors' counts: records checked, records their subscription
+    /// lost, the Alertmanager client's deliveries.
+    pub stats: AlertsStats,
+    /// Records lost by the detectors' subscription before the pipeline
+    /// was stopped.
+    pub lost_running: u64,
+    /// The detectors had taken every offered record (checked or lost)
+    /// before their CPU time was read.
+    pub caught_up: bool,
+    /// Alerts in the JSON Lines file, by kind.
+    pub alerts: BTreeMap<String, u64>,
+    /// Lines of the alerts file that are not a `bulkhead.alert/v1` alert.
+    pub bad_lines: u64,
+    /// CPU seconds of the detectors' thread, from its start until it had
+    /// caught up.
+    pub detector_seconds: Option<f64>,
+}
+
+impl AlertingResult {
+    /// Alerts raised.
+    pub fn alerts_total(&self) -> u64 {
+        self.alerts.values().sum()
+    }
+
+    /// Every offered record reached the detectors.
+    pub fn missed_none(&self) -> bool {
+        self.caught_up && self.stats.records_lost == 0 && self.stats.records == self.offered
+    }
+}
+
+/// Counts the alerts of a JSON Lines alerts file, by kind, and the lines
+/// that are not alerts.
+fn count_alerts(path: &Path) -> Result<(BTreeMap<String, u64>, u64)> {
+    let text = std::fs::read_to_string(path)
+        .or_else(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Ok(String::new())
+            } else {
+                Err(e)
+            }
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
+    let mut kinds = BTreeMap::new();
+    let mut bad = 0;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+        match (v["schema"].as_str(), v["kind"].as_str()) {
+            (Some("bulkhead.alert/v1"), Some(kind)) => {
+                *kinds.entry(kind.to_owned()).or_default() += 1;
+            }
+            _ => bad += 1,
+        }
+    }
+    Ok((kinds, bad))
+}
+
 /// CPU time of a run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CpuUse {
@@ -134,6 +210,9 @@ pub struct CpuUse {
     pub collector_seconds: Option<f64>,
     /// The JSON Lines writer thread, while the driver ran.
     pub writer_seconds: Option<f64>,
+    /// With alerting: the detectors' thread, until it had caught up (part
+    /// of `pipeline_seconds`).
+    pub detector_seconds: Option<f64>,
 }
 
 /// One run's results.
@@ -185,6 +264,8 @@ pub struct RunResult {
     pub peak_rss_kib: Option<u64>,
     /// Where the threads ran.
     pub placement: Placement,
+    /// With alerting: what it did.
+    pub alerting: Option<AlertingResult>,
 }
 
 impl RunResult {
@@ -210,9 +291,23 @@ impl RunResult {
         self.log.bytes as f64 / self.driven.seconds.max(1e-9)
     }
 
-    /// Pipeline CPU µs per exported record.
+    /// Pipeline CPU µs per exported record (with alerting, the
+    /// detectors' thread included).
     pub fn pipeline_us_per_record(&self) -> Option<f64> {
         let s = self.cpu.pipeline_seconds?;
+        (self.exported > 0).then(|| s * 1e6 / self.exported as f64)
+    }
+
+    /// Pipeline CPU µs per exported record without the detectors' thread
+    /// (with alerting: what feeding the detectors costs the collector).
+    pub fn pipeline_us_per_record_without_detector(&self) -> Option<f64> {
+        let s = self.cpu.pipeline_seconds? - self.cpu.detector_seconds.unwrap_or(0.0);
+        (self.exported > 0).then(|| s.max(0.0) * 1e6 / self.exported as f64)
+    }
+
+    /// The detectors' thread's CPU µs per exported record.
+    pub fn detector_us_per_record(&self) -> Option<f64> {
+        let s = self.cpu.detector_seconds?;
         (self.exported > 0).then(|| s * 1e6 / self.exported as f64)
     }
 
@@ -264,6 +359,35 @@ pub fn run(
     placement: &Placement,
     plan: &RunPlan,
 ) -> Result<RunResult> {
+    run_with(elf, policy, placement, plan, None)
+}
+
+/// Waits (at most `limit`) until the detectors have taken `offered`
+/// records, checked or lost. Whether they did.
+fn catch_up(alerts: &Alerts, offered: u64, limit: Duration) -> bool {
+    let start = Instant::now();
+    loop {
+        let s = alerts.stats();
+        if s.records + s.records_lost >= offered {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// [`run`], with the agent's alerting on when `alerts` is given: its
+/// baselines, thresholds and Alertmanager as given, its JSON Lines file
+/// replaced by one in the run's temporary directory.
+pub fn run_with(
+    elf: &Path,
+    policy: &FlowPolicy,
+    placement: &Placement,
+    plan: &RunPlan,
+    alerts: Option<&AlertsConfig>,
+) -> Result<RunResult> {
     let slot = bulkhead_common::active_slot(REVISION);
     let mut dp = load_programmed(elf, &policy.image, slot, policy.subject, REVISION)?;
     let mut tap = dp
@@ -294,6 +418,18 @@ pub fn run(
     let started = Instant::now();
     let handle =
         Pipeline::start(Box::new(tap), enricher, config).context("starting the pipeline")?;
+    let alerts_file = dir.path().join("alerts.jsonl");
+    let alerting = match alerts {
+        Some(cfg) => {
+            let mut cfg = cfg.clone();
+            cfg.jsonl = Some(alerts_file.clone());
+            Some(
+                Alerts::start(&cfg, NODE, Arc::clone(&handle.history), None, None)
+                    .context("starting the alert detectors")?,
+            )
+        }
+        None => None,
+    };
     cpu::pin(&placement.driver);
 
     let prog: &SchedClassifier = dp
@@ -301,7 +437,7 @@ pub fn run(
         .program("from_pod")
         .context("no from_pod")?
         .try_into()?;
-    let template = driver::template(policy.subject_mac, policy.subject_ip);
+    let template = driver::template(policy.subject_mac, policy.subject_ip, &plan.drive.tuples);
     let driven = driver::drive(prog, template, &plan.drive);
     let collector = cpu::threads_cpu("flows-collector");
     let writer = cpu::threads_cpu("flows-jsonl");
@@ -314,17 +450,42 @@ pub fn run(
         _ => (None, false),
     };
     let lost_running = Lost::of(&handle.accounting());
+    let alerts_lost_running = alerting.as_ref().map(|a| a.stats().records_lost);
+    let history = Arc::clone(&handle.history);
     let stop0 = Instant::now();
     let accounting = handle.stop();
     let stop_seconds = stop0.elapsed().as_secs_f64();
     let pipeline_seconds = started.elapsed().as_secs_f64();
+    let offered = history.pushed();
+    let caught_up = alerting.as_ref().map(|a| catch_up(a, offered, CATCH_UP));
+    let detector = alerting
+        .as_ref()
+        .and_then(|_| cpu::threads_cpu(DETECTOR_THREAD));
     let process1 = cpu::process_cpu();
     let main1 = cpu::this_thread_cpu();
     cpu::pin(&placement.all);
     let peak_rss_kib = peak_rss_kib();
+    let alerting = match alerting {
+        Some(a) => {
+            let stats = a.stats();
+            a.stop();
+            let (kinds, bad_lines) = count_alerts(&alerts_file)?;
+            Some(AlertingResult {
+                offered,
+                stats,
+                lost_running: alerts_lost_running.unwrap_or(0),
+                caught_up: caught_up.unwrap_or(false),
+                alerts: kinds,
+                bad_lines,
+                detector_seconds: detector.map(|d| d.as_secs_f64()),
+            })
+        }
+        None => None,
+    };
     let driven = driven?;
 
-    let log_check = verify::check(&log, driven.flows).context("checking the flow log")?;
+    let log_check =
+        verify::check(&log, &plan.drive.tuples, driven.flows).context("checking the flow log")?;
     dir.close().context("removing the flow log's directory")?;
     drop(dp);
 
@@ -355,9 +516,11 @@ pub fn run(
             pipeline_seconds: process.zip(main).map(|(p, m)| (p - m).max(0.0)),
             collector_seconds: collector.map(|d| d.as_secs_f64()),
             writer_seconds: writer.map(|d| d.as_secs_f64()),
+            detector_seconds: alerting.as_ref().and_then(|a| a.detector_seconds),
         },
         peak_rss_kib,
         placement: placement.clone(),
+        alerting,
         accounting,
         driven,
     })

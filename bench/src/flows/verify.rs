@@ -2,7 +2,7 @@
 //! any rotated file) is parsed; each must be a `bulkhead.flow/v1` flow
 //! record of the subject (enriched: endpoint `bench/subject`), allowed,
 //! with one original-direction packet, whose tuple is one of the run's
-//! driven flows ([`Tuples::index`]). Every driven flow must appear exactly
+//! driven flows (`Tuples::index`). Every driven flow must appear exactly
 //! once. Parsing runs on all CPUs after the run (not in its timings).
 
 use std::collections::BTreeMap;
@@ -81,7 +81,7 @@ struct Line<'a> {
 }
 
 /// One line: the driven flow's index and end reason, or `None` if bad.
-fn parse(line: &[u8], driven: u64) -> Option<(u64, String)> {
+fn parse(line: &[u8], tuples: &Tuples, driven: u64) -> Option<(u64, String)> {
     let l: Line<'_> = serde_json::from_slice(line).ok()?;
     let ok = l.schema == "bulkhead.flow/v1"
         && l.kind == "flow"
@@ -95,7 +95,9 @@ fn parse(line: &[u8], driven: u64) -> Option<(u64, String)> {
     }
     let dst: Ipv4Addr = l.dst.ip.parse().ok()?;
     let _src: Ipv4Addr = l.src.ip.parse().ok()?;
-    let n = Tuples::index(l.src.port, dst, l.dst.port).filter(|&n| n < driven)?;
+    let n = tuples
+        .index(l.src.port, dst, l.dst.port)
+        .filter(|&n| n < driven)?;
     Some((n, l.end_reason.unwrap_or("none").to_owned()))
 }
 
@@ -108,11 +110,11 @@ struct Part {
     reasons: BTreeMap<String, u64>,
 }
 
-fn parse_part(text: &[u8], driven: u64) -> Part {
+fn parse_part(text: &[u8], tuples: &Tuples, driven: u64) -> Part {
     let mut p = Part::default();
     for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         p.lines += 1;
-        match parse(line, driven) {
+        match parse(line, tuples, driven) {
             Some((n, reason)) => {
                 p.found.push(n);
                 *p.reasons.entry(reason).or_default() += 1;
@@ -165,8 +167,8 @@ fn log_files(path: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Checks the flow log at `path` against `driven` flows.
-pub fn check(path: &Path, driven: u64) -> Result<LogCheck> {
+/// Checks the flow log at `path` against `driven` flows of `tuples`.
+pub fn check(path: &Path, tuples: &Tuples, driven: u64) -> Result<LogCheck> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut seen = vec![0u64; driven.div_ceil(64) as usize];
     let mut out = LogCheck::default();
@@ -197,7 +199,7 @@ pub fn check(path: &Path, driven: u64) -> Result<LogCheck> {
                 let parts: Vec<Part> = std::thread::scope(|s| {
                     let handles: Vec<_> = split_lines(&buf[..end], threads)
                         .into_iter()
-                        .map(|chunk| s.spawn(move || parse_part(chunk, driven)))
+                        .map(|chunk| s.spawn(move || parse_part(chunk, tuples, driven)))
                         .collect();
                     handles
                         .into_iter()

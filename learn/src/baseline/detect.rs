@@ -195,6 +195,10 @@ pub struct Detector {
     /// Sources with a scan alert, until when their deviations fold into it.
     scanning: HashMap<End, u64>,
     held: HashMap<End, Held>,
+    /// No entry of `alerted` or `scanning` expires before this time: they
+    /// are scanned only once one has, so the work per record does not grow
+    /// with the alerts of the last interval.
+    next_expiry: u64,
     /// Records that were deviations but raised nothing (deduplicated or
     /// folded into a scan).
     suppressed: u64,
@@ -209,6 +213,7 @@ impl Detector {
             alerted: HashMap::new(),
             scanning: HashMap::new(),
             held: HashMap::new(),
+            next_expiry: u64::MAX,
             suppressed: 0,
         }
     }
@@ -313,13 +318,16 @@ impl Detector {
 
     fn raise(&mut self, src: End, held: Held, now: u64, out: &mut Vec<Alert>) {
         let targets = held.edges.len() + held.more;
+        let interval = self.cfg.interval_ms;
         // An edge's interval runs from its first deviating record.
         for (key, s) in &held.edges {
             self.alerted.insert(key.clone(), s.first_ms);
+            self.next_expiry = self.next_expiry.min(s.first_ms.saturating_add(interval));
         }
         if targets >= self.cfg.scan_targets {
-            self.scanning
-                .insert(src, now.saturating_add(self.cfg.interval_ms));
+            let until = now.saturating_add(interval);
+            self.next_expiry = self.next_expiry.min(until);
+            self.scanning.insert(src, until);
             out.push(self.scan_alert(&held, targets));
             return;
         }
@@ -401,11 +409,30 @@ impl Detector {
         }
     }
 
-    /// Drops dedup state older than the interval (bounded memory).
+    /// Drops dedup state older than the interval (bounded memory); scans
+    /// it only when an entry has expired.
     fn forget_before(&mut self, now: u64) {
+        if now < self.next_expiry {
+            return;
+        }
         let interval = self.cfg.interval_ms;
-        self.alerted.retain(|_, t| now < t.saturating_add(interval));
-        self.scanning.retain(|_, until| now < *until);
+        let mut next = u64::MAX;
+        self.alerted.retain(|_, t| {
+            let until = t.saturating_add(interval);
+            next = next.min(if now < until { until } else { u64::MAX });
+            now < until
+        });
+        self.scanning.retain(|_, until| {
+            next = next.min(if now < *until { *until } else { u64::MAX });
+            now < *until
+        });
+        self.next_expiry = next;
+    }
+
+    /// Edges and scanning sources remembered for deduplication (what
+    /// [`Detector::flush`] forgets once their interval is over).
+    pub fn remembered(&self) -> usize {
+        self.alerted.len() + self.scanning.len()
     }
 }
 

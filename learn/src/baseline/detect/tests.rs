@@ -177,3 +177,41 @@ fn an_alert_names_every_pod_that_made_it_up_to_a_bound() {
     assert_eq!(alerts.len(), 1);
     assert_eq!(alerts[0].src_pods, ["shop/web-1", "shop/web-2"]);
 }
+
+#[test]
+fn dedup_state_is_forgotten_when_its_interval_ends_in_any_record_order() {
+    let cfg = DetectConfig {
+        interval_ms: 10_000,
+        scan_window_ms: 100,
+        scan_targets: 20,
+    };
+    let b = Baseline::take("shop", vec![Scope::Namespace("shop".into())], &history(), 0).unwrap();
+    let mut d = Detector::new(b, cfg);
+    let learned = |at| record("web", Some("api"), 8080, at);
+    // A new edge, raised once its scan window is over.
+    let raise = |d: &mut Detector, r: FlowRecord| {
+        let at = r.end.unix_ms();
+        let mut alerts = d.observe(&r);
+        alerts.extend(d.flush(at + 200));
+        alerts.len()
+    };
+    assert_eq!(raise(&mut d, record("web", Some("db"), 5432, 1_000)), 1);
+    assert_eq!(raise(&mut d, record("web", None, 443, 5_000)), 1);
+    assert_eq!(d.remembered(), 2);
+    // Records before the first expiry, and one older than the others.
+    for at in [6_000, 10_999, 3_000] {
+        assert!(d.observe(&learned(at)).is_empty());
+        assert_eq!(d.remembered(), 2, "at {at}");
+    }
+    assert!(d.observe(&learned(11_000)).is_empty());
+    assert_eq!(d.remembered(), 1, "the first edge's interval ended");
+    assert!(d.observe(&learned(15_000)).is_empty());
+    assert_eq!(d.remembered(), 0);
+    // Remembered again after everything was forgotten, and forgotten again.
+    assert_eq!(raise(&mut d, record("web", Some("db"), 5432, 20_000)), 1);
+    assert_eq!(d.remembered(), 1);
+    assert!(d.observe(&learned(29_999)).is_empty());
+    assert_eq!(d.remembered(), 1);
+    assert!(d.observe(&learned(30_000)).is_empty());
+    assert_eq!(d.remembered(), 0);
+}
