@@ -9,6 +9,7 @@
 //! accepted when. The file is JSON, schema [`SCHEMA`], written atomically.
 
 pub mod detect;
+mod index;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::edge::{EdgeKey, End, History, WorkloadId};
+use super::edge::{EdgeKey, EdgeRef, End, EndRef, History, WorkloadId};
 
 /// The schema name and version of a baseline file.
 pub const SCHEMA: &str = "bulkhead.baseline/v1";
@@ -52,6 +53,28 @@ impl Scope {
         match self {
             Scope::Namespace(ns) => &w.namespace == ns,
             Scope::Workload(id) => id == w,
+        }
+    }
+
+    /// Whether a record's end is a workload in the scope.
+    pub fn covers_ref(&self, e: &EndRef<'_>) -> bool {
+        let EndRef::Pod {
+            namespace,
+            workload,
+            pod,
+        } = *e
+        else {
+            return false;
+        };
+        match self {
+            Scope::Namespace(ns) => ns == namespace,
+            Scope::Workload(id) => {
+                id.namespace == namespace
+                    && match workload {
+                        Some(w) => id.workload == w,
+                        None => id.workload.strip_prefix("Pod/") == Some(pod),
+                    }
+            }
         }
     }
 }
@@ -92,12 +115,10 @@ pub struct Baseline {
     /// The edges of every version (derived; not stored).
     #[serde(skip)]
     edges: BTreeSet<EdgeKey>,
-    /// The same edges hashed (derived), for [`Baseline::holds`] at the cost
-    /// of one lookup rather than a tree walk: the detectors ask for every
-    /// live record. The standard hasher: external addresses in live
-    /// traffic are chosen by others.
+    /// The same edges interned (derived), for [`Baseline::holds_ref`]: the
+    /// detectors ask for every live record, from its borrowed key.
     #[serde(skip)]
-    lookup: HashSet<EdgeKey>,
+    index: index::EdgeIndex,
     /// Their (source, destination) pairs (derived), for
     /// [`Baseline::knows_pair`] at the cost of one lookup.
     #[serde(skip)]
@@ -150,7 +171,7 @@ impl Baseline {
             scope,
             versions: Vec::new(),
             edges: BTreeSet::new(),
-            lookup: HashSet::new(),
+            index: index::EdgeIndex::default(),
             pairs: HashSet::new(),
         };
         let added = history
@@ -187,7 +208,20 @@ impl Baseline {
 
     /// Whether the baseline holds `key`.
     pub fn holds(&self, key: &EdgeKey) -> bool {
-        self.lookup.contains(key)
+        self.edges.contains(key)
+    }
+
+    /// Whether the baseline holds a record's edge (no allocation).
+    pub fn holds_ref(&self, key: &EdgeRef<'_>) -> bool {
+        self.index.contains(key)
+    }
+
+    /// Whether either end of a record's edge is a workload in scope (no
+    /// allocation).
+    pub fn watches_ref(&self, key: &EdgeRef<'_>) -> bool {
+        [&key.src, &key.dst]
+            .into_iter()
+            .any(|e| self.scope.iter().any(|s| s.covers_ref(e)))
     }
 
     /// Whether the baseline holds any edge between `src` and `dst` (any
@@ -206,7 +240,7 @@ impl Baseline {
     ) -> usize {
         let added: BTreeSet<EdgeKey> = edges
             .into_iter()
-            .filter(|k| !self.lookup.contains(k))
+            .filter(|k| !self.edges.contains(k))
             .collect();
         let n = added.len();
         if n > 0 {
@@ -262,7 +296,7 @@ impl Baseline {
     fn index(&mut self, edges: &BTreeSet<EdgeKey>) {
         for k in edges {
             self.pairs.insert((k.src.clone(), k.dst.clone()));
-            self.lookup.insert(k.clone());
+            self.index.insert(k);
             self.edges.insert(k.clone());
         }
     }

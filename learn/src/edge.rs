@@ -268,6 +268,75 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
 /// The edge key of a record of any kind (a flow record or a live
 /// notification), or why it has none.
 pub fn key_of(r: &FlowRecord) -> Result<EdgeKey, SkipReason> {
+    key_ref(r).map(|k| k.to_key())
+}
+
+/// One end of a record's edge, borrowed from the record (no allocation):
+/// what [`key_of`] makes an [`End`] of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndRef<'a> {
+    /// A pod: its namespace, and its workload (`Kind/name`) or, for a bare
+    /// pod, its name.
+    Pod {
+        /// Namespace.
+        namespace: &'a str,
+        /// `Kind/name` of its owner, if any.
+        workload: Option<&'a str>,
+        /// The pod's name (the workload `Pod/<name>` when it has no owner).
+        pod: &'a str,
+    },
+    /// An address no known pod owns.
+    External(IpAddr),
+}
+
+impl EndRef<'_> {
+    /// The owned end.
+    pub fn to_end(self) -> End {
+        match self {
+            EndRef::Pod {
+                namespace,
+                workload,
+                pod,
+            } => End::Workload(WorkloadId {
+                namespace: namespace.to_owned(),
+                workload: match workload {
+                    Some(w) => w.to_owned(),
+                    None => format!("Pod/{pod}"),
+                },
+            }),
+            EndRef::External(ip) => End::External(ip),
+        }
+    }
+}
+
+/// A record's edge key, borrowed from the record: checked against a
+/// baseline for every live record without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EdgeRef<'a> {
+    /// The connection's opener.
+    pub src: EndRef<'a>,
+    /// Its destination (a Service connection's backend).
+    pub dst: EndRef<'a>,
+    /// IP protocol number.
+    pub protocol: u8,
+    /// Destination port (0 for protocols without ports).
+    pub port: u16,
+}
+
+impl EdgeRef<'_> {
+    /// The owned key.
+    pub fn to_key(&self) -> EdgeKey {
+        EdgeKey {
+            src: self.src.to_end(),
+            dst: self.dst.to_end(),
+            protocol: self.protocol,
+            port: self.port,
+        }
+    }
+}
+
+/// [`key_of`], borrowed from the record.
+pub fn key_ref(r: &FlowRecord) -> Result<EdgeRef<'_>, SkipReason> {
     let local = match r.direction {
         FlowDirection::Egress => &r.src.pod,
         FlowDirection::Ingress => &r.dst.pod,
@@ -275,22 +344,30 @@ pub fn key_of(r: &FlowRecord) -> Result<EdgeKey, SkipReason> {
     if local.is_none() {
         return Err(SkipReason::UnknownEndpoint);
     }
-    let end = |addr: &bulkhead_flows::record::Address| match &addr.pod {
-        Some(p) => End::Workload(WorkloadId::of(p)),
-        None => End::External(addr.ip),
-    };
     let target = destination(r)?;
     let port = if matches!(r.protocol.0, 6 | 17 | 132) {
         target.port
     } else {
         0
     };
-    Ok(EdgeKey {
-        src: end(&r.src),
-        dst: end(target),
+    Ok(EdgeRef {
+        src: end_ref(&r.src),
+        dst: end_ref(target),
         protocol: r.protocol.0,
         port,
     })
+}
+
+/// An address of a record as an edge's end.
+fn end_ref(addr: &bulkhead_flows::record::Address) -> EndRef<'_> {
+    match &addr.pod {
+        Some(p) => EndRef::Pod {
+            namespace: &p.namespace,
+            workload: p.workload.as_deref(),
+            pod: &p.pod,
+        },
+        None => EndRef::External(addr.ip),
+    }
 }
 
 /// Where a record's connection went: the backend of a connection to a

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde::{Deserialize, Serialize};
 
 use super::Baseline;
-use crate::edge::{EdgeKey, End, WorkloadId, key_of};
+use crate::edge::{EdgeKey, End, WorkloadId, key_ref};
 use bulkhead_flows::record::{FlowRecord, FlowVerdict, PodInfo};
 
 /// Thresholds and intervals.
@@ -236,11 +236,12 @@ impl Detector {
         // Windows that ended first: their edges are alerted, and this
         // record folds into them.
         let mut alerts = self.flush(now);
-        if let Ok(key) = key_of(r)
-            && self.baseline.watches_edge(&key)
-            && !self.baseline.holds(&key)
+        // Borrowed from the record: only a deviation allocates its key.
+        if let Ok(key) = key_ref(r)
+            && self.baseline.watches_ref(&key)
+            && !self.baseline.holds_ref(&key)
         {
-            self.hold(key, r, now);
+            self.hold(key.to_key(), r, now);
         }
         alerts.extend(self.flush(now));
         alerts

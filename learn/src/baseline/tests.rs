@@ -93,3 +93,98 @@ fn scopes_parse_and_bad_files_say_why() {
     let err = Baseline::read(&path).unwrap_err().to_string();
     assert!(err.contains("b.json") && err.contains("other/v9"), "{err}");
 }
+
+/// A record of `src` → `dst` (`None`: an external address) on TCP `port`,
+/// seen at the source; a `Pod/` workload is a bare pod.
+fn live(
+    src: (&str, &str),
+    dst: Option<(&str, &str)>,
+    port: u16,
+) -> bulkhead_flows::record::FlowRecord {
+    use bulkhead_flows::record::PodInfo;
+    use std::sync::Arc;
+    let info = |(ns, w): (&str, &str)| {
+        let bare = w.strip_prefix("Pod/");
+        Some(Arc::new(PodInfo {
+            namespace: ns.into(),
+            pod: bare.map_or_else(|| format!("{w}-1"), str::to_owned).into(),
+            workload: if bare.is_some() {
+                None
+            } else {
+                Some(format!("Deployment/{w}").into())
+            },
+            labels: Default::default(),
+        }))
+    };
+    let mut r = bulkhead_testkit::flows::flow_record();
+    r.src.pod = info(src);
+    r.endpoint = r.src.pod.clone();
+    r.dst.pod = dst.and_then(info);
+    r.dst.external = dst.is_none();
+    r.dst.ip = "192.0.2.7".parse().unwrap();
+    r.dst.port = port;
+    r
+}
+
+#[test]
+fn the_live_lookup_agrees_with_the_owned_one() {
+    let mut h = history();
+    let bare = End::Workload(WorkloadId {
+        namespace: "shop".into(),
+        workload: "Pod/debug".into(),
+    });
+    let ext = End::External("192.0.2.7".parse().unwrap());
+    for k in [
+        edge(bare.clone(), w("shop", "db"), 5432),
+        edge(w("shop", "web"), ext, 443),
+    ] {
+        h.add_edge(k, &h.edges.values().next().copied().unwrap());
+    }
+    let b = Baseline::take("shop", vec![Scope::Namespace("shop".into())], &h, 0).unwrap();
+    let scoped = Baseline::take(
+        "web",
+        vec![
+            Scope::parse("shop/Deployment/web").unwrap(),
+            Scope::parse("shop/Pod/debug").unwrap(),
+        ],
+        &h,
+        0,
+    )
+    .unwrap();
+    let records = [
+        live(("shop", "web"), Some(("shop", "api")), 8080),
+        live(("shop", "web"), Some(("shop", "api")), 8081),
+        live(("shop", "api"), Some(("shop", "web")), 8080),
+        live(("shop", "Pod/debug"), Some(("shop", "db")), 5432),
+        live(("shop", "Pod/debug"), Some(("shop", "db")), 22),
+        live(("shop", "Pod/other"), Some(("shop", "db")), 5432),
+        live(("shop", "web"), None, 443),
+        live(("shop", "web"), None, 444),
+        live(("other", "x"), Some(("other", "y")), 80),
+        live(("other", "x"), Some(("shop", "db")), 5432),
+    ];
+    let mut held = 0;
+    for r in &records {
+        let (owned, borrowed) = (
+            crate::edge::key_of(r).unwrap(),
+            crate::edge::key_ref(r).unwrap(),
+        );
+        assert_eq!(borrowed.to_key(), owned);
+        for b in [&b, &scoped] {
+            assert_eq!(
+                b.holds_ref(&borrowed),
+                b.holds(&owned),
+                "{owned:?} in {}",
+                b.name
+            );
+            assert_eq!(
+                b.watches_ref(&borrowed),
+                b.watches_edge(&owned),
+                "{owned:?} in {}",
+                b.name
+            );
+        }
+        held += usize::from(b.holds(&owned));
+    }
+    assert_eq!(held, 3, "the cases above cover both answers");
+}
