@@ -129,6 +129,10 @@ mode: audit
 xdp: true
 ipfix: "192.0.2.10:4739"
 historyDb: /var/lib/bulkhead/history.redb
+timelineDb: /var/lib/bulkhead/timeline.redb
+alertmanager: http://alertmanager.monitoring:9093
+alertsJsonl: /var/lib/bulkhead/alerts.jsonl
+respond: ["quarantine:scan,new_external"]
 flowLog: "-"
 metrics:
   port: 19617
@@ -209,6 +213,10 @@ fn chart_renders_what_the_values_say() {
         "--xdp=on",
         "--ipfix=192.0.2.10:4739",
         "--history-db=/var/lib/bulkhead/history.redb",
+        "--timeline-db=/var/lib/bulkhead/timeline.redb",
+        "--alertmanager=http://alertmanager.monitoring:9093",
+        "--alerts-jsonl=/var/lib/bulkhead/alerts.jsonl",
+        "--respond=quarantine:scan,new_external",
         "--flow-log=-",
         "--metrics-addr=0.0.0.0:19617",
         "--flow-idle-timeout=30",
@@ -228,7 +236,11 @@ fn chart_renders_what_the_values_say() {
     assert_eq!(binding["subjects"][0]["name"], "agent");
 
     // Values the agent would refuse are refused when rendering.
-    for bad in ["mode: bogus", "flowLog: /etc/flows.jsonl"] {
+    for bad in [
+        "mode: bogus",
+        "flowLog: /etc/flows.jsonl",
+        "timelineDb: /tmp/timeline.redb",
+    ] {
         let file = dir.path().join("bad.yaml");
         std::fs::write(&file, bad).unwrap();
         let out = Command::new(&helm)
