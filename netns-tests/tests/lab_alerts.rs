@@ -27,7 +27,7 @@ use std::time::Duration;
 use bulkhead_netns_tests::collectors::Alertmanager;
 use serde_json::Value;
 
-use lab_support::{Lab, bulkhead_ok, json_lines, privileged, serial, snapshot};
+use lab_support::{Lab, bulkhead_ok, json_lines, lab_metrics, privileged, serial, snapshot};
 use learning::{LEARNED, UNLEARNED, connect, manifests, now_ms, pod, wait_for_records};
 use traffic::{Pod, tcp_attempt};
 
@@ -212,17 +212,4 @@ fn learned_traffic_is_quiet_a_new_edge_alerts_once_a_scan_once() {
         drop(am);
     }
     assert_eq!(snapshot(), before, "the lab left something behind");
-}
-
-/// The lab agent's `/metrics` over its API socket.
-fn lab_metrics(lab: &Lab) -> String {
-    let state = lab.state();
-    let socket = state["nodes"][0]["agent"]["api_socket"]
-        .as_str()
-        .expect("api socket");
-    let stream = std::os::unix::net::UnixStream::connect(socket).expect("agent socket");
-    let mut resp = bulkhead_agent::api::client::get(stream, "/metrics").expect("GET /metrics");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut resp, &mut text).unwrap();
-    text
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use lab_support::{Lab, bulkhead_ok, privileged, serial, snapshot};
+use lab_support::{Lab, bulkhead_ok, lab_metrics, privileged, serial, snapshot};
 use learning::{connect, manifests, pod};
 use traffic::Pod;
 
@@ -282,17 +282,4 @@ fn a_pods_timeline_holds_its_flows_policy_mode_and_quarantine_in_order_across_a_
         find_in_order(after, &wants, &frontend).expect("all still in order");
     }
     assert_eq!(snapshot(), before, "the lab left something behind");
-}
-
-/// The lab agent's `/metrics` over its API socket.
-fn lab_metrics(lab: &Lab) -> String {
-    let state = lab.state();
-    let socket = state["nodes"][0]["agent"]["api_socket"]
-        .as_str()
-        .expect("api socket");
-    let stream = std::os::unix::net::UnixStream::connect(socket).expect("agent socket");
-    let mut resp = bulkhead_agent::api::client::get(stream, "/metrics").expect("GET /metrics");
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut resp, &mut text).unwrap();
-    text
 }

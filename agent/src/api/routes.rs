@@ -206,15 +206,24 @@ async fn accounting(State(shared): Api) -> Response {
 }
 
 async fn history(State(shared): Api) -> Response {
-    match blocking(&shared, |b| b.history()).await {
+    json_text(blocking(&shared, |b| b.history()).await, |e| e.status())
+}
+
+/// A backend's JSON text answer (a newline added), or its error with the
+/// status it names.
+fn json_text<E: std::error::Error>(
+    answer: Result<Result<String, E>, Response>,
+    status: impl Fn(&E) -> u16,
+) -> Response {
+    match answer {
         Ok(Ok(mut body)) => {
             body.push('\n');
             response(StatusCode::OK, "application/json", body.into())
         }
         Ok(Err(e)) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error(status, &error_chain(&e))
+            let code =
+                StatusCode::from_u16(status(&e)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            error(code, &error_chain(&e))
         }
         Err(r) => r,
     }
@@ -229,18 +238,9 @@ async fn timeline(State(shared): Api, RawQuery(raw): RawQuery) -> Response {
         Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
     };
     q.limit = q.limit.min(shared.config.max_limit);
-    match blocking(&shared, move |b| b.timeline(&q)).await {
-        Ok(Ok(mut body)) => {
-            body.push('\n');
-            response(StatusCode::OK, "application/json", body.into())
-        }
-        Ok(Err(e)) => {
-            let status =
-                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            error(status, &error_chain(&e))
-        }
-        Err(r) => r,
-    }
+    json_text(blocking(&shared, move |b| b.timeline(&q)).await, |e| {
+        e.status()
+    })
 }
 
 /// The parameters of `/v1/timeline`: `pod` (required, `namespace/name`),

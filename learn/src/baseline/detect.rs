@@ -17,7 +17,8 @@
 //! the caller's clock, so the detector is deterministic and has no timer
 //! of its own: the caller wakes it at [`Detector::next_deadline`].
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -181,9 +182,15 @@ struct Held {
     first_ms: u64,
     /// At most `scan_targets` samples: enough to decide.
     edges: BTreeMap<EdgeKey, Sample>,
-    /// Distinct pairs beyond those kept (a lower bound).
-    more: usize,
+    /// Distinct pairs beyond those kept, by their keys' hashes (at most
+    /// [`MAX_COUNTED`]: beyond, the count is a lower bound).
+    more: HashSet<u64>,
+    /// The lowest and highest port of every deviation held, kept or not.
+    ports: Option<(u16, u16)>,
 }
+
+/// Most distinct pairs beyond the kept samples a window counts.
+const MAX_COUNTED: usize = 65_536;
 
 /// The detector of one baseline.
 #[derive(Debug)]
@@ -271,8 +278,15 @@ impl Detector {
             self.suppressed += 1;
             return;
         }
+        held.ports = Some(held.ports.map_or((key.port, key.port), |(lo, hi)| {
+            (lo.min(key.port), hi.max(key.port))
+        }));
         if held.edges.len() >= self.cfg.scan_targets {
-            held.more += 1;
+            if held.more.len() < MAX_COUNTED {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                key.hash(&mut h);
+                held.more.insert(h.finish());
+            }
             return;
         }
         let policies = r.policies.iter().map(|p| p.name.to_string()).collect();
@@ -318,7 +332,7 @@ impl Detector {
     }
 
     fn raise(&mut self, src: End, held: Held, now: u64, out: &mut Vec<Alert>) {
-        let targets = held.edges.len() + held.more;
+        let targets = held.edges.len() + held.more.len();
         let interval = self.cfg.interval_ms;
         // An edge's interval runs from its first deviating record.
         for (key, s) in &held.edges {
@@ -344,8 +358,7 @@ impl Detector {
             .iter()
             .min_by_key(|(k, s)| (s.first_ms, (*k).clone()))
             .expect("a scan holds edges");
-        let port = held.edges.keys().map(|k| k.port).min().unwrap_or(0);
-        let port_max = held.edges.keys().map(|k| k.port).max().unwrap_or(0);
+        let (port, port_max) = held.ports.unwrap_or_default();
         let mut a = self.alert(AlertKind::Scan, first_key, first, targets, port_max);
         a.port = port;
         a.last_seen_unix_ms = held.edges.values().map(|s| s.last_ms).max().unwrap_or(0);

@@ -317,3 +317,16 @@ pub mod tempdir {
         }
     }
 }
+
+/// The lab agent's `/metrics` over its API socket (the first node's).
+pub fn lab_metrics(lab: &Lab) -> String {
+    let state = lab.state();
+    let socket = state["nodes"][0]["agent"]["api_socket"]
+        .as_str()
+        .expect("api socket");
+    let stream = std::os::unix::net::UnixStream::connect(socket).expect("agent socket");
+    let mut resp = bulkhead_agent::api::client::get(stream, "/metrics").expect("GET /metrics");
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut resp, &mut text).unwrap();
+    text
+}
