@@ -217,14 +217,17 @@ impl FlowLogs {
     }
 }
 
-/// An expected flow record: a connection from `from` to `to` on `port`
-/// (pods by their workload's name, see [`is_pod`]) with `verdict`.
+/// An expected flow record: a connection from `from` to `to` on
+/// `protocol` and `port` (pods by their workload's name, see [`is_pod`])
+/// with `verdict`.
 #[derive(Clone, Copy, Debug)]
 pub struct Expect<'a> {
     /// Client.
     pub from: &'a str,
     /// Server.
     pub to: &'a str,
+    /// `TCP`, `UDP`, `SCTP`.
+    pub protocol: &'a str,
     /// Destination port.
     pub port: u64,
     /// `allowed`, `denied`, `quarantined`...
@@ -237,6 +240,7 @@ impl Expect<'_> {
         is_pod(&r["src"], self.from)
             && is_pod(&r["dst"], self.to)
             && r["dst"]["port"].as_u64() == Some(self.port)
+            && r["protocol"] == self.protocol
             && r["verdict"] == self.verdict
     }
 }
@@ -245,8 +249,8 @@ impl std::fmt::Display for Expect<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} → {}:{} {}",
-            self.from, self.to, self.port, self.verdict
+            "{} → {} {}/{} {}",
+            self.from, self.to, self.protocol, self.port, self.verdict
         )
     }
 }

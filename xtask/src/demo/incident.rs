@@ -178,12 +178,14 @@ pub fn run(
         Expect {
             from: "shop/frontend",
             to: POD,
+            protocol: "TCP",
             port: 8080,
             verdict: "quarantined",
         },
         Expect {
             from: POD,
             to: "shop/db",
+            protocol: "TCP",
             port: 5432,
             verdict: "quarantined",
         },

@@ -149,70 +149,80 @@ fn audit(demo: &Demo<'_>) -> Result<()> {
         "Audit: the app's paths again, and the stray pod tries everything. Audit never drops; \
          the kernel marks what enforcement would deny",
     );
-    let logs = FlowLogs::mark(LAB)?;
     for (from, to, port) in APP_TRAFFIC {
         check(demo, LAB, from, to, port, true)?;
     }
     let stray = demo.probe(LAB, &["--from", "sandbox/stray", "--family", "4"])?;
     checks::expect_all(&stray, true).context("audit drops nothing")?;
-    let mut expected: Vec<Expect<'_>> = stray
-        .iter()
-        .map(|p| Expect {
-            from: &p.src,
-            to: &p.dst,
-            port: p.port,
-            verdict: "allowed",
+    // Until the report holds a would-deny for each of the stray's attempts
+    // (their records are written once each connection is over).
+    let would_deny = |g: &Value, p: &checks::Probe| {
+        g["verdict"] == "would_deny"
+            && is_workload(&g["peer"], &p.src)
+            && is_workload(&g["subject"], &p.dst)
+            && g["port"].as_u64() == Some(p.port)
+            && g["protocol"] == p.protocol.as_str()
+    };
+    let groups = checks::wait_until("the stray's would-deny groups", checks::WAIT, || {
+        let groups = audit_groups(demo, &[])?;
+        let missing: Vec<String> = stray
+            .iter()
+            .filter(|p| !groups.iter().any(|g| would_deny(g, p)))
+            .map(checks::Probe::describe)
+            .collect();
+        Ok(if missing.is_empty() {
+            Ok(groups)
+        } else {
+            Err(format!("no would-deny for {missing:?}"))
         })
-        .collect();
-    expected.extend(APP_TRAFFIC.iter().map(|(from, to, port)| Expect {
-        from,
-        to,
-        port: port.parse().unwrap_or_default(),
-        verdict: "allowed",
-    }));
-    logs.wait_for(&expected)?;
+    })?;
     scene(
         "What enforcing the proposals would deny: exactly the stray pod's attempts, nothing of \
          the app's paths",
     );
     demo.bulkhead(&["audit", "report", "--lab", LAB])?;
-    let report = demo.output(&["audit", "report", "--lab", LAB, "--output", "json"])?;
-    let groups: Vec<Value> = report
-        .lines()
-        .map(serde_json::from_str)
-        .collect::<Result<Vec<Value>, _>>()
-        .context("audit report JSON")?
-        .into_iter()
-        .filter(|l| l["type"] == "group")
-        .collect();
-    let is_stray = |party: &Value| party["namespace"] == "sandbox";
-    let would_deny: Vec<&Value> = groups
-        .iter()
-        .filter(|g| g["verdict"] == "would_deny")
-        .collect();
-    for g in &would_deny {
+    for g in groups.iter().filter(|g| g["verdict"] == "would_deny") {
         ensure!(
-            is_stray(&g["subject"]) || is_stray(&g["peer"]),
+            stray.iter().any(|p| would_deny(g, p)),
             "the audit would deny more than the stray pod's attempts: {g}"
         );
     }
-    for p in &stray {
-        let found = would_deny.iter().any(|g| {
-            is_stray(&g["peer"])
-                && format!(
-                    "{}/{}",
-                    g["subject"]["namespace"].as_str().unwrap_or_default(),
-                    g["subject"]["workload"]
-                        .as_str()
-                        .and_then(|w| w.split('/').nth(1))
-                        .unwrap_or_default()
-                ) == p.dst
-                && g["port"].as_u64() == Some(p.port)
-                && g["protocol"] == p.protocol.as_str()
+    for (from, to, port) in APP_TRAFFIC {
+        let allowed = groups.iter().any(|g| {
+            g["verdict"] == "allowed"
+                && g["port"].as_u64() == port.parse().ok()
+                && ((is_workload(&g["subject"], from) && is_workload(&g["peer"], to))
+                    || (is_workload(&g["subject"], to) && is_workload(&g["peer"], from)))
         });
-        ensure!(found, "no would-deny for the stray's {}", p.describe());
+        ensure!(
+            allowed,
+            "the audit does not show {from} → {to}:{port} allowed"
+        );
     }
     Ok(())
+}
+
+/// The groups (`type: group`) of `audit report --lab LAB ARGS --output json`.
+fn audit_groups(demo: &Demo<'_>, args: &[&str]) -> Result<Vec<Value>> {
+    let mut all = vec!["audit", "report", "--lab", LAB, "--output", "json"];
+    all.extend_from_slice(args);
+    let report = demo.output(&all)?;
+    let lines = report
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<Vec<Value>, _>>()
+        .context("audit report JSON")?;
+    Ok(lines.into_iter().filter(|l| l["type"] == "group").collect())
+}
+
+/// Whether an audit report's party (`{"namespace", "workload":
+/// "Kind/name"}`) is the workload of pod `NS/NAME`.
+fn is_workload(party: &Value, pod: &str) -> bool {
+    let name = party["workload"]
+        .as_str()
+        .and_then(|w| w.split_once('/'))
+        .map_or("", |(_, name)| name);
+    format!("{}/{name}", party["namespace"].as_str().unwrap_or_default()) == pod
 }
 
 /// Promote the proposals; the app's paths connect, the rest is dropped;
@@ -235,18 +245,21 @@ fn enforce(demo: &Demo<'_>, watched: &Path) -> Result<()> {
         Expect {
             from: "shop/api",
             to: "shop/db",
+            protocol: "TCP",
             port: 5432,
             verdict: "allowed",
         },
         Expect {
             from: "sandbox/stray",
             to: "shop/db",
+            protocol: "TCP",
             port: 5432,
             verdict: "denied",
         },
         Expect {
             from: "shop/frontend",
             to: "shop/db",
+            protocol: "TCP",
             port: 5432,
             verdict: "denied",
         },
@@ -297,6 +310,7 @@ fn db_clients<'a>(clients: &[(&'a str, &'a str)]) -> Vec<Expect<'a>> {
         .map(|&(from, verdict)| Expect {
             from,
             to: "shop/db",
+            protocol: "TCP",
             port: 5432,
             verdict,
         })
@@ -312,7 +326,9 @@ fn guardrail_scene(demo: &Demo<'_>, watched: &Path) -> Result<()> {
     let w = watched.display().to_string();
     let repo = cmd::repo_root();
     scene(&format!(
-        "A namespace owner's mistake: {OOPS} allows everything in shop; now every pod reaches the db"
+        "A namespace owner's mistake: {OOPS} allows everything in shop, marked enforce (this \
+         lab's agent still learns by default: an unmarked policy would only record); now every \
+         pod reaches the db"
     ));
     copy_shown(&repo.join(OOPS), &watched.join("oops-allow-all.yaml"))?;
     demo.bulkhead(&["lab", "sync", "--name", LAB])?;
@@ -334,13 +350,24 @@ fn guardrail_scene(demo: &Demo<'_>, watched: &Path) -> Result<()> {
     std::fs::rename(&staged, watched.join("db-guardrail.yaml"))
         .with_context(|| format!("moving {s} into {w}"))?;
     demo.bulkhead(&["lab", "sync", "--name", LAB])?;
-    let logs = FlowLogs::mark(LAB)?;
     demo.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
-    logs.wait_for(&db_clients(&[
-        ("shop/api", "allowed"),
-        ("shop/frontend", "allowed"),
-        ("sandbox/stray", "allowed"),
-    ]))?;
+    checks::wait_until("the guardrail's would-deny groups", checks::WAIT, || {
+        let groups = audit_groups(demo, &["--policy", guardrail])?;
+        let would_deny = |peer: &str| {
+            groups.iter().any(|g| {
+                g["verdict"] == "would_deny"
+                    && is_workload(&g["peer"], peer)
+                    && is_workload(&g["subject"], "shop/db")
+            })
+        };
+        Ok(
+            if would_deny("shop/frontend") && would_deny("sandbox/stray") {
+                Ok(())
+            } else {
+                Err(format!("the report has {groups:?}"))
+            },
+        )
+    })?;
     demo.bulkhead(&["audit", "report", "--lab", LAB, "--policy", guardrail])?;
     scene("The report is what the security team expected: promote it to enforce");
     demo.bulkhead(&["promote", "--manifests", &w, guardrail])?;
@@ -417,24 +444,12 @@ fn service_scene(demo: &Demo<'_>, watched: &str) -> Result<()> {
         checks::WAIT,
         || {
             let records = logs.records()?;
-            let through = |from: &str, allowed: bool| {
-                records.iter().any(|r| {
-                    checks::is_pod(&r["src"], from)
-                        && r["service"]["name"] == "db"
-                        && checks::is_pod(&r["service"]["backend"], "shop/db")
-                        && r["service"]["backend"]["allowed"] == allowed
-                })
-            };
-            Ok(
-                if through("shop/api", true) && through("sandbox/stray", false) {
-                    Ok(())
-                } else {
-                    Err(
-                        "no record of shop/api (allowed) and sandbox/stray (denied) through it"
-                            .into(),
-                    )
-                },
-            )
+            let found = records.iter().any(|r| {
+                checks::is_pod(&r["src"], "shop/api")
+                    && r["service"]["name"] == "db"
+                    && checks::is_pod(&r["service"]["backend"], "shop/db")
+            });
+            Ok(if found { Ok(()) } else { Err("not yet".into()) })
         },
     )?;
     demo.bulkhead(&["flows", "--lab", LAB, "--pod", "shop/api", "--last", "4"])
