@@ -47,7 +47,7 @@ pub struct FlowsConfig {
     pub api: ApiConfig,
     /// Durable edge history for `bulkhead propose` (an exporter), if any.
     pub history_db: Option<PathBuf>,
-    /// Baseline-deviation alerts (off without baselines).
+    /// Baseline-deviation alerts (idle until a baseline is active).
     pub alerts: crate::alerts::AlertsConfig,
 }
 
@@ -177,7 +177,7 @@ impl AgentFlows {
             None => (None, Arc::new(Metrics::new())),
         };
         metrics.set_up(true);
-        let alerts = start_alerts(cfg, history.as_ref(), &mut health);
+        let alerts = start_alerts(cfg, history.as_ref(), &quarantines, &mut health);
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             history,
@@ -299,21 +299,30 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The baseline detectors over the pipeline's live records, if baselines
-/// are given (alerting that cannot start degrades health, as the flow
-/// pipeline's failing does).
+/// The baseline detectors over the pipeline's live records, whenever the
+/// pipeline runs (idle until a baseline is active). Alerting that cannot
+/// start degrades health, as the flow pipeline's failing does; without
+/// the pipeline it is an error only if alerting was asked for.
 fn start_alerts(
     cfg: &FlowsConfig,
     history: Option<&Arc<History>>,
+    quarantines: &Arc<crate::quarantine::QuarantineStore>,
     health: &mut HealthState,
 ) -> Option<crate::alerts::Alerts> {
-    if !cfg.alerts.enabled() {
-        return None;
-    }
+    let asked = !cfg.alerts.baselines.is_empty()
+        || cfg.alerts.jsonl.is_some()
+        || cfg.alerts.alertmanager.is_some()
+        || cfg.alerts.respond.enabled();
     let started = match history {
-        Some(h) => crate::alerts::Alerts::start(&cfg.alerts, &cfg.pipeline.node, Arc::clone(h))
-            .map_err(|e| e.to_string()),
-        None => Err("flow visibility is off: no live records to check".to_owned()),
+        Some(h) => crate::alerts::Alerts::start(
+            &cfg.alerts,
+            &cfg.pipeline.node,
+            Arc::clone(h),
+            Some(Arc::clone(quarantines)),
+        )
+        .map_err(|e| e.to_string()),
+        None if asked => Err("flow visibility is off: no live records to check".to_owned()),
+        None => return None,
     };
     started
         .inspect_err(|e| {
@@ -383,6 +392,16 @@ impl ApiBackend for Backend {
 
     fn quarantine(&self) -> Option<Arc<crate::quarantine::QuarantineStore>> {
         Some(Arc::clone(&self.0.quarantines))
+    }
+
+    fn with_alerts(&self, f: &mut dyn FnMut(&crate::alerts::Alerts)) -> bool {
+        match lock(&self.0.alerts).as_ref() {
+            Some(a) => {
+                f(a);
+                true
+            }
+            None => false,
+        }
     }
 
     fn health(&self) -> Health {

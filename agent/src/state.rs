@@ -111,14 +111,15 @@ impl AgentState {
         bulkhead_policy::private::write_atomic(path, &tmp, &bytes)
     }
 
-    /// Removes the state file of `pin_dir`, its CNI registrations and its
-    /// quarantines (absent is fine: `--cleanup` leaves nothing), and the
+    /// Removes the state file of `pin_dir`, its CNI registrations, its
+    /// quarantines and its activated baselines (absent is fine: `--cleanup` leaves nothing), and the
     /// state directories when they are left empty.
     pub fn remove(pin_dir: &Path) -> std::io::Result<()> {
         for file in [
             state_path(pin_dir),
             crate::cni::Registry::path_for(pin_dir),
             crate::quarantine::QuarantineStore::path_for(pin_dir),
+            crate::alerts::active::ActiveBaselines::path_for(pin_dir),
         ] {
             match std::fs::remove_file(file) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),

@@ -224,16 +224,24 @@ impl Baseline {
             path: path.to_owned(),
             source,
         })?;
-        let format = |reason: String| BaselineError::Format {
+        Self::from_slice(&bytes).map_err(|reason| BaselineError::Format {
             path: path.to_owned(),
             reason,
-        };
-        let mut b: Baseline = serde_json::from_slice(&bytes).map_err(|e| format(e.to_string()))?;
+        })
+    }
+
+    /// A baseline from its JSON form (a file's content, or an API
+    /// request's body); `Err` says what is wrong with it.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, String> {
+        let mut b: Baseline = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if b.schema != SCHEMA {
-            return Err(format(format!("schema {:?}", b.schema)));
+            return Err(format!("schema {:?}, expected {SCHEMA:?}", b.schema));
         }
         if b.scope.is_empty() {
-            return Err(format("no scope".into()));
+            return Err("no scope".into());
+        }
+        if b.name.is_empty() {
+            return Err("no name".into());
         }
         let versions = std::mem::take(&mut b.versions);
         for v in &versions {

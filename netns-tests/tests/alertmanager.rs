@@ -66,6 +66,8 @@ fn alert(port: u16) -> Alert {
         policies: vec!["shop/allow-web".into()],
         first_seen_unix_ms: now,
         last_seen_unix_ms: now,
+        src_pods: vec!["shop/web-1".into()],
+        dst_pods: Vec::new(),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Alerts as JSON Lines, appended to a file (`--alerts-jsonl`): one
 //! object per alert, the detector's [`Alert`] fields plus `schema`
-//! ([`SCHEMA`]), `time` (when it was raised, RFC 3339) and `node`.
+//! ([`SCHEMA`]), `time` (when it was raised, RFC 3339), `node` and
+//! `responses` (what the automatic response did, when it did anything).
 //! `bulkhead baseline accept --from-alerts` reads them back.
 //!
 //! Each line is one `write` to a file opened for appending, so lines of
@@ -31,6 +32,9 @@ pub struct AlertLine<'a> {
     /// The alert.
     #[serde(flatten)]
     pub alert: &'a Alert,
+    /// What the automatic response did (`--respond`), if anything.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub responses: Vec<String>,
 }
 
 impl<'a> AlertLine<'a> {
@@ -41,6 +45,7 @@ impl<'a> AlertLine<'a> {
             time: rfc3339(UNIX_EPOCH + Duration::from_millis(now_ms)),
             node,
             alert,
+            responses: Vec::new(),
         }
     }
 }

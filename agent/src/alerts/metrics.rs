@@ -9,7 +9,9 @@
 //! - `bulkhead_alerts_records_lost_total`: live records the detectors never
 //!   saw (their subscription's queue was full);
 //! - `bulkhead_alerts_suppressed_total{baseline}`: deviating records that
-//!   raised nothing (the edge alerted this interval, or folded into a scan).
+//!   raised nothing (the edge alerted this interval, or folded into a scan);
+//! - `bulkhead_alert_responses_total{action,kind,outcome}`: the automatic
+//!   response's pods (`quarantine`; `quarantined`, `already`, `failed`).
 //!
 //! Counters that mirror counts kept elsewhere (the Alertmanager client's,
 //! the subscription's) are set to those values when rendered, so they
@@ -23,6 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
 use super::alertmanager::{DeliveryStats, LossReason};
+use super::respond::Response;
 use bulkhead_learn::baseline::detect::AlertKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -40,6 +43,13 @@ struct LostLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    action: &'static str,
+    kind: &'static str,
+    outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -61,6 +71,7 @@ pub struct AlertMetrics {
     delivered: Family<SinkLabel, Counter>,
     records_lost: Counter,
     suppressed: Family<BaselineLabel, Counter>,
+    responses: Family<ResponseLabels, Counter>,
 }
 
 impl AlertMetrics {
@@ -73,6 +84,7 @@ impl AlertMetrics {
         let delivered = Family::<SinkLabel, Counter>::default();
         let records_lost = Counter::default();
         let suppressed = Family::<BaselineLabel, Counter>::default();
+        let responses = Family::<ResponseLabels, Counter>::default();
         registry.register(
             "bulkhead_alerts",
             "Baseline-deviation alerts raised",
@@ -98,6 +110,29 @@ impl AlertMetrics {
             "Deviating records that raised no alert (already alerted this interval, or part of a scan)",
             suppressed.clone(),
         );
+        registry.register(
+            "bulkhead_alert_responses",
+            "Pods the automatic response acted on, by action, alert kind and outcome",
+            responses.clone(),
+        );
+        let m = Self {
+            registry,
+            alerts,
+            lost,
+            delivered,
+            records_lost,
+            suppressed,
+            responses,
+        };
+        m.add_baselines(baselines);
+        m.add_sinks(jsonl, alertmanager);
+        m
+    }
+
+    /// Zero series of `baselines` (their alert kinds, their suppressed
+    /// records), so a dashboard sees a baseline before its first alert.
+    pub fn add_baselines(&self, baselines: &[String]) {
+        let (alerts, suppressed) = (&self.alerts, &self.suppressed);
         for b in baselines {
             for kind in [
                 AlertKind::NewPeer,
@@ -114,6 +149,10 @@ impl AlertMetrics {
                 baseline: b.clone(),
             });
         }
+    }
+
+    fn add_sinks(&self, jsonl: bool, alertmanager: bool) {
+        let (lost, delivered) = (&self.lost, &self.delivered);
         if jsonl {
             let _ = lost.get_or_create(&LostLabels {
                 sink: SINK_JSONL,
@@ -132,14 +171,17 @@ impl AlertMetrics {
                 sink: SINK_ALERTMANAGER,
             });
         }
-        Self {
-            registry,
-            alerts,
-            lost,
-            delivered,
-            records_lost,
-            suppressed,
-        }
+    }
+
+    /// One pod the automatic response acted on.
+    pub fn response(&self, kind: AlertKind, r: &Response) {
+        self.responses
+            .get_or_create(&ResponseLabels {
+                action: "quarantine",
+                kind: kind.as_str(),
+                outcome: r.outcome(),
+            })
+            .inc();
     }
 
     /// One alert raised.

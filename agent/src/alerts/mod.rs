@@ -1,37 +1,54 @@
-//! Baseline-deviation alerts (issue 17): the detectors of the baselines
-//! given to the agent (`--baseline`) read the flow pipeline's live records
-//! and raise alerts, which go out as JSON Lines (`--alerts-jsonl`), as
-//! Prometheus counters ([`metrics`]) and to Alertmanager
-//! (`--alertmanager`, [`alertmanager`], labelled by [`labels`]).
+//! Baseline-deviation alerts (issue 17): the detectors of the active
+//! baselines read the flow pipeline's live records and raise alerts, which
+//! go out as JSON Lines (`--alerts-jsonl`), as Prometheus counters
+//! ([`metrics`]) and to Alertmanager (`--alertmanager`, [`alertmanager`],
+//! labelled by [`labels`]), and may quarantine their source pods
+//! ([`respond`], `--respond`, off by default).
+//!
+//! The active baselines are those given on the command line (`--baseline`)
+//! and those activated in the running agent (`bulkhead baseline activate`,
+//! the API's `/v1/baselines`), which persist beside the state file
+//! ([`active`]). With none, no detector runs and nothing subscribes.
 //!
 //! The detectors run on a thread of their own, fed by a subscription to
 //! the flow history (notifications and flow records, as
 //! `bulkhead flows --follow` is): bounded and lossy, so the pipeline never
 //! waits for them, and what they miss is counted
 //! (`bulkhead_alerts_records_lost_total`). The thread sleeps until a
-//! record comes or the next held scan window ends
-//! ([`Detector::next_deadline`]); nothing polls. Alertmanager is fed
-//! through its client's own bounded queue, so a slow or absent one never
-//! slows the detectors either.
+//! record comes or the next held scan window ends; nothing polls.
+//! Alertmanager is fed through its client's own bounded queue, so a slow
+//! or absent one never slows the detectors either.
+//!
+//! A change of the active baselines subscribes anew first, then ends the
+//! running thread's subscription and takes its detectors back: unchanged
+//! baselines keep their state (records in between reach both
+//! subscriptions; the detectors' deduplication folds the repeats).
 
+pub mod active;
 pub mod alertmanager;
 pub mod jsonl;
 pub mod labels;
 pub mod metrics;
+pub mod respond;
+mod worker;
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use bulkhead_flows::{Filter, History, Subscription, SubscriptionId};
+use bulkhead_flows::{Filter, History, SubscriptionId};
 use bulkhead_learn::baseline::Baseline;
-use bulkhead_learn::baseline::detect::{Alert, DetectConfig, Detector};
+use bulkhead_learn::baseline::detect::DetectConfig;
+use serde::{Deserialize, Serialize};
 
+use self::active::ActiveBaselines;
 use self::alertmanager::{Alertmanager, AlertmanagerConfig, AlertmanagerError, Endpoint};
-use self::jsonl::{AlertLine, JsonlSink};
+use self::jsonl::JsonlSink;
 use self::metrics::AlertMetrics;
+use self::respond::{Responder, ResponseConfig};
+use self::worker::Worker;
+use crate::quarantine::QuarantineStore;
 
 /// Queue of the detectors' subscription: records beyond it are lost for
 /// them (counted), never for the pipeline.
@@ -40,21 +57,18 @@ pub const SUBSCRIPTION_QUEUE: usize = 16_384;
 /// What the agent alerts on, and where the alerts go.
 #[derive(Clone, Debug, Default)]
 pub struct AlertsConfig {
-    /// The baselines to check live traffic against (none: alerting is off).
+    /// The baselines given on the command line, always active.
     pub baselines: Vec<Baseline>,
+    /// Where baselines activated at run time persist (`None`: in memory).
+    pub active: Option<PathBuf>,
     /// Thresholds and intervals, for every baseline.
     pub detect: DetectConfig,
     /// Append alerts as JSON Lines to this file.
     pub jsonl: Option<PathBuf>,
     /// Post alerts to this Alertmanager.
     pub alertmanager: Option<Endpoint>,
-}
-
-impl AlertsConfig {
-    /// Whether any baseline is given.
-    pub fn enabled(&self) -> bool {
-        !self.baselines.is_empty()
-    }
+    /// The automatic response (none by default).
+    pub respond: ResponseConfig,
 }
 
 /// Alerting could not start.
@@ -75,28 +89,90 @@ pub enum AlertsError {
     /// The detectors' thread did not start.
     #[error("starting the alert detectors: {0}")]
     Start(#[source] std::io::Error),
+    /// The detectors' thread panicked: alerting is off until a restart.
+    #[error("the alert detectors stopped after a panic; restart the agent")]
+    Gone,
+    /// The baseline is given on the command line: it cannot be replaced
+    /// or deactivated at run time.
+    #[error("baseline {0:?} is given on the agent's command line (--baseline); change it there")]
+    Static(String),
+    /// The activated baselines could not be persisted (nothing changed).
+    #[error("writing the activated baselines {}: {source}", path.display())]
+    Persist {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// Running detectors and their sinks.
+/// An active baseline, as `GET /v1/baselines` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveBaseline {
+    /// Its name.
+    pub name: String,
+    /// Its newest version.
+    pub version: u32,
+    /// What it watches (`NAMESPACE` or `NAMESPACE/Kind/name`).
+    pub scope: Vec<String>,
+    /// The edges it holds.
+    pub edges: usize,
+    /// `flag` (the command line) or `api` (activated at run time).
+    pub origin: String,
+}
+
+impl ActiveBaseline {
+    fn of(b: &Baseline, origin: &str) -> Self {
+        Self {
+            name: b.name.clone(),
+            version: b.version(),
+            scope: b.scope.iter().map(ToString::to_string).collect(),
+            edges: b.edges().len(),
+            origin: origin.to_owned(),
+        }
+    }
+}
+
+/// Where the detectors are: idle (no baseline active), running on a
+/// subscription, or lost to a panic.
+enum Slot {
+    Idle(Box<Worker>),
+    Running {
+        subscription: SubscriptionId,
+        thread: JoinHandle<Worker>,
+    },
+    Gone,
+}
+
+/// What activation changes, under one lock.
+struct Control {
+    active: ActiveBaselines,
+    slot: Slot,
+}
+
+/// The detectors and their sinks.
 pub struct Alerts {
     history: Arc<History>,
-    subscription: SubscriptionId,
     metrics: Arc<AlertMetrics>,
     alertmanager: Option<Arc<Alertmanager>>,
-    thread: Option<JoinHandle<()>>,
+    statics: Vec<Baseline>,
+    active_path: Option<PathBuf>,
+    control: Mutex<Control>,
 }
 
 impl Alerts {
-    /// Subscribes to `history` and starts the detectors of `cfg`'s
-    /// baselines; `node` is the `node` label of their alerts.
+    /// Starts the sinks of `cfg` and the detectors of its baselines and
+    /// the activated ones (`node` is the `node` label of their alerts);
+    /// the automatic response writes to `quarantines`.
     pub fn start(
         cfg: &AlertsConfig,
         node: &str,
         history: Arc<History>,
+        quarantines: Option<Arc<QuarantineStore>>,
     ) -> Result<Self, AlertsError> {
-        let names: Vec<String> = cfg.baselines.iter().map(|b| b.name.clone()).collect();
         let metrics = Arc::new(AlertMetrics::new(
-            &names,
+            &[],
             cfg.jsonl.is_some(),
             cfg.alertmanager.is_some(),
         ));
@@ -115,40 +191,154 @@ impl Alerts {
             .as_ref()
             .map(|e| Alertmanager::start(AlertmanagerConfig::new(e.clone())).map(Arc::new))
             .transpose()?;
-        let subscription = history.subscribe(Filter::default(), SUBSCRIPTION_QUEUE);
-        let id = subscription.id();
+        let responder = quarantines
+            .filter(|_| cfg.respond.enabled())
+            .map(|q| Responder::new(cfg.respond.clone(), q));
         let worker = Worker {
-            detectors: cfg
-                .baselines
-                .iter()
-                .map(|b| Detector::new(b.clone(), cfg.detect))
-                .collect(),
-            interval: Duration::from_millis(cfg.detect.interval_ms),
+            detectors: Vec::new(),
+            detect: cfg.detect,
             node: node.to_owned(),
             jsonl,
             alertmanager: alertmanager.clone(),
+            responder,
             metrics: Arc::clone(&metrics),
+            lost_before: 0,
         };
-        let thread = std::thread::Builder::new()
-            .name("bulkhead-alerts".into())
-            .spawn(move || worker.run(&subscription))
-            .map_err(|e| {
-                history.unsubscribe(id);
-                AlertsError::Start(e)
-            })?;
-        tracing::info!(
-            baselines = ?names,
-            jsonl = ?cfg.jsonl,
-            alertmanager = ?cfg.alertmanager.as_ref().map(|e| format!("{}:{}{}", e.host, e.port, e.path)),
-            "baseline alerts on"
-        );
-        Ok(Self {
+        let alerts = Self {
             history,
-            subscription: id,
             metrics,
             alertmanager,
-            thread: Some(thread),
-        })
+            statics: cfg.baselines.clone(),
+            active_path: cfg.active.clone(),
+            control: Mutex::new(Control {
+                active: ActiveBaselines::open(cfg.active.clone()),
+                slot: Slot::Idle(Box::new(worker)),
+            }),
+        };
+        let active = alerts.apply(&mut alerts.lock())?;
+        tracing::info!(
+            baselines = ?active.iter().map(|b| &b.name).collect::<Vec<_>>(),
+            jsonl = ?cfg.jsonl,
+            alertmanager = ?cfg.alertmanager.as_ref().map(|e| format!("{}:{}{}", e.host, e.port, e.path)),
+            respond = ?cfg.respond.quarantine,
+            "baseline alerts ready"
+        );
+        Ok(alerts)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Control> {
+        self.control.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The active baselines: the command line's, then the activated ones.
+    pub fn active(&self) -> Vec<ActiveBaseline> {
+        self.listed(&self.lock())
+    }
+
+    fn listed(&self, control: &Control) -> Vec<ActiveBaseline> {
+        let statics = self.statics.iter().map(|b| ActiveBaseline::of(b, "flag"));
+        let activated = control.active.list().map(|b| ActiveBaseline::of(b, "api"));
+        statics.chain(activated).collect()
+    }
+
+    /// Activates `baseline` (replacing the activated one of its name):
+    /// persisted, and checked against from the next record on.
+    pub fn activate(&self, baseline: Baseline) -> Result<Vec<ActiveBaseline>, AlertsError> {
+        if self.statics.iter().any(|b| b.name == baseline.name) {
+            return Err(AlertsError::Static(baseline.name));
+        }
+        let mut control = self.lock();
+        control
+            .active
+            .activate(baseline)
+            .map_err(|source| self.persist_error(source))?;
+        self.apply(&mut control)
+    }
+
+    /// Deactivates the activated baseline `name` (what its detector held
+    /// is raised first): whether it was active, and the baselines now.
+    pub fn deactivate(&self, name: &str) -> Result<(bool, Vec<ActiveBaseline>), AlertsError> {
+        if self.statics.iter().any(|b| b.name == name) {
+            return Err(AlertsError::Static(name.to_owned()));
+        }
+        let mut control = self.lock();
+        let was = control
+            .active
+            .deactivate(name)
+            .map_err(|source| self.persist_error(source))?;
+        let now = if was {
+            self.apply(&mut control)?
+        } else {
+            self.listed(&control)
+        };
+        Ok((was, now))
+    }
+
+    fn persist_error(&self, source: std::io::Error) -> AlertsError {
+        AlertsError::Persist {
+            path: self.active_path.clone().unwrap_or_default(),
+            source,
+        }
+    }
+
+    /// Runs the detectors of the active baselines (none: no thread, no
+    /// subscription), taking the running ones' state over.
+    fn apply(&self, control: &mut Control) -> Result<Vec<ActiveBaseline>, AlertsError> {
+        let wanted: Vec<Baseline> = self
+            .statics
+            .iter()
+            .chain(control.active.list())
+            .cloned()
+            .collect();
+        // Subscribed before the old subscription ends: no record in between is missed.
+        let subscription = (!wanted.is_empty()).then(|| {
+            self.history
+                .subscribe(Filter::default(), SUBSCRIPTION_QUEUE)
+        });
+        let mut worker = match std::mem::replace(&mut control.slot, Slot::Gone) {
+            Slot::Idle(w) => *w,
+            Slot::Running {
+                subscription: old,
+                thread,
+            } => {
+                self.history.unsubscribe(old);
+                match thread.join() {
+                    Ok(w) => w,
+                    Err(_) => {
+                        tracing::error!("the alert detectors panicked");
+                        if let Some(s) = &subscription {
+                            self.history.unsubscribe(s.id());
+                        }
+                        return Err(AlertsError::Gone);
+                    }
+                }
+            }
+            Slot::Gone => {
+                if let Some(s) = &subscription {
+                    self.history.unsubscribe(s.id());
+                }
+                return Err(AlertsError::Gone);
+            }
+        };
+        worker.retarget(&wanted);
+        control.slot = match subscription {
+            None => Slot::Idle(Box::new(worker)),
+            Some(sub) => {
+                let id = sub.id();
+                let thread = std::thread::Builder::new()
+                    .name("bulkhead-alerts".into())
+                    .spawn(move || worker.run(&sub))
+                    .map_err(|e| {
+                        self.history.unsubscribe(id);
+                        AlertsError::Start(e)
+                    })?;
+                Slot::Running {
+                    subscription: id,
+                    thread,
+                }
+            }
+        };
+        Ok(self.listed(control))
     }
 
     /// `text` (the agent's OpenMetrics exposition) with the alerts'
@@ -164,11 +354,23 @@ impl Alerts {
     /// raise what they hold, and stops the sinks (Alertmanager gets one
     /// attempt at what is queued for it).
     pub fn stop(mut self) {
-        self.history.unsubscribe(self.subscription);
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("the alert detectors panicked");
+        let slot = std::mem::replace(&mut self.lock().slot, Slot::Gone);
+        let worker = match slot {
+            Slot::Idle(w) => Some(*w),
+            Slot::Running {
+                subscription,
+                thread,
+            } => {
+                self.history.unsubscribe(subscription);
+                thread
+                    .join()
+                    .inspect_err(|_| tracing::error!("the alert detectors panicked"))
+                    .ok()
+            }
+            Slot::Gone => None,
+        };
+        if let Some(mut w) = worker {
+            w.finish();
         }
         if let Some(am) = self.alertmanager.take().and_then(Arc::into_inner) {
             let stats = am.stop();
@@ -187,84 +389,6 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The detectors' thread.
-struct Worker {
-    detectors: Vec<Detector>,
-    interval: Duration,
-    node: String,
-    jsonl: Option<JsonlSink>,
-    alertmanager: Option<Arc<Alertmanager>>,
-    metrics: Arc<AlertMetrics>,
-}
-
-impl Worker {
-    fn run(mut self, sub: &Subscription) {
-        loop {
-            // Wake for a record, or when the next held window ends.
-            let wait = self
-                .detectors
-                .iter()
-                .filter_map(Detector::next_deadline)
-                .min()
-                .map_or(Duration::MAX, |d| {
-                    Duration::from_millis(d.saturating_sub(now_ms()))
-                });
-            let alerts: Vec<Alert> = match sub.recv_timeout(wait) {
-                Ok(r) => self
-                    .detectors
-                    .iter_mut()
-                    .flat_map(|d| d.observe(&r))
-                    .collect(),
-                Err(RecvTimeoutError::Timeout) => {
-                    let now = now_ms();
-                    self.detectors
-                        .iter_mut()
-                        .flat_map(|d| d.flush(now))
-                        .collect()
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            self.emit(&alerts);
-            self.metrics.set_records_lost(sub.lost());
-        }
-        // Stopping: what is held is raised now rather than lost.
-        let alerts: Vec<Alert> = self
-            .detectors
-            .iter_mut()
-            .flat_map(|d| d.flush(u64::MAX))
-            .collect();
-        self.emit(&alerts);
-        self.metrics.set_records_lost(sub.lost());
-    }
-
-    fn emit(&mut self, alerts: &[Alert]) {
-        for d in &self.detectors {
-            self.metrics
-                .set_suppressed(&d.baseline().name, d.suppressed());
-        }
-        if alerts.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        for a in alerts {
-            self.metrics.alert(a.kind, &a.baseline);
-            tracing::info!(
-                kind = a.kind.as_str(),
-                baseline = %a.baseline,
-                summary = %labels::summary(a),
-                "baseline alert"
-            );
-            if let Some(sink) = &mut self.jsonl {
-                let written = sink.write(&AlertLine::new(a, &self.node, now));
-                self.metrics.jsonl(written);
-            }
-            if let Some(am) = &self.alertmanager {
-                am.send(labels::postable(a, &self.node, self.interval));
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,9 @@ use bulkhead_testkit::flows::flow_record;
 use serde_json::Value;
 
 use super::*;
+use crate::quarantine::QuarantineStore;
+use bulkhead_learn::baseline::detect::DetectConfig;
+use std::time::Duration;
 
 fn pod(name: &str) -> Option<Arc<PodInfo>> {
     Some(Arc::new(PodInfo {
@@ -82,9 +85,9 @@ fn live_records_raise_alerts_to_jsonl_and_counters() {
             scan_targets: 10,
         },
         jsonl: Some(path.clone()),
-        alertmanager: None,
+        ..AlertsConfig::default()
     };
-    let alerts = Alerts::start(&cfg, "node-a", Arc::clone(&history)).unwrap();
+    let alerts = Alerts::start(&cfg, "node-a", Arc::clone(&history), None).unwrap();
     // Learned: nothing. A new edge, twice (its notification, its flow
     // record): one alert, once its window ended, with no record after it.
     history.push(record("web", "api", 8080));
@@ -140,12 +143,143 @@ fn stopping_raises_what_is_held() {
             ..DetectConfig::default()
         },
         jsonl: Some(path.clone()),
-        alertmanager: None,
+        ..AlertsConfig::default()
     };
-    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history)).unwrap();
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
     history.push(record("web", "db", 5432));
     std::thread::sleep(Duration::from_millis(100));
     assert!(lines(&path).is_empty(), "held for the window");
     alerts.stop();
     assert_eq!(lines(&path).len(), 1);
+}
+
+/// A config with a fast scan window, alerts to `jsonl`, activated
+/// baselines persisted at `active`.
+fn runtime_config(jsonl: &std::path::Path, active: &std::path::Path) -> AlertsConfig {
+    AlertsConfig {
+        detect: DetectConfig {
+            interval_ms: 3_600_000,
+            scan_window_ms: 200,
+            scan_targets: 10,
+        },
+        jsonl: Some(jsonl.to_owned()),
+        active: Some(active.to_owned()),
+        ..AlertsConfig::default()
+    }
+}
+
+#[test]
+fn a_baseline_activated_at_run_time_alerts_persists_and_deactivates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, active) = (dir.path().join("alerts.jsonl"), dir.path().join("b.json"));
+    let history = Arc::new(History::new(100));
+    let cfg = runtime_config(&path, &active);
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
+    assert!(alerts.active().is_empty());
+    assert_eq!(history.subscribers(), 0, "idle: nothing subscribed");
+    let list = alerts.activate(baseline()).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(
+        (list[0].name.as_str(), list[0].origin.as_str()),
+        ("shop", "api")
+    );
+    assert_eq!(history.subscribers(), 1);
+    history.push(record("web", "db", 5432));
+    assert_eq!(wait_for_lines(&path, 1)[0]["kind"], "new_peer");
+
+    // Another baseline activated: shop's detector goes on where it was
+    // (the same edge again raises nothing within its interval).
+    let mut other = baseline();
+    other.name = "other".into();
+    assert_eq!(alerts.activate(other).unwrap().len(), 2);
+    assert_eq!(history.subscribers(), 1, "one subscription, handed over");
+    history.push(record("web", "db", 5432));
+    let two = wait_for_lines(&path, 2);
+    assert_eq!(
+        two[1]["baseline"], "other",
+        "only the new detector alerts: {two:?}"
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(lines(&path).len(), 2, "{:#?}", lines(&path));
+    alerts.stop();
+
+    // A restarted agent alerts on what was activated.
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), None).unwrap();
+    let names: Vec<String> = alerts.active().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, ["other", "shop"]);
+    let (was, now) = alerts.deactivate("other").unwrap();
+    assert!(was);
+    assert_eq!(now.len(), 1);
+    let (was, _) = alerts.deactivate("other").unwrap();
+    assert!(!was);
+    alerts.deactivate("shop").unwrap();
+    assert_eq!(history.subscribers(), 0, "no baseline: unsubscribed");
+    alerts.stop();
+    let reopened = Alerts::start(&cfg, "n", history, None).unwrap();
+    assert!(reopened.active().is_empty());
+    reopened.stop();
+}
+
+#[test]
+fn a_command_line_baseline_cannot_be_replaced_or_deactivated_at_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let history = Arc::new(History::new(100));
+    let cfg = AlertsConfig {
+        baselines: vec![baseline()],
+        ..runtime_config(&dir.path().join("a.jsonl"), &dir.path().join("b.json"))
+    };
+    let alerts = Alerts::start(&cfg, "n", history, None).unwrap();
+    assert!(matches!(
+        alerts.activate(baseline()),
+        Err(AlertsError::Static(_))
+    ));
+    assert!(matches!(
+        alerts.deactivate("shop"),
+        Err(AlertsError::Static(_))
+    ));
+    assert_eq!(alerts.active()[0].origin, "flag");
+    alerts.stop();
+}
+
+#[test]
+fn a_scan_quarantines_its_source_pod_when_asked_and_a_new_edge_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let history = Arc::new(History::new(1000));
+    let store = Arc::new(QuarantineStore::open(None));
+    let mut respond = ResponseConfig::default();
+    respond.add("quarantine:scan").unwrap();
+    let cfg = AlertsConfig {
+        baselines: vec![baseline()],
+        respond,
+        ..runtime_config(&path, &dir.path().join("b.json"))
+    };
+    let alerts = Alerts::start(&cfg, "n", Arc::clone(&history), Some(Arc::clone(&store))).unwrap();
+    history.push(record("web", "db", 5432));
+    wait_for_lines(&path, 1);
+    assert!(store.list().is_empty(), "a new peer is not a scan");
+    for port in 1..=30 {
+        history.push(record("api", "db", port));
+    }
+    let got = wait_for_lines(&path, 2);
+    assert_eq!(got[1]["kind"], "scan");
+    assert_eq!(
+        got[1]["responses"],
+        serde_json::json!(["quarantined shop/api-1"])
+    );
+    let held = store.list();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].quarantine.key(), "shop/api-1");
+    assert!(
+        held[0]
+            .quarantine
+            .reason
+            .starts_with("automatic response to a scan alert"),
+        "{:?}",
+        held[0].quarantine.reason
+    );
+    let text = alerts.append_metrics("# EOF\n".into());
+    let line = "bulkhead_alert_responses_total{action=\"quarantine\",kind=\"scan\",outcome=\"quarantined\"} 1";
+    assert!(text.contains(line), "{line} missing in:\n{text}");
+    alerts.stop();
 }

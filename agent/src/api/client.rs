@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
+use crate::alerts::ActiveBaseline;
 use crate::quarantine::{QuarantineList, QuarantineRequest, RemoveAnswer};
 
 /// Errors of a request.
@@ -204,6 +205,30 @@ pub fn unquarantine<S: Read + Write>(
         path_segment(namespace),
         path_segment(pod)
     );
+    read_json(request(stream, "DELETE", &target, None)?)
+}
+
+/// `GET /v1/baselines`: the baselines the agent alerts on.
+pub fn baselines<S: Read + Write>(stream: S) -> Result<Vec<ActiveBaseline>, ClientError> {
+    read_json(get(stream, super::BASELINES_PATH)?)
+}
+
+/// `PUT /v1/baselines`: activates the baseline `file` holds (a baseline
+/// file's content); the baselines active now.
+pub fn activate_baseline<S: Read + Write>(
+    stream: S,
+    file: &[u8],
+) -> Result<Vec<ActiveBaseline>, ClientError> {
+    read_json(request(stream, "PUT", super::BASELINES_PATH, Some(file))?)
+}
+
+/// `DELETE /v1/baselines/{name}`: deactivates a baseline activated at run
+/// time.
+pub fn deactivate_baseline<S: Read + Write>(
+    stream: S,
+    name: &str,
+) -> Result<super::DeactivateAnswer, ClientError> {
+    let target = format!("{}/{}", super::BASELINES_PATH, path_segment(name));
     read_json(request(stream, "DELETE", &target, None)?)
 }
 

@@ -24,6 +24,11 @@
 //! | `DELETE /v1/quarantine/{ns}/{pod}`| lifts it, answers `RemoveAnswer` once enforced (409 while   |
 //! |                                   | the pod's label still quarantines it); 404 when the backend |
 //! |                                   | keeps no quarantines                                        |
+//! | `GET /v1/baselines`               | JSON `[ActiveBaseline]`: the baselines alerted on           |
+//! | `PUT /v1/baselines`               | a baseline file's content: activates it (persisted), in     |
+//! |                                   | force when answered; 409 for a `--baseline` flag's name     |
+//! | `DELETE /v1/baselines/{name}`     | deactivates it: `DeactivateAnswer`; 404 when the agent runs |
+//! |                                   | no alerting (its flow pipeline is off)                      |
 //!
 //! Errors are JSON `{"error": "...", "status": N}` (400 bad query, filter
 //! or body, 404, 405, 409, 500 when the history cannot be read, 503 when
@@ -68,6 +73,7 @@
 //! and followers are bounded by `max_connections`, far below the pool's
 //! limit (512 by default).
 
+mod baselines;
 pub mod client;
 mod cni;
 mod follow;
@@ -86,6 +92,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use baselines::{BASELINES_PATH, DeactivateAnswer};
 pub use quarantine::{QUARANTINE_PATH, QUARANTINE_WAIT};
 pub use server::{Api, ApiHandle};
 
@@ -178,6 +185,12 @@ pub trait ApiBackend: Send + Sync {
     /// (their count is in `/metrics` too), if the agent keeps one.
     fn quarantine(&self) -> Option<std::sync::Arc<crate::quarantine::QuarantineStore>> {
         None
+    }
+    /// Runs `f` on the agent's baseline alerting (the `/v1/baselines`
+    /// routes); whether it runs any (`false`: `f` was not called).
+    fn with_alerts(&self, f: &mut dyn FnMut(&crate::alerts::Alerts)) -> bool {
+        let _ = f;
+        false
     }
 }
 

@@ -13,6 +13,7 @@ use axum::response::Response;
 use axum::routing::{delete, get, post};
 use bulkhead_cni::wire::{ENDPOINTS_PATH, GC_PATH};
 
+use super::baselines::{self, BASELINES_PATH};
 use super::quarantine::{self, QUARANTINE_PATH};
 use super::server::Shared;
 use super::{
@@ -24,13 +25,14 @@ use super::{
 const BASIC: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Paths on the Unix socket (and on TCP with `tcp_all_endpoints`).
-const FULL: [&str; 6] = [
+const FULL: [&str; 7] = [
     "/v1/flows",
     "/v1/accounting",
     "/v1/history",
     ENDPOINTS_PATH,
     GC_PATH,
     QUARANTINE_PATH,
+    BASELINES_PATH,
 ];
 
 pub(super) type Api = State<Arc<Shared>>;
@@ -56,6 +58,14 @@ pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
             .route(
                 &format!("{QUARANTINE_PATH}/{{namespace}}/{{pod}}"),
                 delete(quarantine::remove),
+            )
+            .route(
+                BASELINES_PATH,
+                get(baselines::list).put(baselines::activate),
+            )
+            .route(
+                &format!("{BASELINES_PATH}/{{name}}"),
+                delete(baselines::deactivate),
             );
     }
     routes

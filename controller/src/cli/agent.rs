@@ -11,7 +11,9 @@ use ipnetwork::IpNetwork;
 use super::baseline::BaselineCliError;
 use super::{CliError, ManifestArgs};
 use bulkhead_agent::alerts::AlertsConfig;
+use bulkhead_agent::alerts::active::ActiveBaselines;
 use bulkhead_agent::alerts::alertmanager::Endpoint;
+use bulkhead_agent::alerts::respond::ResponseConfig;
 use bulkhead_agent::api::{self, ApiConfig};
 use bulkhead_agent::{self as agent, AgentConfig, FlowsConfig, SourceConfig};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, TcMode};
@@ -165,11 +167,11 @@ pub struct AgentArgs {
     #[arg(long = "baseline", value_name = "FILE")]
     pub baselines: Vec<PathBuf>,
     /// Append baseline alerts to this file as JSON Lines.
-    #[arg(long, value_name = "PATH", requires = "baselines")]
+    #[arg(long, value_name = "PATH")]
     pub alerts_jsonl: Option<PathBuf>,
     /// Post baseline alerts to this Alertmanager (its v2 API), e.g.
     /// http://alertmanager.monitoring:9093.
-    #[arg(long, value_name = "URL", requires = "baselines")]
+    #[arg(long, value_name = "URL")]
     pub alertmanager: Option<String>,
     /// An edge outside the baseline raises at most one alert per this many
     /// seconds (Alertmanager resolves it after as long without one).
@@ -183,6 +185,15 @@ pub struct AgentArgs {
     /// that make one scan alert.
     #[arg(long, value_name = "N", default_value_t = 20)]
     pub scan_targets: usize,
+    /// The automatic response: quarantine the source pods of these alert
+    /// kinds (quarantine:KIND[,KIND...]; kinds new_peer, new_port,
+    /// new_external, scan). Off by default.
+    #[arg(long = "respond", value_name = "ACTION:KINDS")]
+    pub respond: Vec<String>,
+    /// The automatic quarantine still lets the pod resolve names through
+    /// the cluster's DNS (as `bulkhead quarantine --allow-dns`).
+    #[arg(long)]
+    pub respond_allow_dns: bool,
 }
 
 /// Runs `bulkhead agent`.
@@ -291,7 +302,21 @@ fn alerts_config(args: &AgentArgs) -> Result<AlertsConfig, BaselineCliError> {
         },
         jsonl: args.alerts_jsonl.clone(),
         alertmanager,
+        active: Some(ActiveBaselines::path_for(&args.pin_dir)),
+        respond: respond_config(args)?,
     })
+}
+
+/// The automatic response from `--respond` and `--respond-allow-dns`.
+fn respond_config(args: &AgentArgs) -> Result<ResponseConfig, BaselineCliError> {
+    let mut cfg = ResponseConfig {
+        allow_dns: args.respond_allow_dns,
+        ..ResponseConfig::default()
+    };
+    for spec in &args.respond {
+        cfg.add(spec)?;
+    }
+    Ok(cfg)
 }
 
 /// The flow side's configuration from the flags.

@@ -1,7 +1,8 @@
 //! `bulkhead baseline`: take a named baseline of chosen namespaces or
 //! workloads from the flow history (the sources `propose` reads), accept
 //! reviewed edges into it (a new version), and show it. The agent alerts
-//! on live connections outside it (`bulkhead agent --baseline FILE`).
+//! on live connections outside it (`bulkhead agent --baseline FILE`, or
+//! `bulkhead baseline activate FILE` into a running agent: [`live`]).
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
@@ -20,6 +21,8 @@ use bulkhead_flows::record::IpProtocol;
 use bulkhead_learn::baseline::{Baseline, BaselineError, Scope};
 use bulkhead_learn::edge::{EdgeKey, End, WorkloadId};
 
+mod live;
+
 /// Arguments of `bulkhead baseline`.
 #[derive(Debug, Args)]
 pub struct BaselineArgs {
@@ -37,6 +40,13 @@ pub enum BaselineCommand {
     Accept(AcceptArgs),
     /// Show a baseline: its scope, versions and edges.
     Show(ShowArgs),
+    /// Make a running agent alert on a baseline (in force when this
+    /// returns; the agent keeps it across restarts).
+    Activate(live::ActivateArgs),
+    /// Stop a running agent alerting on a baseline it was given by `activate`.
+    Deactivate(live::DeactivateArgs),
+    /// The baselines a running agent alerts on.
+    List(live::ListArgs),
 }
 
 /// Arguments of `bulkhead baseline take`.
@@ -115,6 +125,9 @@ pub enum BaselineCliError {
     /// The Alertmanager URL.
     #[error(transparent)]
     Alertmanager(#[from] AlertmanagerError),
+    /// A `--respond` value.
+    #[error(transparent)]
+    Respond(#[from] bulkhead_agent::alerts::respond::ResponseSpecError),
     /// The flow history.
     #[error(transparent)]
     History(#[from] ProposeError),
@@ -148,6 +161,18 @@ pub enum BaselineCliError {
         #[source]
         source: std::io::Error,
     },
+    /// No agent could be reached.
+    #[error(transparent)]
+    Connect(#[from] super::flows::FlowsError),
+    /// The agent refused or failed the request.
+    #[error("agent {}: {source}", socket.display())]
+    Agent {
+        /// Its socket.
+        socket: PathBuf,
+        /// What it answered.
+        #[source]
+        source: bulkhead_agent::api::client::ClientError,
+    },
     /// `take` would overwrite a baseline.
     #[error("{} exists: accept edges into it with `bulkhead baseline accept`, or replace it with --force", path.display())]
     Exists {
@@ -162,6 +187,9 @@ pub fn run(args: &BaselineArgs) -> Result<(), CliError> {
         BaselineCommand::Take(a) => take(a)?,
         BaselineCommand::Accept(a) => accept(a)?,
         BaselineCommand::Show(a) => show(a)?,
+        BaselineCommand::Activate(a) => live::activate(a)?,
+        BaselineCommand::Deactivate(a) => live::deactivate(a)?,
+        BaselineCommand::List(a) => live::list(a)?,
     }
     Ok(())
 }

@@ -148,14 +148,25 @@ pub struct UpArgs {
     pub baselines: Vec<PathBuf>,
     /// The agents post their alerts to this Alertmanager (a URL reachable
     /// from the node namespace, e.g. http://127.0.0.1:9093).
-    #[arg(long, value_name = "URL", requires = "baselines")]
+    #[arg(long, value_name = "URL", conflicts_with = "no_agent")]
     pub alertmanager: Option<String>,
     /// The agents append their alerts to this file as JSON Lines.
-    #[arg(long, value_name = "PATH", requires = "baselines")]
+    #[arg(long, value_name = "PATH", conflicts_with = "no_agent")]
     pub alerts_jsonl: Option<PathBuf>,
     /// The agents' scan window, in milliseconds (see `bulkhead agent --help`).
-    #[arg(long, value_name = "MS", requires = "baselines")]
+    #[arg(long, value_name = "MS", conflicts_with = "no_agent")]
     pub scan_window_ms: Option<u64>,
+    /// The agents' automatic response: quarantine the source pods of these
+    /// alert kinds (quarantine:KIND[,KIND...], see `bulkhead agent --help`).
+    #[arg(
+        long = "respond",
+        value_name = "ACTION:KINDS",
+        conflicts_with = "no_agent"
+    )]
+    pub respond: Vec<String>,
+    /// The automatic quarantine still lets DNS through.
+    #[arg(long, conflicts_with = "no_agent")]
+    pub respond_allow_dns: bool,
     /// The agent's default policy mode: enforce, audit or learn (policies
     /// and namespaces may set their own with the `bulkhead.io/mode`
     /// annotation; see docs/learn.md).
@@ -708,6 +719,12 @@ fn flow_args(args: &UpArgs) -> Vec<String> {
     }
     if let Some(ms) = args.scan_window_ms {
         v.extend(["--scan-window-ms".to_owned(), ms.to_string()]);
+    }
+    for r in &args.respond {
+        v.extend(["--respond".to_owned(), r.clone()]);
+    }
+    if args.respond_allow_dns {
+        v.push("--respond-allow-dns".to_owned());
     }
     v
 }

@@ -17,13 +17,13 @@
 //! the caller's clock, so the detector is deterministic and has no timer
 //! of its own: the caller wakes it at [`Detector::next_deadline`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::Baseline;
 use crate::edge::{EdgeKey, End, WorkloadId, key_of};
-use bulkhead_flows::record::{FlowRecord, FlowVerdict};
+use bulkhead_flows::record::{FlowRecord, FlowVerdict, PodInfo};
 
 /// Thresholds and intervals.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,7 +107,19 @@ pub struct Alert {
     pub first_seen_unix_ms: u64,
     /// Of the last record.
     pub last_seen_unix_ms: u64,
+    /// The pods (`namespace/name`) that opened the deviating connections
+    /// (at most [`MAX_PODS`]): what a response acts on, what a timeline
+    /// files the alert under.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub src_pods: Vec<String>,
+    /// The pods they reached (at most [`MAX_PODS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_pods: Vec<String>,
 }
+
+/// Most pods an alert names at either end (a scan of a whole namespace
+/// names the first ones).
+pub const MAX_PODS: usize = 16;
 
 /// One held deviation.
 #[derive(Clone, Debug)]
@@ -116,6 +128,51 @@ struct Sample {
     policies: Vec<String>,
     first_ms: u64,
     last_ms: u64,
+    /// The pods at either end of its records (each at most [`MAX_PODS`]).
+    pods: Pods,
+}
+
+/// The pods at the two ends of held records, bounded.
+#[derive(Clone, Debug, Default)]
+struct Pods {
+    src: BTreeSet<String>,
+    dst: BTreeSet<String>,
+}
+
+impl Pods {
+    fn of(r: &FlowRecord) -> Self {
+        let mut p = Self::default();
+        p.add(r);
+        p
+    }
+
+    fn add(&mut self, r: &FlowRecord) {
+        let name = |i: &PodInfo| format!("{}/{}", i.namespace, i.pod);
+        if let Some(i) = &r.src.pod
+            && self.src.len() < MAX_PODS
+        {
+            self.src.insert(name(i));
+        }
+        if let Some(i) = r
+            .backend()
+            .and_then(|b| b.address.pod.as_ref())
+            .or(r.dst.pod.as_ref())
+            && self.dst.len() < MAX_PODS
+        {
+            self.dst.insert(name(i));
+        }
+    }
+
+    fn merge(&mut self, other: &Pods) {
+        for (mine, theirs) in [(&mut self.src, &other.src), (&mut self.dst, &other.dst)] {
+            for p in theirs {
+                if mine.len() >= MAX_PODS {
+                    break;
+                }
+                mine.insert(p.clone());
+            }
+        }
+    }
 }
 
 /// A source's deviations within its window.
@@ -204,6 +261,7 @@ impl Detector {
         });
         if let Some(s) = held.edges.get_mut(&key) {
             s.last_ms = s.last_ms.max(now);
+            s.pods.add(r);
             self.suppressed += 1;
             return;
         }
@@ -219,6 +277,7 @@ impl Detector {
                 policies,
                 first_ms: r.start.unix_ms().min(now),
                 last_ms: now,
+                pods: Pods::of(r),
             },
         );
     }
@@ -281,6 +340,14 @@ impl Detector {
         let mut a = self.alert(AlertKind::Scan, first_key, first, targets, port_max);
         a.port = port;
         a.last_seen_unix_ms = held.edges.values().map(|s| s.last_ms).max().unwrap_or(0);
+        let mut pods = Pods::default();
+        for s in held.edges.values() {
+            pods.merge(&s.pods);
+        }
+        (a.src_pods, a.dst_pods) = (
+            pods.src.into_iter().collect(),
+            pods.dst.into_iter().collect(),
+        );
         a
     }
 
@@ -307,6 +374,8 @@ impl Detector {
             policies: s.policies.clone(),
             first_seen_unix_ms: s.first_ms,
             last_seen_unix_ms: s.last_ms,
+            src_pods: s.pods.src.iter().cloned().collect(),
+            dst_pods: s.pods.dst.iter().cloned().collect(),
         }
     }
 

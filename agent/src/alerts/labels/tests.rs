@@ -25,6 +25,8 @@ fn new_peer() -> Alert {
         policies: vec!["shop/deny-all".into(), "pay/db".into()],
         first_seen_unix_ms: 1_765_000_000_000,
         last_seen_unix_ms: 1_765_000_000_500,
+        src_pods: vec!["shop/web-1".into()],
+        dst_pods: Vec::new(),
     }
 }
 

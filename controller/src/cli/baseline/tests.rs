@@ -149,6 +149,8 @@ fn alert(kind: AlertKind, baseline: &str, port: u16) -> Alert {
         policies: Vec::new(),
         first_seen_unix_ms: 1,
         last_seen_unix_ms: 2,
+        src_pods: vec!["shop/web-1".into()],
+        dst_pods: vec!["shop/cache-1".into()],
     }
 }
 

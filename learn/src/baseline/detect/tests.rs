@@ -74,6 +74,17 @@ fn learned_traffic_raises_nothing_and_each_new_edge_one_alert_of_its_kind() {
     );
     assert_eq!(alerts[0].subject.to_string(), "shop/Deployment/web");
     assert_eq!(alerts[0].policies, ["prod/allow-web"]);
+    assert_eq!(
+        (&alerts[0].src_pods[..], &alerts[0].dst_pods[..]),
+        (
+            &["shop/web-1".to_owned()][..],
+            &["shop/db-1".to_owned()][..]
+        )
+    );
+    assert!(
+        alerts[2].dst_pods.is_empty(),
+        "an external address is no pod"
+    );
     assert_eq!(d.suppressed(), 2);
     // After the interval, the same edge raises again.
     let later = 2_000 + DetectConfig::default().interval_ms;
@@ -97,6 +108,7 @@ fn a_scan_of_100_ports_is_one_scan_alert() {
         (1000, 1019),
         "the kept samples' ports"
     );
+    assert_eq!((a.src_pods.len(), a.dst_pods.len()), (1, 1), "{a:?}");
     // More probes within the interval fold into it.
     let more: Vec<FlowRecord> = (0..50)
         .map(|i| record("web", Some("api"), 2000 + i, 60_000 + u64::from(i)))
@@ -132,4 +144,36 @@ fn out_of_scope_traffic_is_ignored_and_windows_end_on_the_callers_clock() {
     assert_eq!(d.next_deadline(), Some(3_000));
     assert!(d.flush(2_999).is_empty());
     assert_eq!(d.flush(3_000).len(), 1);
+}
+
+#[test]
+fn an_alert_names_every_pod_that_made_it_up_to_a_bound() {
+    let mut d = detector();
+    // Replicas of one workload scanning together: one source, many pods.
+    let probes: Vec<FlowRecord> = (0..40u16)
+        .map(|i| {
+            let mut r = record("web", Some("db"), 1000 + i, 5_000 + u64::from(i));
+            let replica = PodInfo {
+                pod: format!("web-{}", i % 20).into(),
+                ..(**r.src.pod.as_ref().unwrap()).clone()
+            };
+            r.src.pod = Some(Arc::new(replica));
+            r
+        })
+        .collect();
+    let alerts = run(&mut d, &probes);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].kind, AlertKind::Scan);
+    assert_eq!(alerts[0].src_pods.len(), MAX_PODS, "bounded");
+    assert!(alerts[0].src_pods.contains(&"shop/web-0".to_owned()));
+    // One new edge opened by two replicas names both.
+    let mut d = detector();
+    let mut other = record("web", Some("db"), 5432, 2_100);
+    other.src.pod = Some(Arc::new(PodInfo {
+        pod: "web-2".into(),
+        ..(**other.src.pod.as_ref().unwrap()).clone()
+    }));
+    let alerts = run(&mut d, &[record("web", Some("db"), 5432, 2_000), other]);
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].src_pods, ["shop/web-1", "shop/web-2"]);
 }
