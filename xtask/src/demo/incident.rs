@@ -90,8 +90,6 @@ pub fn run(
         "TCP",
         "--family",
         "4",
-        "--timeout-ms",
-        "200",
     ];
     println!(
         "$ bulkhead lab probe --name {LAB} {} --ports $(seq -s, 1 {SCAN_PORTS}) --output json",
