@@ -104,7 +104,8 @@ pub fn run(
         .map(|p| p.describe())
         .collect();
     println!(
-        "  {} attempts: {} got through (what the api's policy allows: {}), {} dropped",
+        "  {} attempts: {} connected [{}], {} dropped (by the api's policy, and by the \
+         quarantine once it is in force)",
         scan.len(),
         through.len(),
         through.join(", "),
@@ -114,7 +115,7 @@ pub fn run(
         ensure!(
             (p.dst == "shop/db" && p.port == 5432)
                 || (p.dst == "kube-system/coredns" && p.port == 53),
-            "the scan got through where the policy allows nothing: {}",
+            "the scan connected where the api's policy allows nothing: {}",
             p.describe()
         );
     }
