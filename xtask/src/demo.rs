@@ -13,23 +13,51 @@
 //! interrupted run is taken down first; all traffic stays inside the lab's
 //! own namespaces.
 
-use std::path::PathBuf;
+//! `cargo xtask demo`: sets up, builds, then tells the story on real
+//! packets, each step a scene ([`shop`]): the demo shop as a lab (pods as
+//! network namespaces, the agent in the node namespace) in learn mode,
+//! the app's own traffic recorded; `propose` writes least-privilege
+//! policies from it, with their proof; staged in audit, where the stray
+//! pod's attempts are what `audit report` says enforcement would deny;
+//! promoted to enforce: the app's paths connect, the rest is dropped, and
+//! flows and explain say why; a guardrail, Services, the node. Then
+//! detection and response ([`incident`]): the shop's baseline activated,
+//! a real Alertmanager in the node namespace, a compromised pod that
+//! reaches for a new peer and scans, its alerts (JSON Lines and
+//! Alertmanager), the agent quarantining it by itself, the drops after,
+//! its timeline, and the quarantine lifted. Then status, fail-static,
+//! verify, down. Then three nodes ([`nodes`]): learnt on every node,
+//! proposed from the merged history, enforced at both ends of cross-node
+//! connections. Then cluster mode ([`cluster`]): a lab whose agent reads
+//! the Kubernetes API, changed with kubectl.
+//!
+//! The verdicts the stories tell are checked, not only shown ([`checks`]):
+//! a scene fails when a probe, a report, an alert or a quarantine is not
+//! what it says. Waits are on real conditions (records in the flow log,
+//! an alert in Alertmanager), bounded, never fixed sleeps.
+//!
+//! Needs root (namespaces, veths, bpffs, eBPF). Each lab is always taken
+//! down at the end, also when a scene fails, and a lab left by an
+//! interrupted run is taken down first; the processes the demo starts
+//! (Alertmanager, the API server) are stopped and their files removed
+//! whatever happens; all traffic stays inside the labs' own namespaces.
+
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
 use crate::{cmd, cmd::step, ebpf, setup, test::EBPF_ELF};
 
+mod alertmanager;
+mod checks;
 mod cluster;
+mod incident;
 mod nodes;
+mod shop;
 
 /// The demo manifests, relative to the repository root.
 const WORKLOADS: &str = "policies/demo/workloads.yaml";
-const NETPOL: &str = "policies/demo/netpol.yaml";
-/// A permissive NetworkPolicy a namespace owner might write.
-const OOPS: &str = "policies/guardrail/oops-allow-all.yaml";
-/// The cluster-admin guardrail no NetworkPolicy overrides.
-const GUARDRAIL: &str = "policies/guardrail/db-guardrail.yaml";
 
 /// The demo lab's name.
 const LAB: &str = "demo";
@@ -62,7 +90,7 @@ fn target_dir() -> PathBuf {
 
 /// Builds the release `bulkhead` and `bulkhead-cni` binaries; returns the
 /// path of `bulkhead`.
-fn build(elf: &std::path::Path) -> Result<PathBuf> {
+fn build(elf: &Path) -> Result<PathBuf> {
     cmd::run(
         cmd::clean("cargo")
             .current_dir(cmd::repo_root())
@@ -95,329 +123,75 @@ fn watched_dir_of(lab: &str) -> PathBuf {
         .join("manifests")
 }
 
-/// The scenes, then `lab down` whatever happened; then three nodes and
-/// cluster mode (each its own lab, taken down the same way).
-pub fn run_demo(bin: &std::path::Path, fake_apiserver: &std::path::Path) -> Result<()> {
+/// The shop's story, then `lab down` whatever happened; then three nodes
+/// and cluster mode (each its own lab, taken down the same way).
+pub fn run_demo(bin: &Path, fake_apiserver: &Path) -> Result<()> {
     let demo = Demo { bin };
-    // A lab left by an interrupted run would make `lab up` refuse.
+    // A lab left by an interrupted run would make `lab up` refuse (and
+    // `lab down` stops what ran in its namespaces, an Alertmanager too).
     demo.quiet(&["lab", "down", "--name", LAB])?;
-    let scenes = demo.scenes();
+    let work = WorkDir::new(LAB)?;
+    let story = shop::run(&demo, &work);
     scene("Lab down: every namespace, veth, pin, mount and process goes");
     let down = demo.bulkhead(&["lab", "down", "--name", LAB]);
-    scenes.and(down)?;
+    drop(work);
+    story.and(down)?;
     nodes::run(&demo)?;
     cluster::run(&demo, fake_apiserver)
 }
 
+/// A story's own temporary directory (proposals, baseline, alerts,
+/// Alertmanager's data), removed when dropped, whatever happened.
+struct WorkDir {
+    path: PathBuf,
+}
+
+impl WorkDir {
+    /// A fresh `$TMPDIR/bulkhead-demo-NAME-PID`.
+    fn new(name: &str) -> Result<WorkDir> {
+        let path =
+            std::env::temp_dir().join(format!("bulkhead-demo-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        Ok(WorkDir { path })
+    }
+
+    /// `NAME` inside it.
+    fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
 struct Demo<'a> {
-    bin: &'a std::path::Path,
+    bin: &'a Path,
 }
 
 impl Demo<'_> {
-    fn scenes(&self) -> Result<()> {
-        let watched = watched_dir();
-        let w = watched.display().to_string();
-        scene(
-            "Lab up: the shop (frontend → api → db, DNS, a stray debug pod) as network namespaces, \
-             with no NetworkPolicy; the agent enforces in the node namespace",
-        );
-        self.bulkhead(&[
-            "lab",
-            "up",
-            "--name",
-            LAB,
-            "--manifests",
-            WORKLOADS,
-            "--flow-idle-timeout",
-            "2",
-        ])?;
-        scene("Real packets between every pod pair: everything is open");
-        self.bulkhead(&["lab", "probe", "--name", LAB])?;
-        scene(&format!(
-            "Apply least privilege: copy {NETPOL} into the watched directory, then lab sync"
-        ));
-        println!("$ cp {NETPOL} {w}/");
-        std::fs::copy(cmd::repo_root().join(NETPOL), watched.join("netpol.yaml"))
-            .with_context(|| format!("copying {NETPOL} into {w}"))?;
-        self.bulkhead(&["lab", "sync", "--name", LAB])?;
-        scene("Real packets again: only the app's own paths connect; the rest is dropped (✗)");
-        self.bulkhead(&["lab", "probe", "--name", LAB])?;
-        scene("Flows: what the probes did, each with its verdict and the deciding policy");
-        // Probes' UDP flows end by idle timeout (2 s in this lab).
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        self.bulkhead(&["flows", "--lab", LAB, "--pod", "shop/db", "--last", "12"])?;
-        scene("Only the drops, from the stray pod");
-        self.bulkhead(&[
-            "flows",
-            "--lab",
-            LAB,
-            "--pod",
-            "sandbox/stray",
-            "--verdict",
-            "denied",
-            "--last",
-            "8",
-        ])?;
-        scene("Why can the stray pod not reach the database?");
-        self.bulkhead(&[
-            "explain",
-            "--manifests",
-            &w,
-            "--from",
-            "sandbox/stray",
-            "--to",
-            "shop/db",
-            "--port",
-            "5432",
-        ])?;
-        scene("And why can the api?");
-        self.bulkhead(&[
-            "explain",
-            "--manifests",
-            &w,
-            "--from",
-            "shop/api",
-            "--to",
-            "shop/db",
-            "--port",
-            "5432",
-        ])?;
-        self.guardrail_scene(&watched)?;
-        self.service_scene(&w)?;
-        self.node_scene(&w)?;
-        self.quarantine_scene(&w)?;
-        scene("What the dataplane enforces: revision, endpoints, map fill, drop counters");
-        self.bulkhead(&["status", "--lab", LAB])?;
-        self.agent_death_scene()?;
-        scene("Verify: live probes (TCP, UDP, SCTP; IPv4 and IPv6) against the policy");
-        self.bulkhead(&["lab", "verify", "--name", LAB])
-    }
-
-    /// A cluster-admin guardrail (ClusterNetworkPolicy, Admin tier) holds
-    /// against a namespace owner's allow-all NetworkPolicy: staged in audit
-    /// and reported on first, then promoted to enforce; real packets,
-    /// explain naming the tier and rule, the drop's flow record naming
-    /// the rule; then the allow-all goes (the guardrail stays).
-    fn guardrail_scene(&self, watched: &std::path::Path) -> Result<()> {
-        let w = watched.display().to_string();
-        let copy = |from: &str, to: &std::path::Path| -> Result<()> {
-            println!("$ cp {from} {}", to.display());
-            std::fs::copy(cmd::repo_root().join(from), to)
-                .with_context(|| format!("copying {from} to {}", to.display()))?;
-            Ok(())
-        };
-        scene(&format!(
-            "A namespace owner's mistake: {OOPS} allows everything in shop; now every pod reaches the db"
-        ));
-        copy(OOPS, &watched.join("oops-allow-all.yaml"))?;
-        self.bulkhead(&["lab", "sync", "--name", LAB])?;
-        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
-        scene(&format!(
-            "The security team's guardrail: {GUARDRAIL} (ClusterNetworkPolicy, Admin tier) lets only the api reach the db; no NetworkPolicy can override it"
-        ));
-        let guardrail = "ClusterNetworkPolicy/db-guardrail";
-        scene(
-            "Staged first: promote sets the copy to audit before it goes live; the kernel marks what it would deny, drops nothing",
-        );
-        // Staged beside the watched directory, so the agent never sees it enforced.
-        let staged = watched.with_file_name("db-guardrail.yaml");
-        let s = staged.display().to_string();
-        copy(GUARDRAIL, &staged)?;
-        self.bulkhead(&["promote", "--manifests", &s, guardrail, "--to", "audit"])?;
-        println!("$ mv {s} {w}/");
-        std::fs::rename(&staged, watched.join("db-guardrail.yaml"))
-            .with_context(|| format!("moving {s} into {w}"))?;
-        self.bulkhead(&["lab", "sync", "--name", LAB])?;
-        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
-        // The flow log is written once a second; give it time to hold the probes.
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        self.bulkhead(&["audit", "report", "--lab", LAB, "--policy", guardrail])?;
-        scene("The report is what the security team expected: promote it to enforce");
-        self.bulkhead(&["promote", "--manifests", &w, guardrail])?;
-        self.bulkhead(&["lab", "sync", "--name", LAB])?;
-        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/db"])?;
-        scene(
-            "Why is the frontend denied, although shop's NetworkPolicy allows it? explain names the tier and rule",
-        );
-        self.bulkhead(&[
-            "explain",
-            "--manifests",
-            &w,
-            "--from",
-            "shop/frontend",
-            "--to",
-            "shop/db",
-            "--port",
-            "5432",
-        ])?;
-        scene("The drop's flow record names the guardrail's rule");
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        self.bulkhead(&[
-            "flows",
-            "--lab",
-            LAB,
-            "--pod",
-            "shop/db",
-            "--verdict",
-            "denied",
-            "--last",
-            "3",
-        ])?;
-        scene("The allow-all goes; the shop's least privilege is back, under the guardrail");
-        println!("$ rm {w}/oops-allow-all.yaml");
-        std::fs::remove_file(watched.join("oops-allow-all.yaml"))
-            .with_context(|| format!("removing oops-allow-all.yaml from {w}"))?;
-        self.bulkhead(&["lab", "sync", "--name", LAB])
-    }
-
-    /// A compromised pod cut off in one command: above every tier and
-    /// mode, established connections stopped, flow records and explain
-    /// naming the quarantine, then lifted: the verdicts of before.
-    fn quarantine_scene(&self, watched: &str) -> Result<()> {
-        scene(
-            "The api pod is compromised: one command quarantines it in the kernel, above every \
-             policy and tier (DNS still allowed, to watch what it resolves)",
-        );
-        self.bulkhead(&[
-            "quarantine",
-            "shop/api",
-            "--reason",
-            "beaconing to an unknown address",
-            "--allow-dns",
-            "--lab",
-            LAB,
-        ])?;
-        scene("Real packets: nothing reaches the api, and the api reaches only the cluster's DNS");
-        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/api"])?;
-        self.bulkhead(&["lab", "probe", "--name", LAB, "--from", "shop/api"])?;
-        scene("Its flow records say quarantined, and why");
-        // The probes' connections end by idle timeout (2 s in this lab).
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        self.bulkhead(&[
-            "flows",
-            "--lab",
-            LAB,
-            "--pod",
-            "shop/api",
-            "--verdict",
-            "quarantined",
-            "--last",
-            "4",
-        ])?;
-        scene("Why can the frontend no longer reach the api? explain names the quarantine");
-        self.bulkhead(&[
-            "explain",
-            "--manifests",
-            watched,
-            "--quarantined",
-            "shop/api",
-            "--from",
-            "shop/frontend",
-            "--to",
-            "shop/api",
-            "--port",
-            "8080",
-        ])?;
-        scene("Lifted: the api's connections are judged by the policies again, exactly as before");
-        self.bulkhead(&["unquarantine", "shop/api", "--lab", LAB])?;
-        self.bulkhead(&["lab", "probe", "--name", LAB, "--to", "shop/api"])
-    }
-
-    /// Through Services: the same verdicts when clients connect to
-    /// ClusterIPs (the lab's node runs kube-proxy's rules), `explain` per
-    /// backend, and the flow record naming the Service and the backend.
-    fn service_scene(&self, watched: &str) -> Result<()> {
-        scene(
-            "Through Services: every pod connects to the db's ClusterIP (kube-proxy's rules on the node \
-             translate it); the verdict is the one for the pod it lands on",
-        );
-        self.bulkhead(&[
-            "lab", "probe", "--name", LAB, "--via", "service", "--to", "shop/db",
-        ])?;
-        scene("Why not the stray pod, through the db Service? explain answers per backend");
-        self.bulkhead(&[
-            "explain",
-            "--manifests",
-            watched,
-            "--from",
-            "sandbox/stray",
-            "--to",
-            "svc/shop/db",
-            "--port",
-            "5432",
-        ])?;
-        scene("The api's flow record names the Service and the backend its connection reached");
-        // The probes' connections end by idle timeout (2 s in this lab).
-        std::thread::sleep(std::time::Duration::from_secs(3));
-        self.bulkhead(&["flows", "--lab", LAB, "--pod", "shop/api", "--last", "4"])
-    }
-
-    /// The node (where kubelet's probes come from) reaches the isolated
-    /// database on real packets, and `explain` says why.
-    fn node_scene(&self, watched: &str) -> Result<()> {
-        scene(
-            "The node always reaches its pods (kubelet's probes come from there): a TCP probe \
-             from the node namespace into the isolated shop/db, then explain",
-        );
-        let state = lab_state()?;
-        let db = state["hosts"]
-            .as_array()
-            .and_then(|h| h.iter().find(|h| h["name"] == "shop/db"))
-            .and_then(|h| h["ips"][0].as_str())
-            .context("shop/db's address in the lab state")?;
-        let node = state["node"].as_str().context("the node namespace")?;
-        let gateways: Vec<&str> = state["gateways"]
-            .as_array()
-            .context("the node's addresses")?
-            .iter()
-            .filter_map(|g| g.as_str())
-            .collect();
-        let probe = format!("exec 3<>/dev/tcp/{db}/5432 && echo connected from the node");
-        println!("$ ip netns exec {node} timeout 3 bash -c '{probe}'");
-        self.status(
-            Command::new("ip").args(["netns", "exec", node, "timeout", "3", "bash", "-c", &probe]),
-            &["(probe from the node)"],
-        )?;
-        self.bulkhead(&[
-            "explain",
-            "--manifests",
-            watched,
-            "--node-ip",
-            &gateways.join(","),
-            "--from",
-            "node",
-            "--to",
-            "shop/db",
-            "--port",
-            "5432",
-        ])
-    }
-
-    /// The agent is killed: enforcement stays pinned, `status` says it is
-    /// not running, `lab restart-agent` brings it back (verify follows).
-    fn agent_death_scene(&self) -> Result<()> {
-        scene(
-            "Fail-static: the agent is killed, enforcement stays as pinned; \
-             lab restart-agent adopts it again",
-        );
-        let state = lab_state()?;
-        let pid = state["agent"]["pid"]
-            .as_u64()
-            .context("the agent's PID in the lab state")?
-            .to_string();
-        println!("$ kill -KILL {pid}");
-        self.status(
-            Command::new("kill").args(["-KILL", &pid]),
-            &["(kill the agent)"],
-        )?;
-        self.bulkhead(&["status", "--lab", LAB])?;
-        self.bulkhead(&["lab", "restart-agent", "--name", LAB])
-    }
-
     /// Runs `bulkhead ARGS...`, showing the command.
     fn bulkhead(&self, args: &[&str]) -> Result<()> {
         println!("$ bulkhead {}", args.join(" "));
         self.status(Command::new(self.bin).args(args), args)
+    }
+
+    /// Runs `bulkhead lab probe --name LAB ARGS... --output json`, showing
+    /// the command and each probe's verdict (✓ got through, ✗ dropped).
+    fn probe(&self, lab: &str, args: &[&str]) -> Result<Vec<checks::Probe>> {
+        println!(
+            "$ bulkhead lab probe --name {lab} {} --output json",
+            args.join(" ")
+        );
+        let probes = checks::probes(self, lab, args)?;
+        for p in &probes {
+            let mark = if p.allowed { "✓" } else { "✗" };
+            println!("  {mark} {}", p.describe());
+        }
+        Ok(probes)
     }
 
     /// Runs `bulkhead ARGS...` quietly; its stdout (stderr shown on failure).
@@ -461,7 +235,12 @@ impl Demo<'_> {
 
 /// The demo lab's state file, parsed.
 fn lab_state() -> Result<serde_json::Value> {
-    let path = watched_dir().with_file_name("state.json");
+    lab_state_of(LAB)
+}
+
+/// Lab `lab`'s state file, parsed.
+fn lab_state_of(lab: &str) -> Result<serde_json::Value> {
+    let path = watched_dir_of(lab).with_file_name("state.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).context("lab state")
@@ -470,4 +249,12 @@ fn lab_state() -> Result<serde_json::Value> {
 /// Prints a scene header.
 fn scene(title: &str) {
     println!("\n━━ {title}\n");
+}
+
+/// Copies `from` to `to`, showing it as `cp`.
+fn copy_shown(from: &Path, to: &Path) -> Result<()> {
+    println!("$ cp {} {}", from.display(), to.display());
+    std::fs::copy(from, to)
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
 }

@@ -196,9 +196,15 @@ fn story(demo: &Demo<'_>, fake_apiserver: &Path) -> Result<()> {
     let before = verdicts(demo)?;
     println!("$ kill -TERM <fake-apiserver>");
     server.stop()?;
-    wait_disconnected(demo)?;
-    // The view's age is counted in seconds: let some pass.
-    std::thread::sleep(Duration::from_secs(2));
+    wait_status(
+        demo,
+        "the agent did not notice the API server was gone",
+        |s| s["agent_source"]["connected"] == false,
+    )?;
+    // The view's age is counted in seconds: until it says some passed.
+    wait_status(demo, "the agent's view did not age", |s| {
+        s["agent_view_stale_seconds"].as_u64() >= Some(1)
+    })?;
     demo.bulkhead(&["status", "--lab", LAB])?;
     demo.bulkhead(&["lab", "probe", "--name", LAB])?;
     ensure!(
@@ -284,19 +290,21 @@ fn check(demo: &Demo<'_>, src: &str, dst: &str, allowed: bool) -> Result<()> {
     Ok(())
 }
 
-/// Waits until the agent says the API is unreachable.
-fn wait_disconnected(demo: &Demo<'_>) -> Result<()> {
+/// Waits (at most [`START_TIMEOUT`]) until `lab status --output json`
+/// satisfies `done`; fails saying `what`.
+fn wait_status(
+    demo: &Demo<'_>,
+    what: &str,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let text = demo.output(&["lab", "status", "--name", LAB, "--output", "json"])?;
         let status: serde_json::Value = serde_json::from_str(&text).context("lab status JSON")?;
-        if status["agent_source"]["connected"] == false {
+        if done(&status) {
             return Ok(());
         }
-        ensure!(
-            Instant::now() < deadline,
-            "the agent did not notice the API server was gone"
-        );
+        ensure!(Instant::now() < deadline, "{what}: {status}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -1,0 +1,296 @@
+//! What the demo's stories check, not only show: probes with real packets
+//! that must connect or be dropped, and bounded waits on real conditions
+//! (the agents' flow logs holding the records a scene reads next; a record
+//! is written once its connection closed, or stayed idle for the lab's flow
+//! timeout), never fixed sleeps.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, ensure};
+use serde_json::Value;
+
+use super::Demo;
+
+/// The app's own connections: (client, server, TCP port).
+pub const APP_TRAFFIC: [(&str, &str, &str); 4] = [
+    ("shop/frontend", "shop/api", "8080"),
+    ("shop/api", "shop/db", "5432"),
+    ("shop/frontend", "kube-system/coredns", "53"),
+    ("shop/api", "kube-system/coredns", "53"),
+];
+
+/// How long a wait for the agents (records, alerts, a quarantine) may take
+/// on a loaded machine before the demo fails, saying what it waited for.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// One probe's outcome, as `lab probe --output json` gives it.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// Source pod, `namespace/name`.
+    pub src: String,
+    /// Destination pod.
+    pub dst: String,
+    /// `TCP`, `UDP` or `SCTP`.
+    pub protocol: String,
+    /// Destination port.
+    pub port: u64,
+    /// Whether the packet got through and its answer came back.
+    pub allowed: bool,
+}
+
+impl Probe {
+    /// `src → dst PROTO/port`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} → {} {}/{}",
+            self.src, self.dst, self.protocol, self.port
+        )
+    }
+}
+
+/// Runs `bulkhead lab probe --name LAB ARGS --output json` quietly and
+/// returns its probes.
+pub fn probes(demo: &Demo<'_>, lab: &str, args: &[&str]) -> Result<Vec<Probe>> {
+    let mut all = vec!["lab", "probe", "--name", lab];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--output", "json"]);
+    let text = demo.output(&all)?;
+    let mut probes = Vec::new();
+    for line in text.lines() {
+        let p: Value = serde_json::from_str(line).context("a probe's JSON")?;
+        probes.push(Probe {
+            src: p["src"].as_str().unwrap_or_default().to_owned(),
+            dst: p["dst"].as_str().unwrap_or_default().to_owned(),
+            protocol: p["protocol"].as_str().unwrap_or_default().to_owned(),
+            port: p["port"].as_u64().unwrap_or_default(),
+            allowed: p["allowed"].as_bool().unwrap_or_default(),
+        });
+    }
+    ensure!(
+        !probes.is_empty(),
+        "`bulkhead {}` probed nothing",
+        all.join(" ")
+    );
+    Ok(probes)
+}
+
+/// Fails unless every probe got through (`connects`) or none did.
+pub fn expect_all(probes: &[Probe], connects: bool) -> Result<()> {
+    let wrong: Vec<String> = probes
+        .iter()
+        .filter(|p| p.allowed != connects)
+        .map(Probe::describe)
+        .collect();
+    ensure!(
+        wrong.is_empty(),
+        "these should {}connect: {wrong:?}",
+        if connects { "" } else { "not " }
+    );
+    Ok(())
+}
+
+/// Probes `from` → `to` on TCP `port` (IPv4) in lab `lab` with real
+/// packets, shows the verdict and insists on the expected one.
+pub fn check(
+    demo: &Demo<'_>,
+    lab: &str,
+    from: &str,
+    to: &str,
+    port: &str,
+    connects: bool,
+) -> Result<()> {
+    let found = probes(
+        demo,
+        lab,
+        &[
+            "--from",
+            from,
+            "--to",
+            to,
+            "--ports",
+            port,
+            "--protocols",
+            "TCP",
+            "--family",
+            "4",
+        ],
+    )?;
+    let mark = if connects { "✓" } else { "✗" };
+    println!("  {from} → {to} TCP/{port}: {mark}");
+    expect_all(&found, connects).with_context(|| {
+        format!(
+            "{from} → {to}:{port} should {}connect",
+            if connects { "" } else { "not " }
+        )
+    })
+}
+
+/// Calls `poll` until it returns a value (at most `timeout`); fails
+/// naming `what` and the last thing `poll` said was missing.
+pub fn wait_until<T>(
+    what: &str,
+    timeout: Duration,
+    mut poll: impl FnMut() -> Result<Result<T, String>>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match poll()? {
+            Ok(v) => return Ok(v),
+            Err(missing) => ensure!(
+                Instant::now() < deadline,
+                "{what}: still not there after {timeout:?} ({missing})"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A lab's flow logs (every node's), read from a mark: the records
+/// written after it.
+pub struct FlowLogs {
+    logs: Vec<(PathBuf, u64)>,
+}
+
+impl FlowLogs {
+    /// Every node's flow log of lab `lab`, from its beginning.
+    pub fn all(lab: &str) -> Result<FlowLogs> {
+        let state = super::lab_state_of(lab)?;
+        let logs = state["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|n| n["agent"]["flow_log"].as_str())
+            .map(|p| (PathBuf::from(p), 0))
+            .collect::<Vec<_>>();
+        ensure!(!logs.is_empty(), "lab {lab} has no flow log");
+        Ok(FlowLogs { logs })
+    }
+
+    /// Every node's flow log of lab `lab`, from its current end: what is
+    /// written from now on.
+    pub fn mark(lab: &str) -> Result<FlowLogs> {
+        let mut logs = Self::all(lab)?;
+        for (path, offset) in &mut logs.logs {
+            *offset = std::fs::metadata(&*path).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(logs)
+    }
+
+    /// The flow records (`type: flow`) written since the mark; a line
+    /// still being written is left for the next call.
+    pub fn records(&self) -> Result<Vec<Value>> {
+        let mut records = Vec::new();
+        for (path, offset) in &self.logs {
+            let Ok(bytes) = std::fs::read(path) else {
+                continue;
+            };
+            let new = bytes.get(*offset as usize..).unwrap_or_default();
+            let text = String::from_utf8_lossy(new);
+            records.extend(
+                text.split_inclusive('\n')
+                    .filter(|l| l.ends_with('\n'))
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .filter(|r| r["type"] == "flow"),
+            );
+        }
+        Ok(records)
+    }
+
+    /// Waits (at most [`WAIT`]) until the records since the mark hold,
+    /// for every expected connection, a record whose verdict is the one
+    /// expected (at either end); returns the records.
+    pub fn wait_for(&self, expected: &[Expect<'_>]) -> Result<Vec<Value>> {
+        wait_until("flow records", WAIT, || {
+            let records = self.records()?;
+            let missing: Vec<String> = expected
+                .iter()
+                .filter(|e| !records.iter().any(|r| e.matches(r)))
+                .map(|e| e.to_string())
+                .collect();
+            Ok(if missing.is_empty() {
+                Ok(records)
+            } else {
+                Err(format!("missing {missing:?}"))
+            })
+        })
+    }
+}
+
+/// An expected flow record: a connection from `from` to `to` on
+/// `protocol` and `port` (pods by their workload's name, see [`is_pod`])
+/// with `verdict`.
+#[derive(Clone, Copy, Debug)]
+pub struct Expect<'a> {
+    /// Client.
+    pub from: &'a str,
+    /// Server.
+    pub to: &'a str,
+    /// `TCP`, `UDP`, `SCTP`.
+    pub protocol: &'a str,
+    /// Destination port.
+    pub port: u64,
+    /// `allowed`, `denied`, `quarantined`...
+    pub verdict: &'a str,
+}
+
+impl Expect<'_> {
+    /// Whether `r` is such a record.
+    pub fn matches(&self, r: &Value) -> bool {
+        is_pod(&r["src"], self.from)
+            && is_pod(&r["dst"], self.to)
+            && r["dst"]["port"].as_u64() == Some(self.port)
+            && r["protocol"] == self.protocol
+            && r["verdict"] == self.verdict
+    }
+}
+
+impl std::fmt::Display for Expect<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} → {} {}/{} {}",
+            self.from, self.to, self.protocol, self.port, self.verdict
+        )
+    }
+}
+
+/// Whether a flow record's end (`src` or `dst`) is a pod of `workload`
+/// (`NS/NAME`): the pod is named so, or that and a suffix.
+pub fn is_pod(end: &Value, workload: &str) -> bool {
+    let name = format!(
+        "{}/{}",
+        end["namespace"].as_str().unwrap_or("?"),
+        end["pod"].as_str().unwrap_or("?")
+    );
+    name == workload || name.starts_with(&format!("{workload}-"))
+}
+
+/// Waits (at most [`WAIT`]) until lab `lab`'s flow logs hold every app
+/// connection at both ends, egress at the client's node and ingress at
+/// the server's: `propose` and `baseline take` should see them all.
+pub fn wait_for_both_ends(lab: &str) -> Result<()> {
+    let logs = FlowLogs::all(lab)?;
+    wait_until("the app's flow records at both ends", WAIT, || {
+        let records = logs.records()?;
+        let mut missing = Vec::new();
+        for (from, to, port) in APP_TRAFFIC {
+            for direction in ["egress", "ingress"] {
+                let found = records.iter().any(|r| {
+                    is_pod(&r["src"], from)
+                        && is_pod(&r["dst"], to)
+                        && r["dst"]["port"].as_u64() == port.parse().ok()
+                        && r["direction"] == direction
+                });
+                if !found {
+                    missing.push(format!("{from} → {to}:{port} {direction}"));
+                }
+            }
+        }
+        Ok(if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {missing:?}"))
+        })
+    })
+}
