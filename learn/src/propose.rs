@@ -28,6 +28,13 @@
 //!   reported. Admin Pass hands the edge to NetworkPolicy: proposed as
 //!   usual. A proposed policy selects its pods, so the Baseline tier no
 //!   longer applies to them: its Deny there is lifted by the allow.
+//! - Rare and recent entries ([`Thresholds`]): an observed (peer, port)
+//!   entry with fewer flows than `rare_below` is *rare*, one first seen in
+//!   the last `recent_percent` of the history's span ([`History::span`])
+//!   is *recent*; both are flagged in the comments and listed in
+//!   [`Proposal::flagged`], fewest flows first. An edge with fewer flows
+//!   than `min_flows` is in no rule and listed in [`Proposal::left_out`].
+//!   All three are functions of the history alone.
 //! - Deterministic: everything is sorted; no clock is read.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -82,6 +89,75 @@ pub struct Observed {
     pub first: Timestamp,
     /// Last seen.
     pub last: Timestamp,
+    /// Fewer flows than [`Thresholds::rare_below`].
+    pub rare: bool,
+    /// First seen in the last [`Thresholds::recent_percent`] of the
+    /// history's span.
+    pub recent: bool,
+}
+
+/// What flags an observed entry for review, and what leaves it out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Thresholds {
+    /// Rare: fewer flows than this (`--rare-below`, default 3).
+    pub rare_below: u64,
+    /// Recent: first seen later than this share of the history's span
+    /// before its end, in percent (`--recent-share`, default 10).
+    pub recent_percent: u8,
+    /// Left out of the proposal: fewer flows than this (`--min-flows`,
+    /// default 1: none).
+    pub min_flows: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            rare_below: 3,
+            recent_percent: 10,
+            min_flows: 1,
+        }
+    }
+}
+
+impl Thresholds {
+    /// The time after which a first sighting is recent: `last − share ·
+    /// (last − first)` of the span; `None` (nothing recent) for an empty
+    /// or instantaneous history.
+    pub fn recent_after(&self, span: Option<(Timestamp, Timestamp)>) -> Option<Timestamp> {
+        let (first, last) = span?;
+        let len = last.0.checked_sub(first.0).filter(|l| *l > 0)?;
+        let share = (u128::from(len) * u128::from(self.recent_percent.min(100)) / 100) as u64;
+        Some(Timestamp(last.0 - share))
+    }
+}
+
+/// An observed entry of one subject's direction, for the reviewer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Flagged {
+    /// The subject workload (`namespace/Kind/name`).
+    pub subject: String,
+    /// The subject's direction.
+    pub direction: Direction,
+    /// What was observed.
+    #[serde(flatten)]
+    pub observed: Observed,
+    /// The edge.
+    #[serde(skip)]
+    pub key: EdgeKey,
+}
+
+impl Flagged {
+    fn order(&self) -> impl Ord + '_ {
+        let o = &self.observed;
+        (
+            o.flows,
+            &self.subject,
+            self.direction,
+            &o.peer,
+            o.protocol,
+            o.port,
+        )
+    }
 }
 
 /// One peer of a proposed rule and what was observed with it.
@@ -131,6 +207,8 @@ pub struct ProposedPolicy {
     /// behalf, with the subject's direction they concern (see
     /// [`Proposal::tier_denied`], [`Proposal::admin_accepted`]).
     pub tiers: Vec<(Direction, TierFinding)>,
+    /// The thresholds its observations are flagged by.
+    pub thresholds: Thresholds,
 }
 
 impl ProposedPolicy {
@@ -240,6 +318,13 @@ pub struct Proposal {
     pub admin_accepted: Vec<TierFinding>,
     /// Whether the Admin-accepted sides were proposed anyway.
     pub include_admin_accepted: bool,
+    /// The thresholds of rare, recent and left out.
+    pub thresholds: Thresholds,
+    /// Proposed entries that are rare or recent, fewest flows first.
+    pub flagged: Vec<Flagged>,
+    /// Entries with fewer flows than [`Thresholds::min_flows`]: in no
+    /// rule. Fewest flows first.
+    pub left_out: Vec<Flagged>,
 }
 
 /// Which model pods each workload stands for, and its selector labels.
@@ -306,6 +391,8 @@ pub struct Options {
     /// NetworkPolicy, so such a rule is never consulted while the
     /// guardrail stands).
     pub include_admin_accepted: bool,
+    /// Rare, recent and left out.
+    pub thresholds: Thresholds,
 }
 
 /// Proposes policies for `history` against `model`, with the default
@@ -328,8 +415,11 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     };
     let mut out = Proposal {
         include_admin_accepted: options.include_admin_accepted,
+        thresholds: options.thresholds,
         ..Proposal::default()
     };
+    let th = options.thresholds;
+    let recent_after = th.recent_after(history.span());
     // Every local workload gets a policy (nothing observed means nothing
     // allowed) if it has labels to be selected by.
     let mut policies = Vec::new();
@@ -358,6 +448,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             first: None,
             last: None,
             tiers: vec![],
+            thresholds: th,
         });
     }
     name_policies(&mut policies);
@@ -453,6 +544,29 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                     continue;
                 }
             }
+            let observed = Observed {
+                peer: peer.to_string(),
+                protocol,
+                port: key.port,
+                flows: stats.flows(),
+                first: stats.first_seen,
+                last: stats.last_seen,
+                rare: stats.flows() < th.rare_below,
+                recent: recent_after.is_some_and(|t| stats.first_seen > t),
+            };
+            let entry = |observed: &Observed| Flagged {
+                subject: sid.to_string(),
+                direction: dir,
+                observed: observed.clone(),
+                key: key.clone(),
+            };
+            if observed.flows < th.min_flows {
+                out.left_out.push(entry(&observed));
+                continue;
+            }
+            if observed.rare || observed.recent {
+                out.flagged.push(entry(&observed));
+            }
             let sel = match peer {
                 End::Workload(p) => PeerSel::Pods {
                     namespace: p.namespace.clone(),
@@ -469,14 +583,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                     p.added.insert(*port);
                 }
             }
-            p.observed.push(Observed {
-                peer: peer.to_string(),
-                protocol,
-                port: key.port,
-                flows: stats.flows(),
-                first: stats.first_seen,
-                last: stats.last_seen,
-            });
+            p.observed.push(observed);
         }
     }
     for p in &mut policies {
@@ -489,6 +596,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     }
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     out.policies = policies;
+    out.flagged.sort_by(|a, b| a.order().cmp(&b.order()));
+    out.left_out.sort_by(|a, b| a.order().cmp(&b.order()));
     out
 }
 

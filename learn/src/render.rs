@@ -1,7 +1,8 @@
 //! A proposal as YAML: one document per policy, with comments saying what
-//! was observed, and when, behind every peer.
+//! was observed, and when, behind every peer; rare and recent
+//! observations flagged (see [`super::propose::Thresholds`]).
 
-use super::propose::{Proposal, ProposedPolicy, ProposedRule};
+use super::propose::{Observed, Proposal, ProposedPolicy, ProposedRule, Thresholds};
 use super::yaml::{self, Place};
 use bulkhead_flows::record::Timestamp;
 use bulkhead_policy::model::{Mode, Policy};
@@ -23,6 +24,29 @@ fn ports_text(ports: &[(bulkhead_policy::model::Protocol, u16)]) -> String {
         .map(|(p, n)| format!("{p}/{n}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// ` — RARE: …; RECENT: …` for a flagged observation, else nothing.
+pub fn flags(o: &Observed, th: &Thresholds) -> String {
+    let mut f = Vec::new();
+    if o.rare {
+        f.push(if o.flows == 1 {
+            "RARE: seen once".to_string()
+        } else {
+            format!("RARE: {} flows", o.flows)
+        });
+    }
+    if o.recent {
+        f.push(format!(
+            "RECENT: first seen in the last {}% of the window",
+            th.recent_percent
+        ));
+    }
+    if f.is_empty() {
+        String::new()
+    } else {
+        format!(" — {}", f.join("; "))
+    }
 }
 
 fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
@@ -73,13 +97,14 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
             .iter()
             .map(|o| {
                 format!(
-                    "observed: {} {}/{}: {}, first {}, last {}",
+                    "observed: {} {}/{}: {}, first {}, last {}{}",
                     o.peer,
                     o.protocol,
                     o.port,
                     plural(o.flows, "flow", "flows"),
                     o.first,
-                    o.last
+                    o.last,
+                    flags(o, &p.thresholds)
                 )
             })
             .collect(),

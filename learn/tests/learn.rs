@@ -307,11 +307,30 @@ fn random_histories_are_fully_covered() {
             } else {
                 50 + rng.below(40) as u16
             };
-            records.extend(conn(T0 + i as u64 * 1000, &s, &d, proto, port));
+            for k in 0..1 + rng.below(3) as u64 {
+                records.extend(conn(T0 + (i as u64 * 3 + k) * 1000, &s, &d, proto, port));
+            }
         }
         let h = history(&records);
-        let p = propose(&h, &model);
+        let min_flows = 1 + rng.below(3) as u64;
+        let options = Options {
+            thresholds: Thresholds {
+                min_flows,
+                ..Thresholds::default()
+            },
+            ..Options::default()
+        };
+        let p = propose_with(&h, &model, options);
         let proof = prove(&h, &model, &p);
+        // Left out is exactly below --min-flows, and never counted denied.
+        assert!(p.left_out.iter().all(|f| f.observed.flows < min_flows));
+        assert!(p.policies.iter().all(|pp| {
+            [&pp.ingress, &pp.egress].into_iter().flatten().all(|r| {
+                r.peers
+                    .iter()
+                    .all(|x| x.observed.iter().all(|o| o.flows >= min_flows))
+            })
+        }));
         for denied in &proof.denied {
             // Existing policies may deny traffic of workloads that got no
             // policy of their own (no stable labels); nothing else.

@@ -292,6 +292,7 @@ fn admin_accept_is_reported_and_proposed_only_when_asked() {
         &model,
         Options {
             include_admin_accepted: true,
+            ..Options::default()
         },
     );
     let dns = policy(&with_flag, "kube-system/bulkhead-coredns");
@@ -509,6 +510,7 @@ fn random_tiered_histories_are_fully_covered() {
             &model,
             Options {
                 include_admin_accepted,
+                ..Options::default()
             },
         );
         let proof = prove(&h, &model, &p);

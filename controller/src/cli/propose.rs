@@ -13,7 +13,9 @@ use super::{CliError, ManifestArgs};
 use bulkhead_agent::api::DEFAULT_SOCKET;
 use bulkhead_agent::api::client::{self, ClientError};
 use bulkhead_learn::store::Stored;
-use bulkhead_learn::{self as learn, History, Proof, Proposal, ReadError, StoreError, render};
+use bulkhead_learn::{
+    self as learn, History, Proof, Proposal, ReadError, StoreError, Thresholds, render,
+};
 use bulkhead_policy::model::{Mode, Model};
 
 /// How long the agent may take to answer `/v1/history` (it reads and
@@ -87,6 +89,23 @@ pub struct ProposeArgs {
     /// rule is never consulted while the guardrail stands.
     #[arg(long)]
     pub include_admin_accepted: bool,
+    /// Flag an observed (peer, port) entry with fewer flows than N as
+    /// RARE, in its comment and in the proof.
+    #[arg(long, value_name = "N", default_value_t = Thresholds::default().rare_below)]
+    pub rare_below: u64,
+    /// Flag an entry first seen in the last PERCENT of the history's span
+    /// as RECENT, in its comment and in the proof.
+    #[arg(
+        long,
+        value_name = "PERCENT",
+        default_value_t = Thresholds::default().recent_percent,
+        value_parser = clap::value_parser!(u8).range(0..=100)
+    )]
+    pub recent_share: u8,
+    /// Leave edges with fewer flows than N out of the proposal (listed in
+    /// the proof, not counted against coverage). 1 keeps all.
+    #[arg(long, value_name = "N", default_value_t = Thresholds::default().min_flows)]
+    pub min_flows: u64,
 }
 
 /// Why `propose` could not read its input.
@@ -207,6 +226,11 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
 fn propose(args: &ProposeArgs, history: &History, model: &Model) -> (Proposal, Proof) {
     let options = learn::Options {
         include_admin_accepted: args.include_admin_accepted,
+        thresholds: Thresholds {
+            rare_below: args.rare_below,
+            recent_percent: args.recent_share,
+            min_flows: args.min_flows,
+        },
     };
     let proposal = learn::propose_with(history, model, options);
     let proof = learn::prove(history, model, &proposal);
@@ -398,6 +422,9 @@ mod tests {
             output,
             mode,
             include_admin_accepted: false,
+            rare_below: 3,
+            recent_share: 10,
+            min_flows: 1,
         }
     }
 
@@ -657,5 +684,62 @@ mod tests {
                 .stderr
                 .contains("proposed anyway where NetworkPolicy can express them")
         );
+    }
+
+    #[test]
+    fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
+        use test_support::{T0, conn, demo, write_jsonl};
+        let dir = tempfile::tempdir().unwrap();
+        let flows = dir.path().join("flows.jsonl");
+        let d = demo();
+        let mut records = Vec::new();
+        for i in 0..200 {
+            records.extend(conn(T0 + i * 60_000, &d.frontend, &d.api, 6, 8080));
+        }
+        records.extend(conn(T0 + 100 * 60_000, &d.api, &d.db, 6, 5432));
+        write_jsonl(&flows, &records);
+        let demo_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
+        let parse = |argv: &[&str]| {
+            let mut all = vec!["bulkhead", "propose", "--manifests", demo_dir];
+            all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
+            all.extend_from_slice(argv);
+            crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
+                crate::cli::Command::Propose(args) => args,
+                other => panic!("{other:?}"),
+            })
+        };
+        let run = |args: &ProposeArgs| {
+            let history = read_history(args).unwrap();
+            let model = args.manifests.load().unwrap();
+            let (proposal, proof) = propose(args, &history, &model);
+            assert!(proof.complete());
+            assert_eq!(proof.coverage_percent, 100.0);
+            let r = rendered(args, &proposal, &proof);
+            (String::from_utf8(r.stdout).unwrap(), r.stderr)
+        };
+
+        let (yaml, proof) = run(&parse(&[]).unwrap());
+        assert_eq!(yaml.matches(" — RARE: seen once\n").count(), 2, "{yaml}");
+        assert!(proof.contains("Rare or recent: 2 rare (below --rare-below 3 flows)"));
+        assert!(!proof.contains("Left out"));
+
+        let (yaml, proof) = run(&parse(&["--min-flows", "2"]).unwrap());
+        assert!(!yaml.contains("TCP/5432"), "{yaml}");
+        assert!(yaml.contains("200 flows"));
+        assert!(proof.contains("Left out: below --min-flows 2"), "{proof}");
+        assert!(
+            proof.contains("Coverage: 1/1 replayed edges allowed (100.0%)"),
+            "{proof}"
+        );
+
+        let (json, _) = run(&parse(&["--min-flows", "2", "--output", "json"]).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["proof"]["left_out_edges"], 1);
+        assert_eq!(v["proof"]["left_out"][0]["flows"], 1);
+
+        // Fewer than two flows is rare now: the stray and nothing else.
+        let (yaml, _) = run(&parse(&["--rare-below", "2", "--recent-share", "0"]).unwrap());
+        assert_eq!(yaml.matches(" — ").count(), 2, "{yaml}");
+        assert!(parse(&["--recent-share", "101"]).is_err());
     }
 }

@@ -16,6 +16,10 @@
 //!   the compiled rule tables, that no edge used (other workloads matched
 //!   by a peer selector, DNS ports added), and the workloads a policy
 //!   selects besides its subject;
+//! - rare and recent entries, fewest flows first, and the edges left out
+//!   below `--min-flows` (from the proposal): left out on purpose, so not
+//!   counted against coverage; replayed all the same, and any the
+//!   proposal still allows (another rule's selector matches) is named;
 //! - stability: the newest edge's first sighting against the last
 //!   observation;
 //! - the diff against the policies already in the manifests.
@@ -32,7 +36,7 @@ use serde::Serialize;
 
 use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
-use super::propose::{NAME_PREFIX, Proposal, Workloads, edge_text};
+use super::propose::{Flagged, NAME_PREFIX, Proposal, Workloads, edge_text};
 use super::tiers::{self, TierFinding, replay_pairs};
 use super::yaml;
 use bulkhead_flows::record::Timestamp;
@@ -154,6 +158,21 @@ pub struct Proof {
     pub also_selects: Vec<AlsoSelects>,
     /// Observed workloads that got no policy (no stable labels).
     pub unselectable: Vec<String>,
+    /// Proposed entries that are rare (from the proposal).
+    pub rare: u64,
+    /// Proposed entries that are recent (from the proposal).
+    pub recent: u64,
+    /// Rare or recent proposed entries, fewest flows first (from the
+    /// proposal).
+    pub flagged: Vec<Flagged>,
+    /// Entries left out below `--min-flows` (from the proposal), fewest
+    /// flows first.
+    pub left_out: Vec<Flagged>,
+    /// Edges left out below `--min-flows`: not replayed against coverage.
+    pub left_out_edges: u64,
+    /// Left-out edges the proposal allows all the same (another rule's
+    /// selector matches their ends).
+    pub left_out_allowed: Vec<String>,
     /// Stability.
     pub stability: Stability,
     /// Against the manifests' policies.
@@ -200,8 +219,18 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             .collect(),
         tier_denied: proposal.tier_denied.clone(),
         admin_accepted: proposal.admin_accepted.clone(),
+        rare: proposal.flagged.iter().filter(|f| f.observed.rare).count() as u64,
+        recent: proposal
+            .flagged
+            .iter()
+            .filter(|f| f.observed.recent)
+            .count() as u64,
+        flagged: proposal.flagged.clone(),
+        left_out: proposal.left_out.clone(),
         ..Proof::default()
     };
+    let left_out: HashSet<&EdgeKey> = proposal.left_out.iter().map(|f| &f.key).collect();
+    proof.left_out_edges = left_out.len() as u64;
     let before = Before::new(model);
     let tiered = compiled.tables.iter().any(|t| t.tiered());
     let edges = history.sorted_edges();
@@ -216,14 +245,23 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
         let pairs = match replay_pairs(&combined, &index, key) {
             Ok(p) => p,
             Err(why) => {
-                proof
-                    .unverifiable
-                    .push(format!("{}: {why}", edge_text(key)));
+                if !left_out.contains(key) {
+                    proof
+                        .unverifiable
+                        .push(format!("{}: {why}", edge_text(key)));
+                }
                 continue;
             }
         };
+        let verdict = replay(&compiled, tiered, &pairs, proto, key.port);
+        if left_out.contains(key) {
+            if matches!(verdict, Replay::Allowed { .. }) {
+                proof.left_out_allowed.push(edge_text(key));
+            }
+            continue;
+        }
         proof.replayed += 1;
-        match replay(&compiled, tiered, &pairs, proto, key.port) {
+        match verdict {
             Replay::GuardrailDenied => proof.guardrail_denied += 1,
             Replay::Allowed { by_admin } => {
                 proof.allowed += 1;

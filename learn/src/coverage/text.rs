@@ -1,7 +1,26 @@
 //! The proof for people: what `propose` writes to stderr.
 
 use super::Proof;
-use crate::propose::Proposal;
+use crate::propose::{Flagged, Proposal};
+use crate::render::flags;
+
+/// `  subject direction peer PROTO/port: N flows, first .., last ..`.
+fn entry(f: &Flagged, proposal: &Proposal) -> String {
+    let o = &f.observed;
+    format!(
+        "  {} {} {} {}/{}: {} flow{}, first {}, last {}{}",
+        f.subject,
+        f.direction,
+        o.peer,
+        o.protocol,
+        o.port,
+        o.flows,
+        if o.flows == 1 { "" } else { "s" },
+        o.first,
+        o.last,
+        flags(o, &proposal.thresholds)
+    )
+}
 
 /// The proof for people (stderr).
 pub fn text(proof: &Proof, proposal: &Proposal) -> String {
@@ -38,6 +57,41 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
             "  DENIED {} ({} → {}): {}",
             d.edge, d.src, d.dst, d.verdict
         );
+    }
+    let th = &proposal.thresholds;
+    if !proof.left_out.is_empty() {
+        let _ = writeln!(
+            s,
+            "Left out: below --min-flows {}, in no rule on purpose, not counted against \
+             coverage ({} edge{}, {} entries):",
+            th.min_flows,
+            proof.left_out_edges,
+            if proof.left_out_edges == 1 { "" } else { "s" },
+            proof.left_out.len()
+        );
+        for f in &proof.left_out {
+            let _ = writeln!(s, "{}", entry(f, proposal));
+        }
+        for e in &proof.left_out_allowed {
+            let _ = writeln!(s, "  still allowed by another rule: {e}");
+        }
+    }
+    let _ = writeln!(
+        s,
+        "Rare or recent: {} rare (below --rare-below {} flows), {} recent (first seen in \
+         the last {}% of the window){}",
+        proof.rare,
+        th.rare_below,
+        proof.recent,
+        th.recent_percent,
+        if proof.flagged.is_empty() {
+            "."
+        } else {
+            ", fewest flows first:"
+        }
+    );
+    for f in &proof.flagged {
+        let _ = writeln!(s, "{}", entry(f, proposal));
     }
     if !proof.unverifiable.is_empty() {
         let _ = writeln!(s, "Not replayed ({}):", proof.unverifiable.len());
