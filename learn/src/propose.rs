@@ -209,6 +209,9 @@ pub struct ProposedPolicy {
     pub tiers: Vec<(Direction, TierFinding)>,
     /// The thresholds its observations are flagged by.
     pub thresholds: Thresholds,
+    /// Entries left out below [`Thresholds::min_flows`], per direction
+    /// (`Direction as usize`).
+    pub left_out: [u64; 2],
 }
 
 impl ProposedPolicy {
@@ -377,6 +380,7 @@ struct PeerAcc {
 #[derive(Default)]
 struct SubjectAcc {
     dirs: [BTreeMap<PeerSel, PeerAcc>; 2],
+    left_out: [u64; 2],
     edges: u64,
     flows: u64,
     first: Option<Timestamp>,
@@ -449,6 +453,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             last: None,
             tiers: vec![],
             thresholds: th,
+            left_out: [0; 2],
         });
     }
     name_policies(&mut policies);
@@ -562,6 +567,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             };
             if observed.flows < th.min_flows {
                 out.left_out.push(entry(&observed));
+                subjects.entry(sid.clone()).or_default().left_out[dir as usize] += 1;
                 continue;
             }
             if observed.rare || observed.recent {
@@ -592,6 +598,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             continue;
         };
         [p.ingress, p.egress] = acc.dirs.map(rules);
+        p.left_out = acc.left_out;
         (p.edges, p.flows, p.first, p.last) = (acc.edges, acc.flows, acc.first, acc.last);
     }
     policies.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));

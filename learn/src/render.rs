@@ -76,6 +76,13 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
                 d.as_str()
             )]
         }
+        Place::NoRules(d) if p.left_out[d as usize] > 0 => vec![format!(
+            "no {} proposed: {} left out below --min-flows {}; all {} denied",
+            d.as_str(),
+            plural(p.left_out[d as usize], "entry", "entries"),
+            p.thresholds.min_flows,
+            d.as_str()
+        )],
         Place::NoRules(d) => vec![format!(
             "no {} observed: all {} denied",
             d.as_str(),

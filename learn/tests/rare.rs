@@ -118,6 +118,12 @@ fn below_min_flows_is_left_out_and_the_proof_says_so() {
     let yaml = render::proposal_yaml(&p);
     assert!(comments(&yaml, "TCP/5432").is_empty(), "{yaml}");
     assert!(!yaml.contains("port: 5432"));
+    assert!(
+        yaml.contains(
+            "# no ingress proposed: 1 entry left out below --min-flows 2; all ingress denied"
+        ),
+        "{yaml}"
+    );
     assert_eq!(comments(&yaml, "TCP/8080").len(), 2);
     let left: Vec<(&str, String)> = p
         .left_out
@@ -145,6 +151,7 @@ fn below_min_flows_is_left_out_and_the_proof_says_so() {
     );
     assert_eq!(proof.replayed, proof.edges - 1);
     let text = coverage::text(&proof, &p);
+    assert!(text.contains("allowed (100.0%); 1 more left out below --min-flows 2 (on purpose)."));
     assert!(
         text.contains("Left out: below --min-flows 2, in no rule on purpose"),
         "{text}"

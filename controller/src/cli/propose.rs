@@ -728,7 +728,9 @@ mod tests {
         assert!(yaml.contains("200 flows"));
         assert!(proof.contains("Left out: below --min-flows 2"), "{proof}");
         assert!(
-            proof.contains("Coverage: 1/1 replayed edges allowed (100.0%)"),
+            proof.contains(
+                "Coverage: 1/1 replayed edges allowed (100.0%); 1 more left out below --min-flows 2"
+            ),
             "{proof}"
         );
 

@@ -34,10 +34,17 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
     );
     let _ = writeln!(
         s,
-        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}.",
+        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}{}.",
         proof.allowed,
         proof.proposable,
         proof.coverage_percent,
+        match proof.left_out_edges {
+            0 => String::new(),
+            n => format!(
+                "; {n} more left out below --min-flows {} (on purpose)",
+                proposal.thresholds.min_flows
+            ),
+        },
         match (proof.guardrail_denied, proof.allowed_by_admin) {
             (0, 0) => String::new(),
             (d, a) => format!(
