@@ -278,11 +278,14 @@ fn a_scan_quarantines_its_source_pod_when_asked_and_a_new_edge_does_not() {
     let store = Arc::new(QuarantineStore::open(None));
     let mut respond = ResponseConfig::default();
     respond.add("quarantine:scan").unwrap();
-    let cfg = AlertsConfig {
+    let mut cfg = AlertsConfig {
         baselines: vec![baseline()],
         respond,
         ..runtime_config(&path, &dir.path().join("b.json"))
     };
+    // A window a busy machine's stall between two pushes cannot split: the
+    // scan stays one scan.
+    cfg.detect.scan_window_ms = 2_000;
     let alerts = Alerts::start(
         &cfg,
         "n",

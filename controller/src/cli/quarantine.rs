@@ -10,7 +10,7 @@
 //! quarantines a pod on whichever node it runs.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 
@@ -35,6 +35,39 @@ pub struct AgentSocketArgs {
     /// With --lab: only this node's agent (its name or namespace).
     #[arg(long, value_name = "NODE", requires = "lab")]
     pub node: Option<String>,
+}
+
+impl AgentSocketArgs {
+    /// Sends `call` to every agent these arguments name, one after the
+    /// other, and prints each answer: as one JSON line, or as `text` writes
+    /// it (headed by the agent's socket when there are several). An agent
+    /// that refuses stops it with `refused(socket, error)`.
+    pub fn each<T: serde::Serialize>(
+        &self,
+        output: Output,
+        call: impl Fn(std::os::unix::net::UnixStream) -> Result<T, ClientError>,
+        refused: impl Fn(PathBuf, ClientError) -> CliError,
+        text: impl Fn(&mut dyn Write, &T) -> std::io::Result<()>,
+    ) -> Result<(), CliError> {
+        let (sockets, hint) =
+            agent_sockets(&self.socket, self.lab.as_deref(), self.node.as_deref())?;
+        let many = sockets.len() > 1;
+        let mut out = std::io::stdout().lock();
+        for socket in &sockets {
+            let stream = connect(socket, hint.clone()).map_err(QuarantineCliError::from)?;
+            let answer = call(stream).map_err(|e| refused(socket.clone(), e))?;
+            if output == Output::Json {
+                serde_json::to_writer(&mut out, &answer).map_err(std::io::Error::other)?;
+                writeln!(out)?;
+                continue;
+            }
+            if many {
+                writeln!(out, "agent {}:", socket.display())?;
+            }
+            text(&mut out, &answer)?;
+        }
+        Ok(())
+    }
 }
 
 /// Arguments of `bulkhead quarantine`.
@@ -126,81 +159,50 @@ pub fn run(args: &QuarantineArgs) -> Result<(), CliError> {
         }
         _ => None,
     };
-    let a = &args.agent;
-    let (sockets, hint) = agent_sockets(&a.socket, a.lab.as_deref(), a.node.as_deref())?;
-    let many = sockets.len() > 1;
-    let mut out = std::io::stdout().lock();
-    for socket in &sockets {
-        let stream = connect(socket, hint.clone()).map_err(QuarantineCliError::from)?;
-        let answer = match &request {
+    args.agent.each(
+        args.output,
+        |stream| match &request {
             Some(r) => client::quarantine(stream, r),
             None => client::quarantines(stream),
-        }
-        .map_err(|source| api_error(socket, source))?;
-        match args.output {
-            Output::Json => {
-                serde_json::to_writer(&mut out, &answer).map_err(std::io::Error::other)?;
-                writeln!(out)?;
+        },
+        api_error,
+        |out, answer| {
+            if let Some(r) = &request {
+                write_outcome(out, answer, &r.namespace, &r.pod)?;
             }
-            Output::Text => {
-                if many {
-                    writeln!(out, "agent {}:", socket.display())?;
-                }
-                if let Some(r) = &request {
-                    write_outcome(&mut out, &answer, &r.namespace, &r.pod)?;
-                }
-                write_list(&mut out, &answer)?;
-            }
-        }
-    }
-    Ok(())
+            write_list(out, answer)
+        },
+    )
 }
 
 /// Runs `bulkhead unquarantine`.
 pub fn run_unquarantine(args: &UnquarantineArgs) -> Result<(), CliError> {
     let (namespace, pod) = parse_pod(&args.pod)?;
-    let a = &args.agent;
-    let (sockets, hint) = agent_sockets(&a.socket, a.lab.as_deref(), a.node.as_deref())?;
-    let many = sockets.len() > 1;
-    let mut out = std::io::stdout().lock();
-    for socket in &sockets {
-        let stream = connect(socket, hint.clone()).map_err(QuarantineCliError::from)?;
-        let answer = client::unquarantine(stream, &namespace, &pod)
-            .map_err(|source| api_error(socket, source))?;
-        match args.output {
-            Output::Json => {
-                serde_json::to_writer(&mut out, &answer).map_err(std::io::Error::other)?;
-                writeln!(out)?;
+    args.agent.each(
+        args.output,
+        |stream| client::unquarantine(stream, &namespace, &pod),
+        api_error,
+        |out, answer| {
+            if answer.removed {
+                writeln!(
+                    out,
+                    "{namespace}/{pod}: quarantine lifted; its policies apply again"
+                )?;
+            } else {
+                writeln!(out, "{namespace}/{pod} was not quarantined by this agent")?;
             }
-            Output::Text => {
-                if many {
-                    writeln!(out, "agent {}:", socket.display())?;
-                }
-                if answer.removed {
-                    writeln!(
-                        out,
-                        "{namespace}/{pod}: quarantine lifted; its policies apply again"
-                    )?;
-                } else {
-                    writeln!(out, "{namespace}/{pod} was not quarantined by this agent")?;
-                }
-                write_list(&mut out, &answer.in_force)?;
-            }
-        }
-    }
-    Ok(())
+            write_list(out, &answer.in_force)
+        },
+    )
 }
 
-fn api_error(socket: &Path, source: ClientError) -> QuarantineCliError {
-    QuarantineCliError::Api {
-        socket: socket.to_owned(),
-        source,
-    }
+fn api_error(socket: PathBuf, source: ClientError) -> CliError {
+    QuarantineCliError::Api { socket, source }.into()
 }
 
 /// What became of the quarantine of `namespace/pod`, for people.
 fn write_outcome(
-    out: &mut impl Write,
+    out: &mut dyn Write,
     list: &QuarantineList,
     namespace: &str,
     pod: &str,
@@ -236,7 +238,7 @@ fn where_(q: &QuarantineState) -> &'static str {
 }
 
 /// The quarantines in force (and pending), for people.
-pub(crate) fn write_list(out: &mut impl Write, list: &QuarantineList) -> std::io::Result<()> {
+pub(crate) fn write_list(out: &mut dyn Write, list: &QuarantineList) -> std::io::Result<()> {
     if list.quarantines.is_empty() && list.pending.is_empty() {
         return writeln!(out, "quarantines: none");
     }
@@ -251,7 +253,7 @@ pub(crate) fn write_list(out: &mut impl Write, list: &QuarantineList) -> std::io
 }
 
 /// One quarantine in force, one line.
-pub(crate) fn write_state(out: &mut impl Write, q: &QuarantineState) -> std::io::Result<()> {
+pub(crate) fn write_state(out: &mut dyn Write, q: &QuarantineState) -> std::io::Result<()> {
     let origin = match (q.origin, q.labelled) {
         (QuarantineOrigin::Store, false) => "agent",
         (QuarantineOrigin::Store, true) => "agent+label",
@@ -275,7 +277,7 @@ pub(crate) fn write_state(out: &mut impl Write, q: &QuarantineState) -> std::io:
     )
 }
 
-fn write_pending(out: &mut impl Write, p: &StoredQuarantine) -> std::io::Result<()> {
+fn write_pending(out: &mut dyn Write, p: &StoredQuarantine) -> std::io::Result<()> {
     writeln!(
         out,
         "  {:<28} {:<11} {:<20} {:<18} {}",

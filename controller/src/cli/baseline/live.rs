@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::BaselineCliError;
-use crate::cli::flows::{agent_sockets, connect};
 use crate::cli::quarantine::AgentSocketArgs;
 use crate::cli::{CliError, Output};
 use bulkhead_agent::alerts::ActiveBaseline;
@@ -53,64 +52,7 @@ pub struct ListArgs {
     pub output: Output,
 }
 
-/// What one agent answered.
-enum Answer {
-    List(Vec<ActiveBaseline>),
-    Deactivated(bulkhead_agent::api::DeactivateAnswer),
-}
-
-/// Sends `call` to every agent `agent` names, printing each answer.
-fn each_agent(
-    agent: &AgentSocketArgs,
-    output: Output,
-    what: &str,
-    call: &dyn Fn(std::os::unix::net::UnixStream) -> Result<Answer, ClientError>,
-) -> Result<(), CliError> {
-    let (sockets, hint) =
-        agent_sockets(&agent.socket, agent.lab.as_deref(), agent.node.as_deref())?;
-    let many = sockets.len() > 1;
-    let mut out = std::io::stdout().lock();
-    for socket in &sockets {
-        let stream = connect(socket, hint.clone()).map_err(BaselineCliError::from)?;
-        let answer = call(stream).map_err(|source| BaselineCliError::Agent {
-            socket: socket.clone(),
-            source,
-        })?;
-        if output == Output::Json {
-            match &answer {
-                Answer::List(l) => serde_json::to_writer(&mut out, l),
-                Answer::Deactivated(d) => serde_json::to_writer(&mut out, d),
-            }
-            .map_err(std::io::Error::from)?;
-            writeln!(out)?;
-            continue;
-        }
-        if many {
-            writeln!(out, "agent {}:", socket.display())?;
-        }
-        let list = match answer {
-            Answer::List(l) => {
-                if !what.is_empty() {
-                    writeln!(out, "{what}")?;
-                }
-                l
-            }
-            Answer::Deactivated(d) => {
-                let said = if d.deactivated {
-                    "deactivated"
-                } else {
-                    "was not active"
-                };
-                writeln!(out, "{what} {said}")?;
-                d.active
-            }
-        };
-        write_list(&mut out, &list)?;
-    }
-    Ok(())
-}
-
-fn write_list(out: &mut impl Write, list: &[ActiveBaseline]) -> std::io::Result<()> {
+fn write_list(out: &mut dyn Write, list: &[ActiveBaseline]) -> std::io::Result<()> {
     if list.is_empty() {
         return writeln!(out, "no baseline active: no alerts");
     }
@@ -133,28 +75,50 @@ fn write_list(out: &mut impl Write, list: &[ActiveBaseline]) -> std::io::Result<
     Ok(())
 }
 
+fn refused(socket: PathBuf, source: ClientError) -> CliError {
+    BaselineCliError::Agent { socket, source }.into()
+}
+
 /// Runs `bulkhead baseline activate`.
 pub fn activate(args: &ActivateArgs) -> Result<(), CliError> {
     // Read and checked here first: a bad file names itself, and no agent changes.
     let b = Baseline::read(&args.file).map_err(BaselineCliError::from)?;
     let bytes = serde_json::to_vec(&b).expect("a baseline serializes");
-    let what = format!("baseline {} v{} activated", b.name, b.version());
-    each_agent(&args.agent, args.output, &what, &|s| {
-        client::activate_baseline(s, &bytes).map(Answer::List)
-    })
+    let said = format!("baseline {} v{} activated", b.name, b.version());
+    args.agent.each(
+        args.output,
+        |s| client::activate_baseline(s, &bytes),
+        refused,
+        |out, list| {
+            writeln!(out, "{said}")?;
+            write_list(out, list)
+        },
+    )
 }
 
 /// Runs `bulkhead baseline deactivate`.
 pub fn deactivate(args: &DeactivateArgs) -> Result<(), CliError> {
-    let what = format!("baseline {}", args.name);
-    each_agent(&args.agent, args.output, &what, &|s| {
-        client::deactivate_baseline(s, &args.name).map(Answer::Deactivated)
-    })
+    let name = &args.name;
+    args.agent.each(
+        args.output,
+        |s| client::deactivate_baseline(s, name),
+        refused,
+        |out, d| {
+            let said = if d.deactivated {
+                "deactivated"
+            } else {
+                "was not active"
+            };
+            writeln!(out, "baseline {name} {said}")?;
+            write_list(out, &d.active)
+        },
+    )
 }
 
 /// Runs `bulkhead baseline list`.
 pub fn list(args: &ListArgs) -> Result<(), CliError> {
-    each_agent(&args.agent, args.output, "", &|s| {
-        client::baselines(s).map(Answer::List)
-    })
+    args.agent
+        .each(args.output, client::baselines, refused, |out, l| {
+            write_list(out, l)
+        })
 }
