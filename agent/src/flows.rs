@@ -51,6 +51,8 @@ pub struct FlowsConfig {
     pub api: ApiConfig,
     /// Durable edge history for `bulkhead propose` (an exporter), if any.
     pub history_db: Option<PathBuf>,
+    /// Its limits and time buckets.
+    pub history_store: StoreConfig,
     /// The forensic timeline (flows, alerts, quarantine, policy and mode
     /// changes per pod), if any.
     pub timeline_db: Option<PathBuf>,
@@ -80,7 +82,7 @@ pub enum HistorySource {
 impl HistorySource {
     /// The store's committed content as JSON (`learn::store::Stored`'s
     /// form), read in one read transaction beside the exporter's writes.
-    pub fn json(&self) -> Result<String, HistoryError> {
+    pub fn json(&self, window: bulkhead_learn::Window) -> Result<String, HistoryError> {
         match self {
             HistorySource::None => Err(HistoryError::NotKept),
             HistorySource::NotOpen { path, reason } => Err(HistoryError::NotOpen {
@@ -88,7 +90,9 @@ impl HistorySource {
                 reason: reason.clone(),
             }),
             HistorySource::Open(store) => {
-                let stored = store.load().map_err(|e| HistoryError::Read(Box::new(e)))?;
+                let stored = store
+                    .load_window(window)
+                    .map_err(|e| HistoryError::Read(Box::new(e)))?;
                 Ok(serde_json::to_string(&stored).expect("history types serialize"))
             }
         }
@@ -415,7 +419,7 @@ fn start_alerts(
 fn open_store(cfg: &FlowsConfig) -> Result<Option<Arc<HistoryStore>>, String> {
     cfg.history_db
         .as_deref()
-        .map(|path| HistoryStore::open(path, StoreConfig::default()).map(Arc::new))
+        .map(|path| HistoryStore::open(path, cfg.history_store).map(Arc::new))
         .transpose()
         .map_err(|e| e.to_string())
 }
@@ -564,9 +568,9 @@ impl ApiBackend for Backend {
         }
     }
 
-    fn history(&self) -> Result<String, HistoryError> {
+    fn history(&self, window: bulkhead_learn::Window) -> Result<String, HistoryError> {
         let _one = lock(&self.0.history_answer);
-        self.0.store.json()
+        self.0.store.json(window)
     }
 
     fn timeline(&self, query: &TimelineQuery) -> Result<String, TimelineError> {

@@ -18,7 +18,10 @@
 //! whether the other end's record exists.
 //!
 //! Only `type: "flow"` records count; `type: "event"` notifications repeat
-//! what flow records count. Every verdict counts (see `docs/learn.md`).
+//! what flow records count. Every verdict counts in the totals, and the
+//! denied part (records whose verdict is `denied` or `quarantined`) is kept
+//! apart beside them with its deciding policies ([`DeniedStats`]): what
+//! learning calls *observed* is the allowed part ([`History::observed`]).
 //!
 //! **Services are not destinations.** A client's record of a connection to
 //! a Service frontend (a ClusterIP, a NodePort) names the backend the node
@@ -30,6 +33,9 @@
 //! edge: the Service address is no peer a policy could name usefully.
 
 use std::collections::BTreeMap;
+
+mod denied;
+pub use denied::{DeniedStats, MAX_DENIED_POLICIES, is_denied};
 
 /// Hash map with a fast hasher (keys are not attacker-chosen here).
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -140,10 +146,20 @@ impl SideCounts {
         self.packets += o.packets;
         self.bytes += o.bytes;
     }
+
+    /// These counts less a part of them.
+    fn minus(&self, o: &SideCounts) -> SideCounts {
+        SideCounts {
+            flows: self.flows.saturating_sub(o.flows),
+            packets: self.packets.saturating_sub(o.packets),
+            bytes: self.bytes.saturating_sub(o.bytes),
+        }
+    }
 }
 
-/// When and how much an edge was used.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// When and how much an edge was used: every record, whatever its
+/// verdict, and the denied part of them apart.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EdgeStats {
     /// Start of the earliest record.
     pub first_seen: Timestamp,
@@ -153,11 +169,27 @@ pub struct EdgeStats {
     pub at_src: SideCounts,
     /// Counted from records at the destination (ingress).
     pub at_dst: SideCounts,
+    /// The part of the counts from denied or quarantined records, and
+    /// their deciding policies; absent when none was (and in entries
+    /// written before verdicts were kept apart, which count as allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<Box<DeniedStats>>,
 }
 
 impl EdgeStats {
     /// Merges another observation of the same edge.
     pub fn merge(&mut self, o: &EdgeStats) {
+        if self.denied.is_some() || o.denied.is_some() {
+            let span = denied::union(self.allowed_span(), o.allowed_span());
+            match (&mut self.denied, &o.denied) {
+                (Some(d), Some(od)) => d.merge(od),
+                (None, Some(od)) => self.denied = Some(od.clone()),
+                _ => {}
+            }
+            if let Some(d) = &mut self.denied {
+                d.set_allowed_span(span);
+            }
+        }
         self.first_seen = self.first_seen.min(o.first_seen);
         self.last_seen = self.last_seen.max(o.last_seen);
         self.at_src.add(&o.at_src);
@@ -261,6 +293,7 @@ pub fn from_record(r: &FlowRecord) -> Result<Edge, SkipReason> {
             last_seen: r.end,
             at_src,
             at_dst,
+            denied: is_denied(r.verdict).then(|| DeniedStats::of(r, at_src, at_dst)),
         },
     })
 }
@@ -454,7 +487,7 @@ impl History {
         match self.edges.get_mut(&key) {
             Some(s) => s.merge(stats),
             None => {
-                self.edges.insert(key, *stats);
+                self.edges.insert(key, stats.clone());
             }
         }
     }
@@ -490,7 +523,7 @@ impl History {
             .into_iter()
             .map(|(k, s)| Edge {
                 key: k.clone(),
-                stats: *s,
+                stats: s.clone(),
             })
             .collect()
     }

@@ -5,6 +5,7 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use super::edge::History;
+use super::window::Window;
 use bulkhead_flows::record::FlowRecord;
 
 /// Why a flow file could not be read.
@@ -35,6 +36,12 @@ pub enum ReadError {
 /// Reads every record of a JSON Lines file; blank lines are skipped, any
 /// other line that is not a record fails the whole read.
 pub fn read_jsonl(path: &Path) -> Result<History, ReadError> {
+    read_jsonl_window(path, Window::ALL)
+}
+
+/// [`read_jsonl`] of the records that overlap `window` (exactly: record by
+/// record).
+pub fn read_jsonl_window(path: &Path, window: Window) -> Result<History, ReadError> {
     let io = |source| ReadError::Io {
         path: path.to_path_buf(),
         source,
@@ -59,7 +66,9 @@ pub fn read_jsonl(path: &Path) -> Result<History, ReadError> {
                 line: number,
                 source,
             })?;
-        history.add_record(&record);
+        if window.overlaps(record.start, record.end) {
+            history.add_record(&record);
+        }
     }
     Ok(history)
 }

@@ -9,7 +9,10 @@
 //! - `edges_by_last_seen`: (last seen ms, edge key) → (), the eviction order;
 //! - `workloads`: [`WorkloadId`] → [`WorkloadInfo`];
 //! - `counters`: name → u64 (`records`, `events`, `unknown_endpoint`,
-//!   `untranslated_service`, `evicted`).
+//!   `untranslated_service`, `evicted`, and the buckets' `bucket_ms`,
+//!   `buckets_from`, `bucket_evicted`);
+//! - `edge_buckets`: (bucket start ms, edge key) → [`EdgeStats`] within the
+//!   bucket, for windows ([`buckets`]).
 //!
 //! One process at a time: redb locks the file, and a second open fails with
 //! [`StoreError::Locked`]. Within the process, share one [`HistoryStore`]
@@ -29,7 +32,10 @@ use redb::{
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::edge::{Edge, EdgeKey, EdgeStats, History, Skipped, WorkloadId, WorkloadInfo};
+use super::window::{Window, WindowFacts};
 use bulkhead_flows::record::Timestamp;
+
+mod buckets;
 
 /// The schema name and version of [`Stored`]'s JSON form.
 pub const SCHEMA: &str = "bulkhead.history/v1";
@@ -84,12 +90,23 @@ pub enum StoreError {
 pub struct StoreConfig {
     /// Edges kept; beyond it the least recently seen are evicted.
     pub max_edges: u64,
+    /// Width of the time buckets windows are read from, in milliseconds
+    /// (a new store's; an existing store keeps its own).
+    pub bucket_ms: u64,
+    /// Bucket entries (edge, bucket) kept; beyond it the oldest buckets
+    /// are evicted whole.
+    pub max_bucket_entries: u64,
 }
+
+/// The default [`StoreConfig::bucket_ms`]: ten minutes.
+pub const DEFAULT_BUCKET_MS: u64 = 10 * 60 * 1000;
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             max_edges: 1_000_000,
+            bucket_ms: DEFAULT_BUCKET_MS,
+            max_bucket_entries: 4_000_000,
         }
     }
 }
@@ -101,6 +118,8 @@ pub struct MergeOutcome {
     pub new_edges: u64,
     /// Edges evicted to stay within the bound.
     pub evicted: u64,
+    /// Bucket entries evicted to stay within their bound.
+    pub bucket_evicted: u64,
 }
 
 /// The store, open for writing. `Sync`: [`HistoryStore::merge`] and
@@ -110,6 +129,8 @@ pub struct HistoryStore {
     db: Database,
     path: PathBuf,
     config: StoreConfig,
+    /// The bucket width in force (the store's own).
+    bucket_ms: u64,
 }
 
 impl std::fmt::Debug for HistoryStore {
@@ -167,12 +188,19 @@ impl HistoryStore {
             txn.open_table(WORKLOADS).map_err(|e| err(e.into()))?;
             txn.open_table(COUNTERS).map_err(|e| err(e.into()))?;
         }
+        let bucket_ms = buckets::init(&txn, path, config.bucket_ms)?;
         txn.commit().map_err(|e| err(e.into()))?;
         Ok(Self {
             db,
             path: path.to_path_buf(),
             config,
+            bucket_ms,
         })
+    }
+
+    /// The width of the store's time buckets, in milliseconds.
+    pub fn bucket_ms(&self) -> u64 {
+        self.bucket_ms
     }
 
     /// The file.
@@ -209,7 +237,7 @@ impl HistoryStore {
                     }
                     None => {
                         out.new_edges += 1;
-                        *stats
+                        stats.clone()
                     }
                 };
                 edges
@@ -226,6 +254,13 @@ impl HistoryStore {
                 edges.remove(key).map_err(|e| err(e.into()))?;
                 out.evicted += 1;
             }
+            out.bucket_evicted = buckets::merge(
+                &txn,
+                path,
+                self.bucket_ms,
+                self.config.max_bucket_entries,
+                batch,
+            )?;
             let mut workloads = txn.open_table(WORKLOADS).map_err(|e| err(e.into()))?;
             for (id, info) in &batch.workloads {
                 let k = json(id);
@@ -271,6 +306,20 @@ impl HistoryStore {
         read_all(&self.path, &txn)
     }
 
+    /// The history of a time window (everything for [`Window::ALL`]),
+    /// rounded outward to whole buckets: [`Stored::window`] says what it
+    /// covers, and whether it is partial.
+    pub fn load_window(&self, window: Window) -> Result<Stored, StoreError> {
+        if window.is_all() {
+            return self.load();
+        }
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| db_err(&self.path)(e.into()))?;
+        buckets::read(&self.path, &txn, window)
+    }
+
     /// Time from the newest edge's first sighting to `now` (stability).
     pub fn since_last_new_edge(
         &self,
@@ -301,12 +350,21 @@ impl HistoryStore {
 ///  "workloads": [{"id": {"namespace": "shop", "workload": "Deployment/api"},
 ///                 "info": {"labels": {"app": "api"}, "local": true, "last_seen": "…Z"}}]}
 /// ```
+///
+/// An edge with denied or quarantined records has `stats.denied` (its
+/// denied part and deciding policies: [`crate::edge::DeniedStats`]); a
+/// window's history has `window` ([`WindowFacts`]) after `skipped`. Both
+/// are absent otherwise, and a reader of this version takes documents
+/// without them.
 #[derive(Clone, Debug, Default)]
 pub struct Stored {
     /// Edges, workloads and record counts.
     pub history: History,
     /// Edges evicted over the store's life.
     pub evicted: u64,
+    /// The time window read, when one was asked for (`None`: everything;
+    /// absent from the JSON then).
+    pub window: Option<WindowFacts>,
 }
 
 /// [`Stored`]'s JSON form, borrowed for writing.
@@ -316,6 +374,8 @@ struct WireOut<'a> {
     records: u64,
     evicted: u64,
     skipped: Skipped,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    window: Option<&'a WindowFacts>,
     edges: Vec<EdgeOut<'a>>,
     workloads: Vec<WorkloadOut<'a>>,
 }
@@ -341,6 +401,8 @@ struct WireIn {
     records: u64,
     evicted: u64,
     skipped: Skipped,
+    #[serde(default)]
+    window: Option<WindowFacts>,
     edges: Vec<Edge>,
     workloads: Vec<WorkloadIn>,
 }
@@ -380,6 +442,7 @@ impl Serialize for Stored {
             records: h.records,
             evicted: self.evicted,
             skipped: h.skipped,
+            window: self.window.as_ref(),
             edges: edges
                 .into_iter()
                 .map(|(key, stats)| EdgeOut { key, stats })
@@ -414,6 +477,7 @@ impl<'de> Deserialize<'de> for Stored {
         Ok(Stored {
             history,
             evicted: w.evicted,
+            window: w.window,
         })
     }
 }
@@ -421,6 +485,11 @@ impl<'de> Deserialize<'de> for Stored {
 /// Reads a store without writing to it (fails with
 /// [`StoreError::Locked`] while another process has it open for writing).
 pub fn read(path: &Path) -> Result<Stored, StoreError> {
+    read_window(path, Window::ALL)
+}
+
+/// [`read`] of a time window ([`HistoryStore::load_window`]).
+pub fn read_window(path: &Path, window: Window) -> Result<Stored, StoreError> {
     if !path.exists() {
         return Err(StoreError::Missing {
             path: path.to_path_buf(),
@@ -429,7 +498,11 @@ pub fn read(path: &Path) -> Result<Stored, StoreError> {
     let err = db_err(path);
     let db = ReadOnlyDatabase::open(path).map_err(|e| err(e.into()))?;
     let txn = db.begin_read().map_err(|e| err(e.into()))?;
-    read_all(path, &txn)
+    if window.is_all() {
+        read_all(path, &txn)
+    } else {
+        buckets::read(path, &txn, window)
+    }
 }
 
 fn read_all(path: &Path, txn: &redb::ReadTransaction) -> Result<Stored, StoreError> {

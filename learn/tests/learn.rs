@@ -390,7 +390,14 @@ fn store_survives_reopen_and_stays_bounded() {
         .collect();
     assert_eq!(a, b);
     // Bounded: 3 edges kept, the least recently seen evicted and counted.
-    let store = HistoryStore::open(&path, StoreConfig { max_edges: 3 }).unwrap();
+    let store = HistoryStore::open(
+        &path,
+        StoreConfig {
+            max_edges: 3,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
     let out = store.merge(&History::default()).unwrap();
     assert_eq!(out.evicted, h.edges.len() as u64 - 3);
     let kept = store.load().unwrap();

@@ -8,8 +8,14 @@ use bulkhead_testkit::learn as test_support;
 #[test]
 fn json_round_trips_the_store_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        HistoryStore::open(&dir.path().join("h.redb"), StoreConfig { max_edges: 6 }).unwrap();
+    let store = HistoryStore::open(
+        &dir.path().join("h.redb"),
+        StoreConfig {
+            max_edges: 6,
+            ..StoreConfig::default()
+        },
+    )
+    .unwrap();
     for b in test_support::batches() {
         store.merge(&b).unwrap();
     }

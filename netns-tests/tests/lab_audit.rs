@@ -20,6 +20,10 @@
 //!    dropped (counted `policy_denied`), and `lab verify` finds the kernel
 //!    and the evaluator agreeing on every pod pair under the mixed modes
 //!    (demo policies learnt, proposals enforced).
+//! 5. **denied attempts**: `bulkhead propose --lab --since T` over the
+//!    enforce phase alone (a time window of the flow log) lists the dropped
+//!    connection under `denied_attempts` with the policy that decided it
+//!    (as its flow record names it) and proposes no rule for it.
 
 mod lab_support;
 #[path = "lab_support/learning.rs"]
@@ -154,6 +158,7 @@ fn learn_propose_audit_enforce() {
         bulkhead_ok(&["promote", "--manifests", &watched, "--all"]);
         lab.ok("sync", &[]);
         let denied_before = policy_denied(&lab);
+        let t2 = now_ms();
         for c in LEARNED {
             assert!(connect(&pods, c), "enforced: learned {c:?} must connect");
         }
@@ -166,8 +171,90 @@ fn learn_propose_audit_enforce() {
             "counted as policy_denied"
         );
         lab.ok("verify", &[]);
+
+        // 5. Denied attempts, from the enforce phase alone.
+        let dropped = wait_for_denied(&lab, t2);
+        let deciding: BTreeSet<String> = dropped["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            deciding.iter().any(|p| p.starts_with("shop/bulkhead-")),
+            "the enforced proposal decided: {dropped}"
+        );
+        wait_for_records(&lab, &LEARNED, t2);
+        let since = bulkhead_flows::record::Timestamp(t2).to_string();
+        let out = bulkhead(&[
+            "propose",
+            "--lab",
+            &name,
+            "--manifests",
+            &watched,
+            "--output",
+            "json",
+            "--since",
+            &since,
+        ]);
+        assert!(out.status.success(), "propose: {out:?}");
+        let v: Value = serde_json::from_slice(&out.stdout).expect("propose JSON");
+        let proof = &v["proof"];
+        assert_eq!(proof["window"]["since"], since.as_str(), "{proof}");
+        let attempts = proof["denied_attempts"].as_array().unwrap();
+        let attempt = attempts
+            .iter()
+            .find(|a| a["edge"] == "shop/Deployment/frontend → shop/StatefulSet/db TCP/5432")
+            .unwrap_or_else(|| panic!("the dropped connection is listed: {proof}"));
+        assert_eq!(attempt["allowed_flows"], 0, "{attempt}");
+        assert!(attempt["flows"].as_u64().unwrap() >= 1, "{attempt}");
+        let listed: BTreeSet<String> = attempt["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_owned())
+            .collect();
+        assert!(
+            deciding.is_subset(&listed),
+            "{listed:?} names the record's {deciding:?}"
+        );
+        let frontend = v["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "bulkhead-frontend")
+            .unwrap_or_else(|| panic!("frontend's policy: {v}"));
+        let yaml = frontend["yaml"].as_str().unwrap();
+        assert!(
+            !yaml.contains("5432"),
+            "no rule for the denied attempt:\n{yaml}"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("Denied attempts:") && err.contains("not proposed"),
+            "{err}"
+        );
     }
     assert_eq!(snapshot(), before, "the lab left something behind");
+}
+
+/// The dropped frontend → db record of the enforce phase (the egress
+/// record at the frontend, verdict `denied`).
+fn wait_for_denied(lab: &Lab, since_ms: u64) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let found = learning::flow_log(lab).into_iter().find(|r| {
+            is(r, UNLEARNED) && r["verdict"] == "denied" && learning::start_ms(r) >= since_ms
+        });
+        if let Some(r) = found {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no denied record of {UNLEARNED:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }
 
 /// The agent's `policy_denied` drop counter (`bulkhead status --output json`).

@@ -286,6 +286,7 @@ pub fn batches() -> [History; 2] {
                 last_seen: Timestamp(t + 500),
                 at_src: side(1 + i as u64 % 2),
                 at_dst: side(i as u64 % 3),
+                denied: None,
             };
             h.add_edge(key, &stats);
         }

@@ -11,7 +11,8 @@
 //! |                                   | an empty line (heartbeat) after each idle `heartbeat`       |
 //! | `GET /v1/accounting`              | JSON                                                        |
 //! | `GET /v1/history`                 | JSON `bulkhead.history/v1`: the committed durable history   |
-//! |                                   | (404 when the agent runs without `--history-db`)            |
+//! |                                   | (404 when the agent runs without `--history-db`);           |
+//! |                                   | `?since=MS&until=MS`: a time window of it (whole buckets)   |
 //! | `GET /v1/timeline?pod=NS/NAME&`   | JSON `bulkhead.timeline/v1`: the pod's events from `since` |
 //! | `since=MS&until=MS&limit=N`       | to `until` (ms since the epoch, inclusive; default all),    |
 //! |                                   | oldest first, at most `limit` (default 1,000, clamped to    |
@@ -180,7 +181,10 @@ pub trait ApiBackend: Send + Sync {
     /// `bulkhead.history/v1`), or why there is none. It reads the whole
     /// store (seconds for a million edges): slow, but it holds only its
     /// blocking-pool thread, and the store's writer does not wait for it.
-    fn history(&self) -> Result<String, HistoryError>;
+    /// `window`: the part of it the query asks for (`since`, `until`;
+    /// [`bulkhead_learn::Window::ALL`] without them), rounded outward to
+    /// the store's time buckets.
+    fn history(&self, window: bulkhead_learn::Window) -> Result<String, HistoryError>;
     /// The forensic timeline of one pod as JSON text (schema
     /// `bulkhead.timeline/v1`, `bulkhead_learn::timeline::Page`), or why
     /// there is none.

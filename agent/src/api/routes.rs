@@ -12,6 +12,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use bulkhead_cni::wire::{ENDPOINTS_PATH, GC_PATH};
+use bulkhead_flows::record::Timestamp;
+use bulkhead_learn::Window;
 
 use super::baselines::{self, BASELINES_PATH};
 use super::quarantine::{self, QUARANTINE_PATH};
@@ -205,8 +207,37 @@ async fn accounting(State(shared): Api) -> Response {
     }
 }
 
-async fn history(State(shared): Api) -> Response {
-    json_text(blocking(&shared, |b| b.history()).await, |e| e.status())
+async fn history(State(shared): Api, RawQuery(raw): RawQuery) -> Response {
+    let window = match parse_history_query(raw.as_deref().unwrap_or_default()) {
+        Ok(w) => w,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, &msg),
+    };
+    json_text(blocking(&shared, move |b| b.history(window)).await, |e| {
+        e.status()
+    })
+}
+
+/// `since=MS&until=MS` of `/v1/history` (both optional, milliseconds since
+/// the epoch, `since` before `until`).
+pub(super) fn parse_history_query(raw: &str) -> Result<Window, String> {
+    let mut w = Window::ALL;
+    for (k, v) in query::query_pairs(raw) {
+        let t = v
+            .parse::<u64>()
+            .map(Timestamp)
+            .map_err(|_| format!("{k} must be a non-negative integer, not {v:?}"));
+        match k.as_str() {
+            "since" => w.since = Some(t?),
+            "until" => w.until = Some(t?),
+            _ => return Err(format!("unknown parameter {k:?} (since, until)")),
+        }
+    }
+    if let (Some(s), Some(u)) = (w.since, w.until)
+        && s >= u
+    {
+        return Err(format!("since ({}) is not before until ({})", s.0, u.0));
+    }
+    Ok(w)
 }
 
 /// A backend's JSON text answer (a newline added), or its error with the

@@ -161,6 +161,7 @@ pub fn baseline(subject: &WorkloadId, known: u64) -> Result<Baseline> {
                 last_seen: Timestamp(0),
                 at_src: counts,
                 at_dst: SideCounts::default(),
+                denied: None,
             },
         );
     }

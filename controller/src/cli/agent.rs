@@ -136,6 +136,16 @@ pub struct AgentArgs {
     /// embedded database, for `bulkhead propose` (see docs/learn.md).
     #[arg(long, value_name = "PATH")]
     pub history_db: Option<PathBuf>,
+    /// Width of the history's time buckets, which `propose --since/--until`
+    /// windows are rounded to (`10m`, `1h`; a new database's: an existing
+    /// one keeps its own).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub history_bucket: Duration,
+    /// Beyond this many (edge, bucket) entries the history's oldest
+    /// buckets are evicted (a window reaching before them is reported
+    /// partial).
+    #[arg(long, value_name = "N", default_value_t = bulkhead_learn::StoreConfig::default().max_bucket_entries)]
+    pub history_max_bucket_entries: u64,
     /// Keep the forensic timeline in this embedded database: per pod,
     /// every flow (allowed and denied), alert, quarantine, policy and mode
     /// change, for `bulkhead timeline` (read through the API while the
@@ -365,6 +375,13 @@ fn flows_config(args: &AgentArgs) -> Result<FlowsConfig, BaselineCliError> {
             ..ApiConfig::default()
         },
         history_db: args.history_db.clone(),
+        history_store: bulkhead_learn::StoreConfig {
+            bucket_ms: u64::try_from(args.history_bucket.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            max_bucket_entries: args.history_max_bucket_entries.max(1),
+            ..bulkhead_learn::StoreConfig::default()
+        },
         timeline_db: args.timeline_db.clone(),
         timeline_retention: Retention {
             max_age_ms: u64::try_from(args.timeline_max_age.as_millis())

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use clap::{ArgGroup, Args, Subcommand};
 use serde::Deserialize;
 
-use super::propose::{ProposeError, history_from};
+use super::propose::{ProposeError, WindowArgs, history_from};
 use super::{CliError, Output};
 use bulkhead_agent::alerts::alertmanager::AlertmanagerError;
 use bulkhead_agent::alerts::jsonl::SCHEMA as ALERT_SCHEMA;
@@ -83,6 +83,14 @@ pub struct TakeArgs {
     /// Replace an existing file (its versions are lost).
     #[arg(long)]
     pub force: bool,
+    /// Take denied and quarantined connection attempts into the baseline
+    /// too. By default a baseline is normal traffic: what the policies in
+    /// force let pass (as `propose` observes it).
+    #[arg(long)]
+    pub include_denied: bool,
+    /// The time window to take the baseline from.
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 /// Arguments of `bulkhead baseline accept`.
@@ -214,12 +222,18 @@ fn take(args: &TakeArgs) -> Result<(), BaselineCliError> {
             path: args.file.clone(),
         });
     }
-    let history = history_from(
+    let (all, window) = history_from(
         &args.flows,
         &args.history_db,
         &args.socket,
         args.lab.as_deref(),
+        args.window.window(),
     )?;
+    for n in &window.notes {
+        eprintln!("window: {n}");
+    }
+    // Normal traffic: what passed, as `propose` observes it.
+    let history = all.observed(args.include_denied);
     let b = Baseline::take(&args.name, scope, &history, now_ms())?;
     b.write(&args.file)?;
     eprintln!(

@@ -32,13 +32,14 @@ pub(super) fn history() -> History {
             bytes: 3,
         },
         at_dst: SideCounts::default(),
+        denied: None,
     };
     for k in [
         edge(w("shop", "web"), w("shop", "api"), 8080),
         edge(w("shop", "api"), w("shop", "db"), 5432),
         edge(w("other", "x"), w("other", "y"), 80),
     ] {
-        h.edges.insert(k, stats);
+        h.edges.insert(k, stats.clone());
     }
     h
 }
@@ -138,7 +139,7 @@ fn the_live_lookup_agrees_with_the_owned_one() {
         edge(bare.clone(), w("shop", "db"), 5432),
         edge(w("shop", "web"), ext, 443),
     ] {
-        h.add_edge(k, &h.edges.values().next().copied().unwrap());
+        h.add_edge(k, &h.edges.values().next().cloned().unwrap());
     }
     let b = Baseline::take("shop", vec![Scope::Namespace("shop".into())], &h, 0).unwrap();
     let scoped = Baseline::take(

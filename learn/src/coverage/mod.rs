@@ -24,6 +24,7 @@
 //!   observation;
 //! - the diff against the policies already in the manifests.
 
+mod attempts;
 mod replay;
 mod text;
 
@@ -36,8 +37,9 @@ use serde::Serialize;
 
 use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
-use super::propose::{Flagged, NAME_PREFIX, Proposal, Workloads, edge_text};
+use super::propose::{DeniedAttempt, Flagged, NAME_PREFIX, Proposal, Workloads, edge_text};
 use super::tiers::{self, TierFinding, replay_pairs};
+use super::window::WindowFacts;
 use super::yaml;
 use bulkhead_flows::record::Timestamp;
 use bulkhead_policy::compile::{IdentityId, IdentityKind, compile};
@@ -177,6 +179,15 @@ pub struct Proof {
     pub stability: Stability,
     /// Against the manifests' policies.
     pub diff: Diff,
+    /// Edges with denied or quarantined records and their deciding
+    /// policies (from the proposal): replayed and proposed only for their
+    /// allowed part, unless `include_denied`.
+    pub denied_attempts: Vec<DeniedAttempt>,
+    /// Whether denied records were counted as observed (`--include-denied`).
+    pub include_denied: bool,
+    /// The time window the history was read for (set by the caller, who
+    /// read it; everything by default).
+    pub window: WindowFacts,
 }
 
 impl Proof {
@@ -207,6 +218,9 @@ pub fn apply(model: &Model, proposal: &Proposal) -> Model {
 /// Proves `proposal` against the observed `history` and the manifests'
 /// `model`.
 pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
+    // What the proposal was learnt from: the allowed part, unless denied
+    // records were included.
+    let history = &*history.observed(proposal.include_denied);
     let combined = apply(model, proposal);
     let compiled = compile(&combined);
     let index = Workloads::new(&combined);
@@ -227,6 +241,8 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
             .count() as u64,
         flagged: proposal.flagged.clone(),
         left_out: proposal.left_out.clone(),
+        denied_attempts: proposal.denied_attempts.clone(),
+        include_denied: proposal.include_denied,
         ..Proof::default()
     };
     let left_out: HashSet<&EdgeKey> = proposal.left_out.iter().map(|f| &f.key).collect();

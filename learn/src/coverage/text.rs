@@ -117,6 +117,7 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
         }
     }
     tier_text(&mut s, proof, proposal);
+    super::attempts::text(&mut s, proof);
     if !proof.unselectable.is_empty() {
         let _ = writeln!(s, "No policy (no stable labels to select by):");
         for u in &proof.unselectable {

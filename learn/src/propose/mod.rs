@@ -35,6 +35,11 @@
 //!   [`Proposal::flagged`], fewest flows first. An edge with fewer flows
 //!   than `min_flows` is in no rule and listed in [`Proposal::left_out`].
 //!   All three are functions of the history alone.
+//! - Denied attempts ([`denied`]): what is observed is the allowed part of
+//!   the history ([`History::observed`]); edges with records the policies
+//!   in force dropped are listed in [`Proposal::denied_attempts`] with
+//!   their deciding policies, and proposed (all their records counted as
+//!   observed) only with [`Options::include_denied`].
 //! - Deterministic: everything is sorted; no clock is read.
 
 use std::collections::{BTreeMap, HashMap};
@@ -51,9 +56,12 @@ pub const NAME_PREFIX: &str = "bulkhead-";
 /// The DNS port.
 pub const DNS_PORT: u16 = 53;
 
+mod denied;
 mod rules;
 mod types;
 mod workloads;
+
+pub use denied::{DeniedAttempt, denied_attempts};
 
 use rules::{PeerAcc, name_policies, rules};
 pub use types::*;
@@ -79,6 +87,9 @@ pub struct Options {
     pub include_admin_accepted: bool,
     /// Rare, recent and left out.
     pub thresholds: Thresholds,
+    /// Count denied and quarantined records as observed (by default only
+    /// allowed ones are; the others are listed as denied attempts).
+    pub include_denied: bool,
 }
 
 /// Proposes policies for `history` against `model`, with the default
@@ -89,6 +100,8 @@ pub fn propose(history: &History, model: &Model) -> Proposal {
 
 /// Proposes policies for `history` against `model`.
 pub fn propose_with(history: &History, model: &Model, options: Options) -> Proposal {
+    let denied_attempts = denied_attempts(history);
+    let history = &*history.observed(options.include_denied);
     let index = Workloads::new(model);
     let mut label_cache: HashMap<WorkloadId, Labels> = HashMap::new();
     let mut labels_of = |id: &WorkloadId| -> Labels {
@@ -102,6 +115,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     let mut out = Proposal {
         include_admin_accepted: options.include_admin_accepted,
         thresholds: options.thresholds,
+        include_denied: options.include_denied,
+        denied_attempts,
         ..Proposal::default()
     };
     let th = options.thresholds;

@@ -282,4 +282,9 @@ pub struct Proposal {
     /// Entries with fewer flows than [`Thresholds::min_flows`]: in no
     /// rule. Fewest flows first.
     pub left_out: Vec<Flagged>,
+    /// Edges with denied or quarantined records, sorted by edge: their
+    /// allowed part alone is observed, unless `include_denied`.
+    pub denied_attempts: Vec<super::DeniedAttempt>,
+    /// Whether denied records were counted as observed.
+    pub include_denied: bool,
 }

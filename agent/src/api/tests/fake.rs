@@ -108,7 +108,7 @@ impl ApiBackend for Fake {
         self.quarantine.clone()
     }
 
-    fn history(&self) -> Result<String, HistoryError> {
+    fn history(&self, _: bulkhead_learn::Window) -> Result<String, HistoryError> {
         match &self.history {
             None => Err(HistoryError::NotKept),
             Some(Ok(json)) => Ok(json.clone()),
@@ -188,7 +188,7 @@ impl ApiBackend for Probe {
     fn accounting(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
-    fn history(&self) -> Result<String, HistoryError> {
+    fn history(&self, _: bulkhead_learn::Window) -> Result<String, HistoryError> {
         Err(HistoryError::NotKept)
     }
 }

@@ -233,6 +233,47 @@ fn history_is_served_on_the_unix_socket_or_says_how_to_keep_one() {
 }
 
 #[test]
+fn history_windows_are_parsed_and_bad_ones_refused() {
+    use bulkhead_flows::record::Timestamp;
+    use bulkhead_learn::Window;
+    let parse = super::routes::parse_history_query;
+    assert_eq!(parse(""), Ok(Window::ALL));
+    assert_eq!(
+        parse("since=5&until=9"),
+        Ok(Window {
+            since: Some(Timestamp(5)),
+            until: Some(Timestamp(9)),
+        })
+    );
+    assert_eq!(
+        parse("until=9").unwrap(),
+        Window {
+            since: None,
+            until: Some(Timestamp(9)),
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kept = Arc::new(Fake {
+        history: Some(Ok(r#"{"schema":"bulkhead.history/v1"}"#.to_owned())),
+        ..Fake::default()
+    });
+    let api = start(unix_config(dir.path()), kept);
+    let sock = api.socket_path().unwrap().to_owned();
+    for (q, why) in [
+        ("since=soon", "since must be a non-negative integer"),
+        ("since=9&until=9", "since (9) is not before until (9)"),
+        ("from=1", "unknown parameter \"from\""),
+    ] {
+        let (status, msg) = status_of(get_unix(&sock, &format!("/v1/history?{q}")));
+        assert_eq!(status, 400, "{q}");
+        assert!(msg.contains(why), "{q}: {msg}");
+    }
+    let (_, body) = get_unix(&sock, "/v1/history?since=1&until=2").unwrap();
+    assert!(body.starts_with("{\"schema\""));
+    stop(api);
+}
+
+#[test]
 fn failing_health_is_503() {
     let backend = Arc::new(Fake {
         failing: true,

@@ -56,6 +56,8 @@ fn take_args(dir: &Path, flows: PathBuf) -> TakeArgs {
         lab: None,
         file: dir.join("shop.json"),
         force: false,
+        include_denied: false,
+        window: Default::default(),
     }
 }
 

@@ -14,9 +14,13 @@ use bulkhead_agent::api::DEFAULT_SOCKET;
 use bulkhead_agent::api::client::{self, ClientError};
 use bulkhead_learn::store::Stored;
 use bulkhead_learn::{
-    self as learn, History, Proof, Proposal, ReadError, StoreError, Thresholds, render,
+    self as learn, History, Proof, Proposal, ReadError, StoreError, Thresholds, Window,
+    WindowFacts, render,
 };
+
+mod window;
 use bulkhead_policy::model::{Mode, Model};
+pub use window::{TimeArg, WindowArgs, parse_time};
 
 /// How long the agent may take to answer `/v1/history` (it reads and
 /// encodes the whole store first: seconds for a million edges).
@@ -106,6 +110,15 @@ pub struct ProposeArgs {
     /// the proof, not counted against coverage). 1 keeps all.
     #[arg(long, value_name = "N", default_value_t = Thresholds::default().min_flows)]
     pub min_flows: u64,
+    /// Propose denied and quarantined connection attempts too, as
+    /// observed edges. By default only what the policies in force let
+    /// pass is observed; denied attempts are listed in the proof with the
+    /// policies that denied them.
+    #[arg(long)]
+    pub include_denied: bool,
+    /// The time window to learn from.
+    #[command(flatten)]
+    pub window: WindowArgs,
 }
 
 /// Why `propose` could not read its input.
@@ -168,6 +181,14 @@ pub enum ProposeError {
     /// The lab's state.
     #[error(transparent)]
     Lab(#[from] bulkhead_lab::LabError),
+    /// `--since` is not before `--until`.
+    #[error("the window is empty: --since {since} is not before --until {until}")]
+    EmptyWindow {
+        /// The start.
+        since: bulkhead_flows::record::Timestamp,
+        /// The end.
+        until: bulkhead_flows::record::Timestamp,
+    },
     /// Writing a policy file.
     #[error("writing {path}")]
     Write {
@@ -185,14 +206,15 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
         bulkhead_lab::naming::check_lab_name(lab)?;
     }
     let model = args.manifests.load()?;
-    let history = read_history(args)?;
+    let (history, window) = read_history(args)?;
     tracing::info!(
         records = history.records,
         edges = history.edges.len(),
         workloads = history.workloads.len(),
         "read flow history"
     );
-    let (proposal, proof) = propose(args, &history, &model);
+    let (proposal, mut proof) = propose(args, &history, &model);
+    proof.window = window;
     if let Some(dir) = &args.output_dir {
         let io = |path: PathBuf| move |source| ProposeError::Write { path, source };
         std::fs::create_dir_all(dir).map_err(io(dir.clone()))?;
@@ -231,6 +253,7 @@ fn propose(args: &ProposeArgs, history: &History, model: &Model) -> (Proposal, P
             recent_percent: args.recent_share,
             min_flows: args.min_flows,
         },
+        include_denied: args.include_denied,
     };
     let proposal = learn::propose_with(history, model, options);
     let proof = learn::prove(history, model, &proposal);
@@ -284,44 +307,63 @@ fn rendered(args: &ProposeArgs, proposal: &Proposal, proof: &Proof) -> Rendered 
 /// Every history the arguments name, merged: a cluster's nodes each see
 /// their own pods' traffic (a cross-node connection once at each end), and
 /// the union is what the cluster did.
-fn read_history(args: &ProposeArgs) -> Result<History, ProposeError> {
+fn read_history(args: &ProposeArgs) -> Result<(History, WindowFacts), ProposeError> {
     history_from(
         &args.flows,
         &args.history_db,
         &args.socket,
         args.lab.as_deref(),
+        args.window.window(),
     )
 }
 
 /// The histories of flow logs, history databases, agents' sockets and a
-/// lab's flow logs, merged (`propose`'s and `baseline take`'s sources).
+/// lab's flow logs within `window`, merged (`propose`'s and `baseline
+/// take`'s sources), and what window they cover.
 pub(super) fn history_from(
     flows: &[PathBuf],
     history_db: &[PathBuf],
     socket: &[PathBuf],
     lab: Option<&str>,
-) -> Result<History, ProposeError> {
-    let mut history = History::default();
-    for path in flows {
-        history.merge(&learn::read_jsonl(path)?);
+    window: Window,
+) -> Result<(History, WindowFacts), ProposeError> {
+    if let (Some(since), Some(until)) = (window.since, window.until)
+        && since >= until
+    {
+        return Err(ProposeError::EmptyWindow { since, until });
     }
+    let mut history = History::default();
+    let mut facts = WindowFacts::exact(window);
+    let mut stored = |s: Stored, facts: &mut WindowFacts| {
+        history.merge(&s.history);
+        if let Some(w) = s.window {
+            facts.widen(Window {
+                since: w.since,
+                until: w.until,
+            });
+            facts.partial |= w.partial;
+            facts.notes.extend(w.notes);
+        }
+    };
     for path in history_db {
-        history.merge(&learn::store::read(path)?.history);
+        stored(learn::store::read_window(path, window)?, &mut facts);
     }
     for path in socket {
-        history.merge(&from_agent(path)?.history);
+        stored(from_agent(path, window)?, &mut facts);
     }
+    let mut logs = flows.to_vec();
     if let Some(name) = lab {
         // Every node's agent logs its own pods' flows.
-        for log in bulkhead_lab::state::flow_logs(name)? {
-            history.merge(&learn::read_jsonl(&log)?);
-        }
+        logs.extend(bulkhead_lab::state::flow_logs(name)?);
     }
-    Ok(history)
+    for path in &logs {
+        history.merge(&learn::read_jsonl_window(path, window)?);
+    }
+    Ok((history, facts))
 }
 
 /// The running agent's committed history, from `GET /v1/history`.
-fn from_agent(path: &Path) -> Result<Stored, ProposeError> {
+fn from_agent(path: &Path, window: Window) -> Result<Stored, ProposeError> {
     let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => ProposeError::SocketMissing {
             path: path.to_owned(),
@@ -341,7 +383,18 @@ fn from_agent(path: &Path) -> Result<Stored, ProposeError> {
     stream
         .set_read_timeout(Some(AGENT_TIMEOUT))
         .map_err(|e| agent(e.into()))?;
-    let mut resp = client::get(stream, "/v1/history").map_err(agent)?;
+    let mut query = Vec::new();
+    for (name, t) in [("since", window.since), ("until", window.until)] {
+        if let Some(t) = t {
+            query.push(format!("{name}={}", t.0));
+        }
+    }
+    let uri = if query.is_empty() {
+        "/v1/history".to_owned()
+    } else {
+        format!("/v1/history?{}", query.join("&"))
+    };
+    let mut resp = client::get(stream, &uri).map_err(agent)?;
     let mut body = Vec::new();
     resp.read_to_end(&mut body).map_err(|e| agent(e.into()))?;
     serde_json::from_slice(&body).map_err(|source| ProposeError::AgentAnswer {

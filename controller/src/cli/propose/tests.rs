@@ -32,12 +32,12 @@ impl ApiBackend for Agent {
     fn accounting(&self) -> serde_json::Value {
         serde_json::Value::Null
     }
-    fn history(&self) -> Result<String, HistoryError> {
-        self.0.json()
+    fn history(&self, window: Window) -> Result<String, HistoryError> {
+        self.0.json(window)
     }
 }
 
-fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
+pub(super) fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
     let config = ApiConfig {
         socket: Some(dir.join("run/agent.sock")),
         tcp: None,
@@ -47,7 +47,7 @@ fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
     Api::start(config, Arc::new(Agent(source)), runtime).unwrap()
 }
 
-fn args(
+pub(super) fn args(
     history_db: Option<&Path>,
     socket: Option<&Path>,
     output: ProposeOutput,
@@ -71,12 +71,14 @@ fn args(
         rare_below: 3,
         recent_share: 10,
         min_flows: 1,
+        include_denied: false,
+        window: WindowArgs::default(),
     }
 }
 
 /// What `propose` prints for `args`, in every output form.
 fn outputs(db: Option<&Path>, socket: Option<&Path>) -> Vec<(Vec<u8>, String)> {
-    let history = read_history(&args(db, socket, ProposeOutput::Yaml, None)).unwrap();
+    let (history, _) = read_history(&args(db, socket, ProposeOutput::Yaml, None)).unwrap();
     [
         (ProposeOutput::Yaml, None),
         (ProposeOutput::Json, None),
@@ -143,7 +145,7 @@ fn flow_logs_of_several_nodes_propose_what_one_node_would() {
     let merged = parse(&["--flows", a, "--flows", b]);
     let one = parse(&["--flows", whole.to_str().unwrap()]);
     let run = |args: &ProposeArgs| {
-        let history = read_history(args).unwrap();
+        let (history, _) = read_history(args).unwrap();
         let model = one.manifests.load().unwrap();
         let proposal = learn::propose(&history, &model);
         let proof = learn::prove(&history, &model, &proposal);
@@ -159,11 +161,11 @@ fn flow_logs_of_several_nodes_propose_what_one_node_would() {
 fn socket_errors_say_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("none.sock");
-    let err = from_agent(&missing).unwrap_err();
+    let err = from_agent(&missing, Window::ALL).unwrap_err();
     assert!(matches!(err, ProposeError::SocketMissing { .. }), "{err}");
 
     let api = serve(dir.path(), HistorySource::None);
-    let err = from_agent(api.socket_path().unwrap()).unwrap_err();
+    let err = from_agent(api.socket_path().unwrap(), Window::ALL).unwrap_err();
     let ProposeError::Agent {
         source: ClientError::Status { status, message },
         ..
@@ -183,7 +185,7 @@ fn socket_errors_say_what_to_do() {
         reason: "flow visibility is off".to_owned(),
     };
     let api = serve(dir.path(), source);
-    let err = from_agent(api.socket_path().unwrap()).unwrap_err();
+    let err = from_agent(api.socket_path().unwrap(), Window::ALL).unwrap_err();
     assert!(
         matches!(
             &err,
@@ -284,7 +286,7 @@ fn admin_tiers_are_reported_and_the_flag_proposes_accepted_traffic() {
         ),
     ];
     model.normalize();
-    let history = read_history(&args).unwrap();
+    let (history, _) = read_history(&args).unwrap();
     let (proposal, proof) = propose(&args, &history, &model);
     assert!(proof.complete(), "{:?}", proof.denied);
     let text = rendered(&args, &proposal, &proof);
@@ -355,7 +357,7 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
         })
     };
     let run = |args: &ProposeArgs| {
-        let history = read_history(args).unwrap();
+        let (history, _) = read_history(args).unwrap();
         let model = args.manifests.load().unwrap();
         let (proposal, proof) = propose(args, &history, &model);
         assert!(proof.complete());
