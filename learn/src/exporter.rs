@@ -104,6 +104,12 @@ impl BatchSink for HistorySink {
                 "flow history full: least recently seen edges evicted"
             );
         }
+        if outcome.bucket_evicted > 0 {
+            tracing::debug!(
+                evicted = outcome.bucket_evicted,
+                "flow history buckets full: the oldest evicted"
+            );
+        }
         Ok(())
     }
 }

@@ -178,6 +178,16 @@ pub enum ProposeError {
         #[source]
         source: serde_json::Error,
     },
+    /// A window was asked of an agent that serves none.
+    #[error(
+        "the agent at {} answered /v1/history without a window (an earlier version): \
+         upgrade it, or propose without --since/--until",
+        path.display()
+    )]
+    AgentWithoutWindows {
+        /// The socket path.
+        path: PathBuf,
+    },
     /// The lab's state.
     #[error(transparent)]
     Lab(#[from] bulkhead_lab::LabError),
@@ -397,10 +407,19 @@ fn from_agent(path: &Path, window: Window) -> Result<Stored, ProposeError> {
     let mut resp = client::get(stream, &uri).map_err(agent)?;
     let mut body = Vec::new();
     resp.read_to_end(&mut body).map_err(|e| agent(e.into()))?;
-    serde_json::from_slice(&body).map_err(|source| ProposeError::AgentAnswer {
-        path: path.to_owned(),
-        source,
-    })
+    let stored: Stored =
+        serde_json::from_slice(&body).map_err(|source| ProposeError::AgentAnswer {
+            path: path.to_owned(),
+            source,
+        })?;
+    if !window.is_all() && stored.window.is_none() {
+        // An agent of an earlier version ignores the query: its answer is
+        // the whole history, which no window can be cut from.
+        return Err(ProposeError::AgentWithoutWindows {
+            path: path.to_owned(),
+        });
+    }
+    Ok(stored)
 }
 
 #[cfg(test)]

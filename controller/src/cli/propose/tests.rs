@@ -10,8 +10,10 @@ use bulkhead_agent::flows::HistorySource;
 use bulkhead_learn::{HistoryStore, StoreConfig};
 use bulkhead_testkit::learn as test_support;
 
-/// An agent's API backend with only a history, served as the agent does.
-struct Agent(HistorySource);
+/// An agent's API backend with only a history, served as the agent does
+/// (`.1`: with windows; without, as an agent of an earlier version that
+/// ignores the query).
+struct Agent(HistorySource, bool);
 
 impl ApiBackend for Agent {
     fn metrics(&self) -> String {
@@ -33,18 +35,23 @@ impl ApiBackend for Agent {
         serde_json::Value::Null
     }
     fn history(&self, window: Window) -> Result<String, HistoryError> {
-        self.0.json(window)
+        self.0.json(if self.1 { window } else { Window::ALL })
     }
 }
 
 pub(super) fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
+    serve_agent(dir, source, true)
+}
+
+/// [`serve`], with windows or as an agent of an earlier version.
+pub(super) fn serve_agent(dir: &Path, source: HistorySource, windows: bool) -> ApiHandle {
     let config = ApiConfig {
         socket: Some(dir.join("run/agent.sock")),
         tcp: None,
         ..ApiConfig::default()
     };
     let runtime = bulkhead_testkit::runtime().handle();
-    Api::start(config, Arc::new(Agent(source)), runtime).unwrap()
+    Api::start(config, Arc::new(Agent(source, windows)), runtime).unwrap()
 }
 
 pub(super) fn args(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use super::super::tests::{args, serve};
+use super::super::tests::{args, serve, serve_agent};
 use super::super::*;
 use super::*;
 use bulkhead_agent::flows::HistorySource;
@@ -228,6 +228,20 @@ fn windows_pick_the_edges_of_their_time_from_every_source() {
             .unwrap()
             .contains("rounded outward to whole buckets of 1m")
     );
+    bulkhead_testkit::runtime().block_on(api.stop());
+
+    // An agent of an earlier version answers the whole history: refused.
+    let old = tempfile::tempdir().unwrap();
+    let store = HistoryStore::open(&old.path().join("h.redb"), StoreConfig::default()).unwrap();
+    let api = serve_agent(old.path(), HistorySource::Open(Arc::new(store)), false);
+    let err = read_history(&windowed(None, api.socket_path(), since, until)).unwrap_err();
+    assert!(
+        matches!(err, ProposeError::AgentWithoutWindows { .. }),
+        "{err}"
+    );
+    let mut whole = windowed(None, api.socket_path(), since, until);
+    whole.window = WindowArgs::default();
+    assert!(read_history(&whole).is_ok(), "without a window it reads");
     bulkhead_testkit::runtime().block_on(api.stop());
 
     // An empty window is bad usage.
