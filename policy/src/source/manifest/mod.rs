@@ -12,6 +12,7 @@
 
 mod admin;
 mod error;
+mod ingress;
 mod node;
 mod policy;
 mod revision;
@@ -402,6 +403,11 @@ impl Builder {
             k if admin::is_admin_kind(k) => admin::convert(&ctx, k, value, &api_version).map(|p| {
                 if self.check_unique(&ctx, "cluster-admin policy", p.key()) {
                     self.model.admin_policies.push(p);
+                }
+            }),
+            "Ingress" => ingress::convert(&ctx, value, &api_version).map(|i| {
+                if self.check_unique(&ctx, "ingress", i.key()) {
+                    self.model.ingresses.push(i);
                 }
             }),
             "Node" => node::convert(&ctx, value).map(|n| {
