@@ -58,15 +58,7 @@ fn propose_checked(h: &History, extra: &str, options: Options) -> (Proposal, Pro
     assert_eq!(proof.coverage_percent, 100.0);
     let applied = load(extra, Some(&p));
     for pp in &p.policies {
-        let loaded = applied
-            .policies
-            .iter()
-            .find(|x| x.key() == pp.key())
-            .unwrap();
-        let loaded = bulkhead_policy::model::Policy {
-            origin: Default::default(),
-            ..loaded.clone()
-        };
+        let loaded = read_back(&applied, &pp.key());
         assert_eq!(loaded, pp.policy(), "{}", render::policy_yaml(pp));
     }
     let again = propose_with(h, &applied, options);

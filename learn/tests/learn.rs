@@ -245,17 +245,7 @@ fn applying_the_proposal_and_reproposing_changes_nothing() {
         bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
     // The loader reads back exactly the policies proposed.
     for pp in &p.policies {
-        let (_, loaded) = applied
-            .policies
-            .iter()
-            .enumerate()
-            .find(|(_, x)| x.key() == pp.key())
-            .unwrap();
-        let loaded = bulkhead_policy::model::Policy {
-            origin: Default::default(),
-            ..loaded.clone()
-        };
-        assert_eq!(loaded, pp.policy());
+        assert_eq!(read_back(&applied, &pp.key()), pp.policy());
     }
     let again = propose(&h, &applied);
     assert_eq!(render::proposal_yaml(&again), render::proposal_yaml(&p));
@@ -513,18 +503,13 @@ fn proposal_in_a_mode_loads_back_in_that_mode() {
             bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default())
                 .unwrap();
         for pp in &p.policies {
-            let loaded = applied
-                .policies
-                .iter()
-                .find(|x| x.key() == pp.key())
-                .unwrap();
+            let loaded = read_back(&applied, &pp.key());
             assert_eq!(loaded.mode, Some(mode), "{}", pp.key());
-            assert_eq!(applied.mode_of(loaded), mode);
+            assert_eq!(applied.mode_of(&loaded), mode);
             // Nothing but the mode differs from the proposal.
             let bare = bulkhead_policy::model::Policy {
-                origin: Default::default(),
                 mode: None,
-                ..loaded.clone()
+                ..loaded
             };
             assert_eq!(bare, pp.policy());
         }

@@ -37,6 +37,18 @@ impl ApiBackend for Agent {
     }
 }
 
+/// `bulkhead propose --manifests policies/demo --flows FLOWS ARGV...`.
+fn parse_demo(flows: &Path, argv: &[&str]) -> Result<ProposeArgs, clap::Error> {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
+    let mut all = vec!["bulkhead", "propose", "--manifests", demo];
+    all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
+    all.extend_from_slice(argv);
+    crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
+        crate::cli::Command::Propose(args) => args,
+        other => panic!("{other:?}"),
+    })
+}
+
 fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
     let config = ApiConfig {
         socket: Some(dir.join("run/agent.sock")),
@@ -247,18 +259,9 @@ fn admin_tiers_are_reported_and_the_flag_proposes_accepted_traffic() {
         origin: Origin::default(),
         mode: None,
     };
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
     let dir = tempfile::tempdir().unwrap();
     let (_, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
-    let parse = |extra: &[&str]| {
-        let mut argv = vec!["bulkhead", "propose", "--manifests", demo];
-        argv.extend_from_slice(&["--flows", whole.to_str().unwrap()]);
-        argv.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Propose(args) => args,
-            other => panic!("{other:?}"),
-        }
-    };
+    let parse = |extra: &[&str]| parse_demo(&whole, extra).unwrap();
     let args = parse(&[]);
     let mut model = args.manifests.load().unwrap();
     model.admin_policies = vec![
@@ -345,16 +348,7 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
     }
     records.extend(conn(T0 + 100 * 60_000, &d.api, &d.db, 6, 5432));
     write_jsonl(&flows, &records);
-    let demo_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
-    let parse = |argv: &[&str]| {
-        let mut all = vec!["bulkhead", "propose", "--manifests", demo_dir];
-        all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
-        all.extend_from_slice(argv);
-        crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
-            crate::cli::Command::Propose(args) => args,
-            other => panic!("{other:?}"),
-        })
-    };
+    let parse = |argv: &[&str]| parse_demo(&flows, argv);
     let run = |args: &ProposeArgs| {
         let history = read_history(args).unwrap();
         let model = args.manifests.load().unwrap();
@@ -399,16 +393,7 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
 fn infrastructure_flags_parse_and_reach_the_proof() {
     let dir = tempfile::tempdir().unwrap();
     let (_, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
-    let parse = |extra: &[&str]| {
-        let mut all = vec!["bulkhead", "propose", "--manifests", demo];
-        all.extend_from_slice(&["--flows", whole.to_str().unwrap()]);
-        all.extend_from_slice(extra);
-        crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
-            crate::cli::Command::Propose(args) => args,
-            other => panic!("{other:?}"),
-        })
-    };
+    let parse = |extra: &[&str]| parse_demo(&whole, extra);
     let args = parse(&[
         "--dns-server",
         "shop/app=db",

@@ -23,15 +23,7 @@ pub(super) fn convert(
     value: Value,
     api_version: &str,
 ) -> Result<Ingress, ObjectError> {
-    if !api_version.is_empty() && api_version != API_VERSION {
-        return Err(ctx.err(
-            "apiVersion",
-            Problem::NotSupported {
-                value: api_version.to_owned(),
-                supported: &[API_VERSION],
-            },
-        ));
-    }
+    ctx.only_api_version(api_version, &[API_VERSION])?;
     let ing: K8sIngress = workload::decode(ctx, value)?;
     let name = ing
         .metadata

@@ -306,6 +306,25 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// An error at `apiVersion` unless it is empty (a list's item, an API
+    /// object) or `supported[0]`, the one this kind has.
+    pub(crate) fn only_api_version(
+        &self,
+        api_version: &str,
+        supported: &'static [&'static str; 1],
+    ) -> Result<(), ObjectError> {
+        if api_version.is_empty() || api_version == supported[0] {
+            return Ok(());
+        }
+        Err(self.err(
+            "apiVersion",
+            Problem::NotSupported {
+                value: api_version.to_owned(),
+                supported,
+            },
+        ))
+    }
+
     /// An error at `field`.
     pub(crate) fn err(&self, field: impl Into<String>, problem: Problem) -> ObjectError {
         ObjectError {
