@@ -15,7 +15,8 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use ipnetwork::IpNetwork;
 use serde::Serialize;
 
-use super::Workloads;
+use super::rules::PeerAcc;
+use super::{PeerSel, Workloads};
 use crate::edge::WorkloadId;
 use bulkhead_policy::model::{IngressPort, Model, Protocol, Service, ServicePort, ServiceType};
 
@@ -119,25 +120,39 @@ impl Exposure {
         self.by_workload.get(w)?.get(&(protocol, port))
     }
 
-    /// Records that `w`'s exposed (protocol, port) was seen; the blocks it
-    /// is opened to (none with `--keep-observed-sources`).
-    pub fn open(&mut self, w: &WorkloadId, protocol: Protocol, port: u16) -> Vec<IpNetwork> {
+    /// If `w`'s (protocol, port) is exposed: records that it was seen,
+    /// and (unless `--keep-observed-sources`) adds the blocks of all
+    /// external addresses on it to `peers` (the subject's ingress).
+    pub(super) fn open(
+        &mut self,
+        w: &WorkloadId,
+        protocol: Protocol,
+        port: u16,
+        peers: &mut BTreeMap<PeerSel, PeerAcc>,
+    ) {
+        if self.exposed(w, protocol, port).is_none() {
+            return;
+        }
         self.opened
             .entry(w.clone())
             .or_default()
             .insert((protocol, port));
         if self.keep_observed_sources {
-            return Vec::new();
+            return;
         }
-        let mut out = vec![IpNetwork::new(Ipv4Addr::UNSPECIFIED.into(), 0).expect("a /0")];
+        let mut blocks = vec![self.all_of_family(true)];
         if self.ipv6 {
-            out.push(IpNetwork::new(Ipv6Addr::UNSPECIFIED.into(), 0).expect("a /0"));
+            blocks.push(self.all_of_family(false));
         }
-        out
+        for net in blocks {
+            let q = peers.entry(PeerSel::Cidr(net)).or_default();
+            q.ports.insert((protocol, port));
+            q.notes.insert(self.note(w, protocol, port));
+        }
     }
 
-    /// The block an external source of `w`'s (protocol, port) is replaced
-    /// by, if the port is opened to all.
+    /// All addresses of a family (`0.0.0.0/0` or `::/0`): what an external
+    /// source of an exposed port is replaced by.
     pub fn all_of_family(&self, v4: bool) -> IpNetwork {
         let any = if v4 {
             Ipv4Addr::UNSPECIFIED.into()

@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use super::exposure::Exposure;
 use super::rules::PeerAcc;
-use super::{DNS_PORT, PeerSel, Workloads};
+use super::{DNS_PORT, PeerSel, ProposedPolicy, Workloads};
 use crate::edge::{EdgeKey, End, History, WorkloadId};
 use bulkhead_policy::model::{Direction, Labels, Model, Protocol};
 
@@ -268,15 +268,25 @@ impl Infra {
     }
 
     /// The proof's lines: each DNS server and API server address, with
-    /// what the proposal did. `proposed` says which DNS servers got a
-    /// policy; `dns_clients` how many policies allow DNS to them;
-    /// `history` gives the control-plane edges.
+    /// what the proposal did. `policies` are the proposed ones (a DNS
+    /// server's is ingress-only); `dns_to_all`: whether the others allow
+    /// DNS to the servers; `history` gives the control-plane edges.
     pub fn findings(
         &self,
-        proposed: &[&WorkloadId],
-        dns_clients: usize,
+        policies: &[ProposedPolicy],
+        dns_to_all: bool,
         history: &History,
     ) -> Vec<InfraFinding> {
+        let proposed: Vec<&WorkloadId> = policies
+            .iter()
+            .filter(|p| p.ingress_only)
+            .map(|p| &p.subject)
+            .collect();
+        let dns_clients = if dns_to_all {
+            policies.len() - proposed.len()
+        } else {
+            0
+        };
         let mut out = Vec::new();
         for (w, why) in &self.dns {
             let own = if proposed.contains(&w) {

@@ -285,14 +285,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                 infra::widen(&infra, &exposure, sid, dir, peer, protocol, key.port, sel);
             let acc = subjects.entry(sid.clone()).or_default();
             observe(acc, stats);
-            if dir == Direction::Ingress && exposure.exposed(sid, protocol, key.port).is_some() {
-                for net in exposure.open(sid, protocol, key.port) {
-                    let q = acc.dirs[dir as usize]
-                        .entry(PeerSel::Cidr(net))
-                        .or_default();
-                    q.ports.insert((protocol, key.port));
-                    q.notes.insert(exposure.note(sid, protocol, key.port));
-                }
+            if dir == Direction::Ingress {
+                exposure.open(sid, protocol, key.port, &mut acc.dirs[dir as usize]);
             }
             let p = acc.dirs[dir as usize].entry(sel).or_default();
             p.notes.extend(why);
@@ -338,17 +332,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
         let acc = subjects.entry(p.subject.clone()).or_default();
         infra::add_dns(&infra, &p.subject, &dns, &workloads, &open, &mut acc.dirs);
     }
-    let dns_servers: Vec<&WorkloadId> = policies
-        .iter()
-        .filter(|p| p.ingress_only)
-        .map(|p| &p.subject)
-        .collect();
-    let dns_clients = if dns.is_empty() {
-        0
-    } else {
-        policies.len() - dns_servers.len()
-    };
-    out.infrastructure = infra.findings(&dns_servers, dns_clients, history);
+    out.infrastructure = infra.findings(&policies, !dns.is_empty(), history);
     out.internet_facing = exposure.findings();
     for p in &mut policies {
         p.tiers = notes.remove(&p.subject).unwrap_or_default();
