@@ -29,7 +29,9 @@ pub mod yaml;
 pub use coverage::{Proof, prove};
 pub use edge::{Edge, EdgeKey, EdgeStats, End, History, WorkloadId, key_of};
 pub use exporter::{HistoryExporter, HistoryExporterConfig, HistoryExporterError};
-pub use propose::{Options, Proposal, Thresholds, propose, propose_with};
+pub use propose::{
+    DnsServerSpec, InfraOptions, Options, Proposal, Thresholds, propose, propose_with,
+};
 pub use read::{ReadError, read_jsonl, read_jsonl_window};
 pub use store::{HistoryStore, StoreConfig, StoreError};
 pub use tiers::TierFinding;

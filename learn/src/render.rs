@@ -64,6 +64,7 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
             ),
         ]
         .into_iter()
+        .chain(p.notes.iter().cloned())
         .chain(
             p.tiers
                 .iter()
@@ -100,9 +101,10 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
             }
         }
         Place::Peer(d, i, j) => p.rules(d)[i].peers[j]
-            .observed
+            .notes
             .iter()
-            .map(|o| {
+            .cloned()
+            .chain(p.rules(d)[i].peers[j].observed.iter().map(|o| {
                 format!(
                     "observed: {} {}/{}: {}, first {}, last {}{}",
                     o.peer,
@@ -113,7 +115,7 @@ fn note(p: &ProposedPolicy, place: Place) -> Vec<String> {
                     o.last,
                     flags(o, &p.thresholds)
                 )
-            })
+            }))
             .collect(),
     }
 }

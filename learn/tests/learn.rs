@@ -94,8 +94,9 @@ fn connections_through_a_service_are_learnt_as_the_backend() {
         .iter()
         .find(|p| p.key() == "shop/bulkhead-frontend")
         .expect("frontend's policy");
-    assert_eq!(frontend.egress.len(), 1);
-    let rule = &frontend.egress[0];
+    // api, and DNS to coredns (for every pod, seen resolving or not).
+    assert_eq!(frontend.egress.len(), 2);
+    let rule = &frontend.egress[1];
     assert_eq!(rule.ports, [(bulkhead_policy::model::Protocol::Tcp, 8080)]);
     assert_eq!(
         rule.peers[0].peer,
@@ -155,18 +156,31 @@ fn demo_proposal_selects_peers_merges_and_adds_dns() {
     assert!(yaml.contains("cidr: 203.0.113.10/32"));
     assert!(yaml.contains("cidr: 2001:db8::7/128"));
     assert!(yaml.contains("# DNS: TCP/53 added"));
-    // coredns: three client workloads on the same ports share one rule.
+    // coredns, a DNS server: all pods on 53 (the three clients seen under
+    // it), and no egress section.
     let dns = &p.policies[0];
     assert_eq!(dns.ingress.len(), 1);
-    assert_eq!(dns.ingress[0].peers.len(), 3);
-    assert!(dns.egress.is_empty());
-    assert!(yaml.contains("# no egress observed: all egress denied"));
+    assert_eq!(dns.ingress[0].peers.len(), 1);
+    assert_eq!(dns.ingress[0].peers[0].peer, propose::PeerSel::AllPods);
+    assert_eq!(dns.ingress[0].peers[0].observed.len(), 3);
+    assert_eq!(dns.policy().egress, None);
+    assert!(!yaml.contains("# no egress observed: all egress denied"));
     assert_eq!(p.unexpressible.len(), 1);
     let proof = prove(&h, &model, &p);
     assert!(proof.complete(), "{:?}", proof.denied);
     assert_eq!(proof.coverage_percent, 100.0);
     assert_eq!(proof.replayed, 7);
-    assert!(proof.beyond_observed.iter().all(|b| b.ports == ["TCP/53"]));
+    // Beyond observed: the DNS pairing, and every pod unseen on 53.
+    for b in &proof.beyond_observed {
+        let all_pods = b.policy == "kube-system/bulkhead-coredns";
+        let unseen = ["sandbox/Pod/stray", "kube-system/Deployment/coredns"];
+        let ports = if all_pods && unseen.contains(&b.peer.as_str()) {
+            vec!["TCP/53", "UDP/53"]
+        } else {
+            vec!["TCP/53"]
+        };
+        assert_eq!(b.ports, ports, "{b:?}");
+    }
     assert_eq!(proof.diff.added.len(), 4);
 }
 
@@ -231,17 +245,7 @@ fn applying_the_proposal_and_reproposing_changes_nothing() {
         bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default()).unwrap();
     // The loader reads back exactly the policies proposed.
     for pp in &p.policies {
-        let (_, loaded) = applied
-            .policies
-            .iter()
-            .enumerate()
-            .find(|(_, x)| x.key() == pp.key())
-            .unwrap();
-        let loaded = bulkhead_policy::model::Policy {
-            origin: Default::default(),
-            ..loaded.clone()
-        };
-        assert_eq!(loaded, pp.policy());
+        assert_eq!(read_back(&applied, &pp.key()), pp.policy());
     }
     let again = propose(&h, &applied);
     assert_eq!(render::proposal_yaml(&again), render::proposal_yaml(&p));
@@ -506,18 +510,13 @@ fn proposal_in_a_mode_loads_back_in_that_mode() {
             bulkhead_policy::source::manifest::load_dir(dir.path(), &AddressPlan::default())
                 .unwrap();
         for pp in &p.policies {
-            let loaded = applied
-                .policies
-                .iter()
-                .find(|x| x.key() == pp.key())
-                .unwrap();
+            let loaded = read_back(&applied, &pp.key());
             assert_eq!(loaded.mode, Some(mode), "{}", pp.key());
-            assert_eq!(applied.mode_of(loaded), mode);
+            assert_eq!(applied.mode_of(&loaded), mode);
             // Nothing but the mode differs from the proposal.
             let bare = bulkhead_policy::model::Policy {
-                origin: Default::default(),
                 mode: None,
-                ..loaded.clone()
+                ..loaded
             };
             assert_eq!(bare, pp.policy());
         }

@@ -132,7 +132,10 @@ enum Slot {
     /// Not brought up yet.
     Down,
     /// Up: the watched directory and the topology's model (addresses).
-    Up { watched: PathBuf, topology: Model },
+    Up {
+        watched: PathBuf,
+        topology: Box<Model>,
+    },
     /// `lab up` failed: every test fails with this.
     Failed(String),
 }
@@ -664,7 +667,10 @@ fn run_in(which: Which, scenarios: &[Scenario]) -> (usize, usize, Vec<String>) {
     let mut slot = slot(which);
     if let Slot::Down = *slot {
         *slot = match bring_up(which) {
-            Ok((watched, topology)) => Slot::Up { watched, topology },
+            Ok((watched, topology)) => Slot::Up {
+                watched,
+                topology: Box::new(topology),
+            },
             Err(e) => Slot::Failed(e),
         };
     }

@@ -12,8 +12,8 @@ use bulkhead_flows::record::{
 use bulkhead_learn::edge::{
     EdgeKey, EdgeStats, End, History, SideCounts, Skipped, WorkloadId, WorkloadInfo,
 };
-use bulkhead_policy::model::Model;
 use bulkhead_policy::model::addressing::AddressPlan;
+use bulkhead_policy::model::{Model, Policy};
 
 use crate::flow_record as sample;
 
@@ -211,6 +211,20 @@ pub fn demo_records_on_two_nodes() -> (Vec<FlowRecord>, Vec<FlowRecord>) {
             .is_some_and(|e| ["frontend-7d9c-abcde", "coredns-1"].contains(&&*e.pod))
     };
     demo_records().into_iter().partition(on_first)
+}
+
+/// The policy `key` (`namespace/name`) as the loader read it back into
+/// `applied`, its origin cleared (to compare with a proposed one).
+pub fn read_back(applied: &Model, key: &str) -> Policy {
+    let loaded = applied
+        .policies
+        .iter()
+        .find(|x| x.key() == key)
+        .unwrap_or_else(|| panic!("{key} not read back"));
+    Policy {
+        origin: Default::default(),
+        ..loaded.clone()
+    }
 }
 
 /// Writes `records` as JSON Lines to `path`.

@@ -407,6 +407,7 @@ impl ClusterSpec {
             policies: policies::generate(self, &universe),
             default_mode: Default::default(),
             services: Vec::new(),
+            ingresses: Vec::new(),
             admin_policies: Vec::new(),
             nodes: Vec::new(),
             node_ips: Vec::new(),

@@ -82,6 +82,7 @@ pub(crate) fn model() -> Model {
         }],
         default_mode: Mode::Enforce,
         services: Vec::new(),
+        ingresses: Vec::new(),
         node_ips: Vec::new(),
         warnings: Vec::new(),
         admin_policies: Vec::new(),

@@ -175,6 +175,12 @@ pub struct Proof {
     /// Left-out edges the proposal allows all the same (another rule's
     /// selector matches their ends).
     pub left_out_allowed: Vec<String>,
+    /// DNS servers and API server addresses, and what the proposal did
+    /// about them (from the proposal).
+    pub infrastructure: Vec<crate::propose::InfraFinding>,
+    /// Internet-facing workloads and their opened ports (from the
+    /// proposal).
+    pub internet_facing: Vec<crate::propose::InternetFacing>,
     /// Stability.
     pub stability: Stability,
     /// Against the manifests' policies.
@@ -243,6 +249,8 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
         left_out: proposal.left_out.clone(),
         denied_attempts: proposal.denied_attempts.clone(),
         include_denied: proposal.include_denied,
+        infrastructure: proposal.infrastructure.clone(),
+        internet_facing: proposal.internet_facing.clone(),
         ..Proof::default()
     };
     let left_out: HashSet<&EdgeKey> = proposal.left_out.iter().map(|f| &f.key).collect();

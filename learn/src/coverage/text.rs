@@ -118,6 +118,7 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
     }
     tier_text(&mut s, proof, proposal);
     super::attempts::text(&mut s, proof);
+    infra_text(&mut s, proof);
     if !proof.unselectable.is_empty() {
         let _ = writeln!(s, "No policy (no stable labels to select by):");
         for u in &proof.unselectable {
@@ -213,6 +214,40 @@ fn tier_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
         );
         for f in &proof.baseline_lifted {
             let _ = writeln!(s, "  {f}");
+        }
+    }
+}
+
+/// The infrastructure and internet-facing sections.
+fn infra_text(s: &mut String, proof: &Proof) {
+    use std::fmt::Write as _;
+    if !proof.infrastructure.is_empty() {
+        let _ = writeln!(s, "Infrastructure ({}):", proof.infrastructure.len());
+        for f in &proof.infrastructure {
+            let role = match f.role {
+                crate::propose::infra::Role::DnsServer => "DNS server",
+                crate::propose::infra::Role::ApiServer => "API server",
+            };
+            let _ = writeln!(s, "  {role} {}: {}", f.workload, f.note);
+        }
+    }
+    if !proof.internet_facing.is_empty() {
+        let _ = writeln!(s, "Internet-facing ({}):", proof.internet_facing.len());
+        for f in &proof.internet_facing {
+            let what = match (f.ports.is_empty(), f.open_to_all) {
+                (true, _) => "no ingress observed on its target ports: none opened".to_owned(),
+                (false, true) => format!("{} open to all external addresses", f.ports.join(", ")),
+                (false, false) => format!(
+                    "{} kept to the observed sources (--keep-observed-sources)",
+                    f.ports.join(", ")
+                ),
+            };
+            let _ = writeln!(
+                s,
+                "  {} (behind {}): {what}",
+                f.workload,
+                f.services.join(", ")
+            );
         }
     }
 }

@@ -57,12 +57,16 @@ pub const NAME_PREFIX: &str = "bulkhead-";
 pub const DNS_PORT: u16 = 53;
 
 mod denied;
+pub mod exposure;
+pub mod infra;
 mod rules;
 mod types;
 mod workloads;
 
 pub use denied::{DeniedAttempt, denied_attempts};
 
+pub use exposure::{Exposure, InternetFacing};
+pub use infra::{DnsServerSpec, Infra, InfraFinding, InfraOptions};
 use rules::{PeerAcc, name_policies, rules};
 pub use types::*;
 pub use workloads::Workloads;
@@ -78,7 +82,7 @@ struct SubjectAcc {
 }
 
 /// What [`propose_with`] may do beyond the defaults.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Options {
     /// Propose rules for the sides of edges the Admin tier already accepts
     /// (by default they are only reported: the Admin tier decides before
@@ -90,6 +94,8 @@ pub struct Options {
     /// Count denied and quarantined records as observed (by default only
     /// allowed ones are; the others are listed as denied attempts).
     pub include_denied: bool,
+    /// DNS servers, the API server, internet-facing sources.
+    pub infra: InfraOptions,
 }
 
 /// Proposes policies for `history` against `model`, with the default
@@ -103,6 +109,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     let denied_attempts = denied_attempts(history);
     let history = &*history.observed(options.include_denied);
     let index = Workloads::new(model);
+    let infra = Infra::new(model, history, &index, &options.infra);
+    let mut exposure = Exposure::new(model, &index, options.infra.keep_observed_sources);
     let mut label_cache: HashMap<WorkloadId, Labels> = HashMap::new();
     let mut labels_of = |id: &WorkloadId| -> Labels {
         if let Some(l) = label_cache.get(id) {
@@ -142,6 +150,13 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             name: String::new(),
             subject: id.clone(),
             labels,
+            ingress_only: infra.dns_server(id).is_some(),
+            notes: infra
+                .dns
+                .contains_key(id)
+                .then(|| infra.dns_header(id))
+                .into_iter()
+                .collect(),
             ingress: vec![],
             egress: vec![],
             edges: 0,
@@ -239,6 +254,10 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             let End::Workload(sid) = subject else {
                 continue;
             };
+            if dir == Direction::Egress && infra.dns_server(sid).is_some() {
+                // A DNS server's egress is left as it is.
+                continue;
+            }
             if let Some(accepted) = &tiers.accepted[dir as usize] {
                 note(key, dir, accepted);
                 out.admin_accepted.push(accepted.clone());
@@ -262,7 +281,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                 observed: observed.clone(),
                 key: key.clone(),
             };
-            if observed.flows < th.min_flows {
+            if observed.flows < th.min_flows && !infra.is_control_plane(key) {
                 out.left_out.push(entry(&observed));
                 subjects.entry(sid.clone()).or_default().left_out[dir as usize] += 1;
                 continue;
@@ -277,9 +296,15 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
                 },
                 End::External(a) => PeerSel::Addr(*a),
             };
+            let (sel, why) =
+                infra::widen(&infra, &exposure, sid, dir, peer, protocol, key.port, sel);
             let acc = subjects.entry(sid.clone()).or_default();
             observe(acc, stats);
+            if dir == Direction::Ingress {
+                exposure.open(sid, protocol, key.port, &mut acc.dirs[dir as usize]);
+            }
             let p = acc.dirs[dir as usize].entry(sel).or_default();
+            p.notes.extend(why);
             for port in &ports {
                 p.ports.insert(*port);
                 if *port != (protocol, key.port) {
@@ -289,6 +314,41 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
             p.observed.push(observed);
         }
     }
+    // DNS for all pods (see [`infra`]).
+    let dns: Vec<(WorkloadId, PeerSel)> = infra
+        .dns
+        .keys()
+        .filter_map(|w| {
+            let labels = labels_of(w);
+            (!labels.is_empty()).then(|| {
+                let namespace = w.namespace.clone();
+                (w.clone(), PeerSel::Pods { namespace, labels })
+            })
+        })
+        .collect();
+    // Unless a cluster-admin tier decides it first (as for an edge).
+    let open = |src: &WorkloadId, dst: &WorkloadId, side: Direction| {
+        let key = EdgeKey {
+            src: End::Workload(src.clone()),
+            dst: End::Workload(dst.clone()),
+            protocol: Protocol::Udp.number(),
+            port: DNS_PORT,
+        };
+        view.as_ref()
+            .and_then(|v| v.classify(model, &key))
+            .is_none_or(|c| {
+                c.denied.is_none()
+                    && (c.accepted[side as usize].is_none() || options.include_admin_accepted)
+            })
+    };
+    let mut workloads: Vec<&WorkloadId> = index.pods.keys().collect();
+    workloads.sort();
+    for p in &policies {
+        let acc = subjects.entry(p.subject.clone()).or_default();
+        infra::add_dns(&infra, &p.subject, &dns, &workloads, &open, &mut acc.dirs);
+    }
+    out.infrastructure = infra.findings(&policies, !dns.is_empty(), history);
+    out.internet_facing = exposure.findings();
     for p in &mut policies {
         p.tiers = notes.remove(&p.subject).unwrap_or_default();
         let Some(acc) = subjects.remove(&p.subject) else {

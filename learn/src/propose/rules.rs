@@ -10,6 +10,7 @@ use bulkhead_policy::model::Protocol;
 pub(super) struct PeerAcc {
     pub(super) ports: BTreeSet<(Protocol, u16)>,
     pub(super) added: BTreeSet<(Protocol, u16)>,
+    pub(super) notes: BTreeSet<String>,
     pub(super) observed: Vec<Observed>,
 }
 
@@ -29,6 +30,7 @@ pub(super) fn rules(peers: BTreeMap<PeerSel, PeerAcc>) -> Vec<ProposedRule> {
             });
         rule.peers.push(ProposedPeer {
             peer: sel,
+            notes: acc.notes.into_iter().collect(),
             observed: acc.observed,
         });
         for a in acc.added {

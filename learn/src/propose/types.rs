@@ -26,6 +26,16 @@ pub enum PeerSel {
     },
     /// One external address.
     Addr(IpAddr),
+    /// Every pod of every namespace (`namespaceSelector: {}`): a DNS
+    /// server's clients.
+    AllPods,
+    /// A block of addresses (`0.0.0.0/0` for an internet-facing port).
+    Cidr(#[serde(serialize_with = "as_text")] IpNetwork),
+}
+
+/// A CIDR as its text (`0.0.0.0/0`).
+fn as_text<S: serde::Serializer>(n: &IpNetwork, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(n)
 }
 
 /// What was observed between a subject and one workload or address.
@@ -119,6 +129,9 @@ impl Flagged {
 pub struct ProposedPeer {
     /// The selector.
     pub peer: PeerSel,
+    /// Why it is there beyond what was observed (DNS for all pods, an
+    /// internet-facing port, the control plane), sorted.
+    pub notes: Vec<String>,
     /// The observations behind it, sorted.
     pub observed: Vec<Observed>,
 }
@@ -145,6 +158,12 @@ pub struct ProposedPolicy {
     pub name: String,
     /// The selector's labels.
     pub labels: Labels,
+    /// `policyTypes: [Ingress]` only, no egress section (a DNS server:
+    /// its egress is left as it is).
+    pub ingress_only: bool,
+    /// Comments for the policy's header (what the subject is, e.g. a DNS
+    /// server).
+    pub notes: Vec<String>,
     /// Ingress rules.
     pub ingress: Vec<ProposedRule>,
     /// Egress rules.
@@ -210,7 +229,7 @@ impl ProposedPolicy {
             name: self.name.clone(),
             pod_selector: selector(&self.labels),
             ingress: Some(rules(&self.ingress)),
-            egress: Some(rules(&self.egress)),
+            egress: (!self.ingress_only).then(|| rules(&self.egress)),
             origin: Origin::default(),
             mode: None,
         }
@@ -242,6 +261,14 @@ fn model_peer(policy_ns: &str, p: &PeerSel) -> Peer {
         },
         PeerSel::Addr(a) => Peer::IpBlock(IpBlock {
             cidr: IpNetwork::from(*a),
+            except: vec![],
+        }),
+        PeerSel::AllPods => Peer::Pods {
+            namespaces: NamespaceScope::Selected(Selector::everything()),
+            pods: Selector::everything(),
+        },
+        PeerSel::Cidr(n) => Peer::IpBlock(IpBlock {
+            cidr: *n,
             except: vec![],
         }),
     }
@@ -287,4 +314,10 @@ pub struct Proposal {
     pub denied_attempts: Vec<super::DeniedAttempt>,
     /// Whether denied records were counted as observed.
     pub include_denied: bool,
+    /// DNS servers and API server addresses, and what the proposal did
+    /// about them (see [`super::infra`]).
+    pub infrastructure: Vec<super::InfraFinding>,
+    /// Internet-facing workloads and the ports opened to all (see
+    /// [`super::exposure`]).
+    pub internet_facing: Vec<super::InternetFacing>,
 }

@@ -4,6 +4,7 @@
 
 pub mod addressing;
 pub mod admin;
+pub mod ingress;
 pub mod mode;
 pub mod policy;
 pub mod quarantine;
@@ -19,6 +20,7 @@ use std::str::FromStr;
 use bulkhead_common::{PROTO_SCTP, PROTO_TCP, PROTO_UDP};
 
 pub use admin::{Action, AdminKind, AdminPeer, AdminPolicy, AdminRule, Node, Subject, Tier};
+pub use ingress::{Ingress, IngressBackend, IngressPort};
 pub use mode::{MODE_ANNOTATION, Mode, UnknownMode};
 pub use policy::{Direction, IpBlock, NamespaceScope, Peer, Policy, PortMatch, PortSpec, Rule};
 pub use quarantine::{QUARANTINE_LABEL, Quarantine};
@@ -275,6 +277,8 @@ pub struct Model {
     pub policies: Vec<Policy>,
     /// Services, sorted by (namespace, name).
     pub services: Vec<Service>,
+    /// Ingresses, sorted by (namespace, name).
+    pub ingresses: Vec<Ingress>,
     /// Cluster-admin policies (both tiers), sorted by
     /// [`AdminPolicy::order`]: the order the tiers evaluate them in.
     pub admin_policies: Vec<AdminPolicy>,
@@ -339,6 +343,8 @@ impl Model {
         self.policies
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.services
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        self.ingresses
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         self.admin_policies
             .sort_by(|a, b| a.order().cmp(&b.order()));

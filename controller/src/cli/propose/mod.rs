@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, ValueEnum};
+use ipnetwork::IpNetwork;
 use serde_json::json;
 
 use super::{CliError, ManifestArgs};
@@ -119,6 +120,43 @@ pub struct ProposeArgs {
     /// The time window to learn from.
     #[command(flatten)]
     pub window: WindowArgs,
+    /// Infrastructure: DNS servers, the API server, internet-facing
+    /// sources.
+    #[command(flatten)]
+    pub infra: InfraArgs,
+}
+
+/// What `propose` is told about the cluster's infrastructure (see
+/// `docs/learn.md`, "Infrastructure").
+#[derive(Debug, Default, Args)]
+pub struct InfraArgs {
+    /// The pods of NAMESPACE labelled LABEL=VALUE are a DNS server
+    /// (besides those labelled k8s-app=kube-dns): ingress from all pods on
+    /// UDP and TCP 53, no egress section, and every other policy's egress
+    /// allows DNS to them. Repeatable.
+    #[arg(long, value_name = "NAMESPACE/LABEL=VALUE")]
+    pub dns_server: Vec<learn::DnsServerSpec>,
+    /// The API server's addresses (besides the ClusterIPs of Service
+    /// default/kubernetes): observed edges with them are control plane,
+    /// never left out by a threshold. Repeatable or comma-separated.
+    #[arg(long, value_name = "CIDR", value_delimiter = ',')]
+    pub api_server: Vec<IpNetwork>,
+    /// Keep an internet-facing workload's ports (LoadBalancer, NodePort,
+    /// externalIPs, Ingress backends) to the sources observed, instead of
+    /// opening them to all external addresses.
+    #[arg(long)]
+    pub keep_observed_sources: bool,
+}
+
+impl InfraArgs {
+    /// The learner's options.
+    pub fn options(&self) -> learn::InfraOptions {
+        learn::InfraOptions {
+            dns_servers: self.dns_server.clone(),
+            api_servers: self.api_server.clone(),
+            keep_observed_sources: self.keep_observed_sources,
+        }
+    }
 }
 
 /// Why `propose` could not read its input.
@@ -264,6 +302,7 @@ fn propose(args: &ProposeArgs, history: &History, model: &Model) -> (Proposal, P
             min_flows: args.min_flows,
         },
         include_denied: args.include_denied,
+        infra: args.infra.options(),
     };
     let proposal = learn::propose_with(history, model, options);
     let proof = learn::prove(history, model, &proposal);

@@ -39,6 +39,18 @@ impl ApiBackend for Agent {
     }
 }
 
+/// `bulkhead propose --manifests policies/demo --flows FLOWS ARGV...`.
+fn parse_demo(flows: &Path, argv: &[&str]) -> Result<ProposeArgs, clap::Error> {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
+    let mut all = vec!["bulkhead", "propose", "--manifests", demo];
+    all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
+    all.extend_from_slice(argv);
+    crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
+        crate::cli::Command::Propose(args) => args,
+        other => panic!("{other:?}"),
+    })
+}
+
 pub(super) fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
     serve_agent(dir, source, true)
 }
@@ -80,6 +92,7 @@ pub(super) fn args(
         min_flows: 1,
         include_denied: false,
         window: WindowArgs::default(),
+        infra: InfraArgs::default(),
     }
 }
 
@@ -255,18 +268,9 @@ fn admin_tiers_are_reported_and_the_flag_proposes_accepted_traffic() {
         origin: Origin::default(),
         mode: None,
     };
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
     let dir = tempfile::tempdir().unwrap();
     let (_, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
-    let parse = |extra: &[&str]| {
-        let mut argv = vec!["bulkhead", "propose", "--manifests", demo];
-        argv.extend_from_slice(&["--flows", whole.to_str().unwrap()]);
-        argv.extend_from_slice(extra);
-        match crate::cli::Cli::try_parse_from(argv).unwrap().command {
-            crate::cli::Command::Propose(args) => args,
-            other => panic!("{other:?}"),
-        }
-    };
+    let parse = |extra: &[&str]| parse_demo(&whole, extra).unwrap();
     let args = parse(&[]);
     let mut model = args.manifests.load().unwrap();
     model.admin_policies = vec![
@@ -353,16 +357,7 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
     }
     records.extend(conn(T0 + 100 * 60_000, &d.api, &d.db, 6, 5432));
     write_jsonl(&flows, &records);
-    let demo_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
-    let parse = |argv: &[&str]| {
-        let mut all = vec!["bulkhead", "propose", "--manifests", demo_dir];
-        all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
-        all.extend_from_slice(argv);
-        crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
-            crate::cli::Command::Propose(args) => args,
-            other => panic!("{other:?}"),
-        })
-    };
+    let parse = |argv: &[&str]| parse_demo(&flows, argv);
     let run = |args: &ProposeArgs| {
         let (history, _) = read_history(args).unwrap();
         let model = args.manifests.load().unwrap();
@@ -398,4 +393,70 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
     let (yaml, _) = run(&parse(&["--rare-below", "2", "--recent-share", "0"]).unwrap());
     assert_eq!(yaml.matches(" — ").count(), 2, "{yaml}");
     assert!(parse(&["--recent-share", "101"]).is_err());
+}
+
+/// `--dns-server`, `--api-server` and `--keep-observed-sources` parse
+/// (repeatable; bad values refused naming the form) and reach the
+/// proposal: the JSON proof has `infrastructure` and `internet_facing`.
+#[test]
+fn infrastructure_flags_parse_and_reach_the_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, whole) = bulkhead_testkit::learn::demo_flow_logs(dir.path());
+    let parse = |extra: &[&str]| parse_demo(&whole, extra);
+    let args = parse(&[
+        "--dns-server",
+        "shop/app=db",
+        "--dns-server",
+        "sandbox/app=debug",
+        "--api-server",
+        "172.18.0.2/32,fd00::/64",
+        "--api-server",
+        "10.0.0.1/32",
+        "--keep-observed-sources",
+        "--output",
+        "json",
+    ])
+    .unwrap();
+    let o = args.infra.options();
+    assert_eq!(
+        o.dns_servers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["shop/app=db", "sandbox/app=debug"]
+    );
+    assert_eq!(o.api_servers.len(), 3);
+    assert!(o.keep_observed_sources);
+    let defaults = parse(&[]).unwrap().infra.options();
+    assert_eq!(defaults, learn::InfraOptions::default());
+    let e = parse(&["--dns-server", "kube-dns"])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NAMESPACE/LABEL=VALUE"), "{e}");
+    assert!(parse(&["--api-server", "not-a-cidr"]).is_err());
+
+    let (history, _) = read_history(&args).unwrap();
+    let model = args.manifests.load().unwrap();
+    let (proposal, proof) = propose(&args, &history, &model);
+    assert!(proof.complete(), "{:?}", proof.denied);
+    let r = rendered(&args, &proposal, &proof);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let roles: Vec<(&str, &str)> = v["proof"]["infrastructure"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["workload"].as_str().unwrap(), f["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("kube-system/Deployment/coredns", "dns_server"),
+            ("sandbox/Pod/stray", "dns_server"),
+            ("shop/StatefulSet/db", "dns_server"),
+            ("10.0.0.1", "api_server"),
+            ("172.18.0.2", "api_server"),
+            ("fd00::/64", "api_server"),
+        ]
+    );
+    assert_eq!(v["proof"]["internet_facing"], serde_json::json!([]));
 }

@@ -12,6 +12,7 @@
 
 mod admin;
 mod error;
+mod ingress;
 mod node;
 mod policy;
 mod revision;
@@ -305,6 +306,25 @@ pub(crate) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// An error at `apiVersion` unless it is empty (a list's item, an API
+    /// object) or `supported[0]`, the one this kind has.
+    pub(crate) fn only_api_version(
+        &self,
+        api_version: &str,
+        supported: &'static [&'static str; 1],
+    ) -> Result<(), ObjectError> {
+        if api_version.is_empty() || api_version == supported[0] {
+            return Ok(());
+        }
+        Err(self.err(
+            "apiVersion",
+            Problem::NotSupported {
+                value: api_version.to_owned(),
+                supported,
+            },
+        ))
+    }
+
     /// An error at `field`.
     pub(crate) fn err(&self, field: impl Into<String>, problem: Problem) -> ObjectError {
         ObjectError {
@@ -402,6 +422,11 @@ impl Builder {
             k if admin::is_admin_kind(k) => admin::convert(&ctx, k, value, &api_version).map(|p| {
                 if self.check_unique(&ctx, "cluster-admin policy", p.key()) {
                     self.model.admin_policies.push(p);
+                }
+            }),
+            "Ingress" => ingress::convert(&ctx, value, &api_version).map(|i| {
+                if self.check_unique(&ctx, "ingress", i.key()) {
+                    self.model.ingresses.push(i);
                 }
             }),
             "Node" => node::convert(&ctx, value).map(|n| {

@@ -35,15 +35,7 @@ pub(super) fn convert(
     mut value: Value,
     api_version: &str,
 ) -> Result<Service, ObjectError> {
-    if !api_version.is_empty() && api_version != API_VERSION {
-        return Err(ctx.err(
-            "apiVersion",
-            Problem::NotSupported {
-                value: api_version.to_owned(),
-                supported: &[API_VERSION],
-            },
-        ));
-    }
+    ctx.only_api_version(api_version, &[API_VERSION])?;
     if let Value::Object(map) = &mut value {
         map.insert("apiVersion".into(), API_VERSION.into());
         map.insert("kind".into(), "Service".into());
