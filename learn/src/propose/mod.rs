@@ -35,6 +35,12 @@
 //!   [`Proposal::flagged`], fewest flows first. An edge with fewer flows
 //!   than `min_flows` is in no rule and listed in [`Proposal::left_out`].
 //!   All three are functions of the history alone.
+//! - Scans ([`scan`]): a source's probe edges (few flows, no payload) to
+//!   at least `scan_targets` targets are in no rule unless
+//!   [`Options::keep_scans`], and listed in [`Proposal::scans`]; a
+//!   workload seen only in them counts as not seen.
+//! - The model's workloads left without a policy are listed in
+//!   [`Proposal::unproposed_workloads`] with the reason ([`unproposed`]).
 //! - Deterministic: everything is sorted; no clock is read.
 
 use std::collections::{BTreeMap, HashMap};
@@ -52,11 +58,15 @@ pub const NAME_PREFIX: &str = "bulkhead-";
 pub const DNS_PORT: u16 = 53;
 
 mod rules;
+pub mod scan;
 mod types;
+pub mod unproposed;
 mod workloads;
 
 use rules::{PeerAcc, name_policies, rules};
+pub use scan::Scan;
 pub use types::*;
+pub use unproposed::{UnproposedReason, WithoutPolicy};
 pub use workloads::Workloads;
 
 #[derive(Default)]
@@ -77,6 +87,9 @@ pub struct Options {
     /// NetworkPolicy, so such a rule is never consulted while the
     /// guardrail stands).
     pub include_admin_accepted: bool,
+    /// Propose the probe edges of scans (by default they are left out and
+    /// listed).
+    pub keep_scans: bool,
     /// Rare, recent and left out.
     pub thresholds: Thresholds,
 }
@@ -101,10 +114,12 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     };
     let mut out = Proposal {
         include_admin_accepted: options.include_admin_accepted,
+        keep_scans: options.keep_scans,
         thresholds: options.thresholds,
         ..Proposal::default()
     };
     let th = options.thresholds;
+    let scans = scan::Scans::detect(history, th.scan_targets, options.keep_scans);
     let recent_after = th.recent_after(history.span());
     // Every local workload gets a policy (nothing observed means nothing
     // allowed) if it has labels to be selected by.
@@ -112,7 +127,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     let mut locals: Vec<&WorkloadId> = history
         .workloads
         .iter()
-        .filter(|(_, info)| info.local)
+        .filter(|(id, info)| info.local && scans.seen(id))
         .map(|(id, _)| id)
         .collect();
     locals.sort();
@@ -151,7 +166,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
         )
     });
     let is_subject = |e: &End| match e {
-        End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local),
+        End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local) && scans.seen(w),
         End::External(_) => false,
     };
     let mut subjects: BTreeMap<WorkloadId, SubjectAcc> = BTreeMap::new();
@@ -171,6 +186,9 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     };
     let edges = history.sorted_edges();
     for Edge { key, stats } in &edges {
+        if scans.leaves_out(key) {
+            continue;
+        }
         let (src_subject, dst_subject) = (is_subject(&key.src), is_subject(&key.dst));
         if !src_subject && !dst_subject {
             continue;
@@ -287,6 +305,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     out.policies = policies;
     out.flagged.sort_by(|a, b| a.order().cmp(&b.order()));
     out.left_out.sort_by(|a, b| a.order().cmp(&b.order()));
+    out.unproposed_workloads = unproposed::unproposed(&index, history, &scans, &out);
+    out.scans = scans.list;
     out
 }
 
