@@ -122,7 +122,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     let scans = scan::Scans::detect(history, th.scan_targets, options.keep_scans);
     let recent_after = th.recent_after(history.span());
     // Every local workload gets a policy (nothing observed means nothing
-    // allowed) if it has labels to be selected by.
+    // allowed) if it has labels to be selected by, unless all it was seen
+    // in is left-out scan probes (then it was not seen: see `scan`).
     let mut policies = Vec::new();
     let mut locals: Vec<&WorkloadId> = history
         .workloads
