@@ -14,7 +14,8 @@ fn when(first: Option<Timestamp>, last: Option<Timestamp>) -> String {
     }
 }
 
-fn plural(n: u64, one: &str, many: &str) -> String {
+/// `1 edge`, `2 edges`.
+pub(crate) fn plural(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bulkhead_flows::export::Exporter;
-use bulkhead_flows::record::{FlowRecord, PodInfo, RecordKind, Timestamp};
+use bulkhead_flows::record::{FlowRecord, RecordKind, Timestamp};
 use bulkhead_learn::edge::{End, History, WorkloadId};
 use bulkhead_learn::*;
 use bulkhead_policy::model::addressing::AddressPlan;
@@ -282,22 +282,7 @@ fn random_histories_are_fully_covered() {
         if !keep_policies {
             model.policies.clear();
         }
-        let peers: Vec<Peer> = model
-            .pods
-            .iter()
-            .map(|p| {
-                Peer::Pod(
-                    Arc::new(PodInfo {
-                        namespace: p.namespace.as_str().into(),
-                        pod: p.name.as_str().into(),
-                        workload: Some(format!("Pod/{}", p.name).into()),
-                        labels: p.labels.clone(),
-                    }),
-                    p.ips[0],
-                )
-            })
-            .chain(["198.51.100.9", "192.0.2.77"].map(|a| Peer::Ext(a.parse().unwrap())))
-            .collect();
+        let peers = model_peers(&model);
         let mut records = Vec::new();
         for i in 0..rng.below(30) {
             let s = rng.pick(&peers).clone();

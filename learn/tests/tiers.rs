@@ -3,9 +3,7 @@
 //! NetworkPolicy, the Baseline tier steps aside for the pods a proposal
 //! selects, and the proof, compiled with the tiers, stays complete.
 
-use std::sync::Arc;
-
-use bulkhead_flows::record::{FlowRecord, PodInfo};
+use bulkhead_flows::record::FlowRecord;
 use bulkhead_learn::edge::{End, History, WorkloadId};
 use bulkhead_learn::propose::PeerSel;
 use bulkhead_learn::*;
@@ -469,22 +467,7 @@ fn random_tiered_histories_are_fully_covered() {
         for a in &mut model.admin_policies {
             a.mode = *rng.pick(&[None, Some(Mode::Audit), Some(Mode::Enforce)]);
         }
-        let peers: Vec<Peer> = model
-            .pods
-            .iter()
-            .map(|p| {
-                Peer::Pod(
-                    Arc::new(PodInfo {
-                        namespace: p.namespace.as_str().into(),
-                        pod: p.name.as_str().into(),
-                        workload: Some(format!("Pod/{}", p.name).into()),
-                        labels: p.labels.clone(),
-                    }),
-                    p.ips[0],
-                )
-            })
-            .chain(["198.51.100.9", "192.0.2.77"].map(|a| Peer::Ext(a.parse().unwrap())))
-            .collect();
+        let peers = model_peers(&model);
         let mut records = Vec::new();
         for i in 0..rng.below(30) {
             let s = rng.pick(&peers).clone();

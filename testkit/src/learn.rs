@@ -115,6 +115,28 @@ pub fn via_service(
     out
 }
 
+/// Every pod of `model` as a connection end (a bare pod: workload
+/// `Pod/<name>`, its labels, its first address), then two external
+/// addresses: the ends of the learner's random histories.
+pub fn model_peers(model: &Model) -> Vec<Peer> {
+    model
+        .pods
+        .iter()
+        .map(|p| {
+            Peer::Pod(
+                Arc::new(PodInfo {
+                    namespace: p.namespace.as_str().into(),
+                    pod: p.name.as_str().into(),
+                    workload: Some(format!("Pod/{}", p.name).into()),
+                    labels: p.labels.clone(),
+                }),
+                p.ips[0],
+            )
+        })
+        .chain(["198.51.100.9", "192.0.2.77"].map(|a| Peer::Ext(a.parse().unwrap())))
+        .collect()
+}
+
 /// The demo shop's pods (`policies/demo`) as connection ends.
 pub struct Demo {
     /// shop/frontend.

@@ -20,6 +20,10 @@
 //!   below `--min-flows` (from the proposal): left out on purpose, so not
 //!   counted against coverage; replayed all the same, and any the
 //!   proposal still allows (another rule's selector matches) is named;
+//! - scans' probe edges (from the proposal): left out like those below
+//!   `--min-flows`, replayed all the same;
+//! - the model's workloads without a proposed policy, and what the
+//!   proposed policies would do to their traffic ([`unproposed`]);
 //! - stability: the newest edge's first sighting against the last
 //!   observation;
 //! - the diff against the policies already in the manifests.
@@ -27,8 +31,10 @@
 mod attempts;
 mod replay;
 mod text;
+mod unproposed;
 
 pub use text::text;
+pub use unproposed::UnproposedWorkload;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
@@ -37,7 +43,7 @@ use serde::Serialize;
 
 use super::diff;
 use super::edge::{EdgeKey, End, History, WorkloadId};
-use super::propose::{DeniedAttempt, Flagged, NAME_PREFIX, Proposal, Workloads, edge_text};
+use super::propose::{DeniedAttempt, Flagged, NAME_PREFIX, Proposal, Scan, Workloads, edge_text};
 use super::tiers::{self, TierFinding, replay_pairs};
 use super::window::WindowFacts;
 use super::yaml;
@@ -181,6 +187,14 @@ pub struct Proof {
     /// Internet-facing workloads and their opened ports (from the
     /// proposal).
     pub internet_facing: Vec<crate::propose::InternetFacing>,
+    /// Scans (from the proposal): their probe edges are left out, not
+    /// replayed against coverage, unless `--keep-scans`.
+    pub scans: Vec<Scan>,
+    /// Left-out scan probes the proposal allows all the same.
+    pub scan_allowed: Vec<String>,
+    /// The model's workloads without a proposed policy, why, and what the
+    /// proposed policies would do to their traffic.
+    pub unproposed_workloads: Vec<UnproposedWorkload>,
     /// Stability.
     pub stability: Stability,
     /// Against the manifests' policies.
@@ -251,10 +265,13 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
         include_denied: proposal.include_denied,
         infrastructure: proposal.infrastructure.clone(),
         internet_facing: proposal.internet_facing.clone(),
+        scans: proposal.scans.clone(),
+        unproposed_workloads: unproposed::effects(&combined, &compiled, &index, proposal),
         ..Proof::default()
     };
     let left_out: HashSet<&EdgeKey> = proposal.left_out.iter().map(|f| &f.key).collect();
     proof.left_out_edges = left_out.len() as u64;
+    let scanned: HashSet<&EdgeKey> = proposal.scan_left_out().collect();
     let before = Before::new(model);
     let tiered = compiled.tables.iter().any(|t| t.tiered());
     let edges = history.sorted_edges();
@@ -269,7 +286,7 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
         let pairs = match replay_pairs(&combined, &index, key) {
             Ok(p) => p,
             Err(why) => {
-                if !left_out.contains(key) {
+                if !left_out.contains(key) && !scanned.contains(key) {
                     proof
                         .unverifiable
                         .push(format!("{}: {why}", edge_text(key)));
@@ -281,6 +298,12 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
         if left_out.contains(key) {
             if matches!(verdict, Replay::Allowed { .. }) {
                 proof.left_out_allowed.push(edge_text(key));
+            }
+            continue;
+        }
+        if scanned.contains(key) {
+            if matches!(verdict, Replay::Allowed { .. }) {
+                proof.scan_allowed.push(edge_text(key));
             }
             continue;
         }

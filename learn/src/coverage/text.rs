@@ -2,7 +2,7 @@
 
 use super::Proof;
 use crate::propose::{Flagged, Proposal};
-use crate::render::flags;
+use crate::render::{flags, plural};
 
 /// `  subject direction peer PROTO/port: N flows, first .., last ..`.
 fn entry(f: &Flagged, proposal: &Proposal) -> String {
@@ -34,7 +34,7 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
     );
     let _ = writeln!(
         s,
-        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}{}.",
+        "Coverage: {}/{} replayed edges allowed ({:.1}%){}{}{}{}.",
         proof.allowed,
         proof.proposable,
         proof.coverage_percent,
@@ -44,6 +44,10 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
                 "; {n} more left out below --min-flows {} (on purpose)",
                 proposal.thresholds.min_flows
             ),
+        },
+        match proposal.scan_left_out().count() {
+            0 => String::new(),
+            n => format!("; {n} scan probe edges left out (on purpose)"),
         },
         match (proof.guardrail_denied, proof.allowed_by_admin) {
             (0, 0) => String::new(),
@@ -119,6 +123,7 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
     tier_text(&mut s, proof, proposal);
     super::attempts::text(&mut s, proof);
     infra_text(&mut s, proof);
+    scan_text(&mut s, proof, proposal);
     if !proof.unselectable.is_empty() {
         let _ = writeln!(s, "No policy (no stable labels to select by):");
         for u in &proof.unselectable {
@@ -173,6 +178,59 @@ pub fn text(proof: &Proof, proposal: &Proposal) -> String {
         let _ = writeln!(s, "  stale: {k} (no longer proposed)");
     }
     s
+}
+
+/// The scans' and the workloads without a proposal's part of [`text`].
+fn scan_text(s: &mut String, proof: &Proof, proposal: &Proposal) {
+    use std::fmt::Write as _;
+    if !proof.scans.is_empty() {
+        let _ = writeln!(
+            s,
+            "Scans: sources with --scan-targets {} or more probe edges (at most {} flows, \
+             no payload) ({}):",
+            proposal.thresholds.scan_targets,
+            crate::propose::scan::PROBE_MAX_FLOWS,
+            proof.scans.len()
+        );
+        for sc in &proof.scans {
+            let _ = writeln!(
+                s,
+                "  scan from {}: {} to {}, ports {}, {}..{}; {}",
+                sc.source,
+                plural(sc.probes, "probe", "probes"),
+                plural(sc.peers.len() as u64, "peer", "peers"),
+                sc.ports,
+                sc.first,
+                sc.last,
+                if proposal.keep_scans {
+                    "proposed (--keep-scans)"
+                } else {
+                    "left out, --keep-scans to include"
+                }
+            );
+        }
+        for e in &proof.scan_allowed {
+            let _ = writeln!(s, "  still allowed by another rule: {e}");
+        }
+    }
+    if !proof.unproposed_workloads.is_empty() {
+        let _ = writeln!(
+            s,
+            "Workloads without a proposal: no policy of their own, so they stay as open as \
+             today; what the proposed policies do to their traffic ({}; a policy's ingress \
+             judges traffic from the workload, its egress traffic to it):",
+            proof.unproposed_workloads.len()
+        );
+        for u in &proof.unproposed_workloads {
+            let _ = writeln!(s, "  {}: {}", u.workload, u.reason.text());
+            if !u.denied_by.is_empty() {
+                let _ = writeln!(s, "    denied by: {}", u.denied_by.join(", "));
+            }
+            if !u.allowed_by.is_empty() {
+                let _ = writeln!(s, "    allowed by: {}", u.allowed_by.join("; "));
+            }
+        }
+    }
 }
 
 /// The cluster-admin tiers' part of [`text`].

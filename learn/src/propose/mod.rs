@@ -40,6 +40,12 @@
 //!   in force dropped are listed in [`Proposal::denied_attempts`] with
 //!   their deciding policies, and proposed (all their records counted as
 //!   observed) only with [`Options::include_denied`].
+//! - Scans ([`scan`]): a source's probe edges (few flows, no payload) to
+//!   at least `scan_targets` targets are in no rule unless
+//!   [`Options::keep_scans`], and listed in [`Proposal::scans`]; a
+//!   workload seen only in them counts as not seen.
+//! - The model's workloads left without a policy are listed in
+//!   [`Proposal::unproposed_workloads`] with the reason ([`unproposed`]).
 //! - Deterministic: everything is sorted; no clock is read.
 
 use std::collections::{BTreeMap, HashMap};
@@ -60,7 +66,9 @@ mod denied;
 pub mod exposure;
 pub mod infra;
 mod rules;
+pub mod scan;
 mod types;
+pub mod unproposed;
 mod workloads;
 
 pub use denied::{DeniedAttempt, denied_attempts};
@@ -68,7 +76,9 @@ pub use denied::{DeniedAttempt, denied_attempts};
 pub use exposure::{Exposure, InternetFacing};
 pub use infra::{DnsServerSpec, Infra, InfraFinding, InfraOptions};
 use rules::{PeerAcc, name_policies, rules};
+pub use scan::Scan;
 pub use types::*;
+pub use unproposed::{UnproposedReason, WithoutPolicy};
 pub use workloads::Workloads;
 
 #[derive(Default)]
@@ -89,6 +99,9 @@ pub struct Options {
     /// NetworkPolicy, so such a rule is never consulted while the
     /// guardrail stands).
     pub include_admin_accepted: bool,
+    /// Propose the probe edges of scans (by default they are left out and
+    /// listed).
+    pub keep_scans: bool,
     /// Rare, recent and left out.
     pub thresholds: Thresholds,
     /// Count denied and quarantined records as observed (by default only
@@ -122,20 +135,26 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     };
     let mut out = Proposal {
         include_admin_accepted: options.include_admin_accepted,
+        keep_scans: options.keep_scans,
         thresholds: options.thresholds,
         include_denied: options.include_denied,
         denied_attempts,
         ..Proposal::default()
     };
     let th = options.thresholds;
+    // The control plane's edges are never left out (see `infra`).
+    let scans = scan::Scans::detect(history, th.scan_targets, options.keep_scans, |k| {
+        infra.is_control_plane(k)
+    });
     let recent_after = th.recent_after(history.span());
     // Every local workload gets a policy (nothing observed means nothing
-    // allowed) if it has labels to be selected by.
+    // allowed) if it has labels to be selected by, unless all it was seen
+    // in is left-out scan probes (then it was not seen: see `scan`).
     let mut policies = Vec::new();
     let mut locals: Vec<&WorkloadId> = history
         .workloads
         .iter()
-        .filter(|(_, info)| info.local)
+        .filter(|(id, info)| info.local && scans.seen(id))
         .map(|(id, _)| id)
         .collect();
     locals.sort();
@@ -181,7 +200,7 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
         )
     });
     let is_subject = |e: &End| match e {
-        End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local),
+        End::Workload(w) => history.workloads.get(w).is_some_and(|i| i.local) && scans.seen(w),
         End::External(_) => false,
     };
     let mut subjects: BTreeMap<WorkloadId, SubjectAcc> = BTreeMap::new();
@@ -201,6 +220,9 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     };
     let edges = history.sorted_edges();
     for Edge { key, stats } in &edges {
+        if scans.leaves_out(key) {
+            continue;
+        }
         let (src_subject, dst_subject) = (is_subject(&key.src), is_subject(&key.dst));
         if !src_subject && !dst_subject {
             continue;
@@ -362,6 +384,8 @@ pub fn propose_with(history: &History, model: &Model, options: Options) -> Propo
     out.policies = policies;
     out.flagged.sort_by(|a, b| a.order().cmp(&b.order()));
     out.left_out.sort_by(|a, b| a.order().cmp(&b.order()));
+    out.unproposed_workloads = unproposed::unproposed(&index, history, &scans, &out);
+    out.scans = scans.list;
     out
 }
 

@@ -71,6 +71,9 @@ pub struct Thresholds {
     /// Left out of the proposal: fewer flows than this (`--min-flows`,
     /// default 1: none).
     pub min_flows: u64,
+    /// A scan: a source with at least this many probe edges
+    /// (`--scan-targets`, default 10; see [`super::scan`]).
+    pub scan_targets: u64,
 }
 
 impl Default for Thresholds {
@@ -79,6 +82,7 @@ impl Default for Thresholds {
             rare_below: 3,
             recent_percent: 10,
             min_flows: 1,
+            scan_targets: super::scan::DEFAULT_SCAN_TARGETS,
         }
     }
 }
@@ -302,6 +306,8 @@ pub struct Proposal {
     pub admin_accepted: Vec<TierFinding>,
     /// Whether the Admin-accepted sides were proposed anyway.
     pub include_admin_accepted: bool,
+    /// Whether the scans' probe edges were proposed anyway.
+    pub keep_scans: bool,
     /// The thresholds of rare, recent and left out.
     pub thresholds: Thresholds,
     /// Proposed entries that are rare or recent, fewest flows first.
@@ -320,4 +326,20 @@ pub struct Proposal {
     /// Internet-facing workloads and the ports opened to all (see
     /// [`super::exposure`]).
     pub internet_facing: Vec<super::InternetFacing>,
+    /// Scans, by source: their probe edges are in no rule unless
+    /// `keep_scans`.
+    pub scans: Vec<super::Scan>,
+    /// The model's workloads without a proposed policy, and why.
+    pub unproposed_workloads: Vec<super::WithoutPolicy>,
+}
+
+impl Proposal {
+    /// The probe edges of scans the proposal leaves out (none with
+    /// `keep_scans`).
+    pub fn scan_left_out(&self) -> impl Iterator<Item = &crate::edge::EdgeKey> {
+        self.scans
+            .iter()
+            .filter(|_| !self.keep_scans)
+            .flat_map(|s| s.keys.iter())
+    }
 }

@@ -150,32 +150,41 @@ impl Grants<'_> {
         if let Some(s) = self.cache.borrow().get(&(table, peer)) {
             return s.clone();
         }
-        let t = &self.compiled.tables[table as usize];
-        let sets = if t.tiered() {
-            tiered_grants(t, peer)
-        } else {
-            let segs = |key| {
-                t.groups
-                    .get(&key)
-                    .into_iter()
-                    .flatten()
-                    .map(|s| (s.lo, s.hi))
-            };
-            PortSets {
-                by_protocol: Protocol::ALL.map(|p| {
-                    let proto = p.number();
-                    Ranges::from_unsorted(
-                        segs((peer, proto))
-                            .chain(segs((peer, PROTO_ANY)))
-                            .chain(segs((IDENTITY_ANY, proto)))
-                            .chain(segs((IDENTITY_ANY, PROTO_ANY)))
-                            .collect(),
-                    )
-                }),
-            }
-        };
+        let sets = table_grants(self.compiled, Some(table), peer);
         self.cache.borrow_mut().insert((table, peer), sets.clone());
         sets
+    }
+}
+
+/// The ports a rule table grants `peer`, per protocol, as the evaluator
+/// decides them; everything when `table` is `None` (the direction is not
+/// isolated).
+pub fn table_grants(compiled: &Compiled, table: Option<TableId>, peer: IdentityId) -> PortSets {
+    let Some(table) = table else {
+        return PortSets::all();
+    };
+    let t = &compiled.tables[table as usize];
+    if t.tiered() {
+        return tiered_grants(t, peer);
+    }
+    let segs = |key| {
+        t.groups
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .map(|s| (s.lo, s.hi))
+    };
+    PortSets {
+        by_protocol: Protocol::ALL.map(|p| {
+            let proto = p.number();
+            Ranges::from_unsorted(
+                segs((peer, proto))
+                    .chain(segs((peer, PROTO_ANY)))
+                    .chain(segs((IDENTITY_ANY, proto)))
+                    .chain(segs((IDENTITY_ANY, PROTO_ANY)))
+                    .collect(),
+            )
+        }),
     }
 }
 

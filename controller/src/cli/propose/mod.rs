@@ -111,6 +111,19 @@ pub struct ProposeArgs {
     /// the proof, not counted against coverage). 1 keeps all.
     #[arg(long, value_name = "N", default_value_t = Thresholds::default().min_flows)]
     pub min_flows: u64,
+    /// A source with at least N probe edges (at most 2 flows each, no
+    /// payload: one per peer, protocol and port) is a scan: its probes are
+    /// left out of the proposal and listed in the proof.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = Thresholds::default().scan_targets,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub scan_targets: u64,
+    /// Propose the scans' probe edges too (they are still listed).
+    #[arg(long)]
+    pub keep_scans: bool,
     /// Propose denied and quarantined connection attempts too, as
     /// observed edges. By default only what the policies in force let
     /// pass is observed; denied attempts are listed in the proof with the
@@ -296,10 +309,12 @@ pub fn run(args: &ProposeArgs) -> Result<(), CliError> {
 fn propose(args: &ProposeArgs, history: &History, model: &Model) -> (Proposal, Proof) {
     let options = learn::Options {
         include_admin_accepted: args.include_admin_accepted,
+        keep_scans: args.keep_scans,
         thresholds: Thresholds {
             rare_below: args.rare_below,
             recent_percent: args.recent_share,
             min_flows: args.min_flows,
+            scan_targets: args.scan_targets,
         },
         include_denied: args.include_denied,
         infra: args.infra.options(),

@@ -39,18 +39,6 @@ impl ApiBackend for Agent {
     }
 }
 
-/// `bulkhead propose --manifests policies/demo --flows FLOWS ARGV...`.
-fn parse_demo(flows: &Path, argv: &[&str]) -> Result<ProposeArgs, clap::Error> {
-    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
-    let mut all = vec!["bulkhead", "propose", "--manifests", demo];
-    all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
-    all.extend_from_slice(argv);
-    crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
-        crate::cli::Command::Propose(args) => args,
-        other => panic!("{other:?}"),
-    })
-}
-
 pub(super) fn serve(dir: &Path, source: HistorySource) -> ApiHandle {
     serve_agent(dir, source, true)
 }
@@ -93,6 +81,8 @@ pub(super) fn args(
         include_denied: false,
         window: WindowArgs::default(),
         infra: InfraArgs::default(),
+        scan_targets: 10,
+        keep_scans: false,
     }
 }
 
@@ -345,6 +335,31 @@ fn admin_tiers_are_reported_and_the_flag_proposes_accepted_traffic() {
     );
 }
 
+/// `bulkhead propose --manifests policies/demo --flows FLOWS ARGV...`,
+/// parsed.
+fn parse_demo(flows: &Path, argv: &[&str]) -> Result<ProposeArgs, clap::Error> {
+    let demo_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../policies/demo");
+    let mut all = vec!["bulkhead", "propose", "--manifests", demo_dir];
+    all.extend_from_slice(&["--flows", flows.to_str().unwrap()]);
+    all.extend_from_slice(argv);
+    crate::cli::Cli::try_parse_from(all).map(|cli| match cli.command {
+        crate::cli::Command::Propose(args) => args,
+        other => panic!("{other:?}"),
+    })
+}
+
+/// What `propose` prints for `args` (stdout, stderr), its proof complete
+/// and 100%.
+fn run_demo(args: &ProposeArgs) -> (String, String) {
+    let (history, _) = read_history(args).unwrap();
+    let model = args.manifests.load().unwrap();
+    let (proposal, proof) = propose(args, &history, &model);
+    assert!(proof.complete());
+    assert_eq!(proof.coverage_percent, 100.0);
+    let r = rendered(args, &proposal, &proof);
+    (String::from_utf8(r.stdout).unwrap(), r.stderr)
+}
+
 #[test]
 fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
     use test_support::{T0, conn, demo, write_jsonl};
@@ -358,22 +373,13 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
     records.extend(conn(T0 + 100 * 60_000, &d.api, &d.db, 6, 5432));
     write_jsonl(&flows, &records);
     let parse = |argv: &[&str]| parse_demo(&flows, argv);
-    let run = |args: &ProposeArgs| {
-        let (history, _) = read_history(args).unwrap();
-        let model = args.manifests.load().unwrap();
-        let (proposal, proof) = propose(args, &history, &model);
-        assert!(proof.complete());
-        assert_eq!(proof.coverage_percent, 100.0);
-        let r = rendered(args, &proposal, &proof);
-        (String::from_utf8(r.stdout).unwrap(), r.stderr)
-    };
 
-    let (yaml, proof) = run(&parse(&[]).unwrap());
+    let (yaml, proof) = run_demo(&parse(&[]).unwrap());
     assert_eq!(yaml.matches(" — RARE: seen once\n").count(), 2, "{yaml}");
     assert!(proof.contains("Rare or recent: 2 rare (below --rare-below 3 flows)"));
     assert!(!proof.contains("Left out"));
 
-    let (yaml, proof) = run(&parse(&["--min-flows", "2"]).unwrap());
+    let (yaml, proof) = run_demo(&parse(&["--min-flows", "2"]).unwrap());
     assert!(!yaml.contains("TCP/5432"), "{yaml}");
     assert!(yaml.contains("200 flows"));
     assert!(proof.contains("Left out: below --min-flows 2"), "{proof}");
@@ -384,13 +390,13 @@ fn a_stray_edge_is_flagged_and_min_flows_leaves_it_out() {
         "{proof}"
     );
 
-    let (json, _) = run(&parse(&["--min-flows", "2", "--output", "json"]).unwrap());
+    let (json, _) = run_demo(&parse(&["--min-flows", "2", "--output", "json"]).unwrap());
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["proof"]["left_out_edges"], 1);
     assert_eq!(v["proof"]["left_out"][0]["flows"], 1);
 
     // Fewer than two flows is rare now: the stray and nothing else.
-    let (yaml, _) = run(&parse(&["--rare-below", "2", "--recent-share", "0"]).unwrap());
+    let (yaml, _) = run_demo(&parse(&["--rare-below", "2", "--recent-share", "0"]).unwrap());
     assert_eq!(yaml.matches(" — ").count(), 2, "{yaml}");
     assert!(parse(&["--recent-share", "101"]).is_err());
 }
@@ -459,4 +465,72 @@ fn infrastructure_flags_parse_and_reach_the_proof() {
         ]
     );
     assert_eq!(v["proof"]["internet_facing"], serde_json::json!([]));
+}
+
+#[test]
+fn scans_are_left_out_unless_kept_and_unseen_workloads_named() {
+    use bulkhead_flows::record::Counts;
+    use test_support::{Peer, T0, conn, demo, demo_records, write_jsonl};
+    let dir = tempfile::tempdir().unwrap();
+    let flows = dir.path().join("flows.jsonl");
+    let d = demo();
+    let scanner = Peer::Ext("198.51.100.66".parse().unwrap());
+    let mut records = demo_records();
+    for port in 1..=12 {
+        // A connect to a closed port: SYN and RST, no payload.
+        records.extend(
+            conn(T0 + 90_000 + port, &scanner, &d.api, 6, port as u16)
+                .into_iter()
+                .map(|mut r| {
+                    r.packets = Counts { orig: 1, reply: 1 };
+                    r.bytes = Counts {
+                        orig: 74,
+                        reply: 54,
+                    };
+                    r
+                }),
+        );
+    }
+    write_jsonl(&flows, &records);
+    let parse = |argv: &[&str]| parse_demo(&flows, argv);
+
+    let (yaml, proof) = run_demo(&parse(&[]).unwrap());
+    assert!(!yaml.contains("198.51.100.66"), "{yaml}");
+    assert!(
+        proof.contains("  scan from 198.51.100.66: 12 probes to 1 peer, ports 1-12, "),
+        "{proof}"
+    );
+    assert!(
+        proof.contains("left out, --keep-scans to include"),
+        "{proof}"
+    );
+    assert!(
+        proof.contains("; 12 scan probe edges left out (on purpose)."),
+        "{proof}"
+    );
+    assert!(
+        proof.contains("Workloads without a proposal: ")
+            && proof.contains("  sandbox/Pod/stray: not seen (no flow in the window)"),
+        "{proof}"
+    );
+
+    let (json, _) = run_demo(&parse(&["--output", "json"]).unwrap());
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["proof"]["scans"][0]["source"], "198.51.100.66");
+    assert_eq!(v["proof"]["scans"][0]["probes"], 12);
+    assert_eq!(
+        v["proof"]["scans"][0]["edges"].as_array().unwrap().len(),
+        12
+    );
+    assert_eq!(v["proof"]["unproposed_workloads"][0]["reason"], "not_seen");
+
+    let (yaml, proof) = run_demo(&parse(&["--keep-scans"]).unwrap());
+    assert!(yaml.contains("198.51.100.66/32"), "{yaml}");
+    assert!(proof.contains("; proposed (--keep-scans)"), "{proof}");
+
+    // 12 targets are no scan when it takes 13.
+    let (yaml, proof) = run_demo(&parse(&["--scan-targets", "13"]).unwrap());
+    assert!(yaml.contains("198.51.100.66/32"), "{yaml}");
+    assert!(!proof.contains("scan from"), "{proof}");
+    assert!(parse(&["--scan-targets", "0"]).is_err());
 }
