@@ -200,15 +200,21 @@ impl Connectivity {
                 .all(|l| ranges(&l["allowed"][protocol]).any(|(lo, hi)| lo <= port && port <= hi))
     }
 
-    /// Ports in `first..=last` allowed on any line.
-    fn allowed_in(&self, src: &str, dst: &str, protocol: &str, first: u16, last: u16) -> Vec<u16> {
-        let mut out = BTreeSet::new();
-        for l in self.lines(src, dst) {
-            for (lo, hi) in ranges(&l["allowed"][protocol]) {
-                out.extend(lo.max(first)..=hi.min(last));
-            }
-        }
-        out.into_iter().collect()
+    /// The port ranges allowed on any line, clipped to `first..=last`.
+    fn allowed_in(
+        &self,
+        src: &str,
+        dst: &str,
+        protocol: &str,
+        first: u16,
+        last: u16,
+    ) -> Vec<(u16, u16)> {
+        self.lines(src, dst)
+            .iter()
+            .flat_map(|l| ranges(&l["allowed"][protocol]))
+            .map(|(lo, hi)| (lo.max(first), hi.min(last)))
+            .filter(|(lo, hi)| lo <= hi)
+            .collect()
     }
 }
 
@@ -354,7 +360,7 @@ fn check_proposal(claims: &mut Claims, lab: &Lab, work: &Path) {
         no_dns.is_empty(),
         format!("not from {no_dns:?}"),
     );
-    let scanned: Vec<(&str, Vec<u16>)> = SCANNED
+    let scanned: Vec<(&str, Vec<(u16, u16)>)> = SCANNED
         .iter()
         .map(|t| {
             (
