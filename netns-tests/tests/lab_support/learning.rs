@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -16,10 +17,20 @@ use crate::traffic::{Attempt, Pod, tcp_attempt};
 
 /// The demo app, with its own policies.
 pub fn manifests() -> String {
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies/demo");
-    ["workloads.yaml", "netpol.yaml"]
+    policies("demo", &["workloads.yaml", "netpol.yaml"])
+}
+
+/// Files of `policies/<dir>/`, as one multi-document YAML.
+pub fn policies(dir: &str, files: &[&str]) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../policies")
+        .join(dir);
+    files
         .iter()
-        .map(|f| std::fs::read_to_string(demo.join(f)).expect("demo manifests"))
+        .map(|f| {
+            std::fs::read_to_string(dir.join(f))
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()))
+        })
         .collect::<Vec<_>>()
         .join("\n---\n")
 }
@@ -38,7 +49,7 @@ pub const UNLEARNED: (&str, &str, u16) = ("shop/frontend", "shop/db", 5432);
 /// Deployment's pod `shop/api-...`).
 pub fn pod<'a>(pods: &'a [Pod], prefix: &str) -> &'a Pod {
     pods.iter()
-        .find(|p| p.name == prefix || p.name.starts_with(&format!("{prefix}-")))
+        .find(|p| names(&p.name, prefix))
         .unwrap_or_else(|| panic!("no pod {prefix}"))
 }
 
@@ -64,57 +75,125 @@ pub fn flow_log(lab: &Lab) -> Vec<Value> {
         .collect()
 }
 
-/// (client workload prefix, server prefix, port) of a record's
-/// connection, by pod names.
+/// (client, server, port) of a record's connection: pods by
+/// `namespace/name`, other ends by address. The server of a client's
+/// connection to a Service is the backend it was translated to (as the
+/// learner takes it), on the backend's port.
 pub fn connection(r: &Value) -> (String, String, u64) {
-    let name = |a: &Value| {
-        format!(
-            "{}/{}",
-            a["namespace"].as_str().unwrap_or("?"),
-            a["pod"].as_str().unwrap_or("?")
-        )
+    let name = |a: &Value| match (a["namespace"].as_str(), a["pod"].as_str()) {
+        (Some(ns), Some(pod)) => format!("{ns}/{pod}"),
+        _ => a["ip"].as_str().unwrap_or("?").to_owned(),
+    };
+    let backend = &r["service"]["backend"];
+    let server = if r["direction"] == "egress" && backend.is_object() {
+        backend
+    } else {
+        &r["dst"]
     };
     (
         name(&r["src"]),
-        name(&r["dst"]),
-        r["dst"]["port"].as_u64().unwrap_or(0),
+        name(server),
+        server["port"].as_u64().unwrap_or(0),
     )
+}
+
+/// Whether `name` is the pod (or address) `prefix` names: equal, or a
+/// workload's pod (`shop/api` names `shop/api-...`).
+pub fn names(name: &str, prefix: &str) -> bool {
+    name == prefix || name.starts_with(&format!("{prefix}-"))
 }
 
 /// Whether a record is of the connection `c` (pod names by prefix).
 pub fn is(r: &Value, (from, to, port): (&str, &str, u16)) -> bool {
     let (src, dst, p) = connection(r);
-    let matches =
-        |name: &str, prefix: &str| name == prefix || name.starts_with(&format!("{prefix}-"));
-    matches(&src, from) && matches(&dst, to) && p == u64::from(port)
+    names(&src, from) && names(&dst, to) && p == u64::from(port)
 }
+
+/// Flow records to wait for: of connection `conn`, at least `at_least` at
+/// each of `sides` (`egress` at the client, `ingress` at the server; a
+/// connection from outside the lab's pods has no egress record).
+#[derive(Clone, Copy, Debug)]
+pub struct Logged<'a> {
+    /// (client, server, port), pods by prefix.
+    pub conn: (&'a str, &'a str, u16),
+    /// The sides that log it.
+    pub sides: &'a [&'a str],
+    /// How many records at each side.
+    pub at_least: usize,
+}
+
+/// Both sides of a connection, one record each.
+pub const BOTH: &[&str] = &["egress", "ingress"];
 
 /// Waits until the flow log holds, for each connection, a record at both
 /// ends (egress at the client, ingress at the server) that started at or
 /// after `since_ms`; returns those records.
 pub fn wait_for_records(lab: &Lab, conns: &[(&str, &str, u16)], since_ms: u64) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let wanted: Vec<Logged> = conns
+        .iter()
+        .map(|&conn| Logged {
+            conn,
+            sides: BOTH,
+            at_least: 1,
+        })
+        .collect();
+    wait_for_logged(lab, &wanted, since_ms, Duration::from_secs(20))
+}
+
+/// Waits (at most `timeout`) until the flow log holds every [`Logged`]
+/// count among records that started at or after `since_ms`; returns the
+/// records of those connections.
+pub fn wait_for_logged(
+    lab: &Lab,
+    wanted: &[Logged],
+    since_ms: u64,
+    timeout: Duration,
+) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
     loop {
+        let mut counts: HashMap<(String, String, u64, String), usize> = HashMap::new();
         let records: Vec<Value> = flow_log(lab)
             .into_iter()
             .filter(|r| start_ms(r) >= since_ms)
-            .filter(|r| conns.iter().any(|&c| is(r, c)))
+            .filter(|r| {
+                let (src, dst, port) = connection(r);
+                let side = r["direction"].as_str().unwrap_or("?").to_owned();
+                let of = |l: &Logged| {
+                    names(&src, l.conn.0) && names(&dst, l.conn.1) && port == u64::from(l.conn.2)
+                };
+                let keep = wanted.iter().any(of);
+                if keep {
+                    *counts.entry((src, dst, port, side)).or_default() += 1;
+                }
+                keep
+            })
             .collect();
-        let complete = conns.iter().all(|&c| {
-            ["egress", "ingress"]
-                .iter()
-                .all(|d| records.iter().any(|r| is(r, c) && r["direction"] == *d))
-        });
-        if complete {
+        let missing: Vec<String> = wanted
+            .iter()
+            .flat_map(|l| l.sides.iter().map(move |side| (l, *side)))
+            .filter_map(|(l, side)| {
+                let (from, to, port) = l.conn;
+                let have: usize = counts
+                    .iter()
+                    .filter(|((s, d, p, sd), _)| {
+                        names(s, from) && names(d, to) && *p == u64::from(port) && sd == side
+                    })
+                    .map(|(_, n)| n)
+                    .sum();
+                (have < l.at_least).then(|| {
+                    format!(
+                        "{from} -> {to}:{port} {side}: {have} of {} records",
+                        l.at_least
+                    )
+                })
+            })
+            .collect();
+        if missing.is_empty() {
             return records;
         }
         assert!(
             Instant::now() < deadline,
-            "flow records of {conns:?} missing; have {:?}",
-            records
-                .iter()
-                .map(|r| (connection(r), r["direction"].clone()))
-                .collect::<Vec<_>>()
+            "flow records missing after {timeout:?}: {missing:#?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }

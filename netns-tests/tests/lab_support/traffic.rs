@@ -60,11 +60,20 @@ pub struct Pod {
 impl Pod {
     /// The pods of a lab state file (`hosts` that are not external).
     pub fn all(state: &serde_json::Value) -> Vec<Pod> {
+        Pod::hosts(state, false)
+    }
+
+    /// The external hosts of a lab state file, each named by its address.
+    pub fn externals(state: &serde_json::Value) -> Vec<Pod> {
+        Pod::hosts(state, true)
+    }
+
+    fn hosts(state: &serde_json::Value, external: bool) -> Vec<Pod> {
         state["hosts"]
             .as_array()
             .expect("hosts")
             .iter()
-            .filter(|h| h["external"] == false)
+            .filter(|h| h["external"] == external)
             .map(|h| Pod {
                 name: h["name"].as_str().expect("name").to_owned(),
                 netns: h["netns"].as_str().expect("netns").to_owned(),
@@ -348,6 +357,20 @@ pub fn udp_blackhole(
     size: usize,
     wait: Duration,
 ) -> (SocketAddr, usize) {
+    udp_answers(from, to, count, size, wait)
+}
+
+/// From `from`'s namespace: `count` datagrams of `size` bytes to `to`,
+/// sent at once, then answers collected for `wait` (or until there are
+/// `count`). Returns the client's address and the answers received (a
+/// refusal counts: it got through).
+pub fn udp_answers(
+    from: &Pod,
+    to: SocketAddr,
+    count: usize,
+    size: usize,
+    wait: Duration,
+) -> (SocketAddr, usize) {
     let s = udp_client(from, to);
     for _ in 0..count {
         s.send(&vec![b'd'; size]).expect("send");
@@ -356,7 +379,7 @@ pub fn udp_blackhole(
     let deadline = Instant::now() + wait;
     let mut answers = 0;
     let mut buf = [0u8; 2048];
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && answers < count {
         match s.recv(&mut buf) {
             Ok(_) => answers += 1,
             // Refused (an ICMP error came back) also means it got through.
