@@ -44,24 +44,19 @@ pub fn run(demo: &Demo<'_>, work: &WorkDir) -> Result<()> {
          and it will quarantine a pod that scans (--respond quarantine:scan), once it has a \
          baseline to check traffic against",
     );
-    demo.bulkhead(&[
-        "lab",
-        "up",
-        "--name",
+    demo.lab_up_learning(
         LAB,
-        "--manifests",
         WORKLOADS,
-        "--mode",
-        "learn",
-        "--flow-idle-timeout",
         "2",
-        "--alertmanager",
-        alertmanager::URL,
-        "--alerts-jsonl",
-        &alerts.display().to_string(),
-        "--respond",
-        "quarantine:scan",
-    ])?;
+        &[
+            "--alertmanager",
+            alertmanager::URL,
+            "--alerts-jsonl",
+            &alerts.display().to_string(),
+            "--respond",
+            "quarantine:scan",
+        ],
+    )?;
     learn(demo)?;
     propose(demo, work, &watched, &baseline)?;
     audit(demo)?;
