@@ -27,6 +27,8 @@
 //! read from the output under test. The claims are checked one by one and
 //! all reported before the test fails on any of them.
 
+#[path = "lab_support/boutique.rs"]
+mod boutique;
 mod lab_support;
 #[path = "lab_support/learning.rs"]
 mod learning;
@@ -41,89 +43,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use boutique::*;
 use lab_support::{Lab, bulkhead_ok, json_lines, privileged, serial, snapshot};
 use learning::{BOTH, Logged, connect, names, now_ms, pod, policies, wait_for_logged};
 use traffic::{Pod, tcp_attempt, udp_answers, udp_exchange};
-
-/// The shop's call graph: (client, server, TCP port), pods by workload.
-const CALL_GRAPH: [(&str, &str, u16); 16] = [
-    ("boutique/loadgenerator", "boutique/frontend", 8080),
-    ("boutique/frontend", "boutique/productcatalogservice", 3550),
-    ("boutique/frontend", "boutique/currencyservice", 7000),
-    ("boutique/frontend", "boutique/cartservice", 7070),
-    ("boutique/frontend", "boutique/recommendationservice", 8080),
-    ("boutique/frontend", "boutique/shippingservice", 50051),
-    ("boutique/frontend", "boutique/checkoutservice", 5050),
-    ("boutique/frontend", "boutique/adservice", 9555),
-    (
-        "boutique/checkoutservice",
-        "boutique/productcatalogservice",
-        3550,
-    ),
-    (
-        "boutique/checkoutservice",
-        "boutique/shippingservice",
-        50051,
-    ),
-    ("boutique/checkoutservice", "boutique/paymentservice", 50051),
-    ("boutique/checkoutservice", "boutique/emailservice", 8080),
-    ("boutique/checkoutservice", "boutique/currencyservice", 7000),
-    ("boutique/checkoutservice", "boutique/cartservice", 7070),
-    (
-        "boutique/recommendationservice",
-        "boutique/productcatalogservice",
-        3550,
-    ),
-    ("boutique/cartservice", "boutique/redis-cart", 6379),
-];
-/// Connections of each call-graph edge (and DNS lookups of each pod) per
-/// learning run: at the default `--rare-below` (3), none of them is rare.
-const ROUNDS: usize = 3;
-/// The DNS server's pod.
-const DNS_SERVER: &str = "kube-system/coredns";
-/// The `kube-dns` Service (its ClusterIP in `policies/boutique/kube-system.yaml`).
-const KUBE_DNS: &str = "10.96.0.10:53";
-/// The workload deployed but idle while learning.
-const IDLE: &str = "boutique/reports";
-/// The internet client seen while learning (an external lab host).
-const CLIENT: &str = "203.0.113.10";
-/// An internet client never seen while learning.
-const NEW_CLIENT: &str = "198.51.100.20";
-/// The internet-facing workload, its LoadBalancer Service and port.
-const FRONTEND: &str = "boutique/frontend";
-const FRONTEND_LB: &str = "boutique/frontend-external (LoadBalancer)";
-const FRONTEND_PORT: u16 = 8080;
-/// The stray connection, made once.
-const STRAY: (&str, &str, u16) = ("boutique/adservice", "boutique/paymentservice", 50051);
-/// With defaults (`--min-flows 1`) a stray edge is proposed and flagged
-/// rare, not left out: applied, it connects.
-const STRAY_PROPOSED: bool = true;
-/// The scanner, its targets (not the DNS server) and ports.
-const SCANNER: &str = "boutique/recommendationservice";
-const SCANNED: [&str; 3] = [
-    "boutique/cartservice",
-    "boutique/productcatalogservice",
-    "boutique/shippingservice",
-];
-const SCAN_FIRST: u16 = 1;
-const SCAN_LAST: u16 = 100;
-/// The one port of the scan with a server behind it (productcatalog's
-/// admin listener): the scan connected there while learning.
-const SCAN_LISTENER: (&str, &str, u16) = (SCANNER, "boutique/productcatalogservice", 80);
-/// A connection the shop never makes.
-const UNLEARNED: (&str, &str, u16) = ("boutique/loadgenerator", "boutique/checkoutservice", 5050);
-
-/// The app's pods that look names up while learning: every pod of the
-/// call graph (all but `reports`).
-fn dns_clients() -> BTreeSet<&'static str> {
-    CALL_GRAPH.iter().flat_map(|(c, s, _)| [*c, *s]).collect()
-}
-
-/// The workload of a shop pod, as the proof names it (each is a
-/// Deployment's): `ns/name` → `ns/Deployment/name`.
-fn workload(pod: &str) -> String {
-    pod.replacen('/', "/Deployment/", 1)
-}
 
 /// The acceptance claims, checked one by one: each is printed, and the
 /// test fails at the end naming every claim that does not hold.
@@ -268,39 +191,7 @@ fn learn(lab: &Lab, hosts: &[Pod]) {
             );
         }
     }
-    let mut wanted: Vec<Logged> = Vec::new();
-    let steady = |conn: (&'static str, &'static str, u16)| Logged {
-        conn,
-        sides: BOTH,
-        at_least: ROUNDS,
-    };
-    wanted.extend(CALL_GRAPH.map(steady));
-    wanted.extend(
-        dns_clients()
-            .into_iter()
-            .map(|c| steady((c, DNS_SERVER, 53))),
-    );
-    wanted.push(Logged {
-        conn: (CLIENT, FRONTEND, FRONTEND_PORT),
-        // Only the frontend's node logs it: the client is no pod.
-        sides: &["ingress"],
-        at_least: ROUNDS,
-    });
-    wanted.push(Logged {
-        conn: STRAY,
-        sides: BOTH,
-        at_least: 1,
-    });
-    for target in SCANNED {
-        for port in SCAN_FIRST..=SCAN_LAST {
-            wanted.push(Logged {
-                conn: (SCANNER, target, port),
-                sides: BOTH,
-                at_least: 1,
-            });
-        }
-    }
-    wait_for_logged(lab, &wanted, t0, Duration::from_secs(30));
+    wait_for_logged(lab, &window_records(), t0, Duration::from_secs(30));
 }
 
 /// Step 2: the proposal with defaults, as JSON, checked.

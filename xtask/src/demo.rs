@@ -26,7 +26,11 @@
 //! reaches for a new peer and scans, its alerts (JSON Lines and
 //! Alertmanager), the agent quarantining it by itself, the drops after,
 //! its timeline, and the quarantine lifted. Then status, fail-static,
-//! verify, down. Then three nodes ([`nodes`]): learnt on every node,
+//! verify, down. Then learning a real application ([`boutique`]): an
+//! eleven-service shop learnt with a stray connection and a scan in its
+//! window, proposed (the scan left out, the stray flagged, the idle
+//! workload, the DNS server and the internet-facing frontend in the proof)
+//! and enforced. Then three nodes ([`nodes`]): learnt on every node,
 //! proposed from the merged history, enforced at both ends of cross-node
 //! connections. Then cluster mode ([`cluster`]): a lab whose agent reads
 //! the Kubernetes API, changed with kubectl.
@@ -50,6 +54,7 @@ use anyhow::{Context as _, Result, bail};
 use crate::{cmd, cmd::step, ebpf, setup, test::EBPF_ELF};
 
 mod alertmanager;
+mod boutique;
 mod checks;
 mod cluster;
 mod incident;
@@ -123,8 +128,8 @@ fn watched_dir_of(lab: &str) -> PathBuf {
         .join("manifests")
 }
 
-/// The shop's story, then `lab down` whatever happened; then three nodes
-/// and cluster mode (each its own lab, taken down the same way).
+/// The shop's story, then `lab down` whatever happened; then learning a
+/// real application, three nodes and cluster mode (each its own lab, taken down the same way).
 pub fn run_demo(bin: &Path, fake_apiserver: &Path) -> Result<()> {
     let demo = Demo { bin };
     // A lab left by an interrupted run would make `lab up` refuse (and
@@ -136,6 +141,7 @@ pub fn run_demo(bin: &Path, fake_apiserver: &Path) -> Result<()> {
     let down = demo.bulkhead(&["lab", "down", "--name", LAB]);
     drop(work);
     story.and(down)?;
+    boutique::run(&demo)?;
     nodes::run(&demo)?;
     cluster::run(&demo, fake_apiserver)
 }
@@ -173,6 +179,26 @@ struct Demo<'a> {
 }
 
 impl Demo<'_> {
+    /// Runs `bulkhead lab up --name LAB --manifests MANIFESTS --mode learn
+    /// --flow-idle-timeout SECS ARGS...`, showing the command: a lab that
+    /// records everything and drops nothing.
+    fn lab_up_learning(&self, lab: &str, manifests: &str, secs: &str, args: &[&str]) -> Result<()> {
+        let mut all = vec![
+            "lab",
+            "up",
+            "--name",
+            lab,
+            "--manifests",
+            manifests,
+            "--mode",
+            "learn",
+            "--flow-idle-timeout",
+            secs,
+        ];
+        all.extend_from_slice(args);
+        self.bulkhead(&all)
+    }
+
     /// Runs `bulkhead ARGS...`, showing the command.
     fn bulkhead(&self, args: &[&str]) -> Result<()> {
         println!("$ bulkhead {}", args.join(" "));

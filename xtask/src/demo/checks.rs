@@ -37,6 +37,8 @@ pub struct Probe {
     pub port: u64,
     /// Whether the packet got through and its answer came back.
     pub allowed: bool,
+    /// `connected`, `refused`, `timeout`...
+    pub outcome: String,
 }
 
 impl Probe {
@@ -65,6 +67,7 @@ pub fn probes(demo: &Demo<'_>, lab: &str, args: &[&str]) -> Result<Vec<Probe>> {
             protocol: p["protocol"].as_str().unwrap_or_default().to_owned(),
             port: p["port"].as_u64().unwrap_or_default(),
             allowed: p["allowed"].as_bool().unwrap_or_default(),
+            outcome: p["outcome"].as_str().unwrap_or_default().to_owned(),
         });
     }
     ensure!(
@@ -100,27 +103,42 @@ pub fn check(
     port: &str,
     connects: bool,
 ) -> Result<()> {
-    let found = probes(
-        demo,
-        lab,
-        &[
-            "--from",
-            from,
-            "--to",
-            to,
-            "--ports",
-            port,
-            "--protocols",
-            "TCP",
-            "--family",
-            "4",
-        ],
-    )?;
+    check_on(demo, lab, (from, to, "TCP", port), &[], connects)
+}
+
+/// Probes `from` → `to` on `protocol`/`port` (IPv4; `extra` probe
+/// arguments, e.g. `--via service`) in lab `lab` with real packets, shows
+/// the verdict and insists on the expected one.
+pub fn check_on(
+    demo: &Demo<'_>,
+    lab: &str,
+    (from, to, protocol, port): (&str, &str, &str, &str),
+    extra: &[&str],
+    connects: bool,
+) -> Result<()> {
+    let mut args = vec![
+        "--from",
+        from,
+        "--to",
+        to,
+        "--ports",
+        port,
+        "--protocols",
+        protocol,
+        "--family",
+        "4",
+    ];
+    args.extend_from_slice(extra);
+    let found = probes(demo, lab, &args)?;
     let mark = if connects { "✓" } else { "✗" };
-    println!("  {from} → {to} TCP/{port}: {mark}");
+    let how = match extra {
+        [] => String::new(),
+        e => format!(" ({})", e.join(" ")),
+    };
+    println!("  {from} → {to} {protocol}/{port}{how}: {mark}");
     expect_all(&found, connects).with_context(|| {
         format!(
-            "{from} → {to}:{port} should {}connect",
+            "{from} → {to} {protocol}/{port} should {}connect",
             if connects { "" } else { "not " }
         )
     })
@@ -266,31 +284,72 @@ pub fn is_pod(end: &Value, workload: &str) -> bool {
     name == workload || name.starts_with(&format!("{workload}-"))
 }
 
+/// Flow records to wait for (pods by their workload's name, other ends
+/// by address), as the lab tests have them.
+#[path = "../../../netns-tests/tests/lab_support/logged.rs"]
+mod logged;
+pub use logged::{BOTH, Logged};
+
+/// Whether a record's end is `name`: a pod of that workload (see
+/// [`is_pod`]) or that address.
+fn is_end(end: &Value, name: &str) -> bool {
+    is_pod(end, name) || end["ip"].as_str() == Some(name)
+}
+
+/// How many of `records` are of `conn` at `side`. The server of a
+/// client's connection to a Service is the backend it was translated to.
+fn count(records: &[Value], (from, to, port): (&str, &str, u16), side: &str) -> usize {
+    records
+        .iter()
+        .filter(|r| r["direction"] == side && is_end(&r["src"], from))
+        .filter(|r| {
+            let backend = &r["service"]["backend"];
+            let server = if side == "egress" && backend.is_object() {
+                backend
+            } else {
+                &r["dst"]
+            };
+            is_end(server, to) && server["port"].as_u64() == Some(u64::from(port))
+        })
+        .count()
+}
+
+/// Waits (at most [`WAIT`]) until lab `lab`'s flow logs hold every
+/// `wanted` connection's records.
+pub fn wait_for_logged(lab: &str, wanted: &[Logged<'_>]) -> Result<()> {
+    let logs = FlowLogs::all(lab)?;
+    wait_until("flow records", WAIT, || {
+        let records = logs.records()?;
+        let missing: Vec<String> = wanted
+            .iter()
+            .flat_map(|l| l.sides.iter().map(move |side| (l, *side)))
+            .filter(|(l, side)| count(&records, l.conn, side) < l.at_least)
+            .map(|(l, side)| {
+                let (from, to, port) = l.conn;
+                format!("{from} → {to}:{port} {side} ×{}", l.at_least)
+            })
+            .collect();
+        Ok(if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("missing {} of them: {missing:?}", missing.len()))
+        })
+    })
+}
+
 /// Waits (at most [`WAIT`]) until lab `lab`'s flow logs hold every app
 /// connection at both ends, egress at the client's node and ingress at
 /// the server's: `propose` and `baseline take` should see them all.
 pub fn wait_for_both_ends(lab: &str) -> Result<()> {
-    let logs = FlowLogs::all(lab)?;
-    wait_until("the app's flow records at both ends", WAIT, || {
-        let records = logs.records()?;
-        let mut missing = Vec::new();
-        for (from, to, port) in APP_TRAFFIC {
-            for direction in ["egress", "ingress"] {
-                let found = records.iter().any(|r| {
-                    is_pod(&r["src"], from)
-                        && is_pod(&r["dst"], to)
-                        && r["dst"]["port"].as_u64() == port.parse().ok()
-                        && r["direction"] == direction
-                });
-                if !found {
-                    missing.push(format!("{from} → {to}:{port} {direction}"));
-                }
-            }
-        }
-        Ok(if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("missing {missing:?}"))
+    let wanted: Vec<Logged<'_>> = APP_TRAFFIC
+        .iter()
+        .map(|(from, to, port)| {
+            Ok(Logged {
+                conn: (from, to, port.parse().context("a port")?),
+                sides: BOTH,
+                at_least: 1,
+            })
         })
-    })
+        .collect::<Result<_>>()?;
+    wait_for_logged(lab, &wanted)
 }

@@ -36,20 +36,7 @@ fn story(demo: &Demo<'_>, proposed: &std::path::Path) -> Result<()> {
          chain as kubelet adds it: ptp and host-local wire it, then the chained bulkhead-cni \
          returns once the node's agent enforces it",
     );
-    demo.bulkhead(&[
-        "lab",
-        "up",
-        "--name",
-        LAB,
-        "--manifests",
-        WORKLOADS,
-        "--nodes",
-        "3",
-        "--mode",
-        "learn",
-        "--flow-idle-timeout",
-        "1",
-    ])?;
+    demo.lab_up_learning(LAB, WORKLOADS, "1", &["--nodes", "3"])?;
     demo.bulkhead(&["lab", "status", "--name", LAB])?;
     scene("The app's own traffic, across nodes: frontend → api → db, DNS");
     for (from, to, port) in APP_TRAFFIC {
