@@ -62,7 +62,14 @@ pub(super) fn effects(
             let (mut denied_by, mut allowed_by) = (Vec::new(), Vec::new());
             // Without an address in the manifests, nothing can be said.
             for p in proposal.policies.iter().filter(|_| !peers.is_empty()) {
-                for d in [Direction::Ingress, Direction::Egress] {
+                // A policy without an egress section (a DNS server's) does
+                // nothing to egress: not listed either way.
+                let directions: &[Direction] = if p.ingress_only {
+                    &[Direction::Ingress]
+                } else {
+                    &[Direction::Ingress, Direction::Egress]
+                };
+                for &d in directions {
                     let tables: BTreeSet<Option<TableId>> = pods(&p.subject)
                         .iter()
                         .map(|&i| compiled.endpoints[i].table(d))
