@@ -5,9 +5,11 @@
 //! `BPF_PROG_TEST_RUN`, veth packet rate; root only), the flow-record
 //! capacity benchmark ([`flows`]: new flows/s exported to JSON Lines with
 //! zero loss; root only), the cluster-mode benchmark ([`cluster_mode`]:
-//! the agent against a Kubernetes list/watch API server; root only) and the
+//! the agent against a Kubernetes list/watch API server; root only), the
 //! alerting benchmark ([`alerts`]: baseline-deviation alerting's cost to
-//! the flow pipeline at 100k new flows/s; root only).
+//! the flow pipeline at 100k new flows/s; root only) and the map UI
+//! benchmark ([`ui`]: a synthetic 500-workload map served by the agent's
+//! API, loaded in headless Chromium).
 //!
 //! Benchmarks measure and compare side by side in one run; they never assert
 //! on absolute times.
@@ -25,3 +27,4 @@ pub mod queries;
 pub mod report;
 pub mod run_info;
 pub mod synthetic;
+pub mod ui;
