@@ -282,3 +282,33 @@ export function overlappingPairs(boxes) {
   }
   return pairs.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : 1));
 }
+
+/**
+ * Where a straight edge's label sits: the middle of the visible segment
+ * between the two node outlines (boxes: {x, y, hw, hh, round}; round nodes are
+ * circles of radius hw), and the unit normal of the segment (bundled edges
+ * drawn curved sit a few pixels along it).
+ * @returns {{x:number, y:number, nx:number, ny:number}|null} null when the nodes overlap
+ */
+export function edgeAnchor(a, b) {
+  const dx = b.x - a.x;
+  const dy = b.y - a.y;
+  const len = Math.hypot(dx, dy);
+  if (len < 1e-6) return null;
+  const reach = (n) => {
+    if (n.round) return n.hw;
+    const tx = Math.abs(dx) > 1e-9 ? n.hw / Math.abs(dx) : Infinity;
+    const ty = Math.abs(dy) > 1e-9 ? n.hh / Math.abs(dy) : Infinity;
+    return Math.min(tx, ty) * len;
+  };
+  const ra = reach(a);
+  const rb = reach(b);
+  if (ra + rb >= len) return null;
+  const ux = dx / len;
+  const uy = dy / len;
+  const sx = a.x + ux * ra;
+  const sy = a.y + uy * ra;
+  const ex = b.x - ux * rb;
+  const ey = b.y - uy * rb;
+  return { x: (sx + ex) / 2, y: (sy + ey) / 2, nx: -uy, ny: ux };
+}

@@ -119,15 +119,16 @@ export function stylesheet() {
     {
       selector: 'edge',
       style: {
-        width: 1.5,
-        'curve-style': 'bezier',
+        width: 1.2,
+        'curve-style': 'straight',
         'control-point-step-size': 24,
         'target-arrow-shape': 'triangle',
         'arrow-scale': 0.8,
         'line-color': COLORS.allowed,
         'target-arrow-color': COLORS.allowed,
-        opacity: 0.85,
+        opacity: 0.55,
         label: 'data(shown)',
+        'line-height': M.edge.line / M.edge.font,
         'font-family': M.fontFamily,
         'font-size': M.edge.font,
         'text-background-color': '#ffffff',
@@ -141,7 +142,13 @@ export function stylesheet() {
       selector: `edge[color = "${k}"]`,
       style: { 'line-color': c, 'target-arrow-color': c },
     })),
+    // A pair with edges both ways: curved apart so both show.
+    { selector: 'edge[bidir = 1]', style: { 'curve-style': 'bezier' } },
     { selector: 'edge[aggregated = 1]', style: { width: 'data(weight)' } },
+    ...['would_deny', 'revoked', 'denied', 'quarantined', 'outside_baseline'].map((k, i) => ({
+      selector: `edge[color = "${k}"]`,
+      style: { opacity: 0.8, 'z-index': 2 + i },
+    })),
     { selector: 'edge[color = "outside_baseline"]', style: { 'line-style': 'dashed' } },
     {
       selector: 'edge:selected, edge.hover',
