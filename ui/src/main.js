@@ -295,7 +295,11 @@ function placeEdgeLabels(lay) {
       priority: (SEVERITY[ve.colorKey] ?? 0) * 1e9 + (e.data('shown') ? 1e8 : 0) + Math.min(ve.flows ?? 0, 1e8 - 1),
     });
   }
-  const placed = placeLabels(candidates, obstacles);
+  // Only inside the laid-out extent, so that a fitted view shows every label whole.
+  const bx1 = Math.min(0, ...lay.labels.map((b) => b.x1));
+  const by1 = Math.min(0, ...lay.labels.map((b) => b.y1));
+  const inside = candidates.filter((c) => c.box.x1 >= bx1 && c.box.y1 >= by1 && c.box.x2 <= lay.width && c.box.y2 <= lay.height + 12);
+  const placed = placeLabels(inside, obstacles);
   cy.batch(() => {
     edges.forEach((e) => {
       const want = placed.has(e.id()) ? e.data('label') : '';

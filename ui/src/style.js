@@ -126,7 +126,7 @@ export function stylesheet() {
         'arrow-scale': 0.8,
         'line-color': COLORS.allowed,
         'target-arrow-color': COLORS.allowed,
-        opacity: 0.55,
+        'line-opacity': 0.5,
         label: 'data(shown)',
         'line-height': M.edge.line / M.edge.font,
         'font-family': M.fontFamily,
@@ -147,12 +147,12 @@ export function stylesheet() {
     { selector: 'edge[aggregated = 1]', style: { width: 'data(weight)' } },
     ...['would_deny', 'revoked', 'denied', 'quarantined', 'outside_baseline'].map((k, i) => ({
       selector: `edge[color = "${k}"]`,
-      style: { opacity: 0.8, 'z-index': 2 + i },
+      style: { 'line-opacity': 0.8, 'z-index': 2 + i },
     })),
     { selector: 'edge[color = "outside_baseline"]', style: { 'line-style': 'dashed' } },
     {
       selector: 'edge:selected, edge.hover',
-      style: { label: 'data(label)', width: 3, opacity: 1, 'z-index': 10, 'text-background-opacity': 1 },
+      style: { label: 'data(label)', width: 3, 'line-opacity': 1, 'z-index': 10, 'text-background-opacity': 1 },
     },
     { selector: 'node:selected', style: { 'overlay-color': '#1565c0', 'overlay-opacity': 0.15, 'overlay-padding': 4 } },
   ];
