@@ -11,6 +11,7 @@ export default defineConfig({
     modulePreload: { polyfill: false },
     chunkSizeWarningLimit: 1500,
     sourcemap: false,
+    minify: process.env.BULKHEAD_UI_NOMINIFY ? false : "esbuild",
   },
   server: {
     // `npm run dev`: proxies the API to a mock (npm run mock) or an agent's UI listener.

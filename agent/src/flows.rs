@@ -234,6 +234,11 @@ impl AgentFlows {
         }
     }
 
+    /// The web UI's address the API serves, if it has a UI listener.
+    pub fn ui_addr(&self) -> Option<std::net::SocketAddr> {
+        self.api.as_ref().and_then(ApiHandle::ui_addr)
+    }
+
     /// Makes records of `revision` resolvable (pods, endpoints, rules),
     /// and writes what changed for the local pods since the last revision
     /// into the timeline, as of `switched_unix_ms` (when the sync that

@@ -175,6 +175,7 @@ impl Reconciler {
             Arc::clone(&quarantines),
             &tokio::runtime::Handle::current(),
         );
+        state.ui_addr = flows.ui_addr();
         Ok(Self {
             cfg,
             dp,

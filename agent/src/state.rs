@@ -72,6 +72,10 @@ pub struct AgentState {
     pub host_routing: bool,
     /// Devices with netlink TC filters (fallback mode).
     pub netlink_devices: Vec<String>,
+    /// Where the web UI listener serves (`--ui-addr`, the port the OS
+    /// chose for port 0), if the agent has one: `lab ui` prints it.
+    #[serde(default)]
+    pub ui_addr: Option<std::net::SocketAddr>,
     /// Milliseconds since the epoch of this write.
     pub updated_unix_ms: u64,
 }

@@ -326,3 +326,37 @@ fn explain_as_if_a_pod_were_quarantined() {
     let out = bulkhead(&[&args[..], &["--quarantined", "api"]].concat());
     assert_eq!(out.status.code(), Some(2), "NS/POD");
 }
+
+#[test]
+fn agent_refuses_a_ui_address_off_loopback_without_a_token() {
+    let out = bulkhead(&["agent", "--manifests", &demo(), "--ui-addr", "0.0.0.0:0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--ui-addr 0.0.0.0:0 is not a loopback address")
+            && err.contains("--ui-token-file"),
+        "{err}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("token");
+    std::fs::write(&empty, "\n").unwrap();
+    let out = bulkhead(&[
+        "agent",
+        "--manifests",
+        &demo(),
+        "--ui-addr",
+        "0.0.0.0:0",
+        "--ui-token-file",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the UI token in") && err.contains("is empty"),
+        "{err}"
+    );
+
+    let out = bulkhead(&["agent", "--manifests", &demo(), "--ui-token-file", "x"]);
+    assert_eq!(out.status.code(), Some(2), "a token needs an address");
+}

@@ -4,7 +4,9 @@
 //! the xtask (which writes the stamp beside the ELF it builds, and runs the
 //! unit tests below): both include this file with `#[path]`, so the two
 //! can never disagree on the hash. Dependency-free on purpose: a build
-//! script's helpers are compiled before anything else.
+//! script's helpers are compiled before anything else. The `_of`
+//! functions take another list of sources: the agent's build script and
+//! the xtask check the web UI's bundle with them (`agent/build/ui_sources.rs`).
 //!
 //! An ELF is current when its stamp (`<elf>.sources`, written by `cargo
 //! xtask build-ebpf`) holds the hash of the sources as they are now: a
@@ -36,8 +38,14 @@ pub fn stamp_path(elf: &Path) -> PathBuf {
 
 /// Every source file under `root`, sorted by path.
 pub fn source_files(root: &Path) -> io::Result<Vec<PathBuf>> {
+    source_files_of(root, &SOURCES)
+}
+
+/// Every file of `sources` (relative to `root`, directories walked) under
+/// `root`, sorted by path.
+pub fn source_files_of(root: &Path, sources: &[&str]) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in SOURCES {
+    for entry in sources {
         collect(&root.join(entry), &mut files)?;
     }
     files.sort();
@@ -63,8 +71,13 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) -> io::Result<()> {
 /// The stamp of the sources under `root`: an FNV-1a 64 hash over each
 /// file's path (relative to `root`) and content, length-prefixed.
 pub fn stamp(root: &Path) -> io::Result<String> {
+    stamp_of(root, &SOURCES)
+}
+
+/// The stamp of `sources` under `root` (as [`stamp`] hashes [`SOURCES`]).
+pub fn stamp_of(root: &Path, sources: &[&str]) -> io::Result<String> {
     let mut h = Fnv::new();
-    for file in source_files(root)? {
+    for file in source_files_of(root, sources)? {
         let rel = file.strip_prefix(root).unwrap_or(&file);
         let name = rel.to_string_lossy();
         let content = std::fs::read(&file)?;
@@ -109,10 +122,22 @@ pub enum Stale {
 
 /// Whether `elf` was built from the sources under `root` as they are now.
 pub fn check(elf: &Path, root: &Path) -> io::Result<Result<(), Stale>> {
-    match std::fs::read_to_string(stamp_path(elf)) {
+    check_of(elf, &stamp_path(elf), root, &SOURCES)
+}
+
+/// Whether `artifact` was built from `sources` under `root` as they are
+/// now: its stamp file `stamp_file` holds their stamp, or (without a
+/// stamp) it is newer than each of them.
+pub fn check_of(
+    artifact: &Path,
+    stamp_file: &Path,
+    root: &Path,
+    sources: &[&str],
+) -> io::Result<Result<(), Stale>> {
+    match std::fs::read_to_string(stamp_file) {
         Ok(built_from) => {
             let built_from = built_from.trim().to_owned();
-            let now = stamp(root)?;
+            let now = stamp_of(root, sources)?;
             Ok(if built_from == now {
                 Ok(())
             } else {
@@ -120,8 +145,9 @@ pub fn check(elf: &Path, root: &Path) -> io::Result<Result<(), Stale>> {
             })
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            let built = std::fs::metadata(elf)?.modified()?;
-            Ok(newer_than(built, &source_files(root)?)?.map_or(Ok(()), |p| Err(Stale::Newer(p))))
+            let built = std::fs::metadata(artifact)?.modified()?;
+            let files = source_files_of(root, sources)?;
+            Ok(newer_than(built, &files)?.map_or(Ok(()), |p| Err(Stale::Newer(p))))
         }
         Err(e) => Err(e),
     }

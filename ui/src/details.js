@@ -70,7 +70,7 @@ function flowsTable(flows) {
   for (const f of flows) {
     const v = f.verdict === 'allowed' && f.audit?.verdict === 'would_deny' ? 'would_deny' : f.verdict;
     body.append(h('tr', { 'data-verdict': v },
-      h('td', null, (f.end || '').replace('T', ' ').replace(/Z$/, '')),
+      h('td', { title: f.end || '' }, (f.end || '').replace(/^.*T/, '').replace(/Z$/, '')),
       h('td', null, f.direction || ''),
       h('td', null, endpoint(f.src), f.src?.port ? `:${f.src.port}` : ''),
       h('td', null, endpoint(f.dst), f.dst?.port ? `:${f.dst.port}` : ''),
@@ -82,7 +82,7 @@ function flowsTable(flows) {
         + (f.drop_reason ? ` (${f.drop_reason})` : ''))));
   }
   return h('table', { class: 'flows' },
-    h('thead', null, h('tr', null, ...['end', 'dir', 'src', 'dst', 'proto', 'verdict', 'packets', 'bytes', 'policies']
+    h('thead', null, h('tr', null, ...['end (UTC)', 'dir', 'src', 'dst', 'proto', 'verdict', 'packets', 'bytes', 'policies']
       .map((t) => h('th', null, t)))),
     body);
 }

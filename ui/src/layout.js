@@ -17,6 +17,9 @@ export const METRICS = {
   nsExpanded: { font: 12, line: 15, pad: 14, margin: 4 },
   edge: { font: 9, line: 11, padding: 2 },
   cellGap: { x: 22, y: 16 },
+  /** Gaps when few workloads are drawn: room for edge labels between them. */
+  roomyGap: { x: 56, y: 34 },
+  roomyBelow: 60,
   blockGap: 70,
   aspect: 1.6,
 };
@@ -67,6 +70,8 @@ export function layout(view, measure = estimateWidth) {
   const labels = [];
   const bodies = [];
 
+  const wlCount = view.nodes.filter((n) => n.kind === 'workload').length;
+  const gap = wlCount <= M.roomyBelow ? M.roomyGap : M.cellGap;
   const children = new Map();
   const blocksNs = [];
   const externals = [];
@@ -103,8 +108,8 @@ export function layout(view, measure = estimateWidth) {
     const kidLabels = kids.map((k) => labelSize(k.label, wf, M.workload.line, measure));
     const maxLw = Math.max(M.workload.size, ...kidLabels.map((s) => s.w));
     const maxLh = Math.max(...kidLabels.map((s) => s.h));
-    const cellW = maxLw + M.cellGap.x;
-    const cellH = M.workload.size + M.workload.margin + maxLh + M.cellGap.y;
+    const cellW = maxLw + gap.x;
+    const cellH = M.workload.size + M.workload.margin + maxLh + gap.y;
     const cols = Math.max(1, Math.min(kids.length, Math.round(Math.sqrt((kids.length * cellH) / cellW * 1.3)) || 1));
     const rows = Math.ceil(kids.length / cols);
     const head = labelSize(ns.label, font(M.nsExpanded.font, 'bold'), M.nsExpanded.line, measure);
@@ -175,24 +180,27 @@ export function layout(view, measure = estimateWidth) {
     height = best.H;
   }
 
-  // 3. External groups: one column on the right.
+  // 3. External groups: columns on the right, as few as fit the height of the namespaces.
   if (externals.length) {
     const ef = font(M.external.font);
     const ls = externals.map((x) => labelSize(x.label, ef, M.external.line, measure));
-    const colW = Math.max(M.external.size, ...ls.map((s) => s.w));
+    const colW = Math.max(M.external.size, ...ls.map((s) => s.w)) + M.cellGap.x;
     const cellH = M.external.size + M.external.margin + Math.max(...ls.map((s) => s.h)) + M.cellGap.y + 6;
-    const x = (blocks.length ? width + G : 0) + colW / 2;
-    const total = externals.length * cellH;
+    const perCol = Math.max(1, Math.min(externals.length, Math.floor((height || cellH) / cellH) || 1));
+    const cols = Math.ceil(externals.length / perCol);
+    const x0 = blocks.length ? width + G : 0;
+    const total = perCol * cellH;
     const y0 = Math.max(0, (height - total) / 2);
     externals.forEach((n, i) => {
-      const cy = y0 + i * cellH + M.external.size / 2;
+      const x = x0 + Math.floor(i / perCol) * colW + colW / 2;
+      const cy = y0 + (i % perCol) * cellH + M.external.size / 2;
       positions.set(n.id, { x, y: cy });
       const half = M.external.size / 2;
       bodies.push({ id: n.id, x1: x - half, y1: cy - half, x2: x + half, y2: cy + half });
       const ly = cy + half + M.external.margin;
       labels.push({ id: n.id, x1: x - ls[i].w / 2, y1: ly, x2: x + ls[i].w / 2, y2: ly + ls[i].h });
     });
-    width = x + colW / 2;
+    width = x0 + cols * colW;
     height = Math.max(height, y0 + total);
   }
   return { positions, sizes, labels, bodies, width, height };
@@ -281,4 +289,34 @@ export function overlappingPairs(boxes) {
     index.add(b);
   }
   return pairs.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : x[1] < y[1] ? -1 : 1));
+}
+
+/**
+ * Where a straight edge's label sits: the middle of the visible segment
+ * between the two node outlines (boxes: {x, y, hw, hh, round}; round nodes are
+ * circles of radius hw), and the unit normal of the segment (bundled edges
+ * drawn curved sit a few pixels along it).
+ * @returns {{x:number, y:number, nx:number, ny:number}|null} null when the nodes overlap
+ */
+export function edgeAnchor(a, b) {
+  const dx = b.x - a.x;
+  const dy = b.y - a.y;
+  const len = Math.hypot(dx, dy);
+  if (len < 1e-6) return null;
+  const reach = (n) => {
+    if (n.round) return n.hw;
+    const tx = Math.abs(dx) > 1e-9 ? n.hw / Math.abs(dx) : Infinity;
+    const ty = Math.abs(dy) > 1e-9 ? n.hh / Math.abs(dy) : Infinity;
+    return Math.min(tx, ty) * len;
+  };
+  const ra = reach(a);
+  const rb = reach(b);
+  if (ra + rb >= len) return null;
+  const ux = dx / len;
+  const uy = dy / len;
+  const sx = a.x + ux * ra;
+  const sy = a.y + uy * ra;
+  const ex = b.x - ux * rb;
+  const ey = b.y - uy * rb;
+  return { x: (sx + ex) / 2, y: (sy + ey) / 2, nx: -uy, ny: ux };
 }

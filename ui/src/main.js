@@ -9,8 +9,8 @@ import {
   VERDICTS, VERDICT_FILTERS, applyLine, buildView, createState, emptyState, namespacesOf, nsId,
   worstVerdict,
 } from './model.js';
-import { layout, placeLabels, overlappingPairs } from './layout.js';
-import { COLORS, LEGEND, stylesheet } from './style.js';
+import { METRICS, edgeAnchor, layout, placeLabels, overlappingPairs } from './layout.js';
+import { COLORS, EDGE_FONT, LEGEND, stylesheet } from './style.js';
 import { renderEdge, renderGroup, renderLoading, renderWorkload, h } from './details.js';
 import { download, pngDataUrl, svgText, viewJSON } from './export.js';
 
@@ -44,6 +44,7 @@ const ui = {
   follower: null,
   error: null,
   selectedId: null,
+  timings: {},
 };
 
 // --- measuring text like Cytoscape does (canvas, same font strings) ---
@@ -119,8 +120,9 @@ const nodeData = (n, lay) => ({
   h: lay.sizes.get(n.id)?.h ?? null,
 });
 
-const edgeData = (e) => ({
+const edgeData = (e, ids) => ({
   id: e.id,
+  bidir: ids.has(`${e.target}>${e.source}`) ? 1 : 0,
   source: e.source,
   target: e.target,
   color: e.colorKey,
@@ -141,42 +143,56 @@ function sameData(ele, data) {
  * positions, then places edge labels.
  */
 function sync({ fit = false } = {}) {
+  const t0 = performance.now();
   noteNamespaces();
   const view = buildView(ui.state, { collapsed: ui.collapsed, hidden: ui.hidden, filter: effectiveFilter() });
+  const t1 = performance.now();
   const lay = layout(view, measure);
+  const t2 = performance.now();
   const cy = ui.cy;
   const wantNodes = new Map(view.nodes.map((n) => [n.id, n]));
   const wantEdges = new Map(view.edges.map((e) => [e.id, e]));
   cy.batch(() => {
-    const gone = cy.elements().filter((el) => (el.isNode() ? !wantNodes.has(el.id()) : !wantEdges.has(el.id())));
-    // A node whose parent changes cannot be moved in place: re-add it.
-    const reparented = cy.nodes().filter((el) => {
-      const n = wantNodes.get(el.id());
-      return n && (el.data('parent') ?? null) !== (n.kind === 'workload' && !n.collapsed ? n.parent : null);
+    const have = new Map();
+    const drop = [];
+    cy.elements().forEach((el) => {
+      const id = el.id();
+      if (el.isNode()) {
+        const n = wantNodes.get(id);
+        // Gone, or its parent changed (a node cannot be moved in place): (re-)add it.
+        if (!n || (el.data('parent') ?? null) !== (n.kind === 'workload' ? n.parent : null)) drop.push(el);
+        else have.set(id, el);
+      } else if (!wantEdges.has(id)) drop.push(el);
+      else have.set(id, el);
     });
-    cy.remove(gone.union(reparented));
+    if (drop.length) {
+      const gone = cy.collection(drop);
+      // Removing a node removes its edges and children: forget those too.
+      gone.union(gone.connectedEdges()).union(gone.descendants()).forEach((el) => have.delete(el.id()));
+      cy.remove(gone);
+    }
     const addNodes = [];
     for (const n of view.nodes) {
       const data = nodeData(n, lay);
-      const parent = n.kind === 'workload' ? n.parent : null;
-      const ele = cy.getElementById(n.id);
-      if (ele.nonempty()) {
+      const ele = have.get(n.id);
+      if (ele) {
         if (!sameData(ele, data)) ele.data(data);
+        const pos = lay.positions.get(n.id);
+        if (pos) {
+          const p = ele.position();
+          if (p.x !== pos.x || p.y !== pos.y) ele.position(pos);
+        }
       } else {
+        const parent = n.kind === 'workload' ? n.parent : null;
         addNodes.push({ group: 'nodes', data: { ...data, parent }, position: lay.positions.get(n.id) ?? { x: 0, y: 0 } });
       }
     }
     if (addNodes.length) cy.add(addNodes);
-    for (const [id, pos] of lay.positions) {
-      const ele = cy.getElementById(id);
-      const p = ele.position();
-      if (p.x !== pos.x || p.y !== pos.y) ele.position(pos);
-    }
     const addEdges = [];
     for (const e of view.edges) {
-      const data = edgeData(e);
-      const ele = cy.getElementById(e.id);
-      if (ele.nonempty()) {
+      const data = edgeData(e, wantEdges);
+      const ele = have.get(e.id);
+      if (ele) {
         if (!sameData(ele, data)) ele.data(data);
       } else {
         addEdges.push({ group: 'edges', data: { ...data, shown: '' } });
@@ -185,15 +201,34 @@ function sync({ fit = false } = {}) {
     if (addEdges.length) cy.add(addEdges);
   });
   ui.view = view;
-  placeEdgeLabels();
-  if (fit) fitView();
+  const t3 = performance.now();
+  if (fit) fitView(lay);
+  const t4 = performance.now();
+  placeEdgeLabels(lay);
   renderStatus();
   renderHiddenList();
+  const t5 = performance.now();
+  ui.timings.sync = { view: t1 - t0, layout: t2 - t1, elements: t3 - t2, fit: t4 - t3, labels: t5 - t4 };
 }
 
-function fitView() {
+/**
+ * Fits the graph in the viewport (at most 1.5×). With a layout, from its
+ * extent (cheap: no bounding box of every edge); else from Cytoscape's.
+ */
+function fitView(lay) {
   const cy = ui.cy;
-  cy.fit(undefined, 24);
+  if (!lay) {
+    cy.fit(undefined, 24);
+  } else {
+    const pad = 24;
+    const x1 = Math.min(0, ...lay.labels.map((b) => b.x1));
+    const y1 = Math.min(0, ...lay.labels.map((b) => b.y1));
+    const w = Math.max(1, lay.width - x1);
+    const h = Math.max(1, lay.height - y1 + 12);
+    const zoom = Math.min((cy.width() - 2 * pad) / w, (cy.height() - 2 * pad) / h);
+    cy.zoom(zoom);
+    cy.pan({ x: (cy.width() - w * cy.zoom()) / 2 - x1 * cy.zoom(), y: (cy.height() - h * cy.zoom()) / 2 - y1 * cy.zoom() });
+  }
   if (cy.zoom() > 1.5) {
     cy.zoom(1.5);
     cy.center();
@@ -207,52 +242,77 @@ function labelBox(ele) {
   return { id: ele.id(), x1: bb.x1, y1: bb.y1, x2: bb.x2, y2: bb.y2 };
 }
 
+/** Width of a label in the edge font (cached: labels repeat). */
+const edgeLabelWidths = new Map();
+function edgeLabelWidth(text) {
+  let w = edgeLabelWidths.get(text);
+  if (w === undefined) {
+    w = Math.ceil(measure(text, EDGE_FONT));
+    if (edgeLabelWidths.size > 50_000) edgeLabelWidths.clear();
+    edgeLabelWidths.set(text, w);
+  }
+  return w;
+}
+
 /**
  * Shows the label of as many edges as fit without overlapping a node, a node
  * label or another shown edge label (most severe verdicts first, then those
  * already shown, then the busiest); the others show theirs on hover and
- * selection. Uses Cytoscape's own label bounding boxes.
+ * selection. Candidate boxes are the label's text box at the edge's midpoint
+ * as Cytoscape computes it (text width, font size, background padding and
+ * Cytoscape's 2 px margin); the result is then checked with Cytoscape's own
+ * label bounding boxes, and any label still overlapping is dropped.
+ * @param {object} lay the layout of the view (node bodies and label boxes)
  */
-function placeEdgeLabels() {
+function placeEdgeLabels(lay) {
   const cy = ui.cy;
   const edges = cy.edges();
-  const wasShown = new Set(edges.filter((e) => e.data('shown')).map((e) => e.id()));
-  const byId = new Map(ui.view.edges.map((e) => [e.id, e]));
-  cy.batch(() => {
-    edges.forEach((e) => {
-      if (e.data('shown') !== e.data('label')) e.data('shown', e.data('label'));
-    });
-  });
-  const obstacles = [];
-  cy.nodes().forEach((n) => {
-    if (n.isParent()) obstacles.push(labelBox(n));
-    else {
-      const bb = n.boundingBox({ includeLabels: true, includeOverlays: false, includeUnderlays: false });
-      obstacles.push({ id: n.id(), x1: bb.x1, y1: bb.y1, x2: bb.x2, y2: bb.y2 });
-    }
-  });
+  const M = METRICS.edge;
+  const halfH = M.font / 2 + M.padding + 3;
+  const obstacles = [...lay.bodies, ...lay.labels].map((b) => ({ ...b, id: `node:${b.id}` }));
+  const shapes = new Map();
+  for (const b of lay.bodies) {
+    const n = cy.getElementById(b.id);
+    shapes.set(b.id, { x: (b.x1 + b.x2) / 2, y: (b.y1 + b.y2) / 2, hw: (b.x2 - b.x1) / 2, hh: (b.y2 - b.y1) / 2,
+      round: n.data('kind') !== 'namespace' });
+  }
   const candidates = [];
-  edges.forEach((e) => {
-    const ve = byId.get(e.id());
+  for (const ve of ui.view.edges) {
+    const a = shapes.get(ve.source);
+    const b = shapes.get(ve.target);
+    if (!a || !b) continue;
+    const anchor = edgeAnchor(a, b);
+    if (!anchor) continue;
+    const e = cy.getElementById(ve.id);
+    const halfW = edgeLabelWidth(ve.label) / 2 + M.padding + 3;
+    // A curved edge of a two-way pair: its label is up to 8 px off the straight line, either side.
+    const off = e.data('bidir') ? 8 : 0;
+    const ox = Math.abs(anchor.nx) * off;
+    const oy = Math.abs(anchor.ny) * off;
     candidates.push({
-      id: e.id(),
-      box: labelBox(e),
-      priority: (SEVERITY[ve?.colorKey] ?? 0) * 1e9 + (wasShown.has(e.id()) ? 1e8 : 0) + Math.min(ve?.flows ?? 0, 1e8 - 1),
+      id: ve.id,
+      box: { x1: anchor.x - halfW - ox, y1: anchor.y - halfH - oy, x2: anchor.x + halfW + ox, y2: anchor.y + halfH + oy },
+      priority: (SEVERITY[ve.colorKey] ?? 0) * 1e9 + (e.data('shown') ? 1e8 : 0) + Math.min(ve.flows ?? 0, 1e8 - 1),
     });
-  });
-  let placed = placeLabels(candidates, obstacles);
+  }
+  // Only inside the laid-out extent, so that a fitted view shows every label whole.
+  const bx1 = Math.min(0, ...lay.labels.map((b) => b.x1));
+  const by1 = Math.min(0, ...lay.labels.map((b) => b.y1));
+  const inside = candidates.filter((c) => c.box.x1 >= bx1 && c.box.y1 >= by1 && c.box.x2 <= lay.width && c.box.y2 <= lay.height + 12);
+  const placed = placeLabels(inside, obstacles);
   cy.batch(() => {
     edges.forEach((e) => {
-      if (!placed.has(e.id())) e.data('shown', '');
+      const want = placed.has(e.id()) ? e.data('label') : '';
+      if (e.data('shown') !== want) e.data('shown', want);
     });
   });
-  // Check with the boxes Cytoscape now has; drop any label still overlapping (rare: rounding).
-  for (let round = 0; round < 3; round++) {
+  // Check with the boxes Cytoscape now has; drop any label still overlapping.
+  for (let round = 0; round < 5; round++) {
     const pairs = labelOverlaps();
     if (!pairs.length) break;
     cy.batch(() => {
       for (const [a, b] of pairs) {
-        for (const id of [a, b]) {
+        for (const id of [b, a]) {
           const el = cy.getElementById(id);
           if (el.isEdge() && el.data('shown')) {
             el.data('shown', '');
@@ -585,7 +645,7 @@ function renderStatus() {
   const parts = [];
   if (ui.state.meta.node) parts.push(`node ${ui.state.meta.node}`);
   if (s) {
-    parts.push(`${s.namespaces} namespaces, ${s.workloads} workloads shown (${s.totalWorkloads} in all), ${s.externals} external groups`);
+    parts.push(`${s.namespaces} namespaces, ${s.totalWorkloads} workloads (${s.workloads} drawn), ${s.externals} external groups`);
     parts.push(`${s.edges} edges (${s.drawnEdges} drawn)`);
     if (s.hidden) parts.push(`${s.hidden} hidden`);
   }
@@ -636,6 +696,9 @@ window.bulkhead = {
   get error() {
     return ui.error;
   },
+  get timings() {
+    return ui.timings;
+  },
   exportJSON: () => viewJSON(viewHook(), exportMeta()),
   exportPNG: async () => pngDataUrl(ui.cy),
   exportSVG: async () => svgText(ui.cy),
@@ -649,8 +712,11 @@ async function start() {
   wireToolbar();
   for (let attempt = 0; ; attempt++) {
     try {
+      const t0 = performance.now();
       const doc = await fetchMap(currentWindow());
+      const t1 = performance.now();
       ui.state = createState(doc);
+      ui.timings.start = { scriptStart: t0, fetch: t1 - t0, state: performance.now() - t1 };
       break;
     } catch (err) {
       ui.error = `cannot load the map: ${err?.message || err}`;
@@ -663,6 +729,7 @@ async function start() {
   ui.defaultCollapsed = ui.state.workloads.size > COLLAPSE_ABOVE;
   sync({ fit: true });
   refreshFilterMenus();
+  ui.timings.start.synced = performance.now();
   await new Promise((r) => {
     ui.cy.one('render', r);
     setTimeout(r, 500);

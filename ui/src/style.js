@@ -119,15 +119,16 @@ export function stylesheet() {
     {
       selector: 'edge',
       style: {
-        width: 1.5,
-        'curve-style': 'bezier',
+        width: 1.2,
+        'curve-style': 'straight',
         'control-point-step-size': 24,
         'target-arrow-shape': 'triangle',
         'arrow-scale': 0.8,
         'line-color': COLORS.allowed,
         'target-arrow-color': COLORS.allowed,
-        opacity: 0.85,
+        'line-opacity': 0.5,
         label: 'data(shown)',
+        'line-height': M.edge.line / M.edge.font,
         'font-family': M.fontFamily,
         'font-size': M.edge.font,
         'text-background-color': '#ffffff',
@@ -141,11 +142,17 @@ export function stylesheet() {
       selector: `edge[color = "${k}"]`,
       style: { 'line-color': c, 'target-arrow-color': c },
     })),
+    // A pair with edges both ways: curved apart so both show.
+    { selector: 'edge[bidir = 1]', style: { 'curve-style': 'bezier' } },
     { selector: 'edge[aggregated = 1]', style: { width: 'data(weight)' } },
+    ...['would_deny', 'revoked', 'denied', 'quarantined', 'outside_baseline'].map((k, i) => ({
+      selector: `edge[color = "${k}"]`,
+      style: { 'line-opacity': 0.8, 'z-index': 2 + i },
+    })),
     { selector: 'edge[color = "outside_baseline"]', style: { 'line-style': 'dashed' } },
     {
       selector: 'edge:selected, edge.hover',
-      style: { label: 'data(label)', width: 3, opacity: 1, 'z-index': 10, 'text-background-opacity': 1 },
+      style: { label: 'data(label)', width: 3, 'line-opacity': 1, 'z-index': 10, 'text-background-opacity': 1 },
     },
     { selector: 'node:selected', style: { 'overlay-color': '#1565c0', 'overlay-opacity': 0.15, 'overlay-padding': 4 } },
   ];

@@ -55,8 +55,12 @@
 //! the pipeline.
 //!
 //! Listeners: a Unix socket (the full API; mode 0600 by default, so root
-//! only) and optionally TCP for Prometheus and probes (only `/metrics`,
-//! `/healthz` and `/readyz` unless [`ApiConfig::tcp_all_endpoints`]).
+//! only), optionally TCP for Prometheus and probes (only `/metrics`,
+//! `/healthz` and `/readyz` unless [`ApiConfig::tcp_all_endpoints`]), and
+//! optionally the web UI's TCP listener ([`ApiConfig::ui`]: the UI's
+//! bundle, health and the map, read-only, behind a token or a loopback
+//! `Host` guard; see [`ui`]). The full API serves the bundle under `/ui/`
+//! too.
 //!
 //! The server is axum routes on hyper HTTP/1 connections, run on the
 //! caller's tokio runtime ([`Api::start`]). The accept loop is ours (axum's
@@ -91,6 +95,7 @@ mod routes;
 mod server;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -354,6 +359,11 @@ pub struct ApiConfig {
     /// How long a quarantine change waits to be enforced before it is
     /// answered 504 ([`QUARANTINE_WAIT`]).
     pub quarantine_wait: Duration,
+    /// The web UI's listener (read-only routes), if any.
+    pub ui: Option<ui::UiConfig>,
+    /// The web UI's files served under `/ui/`: by default the bundle built
+    /// into the binary ([`ui::Bundle::embedded`]); `None` answers 503.
+    pub ui_bundle: Option<std::sync::Arc<ui::Bundle>>,
 }
 
 impl Default for ApiConfig {
@@ -369,6 +379,8 @@ impl Default for ApiConfig {
             default_limit: 100,
             max_limit: 100_000,
             quarantine_wait: QUARANTINE_WAIT,
+            ui: None,
+            ui_bundle: ui::Bundle::embedded(),
         }
     }
 }
@@ -399,7 +411,22 @@ pub enum ApiError {
         #[source]
         source: std::io::Error,
     },
-    /// Binding the TCP listener failed.
+    /// The UI listener is not on loopback and no token guards it.
+    #[error(
+        "the web UI listener {addr} is not on loopback: give it a token (--ui-token-file), \
+         or listen on 127.0.0.1 or [::1]"
+    )]
+    UiNotLoopback {
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// The UI listener was already taken by another API.
+    #[error("the web UI listener {addr} is already served by another API")]
+    UiListenerTaken {
+        /// Its address.
+        addr: SocketAddr,
+    },
+    /// Binding the TCP listener (or preparing the UI's) failed.
     #[error("listening on {addr}: {source}")]
     Tcp {
         /// The address.

@@ -27,7 +27,8 @@ use super::{
 const BASIC: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
 
 /// Paths on the Unix socket (and on TCP with `tcp_all_endpoints`).
-const FULL: [&str; 8] = [
+const FULL: [&str; 9] = [
+    "/ui/",
     "/v1/flows",
     "/v1/accounting",
     "/v1/history",
@@ -72,6 +73,9 @@ pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
                 delete(baselines::deactivate),
             );
     }
+    if full {
+        routes = routes.merge(super::ui::bundle_routes());
+    }
     routes
         .fallback(move |uri: Uri| async move { not_found(uri.path(), full) })
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
@@ -95,13 +99,15 @@ pub(super) fn busy() -> Router {
     })
 }
 
-/// Counts each answer by status and marks it not cacheable.
-async fn count(State(shared): Api, req: Request, next: Next) -> Response {
+/// Counts each answer by status and marks it not cacheable (unless it
+/// says how to cache it: the UI's files).
+pub(super) async fn count(State(shared): Api, req: Request, next: Next) -> Response {
     tracing::debug!(method = %req.method(), uri = %req.uri(), "API request");
     let mut resp = next.run(req).await;
     shared.count(resp.status().as_u16());
     resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     resp
 }
 
@@ -158,7 +164,7 @@ pub(super) async fn blocking<T: Send + 'static>(
         })
 }
 
-async fn healthz(State(shared): Api) -> Response {
+pub(super) async fn healthz(State(shared): Api) -> Response {
     match blocking(&shared, |b| b.health()).await {
         Ok(health) if health.status == HealthStatus::Failing => {
             json(StatusCode::SERVICE_UNAVAILABLE, &health)
@@ -168,7 +174,7 @@ async fn healthz(State(shared): Api) -> Response {
     }
 }
 
-async fn readyz(State(shared): Api) -> Response {
+pub(super) async fn readyz(State(shared): Api) -> Response {
     match blocking(&shared, |b| b.ready()).await {
         Ok(Ok(())) => json(StatusCode::OK, &serde_json::json!({ "ready": true })),
         Ok(Err(why)) => error(StatusCode::SERVICE_UNAVAILABLE, &why),

@@ -18,10 +18,12 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::listen::{BoundSocket, Listener, bind_unix, unix_err};
-use super::{ApiBackend, ApiConfig, ApiError, MAX_HEAD, routes};
+use super::{ApiBackend, ApiConfig, ApiError, MAX_HEAD, routes, ui};
 
 /// Status codes counted in `bulkhead_api_requests_total`.
-const CODES: [u16; 9] = [200, 400, 404, 405, 409, 431, 500, 503, 504];
+const CODES: [u16; 13] = [
+    200, 302, 303, 400, 401, 403, 404, 405, 409, 431, 500, 503, 504,
+];
 
 /// How long [`ApiHandle::stop`] waits for open connections to end before
 /// closing them.
@@ -46,6 +48,14 @@ impl Api {
         // Converting std listeners to tokio's registers them with the
         // runtime's IO driver.
         let _entered = runtime.enter();
+        if let Some(ui) = &config.ui
+            && ui.token.is_none()
+            && !ui.listener.local_addr().ip().is_loopback()
+        {
+            return Err(ApiError::UiNotLoopback {
+                addr: ui.listener.local_addr(),
+            });
+        }
         let unix = match config.socket.as_deref() {
             Some(path) => {
                 let (listener, bound) = bind_unix(path, config.socket_mode)?;
@@ -58,11 +68,13 @@ impl Api {
             None => None,
         };
         let tcp = config.tcp.map(bind_tcp).transpose()?;
+        let ui = config.ui.as_ref().map(take_ui).transpose()?;
         let shared = Arc::new(Shared::new(config, backend));
         let mut handle = ApiHandle {
             shared: Arc::clone(&shared),
             socket: None,
             tcp_addr: None,
+            ui_addr: None,
             tracker: TaskTracker::new(),
             abort: CancellationToken::new(),
             runtime: runtime.clone(),
@@ -71,16 +83,39 @@ impl Api {
         if let Some((listener, bound)) = unix {
             tracing::info!(socket = %bound.path.display(), "API listening");
             handle.socket = Some(bound);
-            handle.spawn_accept(listener, routes::router(Arc::clone(&shared), true));
+            let router = routes::router(Arc::clone(&shared), true);
+            handle.spawn_accept(listener, router, shared.api_slots.clone());
         }
         if let Some((listener, addr)) = tcp {
             tracing::info!(%addr, "API listening");
             handle.tcp_addr = Some(addr);
             let full = shared.config.tcp_all_endpoints;
-            handle.spawn_accept(listener, routes::router(Arc::clone(&shared), full));
+            let router = routes::router(Arc::clone(&shared), full);
+            handle.spawn_accept(listener, router, shared.api_slots.clone());
+        }
+        if let Some((listener, token)) = ui {
+            let addr = listener.local_addr().ok();
+            tracing::info!(addr = ?addr, token = token.is_some(), "web UI listening");
+            handle.ui_addr = addr;
+            let router = ui::router(Arc::clone(&shared), token);
+            handle.spawn_accept(listener, router, shared.ui_slots.clone());
         }
         Ok(handle)
     }
+}
+
+/// The UI's listener taken from its config (once), ready for tokio.
+fn take_ui(ui: &ui::UiConfig) -> Result<(tokio::net::TcpListener, Option<ui::UiToken>), ApiError> {
+    let addr = ui.listener.local_addr();
+    let listener = ui
+        .listener
+        .take()
+        .ok_or(ApiError::UiListenerTaken { addr })?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::TcpListener::from_std(listener))
+        .map_err(|source| ApiError::Tcp { addr, source })?;
+    Ok((listener, ui.token.clone()))
 }
 
 fn bind_tcp(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), ApiError> {
@@ -98,6 +133,7 @@ pub struct ApiHandle {
     shared: Arc<Shared>,
     socket: Option<BoundSocket>,
     tcp_addr: Option<SocketAddr>,
+    ui_addr: Option<SocketAddr>,
     /// The accept loops and every connection.
     tracker: TaskTracker,
     /// Cancelled when connections outlive [`DRAIN`]: drops them.
@@ -115,6 +151,11 @@ impl ApiHandle {
     /// The TCP address served (with the port the OS chose for port 0), if any.
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The web UI's address served, if any.
+    pub fn ui_addr(&self) -> Option<SocketAddr> {
+        self.ui_addr
     }
 
     /// Stops accepting, ends follow streams, waits up to 3 s for open
@@ -137,11 +178,11 @@ impl ApiHandle {
         tracing::debug!("API stopped");
     }
 
-    fn spawn_accept<L: Listener>(&self, listener: L, router: Router) {
+    fn spawn_accept<L: Listener>(&self, listener: L, router: Router, slots: Slots) {
         let (shared, abort) = (Arc::clone(&self.shared), self.abort.clone());
         let tracker = self.tracker.clone();
         self.tracker.spawn_on(
-            accept_loop(listener, router, shared, tracker, abort),
+            accept_loop(listener, router, shared, slots, tracker, abort),
             &self.runtime,
         );
     }
@@ -183,11 +224,10 @@ pub(super) struct Shared {
     pub backend: Arc<dyn ApiBackend>,
     /// Cancelled at stop: no more connections, follow streams end.
     pub stop: CancellationToken,
-    /// One permit per connection served (`max_connections`).
-    slots: Arc<Semaphore>,
-    /// Connections being answered 503 at once (as many again); beyond
-    /// them a connection is closed unanswered.
-    busy: Arc<Semaphore>,
+    /// The connections of the Unix socket and the TCP listener.
+    api_slots: Slots,
+    /// The UI listener's own (browsers cannot take the others').
+    ui_slots: Slots,
     /// Open follow streams.
     pub follows: AtomicUsize,
     rejected: AtomicU64,
@@ -201,8 +241,8 @@ impl Shared {
             config,
             backend,
             stop: CancellationToken::new(),
-            slots: Arc::new(Semaphore::new(n)),
-            busy: Arc::new(Semaphore::new(n.max(1))),
+            api_slots: Slots::new(n),
+            ui_slots: Slots::new(n),
             follows: AtomicUsize::new(0),
             rejected: AtomicU64::new(0),
             requests: Default::default(),
@@ -230,7 +270,9 @@ impl Shared {
                 s.push_str(&format!("{sample}{labels} {v}\n"));
             }
         };
-        let active = self.config.max_connections - self.slots.available_permits();
+        let active = 2 * self.config.max_connections
+            - self.api_slots.serve.available_permits()
+            - self.ui_slots.serve.available_permits();
         family(
             "bulkhead_api_connections",
             "gauge",
@@ -264,6 +306,25 @@ impl Shared {
     }
 }
 
+/// The connection slots of a group of listeners.
+#[derive(Clone)]
+pub(super) struct Slots {
+    /// One permit per connection served (`max_connections`).
+    serve: Arc<Semaphore>,
+    /// Connections being answered 503 at once (as many again); beyond
+    /// them a connection is closed unanswered.
+    busy: Arc<Semaphore>,
+}
+
+impl Slots {
+    fn new(n: usize) -> Self {
+        Slots {
+            serve: Arc::new(Semaphore::new(n)),
+            busy: Arc::new(Semaphore::new(n.max(1))),
+        }
+    }
+}
+
 /// Accepts connections until stop: each is served on its own task while
 /// it holds one of `max_connections` slots; without a free slot it is
 /// answered 503.
@@ -271,6 +332,7 @@ async fn accept_loop<L: Listener>(
     listener: L,
     router: Router,
     shared: Arc<Shared>,
+    slots: Slots,
     tracker: TaskTracker,
     abort: CancellationToken,
 ) {
@@ -293,14 +355,14 @@ async fn accept_loop<L: Listener>(
             shared: Arc::clone(&shared),
             abort: abort.clone(),
         };
-        if let Ok(slot) = Arc::clone(&shared.slots).try_acquire_owned() {
+        if let Ok(slot) = Arc::clone(&slots.serve).try_acquire_owned() {
             let timeout = shared.config.io_timeout;
             tracker.spawn(conn.serve(io, router.clone(), timeout, slot));
             continue;
         }
         shared.rejected.fetch_add(1, Ordering::Relaxed);
         shared.count(503);
-        if let Ok(slot) = Arc::clone(&shared.busy).try_acquire_owned() {
+        if let Ok(slot) = Arc::clone(&slots.busy).try_acquire_owned() {
             let timeout = shared.config.io_timeout.min(BUSY_TIMEOUT);
             tracker.spawn(conn.serve(io, busy_router.clone(), timeout, slot));
         }

@@ -14,6 +14,7 @@ use bulkhead_agent::alerts::AlertsConfig;
 use bulkhead_agent::alerts::active::ActiveBaselines;
 use bulkhead_agent::alerts::alertmanager::Endpoint;
 use bulkhead_agent::alerts::respond::ResponseConfig;
+use bulkhead_agent::api::ui::UiConfig;
 use bulkhead_agent::api::{self, ApiConfig};
 use bulkhead_agent::{self as agent, AgentConfig, FlowsConfig, SourceConfig};
 use bulkhead_dataplane::{DEFAULT_PIN_DIR, TcMode};
@@ -122,6 +123,17 @@ pub struct AgentArgs {
     /// for Prometheus and probes (e.g. 127.0.0.1:9617).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the web UI (the network map, read-only) over TCP at this
+    /// address, e.g. 127.0.0.1:9618 (port 0: any free port; `bulkhead
+    /// status` and the lab print it). Bound before entering --netns. A
+    /// non-loopback address needs --ui-token-file.
+    #[arg(long, value_name = "ADDR")]
+    pub ui_addr: Option<SocketAddr>,
+    /// Require this token (the file's first line) on every request to the
+    /// UI: open http://ADDR/ui/?token=TOKEN once (it sets a cookie), or
+    /// send `Authorization: Bearer TOKEN`. Keep the file mode 0600.
+    #[arg(long, value_name = "FILE", requires = "ui_addr")]
+    pub ui_token_file: Option<PathBuf>,
     /// Write flow records as JSON Lines to this file (`-`: stdout), rotated
     /// by size (see docs/flows.md for the schema).
     #[arg(long, value_name = "PATH")]
@@ -221,6 +233,12 @@ pub struct AgentArgs {
 
 /// Runs `bulkhead agent`.
 pub fn run(args: &AgentArgs) -> Result<(), CliError> {
+    // Bound here, in the namespace the agent was started in.
+    let ui = if args.cleanup {
+        None
+    } else {
+        super::ui::listener(args.ui_addr, args.ui_token_file.as_deref())?
+    };
     if let Some(ns) = &args.netns {
         agent::enter_netns(ns)?;
     }
@@ -252,7 +270,7 @@ pub fn run(args: &AgentArgs) -> Result<(), CliError> {
         host_routing: args.host_routing == Switch::On,
         tc_mode: args.tc_attach,
         grace: Duration::from_millis(args.grace_ms),
-        flows: flows_config(args)?,
+        flows: flows_config(args, ui)?,
         service_mark: args.service_mark,
         uplinks: args.uplinks.clone(),
     };
@@ -342,8 +360,9 @@ fn respond_config(args: &AgentArgs) -> Result<ResponseConfig, BaselineCliError> 
     Ok(cfg)
 }
 
-/// The flow side's configuration from the flags.
-fn flows_config(args: &AgentArgs) -> Result<FlowsConfig, BaselineCliError> {
+/// The flow side's configuration from the flags (the API's UI listener
+/// already bound).
+fn flows_config(args: &AgentArgs, ui: Option<UiConfig>) -> Result<FlowsConfig, BaselineCliError> {
     let node = args.node_name.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
             .ok()
@@ -372,6 +391,7 @@ fn flows_config(args: &AgentArgs) -> Result<FlowsConfig, BaselineCliError> {
         api: ApiConfig {
             socket: Some(args.api_socket.clone()),
             tcp: args.metrics_addr,
+            ui,
             ..ApiConfig::default()
         },
         history_db: args.history_db.clone(),

@@ -12,6 +12,7 @@ pub mod propose;
 pub mod quarantine;
 pub mod status;
 pub mod timeline;
+pub mod ui;
 
 use std::path::PathBuf;
 
@@ -187,6 +188,9 @@ pub enum CliError {
     /// A baseline, its edges or alerts, or the agent's alerting flags.
     #[error(transparent)]
     Baseline(#[from] baseline::BaselineCliError),
+    /// The agent's web UI flags.
+    #[error(transparent)]
+    Ui(#[from] ui::UiCliError),
     /// Writing output failed.
     #[error("writing output: {0}")]
     Output(#[from] std::io::Error),

@@ -14,6 +14,7 @@ mod fake;
 mod follow;
 mod listen;
 mod quarantine;
+mod ui;
 
 use fake::{Fake, Probe, fake, record};
 

@@ -1,0 +1,54 @@
+//! What the web UI's bundle (`ui/dist`, built by `cargo xtask build-ui`)
+//! is built from, and whether a bundle is stale.
+//!
+//! Shared by `agent/build.rs` (which refuses to embed a stale bundle) and
+//! the xtask (which writes the stamp into the bundle it builds): both
+//! include this file with `#[path]`, beside `dataplane/build/ebpf_sources.rs`
+//! (the hashing, which must be a module named `ebpf_sources` next to this
+//! one), so the two never disagree on the hash.
+//!
+//! A bundle is current when its stamp (`<dist>/.sources`) holds the hash
+//! of the sources as they are now; a bundle without a stamp (built by hand
+//! with `npm run build`) is current when its `index.html` is newer than
+//! every source file.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::ebpf_sources::{self, Stale};
+
+/// The sources of the bundle, relative to the repository root: what Vite
+/// reads (directories walked recursively; missing entries skipped). The
+/// npm project's tests (`ui/tests`) and `node_modules` are not among them.
+pub const SOURCES: [&str; 8] = [
+    "ui/src",
+    "ui/public",
+    "ui/index.html",
+    "ui/package.json",
+    "ui/package-lock.json",
+    "ui/vite.config.js",
+    "ui/vite.config.mjs",
+    "ui/vite.config.ts",
+];
+
+/// The bundle's default directory, relative to the repository root.
+pub const DIST: &str = "ui/dist";
+
+/// The stamp's file name inside the bundle (a dot file: never served).
+pub const STAMP_NAME: &str = ".sources";
+
+/// The stamp file of the bundle in `dist`.
+pub fn stamp_path(dist: &Path) -> PathBuf {
+    dist.join(STAMP_NAME)
+}
+
+/// The stamp of the bundle's sources under `root`.
+pub fn stamp(root: &Path) -> io::Result<String> {
+    ebpf_sources::stamp_of(root, &SOURCES)
+}
+
+/// Whether the bundle in `dist` was built from the sources under `root`
+/// as they are now.
+pub fn check(dist: &Path, root: &Path) -> io::Result<Result<(), Stale>> {
+    ebpf_sources::check_of(&dist.join("index.html"), &stamp_path(dist), root, &SOURCES)
+}
