@@ -246,8 +246,8 @@ pub struct LabAgent {
     /// (Labs recorded before `--host-routing` ran without it: false.)
     #[serde(default)]
     pub host_routing: bool,
-    /// Flow export flags passed on to the agent (`--ipfix`,
-    /// `--metrics-addr`, `--flow-idle-timeout`, ...).
+    /// Flow export and API flags passed on to the agent (`--ipfix`,
+    /// `--metrics-addr`, `--ui-addr`, `--flow-idle-timeout`, ...).
     #[serde(default)]
     pub flow_args: Vec<String>,
     /// Its default policy mode (`--mode`): the mode of policies that

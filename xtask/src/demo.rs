@@ -79,6 +79,8 @@ pub fn run() -> Result<()> {
     step("setup", setup::run)?;
     // Before the controller is built: bulkhead-dataplane embeds the ELF (dataplane/build.rs).
     let elf = step("build-ebpf", ebpf::build)?;
+    // And the web UI's bundle, which the agent embeds (agent/build.rs).
+    step("build-ui", crate::ui::build)?;
     let bin = step("build", || build(&elf))?;
     let fake_apiserver = step("build-fake-apiserver", || {
         cluster::build_fake_apiserver(&elf)

@@ -1,4 +1,4 @@
-//! Bulkhead's developer entry points: `cargo xtask setup | build-ebpf | test | demo`.
+//! Bulkhead's developer entry points: `cargo xtask setup | build-ebpf | build-ui | test | demo`.
 //!
 //! Every step prints what it does to stderr. `setup` is idempotent and takes a
 //! few seconds once the machine is set up.
@@ -14,6 +14,11 @@ mod ebpf_sources;
 mod setup;
 mod test;
 mod tools;
+mod ui;
+// Shared with the agent crate's build script, which refuses a stale bundle.
+#[path = "../../agent/build/ui_sources.rs"]
+#[allow(dead_code)]
+mod ui_sources;
 
 use std::process::ExitCode;
 
@@ -36,6 +41,10 @@ enum Command {
     Setup,
     /// Build the eBPF dataplane ELF and print its path on stdout.
     BuildEbpf,
+    /// Build the web UI's bundle (npm ci and npm run build in ui/, into
+    /// ui/dist, which the agent embeds) unless it is up to date, and print
+    /// its directory on stdout.
+    BuildUi,
     /// Run every check CI runs: fmt, clippy, unit tests and, as root, the
     /// privileged netns tests.
     Test,
@@ -79,6 +88,10 @@ fn run(command: Command) -> Result<()> {
         Command::BuildEbpf => {
             let elf = ebpf::build()?;
             println!("{}", elf.display());
+        }
+        Command::BuildUi => {
+            let dist = ui::build()?;
+            println!("{}", dist.display());
         }
         Command::Test => test::run()?,
         Command::Demo => demo::run()?,

@@ -30,7 +30,13 @@ use crate::{cmd, tools};
 ///   (see [`crate::tools`]);
 /// - `containernetworking-plugins`: the CNI reference plugins (`ptp`,
 ///   `host-local`, ... under `/usr/lib/cni`) that the CNI tests chain
-///   `bulkhead-cni` after, as a node's runtime does.
+///   `bulkhead-cni` after, as a node's runtime does;
+/// - `chromium`: the headless browser the web UI's end-to-end tests and
+///   benchmark drive (through `playwright-core`, an npm package of `ui/`,
+///   which never downloads a browser of its own).
+///
+/// `nodejs` and `npm` (building the web UI) are installed too when `node`
+/// is missing or older than [`NODE_MAJOR`].
 ///
 /// The tests start `nfcapd`, `prometheus` and `prometheus-alertmanager` themselves, inside network
 /// namespaces; the packages' own services must not run (see
@@ -51,7 +57,28 @@ pub const APT_PACKAGES: &[&str] = &[
     "unzip",
     "python3-venv",
     "containernetworking-plugins",
+    "chromium",
 ];
+
+/// The oldest major version of node that builds the web UI (Vite 7).
+pub const NODE_MAJOR: u32 = 20;
+
+/// Debian's `nodejs` and `npm` if `node` is missing or older than
+/// [`NODE_MAJOR`], else nothing.
+fn node_packages() -> &'static [&'static str] {
+    let major = cmd::output(cmd::clean("node").arg("--version")).and_then(|v| {
+        v.trim()
+            .trim_start_matches('v')
+            .split('.')
+            .next()?
+            .parse::<u32>()
+            .ok()
+    });
+    match major {
+        Some(m) if m >= NODE_MAJOR => &[],
+        _ => &["nodejs", "npm"],
+    }
+}
 
 /// Debian's package of `kubectl`, which the fake API server's test drives
 /// (`netns-tests/tests/apiserver_wire.rs`). Installed only when no `kubectl`
@@ -110,6 +137,7 @@ pub fn run() -> Result<EbpfToolchain> {
         .iter()
         .copied()
         .chain(kubectl_package())
+        .chain(node_packages().iter().copied())
         .collect();
     ensure_apt_packages(&packages)?;
     disable_services(DISABLED_SERVICES)?;

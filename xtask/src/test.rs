@@ -3,7 +3,7 @@
 
 use anyhow::{Result, bail};
 
-use crate::{cmd, cmd::step, ebpf, setup, tools};
+use crate::{cmd, cmd::step, ebpf, setup, tools, ui};
 
 // These two names must match `bulkhead-netns-tests`.
 
@@ -18,12 +18,14 @@ const NETNS_TESTS: &str = "bulkhead-netns-tests";
 /// run in the privileged step (with its unit tests).
 const NETKIT: &str = "bulkhead-netkit";
 
-/// Runs setup, the eBPF build, fmt, clippy, the workspace tests and, as
-/// root, the privileged netns tests.
+/// Runs setup, the eBPF and web UI builds, fmt, clippy, the UI's and the
+/// workspace's tests and, as root, the privileged netns tests.
 pub fn run() -> Result<()> {
     let root = cmd::repo_root();
     let toolchain = step("setup", setup::run)?;
     let elf = step("build-ebpf", || ebpf::build_with(&toolchain))?;
+    // Before any cargo step: the agent crate embeds the bundle (agent/build.rs).
+    step("build-ui", ui::build)?;
     step("fmt", || {
         cmd::run(
             cmd::clean("cargo")
@@ -59,6 +61,7 @@ pub fn run() -> Result<()> {
         )
     })?;
     step("clippy (eBPF)", || ebpf::clippy(&toolchain))?;
+    step("ui unit tests", ui::test)?;
     step("unit tests", || {
         cmd::run(
             cmd::clean("cargo")

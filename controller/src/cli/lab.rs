@@ -28,6 +28,7 @@ use bulkhead_policy::source::manifest::content_hash;
 mod status;
 #[cfg(test)]
 mod tests;
+pub mod ui;
 mod verify;
 
 /// Arguments of `bulkhead lab`.
@@ -69,6 +70,9 @@ pub enum LabCommand {
     /// agent reads pods and policy from (the watched manifests or the
     /// Kubernetes API) and how that source is doing.
     Status(status::StatusArgs),
+    /// Where each node agent serves its web UI (the network map): a URL
+    /// on this host's loopback per node.
+    Ui(ui::UiArgs),
     /// Stop the agent, remove its pins and the lab's bpffs, every
     /// namespace, veth and process (idempotent, also after a crash or
     /// without the state file).
@@ -139,6 +143,14 @@ pub struct UpArgs {
     /// namespace (e.g. 127.0.0.1:9617).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The agent serves its web UI (the network map) at this loopback
+    /// address of the host (one-node labs; default 127.0.0.1:0, a free
+    /// port: `bulkhead lab ui` prints the URL).
+    #[arg(long, value_name = "ADDR", conflicts_with_all = ["no_ui", "no_agent"])]
+    pub ui: Option<std::net::SocketAddr>,
+    /// The agents serve no web UI.
+    #[arg(long)]
+    pub no_ui: bool,
     /// The agent finishes flows idle this long, in seconds (default 15).
     #[arg(long, value_name = "SECS")]
     pub flow_idle_timeout: Option<u64>,
@@ -467,6 +479,7 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
         LabCommand::Verify(a) => verify::run(a),
         LabCommand::RestartAgent(a) => restart_agent(a),
         LabCommand::Status(a) => status::run(a),
+        LabCommand::Ui(a) => ui::run(a),
         LabCommand::Down(a) => {
             let r = setup::down(&a.name, &progress)?;
             if r.namespaces == 0
@@ -506,6 +519,20 @@ pub fn run(args: &LabArgs) -> Result<(), CliError> {
 
 fn up(args: &UpArgs) -> Result<(), CliError> {
     check_lab_name(&args.name.name)?;
+    if let Some(addr) = args.ui {
+        if !addr.ip().is_loopback() {
+            return Err(super::ui::UiCliError::LabNotLoopback { addr }.into());
+        }
+        if args.nodes > 1 && addr.port() != 0 {
+            return Err(LabError::Nodes {
+                why: format!(
+                    "--ui {addr} names one port, and each of the {} node agents needs its own                      (leave --ui out: each gets a free port, `bulkhead lab ui` prints them)",
+                    args.nodes
+                ),
+            }
+            .into());
+        }
+    }
     let mut model = args.manifests.load()?;
     if has_host_network(&model, args.manifests.assign_pod_ips) {
         let agents = args
@@ -558,6 +585,11 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
             n = state.name
         )),
         None => {}
+    }
+    for u in ui::node_uis(&state) {
+        if let Some(url) = u.url {
+            progress(&format!("web UI of {}: {url}", u.node));
+        }
     }
     Ok(())
 }
@@ -702,6 +734,11 @@ fn flow_args(args: &UpArgs) -> Vec<String> {
     }
     if let Some(s) = args.flow_idle_timeout {
         v.extend(["--flow-idle-timeout".to_owned(), s.to_string()]);
+    }
+    if !args.no_ui {
+        let addr = args.ui.map(|a| a.to_string());
+        let addr = addr.unwrap_or_else(|| ui::DEFAULT_UI_ADDR.to_owned());
+        v.extend(["--ui-addr".to_owned(), addr]);
     }
     // Absolute: the agents need not run where `lab up` did.
     let absolute = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());

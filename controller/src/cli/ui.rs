@@ -20,6 +20,14 @@ pub enum UiCliError {
         /// The address.
         addr: SocketAddr,
     },
+    /// `lab up --ui` off loopback (a lab's agents have no token).
+    #[error(
+        "lab up --ui {addr}: a lab's web UI listens on this host's loopback only (127.0.0.1 or [::1])"
+    )]
+    LabNotLoopback {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// `--ui-token-file` without `--ui-addr`.
     #[error("--ui-token-file {} needs --ui-addr ADDR", path.display())]
     TokenWithoutAddr {

@@ -84,6 +84,8 @@ struct NodeReport<'a> {
     enforced_revision: Option<&'a str>,
     agent_error: Option<&'a str>,
     endpoints: usize,
+    /// Its agent's web UI (`lab ui`), while it runs one.
+    ui_url: Option<String>,
 }
 
 /// The JSON report.
@@ -104,6 +106,8 @@ struct Report<'a> {
     source_revision: Option<&'a str>,
     enforced_revision: Option<&'a str>,
     agent_error: Option<&'a str>,
+    /// The web UI's URL.
+    ui_url: Option<String>,
     /// Every node (or the one --node names); the fields above are the
     /// first one's.
     /// The Service NAT rules the nodes get (`--kube-proxy`).
@@ -136,6 +140,12 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
     };
     let first = shown[0];
     let agent_state = agent_states[first].as_ref();
+    let ui_url = |i: usize| {
+        running[i]
+            .and(agent_states[i].as_ref())
+            .and_then(|s| s.ui_addr)
+            .map(super::ui::url)
+    };
     let report = Report {
         name: &state.name,
         node: &state.nodes[first].netns,
@@ -148,6 +158,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
         source_revision: agent_state.map(|s| s.source_revision.as_str()),
         enforced_revision: agent_state.and_then(|s| s.enforced_revision.as_deref()),
         agent_error: agent_state.and_then(|s| s.error.as_deref()),
+        ui_url: ui_url(first),
         kube_proxy: state.kube_proxy,
         kube_proxy_status: shown
             .iter()
@@ -171,6 +182,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                     enforced_revision: s.and_then(|s| s.enforced_revision.as_deref()),
                     agent_error: s.and_then(|s| s.error.as_deref()),
                     endpoints: s.map_or(0, |s| s.endpoints.len()),
+                    ui_url: ui_url(i),
                 }
             })
             .collect(),
@@ -231,6 +243,9 @@ fn write_text(
                 )?,
             }
             writeln!(out, "reads:     {}", a.source.describe(state.watched()))?;
+            if let Some(url) = &report.ui_url {
+                writeln!(out, "web UI:    {url}")?;
+            }
         }
     }
     if let Some(s) = agent_state {
@@ -279,11 +294,15 @@ fn write_nodes_text(
         let agent = match (state.agent.is_some(), n.agent_pid) {
             (false, _) => "no agent".to_owned(),
             (true, Some(pid)) => format!(
-                "agent pid {pid}, enforces {} on {} endpoints{}",
+                "agent pid {pid}, enforces {} on {} endpoints{}{}",
                 n.enforced_revision.unwrap_or("nothing yet"),
                 n.endpoints,
                 n.agent_error
                     .map(|e| format!(" (error: {e})"))
+                    .unwrap_or_default(),
+                n.ui_url
+                    .as_ref()
+                    .map(|u| format!(", web UI {u}"))
                     .unwrap_or_default()
             ),
             (true, None) => format!(
