@@ -62,6 +62,24 @@ try {
       egress: !!d.querySelector('[data-testid=explain-egress]'), policies: d.querySelector('[data-testid=policies]')?.textContent.slice(0, 120) };
   });
   if (args.details) await page.screenshot({ path: args.details });
+  // A real mouse click on the middle of a (short-labelled) edge opens its details.
+  await page.evaluate(() => document.querySelector('#details .close')?.click());
+  const target = await page.evaluate(() => {
+    const cy = window.bulkhead.cy;
+    const e = cy.edges().filter((x) => x.data('shown')).sort((a, b) => b.data('shown').length - a.data('shown').length)[0];
+    if (!e) return null;
+    const p = e.renderedMidpoint();
+    const r = cy.container().getBoundingClientRect();
+    return { id: e.id(), x: r.left + p.x, y: r.top + p.y };
+  });
+  if (target) {
+    await page.mouse.click(target.x, target.y);
+    await page.waitForFunction(() => !document.getElementById('details').hidden
+      && document.getElementById('details').dataset.kind === 'edge'
+      && document.querySelector('#details [data-testid=explain-egress]'), null, { timeout: 10000 });
+    out.mouseClick = await page.evaluate(() => document.getElementById('details').dataset.id);
+    out.mouseClickWanted = target.id;
+  }
   out.expand = await page.evaluate(async () => {
     const t0 = performance.now();
     await window.bulkhead.expandAll();

@@ -338,17 +338,29 @@ function labelOverlaps() {
 }
 
 // --- live updates ---
+/** Live lines are applied at most this often (ms): one batch per animation frame after that. */
+const LIVE_INTERVAL = 400;
+
 function onLine(obj) {
   if (ui.pending.length >= MAX_PENDING) {
     ui.overflow = true;
     return;
   }
   ui.pending.push(obj);
-  if (!ui.frame) ui.frame = requestAnimationFrame(flush);
+  if (ui.frame) return;
+  const wait = (ui.lastFlush ?? 0) + LIVE_INTERVAL - performance.now();
+  if (wait > 0) {
+    ui.frame = setTimeout(() => {
+      ui.frame = requestAnimationFrame(flush);
+    }, wait);
+  } else {
+    ui.frame = requestAnimationFrame(flush);
+  }
 }
 
 function flush() {
   ui.frame = 0;
+  ui.lastFlush = performance.now();
   if (ui.overflow) {
     ui.overflow = false;
     ui.pending = [];
@@ -500,7 +512,10 @@ async function settle() {
   await nextFrame();
 }
 
+const nsName = (ns) => (String(ns).startsWith('ns:') ? String(ns).slice(3) : String(ns));
+
 function expand(ns) {
+  ns = nsName(ns);
   ui.collapsed.delete(ns);
   sync({ fit: false });
   const node = ui.cy.getElementById(nsId(ns));
@@ -509,6 +524,7 @@ function expand(ns) {
 }
 
 function collapse(ns) {
+  ns = nsName(ns);
   ui.collapsed.add(ns);
   sync({ fit: false });
   return settle();
@@ -695,6 +711,10 @@ window.bulkhead = {
   },
   get error() {
     return ui.error;
+  },
+  /** The Cytoscape core (for debugging and the driver's real clicks). */
+  get cy() {
+    return ui.cy;
   },
   get timings() {
     return ui.timings;
