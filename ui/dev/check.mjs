@@ -97,6 +97,26 @@ try {
     return { id: w.id, kind: d.dataset.kind, mode: d.querySelector('[data-testid=mode]')?.textContent,
       diffAdds: d.querySelectorAll('[data-testid=diff] .add').length };
   });
+  if (args.workload) await page.screenshot({ path: args.workload });
+  out.filters = await page.evaluate(async () => {
+    const b = window.bulkhead;
+    await b.setFilter({ verdicts: ['denied'] });
+    const denied = b.view().edges;
+    const ok = denied.every((e) => e.verdict === 'denied');
+    const overlapsDenied = b.labelOverlaps().length;
+    await b.setFilter({ verdicts: null, protocols: ['UDP'] });
+    const udp = b.view().edges.every((e) => e.ports.every((p) => p.startsWith('UDP')));
+    await b.setFilter({ protocols: null });
+    const w = b.view().nodes.find((n) => n.kind === 'workload');
+    const before = b.view().edges.length;
+    await b.hide(w.id);
+    const hidden = b.view();
+    const gone = !hidden.edges.some((e) => e.source === w.id || e.target === w.id)
+      && hidden.nodes.find((n) => n.id === w.id)?.hidden === true;
+    await b.unhide(w.id);
+    return { deniedOnly: ok, denied: denied.length, overlapsDenied, udpOnly: udp, hideRemovesEdges: gone,
+      restored: b.view().edges.length >= before };
+  });
   await page.evaluate(() => window.bulkhead.collapseAll());
   out.exports = await page.evaluate(async () => {
     const png = await window.bulkhead.exportPNG();

@@ -198,6 +198,8 @@ function sync({ fit = false } = {}) {
         addEdges.push({ group: 'edges', data: { ...data, shown: '' } });
       }
     }
+    // Drawn in the order added: the most severe last, on top (cheaper than z-index rules).
+    addEdges.sort((a, b) => (SEVERITY[a.data.color] ?? 0) - (SEVERITY[b.data.color] ?? 0));
     if (addEdges.length) cy.add(addEdges);
   });
   ui.view = view;
