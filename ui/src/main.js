@@ -385,15 +385,18 @@ function flush() {
   }
 }
 
-function startFollow(since) {
+/**
+ * Follows the live increments from now on (no `since`: the map just fetched
+ * already counts everything before, and the follow stream would send the
+ * window from `since` again as increments).
+ */
+function startFollow() {
   ui.follower?.stop();
   ui.follower = follow({
-    since,
     onLine,
     resync: async () => {
       const doc = await fetchMap(currentWindow());
       replaceState(doc);
-      return doc.generated_at;
     },
     onState: (s, info) => {
       ui.live = s;
@@ -404,6 +407,8 @@ function startFollow(since) {
 }
 
 function replaceState(doc) {
+  // Lines not applied yet are counted in the new map already.
+  ui.pending = [];
   ui.state = createState(doc);
   ui.lastUpdate = Date.now();
   ui.error = null;
@@ -414,12 +419,13 @@ function replaceState(doc) {
 async function reload({ fit = true } = {}) {
   try {
     const doc = await fetchMap(currentWindow());
+    ui.pending = [];
     ui.state = createState(doc);
     ui.lastUpdate = Date.now();
     ui.error = null;
     sync({ fit });
     refreshFilterMenus();
-    startFollow(doc.generated_at);
+    startFollow();
   } catch (err) {
     ui.error = String(err?.message || err);
     renderStatus();
@@ -759,7 +765,7 @@ async function start() {
   await nextFrame();
   window.bulkhead.readyAt = performance.now();
   resolveReady();
-  startFollow(ui.state.meta.generated_at);
+  startFollow();
 }
 
 start();
