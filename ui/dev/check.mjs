@@ -62,6 +62,24 @@ try {
       egress: !!d.querySelector('[data-testid=explain-egress]'), policies: d.querySelector('[data-testid=policies]')?.textContent.slice(0, 120) };
   });
   if (args.details) await page.screenshot({ path: args.details });
+  // A real mouse click on the middle of a (short-labelled) edge opens its details.
+  await page.evaluate(() => document.querySelector('#details .close')?.click());
+  const target = await page.evaluate(() => {
+    const cy = window.bulkhead.cy;
+    const e = cy.edges().filter((x) => x.data('shown')).sort((a, b) => b.data('shown').length - a.data('shown').length)[0];
+    if (!e) return null;
+    const p = e.renderedMidpoint();
+    const r = cy.container().getBoundingClientRect();
+    return { id: e.id(), x: r.left + p.x, y: r.top + p.y };
+  });
+  if (target) {
+    await page.mouse.click(target.x, target.y);
+    await page.waitForFunction(() => !document.getElementById('details').hidden
+      && document.getElementById('details').dataset.kind === 'edge'
+      && document.querySelector('#details [data-testid=explain-egress]'), null, { timeout: 10000 });
+    out.mouseClick = await page.evaluate(() => document.getElementById('details').dataset.id);
+    out.mouseClickWanted = target.id;
+  }
   out.expand = await page.evaluate(async () => {
     const t0 = performance.now();
     await window.bulkhead.expandAll();
@@ -78,6 +96,26 @@ try {
     const d = document.getElementById('details');
     return { id: w.id, kind: d.dataset.kind, mode: d.querySelector('[data-testid=mode]')?.textContent,
       diffAdds: d.querySelectorAll('[data-testid=diff] .add').length };
+  });
+  if (args.workload) await page.screenshot({ path: args.workload });
+  out.filters = await page.evaluate(async () => {
+    const b = window.bulkhead;
+    await b.setFilter({ verdicts: ['denied'] });
+    const denied = b.view().edges;
+    const ok = denied.every((e) => e.verdict === 'denied');
+    const overlapsDenied = b.labelOverlaps().length;
+    await b.setFilter({ verdicts: null, protocols: ['UDP'] });
+    const udp = b.view().edges.every((e) => e.ports.every((p) => p.startsWith('UDP')));
+    await b.setFilter({ protocols: null });
+    const w = b.view().nodes.find((n) => n.kind === 'workload');
+    const before = b.view().edges.length;
+    await b.hide(w.id);
+    const hidden = b.view();
+    const gone = !hidden.edges.some((e) => e.source === w.id || e.target === w.id)
+      && hidden.nodes.find((n) => n.id === w.id)?.hidden === true;
+    await b.unhide(w.id);
+    return { deniedOnly: ok, denied: denied.length, overlapsDenied, udpOnly: udp, hideRemovesEdges: gone,
+      restored: b.view().edges.length >= before };
   });
   await page.evaluate(() => window.bulkhead.collapseAll());
   out.exports = await page.evaluate(async () => {

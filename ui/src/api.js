@@ -77,9 +77,10 @@ export function lineSplitter(onLine, onBad = () => {}) {
  * reconnects with exponential backoff (1 s doubling to 30 s, reset once a
  * connection delivers data) when the stream ends or fails. Increments missed
  * while disconnected cannot be replayed as increments, so before a reconnect
- * `resync()` is awaited (the caller refetches /v1/map and returns the time
- * to follow from).
- * @param {{since?: number, onLine: (obj: object) => void, resync?: () => Promise<number|undefined>,
+ * `resync()` is awaited (the caller refetches /v1/map). `since` makes the
+ * agent send the window from that time first (as increments): only for a
+ * caller that did not fetch /v1/map for it, else those would count twice.
+ * @param {{since?: number, onLine: (obj: object) => void, resync?: () => Promise<void>,
  *          onState?: (state: 'connecting'|'live'|'retrying'|'stopped', info?: object) => void}} opts
  * @returns {{stop: () => void}}
  */
@@ -95,7 +96,8 @@ export function follow({ since, onLine, resync, onState = () => {} }) {
     if (stopped) return;
     if (!first && resync) {
       try {
-        from = (await resync()) ?? from;
+        await resync();
+        from = undefined;
       } catch (err) {
         onState('retrying', { error: String(err?.message || err), delay });
         timer = setTimeout(connect, delay);

@@ -81,10 +81,10 @@ function flowsTable(flows) {
       h('td', null, [...(f.policies || []), ...(f.audit?.policies || [])].map((p) => p.name).join(', ')
         + (f.drop_reason ? ` (${f.drop_reason})` : ''))));
   }
-  return h('table', { class: 'flows' },
+  return h('div', { class: 'scroll' }, h('table', { class: 'flows' },
     h('thead', null, h('tr', null, ...['end (UTC)', 'dir', 'src', 'dst', 'proto', 'verdict', 'packets', 'bytes', 'policies']
       .map((t) => h('th', null, t)))),
-    body);
+    body));
 }
 
 function explainSide(side) {
@@ -135,22 +135,23 @@ export function renderEdge(panel, ve, members, answers, onSelectMember) {
   const eg = h('div', { 'data-testid': 'explain-egress' });
   const ing = h('div', { 'data-testid': 'explain-ingress' });
   const texts = h('div', null);
+  const add = (el, ...kids) => el.append(...kids.filter((k) => k !== null && k !== undefined));
   for (const a of answers) {
     const head = answers.length > 1 ? h('h4', null, `${portLabel(a.edge)} ${a.edge.src} → ${a.edge.dst}`) : null;
     if (a.error) {
-      eg.append(head, h('p', { class: 'error' }, a.error));
-      ing.append(head ? head.cloneNode(true) : null, h('p', { class: 'error' }, a.error));
+      add(eg, head, h('p', { class: 'error' }, a.error));
+      add(ing, head ? head.cloneNode(true) : null, h('p', { class: 'error' }, a.error));
       continue;
     }
     const ex = a.answer?.explain;
     if (!ex) {
       const why = a.answer?.explain_unavailable || 'unavailable';
-      eg.append(head, h('p', { class: 'muted' }, `explain unavailable: ${why}`));
-      ing.append(head ? head.cloneNode(true) : null, h('p', { class: 'muted' }, `explain unavailable: ${why}`));
+      add(eg, head, h('p', { class: 'muted' }, `explain unavailable: ${why}`));
+      add(ing, head ? head.cloneNode(true) : null, h('p', { class: 'muted' }, `explain unavailable: ${why}`));
       continue;
     }
-    eg.append(head, explainSide(ex.egress));
-    ing.append(head ? head.cloneNode(true) : null, explainSide(ex.ingress));
+    add(eg, head, explainSide(ex.egress));
+    add(ing, head ? head.cloneNode(true) : null, explainSide(ex.ingress));
     texts.append(h('div', null, head ? head.cloneNode(true) : null,
       h('p', null, 'Now: ', verdictBadge(ex.verdict === 'denied' ? 'denied' : 'allowed'),
         ex.example ? ` (for ${ex.example.from} → ${ex.example.to})` : ''),

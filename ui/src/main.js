@@ -198,6 +198,8 @@ function sync({ fit = false } = {}) {
         addEdges.push({ group: 'edges', data: { ...data, shown: '' } });
       }
     }
+    // Drawn in the order added: the most severe last, on top (cheaper than z-index rules).
+    addEdges.sort((a, b) => (SEVERITY[a.data.color] ?? 0) - (SEVERITY[b.data.color] ?? 0));
     if (addEdges.length) cy.add(addEdges);
   });
   ui.view = view;
@@ -338,17 +340,29 @@ function labelOverlaps() {
 }
 
 // --- live updates ---
+/** Live lines are applied at most this often (ms): one batch per animation frame after that. */
+const LIVE_INTERVAL = 400;
+
 function onLine(obj) {
   if (ui.pending.length >= MAX_PENDING) {
     ui.overflow = true;
     return;
   }
   ui.pending.push(obj);
-  if (!ui.frame) ui.frame = requestAnimationFrame(flush);
+  if (ui.frame) return;
+  const wait = (ui.lastFlush ?? 0) + LIVE_INTERVAL - performance.now();
+  if (wait > 0) {
+    ui.frame = setTimeout(() => {
+      ui.frame = requestAnimationFrame(flush);
+    }, wait);
+  } else {
+    ui.frame = requestAnimationFrame(flush);
+  }
 }
 
 function flush() {
   ui.frame = 0;
+  ui.lastFlush = performance.now();
   if (ui.overflow) {
     ui.overflow = false;
     ui.pending = [];
@@ -371,15 +385,18 @@ function flush() {
   }
 }
 
-function startFollow(since) {
+/**
+ * Follows the live increments from now on (no `since`: the map just fetched
+ * already counts everything before, and the follow stream would send the
+ * window from `since` again as increments).
+ */
+function startFollow() {
   ui.follower?.stop();
   ui.follower = follow({
-    since,
     onLine,
     resync: async () => {
       const doc = await fetchMap(currentWindow());
       replaceState(doc);
-      return doc.generated_at;
     },
     onState: (s, info) => {
       ui.live = s;
@@ -390,6 +407,8 @@ function startFollow(since) {
 }
 
 function replaceState(doc) {
+  // Lines not applied yet are counted in the new map already.
+  ui.pending = [];
   ui.state = createState(doc);
   ui.lastUpdate = Date.now();
   ui.error = null;
@@ -400,12 +419,13 @@ function replaceState(doc) {
 async function reload({ fit = true } = {}) {
   try {
     const doc = await fetchMap(currentWindow());
+    ui.pending = [];
     ui.state = createState(doc);
     ui.lastUpdate = Date.now();
     ui.error = null;
     sync({ fit });
     refreshFilterMenus();
-    startFollow(doc.generated_at);
+    startFollow();
   } catch (err) {
     ui.error = String(err?.message || err);
     renderStatus();
@@ -500,7 +520,10 @@ async function settle() {
   await nextFrame();
 }
 
+const nsName = (ns) => (String(ns).startsWith('ns:') ? String(ns).slice(3) : String(ns));
+
 function expand(ns) {
+  ns = nsName(ns);
   ui.collapsed.delete(ns);
   sync({ fit: false });
   const node = ui.cy.getElementById(nsId(ns));
@@ -509,6 +532,7 @@ function expand(ns) {
 }
 
 function collapse(ns) {
+  ns = nsName(ns);
   ui.collapsed.add(ns);
   sync({ fit: false });
   return settle();
@@ -696,6 +720,10 @@ window.bulkhead = {
   get error() {
     return ui.error;
   },
+  /** The Cytoscape core (for debugging and the driver's real clicks). */
+  get cy() {
+    return ui.cy;
+  },
   get timings() {
     return ui.timings;
   },
@@ -737,7 +765,7 @@ async function start() {
   await nextFrame();
   window.bulkhead.readyAt = performance.now();
   resolveReady();
-  startFollow(ui.state.meta.generated_at);
+  startFollow();
 }
 
 start();

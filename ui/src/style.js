@@ -147,7 +147,7 @@ export function stylesheet() {
     { selector: 'edge[aggregated = 1]', style: { width: 'data(weight)' } },
     ...['would_deny', 'revoked', 'denied', 'quarantined', 'outside_baseline'].map((k, i) => ({
       selector: `edge[color = "${k}"]`,
-      style: { 'line-opacity': 0.8, 'z-index': 2 + i },
+      style: { 'line-opacity': 0.8 },
     })),
     { selector: 'edge[color = "outside_baseline"]', style: { 'line-style': 'dashed' } },
     {
