@@ -3,4 +3,5 @@
 //! ([`report`]).
 
 pub mod report;
+pub mod serve;
 pub mod synthetic;
