@@ -90,7 +90,9 @@ function flowsTable(flows) {
 function explainSide(side) {
   if (!side) return h('p', { class: 'muted' }, 'no answer');
   return h('div', { class: 'explain-side', 'data-verdict': side.verdict },
-    h('p', null, h('strong', null, side.verdict), side.policies?.length ? ` — ${side.policies.join(', ')}` : ''),
+    h('p', null, h('strong', null, side.verdict), side.reason && side.reason !== side.verdict ? ` (${side.reason})` : '',
+      side.policies?.length ? ` — selected by ${side.policies.join(', ')}` : ''),
+    side.audit ? h('p', { class: 'muted' }, `audit: ${typeof side.audit === 'string' ? side.audit : JSON.stringify(side.audit)}`) : null,
     side.rules?.length
       ? h('ul', { class: 'rules' }, side.rules.map((r) => h('li', { 'data-policy': r.policy },
         h('code', null, `${r.policy}${r.rule != null ? ` rule ${r.rule}` : ''}`), r.text ? ` ${r.text}` : '')))
@@ -175,12 +177,14 @@ export function renderWorkload(panel, w, answer, error, actions) {
   panel.dataset.kind = 'workload';
   panel.dataset.id = w.id;
   const wl = answer?.workload || w;
+  const q = answer?.quarantine;
+  const hasQ = Array.isArray(q) ? q.length > 0 : q != null;
+  const quarantined = !!wl.quarantined || hasQ;
   const body = [h('h2', null, wl.id)];
   body.push(h('p', null, 'mode: ', h('strong', { 'data-testid': 'mode' }, wl.mode ?? 'none (not in the model)'),
-    ' · quarantined: ', h('strong', { 'data-testid': 'quarantined', 'data-value': String(!!(wl.quarantined || answer?.quarantine)) },
-      wl.quarantined || answer?.quarantine ? 'yes' : 'no'),
+    ' · quarantined: ', h('strong', { 'data-testid': 'quarantined', 'data-value': String(quarantined) }, quarantined ? 'yes' : 'no'),
     ' ', h('button', { type: 'button', onclick: actions.hide }, 'Hide')));
-  if (answer?.quarantine) body.push(h('pre', { class: 'quarantine' }, JSON.stringify(answer.quarantine, null, 2)));
+  if (hasQ) body.push(h('pre', { class: 'quarantine' }, JSON.stringify(q, null, 2)));
   if (Object.keys(wl.labels || {}).length) {
     body.push(h('p', { class: 'labels' }, Object.entries(wl.labels).map(([k, v]) => h('code', null, `${k}=${v}`))));
   }

@@ -758,9 +758,15 @@ async function start() {
   sync({ fit: true });
   refreshFilterMenus();
   ui.timings.start.synced = performance.now();
+  // Ready once Cytoscape has drawn the view (its 'render' event), and the
+  // browser has had a frame to put it on the screen.
   await new Promise((r) => {
-    ui.cy.one('render', r);
-    setTimeout(r, 500);
+    ui.cy.one('render', () => {
+      ui.timings.start.rendered = performance.now();
+      r();
+    });
+    // Nothing to draw (an empty map) emits no render: do not wait for one.
+    if (ui.cy.elements().empty()) setTimeout(r, 50);
   });
   await nextFrame();
   window.bulkhead.readyAt = performance.now();
