@@ -8,6 +8,7 @@ use std::net::IpAddr;
 
 use ipnetwork::IpNetwork;
 
+pub mod browser;
 pub mod flows;
 pub mod learn;
 pub use flows::flow_record;

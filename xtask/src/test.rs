@@ -11,6 +11,9 @@ use crate::{cmd, cmd::step, ebpf, setup, tools, ui};
 pub const REQUIRE_PRIVILEGED: &str = "BULKHEAD_REQUIRE_PRIVILEGED";
 /// Environment variable naming the eBPF ELF for the tests.
 pub const EBPF_ELF: &str = "BULKHEAD_EBPF_ELF";
+/// Environment variable that turns a browser test skipped for want of a
+/// browser into a failure (`bulkhead_testkit::browser::REQUIRE_ENV`).
+pub const REQUIRE_BROWSER: &str = "BULKHEAD_REQUIRE_BROWSER";
 
 /// Package of the privileged tests, run in their own step.
 const NETNS_TESTS: &str = "bulkhead-netns-tests";
@@ -71,6 +74,9 @@ pub fn run() -> Result<()> {
                 // and fails rather than skips when they are given.
                 .env(tools::HELM_ENV, tools::helm())
                 .env(tools::VALIDATE_ENV, tools::kubernetes_validate())
+                // Setup installed chromium and build-ui playwright-core:
+                // the browser tests (testkit/src/browser.rs) must not skip.
+                .env(REQUIRE_BROWSER, "1")
                 .args(["test", "--workspace", "--exclude", NETNS_TESTS])
                 .args(["--exclude", NETKIT]),
         )
@@ -82,6 +88,7 @@ pub fn run() -> Result<()> {
                     .current_dir(root)
                     .env(EBPF_ELF, &elf)
                     .env(REQUIRE_PRIVILEGED, "1")
+                    .env(REQUIRE_BROWSER, "1")
                     // `--tests`: integration tests only, so the closing
                     // summary is theirs, not an empty doc-test run's.
                     .args(["test", "-p", NETNS_TESTS, "-p", NETKIT, "--tests"])
