@@ -91,7 +91,10 @@ impl Served {
         if !head.starts_with("HTTP/1.1 200") {
             bail!("GET {path}: {}", head.lines().next().unwrap_or_default());
         }
-        if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
             return Ok(dechunk(body));
         }
         Ok(body.to_owned())
