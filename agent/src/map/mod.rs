@@ -8,6 +8,7 @@
 //! force is the reconciler's (`update_policy`, one `Arc` swap per enforced
 //! revision), so explain and the proposal say what policy says now.
 
+mod backend;
 mod details;
 pub mod policy;
 #[cfg(test)]
@@ -26,6 +27,7 @@ use bulkhead_learn::{EdgeKey, Window, WorkloadId};
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::Model;
 
+pub use backend::MapBackend;
 pub use policy::PolicyNow;
 
 /// Merges of increments queued for one map follower; beyond, they are
