@@ -182,6 +182,12 @@ fn an_edge_shows_its_flows_and_what_policy_says_now() {
             .unwrap()
             .contains(&Value::from("shop/db"))
     );
+    assert_eq!(
+        x["ingress"]["rules"],
+        serde_json::json!([]),
+        "no rule decides"
+    );
+    assert_eq!(x["ingress"]["near_misses"][0]["policy"], "shop/db");
     assert_eq!(x["example"]["from"], "shop/frontend");
     assert_eq!(x["example"]["to"], "shop/db");
     assert!(x["text"].as_str().unwrap().contains("DENIED"), "{x}");
