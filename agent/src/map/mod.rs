@@ -10,6 +10,7 @@
 
 mod backend;
 mod details;
+pub mod metrics;
 pub mod policy;
 #[cfg(test)]
 mod tests;
@@ -99,6 +100,11 @@ impl MapSource {
     /// The map itself.
     pub fn map(&self) -> &Arc<SharedMap> {
         &self.map
+    }
+
+    /// `text` (OpenMetrics) with the map's metrics appended.
+    pub fn append_metrics(&self, text: String) -> String {
+        metrics::append(text, self.map.stats(), self.map.subscribers())
     }
 
     /// Takes the policy now in force (`local`: the pods on this node).
