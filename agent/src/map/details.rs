@@ -17,7 +17,6 @@ use bulkhead_learn::{EdgeKey, End, key_of};
 use bulkhead_policy::eval::explain::{
     Answer, Explanation, PeerArg, RuleRef, SideAudit, SideExplanation, answer, text,
 };
-use policy_side::side;
 
 /// Flow records an edge's details list at most.
 pub const EDGE_FLOWS: usize = 50;
@@ -53,59 +52,65 @@ struct Example {
     to: String,
 }
 
-mod policy_side {
-    use super::*;
+/// One side of an explanation.
+#[derive(Serialize)]
+struct SideJson {
+    /// `allow`, `deny` or `not_isolated`.
+    verdict: &'static str,
+    /// explain's own word (`allowed`, `denied`, `not-isolated`,
+    /// `from-node`, `not-a-pod`).
+    reason: &'static str,
+    /// The policies selecting the pod for this direction.
+    policies: Vec<String>,
+    /// The deciding rules: the denying one, or the allowing ones.
+    rules: Vec<RuleJson>,
+    /// Rules that came close: the right peer on another port, or the
+    /// right port for another peer.
+    near_misses: Vec<RuleJson>,
+    /// The audit view, when audit-mode policies select the pod.
+    audit: Option<SideAudit>,
+}
 
-    /// One side of an explanation.
-    #[derive(Serialize)]
-    pub(super) struct SideJson {
-        /// `allow`, `deny` or `not_isolated`.
-        pub verdict: &'static str,
-        /// explain's own word (`allowed`, `denied`, `not-isolated`,
-        /// `from-node`, `not-a-pod`).
-        pub reason: &'static str,
-        /// The policies selecting the pod for this direction.
-        pub policies: Vec<String>,
-        /// The deciding rules: the denying one, or the allowing ones.
-        pub rules: Vec<RuleJson>,
-        /// The audit view, when audit-mode policies select the pod.
-        pub audit: Option<SideAudit>,
-    }
+/// A deciding rule: its policy, its index in the direction's rules, and
+/// the rule as `bulkhead explain` names it.
+#[derive(Serialize)]
+struct RuleJson {
+    policy: String,
+    rule: usize,
+    text: String,
+}
 
-    /// A deciding rule.
-    #[derive(Serialize)]
-    pub(super) struct RuleJson {
-        pub policy: String,
-        pub rule: usize,
-        pub text: String,
-    }
-
-    pub(super) fn side(s: &SideExplanation) -> SideJson {
-        let d = s.direction.as_str();
-        let rule = |r: &RuleRef| RuleJson {
-            policy: r.policy.clone(),
-            rule: r.rule,
-            text: text::rule_line(r, d),
-        };
-        SideJson {
-            verdict: match s.verdict {
-                "denied" => "deny",
-                "not-isolated" | "not-a-pod" => "not_isolated",
-                _ => "allow",
-            },
-            reason: s.verdict,
-            policies: s
-                .policies
-                .iter()
-                .chain(&s.admin_policies)
-                .cloned()
-                .collect(),
-            rules: s.denied_by.iter().chain(&s.allowed_by).map(rule).collect(),
-            audit: s.audit.clone(),
-        }
+/// One side of explain's answer as the map shows it.
+fn side(s: &SideExplanation) -> SideJson {
+    let d = s.direction.as_str();
+    let rule = |r: &RuleRef| RuleJson {
+        policy: r.policy.clone(),
+        rule: r.rule,
+        text: text::rule_line(r, d),
+    };
+    SideJson {
+        verdict: match s.verdict {
+            "denied" => "deny",
+            "not-isolated" | "not-a-pod" => "not_isolated",
+            _ => "allow",
+        },
+        reason: s.verdict,
+        policies: s
+            .policies
+            .iter()
+            .chain(&s.admin_policies)
+            .cloned()
+            .collect(),
+        rules: s.denied_by.iter().chain(&s.allowed_by).map(rule).collect(),
+        near_misses: s
+            .peer_matches_port_does_not
+            .iter()
+            .chain(&s.port_matches_peer_does_not)
+            .map(rule)
+            .collect(),
+        audit: s.audit.clone(),
     }
 }
-use policy_side::SideJson;
 
 /// `GET /v1/map/edge`.
 pub(super) fn edge(src: &MapSource, q: &EdgeQuery) -> Result<String, MapError> {

@@ -95,7 +95,7 @@ impl MapConfig {
     /// Checks the bounds.
     pub fn validate(&self) -> Result<(), MapConfigError> {
         let ms = self.bucket.as_millis();
-        if ms == 0 || ms % u128::from(GRAIN_MS) != 0 {
+        if ms == 0 || !ms.is_multiple_of(u128::from(GRAIN_MS)) {
             return Err(MapConfigError::Bucket(self.bucket));
         }
         if self.retention < self.bucket {

@@ -11,50 +11,8 @@ use bulkhead_testkit::learn::{Peer, conn, demo, demo_model};
 use serde_json::Value;
 
 use super::*;
-use crate::map::MapSource;
+use crate::map::{MapBackend, MapSource};
 use crate::quarantine::{Enforced, QuarantineOrigin, QuarantineState, QuarantineStore};
-
-/// A backend serving only the map (and what every backend must).
-struct MapBackend(Arc<MapSource>);
-
-impl ApiBackend for MapBackend {
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn health(&self) -> Health {
-        Health {
-            status: HealthStatus::Ok,
-            detail: serde_json::json!({}),
-        }
-    }
-    fn recent_flows(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
-    }
-    fn follow(&self, _: &str, _: usize) -> Result<Box<dyn FlowStream>, String> {
-        Err("no flows here".to_owned())
-    }
-    fn accounting(&self) -> Value {
-        Value::Null
-    }
-    fn history(&self, _: bulkhead_learn::Window) -> Result<String, HistoryError> {
-        Err(HistoryError::NotKept)
-    }
-    fn map(&self, window: bulkhead_learn::Window) -> Result<String, MapError> {
-        Ok(self.0.view(window, 0))
-    }
-    fn map_follow(
-        &self,
-        since: Option<bulkhead_learn::Window>,
-    ) -> Result<Box<dyn FlowStream>, MapError> {
-        Ok(self.0.follow(since))
-    }
-    fn map_edge(&self, query: &EdgeQuery) -> Result<String, MapError> {
-        self.0.edge(query)
-    }
-    fn map_workload(&self, query: &WorkloadQuery) -> Result<String, MapError> {
-        self.0.workload(query)
-    }
-}
 
 fn now_ms() -> u64 {
     crate::flows::unix_ms()
@@ -224,6 +182,12 @@ fn an_edge_shows_its_flows_and_what_policy_says_now() {
             .unwrap()
             .contains(&Value::from("shop/db"))
     );
+    assert_eq!(
+        x["ingress"]["rules"],
+        serde_json::json!([]),
+        "no rule decides"
+    );
+    assert_eq!(x["ingress"]["near_misses"][0]["policy"], "shop/db");
     assert_eq!(x["example"]["from"], "shop/frontend");
     assert_eq!(x["example"]["to"], "shop/db");
     assert!(x["text"].as_str().unwrap().contains("DENIED"), "{x}");
