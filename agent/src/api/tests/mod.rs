@@ -15,6 +15,7 @@ mod follow;
 mod listen;
 mod quarantine;
 mod ui;
+mod ui_browser;
 
 use fake::{Fake, Probe, fake, record};
 
