@@ -14,8 +14,8 @@ use bulkhead_common::{FLOW_CONFIG_ACCOUNTING, FLOW_CONFIG_EVENTS_DROP, FLOW_CONF
 use serde_json::json;
 
 use crate::api::{
-    Api, ApiBackend, ApiConfig, ApiHandle, FlowStream, Health, HealthStatus, HistoryError, Next,
-    TimelineError, TimelineQuery,
+    Api, ApiBackend, ApiConfig, ApiHandle, EdgeQuery, FlowStream, Health, HealthStatus,
+    HistoryError, MapError, Next, TimelineError, TimelineQuery, WorkloadQuery,
 };
 use crate::timeline::{Enforced, TimelineSource};
 use bulkhead_dataplane::flowtap::FlowTap;
@@ -25,6 +25,8 @@ use bulkhead_flows::{
     Enricher, Filter, History, Metrics, Pipeline, PipelineConfig, PipelineHandle, SharedEnricher,
     Subscription,
 };
+use bulkhead_learn::exporter::BatchSink;
+use bulkhead_learn::map::{MapExporter, MapSink, SharedMap};
 use bulkhead_learn::timeline::exporter::TimelineExporter;
 use bulkhead_learn::timeline::{Retention, Timeline};
 use bulkhead_learn::{HistoryExporter, HistoryExporterConfig, HistoryStore, StoreConfig};
@@ -60,6 +62,9 @@ pub struct FlowsConfig {
     pub timeline_retention: Retention,
     /// Baseline-deviation alerts (idle until a baseline is active).
     pub alerts: crate::alerts::AlertsConfig,
+    /// The network map's time buckets and bounds (kept whenever flows
+    /// are on).
+    pub map: bulkhead_learn::map::MapConfig,
 }
 
 /// The durable history as `GET /v1/history` serves it.
@@ -111,7 +116,9 @@ struct Shared {
     /// The forensic timeline.
     timeline: TimelineSource,
     /// The baseline detectors, when alerting is on.
-    alerts: Mutex<Option<crate::alerts::Alerts>>,
+    alerts: crate::map::AlertsSlot,
+    /// The network map, whenever the pipeline runs.
+    map: Option<Arc<crate::map::MapSource>>,
     metrics: Arc<Metrics>,
     health: Mutex<HealthState>,
     /// CNI registrations the API's `/v1/cni` routes serve.
@@ -166,12 +173,15 @@ impl AgentFlows {
             },
             None => HistorySource::None,
         };
+        let mut flow_map = None;
         if cfg.enabled {
             let started = open_store(cfg).and_then(|opened| {
                 if let Some(s) = &opened {
                     store = HistorySource::Open(Arc::clone(s));
                 }
-                start_pipeline(dp, enricher.clone(), cfg, opened, timeline.timeline())
+                let map = SharedMap::new(cfg.map).map_err(|e| e.to_string())?;
+                flow_map = Some(Arc::clone(&map));
+                start_pipeline(dp, enricher.clone(), cfg, opened, timeline.timeline(), map)
             });
             match started {
                 Ok(p) => pipeline = Some(p),
@@ -204,13 +214,24 @@ impl AgentFlows {
             timeline.timeline(),
             &mut health,
         );
+        let alerts: crate::map::AlertsSlot = Arc::new(Mutex::new(alerts));
+        let map = flow_map.filter(|_| pipeline.is_some()).map(|m| {
+            Arc::new(crate::map::MapSource::new(
+                m,
+                &cfg.pipeline.node,
+                history.clone(),
+                Some(Arc::clone(&quarantines)),
+                Arc::clone(&alerts),
+            ))
+        });
         let shared = Arc::new(Shared {
             pipeline: Mutex::new(pipeline),
             history,
             store,
             history_answer: Mutex::new(()),
             timeline,
-            alerts: Mutex::new(alerts),
+            alerts,
+            map,
             metrics,
             health: Mutex::new(health),
             cni,
@@ -246,7 +267,7 @@ impl AgentFlows {
     pub fn update_policy(
         &self,
         model: &Arc<Model>,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         local: &[(usize, u32)],
         revision: u64,
         switched_unix_ms: u64,
@@ -256,8 +277,11 @@ impl AgentFlows {
             .unwrap_or_else(|e| e.into_inner())
             .update(model, compiled, local, revision);
         self.shared.metrics.set_revision(revision);
+        let pods: Vec<usize> = local.iter().map(|&(p, _)| p).collect();
+        if let Some(m) = &self.shared.map {
+            m.update_policy(model, compiled, &pods);
+        }
         if let Some(t) = self.shared.timeline.timeline() {
-            let pods: Vec<usize> = local.iter().map(|&(p, _)| p).collect();
             let now = Enforced::of(model, compiled, &pods);
             let mut enforced = lock(&self.enforced);
             let before = enforced.replace(now);
@@ -435,6 +459,7 @@ fn start_pipeline(
     cfg: &FlowsConfig,
     store: Option<Arc<HistoryStore>>,
     timeline: Option<&Arc<Timeline>>,
+    map: Arc<SharedMap>,
 ) -> Result<PipelineHandle, String> {
     let config: PipelineConfig = cfg.pipeline.clone();
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
@@ -460,6 +485,9 @@ fn start_pipeline(
                 .map_err(|e| e.to_string())?,
         ));
     }
+    exporters.push(Box::new(
+        MapExporter::start(map).map_err(|e| e.to_string())?,
+    ));
     let mut tap = FlowTap::open(dp.pins()).map_err(|e| e.to_string())?;
     tap.set_config(FLOW_CONFIG_ACCOUNTING | FLOW_CONFIG_EVENTS_NEW | FLOW_CONFIG_EVENTS_DROP)
         .map_err(|e| e.to_string())?;
@@ -581,6 +609,38 @@ impl ApiBackend for Backend {
     fn timeline(&self, query: &TimelineQuery) -> Result<String, TimelineError> {
         let _one = lock(&self.0.history_answer);
         self.0.timeline.json(query)
+    }
+
+    fn map(&self, window: bulkhead_learn::Window) -> Result<String, MapError> {
+        let map = self.0.map.as_ref().ok_or(MapError::NotKept)?;
+        let lost = lock(&self.0.pipeline).as_ref().map_or(0, |p| {
+            let a = p.accounting();
+            a.exporters
+                .iter()
+                .filter(|e| e.exporter == MapSink::NAME)
+                .map(|e| e.lost_total())
+                .sum()
+        });
+        Ok(map.view(window, lost))
+    }
+
+    fn map_follow(
+        &self,
+        since: Option<bulkhead_learn::Window>,
+    ) -> Result<Box<dyn FlowStream>, MapError> {
+        Ok(self.0.map.as_ref().ok_or(MapError::NotKept)?.follow(since))
+    }
+
+    fn map_edge(&self, query: &EdgeQuery) -> Result<String, MapError> {
+        self.0.map.as_ref().ok_or(MapError::NotKept)?.edge(query)
+    }
+
+    fn map_workload(&self, query: &WorkloadQuery) -> Result<String, MapError> {
+        self.0
+            .map
+            .as_ref()
+            .ok_or(MapError::NotKept)?
+            .workload(query)
     }
 }
 

@@ -23,6 +23,7 @@ pub mod api;
 pub mod cni;
 mod cnibind;
 pub mod flows;
+pub mod map;
 pub mod memory;
 mod nodeview;
 mod persisted;

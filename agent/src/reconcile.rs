@@ -45,7 +45,7 @@ struct Current {
     /// The store generation `quarantines` are as of (a later generation
     /// with the same quarantines needs no compile).
     quarantine_generation: u64,
-    compiled: Compiled,
+    compiled: Arc<Compiled>,
     /// The source revision it came from.
     revision: String,
 }
@@ -370,7 +370,7 @@ impl Reconciler {
             overlay,
             quarantines,
             quarantine_generation,
-            compiled,
+            compiled: Arc::new(compiled),
             revision,
         });
         true

@@ -152,6 +152,21 @@ impl History {
             .collect()
     }
 
+    /// Up to `limit` records for which `keep` holds, newest first.
+    pub fn query_by(
+        &self,
+        keep: impl Fn(&FlowRecord) -> bool,
+        limit: usize,
+    ) -> Vec<Arc<FlowRecord>> {
+        lock(&self.ring)
+            .iter()
+            .rev()
+            .filter(|r| keep(r))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
     /// Subscribes to new records matching `filter`, through a queue of
     /// `queue` records.
     pub fn subscribe(&self, filter: Filter, queue: usize) -> Subscription {

@@ -141,7 +141,8 @@ pub struct SideCounts {
 }
 
 impl SideCounts {
-    fn add(&mut self, o: &SideCounts) {
+    /// Adds another side's counts.
+    pub fn add(&mut self, o: &SideCounts) {
         self.flows += o.flows;
         self.packets += o.packets;
         self.bytes += o.bytes;
@@ -416,6 +417,30 @@ fn destination(r: &FlowRecord) -> Result<&bulkhead_flows::record::Address, SkipR
     }
 }
 
+/// The two ends of a flow record's edge (source, then destination: a
+/// Service connection's backend), each with whether it is the side the
+/// record was observed at (the local pod); or why the record has no edge.
+/// What [`History::add_record`] learns workloads from.
+pub fn ends_of(
+    r: &FlowRecord,
+) -> Result<[(&bulkhead_flows::record::Address, bool); 2], SkipReason> {
+    if r.kind != RecordKind::Flow {
+        return Err(SkipReason::Event);
+    }
+    let local = match r.direction {
+        FlowDirection::Egress => &r.src.pod,
+        FlowDirection::Ingress => &r.dst.pod,
+    };
+    if local.is_none() {
+        return Err(SkipReason::UnknownEndpoint);
+    }
+    let target = destination(r)?;
+    Ok([
+        (&r.src, r.direction == FlowDirection::Egress),
+        (target, r.direction == FlowDirection::Ingress),
+    ])
+}
+
 /// Why a record gave no edge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SkipReason {
@@ -430,29 +455,25 @@ pub enum SkipReason {
 impl History {
     /// Adds one record.
     pub fn add_record(&mut self, r: &FlowRecord) {
-        if r.kind != RecordKind::Flow {
-            self.skipped.events += 1;
-            return;
-        }
-        let local = match r.direction {
-            FlowDirection::Egress => &r.src.pod,
-            FlowDirection::Ingress => &r.dst.pod,
-        };
-        if local.is_none() {
-            self.skipped.unknown_endpoint += 1;
-            return;
-        }
-        let Ok(target) = destination(r) else {
-            self.skipped.untranslated_service += 1;
-            return;
+        let ends = match ends_of(r) {
+            Ok(ends) => ends,
+            Err(SkipReason::Event) => {
+                self.skipped.events += 1;
+                return;
+            }
+            Err(SkipReason::UnknownEndpoint) => {
+                self.skipped.unknown_endpoint += 1;
+                return;
+            }
+            Err(SkipReason::UntranslatedService) => {
+                self.skipped.untranslated_service += 1;
+                return;
+            }
         };
         self.records += 1;
         // The common case (workload known, labels unchanged) allocates
         // only the edge key.
-        for (addr, is_local) in [
-            (&r.src, r.direction == FlowDirection::Egress),
-            (target, r.direction == FlowDirection::Ingress),
-        ] {
+        for (addr, is_local) in ends {
             let Some(p) = &addr.pod else { continue };
             let id = WorkloadId::of(p);
             match self.workloads.get_mut(&id) {

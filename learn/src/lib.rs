@@ -16,6 +16,7 @@ pub mod diff;
 pub mod edge;
 pub mod exporter;
 pub mod labels;
+pub mod map;
 pub mod promote;
 pub mod propose;
 pub mod read;

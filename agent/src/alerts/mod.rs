@@ -262,6 +262,25 @@ impl Alerts {
         self.listed(&self.lock())
     }
 
+    /// Which of `keys` are outside the active baselines: some baseline
+    /// watches the edge ([`Baseline::watches_edge`]) and none holds it
+    /// ([`Baseline::holds`]). The network map colours them.
+    pub fn outside_baseline<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a bulkhead_learn::EdgeKey>,
+    ) -> std::collections::HashSet<bulkhead_learn::EdgeKey> {
+        let control = self.lock();
+        let active: Vec<&Baseline> = self.statics.iter().chain(control.active.list()).collect();
+        if active.is_empty() {
+            return Default::default();
+        }
+        keys.filter(|k| {
+            active.iter().any(|b| b.watches_edge(k)) && !active.iter().any(|b| b.holds(k))
+        })
+        .cloned()
+        .collect()
+    }
+
     fn listed(&self, control: &Control) -> Vec<ActiveBaseline> {
         let statics = self.statics.iter().map(|b| ActiveBaseline::of(b, "flag"));
         let activated = control.active.list().map(|b| ActiveBaseline::of(b, "api"));

@@ -22,7 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::routes::{error, response};
 use super::server::Shared;
-use super::{FlowStream, JSON_LINES, LOST_TYPE, Next};
+use super::{ApiBackend, FlowStream, JSON_LINES, LOST_TYPE, Next};
 
 /// Longest the pump waits on its subscription before checking the client
 /// and the stop flag.
@@ -38,16 +38,31 @@ const CHUNKS: usize = 4;
 /// Subscribes to `filter` (the newest `last` records first) and answers
 /// with the stream, or 400 with the backend's reason.
 pub(super) async fn follow(shared: Arc<Shared>, filter: String, last: usize) -> Response {
+    stream(shared, move |b| {
+        b.follow(&filter, last)
+            .map_err(|msg| (StatusCode::BAD_REQUEST, msg))
+    })
+    .await
+}
+
+/// Opens a stream with `open` (on the blocking pool) and answers with it
+/// as chunked JSON Lines, or with `open`'s error status and message.
+pub(super) async fn stream(
+    shared: Arc<Shared>,
+    open: impl FnOnce(&dyn ApiBackend) -> Result<Box<dyn FlowStream>, (StatusCode, String)>
+    + Send
+    + 'static,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(CHUNKS);
     let (started_tx, started_rx) = oneshot::channel();
     let pump_shared = Arc::clone(&shared);
-    tokio::task::spawn_blocking(move || match pump_shared.backend.follow(&filter, last) {
+    tokio::task::spawn_blocking(move || match open(&*pump_shared.backend) {
         Ok(stream) => {
             let _ = started_tx.send(Ok(()));
             pump(&pump_shared, stream, &tx);
         }
-        Err(msg) => {
-            let _ = started_tx.send(Err(msg));
+        Err(e) => {
+            let _ = started_tx.send(Err(e));
         }
     });
     match started_rx.await {
@@ -58,7 +73,7 @@ pub(super) async fn follow(shared: Arc<Shared>, filter: String, last: usize) -> 
                 .insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
             r
         }
-        Ok(Err(msg)) => error(StatusCode::BAD_REQUEST, &msg),
+        Ok(Err((status, msg))) => error(status, &msg),
         Err(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the agent's API backend failed to subscribe",

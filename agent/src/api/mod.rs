@@ -88,6 +88,7 @@ pub mod client;
 mod cni;
 mod follow;
 mod listen;
+mod map;
 pub mod metrics;
 mod quarantine;
 pub mod query;
@@ -104,6 +105,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use baselines::{BASELINES_PATH, DeactivateAnswer};
+pub use map::{
+    EdgeQuery, MAP_EDGE_PATH, MAP_FOLLOW_PATH, MAP_PATH, MAP_PATHS, MAP_WORKLOAD_PATH, MapError,
+    WorkloadQuery,
+};
 pub use quarantine::{QUARANTINE_PATH, QUARANTINE_WAIT};
 pub use server::{Api, ApiHandle};
 
@@ -212,6 +217,32 @@ pub trait ApiBackend: Send + Sync {
     fn with_alerts(&self, f: &mut dyn FnMut(&crate::alerts::Alerts)) -> bool {
         let _ = f;
         false
+    }
+    /// The network map of `window` as JSON text (`bulkhead.map/v1`), or
+    /// why there is none.
+    fn map(&self, window: bulkhead_learn::Window) -> Result<String, MapError> {
+        let _ = window;
+        Err(MapError::NotKept)
+    }
+    /// A live stream of the map's increments (`GET /v1/map/follow` lines),
+    /// after the window `since` (to now) if given. Bounded and lossy, as
+    /// [`ApiBackend::follow`].
+    fn map_follow(
+        &self,
+        since: Option<bulkhead_learn::Window>,
+    ) -> Result<Box<dyn FlowStream>, MapError> {
+        let _ = since;
+        Err(MapError::NotKept)
+    }
+    /// One edge's details as JSON text (`bulkhead.map.edge/v1`).
+    fn map_edge(&self, query: &EdgeQuery) -> Result<String, MapError> {
+        let _ = query;
+        Err(MapError::NotKept)
+    }
+    /// One workload's details as JSON text (`bulkhead.map.workload/v1`).
+    fn map_workload(&self, query: &WorkloadQuery) -> Result<String, MapError> {
+        let _ = query;
+        Err(MapError::NotKept)
     }
 }
 

@@ -16,6 +16,7 @@ use bulkhead_flows::record::Timestamp;
 use bulkhead_learn::Window;
 
 use super::baselines::{self, BASELINES_PATH};
+use super::map::{self, MAP_PATHS};
 use super::quarantine::{self, QUARANTINE_PATH};
 use super::server::Shared;
 use super::{
@@ -72,6 +73,7 @@ pub(super) fn router(shared: Arc<Shared>, full: bool) -> Router {
                 &format!("{BASELINES_PATH}/{{name}}"),
                 delete(baselines::deactivate),
             );
+        routes = map::routes(routes);
     }
     if full {
         routes = routes.merge(super::ui::bundle_routes());
@@ -112,13 +114,18 @@ pub(super) async fn count(State(shared): Api, req: Request, next: Next) -> Respo
 }
 
 fn not_found(path: &str, full: bool) -> Response {
-    let msg = if !full && FULL.contains(&path) {
+    let msg = if !full && (FULL.contains(&path) || MAP_PATHS.contains(&path)) {
         format!(
             "{path} is served on the agent's Unix socket only; over TCP: {}",
             BASIC.join(", ")
         )
     } else {
-        let known: Vec<&str> = BASIC.iter().chain(&FULL).copied().collect();
+        let known: Vec<&str> = BASIC
+            .iter()
+            .chain(&FULL)
+            .chain(&MAP_PATHS)
+            .copied()
+            .collect();
         format!("no endpoint {path}; the API serves {}", known.join(", "))
     };
     error(StatusCode::NOT_FOUND, &msg)

@@ -170,6 +170,19 @@ pub struct AgentArgs {
     /// Beyond this many timeline events the oldest are removed.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     pub timeline_max_events: u64,
+    /// Width of the network map's time buckets (`/v1/map`; whole seconds:
+    /// `1m`, `30s`), which its windows are rounded to.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = parse_map_bucket)]
+    pub map_bucket: Duration,
+    /// How long the network map keeps its buckets (`6h`, `1d`; at least
+    /// one bucket).
+    #[arg(long, value_name = "DURATION", default_value = "6h", value_parser = humantime::parse_duration)]
+    pub map_retention: Duration,
+    /// Beyond this many (edge, bucket) entries the network map's oldest
+    /// buckets are evicted (a window reaching before them is reported
+    /// partial).
+    #[arg(long, value_name = "N", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub map_max_entries: u64,
     /// Export flow records as IPFIX (RFC 7011) over UDP to this collector.
     #[arg(long, value_name = "HOST:PORT")]
     pub ipfix: Option<SocketAddr>,
@@ -410,5 +423,23 @@ fn flows_config(args: &AgentArgs, ui: Option<UiConfig>) -> Result<FlowsConfig, B
             max_events: args.timeline_max_events.max(1),
         },
         alerts: alerts_config(args)?,
+        map: bulkhead_learn::map::MapConfig {
+            bucket: args.map_bucket,
+            retention: args.map_retention.max(args.map_bucket),
+            max_entries: usize::try_from(args.map_max_entries).unwrap_or(usize::MAX),
+        },
     })
+}
+
+/// `--map-bucket`: a duration of whole seconds, at least one.
+fn parse_map_bucket(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    bulkhead_learn::map::MapConfig {
+        bucket: d,
+        retention: d,
+        max_entries: 1,
+    }
+    .validate()
+    .map(|()| d)
+    .map_err(|e| e.to_string())
 }

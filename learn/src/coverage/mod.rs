@@ -492,6 +492,19 @@ pub fn prove(history: &History, model: &Model, proposal: &Proposal) -> Proof {
     proof
 }
 
+/// The block diff ([`diff::lines`]) of the policy in force `old` against
+/// its proposed replacement `new`, or `None` when their rules are the
+/// same. Rules, not modes: a proposal applied in audit and re-proposed is
+/// unchanged (promoting is `bulkhead promote`).
+pub fn policy_diff(old: &Policy, new: &Policy) -> Option<String> {
+    let old = Policy {
+        origin: Origin::default(),
+        mode: None,
+        ..old.clone()
+    };
+    (old != *new).then(|| diff::lines(&yaml::plain(&old), &yaml::plain(new)))
+}
+
 /// The diff of the proposal against the manifests' policies.
 pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
     let existing: HashMap<String, &Policy> = model.policies.iter().map(|p| (p.key(), p)).collect();
@@ -502,24 +515,13 @@ pub fn diff_against(model: &Model, proposal: &Proposal) -> Diff {
         let new = p.policy();
         match existing.get(&key) {
             None => d.added.push(key.clone()),
-            Some(old) => {
-                // Rules, not modes: a proposal applied in audit and
-                // re-proposed is unchanged (promoting is `bulkhead promote`).
-                let old = Policy {
-                    origin: Origin::default(),
-                    mode: None,
-                    ..(*old).clone()
-                };
-                if old == new {
-                    d.unchanged.push(key.clone());
-                } else {
-                    d.text.insert(
-                        key.clone(),
-                        diff::lines(&yaml::plain(&old), &yaml::plain(&new)),
-                    );
+            Some(old) => match policy_diff(old, &new) {
+                None => d.unchanged.push(key.clone()),
+                Some(text) => {
+                    d.text.insert(key.clone(), text);
                     d.changed.push(key.clone());
                 }
-            }
+            },
         }
         proposed.insert(key);
     }

@@ -5,6 +5,7 @@
 //! explained per backend ([`service`]).
 
 pub mod service;
+pub mod text;
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;

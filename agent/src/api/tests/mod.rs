@@ -13,6 +13,7 @@ use super::*;
 mod fake;
 mod follow;
 mod listen;
+mod map;
 mod quarantine;
 mod ui;
 mod ui_browser;
