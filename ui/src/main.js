@@ -765,8 +765,8 @@ async function start() {
       ui.timings.start.rendered = performance.now();
       r();
     });
-    // Nothing to draw (an empty map) emits no render: do not wait for one.
-    if (ui.cy.elements().empty()) setTimeout(r, 50);
+    // Nothing to draw (an empty map, a zero-size container) may emit no render: do not wait forever.
+    setTimeout(r, ui.cy.elements().empty() ? 50 : 5000);
   });
   await nextFrame();
   window.bulkhead.readyAt = performance.now();
