@@ -526,15 +526,26 @@ function expand(ns) {
   ns = nsName(ns);
   ui.collapsed.delete(ns);
   sync({ fit: false });
-  const node = ui.cy.getElementById(nsId(ns));
-  if (node.nonempty()) ui.cy.center(node);
+  focus(nsId(ns));
   return settle();
+}
+
+/** Keeps a node in view after the layout moved it: centred, zoomed out if it does not fit. */
+function focus(id) {
+  const cy = ui.cy;
+  const node = cy.getElementById(id);
+  if (node.empty()) return;
+  const bb = node.boundingBox();
+  const fits = bb.w * cy.zoom() <= cy.width() - 40 && bb.h * cy.zoom() <= cy.height() - 40;
+  if (fits) cy.center(node);
+  else cy.fit(node, 20);
 }
 
 function collapse(ns) {
   ns = nsName(ns);
   ui.collapsed.add(ns);
   sync({ fit: false });
+  focus(nsId(ns));
   return settle();
 }
 
