@@ -672,7 +672,8 @@ function renderHiddenList() {
 
 function renderLegend() {
   $('legend').replaceChildren(...LEGEND.map(([k, text]) => h('span', { class: 'item', 'data-verdict': k },
-    h('span', { class: `sw${k === 'outside_baseline' ? ' dashed' : ''}`, style: `background:${COLORS[k]};border-color:${COLORS[k]}` }), text)));
+    h('span', { class: `sw${k === 'outside_baseline' ? ' dashed' : ''}`, style: `background:${COLORS[k]};border-color:${COLORS[k]}` }), text)),
+  h('div', { class: 'muted' }, 'a collapsed namespace\'s border: the worst verdict inside it · workload fill: enforce blue, audit orange, learn grey · right-click hides'));
 }
 
 function renderStatus() {
