@@ -11,7 +11,8 @@ export default defineConfig({
     modulePreload: { polyfill: false },
     chunkSizeWarningLimit: 1500,
     sourcemap: false,
-    minify: process.env.BULKHEAD_UI_NOMINIFY ? false : "esbuild",
+    // BULKHEAD_UI_NOMINIFY=1: readable names in CPU profiles.
+    minify: process.env.BULKHEAD_UI_NOMINIFY ? false : 'esbuild',
   },
   server: {
     // `npm run dev`: proxies the API to a mock (npm run mock) or an agent's UI listener.

@@ -52,3 +52,55 @@ pub fn stamp(root: &Path) -> io::Result<String> {
 pub fn check(dist: &Path, root: &Path) -> io::Result<Result<(), Stale>> {
     ebpf_sources::check_of(&dist.join("index.html"), &stamp_path(dist), root, &SOURCES)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    /// A fake checkout with the UI's sources, its tests and a bundle.
+    fn repo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("ui/src")).unwrap();
+        fs::create_dir_all(root.join("ui/tests/unit")).unwrap();
+        fs::create_dir_all(root.join("ui/node_modules/x")).unwrap();
+        fs::write(root.join("ui/src/main.js"), "export {}").unwrap();
+        fs::write(root.join("ui/index.html"), "<!doctype html>").unwrap();
+        fs::write(root.join("ui/package.json"), "{}").unwrap();
+        fs::write(root.join("ui/vite.config.js"), "export default {}").unwrap();
+        fs::write(root.join("ui/tests/unit/a.test.mjs"), "").unwrap();
+        fs::write(root.join("ui/node_modules/x/index.js"), "").unwrap();
+        let dist = root.join(DIST);
+        fs::create_dir_all(&dist).unwrap();
+        fs::write(dist.join("index.html"), "<!doctype html>").unwrap();
+        (dir, dist)
+    }
+
+    #[test]
+    fn a_bundle_is_current_while_what_vite_reads_is_unchanged() {
+        let (dir, dist) = repo();
+        let root = dir.path();
+        fs::write(stamp_path(&dist), stamp(root).unwrap()).unwrap();
+        assert_eq!(check(&dist, root).unwrap(), Ok(()));
+        // The npm project's tests and packages are not sources of the bundle.
+        fs::write(root.join("ui/tests/unit/b.test.mjs"), "").unwrap();
+        fs::write(root.join("ui/node_modules/x/index.js"), "//").unwrap();
+        assert_eq!(check(&dist, root).unwrap(), Ok(()));
+        // Its code and configuration are.
+        for (file, text) in [
+            ("ui/src/main.js", "export const x = 1"),
+            ("ui/vite.config.js", "export default { base: '/' }"),
+            ("ui/package.json", "{\"name\":\"x\"}"),
+        ] {
+            let (dir, dist) = repo();
+            let root = dir.path();
+            fs::write(stamp_path(&dist), stamp(root).unwrap()).unwrap();
+            fs::write(root.join(file), text).unwrap();
+            assert!(
+                matches!(check(&dist, root).unwrap(), Err(Stale::Stamp { .. })),
+                "{file}"
+            );
+        }
+    }
+}

@@ -90,13 +90,15 @@ export function follow({ since, onLine, resync, onState = () => {} }) {
   let delay = 1000;
   let from = since;
   let timer = null;
-  let first = true;
+  // Whether a stream delivered since the last resync: only then can increments have been missed.
+  let missed = false;
 
   async function connect() {
     if (stopped) return;
-    if (!first && resync) {
+    if (missed && resync) {
       try {
         await resync();
+        missed = false;
         from = undefined;
       } catch (err) {
         onState('retrying', { error: String(err?.message || err), delay });
@@ -105,17 +107,18 @@ export function follow({ since, onLine, resync, onState = () => {} }) {
         return;
       }
     }
-    first = false;
     if (stopped) return;
     ctrl = new AbortController();
     onState('connecting');
     let gotData = false;
+    let error;
     try {
       const res = await fetch(`/v1/map/follow${query({ since: from })}`, {
         credentials: 'same-origin',
         signal: ctrl.signal,
       });
       if (!res.ok || !res.body) throw new ApiError(res.status, `follow: HTTP ${res.status}`);
+      missed = true;
       onState('live');
       const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
       const feed = lineSplitter(onLine);
@@ -131,11 +134,10 @@ export function follow({ since, onLine, resync, onState = () => {} }) {
         }
       }
     } catch (err) {
-      if (stopped) return;
-      onState('retrying', { error: String(err?.message || err), delay });
+      error = String(err?.message || err);
     }
     if (stopped) return;
-    onState('retrying', { delay });
+    onState('retrying', { delay, error });
     timer = setTimeout(connect, delay);
     delay = Math.min(delay * 2, 30000);
   }

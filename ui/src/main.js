@@ -526,15 +526,26 @@ function expand(ns) {
   ns = nsName(ns);
   ui.collapsed.delete(ns);
   sync({ fit: false });
-  const node = ui.cy.getElementById(nsId(ns));
-  if (node.nonempty()) ui.cy.center(node);
+  focus(nsId(ns));
   return settle();
+}
+
+/** Keeps a node in view after the layout moved it: centred, zoomed out if it does not fit. */
+function focus(id) {
+  const cy = ui.cy;
+  const node = cy.getElementById(id);
+  if (node.empty()) return;
+  const bb = node.boundingBox();
+  const fits = bb.w * cy.zoom() <= cy.width() - 40 && bb.h * cy.zoom() <= cy.height() - 40;
+  if (fits) cy.center(node);
+  else cy.fit(node, 20);
 }
 
 function collapse(ns) {
   ns = nsName(ns);
   ui.collapsed.add(ns);
   sync({ fit: false });
+  focus(nsId(ns));
   return settle();
 }
 
@@ -661,7 +672,8 @@ function renderHiddenList() {
 
 function renderLegend() {
   $('legend').replaceChildren(...LEGEND.map(([k, text]) => h('span', { class: 'item', 'data-verdict': k },
-    h('span', { class: `sw${k === 'outside_baseline' ? ' dashed' : ''}`, style: `background:${COLORS[k]};border-color:${COLORS[k]}` }), text)));
+    h('span', { class: `sw${k === 'outside_baseline' ? ' dashed' : ''}`, style: `background:${COLORS[k]};border-color:${COLORS[k]}` }), text)),
+  h('div', { class: 'muted' }, 'a collapsed namespace\'s border: the worst verdict inside it · workload fill: enforce blue, audit orange, learn grey · right-click hides'));
 }
 
 function renderStatus() {
@@ -765,8 +777,8 @@ async function start() {
       ui.timings.start.rendered = performance.now();
       r();
     });
-    // Nothing to draw (an empty map) emits no render: do not wait for one.
-    if (ui.cy.elements().empty()) setTimeout(r, 50);
+    // Nothing to draw (an empty map, a zero-size container) may emit no render: do not wait forever.
+    setTimeout(r, ui.cy.elements().empty() ? 50 : 5000);
   });
   await nextFrame();
   window.bulkhead.readyAt = performance.now();

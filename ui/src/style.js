@@ -150,6 +150,8 @@ export function stylesheet() {
       style: { 'line-opacity': 0.8 },
     })),
     { selector: 'edge[color = "outside_baseline"]', style: { 'line-style': 'dashed' } },
+    // Edges showing their label are drawn over the others, so no line crosses the text.
+    { selector: 'edge[?shown]', style: { 'z-index': 5 } },
     {
       selector: 'edge:selected, edge.hover',
       style: { label: 'data(label)', width: 3, 'line-opacity': 1, 'z-index': 10, 'text-background-opacity': 1 },

@@ -58,6 +58,8 @@ struct Report<'a> {
     pods: Vec<(u32, &'a str, &'a str)>,
     /// The quarantines in force as of the agent's last sync.
     quarantines: &'a [QuarantineState],
+    /// The agent's web UI (`--ui-addr`), while it runs.
+    ui_url: Option<String>,
 }
 
 /// The pin directory of lab `name`'s agent, and where it reads pods and
@@ -135,6 +137,7 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
                     })
                     .collect(),
                 quarantines: state.as_ref().map_or(&[], |s| s.quarantines.as_slice()),
+                ui_url: alive.and_then(|s| s.ui_addr).map(super::lab::ui::url),
             };
             serde_json::to_writer(&mut out, &report).map_err(std::io::Error::other)?;
             writeln!(out)?;
@@ -142,7 +145,12 @@ pub fn run(args: &StatusArgs) -> Result<(), CliError> {
         Output::Text => {
             writeln!(out, "pins:      {}", pins.root.display())?;
             match alive {
-                Some(s) => writeln!(out, "agent:     running (pid {})", s.pid)?,
+                Some(s) => {
+                    writeln!(out, "agent:     running (pid {})", s.pid)?;
+                    if let Some(addr) = s.ui_addr {
+                        writeln!(out, "web UI:    {}", super::lab::ui::url(addr))?;
+                    }
+                }
                 None => match &args.lab {
                     Some(lab) => writeln!(
                         out,

@@ -16,6 +16,7 @@ mod listen;
 mod map;
 mod quarantine;
 mod ui;
+mod ui_browser;
 
 use fake::{Fake, Probe, fake, record};
 

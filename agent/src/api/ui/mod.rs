@@ -54,6 +54,7 @@ use axum::routing::get;
 pub use auth::{COOKIE_NAME, TokenError, UiToken, loose_permissions};
 pub use bundle::{Asset, Bundle, BundleError, content_type};
 
+use super::map::{self, MAP_PATHS};
 use super::query;
 use super::routes::{self, error, response};
 use super::server::Shared;
@@ -68,8 +69,8 @@ pub const CSP: &str =
 /// `Cache-Control` of hashed assets (`/ui/assets/…`).
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-/// The paths the UI listener serves (for its 404 message).
-const UI_PATHS: [&str; 6] = ["/", "/ui/", "/healthz", "/readyz", "/v1/map", "/v1/map/…"];
+/// The paths the UI listener serves besides the map's (for its 404 message).
+const UI_PATHS: [&str; 4] = ["/", "/ui/", "/healthz", "/readyz"];
 
 /// The UI listener: where, and who may use it.
 #[derive(Clone, Debug)]
@@ -138,16 +139,18 @@ pub(super) fn bundle_routes() -> Router<Arc<Shared>> {
 /// The UI listener's router: the bundle, health, and the map, behind the
 /// token or the Host guard.
 pub(super) fn router(shared: Arc<Shared>, token: Option<UiToken>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/", get(|| async { redirect(StatusCode::FOUND, "/ui/") }))
         .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
+        .route("/readyz", get(routes::readyz));
+    map::routes(routes)
         .merge(bundle_routes())
         .fallback(|uri: Uri| async move {
+            let paths: Vec<&str> = UI_PATHS.iter().chain(&MAP_PATHS).copied().collect();
             let msg = format!(
                 "no endpoint {} on the agent's UI listener; it serves {}",
                 uri.path(),
-                UI_PATHS.join(", ")
+                paths.join(", ")
             );
             error(StatusCode::NOT_FOUND, &msg)
         })
