@@ -68,7 +68,6 @@ function initCy() {
     style: stylesheet(),
     minZoom: 0.05,
     maxZoom: 4,
-    wheelSensitivity: 0.3,
     boxSelectionEnabled: false,
     autoungrabify: true,
     selectionType: 'single',
