@@ -3,6 +3,10 @@
 //! - the policy compile benchmark (`policy_bench`, any user);
 //! - the proposal benchmark (`propose_bench`, any user: 1M flow records to
 //!   policies and their coverage proof);
+//! - the UI benchmark (`ui_bench`, any user, with the setup's chromium and
+//!   the bundle `build-ui` makes: a synthetic 500-workload, 5,000-edge map
+//!   served by the agent's API, loaded in headless Chromium: time to
+//!   interactive, click to details, overlapping labels);
 //! - the dataplane benchmark (`dataplane_bench`: program cost by
 //!   `BPF_PROG_TEST_RUN`, veth packet rate in private network namespaces);
 //! - the flow-record capacity benchmark (`flow_bench`: new flows/s driven
@@ -23,7 +27,7 @@
 
 use anyhow::Result;
 
-use crate::{cmd, cmd::step, ebpf, test::EBPF_ELF};
+use crate::{cmd, cmd::step, ebpf, test::EBPF_ELF, ui};
 
 /// Runs the benchmarks (`--quick` for a short run that does not overwrite
 /// the recorded results).
@@ -33,6 +37,11 @@ pub fn run(quick: bool) -> Result<()> {
     })?;
     step("proposal benchmark", || {
         cmd::run(bench_bin("propose_bench", quick).current_dir(cmd::repo_root()))
+    })?;
+    // Before the benchmark is built: the agent crate embeds the bundle.
+    step("build-ui", ui::build)?;
+    step("UI benchmark", || {
+        cmd::run(bench_bin("ui_bench", quick).current_dir(cmd::repo_root()))
     })?;
     if !cmd::is_root() {
         eprintln!(

@@ -20,7 +20,8 @@
 //! policies from it, with their proof; staged in audit, where the stray
 //! pod's attempts are what `audit report` says enforcement would deny;
 //! promoted to enforce: the app's paths connect, the rest is dropped, and
-//! flows and explain say why; a guardrail, Services, the node. Then
+//! flows and explain say why; the same on the network map in headless
+//! Chromium ([`map`]); a guardrail, Services, the node. Then
 //! detection and response ([`incident`]): the shop's baseline activated,
 //! a real Alertmanager in the node namespace, a compromised pod that
 //! reaches for a new peer and scans, its alerts (JSON Lines and
@@ -58,6 +59,7 @@ mod boutique;
 mod checks;
 mod cluster;
 mod incident;
+mod map;
 mod nodes;
 mod shop;
 

@@ -3,61 +3,19 @@
 //! exporter merges them), the agent's [`MapSource`] over it with the
 //! model's policy in force and the recent-flows ring, behind the agent's
 //! real [`Api`] with its UI listener on 127.0.0.1 (an ephemeral port) and
-//! the embedded bundle.
+//! the embedded bundle, over the agent's map-only backend
+//! ([`MapBackend`]).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context as _, Result, bail};
 use bulkhead_agent::api::ui::{UiConfig, UiListener};
-use bulkhead_agent::api::{
-    Api, ApiBackend, ApiConfig, ApiHandle, EdgeQuery, FlowStream, Health, HealthStatus,
-    HistoryError, MapError, WorkloadQuery,
-};
-use bulkhead_agent::map::MapSource;
+use bulkhead_agent::api::{Api, ApiBackend, ApiConfig, ApiHandle};
+use bulkhead_agent::map::{MapBackend, MapSource};
 use bulkhead_flows::FlowRecord;
-use bulkhead_learn::Window;
 use bulkhead_learn::map::{MapBatch, MapConfig, SharedMap};
 use bulkhead_policy::model::Model;
-
-/// A backend that serves only the map (and what every backend must).
-struct MapOnly(Arc<MapSource>);
-
-impl ApiBackend for MapOnly {
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn health(&self) -> Health {
-        Health {
-            status: HealthStatus::Ok,
-            detail: serde_json::json!({}),
-        }
-    }
-    fn recent_flows(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
-    }
-    fn follow(&self, _: &str, _: usize) -> Result<Box<dyn FlowStream>, String> {
-        Err("the UI benchmark serves only the map".to_owned())
-    }
-    fn accounting(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-    fn history(&self, _: Window) -> Result<String, HistoryError> {
-        Err(HistoryError::NotKept)
-    }
-    fn map(&self, window: Window) -> Result<String, MapError> {
-        Ok(self.0.view(window, 0))
-    }
-    fn map_follow(&self, since: Option<Window>) -> Result<Box<dyn FlowStream>, MapError> {
-        Ok(self.0.follow(since))
-    }
-    fn map_edge(&self, query: &EdgeQuery) -> Result<String, MapError> {
-        self.0.edge(query)
-    }
-    fn map_workload(&self, query: &WorkloadQuery) -> Result<String, MapError> {
-        self.0.workload(query)
-    }
-}
 
 /// The served map: the API (stopped when dropped) and the runtime it runs
 /// on.
@@ -157,7 +115,7 @@ pub fn serve(model: Model, records: &[FlowRecord], now_ms: u64) -> Result<Served
     if config.ui_bundle.is_none() {
         bail!("this build has no web UI bundle: run `cargo xtask build-ui`, then build again");
     }
-    let backend: Arc<dyn ApiBackend> = Arc::new(MapOnly(Arc::new(source)));
+    let backend: Arc<dyn ApiBackend> = Arc::new(MapBackend(Arc::new(source)));
     let api = Api::start(config, backend, runtime.handle()).context("start the API")?;
     Ok(Served {
         api: Some(api),

@@ -61,6 +61,7 @@ pub fn run(demo: &Demo<'_>, work: &WorkDir) -> Result<()> {
     propose(demo, work, &watched, &baseline)?;
     audit(demo)?;
     enforce(demo, &watched)?;
+    super::map::run(demo)?;
     guardrail_scene(demo, &watched)?;
     service_scene(demo, &w)?;
     node_scene(demo, &w)?;
