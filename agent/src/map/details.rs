@@ -161,7 +161,7 @@ pub(super) fn edge(src: &MapSource, q: &EdgeQuery) -> Result<String, MapError> {
         .expect("an edge has members");
     let (explain, explain_unavailable) = match explain(ctx.policy.as_deref(), example) {
         Ok(e) => (Some(e), None),
-        Err(why) => (None, Some(why)),
+        Err(why) => (None, Some(why.to_string())),
     };
     let details = EdgeDetails {
         edge: view,
@@ -172,9 +172,29 @@ pub(super) fn edge(src: &MapSource, q: &EdgeQuery) -> Result<String, MapError> {
     Ok(with_schema(EDGE_SCHEMA, &details))
 }
 
+/// Why an edge has no explanation (`explain_unavailable`).
+#[derive(Debug, thiserror::Error)]
+enum Unexplained {
+    /// The agent has not enforced a policy yet.
+    #[error("no policy is in force on this agent yet")]
+    NoPolicy,
+    /// Not TCP, UDP or SCTP.
+    #[error("NetworkPolicy cannot name {0}: explain covers TCP, UDP and SCTP")]
+    Protocol(String),
+    /// The workload has no pod with an address now.
+    #[error("no pod of {0} exists now")]
+    Gone(String),
+    /// The destination is a Service frontend without backends.
+    #[error("{0} is a Service address without backends")]
+    NoBackends(String),
+    /// explain refused the query.
+    #[error(transparent)]
+    Explain(#[from] bulkhead_policy::eval::explain::ExplainError),
+}
+
 /// One current end of an edge for explain: a pod of the workload (one with
 /// an address), or the external address itself.
-fn peer(policy: &PolicyNow, end: &End) -> Result<(PeerArg, String), String> {
+fn peer(policy: &PolicyNow, end: &End) -> Result<(PeerArg, String), Unexplained> {
     match end {
         End::External(ip) => Ok((PeerArg::Addr(*ip), ip.to_string())),
         End::Workload(id) => {
@@ -184,21 +204,18 @@ fn peer(policy: &PolicyNow, end: &End) -> Result<(PeerArg, String), String> {
                 .iter()
                 .map(|&i| &model.pods[i])
                 .find(|p| !p.ips.is_empty())
-                .ok_or_else(|| format!("no pod of {id} exists now"))?;
+                .ok_or_else(|| Unexplained::Gone(id.to_string()))?;
             Ok((PeerArg::Pod(pod.key()), pod.key()))
         }
     }
 }
 
 /// What policy says now of the edge `key`.
-fn explain(policy: Option<&PolicyNow>, key: &EdgeKey) -> Result<ExplainJson, String> {
-    let policy = policy.ok_or("no policy is in force on this agent yet")?;
-    let protocol = key.policy_protocol().ok_or_else(|| {
-        format!(
-            "NetworkPolicy cannot name {}: explain covers TCP, UDP and SCTP",
-            protocol_name(key.protocol)
-        )
-    })?;
+fn explain(policy: Option<&PolicyNow>, key: &EdgeKey) -> Result<ExplainJson, Unexplained> {
+    let policy = policy.ok_or(Unexplained::NoPolicy)?;
+    let protocol = key
+        .policy_protocol()
+        .ok_or_else(|| Unexplained::Protocol(protocol_name(key.protocol)))?;
     let (from, from_name) = peer(policy, &key.src)?;
     let (to, to_name) = peer(policy, &key.dst)?;
     let a = answer(
@@ -208,15 +225,14 @@ fn explain(policy: Option<&PolicyNow>, key: &EdgeKey) -> Result<ExplainJson, Str
         &to,
         protocol,
         key.port,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let (e, text): (&Explanation, String) = match &a {
         Answer::Connection(e) => (e, text::connection(e)),
         Answer::Service(s) => {
             let b = s
                 .backends
                 .first()
-                .ok_or_else(|| format!("{to_name} is a Service address without backends"))?;
+                .ok_or_else(|| Unexplained::NoBackends(to_name.clone()))?;
             (&b.explanation, text::service(s))
         }
     };

@@ -505,3 +505,29 @@ fn the_synthetic_benchmark_map_has_the_asked_size() {
     }
     assert!(!parts.externals.is_empty());
 }
+
+#[test]
+fn the_exporter_merges_what_the_pipeline_hands_it_within_its_interval() {
+    use bulkhead_flows::export::Exporter;
+    let map = SharedMap::new(MapConfig::default()).unwrap();
+    let mut exporter = MapExporter::start(std::sync::Arc::clone(&map)).unwrap();
+    assert_eq!(exporter.name(), "map");
+    let d = demo();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let records = conn(now - 1_000, &d.frontend, &d.api, 6, 8080);
+    let (sub, _) = map.subscribe(4, None, now);
+    for r in &records {
+        exporter.export(&std::sync::Arc::new(r.clone()));
+    }
+    let merged = sub
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a merge within the batch interval");
+    assert_eq!(merged.edges.len(), 1);
+    let stats = Box::new(exporter).finish();
+    assert_eq!(stats.exported, 2);
+    assert_eq!(stats.lost_total(), 0);
+    assert_eq!(map.stats().entries, 1);
+}

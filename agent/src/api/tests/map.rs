@@ -161,7 +161,20 @@ fn the_map_shows_workloads_ranges_and_edges_by_verdict() {
 #[test]
 fn an_edge_shows_its_flows_and_what_policy_says_now() {
     let dir = tempfile::tempdir().unwrap();
-    let (source, _, _) = source();
+    let (source, map, ring) = source();
+    let d = demo();
+    let ghost =
+        bulkhead_testkit::learn::pod("shop", "ghost-1", "Deployment/ghost", &[], "10.9.9.9");
+    feed(
+        &map,
+        &ring,
+        &conn(now_ms() - 1_000, &d.frontend, &d.api, 1, 0),
+    );
+    feed(
+        &map,
+        &ring,
+        &conn(now_ms() - 1_000, &ghost, &d.api, 6, 8080),
+    );
     let api = start(unix_config(dir.path()), Arc::new(MapBackend(source)));
     let sock = api.socket_path().unwrap().to_owned();
     let v = get_json(
@@ -219,6 +232,24 @@ fn an_edge_shows_its_flows_and_what_policy_says_now() {
             .unwrap()
             .starts_with("198.51.100.")
     );
+
+    // What explain cannot say, and why.
+    for (target, why) in [
+        (
+            "/v1/map/edge?src=shop/Deployment/frontend&dst=shop/Deployment/api&protocol=ICMP&port=0",
+            "NetworkPolicy cannot name ICMP",
+        ),
+        (
+            "/v1/map/edge?src=shop/Deployment/ghost&dst=shop/Deployment/api&protocol=TCP&port=8080",
+            "no pod of shop/Deployment/ghost exists now",
+        ),
+    ] {
+        let v = get_json(&sock, target);
+        assert!(v["explain"].is_null(), "{v}");
+        let reason = v["explain_unavailable"].as_str().unwrap();
+        assert!(reason.starts_with(why), "{reason}");
+        assert_eq!(v["flows"].as_array().unwrap().len(), 2, "{v}");
+    }
 
     let (status, msg) = status_of(get_unix(
         &sock,
