@@ -499,7 +499,10 @@ struct Backend(Arc<Shared>);
 
 impl ApiBackend for Backend {
     fn metrics(&self) -> String {
-        let text = self.0.metrics.render();
+        let mut text = self.0.metrics.render();
+        if let Some(m) = &self.0.map {
+            text = m.append_metrics(text);
+        }
         match lock(&self.0.alerts).as_ref() {
             Some(a) => a.append_metrics(text),
             None => text,

@@ -361,3 +361,82 @@ pub fn batches() -> [History; 2] {
         ),
     ]
 }
+
+/// A synthetic cluster's traffic for the network map's benchmark and
+/// tests: `workloads` Deployments (`w-NNN`, labelled `app`) spread evenly
+/// over `namespaces` namespaces (`ns-NN`), and `edges` distinct edges
+/// between them (and to a few external /24s: one in ten), each one
+/// connection seen at its source, ending within the 30 s before `now_ms`.
+/// Verdicts vary: most allowed, one in seven denied (by
+/// `<ns>/default-deny`), one in eleven would-deny in audit (by
+/// `<ns>/staged`), one in thirteen revoked. Deterministic.
+pub fn synthetic_map(
+    namespaces: usize,
+    workloads: usize,
+    edges: usize,
+    now_ms: u64,
+) -> Vec<FlowRecord> {
+    use bulkhead_flows::record::{Audit, AuditVerdict, FlowVerdict, PolicyRef};
+    let namespaces = namespaces.max(1);
+    let peers: Vec<Peer> = (0..workloads.max(1))
+        .map(|i| {
+            let ns = format!("ns-{:02}", i % namespaces);
+            let name = format!("w-{i:03}");
+            let ip = format!("10.{}.{}.{}", 64 + i / 65_536, (i / 256) % 256, i % 256);
+            pod(
+                &ns,
+                &format!("{name}-0"),
+                &format!("Deployment/{name}"),
+                &[("app", &name)],
+                &ip,
+            )
+        })
+        .collect();
+    let n = peers.len();
+    let policy = |name: String| -> Arc<[PolicyRef]> {
+        vec![PolicyRef {
+            name: name.into(),
+            ..Default::default()
+        }]
+        .into()
+    };
+    let mut out = Vec::with_capacity(edges);
+    for e in 0..edges {
+        let src = &peers[e % n];
+        // Distinct (src, dst, port) for every e: the destination steps
+        // by the edge's round, the port by how many rounds wrapped.
+        let round = e / n;
+        let dst = if e % 10 == 9 {
+            Peer::Ext(
+                format!("203.0.{}.{}", 100 + round % 20, 1 + e % 250)
+                    .parse()
+                    .unwrap(),
+            )
+        } else {
+            peers[(e % n + 1 + round % (n - 1).max(1)) % n].clone()
+        };
+        let port = 8000 + (round / (n - 1).max(1)) as u16;
+        let t = now_ms - 30_000 + (e as u64 * 7) % 29_000;
+        let mut r = conn(t, src, &dst, 6, port).remove(0);
+        let ns = match src {
+            Peer::Pod(p, _) => p.namespace.to_string(),
+            Peer::Ext(_) => unreachable!("sources are pods"),
+        };
+        if e % 7 == 3 {
+            r.verdict = FlowVerdict::Denied;
+            r.policies = policy(format!("{ns}/default-deny"));
+        } else if e % 11 == 5 {
+            r.audit = Some(Audit {
+                verdict: AuditVerdict::WouldDeny,
+                policies: policy(format!("{ns}/staged")),
+            });
+        } else if e % 13 == 6 {
+            r.verdict = FlowVerdict::Revoked;
+            r.policies = policy(format!("{ns}/default-deny"));
+        } else {
+            r.policies = policy(format!("{ns}/allow-all"));
+        }
+        out.push(r);
+    }
+    out
+}

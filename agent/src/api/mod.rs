@@ -35,6 +35,10 @@
 //! |                                   | force when answered; 409 for a `--baseline` flag's name     |
 //! | `DELETE /v1/baselines/{name}`     | deactivates it: `DeactivateAnswer`; 404 when the agent runs |
 //! |                                   | no alerting (its flow pipeline is off)                      |
+//! | `GET /v1/map`, `/v1/map/follow`,  | the network map (`bulkhead.map/v1`): edges by verdict class |
+//! | `/v1/map/edge`, `/v1/map/workload`| in a time window, live increments, an edge's flows and      |
+//! |                                   | explain, a workload's policies and proposal (see `map.rs`;  |
+//! |                                   | 404 when the agent keeps no flow map)                       |
 //!
 //! Errors are JSON `{"error": "...", "status": N}` (400 bad query, filter
 //! or body, 404, 405, 409, 500 when the history cannot be read, 503 when

@@ -17,7 +17,6 @@ use bulkhead_learn::{EdgeKey, End, key_of};
 use bulkhead_policy::eval::explain::{
     Answer, Explanation, PeerArg, RuleRef, SideAudit, SideExplanation, answer, text,
 };
-use policy_side::side;
 
 /// Flow records an edge's details list at most.
 pub const EDGE_FLOWS: usize = 50;
@@ -53,59 +52,65 @@ struct Example {
     to: String,
 }
 
-mod policy_side {
-    use super::*;
+/// One side of an explanation.
+#[derive(Serialize)]
+struct SideJson {
+    /// `allow`, `deny` or `not_isolated`.
+    verdict: &'static str,
+    /// explain's own word (`allowed`, `denied`, `not-isolated`,
+    /// `from-node`, `not-a-pod`).
+    reason: &'static str,
+    /// The policies selecting the pod for this direction.
+    policies: Vec<String>,
+    /// The deciding rules: the denying one, or the allowing ones.
+    rules: Vec<RuleJson>,
+    /// Rules that came close: the right peer on another port, or the
+    /// right port for another peer.
+    near_misses: Vec<RuleJson>,
+    /// The audit view, when audit-mode policies select the pod.
+    audit: Option<SideAudit>,
+}
 
-    /// One side of an explanation.
-    #[derive(Serialize)]
-    pub(super) struct SideJson {
-        /// `allow`, `deny` or `not_isolated`.
-        pub verdict: &'static str,
-        /// explain's own word (`allowed`, `denied`, `not-isolated`,
-        /// `from-node`, `not-a-pod`).
-        pub reason: &'static str,
-        /// The policies selecting the pod for this direction.
-        pub policies: Vec<String>,
-        /// The deciding rules: the denying one, or the allowing ones.
-        pub rules: Vec<RuleJson>,
-        /// The audit view, when audit-mode policies select the pod.
-        pub audit: Option<SideAudit>,
-    }
+/// A deciding rule: its policy, its index in the direction's rules, and
+/// the rule as `bulkhead explain` names it.
+#[derive(Serialize)]
+struct RuleJson {
+    policy: String,
+    rule: usize,
+    text: String,
+}
 
-    /// A deciding rule.
-    #[derive(Serialize)]
-    pub(super) struct RuleJson {
-        pub policy: String,
-        pub rule: usize,
-        pub text: String,
-    }
-
-    pub(super) fn side(s: &SideExplanation) -> SideJson {
-        let d = s.direction.as_str();
-        let rule = |r: &RuleRef| RuleJson {
-            policy: r.policy.clone(),
-            rule: r.rule,
-            text: text::rule_line(r, d),
-        };
-        SideJson {
-            verdict: match s.verdict {
-                "denied" => "deny",
-                "not-isolated" | "not-a-pod" => "not_isolated",
-                _ => "allow",
-            },
-            reason: s.verdict,
-            policies: s
-                .policies
-                .iter()
-                .chain(&s.admin_policies)
-                .cloned()
-                .collect(),
-            rules: s.denied_by.iter().chain(&s.allowed_by).map(rule).collect(),
-            audit: s.audit.clone(),
-        }
+/// One side of explain's answer as the map shows it.
+fn side(s: &SideExplanation) -> SideJson {
+    let d = s.direction.as_str();
+    let rule = |r: &RuleRef| RuleJson {
+        policy: r.policy.clone(),
+        rule: r.rule,
+        text: text::rule_line(r, d),
+    };
+    SideJson {
+        verdict: match s.verdict {
+            "denied" => "deny",
+            "not-isolated" | "not-a-pod" => "not_isolated",
+            _ => "allow",
+        },
+        reason: s.verdict,
+        policies: s
+            .policies
+            .iter()
+            .chain(&s.admin_policies)
+            .cloned()
+            .collect(),
+        rules: s.denied_by.iter().chain(&s.allowed_by).map(rule).collect(),
+        near_misses: s
+            .peer_matches_port_does_not
+            .iter()
+            .chain(&s.port_matches_peer_does_not)
+            .map(rule)
+            .collect(),
+        audit: s.audit.clone(),
     }
 }
-use policy_side::SideJson;
 
 /// `GET /v1/map/edge`.
 pub(super) fn edge(src: &MapSource, q: &EdgeQuery) -> Result<String, MapError> {
@@ -156,7 +161,7 @@ pub(super) fn edge(src: &MapSource, q: &EdgeQuery) -> Result<String, MapError> {
         .expect("an edge has members");
     let (explain, explain_unavailable) = match explain(ctx.policy.as_deref(), example) {
         Ok(e) => (Some(e), None),
-        Err(why) => (None, Some(why)),
+        Err(why) => (None, Some(why.to_string())),
     };
     let details = EdgeDetails {
         edge: view,
@@ -167,9 +172,29 @@ pub(super) fn edge(src: &MapSource, q: &EdgeQuery) -> Result<String, MapError> {
     Ok(with_schema(EDGE_SCHEMA, &details))
 }
 
+/// Why an edge has no explanation (`explain_unavailable`).
+#[derive(Debug, thiserror::Error)]
+enum Unexplained {
+    /// The agent has not enforced a policy yet.
+    #[error("no policy is in force on this agent yet")]
+    NoPolicy,
+    /// Not TCP, UDP or SCTP.
+    #[error("NetworkPolicy cannot name {0}: explain covers TCP, UDP and SCTP")]
+    Protocol(String),
+    /// The workload has no pod with an address now.
+    #[error("no pod of {0} exists now")]
+    Gone(String),
+    /// The destination is a Service frontend without backends.
+    #[error("{0} is a Service address without backends")]
+    NoBackends(String),
+    /// explain refused the query.
+    #[error(transparent)]
+    Explain(#[from] bulkhead_policy::eval::explain::ExplainError),
+}
+
 /// One current end of an edge for explain: a pod of the workload (one with
 /// an address), or the external address itself.
-fn peer(policy: &PolicyNow, end: &End) -> Result<(PeerArg, String), String> {
+fn peer(policy: &PolicyNow, end: &End) -> Result<(PeerArg, String), Unexplained> {
     match end {
         End::External(ip) => Ok((PeerArg::Addr(*ip), ip.to_string())),
         End::Workload(id) => {
@@ -179,21 +204,18 @@ fn peer(policy: &PolicyNow, end: &End) -> Result<(PeerArg, String), String> {
                 .iter()
                 .map(|&i| &model.pods[i])
                 .find(|p| !p.ips.is_empty())
-                .ok_or_else(|| format!("no pod of {id} exists now"))?;
+                .ok_or_else(|| Unexplained::Gone(id.to_string()))?;
             Ok((PeerArg::Pod(pod.key()), pod.key()))
         }
     }
 }
 
 /// What policy says now of the edge `key`.
-fn explain(policy: Option<&PolicyNow>, key: &EdgeKey) -> Result<ExplainJson, String> {
-    let policy = policy.ok_or("no policy is in force on this agent yet")?;
-    let protocol = key.policy_protocol().ok_or_else(|| {
-        format!(
-            "NetworkPolicy cannot name {}: explain covers TCP, UDP and SCTP",
-            protocol_name(key.protocol)
-        )
-    })?;
+fn explain(policy: Option<&PolicyNow>, key: &EdgeKey) -> Result<ExplainJson, Unexplained> {
+    let policy = policy.ok_or(Unexplained::NoPolicy)?;
+    let protocol = key
+        .policy_protocol()
+        .ok_or_else(|| Unexplained::Protocol(protocol_name(key.protocol)))?;
     let (from, from_name) = peer(policy, &key.src)?;
     let (to, to_name) = peer(policy, &key.dst)?;
     let a = answer(
@@ -203,15 +225,14 @@ fn explain(policy: Option<&PolicyNow>, key: &EdgeKey) -> Result<ExplainJson, Str
         &to,
         protocol,
         key.port,
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let (e, text): (&Explanation, String) = match &a {
         Answer::Connection(e) => (e, text::connection(e)),
         Answer::Service(s) => {
             let b = s
                 .backends
                 .first()
-                .ok_or_else(|| format!("{to_name} is a Service address without backends"))?;
+                .ok_or_else(|| Unexplained::NoBackends(to_name.clone()))?;
             (&b.explanation, text::service(s))
         }
     };

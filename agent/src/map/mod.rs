@@ -8,7 +8,9 @@
 //! force is the reconciler's (`update_policy`, one `Arc` swap per enforced
 //! revision), so explain and the proposal say what policy says now.
 
+mod backend;
 mod details;
+pub mod metrics;
 pub mod policy;
 #[cfg(test)]
 mod tests;
@@ -26,6 +28,7 @@ use bulkhead_learn::{EdgeKey, Window, WorkloadId};
 use bulkhead_policy::compile::Compiled;
 use bulkhead_policy::model::Model;
 
+pub use backend::MapBackend;
 pub use policy::PolicyNow;
 
 /// Merges of increments queued for one map follower; beyond, they are
@@ -97,6 +100,11 @@ impl MapSource {
     /// The map itself.
     pub fn map(&self) -> &Arc<SharedMap> {
         &self.map
+    }
+
+    /// `text` (OpenMetrics) with the map's metrics appended.
+    pub fn append_metrics(&self, text: String) -> String {
+        metrics::append(text, self.map.stats(), self.map.subscribers())
     }
 
     /// Takes the policy now in force (`local`: the pods on this node).

@@ -484,3 +484,24 @@ fn configs_are_checked() {
     };
     assert_eq!(bad.validate(), Err(MapConfigError::MaxEntries));
 }
+
+#[test]
+fn the_synthetic_benchmark_map_has_the_asked_size() {
+    let now = T0 + 10 * MIN;
+    let records = bulkhead_testkit::learn::synthetic_map(50, 500, 5000, now);
+    let (parts, _) = view(
+        &map_of(&records, MapConfig::default(), now),
+        Window::ALL,
+        now,
+    );
+    assert_eq!(parts.namespaces.len(), 50);
+    assert_eq!(parts.workloads.len(), 500);
+    assert_eq!(parts.edges.len(), 5000);
+    for class in VerdictClass::ALL
+        .into_iter()
+        .filter(|c| *c != VerdictClass::Quarantined)
+    {
+        assert!(parts.edges.iter().any(|e| e.verdict == class), "{class:?}");
+    }
+    assert!(!parts.externals.is_empty());
+}

@@ -11,50 +11,8 @@ use bulkhead_testkit::learn::{Peer, conn, demo, demo_model};
 use serde_json::Value;
 
 use super::*;
-use crate::map::MapSource;
+use crate::map::{MapBackend, MapSource};
 use crate::quarantine::{Enforced, QuarantineOrigin, QuarantineState, QuarantineStore};
-
-/// A backend serving only the map (and what every backend must).
-struct MapBackend(Arc<MapSource>);
-
-impl ApiBackend for MapBackend {
-    fn metrics(&self) -> String {
-        String::new()
-    }
-    fn health(&self) -> Health {
-        Health {
-            status: HealthStatus::Ok,
-            detail: serde_json::json!({}),
-        }
-    }
-    fn recent_flows(&self, _: &str, _: usize) -> Result<Vec<String>, String> {
-        Ok(Vec::new())
-    }
-    fn follow(&self, _: &str, _: usize) -> Result<Box<dyn FlowStream>, String> {
-        Err("no flows here".to_owned())
-    }
-    fn accounting(&self) -> Value {
-        Value::Null
-    }
-    fn history(&self, _: bulkhead_learn::Window) -> Result<String, HistoryError> {
-        Err(HistoryError::NotKept)
-    }
-    fn map(&self, window: bulkhead_learn::Window) -> Result<String, MapError> {
-        Ok(self.0.view(window, 0))
-    }
-    fn map_follow(
-        &self,
-        since: Option<bulkhead_learn::Window>,
-    ) -> Result<Box<dyn FlowStream>, MapError> {
-        Ok(self.0.follow(since))
-    }
-    fn map_edge(&self, query: &EdgeQuery) -> Result<String, MapError> {
-        self.0.edge(query)
-    }
-    fn map_workload(&self, query: &WorkloadQuery) -> Result<String, MapError> {
-        self.0.workload(query)
-    }
-}
 
 fn now_ms() -> u64 {
     crate::flows::unix_ms()
@@ -203,7 +161,20 @@ fn the_map_shows_workloads_ranges_and_edges_by_verdict() {
 #[test]
 fn an_edge_shows_its_flows_and_what_policy_says_now() {
     let dir = tempfile::tempdir().unwrap();
-    let (source, _, _) = source();
+    let (source, map, ring) = source();
+    let d = demo();
+    let ghost =
+        bulkhead_testkit::learn::pod("shop", "ghost-1", "Deployment/ghost", &[], "10.9.9.9");
+    feed(
+        &map,
+        &ring,
+        &conn(now_ms() - 1_000, &d.frontend, &d.api, 1, 0),
+    );
+    feed(
+        &map,
+        &ring,
+        &conn(now_ms() - 1_000, &ghost, &d.api, 6, 8080),
+    );
     let api = start(unix_config(dir.path()), Arc::new(MapBackend(source)));
     let sock = api.socket_path().unwrap().to_owned();
     let v = get_json(
@@ -224,6 +195,12 @@ fn an_edge_shows_its_flows_and_what_policy_says_now() {
             .unwrap()
             .contains(&Value::from("shop/db"))
     );
+    assert_eq!(
+        x["ingress"]["rules"],
+        serde_json::json!([]),
+        "no rule decides"
+    );
+    assert_eq!(x["ingress"]["near_misses"][0]["policy"], "shop/db");
     assert_eq!(x["example"]["from"], "shop/frontend");
     assert_eq!(x["example"]["to"], "shop/db");
     assert!(x["text"].as_str().unwrap().contains("DENIED"), "{x}");
@@ -255,6 +232,24 @@ fn an_edge_shows_its_flows_and_what_policy_says_now() {
             .unwrap()
             .starts_with("198.51.100.")
     );
+
+    // What explain cannot say, and why.
+    for (target, why) in [
+        (
+            "/v1/map/edge?src=shop/Deployment/frontend&dst=shop/Deployment/api&protocol=ICMP&port=0",
+            "NetworkPolicy cannot name ICMP",
+        ),
+        (
+            "/v1/map/edge?src=shop/Deployment/ghost&dst=shop/Deployment/api&protocol=TCP&port=8080",
+            "no pod of shop/Deployment/ghost exists now",
+        ),
+    ] {
+        let v = get_json(&sock, target);
+        assert!(v["explain"].is_null(), "{v}");
+        let reason = v["explain_unavailable"].as_str().unwrap();
+        assert!(reason.starts_with(why), "{reason}");
+        assert_eq!(v["flows"].as_array().unwrap().len(), 2, "{v}");
+    }
 
     let (status, msg) = status_of(get_unix(
         &sock,
