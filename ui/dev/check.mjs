@@ -4,7 +4,11 @@
 // (never downloads a browser): load → whenReady() time, label overlaps in the
 // default view, a click on an edge and a workload, the exports, a screenshot.
 //
-// node dev/check.mjs [--url http://127.0.0.1:8719/ui/] [--screenshot FILE] [--runs 3]
+// node dev/check.mjs [--url http://127.0.0.1:8719/ui/] [--runs 3] [--screenshot FILE]
+//   [--details FILE] [--expanded FILE] [--workload FILE] [--wait MS]
+// `loads`: navigation start → whenReady() (window.bulkhead.readyAt), ms, one per
+// run (the first in a fresh browser). Screenshots: the default view, after
+// clicking a denied edge, everything expanded, a workload's details.
 // Prints one JSON object with the measurements.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';

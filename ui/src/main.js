@@ -68,7 +68,6 @@ function initCy() {
     style: stylesheet(),
     minZoom: 0.05,
     maxZoom: 4,
-    wheelSensitivity: 0.3,
     boxSelectionEnabled: false,
     autoungrabify: true,
     selectionType: 'single',
@@ -271,7 +270,14 @@ function placeEdgeLabels(lay) {
   const edges = cy.edges();
   const M = METRICS.edge;
   const halfH = M.font / 2 + M.padding + 3;
-  const obstacles = [...lay.bodies, ...lay.labels].map((b) => ({ ...b, id: `node:${b.id}` }));
+  // Expanded namespaces' labels sit on their compound box, which Cytoscape sizes from the
+  // children: take those label boxes from Cytoscape (no edge needs projecting for them).
+  const compound = new Set(ui.view.nodes.filter((n) => n.kind === 'namespace' && !n.collapsed).map((n) => n.id));
+  const obstacles = [...lay.bodies, ...lay.labels.filter((b) => !compound.has(b.id))].map((b) => ({ ...b, id: `node:${b.id}` }));
+  for (const id of compound) {
+    const n = cy.getElementById(id);
+    if (n.nonempty()) obstacles.push({ ...labelBox(n), id: `node:${id}` });
+  }
   const shapes = new Map();
   for (const b of lay.bodies) {
     const n = cy.getElementById(b.id);

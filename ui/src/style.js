@@ -127,6 +127,12 @@ export function stylesheet() {
         'line-color': COLORS.allowed,
         'target-arrow-color': COLORS.allowed,
         'line-opacity': 0.5,
+      },
+    },
+    {
+      // Label properties only on edges that show one (most do not: cheaper style).
+      selector: 'edge[?shown], edge:selected, edge.hover',
+      style: {
         label: 'data(shown)',
         'line-height': M.edge.line / M.edge.font,
         'font-family': M.fontFamily,
