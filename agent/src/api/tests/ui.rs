@@ -290,6 +290,17 @@ fn with_a_token_every_request_needs_it_in_a_header_or_the_cookie_the_url_sets() 
     let a = get(addr, "/ui/?token=wrong");
     assert_eq!(a.status, 401);
     assert_eq!(a.header("set-cookie"), "");
+    let a = ask(
+        addr,
+        "POST",
+        &format!("/ui/?token={token}"),
+        "localhost",
+        &[],
+    );
+    assert_eq!(a.status, 401, "only a GET logs in");
+    assert_eq!(a.header("set-cookie"), "");
+    let a = get(addr, &format!("/ui/assets/index-3f2a.js?token={token}"));
+    assert_eq!(a.status, 401, "only /ui/ takes the token in the URL");
 
     let cookie = format!("Cookie: theme=dark; bulkhead_ui={token}");
     for path in ["/ui/", "/ui/assets/index-3f2a.js", "/healthz", "/readyz"] {
