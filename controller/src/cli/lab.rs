@@ -526,7 +526,8 @@ fn up(args: &UpArgs) -> Result<(), CliError> {
         if args.nodes > 1 && addr.port() != 0 {
             return Err(LabError::Nodes {
                 why: format!(
-                    "--ui {addr} names one port, and each of the {} node agents needs its own                      (leave --ui out: each gets a free port, `bulkhead lab ui` prints them)",
+                    "--ui {addr} names one port, and each of the {} node agents needs its own \
+                     (leave --ui out: each gets a free port, `bulkhead lab ui` prints them)",
                     args.nodes
                 ),
             }

@@ -17,6 +17,7 @@ mod map;
 mod quarantine;
 mod ui;
 mod ui_browser;
+mod ui_map;
 
 use fake::{Fake, Probe, fake, record};
 

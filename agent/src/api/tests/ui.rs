@@ -11,7 +11,7 @@ use crate::api::ui::{
 };
 
 /// A bundle as Vite leaves it, in a temporary directory.
-fn dist() -> (tempfile::TempDir, Arc<Bundle>) {
+pub(super) fn dist() -> (tempfile::TempDir, Arc<Bundle>) {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir_all(root.join("assets")).unwrap();
@@ -24,7 +24,7 @@ fn dist() -> (tempfile::TempDir, Arc<Bundle>) {
     (dir, bundle)
 }
 
-fn ui_config(token: Option<&str>, bundle: Option<Arc<Bundle>>) -> ApiConfig {
+pub(super) fn ui_config(token: Option<&str>, bundle: Option<Arc<Bundle>>) -> ApiConfig {
     ApiConfig {
         socket: None,
         tcp: None,
@@ -39,18 +39,18 @@ fn ui_config(token: Option<&str>, bundle: Option<Arc<Bundle>>) -> ApiConfig {
 }
 
 /// An answer: status, headers (names lowercased) and body.
-struct Answer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
+pub(super) struct Answer {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body: String,
 }
 
 impl Answer {
-    fn header(&self, name: &str) -> &str {
+    pub fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(String::as_str).unwrap_or("")
     }
 
-    fn error(&self) -> String {
+    pub fn error(&self) -> String {
         let v: serde_json::Value = serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body));
         v["error"].as_str().unwrap().to_owned()
@@ -59,7 +59,13 @@ impl Answer {
 
 /// `method target` with `Host: host` (none when empty) and `extra` header
 /// lines, over TCP.
-fn ask(addr: SocketAddr, method: &str, target: &str, host: &str, extra: &[&str]) -> Answer {
+pub(super) fn ask(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    host: &str,
+    extra: &[&str],
+) -> Answer {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!("{method} {target} HTTP/1.1\r\n");
@@ -99,11 +105,11 @@ fn parse(raw: &str) -> Answer {
     }
 }
 
-fn get(addr: SocketAddr, target: &str) -> Answer {
+pub(super) fn get(addr: SocketAddr, target: &str) -> Answer {
     ask(addr, "GET", target, "localhost", &[])
 }
 
-fn assert_ui_headers(a: &Answer) {
+pub(super) fn assert_ui_headers(a: &Answer) {
     assert_eq!(a.header("content-security-policy"), CSP);
     assert_eq!(a.header("x-frame-options"), "DENY");
     assert_eq!(a.header("x-content-type-options"), "nosniff");
@@ -290,6 +296,17 @@ fn with_a_token_every_request_needs_it_in_a_header_or_the_cookie_the_url_sets() 
     let a = get(addr, "/ui/?token=wrong");
     assert_eq!(a.status, 401);
     assert_eq!(a.header("set-cookie"), "");
+    let a = ask(
+        addr,
+        "POST",
+        &format!("/ui/?token={token}"),
+        "localhost",
+        &[],
+    );
+    assert_eq!(a.status, 401, "only a GET logs in");
+    assert_eq!(a.header("set-cookie"), "");
+    let a = get(addr, &format!("/ui/assets/index-3f2a.js?token={token}"));
+    assert_eq!(a.status, 401, "only /ui/ takes the token in the URL");
 
     let cookie = format!("Cookie: theme=dark; bulkhead_ui={token}");
     for path in ["/ui/", "/ui/assets/index-3f2a.js", "/healthz", "/readyz"] {
@@ -482,92 +499,4 @@ fn the_embedded_bundle_is_there_exactly_when_the_build_found_one() {
         Bundle::from_dir(tempfile::tempdir().unwrap().path()),
         Err(api_ui::BundleError::NoIndex { .. })
     ));
-}
-
-/// A backend with a map (the rest as [`fake`]'s): `/v1/map` names its
-/// window, a follow stream yields one edge line then ends.
-struct MapFake(Arc<fake::Fake>);
-
-struct OneLine(Option<String>);
-
-impl FlowStream for OneLine {
-    fn next(&mut self, _: Duration) -> Next {
-        match self.0.take() {
-            Some(l) => Next::Record(l),
-            None => Next::Closed,
-        }
-    }
-}
-
-impl ApiBackend for MapFake {
-    fn metrics(&self) -> String {
-        self.0.metrics()
-    }
-    fn health(&self) -> Health {
-        self.0.health()
-    }
-    fn recent_flows(&self, query: &str, limit: usize) -> Result<Vec<String>, String> {
-        self.0.recent_flows(query, limit)
-    }
-    fn follow(&self, query: &str, last: usize) -> Result<Box<dyn FlowStream>, String> {
-        self.0.follow(query, last)
-    }
-    fn accounting(&self) -> serde_json::Value {
-        self.0.accounting()
-    }
-    fn history(&self, window: bulkhead_learn::Window) -> Result<String, HistoryError> {
-        self.0.history(window)
-    }
-    fn map(&self, window: bulkhead_learn::Window) -> Result<String, MapError> {
-        let since = window.since.map(|t| t.0);
-        Ok(serde_json::json!({ "schema": "bulkhead.map/v1", "since": since }).to_string())
-    }
-    fn map_follow(
-        &self,
-        _: Option<bulkhead_learn::Window>,
-    ) -> Result<Box<dyn FlowStream>, MapError> {
-        Ok(Box::new(OneLine(Some(
-            r#"{"type":"edge","id":"e"}"#.to_owned(),
-        ))))
-    }
-    fn map_workload(&self, q: &WorkloadQuery) -> Result<String, MapError> {
-        Err(MapError::NotFound(format!("no workload {}", q.id)))
-    }
-}
-
-#[test]
-fn the_ui_listener_serves_the_map() {
-    let (_dir, bundle) = dist();
-    let api = start(ui_config(None, Some(bundle)), Arc::new(MapFake(fake(0))));
-    let addr = api.ui_addr().unwrap();
-    let a = get(addr, "/v1/map?since=5&until=9");
-    assert_eq!(
-        (a.status, a.header("content-type")),
-        (200, "application/json")
-    );
-    assert_eq!(a.body, "{\"schema\":\"bulkhead.map/v1\",\"since\":5}\n");
-    assert_eq!(a.header("cache-control"), "no-store");
-    assert_ui_headers(&a);
-    let a = get(addr, "/v1/map?since=x");
-    assert_eq!(a.status, 400);
-    assert!(a.error().contains("since"), "{}", a.body);
-    let a = get(addr, "/v1/map/follow");
-    assert_eq!((a.status, a.header("content-type")), (200, JSON_LINES));
-    assert!(
-        a.body.contains("{\"type\":\"edge\",\"id\":\"e\"}\n"),
-        "{}",
-        a.body
-    );
-    let a = get(addr, "/v1/map/workload?id=shop/Deployment/api");
-    assert_eq!(a.status, 404);
-    assert_eq!(a.error(), "no workload shop/Deployment/api");
-    let a = get(addr, "/v1/map/edge?src=a");
-    assert_eq!(a.status, 400, "{}", a.body);
-    let a = ask(addr, "POST", "/v1/map", "localhost", &[]);
-    assert_eq!(a.status, 405);
-    let a = ask(addr, "GET", "/v1/map", "evil.example", &[]);
-    assert_eq!(a.status, 403);
-    let a = get(addr, "/v1/nope");
-    assert!(a.error().contains("/v1/map/follow"), "{}", a.body);
-    stop(api);
 }

@@ -196,9 +196,8 @@ async fn guard(State(token): State<Arc<Option<UiToken>>>, req: Request, next: Ne
         );
         return error(StatusCode::FORBIDDEN, &msg);
     };
-    if req.uri().path() == "/ui/"
-        && let Some(given) = query_token(req.uri().query())
-    {
+    let login = matches!(*req.method(), Method::GET | Method::HEAD) && req.uri().path() == "/ui/";
+    if login && let Some(given) = query_token(req.uri().query()) {
         if !token.matches(&given) {
             return unauthorized("the token in the URL is not this agent's UI token");
         }
