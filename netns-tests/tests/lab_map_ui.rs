@@ -141,7 +141,10 @@ fn map_shows_flows_and_a_denying_policy_live() {
         let overlaps: Vec<(String, String)> = browser
             .eval("window.bulkhead.labelOverlaps()")
             .expect("labelOverlaps");
-        eprintln!("label overlaps: {overlaps:?}");
+        assert!(
+            overlaps.is_empty(),
+            "readable at the default zoom: {overlaps:?}"
+        );
         assert_drawn(&first);
         for e in &first.edges {
             assert_eq!(e.verdict, "allowed", "{e:?}");
@@ -211,6 +214,11 @@ fn map_shows_flows_and_a_denying_policy_live() {
                 assert_eq!(e["verdict"], "allowed", "{e}");
             }
         }
+
+        // The map alone, before any details open.
+        let overview = map_ui::artifacts_dir().join("map-ui-overview.png");
+        browser.screenshot(&overview).expect("screenshot");
+        eprintln!("screenshot: {}", overview.display());
 
         // 4. Details of the denied edge: its flows, the policy, explain.
         let details = map_ui::select(&mut browser, &denied.id);
