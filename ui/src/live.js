@@ -32,10 +32,12 @@ function onLine(obj) {
 function flush() {
   ui.frame = 0;
   ui.lastFlush = performance.now();
+  // Lines that come before the first map are kept for it.
+  if (!ui.state) return;
   if (ui.overflow) {
     ui.overflow = false;
     ui.pending = [];
-    reload({ fit: false });
+    refetch();
     return;
   }
   const lines = ui.pending;
@@ -47,6 +49,12 @@ function flush() {
       ui.updates++;
     }
   }
+  if (ui.state.gap) {
+    // Increments were missed (lost, or merged before this follower
+    // subscribed): only a fresh map repairs the counts.
+    refetch();
+    return;
+  }
   if (changed) {
     ui.lastUpdate = Date.now();
     refresh({ fit: false });
@@ -55,31 +63,50 @@ function flush() {
 }
 
 /**
- * Follows the live increments from now on (no `since`: the map just fetched
- * already counts everything before, and the follow stream would send the
- * window from `since` again as increments).
+ * Follows the live increments from now on (no `since`: the map fetched
+ * beside it counts everything before). Lines carry the map's revision, so
+ * the map may be fetched before or after the subscription: lines it holds
+ * already are skipped, and a revision missed in between is noticed (a
+ * gap) and repaired by refetching the map. Resolves once subscribed (or
+ * after the first failure, so a page without a live stream still loads).
  */
 export function startFollow() {
   ui.follower?.stop();
-  ui.follower = follow({
-    onLine,
-    resync: async () => {
-      const doc = await fetchMap(currentWindow());
-      replaceState(doc);
-    },
-    onState: (s, info) => {
-      ui.live = s;
-      ui.liveInfo = info;
-      renderStatus();
-    },
+  return new Promise((subscribed) => {
+    ui.follower = follow({
+      onLine,
+      resync: refetch,
+      onState: (s, info) => {
+        ui.live = s;
+        ui.liveInfo = info;
+        if (s !== 'connecting') subscribed();
+        renderStatus();
+      },
+    });
   });
+}
+
+/** Refetches the map of the current window (keeping the live stream). */
+async function refetch() {
+  if (ui.refetching) return ui.refetching;
+  ui.refetching = (async () => {
+    try {
+      replaceState(await fetchMap(currentWindow()));
+    } catch (err) {
+      ui.error = String(err?.message || err);
+      renderStatus();
+    } finally {
+      ui.refetching = null;
+    }
+  })();
+  return ui.refetching;
 }
 
 /** Takes a freshly fetched map in place of the current one and redraws. */
 function replaceState(doc, { fit = false } = {}) {
-  // Lines not applied yet are counted in the new map already.
-  ui.pending = [];
   ui.state = createState(doc);
+  // Lines still pending are applied to it by revision (older ones skipped).
+  if (ui.pending.length && !ui.frame) ui.frame = requestAnimationFrame(flush);
   ui.lastUpdate = Date.now();
   ui.error = null;
   refresh({ fit });
@@ -89,8 +116,8 @@ function replaceState(doc, { fit = false } = {}) {
 /** Refetches the map of the current window, redraws it, and follows from there. */
 export async function reload({ fit = true } = {}) {
   try {
+    await startFollow();
     replaceState(await fetchMap(currentWindow()), { fit });
-    startFollow();
   } catch (err) {
     ui.error = String(err?.message || err);
     renderStatus();

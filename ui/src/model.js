@@ -62,6 +62,11 @@ export function emptyState() {
     edges: new Map(),
     lost: 0,
     updates: 0,
+    // Follow lines up to `base` are in the state; `revision` is the last
+    // applied; `gap` says increments were missed (refetch).
+    base: 0,
+    revision: 0,
+    gap: false,
   };
 }
 
@@ -82,6 +87,9 @@ export function createState(doc) {
     evicted_buckets: doc.evicted_buckets ?? 0,
   };
   st.lost = doc.lost_records ?? 0;
+  // The map's revision: follow lines of this revision or older are in it.
+  st.revision = doc.revision ?? 0;
+  st.base = st.revision;
   for (const w of doc.workloads || []) st.workloads.set(w.id, { ...w });
   for (const x of doc.externals || []) st.externals.set(x.id, { ...x });
   for (const e of doc.edges || []) {
@@ -135,6 +143,24 @@ function ensureEndpoint(st, id) {
  */
 export function applyLine(st, line) {
   if (!line || typeof line !== 'object') return false;
+  if (line.type === 'lost') {
+    // Increments were dropped for this follower: the state is behind.
+    st.lost += line.lost ?? 0;
+    st.gap = true;
+    st.updates++;
+    return true;
+  }
+  if (typeof line.revision === 'number') {
+    // Each merge raises the map's revision by one and its lines come
+    // together, in order: older ones are in the state already, a skipped
+    // revision means increments were missed (only a refetch repairs that).
+    if (line.revision <= st.base) return false;
+    if (line.revision > st.revision + 1) {
+      st.gap = true;
+      return false;
+    }
+    st.revision = line.revision;
+  }
   switch (line.type) {
     case 'edge': {
       const { type, ...inc } = line;
@@ -180,10 +206,6 @@ export function applyLine(st, line) {
       st.updates++;
       return true;
     }
-    case 'lost':
-      st.lost += line.lost ?? 0;
-      st.updates++;
-      return true;
     default:
       return false;
   }

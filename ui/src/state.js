@@ -27,6 +27,8 @@ export const ui = {
   cy: null,
   /** Live lines waiting for the next frame, the frame (or timer) that applies them. */
   pending: [],
+  /** The refetch of the map under way (one at a time), if any. */
+  refetching: null,
   frame: 0,
   lastFlush: null,
   /** More lines came than `pending` holds: the map is refetched instead. */

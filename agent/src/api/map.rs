@@ -13,6 +13,13 @@
 //! | `GET /v1/map/workload?id=ID&since=MS&`  | JSON `bulkhead.map.workload/v1`: pods, selecting      |
 //! | `until=MS`                              | policies, quarantine, proposal and its diff           |
 //!
+//! Every follow line carries the map's `revision` after the merge it
+//! comes from, and `/v1/map` the revision it shows: each merge raises it by
+//! one, so a client that fetched the map at revision `r` applies only lines
+//! of later revisions, and a revision it never saw (a gap: increments merged
+//! before it subscribed, or `lost`) tells it to fetch the map again. The
+//! map may so be fetched before or after subscribing (list, then watch).
+//!
 //! 404 when the agent keeps no flow map (its flow pipeline is off) or the
 //! edge or workload is unknown; 400 names the bad parameter. Every backend
 //! call runs on the blocking pool, as the other routes' do; a follower is

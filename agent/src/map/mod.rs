@@ -177,8 +177,8 @@ impl MapSource {
             lines: VecDeque::new(),
             lost_reported: 0,
         };
-        if let Some(cells) = backlog {
-            stream.push(&cells);
+        if let Some((revision, cells)) = backlog {
+            stream.push(revision, &cells);
         }
         Box::new(stream)
     }
@@ -204,9 +204,10 @@ struct MapFollow {
 }
 
 impl MapFollow {
-    fn push(&mut self, cells: &Cells) {
+    fn push(&mut self, revision: u64, cells: &Cells) {
         let ctx = self.source.context(cells);
-        self.lines.extend(self.follower.lines(cells, &ctx));
+        self.lines
+            .extend(self.follower.lines(revision, cells, &ctx));
     }
 }
 
@@ -222,8 +223,8 @@ impl FlowStream for MapFollow {
             return Next::Lost(n);
         }
         match self.sub.recv_timeout(timeout) {
-            Ok(cells) => {
-                self.push(&cells);
+            Ok((revision, cells)) => {
+                self.push(revision, &cells);
                 match self.lines.pop_front() {
                     Some(l) => Next::Record(l),
                     None => Next::Idle,

@@ -44,7 +44,7 @@ use std::time::Duration;
 pub use buckets::{Cells, FlowMap, MapBatch, MapStats, WindowInfo};
 pub use class::{Cell, ClassStats, MAX_POLICIES, VerdictClass};
 pub use external::Groups;
-pub use sink::{MapExporter, MapSink, MapSubscription, SharedMap};
+pub use sink::{Increments, MapExporter, MapSink, MapSubscription, SharedMap};
 
 /// Finest time a batch keeps records apart by (ms): buckets are whole
 /// multiples of it.

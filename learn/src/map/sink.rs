@@ -34,8 +34,11 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// One merge's increments and the map's revision after it.
+pub type Increments = (u64, Arc<Cells>);
+
 struct Subscriber {
-    tx: SyncSender<Arc<Cells>>,
+    tx: SyncSender<Increments>,
     lost: Arc<AtomicU64>,
 }
 
@@ -49,15 +52,18 @@ pub struct SharedMap {
     inner: Mutex<Inner>,
 }
 
-/// A live feed of the map's increments (one [`Cells`] per merge).
+/// A live feed of the map's increments (one [`Cells`] per merge, with
+/// the revision that merge made: a reader that copied the map at revision
+/// `r` takes only increments of a later revision, with no gap and nothing
+/// counted twice).
 pub struct MapSubscription {
-    rx: Receiver<Arc<Cells>>,
+    rx: Receiver<Increments>,
     lost: Arc<AtomicU64>,
 }
 
 impl MapSubscription {
-    /// The next increments, waiting at most `timeout`.
-    pub fn recv_timeout(&self, timeout: Duration) -> Result<Arc<Cells>, RecvTimeoutError> {
+    /// The next increments and their revision, waiting at most `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Increments, RecvTimeoutError> {
         self.rx.recv_timeout(timeout)
     }
 
@@ -101,9 +107,10 @@ impl SharedMap {
             return;
         }
         let delta = Arc::new(delta);
+        let revision = inner.map.stats().revision;
         inner
             .subscribers
-            .retain(|s| match s.tx.try_send(Arc::clone(&delta)) {
+            .retain(|s| match s.tx.try_send((revision, Arc::clone(&delta))) {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     s.lost
@@ -125,13 +132,14 @@ impl SharedMap {
 
     /// Subscribes to the increments from now on, through a queue of
     /// `queue` merges; with `since`, also the window from it to now, taken
-    /// under the same lock (no merge falls between the two, nor in both).
+    /// under the same lock (no merge falls between the two, nor in both),
+    /// with the map's revision then.
     pub fn subscribe(
         &self,
         queue: usize,
         since: Option<Window>,
         now_ms: u64,
-    ) -> (MapSubscription, Option<Cells>) {
+    ) -> (MapSubscription, Option<(u64, Cells)>) {
         let (tx, rx) = std::sync::mpsc::sync_channel(queue.max(1));
         let lost = Arc::new(AtomicU64::new(0));
         let mut inner = self.lock();
@@ -141,7 +149,8 @@ impl SharedMap {
         });
         let backlog = since.map(|w| {
             inner.map.expire(now_ms);
-            inner.map.window(w, now_ms).0
+            let cells = inner.map.window(w, now_ms).0;
+            (inner.map.stats().revision, cells)
         });
         (MapSubscription { rx, lost }, backlog)
     }

@@ -376,7 +376,8 @@ fn follow_lines_name_new_nodes_once_then_increments() {
         conn(T0 + i, &d.frontend, &d.db, 6, 5432)
             .iter()
             .for_each(|r| b.add_record(r));
-        lines.push(f.lines(&m.merge(b, now), &ctx()));
+        let delta = m.merge(b, now);
+        lines.push(f.lines(m.stats().revision, &delta, &ctx()));
     }
     let parsed: Vec<Vec<serde_json::Value>> = lines
         .iter()
@@ -398,6 +399,11 @@ fn follow_lines_name_new_nodes_once_then_increments() {
     assert_eq!(edge["classes"]["allowed"]["flows"], 1, "an increment");
     assert_eq!(edge["outside_baseline"], true);
     assert_eq!(edge["protocol"], "TCP");
+    assert_eq!(
+        parsed[0][0]["revision"], 1,
+        "lines carry their merge's revision"
+    );
+    assert_eq!(edge["revision"], 2);
 }
 
 #[test]
@@ -441,15 +447,18 @@ fn the_sink_publishes_increments_to_bounded_lossy_subscribers() {
             .for_each(|r| b.add_record(r));
         map.merge(b, T0 + MIN);
     }
-    let first = sub.recv_timeout(Duration::ZERO).unwrap();
+    let (revision, first) = sub.recv_timeout(Duration::ZERO).unwrap();
     assert_eq!(first.edges.len(), 1);
+    assert_eq!(revision, 1, "the first merge's revision");
     assert_eq!(
         sub.lost(),
         2,
         "a queue of one: the later merges' edges lost"
     );
     let (second, backlog) = map.subscribe(4, Some(Window::ALL), T0 + MIN);
-    assert_eq!(backlog.unwrap().edges.len(), 3);
+    let (revision, backlog) = backlog.unwrap();
+    assert_eq!(backlog.edges.len(), 3);
+    assert_eq!(revision, 3, "the backlog is the map as of revision 3");
     drop(sub);
     map.merge(MapBatch::default(), T0 + MIN);
     assert_eq!(map.subscribers(), 2, "an empty merge publishes nothing");
@@ -459,7 +468,9 @@ fn the_sink_publishes_increments_to_bounded_lossy_subscribers() {
         .for_each(|r| b.add_record(r));
     map.merge(b, T0 + MIN);
     assert_eq!(map.subscribers(), 1, "a dropped subscription goes");
-    assert_eq!(second.recv_timeout(Duration::ZERO).unwrap().edges.len(), 1);
+    let (revision, next) = second.recv_timeout(Duration::ZERO).unwrap();
+    assert_eq!(next.edges.len(), 1);
+    assert_eq!(revision, 4, "the next merge after the backlog's");
 }
 
 #[test]
@@ -522,7 +533,7 @@ fn the_exporter_merges_what_the_pipeline_hands_it_within_its_interval() {
     for r in &records {
         exporter.export(&std::sync::Arc::new(r.clone()));
     }
-    let merged = sub
+    let (_, merged) = sub
         .recv_timeout(Duration::from_secs(10))
         .expect("a merge within the batch interval");
     assert_eq!(merged.edges.len(), 1);

@@ -318,17 +318,26 @@ pub struct MapView {
     pub lost_records: u64,
 }
 
-/// A follow line: `{"type": …, …the object…}`.
+/// A follow line: `{"type": …, "revision": …, …the object…}`.
 #[derive(Serialize)]
 struct Line<'a, T: Serialize> {
     #[serde(rename = "type")]
     kind: &'static str,
+    /// The map's revision after the merge the line comes from: a reader
+    /// holding a [`MapView`] of revision `r` applies only lines of a
+    /// later revision.
+    revision: u64,
     #[serde(flatten)]
     body: &'a T,
 }
 
-fn line(kind: &'static str, body: &impl Serialize) -> String {
-    serde_json::to_string(&Line { kind, body }).expect("map types serialize")
+fn line(kind: &'static str, revision: u64, body: &impl Serialize) -> String {
+    serde_json::to_string(&Line {
+        kind,
+        revision,
+        body,
+    })
+    .expect("map types serialize")
 }
 
 /// Turns the map's increments into `GET /v1/map/follow` lines for one
@@ -341,21 +350,26 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// The lines of `increments`.
-    pub fn lines(&mut self, increments: &Cells, ctx: &dyn ViewContext) -> Vec<String> {
+    /// The lines of `increments`, which brought the map to `revision`.
+    pub fn lines(
+        &mut self,
+        revision: u64,
+        increments: &Cells,
+        ctx: &dyn ViewContext,
+    ) -> Vec<String> {
         let parts = Parts::of(increments, ctx);
         let mut out = Vec::with_capacity(parts.edges.len() + parts.workloads.len());
         for w in &parts.workloads {
             if self.sent.insert(w.id.clone()) {
-                out.push(line("workload", w));
+                out.push(line("workload", revision, w));
             }
         }
         for e in &parts.externals {
             if self.sent.insert(e.id.clone()) {
-                out.push(line("external", e));
+                out.push(line("external", revision, e));
             }
         }
-        out.extend(parts.edges.iter().map(|e| line("edge", e)));
+        out.extend(parts.edges.iter().map(|e| line("edge", revision, e)));
         out
     }
 }

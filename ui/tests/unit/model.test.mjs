@@ -183,6 +183,28 @@ test('live increments: counts added, policies unioned, times widened, verdict re
   assert.deepEqual(q.ports, ['ICMP']);
 });
 
+test('follow lines by revision: those in the map skipped, a merge applied whole, a skipped revision is a gap', () => {
+  const st = createState(doc()); // revision 1
+  const id = 'shop/Deployment/web>shop/Deployment/api:TCP/8080';
+  const inc = (revision) => ({ type: 'edge', revision, ...edge('shop/Deployment/web', 'shop/Deployment/api', 'TCP', 8080, 'allowed', {
+    classes: { allowed: { flows: 1, packets: 1, bytes: 1 } } }) });
+  const flows = () => st.edges.get(id).classes.allowed.flows;
+  const before = flows();
+  assert.equal(applyLine(st, inc(1)), false, 'a line of the map\'s own revision is in it already');
+  assert.equal(flows(), before);
+  assert.equal(applyLine(st, inc(2)), true);
+  assert.equal(applyLine(st, { type: 'workload', revision: 2, ...wl('pay', 'ledger') }), true, 'more lines of the same merge');
+  assert.equal(applyLine(st, inc(3)), true);
+  assert.equal(flows(), before + 2);
+  assert.equal(st.gap, false);
+  assert.equal(applyLine(st, inc(5)), false, 'revision 4 was missed');
+  assert.equal(st.gap, true);
+  assert.equal(flows(), before + 2);
+  const lost = createState(doc());
+  applyLine(lost, { type: 'lost', lost: 3 });
+  assert.equal(lost.gap, true, 'lost increments need a refetch too');
+});
+
 test('edge labels: ports grouped by protocol, long lists and names shortened', () => {
   assert.equal(edgeLabel(['TCP/80', 'TCP/443', 'UDP/53'], []), 'TCP/80,443 UDP/53');
   assert.equal(edgeLabel(['TCP/1', 'TCP/2', 'TCP/3', 'TCP/4', 'TCP/5', 'TCP/6'], ['a/p', 'b/q', 'c/r']), 'TCP/1,2,3,4 +2 · p, q +1');

@@ -412,6 +412,13 @@ fn follow_streams_the_window_then_increments() {
         e["id"],
         "shop/Deployment/api>kube-system/Deployment/coredns:UDP/53"
     );
+    // The backlog is the map as of its revision; the live merge is the next.
+    let base = backlog[0]["revision"]
+        .as_u64()
+        .expect("lines carry revisions");
+    assert!(backlog.iter().all(|l| l["revision"] == base));
+    assert_eq!(e["revision"].as_u64(), Some(base + 1));
+    assert_eq!(w["revision"], e["revision"]);
     assert_eq!(e["classes"]["allowed"]["flows"], 1);
     feed(&map, &ring, &conn(now_ms(), &d.api, &d.dns, 17, 53));
     let e = next_json(&mut r);
