@@ -18,9 +18,25 @@ export function refreshMenus() {
 }
 
 export function closeDetails() {
-  $('details').hidden = true;
+  showPanel(false);
   ui.selectedId = null;
   ui.cy.elements(':selected').unselect();
+}
+
+/**
+ * Opens or closes the details panel; the graph, which shares the width
+ * with it, is refitted when its size changes.
+ * @param {boolean} open
+ */
+export function showPanel(open) {
+  const panel = $('details');
+  const wasOpen = ui.panelOpen;
+  panel.hidden = !open;
+  ui.panelOpen = open;
+  if (wasOpen !== open) {
+    ui.cy.resize();
+    refresh({ fit: true });
+  }
 }
 
 const settle = () => nextFrame();

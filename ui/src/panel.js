@@ -3,7 +3,7 @@
 import { fetchEdge, fetchWorkload } from './api.js';
 import { renderEdge, renderGroup, renderLoading, renderWorkload, h } from './details.js';
 import { ui, $, SEVERITY, currentWindow } from './state.js';
-import { collapse, expand, hide } from './actions.js';
+import { collapse, expand, hide, showPanel } from './actions.js';
 
 const severityOf = (e) => SEVERITY[e.verdict === 'allowed' && e.outside_baseline ? 'outside_baseline' : e.verdict] ?? 0;
 
@@ -14,7 +14,7 @@ const severityOf = (e) => SEVERITY[e.verdict === 'allowed' && e.outside_baseline
  */
 export async function select(id) {
   const panel = $('details');
-  panel.hidden = false;
+  showPanel(true);
   ui.selectedId = id;
   const cy = ui.cy;
   cy.elements(':selected').unselect();

@@ -27,6 +27,8 @@ export const ui = {
   cy: null,
   /** Live lines waiting for the next frame, the frame (or timer) that applies them. */
   pending: [],
+  /** Whether the details panel is open (it narrows the graph). */
+  panelOpen: false,
   /** The refetch of the map under way (one at a time), if any. */
   refetching: null,
   frame: 0,
