@@ -87,16 +87,22 @@ function flowsTable(flows) {
     body));
 }
 
-function explainSide(side) {
+/** One side of explain's answer, in words: its verdict, the policies and rules behind it. */
+function explainSide(side, direction) {
   if (!side) return h('p', { class: 'muted' }, 'no answer');
+  const by = side.policies?.length ? side.policies.join(', ') : null;
+  const summary = {
+    not_isolated: `allow: no policy selects the pod for ${direction} (not isolated)`,
+    allow: `allow${by ? `: isolated by ${by}, allowed by a rule` : ''}`,
+    deny: `deny: isolated by ${by ?? 'a policy'}; no ${direction} rule allows this connection`,
+  }[side.verdict] ?? `${side.verdict} (${side.reason})`;
+  const rules = (list) => h('ul', { class: 'rules' }, list.map((r) => h('li', { 'data-policy': r.policy },
+    h('code', null, r.text || `${r.policy} ${direction}[${r.rule}]`))));
   return h('div', { class: 'explain-side', 'data-verdict': side.verdict },
-    h('p', null, h('strong', null, side.verdict), side.reason && side.reason !== side.verdict ? ` (${side.reason})` : '',
-      side.policies?.length ? ` — selected by ${side.policies.join(', ')}` : ''),
-    side.audit ? h('p', { class: 'muted' }, `audit: ${typeof side.audit === 'string' ? side.audit : JSON.stringify(side.audit)}`) : null,
-    side.rules?.length
-      ? h('ul', { class: 'rules' }, side.rules.map((r) => h('li', { 'data-policy': r.policy },
-        h('code', null, `${r.policy}${r.rule != null ? ` rule ${r.rule}` : ''}`), r.text ? ` ${r.text}` : '')))
-      : h('p', { class: 'muted' }, 'no deciding rule'));
+    h('p', null, h('strong', null, summary)),
+    side.rules?.length ? h('div', null, h('h4', null, side.verdict === 'deny' ? 'denying rule' : 'allowing rules'), rules(side.rules)) : null,
+    side.near_misses?.length ? h('div', null, h('h4', null, 'rules that came close (right peer or right port, not both)'), rules(side.near_misses)) : null,
+    side.audit ? h('p', { class: 'muted' }, `audit: ${typeof side.audit === 'string' ? side.audit : JSON.stringify(side.audit)}`) : null);
 }
 
 /**
@@ -152,8 +158,8 @@ export function renderEdge(panel, ve, members, answers, onSelectMember) {
       add(ing, head ? head.cloneNode(true) : null, h('p', { class: 'muted' }, `explain unavailable: ${why}`));
       continue;
     }
-    add(eg, head, explainSide(ex.egress));
-    add(ing, head ? head.cloneNode(true) : null, explainSide(ex.ingress));
+    add(eg, head, explainSide(ex.egress, 'egress'));
+    add(ing, head ? head.cloneNode(true) : null, explainSide(ex.ingress, 'ingress'));
     texts.append(h('div', null, head ? head.cloneNode(true) : null,
       h('p', null, 'Now: ', verdictBadge(ex.verdict === 'denied' ? 'denied' : 'allowed'),
         ex.example ? ` (for ${ex.example.from} → ${ex.example.to})` : ''),
