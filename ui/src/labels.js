@@ -14,8 +14,20 @@ export function measure(text, cssFont) {
   return measureCtx.measureText(text).width;
 }
 
-/** Label bounds of one element as Cytoscape computes them (model coordinates). */
+/**
+ * Label bounds of one element as Cytoscape computes them (model coordinates).
+ *
+ * The style is brought up to date first (`pstyle` applies a pending style
+ * change): when a label's text changed inside `cy.batch()` (the `shown` of an
+ * edge, a node's label), Cytoscape 3.35's `boundingBox()` skips the element's
+ * rendered-style recalculation (its rendered style still counts as clean) and
+ * only then applies the new style, so it caches bounds measured from the OLD
+ * text — and the renderer sizes the label's texture from those bounds, drawing
+ * the new, longer text cut off at both ends. Applying the style before asking
+ * for the bounds marks the rendered style dirty, so the label is measured anew.
+ */
 function labelBox(ele) {
+  ele.pstyle('label');
   const bb = ele.boundingBox({ includeNodes: false, includeEdges: false, includeLabels: true,
     includeOverlays: false, includeUnderlays: false });
   return { id: ele.id(), x1: bb.x1, y1: bb.y1, x2: bb.x2, y2: bb.y2 };
