@@ -4,12 +4,15 @@
 // (never downloads a browser): load → whenReady() time, label overlaps in the
 // default view, a click on an edge and a workload, the exports, a screenshot.
 //
-// node dev/check.mjs [--url http://127.0.0.1:8719/ui/] [--runs 3] [--screenshot FILE]
+// node dev/check.mjs [--url http://127.0.0.1:8719/ui/] [--runs 3] [--screenshot FILE] [--viewport 1600x1000]
 //   [--details FILE] [--expanded FILE] [--workload FILE] [--wait MS]
+//   [--small FILE|1]  the small map (mock-server --small 1): after --wait ms of live
+//                     updates, labels whole and not overlapping again (a screenshot to FILE)
 // `loads`: navigation start → whenReady() (window.bulkhead.readyAt), ms, one per
 // run (the first in a fresh browser). Screenshots: the default view, after
 // clicking a denied edge, everything expanded, a workload's details.
-// Prints one JSON object with the measurements.
+// Prints one JSON object with the measurements; exits 1 when a shown label is cut off
+// or overlaps another label (`ok: false`) or the page logged errors.
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -25,7 +28,7 @@ const context = await chromium.launchPersistentContext(dir, {
   headless: true,
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
     '--disable-component-update', '--disable-sync'],
-  viewport: { width: 1600, height: 1000 },
+  viewport: { width: Number((args.viewport || '1600x1000').split('x')[0]), height: Number((args.viewport || '1600x1000').split('x')[1]) },
 });
 const out = { url, loads: [] };
 const errors = [];
@@ -53,7 +56,37 @@ try {
       colors: [...new Set(v.edges.map((e) => `${e.verdict}${e.outside_baseline ? '+outside' : ''}=${e.color}`))].sort() };
   });
   out.overlaps = await page.evaluate(() => window.bulkhead.labelOverlaps().length);
+  // Every shown edge label whole: the box Cytoscape sizes the label's texture from is
+  // at least as wide as its text (a box measured from older, shorter text cuts it off).
+  // Checked again after live updates changed some labels (--wait ms), the small map
+  // (mock-server --small 1) the case where that showed.
+  const clipped = () => page.evaluate(async () => {
+    // After a frame: the label boxes the renderer drew from (read before anything, even a
+    // style lookup, could refresh them).
+    await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+    const edges = window.bulkhead.cy.edges().filter((e) => e.data('shown'));
+    const drawn = edges.map((e) => e._private.labelBounds.main
+      || e.boundingBox({ includeLabels: true, includeNodes: false, includeEdges: false }) && e._private.labelBounds.main);
+    const ctx = document.createElement('canvas').getContext('2d');
+    const bad = [];
+    edges.forEach((e, i) => {
+      const text = e.data('shown');
+      const s = (p) => e.pstyle(p).strValue;
+      ctx.font = `${s('font-style')} ${s('font-weight')} ${e.pstyle('font-size').pfValue}px ${s('font-family')}`;
+      const want = ctx.measureText(text).width;
+      const lb = drawn[i];
+      if (!lb || lb.w + 0.5 < want) bad.push(`${e.id()}: ${text} (${Math.round(want)} px in a ${Math.round(lb?.w ?? 0)} px box)`);
+    });
+    return bad;
+  });
+  out.clipped = await clipped();
   if (args.screenshot) await page.screenshot({ path: args.screenshot });
+  if (args.small) {
+    await page.waitForTimeout(Number(args.wait || 1500));
+    out.smallAfterUpdates = { updates: await page.evaluate(() => window.bulkhead.updates), clipped: await clipped(),
+      overlaps: await page.evaluate(() => window.bulkhead.labelOverlaps().length) };
+    if (args.small !== '1') await page.screenshot({ path: args.small });
+  }
   // Click the first denied edge (through the hook; a real click on its midpoint too).
   out.edgeClick = await page.evaluate(async () => {
     const e = window.bulkhead.view().edges.find((x) => x.verdict === 'denied') || window.bulkhead.view().edges[0];
@@ -131,9 +164,13 @@ try {
   await page.waitForTimeout(Number(args.wait || 1500));
   out.updates = await page.evaluate(() => window.bulkhead.updates);
   out.status = await page.textContent('#status');
+  // The label checks: shown labels whole, none overlapping (a node's label included).
+  out.ok = out.overlaps === 0 && out.clipped.length === 0
+    && (!out.smallAfterUpdates || (out.smallAfterUpdates.overlaps === 0 && out.smallAfterUpdates.clipped.length === 0));
 } finally {
   out.errors = errors;
   await context.close();
   fs.rmSync(dir, { recursive: true, force: true });
 }
 console.log(JSON.stringify(out, null, 2));
+if (!out.ok || errors.length) process.exitCode = 1;

@@ -8,12 +8,13 @@
 //   [--namespaces 50] [--edges 5000] [--externals 20] [--seed 1]
 //   [--rate 20]  follow lines per second (0: heartbeats only)
 //   [--map FILE] serve this map document instead of a synthetic one
+//   [--small 1]  serve the small map of the demo lab (5 workloads, 3 namespaces) instead
 // Prints `listening on http://HOST:PORT/ui/` once ready.
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { synthesize, rng } from '../tests/synthetic.mjs';
+import { synthesize, smallLab, rng } from '../tests/synthetic.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const dist = path.resolve(here, '..', 'dist');
@@ -31,6 +32,7 @@ function parseArgs(argv) {
 const opts = parseArgs(process.argv.slice(2));
 const map = opts.map
   ? JSON.parse(fs.readFileSync(opts.map, 'utf8'))
+  : opts.small ? smallLab({ now: Date.now() })
   : synthesize({ workloads: opts.workloads, namespaces: opts.namespaces, edges: opts.edges,
     externals: opts.externals, seed: opts.seed, now: Date.now() });
 let mapText = JSON.stringify(map);

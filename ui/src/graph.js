@@ -7,7 +7,7 @@ import { buildView } from './model.js';
 import { layout } from './layout.js';
 import { stylesheet } from './style.js';
 import { ui, $, SEVERITY, effectiveFilter, noteNamespaces } from './state.js';
-import { measure, placeEdgeLabels } from './labels.js';
+import { measure, placeEdgeLabels, settleStyle } from './labels.js';
 
 cytoscape.use(cytoscapeSvg);
 
@@ -83,6 +83,7 @@ export function sync({ fit = false } = {}) {
   const cy = ui.cy;
   const wantNodes = new Map(view.nodes.map((n) => [n.id, n]));
   const wantEdges = new Map(view.edges.map((e) => [e.id, e]));
+  const changed = [];
   cy.batch(() => {
     const have = new Map();
     const drop = [];
@@ -107,7 +108,10 @@ export function sync({ fit = false } = {}) {
       const data = nodeData(n, lay);
       const ele = have.get(n.id);
       if (ele) {
-        if (!sameData(ele, data)) ele.data(data);
+        if (!sameData(ele, data)) {
+          ele.data(data);
+          changed.push(ele);
+        }
         const pos = lay.positions.get(n.id);
         if (pos) {
           const p = ele.position();
@@ -124,7 +128,10 @@ export function sync({ fit = false } = {}) {
       const data = edgeData(e, wantEdges);
       const ele = have.get(e.id);
       if (ele) {
-        if (!sameData(ele, data)) ele.data(data);
+        if (!sameData(ele, data)) {
+          ele.data(data);
+          changed.push(ele);
+        }
       } else {
         addEdges.push({ group: 'edges', data: { ...data, shown: '' } });
       }
@@ -133,6 +140,8 @@ export function sync({ fit = false } = {}) {
     addEdges.sort((a, b) => (SEVERITY[a.data.color] ?? 0) - (SEVERITY[b.data.color] ?? 0));
     if (addEdges.length) cy.add(addEdges);
   });
+  // Labels that changed are measured anew before any bounds are asked for (see settleStyle).
+  settleStyle(changed);
   ui.view = view;
   const t3 = performance.now();
   if (fit) fitView(lay);

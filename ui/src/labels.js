@@ -14,8 +14,28 @@ export function measure(text, cssFont) {
   return measureCtx.measureText(text).width;
 }
 
+/**
+ * Applies the pending style of elements whose data changed inside `cy.batch()`.
+ *
+ * Needed before anything asks Cytoscape (3.35) for their bounds: after a batch,
+ * `boundingBox()` skips an element's rendered-style recalculation (its rendered
+ * style still counts as clean: the label change that dirties it is only seen
+ * when the new style is applied) and applies the new style only afterwards, so
+ * it caches bounds measured from the OLD label text. The renderer then sizes
+ * the label's texture from those bounds: a longer new text is drawn cut off at
+ * both ends, and spills into the neighbouring label's slot of the shared
+ * texture (a fragment of one label drawn over another). Applying the style
+ * (`pstyle` does) dirties the bounds and the rendered style, so the label is
+ * measured anew on the next `boundingBox()` or frame.
+ * @param {Iterable<object>} eles Cytoscape elements
+ */
+export function settleStyle(eles) {
+  for (const ele of eles) if (!ele.removed()) ele.pstyle('label');
+}
+
 /** Label bounds of one element as Cytoscape computes them (model coordinates). */
 function labelBox(ele) {
+  settleStyle([ele]);
   const bb = ele.boundingBox({ includeNodes: false, includeEdges: false, includeLabels: true,
     includeOverlays: false, includeUnderlays: false });
   return { id: ele.id(), x1: bb.x1, y1: bb.y1, x2: bb.x2, y2: bb.y2 };
@@ -86,27 +106,35 @@ export function placeEdgeLabels(lay) {
   const by1 = Math.min(0, ...lay.labels.map((b) => b.y1));
   const inside = candidates.filter((c) => c.box.x1 >= bx1 && c.box.y1 >= by1 && c.box.x2 <= lay.width && c.box.y2 <= lay.height + 12);
   const placed = placeLabels(inside, obstacles);
+  const changed = [];
   cy.batch(() => {
     edges.forEach((e) => {
       const want = placed.has(e.id()) ? e.data('label') : '';
-      if (e.data('shown') !== want) e.data('shown', want);
+      if (e.data('shown') !== want) {
+        e.data('shown', want);
+        changed.push(e);
+      }
     });
   });
+  settleStyle(changed);
   // Check with the boxes Cytoscape now has; drop any label still overlapping.
   for (let round = 0; round < 5; round++) {
     const pairs = labelOverlaps();
     if (!pairs.length) break;
+    const dropped = [];
     cy.batch(() => {
       for (const [a, b] of pairs) {
         for (const id of [b, a]) {
           const el = cy.getElementById(id);
           if (el.isEdge() && el.data('shown')) {
             el.data('shown', '');
+            dropped.push(el);
             break;
           }
         }
       }
     });
+    settleStyle(dropped);
   }
 }
 

@@ -178,3 +178,46 @@ function parseArgs(argv) {
 if (import.meta.url === `file://${process.argv[1]}`) {
   process.stdout.write(JSON.stringify(synthesize(parseArgs(process.argv.slice(2)))) + '\n');
 }
+
+/**
+ * A small map equivalent to the demo lab: 5 workloads in 3 namespaces
+ * (kube-system: coredns; shop: api, frontend, db; sandbox: a bare pod), three
+ * allowed edges and one denied by shop/db-from-api. The map where a few labels
+ * have lots of room, unlike the synthetic ones.
+ * @param {{now?: number}} opts
+ * @returns {object} a `bulkhead.map/v1` document
+ */
+export function smallLab(opts = {}) {
+  const now = opts.now ?? 1765000000000;
+  const since = now - 6 * 3600 * 1000;
+  const wl = (namespace, kind, short) => ({
+    id: `${namespace}/${kind}/${short}`, namespace, name: `${kind}/${short}`, kind, short,
+    labels: kind === 'Pod' ? { run: short } : { app: short }, local: true, mode: 'enforce', quarantined: false,
+  });
+  const workloads = [
+    wl('kube-system', 'Deployment', 'coredns'),
+    wl('shop', 'Deployment', 'api'),
+    wl('shop', 'Deployment', 'frontend'),
+    wl('shop', 'StatefulSet', 'db'),
+    wl('sandbox', 'Pod', 'stray'),
+  ];
+  const edge = (src, dst, port, verdict, policies, flows) => ({
+    id: `${src}>${dst}:TCP/${port}`, src, dst, protocol: 'TCP', port, verdict,
+    classes: { [verdict]: { flows, packets: flows * 6, bytes: flows * 500 } },
+    policies: policies.length ? { [verdict]: policies } : {}, policies_truncated: false,
+    outside_baseline: false, first_seen: now - 60000, last_seen: now - 1000,
+  });
+  const edges = [
+    edge('shop/Deployment/frontend', 'shop/Deployment/api', 8080, 'allowed', [], 12),
+    edge('shop/Deployment/frontend', 'kube-system/Deployment/coredns', 53, 'allowed', [], 6),
+    edge('shop/Deployment/api', 'shop/StatefulSet/db', 5432, 'allowed', ['shop/db-from-api'], 9),
+    edge('sandbox/Pod/stray', 'shop/StatefulSet/db', 5432, 'denied', ['shop/db-from-api'], 3),
+  ];
+  const count = (ns) => workloads.filter((w) => w.namespace === ns).length;
+  return {
+    schema: 'bulkhead.map/v1', node: 'vm', generated_at: now,
+    window: { since, until: now, bucket_ms: 60000, partial: false }, revision: 1,
+    namespaces: ['kube-system', 'sandbox', 'shop'].map((name) => ({ name, workloads: count(name) })),
+    workloads, externals: [], edges, evicted_buckets: 0, lost_records: 0,
+  };
+}

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { synthesize } from '../synthetic.mjs';
-import { VERDICTS, classesVerdict } from '../../src/model.js';
+import { synthesize, smallLab } from '../synthetic.mjs';
+import { VERDICTS, classesVerdict, buildView, createState } from '../../src/model.js';
 
 test('the default synthetic map: 500 workloads, 50 namespaces, 5,000 distinct edges', () => {
   const d = synthesize();
@@ -41,4 +41,25 @@ test('the CLI prints the same document', () => {
   const out = execFileSync(process.execPath, [script, '--workloads', '30', '--namespaces', '3', '--edges', '60', '--seed', '9'],
     { encoding: 'utf8' });
   assert.deepEqual(JSON.parse(out), synthesize({ workloads: 30, namespaces: 3, edges: 60, seed: 9 }));
+});
+
+test('the small lab map: 5 workloads in 3 namespaces, 4 edges, one denied by shop/db-from-api', () => {
+  const d = smallLab({ now: 1765000000000 });
+  assert.equal(d.schema, 'bulkhead.map/v1');
+  assert.deepEqual(d.namespaces.map((n) => [n.name, n.workloads]), [['kube-system', 1], ['sandbox', 1], ['shop', 3]]);
+  assert.deepEqual(d.workloads.map((w) => w.id).sort(), ['kube-system/Deployment/coredns', 'sandbox/Pod/stray',
+    'shop/Deployment/api', 'shop/Deployment/frontend', 'shop/StatefulSet/db']);
+  const ids = new Set(d.workloads.map((w) => w.id));
+  for (const e of d.edges) {
+    assert.equal(e.id, `${e.src}>${e.dst}:${e.protocol}/${e.port}`);
+    assert.ok(ids.has(e.src) && ids.has(e.dst), e.id);
+    assert.equal(e.verdict, classesVerdict(e.classes), e.id);
+  }
+  const denied = d.edges.filter((e) => e.verdict === 'denied');
+  assert.deepEqual(denied.map((e) => [e.id, e.policies.denied]),
+    [['sandbox/Pod/stray>shop/StatefulSet/db:TCP/5432', ['shop/db-from-api']]]);
+  // Small: every namespace expanded by default, every edge drawn between workloads.
+  const v = buildView(createState(d), { collapsed: new Set() });
+  assert.equal(v.nodes.filter((n) => n.kind === 'workload').length, 5);
+  assert.equal(v.edges.length, 4);
 });
