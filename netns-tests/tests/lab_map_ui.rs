@@ -220,8 +220,9 @@ fn map_shows_flows_and_a_denying_policy_live() {
         browser.screenshot(&overview).expect("screenshot");
         eprintln!("screenshot: {}", overview.display());
 
-        // 4. Details of the denied edge: its flows, the policy, explain.
-        let details = map_ui::select(&mut browser, &denied.id);
+        // 4. Details of the denied edge, opened by a real mouse click on
+        // its line: its flows, the policy, explain.
+        let details = map_ui::click_edge(&mut browser, &denied.id);
         assert_eq!(details.kind.as_deref(), Some("edge"), "{details:?}");
         assert!(
             details.flows.iter().any(|v| v == "denied"),

@@ -280,6 +280,16 @@ impl Browser {
         .map(drop)
     }
 
+    /// A real mouse click at page pixels (`x`, `y`): what a user's click
+    /// on a canvas (the map's graph) does.
+    pub fn mouse_click(&mut self, x: f64, y: f64) -> Result<(), BrowserError> {
+        self.command(
+            json!({ "cmd": "mouse_click", "x": x, "y": y }),
+            COMMAND_TIMEOUT,
+        )
+        .map(drop)
+    }
+
     /// The rendered text (`innerText`) of the first element `selector`
     /// matches (waiting for it).
     pub fn text(&mut self, selector: &str) -> Result<String, BrowserError> {

@@ -11,6 +11,7 @@
 //   {"cmd":"goto","url":U}            -> {"ok":true,"value":HTTP status or null}
 //   {"cmd":"eval","js":EXPR}          -> {"ok":true,"value":JSON of EXPR, promises awaited}
 //   {"cmd":"click","selector":S}      -> {"ok":true,"value":null}
+//   {"cmd":"mouse_click","x":X,"y":Y} -> {"ok":true,"value":null} (a real click at page pixels)
 //   {"cmd":"text","selector":S}       -> {"ok":true,"value":innerText of the first match}
 //   {"cmd":"screenshot","path":P}     -> {"ok":true,"value":P} (PNG, the whole page)
 //   {"cmd":"console"}                 -> {"ok":true,"value":[console errors and page errors so far]}
@@ -110,6 +111,9 @@ async function run(c) {
     }
     case 'click':
       await page.locator(c.selector).first().click({ timeout });
+      return null;
+    case 'mouse_click':
+      await page.mouse.click(Number(c.x), Number(c.y));
       return null;
     case 'text':
       return await page.locator(c.selector).first().innerText({ timeout });

@@ -257,11 +257,60 @@ pub struct Details {
     pub quarantined: String,
 }
 
+/// Reads the details panel once it is filled for `id`
+/// (`data-id`, `data-kind` set and no longer loading).
+const READ_DETAILS: &str = "new Promise((resolve, reject) => {
+       const until = Date.now() + 20000;
+       const poll = () => {
+         const d = document.querySelector('#details');
+         const done = d && !d.hidden && d.dataset.id === ID && d.dataset.kind && !d.textContent.includes('loading…');
+         if (done) return resolve();
+         if (Date.now() > until) return reject(new Error('the details of ' + ID + ' never filled'));
+         requestAnimationFrame(poll);
+       };
+       poll();
+     })";
+
+/// Clicks the drawn edge `id` with a real mouse click, a third of the way
+/// along its line (its label sits at the middle), as a user would, and
+/// reads the details panel it opens.
+pub fn click_edge(browser: &mut Browser, id: &str) -> Details {
+    let at: [f64; 2] = browser
+        .eval(&format!(
+            "(() => {{
+               const cy = window.bulkhead.cy;
+               const e = cy.getElementById({id});
+               if (e.empty()) throw new Error('no drawn edge ' + {id});
+               const a = e.renderedSourceEndpoint(), b = e.renderedTargetEndpoint();
+               const r = cy.container().getBoundingClientRect();
+               return [r.left + a.x + (b.x - a.x) / 3, r.top + a.y + (b.y - a.y) / 3];
+             }})()",
+            id = serde_json::to_string(id).unwrap()
+        ))
+        .unwrap_or_else(|e| panic!("position of {id}: {e}"));
+    browser
+        .mouse_click(at[0], at[1])
+        .unwrap_or_else(|e| panic!("clicking {id} at {at:?}: {e}"));
+    read_details(
+        browser,
+        &READ_DETAILS.replace("ID", &serde_json::to_string(id).unwrap()),
+    )
+}
+
 /// Selects `id` (`window.bulkhead.select`, which resolves once the
 /// details panel is filled) and reads the panel.
 pub fn select(browser: &mut Browser, id: &str) -> Details {
     let js = format!(
-        "window.bulkhead.select({}).then(() => {{
+        "window.bulkhead.select({})",
+        serde_json::to_string(id).unwrap()
+    );
+    read_details(browser, &js)
+}
+
+/// Awaits `wait` (a promise expression), then reads the details panel.
+fn read_details(browser: &mut Browser, wait: &str) -> Details {
+    let js = format!(
+        "({wait}).then(() => {{
            const d = document.querySelector('#details');
            const text = (t) => d?.querySelector(`[data-testid=${{t}}]`)?.textContent ?? '';
            return {{
@@ -274,12 +323,11 @@ pub fn select(browser: &mut Browser, id: &str) -> Details {
              mode: text('mode'),
              quarantined: text('quarantined'),
            }};
-         }})",
-        serde_json::to_string(id).unwrap()
+         }})"
     );
     browser
         .eval::<Details>(&js)
-        .unwrap_or_else(|e| panic!("select({id}): {e}"))
+        .unwrap_or_else(|e| panic!("reading the details ({wait}): {e}"))
 }
 
 /// `#rrggbb` of a CSS colour as Cytoscape reports it (`#rrggbb`, `#rgb`
