@@ -208,7 +208,10 @@ impl Flood {
                 && sent.load(Ordering::Relaxed) < Self::MAX_DATAGRAMS
             {
                 // Unreachable until the route exists: errors are expected.
-                if sock.send_to(b"flood", (to, 80)).is_ok() {
+                // Numbered, so a measurement can leave out the datagrams
+                // sent before it began (still in flight then).
+                let seq = sent.load(Ordering::Relaxed);
+                if sock.send_to(&flood_payload(seq), (to, 80)).is_ok() {
                     sent.fetch_add(1, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(1));
@@ -246,6 +249,35 @@ impl Drop for Flood {
     }
 }
 
+/// The flood's datagram number `seq`: `flood` and the number (big endian).
+fn flood_payload(seq: u64) -> [u8; 13] {
+    let mut p = [0u8; 13];
+    p[..5].copy_from_slice(b"flood");
+    p[5..].copy_from_slice(&seq.to_be_bytes());
+    p
+}
+
+/// The number of a flood datagram's payload.
+fn flood_seq(payload: &[u8]) -> Option<u64> {
+    let n = payload.strip_prefix(b"flood")?.get(..8)?;
+    Some(u64::from_be_bytes(n.try_into().ok()?))
+}
+
+/// Whether an Ethernet frame is an IPv4 packet from `peer`.
+fn from_peer(f: &[u8], peer: Ipv4Addr) -> bool {
+    f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[26..30] == peer.octets()
+}
+
+/// The flood number of an Ethernet frame holding an IPv4 UDP flood
+/// datagram from `peer`.
+fn frame_flood_seq(f: &[u8], peer: Ipv4Addr) -> Option<u64> {
+    if !from_peer(f, peer) || f[23] != 17 {
+        return None;
+    }
+    let udp = 14 + usize::from(f[14] & 0x0f) * 4;
+    flood_seq(f.get(udp + 8..)?)
+}
+
 /// What the new pod received from the peer.
 #[derive(Debug, Default, Clone, Copy)]
 struct Received {
@@ -262,13 +294,17 @@ impl Received {
 
 /// The pod's side, started right after ADD: a capture on its interface
 /// and its TCP and UDP servers on port 80, counting what comes from `peer`
-/// for `measure`.
-fn receive(netns: &str, peer: Ipv4Addr, measure: Duration) -> Received {
+/// for `measure`: connections accepted, datagrams received and frames
+/// captured. With `from_seq` above 0, only flood datagrams numbered
+/// `from_seq` or later count (sent once the measurement began: one sent
+/// before may still be on its way through the veth when it begins).
+fn receive(netns: &str, peer: Ipv4Addr, measure: Duration, from_seq: u64) -> Received {
     let link = RawLink::open(netns, "eth0").expect("AF_PACKET on the pod's interface");
     let capture = std::thread::spawn(move || {
         link.capture(measure, usize::MAX)
             .iter()
-            .filter(|f| f.len() >= 34 && f[12..14] == [0x08, 0x00] && f[26..30] == peer.octets())
+            .filter(|f| from_peer(f, peer))
+            .filter(|f| from_seq == 0 || frame_flood_seq(f, peer).is_some_and(|n| n >= from_seq))
             .count() as u64
     });
     let ns = netns.to_owned();
@@ -286,8 +322,10 @@ fn receive(netns: &str, peer: Ipv4Addr, measure: Duration) -> Received {
             while let Ok((_, from)) = tcp.accept() {
                 accepted += u64::from(from.ip() == peer);
             }
-            if let Ok((_, from)) = udp.recv_from(&mut buf) {
-                datagrams += u64::from(from.ip() == peer);
+            if let Ok((n, from)) = udp.recv_from(&mut buf) {
+                let counted =
+                    from_seq == 0 || flood_seq(&buf[..n]).is_some_and(|seq| seq >= from_seq);
+                datagrams += u64::from(from.ip() == peer && counted);
             }
         }
         (accepted, datagrams)
@@ -334,7 +372,7 @@ fn with_bulkhead_cni_chained_the_denied_peer_never_reaches_the_new_pod() {
         "ptp's result passed through: {result}"
     );
     let sent_before = flood.sent();
-    let got = receive(&c.web_netns.0, peer.ip, MEASURE);
+    let got = receive(&c.web_netns.0, peer.ip, MEASURE, 0);
     let sent = flood.sent() - sent_before;
     assert!(
         sent > 500,
@@ -353,7 +391,7 @@ fn with_bulkhead_cni_chained_the_denied_peer_never_reaches_the_new_pod() {
     c.change(
         serde_yaml_ng::from_str::<Value>(&allow("peer-to-web", "peer", "web", &[80])).unwrap(),
     );
-    let got = receive(&c.web_netns.0, peer.ip, MEASURE);
+    let got = receive(&c.web_netns.0, peer.ip, MEASURE, 0);
     assert!(
         got.udp_datagrams > 0 && got.captured > 0,
         "allowed now: {got:?}"
@@ -395,14 +433,17 @@ fn without_bulkhead_cni_the_window_exists_until_kubelet_reports_the_address() {
     let attach = c.attach("c-web-1");
     let result = chain.add(&attach).unwrap_or_else(|f| panic!("{f}"));
     assert_eq!(result_ip(&result), WEB_IP);
-    let got = receive(&c.web_netns.0, peer.ip, MEASURE);
+    let got = receive(&c.web_netns.0, peer.ip, MEASURE, 0);
     assert!(
         got.udp_datagrams > 0 && got.captured > 0,
         "the window: before status.podIP the agent cannot know the pod: {got:?}"
     );
-    // kubelet reports the address after the flood: from then on, enforced.
+    // kubelet reports the address after the flood: from then on, enforced
+    // (for datagrams sent from then on: one already past the hooks may
+    // still be delivered).
     c.change(web_pod(Some(WEB_IP)));
-    let got = receive(&c.web_netns.0, peer.ip, MEASURE);
+    let enforced_from = flood.sent().max(1);
+    let got = receive(&c.web_netns.0, peer.ip, MEASURE, enforced_from);
     assert_eq!(
         got.udp_datagrams + got.captured,
         0,
