@@ -331,6 +331,7 @@ fn kernel_allowed(
     let endpoint = |a: IpAddr| c.pod_of(a).map(|p| image.endpoints[p].1);
     let policy = Placed::new(image.policy_layout());
     let point = policy_point(proto, port);
+    // The image holds kernel numbers; the tables the compiler's.
     let check = |table: u32, peer: u32| {
         let kernel = [peer, IDENTITY_ANY]
             .iter()
@@ -338,9 +339,14 @@ fn kernel_allowed(
         // The deciding rule (recorded in CT, flow logs) is the evaluator's;
         // a tiered table that NetworkPolicy does not isolate answers
         // RULE_NONE where no rule decides.
-        let t = &c.tables[table as usize];
+        let internal = c.kernel.internal_table(table).expect("a table's number");
+        let t = &c.tables[internal as usize];
+        let peer = c
+            .kernel
+            .internal_identity(peer)
+            .expect("an identity's number");
         let want = match t.lookup(peer, proto, port) {
-            Some(s) => Some(s.kernel_rule()),
+            Some(s) => Some(c.kernel.target(s.kernel_rule())),
             None if t.isolated() => None,
             None => Some(RULE_NONE),
         };
@@ -433,7 +439,10 @@ fn modes_split_the_enforced_and_the_audit_view() {
                 a.ingress.is_some()
             );
             assert_eq!(info.flags & ENDPOINT_AUDIT_EGRESS != 0, a.egress.is_some());
-            assert_eq!(info.audit_ingress_table, a.ingress.unwrap_or(0));
+            assert_eq!(
+                info.audit_ingress_table,
+                a.ingress.map_or(0, |t| c.kernel.table(t))
+            );
         }
         let addrs = probe_addresses(&m, &c);
         for &src in &addrs {

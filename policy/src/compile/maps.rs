@@ -13,6 +13,11 @@
 //! deciding rule (`rules[0]` of the first matching segment) stay exactly
 //! those of `RuleTable::lookup`.
 //!
+//! Every identity, table and rule number in the image is the kernel's
+//! ([`Compiled::kernel`]: derived from content, not from positions), so a
+//! small model change makes a small image change; entries are listed in
+//! key order (identities by prefix, trees by (table, peer)).
+//!
 //! The loader writes an image into the inactive slot and then bumps the
 //! revision in CONFIG (see `bulkhead_common`'s crate docs); it checks
 //! [`MapImage::check_fits`] first. Endpoints are listed by pod index; the
@@ -254,22 +259,27 @@ impl Compiled {
                 IdentityKind::Node { addrs, .. } => (addrs, IDENTITY_F_NODE),
                 IdentityKind::External { .. } => continue,
             };
+            let id = self.kernel.identity(identity.id);
             for &a in addrs {
                 let (len, key) = identity_key(slot, IpNetwork::from(a));
                 exact_keys.insert((len, key));
-                image.identities.push((len, key, value(identity.id, flags)));
+                image.identities.push((len, key, value(id, flags)));
             }
         }
         for identity in &self.identities.list {
             if let IdentityKind::External { region } = &identity.kind {
+                let id = self.kernel.identity(identity.id);
                 for &net in &self.regions.regions[*region as usize].prefixes {
                     let (len, key) = identity_key(slot, net);
                     if !exact_keys.contains(&(len, key)) {
-                        image.identities.push((len, key, value(identity.id, 0)));
+                        image.identities.push((len, key, value(id, 0)));
                     }
                 }
             }
         }
+        image
+            .identities
+            .sort_unstable_by_key(|&(len, key, _)| (key.addr, len));
         let local: Vec<usize> = match pods {
             Some(p) => p.to_vec(),
             None => (0..self.endpoints.len()).collect(),
@@ -293,17 +303,23 @@ impl Compiled {
                 .map(|(_, t)| t.groups.len())
                 .sum(),
         );
-        for (table_id, table) in self.tables.iter().enumerate() {
-            let table_id = table_id as TableId;
-            if used.as_ref().is_some_and(|u| !u.contains(&table_id)) {
-                continue;
-            }
-            // Sorted by (peer, protocol): one tree per peer.
-            let groups: Vec<(IdentityId, u8, &[Segment])> = table
-                .sorted_groups()
-                .into_iter()
-                .map(|(&(peer, proto), segs)| (peer, proto, segs.as_slice()))
+        // Tables in kernel number order, so the image lists trees by key.
+        let mut by_number: Vec<(u32, TableId)> = (0..self.tables.len() as TableId)
+            .filter(|t| used.as_ref().is_none_or(|u| u.contains(t)))
+            .map(|t| (self.kernel.table(t), t))
+            .collect();
+        by_number.sort_unstable();
+        let target = |t: u32| self.kernel.target(t);
+        for (kernel_table, table_id) in by_number {
+            let table = &self.tables[table_id as usize];
+            // Sorted by (kernel peer, protocol): one tree per peer,
+            // `IDENTITY_ANY` (0) first.
+            let mut groups: Vec<(IdentityId, u8, &[Segment])> = table
+                .groups
+                .iter()
+                .map(|(&(peer, proto), segs)| (self.kernel.identity(peer), proto, segs.as_slice()))
                 .collect();
+            groups.sort_unstable_by_key(|&(peer, proto, _)| (peer, proto));
             // A tiered table that NetworkPolicy does not isolate allows what
             // no rule decides: its any-peer tree says so explicitly
             // (RULE_NONE in every gap), as the kernel denies a miss.
@@ -312,20 +328,20 @@ impl Compiled {
                 let ranges = fill_gaps(Vec::new(), RULE_NONE);
                 image
                     .policy
-                    .extend(policy_tree(slot, table_id, IDENTITY_ANY, &ranges));
+                    .extend(policy_tree(slot, kernel_table, IDENTITY_ANY, &ranges));
             }
             for chunk in groups.chunk_by(|a, b| a.0 == b.0) {
                 let of_peer: Vec<(u8, &[Segment])> = chunk
                     .iter()
                     .map(|&(_, proto, segs)| (proto, segs))
                     .collect();
-                let mut ranges = peer_ranges(&of_peer);
+                let mut ranges = peer_ranges_with(&of_peer, target);
                 if open && chunk[0].0 == IDENTITY_ANY {
                     ranges = fill_gaps(ranges, RULE_NONE);
                 }
                 image
                     .policy
-                    .extend(policy_tree(slot, table_id, chunk[0].0, &ranges));
+                    .extend(policy_tree(slot, kernel_table, chunk[0].0, &ranges));
             }
         }
         let mut addrs: Vec<Vec<IpAddr>> = vec![Vec::new(); self.endpoints.len()];
@@ -357,17 +373,18 @@ impl Compiled {
     /// known, the MAC of its interface.
     fn endpoint_info(&self, pod: usize, addrs: &[IpAddr], mac: Option<[u8; 6]>) -> EndpointInfo {
         let (ep, audit) = (self.endpoints[pod], self.audit_endpoints[pod]);
+        let number = |t: Option<TableId>| t.map_or(0, |t| self.kernel.table(t));
         let mut info = EndpointInfo {
-            ingress_table: ep.ingress.unwrap_or(0),
-            egress_table: ep.egress.unwrap_or(0),
+            ingress_table: number(ep.ingress),
+            egress_table: number(ep.egress),
             flags: if mac.is_some() { ENDPOINT_HAS_MAC } else { 0 },
             _reserved: 0,
             mac: mac.unwrap_or_default(),
             _pad: [0; 2],
             ipv4: [0; 16],
             ipv6: [0; 16],
-            audit_ingress_table: audit.ingress.unwrap_or(0),
-            audit_egress_table: audit.egress.unwrap_or(0),
+            audit_ingress_table: number(audit.ingress),
+            audit_egress_table: number(audit.egress),
         };
         for (table, flag) in [
             (ep.ingress, ENDPOINT_ISOLATED_INGRESS),
@@ -401,14 +418,27 @@ impl Compiled {
 /// any-protocol segment's rule on every other point (it covers all ports,
 /// and a protocol's own segment takes precedence, as in
 /// `RuleTable::lookup`). Neighbours with the same rule are merged.
+/// Targets are the segments' own rule numbers ([`Segment::kernel_rule`]).
 pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
+    peer_ranges_with(groups, |t| t)
+}
+
+/// [`peer_ranges`] with each segment's target ([`Segment::kernel_rule`])
+/// renumbered by `number` (the compiler's internal rule numbers to the
+/// kernel's, [`super::KernelIds::target`]). `number` must be one-to-one, so
+/// neighbours merge exactly where their segments' targets are equal.
+pub fn peer_ranges_with(
+    groups: &[(u8, &[Segment])],
+    number: impl Fn(u32) -> u32,
+) -> Vec<PolicyRange> {
     let any: Option<RuleId> = groups
         .iter()
         .find(|(proto, _)| *proto == PROTO_ANY)
         .and_then(|(_, segs)| {
             debug_assert!(segs.iter().all(|s| s.lo == 0 && s.hi == u16::MAX));
-            segs.first().map(Segment::kernel_rule)
+            segs.first().map(|s| number(s.kernel_rule()))
         });
+    let number = &number;
     let mut own: Vec<(u32, u32, RuleId)> = groups
         .iter()
         .filter(|(proto, _)| *proto != PROTO_ANY)
@@ -417,7 +447,7 @@ pub fn peer_ranges(groups: &[(u8, &[Segment])]) -> Vec<PolicyRange> {
                 (
                     policy_point(proto, s.lo),
                     policy_point(proto, s.hi),
-                    s.kernel_rule(),
+                    number(s.kernel_rule()),
                 )
             })
         })

@@ -10,6 +10,7 @@ pub mod address;
 pub mod bitset;
 pub mod fold;
 pub mod identity;
+pub mod kernel_ids;
 pub mod maps;
 pub mod select;
 pub mod tables;
@@ -20,6 +21,7 @@ use bulkhead_common::{IDENTITY_ANY, PROTO_ANY};
 
 pub use address::{RegionId, Regions};
 pub use identity::{Identities, Identity, IdentityKind, PodClasses};
+pub use kernel_ids::KernelIds;
 pub use tables::{RuleOrigin, RuleTable, Segment};
 
 use bitset::BitSet;
@@ -36,7 +38,10 @@ use fold::{Grant, Step, Verb};
 pub type IdentityId = u32;
 /// Index of a rule table.
 pub type TableId = u32;
-/// Index of a rule in [`Compiled::rules`].
+/// Index of a rule in [`Compiled::rules`]. Rules are numbered in content
+/// order (see [`kernel_ids::rule_content`]: tier, policy name, direction,
+/// rule, peer, port), so a segment's first rule, the one the kernel
+/// reports, does not depend on the order tables were built in.
 pub type RuleId = u32;
 
 /// Which tables apply to a pod; `None` means the direction is not isolated
@@ -86,6 +91,10 @@ pub struct Compiled {
     pub tables: Vec<RuleTable>,
     /// Where each rule id came from.
     pub rules: Vec<RuleOrigin>,
+    /// The numbers the kernel maps hold for identities, tables and rules
+    /// (derived from content, stable across unrelated model changes), and
+    /// back. Every other field uses the internal ids.
+    pub kernel: KernelIds,
     /// The Service frontends the node translates (every Service's, with
     /// NodePorts on the node's addresses), sorted: connections to them are
     /// judged on the backend they reach (SERVICES).
@@ -170,6 +179,12 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
     let egress_names: Vec<_> = egress_names.into_iter().collect();
     let classes = PodClasses::new(model, &sets, &egress_names);
     let identities = Identities::new(model, node_ips, &classes, &regions, blocks.len());
+    let mut peers_of_set: Vec<Vec<(NamespaceScope, Selector)>> = vec![Vec::new(); sets.len()];
+    for (peer, &i) in &peer_index {
+        peers_of_set[i].push(peer.clone());
+    }
+    let class_keys = kernel_ids::class_keys(model, &classes, &sets, &peers_of_set, &egress_names);
+    let identity_keys = kernel_ids::identity_keys(&identities, &regions, &blocks, &class_keys);
 
     let set_identities: Vec<Vec<IdentityId>> = sets
         .iter()
@@ -265,7 +280,11 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         blocks: &blocks,
         all_pod_identities: &all_pod_identities,
     };
-    let mut tables = Tables::default();
+    let mut tables = Tables {
+        registry: Registry::new(model, &audit_selecting, &admin_audit_selecting),
+        tables: Vec::new(),
+        ids: HashMap::new(),
+    };
     let mut endpoints = Vec::with_capacity(n);
     let mut audit_endpoints = Vec::with_capacity(n);
     for p in 0..n {
@@ -294,8 +313,34 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         audit_endpoints.push(audit);
     }
     let Tables {
-        registry, tables, ..
+        registry,
+        tables,
+        ids: table_ids,
     } = tables;
+    let mut table_keys: Vec<Option<kernel_ids::ContentKey>> = vec![None; tables.len()];
+    for ((d, policies, admin, resolved), id) in table_ids {
+        let names = match d {
+            Direction::Ingress => ingress_names(
+                model,
+                Selecting {
+                    policies: &policies,
+                    admin: &admin,
+                },
+            ),
+            Direction::Egress => Vec::new(),
+        };
+        let resolved: Vec<_> = names.into_iter().zip(resolved).collect();
+        table_keys[id as usize] = Some(kernel_ids::table_key(
+            model,
+            &tables[id as usize],
+            &resolved,
+        ));
+    }
+    let table_keys: Vec<_> = table_keys
+        .into_iter()
+        .map(|k| k.expect("every table has a key"))
+        .collect();
+    let kernel = KernelIds::new(&identity_keys, &table_keys, &registry.keys);
     Compiled {
         blocks,
         regions,
@@ -307,6 +352,7 @@ pub fn compile_on_node(model: &Model, node_ips: &[std::net::IpAddr]) -> Compiled
         admin_modes,
         tables,
         rules: registry.rules,
+        kernel,
         frontends: frontends(model, node_ips),
     }
 }
@@ -346,7 +392,6 @@ impl Selecting<'_> {
 /// Rule tables built so far, one per (direction, selecting policies,
 /// ingress named ports resolved): endpoints and views with the same
 /// policies share a table.
-#[derive(Default)]
 struct Tables {
     registry: Registry,
     tables: Vec<RuleTable>,
@@ -462,20 +507,94 @@ fn indexed<T>(list: Option<&[T]>) -> Vec<(Option<usize>, Option<&T>)> {
     }
 }
 
-/// Rule ids, one per (policy, direction, rule, peer, port).
-#[derive(Default)]
+/// Rule ids, one per (policy, direction, rule, peer, port) of every
+/// policy direction that selects some pod in some view (those the tables
+/// are built from), numbered in content order
+/// ([`kernel_ids::rule_content`]).
 struct Registry {
     ids: HashMap<RuleOrigin, RuleId>,
     rules: Vec<RuleOrigin>,
+    /// Content key of each rule.
+    keys: Vec<kernel_ids::ContentKey>,
 }
 
 impl Registry {
+    /// The rules of the NetworkPolicy directions in `selecting` and the
+    /// cluster-admin ones in `admin_selecting` (per direction, per pod:
+    /// the policies selecting it), in content order.
+    fn new(
+        model: &Model,
+        selecting: &[Vec<Vec<usize>>; 2],
+        admin_selecting: &[Vec<Vec<usize>>; 2],
+    ) -> Self {
+        let mut origins: Vec<RuleOrigin> = Vec::new();
+        for (di, d) in Direction::ALL.into_iter().enumerate() {
+            let mut used = vec![false; model.policies.len()];
+            selecting[di]
+                .iter()
+                .flatten()
+                .for_each(|&pi| used[pi] = true);
+            for pi in (0..used.len()).filter(|&pi| used[pi]) {
+                let rules = model.policies[pi].rules(d).unwrap_or_default();
+                for (ri, rule) in rules.iter().enumerate() {
+                    for (peer, _) in indexed(rule.peers.as_deref()) {
+                        for (port, _) in indexed(rule.ports.as_deref()) {
+                            origins.push(RuleOrigin {
+                                policy: pi,
+                                tier: None,
+                                direction: d,
+                                rule: ri,
+                                peer,
+                                port,
+                            });
+                        }
+                    }
+                }
+            }
+            let mut used = vec![false; model.admin_policies.len()];
+            admin_selecting[di]
+                .iter()
+                .flatten()
+                .for_each(|&ai| used[ai] = true);
+            for ai in (0..used.len()).filter(|&ai| used[ai]) {
+                let policy = &model.admin_policies[ai];
+                for (ri, rule) in policy.rules(d).iter().enumerate() {
+                    for peer in 0..rule.peers.len() {
+                        for (port, _) in indexed(rule.ports.as_deref()) {
+                            origins.push(RuleOrigin {
+                                policy: ai,
+                                tier: Some(policy.tier),
+                                direction: d,
+                                rule: ri,
+                                peer: Some(peer),
+                                port,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        let mut by_content: Vec<(kernel_ids::RuleContent<'_>, RuleOrigin)> = origins
+            .into_iter()
+            .map(|o| (kernel_ids::rule_content(model, &o), o))
+            .collect();
+        by_content.sort();
+        let keys = by_content
+            .iter()
+            .map(|(content, _)| kernel_ids::rule_key(content))
+            .collect();
+        let rules: Vec<RuleOrigin> = by_content.into_iter().map(|(_, o)| o).collect();
+        let ids = rules
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (o.clone(), i as RuleId))
+            .collect();
+        Self { ids, rules, keys }
+    }
+
+    /// The id of a rule of a policy direction the registry was made with.
     fn id(&mut self, origin: RuleOrigin) -> RuleId {
-        let next = self.rules.len() as RuleId;
-        *self.ids.entry(origin.clone()).or_insert_with(|| {
-            self.rules.push(origin);
-            next
-        })
+        self.ids[&origin]
     }
 }
 

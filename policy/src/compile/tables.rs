@@ -49,7 +49,9 @@ impl Segment {
     }
 
     /// The rule the kernel reports for this segment: the first deciding
-    /// rule, else the last `Pass` rule.
+    /// rule, else the last `Pass` rule. Rule ids are in content order
+    /// ([`super::RuleId`]), so the first is chosen by content, not by the
+    /// order the compiler met the rules in.
     pub fn reported_rule(&self) -> RuleId {
         match self.rules.first() {
             Some(&r) => r,
@@ -57,8 +59,10 @@ impl Segment {
         }
     }
 
-    /// The target the kernel's policy tree holds for this segment: the
-    /// reported rule, with `RULE_F_DENY` if it denies.
+    /// The target of the kernel's policy tree for this segment, in the
+    /// compiler's rule numbers: the reported rule, with `RULE_F_DENY` if it
+    /// denies. The map image holds it renumbered to the kernel's
+    /// ([`super::KernelIds::target`]).
     pub fn kernel_rule(&self) -> u32 {
         let rule = self.reported_rule();
         debug_assert!(
