@@ -288,10 +288,19 @@ fn policy_entries(c: &Compiled, image: &MapImage) -> PolicyEntries {
             }
             e.max_depth = e.max_depth.max(depth);
         }
-        e.per_table[key.table as usize] += 1;
+        // The image holds kernel numbers; the compiled tables internal ids.
+        let table = c
+            .kernel
+            .internal_table(key.table)
+            .expect("a table's number");
+        e.per_table[table as usize] += 1;
         match key.identity {
             IDENTITY_ANY => e.any_peer += 1,
-            id => match c.identities.get(id).kind {
+            k => match c
+                .identities
+                .get(c.kernel.internal_identity(k).expect("an identity's number"))
+                .kind
+            {
                 IdentityKind::Pods { .. } => e.pod_peers += 1,
                 IdentityKind::External { .. } | IdentityKind::Node { .. } => e.external_peers += 1,
             },

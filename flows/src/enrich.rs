@@ -41,8 +41,9 @@ struct Snapshot {
     by_ip: FastMap<IpAddr, u32>,
     /// Host-side veth ifindex → pod index.
     by_ifindex: FastMap<u32, u32>,
-    /// By rule id: the policy and rule index.
-    rules: Vec<Arc<[PolicyRef]>>,
+    /// By the kernel's rule number (`Compiled::kernel`, as flow records
+    /// carry it): the policy and rule index.
+    rules: FastMap<u32, Arc<[PolicyRef]>>,
     /// By pod index: policies isolating it, [ingress, egress].
     isolating: Vec<[Arc<[PolicyRef]>; 2]>,
     /// By pod index: audit-mode policies selecting it, [ingress, egress].
@@ -196,14 +197,15 @@ impl Enricher {
         self.snapshots.iter().rev().find(|s| s.revision == revision)
     }
 
-    /// The policy and rule behind rule `rule` of `revision`; empty for
-    /// [`RULE_NONE`] (not isolated) or a revision no longer kept.
+    /// The policy and rule behind rule `rule` (the kernel's number, as a
+    /// record carries it) of `revision`; empty for [`RULE_NONE`] (not
+    /// isolated) or a revision no longer kept.
     pub fn allowing(&self, revision: u64, rule: u32) -> Arc<[PolicyRef]> {
         if rule == RULE_NONE {
             return self.none.clone();
         }
         self.snapshot(revision)
-            .and_then(|s| s.rules.get(rule as usize))
+            .and_then(|s| s.rules.get(&rule))
             .unwrap_or(&self.none)
             .clone()
     }
@@ -375,7 +377,8 @@ impl Snapshot {
         let rules = compiled
             .rules
             .iter()
-            .map(|o| {
+            .enumerate()
+            .map(|(id, o)| {
                 let reference = match o.tier {
                     None => PolicyRef {
                         name: names[o.policy].clone(),
@@ -393,7 +396,8 @@ impl Snapshot {
                         }
                     }
                 };
-                Arc::from(vec![reference])
+                let reference: Arc<[PolicyRef]> = Arc::from(vec![reference]);
+                (compiled.kernel.rule(id as u32), reference)
             })
             .collect();
         let tables: Vec<Arc<[PolicyRef]>> = compiled

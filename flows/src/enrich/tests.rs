@@ -141,10 +141,12 @@ fn ctx() -> RecordContext {
 fn names_pods_workloads_and_rules() {
     let e = enricher();
     let k = key(FLOW_SIDE_INGRESS, 12);
+    // Records carry the kernel's number of the rule (internal rule 0).
+    let rule = compile(&model()).kernel.rule(0);
     let v = FlowValue {
         packets_orig: 2,
         revision: 3,
-        rule: 0,
+        rule,
         ..Default::default()
     };
     let r = e.record(
@@ -408,7 +410,8 @@ fn denied_by_a_cluster_admin_rule_names_it() {
         .lookup(web, 6, 5432)
         .expect("a decision");
     assert!(seg.deny);
-    let target = seg.kernel_rule();
+    // The policy tree holds (and the kernel records) the kernel's number.
+    let target = c.kernel.target(seg.kernel_rule());
     assert_ne!(target & RULE_F_DENY, 0);
     let e = Enricher::new(&m, &c, &local(&m), 3);
     let v = FlowValue {
@@ -471,7 +474,7 @@ fn a_drop_by_a_quarantine_is_quarantined_with_its_reason() {
             dropped_packets: 1,
             drop_reason: reason as u8,
             revision: 3,
-            rule: seg.kernel_rule(),
+            rule: c.kernel.target(seg.kernel_rule()),
             ..Default::default()
         };
         e.record(
