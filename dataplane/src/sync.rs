@@ -3,6 +3,13 @@
 //! made live by one CONFIG write (the revision); the active slot is never
 //! written. Generic over [`SlotMaps`] so the sequence is unit-tested on a
 //! fake ([`FakeMaps`]) and runs on the pinned kernel maps unchanged.
+//!
+//! The [`Syncer`] keeps what each slot holds in memory (as a slot-neutral
+//! [`NodeImage`] and the slot's POLICY_NODES allocation, see
+//! [`crate::slotcache`]), read back once when it first syncs and again only
+//! after a failed write. A change is the [`ImageDelta`] from the active
+//! slot's image; the inactive slot lags the active one by the previous
+//! delta, so a switch writes `lag ∪ delta` there: O(change), no read-back.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
