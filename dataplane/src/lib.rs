@@ -21,6 +21,7 @@ pub mod hooks;
 pub mod kmaps;
 pub mod node;
 pub mod pins;
+pub mod slotcache;
 pub mod status;
 pub mod sync;
 
@@ -35,6 +36,7 @@ use aya::programs::{SchedClassifier, Xdp};
 use aya_obj::programs::XdpAttachType;
 
 use bulkhead_common::CONFIG_F_HOST_ROUTING;
+pub use bulkhead_policy::compile::image::{ImageDelta, NodeImage};
 pub use error::DataplaneError;
 pub use flowtap::{FlowMaps, FlowTap};
 pub use hooks::{HookReport, TcMode};
@@ -206,6 +208,19 @@ impl Dataplane {
     /// Makes `desired` the policy in force (see [`sync`]).
     pub fn sync(&mut self, desired: &Desired<'_>) -> Result<SyncOutcome, DataplaneError> {
         self.syncer.sync(&mut self.maps, desired)
+    }
+
+    /// Makes the policy in force with `delta` applied the policy in force,
+    /// writing only the change (see [`Syncer::apply_delta`]).
+    pub fn apply_delta(&mut self, delta: &ImageDelta) -> Result<SyncOutcome, DataplaneError> {
+        self.syncer.apply_delta(&mut self.maps, delta)
+    }
+
+    /// The image in force as the syncer knows it (read back from the maps
+    /// the first time): the base an [`ImageDelta`] for
+    /// [`Self::apply_delta`] applies to.
+    pub fn active_image(&mut self) -> Result<&NodeImage, DataplaneError> {
+        self.syncer.active_image(&self.maps)
     }
 
     /// Attaches the programs to every endpoint's veth where they are missing
