@@ -22,7 +22,7 @@ use bulkhead_common::{
 };
 
 use crate::{
-    flowlog::{Meta, TAIL_REJUDGE},
+    flowlog::{Meta, TAIL_NONE, TAIL_PENDING, TAIL_REJUDGE},
     maps::CT,
     parse::{Parsed, copy_into, reverse_into},
     policy::{Side, check_side, check_side_as, identity, policy_port},
@@ -76,8 +76,34 @@ pub fn known(key: &CtKey, rev: &mut CtKey) -> bool {
     CT.get_ptr(&*rev).is_some()
 }
 
-/// Tracks a packet of a `Kind::Flow`: [`established`], else [`open`]ed
-/// (`deliver`, which has the verifier budget for both in one program).
+/// The other side of a new connection, when this packet was judged on it
+/// already and CT holds no entry yet (`TAIL_PENDING`: host routing, the
+/// source's egress judged by `open_from_pod`): what [`open`] records for
+/// it beside its own side, in one insert.
+#[derive(Clone, Copy)]
+pub struct Opened {
+    /// The revision the other side was judged under (`CT_UNCHECKED`: not
+    /// judged; [`Opened::NONE`]).
+    pub revision: u64,
+    /// Its allowing rule.
+    pub rule: u32,
+    /// Its audit bits.
+    pub audit: u8,
+}
+
+impl Opened {
+    /// No other side judged: [`open`] records its own side only.
+    pub const NONE: Opened = Opened {
+        revision: CT_UNCHECKED,
+        rule: 0,
+        audit: 0,
+    };
+}
+
+/// Tracks a packet of a `Kind::Flow` (`deliver`, which has the verifier
+/// budget for both paths in one program): [`established`], else
+/// [`open`]ed; a packet whose connection `open_from_pod` judged and left
+/// to this program (`other` judged) is opened at once, with both sides.
 #[inline(always)]
 pub fn track(
     revision: u64,
@@ -85,12 +111,39 @@ pub fn track(
     ep: &EndpointInfo,
     hook: Hook,
     routed: bool,
+    other: Opened,
     p: &mut Parsed,
 ) -> Result<Verdict, DropReason> {
-    match established(revision, slot, ep, hook, routed, true, p) {
-        Some(verdict) => verdict,
-        None => open(revision, slot, ep, hook, routed, false, p),
+    if other.revision == CT_UNCHECKED
+        && let Some(verdict) = established(revision, slot, ep, hook, routed, true, p)
+    {
+        return verdict;
     }
+    open(revision, slot, ep, hook, routed, false, false, other, p)
+}
+
+/// Records the new connection `open_from_pod` judged and left to its exit
+/// (`TAIL_PENDING`), its egress side alone, as `open` would have: the
+/// packet is not delivered by host routing (it takes the node's stack,
+/// where `to_pod` checks the ingress side). Reads the egress side's verdict from
+/// `p.flow` as `open` left it; clears `Meta::tail`.
+#[inline(always)]
+pub fn record_pending(p: &mut Parsed) {
+    p.flow.tail = TAIL_NONE;
+    let entry = CtEntry {
+        egress_revision: p.flow.revision,
+        ingress_revision: CT_UNCHECKED,
+        last_seen_ns: p.flow.now(),
+        egress_rule: p.flow.rule,
+        ingress_rule: 0,
+        tcp_flags_orig: p.tcp_flags,
+        tcp_flags_reply: 0,
+        flags: 0,
+        audit_egress: p.flow.audit,
+        audit_ingress: 0,
+        _pad: [0; 3],
+    };
+    let _ = CT.insert(&p.key.tuple, &entry, u64::from(BPF_NOEXIST));
 }
 
 /// A packet of a connection CT holds (either direction; a side checked
@@ -131,9 +184,15 @@ pub fn established(
 }
 
 /// A new connection (CT holds none): its side at this hook is checked and
-/// the connection recorded. `defer`: a connection to a Service frontend is
+/// the connection recorded, with `other`'s side when this packet was
+/// judged on it already. `defer`: a connection to a Service frontend is
 /// left to the program after the node's translation (`Verdict::Deferred`;
-/// see `service`).
+/// see `service`). `hand_off` (`open_from_pod`): an allowed connection is
+/// not recorded here but left to the program's exit (`TAIL_PENDING`),
+/// which records it unless it hands the packet to `deliver`; `deliver`
+/// records it with the destination's ingress side, so a connection that
+/// side denies costs no CT insert and delete.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn open(
     revision: u64,
@@ -142,6 +201,8 @@ pub fn open(
     hook: Hook,
     routed: bool,
     defer: bool,
+    hand_off: bool,
+    other: Opened,
     p: &mut Parsed,
 ) -> Result<Verdict, DropReason> {
     if defer && service::is_frontend(slot, &p.key.tuple) {
@@ -162,13 +223,20 @@ pub fn open(
         DropReason::PolicyDenied
     })?;
     let rule = judged.rule;
+    p.flow.audit = judged.audit;
+    p.flow.rule = rule;
+    p.flow.new = true;
+    if hand_off {
+        p.flow.tail = TAIL_PENDING;
+        return Ok(Verdict::Allowed);
+    }
     let (egress_revision, ingress_revision, egress_rule, ingress_rule) = match side {
-        Side::Egress => (revision, CT_UNCHECKED, rule, 0),
-        Side::Ingress => (CT_UNCHECKED, revision, 0, rule),
+        Side::Egress => (revision, other.revision, rule, other.rule),
+        Side::Ingress => (other.revision, revision, other.rule, rule),
     };
     let (audit_egress, audit_ingress) = match side {
-        Side::Egress => (judged.audit, 0),
-        Side::Ingress => (0, judged.audit),
+        Side::Egress => (judged.audit, other.audit),
+        Side::Ingress => (other.audit, judged.audit),
     };
     let entry = CtEntry {
         egress_revision,
@@ -191,9 +259,6 @@ pub fn open(
     // A concurrent packet may have created it first; then the next packet
     // finds that entry and checks this side on it.
     let _ = CT.insert(&p.key.tuple, &entry, u64::from(BPF_NOEXIST));
-    p.flow.audit = judged.audit;
-    p.flow.rule = rule;
-    p.flow.new = true;
     Ok(Verdict::Allowed)
 }
 

@@ -73,7 +73,8 @@ pub struct Meta {
     /// audit bits), as the packet found the entry.
     pub peer_revision: u64,
     /// What `from_pod`/`to_pod` leave to their `open_*` program (tail
-    /// call): [`TAIL_NONE`], [`TAIL_OPEN`] or [`TAIL_REJUDGE`].
+    /// call): [`TAIL_NONE`], [`TAIL_OPEN`] or [`TAIL_REJUDGE`]; what
+    /// `open_from_pod` leaves to `deliver`: [`TAIL_PENDING`].
     pub tail: u8,
     /// The connection is a Service connection (`CT_SERVICE`): it goes
     /// through the node's translation, never host-routed.
@@ -167,6 +168,17 @@ pub const TAIL_OPEN: u8 = 1;
 /// [`Meta::tail`]: a Service connection whose egress side is stale,
 /// judged on its backend by `open_from_pod` / `open_to_pod`.
 pub const TAIL_REJUDGE: u8 = 2;
+/// [`Meta::tail`], set by `open_from_pod`: this packet's new connection
+/// was judged allowed at its egress, and its CT entry is not written yet.
+/// With host routing, `deliver` records it with the destination's ingress
+/// side in one insert (or writes nothing when that side denies it);
+/// whoever does not deliver the packet records the egress side alone
+/// (`conntrack::record_pending`).
+///
+/// verifier: a value of `tail`, which `from_pod` resets anyway, rather
+/// than a flag of its own: one more store in `from_pod`'s reset took its
+/// verification past the complexity limit.
+pub const TAIL_PENDING: u8 = 3;
 
 /// Adds `n` to flow counter `stat` on this CPU.
 #[inline(always)]

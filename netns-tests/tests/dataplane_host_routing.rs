@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use bulkhead_netkit::{Netns, Route, Veth};
 
-use bulkhead_common::CONFIG_F_HOST_ROUTING;
+use bulkhead_common::{CONFIG_F_HOST_ROUTING, CT_HOST_ROUTED, CT_UNCHECKED};
 use bulkhead_netns_tests::{
     dataplane::{DROP, Dataplane, PASS, REDIRECT, audit_bits},
     packet::frame,
@@ -188,11 +188,25 @@ fn run(dp: &mut Dataplane, s_if: u32, d_if: u32, d_mac: [u8; 6]) {
             let Some(d) = dpod else {
                 assert_eq!(ret, PASS, "not a pod: the stack's: {}", ctx());
                 assert_eq!(out, pkt, "passed to the stack untouched: {}", ctx());
+                // Recorded with its egress side, for `to_pod` to find.
+                let e = dp
+                    .ct_get(&tuple)
+                    .expect("CT entry of a packet the stack takes");
+                assert_eq!(e.egress_revision, 0, "egress checked: {}", ctx());
+                assert_eq!(
+                    e.ingress_revision,
+                    CT_UNCHECKED,
+                    "ingress left to to_pod: {}",
+                    ctx()
+                );
+                assert_eq!(e.flags & CT_HOST_ROUTED, 0, "not host-routed: {}", ctx());
                 outcomes[3] += 1;
                 continue;
             };
             if !want {
                 assert_eq!(ret, DROP, "destination ingress denies: {}", ctx());
+                // A connection the destination denies leaves no CT entry.
+                assert!(dp.ct_get(&tuple).is_none(), "no CT entry: {}", ctx());
                 outcomes[2] += 1;
                 continue;
             }
@@ -233,6 +247,13 @@ fn run(dp: &mut Dataplane, s_if: u32, d_if: u32, d_mac: [u8; 6]) {
                 assert_eq!(out[34..], pkt[34..], "{}", ctx());
             }
             let e = dp.ct_get(&tuple).expect("CT entry of a redirected packet");
+            assert_eq!(
+                (e.egress_revision, e.ingress_revision),
+                (0, 0),
+                "both sides checked: {}",
+                ctx()
+            );
+            assert_ne!(e.flags & CT_HOST_ROUTED, 0, "host-routed: {}", ctx());
             assert_eq!(
                 e.audit_egress,
                 audit_bits(audit.egress),

@@ -27,7 +27,7 @@ use bulkhead_common::{
 use crate::{
     conntrack::{self, Hook},
     flowlog,
-    flowlog::{TAIL_NONE, TAIL_OPEN, TAIL_REJUDGE},
+    flowlog::{TAIL_NONE, TAIL_OPEN, TAIL_PENDING, TAIL_REJUDGE},
     frags, hostroute,
     maps::{CONFIG, DELIVER, ENDPOINTS_V6, SCRATCH, TAILS},
     notify,
@@ -219,7 +219,7 @@ pub fn run_tc(ctx: &TcContext, hook: Hook) -> i32 {
                 Hook::ToPod => TAIL_OPEN_TO_POD,
             },
         ),
-        result => finish(ctx, hook, at, p, result),
+        result => finish(ctx, hook, at, p, result, false),
     }
 }
 
@@ -238,7 +238,9 @@ pub fn tail_call(ctx: &TcContext, index: u32) -> i32 {
 /// accounts the packet (`flowlog`) and counts a drop (`notify`), hands a
 /// deferred one to the node with the service mark, and returns the TC
 /// verdict; with host routing, `from_pod` may deliver the packet itself
-/// ([`deliver`]).
+/// ([`deliver`]). `opens`: the caller may have left a new connection's
+/// CT entry to `deliver` (`TAIL_PENDING`), recorded here when the packet
+/// is not delivered.
 #[inline(always)]
 pub fn finish(
     ctx: &TcContext,
@@ -246,6 +248,7 @@ pub fn finish(
     at: Active,
     p: &mut Parsed,
     result: Result<Verdict, DropReason>,
+    opens: bool,
 ) -> i32 {
     let len = u64::from(ctx.len());
     match result {
@@ -274,6 +277,14 @@ pub fn finish(
                 // SAFETY: a TC context and the one-entry program array;
                 // on success the call does not return.
                 unsafe { DELIVER.tail_call(ctx, 0) };
+            }
+            // Not delivered (no host routing for it, or an empty DELIVER):
+            // the node's stack takes it, and `to_pod` finds the entry.
+            // verifier: a branch just before the exit, after the policy
+            // walk and accounting: a decision taken in `open` kept two
+            // copies of those states apart.
+            if opens && p.flow.tail == TAIL_PENDING {
+                conntrack::record_pending(p);
             }
             TC_PASS
         }
@@ -319,7 +330,7 @@ pub fn run_open(ctx: &TcContext, hook: Hook) -> i32 {
     } else {
         open_new(hook, at, &ep, p)
     };
-    finish(ctx, hook, at, p, result)
+    finish(ctx, hook, at, p, result, true)
 }
 
 /// A new connection at `hook`: judged or deferred, recorded; a first
@@ -334,7 +345,20 @@ fn open_new(
     // `from_pod` leaves a new connection to a Service frontend to the
     // program after the node's translation (`service`).
     let defer = hook == Hook::FromPod && at.service_mark() != 0 && p.frag == Frag::No;
-    let verdict = conntrack::open(at.revision, at.slot, ep, hook, false, defer, p);
+    // `open_from_pod` leaves recording the connection to `finish`, or,
+    // with host routing, to `deliver`, which knows the destination's
+    // verdict too.
+    let verdict = conntrack::open(
+        at.revision,
+        at.slot,
+        ep,
+        hook,
+        false,
+        defer,
+        hook == Hook::FromPod,
+        conntrack::Opened::NONE,
+        p,
+    );
     if p.frag == Frag::First {
         frags::first(p, p.flow.ifindex, hook, verdict.is_ok());
     }
@@ -372,17 +396,30 @@ pub fn run_deliver(ctx: &TcContext) -> i32 {
         reverse_into(&p.rev, &mut p.key.tuple);
     }
     let Some(to) = hostroute::route(ctx, ifindex, p) else {
-        return TC_PASS;
+        return pass_on(p);
     };
     if to == ifindex {
-        return TC_PASS; // back where it came from: the stack's hairpin
+        return pass_on(p); // back where it came from: the stack's hairpin
     }
     let Some(ep) = endpoint(to, at.slot) else {
-        return TC_PASS; // not a pod: the stack forwards it
+        return pass_on(p); // not a pod: the stack forwards it
     };
     if !hostroute::rewrite(ctx, p) {
-        return TC_PASS;
+        return pass_on(p);
     }
+    // A new connection `open_from_pod` judged at its egress and left to
+    // this program to record (`TAIL_PENDING`): opened here with both
+    // sides, or not recorded at all when the ingress side denies it.
+    let opened = if p.flow.tail == TAIL_PENDING {
+        conntrack::Opened {
+            revision,
+            rule: p.flow.rule,
+            audit: p.flow.audit,
+        }
+    } else {
+        conntrack::Opened::NONE
+    };
+    p.flow.tail = TAIL_NONE;
     let reply = p.flow.reply;
     // The destination's side is current in conntrack (`from_pod` found
     // it checked under this revision) and, for an original packet, the
@@ -403,7 +440,7 @@ pub fn run_deliver(ctx: &TcContext) -> i32 {
         flowlog::account(p, len, None);
         return hostroute::redirect(p);
     }
-    match conntrack::track(at.revision, at.slot, &ep, Hook::ToPod, true, p) {
+    match conntrack::track(at.revision, at.slot, &ep, Hook::ToPod, true, opened, p) {
         Ok(_) => {
             flowlog::account(p, len, None);
             hostroute::redirect(p)
@@ -414,6 +451,17 @@ pub fn run_deliver(ctx: &TcContext) -> i32 {
             TC_DROP
         }
     }
+}
+
+/// `deliver` leaves the packet to the node's stack: records the new
+/// connection `open_from_pod` left to it, if any (`TAIL_PENDING`), as
+/// `to_pod` expects to find it.
+#[inline(always)]
+fn pass_on(p: &mut Parsed) -> i32 {
+    if p.flow.tail == TAIL_PENDING {
+        conntrack::record_pending(p);
+    }
+    TC_PASS
 }
 
 /// Whether the packet carries the service mark (`from_pod` deferred it to
