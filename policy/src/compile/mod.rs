@@ -10,6 +10,7 @@ pub mod address;
 pub mod bitset;
 pub mod fold;
 pub mod identity;
+pub mod incremental;
 pub mod kernel_ids;
 pub mod maps;
 pub mod select;
