@@ -17,6 +17,7 @@
 //! alone ([`signature`]), so its cost grows with the number of distinct
 //! selectors, not with pods or rules.
 
+pub mod segments;
 pub mod signature;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
