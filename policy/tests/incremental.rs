@@ -5,12 +5,15 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use bulkhead_testkit::{Rng, random_modes, random_tiered_model};
+use bulkhead_policy::model::{Direction, PortMatch, PortSpec, Protocol, Rule};
+use bulkhead_testkit::{Rng, random_model, random_modes, random_tiered_model};
 
+use bulkhead_common::PolicyNodeKey;
 use bulkhead_policy::compile::compile_on_node;
 use bulkhead_policy::compile::incremental::{
     Change, Edit, Image, Incremental, LocalPod, Outcome, Stats, full_image,
 };
+use bulkhead_policy::compile::maps::policy_tree;
 
 /// The full compile's image of the incremental state's model.
 fn reference(inc: &Incremental) -> Image {
@@ -29,6 +32,22 @@ fn apply_edits(image: &mut Image, edits: &[Edit]) {
                     image.identities.remove(key);
                 }
             },
+            Edit::Tree {
+                table,
+                peer,
+                ranges,
+            } => {
+                let first = PolicyNodeKey::new(0, *table, *peer, 0);
+                let last = PolicyNodeKey::new(0, *table, *peer, u32::MAX);
+                let old: Vec<PolicyNodeKey> =
+                    image.policy.range(first..=last).map(|(k, _)| *k).collect();
+                for k in old {
+                    image.policy.remove(&k);
+                }
+                if let Some(ranges) = ranges {
+                    image.policy.extend(policy_tree(0, *table, *peer, ranges));
+                }
+            }
             Edit::Endpoint { ifindex, info } => match info {
                 Some(i) => {
                     image.endpoints.insert(*ifindex, *i);
@@ -67,6 +86,9 @@ fn random_change(r: &mut Rng, inc: &mut Incremental, k: &mut u8) -> Outcome {
     }
     let template = r.pick(&pods).clone();
     *k += 1;
+    if r.chance(40) && !inc.model().policies.is_empty() {
+        return random_policy_change(r, inc);
+    }
     match r.below(5) {
         0 | 1 => {
             let mut pod = template;
@@ -101,12 +123,63 @@ fn random_change(r: &mut Rng, inc: &mut Incremental, k: &mut u8) -> Outcome {
     }
 }
 
+/// A policy changed: a rule of some policy appended to it (peers and ports
+/// the model uses already: the fast path's case), its last rule dropped, a
+/// rule's ports moved, or the whole policy deleted.
+fn random_policy_change(r: &mut Rng, inc: &mut Incremental) -> Outcome {
+    let policies = inc.model().policies.clone();
+    let mut p = r.pick(&policies).clone();
+    let d = *r.pick(&Direction::ALL);
+    let donors: Vec<Rule> = policies
+        .iter()
+        .flat_map(|q| q.rules(d).unwrap_or_default().to_vec())
+        .collect();
+    let rules = match d {
+        Direction::Ingress => &mut p.ingress,
+        Direction::Egress => &mut p.egress,
+    };
+    match r.below(4) {
+        0 if !donors.is_empty() => {
+            if let Some(rules) = rules {
+                rules.push(r.pick(&donors).clone());
+            }
+        }
+        1 => {
+            if let Some(rules) = rules {
+                rules.pop();
+            }
+        }
+        2 => {
+            let port = 70 + r.below(30) as u16;
+            if let Some(rule) = rules.as_mut().and_then(|rs| rs.first_mut()) {
+                rule.ports = Some(vec![PortSpec {
+                    protocol: *r.pick(&[Protocol::Tcp, Protocol::Udp]),
+                    port: PortMatch::Range(port, port + r.below(3) as u16),
+                }]);
+            }
+        }
+        _ => {
+            return inc.apply(Change::PolicyDelete {
+                namespace: p.namespace,
+                name: p.name,
+            });
+        }
+    }
+    inc.apply(Change::PolicyUpsert(p))
+}
+
 #[test]
 fn incremental_image_equals_the_full_compile_after_every_change() {
     let mut totals = Stats::default();
     for seed in 0..150 {
         let mut r = Rng(seed);
-        let mut m = random_tiered_model(&mut r);
+        // Half the models have cluster-admin policies (tiered tables,
+        // which policy changes do not take the fast path into).
+        let mut m = if seed % 2 == 0 {
+            random_model(&mut r)
+        } else {
+            random_tiered_model(&mut r)
+        };
         random_modes(&mut r, &mut m);
         let local: BTreeMap<String, LocalPod> = m
             .pods
@@ -177,8 +250,17 @@ fn incremental_image_equals_the_full_compile_after_every_change() {
         let s = inc.stats();
         totals.fast += s.fast;
         totals.full += s.full;
+        totals.fast_policies += s.fast_policies;
         assert!(!inc.refresh(), "seed {seed}: a refresh changed the image");
     }
+    eprintln!(
+        "fast {} ({} policies) / full {}",
+        totals.fast, totals.fast_policies, totals.full
+    );
+    assert!(
+        totals.fast_policies > 100,
+        "policy changes take the fast path too"
+    );
     // The fast path is no dead code: most replica arrivals take it.
     assert!(
         totals.fast > totals.full / 2,

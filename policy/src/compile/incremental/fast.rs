@@ -89,6 +89,7 @@ impl Index {
             index.pods.insert(key, (class, endpoint));
         }
         index.peers = Some(peers);
+        index.uses = super::uses::Uses::of_model(model);
         index
     }
 

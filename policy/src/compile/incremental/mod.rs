@@ -17,20 +17,22 @@
 //! alone ([`signature`]), so its cost grows with the number of distinct
 //! selectors, not with pods or rules.
 
+mod policy;
 pub mod segments;
 pub mod signature;
+pub mod uses;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use bulkhead_common::{
-    EndpointInfo, IdentityKey, IdentityValue, PolicyNode, PolicyNodeKey, ServiceKey,
+    EndpointInfo, IdentityKey, IdentityValue, PolicyNode, PolicyNodeKey, PolicyRange, ServiceKey,
 };
 
-use super::maps::{identity_key, set_endpoint_addresses};
-use super::{Compiled, compile_on_node};
-use crate::model::{Model, Pod};
+use super::maps::{identity_key, policy_tree, set_endpoint_addresses};
+use super::{Compiled, Segment, compile_on_node};
+use crate::model::{Model, Pod, Policy};
 use signature::{ClassKey, EndpointKey, Peers};
 
 /// One slot's map content, without caring which slot (keys stamped 0):
@@ -56,6 +58,15 @@ pub enum Edit {
         key: (u32, IdentityKey),
         /// The new value.
         value: Option<IdentityValue>,
+    },
+    /// A policy tree set (its ranges) or removed.
+    Tree {
+        /// Kernel table number.
+        table: u32,
+        /// Kernel peer identity (`IDENTITY_ANY` for any peer).
+        peer: u32,
+        /// The tree's ranges.
+        ranges: Option<Vec<PolicyRange>>,
     },
     /// An endpoint set or removed.
     Endpoint {
@@ -88,6 +99,15 @@ pub enum Change {
         /// Name.
         name: String,
     },
+    /// A NetworkPolicy created or changed (matched by namespace and name).
+    PolicyUpsert(Policy),
+    /// A NetworkPolicy gone.
+    PolicyDelete {
+        /// Namespace.
+        namespace: String,
+        /// Name.
+        name: String,
+    },
     /// Any other change: the whole new model (full compile).
     Model(Model),
 }
@@ -109,6 +129,8 @@ pub struct Stats {
     pub fast: u64,
     /// Changes that needed a full compile.
     pub full: u64,
+    /// Of the fast ones, NetworkPolicy changes.
+    pub fast_policies: u64,
 }
 
 /// A model, its full compile as of the last fallback, and the image kept
@@ -123,6 +145,13 @@ pub struct Incremental {
     stats: Stats,
     /// Whether fast-path changes happened since `compiled` was made.
     stale: bool,
+    /// Rules fast paths added since `compiled`, by kernel number.
+    extra_rules: HashMap<u32, policy::Content>,
+    /// Rules of `compiled` fast paths removed.
+    gone_rules: HashSet<u32>,
+    /// Table groups fast paths changed: (kernel table, kernel peer,
+    /// protocol) → segments, rules in kernel numbers.
+    groups: BTreeMap<(u32, u32, u8), Vec<Segment>>,
 }
 
 /// What the fast path needs to know about the pods in the image.
@@ -144,6 +173,8 @@ struct Index {
     contested: BTreeSet<IpAddr>,
     /// Per pod key: its class and, when local, its endpoint key.
     pods: HashMap<String, (u32, Option<EndpointKey>)>,
+    /// What the policies use that shapes identities.
+    uses: uses::Uses,
 }
 
 impl Incremental {
@@ -159,6 +190,9 @@ impl Incremental {
             index: Index::default(),
             stats: Stats::default(),
             stale: false,
+            extra_rules: HashMap::new(),
+            gone_rules: HashSet::new(),
+            groups: BTreeMap::new(),
         };
         me.recompile();
         me
@@ -214,6 +248,12 @@ impl Incremental {
         let fast = match change {
             Change::PodUpsert(pod) => self.upsert_pod(pod),
             Change::PodDelete { namespace, name } => self.delete_pod(&namespace, &name),
+            Change::PolicyUpsert(policy) => {
+                let fast = self.upsert_policy(policy);
+                self.stats.fast_policies += u64::from(fast.is_some());
+                fast
+            }
+            Change::PolicyDelete { namespace, name } => self.delete_policy(&namespace, &name),
             Change::Model(model) => {
                 self.model = model;
                 None
@@ -265,6 +305,33 @@ impl Incremental {
         self.index = Index::build(&self.model, &compiled, &self.local, &self.image);
         self.compiled = Arc::new(compiled);
         self.stale = false;
+        self.extra_rules.clear();
+        self.gone_rules.clear();
+        self.groups.clear();
+    }
+
+    /// Replaces the policy tree of (`table`, `peer`) in the image; whether
+    /// it changed.
+    fn set_tree(&mut self, table: u32, peer: u32, ranges: Option<Vec<PolicyRange>>) -> bool {
+        let first = PolicyNodeKey::new(0, table, peer, 0);
+        let last = PolicyNodeKey::new(0, table, peer, u32::MAX);
+        let old: Vec<(PolicyNodeKey, PolicyNode)> = self
+            .image
+            .policy
+            .range(first..=last)
+            .map(|(k, v)| (*k, *v))
+            .collect();
+        let new = ranges
+            .map(|r| policy_tree(0, table, peer, &r))
+            .unwrap_or_default();
+        if old == new {
+            return false;
+        }
+        for (k, _) in old {
+            self.image.policy.remove(&k);
+        }
+        self.image.policy.extend(new);
+        true
     }
 }
 

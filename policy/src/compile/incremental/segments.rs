@@ -23,7 +23,11 @@ pub fn update(
     let mut points: Vec<u32> = segs
         .iter()
         .flat_map(|s| [u32::from(s.lo), u32::from(s.hi) + 1])
-        .chain(added.iter().flat_map(|&(lo, hi, _)| [u32::from(lo), u32::from(hi) + 1]))
+        .chain(
+            added
+                .iter()
+                .flat_map(|&(lo, hi, _)| [u32::from(lo), u32::from(hi) + 1]),
+        )
         .collect();
     points.sort_unstable();
     points.dedup();
@@ -83,7 +87,9 @@ mod tests {
     fn adding_and_removing_equals_sweeping_the_remaining_grants() {
         let mut seed = 7u64;
         let mut next = |n: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) % n
         };
         for _ in 0..2000 {
@@ -117,7 +123,12 @@ mod tests {
     #[test]
     fn the_whole_port_range_is_covered_without_overflow() {
         let segs = sweep(&[(0, u16::MAX, 1)]);
-        let got = update(&segs, &HashSet::new(), &[(u16::MAX, u16::MAX, 2)], &by_number);
+        let got = update(
+            &segs,
+            &HashSet::new(),
+            &[(u16::MAX, u16::MAX, 2)],
+            &by_number,
+        );
         assert_eq!(
             got,
             vec![

@@ -22,6 +22,8 @@ pub struct Peers {
     list: Vec<(NamespaceScope, Selector)>,
     /// Named ports of egress rules, sorted.
     egress_names: Vec<(String, Protocol)>,
+    /// Position of each peer in `list`.
+    index_of: HashMap<(NamespaceScope, Selector), u32>,
 }
 
 /// Which peers select a pod and what the egress named ports resolve to on
@@ -51,12 +53,13 @@ pub struct EndpointKey {
 impl Peers {
     /// The peers and egress named ports of `model`'s policies.
     pub fn new(model: &Model) -> Self {
-        let mut seen: HashMap<(NamespaceScope, Selector), ()> = HashMap::new();
+        let mut index_of: HashMap<(NamespaceScope, Selector), u32> = HashMap::new();
         let mut list = Vec::new();
         let mut egress_names = BTreeSet::new();
         let mut add = |scope: NamespaceScope, pods: &Selector| {
             let key = (scope, pods.clone());
-            if seen.insert(key.clone(), ()).is_none() {
+            if !index_of.contains_key(&key) {
+                index_of.insert(key.clone(), list.len() as u32);
                 list.push(key);
             }
         };
@@ -91,7 +94,22 @@ impl Peers {
         Self {
             list,
             egress_names: egress_names.into_iter().collect(),
+            index_of,
         }
+    }
+
+    /// The position of a pod peer, if the model's policies use it.
+    pub fn position(&self, namespaces: &NamespaceScope, pods: &Selector) -> Option<u32> {
+        self.index_of
+            .get(&(namespaces.clone(), pods.clone()))
+            .copied()
+    }
+
+    /// The position of an egress named port in a [`ClassKey::named`].
+    pub fn egress_name_position(&self, name: &str, proto: Protocol) -> Option<usize> {
+        self.egress_names
+            .iter()
+            .position(|(n, p)| n == name && *p == proto)
     }
 
     /// The class key of `pod` in `model`.
