@@ -21,6 +21,7 @@ pub mod compare;
 pub mod dataplane;
 pub mod elf;
 pub mod flows;
+pub mod incremental;
 pub mod machine;
 pub mod measure;
 pub mod queries;

@@ -255,6 +255,29 @@ pub const NAMESPACE: &str = "cmp";
 /// per entry (`from: [ipBlock]`, `ports: [port]`). The client's egress is
 /// not isolated (the other contenders do not filter it either).
 pub fn model(entries: &[Entry]) -> Model {
+    let policies = entries
+        .chunks(POLICY_RULES_MAX)
+        .enumerate()
+        .map(|(i, chunk)| policy(i, chunk))
+        .collect();
+    let pod = |name: &str, ip: Ipv4Addr, doc| {
+        synthetic::pod(NAMESPACE, name, name, vec![ip.into()], "compare", doc)
+    };
+    synthetic::model(
+        vec![pod("client", CLIENT_IP, 0), pod("server", SERVER_IP, 1)],
+        policies,
+    )
+}
+
+/// Rules per NetworkPolicy of the allow-list. A Kubernetes object must fit
+/// etcd's request limit (1.5 MiB by default, `--max-request-bytes`): about
+/// 10,000 rules of one ipBlock and one port at most, so a real cluster
+/// spreads a 100k-entry allow-list over many policies. 1,000 per policy
+/// keeps each object small, as operators write them.
+pub const POLICY_RULES_MAX: usize = 1000;
+
+/// The `i`-th policy of the allow-list, allowing `entries` into the server.
+pub fn policy(i: usize, entries: &[Entry]) -> Policy {
     let rules = entries
         .iter()
         .map(|e| Rule {
@@ -268,22 +291,25 @@ pub fn model(entries: &[Entry]) -> Model {
             }]),
         })
         .collect();
-    let policy = Policy {
+    Policy {
         namespace: NAMESPACE.into(),
-        name: "allow-list".into(),
+        name: format!("allow-list-{i:04}"),
         pod_selector: app_selector("server"),
         ingress: Some(rules),
         egress: None,
         origin: origin("compare", 0),
         mode: None,
-    };
-    let pod = |name: &str, ip: Ipv4Addr, doc| {
-        synthetic::pod(NAMESPACE, name, name, vec![ip.into()], "compare", doc)
-    };
-    synthetic::model(
-        vec![pod("client", CLIENT_IP, 0), pod("server", SERVER_IP, 1)],
-        vec![policy],
-    )
+    }
+}
+
+/// The policy of the allow-list `entries` that holds its last entry, with
+/// `entry` appended: the one object a one-entry update changes.
+pub fn last_policy_with(entries: &[Entry], entry: Entry) -> Policy {
+    let last = entries.len().saturating_sub(1) / POLICY_RULES_MAX;
+    let start = last * POLICY_RULES_MAX;
+    let mut with = entries[start.min(entries.len())..].to_vec();
+    with.push(entry);
+    policy(last, &with)
 }
 
 #[cfg(test)]
@@ -363,5 +389,23 @@ mod tests {
         let filler: std::net::IpAddr = "172.16.0.9".parse().unwrap();
         assert!(c.allowed(filler, server, 17, 20000));
         assert!(!c.allowed(filler, server, 17, 20001));
+    }
+
+    #[test]
+    fn the_list_spreads_over_policies_and_an_update_changes_the_last() {
+        let e = entries(2500);
+        let m = model(&e);
+        assert_eq!(m.policies.len(), 3);
+        assert_eq!(m.policies[2].name, "allow-list-0002");
+        assert_eq!(m.policies[2].ingress.as_ref().unwrap().len(), 500);
+        let updated = last_policy_with(&e, update_entry());
+        assert_eq!(updated.name, "allow-list-0002");
+        let mut with = e.clone();
+        with.push(update_entry());
+        assert_eq!(model(&with).policies[2], updated);
+        let mut m2 = m.clone();
+        m2.policies[2] = updated;
+        let c = bulkhead_policy::compile::compile(&m2);
+        assert!(c.allowed(CLIENT_IP.into(), SERVER_IP.into(), 17, UPDATE_PORT));
     }
 }

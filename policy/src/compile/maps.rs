@@ -377,9 +377,9 @@ impl Compiled {
         let mut info = EndpointInfo {
             ingress_table: number(ep.ingress),
             egress_table: number(ep.egress),
-            flags: if mac.is_some() { ENDPOINT_HAS_MAC } else { 0 },
+            flags: 0,
             _reserved: 0,
-            mac: mac.unwrap_or_default(),
+            mac: [0; 6],
             _pad: [0; 2],
             ipv4: [0; 16],
             ipv6: [0; 16],
@@ -396,18 +396,31 @@ impl Compiled {
                 info.flags |= flag;
             }
         }
-        // One address per family (Kubernetes podIPs); the lowest if more.
-        let mut sorted = addrs.to_vec();
-        sorted.sort_unstable();
-        if let Some(a) = sorted.iter().find(|a| a.is_ipv4()) {
-            info.ipv4 = abi_addr(*a);
-            info.flags |= ENDPOINT_HAS_IPV4;
-        }
-        if let Some(a) = sorted.iter().find(|a| a.is_ipv6()) {
-            info.ipv6 = abi_addr(*a);
-            info.flags |= ENDPOINT_HAS_IPV6;
-        }
+        set_endpoint_addresses(&mut info, addrs, mac);
         info
+    }
+}
+
+/// Sets what an ENDPOINTS value says of the pod itself: its addresses (one
+/// per family, as Kubernetes podIPs; the lowest if more) and, when known,
+/// the MAC it may send from; its tables and isolation stay.
+pub fn set_endpoint_addresses(info: &mut EndpointInfo, addrs: &[IpAddr], mac: Option<[u8; 6]>) {
+    info.flags &= !(ENDPOINT_HAS_IPV4 | ENDPOINT_HAS_IPV6 | ENDPOINT_HAS_MAC);
+    info.ipv4 = [0; 16];
+    info.ipv6 = [0; 16];
+    info.mac = mac.unwrap_or_default();
+    if mac.is_some() {
+        info.flags |= ENDPOINT_HAS_MAC;
+    }
+    let mut sorted = addrs.to_vec();
+    sorted.sort_unstable();
+    if let Some(a) = sorted.iter().find(|a| a.is_ipv4()) {
+        info.ipv4 = abi_addr(*a);
+        info.flags |= ENDPOINT_HAS_IPV4;
+    }
+    if let Some(a) = sorted.iter().find(|a| a.is_ipv6()) {
+        info.ipv6 = abi_addr(*a);
+        info.flags |= ENDPOINT_HAS_IPV6;
     }
 }
 

@@ -11,6 +11,7 @@ pub mod bitset;
 pub mod fold;
 pub mod identity;
 pub mod image;
+pub mod incremental;
 pub mod kernel_ids;
 pub mod maps;
 pub mod select;
@@ -477,7 +478,7 @@ fn admin_peers(model: &Model) -> impl Iterator<Item = &AdminPeer> {
 
 /// The address blocks a cluster-admin peer names: its networks, or the
 /// addresses of the nodes it selects (each a single-address block).
-fn admin_blocks(model: &Model, peer: &AdminPeer) -> Vec<IpBlock> {
+pub(crate) fn admin_blocks(model: &Model, peer: &AdminPeer) -> Vec<IpBlock> {
     let block = |cidr| IpBlock {
         cidr,
         except: Vec::new(),
@@ -497,7 +498,7 @@ fn admin_blocks(model: &Model, peer: &AdminPeer) -> Vec<IpBlock> {
 
 /// `(Some(i), Some(item))` for each item of a list, or one `(None, None)`
 /// for an absent list (which matches everything).
-fn indexed<T>(list: Option<&[T]>) -> Vec<(Option<usize>, Option<&T>)> {
+pub(crate) fn indexed<T>(list: Option<&[T]>) -> Vec<(Option<usize>, Option<&T>)> {
     match list {
         None => vec![(None, None)],
         Some(list) => list
