@@ -247,10 +247,13 @@ impl RuleCase {
             ..
         } = BenchImage::new(model, &compiled, slot);
         let ports = ports(&shape);
-        let subject_tables = [
-            &compiled.tables[info.ingress_table as usize],
-            &compiled.tables[info.egress_table as usize],
-        ];
+        // The image holds kernel table numbers; the compiler's tables are
+        // indexed by its own.
+        let table = |k: u32| {
+            let t = compiled.kernel.internal_table(k).expect("a table of the image");
+            &compiled.tables[t as usize]
+        };
+        let subject_tables = [table(info.ingress_table), table(info.egress_table)];
         let allowed_port = ports[ports.len() / 2];
         let facts = RuleFacts {
             nominal: shape.nominal,
@@ -260,10 +263,10 @@ impl RuleCase {
                 .iter()
                 .collect::<std::collections::BTreeSet<_>>()
                 .iter()
-                .map(|&&t| compiled.tables[t as usize].segment_count())
+                .map(|&&t| table(t).segment_count())
                 .sum(),
-            ingress_table_segments: compiled.tables[info.ingress_table as usize].segment_count(),
-            egress_table_segments: compiled.tables[info.egress_table as usize].segment_count(),
+            ingress_table_segments: table(info.ingress_table).segment_count(),
+            egress_table_segments: table(info.egress_table).segment_count(),
             policy_entries: image.policy.len(),
             ingress_table_entries: table_entries(&image, info.ingress_table),
             egress_table_entries: table_entries(&image, info.egress_table),
