@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: the benchmarks, results written under bench/results/.
 //!
 //! - the policy compile benchmark (`policy_bench`, any user);
+//! - the incremental compile benchmark (`incremental_bench`, any user: one
+//!   change turned into its map writes beside a full compile, allow-lists
+//!   of 10 to 100k entries and 1k/10k-pod clusters);
 //! - the proposal benchmark (`propose_bench`, any user: 1M flow records to
 //!   policies and their coverage proof);
 //! - the UI benchmark (`ui_bench`, any user, with the setup's chromium and
@@ -34,6 +37,9 @@ use crate::{cmd, cmd::step, ebpf, test::EBPF_ELF, ui};
 pub fn run(quick: bool) -> Result<()> {
     step("policy compile benchmark", || {
         cmd::run(bench_bin("policy_bench", quick).current_dir(cmd::repo_root()))
+    })?;
+    step("incremental compile benchmark", || {
+        cmd::run(bench_bin("incremental_bench", quick).current_dir(cmd::repo_root()))
     })?;
     step("proposal benchmark", || {
         cmd::run(bench_bin("propose_bench", quick).current_dir(cmd::repo_root()))
