@@ -82,7 +82,7 @@ fn time_changes(
         let outcome = inc.apply(c);
         times.push(started.elapsed().as_secs_f64() * 1e6);
         match outcome {
-            Outcome::Edits(e) => writes.push(e.len()),
+            Outcome::Delta(d) => writes.push(d.len()),
             Outcome::Full => anyhow::bail!("change {i} needed a full compile"),
         }
     }

@@ -5,7 +5,8 @@
 //! reference evaluator's, and the active slot read back from the kernel
 //! equals the image the syncer keeps. The models: random ones losing a
 //! policy or a pod or replaced step by step, and a policy whose port list
-//! grows past one policy tree node (to three levels) and shrinks.
+//! grows past one policy tree node (to three levels) and shrinks; and the
+//! incremental compiler's own deltas over random pod and policy changes.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -22,6 +23,7 @@ use bulkhead_netns_tests::{
     privileged_ebpf_elf,
     probe::Probe,
 };
+use bulkhead_policy::compile::incremental::{Change, Incremental, LocalPod, Outcome, full_image};
 use bulkhead_policy::compile::{Compiled, compile};
 use bulkhead_policy::model::Model;
 use bulkhead_policy::model::addressing::AddressPlan;
@@ -142,7 +144,25 @@ fn step(
     let delta = k.agent.active_image().unwrap().diff(&want);
     k.apply(&delta);
     k.assert_active(&want, what);
-    let addrs = probe_addresses(m, &c);
+    let ifindex = |p: usize| Some(IFINDEX_BASE + p as u32);
+    check_probes(k, (m, &c, &want), &ifindex, r, probes, extra, sport, what)
+}
+
+/// Checks `probes` random probes between the addresses of `m` (compiled
+/// to `c`, whose image `want` is live; pod `p`'s endpoint at `ifindex(p)`,
+/// `None` if not local: not probed), and `extra`, against the evaluator.
+#[allow(clippy::too_many_arguments)]
+fn check_probes(
+    k: &mut Kernel,
+    (m, c, want): (&Model, &Compiled, &NodeImage),
+    ifindex: &dyn Fn(usize) -> Option<u32>,
+    r: &mut Rng,
+    probes: usize,
+    extra: &[(IpAddr, IpAddr, usize, u16)],
+    sport: &mut u16,
+    what: &str,
+) -> usize {
+    let addrs = probe_addresses(m, c);
     let mut cases: Vec<(IpAddr, IpAddr, usize, u16)> = extra.to_vec();
     for _ in 0..probes {
         let (src, dst) = (*r.pick(&addrs), *r.pick(&addrs));
@@ -151,21 +171,27 @@ fn step(
     let mut checked = 0;
     for (src, dst, kind, dport) in cases {
         let (sp, dp) = (c.pod_of(src), c.pod_of(dst));
-        if src == dst || src.is_ipv4() != dst.is_ipv4() || (sp.is_none() && dp.is_none()) {
+        let local = |p: Option<usize>| p.is_none_or(|p| ifindex(p).is_some());
+        if src == dst
+            || src.is_ipv4() != dst.is_ipv4()
+            || (sp.is_none() && dp.is_none())
+            || !local(sp)
+            || !local(dp)
+        {
             continue;
         }
         *sport = sport.checked_add(1).expect("fewer than 64k probes");
-        let probe = Probe::new(&c, src, dst, kind, *sport, dport);
+        let probe = Probe::new(c, src, dst, kind, *sport, dport);
         let ctx = format!("{what}: {}", probe.describe(0));
         let pkt = frame(MAC, src, dst, probe.l4);
         let mut pass = true;
-        if let Some(p) = sp {
-            k.test_endpoint(want.endpoints[&(IFINDEX_BASE + p as u32)]);
+        if let Some(p) = sp.and_then(ifindex) {
+            k.test_endpoint(want.endpoints[&p]);
             pass = k.run(true, &pkt) == PASS;
             assert_eq!(pass, probe.verdict.egress.allows(), "from_pod: {ctx}");
         }
-        if pass && let Some(d) = dp {
-            k.test_endpoint(want.endpoints[&(IFINDEX_BASE + d as u32)]);
+        if pass && let Some(d) = dp.and_then(ifindex) {
+            k.test_endpoint(want.endpoints[&d]);
             pass = k.run(false, &pkt) == PASS;
         }
         assert_eq!(pass, probe.want, "kernel vs evaluator: {ctx}");
@@ -175,7 +201,7 @@ fn step(
     let mut d = ImageDelta::default();
     d.endpoints.insert(LO_IFINDEX, None);
     k.apply(&d);
-    k.assert_active(&want, what);
+    k.assert_active(want, what);
     checked
 }
 
@@ -282,4 +308,140 @@ fn a_policy_tree_growing_past_one_node_and_shrinking_is_enforced_as_evaluated() 
         );
         step(&mut k, &m, &mut r, 10, &extra, &mut sport, &what);
     }
+}
+
+/// One random change for the incremental compiler: a replica of a pod
+/// arriving (local, on a new veth), a pod leaving, or a policy getting
+/// one of the model's rules appended or its last rule dropped.
+fn incremental_change(r: &mut Rng, inc: &mut Incremental, k: &mut u8) -> Outcome {
+    let pods = inc.model().pods.clone();
+    let policies = inc.model().policies.clone();
+    *k += 1;
+    match r.below(4) {
+        0 | 1 if !pods.is_empty() => {
+            let mut pod = r.pick(&pods).clone();
+            pod.name = format!("r{k}");
+            pod.ips = pod
+                .ips
+                .iter()
+                .map(|a| match a {
+                    IpAddr::V4(v4) => {
+                        let o = v4.octets();
+                        IpAddr::from([o[0], o[1], o[2], 100 + *k])
+                    }
+                    IpAddr::V6(v6) => {
+                        let mut s = v6.segments();
+                        s[7] = 0x100 + u16::from(*k);
+                        IpAddr::from(s)
+                    }
+                })
+                .collect();
+            let key = pod.key();
+            let arrived = inc.apply(Change::PodUpsert(pod));
+            let mut local = inc.local().clone();
+            let ifindex = IFINDEX_BASE + 200 + u32::from(*k);
+            local.insert(key, LocalPod { ifindex, mac: None });
+            merge(arrived, inc.set_local(local))
+        }
+        2 if !pods.is_empty() => {
+            let pod = r.pick(&pods);
+            inc.apply(Change::PodDelete {
+                namespace: pod.namespace.clone(),
+                name: pod.name.clone(),
+            })
+        }
+        _ if !policies.is_empty() => {
+            let mut p = r.pick(&policies).clone();
+            let donors: Vec<_> = policies
+                .iter()
+                .flat_map(|q| q.ingress.clone().unwrap_or_default())
+                .collect();
+            if let Some(rules) = &mut p.ingress {
+                if donors.is_empty() || r.chance(30) {
+                    rules.pop();
+                } else {
+                    rules.push(r.pick(&donors).clone());
+                }
+            }
+            inc.apply(Change::PolicyUpsert(p))
+        }
+        _ => Outcome::Full,
+    }
+}
+
+/// Two outcomes in a row as one.
+fn merge(a: Outcome, b: Outcome) -> Outcome {
+    match (a, b) {
+        (Outcome::Delta(mut a), Outcome::Delta(b)) => {
+            a.extend(&b);
+            Outcome::Delta(a)
+        }
+        _ => Outcome::Full,
+    }
+}
+
+/// The incremental compiler's deltas, written by `apply_delta` alone,
+/// are enforced as the reference evaluator judges the changed model: after
+/// every change the kernel's active slot reads back as the incremental
+/// image (which equals the full compile's) and test-run verdicts equal the
+/// evaluator's. A full outcome is written as the diff of the images.
+#[test]
+fn the_incremental_compilers_deltas_are_enforced_as_evaluated() {
+    let Some(elf) = privileged_ebpf_elf() else {
+        return;
+    };
+    let mut k = Kernel::open(&elf);
+    let (mut sport, mut checked, mut fast) = (1024u16, 0, 0);
+    for seed in 0..10u64 {
+        let mut r = Rng(seed * 7_919 + 11);
+        let m = if seed % 3 == 2 {
+            random_tiered_model(&mut r)
+        } else {
+            random_model(&mut r)
+        };
+        let local: BTreeMap<String, LocalPod> = m
+            .pods
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let ifindex = IFINDEX_BASE + i as u32;
+                (p.key(), LocalPod { ifindex, mac: None })
+            })
+            .collect();
+        let node_ips = m.node_ips.clone();
+        let mut inc = Incremental::new(m, node_ips, local);
+        // The model's first image, as a full sync would write it.
+        let first = k.agent.active_image().unwrap().diff(inc.image());
+        k.apply(&first);
+        let mut n = 0u8;
+        for change in 0..8 {
+            let what = format!("seed {seed} change {change}");
+            let delta = match incremental_change(&mut r, &mut inc, &mut n) {
+                Outcome::Delta(d) => {
+                    fast += 1;
+                    d
+                }
+                Outcome::Full => k.agent.active_image().unwrap().diff(inc.image()),
+            };
+            k.apply(&delta);
+            k.assert_active(inc.image(), &what);
+            let c = compile(inc.model());
+            let want = full_image(inc.model(), &c, inc.local());
+            assert!(want == *inc.image(), "{what}: the full compile's image");
+            let keys: Vec<String> = inc.model().pods.iter().map(|p| p.key()).collect();
+            let ifindex = |p: usize| inc.local().get(&keys[p]).map(|l| l.ifindex);
+            checked += check_probes(
+                &mut k,
+                (inc.model(), &c, &want),
+                &ifindex,
+                &mut r,
+                20,
+                &[],
+                &mut sport,
+                &what,
+            );
+        }
+    }
+    eprintln!("{checked} probes checked; {fast} changes on the fast path");
+    assert!(checked > 300 && fast > 20, "{checked} probes, {fast} fast");
 }

@@ -8,56 +8,16 @@ use std::net::IpAddr;
 use bulkhead_policy::model::{Direction, PortMatch, PortSpec, Protocol, Rule};
 use bulkhead_testkit::{Rng, random_model, random_modes, random_tiered_model};
 
-use bulkhead_common::PolicyNodeKey;
 use bulkhead_policy::compile::compile_on_node;
+use bulkhead_policy::compile::image::NodeImage;
 use bulkhead_policy::compile::incremental::{
-    Change, Edit, Image, Incremental, LocalPod, Outcome, Stats, full_image,
+    Change, Incremental, LocalPod, Outcome, Stats, full_image,
 };
-use bulkhead_policy::compile::maps::policy_tree;
 
 /// The full compile's image of the incremental state's model.
-fn reference(inc: &Incremental) -> Image {
+fn reference(inc: &Incremental) -> NodeImage {
     let compiled = compile_on_node(inc.model(), inc.node_ips());
     full_image(inc.model(), &compiled, inc.local())
-}
-
-fn apply_edits(image: &mut Image, edits: &[Edit]) {
-    for e in edits {
-        match e {
-            Edit::Identity { key, value } => match value {
-                Some(v) => {
-                    image.identities.insert(*key, *v);
-                }
-                None => {
-                    image.identities.remove(key);
-                }
-            },
-            Edit::Tree {
-                table,
-                peer,
-                ranges,
-            } => {
-                let first = PolicyNodeKey::new(0, *table, *peer, 0);
-                let last = PolicyNodeKey::new(0, *table, *peer, u32::MAX);
-                let old: Vec<PolicyNodeKey> =
-                    image.policy.range(first..=last).map(|(k, _)| *k).collect();
-                for k in old {
-                    image.policy.remove(&k);
-                }
-                if let Some(ranges) = ranges {
-                    image.policy.extend(policy_tree(0, *table, *peer, ranges));
-                }
-            }
-            Edit::Endpoint { ifindex, info } => match info {
-                Some(i) => {
-                    image.endpoints.insert(*ifindex, *i);
-                }
-                None => {
-                    image.endpoints.remove(ifindex);
-                }
-            },
-        }
-    }
 }
 
 /// A fresh address near `a` (same /24 or /120 most of the time, so it
@@ -241,10 +201,15 @@ fn incremental_image_equals_the_full_compile_after_every_change() {
                 *inc.image() == want,
                 "seed {seed} step {step}: the image differs from the full compile's ({outcome:?})"
             );
-            if let Outcome::Edits(edits) = &outcome {
+            if let Outcome::Delta(delta) = &outcome {
                 let mut replay = before;
-                apply_edits(&mut replay, edits);
-                assert_eq!(replay, want, "seed {seed} step {step}: the edits");
+                replay.apply(delta);
+                assert_eq!(replay, want, "seed {seed} step {step}: the delta");
+                assert_eq!(
+                    replay.effective(delta).len(),
+                    0,
+                    "seed {seed} step {step}: applied twice, the delta changes nothing"
+                );
             }
         }
         let s = inc.stats();

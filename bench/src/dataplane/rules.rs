@@ -250,7 +250,10 @@ impl RuleCase {
         // The image holds kernel table numbers; the compiler's tables are
         // indexed by its own.
         let table = |k: u32| {
-            let t = compiled.kernel.internal_table(k).expect("a table of the image");
+            let t = compiled
+                .kernel
+                .internal_table(k)
+                .expect("a table of the image");
             &compiled.tables[t as usize]
         };
         let subject_tables = [table(info.ingress_table), table(info.egress_table)];

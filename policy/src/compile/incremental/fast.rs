@@ -6,11 +6,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use bulkhead_common::{EndpointInfo, IdentityValue};
+
+use super::super::image::IdentityAddr;
 use ipnetwork::IpNetwork;
 
 use super::signature::{EndpointKey, Peers, endpoint_key};
 use super::{
-    Compiled, Edit, Image, Incremental, Index, LocalPod, identity_key, set_endpoint_addresses,
+    Compiled, ImageDelta, Incremental, Index, LocalPod, NodeImage, identity_key,
+    set_endpoint_addresses,
 };
 use crate::model::{Model, Pod};
 
@@ -44,7 +47,7 @@ impl Index {
         model: &Model,
         compiled: &Compiled,
         local: &BTreeMap<String, LocalPod>,
-        image: &Image,
+        image: &NodeImage,
     ) -> Self {
         let peers = Peers::new(model);
         let mut index = Index::default();
@@ -106,9 +109,10 @@ impl Index {
 
 type ClassKeyOwned = super::signature::ClassKey;
 
-/// The exact IDENTITIES key of an address (slot 0).
-fn exact(a: IpAddr) -> (u32, bulkhead_common::IdentityKey) {
-    identity_key(0, IpNetwork::from(a))
+/// The exact IDENTITIES key of an address, without slot.
+fn exact(a: IpAddr) -> IdentityAddr {
+    let (len, key) = identity_key(0, IpNetwork::from(a));
+    (len, key.addr)
 }
 
 /// The ipBlocks (indices) containing `a`.
@@ -121,7 +125,7 @@ fn blocks_of(compiled: &Compiled, a: IpAddr) -> Vec<u32> {
 impl Incremental {
     /// Creates or replaces a pod; the fast path's writes, or `None` (the
     /// model is changed either way).
-    pub(super) fn upsert_pod(&mut self, pod: Pod) -> Option<Vec<Edit>> {
+    pub(super) fn upsert_pod(&mut self, pod: Pod) -> Option<ImageDelta> {
         let key = pod.key();
         let plan = self.plan(&key, Some(&pod));
         let known_namespace = self.model.namespaces.contains_key(&pod.namespace);
@@ -142,7 +146,7 @@ impl Incremental {
     }
 
     /// Deletes a pod; the fast path's writes, or `None`.
-    pub(super) fn delete_pod(&mut self, namespace: &str, name: &str) -> Option<Vec<Edit>> {
+    pub(super) fn delete_pod(&mut self, namespace: &str, name: &str) -> Option<ImageDelta> {
         let key = format!("{namespace}/{name}");
         let plan = self.plan(&key, None);
         if let Some((i, _)) = self.model.pod(&key) {
@@ -157,9 +161,9 @@ impl Incremental {
         key: &str,
         pod: Option<&Pod>,
         next: Option<LocalPod>,
-    ) -> Option<Vec<Edit>> {
+    ) -> Option<ImageDelta> {
         let Some(pod) = pod else {
-            return Some(Vec::new());
+            return Some(ImageDelta::default());
         };
         let from = self.local.get(key).map(|l| {
             let (_, ek) = &self.index.pods[key];
@@ -169,9 +173,9 @@ impl Incremental {
             )
         });
         let mv = self.plan_endpoint(key, from, Some(pod), next)?;
-        let mut edits = Vec::new();
-        self.commit_endpoint(key, mv, &mut edits);
-        Some(edits)
+        let mut delta = ImageDelta::default();
+        self.commit_endpoint(key, mv, &mut delta);
+        Some(delta)
     }
 
     /// Plans the change of pod `key` to `next` (`None`: deleted), or `None`
@@ -286,8 +290,8 @@ impl Incremental {
     }
 
     /// Commits a plan to the index and the image; its writes.
-    fn commit(&mut self, plan: Plan) -> Vec<Edit> {
-        let mut edits = Vec::new();
+    fn commit(&mut self, plan: Plan) -> ImageDelta {
+        let mut delta = ImageDelta::default();
         for (a, id) in &plan.removed {
             if let Some(e) = self.index.identities.get_mut(id) {
                 e.1 -= 1;
@@ -295,10 +299,7 @@ impl Incremental {
             self.index.owners.remove(a);
             if !plan.added.iter().any(|(b, _, _)| b == a) {
                 self.image.identities.remove(&exact(*a));
-                edits.push(Edit::Identity {
-                    key: exact(*a),
-                    value: None,
-                });
+                delta.identities.insert(exact(*a), None);
             }
         }
         for (a, id, value) in plan.added {
@@ -307,10 +308,7 @@ impl Incremental {
             }
             self.index.owners.insert(a, plan.key.clone());
             if self.image.identities.insert(exact(a), value) != Some(value) {
-                edits.push(Edit::Identity {
-                    key: exact(a),
-                    value: Some(value),
-                });
+                delta.identities.insert(exact(a), Some(value));
             }
         }
         let endpoint = self.index.pods.get(&plan.key).and_then(|e| e.1.clone());
@@ -323,22 +321,19 @@ impl Incremental {
             }
         }
         if let Some(mv) = plan.endpoint {
-            self.commit_endpoint(&plan.key, mv, &mut edits);
+            self.commit_endpoint(&plan.key, mv, &mut delta);
         }
-        edits
+        delta
     }
 
-    fn commit_endpoint(&mut self, key: &str, mv: EndpointMove, edits: &mut Vec<Edit>) {
+    fn commit_endpoint(&mut self, key: &str, mv: EndpointMove, delta: &mut ImageDelta) {
         if let Some((ifindex, ek)) = mv.from {
             if let Some(e) = self.index.endpoints.get_mut(&ek) {
                 e.1 -= 1;
             }
             if mv.to.as_ref().is_none_or(|t| t.0 != ifindex) {
                 self.image.endpoints.remove(&ifindex);
-                edits.push(Edit::Endpoint {
-                    ifindex,
-                    info: None,
-                });
+                delta.endpoints.insert(ifindex, None);
             }
         }
         let slot = self.index.pods.get_mut(key).map(|e| &mut e.1);
@@ -351,10 +346,7 @@ impl Incremental {
                     *s = Some(ek);
                 }
                 if self.image.endpoints.insert(ifindex, info) != Some(info) {
-                    edits.push(Edit::Endpoint {
-                        ifindex,
-                        info: Some(info),
-                    });
+                    delta.endpoints.insert(ifindex, Some(info));
                 }
             }
             None => {

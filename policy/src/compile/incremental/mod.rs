@@ -26,62 +26,19 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use bulkhead_common::{
-    EndpointInfo, IdentityKey, IdentityValue, PolicyNode, PolicyNodeKey, PolicyRange, ServiceKey,
-};
+use bulkhead_common::{EndpointInfo, IdentityValue, PolicyRange};
 
-use super::maps::{identity_key, policy_tree, set_endpoint_addresses};
+use super::image::{ImageDelta, NodeImage};
+use super::maps::{identity_key, set_endpoint_addresses};
 use super::{Compiled, Segment, compile_on_node};
 use crate::model::{Model, Pod, Policy};
 use signature::{ClassKey, EndpointKey, Peers};
-
-/// One slot's map content, without caring which slot (keys stamped 0):
-/// what the kernel holds, as a value to compare and diff.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Image {
-    /// IDENTITIES / IDENTITIES_EXACT: (prefix length, key) → identity.
-    pub identities: BTreeMap<(u32, IdentityKey), IdentityValue>,
-    /// Policy tree nodes, per tree as `policy_tree` numbers them.
-    pub policy: BTreeMap<PolicyNodeKey, PolicyNode>,
-    /// ENDPOINTS by the ifindex of the endpoint's host-side veth.
-    pub endpoints: BTreeMap<u32, EndpointInfo>,
-    /// SERVICES.
-    pub services: BTreeSet<ServiceKey>,
-}
-
-/// A write to the image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Edit {
-    /// An identity entry set (`Some`) or removed.
-    Identity {
-        /// (prefix length, key), slot 0.
-        key: (u32, IdentityKey),
-        /// The new value.
-        value: Option<IdentityValue>,
-    },
-    /// A policy tree set (its ranges) or removed.
-    Tree {
-        /// Kernel table number.
-        table: u32,
-        /// Kernel peer identity (`IDENTITY_ANY` for any peer).
-        peer: u32,
-        /// The tree's ranges.
-        ranges: Option<Vec<PolicyRange>>,
-    },
-    /// An endpoint set or removed.
-    Endpoint {
-        /// ifindex of the host-side veth.
-        ifindex: u32,
-        /// The new value.
-        info: Option<EndpointInfo>,
-    },
-}
 
 /// What a change did to the image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Fast path: exactly these writes (possibly none).
-    Edits(Vec<Edit>),
+    Delta(ImageDelta),
     /// Recompiled in full: the image was replaced; diff it against what
     /// the kernel holds.
     Full,
@@ -140,7 +97,7 @@ pub struct Incremental {
     node_ips: Vec<IpAddr>,
     local: BTreeMap<String, LocalPod>,
     compiled: Arc<Compiled>,
-    image: Image,
+    image: NodeImage,
     index: Index,
     stats: Stats,
     /// Whether fast-path changes happened since `compiled` was made.
@@ -186,7 +143,7 @@ impl Incremental {
             node_ips,
             local,
             compiled: Arc::new(compile_on_node(&Model::default(), &[])),
-            image: Image::default(),
+            image: NodeImage::default(),
             index: Index::default(),
             stats: Stats::default(),
             stale: false,
@@ -214,7 +171,7 @@ impl Incremental {
     }
 
     /// The image the model compiles to.
-    pub fn image(&self) -> &Image {
+    pub fn image(&self) -> &NodeImage {
         &self.image
     }
 
@@ -271,25 +228,25 @@ impl Incremental {
             .chain(local.iter().filter(|(k, v)| self.local.get(*k) != Some(v)))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut edits = Some(Vec::new());
+        let mut delta = Some(ImageDelta::default());
         for key in changed {
             let pod = self.model.pod(&key).map(|(_, p)| p.clone());
             let next = local.get(&key).copied();
-            edits = edits.and_then(|mut e| {
-                e.extend(self.move_endpoint(&key, pod.as_ref(), next)?);
-                Some(e)
+            delta = delta.and_then(|mut d| {
+                d.extend(&self.move_endpoint(&key, pod.as_ref(), next)?);
+                Some(d)
             });
         }
         self.local = local;
-        self.finish(edits)
+        self.finish(delta)
     }
 
-    fn finish(&mut self, fast: Option<Vec<Edit>>) -> Outcome {
+    fn finish(&mut self, fast: Option<ImageDelta>) -> Outcome {
         match fast {
-            Some(edits) => {
+            Some(delta) => {
                 self.stats.fast += 1;
                 self.stale = true;
-                Outcome::Edits(edits)
+                Outcome::Delta(delta)
             }
             None => {
                 self.stats.full += 1;
@@ -310,60 +267,38 @@ impl Incremental {
         self.groups.clear();
     }
 
-    /// Replaces the policy tree of (`table`, `peer`) in the image; whether
-    /// it changed.
+    /// Replaces the policy tree of (`table`, `peer`) in the image (`None`:
+    /// no tree); whether it changed.
     fn set_tree(&mut self, table: u32, peer: u32, ranges: Option<Vec<PolicyRange>>) -> bool {
-        let first = PolicyNodeKey::new(0, table, peer, 0);
-        let last = PolicyNodeKey::new(0, table, peer, u32::MAX);
-        let old: Vec<(PolicyNodeKey, PolicyNode)> = self
-            .image
-            .policy
-            .range(first..=last)
-            .map(|(k, v)| (*k, *v))
-            .collect();
-        let new = ranges
-            .map(|r| policy_tree(0, table, peer, &r))
-            .unwrap_or_default();
-        if old == new {
+        let key = (table, peer);
+        if self.image.policy.get(&key) == ranges.as_ref() {
             return false;
         }
-        for (k, _) in old {
-            self.image.policy.remove(&k);
-        }
-        self.image.policy.extend(new);
+        match ranges {
+            Some(r) => self.image.policy.insert(key, r),
+            None => self.image.policy.remove(&key),
+        };
         true
     }
 }
 
 /// The image of `compiled` (of `model`) with the local pods `local`.
-pub fn full_image(model: &Model, compiled: &Compiled, local: &BTreeMap<String, LocalPod>) -> Image {
+pub fn full_image(
+    model: &Model,
+    compiled: &Compiled,
+    local: &BTreeMap<String, LocalPod>,
+) -> NodeImage {
     let mut pods = Vec::new();
     let mut macs = BTreeMap::new();
-    let mut ifindex = HashMap::new();
     for (key, l) in local {
         if let Some((i, _)) = model.pod(key) {
-            pods.push(i);
-            ifindex.insert(i, l.ifindex);
+            pods.push((i, l.ifindex));
             if let Some(mac) = l.mac {
                 macs.insert(i, mac);
             }
         }
     }
-    let map = compiled.map_image_bound(0, &pods, &macs);
-    Image {
-        identities: map
-            .identities
-            .into_iter()
-            .map(|(l, k, v)| ((l, k), v))
-            .collect(),
-        policy: map.policy.into_iter().collect(),
-        endpoints: map
-            .endpoints
-            .into_iter()
-            .map(|(pod, info)| (ifindex[&pod], info))
-            .collect(),
-        services: map.services.into_iter().collect(),
-    }
+    compiled.node_image(&pods, &macs).0
 }
 
 mod fast;

@@ -19,7 +19,7 @@ use super::super::maps::peer_ranges;
 use super::super::{RuleOrigin, Segment, indexed};
 use super::segments;
 use super::uses::Uses;
-use super::{Edit, Incremental};
+use super::{ImageDelta, Incremental};
 use crate::model::{Direction, Peer, Policy, PortMatch, PortSpec, Protocol, Rule, Tier};
 
 /// A rule's content, owned, in content order (see
@@ -68,7 +68,7 @@ struct Granting<'r> {
 impl Incremental {
     /// Creates or replaces a NetworkPolicy; the fast path's writes, or
     /// `None` (the model is changed either way).
-    pub(super) fn upsert_policy(&mut self, policy: Policy) -> Option<Vec<Edit>> {
+    pub(super) fn upsert_policy(&mut self, policy: Policy) -> Option<ImageDelta> {
         let at = self.policy_at(&policy.namespace, &policy.name);
         let plan = at.ok().and_then(|pi| self.plan_policy(pi, &policy));
         let known_namespace = self.model.namespaces.contains_key(&policy.namespace);
@@ -83,7 +83,7 @@ impl Incremental {
     }
 
     /// Deletes a NetworkPolicy (always a full compile: tables change keys).
-    pub(super) fn delete_policy(&mut self, namespace: &str, name: &str) -> Option<Vec<Edit>> {
+    pub(super) fn delete_policy(&mut self, namespace: &str, name: &str) -> Option<ImageDelta> {
         if let Ok(pi) = self.policy_at(namespace, name) {
             self.model.policies.remove(pi);
         }
@@ -428,7 +428,7 @@ impl Incremental {
     }
 
     /// Commits a policy plan; its writes.
-    fn commit_policy(&mut self, plan: PolicyPlan) -> Vec<Edit> {
+    fn commit_policy(&mut self, plan: PolicyPlan) -> ImageDelta {
         self.index.uses.replace(&plan.old_uses, &plan.new_uses);
         for id in &plan.removed {
             if self.extra_rules.remove(id).is_none() {
@@ -440,18 +440,14 @@ impl Incremental {
             self.extra_rules.insert(id, content);
         }
         self.groups.extend(plan.groups);
-        let mut edits = Vec::new();
+        let mut delta = ImageDelta::default();
         for ((table, peer), ranges) in plan.trees {
             let ranges = (!ranges.is_empty()).then_some(ranges);
             if self.set_tree(table, peer, ranges.clone()) {
-                edits.push(Edit::Tree {
-                    table,
-                    peer,
-                    ranges,
-                });
+                delta.policy.insert((table, peer), ranges);
             }
         }
-        edits
+        delta
     }
 }
 
